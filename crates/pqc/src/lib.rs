@@ -1,0 +1,29 @@
+//! # pqc
+//!
+//! Post-quantum cryptography for City Chain.
+//!
+//! - ML-DSA-87 (FIPS 204, "Dilithium5") through `pqcrypto`: [`Keypair`] signs (it is a
+//!   [`dag_core::Signer`]), [`MlDsa87`] verifies (it is a [`dag_core::SignatureVerifier`]).
+//! - [`BatchVerifier`]: verification of many signed txs in parallel on a bounded pool, so
+//!   CPU-heavy work never runs on an async reactor.
+//! - Key files: [`Keypair::save`] writes the secret key with mode 0600 and a checksum;
+//!   [`Keypair::load`] rejects wrong lengths and corrupt files with a precise error.
+//!
+//! ```
+//! use pqc::{Keypair, MlDsa87};
+//! use dag_core::{Signer, SignatureVerifier};
+//!
+//! let kp = Keypair::generate();
+//! let sig = kp.sign(b"hello");
+//! assert!(MlDsa87.verify(kp.public_key(), b"hello", &sig).is_ok());
+//! assert!(MlDsa87.verify(kp.public_key(), b"hellO", &sig).is_err());
+//! ```
+
+mod batch;
+mod error;
+mod keyfile;
+mod mldsa;
+
+pub use batch::BatchVerifier;
+pub use error::{Error, Result};
+pub use mldsa::{Keypair, MlDsa87, PUBLIC_KEY_LEN, SECRET_KEY_LEN, SIGNATURE_LEN, sign_tx};
