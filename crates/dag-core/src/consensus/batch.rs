@@ -1,0 +1,248 @@
+//! Batches: a representative's proposal for one round, its canonical encoding, digest and
+//! signature.
+//!
+//! Encoding of a [`BatchHeader`] (all integers little endian):
+//! `version u8 (1) ‖ round u64 ‖ author 32 ‖ timestamp_ms u64 ‖ parents: u16 count, 32 each ‖
+//! items: u32 count, each kind u8 (0 tx, 1 stripe) ‖ id 32`.
+//! The digest is BLAKE3 of that encoding. The author signs
+//! `domain::BATCH ‖ round u64 ‖ digest` ([`BatchHeader::signing_message`]): round plus
+//! digest, so a double-sign proof needs no header decoding (dpos evidence).
+
+use super::{Committee, ConsensusError, Result, domain};
+use crate::{DecodeError, Hash32, NodeId, Reader, SignatureVerifier, Signer, StripeId, TxId, Writer};
+use std::fmt;
+
+/// A DAG round. Round 0 is genesis (no parents); even rounds have leaders.
+pub type Round = u64;
+
+/// Most items (tx ids or stripe ids) in one batch.
+pub const MAX_BATCH_ITEMS: usize = 10_000;
+/// Most parents of one batch (also bounded by the committee size).
+pub const MAX_PARENTS: usize = 256;
+/// Longest batch signature accepted.
+const MAX_SIGNATURE_LEN: usize = crate::MAX_SIGNATURE_LEN;
+const VERSION: u8 = 1;
+
+/// Digest of a batch header: BLAKE3 of its canonical encoding. A certificate is named by the
+/// digest of the batch it certifies.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct BatchDigest(pub Hash32);
+
+impl BatchDigest {
+    /// The raw 32 bytes.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0.0
+    }
+    /// Short form for logs.
+    pub fn short(&self) -> String {
+        self.0.short()
+    }
+}
+
+impl fmt::Debug for BatchDigest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "BatchDigest({})", self.0.short())
+    }
+}
+
+impl fmt::Display for BatchDigest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0.short())
+    }
+}
+
+/// What a batch orders: a held tx or a whole micro-batch (erasure-coded stripe).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum BatchItem {
+    /// One tx by id.
+    Tx(TxId),
+    /// One micro-batch stripe by id.
+    Stripe(StripeId),
+}
+
+/// A representative's proposal for one round.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BatchHeader {
+    /// The round.
+    pub round: Round,
+    /// The proposer.
+    pub author: NodeId,
+    /// Proposer's clock when sealing, ms since the Unix epoch (from the dynamic batcher).
+    pub timestamp_ms: u64,
+    /// Digests of certified batches of `round − 1` (empty in round 0).
+    pub parents: Vec<BatchDigest>,
+    /// Held txs or micro-batches to order.
+    pub items: Vec<BatchItem>,
+}
+
+impl BatchHeader {
+    /// Canonical encoding (see the module docs). Panics only if the limits are exceeded,
+    /// which [`BatchHeader::check_limits`] rules out.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::with_capacity(1 + 8 + 32 + 8 + 2 + 32 * self.parents.len() + 4 + 33 * self.items.len());
+        self.write(&mut w);
+        w.finish()
+    }
+
+    fn write(&self, w: &mut Writer) {
+        let parents = u16::try_from(self.parents.len()).unwrap_or(u16::MAX);
+        let items = u32::try_from(self.items.len()).unwrap_or(u32::MAX);
+        w.u8(VERSION)
+            .u64(self.round)
+            .raw(self.author.as_bytes())
+            .u64(self.timestamp_ms)
+            .u16(parents);
+        for p in &self.parents {
+            w.raw(p.as_bytes());
+        }
+        w.u32(items);
+        for item in &self.items {
+            match item {
+                BatchItem::Tx(id) => w.u8(0).raw(id.as_bytes()),
+                BatchItem::Stripe(id) => w.u8(1).raw(id.as_bytes()),
+            };
+        }
+    }
+
+    pub(crate) fn read(r: &mut Reader<'_>) -> std::result::Result<Self, DecodeError> {
+        let version = r.u8("batch version")?;
+        if version != VERSION {
+            return Err(DecodeError::UnsupportedVersion(version));
+        }
+        let round = r.u64("round")?;
+        let author = NodeId::from_bytes(r.bytes32("author")?);
+        let timestamp_ms = r.u64("timestamp_ms")?;
+        let n_parents = r.u16("parents")? as usize;
+        if n_parents > MAX_PARENTS {
+            return Err(DecodeError::TooLong { field: "parents", len: n_parents, max: MAX_PARENTS });
+        }
+        let mut parents = Vec::with_capacity(n_parents);
+        for _ in 0..n_parents {
+            parents.push(BatchDigest(Hash32(r.bytes32("parent")?)));
+        }
+        let n_items = r.u32("items")? as usize;
+        if n_items > MAX_BATCH_ITEMS {
+            return Err(DecodeError::TooLong { field: "batch items", len: n_items, max: MAX_BATCH_ITEMS });
+        }
+        let mut items = Vec::with_capacity(n_items.min(r.remaining() / 33));
+        for _ in 0..n_items {
+            let kind = r.u8("item kind")?;
+            let id = r.bytes32("item id")?;
+            items.push(match kind {
+                0 => BatchItem::Tx(TxId::from_bytes(id)),
+                1 => BatchItem::Stripe(StripeId::from_bytes(id)),
+                _ => return Err(DecodeError::Invalid { field: "item kind", reason: "expected 0 (tx) or 1 (stripe)" }),
+            });
+        }
+        Ok(BatchHeader { round, author, timestamp_ms, parents, items })
+    }
+
+    /// Strict decoding of [`BatchHeader::encode`].
+    pub fn decode(bytes: &[u8]) -> std::result::Result<Self, DecodeError> {
+        let mut r = Reader::new(bytes);
+        let h = Self::read(&mut r)?;
+        r.finish()?;
+        Ok(h)
+    }
+
+    /// BLAKE3 of the canonical encoding.
+    pub fn digest(&self) -> BatchDigest {
+        let mut w = Writer::default();
+        self.write(&mut w);
+        BatchDigest(Hash32::digest(w.as_slice()))
+    }
+
+    /// The message an author signs for a batch with this round and digest:
+    /// `domain::BATCH ‖ round (u64 LE) ‖ digest (32 bytes)`.
+    pub fn signing_message_for(round: Round, digest: &BatchDigest) -> Vec<u8> {
+        let mut m = Vec::with_capacity(domain::BATCH.len() + 40);
+        m.extend_from_slice(domain::BATCH);
+        m.extend_from_slice(&round.to_le_bytes());
+        m.extend_from_slice(digest.as_bytes());
+        m
+    }
+
+    /// The message the author signs for this header.
+    pub fn signing_message(&self) -> Vec<u8> {
+        Self::signing_message_for(self.round, &self.digest())
+    }
+
+    /// Size limits: items, parents (also at most the committee size), genesis has none.
+    pub fn check_limits(&self, committee: &Committee) -> Result<()> {
+        if self.items.len() > MAX_BATCH_ITEMS {
+            return Err(ConsensusError::Oversized { field: "batch items", len: self.items.len(), max: MAX_BATCH_ITEMS });
+        }
+        let max_parents = committee.size().min(MAX_PARENTS);
+        if self.parents.len() > max_parents {
+            return Err(ConsensusError::Oversized { field: "parents", len: self.parents.len(), max: max_parents });
+        }
+        if self.round == 0 && !self.parents.is_empty() {
+            return Err(ConsensusError::GenesisWithParents { digest: self.digest(), count: self.parents.len() });
+        }
+        Ok(())
+    }
+}
+
+/// A batch header with its author's signature, not yet checked.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SignedBatch {
+    /// The proposal.
+    pub header: BatchHeader,
+    /// Author's signature over [`BatchHeader::signing_message`].
+    pub signature: Vec<u8>,
+}
+
+impl SignedBatch {
+    /// Signs a header. The signer must be the header's author.
+    pub fn sign(header: BatchHeader, signer: &(impl Signer + ?Sized)) -> Self {
+        let signature = signer.sign(&header.signing_message());
+        SignedBatch { header, signature }
+    }
+
+    /// The header's digest.
+    pub fn digest(&self) -> BatchDigest {
+        self.header.digest()
+    }
+
+    /// Checks the author is a member, the limits hold and the signature verifies.
+    pub fn verify(&self, committee: &Committee, verifier: &(impl SignatureVerifier + ?Sized)) -> Result<()> {
+        let h = &self.header;
+        let author = committee
+            .authority(&h.author)
+            .ok_or(ConsensusError::UnknownAuthority { role: "author", node: h.author })?;
+        h.check_limits(committee)?;
+        let digest = h.digest();
+        verifier
+            .verify(&author.public_key, &BatchHeader::signing_message_for(h.round, &digest), &self.signature)
+            .map_err(|source| ConsensusError::BadSignature {
+                what: format!("batch {} of round {} by {}", digest.short(), h.round, h.author.short()),
+                source,
+            })
+    }
+
+    pub(crate) fn write(&self, w: &mut Writer) {
+        self.header.write(w);
+        w.bytes_u16(&self.signature);
+    }
+
+    pub(crate) fn read(r: &mut Reader<'_>) -> std::result::Result<Self, DecodeError> {
+        let header = BatchHeader::read(r)?;
+        let signature = r.bytes_u16("batch signature", MAX_SIGNATURE_LEN)?.to_vec();
+        Ok(SignedBatch { header, signature })
+    }
+
+    /// Canonical encoding: header, then the signature with a u16 length.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::default();
+        self.write(&mut w);
+        w.finish()
+    }
+
+    /// Strict decoding.
+    pub fn decode(bytes: &[u8]) -> std::result::Result<Self, DecodeError> {
+        let mut r = Reader::new(bytes);
+        let b = Self::read(&mut r)?;
+        r.finish()?;
+        Ok(b)
+    }
+}

@@ -1,0 +1,156 @@
+//! The DAG store: certified batches whose parents are present, indexed by digest and by
+//! (round, author). In memory and pure; a node persists what it needs around it.
+
+use super::{BatchDigest, BatchHeader, Committee, ConsensusError, Equivocation, Result, Round, Stake, VerifiedCertificate};
+use crate::NodeId;
+use std::collections::{BTreeMap, HashMap};
+
+/// Certified batches forming a DAG: every stored batch's parents are stored too (or were
+/// pruned below the garbage-collection round).
+#[derive(Debug, Default, Clone)]
+pub struct DagStore {
+    certs: HashMap<BatchDigest, VerifiedCertificate>,
+    rounds: BTreeMap<Round, BTreeMap<NodeId, BatchDigest>>,
+    pruned_below: Round,
+}
+
+impl DagStore {
+    /// An empty DAG.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Number of stored certificates.
+    pub fn len(&self) -> usize {
+        self.certs.len()
+    }
+    /// Whether nothing is stored.
+    pub fn is_empty(&self) -> bool {
+        self.certs.is_empty()
+    }
+    /// Whether a certificate is stored.
+    pub fn contains(&self, digest: &BatchDigest) -> bool {
+        self.certs.contains_key(digest)
+    }
+    /// A stored certificate.
+    pub fn get(&self, digest: &BatchDigest) -> Option<&VerifiedCertificate> {
+        self.certs.get(digest)
+    }
+    /// The certificate of `author` in `round`.
+    pub fn by_author(&self, round: Round, author: &NodeId) -> Option<&VerifiedCertificate> {
+        self.rounds.get(&round)?.get(author).and_then(|d| self.certs.get(d))
+    }
+    /// Certificates of one round, ordered by author id.
+    pub fn round(&self, round: Round) -> impl Iterator<Item = &VerifiedCertificate> + '_ {
+        self.rounds
+            .get(&round)
+            .into_iter()
+            .flat_map(|m| m.values())
+            .filter_map(|d| self.certs.get(d))
+    }
+    /// Highest round with a certificate.
+    pub fn highest_round(&self) -> Option<Round> {
+        self.rounds.keys().next_back().copied()
+    }
+    /// Total stake of the authors certified in `round`.
+    pub fn round_stake(&self, round: Round, committee: &Committee) -> Stake {
+        self.rounds
+            .get(&round)
+            .map_or(0, |m| m.keys().map(|a| committee.stake_of(a)).sum())
+    }
+    /// Rounds below this were pruned: parents there are taken as present.
+    pub fn pruned_below(&self) -> Round {
+        self.pruned_below
+    }
+
+    /// Parents of `header` that are not stored (nor pruned).
+    pub fn missing_parents(&self, header: &BatchHeader) -> Vec<BatchDigest> {
+        if header.round <= self.pruned_below {
+            return Vec::new();
+        }
+        header.parents.iter().filter(|p| !self.certs.contains_key(p)).copied().collect()
+    }
+
+    /// The parent rule, also used by voters before voting: parents all stored, all of round
+    /// `r − 1`, distinct authors, their stake a quorum. Round 0 has no parents; a header at
+    /// or below the pruning round is not checked (its ancestry is already settled).
+    pub fn check_parents(&self, header: &BatchHeader, committee: &Committee) -> Result<()> {
+        let digest = || header.digest();
+        if header.round == 0 {
+            if !header.parents.is_empty() {
+                return Err(ConsensusError::GenesisWithParents { digest: digest(), count: header.parents.len() });
+            }
+            return Ok(());
+        }
+        if header.round <= self.pruned_below {
+            return Ok(());
+        }
+        let missing = self.missing_parents(header);
+        if !missing.is_empty() {
+            return Err(ConsensusError::MissingParents { digest: digest(), round: header.round, missing });
+        }
+        let mut authors: Vec<NodeId> = Vec::with_capacity(header.parents.len());
+        let mut stake: Stake = 0;
+        for p in &header.parents {
+            let Some(parent) = self.certs.get(p) else {
+                continue; // unreachable: checked above
+            };
+            if parent.round() + 1 != header.round {
+                return Err(ConsensusError::WrongParentRound {
+                    digest: digest(),
+                    round: header.round,
+                    parent: *p,
+                    parent_round: parent.round(),
+                });
+            }
+            if authors.contains(&parent.author()) {
+                return Err(ConsensusError::DuplicateParent { digest: digest(), author: parent.author() });
+            }
+            authors.push(parent.author());
+            stake += committee.stake_of(&parent.author());
+        }
+        if !committee.is_quorum(stake) {
+            return Err(ConsensusError::InsufficientParentStake {
+                digest: digest(),
+                round: header.round,
+                stake,
+                total: committee.total_stake(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Stores a verified certificate whose parents pass [`DagStore::check_parents`].
+    /// `Ok(true)` if new, `Ok(false)` if already stored (or pruned). A different certified
+    /// batch by the same author in the same round is an [`ConsensusError::Equivocation`].
+    /// On any error nothing is stored.
+    pub fn insert(&mut self, cert: VerifiedCertificate, committee: &Committee) -> Result<bool> {
+        let digest = cert.digest();
+        if self.certs.contains_key(&digest) || (cert.round() < self.pruned_below) {
+            return Ok(false);
+        }
+        if let Some(existing) = self.by_author(cert.round(), &cert.author()) {
+            let evidence = Equivocation::new(existing.batch().clone(), cert.batch().clone())?;
+            return Err(ConsensusError::Equivocation(Box::new(evidence)));
+        }
+        self.check_parents(&cert.batch().header, committee)?;
+        self.rounds.entry(cert.round()).or_default().insert(cert.author(), digest);
+        self.certs.insert(digest, cert);
+        Ok(true)
+    }
+
+    /// Drops every round below `round` (call with a round well below the last commit; the
+    /// committer no longer looks there).
+    pub fn prune_below(&mut self, round: Round) {
+        if round <= self.pruned_below {
+            return;
+        }
+        let keep = self.rounds.split_off(&round);
+        for m in self.rounds.values() {
+            for d in m.values() {
+                self.certs.remove(d);
+            }
+        }
+        self.rounds = keep;
+        self.pruned_below = round;
+    }
+}

@@ -1,0 +1,206 @@
+//! The city node's API in dag-core terms: what a node implements and what a client sees.
+
+use dag_core::{SignedReceipt, SignedTx, TxId};
+use std::fmt;
+use std::future::Future;
+
+/// Where a tx is in its life cycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TxState {
+    /// Verified and durably stored by the city node.
+    Admitted,
+    /// Shards held by distinct light nodes, receipts attached.
+    Held,
+    /// In a committed DAG batch.
+    Ordered,
+    /// Its batch header is in the continent log.
+    Federated,
+}
+
+/// Why a tx was rejected. Each maps to one gRPC status code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RejectCode {
+    /// Missing or invalid fields → `InvalidArgument`.
+    Malformed,
+    /// Over a size limit → `ResourceExhausted`.
+    TooLarge,
+    /// Signature does not verify → `Unauthenticated`.
+    BadSignature,
+    /// Public key does not hash to the sender → `Unauthenticated`.
+    KeyMismatch,
+    /// Same tx id already admitted → `AlreadyExists`.
+    DuplicateTx,
+    /// (sender, nonce) already used by another tx → `AlreadyExists`.
+    NonceReused,
+    /// Proof of place failed → `FailedPrecondition`.
+    OutsideCity,
+    /// The node is shedding load → `ResourceExhausted`.
+    Overloaded,
+    /// Not enough holders or an internal failure → `Unavailable`.
+    Unavailable,
+}
+
+impl RejectCode {
+    /// Every code.
+    pub const ALL: [RejectCode; 9] = [
+        RejectCode::Malformed,
+        RejectCode::TooLarge,
+        RejectCode::BadSignature,
+        RejectCode::KeyMismatch,
+        RejectCode::DuplicateTx,
+        RejectCode::NonceReused,
+        RejectCode::OutsideCity,
+        RejectCode::Overloaded,
+        RejectCode::Unavailable,
+    ];
+
+    /// SCREAMING_SNAKE name, as in the proto and at the start of status messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            RejectCode::Malformed => "MALFORMED",
+            RejectCode::TooLarge => "TOO_LARGE",
+            RejectCode::BadSignature => "BAD_SIGNATURE",
+            RejectCode::KeyMismatch => "KEY_MISMATCH",
+            RejectCode::DuplicateTx => "DUPLICATE_TX",
+            RejectCode::NonceReused => "NONCE_REUSED",
+            RejectCode::OutsideCity => "OUTSIDE_CITY",
+            RejectCode::Overloaded => "OVERLOADED",
+            RejectCode::Unavailable => "UNAVAILABLE",
+        }
+    }
+
+    /// The gRPC status code for this rejection.
+    pub fn grpc_code(self) -> tonic::Code {
+        match self {
+            RejectCode::Malformed => tonic::Code::InvalidArgument,
+            RejectCode::TooLarge => tonic::Code::ResourceExhausted,
+            RejectCode::BadSignature | RejectCode::KeyMismatch => tonic::Code::Unauthenticated,
+            RejectCode::DuplicateTx | RejectCode::NonceReused => tonic::Code::AlreadyExists,
+            RejectCode::OutsideCity => tonic::Code::FailedPrecondition,
+            RejectCode::Overloaded => tonic::Code::ResourceExhausted,
+            RejectCode::Unavailable => tonic::Code::Unavailable,
+        }
+    }
+
+    fn from_name(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.name() == s)
+    }
+}
+
+impl fmt::Display for RejectCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A rejected tx: the code, a precise message, and the id when the tx had one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// Category.
+    pub code: RejectCode,
+    /// Human-readable reason ("signature check failed for tx 9f2c…: …").
+    pub message: String,
+    /// The tx id, if the tx decoded far enough to have one.
+    pub tx_id: Option<TxId>,
+}
+
+impl Rejection {
+    /// A rejection.
+    pub fn new(code: RejectCode, message: impl Into<String>, tx_id: Option<TxId>) -> Self {
+        Rejection {
+            code,
+            message: message.into(),
+            tx_id,
+        }
+    }
+
+    /// The gRPC status: code per [`RejectCode::grpc_code`], message `"<CODE>: <message>"`.
+    pub fn to_status(&self) -> tonic::Status {
+        tonic::Status::new(self.code.grpc_code(), format!("{}: {}", self.code, self.message))
+    }
+
+    /// Parses a status produced by [`Rejection::to_status`].
+    pub fn from_status(s: &tonic::Status) -> Option<Self> {
+        let (name, msg) = s.message().split_once(": ")?;
+        let code = RejectCode::from_name(name)?;
+        (code.grpc_code() == s.code()).then(|| Rejection::new(code, msg, None))
+    }
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl std::error::Error for Rejection {}
+
+/// The answer to an accepted submission.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Submitted {
+    /// The tx id.
+    pub tx_id: TxId,
+    /// State reached before answering (Admitted, or Held once storage receipts are in).
+    pub state: TxState,
+    /// Storage receipts (PoH_ACK), when Held.
+    pub receipts: Vec<SignedReceipt>,
+}
+
+/// A tx as read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxRecord {
+    /// The signed tx.
+    pub tx: SignedTx,
+    /// Its state.
+    pub state: TxState,
+    /// Storage receipts, if held.
+    pub receipts: Vec<SignedReceipt>,
+    /// Where it was found: "store", "cache", "shards", "archive", …
+    pub source: String,
+}
+
+/// A node's status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeStatus {
+    /// Node id.
+    pub node_id: dag_core::NodeId,
+    /// Role name.
+    pub role: String,
+    /// Software version.
+    pub version: String,
+    /// Time since start.
+    pub uptime_ms: u64,
+    /// Txs in the durable store.
+    pub stored_txs: u64,
+    /// Named counters (admitted, rejected by reason, per-stage counts …).
+    pub counters: Vec<(String, u64)>,
+}
+
+/// What a city node implements. The tonic adapter [`crate::CityNodeService`] calls it.
+pub trait CityApi: Send + Sync + 'static {
+    /// Admits one signed tx (already decoded from protobuf, not yet verified).
+    fn submit(&self, tx: SignedTx) -> impl Future<Output = Result<Submitted, Rejection>> + Send;
+    /// Reads a tx back; `Ok(None)` if unknown.
+    fn get(&self, id: TxId) -> impl Future<Output = Result<Option<TxRecord>, Rejection>> + Send;
+    /// Status and counters.
+    fn status(&self) -> impl Future<Output = NodeStatus> + Send;
+    /// Records a rejection that happened before the node saw the tx (malformed protobuf),
+    /// so counters include it.
+    fn note_rejected(&self, _code: RejectCode) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_round_trip_for_every_code() {
+        for code in RejectCode::ALL {
+            let r = Rejection::new(code, "why: details", None);
+            let back = Rejection::from_status(&r.to_status()).unwrap();
+            assert_eq!(back.code, code);
+            assert_eq!(back.message, "why: details");
+        }
+        assert!(Rejection::from_status(&tonic::Status::internal("boom")).is_none());
+    }
+}

@@ -1,0 +1,142 @@
+//! A typed client for the `CityNode` service.
+
+use crate::convert::{receipts_from, reject_code_from, state_from};
+use crate::{ClientError, NodeStatus, Rejection, Result, Submitted, TxRecord, TxState, pb};
+use dag_core::{NodeId, SignedTx, TxId};
+use futures::{Stream, StreamExt};
+use tonic::transport::Channel;
+
+/// Talks to a city node over gRPC with dag-core types.
+#[derive(Debug, Clone)]
+pub struct CityClient {
+    inner: pb::city_node_client::CityNodeClient<Channel>,
+}
+
+impl CityClient {
+    /// Connects to `addr` (`http://host:port` or `host:port`).
+    pub async fn connect(addr: &str) -> Result<Self> {
+        let url = if addr.contains("://") {
+            addr.to_string()
+        } else {
+            format!("http://{addr}")
+        };
+        let channel = Channel::from_shared(url.clone())
+            .map_err(|e| ClientError::Status {
+                code: tonic::Code::InvalidArgument,
+                message: format!("bad address {addr}: {e}"),
+            })?
+            .connect()
+            .await
+            .map_err(|source| ClientError::Connect { addr: url, source })?;
+        Ok(Self::from_channel(channel))
+    }
+
+    /// A client over an existing channel.
+    pub fn from_channel(channel: Channel) -> Self {
+        CityClient {
+            inner: pb::city_node_client::CityNodeClient::new(channel)
+                .max_decoding_message_size(crate::MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(crate::MAX_MESSAGE_BYTES),
+        }
+    }
+
+    /// Submits one tx and waits for the node's answer.
+    pub async fn submit(&self, tx: &SignedTx) -> Result<Submitted> {
+        self.submit_raw(pb::SubmitTxRequest {
+            tx: Some(tx.into()),
+        })
+        .await
+    }
+
+    /// Submits a request as given (for tools that send deliberately malformed messages).
+    pub async fn submit_raw(&self, req: pb::SubmitTxRequest) -> Result<Submitted> {
+        let resp = self.inner.clone().submit_tx(req).await?.into_inner();
+        submitted_from(resp)
+    }
+
+    /// Submits a stream of txs; yields `(index, answer)` in completion order.
+    pub async fn submit_stream(
+        &self,
+        txs: impl Stream<Item = SignedTx> + Send + 'static,
+    ) -> Result<impl Stream<Item = (u64, std::result::Result<Submitted, ClientError>)>> {
+        let reqs = txs.map(|t| pb::SubmitTxRequest {
+            tx: Some((&t).into()),
+        });
+        self.submit_stream_raw(reqs).await
+    }
+
+    /// Like [`CityClient::submit_stream`] over pre-built requests (so a load generator can
+    /// convert before timing).
+    pub async fn submit_stream_raw(
+        &self,
+        reqs: impl Stream<Item = pb::SubmitTxRequest> + Send + 'static,
+    ) -> Result<impl Stream<Item = (u64, std::result::Result<Submitted, ClientError>)>> {
+        let out = self.inner.clone().submit_tx_stream(reqs).await?.into_inner();
+        Ok(out.map(|item| match item {
+            Ok(resp) => {
+                let index = resp.index;
+                (index, submitted_from(resp))
+            }
+            Err(status) => (u64::MAX, Err(status.into())),
+        }))
+    }
+
+    /// Reads a tx back; `Ok(None)` if the node does not know it.
+    pub async fn get(&self, id: TxId) -> Result<Option<TxRecord>> {
+        let resp = match self
+            .inner
+            .clone()
+            .get_tx(pb::GetTxRequest {
+                tx_id: id.as_bytes().to_vec(),
+            })
+            .await
+        {
+            Ok(r) => r.into_inner(),
+            Err(s) if s.code() == tonic::Code::NotFound => return Ok(None),
+            Err(s) => return Err(s.into()),
+        };
+        let tx: SignedTx = resp
+            .tx
+            .ok_or(crate::ConvertError::Missing("tx"))?
+            .try_into()?;
+        Ok(Some(TxRecord {
+            tx,
+            state: state_from(resp.state).unwrap_or(TxState::Admitted),
+            receipts: receipts_from(resp.receipts)?,
+            source: resp.source,
+        }))
+    }
+
+    /// The node's status.
+    pub async fn status(&self) -> Result<NodeStatus> {
+        let s = self
+            .inner
+            .clone()
+            .status(pb::StatusRequest {})
+            .await?
+            .into_inner();
+        Ok(NodeStatus {
+            node_id: NodeId::from_slice(&s.node_id).map_err(crate::ConvertError::from)?,
+            role: s.role,
+            version: s.version,
+            uptime_ms: s.uptime_ms,
+            stored_txs: s.stored_txs,
+            counters: s.counters.into_iter().map(|c| (c.name, c.value)).collect(),
+        })
+    }
+}
+
+fn submitted_from(resp: pb::SubmitTxResponse) -> Result<Submitted> {
+    let tx_id = TxId::from_slice(&resp.tx_id).ok();
+    match state_from(resp.state) {
+        Some(state) => Ok(Submitted {
+            tx_id: tx_id.ok_or(crate::ConvertError::Missing("tx_id"))?,
+            state,
+            receipts: receipts_from(resp.receipts)?,
+        }),
+        None => {
+            let code = reject_code_from(resp.reject_code).unwrap_or(crate::RejectCode::Unavailable);
+            Err(ClientError::Rejected(Rejection::new(code, resp.message, tx_id)))
+        }
+    }
+}

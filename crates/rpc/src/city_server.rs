@@ -1,0 +1,187 @@
+//! The tonic adapter: serves `CityNode` over any [`CityApi`].
+
+use crate::convert::ConvertError;
+use crate::{CityApi, Rejection, Submitted, pb};
+use dag_core::{SignedTx, TxId};
+use futures::StreamExt;
+use std::sync::Arc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+/// Largest gRPC message accepted: a maximal signed tx plus protobuf overhead.
+pub const MAX_MESSAGE_BYTES: usize = dag_core::MAX_SIGNED_TX_LEN + 16 * 1024;
+/// How many txs of one `SubmitTxStream` are processed at once.
+pub const STREAM_CONCURRENCY: usize = 256;
+
+/// Serves the `CityNode` gRPC service by calling a [`CityApi`].
+#[derive(Debug)]
+pub struct CityNodeService<T> {
+    api: Arc<T>,
+}
+
+impl<T> Clone for CityNodeService<T> {
+    fn clone(&self) -> Self {
+        CityNodeService {
+            api: self.api.clone(),
+        }
+    }
+}
+
+impl<T: CityApi> CityNodeService<T> {
+    /// An adapter over `api`.
+    pub fn new(api: Arc<T>) -> Self {
+        CityNodeService { api }
+    }
+
+    /// The tonic server, with message size limits set to [`MAX_MESSAGE_BYTES`].
+    pub fn into_server(self) -> pb::city_node_server::CityNodeServer<Self> {
+        pb::city_node_server::CityNodeServer::new(self)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    }
+}
+
+fn accepted(s: Submitted, index: u64) -> pb::SubmitTxResponse {
+    pb::SubmitTxResponse {
+        tx_id: s.tx_id.as_bytes().to_vec(),
+        state: pb::TxState::from(s.state) as i32,
+        receipts: s.receipts.iter().map(Into::into).collect(),
+        reject_code: 0,
+        message: String::new(),
+        index,
+    }
+}
+
+fn rejected(r: &Rejection, index: u64) -> pb::SubmitTxResponse {
+    pb::SubmitTxResponse {
+        tx_id: r.tx_id.map(|t| t.as_bytes().to_vec()).unwrap_or_default(),
+        state: pb::TxState::Rejected as i32,
+        receipts: Vec::new(),
+        reject_code: pb::RejectCode::from(r.code) as i32,
+        message: r.message.clone(),
+        index,
+    }
+}
+
+fn decode_request(req: pb::SubmitTxRequest) -> Result<SignedTx, Rejection> {
+    let p = req.tx.ok_or_else(|| ConvertError::Missing("tx").to_rejection())?;
+    SignedTx::try_from(p).map_err(|e| e.to_rejection())
+}
+
+async fn submit_one<T: CityApi>(api: &T, req: pb::SubmitTxRequest) -> Result<Submitted, Rejection> {
+    let tx = match decode_request(req) {
+        Ok(tx) => tx,
+        Err(r) => {
+            api.note_rejected(r.code);
+            return Err(r);
+        }
+    };
+    api.submit(tx).await
+}
+
+#[tonic::async_trait]
+impl<T: CityApi> pb::city_node_server::CityNode for CityNodeService<T> {
+    async fn submit_tx(
+        &self,
+        request: Request<pb::SubmitTxRequest>,
+    ) -> Result<Response<pb::SubmitTxResponse>, Status> {
+        match submit_one(&*self.api, request.into_inner()).await {
+            Ok(s) => Ok(Response::new(accepted(s, 0))),
+            Err(r) => Err(r.to_status()),
+        }
+    }
+
+    type SubmitTxStreamStream = ReceiverStream<Result<pb::SubmitTxResponse, Status>>;
+
+    async fn submit_tx_stream(
+        &self,
+        request: Request<Streaming<pb::SubmitTxRequest>>,
+    ) -> Result<Response<Self::SubmitTxStreamStream>, Status> {
+        let mut input = request.into_inner();
+        let (out_tx, out_rx) = tokio::sync::mpsc::channel(STREAM_CONCURRENCY);
+        let api = self.api.clone();
+        tokio::spawn(async move {
+            // Decode errors of the stream itself (malformed protobuf) end it: answer that
+            // item as rejected, then stop reading.
+            let (items_tx, items_rx) = tokio::sync::mpsc::channel(STREAM_CONCURRENCY);
+            let reader_out = out_tx.clone();
+            let reader = tokio::spawn(async move {
+                let mut index = 0u64;
+                while let Some(item) = input.next().await {
+                    match item {
+                        Ok(req) => {
+                            if items_tx.send((index, req)).await.is_err() {
+                                return;
+                            }
+                        }
+                        Err(status) => {
+                            let r = Rejection::new(
+                                crate::RejectCode::Malformed,
+                                format!("undecodable stream message: {}", status.message()),
+                                None,
+                            );
+                            let _ = reader_out.send(Ok(rejected(&r, index))).await;
+                            return;
+                        }
+                    }
+                    index += 1;
+                }
+            });
+            let mut results = ReceiverStream::new(items_rx)
+                .map(|(index, req)| {
+                    let api = api.clone();
+                    async move {
+                        match submit_one(&*api, req).await {
+                            Ok(s) => accepted(s, index),
+                            Err(r) => rejected(&r, index),
+                        }
+                    }
+                })
+                .buffer_unordered(STREAM_CONCURRENCY);
+            while let Some(resp) = results.next().await {
+                if out_tx.send(Ok(resp)).await.is_err() {
+                    break;
+                }
+            }
+            let _ = reader.await;
+        });
+        Ok(Response::new(ReceiverStream::new(out_rx)))
+    }
+
+    async fn get_tx(
+        &self,
+        request: Request<pb::GetTxRequest>,
+    ) -> Result<Response<pb::GetTxResponse>, Status> {
+        let id = TxId::from_slice(&request.into_inner().tx_id)
+            .map_err(|e| Status::invalid_argument(format!("MALFORMED: tx_id: {e}")))?;
+        match self.api.get(id).await {
+            Ok(Some(rec)) => Ok(Response::new(pb::GetTxResponse {
+                tx: Some((&rec.tx).into()),
+                state: pb::TxState::from(rec.state) as i32,
+                receipts: rec.receipts.iter().map(Into::into).collect(),
+                source: rec.source,
+            })),
+            Ok(None) => Err(Status::not_found(format!("tx {id} is not known to this node"))),
+            Err(r) => Err(r.to_status()),
+        }
+    }
+
+    async fn status(
+        &self,
+        _request: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
+        let s = self.api.status().await;
+        Ok(Response::new(pb::StatusResponse {
+            node_id: s.node_id.as_bytes().to_vec(),
+            role: s.role,
+            version: s.version,
+            uptime_ms: s.uptime_ms,
+            stored_txs: s.stored_txs,
+            counters: s
+                .counters
+                .into_iter()
+                .map(|(name, value)| pb::Counter { name, value })
+                .collect(),
+        }))
+    }
+}

@@ -1,0 +1,316 @@
+//! Strict conversions between protobuf messages and dag-core types.
+//!
+//! Protobuf → dag-core rebuilds the canonical value and runs its validation, so whatever
+//! passes here encodes canonically and hashes to the id the sender signed.
+
+use crate::pb;
+use crate::{Rejection, RejectCode, TxState};
+use dag_core::{
+    AccountId, CityId, DecodeError, NodeId, ObjectId, Position, PositionMethod, Receipt,
+    ShardHash, SignedReceipt, SignedTx, StripeId, Tx, TxKind,
+};
+use thiserror::Error;
+
+/// Why a protobuf message does not convert into a dag-core value.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ConvertError {
+    /// A required message field was absent.
+    #[error("missing field {0}")]
+    Missing(&'static str),
+    /// A field's value is invalid; the decode error says which and why.
+    #[error(transparent)]
+    Invalid(#[from] DecodeError),
+}
+
+impl ConvertError {
+    /// The rejection a node answers with.
+    pub fn to_rejection(&self) -> Rejection {
+        let code = match self {
+            ConvertError::Invalid(DecodeError::TooLong { .. }) => RejectCode::TooLarge,
+            _ => RejectCode::Malformed,
+        };
+        Rejection::new(code, self.to_string(), None)
+    }
+}
+
+fn id32(field: &'static str, b: &[u8]) -> Result<[u8; 32], DecodeError> {
+    b.try_into().map_err(|_| DecodeError::Invalid {
+        field,
+        reason: "expected exactly 32 bytes",
+    })
+}
+
+fn objects(field: &'static str, v: &[Vec<u8>]) -> Result<Vec<ObjectId>, DecodeError> {
+    if v.len() > dag_core::MAX_OBJECT_SET {
+        return Err(DecodeError::TooLong {
+            field,
+            len: v.len(),
+            max: dag_core::MAX_OBJECT_SET,
+        });
+    }
+    v.iter()
+        .map(|b| Ok(ObjectId::from_bytes(id32(field, b)?)))
+        .collect()
+}
+
+fn kind_from(v: i32) -> Result<TxKind, DecodeError> {
+    u8::try_from(v)
+        .map_err(|_| DecodeError::UnknownKind(u8::MAX))
+        .and_then(TxKind::from_u8)
+}
+
+impl TryFrom<pb::Tx> for Tx {
+    type Error = ConvertError;
+    fn try_from(p: pb::Tx) -> Result<Self, ConvertError> {
+        if p.payload.len() > dag_core::MAX_PAYLOAD {
+            return Err(DecodeError::TooLong {
+                field: "payload",
+                len: p.payload.len(),
+                max: dag_core::MAX_PAYLOAD,
+            }
+            .into());
+        }
+        let method = match p.method {
+            0 => PositionMethod::Gps,
+            1 => PositionMethod::Wifi,
+            other => return Err(DecodeError::UnknownMethod(other.clamp(0, 255) as u8).into()),
+        };
+        let tx = Tx {
+            kind: kind_from(p.kind)?,
+            sender: AccountId::from_bytes(id32("sender", &p.sender)?),
+            receiver: AccountId::from_bytes(id32("receiver", &p.receiver)?),
+            amount: p.amount,
+            nonce: p.nonce,
+            timestamp_ms: p.timestamp_ms,
+            city_id: CityId::new(p.city_id)?,
+            position: Position {
+                lat_e7: p.lat_e7,
+                lon_e7: p.lon_e7,
+            },
+            method,
+            read_set: objects("read_set", &p.read_set)?,
+            write_set: objects("write_set", &p.write_set)?,
+            payload: p.payload,
+        };
+        tx.validate()?;
+        Ok(tx)
+    }
+}
+
+impl From<&Tx> for pb::Tx {
+    fn from(t: &Tx) -> Self {
+        pb::Tx {
+            kind: i32::from(t.kind.as_u8()),
+            sender: t.sender.as_bytes().to_vec(),
+            receiver: t.receiver.as_bytes().to_vec(),
+            amount: t.amount,
+            nonce: t.nonce,
+            timestamp_ms: t.timestamp_ms,
+            city_id: t.city_id.as_str().to_string(),
+            lat_e7: t.position.lat_e7,
+            lon_e7: t.position.lon_e7,
+            method: t.method as i32,
+            read_set: t.read_set.iter().map(|o| o.as_bytes().to_vec()).collect(),
+            write_set: t.write_set.iter().map(|o| o.as_bytes().to_vec()).collect(),
+            payload: t.payload.clone(),
+        }
+    }
+}
+
+impl TryFrom<pb::SignedTx> for SignedTx {
+    type Error = ConvertError;
+    fn try_from(p: pb::SignedTx) -> Result<Self, ConvertError> {
+        if p.public_key.len() > dag_core::MAX_KEY_LEN {
+            return Err(DecodeError::TooLong {
+                field: "public_key",
+                len: p.public_key.len(),
+                max: dag_core::MAX_KEY_LEN,
+            }
+            .into());
+        }
+        if p.signature.len() > dag_core::MAX_SIGNATURE_LEN {
+            return Err(DecodeError::TooLong {
+                field: "signature",
+                len: p.signature.len(),
+                max: dag_core::MAX_SIGNATURE_LEN,
+            }
+            .into());
+        }
+        Ok(SignedTx {
+            tx: p.tx.ok_or(ConvertError::Missing("tx"))?.try_into()?,
+            public_key: p.public_key,
+            signature: p.signature,
+        })
+    }
+}
+
+impl From<&SignedTx> for pb::SignedTx {
+    fn from(s: &SignedTx) -> Self {
+        pb::SignedTx {
+            tx: Some((&s.tx).into()),
+            public_key: s.public_key.clone(),
+            signature: s.signature.clone(),
+        }
+    }
+}
+
+impl From<&SignedReceipt> for pb::Receipt {
+    fn from(r: &SignedReceipt) -> Self {
+        pb::Receipt {
+            stripe_id: r.receipt.stripe_id.as_bytes().to_vec(),
+            shard_index: u32::from(r.receipt.shard_index),
+            shard_hash: r.receipt.shard_hash.as_bytes().to_vec(),
+            holder: r.receipt.holder.as_bytes().to_vec(),
+            time_ms: r.receipt.time_ms,
+            holder_public_key: r.holder_public_key.clone(),
+            signature: r.signature.clone(),
+        }
+    }
+}
+
+impl TryFrom<pb::Receipt> for SignedReceipt {
+    type Error = ConvertError;
+    fn try_from(p: pb::Receipt) -> Result<Self, ConvertError> {
+        let shard_index = u16::try_from(p.shard_index).map_err(|_| DecodeError::Invalid {
+            field: "shard_index",
+            reason: "must fit in 16 bits",
+        })?;
+        if p.holder_public_key.len() > dag_core::MAX_KEY_LEN
+            || p.signature.len() > dag_core::MAX_SIGNATURE_LEN
+        {
+            return Err(DecodeError::TooLong {
+                field: "receipt key or signature",
+                len: p.holder_public_key.len().max(p.signature.len()),
+                max: dag_core::MAX_SIGNATURE_LEN,
+            }
+            .into());
+        }
+        Ok(SignedReceipt {
+            receipt: Receipt {
+                stripe_id: StripeId::from_bytes(id32("stripe_id", &p.stripe_id)?),
+                shard_index,
+                shard_hash: ShardHash::from_bytes(id32("shard_hash", &p.shard_hash)?),
+                holder: NodeId::from_bytes(id32("holder", &p.holder)?),
+                time_ms: p.time_ms,
+            },
+            holder_public_key: p.holder_public_key,
+            signature: p.signature,
+        })
+    }
+}
+
+/// Converts a list of protobuf receipts.
+pub fn receipts_from(v: Vec<pb::Receipt>) -> Result<Vec<SignedReceipt>, ConvertError> {
+    v.into_iter().map(TryInto::try_into).collect()
+}
+
+impl From<TxState> for pb::TxState {
+    fn from(s: TxState) -> Self {
+        match s {
+            TxState::Admitted => pb::TxState::Admitted,
+            TxState::Held => pb::TxState::Held,
+            TxState::Ordered => pb::TxState::Ordered,
+            TxState::Federated => pb::TxState::Federated,
+        }
+    }
+}
+
+/// The state a protobuf enum value names; `None` for unspecified or rejected.
+pub fn state_from(v: i32) -> Option<TxState> {
+    match pb::TxState::try_from(v).ok()? {
+        pb::TxState::Admitted => Some(TxState::Admitted),
+        pb::TxState::Held => Some(TxState::Held),
+        pb::TxState::Ordered => Some(TxState::Ordered),
+        pb::TxState::Federated => Some(TxState::Federated),
+        pb::TxState::Unspecified | pb::TxState::Rejected => None,
+    }
+}
+
+impl From<RejectCode> for pb::RejectCode {
+    fn from(c: RejectCode) -> Self {
+        match c {
+            RejectCode::Malformed => pb::RejectCode::Malformed,
+            RejectCode::TooLarge => pb::RejectCode::TooLarge,
+            RejectCode::BadSignature => pb::RejectCode::BadSignature,
+            RejectCode::KeyMismatch => pb::RejectCode::KeyMismatch,
+            RejectCode::DuplicateTx => pb::RejectCode::DuplicateTx,
+            RejectCode::NonceReused => pb::RejectCode::NonceReused,
+            RejectCode::OutsideCity => pb::RejectCode::OutsideCity,
+            RejectCode::Overloaded => pb::RejectCode::Overloaded,
+            RejectCode::Unavailable => pb::RejectCode::Unavailable,
+        }
+    }
+}
+
+/// The rejection code a protobuf enum value names.
+pub fn reject_code_from(v: i32) -> Option<RejectCode> {
+    Some(match pb::RejectCode::try_from(v).ok()? {
+        pb::RejectCode::Unspecified => return None,
+        pb::RejectCode::Malformed => RejectCode::Malformed,
+        pb::RejectCode::TooLarge => RejectCode::TooLarge,
+        pb::RejectCode::BadSignature => RejectCode::BadSignature,
+        pb::RejectCode::KeyMismatch => RejectCode::KeyMismatch,
+        pb::RejectCode::DuplicateTx => RejectCode::DuplicateTx,
+        pb::RejectCode::NonceReused => RejectCode::NonceReused,
+        pb::RejectCode::OutsideCity => RejectCode::OutsideCity,
+        pb::RejectCode::Overloaded => RejectCode::Overloaded,
+        pb::RejectCode::Unavailable => RejectCode::Unavailable,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> SignedTx {
+        SignedTx {
+            tx: Tx::fresh(
+                AccountId::from_bytes([1; 32]),
+                AccountId::from_bytes([2; 32]),
+                5,
+                6,
+                7,
+                CityId::new("NP-3").unwrap(),
+                Position::from_degrees(27.7, 85.3).unwrap(),
+                PositionMethod::Wifi,
+            )
+            .with_read_set(vec![ObjectId::from_bytes([3; 32])])
+            .with_payload(vec![9; 10]),
+            public_key: vec![1; 8],
+            signature: vec![2; 8],
+        }
+    }
+
+    #[test]
+    fn signed_tx_round_trip() {
+        let s = sample();
+        let p: pb::SignedTx = (&s).into();
+        assert_eq!(SignedTx::try_from(p).unwrap(), s);
+    }
+
+    #[test]
+    fn malformed_messages_are_rejected() {
+        let check = |mutate: fn(&mut pb::SignedTx), expect: RejectCode| {
+            let mut p: pb::SignedTx = (&sample()).into();
+            mutate(&mut p);
+            let err = SignedTx::try_from(p).unwrap_err();
+            assert_eq!(err.to_rejection().code, expect, "{err}");
+        };
+        check(|p| p.tx = None, RejectCode::Malformed);
+        check(|p| p.tx.as_mut().unwrap().sender = vec![1; 31], RejectCode::Malformed);
+        check(|p| p.tx.as_mut().unwrap().kind = 42, RejectCode::Malformed);
+        check(|p| p.tx.as_mut().unwrap().kind = -1, RejectCode::Malformed);
+        check(|p| p.tx.as_mut().unwrap().method = 9, RejectCode::Malformed);
+        check(|p| p.tx.as_mut().unwrap().city_id = String::new(), RejectCode::Malformed);
+        check(|p| p.tx.as_mut().unwrap().lat_e7 = i32::MAX, RejectCode::Malformed);
+        check(|p| p.tx.as_mut().unwrap().payload = vec![0; 64 * 1024 + 1], RejectCode::TooLarge);
+        check(|p| p.signature = vec![0; 9000], RejectCode::TooLarge);
+        check(
+            |p| {
+                let t = p.tx.as_mut().unwrap();
+                t.read_set = vec![vec![2; 32], vec![1; 32]];
+            },
+            RejectCode::Malformed,
+        );
+    }
+}

@@ -1,0 +1,56 @@
+//! # rpc
+//!
+//! City Chain's gRPC layer. The protobuf types generated from `proto/` live in [`pb`] and
+//! never leave this crate's API boundary: the rest of the workspace speaks dag-core types.
+//!
+//! - [`convert`]: protobuf ⇄ dag-core conversions, strict (a malformed message becomes a
+//!   typed [`ConvertError`], never a panic or a half-filled value).
+//! - [`CityApi`]: what a city node implements; [`CityNodeService`] adapts it to tonic,
+//!   mapping each [`Rejection`] to a precise gRPC status.
+//! - [`CityClient`]: a typed client.
+//! - [`health_and_reflection`]: gRPC health and reflection services for every server.
+
+mod api;
+mod city_client;
+mod city_server;
+pub mod convert;
+mod error;
+
+/// Code generated from `proto/city.proto`. Only this crate uses it directly.
+#[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
+pub mod pb {
+    tonic::include_proto!("citychain.v1");
+
+    /// Encoded file descriptor set of every proto file, for gRPC reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("citychain_descriptor");
+}
+
+pub use api::{CityApi, NodeStatus, RejectCode, Rejection, Submitted, TxRecord, TxState};
+pub use city_client::CityClient;
+pub use city_server::{CityNodeService, MAX_MESSAGE_BYTES, STREAM_CONCURRENCY};
+pub use convert::ConvertError;
+pub use error::{ClientError, Result};
+
+/// The gRPC health service (reporting `SERVING` for `service_name`) and the reflection
+/// service over every City Chain proto, ready to add to a tonic router.
+pub async fn health_and_reflection(
+    service_name: &str,
+) -> std::result::Result<
+    (
+        tonic_health::server::HealthReporter,
+        tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
+        tonic_reflection::server::v1::ServerReflectionServer<
+            impl tonic_reflection::server::v1::ServerReflection,
+        >,
+    ),
+    tonic_reflection::server::Error,
+> {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter
+        .set_service_status(service_name, tonic_health::ServingStatus::Serving)
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    Ok((reporter, health, reflection))
+}
