@@ -21,9 +21,14 @@
 
 mod batch;
 mod error;
+mod kem;
 mod keyfile;
 mod mldsa;
 
 pub use batch::BatchVerifier;
 pub use error::{Error, Result};
+pub use kem::{
+    DATA_KEY_LEN, DataKey, KemError, KemKeypair, KemPublicKey, KemResult, KeyId, Keyring,
+    NtruParams, SEAL_OVERHEAD, WrappedKey,
+};
 pub use mldsa::{Keypair, MlDsa87, PUBLIC_KEY_LEN, SECRET_KEY_LEN, SIGNATURE_LEN, sign_tx};
