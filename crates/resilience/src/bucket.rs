@@ -66,7 +66,8 @@ impl TokenBucket {
 
     fn refill(&self, s: &mut State, now: Instant) {
         let elapsed = now.saturating_duration_since(s.last).as_secs_f64();
-        s.tokens = (s.tokens + elapsed * self.config.rate_per_sec).min(f64::from(self.config.burst));
+        s.tokens =
+            (s.tokens + elapsed * self.config.rate_per_sec).min(f64::from(self.config.burst));
         s.last = now;
     }
 

@@ -50,7 +50,10 @@ impl RetryPolicy {
     /// The delay before retry number `retry` (1-based), with `unit` ∈ [0, 1) as the random
     /// draw for the jitter. Pure, so it can be checked without randomness.
     pub fn delay_with(&self, retry: u32, unit: f64) -> Duration {
-        let exp = self.multiplier.max(1.0).powi(retry.saturating_sub(1).min(64) as i32);
+        let exp = self
+            .multiplier
+            .max(1.0)
+            .powi(retry.saturating_sub(1).min(64) as i32);
         let raw = self.base_delay.as_secs_f64() * exp;
         let capped = raw.min(self.max_delay.as_secs_f64()).max(0.0);
         let unit = unit.clamp(0.0, 1.0);
@@ -235,7 +238,9 @@ mod tests {
     #[test]
     fn backoff_doubles_and_caps() {
         let p = policy(10);
-        let d: Vec<u64> = (1..=5).map(|r| p.delay_with(r, 0.3).as_millis() as u64).collect();
+        let d: Vec<u64> = (1..=5)
+            .map(|r| p.delay_with(r, 0.3).as_millis() as u64)
+            .collect();
         assert_eq!(d, vec![500, 1000, 2000, 3000, 3000]);
     }
 
@@ -263,10 +268,15 @@ mod tests {
     async fn retries_until_success_with_backoff() {
         let calls = AtomicU32::new(0);
         let start = Instant::now();
-        let r: Result<u32, RetryError<&str>> = retry(&policy(3), None, |_| true, |n| {
-            calls.fetch_add(1, Ordering::SeqCst);
-            async move { if n < 3 { Err("flaky") } else { Ok(n) } }
-        })
+        let r: Result<u32, RetryError<&str>> = retry(
+            &policy(3),
+            None,
+            |_| true,
+            |n| {
+                calls.fetch_add(1, Ordering::SeqCst);
+                async move { if n < 3 { Err("flaky") } else { Ok(n) } }
+            },
+        )
         .await;
         assert_eq!(r.unwrap(), 3);
         assert_eq!(calls.load(Ordering::SeqCst), 3);
@@ -277,10 +287,15 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn permanent_errors_are_not_retried() {
         let calls = AtomicU32::new(0);
-        let r: Result<(), _> = retry(&policy(5), None, |e: &&str| *e != "404", |_| {
-            calls.fetch_add(1, Ordering::SeqCst);
-            async { Err("404") }
-        })
+        let r: Result<(), _> = retry(
+            &policy(5),
+            None,
+            |e: &&str| *e != "404",
+            |_| {
+                calls.fetch_add(1, Ordering::SeqCst);
+                async { Err("404") }
+            },
+        )
         .await;
         assert!(matches!(r, Err(RetryError::Permanent("404"))));
         assert_eq!(calls.load(Ordering::SeqCst), 1);
@@ -302,10 +317,15 @@ mod tests {
         let total = AtomicU32::new(0);
         let mut outcomes = Vec::new();
         for _ in 0..3 {
-            let r: Result<(), _> = retry(&policy(5), Some(&budget), |_| true, |_| {
-                total.fetch_add(1, Ordering::SeqCst);
-                async { Err("down") }
-            })
+            let r: Result<(), _> = retry(
+                &policy(5),
+                Some(&budget),
+                |_| true,
+                |_| {
+                    total.fetch_add(1, Ordering::SeqCst);
+                    async { Err("down") }
+                },
+            )
             .await;
             outcomes.push(r.unwrap_err());
         }
