@@ -1,6 +1,6 @@
 //! The storage crate's error type: every variant names the stripe, shard or node it is about.
 
-use dag_core::{NodeId, StripeId};
+use dag_core::StripeId;
 use std::fmt;
 use thiserror::Error;
 
@@ -270,14 +270,6 @@ pub enum Error {
         stripe_id: StripeId,
         /// Index that needs a home.
         index: u16,
-    },
-    /// A node id that is not a holder in the manifest.
-    #[error("node {} holds no shard of stripe {}", node.short(), stripe_id.short())]
-    NotAHolder {
-        /// Stripe.
-        stripe_id: StripeId,
-        /// Node.
-        node: NodeId,
     },
 }
 

@@ -168,7 +168,9 @@ impl Shard {
         };
         let malformed = |e: dag_core::DecodeError| ShardProblem::Malformed(e.to_string());
         let mut r = Reader::new(bytes);
-        let magic = r.take(4, "magic").map_err(|e| bad(None, None, malformed(e)))?;
+        let magic = r
+            .take(4, "magic")
+            .map_err(|e| bad(None, None, malformed(e)))?;
         if magic != SHARD_MAGIC {
             return Err(bad(None, None, ShardProblem::ForeignHeader));
         }
@@ -192,8 +194,8 @@ impl Shard {
         if version != FORMAT_VERSION {
             return Err(bad(idx, sid, ShardProblem::UnsupportedVersion(version)));
         }
-        let codec =
-            CodecId::from_u8(codec).ok_or_else(|| bad(idx, sid, ShardProblem::UnknownCodec(codec)))?;
+        let codec = CodecId::from_u8(codec)
+            .ok_or_else(|| bad(idx, sid, ShardProblem::UnknownCodec(codec)))?;
         // The largest shard is the whole (k = 1) stripe plus alignment padding.
         let max_data = MAX_STRIPE_LEN + 2;
         let data = r
@@ -226,7 +228,10 @@ mod tests {
     use super::*;
 
     fn sample() -> Shard {
-        ErasureConfig::default().encode(b"hello shards").unwrap().remove(1)
+        ErasureConfig::default()
+            .encode(b"hello shards")
+            .unwrap()
+            .remove(1)
     }
 
     fn problem(bytes: &[u8]) -> ShardProblem {
@@ -258,14 +263,20 @@ mod tests {
         assert_eq!(problem(&c), ShardProblem::UnknownCodec(9));
         let mut idx = b.clone();
         idx[10] = 6; // index = 6 with n = 6
-        assert!(matches!(problem(&idx), ShardProblem::IndexOutOfRange { index: 6, n: 6 }));
+        assert!(matches!(
+            problem(&idx),
+            ShardProblem::IndexOutOfRange { index: 6, n: 6 }
+        ));
         let mut data = b.clone();
         *data.last_mut().unwrap() ^= 1;
         assert_eq!(problem(&data), ShardProblem::HashMismatch);
         let mut trailing = b.clone();
         trailing.push(0);
         assert!(matches!(problem(&trailing), ShardProblem::Malformed(_)));
-        assert!(matches!(problem(&b[..b.len() - 1]), ShardProblem::Malformed(_)));
+        assert!(matches!(
+            problem(&b[..b.len() - 1]),
+            ShardProblem::Malformed(_)
+        ));
         assert!(matches!(problem(&b[..3]), ShardProblem::Malformed(_)));
         let mut sid = b.clone();
         sid[12] ^= 1; // stripe id no longer equals stripe hash

@@ -157,11 +157,9 @@ fn decode_inner(
             }));
             continue;
         }
-        if let Some(l) = layout {
-            if let Err(p) = l.admits(&s.header) {
-                rejected.push(reject(p));
-                continue;
-            }
+        if let Some(Err(p)) = layout.map(|l| l.admits(&s.header)) {
+            rejected.push(reject(p));
+            continue;
         }
         ok.push(s);
     }
@@ -316,7 +314,10 @@ mod tests {
         let id = a[0].stripe_id();
         let mixed = vec![a[0].clone(), a[1].clone(), a[2].clone(), b[3].clone()];
         let err = decode(id, &mixed).unwrap_err();
-        assert!(matches!(err, Error::NotEnoughShards { good: 3, .. }), "{err}");
+        assert!(
+            matches!(err, Error::NotEnoughShards { good: 3, .. }),
+            "{err}"
+        );
         assert!(err.to_string().contains("belongs to stripe"));
     }
 
@@ -340,8 +341,16 @@ mod tests {
         let err = decode(id, &set).unwrap_err();
         assert!(err.to_string().contains("conflicting duplicate"), "{err}");
         // Without the honest copy, the forgery is caught by the stripe hash...
-        let set = vec![forged.clone(), shards[1].clone(), shards[2].clone(), shards[3].clone()];
-        assert!(matches!(decode(id, &set), Err(Error::StripeHashMismatch { .. })));
+        let set = vec![
+            forged.clone(),
+            shards[1].clone(),
+            shards[2].clone(),
+            shards[3].clone(),
+        ];
+        assert!(matches!(
+            decode(id, &set),
+            Err(Error::StripeHashMismatch { .. })
+        ));
         // ...and by the manifest before decoding.
         let layout = StripeLayout::from_shards(&shards).unwrap();
         let mut set = set;
