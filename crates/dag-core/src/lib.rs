@@ -27,9 +27,11 @@
 //! ```
 
 mod batcher;
+pub mod consensus;
 mod encoding;
 mod error;
 mod ids;
+pub mod merkle;
 mod node;
 mod ports;
 mod receipt;

@@ -9,7 +9,9 @@
 //! digest, so a double-sign proof needs no header decoding (dpos evidence).
 
 use super::{Committee, ConsensusError, Result, domain};
-use crate::{DecodeError, Hash32, NodeId, Reader, SignatureVerifier, Signer, StripeId, TxId, Writer};
+use crate::{
+    DecodeError, Hash32, NodeId, Reader, SignatureVerifier, Signer, StripeId, TxId, Writer,
+};
 use std::fmt;
 
 /// A DAG round. Round 0 is genesis (no parents); even rounds have leaders.
@@ -79,7 +81,9 @@ impl BatchHeader {
     /// Canonical encoding (see the module docs). Panics only if the limits are exceeded,
     /// which [`BatchHeader::check_limits`] rules out.
     pub fn encode(&self) -> Vec<u8> {
-        let mut w = Writer::with_capacity(1 + 8 + 32 + 8 + 2 + 32 * self.parents.len() + 4 + 33 * self.items.len());
+        let mut w = Writer::with_capacity(
+            1 + 8 + 32 + 8 + 2 + 32 * self.parents.len() + 4 + 33 * self.items.len(),
+        );
         self.write(&mut w);
         w.finish()
     }
@@ -114,7 +118,11 @@ impl BatchHeader {
         let timestamp_ms = r.u64("timestamp_ms")?;
         let n_parents = r.u16("parents")? as usize;
         if n_parents > MAX_PARENTS {
-            return Err(DecodeError::TooLong { field: "parents", len: n_parents, max: MAX_PARENTS });
+            return Err(DecodeError::TooLong {
+                field: "parents",
+                len: n_parents,
+                max: MAX_PARENTS,
+            });
         }
         let mut parents = Vec::with_capacity(n_parents);
         for _ in 0..n_parents {
@@ -122,7 +130,11 @@ impl BatchHeader {
         }
         let n_items = r.u32("items")? as usize;
         if n_items > MAX_BATCH_ITEMS {
-            return Err(DecodeError::TooLong { field: "batch items", len: n_items, max: MAX_BATCH_ITEMS });
+            return Err(DecodeError::TooLong {
+                field: "batch items",
+                len: n_items,
+                max: MAX_BATCH_ITEMS,
+            });
         }
         let mut items = Vec::with_capacity(n_items.min(r.remaining() / 33));
         for _ in 0..n_items {
@@ -131,10 +143,21 @@ impl BatchHeader {
             items.push(match kind {
                 0 => BatchItem::Tx(TxId::from_bytes(id)),
                 1 => BatchItem::Stripe(StripeId::from_bytes(id)),
-                _ => return Err(DecodeError::Invalid { field: "item kind", reason: "expected 0 (tx) or 1 (stripe)" }),
+                _ => {
+                    return Err(DecodeError::Invalid {
+                        field: "item kind",
+                        reason: "expected 0 (tx) or 1 (stripe)",
+                    });
+                }
             });
         }
-        Ok(BatchHeader { round, author, timestamp_ms, parents, items })
+        Ok(BatchHeader {
+            round,
+            author,
+            timestamp_ms,
+            parents,
+            items,
+        })
     }
 
     /// Strict decoding of [`BatchHeader::encode`].
@@ -170,14 +193,25 @@ impl BatchHeader {
     /// Size limits: items, parents (also at most the committee size), genesis has none.
     pub fn check_limits(&self, committee: &Committee) -> Result<()> {
         if self.items.len() > MAX_BATCH_ITEMS {
-            return Err(ConsensusError::Oversized { field: "batch items", len: self.items.len(), max: MAX_BATCH_ITEMS });
+            return Err(ConsensusError::Oversized {
+                field: "batch items",
+                len: self.items.len(),
+                max: MAX_BATCH_ITEMS,
+            });
         }
         let max_parents = committee.size().min(MAX_PARENTS);
         if self.parents.len() > max_parents {
-            return Err(ConsensusError::Oversized { field: "parents", len: self.parents.len(), max: max_parents });
+            return Err(ConsensusError::Oversized {
+                field: "parents",
+                len: self.parents.len(),
+                max: max_parents,
+            });
         }
         if self.round == 0 && !self.parents.is_empty() {
-            return Err(ConsensusError::GenesisWithParents { digest: self.digest(), count: self.parents.len() });
+            return Err(ConsensusError::GenesisWithParents {
+                digest: self.digest(),
+                count: self.parents.len(),
+            });
         }
         Ok(())
     }
@@ -205,17 +239,33 @@ impl SignedBatch {
     }
 
     /// Checks the author is a member, the limits hold and the signature verifies.
-    pub fn verify(&self, committee: &Committee, verifier: &(impl SignatureVerifier + ?Sized)) -> Result<()> {
+    pub fn verify(
+        &self,
+        committee: &Committee,
+        verifier: &(impl SignatureVerifier + ?Sized),
+    ) -> Result<()> {
         let h = &self.header;
         let author = committee
             .authority(&h.author)
-            .ok_or(ConsensusError::UnknownAuthority { role: "author", node: h.author })?;
+            .ok_or(ConsensusError::UnknownAuthority {
+                role: "author",
+                node: h.author,
+            })?;
         h.check_limits(committee)?;
         let digest = h.digest();
         verifier
-            .verify(&author.public_key, &BatchHeader::signing_message_for(h.round, &digest), &self.signature)
+            .verify(
+                &author.public_key,
+                &BatchHeader::signing_message_for(h.round, &digest),
+                &self.signature,
+            )
             .map_err(|source| ConsensusError::BadSignature {
-                what: format!("batch {} of round {} by {}", digest.short(), h.round, h.author.short()),
+                what: format!(
+                    "batch {} of round {} by {}",
+                    digest.short(),
+                    h.round,
+                    h.author.short()
+                ),
                 source,
             })
     }

@@ -1,7 +1,9 @@
 //! Certificates: a signed batch plus votes from 2f + 1 stake, proof that a quorum holds
 //! the batch and its parents, so it may enter the DAG.
 
-use super::{BatchDigest, Committee, ConsensusError, MAX_PARENTS, Result, Round, SignedBatch, Vote};
+use super::{
+    BatchDigest, Committee, ConsensusError, MAX_PARENTS, Result, Round, SignedBatch, Vote,
+};
 use crate::{DecodeError, NodeId, Reader, SignatureVerifier, Writer};
 
 /// A signed batch with the voters' signatures, not yet checked. Named by the batch digest.
@@ -21,19 +23,34 @@ impl Certificate {
 
     /// Checks, before anything is counted: the batch (author, limits, signature), every
     /// voter a member and listed once, every vote signature, and the voters' stake a quorum.
-    pub fn verify(self, committee: &Committee, verifier: &(impl SignatureVerifier + ?Sized)) -> Result<VerifiedCertificate> {
+    pub fn verify(
+        self,
+        committee: &Committee,
+        verifier: &(impl SignatureVerifier + ?Sized),
+    ) -> Result<VerifiedCertificate> {
         self.batch.verify(committee, verifier)?;
         let digest = self.digest();
         let mut stake = 0;
         for (i, (voter, signature)) in self.votes.iter().enumerate() {
             if self.votes[..i].iter().any(|(w, _)| w == voter) {
-                return Err(ConsensusError::DuplicateSigner { digest, voter: *voter });
+                return Err(ConsensusError::DuplicateSigner {
+                    digest,
+                    voter: *voter,
+                });
             }
-            let vote = Vote { digest, voter: *voter, signature: signature.clone() };
+            let vote = Vote {
+                digest,
+                voter: *voter,
+                signature: signature.clone(),
+            };
             stake += vote.verify(committee, verifier)?;
         }
         if !committee.is_quorum(stake) {
-            return Err(ConsensusError::InsufficientStake { digest, stake, total: committee.total_stake() });
+            return Err(ConsensusError::InsufficientStake {
+                digest,
+                stake,
+                total: committee.total_stake(),
+            });
         }
         Ok(VerifiedCertificate { cert: self, digest })
     }
@@ -51,12 +68,18 @@ impl Certificate {
         let batch = SignedBatch::read(r)?;
         let n = r.u16("votes")? as usize;
         if n > MAX_PARENTS {
-            return Err(DecodeError::TooLong { field: "votes", len: n, max: MAX_PARENTS });
+            return Err(DecodeError::TooLong {
+                field: "votes",
+                len: n,
+                max: MAX_PARENTS,
+            });
         }
         let mut votes = Vec::with_capacity(n);
         for _ in 0..n {
             let voter = NodeId::from_bytes(r.bytes32("voter")?);
-            let sig = r.bytes_u16("vote signature", crate::MAX_SIGNATURE_LEN)?.to_vec();
+            let sig = r
+                .bytes_u16("vote signature", crate::MAX_SIGNATURE_LEN)?
+                .to_vec();
             votes.push((voter, sig));
         }
         Ok(Certificate { batch, votes })

@@ -179,7 +179,14 @@ mod tests {
     #[test]
     fn thresholds_equal_stake() {
         // (n, quorum, validity)
-        for (n, q, v) in [(1, 1, 1), (3, 3, 2), (4, 3, 2), (5, 4, 2), (7, 5, 3), (10, 7, 4)] {
+        for (n, q, v) in [
+            (1, 1, 1),
+            (3, 3, 2),
+            (4, 3, 2),
+            (5, 4, 2),
+            (7, 5, 3),
+            (10, 7, 4),
+        ] {
             let c = committee(&vec![1; n]);
             assert!(c.is_quorum(q) && !c.is_quorum(q - 1), "n={n}");
             assert!(c.is_validity(v) && !c.is_validity(v - 1), "n={n}");

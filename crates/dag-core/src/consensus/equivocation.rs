@@ -58,7 +58,11 @@ impl Equivocation {
 
     /// Checks both signatures under the author's committee key (structure was checked by
     /// [`Equivocation::new`] / decoding).
-    pub fn verify(&self, committee: &Committee, verifier: &(impl SignatureVerifier + ?Sized)) -> Result<()> {
+    pub fn verify(
+        &self,
+        committee: &Committee,
+        verifier: &(impl SignatureVerifier + ?Sized),
+    ) -> Result<()> {
         self.first.verify(committee, verifier)?;
         self.second.verify(committee, verifier)
     }
@@ -82,5 +86,4 @@ impl Equivocation {
             reason: "headers must share author and round and differ in digest",
         })
     }
-
 }

@@ -36,7 +36,9 @@ pub enum ConsensusError {
         voter: NodeId,
     },
     /// A certificate's voters do not reach the quorum.
-    #[error("certificate of batch {digest} has {stake} of {total} stake, below the quorum (3 × stake ≥ 2 × total + 1)")]
+    #[error(
+        "certificate of batch {digest} has {stake} of {total} stake, below the quorum (3 × stake ≥ 2 × total + 1)"
+    )]
     InsufficientStake {
         /// The certified batch.
         digest: BatchDigest,
@@ -74,7 +76,9 @@ pub enum ConsensusError {
         author: NodeId,
     },
     /// The parents' authors do not reach the quorum.
-    #[error("batch {digest} of round {round} has parents with {stake} of {total} stake, below the quorum")]
+    #[error(
+        "batch {digest} of round {round} has parents with {stake} of {total} stake, below the quorum"
+    )]
     InsufficientParentStake {
         /// The child batch.
         digest: BatchDigest,

@@ -16,20 +16,20 @@
 //! - [`Equivocation`]: evidence that one author signed two batches for one round.
 //! - [`Consensus`]: the driver state machine (messages and ticks in, messages and commits
 //!   out) that a node runs over any transport.
-//! - [`DagBuilder`] (tests, `test-utils` feature): a text DSL describing DAGs.
+//! - `DagBuilder` (tests, `test-utils` feature): a text DSL describing DAGs.
 //!
 //! ```
-//! use dag_core::consensus::{DagBuilder, LeaderSchedule};
+//! use dag_core::consensus::Committee;
 //!
-//! // Leaders rotate over even rounds: A at round 0, B at round 2, ...
-//! let mut dag = DagBuilder::new(4);
-//! dag.parse("r0: A B C D\nr1: A B C D").unwrap();
-//! let leaders: Vec<String> = dag.commit().iter().map(|s| dag.label(&s.checkpoint.leader)).collect();
-//! assert_eq!(leaders, ["A0"]);
-//! # let _ = LeaderSchedule::RoundRobin;
+//! let keys = (0..4u8).map(|i| vec![i; 32]).collect();
+//! let committee = Committee::equal(keys).unwrap();
+//! assert!(committee.is_quorum(3) && !committee.is_quorum(2)); // 2f + 1 of 4
+//! assert!(committee.is_validity(2) && !committee.is_validity(1)); // f + 1
+//! assert_eq!(committee.leader(2), committee.authorities()[1].id); // round robin on even rounds
 //! ```
 
 mod batch;
+#[cfg(any(test, feature = "test-utils"))]
 mod builder;
 mod certificate;
 mod commit;
@@ -44,8 +44,13 @@ mod vote;
 
 #[cfg(test)]
 mod sim;
+#[cfg(test)]
+mod tests;
 
-pub use batch::{BatchDigest, BatchHeader, BatchItem, MAX_BATCH_ITEMS, MAX_PARENTS, Round, SignedBatch};
+pub use batch::{
+    BatchDigest, BatchHeader, BatchItem, MAX_BATCH_ITEMS, MAX_PARENTS, Round, SignedBatch,
+};
+#[cfg(any(test, feature = "test-utils"))]
 pub use builder::DagBuilder;
 pub use certificate::{Certificate, VerifiedCertificate};
 pub use commit::{Checkpoint, CommittedSubDag, Committer};

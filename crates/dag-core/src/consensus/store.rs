@@ -1,7 +1,10 @@
 //! The DAG store: certified batches whose parents are present, indexed by digest and by
 //! (round, author). In memory and pure; a node persists what it needs around it.
 
-use super::{BatchDigest, BatchHeader, Committee, ConsensusError, Equivocation, Result, Round, Stake, VerifiedCertificate};
+use super::{
+    BatchDigest, BatchHeader, Committee, ConsensusError, Equivocation, Result, Round, Stake,
+    VerifiedCertificate,
+};
 use crate::NodeId;
 use std::collections::{BTreeMap, HashMap};
 
@@ -37,7 +40,10 @@ impl DagStore {
     }
     /// The certificate of `author` in `round`.
     pub fn by_author(&self, round: Round, author: &NodeId) -> Option<&VerifiedCertificate> {
-        self.rounds.get(&round)?.get(author).and_then(|d| self.certs.get(d))
+        self.rounds
+            .get(&round)?
+            .get(author)
+            .and_then(|d| self.certs.get(d))
     }
     /// Certificates of one round, ordered by author id.
     pub fn round(&self, round: Round) -> impl Iterator<Item = &VerifiedCertificate> + '_ {
@@ -67,7 +73,12 @@ impl DagStore {
         if header.round <= self.pruned_below {
             return Vec::new();
         }
-        header.parents.iter().filter(|p| !self.certs.contains_key(p)).copied().collect()
+        header
+            .parents
+            .iter()
+            .filter(|p| !self.certs.contains_key(p))
+            .copied()
+            .collect()
     }
 
     /// The parent rule, also used by voters before voting: parents all stored, all of round
@@ -77,7 +88,10 @@ impl DagStore {
         let digest = || header.digest();
         if header.round == 0 {
             if !header.parents.is_empty() {
-                return Err(ConsensusError::GenesisWithParents { digest: digest(), count: header.parents.len() });
+                return Err(ConsensusError::GenesisWithParents {
+                    digest: digest(),
+                    count: header.parents.len(),
+                });
             }
             return Ok(());
         }
@@ -86,7 +100,11 @@ impl DagStore {
         }
         let missing = self.missing_parents(header);
         if !missing.is_empty() {
-            return Err(ConsensusError::MissingParents { digest: digest(), round: header.round, missing });
+            return Err(ConsensusError::MissingParents {
+                digest: digest(),
+                round: header.round,
+                missing,
+            });
         }
         let mut authors: Vec<NodeId> = Vec::with_capacity(header.parents.len());
         let mut stake: Stake = 0;
@@ -103,7 +121,10 @@ impl DagStore {
                 });
             }
             if authors.contains(&parent.author()) {
-                return Err(ConsensusError::DuplicateParent { digest: digest(), author: parent.author() });
+                return Err(ConsensusError::DuplicateParent {
+                    digest: digest(),
+                    author: parent.author(),
+                });
             }
             authors.push(parent.author());
             stake += committee.stake_of(&parent.author());
@@ -133,7 +154,10 @@ impl DagStore {
             return Err(ConsensusError::Equivocation(Box::new(evidence)));
         }
         self.check_parents(&cert.batch().header, committee)?;
-        self.rounds.entry(cert.round()).or_default().insert(cert.author(), digest);
+        self.rounds
+            .entry(cert.round())
+            .or_default()
+            .insert(cert.author(), digest);
         self.certs.insert(digest, cert);
         Ok(true)
     }

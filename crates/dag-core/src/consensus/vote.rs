@@ -3,7 +3,9 @@
 //!
 //! A vote signs `domain::VOTE ‖ batch digest`; the digest already binds round and author.
 
-use super::{BatchDigest, Certificate, Committee, ConsensusError, Result, SignedBatch, Stake, domain};
+use super::{
+    BatchDigest, Certificate, Committee, ConsensusError, Result, SignedBatch, Stake, domain,
+};
 use crate::{DecodeError, Hash32, NodeId, Reader, SignatureVerifier, Signer, Writer};
 
 /// One voter's signed approval of one batch.
@@ -28,18 +30,37 @@ impl Vote {
 
     /// Signs a vote for `digest` as `voter` (the signer's node id).
     pub fn sign(digest: BatchDigest, voter: NodeId, signer: &(impl Signer + ?Sized)) -> Self {
-        Vote { digest, voter, signature: signer.sign(&Self::signing_message(&digest)) }
+        Vote {
+            digest,
+            voter,
+            signature: signer.sign(&Self::signing_message(&digest)),
+        }
     }
 
     /// Checks the voter is a member and the signature verifies; returns the voter's stake.
-    pub fn verify(&self, committee: &Committee, verifier: &(impl SignatureVerifier + ?Sized)) -> Result<Stake> {
+    pub fn verify(
+        &self,
+        committee: &Committee,
+        verifier: &(impl SignatureVerifier + ?Sized),
+    ) -> Result<Stake> {
         let a = committee
             .authority(&self.voter)
-            .ok_or(ConsensusError::UnknownAuthority { role: "voter", node: self.voter })?;
+            .ok_or(ConsensusError::UnknownAuthority {
+                role: "voter",
+                node: self.voter,
+            })?;
         verifier
-            .verify(&a.public_key, &Self::signing_message(&self.digest), &self.signature)
+            .verify(
+                &a.public_key,
+                &Self::signing_message(&self.digest),
+                &self.signature,
+            )
             .map_err(|source| ConsensusError::BadSignature {
-                what: format!("vote by {} for batch {}", self.voter.short(), self.digest.short()),
+                what: format!(
+                    "vote by {} for batch {}",
+                    self.voter.short(),
+                    self.digest.short()
+                ),
                 source,
             })?;
         Ok(a.stake)
@@ -48,7 +69,9 @@ impl Vote {
     /// Canonical encoding: digest 32 ‖ voter 32 ‖ signature (u16 length).
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::default();
-        w.raw(self.digest.as_bytes()).raw(self.voter.as_bytes()).bytes_u16(&self.signature);
+        w.raw(self.digest.as_bytes())
+            .raw(self.voter.as_bytes())
+            .bytes_u16(&self.signature);
         w.finish()
     }
 
@@ -57,9 +80,15 @@ impl Vote {
         let mut r = Reader::new(bytes);
         let digest = BatchDigest(Hash32(r.bytes32("vote digest")?));
         let voter = NodeId::from_bytes(r.bytes32("voter")?);
-        let signature = r.bytes_u16("vote signature", crate::MAX_SIGNATURE_LEN)?.to_vec();
+        let signature = r
+            .bytes_u16("vote signature", crate::MAX_SIGNATURE_LEN)?
+            .to_vec();
         r.finish()?;
-        Ok(Vote { digest, voter, signature })
+        Ok(Vote {
+            digest,
+            voter,
+            signature,
+        })
     }
 }
 
@@ -77,7 +106,13 @@ impl VotesAggregator {
     /// Starts aggregating for `batch` (the author's own, already signed).
     pub fn new(batch: SignedBatch) -> Self {
         let digest = batch.digest();
-        VotesAggregator { batch, digest, votes: Vec::new(), stake: 0, done: false }
+        VotesAggregator {
+            batch,
+            digest,
+            votes: Vec::new(),
+            stake: 0,
+            done: false,
+        }
     }
 
     /// The batch being certified.
@@ -100,7 +135,10 @@ impl VotesAggregator {
         verifier: &(impl SignatureVerifier + ?Sized),
     ) -> Result<Option<Certificate>> {
         if vote.digest != self.digest {
-            return Err(ConsensusError::UnknownBatch { digest: vote.digest, voter: vote.voter });
+            return Err(ConsensusError::UnknownBatch {
+                digest: vote.digest,
+                voter: vote.voter,
+            });
         }
         if self.votes.iter().any(|(v, _)| *v == vote.voter) {
             return Ok(None);
@@ -110,7 +148,10 @@ impl VotesAggregator {
         self.stake += stake;
         if !self.done && committee.is_quorum(self.stake) {
             self.done = true;
-            return Ok(Some(Certificate { batch: self.batch.clone(), votes: self.votes.clone() }));
+            return Ok(Some(Certificate {
+                batch: self.batch.clone(),
+                votes: self.votes.clone(),
+            }));
         }
         Ok(None)
     }

@@ -1,0 +1,664 @@
+//! The consensus driver: a pure state machine a node runs over any transport. Messages and
+//! clock ticks go in (with `now_ms`), messages to send, commits and evidence come out.
+//!
+//! Protocol, per representative and round `r`:
+//! 1. **Propose** when the DAG holds certificates of round `r − 1` with 2f + 1 stake
+//!    (round 0: at start). Before leaving an even round, wait up to `leader_timeout_ms` for
+//!    its leader's certificate, so the next round can support the leader. The batch names
+//!    every certificate of round `r − 1` held, and takes queued payload items.
+//! 2. **Vote**: on a proposal, check signature and parents (fetching missing parents from
+//!    the sender), vote at most once per (author, round), send the vote to the author. A
+//!    second, different proposal for the same (author, round) yields [`Output::Evidence`].
+//! 3. **Certify**: the author collects votes with 2f + 1 stake into a [`Certificate`] and
+//!    broadcasts it. Receivers verify it, store it once its parents are present (fetching
+//!    them otherwise), and run the commit rule.
+//! 4. **Catch up**: a node seeing certificates above its round jumps to the highest round
+//!    whose quorum it holds. Every `resend_ms` it re-broadcasts its uncertified proposal and
+//!    its latest certificate, and re-requests missing parents, so lost messages are repaired.
+
+use super::{
+    BatchDigest, BatchHeader, BatchItem, Certificate, CommittedSubDag, Committee, Committer,
+    ConsensusError, DagStore, Equivocation, MAX_BATCH_ITEMS, Result, Round, SignedBatch,
+    VerifiedCertificate, Vote, VotesAggregator,
+};
+use crate::{NodeId, SignatureVerifier, Signer};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+
+/// Tunables of the driver. `Default` holds the documented defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsensusConfig {
+    /// How long to wait for an even round's leader before moving on without it (ms). 2000.
+    pub leader_timeout_ms: u64,
+    /// Re-send period for the own uncertified proposal, the own latest certificate and
+    /// fetches of missing parents (ms). 500.
+    pub resend_ms: u64,
+    /// Shortest time between two own proposals (ms): the dynamic batch interval
+    /// ([`crate::BatchInterval`]); change it with [`Consensus::set_proposal_interval`]. 0.
+    pub proposal_interval_ms: u64,
+    /// Most payload items per batch. [`MAX_BATCH_ITEMS`].
+    pub max_batch_items: usize,
+    /// Most certificates in one fetch response. 1000.
+    pub max_fetch: usize,
+    /// Most certificates or proposals parked while their parents are fetched. 10 000.
+    pub max_pending: usize,
+    /// Rounds kept below the last committed leader before pruning. 1000.
+    pub gc_depth: Round,
+}
+
+impl Default for ConsensusConfig {
+    fn default() -> Self {
+        ConsensusConfig {
+            leader_timeout_ms: 2000,
+            resend_ms: 500,
+            proposal_interval_ms: 0,
+            max_batch_items: MAX_BATCH_ITEMS,
+            max_fetch: 1000,
+            max_pending: 10_000,
+            gc_depth: 1000,
+        }
+    }
+}
+
+/// A request for certificates by digest, plus their ancestors above `have_round`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct FetchRequest {
+    /// Wanted certificates.
+    pub digests: Vec<BatchDigest>,
+    /// The requester holds (almost) everything up to this round; send ancestors above it.
+    pub have_round: Round,
+}
+
+/// Messages between representatives (the `Consensus` gRPC service carries them).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Message {
+    /// A signed batch asking for votes (ProposeBatch).
+    Propose(SignedBatch),
+    /// A vote for the receiver's batch (Vote).
+    Vote(Vote),
+    /// A certified batch (Certificate).
+    Certificate(Certificate),
+    /// Ask for missing certificates (FetchBatches request).
+    Fetch(FetchRequest),
+    /// Certificates answering a fetch, lowest round first (FetchBatches response).
+    FetchResponse(Vec<Certificate>),
+}
+
+/// What the driver asks its host to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Send to every other committee member.
+    Broadcast(Message),
+    /// Send to one member.
+    Send {
+        /// Recipient.
+        to: NodeId,
+        /// The message.
+        message: Message,
+    },
+    /// A leader committed: its ordered sub-DAG and checkpoint, in commit order.
+    Committed(CommittedSubDag),
+    /// An author equivocated; hand to dpos (slashing).
+    Evidence(Equivocation),
+}
+
+/// One representative's consensus state machine. See the module docs for the protocol.
+#[derive(Debug)]
+pub struct Consensus<S, V> {
+    me: NodeId,
+    signer: S,
+    verifier: V,
+    committee: Committee,
+    config: ConsensusConfig,
+    store: DagStore,
+    committer: Committer,
+    /// Last round proposed in (None before genesis).
+    proposed: Option<Round>,
+    last_proposal_ms: u64,
+    aggregator: Option<VotesAggregator>,
+    my_latest: Option<Certificate>,
+    /// (round whose quorum we hold, since when): for the leader timeout.
+    waiting: Option<(Round, u64)>,
+    last_resend_ms: u64,
+    resend_count: usize,
+    payload: VecDeque<BatchItem>,
+    headers: HashMap<(NodeId, Round), SignedBatch>,
+    voted: HashMap<(NodeId, Round), Vote>,
+    reported: HashSet<(NodeId, Round)>,
+    pending_certs: BTreeMap<(Round, BatchDigest), (VerifiedCertificate, NodeId)>,
+    pending_headers: BTreeMap<(Round, BatchDigest), (SignedBatch, NodeId)>,
+}
+
+impl<S: Signer, V: SignatureVerifier> Consensus<S, V> {
+    /// A driver for the member whose key `signer` holds. Fails if it is not a member.
+    pub fn new(
+        committee: Committee,
+        signer: S,
+        verifier: V,
+        config: ConsensusConfig,
+    ) -> Result<Self> {
+        let me = NodeId::from_public_key(signer.public_key());
+        if committee.authority(&me).is_none() {
+            return Err(ConsensusError::UnknownAuthority {
+                role: "local signer",
+                node: me,
+            });
+        }
+        Ok(Consensus {
+            me,
+            signer,
+            verifier,
+            committee,
+            config,
+            store: DagStore::new(),
+            committer: Committer::new(),
+            proposed: None,
+            last_proposal_ms: 0,
+            aggregator: None,
+            my_latest: None,
+            waiting: None,
+            last_resend_ms: 0,
+            resend_count: 0,
+            payload: VecDeque::new(),
+            headers: HashMap::new(),
+            voted: HashMap::new(),
+            reported: HashSet::new(),
+            pending_certs: BTreeMap::new(),
+            pending_headers: BTreeMap::new(),
+        })
+    }
+
+    /// This member's id.
+    pub fn node_id(&self) -> NodeId {
+        self.me
+    }
+    /// The committee.
+    pub fn committee(&self) -> &Committee {
+        &self.committee
+    }
+    /// The local DAG.
+    pub fn store(&self) -> &DagStore {
+        &self.store
+    }
+    /// The commit state.
+    pub fn committer(&self) -> &Committer {
+        &self.committer
+    }
+    /// The last round this member proposed in.
+    pub fn round(&self) -> Option<Round> {
+        self.proposed
+    }
+    /// Payload items queued for the next proposals.
+    pub fn pending_payload(&self) -> usize {
+        self.payload.len()
+    }
+    /// Queues items (held tx ids or stripe ids) for the next proposals.
+    pub fn add_payload(&mut self, items: impl IntoIterator<Item = BatchItem>) {
+        self.payload.extend(items);
+    }
+    /// Sets the shortest time between own proposals (the dynamic batch interval).
+    pub fn set_proposal_interval(&mut self, ms: u64) {
+        self.config.proposal_interval_ms = ms;
+    }
+
+    /// Starts: proposes the genesis batch.
+    pub fn start(&mut self, now_ms: u64) -> Vec<Output> {
+        let mut out = Vec::new();
+        self.last_resend_ms = now_ms;
+        self.try_advance(now_ms, &mut out);
+        out
+    }
+
+    /// Time passed: re-sends, re-fetches, and proposes if a timeout allows it now.
+    pub fn tick(&mut self, now_ms: u64) -> Vec<Output> {
+        let mut out = Vec::new();
+        if now_ms >= self.last_resend_ms.saturating_add(self.config.resend_ms) {
+            self.last_resend_ms = now_ms;
+            self.resend_count = self.resend_count.wrapping_add(1);
+            if let Some(agg) = &self.aggregator {
+                out.push(Output::Broadcast(Message::Propose(agg.batch().clone())));
+            }
+            if let Some(c) = &self.my_latest {
+                out.push(Output::Broadcast(Message::Certificate(c.clone())));
+            }
+            self.refetch(&mut out);
+        }
+        self.try_advance(now_ms, &mut out);
+        out
+    }
+
+    /// Handles one message from member `from`. An error means the message was rejected and
+    /// left no trace (the host may log it or penalise the sender).
+    pub fn handle(&mut self, now_ms: u64, from: NodeId, message: Message) -> Result<Vec<Output>> {
+        if self.committee.authority(&from).is_none() {
+            return Err(ConsensusError::UnknownAuthority {
+                role: "sender",
+                node: from,
+            });
+        }
+        let mut out = Vec::new();
+        match message {
+            Message::Propose(batch) => self.on_propose(batch, from, &mut out)?,
+            Message::Vote(vote) => self.on_vote(vote, &mut out)?,
+            Message::Certificate(cert) => {
+                if !self.store.contains(&cert.digest()) {
+                    let verified = cert.verify(&self.committee, &self.verifier)?;
+                    self.on_certificate(verified, from, &mut out)?;
+                }
+            }
+            Message::Fetch(req) => self.on_fetch(req, from, &mut out),
+            Message::FetchResponse(certs) => {
+                let mut certs = certs;
+                certs.sort_by_key(|c| c.batch.header.round);
+                certs.truncate(self.config.max_fetch);
+                let mut first_err = None;
+                let mut any_ok = false;
+                for cert in certs {
+                    if self.store.contains(&cert.digest()) {
+                        continue;
+                    }
+                    let r = cert
+                        .verify(&self.committee, &self.verifier)
+                        .and_then(|v| self.on_certificate(v, from, &mut out));
+                    match r {
+                        Ok(()) => any_ok = true,
+                        Err(e) => first_err = first_err.or(Some(e)),
+                    }
+                }
+                if let (false, Some(e)) = (any_ok, first_err) {
+                    return Err(e);
+                }
+            }
+        }
+        self.try_advance(now_ms, &mut out);
+        Ok(out)
+    }
+
+    fn on_propose(
+        &mut self,
+        batch: SignedBatch,
+        from: NodeId,
+        out: &mut Vec<Output>,
+    ) -> Result<()> {
+        batch.verify(&self.committee, &self.verifier)?;
+        let h = &batch.header;
+        let key = (h.author, h.round);
+        if h.author == self.me {
+            return Ok(());
+        }
+        if self.note_header(&batch, out) {
+            return Ok(()); // equivocation: never vote
+        }
+        if let Some(v) = self.voted.get(&key) {
+            // A re-sent proposal: our vote may have been lost.
+            out.push(Output::Send {
+                to: h.author,
+                message: Message::Vote(v.clone()),
+            });
+            return Ok(());
+        }
+        if h.round < self.store.pruned_below() {
+            return Ok(());
+        }
+        match self.store.check_parents(h, &self.committee) {
+            Ok(()) => {
+                self.cast_vote(&batch, out);
+                Ok(())
+            }
+            Err(ConsensusError::MissingParents { missing, .. }) => {
+                if self.pending_headers.len() < self.config.max_pending {
+                    let have = self.have_round();
+                    out.push(Output::Send {
+                        to: from,
+                        message: Message::Fetch(FetchRequest {
+                            digests: missing,
+                            have_round: have,
+                        }),
+                    });
+                    self.pending_headers
+                        .insert((h.round, batch.digest()), (batch, from));
+                }
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn cast_vote(&mut self, batch: &SignedBatch, out: &mut Vec<Output>) {
+        let h = &batch.header;
+        let vote = Vote::sign(batch.digest(), self.me, &self.signer);
+        self.voted.insert((h.author, h.round), vote.clone());
+        out.push(Output::Send {
+            to: h.author,
+            message: Message::Vote(vote),
+        });
+    }
+
+    /// Records the first header per (author, round); true (and evidence, once) if `batch`
+    /// conflicts with it.
+    fn note_header(&mut self, batch: &SignedBatch, out: &mut Vec<Output>) -> bool {
+        let key = (batch.header.author, batch.header.round);
+        match self.headers.get(&key) {
+            None => {
+                self.headers.insert(key, batch.clone());
+                false
+            }
+            Some(first) if first.digest() == batch.digest() => false,
+            Some(first) => {
+                if self.reported.insert(key)
+                    && let Ok(e) = Equivocation::new(first.clone(), batch.clone())
+                {
+                    out.push(Output::Evidence(e));
+                }
+                true
+            }
+        }
+    }
+
+    fn on_vote(&mut self, vote: Vote, out: &mut Vec<Output>) -> Result<()> {
+        if self
+            .my_latest
+            .as_ref()
+            .is_some_and(|c| c.digest() == vote.digest)
+        {
+            return Ok(()); // a late vote for the batch already certified
+        }
+        let Some(agg) = self.aggregator.as_mut() else {
+            return Err(ConsensusError::UnknownBatch {
+                digest: vote.digest,
+                voter: vote.voter,
+            });
+        };
+        if let Some(cert) = agg.add(vote, &self.committee, &self.verifier)? {
+            self.aggregator = None;
+            self.on_own_certificate(cert, out)?;
+        }
+        Ok(())
+    }
+
+    fn on_own_certificate(&mut self, cert: Certificate, out: &mut Vec<Output>) -> Result<()> {
+        let verified = cert.clone().verify(&self.committee, &self.verifier)?;
+        self.my_latest = Some(cert.clone());
+        out.push(Output::Broadcast(Message::Certificate(cert)));
+        self.on_certificate(verified, self.me, out)
+    }
+
+    fn on_certificate(
+        &mut self,
+        cert: VerifiedCertificate,
+        from: NodeId,
+        out: &mut Vec<Output>,
+    ) -> Result<()> {
+        // A certificate conflicting with a proposal seen earlier is evidence, yet it is
+        // still stored: a quorum certified it, so every honest node must order it.
+        self.note_header(cert.batch(), out);
+        match self.store.insert(cert.clone(), &self.committee) {
+            Ok(_) => {
+                self.drain_pending(out);
+                self.commit(out);
+                Ok(())
+            }
+            Err(ConsensusError::MissingParents { missing, .. }) => {
+                if self.pending_certs.len() < self.config.max_pending {
+                    let have = self.have_round();
+                    out.push(Output::Send {
+                        to: from,
+                        message: Message::Fetch(FetchRequest {
+                            digests: missing,
+                            have_round: have,
+                        }),
+                    });
+                    self.pending_certs
+                        .insert((cert.round(), cert.digest()), (cert, from));
+                }
+                Ok(())
+            }
+            Err(ConsensusError::Equivocation(e)) => {
+                let key = (e.author(), e.round());
+                if self.reported.insert(key) {
+                    out.push(Output::Evidence(*e.clone()));
+                }
+                Err(ConsensusError::Equivocation(e))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Inserts parked certificates whose parents arrived, and votes on parked proposals.
+    fn drain_pending(&mut self, out: &mut Vec<Output>) {
+        loop {
+            let ready: Vec<(Round, BatchDigest)> = self
+                .pending_certs
+                .iter()
+                .filter(|(_, (c, _))| self.store.missing_parents(&c.batch().header).is_empty())
+                .map(|(k, _)| *k)
+                .collect();
+            if ready.is_empty() {
+                break;
+            }
+            for k in ready {
+                if let Some((c, _)) = self.pending_certs.remove(&k) {
+                    // Errors here (bad parent rounds, equivocation) drop the certificate.
+                    if let Err(ConsensusError::Equivocation(e)) =
+                        self.store.insert(c, &self.committee)
+                        && self.reported.insert((e.author(), e.round()))
+                    {
+                        out.push(Output::Evidence(*e));
+                    }
+                }
+            }
+        }
+        let ready: Vec<(Round, BatchDigest)> = self
+            .pending_headers
+            .iter()
+            .filter(|(_, (b, _))| self.store.missing_parents(&b.header).is_empty())
+            .map(|(k, _)| *k)
+            .collect();
+        for k in ready {
+            if let Some((b, _)) = self.pending_headers.remove(&k) {
+                let key = (b.header.author, b.header.round);
+                if !self.voted.contains_key(&key)
+                    && self
+                        .headers
+                        .get(&key)
+                        .is_some_and(|f| f.digest() == b.digest())
+                    && self.store.check_parents(&b.header, &self.committee).is_ok()
+                {
+                    self.cast_vote(&b, out);
+                }
+            }
+        }
+    }
+
+    fn refetch(&mut self, out: &mut Vec<Output>) {
+        let have = self.have_round();
+        let mut by_peer: BTreeMap<NodeId, Vec<BatchDigest>> = BTreeMap::new();
+        let n = self.committee.size();
+        let headers = self.pending_headers.values().map(|(b, f)| (&b.header, *f));
+        let certs = self
+            .pending_certs
+            .values()
+            .map(|(c, f)| (&c.batch().header, *f));
+        for (i, (h, from)) in certs.chain(headers).enumerate() {
+            // Alternate between the sender and other members, in case the sender is gone.
+            let peer = if (self.resend_count + i) % 2 == 0 {
+                from
+            } else {
+                self.committee.authorities()[(self.resend_count + i) % n].id
+            };
+            if peer == self.me {
+                continue;
+            }
+            by_peer
+                .entry(peer)
+                .or_default()
+                .extend(self.store.missing_parents(h));
+        }
+        for (peer, mut digests) in by_peer {
+            digests.sort();
+            digests.dedup();
+            digests.truncate(self.config.max_fetch);
+            out.push(Output::Send {
+                to: peer,
+                message: Message::Fetch(FetchRequest {
+                    digests,
+                    have_round: have,
+                }),
+            });
+        }
+    }
+
+    fn on_fetch(&mut self, req: FetchRequest, from: NodeId, out: &mut Vec<Output>) {
+        let mut found: Vec<&VerifiedCertificate> = Vec::new();
+        let mut seen: HashSet<BatchDigest> = HashSet::new();
+        let mut stack: Vec<BatchDigest> = req
+            .digests
+            .iter()
+            .take(self.config.max_fetch)
+            .copied()
+            .collect();
+        let requested: HashSet<BatchDigest> = stack.iter().copied().collect();
+        let budget = self.config.max_fetch.saturating_mul(4);
+        while let Some(d) = stack.pop() {
+            if !seen.insert(d) || seen.len() > budget {
+                continue;
+            }
+            let Some(c) = self.store.get(&d) else {
+                continue;
+            };
+            if c.round() <= req.have_round && !requested.contains(&d) {
+                continue;
+            }
+            found.push(c);
+            stack.extend(c.parents().iter().copied());
+        }
+        if found.is_empty() {
+            return;
+        }
+        found.sort_by_key(|c| (c.round(), c.author()));
+        found.truncate(self.config.max_fetch);
+        let certs = found.into_iter().map(|c| c.certificate().clone()).collect();
+        out.push(Output::Send {
+            to: from,
+            message: Message::FetchResponse(certs),
+        });
+    }
+
+    /// Highest round whose certificates hold a quorum of stake.
+    fn highest_quorum_round(&self) -> Option<Round> {
+        let top = self.store.highest_round()?;
+        let floor = self.proposed.unwrap_or(0).saturating_sub(1);
+        (floor..=top).rev().find(|r| {
+            self.committee
+                .is_quorum(self.store.round_stake(*r, &self.committee))
+        })
+    }
+
+    fn have_round(&self) -> Round {
+        self.committer
+            .last_committed_round()
+            .unwrap_or(0)
+            .max(self.store.pruned_below())
+    }
+
+    fn try_advance(&mut self, now_ms: u64, out: &mut Vec<Output>) {
+        let target = match (self.proposed, self.highest_quorum_round()) {
+            (None, None) => 0,
+            (None, Some(q)) => q + 1,
+            (Some(_), None) => return,
+            (Some(p), Some(q)) => {
+                if q < p {
+                    return;
+                }
+                q + 1
+            }
+        };
+        if now_ms
+            < self
+                .last_proposal_ms
+                .saturating_add(self.config.proposal_interval_ms)
+            && self.proposed.is_some()
+        {
+            return;
+        }
+        if target > 0 {
+            let prev = target - 1;
+            if Committee::is_leader_round(prev)
+                && self
+                    .store
+                    .by_author(prev, &self.committee.leader(prev))
+                    .is_none()
+            {
+                let since = match self.waiting {
+                    Some((r, t)) if r == prev => t,
+                    _ => {
+                        self.waiting = Some((prev, now_ms));
+                        now_ms
+                    }
+                };
+                if now_ms < since.saturating_add(self.config.leader_timeout_ms) {
+                    return;
+                }
+            }
+        }
+        self.propose(target, now_ms, out);
+    }
+
+    fn propose(&mut self, round: Round, now_ms: u64, out: &mut Vec<Output>) {
+        if let Some(old) = self.aggregator.take() {
+            // Never certified (its votes are now refused): its items go back to the queue.
+            for item in old.batch().header.items.iter().rev() {
+                self.payload.push_front(*item);
+            }
+        }
+        let parents: Vec<BatchDigest> = if round == 0 {
+            Vec::new()
+        } else {
+            self.store.round(round - 1).map(|c| c.digest()).collect()
+        };
+        let take = self.payload.len().min(self.config.max_batch_items);
+        let items: Vec<BatchItem> = self.payload.drain(..take).collect();
+        let header = BatchHeader {
+            round,
+            author: self.me,
+            timestamp_ms: now_ms,
+            parents,
+            items,
+        };
+        let batch = SignedBatch::sign(header, &self.signer);
+        self.headers.insert((self.me, round), batch.clone());
+        self.proposed = Some(round);
+        self.last_proposal_ms = now_ms;
+        let mut agg = VotesAggregator::new(batch.clone());
+        let own = Vote::sign(batch.digest(), self.me, &self.signer);
+        self.voted.insert((self.me, round), own.clone());
+        out.push(Output::Broadcast(Message::Propose(batch)));
+        match agg.add(own, &self.committee, &self.verifier) {
+            Ok(Some(cert)) => {
+                let _ = self.on_own_certificate(cert, out);
+            }
+            _ => self.aggregator = Some(agg),
+        }
+    }
+
+    fn commit(&mut self, out: &mut Vec<Output>) {
+        let subs = self.committer.try_commit(&self.store, &self.committee);
+        if subs.is_empty() {
+            return;
+        }
+        out.extend(subs.into_iter().map(Output::Committed));
+        if let Some(last) = self.committer.last_committed_round()
+            && last > self.config.gc_depth
+        {
+            let below = last - self.config.gc_depth;
+            if below > self.store.pruned_below() {
+                self.store.prune_below(below);
+                self.committer.prune_below(below);
+                self.headers.retain(|(_, r), _| *r >= below);
+                self.voted.retain(|(_, r), _| *r >= below);
+                self.reported.retain(|(_, r)| *r >= below);
+                self.pending_certs.retain(|(r, _), _| *r >= below);
+                self.pending_headers.retain(|(r, _), _| *r >= below);
+            }
+        }
+    }
+}

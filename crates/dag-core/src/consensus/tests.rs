@@ -1,0 +1,527 @@
+//! Unit tests of the consensus rules: typed rejections, the commit rule on text-described
+//! DAGs, the driver's equivocation detection.
+
+#![allow(clippy::unwrap_used)]
+
+use super::*;
+use crate::{NodeId, Signer, StripeId, TxId};
+
+fn check(dag: &str, expected: &str) {
+    let mut b = DagBuilder::new(4);
+    b.parse(dag).unwrap();
+    assert_eq!(b.commit_trace(false), expected, "dag:\n{dag}");
+}
+
+// Leaders (round robin over even rounds): A0, B2, C4, D6, A8, …
+#[test]
+fn commit_rule_table() {
+    let full = "r0: A B C D; r1: A B C D; r2: A B C D; r3: A B C D";
+    // Direct commits.
+    check("r0: A B C D; r1: A B C D", "A0");
+    check(full, "A0 B2");
+    check("r0: A B C D; r1: A B<-[A,B,C] C<-[B,C,D] D<-[B,C,D]", "A0"); // f + 1 = 2 suffice
+    // Not yet: round r + 1 missing, or one supporter only.
+    check("r0: A B C D", "");
+    check("r0: A B C D; r1: A<-[B,C,D] B<-[B,C,D] C D<-[B,C,D]", "");
+    // Indirect: A0 had one supporter, B2 commits directly and reaches A0 through C1.
+    check(
+        "r0: A B C D; r1: A<-[B,C,D] B<-[B,C,D] C D<-[B,C,D]; r2: A B C D; r3: A B C D",
+        "A0 B2",
+    );
+    // Skip: nobody in round 1 names A0, so B2 cannot reach it.
+    check(
+        "r0: A B C D; r1: A<-[B,C,D] B<-[B,C,D] C<-[B,C,D] D<-[B,C,D]; r2: A B C D; r3: A B C D",
+        "B2",
+    );
+    // Skip: the leader of round 2 never got certified (crashed B).
+    check(
+        "r0: A B C D; r1: A B C D; r2: A C D; r3: A C D; r4: A C D; r5: A C D",
+        "A0 C4",
+    );
+    // Skip of a leader present but reachable by nobody later: B2 supported by B3 only,
+    // and round 4 avoids B3.
+    check(
+        "r0: A B C D; r1: A B C D; r2: A B C D; r3: A<-[A,C,D] B C<-[A,C,D] D<-[A,C,D]; \
+         r4: A<-[A,C,D] C<-[A,C,D] D<-[A,C,D]; r5: A C D",
+        "A0 C4",
+    );
+    // Indirect through a longer gap: B2 and C4 without direct support, D6 commits all.
+    check(
+        "r0: A B C D; r1: A B C D; r2: A B C D; r3: A<-[A,C,D] B C<-[A,C,D] D<-[A,C,D]; \
+         r4: A B C D; r5: A<-[A,B,D] B<-[A,B,D] C D<-[A,B,D]; r6: A B C D; r7: A B C D",
+        "A0 B2 C4 D6",
+    );
+    // Leader of round 0 absent altogether.
+    check("r0: B C D; r1: B C D; r2: B C D; r3: B C D", "B2");
+}
+
+#[test]
+fn commit_orders_sub_dags_by_round_then_author() {
+    let mut b = DagBuilder::new(4);
+    b.parse("r0: A B C D; r1: A B C D; r2: A B C D; r3: A B C D")
+        .unwrap();
+    let mut labels: Vec<(NodeId, char)> = (0..4)
+        .map(|i| (b.signer(i).node_id(), (b'A' + i as u8) as char))
+        .collect();
+    labels.sort();
+    let order: String = labels.iter().map(|(_, c)| *c).collect();
+    let r1: Vec<String> = order.chars().map(|c| format!("{c}1")).collect();
+    let r0: Vec<String> = order
+        .chars()
+        .filter(|c| *c != 'A')
+        .map(|c| format!("{c}0"))
+        .collect();
+    let expected = format!("A0[A0] B2[{} {} B2]", r0.join(" "), r1.join(" "));
+    assert_eq!(b.commit_trace(true), expected);
+}
+
+#[test]
+fn commit_is_incremental_and_checkpoints_chain() {
+    let mut b = DagBuilder::new(4);
+    b.parse("r0: A B C D; r1: A B C D").unwrap();
+    let first = b.commit();
+    assert_eq!(first.len(), 1);
+    assert!(b.commit().is_empty(), "nothing new");
+    b.parse("r2: A B C D; r3: A B C D; r4: A B C D; r5: A B C D")
+        .unwrap();
+    let next = b.commit();
+    assert_eq!(
+        next.iter()
+            .map(|s| b.label(&s.checkpoint.leader))
+            .collect::<Vec<_>>(),
+        ["B2", "C4"]
+    );
+    assert_eq!(next[0].checkpoint.prev_hash, first[0].checkpoint.hash());
+    assert_eq!(next[1].checkpoint.prev_hash, next[0].checkpoint.hash());
+    assert_eq!(next[1].checkpoint.sequence, 2);
+    let total: usize = first.iter().chain(&next).map(|s| s.batches.len()).sum();
+    assert_eq!(total, 1 + 8 + 8, "each batch once, the tip round excluded");
+    let cp = &next[1].checkpoint;
+    assert_eq!(Checkpoint::decode(&cp.encode(), 100).unwrap(), *cp);
+}
+
+#[test]
+fn weighted_stake_support() {
+    // Stakes A=3, B=1, C=1, D=1 (total 6): f + 1 means > 2, quorum means > 4.
+    let mut b = DagBuilder::with_stakes(&[3, 1, 1, 1]);
+    b.parse("r0: A B C D; r1: B C").unwrap();
+    assert_eq!(b.commit_trace(false), "", "B1 + C1 hold 2 of 6");
+    b.parse("r1: A").unwrap();
+    assert_eq!(b.commit_trace(false), "A0", "with A1: 5 of 6");
+    // Parents B1, C1 hold only 2 of 6: not a quorum.
+    let err = b.parse("r2: B<-[B,C]").unwrap_err();
+    assert!(err.contains("below the quorum"), "{err}");
+}
+
+#[test]
+fn builder_reports_bad_descriptions() {
+    let mut b = DagBuilder::new(4);
+    assert!(b.parse("r0: A E").unwrap_err().contains("unknown author"));
+    let mut b = DagBuilder::new(4);
+    assert!(
+        b.parse("r0: A B C; r1: A<-[D]")
+            .unwrap_err()
+            .contains("no batch D0")
+    );
+    assert!(b.parse("x1: A").is_err());
+    assert!(
+        b.parse("r1: A<-[A,B]")
+            .unwrap_err()
+            .contains("below the quorum")
+    );
+}
+
+fn setup() -> DagBuilder {
+    let mut b = DagBuilder::new(4);
+    b.parse("r0: A B C D; r1: A B C").unwrap();
+    b
+}
+
+#[test]
+fn batch_signature_errors() {
+    let b = setup();
+    let c = b.committee();
+    let good = b.batch(0, 0, vec![], vec![BatchItem::Tx(TxId::from_bytes([1; 32]))]);
+    good.verify(c, &TestVerifier).unwrap();
+    // Unsigned.
+    let mut unsigned = good.clone();
+    unsigned.signature.clear();
+    assert!(matches!(
+        unsigned.verify(c, &TestVerifier),
+        Err(ConsensusError::BadSignature { .. })
+    ));
+    // Signed by another member.
+    let forged = SignedBatch::sign(good.header.clone(), b.signer(1));
+    assert!(matches!(
+        forged.verify(c, &TestVerifier),
+        Err(ConsensusError::BadSignature { .. })
+    ));
+    // Altered after signing.
+    let mut altered = good.clone();
+    altered.header.timestamp_ms += 1;
+    assert!(matches!(
+        altered.verify(c, &TestVerifier),
+        Err(ConsensusError::BadSignature { .. })
+    ));
+    // Unknown author.
+    let stranger = TestSigner::new(99);
+    let mut h = good.header.clone();
+    h.author = stranger.node_id();
+    let s = SignedBatch::sign(h, &stranger);
+    assert!(matches!(
+        s.verify(c, &TestVerifier),
+        Err(ConsensusError::UnknownAuthority { role: "author", .. })
+    ));
+    // Oversized.
+    let big = b.batch(
+        0,
+        0,
+        vec![],
+        vec![BatchItem::Stripe(StripeId::from_bytes([2; 32])); MAX_BATCH_ITEMS + 1],
+    );
+    assert!(matches!(
+        big.verify(c, &TestVerifier),
+        Err(ConsensusError::Oversized {
+            field: "batch items",
+            ..
+        })
+    ));
+    let bytes = big.encode();
+    assert!(SignedBatch::decode(&bytes).is_err());
+    let many_parents = b.batch(0, 1, vec![BatchDigest::default(); 5], vec![]);
+    assert!(matches!(
+        many_parents.verify(c, &TestVerifier),
+        Err(ConsensusError::Oversized {
+            field: "parents",
+            ..
+        })
+    ));
+    let genesis_parent = b.batch(0, 0, vec![BatchDigest::default()], vec![]);
+    assert!(matches!(
+        genesis_parent.verify(c, &TestVerifier),
+        Err(ConsensusError::GenesisWithParents { .. })
+    ));
+    // Round trip.
+    assert_eq!(SignedBatch::decode(&good.encode()).unwrap(), good);
+    assert_eq!(
+        BatchHeader::decode(&good.header.encode()).unwrap(),
+        good.header
+    );
+    let mut trailing = good.encode();
+    trailing.push(0);
+    assert!(SignedBatch::decode(&trailing).is_err());
+}
+
+#[test]
+fn vote_and_certificate_errors() {
+    let b = setup();
+    let c = b.committee();
+    let batch = b.batch(3, 1, vec![], vec![]);
+    let batch = SignedBatch::sign(
+        BatchHeader {
+            parents: b.store().round(0).map(|x| x.digest()).collect(),
+            ..batch.header
+        },
+        b.signer(3),
+    );
+    let digest = batch.digest();
+    let mut agg = VotesAggregator::new(batch.clone());
+    let vote = |i: usize| Vote::sign(digest, b.signer(i).node_id(), b.signer(i));
+    // Vote for an unknown batch.
+    let other = Vote::sign(BatchDigest::default(), b.signer(0).node_id(), b.signer(0));
+    assert!(matches!(
+        agg.add(other, c, &TestVerifier),
+        Err(ConsensusError::UnknownBatch { .. })
+    ));
+    // Wrongly signed vote, unsigned vote, stranger's vote: nothing counted.
+    let mut bad = vote(0);
+    bad.signature = b.signer(1).sign(&Vote::signing_message(&digest));
+    assert!(matches!(
+        agg.add(bad, c, &TestVerifier),
+        Err(ConsensusError::BadSignature { .. })
+    ));
+    let mut unsigned = vote(0);
+    unsigned.signature.clear();
+    assert!(agg.add(unsigned, c, &TestVerifier).is_err());
+    let s = TestSigner::new(42);
+    assert!(matches!(
+        agg.add(Vote::sign(digest, s.node_id(), &s), c, &TestVerifier),
+        Err(ConsensusError::UnknownAuthority { role: "voter", .. })
+    ));
+    assert_eq!(agg.stake(), 0);
+    assert!(agg.add(vote(3), c, &TestVerifier).unwrap().is_none());
+    assert!(
+        agg.add(vote(3), c, &TestVerifier).unwrap().is_none(),
+        "repeat ignored"
+    );
+    assert_eq!(agg.stake(), 1);
+    assert!(agg.add(vote(0), c, &TestVerifier).unwrap().is_none());
+    let cert = agg.add(vote(1), c, &TestVerifier).unwrap().unwrap();
+    assert!(
+        agg.add(vote(2), c, &TestVerifier).unwrap().is_none(),
+        "certificate made once"
+    );
+    assert_eq!(Vote::decode(&vote(2).encode()).unwrap(), vote(2));
+    cert.clone().verify(c, &TestVerifier).unwrap();
+    assert_eq!(Certificate::decode(&cert.encode()).unwrap(), cert);
+    // Too little stake.
+    let weak = b.certify(batch.clone(), &[0, 3]);
+    assert!(matches!(
+        weak.verify(c, &TestVerifier),
+        Err(ConsensusError::InsufficientStake {
+            stake: 2,
+            total: 4,
+            ..
+        })
+    ));
+    // Duplicate signer padding the stake.
+    let dup = b.certify(batch.clone(), &[0, 3, 3]);
+    assert!(matches!(
+        dup.verify(c, &TestVerifier),
+        Err(ConsensusError::DuplicateSigner { .. })
+    ));
+    // A vote signature moved onto another certificate.
+    let mut moved = b.certify(batch.clone(), &[0, 1, 3]);
+    moved.votes[1].1 = b
+        .signer(1)
+        .sign(&Vote::signing_message(&BatchDigest::default()));
+    assert!(matches!(
+        moved.verify(c, &TestVerifier),
+        Err(ConsensusError::BadSignature { .. })
+    ));
+}
+
+#[test]
+fn store_rejects_bad_parents_and_keeps_nothing() {
+    let mut b = setup();
+    let all = [0, 1, 2, 3];
+    let r0: Vec<BatchDigest> = b.store().round(0).map(|x| x.digest()).collect();
+    let r1: Vec<BatchDigest> = b.store().round(1).map(|x| x.digest()).collect();
+    let before = b.store().len();
+    // Parents from the wrong round.
+    let mixed = vec![r1[0], r1[1], r0[0]];
+    let e = b
+        .insert(b.certify(b.batch(0, 2, mixed, vec![]), &all))
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ConsensusError::WrongParentRound {
+                parent_round: 0,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let e = b
+        .insert(b.certify(b.batch(3, 1, r1.clone(), vec![]), &all))
+        .unwrap_err();
+    assert!(matches!(e, ConsensusError::WrongParentRound { .. }), "{e}");
+    // Too little parent stake.
+    let e = b
+        .insert(b.certify(b.batch(0, 2, r1[..2].to_vec(), vec![]), &all))
+        .unwrap_err();
+    assert!(
+        matches!(e, ConsensusError::InsufficientParentStake { stake: 2, .. }),
+        "{e}"
+    );
+    // The same parent twice.
+    let e = b
+        .insert(b.certify(b.batch(0, 2, vec![r1[0], r1[0], r1[1]], vec![]), &all))
+        .unwrap_err();
+    assert!(matches!(e, ConsensusError::DuplicateParent { .. }), "{e}");
+    // Missing parents.
+    let e = b
+        .insert(b.certify(
+            b.batch(0, 2, vec![r1[0], r1[1], BatchDigest::default()], vec![]),
+            &all,
+        ))
+        .unwrap_err();
+    assert!(
+        matches!(e, ConsensusError::MissingParents { ref missing, .. } if missing.len() == 1),
+        "{e}"
+    );
+    assert_eq!(b.store().len(), before, "nothing stored");
+    // Equivocation: a second certified batch by A in round 1.
+    let twin = b.certify(
+        b.batch(
+            0,
+            1,
+            r0.clone(),
+            vec![BatchItem::Tx(TxId::from_bytes([9; 32]))],
+        ),
+        &all,
+    );
+    let e = b.insert(twin).unwrap_err();
+    let ConsensusError::Equivocation(ev) = e else {
+        panic!("{e}")
+    };
+    assert_eq!(ev.author(), b.signer(0).node_id());
+    ev.verify(b.committee(), &TestVerifier).unwrap();
+    assert_eq!(b.store().len(), before);
+    // A good one goes in, once.
+    assert!(
+        b.insert(b.certify(b.batch(3, 1, r0, vec![]), &all))
+            .unwrap()
+    );
+    let again = b.store().round(1).last().unwrap().certificate().clone();
+    assert!(!b.insert(again).unwrap());
+}
+
+#[test]
+fn equivocation_evidence_for_dpos() {
+    let b = setup();
+    let x = b.batch(1, 5, vec![], vec![]);
+    let y = b.batch(1, 5, vec![], vec![BatchItem::Tx(TxId::from_bytes([1; 32]))]);
+    let e = Equivocation::new(x.clone(), y.clone()).unwrap();
+    e.verify(b.committee(), &TestVerifier).unwrap();
+    assert_eq!(Equivocation::decode(&e.encode()).unwrap(), e);
+    // The compact double-sign form: both signatures over domain ‖ round ‖ digest.
+    let (round, pairs) = e.double_sign();
+    let key = b.signer(1).public_key();
+    for (digest, sig) in pairs {
+        crate::SignatureVerifier::verify(
+            &TestVerifier,
+            key,
+            &BatchHeader::signing_message_for(round, &digest),
+            sig,
+        )
+        .unwrap();
+    }
+    assert!(Equivocation::new(x.clone(), x.clone()).is_err());
+    assert!(Equivocation::new(x.clone(), b.batch(1, 6, vec![], vec![])).is_err());
+    assert!(Equivocation::new(x, b.batch(2, 5, vec![], vec![])).is_err());
+    let mut forged = y;
+    forged.signature = vec![0; 32];
+    assert!(
+        Equivocation::new(b.batch(1, 5, vec![], vec![]), forged)
+            .unwrap()
+            .verify(b.committee(), &TestVerifier)
+            .is_err()
+    );
+}
+
+fn drivers(n: u64) -> Vec<Consensus<TestSigner, TestVerifier>> {
+    let signers: Vec<TestSigner> = (0..n).map(TestSigner::new).collect();
+    let committee =
+        Committee::equal(signers.iter().map(|s| s.public_key().to_vec()).collect()).unwrap();
+    signers
+        .into_iter()
+        .map(|s| {
+            Consensus::new(
+                committee.clone(),
+                s,
+                TestVerifier,
+                ConsensusConfig::default(),
+            )
+            .unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn driver_catches_an_equivocating_representative() {
+    let mut nodes = drivers(4);
+    let liar = TestSigner::new(1);
+    let mk = |items| {
+        SignedBatch::sign(
+            BatchHeader {
+                round: 0,
+                author: liar.node_id(),
+                timestamp_ms: 1,
+                parents: vec![],
+                items,
+            },
+            &liar,
+        )
+    };
+    let (x, y) = (
+        mk(vec![]),
+        mk(vec![BatchItem::Tx(TxId::from_bytes([7; 32]))]),
+    );
+    let _ = nodes[0].start(0);
+    let out = nodes[0]
+        .handle(1, liar.node_id(), Message::Propose(x))
+        .unwrap();
+    assert!(
+        matches!(
+            &out[..],
+            [Output::Send {
+                message: Message::Vote(_),
+                ..
+            }]
+        ),
+        "{out:?}"
+    );
+    let out = nodes[0]
+        .handle(2, liar.node_id(), Message::Propose(y))
+        .unwrap();
+    let [Output::Evidence(e)] = &out[..] else {
+        panic!("{out:?}")
+    }; // and no second vote
+    assert_eq!(e.author(), liar.node_id());
+    e.verify(nodes[0].committee(), &TestVerifier).unwrap();
+    // Bad messages are typed errors.
+    let stranger = TestSigner::new(50);
+    assert!(matches!(
+        nodes[0].handle(
+            3,
+            stranger.node_id(),
+            Message::Fetch(FetchRequest {
+                digests: vec![],
+                have_round: 0
+            })
+        ),
+        Err(ConsensusError::UnknownAuthority { .. })
+    ));
+    let v = Vote::sign(BatchDigest::default(), liar.node_id(), &liar);
+    assert!(matches!(
+        nodes[0].handle(3, liar.node_id(), Message::Vote(v)),
+        Err(ConsensusError::UnknownBatch { .. })
+    ));
+}
+
+#[test]
+fn driver_lockstep_commits() {
+    // Deliver every message immediately, in order: commits follow every two rounds.
+    let mut nodes = drivers(4);
+    let ids: Vec<NodeId> = nodes.iter().map(|n| n.node_id()).collect();
+    let mut queue: std::collections::VecDeque<(usize, usize, Message)> = Default::default();
+    let mut committed: Vec<Vec<BatchDigest>> = vec![Vec::new(); 4];
+    let route = |from: usize,
+                 outs: Vec<Output>,
+                 q: &mut std::collections::VecDeque<_>,
+                 c: &mut Vec<Vec<_>>| {
+        for o in outs {
+            match o {
+                Output::Broadcast(m) => (0..4)
+                    .filter(|t| *t != from)
+                    .for_each(|t| q.push_back((from, t, m.clone()))),
+                Output::Send { to, message } => {
+                    q.push_back((from, ids.iter().position(|i| *i == to).unwrap(), message))
+                }
+                Output::Committed(s) => c[from].extend(s.checkpoint.batches),
+                Output::Evidence(e) => panic!("{e:?}"),
+            }
+        }
+    };
+    for (i, n) in nodes.iter_mut().enumerate() {
+        n.add_payload([BatchItem::Tx(TxId::from_bytes([i as u8; 32]))]);
+        let o = n.start(0);
+        route(i, o, &mut queue, &mut committed);
+    }
+    let mut steps = 0;
+    while let Some((from, to, m)) = queue.pop_front() {
+        steps += 1;
+        if steps > 5000 {
+            break;
+        }
+        let from_id = nodes[from].node_id();
+        let o = nodes[to].handle(steps, from_id, m).unwrap_or_default();
+        route(to, o, &mut queue, &mut committed);
+    }
+    assert!(committed[0].len() > 40, "{}", committed[0].len());
+    let n = committed.iter().map(Vec::len).min().unwrap();
+    assert!(committed.iter().all(|c| c[..n] == committed[0][..n]));
+    assert_eq!(nodes[0].pending_payload(), 0);
+}
