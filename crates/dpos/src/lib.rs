@@ -1,0 +1,43 @@
+//! # dpos
+//!
+//! The economic layer of City Chain as a deterministic state machine: stake, bonding and
+//! delegation (votes) with a 90-day lock, representative election by score, approval by
+//! ≥ 2/3 of online stake, the misbehaviour monitor, slashing and the rewards ledger.
+//!
+//! - State changes only through [`DposState::apply`] of a [`VerifiedSystemTx`]: a
+//!   `dag_core::Tx` of kind `SystemTx` carrying a [`SystemPayload`], signed by the account's
+//!   ML-DSA-87 key and verified (envelope, evidence headers, receipts) before it can be
+//!   applied. Time comes in through [`ApplyCtx`]; nothing here reads a clock.
+//! - A rejected tx returns a typed [`Error`] and leaves the state byte-for-byte unchanged.
+//! - Amounts are `u64` base units with checked arithmetic; the score is fixed point
+//!   ([`Score`], 10⁻¹⁰ points); no decision uses floats.
+//! - [`DposState::snapshot`] / [`DposState::restore`] give canonical bytes.
+//!
+//! Identity: a node's id and its account id are the same bytes (both BLAKE3 of its one
+//! ML-DSA-87 key), so a node registers, bonds and is slashed as one account; cold wallets
+//! back it by delegation.
+
+mod apply;
+mod approval;
+mod config;
+mod election;
+mod error;
+mod evidence;
+mod payload;
+mod score;
+mod snapshot;
+mod state;
+#[cfg(any(test, feature = "test-utils"))]
+pub mod test_utils;
+
+pub use apply::Outcome;
+pub use approval::{Approval, is_approved};
+pub use config::{DAY_MS, DposConfig, SlashLevel};
+pub use election::{Candidate, elect, rank_order};
+pub use error::{Error, Result};
+pub use evidence::{DoubleSignEvidence, SignedHeaderDigest};
+pub use payload::{
+    MAX_RECEIPTS_PER_TX, NodeKind, SystemPayload, VerifiedSystemTx, sign_system_tx, system_tx,
+};
+pub use score::{Metrics, PPM, SCORE_SCALE, Score, rate_tenths, reward, score};
+pub use state::{ApplyCtx, DposState, Genesis, GenesisBond, Lot, NodeRecord, Pending, Supply, Term};
