@@ -33,6 +33,12 @@ impl BatchVerifier {
             .install(|| txs.into_par_iter().map(|t| t.verify(&MlDsa87)).collect())
     }
 
+    /// Runs `f` on the pool without blocking the caller (fire and forget; `f` reports its
+    /// result through a channel of the caller's choice).
+    pub fn spawn(&self, f: impl FnOnce() + Send + 'static) {
+        self.pool.spawn(f)
+    }
+
     /// Runs an arbitrary CPU-bound closure on the pool (for callers that verify other
     /// signed values in bulk).
     pub fn install<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {

@@ -116,7 +116,10 @@ impl Rejection {
 
     /// The gRPC status: code per [`RejectCode::grpc_code`], message `"<CODE>: <message>"`.
     pub fn to_status(&self) -> tonic::Status {
-        tonic::Status::new(self.code.grpc_code(), format!("{}: {}", self.code, self.message))
+        tonic::Status::new(
+            self.code.grpc_code(),
+            format!("{}: {}", self.code, self.message),
+        )
     }
 
     /// Parses a status produced by [`Rejection::to_status`].

@@ -71,7 +71,12 @@ impl CityClient {
         &self,
         reqs: impl Stream<Item = pb::SubmitTxRequest> + Send + 'static,
     ) -> Result<impl Stream<Item = (u64, std::result::Result<Submitted, ClientError>)>> {
-        let out = self.inner.clone().submit_tx_stream(reqs).await?.into_inner();
+        let out = self
+            .inner
+            .clone()
+            .submit_tx_stream(reqs)
+            .await?
+            .into_inner();
         Ok(out.map(|item| match item {
             Ok(resp) => {
                 let index = resp.index;
@@ -136,7 +141,11 @@ fn submitted_from(resp: pb::SubmitTxResponse) -> Result<Submitted> {
         }),
         None => {
             let code = reject_code_from(resp.reject_code).unwrap_or(crate::RejectCode::Unavailable);
-            Err(ClientError::Rejected(Rejection::new(code, resp.message, tx_id)))
+            Err(ClientError::Rejected(Rejection::new(
+                code,
+                resp.message,
+                tx_id,
+            )))
         }
     }
 }

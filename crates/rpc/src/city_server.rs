@@ -64,7 +64,9 @@ fn rejected(r: &Rejection, index: u64) -> pb::SubmitTxResponse {
 }
 
 fn decode_request(req: pb::SubmitTxRequest) -> Result<SignedTx, Rejection> {
-    let p = req.tx.ok_or_else(|| ConvertError::Missing("tx").to_rejection())?;
+    let p = req
+        .tx
+        .ok_or_else(|| ConvertError::Missing("tx").to_rejection())?;
     SignedTx::try_from(p).map_err(|e| e.to_rejection())
 }
 
@@ -161,7 +163,9 @@ impl<T: CityApi> pb::city_node_server::CityNode for CityNodeService<T> {
                 receipts: rec.receipts.iter().map(Into::into).collect(),
                 source: rec.source,
             })),
-            Ok(None) => Err(Status::not_found(format!("tx {id} is not known to this node"))),
+            Ok(None) => Err(Status::not_found(format!(
+                "tx {id} is not known to this node"
+            ))),
             Err(r) => Err(r.to_status()),
         }
     }

@@ -4,10 +4,10 @@
 //! passes here encodes canonically and hashes to the id the sender signed.
 
 use crate::pb;
-use crate::{Rejection, RejectCode, TxState};
+use crate::{RejectCode, Rejection, TxState};
 use dag_core::{
-    AccountId, CityId, DecodeError, NodeId, ObjectId, Position, PositionMethod, Receipt,
-    ShardHash, SignedReceipt, SignedTx, StripeId, Tx, TxKind,
+    AccountId, CityId, DecodeError, NodeId, ObjectId, Position, PositionMethod, Receipt, ShardHash,
+    SignedReceipt, SignedTx, StripeId, Tx, TxKind,
 };
 use thiserror::Error;
 
@@ -297,13 +297,25 @@ mod tests {
             assert_eq!(err.to_rejection().code, expect, "{err}");
         };
         check(|p| p.tx = None, RejectCode::Malformed);
-        check(|p| p.tx.as_mut().unwrap().sender = vec![1; 31], RejectCode::Malformed);
+        check(
+            |p| p.tx.as_mut().unwrap().sender = vec![1; 31],
+            RejectCode::Malformed,
+        );
         check(|p| p.tx.as_mut().unwrap().kind = 42, RejectCode::Malformed);
         check(|p| p.tx.as_mut().unwrap().kind = -1, RejectCode::Malformed);
         check(|p| p.tx.as_mut().unwrap().method = 9, RejectCode::Malformed);
-        check(|p| p.tx.as_mut().unwrap().city_id = String::new(), RejectCode::Malformed);
-        check(|p| p.tx.as_mut().unwrap().lat_e7 = i32::MAX, RejectCode::Malformed);
-        check(|p| p.tx.as_mut().unwrap().payload = vec![0; 64 * 1024 + 1], RejectCode::TooLarge);
+        check(
+            |p| p.tx.as_mut().unwrap().city_id = String::new(),
+            RejectCode::Malformed,
+        );
+        check(
+            |p| p.tx.as_mut().unwrap().lat_e7 = i32::MAX,
+            RejectCode::Malformed,
+        );
+        check(
+            |p| p.tx.as_mut().unwrap().payload = vec![0; 64 * 1024 + 1],
+            RejectCode::TooLarge,
+        );
         check(|p| p.signature = vec![0; 9000], RejectCode::TooLarge);
         check(
             |p| {

@@ -22,7 +22,8 @@ pub mod pb {
     tonic::include_proto!("citychain.v1");
 
     /// Encoded file descriptor set of every proto file, for gRPC reflection.
-    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("citychain_descriptor");
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("citychain_descriptor");
 }
 
 pub use api::{CityApi, NodeStatus, RejectCode, Rejection, Submitted, TxRecord, TxState};

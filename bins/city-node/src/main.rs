@@ -1,0 +1,202 @@
+//! `city-node`: one binary per role. Argument parsing, configuration (flags > env > TOML
+//! file > defaults), logging and metrics set-up, then one call into the `node` library.
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use dag_core::Role;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "city-node",
+    version,
+    about = "City Chain node: city, light or continent role"
+)]
+struct Cli {
+    /// Log format: text or json.
+    #[arg(long, env = "CITY_LOG_FORMAT", default_value = "text", global = true)]
+    log_format: String,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Create an ML-DSA-87 key file (mode 0600) and print the node id.
+    Keygen {
+        /// Where to write the key (the public key goes to <path>.pub).
+        #[arg(long, env = "CITY_KEY_FILE", default_value = "./city-data/node.key")]
+        out: PathBuf,
+        /// Overwrite an existing key file.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Run a node role until Ctrl-C / SIGTERM.
+    Run(RunArgs),
+    /// Start an in-process devnet on loopback, drive signed load over gRPC, print a table.
+    Demo {
+        /// Number of pre-signed txs to submit.
+        #[arg(long, short = 'n', env = "CITY_DEMO_TXS", default_value_t = 20_000)]
+        txs: usize,
+        /// Number of accounts signing them.
+        #[arg(long, default_value_t = 100)]
+        accounts: usize,
+        /// Parallel gRPC submission streams.
+        #[arg(long, default_value_t = 4)]
+        streams: usize,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    /// TOML config file; flags and env override its values.
+    #[arg(long, env = "CITY_CONFIG")]
+    config: Option<PathBuf>,
+    /// Role to run.
+    #[arg(long, env = "CITY_ROLE")]
+    role: Option<Role>,
+    /// gRPC listen address.
+    #[arg(long, env = "CITY_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Data directory (key file, embedded store).
+    #[arg(long, env = "CITY_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Prometheus /metrics listen address.
+    #[arg(long, env = "CITY_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
+    /// Signature verification threads (0 = one per core).
+    #[arg(long, env = "CITY_VERIFY_THREADS")]
+    verify_threads: Option<usize>,
+}
+
+/// The TOML config file.
+#[derive(serde::Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    role: Option<Role>,
+    metrics_listen: Option<SocketAddr>,
+    #[serde(default)]
+    city: Option<node::CityConfig>,
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let file: FileConfig = match &args.config {
+        Some(p) => toml::from_str(
+            &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+        )
+        .with_context(|| format!("parsing {}", p.display()))?,
+        None => FileConfig::default(),
+    };
+    let role = args.role.or(file.role).unwrap_or(Role::City);
+    let mut city = file.city.unwrap_or_default();
+    if let Some(l) = args.listen {
+        city.listen = l;
+    }
+    if let Some(d) = args.data_dir {
+        city.data_dir = d;
+    }
+    if let Some(t) = args.verify_threads {
+        city.verify_threads = t;
+    }
+    let metrics_listen = args
+        .metrics_listen
+        .or(file.metrics_listen)
+        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 9700)));
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .with_http_listener(metrics_listen)
+        .install()
+        .with_context(|| format!("starting /metrics on {metrics_listen}"))?;
+    tracing::info!(%metrics_listen, "Prometheus metrics at /metrics");
+
+    match role {
+        Role::City => {
+            let key = node::load_or_create_key(&city.data_dir)?;
+            let handle = node::start_city(&city, &key).await?;
+            tracing::info!(addr = %handle.addr(), "running; Ctrl-C to stop");
+            shutdown_signal().await;
+            tracing::info!("shutting down");
+            handle.shutdown().await?;
+            tracing::info!("stopped cleanly");
+            Ok(())
+        }
+        other => bail!("role {other} is not available in this build yet"),
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logging(&cli.log_format);
+    match cli.cmd {
+        Cmd::Keygen { out, force } => {
+            if out.exists() && !force {
+                bail!("{} exists; pass --force to overwrite it", out.display());
+            }
+            let kp = pqc::Keypair::generate();
+            kp.save(&out)?;
+            println!("node id: {}", kp.node_id());
+            println!(
+                "key file: {} (mode 0600), public key: {}.pub",
+                out.display(),
+                out.display()
+            );
+            Ok(())
+        }
+        Cmd::Run(args) => run(args).await,
+        Cmd::Demo {
+            txs,
+            accounts,
+            streams,
+        } => {
+            let cfg = node::demo::DemoConfig {
+                txs,
+                accounts,
+                streams,
+                ..Default::default()
+            };
+            println!(
+                "devnet: pre-signing {txs} txs from {accounts} accounts, then submitting over gRPC…"
+            );
+            let report = node::demo::run(&cfg).await?;
+            println!("{}", report.render());
+            if !report.ok() {
+                bail!("demo failed: see the table above");
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,21 @@
+//! # node
+//!
+//! The role runtimes that wire City Chain's crates into running processes, and the
+//! in-process devnet behind `city-node demo`.
+//!
+//! - City role ([`start_city`]): gRPC `CityNode` over the admission pipeline — strict
+//!   decode, replay precheck, ML-DSA-87 verification on a bounded pool, durable replay-safe
+//!   storage in redb with group commit — plus gRPC health and reflection.
+//! - [`demo`]: starts a devnet on loopback, drives signed load over real gRPC, and prints
+//!   what it measured.
+
+mod city;
+pub mod demo;
+mod error;
+mod server;
+mod store;
+
+pub use city::{CityNode, Counters};
+pub use error::{Error, Result};
+pub use server::{CityConfig, CityHandle, load_or_create_key, start_city};
+pub use store::{Conflict, TxStore};

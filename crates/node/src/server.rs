@@ -1,0 +1,167 @@
+//! Starting and stopping the city role: gRPC server (CityNode + health + reflection) over
+//! the admission pipeline, with graceful shutdown.
+
+use crate::city::CityNode;
+use crate::store::TxStore;
+use crate::{Error, Result};
+use pqc::{BatchVerifier, Keypair};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Configuration of the city role. `Default` holds the documented defaults.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CityConfig {
+    /// gRPC listen address.
+    pub listen: SocketAddr,
+    /// Directory for the key file and the embedded store.
+    pub data_dir: PathBuf,
+    /// Signature verification threads (0 = one per core).
+    pub verify_threads: usize,
+    /// Most txs admitted concurrently before answering `Overloaded`.
+    pub max_inflight: usize,
+}
+
+impl Default for CityConfig {
+    fn default() -> Self {
+        CityConfig {
+            listen: SocketAddr::from(([0, 0, 0, 0], 7700)),
+            data_dir: PathBuf::from("./city-data"),
+            verify_threads: 0,
+            max_inflight: 16_384,
+        }
+    }
+}
+
+/// Loads `<data_dir>/node.key`, or creates it (mode 0600) on first start.
+pub fn load_or_create_key(data_dir: &Path) -> Result<Keypair> {
+    let path = data_dir.join("node.key");
+    if path.exists() {
+        Ok(Keypair::load(&path)?)
+    } else {
+        let kp = Keypair::generate();
+        kp.save(&path)?;
+        tracing::info!(path = %path.display(), node_id = %kp.node_id(), "created a new node key");
+        Ok(kp)
+    }
+}
+
+/// A running city node. Drop does not stop it: call [`CityHandle::shutdown`].
+#[derive(Debug)]
+pub struct CityHandle {
+    addr: SocketAddr,
+    node: Option<Arc<CityNode>>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<()>>>,
+}
+
+impl CityHandle {
+    /// The address the gRPC server listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The node (counters, store).
+    pub fn node(&self) -> &Arc<CityNode> {
+        self.node.as_ref().expect("node is present until shutdown")
+    }
+
+    /// Stops accepting, lets in-flight calls finish, then closes the store so the data
+    /// directory can be reopened.
+    pub async fn shutdown(mut self) -> Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            match task.await {
+                Ok(r) => r?,
+                Err(e) => tracing::error!(error = %e, "gRPC server task panicked"),
+            }
+        }
+        // Wait for the last reference (streams finishing) so the database file is released.
+        if let Some(mut node) = self.node.take() {
+            for _ in 0..500 {
+                match Arc::try_unwrap(node) {
+                    Ok(n) => {
+                        drop(n);
+                        break;
+                    }
+                    Err(back) => {
+                        node = back;
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until the server stops by itself (an error) — for binaries that run until a
+    /// signal arrives, use [`CityHandle::shutdown`] on the signal instead.
+    pub async fn wait(&mut self) -> Result<()> {
+        if let Some(task) = self.task.as_mut() {
+            match task.await {
+                Ok(r) => {
+                    self.task = None;
+                    r
+                }
+                Err(e) => Err(Error::Config(format!("server task failed: {e}"))),
+            }
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// Starts the city role: opens the store in `cfg.data_dir`, binds `cfg.listen` and serves
+/// CityNode, gRPC health and reflection.
+pub async fn start_city(cfg: &CityConfig, keypair: &Keypair) -> Result<CityHandle> {
+    let store = TxStore::open(&cfg.data_dir.join("txs.redb"))?;
+    let verifier = Arc::new(BatchVerifier::new(cfg.verify_threads)?);
+    let node = Arc::new(CityNode::new(
+        keypair.node_id(),
+        store,
+        verifier,
+        cfg.max_inflight,
+    ));
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|source| Error::Bind {
+            addr: cfg.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| Error::Bind {
+        addr: cfg.listen,
+        source,
+    })?;
+    let (_reporter, health, reflection) = rpc::health_and_reflection("citychain.v1.CityNode")
+        .await
+        .map_err(|e| Error::Reflection(e.to_string()))?;
+    let svc = rpc::CityNodeService::new(node.clone()).into_server();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let task = tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .add_service(health)
+            .add_service(reflection)
+            .add_service(svc)
+            .serve_with_incoming_shutdown(incoming, async {
+                let _ = stopped.await;
+            })
+            .await
+            .map_err(Error::from)
+    });
+    tracing::info!(%addr, node_id = %keypair.node_id(), data_dir = %cfg.data_dir.display(), "city node serving");
+    Ok(CityHandle {
+        addr,
+        node: Some(node),
+        stop: Some(stop),
+        task: Some(task),
+    })
+}
