@@ -1,1 +1,57 @@
-//! placeholder
+//! # presence
+//!
+//! Who is online. A node logs in with its [`NodeInfo`](dag_core::NodeInfo), heartbeats every
+//! 3 s and logs out; a node not heard from for the online TTL (6 s) is removed by the next
+//! sweep, and subscribers get a `leave` event.
+//!
+//! - [`PresenceStore`]: the port, with [`MemoryPresenceStore`] and [`RedisPresenceStore`]
+//!   (a sorted set of node ids scored by last-seen time plus a hash per node; every update
+//!   is one Lua script, so it is atomic; expiry removes both, so no ghost is ever listed).
+//! - [`router`] / [`PresenceServer`]: the HTTP API (axum) served by `presence-server`.
+//! - [`PresenceClient`]: the HTTP client SDK, itself a [`PresenceStore`], wrapped in the
+//!   `resilience` primitives (rate limit, circuit breakers, retries).
+//! - [`RedisProcess`]: a throwaway `redis-server` on a free loopback port (tests, load run).
+//! - [`load`]: the bounded loopback load run (`presence-server bench`).
+//!
+//! ```
+//! use presence::{MemoryPresenceStore, PresenceStore, ListFilter, SystemClock};
+//! use std::{sync::Arc, time::Duration};
+//! # use dag_core::{NodeId, NodeInfo, Role};
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> presence::Result<()> {
+//! let store = MemoryPresenceStore::new(Duration::from_secs(6), Arc::new(SystemClock));
+//! # let info = NodeInfo { node_id: NodeId::from_bytes([1; 32]), role: Role::Light,
+//! #   grpc_addr: "127.0.0.1:1".into(), city_id: "JP-13".into(), zone: String::new(),
+//! #   lat: 35.0, lon: 139.0, free_capacity: 0, load: 0.0, version: "0".into(),
+//! #   session_start_ms: 0 };
+//! store.login(info.clone()).await?;
+//! store.heartbeat(info.node_id).await?;
+//! assert_eq!(store.list(&ListFilter::default()).await?.len(), 1);
+//! # Ok(()) }
+//! ```
+
+mod client;
+mod clock;
+mod error;
+pub mod load;
+mod memory;
+mod metrics_setup;
+mod redis;
+mod redis_process;
+mod server;
+mod store;
+mod sweeper;
+mod types;
+
+pub use client::{PresenceClient, PresenceClientConfig};
+pub use clock::{SystemClock, TokioClock};
+pub use error::{Error, Result};
+pub use memory::MemoryPresenceStore;
+pub use metrics_setup::prometheus_handle;
+pub use redis::{RedisPresenceStore, RedisStoreConfig};
+pub use redis_process::RedisProcess;
+pub use server::{
+    BackendKind, PresenceServer, PresenceServerHandle, RateLimitConfig, ServerConfig, router,
+};
+pub use store::{EventStream, PresenceStore};
+pub use sweeper::{SweeperHandle, spawn_sweeper};
+pub use types::{LeaveReason, ListFilter, PresenceEvent};

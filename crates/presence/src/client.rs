@@ -1,0 +1,407 @@
+//! The HTTP client SDK of the presence server, wrapped in the resilience primitives: a
+//! client-side token bucket (10/s, burst 20), a circuit breaker for writes (5 failures /
+//! 30 s) and one for listing (3 / 10 s), and retries with backoff, jitter and a budget.
+//! It implements [`PresenceStore`], so node-list can use a remote server like a local store.
+
+use crate::{Error, EventStream, ListFilter, PresenceEvent, PresenceStore, Result};
+use dag_core::{NodeId, NodeInfo};
+use futures::StreamExt;
+use resilience::{
+    BreakerError, CircuitBreaker, CircuitBreakerConfig, RetryBudget, RetryError, RetryPolicy,
+    TokenBucket, TokenBucketConfig, retry,
+};
+use serde_json::json;
+use std::net::IpAddr;
+use std::time::Duration;
+
+/// Settings of a [`PresenceClient`]. `Default` is the documented policy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PresenceClientConfig {
+    /// Client-side rate limit (10/s, burst 20).
+    pub rate: TokenBucketConfig,
+    /// Breaker for login / heartbeat / logout (5 failures, 30 s).
+    pub breaker: CircuitBreakerConfig,
+    /// Breaker for listing and events (3 failures, 10 s).
+    pub list_breaker: CircuitBreakerConfig,
+    /// Retry policy (3 attempts, 0.5 s doubling, jitter).
+    pub retry: RetryPolicy,
+    /// Retry budget: deposit ratio per request and reserve.
+    pub retry_budget_ratio: f64,
+    /// Retry budget reserve.
+    pub retry_budget_reserve: u32,
+    /// Timeout of one request (not of the event stream).
+    pub request_timeout: Duration,
+    /// Local address to send from (tests use 127.0.0.2 to look like another client).
+    pub local_address: Option<IpAddr>,
+}
+
+impl Default for PresenceClientConfig {
+    fn default() -> Self {
+        PresenceClientConfig {
+            rate: TokenBucketConfig {
+                rate_per_sec: 10.0,
+                burst: 20,
+            },
+            breaker: CircuitBreakerConfig {
+                max_failures: 5,
+                reset_timeout: Duration::from_secs(30),
+                half_open_probes: 1,
+            },
+            list_breaker: CircuitBreakerConfig {
+                max_failures: 3,
+                reset_timeout: Duration::from_secs(10),
+                half_open_probes: 1,
+            },
+            retry: RetryPolicy::default(),
+            retry_budget_ratio: 0.2,
+            retry_budget_reserve: 10,
+            request_timeout: Duration::from_secs(2),
+            local_address: None,
+        }
+    }
+}
+
+/// HTTP client of the presence server. Cheap to clone (clones share limits and breakers).
+#[derive(Debug, Clone)]
+pub struct PresenceClient {
+    base: String,
+    http: reqwest::Client,
+    config: PresenceClientConfig,
+    bucket: TokenBucket,
+    breaker: CircuitBreaker,
+    list_breaker: CircuitBreaker,
+    budget: RetryBudget,
+}
+
+fn http_err(op: &'static str, e: reqwest::Error) -> Error {
+    Error::Unavailable {
+        backend: "http",
+        op,
+        detail: e.to_string(),
+    }
+}
+
+/// Whether an error means the server (or the path to it) is failing.
+fn is_outage(e: &Error) -> bool {
+    matches!(e, Error::Unavailable { .. })
+        || matches!(e, Error::UnexpectedStatus { status, .. } if *status >= 500)
+}
+
+impl PresenceClient {
+    /// A client for the server at `base_url` (e.g. `http://127.0.0.1:8080`).
+    pub fn new(base_url: &str, config: PresenceClientConfig) -> Result<Self> {
+        let mut builder = reqwest::Client::builder().pool_idle_timeout(Duration::from_secs(30));
+        if let Some(ip) = config.local_address {
+            builder = builder.local_address(ip);
+        }
+        let http = builder
+            .build()
+            .map_err(|e| Error::Config(format!("http client: {e}")))?;
+        Ok(PresenceClient {
+            base: base_url.trim_end_matches('/').to_owned(),
+            http,
+            bucket: TokenBucket::new(config.rate),
+            breaker: CircuitBreaker::new(config.breaker),
+            list_breaker: CircuitBreaker::new(config.list_breaker),
+            budget: RetryBudget::new(config.retry_budget_ratio, config.retry_budget_reserve),
+            config,
+        })
+    }
+
+    /// The write-path breaker (to observe its state).
+    pub fn breaker(&self) -> &CircuitBreaker {
+        &self.breaker
+    }
+
+    /// The listing breaker.
+    pub fn list_breaker(&self) -> &CircuitBreaker {
+        &self.list_breaker
+    }
+
+    /// Sends one request through rate limit → breaker, mapping statuses to errors.
+    async fn once(
+        &self,
+        op: &'static str,
+        breaker: &CircuitBreaker,
+        req: impl Fn() -> reqwest::RequestBuilder,
+    ) -> Result<serde_json::Value> {
+        self.bucket.acquire().await;
+        let timeout = self.config.request_timeout;
+        let r = breaker
+            .call_classified(
+                || async {
+                    let resp = req()
+                        .timeout(timeout)
+                        .send()
+                        .await
+                        .map_err(|e| http_err(op, e))?;
+                    let status = resp.status();
+                    let retry_after = resp
+                        .headers()
+                        .get(reqwest::header::RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse::<u64>().ok())
+                        .map(Duration::from_secs);
+                    let text = resp.text().await.map_err(|e| http_err(op, e))?;
+                    let body: serde_json::Value =
+                        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
+                    let message = body
+                        .get("message")
+                        .and_then(|m| m.as_str())
+                        .map_or_else(|| text.chars().take(200).collect(), str::to_owned);
+                    match status.as_u16() {
+                        200..=299 => Ok(body),
+                        400 => Err(Error::BadRequest(message)),
+                        429 => Err(Error::RateLimited {
+                            retry_after: retry_after.unwrap_or(Duration::from_secs(1)),
+                        }),
+                        503 => Err(Error::Unavailable {
+                            backend: "http",
+                            op,
+                            detail: message,
+                        }),
+                        s => Err(Error::UnexpectedStatus {
+                            op,
+                            status: s,
+                            body: message,
+                        }),
+                    }
+                },
+                is_outage,
+            )
+            .await;
+        r.map_err(|e| match e {
+            BreakerError::Open(open) => Error::CircuitOpen(open),
+            BreakerError::Inner(e) => e,
+        })
+    }
+
+    async fn call(
+        &self,
+        op: &'static str,
+        breaker: &CircuitBreaker,
+        req: impl Fn() -> reqwest::RequestBuilder,
+    ) -> Result<serde_json::Value> {
+        retry(
+            &self.config.retry,
+            Some(&self.budget),
+            |e: &Error| is_outage(e) || matches!(e, Error::RateLimited { .. }),
+            |_| self.once(op, breaker, &req),
+        )
+        .await
+        .map_err(RetryError::into_inner)
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// `GET /healthz`.
+    pub async fn healthz(&self) -> Result<()> {
+        self.call("healthz", &self.list_breaker, || {
+            self.http.get(self.url("/healthz"))
+        })
+        .await
+        .map(|_| ())
+    }
+}
+
+/// Parses one SSE frame (lines up to a blank line) into an event, if it carries one.
+fn parse_frame(frame: &str) -> Option<Result<PresenceEvent>> {
+    let mut event = "message";
+    let mut data = String::new();
+    for line in frame.lines() {
+        if let Some(v) = line.strip_prefix("event:") {
+            event = v.trim();
+        } else if let Some(v) = line.strip_prefix("data:") {
+            if !data.is_empty() {
+                data.push('\n');
+            }
+            data.push_str(v.strip_prefix(' ').unwrap_or(v));
+        }
+    }
+    match event {
+        "join" | "update" | "leave" => Some(serde_json::from_str(&data).map_err(|e| {
+            Error::Corrupt {
+                what: format!("{event} event from presence server"),
+                detail: e.to_string(),
+            }
+        })),
+        "resync" => Some(Err(Error::EventsMissed {
+            missed: data.trim().parse().unwrap_or(0),
+        })),
+        _ => None,
+    }
+}
+
+#[async_trait::async_trait]
+impl PresenceStore for PresenceClient {
+    fn backend(&self) -> &'static str {
+        "http"
+    }
+
+    async fn login(&self, info: NodeInfo) -> Result<()> {
+        self.call("login", &self.breaker, || {
+            self.http.post(self.url("/presence/login")).json(&info)
+        })
+        .await
+        .map(|_| ())
+    }
+
+    async fn heartbeat(&self, node: NodeId) -> Result<()> {
+        self.call("heartbeat", &self.breaker, || {
+            self.http
+                .post(self.url("/presence/heartbeat"))
+                .json(&json!({ "node_id": node }))
+        })
+        .await
+        .map(|_| ())
+        .map_err(|e| match e {
+            Error::UnexpectedStatus { status: 404, .. } => Error::UnknownNode(node),
+            e => e,
+        })
+    }
+
+    async fn logout(&self, node: NodeId) -> Result<()> {
+        self.call("logout", &self.breaker, || {
+            self.http
+                .post(self.url("/presence/logout"))
+                .json(&json!({ "node_id": node }))
+        })
+        .await
+        .map(|_| ())
+        .map_err(|e| match e {
+            Error::UnexpectedStatus { status: 404, .. } => Error::UnknownNode(node),
+            e => e,
+        })
+    }
+
+    async fn list(&self, filter: &ListFilter) -> Result<Vec<NodeInfo>> {
+        let mut query: Vec<(&str, String)> = Vec::new();
+        if let Some(r) = filter.role {
+            query.push(("role", r.as_str().to_owned()));
+        }
+        if let Some(c) = &filter.city {
+            query.push(("city", c.clone()));
+        }
+        let body = self
+            .call("list", &self.list_breaker, || {
+                self.http.get(self.url("/presence")).query(&query)
+            })
+            .await?;
+        let nodes = body.get("nodes").cloned().unwrap_or(serde_json::Value::Null);
+        serde_json::from_value(nodes).map_err(|e| Error::Corrupt {
+            what: "node list from presence server".into(),
+            detail: e.to_string(),
+        })
+    }
+
+    async fn subscribe(&self) -> Result<EventStream> {
+        self.bucket.acquire().await;
+        let permit = self.list_breaker.try_acquire()?;
+        let resp = match self
+            .http
+            .get(self.url("/presence/events"))
+            .timeout(Duration::from_secs(60 * 60 * 24 * 365))
+            .send()
+            .await
+        {
+            Ok(r) if r.status().is_success() => {
+                permit.success();
+                r
+            }
+            Ok(r) => {
+                let status = r.status().as_u16();
+                if status >= 500 {
+                    permit.failure();
+                } else {
+                    permit.success();
+                }
+                return Err(match status {
+                    429 => Error::RateLimited {
+                        retry_after: Duration::from_secs(1),
+                    },
+                    503 => Error::Unavailable {
+                        backend: "http",
+                        op: "subscribe",
+                        detail: "server answered 503".into(),
+                    },
+                    s => Error::UnexpectedStatus {
+                        op: "subscribe",
+                        status: s,
+                        body: String::new(),
+                    },
+                });
+            }
+            Err(e) => {
+                permit.failure();
+                return Err(http_err("subscribe", e));
+            }
+        };
+        let bytes = resp.bytes_stream();
+        let stream = futures::stream::unfold(
+            (bytes, String::new(), false),
+            |(mut bytes, mut buf, done)| async move {
+                if done {
+                    return None;
+                }
+                loop {
+                    if let Some(pos) = buf.find("\n\n") {
+                        let frame: String = buf.drain(..pos + 2).collect();
+                        if let Some(item) = parse_frame(&frame) {
+                            return Some((item, (bytes, buf, false)));
+                        }
+                        continue;
+                    }
+                    match bytes.next().await {
+                        Some(Ok(chunk)) => {
+                            buf.push_str(&String::from_utf8_lossy(&chunk).replace("\r\n", "\n"))
+                        }
+                        Some(Err(e)) => {
+                            return Some((
+                                Err(http_err("event stream", e)),
+                                (bytes, buf, true),
+                            ));
+                        }
+                        None => return None,
+                    }
+                }
+            },
+        );
+        Ok(stream.boxed())
+    }
+
+    async fn ping(&self) -> Result<()> {
+        self.healthz().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dag_core::Role;
+
+    #[test]
+    fn parses_sse_frames() {
+        let id = NodeId::from_bytes([7; 32]);
+        let leave = PresenceEvent::Leave {
+            node_id: id,
+            reason: crate::LeaveReason::Expired,
+        };
+        let frame = format!(
+            "event: leave\ndata: {}\n\n",
+            serde_json::to_string(&leave).unwrap()
+        );
+        assert_eq!(parse_frame(&frame).unwrap().unwrap(), leave);
+        assert!(parse_frame(": keep-alive\n\n").is_none());
+        assert!(matches!(
+            parse_frame("event: resync\ndata: 3\n\n"),
+            Some(Err(Error::EventsMissed { missed: 3 }))
+        ));
+        assert!(matches!(
+            parse_frame("event: join\ndata: {\n\n"),
+            Some(Err(Error::Corrupt { .. }))
+        ));
+        let _ = Role::Light;
+    }
+}

@@ -1,0 +1,217 @@
+//! One conformance suite, run against the in-memory store and against Redis (a real
+//! `redis-server` spawned on a free port). Time comes from a ManualClock, so TTLs are
+//! crossed exactly, without sleeping.
+
+use crate::support::{next_event, node};
+use dag_core::{ManualClock, Role};
+use presence::{
+    Error, LeaveReason, ListFilter, MemoryPresenceStore, PresenceEvent, PresenceStore,
+    RedisPresenceStore, RedisProcess, RedisStoreConfig,
+};
+use std::sync::Arc;
+use std::time::Duration;
+
+const TTL_MS: u64 = 6000;
+
+pub struct Harness {
+    pub store: Arc<dyn PresenceStore>,
+    pub clock: Arc<ManualClock>,
+    _redis: Option<RedisProcess>,
+}
+
+fn memory() -> Harness {
+    let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+    Harness {
+        store: Arc::new(MemoryPresenceStore::new(
+            Duration::from_millis(TTL_MS),
+            clock.clone(),
+        )),
+        clock,
+        _redis: None,
+    }
+}
+
+async fn redis() -> Harness {
+    let server = RedisProcess::start().expect("redis-server (apt-get install -y redis-server)");
+    let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+    let store = RedisPresenceStore::connect(
+        RedisStoreConfig {
+            uri: server.uri(),
+            ttl: Duration::from_millis(TTL_MS),
+            key_prefix: "conformance".into(),
+            ..RedisStoreConfig::default()
+        },
+        clock.clone(),
+    )
+    .await
+    .unwrap();
+    Harness {
+        store: Arc::new(store),
+        clock,
+        _redis: Some(server),
+    }
+}
+
+macro_rules! conformance {
+    ($($case:ident),* $(,)?) => {
+        mod memory {
+            $( #[tokio::test] async fn $case() { super::cases::$case(&super::memory()).await; } )*
+        }
+        mod redis {
+            $( #[tokio::test] async fn $case() { super::cases::$case(&super::redis().await).await; } )*
+        }
+    };
+}
+
+conformance!(
+    login_lists_and_filters,
+    heartbeat_of_unknown_node_is_rejected,
+    heartbeats_keep_a_node_online,
+    silent_node_expires_without_ghost_and_sweep_emits_leave,
+    logout_removes_and_emits_leave,
+    second_login_is_an_update,
+    login_after_unswept_expiry_is_leave_then_join,
+);
+
+mod cases {
+    use super::*;
+
+    pub async fn login_lists_and_filters(h: &Harness) {
+        let mut events = h.store.subscribe().await.unwrap();
+        let a = node(3, Role::Light, "JP-13");
+        let b = node(1, Role::City, "JP-13");
+        let c = node(2, Role::Light, "NP-3");
+        for n in [&a, &b, &c] {
+            h.store.login(n.clone()).await.unwrap();
+            assert_eq!(
+                next_event(&mut events).await,
+                PresenceEvent::Join { node: n.clone() }
+            );
+        }
+        let all = h.store.list(&ListFilter::default()).await.unwrap();
+        assert_eq!(all, vec![b.clone(), c.clone(), a.clone()], "ordered by node id");
+        let light = h.store.list(&ListFilter::role(Role::Light)).await.unwrap();
+        assert_eq!(light, vec![c.clone(), a.clone()]);
+        let tokyo_light = ListFilter {
+            role: Some(Role::Light),
+            city: Some("JP-13".into()),
+        };
+        assert_eq!(h.store.list(&tokyo_light).await.unwrap(), vec![a]);
+        assert!(
+            h.store
+                .list(&ListFilter::role(Role::Continent))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        h.store.ping().await.unwrap();
+    }
+
+    pub async fn heartbeat_of_unknown_node_is_rejected(h: &Harness) {
+        let id = node(9, Role::Light, "X").node_id;
+        assert!(matches!(h.store.heartbeat(id).await, Err(Error::UnknownNode(n)) if n == id));
+        assert!(h.store.list(&ListFilter::default()).await.unwrap().is_empty());
+    }
+
+    pub async fn heartbeats_keep_a_node_online(h: &Harness) {
+        let a = node(1, Role::Light, "JP-13");
+        h.store.login(a.clone()).await.unwrap();
+        for _ in 0..5 {
+            h.clock.advance(4000);
+            h.store.heartbeat(a.node_id).await.unwrap();
+        }
+        // 20 s after login, still online; exactly at the TTL boundary still online.
+        h.clock.advance(TTL_MS);
+        assert_eq!(h.store.list(&ListFilter::default()).await.unwrap(), vec![a.clone()]);
+        assert!(h.store.sweep().await.unwrap().is_empty());
+        h.clock.advance(1);
+        assert!(h.store.list(&ListFilter::default()).await.unwrap().is_empty());
+    }
+
+    pub async fn silent_node_expires_without_ghost_and_sweep_emits_leave(h: &Harness) {
+        let a = node(1, Role::Light, "JP-13");
+        let b = node(2, Role::Light, "JP-13");
+        h.store.login(a.clone()).await.unwrap();
+        h.store.login(b.clone()).await.unwrap();
+        let mut events = h.store.subscribe().await.unwrap();
+        h.clock.advance(3000);
+        h.store.heartbeat(b.node_id).await.unwrap();
+        h.clock.advance(3001);
+        // a is past its TTL: not listed even though no sweep ran yet.
+        assert_eq!(h.store.list(&ListFilter::default()).await.unwrap(), vec![b.clone()]);
+        assert_eq!(h.store.sweep().await.unwrap(), vec![a.node_id]);
+        assert_eq!(
+            next_event(&mut events).await,
+            PresenceEvent::Leave {
+                node_id: a.node_id,
+                reason: LeaveReason::Expired
+            }
+        );
+        assert!(h.store.sweep().await.unwrap().is_empty(), "one leave per node");
+        assert!(matches!(
+            h.store.heartbeat(a.node_id).await,
+            Err(Error::UnknownNode(_))
+        ));
+        assert_eq!(h.store.list(&ListFilter::default()).await.unwrap(), vec![b]);
+    }
+
+    pub async fn logout_removes_and_emits_leave(h: &Harness) {
+        let a = node(1, Role::City, "JP-13");
+        h.store.login(a.clone()).await.unwrap();
+        let mut events = h.store.subscribe().await.unwrap();
+        h.store.logout(a.node_id).await.unwrap();
+        assert_eq!(
+            next_event(&mut events).await,
+            PresenceEvent::Leave {
+                node_id: a.node_id,
+                reason: LeaveReason::Logout
+            }
+        );
+        assert!(h.store.list(&ListFilter::default()).await.unwrap().is_empty());
+        assert!(matches!(
+            h.store.logout(a.node_id).await,
+            Err(Error::UnknownNode(_))
+        ));
+        assert!(matches!(
+            h.store.heartbeat(a.node_id).await,
+            Err(Error::UnknownNode(_))
+        ));
+    }
+
+    pub async fn second_login_is_an_update(h: &Harness) {
+        let mut events = h.store.subscribe().await.unwrap();
+        let a = node(1, Role::Light, "JP-13");
+        h.store.login(a.clone()).await.unwrap();
+        assert!(matches!(next_event(&mut events).await, PresenceEvent::Join { .. }));
+        let mut a2 = a.clone();
+        a2.load = 0.9;
+        h.clock.advance(1000);
+        h.store.login(a2.clone()).await.unwrap();
+        assert_eq!(
+            next_event(&mut events).await,
+            PresenceEvent::Update { node: a2.clone() }
+        );
+        assert_eq!(h.store.list(&ListFilter::default()).await.unwrap(), vec![a2]);
+    }
+
+    pub async fn login_after_unswept_expiry_is_leave_then_join(h: &Harness) {
+        let a = node(1, Role::Light, "JP-13");
+        h.store.login(a.clone()).await.unwrap();
+        let mut events = h.store.subscribe().await.unwrap();
+        h.clock.advance(TTL_MS + 1);
+        h.store.login(a.clone()).await.unwrap();
+        assert_eq!(
+            next_event(&mut events).await,
+            PresenceEvent::Leave {
+                node_id: a.node_id,
+                reason: LeaveReason::Expired
+            }
+        );
+        assert_eq!(
+            next_event(&mut events).await,
+            PresenceEvent::Join { node: a.clone() }
+        );
+        assert!(h.store.sweep().await.unwrap().is_empty());
+        assert_eq!(h.store.list(&ListFilter::default()).await.unwrap(), vec![a]);
+    }
+}

@@ -1,0 +1,58 @@
+//! Shared helpers: node infos, event waiting, bounded polling.
+
+use dag_core::{NodeId, NodeInfo, Role};
+use futures::StreamExt;
+use presence::{EventStream, PresenceEvent};
+use std::future::Future;
+use std::time::Duration;
+
+pub fn node(n: u8, role: Role, city: &str) -> NodeInfo {
+    NodeInfo {
+        node_id: NodeId::from_bytes([n; 32]),
+        role,
+        grpc_addr: format!("127.0.0.1:{}", 7000 + u16::from(n)),
+        city_id: city.into(),
+        zone: String::new(),
+        lat: 35.0 + f64::from(n) / 100.0,
+        lon: 139.0,
+        free_capacity: 1 << 30,
+        load: 0.25,
+        version: "test".into(),
+        session_start_ms: 1,
+    }
+}
+
+/// The next event, failing the test after 5 s.
+pub async fn next_event(events: &mut EventStream) -> PresenceEvent {
+    loop {
+        let item = tokio::time::timeout(Duration::from_secs(5), events.next())
+            .await
+            .expect("no presence event within 5 s")
+            .expect("event stream ended");
+        match item {
+            Ok(ev) => return ev,
+            // A resync marker is allowed; the next real event is what we want.
+            Err(presence::Error::EventsMissed { .. }) => continue,
+            Err(e) => panic!("event stream error: {e}"),
+        }
+    }
+}
+
+/// Polls `check` every 20 ms until it returns Some, failing after `limit`.
+pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not reached within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
