@@ -188,7 +188,11 @@ fn decode_inner(
         return Err(Error::NotEnoughShards {
             stripe_id: expected,
             good: 0,
-            needed: layout.map_or(1, |l| usize::from(l.k)),
+            // k from the manifest, else from any readable header, else "at least one".
+            needed: layout
+                .map(|l| l.k)
+                .or_else(|| shards.first().map(|s| s.header.k))
+                .map_or(1, |k| usize::from(k.max(1))),
             rejected,
         });
     };
