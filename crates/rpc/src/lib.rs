@@ -13,6 +13,7 @@
 mod api;
 mod city_client;
 mod city_server;
+pub mod codec;
 pub mod convert;
 mod error;
 
