@@ -26,11 +26,11 @@ impl SlashLevel {
     pub const ALL: [SlashLevel; 3] = [SlashLevel::City, SlashLevel::Continent, SlashLevel::Global];
 
     /// Domain separation tag of the header signatures at this level. The city tag is
-    /// byte-for-byte `dag_core::consensus::domain::BATCH`, so a city batch header signature
-    /// made by consensus is directly usable as evidence.
+    /// `dag_core::consensus::domain::BATCH` (`b"citychain/dag-batch/v1"`), so a city batch
+    /// header signature made by consensus is directly usable as evidence.
     pub const fn domain_tag(self) -> &'static [u8] {
         match self {
-            SlashLevel::City => b"citychain/dag-batch/v1",
+            SlashLevel::City => dag_core::consensus::domain::BATCH,
             SlashLevel::Continent => b"citychain/continent-header/v1",
             SlashLevel::Global => b"citychain/global-header/v1",
         }

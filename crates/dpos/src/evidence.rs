@@ -13,8 +13,9 @@
 //! and `author = BLAKE3(public key)` (a [`NodeId`]; the offender's account id has the same
 //! bytes). At [`SlashLevel::City`] the tag is `b"citychain/dag-batch/v1"`, which is exactly
 //! what dag-core's consensus signs for a batch header (`BatchHeader::signing_message_for`),
-//! so an `Equivocation`'s `double_sign()` output `(round, [(digest, signature); 2])` plus the
-//! author's key converts with [`DoubleSignEvidence::from_double_sign`]. Continent and global
+//! so a `dag_core::consensus::Equivocation` plus the author's committee key converts with
+//! [`DoubleSignEvidence::from_equivocation`] (or, from raw parts `(round, [(digest,
+//! signature); 2])`, with [`DoubleSignEvidence::from_double_sign`]). Continent and global
 //! logs sign their headers with `b"citychain/continent-header/v1"` /
 //! `b"citychain/global-header/v1"` the same way. Nothing here decodes a header: only the
 //! round and the digest are signed-over facts that matter.
@@ -145,6 +146,17 @@ impl DoubleSignEvidence {
         Self::new(level, mk(d1, s1), mk(d2, s2))
     }
 
+    /// From consensus' equivocation proof (city level): `author_public_key` is the author's
+    /// committee key. The signatures are checked later, by [`DoubleSignEvidence::verify`].
+    pub fn from_equivocation(eq: &dag_core::consensus::Equivocation, author_public_key: &[u8]) -> Result<Self> {
+        let (round, [(d1, s1), (d2, s2)]) = eq.double_sign();
+        let e = Self::from_double_sign(SlashLevel::City, author_public_key, round, [(d1.0, s1.to_vec()), (d2.0, s2.to_vec())])?;
+        if e.author() != eq.author() {
+            return Err(Error::BadEvidence { reason: "public key does not hash to the author" });
+        }
+        Ok(e)
+    }
+
     /// The level (decides the slashed fraction).
     pub fn level(&self) -> SlashLevel {
         self.level
@@ -273,6 +285,25 @@ mod tests {
         want.extend_from_slice(&3u64.to_le_bytes());
         want.extend_from_slice(&[9; 32]);
         assert_eq!(m, want);
+    }
+
+    #[test]
+    fn converts_consensus_equivocation() {
+        use dag_core::consensus::{BatchHeader, Equivocation, SignedBatch};
+        let k = &keys()[3];
+        let header = |ts| BatchHeader {
+            round: 4,
+            author: k.node_id(),
+            timestamp_ms: ts,
+            parents: vec![],
+            items: vec![],
+        };
+        let eq = Equivocation::new(SignedBatch::sign(header(1), k), SignedBatch::sign(header(2), k)).unwrap();
+        let e = DoubleSignEvidence::from_equivocation(&eq, dag_core::Signer::public_key(k)).unwrap();
+        e.verify(&MlDsa87).unwrap();
+        assert_eq!((e.round(), e.author(), e.level()), (4, k.node_id(), SlashLevel::City));
+        let other = &keys()[4];
+        assert!(DoubleSignEvidence::from_equivocation(&eq, dag_core::Signer::public_key(other)).is_err());
     }
 
     #[test]
