@@ -1,0 +1,478 @@
+//! Archived records: what goes in ([`ArchiveEntry`]), what comes out ([`ArchivedTx`],
+//! [`DagNode`]), and the encrypted record format both backends store.
+//!
+//! # Record format (version 1)
+//!
+//! All integers little endian; built with dag-core's [`Writer`] and read back strictly.
+//!
+//! | field | encoding |
+//! |---|---|
+//! | magic, version | `CCAR`, u8 = 1 |
+//! | tx id | 32 bytes |
+//! | ts (archive time, ms) | u64 |
+//! | parent ids | u16 count (≤ 1024) + 32 bytes each |
+//! | sender tag | 32 bytes: keyed BLAKE3 of the sender (blind index) |
+//! | fingerprint | 32 bytes: keyed BLAKE3 of the signed tx and parents |
+//! | clear body | u32 length + the tx body with sender, receiver, amount and payload blanked |
+//! | wrapped data key | u16 length + [`pqc::WrappedKey`] (names its key id) |
+//! | amount | u8 length + sealed 8-byte amount |
+//! | parties | u16 length + sealed `sender ‖ receiver ‖ sender public key` |
+//! | payload | u32 length + sealed payload |
+//! | signature | u16 length + sealed signature |
+//!
+//! Sealed fields are XChaCha20-Poly1305 under the record's own random data key, with
+//! associated data `BLAKE3(everything before the first sealed field) ‖ field name`: changing
+//! any byte of the record, or moving a ciphertext to another record or field, fails
+//! authentication. The public key and signature are sealed too because they identify the
+//! sender. What stays in clear: tx id, archive time, parents, kind, nonce, the sender's
+//! timestamp, city, position and object sets.
+
+use crate::{ArchiveKeys, Error, Result};
+use dag_core::{AccountId, DecodeError, Reader, SignedTx, Tx, TxId, VerifiedTx, Writer};
+use pqc::{KemError, KeyId, WrappedKey};
+
+const MAGIC: &[u8; 4] = b"CCAR";
+const VERSION: u8 = 1;
+/// Most parent ids one archived node may name.
+pub const MAX_PARENTS: usize = 1024;
+const MAX_CLEAR_BODY: usize = 64 * 1024;
+const MAX_SEALED: usize = dag_core::MAX_SIGNED_TX_LEN;
+
+/// A held tx to archive: the verified tx, the archive time and its parents in the DAG.
+#[derive(Debug, Clone)]
+pub struct ArchiveEntry {
+    /// The tx; only verified txs can be archived.
+    pub tx: VerifiedTx,
+    /// Archive time, ms since the Unix epoch: retention counts from here.
+    pub ts_ms: u64,
+    /// Ids of the DAG node's parents (at most [`MAX_PARENTS`]; more are cut off).
+    pub parent_ids: Vec<TxId>,
+}
+
+impl ArchiveEntry {
+    /// An entry with no parents.
+    pub fn new(tx: VerifiedTx, ts_ms: u64) -> Self {
+        ArchiveEntry {
+            tx,
+            ts_ms,
+            parent_ids: Vec::new(),
+        }
+    }
+    /// Sets the parents.
+    pub fn with_parents(mut self, parent_ids: Vec<TxId>) -> Self {
+        self.parent_ids = parent_ids;
+        self
+    }
+    /// The tx id.
+    pub fn id(&self) -> TxId {
+        self.tx.id()
+    }
+}
+
+/// A tx read back from the archive, decrypted, its id checked against the id asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchivedTx {
+    /// The signed tx (re-verify its signature before trusting it beyond the archive).
+    pub signed: SignedTx,
+    /// Archive time, ms.
+    pub ts_ms: u64,
+    /// Parent ids.
+    pub parent_ids: Vec<TxId>,
+    /// The key its data key was wrapped under.
+    pub key_id: KeyId,
+}
+
+impl ArchivedTx {
+    /// The tx id.
+    pub fn id(&self) -> TxId {
+        self.signed.id()
+    }
+}
+
+/// A DAG node: the clear part of a record, read without decrypting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DagNode {
+    /// The tx id.
+    pub tx_id: TxId,
+    /// Parent ids.
+    pub parent_ids: Vec<TxId>,
+    /// Archive time, ms.
+    pub ts_ms: u64,
+}
+
+/// An encrypted record as stored (see the module docs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct StoredRecord {
+    pub(crate) tx_id: TxId,
+    pub(crate) ts_ms: u64,
+    pub(crate) parent_ids: Vec<TxId>,
+    pub(crate) sender_tag: [u8; 32],
+    pub(crate) fingerprint: [u8; 32],
+    clear_body: Vec<u8>,
+    wrapped_key: Vec<u8>,
+    amount: Vec<u8>,
+    parties: Vec<u8>,
+    payload: Vec<u8>,
+    signature: Vec<u8>,
+}
+
+/// The content a fingerprint covers: the signed tx and the parents (not the archive time,
+/// so archiving the same tx again later is a no-op, not a conflict).
+pub(crate) fn fingerprint_of(keys: &ArchiveKeys, signed: &SignedTx, parents: &[TxId]) -> [u8; 32] {
+    let mut w = Writer::with_capacity(16 * 1024);
+    w.bytes_u32(&signed.encode());
+    w.u32(parents.len() as u32);
+    for p in parents {
+        w.raw(p.as_bytes());
+    }
+    keys.fingerprint(w.as_slice())
+}
+
+fn aad(header_hash: &[u8; 32], field: &str) -> Vec<u8> {
+    let mut a = Vec::with_capacity(32 + field.len());
+    a.extend_from_slice(header_hash);
+    a.extend_from_slice(field.as_bytes());
+    a
+}
+
+impl StoredRecord {
+    /// Encrypts an entry under a fresh data key wrapped by the current key.
+    pub(crate) fn seal(keys: &ArchiveKeys, entry: &ArchiveEntry) -> Result<Self> {
+        let tx_id = entry.tx.id();
+        let signed = entry.tx.signed();
+        let tx = &signed.tx;
+        let mut parent_ids = entry.parent_ids.clone();
+        parent_ids.truncate(MAX_PARENTS);
+        let enc = |source: KemError| Error::Encrypt {
+            tx_id,
+            source: Box::new(source),
+        };
+
+        let blank = Tx {
+            sender: AccountId::default(),
+            receiver: AccountId::default(),
+            amount: 0,
+            payload: Vec::new(),
+            ..tx.clone()
+        };
+        let (dk, wrapped) = keys.wrap_new().map_err(enc)?;
+        let mut rec = StoredRecord {
+            tx_id,
+            ts_ms: entry.ts_ms,
+            sender_tag: keys.sender_tag(&tx.sender),
+            fingerprint: fingerprint_of(keys, signed, &parent_ids),
+            parent_ids,
+            clear_body: blank.encode(),
+            wrapped_key: wrapped.encode(),
+            amount: Vec::new(),
+            parties: Vec::new(),
+            payload: Vec::new(),
+            signature: Vec::new(),
+        };
+        let hh = rec.header_hash();
+        let mut parties = Vec::with_capacity(64 + signed.public_key.len());
+        parties.extend_from_slice(tx.sender.as_bytes());
+        parties.extend_from_slice(tx.receiver.as_bytes());
+        parties.extend_from_slice(&signed.public_key);
+        rec.amount = dk
+            .seal(&aad(&hh, "amount"), &tx.amount.to_le_bytes())
+            .map_err(enc)?;
+        rec.parties = dk.seal(&aad(&hh, "parties"), &parties).map_err(enc)?;
+        rec.payload = dk.seal(&aad(&hh, "payload"), &tx.payload).map_err(enc)?;
+        rec.signature = dk
+            .seal(&aad(&hh, "signature"), &signed.signature)
+            .map_err(enc)?;
+        Ok(rec)
+    }
+
+    fn write_header(&self, w: &mut Writer) {
+        w.raw(MAGIC)
+            .u8(VERSION)
+            .raw(self.tx_id.as_bytes())
+            .u64(self.ts_ms);
+        w.u16(self.parent_ids.len() as u16);
+        for p in &self.parent_ids {
+            w.raw(p.as_bytes());
+        }
+        w.raw(&self.sender_tag)
+            .raw(&self.fingerprint)
+            .bytes_u32(&self.clear_body)
+            .bytes_u16(&self.wrapped_key);
+    }
+
+    fn header_hash(&self) -> [u8; 32] {
+        let mut w = Writer::with_capacity(4096);
+        self.write_header(&mut w);
+        *blake3::hash(w.as_slice()).as_bytes()
+    }
+
+    /// The stored bytes.
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::with_capacity(
+            4096 + self.clear_body.len() + self.payload.len() + self.parties.len(),
+        );
+        self.write_header(&mut w);
+        w.bytes_u8(&self.amount)
+            .bytes_u16(&self.parties)
+            .bytes_u32(&self.payload)
+            .bytes_u16(&self.signature);
+        w.finish()
+    }
+
+    /// Strictly decodes stored bytes found under `key`: a record whose tx id is not `key` is
+    /// corrupt.
+    pub(crate) fn decode(key: TxId, bytes: &[u8]) -> Result<Self> {
+        let corrupt = |reason: String| Error::CorruptRecord { tx_id: key, reason };
+        let de = |e: DecodeError| Error::CorruptRecord {
+            tx_id: key,
+            reason: e.to_string(),
+        };
+        let mut r = Reader::new(bytes);
+        if r.take(4, "magic").map_err(de)? != MAGIC {
+            return Err(corrupt("not an archive record (bad magic)".into()));
+        }
+        let version = r.u8("version").map_err(de)?;
+        if version != VERSION {
+            return Err(corrupt(format!("unsupported record version {version}")));
+        }
+        let tx_id = TxId::from_bytes(r.bytes32("tx_id").map_err(de)?);
+        if tx_id != key {
+            return Err(corrupt(format!("record names tx {tx_id}")));
+        }
+        let ts_ms = r.u64("ts").map_err(de)?;
+        let n = r.u16("parent_ids").map_err(de)? as usize;
+        if n > MAX_PARENTS {
+            return Err(corrupt(format!(
+                "{n} parents, over the limit of {MAX_PARENTS}"
+            )));
+        }
+        let mut parent_ids = Vec::with_capacity(n);
+        for _ in 0..n {
+            parent_ids.push(TxId::from_bytes(r.bytes32("parent_id").map_err(de)?));
+        }
+        let rec = StoredRecord {
+            tx_id,
+            ts_ms,
+            parent_ids,
+            sender_tag: r.bytes32("sender_tag").map_err(de)?,
+            fingerprint: r.bytes32("fingerprint").map_err(de)?,
+            clear_body: r
+                .bytes_u32("clear_body", MAX_CLEAR_BODY)
+                .map_err(de)?
+                .to_vec(),
+            wrapped_key: r
+                .bytes_u16("wrapped_key", u16::MAX as usize)
+                .map_err(de)?
+                .to_vec(),
+            amount: r.bytes_u8("amount", 255).map_err(de)?.to_vec(),
+            parties: r
+                .bytes_u16("parties", u16::MAX as usize)
+                .map_err(de)?
+                .to_vec(),
+            payload: r.bytes_u32("payload", MAX_SEALED).map_err(de)?.to_vec(),
+            signature: r
+                .bytes_u16("signature", u16::MAX as usize)
+                .map_err(de)?
+                .to_vec(),
+        };
+        r.finish().map_err(de)?;
+        Ok(rec)
+    }
+
+    /// The clear DAG node.
+    pub(crate) fn dag_node(&self) -> DagNode {
+        DagNode {
+            tx_id: self.tx_id,
+            parent_ids: self.parent_ids.clone(),
+            ts_ms: self.ts_ms,
+        }
+    }
+
+    /// The key id named by the wrapped data key.
+    #[cfg(test)]
+    pub(crate) fn key_id(&self) -> Result<KeyId> {
+        Ok(self.wrapped()?.key_id())
+    }
+
+    fn wrapped(&self) -> Result<WrappedKey> {
+        WrappedKey::decode(&self.wrapped_key).map_err(|e| Error::CorruptRecord {
+            tx_id: self.tx_id,
+            reason: format!("wrapped key: {e}"),
+        })
+    }
+
+    /// Decrypts and rebuilds the signed tx, checking its id.
+    pub(crate) fn open(&self, keys: &ArchiveKeys) -> Result<ArchivedTx> {
+        let tx_id = self.tx_id;
+        let wrapped = self.wrapped()?;
+        let key_id = wrapped.key_id();
+        let dk = keys.unwrap(&wrapped).map_err(|source| match source {
+            KemError::UnknownKeyId(key_id) => Error::UnknownKey { tx_id, key_id },
+            source => Error::KeyUnwrap {
+                tx_id,
+                key_id,
+                source: Box::new(source),
+            },
+        })?;
+        let hh = self.header_hash();
+        let open = |field: &'static str, sealed: &[u8]| {
+            dk.open(&aad(&hh, field), sealed)
+                .map_err(|_| Error::Tampered { tx_id, field })
+        };
+        let corrupt = |reason: String| Error::CorruptRecord { tx_id, reason };
+
+        let amount_bytes: [u8; 8] = open("amount", &self.amount)?
+            .as_slice()
+            .try_into()
+            .map_err(|_| corrupt("amount is not 8 bytes".into()))?;
+        let parties = open("parties", &self.parties)?;
+        if parties.len() < 64 {
+            return Err(corrupt(format!("parties field is {} bytes", parties.len())));
+        }
+        let payload = open("payload", &self.payload)?;
+        let signature = open("signature", &self.signature)?;
+
+        let mut tx =
+            Tx::decode(&self.clear_body).map_err(|e| corrupt(format!("clear body: {e}")))?;
+        tx.sender = AccountId::from_slice(&parties[..32]).map_err(|e| corrupt(e.to_string()))?;
+        tx.receiver =
+            AccountId::from_slice(&parties[32..64]).map_err(|e| corrupt(e.to_string()))?;
+        tx.amount = u64::from_le_bytes(amount_bytes);
+        tx.payload = payload;
+        let signed = SignedTx {
+            tx,
+            public_key: parties[64..].to_vec(),
+            signature,
+        };
+        let found = signed.id();
+        if found != tx_id {
+            return Err(Error::IdMismatch {
+                asked: tx_id,
+                found,
+            });
+        }
+        Ok(ArchivedTx {
+            signed,
+            ts_ms: self.ts_ms,
+            parent_ids: self.parent_ids.clone(),
+            key_id,
+        })
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use dag_core::{CityId, Position, PositionMethod};
+    use pqc::{Keypair, Keyring, MlDsa87, NtruParams, sign_tx};
+    use std::sync::OnceLock;
+
+    pub(crate) fn signer() -> &'static Keypair {
+        static K: OnceLock<Keypair> = OnceLock::new();
+        K.get_or_init(Keypair::generate)
+    }
+
+    pub(crate) fn verified(nonce: u64, payload: &[u8]) -> VerifiedTx {
+        let kp = signer();
+        let tx = Tx::fresh(
+            kp.account_id(),
+            AccountId::from_bytes([7; 32]),
+            1_000 + nonce,
+            nonce,
+            1_700_000_000_000,
+            CityId::new("JP-13").unwrap(),
+            Position::from_degrees(35.68, 139.69).unwrap(),
+            PositionMethod::Gps,
+        )
+        .with_payload(payload.to_vec());
+        sign_tx(tx, kp).verify(&MlDsa87).unwrap()
+    }
+
+    pub(crate) fn keys() -> ArchiveKeys {
+        ArchiveKeys::new(Keyring::generate(NtruParams::default()).unwrap())
+    }
+
+    #[test]
+    fn round_trip() {
+        let keys = keys();
+        let v = verified(1, b"hello");
+        let entry = ArchiveEntry::new(v.clone(), 5).with_parents(vec![TxId::from_bytes([1; 32])]);
+        let rec = StoredRecord::seal(&keys, &entry).unwrap();
+        let bytes = rec.encode();
+        let back = StoredRecord::decode(v.id(), &bytes).unwrap();
+        assert_eq!(back, rec);
+        let out = back.open(&keys).unwrap();
+        assert_eq!(&out.signed, v.signed());
+        assert_eq!(out.ts_ms, 5);
+        assert_eq!(out.parent_ids, entry.parent_ids);
+        assert_eq!(out.key_id, keys.current_key_id());
+        assert!(out.signed.verify(&MlDsa87).is_ok());
+    }
+
+    #[test]
+    fn every_byte_flip_is_a_typed_error() {
+        let keys = keys();
+        let v = verified(2, b"payload bytes");
+        let bytes = StoredRecord::seal(&keys, &ArchiveEntry::new(v.clone(), 9))
+            .unwrap()
+            .encode();
+        // Flip a byte in every stretch of 97 bytes (plus the last): nothing decrypts wrongly.
+        let mut positions: Vec<usize> = (0..bytes.len()).step_by(97).collect();
+        positions.push(bytes.len() - 1);
+        for pos in positions {
+            let mut bad = bytes.clone();
+            bad[pos] ^= 0x04;
+            let res = StoredRecord::decode(v.id(), &bad).and_then(|r| r.open(&keys));
+            match res {
+                Err(Error::CorruptRecord { .. })
+                | Err(Error::Tampered { .. })
+                | Err(Error::KeyUnwrap { .. })
+                | Err(Error::UnknownKey { .. }) => {}
+                other => panic!("flip at {pos}: {other:?}"),
+            }
+        }
+        // Truncation at any length is CorruptRecord.
+        for len in [0, 3, 4, 10, 40, bytes.len() / 2, bytes.len() - 1] {
+            assert!(matches!(
+                StoredRecord::decode(v.id(), &bytes[..len]),
+                Err(Error::CorruptRecord { .. })
+            ));
+        }
+        // Asked under another id.
+        assert!(matches!(
+            StoredRecord::decode(TxId::from_bytes([3; 32]), &bytes),
+            Err(Error::CorruptRecord { .. })
+        ));
+    }
+
+    #[test]
+    fn ciphertexts_do_not_move_between_records() {
+        let keys = keys();
+        let a = StoredRecord::seal(&keys, &ArchiveEntry::new(verified(3, b"a"), 1)).unwrap();
+        let b = StoredRecord::seal(&keys, &ArchiveEntry::new(verified(4, b"b"), 1)).unwrap();
+        let mut mixed = a.clone();
+        mixed.amount = b.amount.clone();
+        assert!(matches!(
+            mixed.open(&keys),
+            Err(Error::Tampered {
+                field: "amount",
+                ..
+            })
+        ));
+        // b's wrapped key in a: the data key unwraps but a's fields do not open under it.
+        let mut swapped = a.clone();
+        swapped.wrapped_key = b.wrapped_key.clone();
+        assert!(matches!(swapped.open(&keys), Err(Error::Tampered { .. })));
+    }
+
+    #[test]
+    fn unknown_key_is_typed() {
+        let v = verified(5, b"");
+        let rec = StoredRecord::seal(&keys(), &ArchiveEntry::new(v, 1)).unwrap();
+        let other = keys();
+        assert!(
+            matches!(rec.open(&other), Err(Error::UnknownKey { key_id, .. }) if key_id == rec.key_id().unwrap())
+        );
+    }
+}

@@ -1,0 +1,505 @@
+//! The embedded backend (the default): one redb file, one write transaction per batch.
+//!
+//! Tables: `records` (tx id → encrypted record), `by_sender` (sender tag ‖ ts ‖ tx id → ())
+//! and `by_time` (ts ‖ tx id → sender tag), all written in the same transaction, so a crash
+//! leaves either the whole batch or nothing. Timestamps in keys are big endian so byte order
+//! is time order.
+
+use crate::error::redb_err;
+use crate::record::StoredRecord;
+use crate::{
+    Archive, ArchiveConfig, ArchiveEntry, ArchiveKeys, ArchivedTx, DagNode, Error, PutOutcome,
+    Result,
+};
+use dag_core::{AccountId, TxId};
+use redb::{
+    Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+    WriteTransaction,
+};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+const RECORDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("records");
+const BY_SENDER: TableDefinition<&[u8], ()> = TableDefinition::new("by_sender");
+const BY_TIME: TableDefinition<&[u8], &[u8; 32]> = TableDefinition::new("by_time");
+
+/// File name of the store inside a data directory.
+pub const ARCHIVE_FILE: &str = "archive.redb";
+/// File name of the key ring inside a data directory.
+pub const KEYRING_FILE: &str = "archive.keyring";
+
+/// Records removed per write transaction when purging.
+const PURGE_CHUNK: usize = 4096;
+
+fn sender_key(tag: &[u8; 32], ts: u64, id: &TxId) -> [u8; 72] {
+    let mut k = [0u8; 72];
+    k[..32].copy_from_slice(tag);
+    k[32..40].copy_from_slice(&ts.to_be_bytes());
+    k[40..].copy_from_slice(id.as_bytes());
+    k
+}
+
+fn time_key(ts: u64, id: &TxId) -> [u8; 40] {
+    let mut k = [0u8; 40];
+    k[..8].copy_from_slice(&ts.to_be_bytes());
+    k[8..].copy_from_slice(id.as_bytes());
+    k
+}
+
+struct Inner {
+    db: Database,
+    keys: Arc<ArchiveKeys>,
+    config: ArchiveConfig,
+    path: PathBuf,
+}
+
+/// The embedded redb archive. Cheap to clone (shared handle).
+///
+/// ```no_run
+/// # async fn demo(tx: dag_core::VerifiedTx) -> archive::Result<()> {
+/// use archive::{Archive, ArchiveEntry, RedbArchive};
+///
+/// let archive = RedbArchive::open_in_dir(std::path::Path::new("/var/lib/city"))?;
+/// let id = tx.id();
+/// archive.put(ArchiveEntry::new(tx, 1_700_000_000_000)).await?;
+/// let back = archive.get(id).await?.expect("archived");
+/// assert_eq!(back.id(), id);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct RedbArchive {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for RedbArchive {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedbArchive")
+            .field("path", &self.inner.path)
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedbArchive {
+    /// Opens (or creates) the store at `path`, encrypting under `keys`. A file left by a
+    /// crashed process is repaired by redb on open; committed batches are all there.
+    pub fn open(path: &Path, keys: Arc<ArchiveKeys>, config: ArchiveConfig) -> Result<Self> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        let db = Database::create(path).map_err(redb_err("open"))?;
+        let w = db.begin_write().map_err(redb_err("begin write"))?;
+        {
+            w.open_table(RECORDS).map_err(redb_err("open table"))?;
+            w.open_table(BY_SENDER).map_err(redb_err("open table"))?;
+            w.open_table(BY_TIME).map_err(redb_err("open table"))?;
+        }
+        w.commit().map_err(redb_err("commit"))?;
+        Ok(RedbArchive {
+            inner: Arc::new(Inner {
+                db,
+                keys,
+                config,
+                path: path.to_path_buf(),
+            }),
+        })
+    }
+
+    /// The default archive of a node: `<dir>/archive.redb`, keys in `<dir>/archive.keyring`
+    /// (created with mode 0600 on first use), retention 180 days.
+    pub fn open_in_dir(dir: &Path) -> Result<Self> {
+        let keys = ArchiveKeys::open_or_create(&dir.join(KEYRING_FILE))?;
+        Self::open(
+            &dir.join(ARCHIVE_FILE),
+            Arc::new(keys),
+            ArchiveConfig::default(),
+        )
+    }
+
+    /// The keys (to rotate them, or share them with another backend).
+    pub fn keys(&self) -> &Arc<ArchiveKeys> {
+        &self.inner.keys
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ArchiveConfig {
+        &self.inner.config
+    }
+
+    /// The store file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Blocking [`Archive::put_batch`]: encrypts every entry, then writes them in one
+    /// durable transaction (one fsync per batch).
+    pub fn put_batch_blocking(
+        &self,
+        entries: Vec<ArchiveEntry>,
+    ) -> Result<Vec<Result<PutOutcome>>> {
+        let sealed = entries
+            .iter()
+            .map(|e| StoredRecord::seal(&self.inner.keys, e))
+            .collect::<Result<Vec<_>>>()?;
+        let w = self
+            .inner
+            .db
+            .begin_write()
+            .map_err(redb_err("begin write"))?;
+        let outcomes = Self::write_records(&w, &sealed)?;
+        w.commit().map_err(redb_err("commit"))?;
+        Ok(outcomes)
+    }
+
+    fn write_records(
+        w: &WriteTransaction,
+        sealed: &[StoredRecord],
+    ) -> Result<Vec<Result<PutOutcome>>> {
+        let mut records = w.open_table(RECORDS).map_err(redb_err("open table"))?;
+        let mut by_sender = w.open_table(BY_SENDER).map_err(redb_err("open table"))?;
+        let mut by_time = w.open_table(BY_TIME).map_err(redb_err("open table"))?;
+        let mut outcomes = Vec::with_capacity(sealed.len());
+        for rec in sealed {
+            let id = rec.tx_id;
+            let existing = records
+                .get(id.as_bytes().as_slice())
+                .map_err(redb_err("get"))?
+                .map(|g| g.value().to_vec());
+            if let Some(bytes) = existing {
+                outcomes.push(match StoredRecord::decode(id, &bytes) {
+                    Ok(old) if old.fingerprint == rec.fingerprint => Ok(PutOutcome::Unchanged),
+                    Ok(_) => Err(Error::Conflict { tx_id: id }),
+                    // Never overwrite, even a damaged record: report it.
+                    Err(e) => Err(e),
+                });
+                continue;
+            }
+            records
+                .insert(id.as_bytes().as_slice(), rec.encode().as_slice())
+                .map_err(redb_err("insert"))?;
+            by_sender
+                .insert(sender_key(&rec.sender_tag, rec.ts_ms, &id).as_slice(), ())
+                .map_err(redb_err("insert"))?;
+            by_time
+                .insert(time_key(rec.ts_ms, &id).as_slice(), &rec.sender_tag)
+                .map_err(redb_err("insert"))?;
+            outcomes.push(Ok(PutOutcome::Inserted));
+        }
+        Ok(outcomes)
+    }
+
+    fn stored(&self, id: TxId) -> Result<Option<StoredRecord>> {
+        let r = self.inner.db.begin_read().map_err(redb_err("begin read"))?;
+        let t = r.open_table(RECORDS).map_err(redb_err("open table"))?;
+        let Some(g) = t.get(id.as_bytes().as_slice()).map_err(redb_err("get"))? else {
+            return Ok(None);
+        };
+        StoredRecord::decode(id, g.value()).map(Some)
+    }
+
+    /// Blocking [`Archive::get`].
+    pub fn get_blocking(&self, id: TxId) -> Result<Option<ArchivedTx>> {
+        self.stored(id)?
+            .map(|rec| rec.open(&self.inner.keys))
+            .transpose()
+    }
+
+    /// Blocking [`Archive::dag_node`].
+    pub fn dag_node_blocking(&self, id: TxId) -> Result<Option<DagNode>> {
+        Ok(self.stored(id)?.map(|rec| rec.dag_node()))
+    }
+
+    /// Blocking [`Archive::query_by_sender`].
+    pub fn query_by_sender_blocking(
+        &self,
+        sender: AccountId,
+        range: Range<u64>,
+        limit: usize,
+    ) -> Result<Vec<ArchivedTx>> {
+        if range.start >= range.end || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let tag = self.inner.keys.sender_tag(&sender);
+        let zero = TxId::from_bytes([0; 32]);
+        let from = sender_key(&tag, range.start, &zero);
+        let to = sender_key(&tag, range.end, &zero);
+        let mut recs = Vec::new();
+        {
+            let r = self.inner.db.begin_read().map_err(redb_err("begin read"))?;
+            let idx = r.open_table(BY_SENDER).map_err(redb_err("open table"))?;
+            let records = r.open_table(RECORDS).map_err(redb_err("open table"))?;
+            for item in idx
+                .range::<&[u8]>(from.as_slice()..to.as_slice())
+                .map_err(redb_err("range"))?
+                .take(limit)
+            {
+                let (k, _) = item.map_err(redb_err("range"))?;
+                let id = TxId::from_slice(&k.value()[40..]).map_err(|e| Error::CorruptRecord {
+                    tx_id: TxId::default(),
+                    reason: format!("sender index key: {e}"),
+                })?;
+                let Some(g) = records
+                    .get(id.as_bytes().as_slice())
+                    .map_err(redb_err("get"))?
+                else {
+                    return Err(Error::CorruptRecord {
+                        tx_id: id,
+                        reason: "listed in the sender index but missing".into(),
+                    });
+                };
+                recs.push(StoredRecord::decode(id, g.value())?);
+            }
+        }
+        recs.iter()
+            .map(|rec| {
+                let tx = rec.open(&self.inner.keys)?;
+                // The blind index is keyed; a hit for another sender means a broken index.
+                if tx.signed.tx.sender != sender {
+                    return Err(Error::CorruptRecord {
+                        tx_id: rec.tx_id,
+                        reason: "sender index points at another sender's tx".into(),
+                    });
+                }
+                Ok(tx)
+            })
+            .collect()
+    }
+
+    /// Blocking [`Archive::purge_expired`]: removes expired records in chunks of 4096 per
+    /// transaction.
+    pub fn purge_expired_blocking(&self, now_ms: u64) -> Result<u64> {
+        let cutoff = self.inner.config.cutoff_ms(now_ms);
+        let end = time_key(cutoff, &TxId::from_bytes([0; 32]));
+        let mut removed = 0u64;
+        loop {
+            let w = self
+                .inner
+                .db
+                .begin_write()
+                .map_err(redb_err("begin write"))?;
+            let n = {
+                let mut records = w.open_table(RECORDS).map_err(redb_err("open table"))?;
+                let mut by_sender = w.open_table(BY_SENDER).map_err(redb_err("open table"))?;
+                let mut by_time = w.open_table(BY_TIME).map_err(redb_err("open table"))?;
+                let mut victims = Vec::new();
+                for item in by_time
+                    .range::<&[u8]>(..end.as_slice())
+                    .map_err(redb_err("range"))?
+                    .take(PURGE_CHUNK)
+                {
+                    let (k, tag) = item.map_err(redb_err("range"))?;
+                    victims.push((k.value().to_vec(), *tag.value()));
+                }
+                for (k, tag) in &victims {
+                    let ts = u64::from_be_bytes(k[..8].try_into().unwrap_or([0; 8]));
+                    let id = TxId::from_slice(&k[8..]).map_err(|e| Error::CorruptRecord {
+                        tx_id: TxId::default(),
+                        reason: format!("time index key: {e}"),
+                    })?;
+                    records
+                        .remove(id.as_bytes().as_slice())
+                        .map_err(redb_err("remove"))?;
+                    by_sender
+                        .remove(sender_key(tag, ts, &id).as_slice())
+                        .map_err(redb_err("remove"))?;
+                    by_time.remove(k.as_slice()).map_err(redb_err("remove"))?;
+                }
+                victims.len()
+            };
+            w.commit().map_err(redb_err("commit"))?;
+            removed += n as u64;
+            if n < PURGE_CHUNK {
+                return Ok(removed);
+            }
+        }
+    }
+
+    /// Blocking [`Archive::count`].
+    pub fn count_blocking(&self) -> Result<u64> {
+        let r = self.inner.db.begin_read().map_err(redb_err("begin read"))?;
+        let t = r.open_table(RECORDS).map_err(redb_err("open table"))?;
+        t.len().map_err(redb_err("len"))
+    }
+
+    /// Every archived tx id, in id order (for audits and the crash test).
+    pub fn ids_blocking(&self) -> Result<Vec<TxId>> {
+        let r = self.inner.db.begin_read().map_err(redb_err("begin read"))?;
+        let t = r.open_table(RECORDS).map_err(redb_err("open table"))?;
+        let mut out = Vec::new();
+        for item in t.iter().map_err(redb_err("iter"))? {
+            let (k, _) = item.map_err(redb_err("iter"))?;
+            out.push(
+                TxId::from_slice(k.value()).map_err(|e| Error::CorruptRecord {
+                    tx_id: TxId::default(),
+                    reason: format!("record key: {e}"),
+                })?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// Sizes of the two index tables: (by sender, by time). Both equal the record count in
+    /// a consistent store.
+    pub fn index_counts_blocking(&self) -> Result<(u64, u64)> {
+        let r = self.inner.db.begin_read().map_err(redb_err("begin read"))?;
+        let s = r.open_table(BY_SENDER).map_err(redb_err("open table"))?;
+        let t = r.open_table(BY_TIME).map_err(redb_err("open table"))?;
+        Ok((
+            s.len().map_err(redb_err("len"))?,
+            t.len().map_err(redb_err("len"))?,
+        ))
+    }
+
+    /// Runs a blocking operation on tokio's blocking pool.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&RedbArchive) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || f(&this))
+            .await
+            .map_err(|e| Error::Task(e.to_string()))?
+    }
+
+    #[cfg(test)]
+    pub(crate) fn raw_put_for_test(&self, id: TxId, bytes: &[u8]) -> Result<()> {
+        let w = self
+            .inner
+            .db
+            .begin_write()
+            .map_err(redb_err("begin write"))?;
+        {
+            let mut t = w.open_table(RECORDS).map_err(redb_err("open table"))?;
+            t.insert(id.as_bytes().as_slice(), bytes)
+                .map_err(redb_err("insert"))?;
+        }
+        w.commit().map_err(redb_err("commit"))
+    }
+
+    #[cfg(test)]
+    pub(crate) fn raw_get_for_test(&self, id: TxId) -> Result<Option<Vec<u8>>> {
+        let r = self.inner.db.begin_read().map_err(redb_err("begin read"))?;
+        let t = r.open_table(RECORDS).map_err(redb_err("open table"))?;
+        Ok(t.get(id.as_bytes().as_slice())
+            .map_err(redb_err("get"))?
+            .map(|g| g.value().to_vec()))
+    }
+}
+
+impl Archive for RedbArchive {
+    async fn put_batch(&self, entries: Vec<ArchiveEntry>) -> Result<Vec<Result<PutOutcome>>> {
+        self.blocking(move |a| a.put_batch_blocking(entries)).await
+    }
+
+    async fn get(&self, id: TxId) -> Result<Option<ArchivedTx>> {
+        self.blocking(move |a| a.get_blocking(id)).await
+    }
+
+    async fn dag_node(&self, id: TxId) -> Result<Option<DagNode>> {
+        self.blocking(move |a| a.dag_node_blocking(id)).await
+    }
+
+    async fn query_by_sender(
+        &self,
+        sender: AccountId,
+        range: Range<u64>,
+        limit: usize,
+    ) -> Result<Vec<ArchivedTx>> {
+        self.blocking(move |a| a.query_by_sender_blocking(sender, range, limit))
+            .await
+    }
+
+    async fn purge_expired(&self, now_ms: u64) -> Result<u64> {
+        self.blocking(move |a| a.purge_expired_blocking(now_ms))
+            .await
+    }
+
+    async fn count(&self) -> Result<u64> {
+        self.blocking(|a| a.count_blocking()).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::record::tests::{keys, verified};
+    use pqc::{Keyring, NtruParams};
+
+    fn open(dir: &Path, keys: Arc<ArchiveKeys>) -> RedbArchive {
+        RedbArchive::open(&dir.join("a.redb"), keys, ArchiveConfig::default()).unwrap()
+    }
+
+    #[test]
+    fn corrupt_and_truncated_records_are_typed_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = open(dir.path(), Arc::new(keys()));
+        let v = verified(10, b"x");
+        let id = v.id();
+        a.put_batch_blocking(vec![ArchiveEntry::new(v.clone(), 1)])
+            .unwrap();
+        let good = a.raw_get_for_test(id).unwrap().unwrap();
+
+        a.raw_put_for_test(id, &good[..good.len() / 2]).unwrap();
+        assert!(
+            matches!(a.get_blocking(id), Err(Error::CorruptRecord { tx_id, .. }) if tx_id == id)
+        );
+        a.raw_put_for_test(id, b"").unwrap();
+        assert!(matches!(
+            a.get_blocking(id),
+            Err(Error::CorruptRecord { .. })
+        ));
+        let mut flipped = good.clone();
+        let n = flipped.len();
+        flipped[n - 5] ^= 1; // inside the sealed signature
+        a.raw_put_for_test(id, &flipped).unwrap();
+        assert!(matches!(
+            a.get_blocking(id),
+            Err(Error::Tampered {
+                field: "signature",
+                ..
+            })
+        ));
+        // A damaged record is never overwritten by a put: the same tx again is a no-op, the
+        // same body signed again (ML-DSA signing is randomised) is a conflict.
+        let same = a
+            .put_batch_blocking(vec![ArchiveEntry::new(v.clone(), 1)])
+            .unwrap();
+        assert!(matches!(same[0], Ok(PutOutcome::Unchanged)));
+        let resigned = a.put_batch_blocking(vec![ArchiveEntry::new(verified(10, b"x"), 1)]);
+        assert!(matches!(resigned.unwrap()[0], Err(Error::Conflict { tx_id }) if tx_id == id));
+        assert_eq!(a.raw_get_for_test(id).unwrap().unwrap(), flipped);
+
+        // Another tx's record stored under this id: caught before decryption.
+        let w = verified(11, b"y");
+        let wid = w.id();
+        a.put_batch_blocking(vec![ArchiveEntry::new(w, 1)]).unwrap();
+        let other = a.raw_get_for_test(wid).unwrap().unwrap();
+        a.raw_put_for_test(id, &other).unwrap();
+        assert!(matches!(
+            a.get_blocking(id),
+            Err(Error::CorruptRecord { .. })
+        ));
+    }
+
+    #[test]
+    fn unknown_key_id_and_wrong_ring() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = verified(12, b"z");
+        let id = v.id();
+        {
+            let a = open(dir.path(), Arc::new(keys()));
+            a.put_batch_blocking(vec![ArchiveEntry::new(v, 1)]).unwrap();
+        }
+        // Reopened with a ring that lacks the key.
+        let stranger = ArchiveKeys::new(Keyring::generate(NtruParams::default()).unwrap());
+        let a = open(dir.path(), Arc::new(stranger));
+        assert!(matches!(a.get_blocking(id), Err(Error::UnknownKey { tx_id, .. }) if tx_id == id));
+        // The DAG node (clear part) is still readable.
+        assert_eq!(a.dag_node_blocking(id).unwrap().unwrap().tx_id, id);
+    }
+}

@@ -1,0 +1,12 @@
+//! Integration tests of the archive: the conformance suite on every backend (MongoDB only
+//! when MONGODB_URI is set), plaintext scans of the store file, key rotation, tampering,
+//! and a writer process killed mid-batch.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+mod conformance;
+mod crash;
+#[cfg(feature = "mongodb")]
+mod mongo;
+mod redb;
