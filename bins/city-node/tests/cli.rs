@@ -1,0 +1,133 @@
+//! The city-node binary as an operator uses it: keygen, run with flags / env / TOML,
+//! /metrics, and a graceful stop on SIGTERM.
+
+use dag_core::{AccountId, CityId, Position, PositionMethod, Tx};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_city-node");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Kills the child if the test fails before stopping it.
+struct Guard(Option<Child>);
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn wait_for_port(port: u16) {
+    let t0 = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(t0.elapsed() < Duration::from_secs(20), "port {port} never opened");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn http_get(port: u16, path: &str) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+fn sigterm_and_wait(child: &mut Child) -> std::process::ExitStatus {
+    let st = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
+    assert!(st.success());
+    let t0 = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(20), "node did not stop after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn keygen_writes_a_private_key_and_refuses_to_overwrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("k/node.key");
+    let out = Command::new(BIN).args(["keygen", "--out"]).arg(&key).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("node id:"));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+    assert!(pqc::Keypair::load(&key).is_ok());
+    let again = Command::new(BIN).args(["keygen", "--out"]).arg(&key).output().unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
+}
+
+#[test]
+fn run_serves_grpc_and_metrics_then_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let grpc = free_port();
+    let metrics = free_port();
+    // listen from the TOML file, data dir from env, metrics from a flag.
+    let cfg = dir.path().join("city.toml");
+    std::fs::write(
+        &cfg,
+        format!("role = \"city\"\n[city]\nlisten = \"127.0.0.1:{grpc}\"\nverify_threads = 1\n"),
+    )
+    .unwrap();
+    let child = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .args(["--metrics-listen", &format!("127.0.0.1:{metrics}")])
+        .env("CITY_DATA_DIR", dir.path().join("data"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut guard = Guard(Some(child));
+    wait_for_port(grpc);
+    wait_for_port(metrics);
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let client = rpc::CityClient::connect(&format!("127.0.0.1:{grpc}")).await.unwrap();
+        let kp = pqc::Keypair::generate();
+        let tx = Tx::fresh(
+            kp.account_id(),
+            AccountId::from_bytes([1; 32]),
+            1,
+            1,
+            1,
+            CityId::new("JP-13").unwrap(),
+            Position::from_degrees(35.0, 139.0).unwrap(),
+            PositionMethod::Gps,
+        );
+        client.submit(&pqc::sign_tx(tx, &kp)).await.unwrap();
+    });
+    let body = http_get(metrics, "/metrics");
+    assert!(body.contains("citychain_tx_admitted_total"), "{body}");
+    assert!(dir.path().join("data/node.key").exists(), "node key created on first start");
+
+    let status = sigterm_and_wait(guard.0.as_mut().unwrap());
+    assert!(status.success(), "exit status {status:?}");
+    guard.0 = None;
+}
+
+#[test]
+fn bad_config_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bad.toml");
+    std::fs::write(&cfg, "listen = 5\nnonsense = true\n").unwrap();
+    let out = Command::new(BIN).args(["run", "--config"]).arg(&cfg).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("parsing") && err.contains("bad.toml"), "{err}");
+}
