@@ -1,6 +1,8 @@
 //! The city-node binary as an operator uses it: keygen, run with flags / env / TOML,
 //! /metrics, and a graceful stop on SIGTERM.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use dag_core::{AccountId, CityId, Position, PositionMethod, Tx};
 use std::io::{Read, Write};
 use std::net::TcpStream;

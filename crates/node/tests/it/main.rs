@@ -1,3 +1,5 @@
 //! Integration tests of the city role over real gRPC on loopback.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod city;
