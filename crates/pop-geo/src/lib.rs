@@ -1,0 +1,31 @@
+//! # pop-geo
+//!
+//! Proof of place: which region (city, municipality, prefecture) a position lies in.
+//! GeoJSON FeatureCollections of Polygons and MultiPolygons are loaded into an R-tree of
+//! polygon envelopes ([`RegionIndex`]) with exact containment per polygon (holes,
+//! multipolygons, the antimeridian, deterministic borders: lowest id wins). A bounded cache
+//! keyed by rounded coordinates ([`CachedIndex`]), event multipliers ([`EventSchedule`]), and
+//! real boundary data with a gazetteer of known points ([`shipped`]).
+//!
+//! ```
+//! use dag_core::{CityId, Position};
+//! let index = pop_geo::shipped::all().unwrap();
+//! let claimed = CityId::new("JP-13").unwrap();
+//! let in_tokyo = Position::from_degrees(35.6895, 139.69171).unwrap();
+//! assert_eq!(index.check(&claimed, in_tokyo).unwrap().name(), "Tokyo");
+//! let in_osaka = Position::from_degrees(34.69379, 135.50107).unwrap();
+//! let err = index.check(&claimed, in_osaka).unwrap_err();
+//! assert!(err.to_string().contains("JP-27") && err.to_string().contains("JP-13"));
+//! ```
+
+mod cache;
+mod error;
+mod events;
+mod index;
+mod pip;
+pub mod shipped;
+
+pub use cache::{CacheConfig, CacheStats, CachedIndex};
+pub use error::{Error, FeatureProblem, FoundRegion, PopError, Result};
+pub use events::{CityEvent, EpochWindow, EventSchedule, LocationEvent, haversine_m};
+pub use index::{IndexBuilder, LoadOptions, Region, RegionIndex};
