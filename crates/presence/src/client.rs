@@ -221,12 +221,12 @@ fn parse_frame(frame: &str) -> Option<Result<PresenceEvent>> {
         }
     }
     match event {
-        "join" | "update" | "leave" => Some(serde_json::from_str(&data).map_err(|e| {
-            Error::Corrupt {
+        "join" | "update" | "leave" => {
+            Some(serde_json::from_str(&data).map_err(|e| Error::Corrupt {
                 what: format!("{event} event from presence server"),
                 detail: e.to_string(),
-            }
-        })),
+            }))
+        }
         "resync" => Some(Err(Error::EventsMissed {
             missed: data.trim().parse().unwrap_or(0),
         })),
@@ -289,7 +289,10 @@ impl PresenceStore for PresenceClient {
                 self.http.get(self.url("/presence")).query(&query)
             })
             .await?;
-        let nodes = body.get("nodes").cloned().unwrap_or(serde_json::Value::Null);
+        let nodes = body
+            .get("nodes")
+            .cloned()
+            .unwrap_or(serde_json::Value::Null);
         serde_json::from_value(nodes).map_err(|e| Error::Corrupt {
             what: "node list from presence server".into(),
             detail: e.to_string(),
@@ -358,10 +361,7 @@ impl PresenceStore for PresenceClient {
                             buf.push_str(&String::from_utf8_lossy(&chunk).replace("\r\n", "\n"))
                         }
                         Some(Err(e)) => {
-                            return Some((
-                                Err(http_err("event stream", e)),
-                                (bytes, buf, true),
-                            ));
+                            return Some((Err(http_err("event stream", e)), (bytes, buf, true)));
                         }
                         None => return None,
                     }

@@ -89,11 +89,35 @@ impl fmt::Display for LoadReport {
         )?;
         writeln!(f, "  {:<34} {:>12}", "metric", "value")?;
         writeln!(f, "  {:<34} {:>12.0}", "presence heartbeats/s", hb)?;
-        writeln!(f, "  {:<34} {:>12}", "heartbeats ok / errors", format!("{}/{}", self.heartbeats, self.errors))?;
-        writeln!(f, "  {:<34} {:>12.2}", "heartbeat p50 ms", ms(self.latency.0))?;
-        writeln!(f, "  {:<34} {:>12.2}", "heartbeat p99 ms", ms(self.latency.1))?;
-        writeln!(f, "  {:<34} {:>12.2}", "heartbeat p999 ms", ms(self.latency.2))?;
-        writeln!(f, "  {:<34} {:>12.0}", "redis-benchmark SET/s (baseline)", self.redis_set_per_sec)?;
+        writeln!(
+            f,
+            "  {:<34} {:>12}",
+            "heartbeats ok / errors",
+            format!("{}/{}", self.heartbeats, self.errors)
+        )?;
+        writeln!(
+            f,
+            "  {:<34} {:>12.2}",
+            "heartbeat p50 ms",
+            ms(self.latency.0)
+        )?;
+        writeln!(
+            f,
+            "  {:<34} {:>12.2}",
+            "heartbeat p99 ms",
+            ms(self.latency.1)
+        )?;
+        writeln!(
+            f,
+            "  {:<34} {:>12.2}",
+            "heartbeat p999 ms",
+            ms(self.latency.2)
+        )?;
+        writeln!(
+            f,
+            "  {:<34} {:>12.0}",
+            "redis-benchmark SET/s (baseline)", self.redis_set_per_sec
+        )?;
         writeln!(
             f,
             "  {:<34} {:>12.3}",
@@ -103,13 +127,19 @@ impl fmt::Display for LoadReport {
         writeln!(
             f,
             "  {:<34} {:>12.0}",
-            format!("gone from GET /presence ms (ttl {} ms)", self.config.ttl.as_millis()),
+            format!(
+                "gone from GET /presence ms (ttl {} ms)",
+                self.config.ttl.as_millis()
+            ),
             ms(self.gone_from_list_after)
         )?;
         write!(
             f,
             "  {:<34} {:>12.0}",
-            format!("leave event ms (sweep {} ms)", self.config.sweep_interval.as_millis()),
+            format!(
+                "leave event ms (sweep {} ms)",
+                self.config.sweep_interval.as_millis()
+            ),
             ms(self.leave_event_after)
         )
     }

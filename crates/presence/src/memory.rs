@@ -1,9 +1,7 @@
 //! In-memory presence store: one process, same behaviour as Redis (used by the devnet and
 //! as the test double of [`PresenceStore`]).
 
-use crate::{
-    Error, EventStream, LeaveReason, ListFilter, PresenceEvent, PresenceStore, Result,
-};
+use crate::{Error, EventStream, LeaveReason, ListFilter, PresenceEvent, PresenceStore, Result};
 use dag_core::{Clock, NodeId, NodeInfo};
 use futures::StreamExt;
 use parking_lot::Mutex;
@@ -90,9 +88,7 @@ impl PresenceStore for MemoryPresenceStore {
                 }
                 None => events.push(PresenceEvent::Join { node: info.clone() }),
             }
-            let last_seen_ms = nodes
-                .get(&id)
-                .map_or(now, |e| e.last_seen_ms.max(now));
+            let last_seen_ms = nodes.get(&id).map_or(now, |e| e.last_seen_ms.max(now));
             nodes.insert(id, Entry { info, last_seen_ms });
             // Emit under the lock so subscribers see events in the order of the changes.
             for ev in events {
@@ -151,9 +147,9 @@ impl PresenceStore for MemoryPresenceStore {
         let rx = self.events.subscribe();
         Ok(BroadcastStream::new(rx)
             .map(|item| {
-                item.map_err(|BroadcastStreamRecvError::Lagged(missed)| Error::EventsMissed {
-                    missed,
-                })
+                item.map_err(
+                    |BroadcastStreamRecvError::Lagged(missed)| Error::EventsMissed { missed },
+                )
             })
             .boxed())
     }

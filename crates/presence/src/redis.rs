@@ -12,6 +12,7 @@ use ::redis::{Client, Script};
 use dag_core::{Clock, NodeId, NodeInfo};
 use futures::StreamExt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::sync::broadcast;
 use tokio::task::AbortHandle;
@@ -130,6 +131,7 @@ pub struct RedisPresenceStore {
     channel: String,
     sweep_batch: u32,
     events: broadcast::Sender<Option<PresenceEvent>>,
+    subscribed: Arc<AtomicBool>,
     _relay: Arc<AbortOnDrop>,
     scripts: Arc<Scripts>,
 }
@@ -176,7 +178,14 @@ impl RedisPresenceStore {
             .subscribe(&channel)
             .await
             .map_err(|e| Error::redis("subscribe", e))?;
-        let relay = tokio::spawn(relay(client, channel.clone(), events.clone(), first));
+        let subscribed = Arc::new(AtomicBool::new(true));
+        let relay = tokio::spawn(relay(
+            client,
+            channel.clone(),
+            events.clone(),
+            first,
+            subscribed.clone(),
+        ));
         Ok(RedisPresenceStore {
             conn,
             clock,
@@ -186,6 +195,7 @@ impl RedisPresenceStore {
             channel,
             sweep_batch: config.sweep_batch.max(1),
             events,
+            subscribed,
             _relay: Arc::new(AbortOnDrop(relay.abort_handle())),
             scripts: Arc::new(Scripts {
                 login: Script::new(LOGIN),
@@ -221,6 +231,7 @@ async fn relay(
     channel: String,
     tx: broadcast::Sender<Option<PresenceEvent>>,
     first: PubSub,
+    subscribed: Arc<AtomicBool>,
 ) {
     let mut current = Some(first);
     let mut backoff = Duration::from_millis(50);
@@ -242,6 +253,7 @@ async fn relay(
         };
         if let Some(mut pubsub) = pubsub {
             backoff = Duration::from_millis(50);
+            subscribed.store(true, Ordering::SeqCst);
             let mut messages = pubsub.on_message();
             while let Some(msg) = messages.next().await {
                 match serde_json::from_slice::<PresenceEvent>(msg.get_payload_bytes()) {
@@ -251,11 +263,12 @@ async fn relay(
                     Err(e) => tracing::warn!(error = %e, "undecodable presence event ignored"),
                 }
             }
+            subscribed.store(false, Ordering::SeqCst);
             tracing::warn!("presence event subscription lost; reconnecting");
             let _ = tx.send(None);
         }
         tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(1));
+        backoff = (backoff * 2).min(Duration::from_millis(500));
     }
 }
 
@@ -405,7 +418,16 @@ impl PresenceStore for RedisPresenceStore {
             .collect()
     }
 
+    /// Healthy means commands work *and* the event relay is subscribed, so a subscriber
+    /// never gets a stream that silently misses events.
     async fn ping(&self) -> Result<()> {
+        if !self.subscribed.load(Ordering::SeqCst) {
+            return Err(Error::Unavailable {
+                backend: "redis",
+                op: "follow events",
+                detail: "event subscription is reconnecting".into(),
+            });
+        }
         let mut conn = self.conn.clone();
         let _: String = ::redis::cmd("PING")
             .query_async(&mut conn)

@@ -107,10 +107,12 @@ fn free_port() -> Result<u16> {
         what: "finding a free port".into(),
         source,
     })?;
-    l.local_addr().map(|a| a.port()).map_err(|source| Error::Io {
-        what: "finding a free port".into(),
-        source,
-    })
+    l.local_addr()
+        .map(|a| a.port())
+        .map_err(|source| Error::Io {
+            what: "finding a free port".into(),
+            source,
+        })
 }
 
 fn ping(addr: SocketAddr) -> bool {

@@ -221,7 +221,8 @@ impl IntoResponse for ApiError {
 }
 
 fn parse_json<T: serde::de::DeserializeOwned>(body: &Bytes) -> std::result::Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }
 
 #[derive(Deserialize)]
@@ -237,13 +238,22 @@ struct ListParams {
 
 fn validate(info: &NodeInfo) -> std::result::Result<(), ApiError> {
     if !(info.lat.is_finite() && (-90.0..=90.0).contains(&info.lat)) {
-        return Err(ApiError::bad_request(format!("lat {} outside [-90, 90]", info.lat)));
+        return Err(ApiError::bad_request(format!(
+            "lat {} outside [-90, 90]",
+            info.lat
+        )));
     }
     if !(info.lon.is_finite() && (-180.0..=180.0).contains(&info.lon)) {
-        return Err(ApiError::bad_request(format!("lon {} outside [-180, 180]", info.lon)));
+        return Err(ApiError::bad_request(format!(
+            "lon {} outside [-180, 180]",
+            info.lon
+        )));
     }
     if !(info.load.is_finite() && info.load >= 0.0) {
-        return Err(ApiError::bad_request(format!("load {} must be >= 0", info.load)));
+        return Err(ApiError::bad_request(format!(
+            "load {} must be >= 0",
+            info.load
+        )));
     }
     if info.grpc_addr.is_empty() {
         return Err(ApiError::bad_request("grpc_addr must not be empty"));
@@ -262,13 +272,19 @@ async fn login(State(st): State<AppState>, body: Bytes) -> std::result::Result<R
     .into_response())
 }
 
-async fn heartbeat(State(st): State<AppState>, body: Bytes) -> std::result::Result<Response, ApiError> {
+async fn heartbeat(
+    State(st): State<AppState>,
+    body: Bytes,
+) -> std::result::Result<Response, ApiError> {
     let r: NodeRef = parse_json(&body)?;
     st.store.heartbeat(r.node_id).await?;
     Ok(Json(json!({ "ok": true, "ttl_ms": st.ttl_ms })).into_response())
 }
 
-async fn logout(State(st): State<AppState>, body: Bytes) -> std::result::Result<Response, ApiError> {
+async fn logout(
+    State(st): State<AppState>,
+    body: Bytes,
+) -> std::result::Result<Response, ApiError> {
     let r: NodeRef = parse_json(&body)?;
     st.store.logout(r.node_id).await?;
     Ok(Json(json!({ "ok": true })).into_response())

@@ -89,7 +89,11 @@ mod cases {
             );
         }
         let all = h.store.list(&ListFilter::default()).await.unwrap();
-        assert_eq!(all, vec![b.clone(), c.clone(), a.clone()], "ordered by node id");
+        assert_eq!(
+            all,
+            vec![b.clone(), c.clone(), a.clone()],
+            "ordered by node id"
+        );
         let light = h.store.list(&ListFilter::role(Role::Light)).await.unwrap();
         assert_eq!(light, vec![c.clone(), a.clone()]);
         let tokyo_light = ListFilter {
@@ -110,7 +114,13 @@ mod cases {
     pub async fn heartbeat_of_unknown_node_is_rejected(h: &Harness) {
         let id = node(9, Role::Light, "X").node_id;
         assert!(matches!(h.store.heartbeat(id).await, Err(Error::UnknownNode(n)) if n == id));
-        assert!(h.store.list(&ListFilter::default()).await.unwrap().is_empty());
+        assert!(
+            h.store
+                .list(&ListFilter::default())
+                .await
+                .unwrap()
+                .is_empty()
+        );
     }
 
     pub async fn heartbeats_keep_a_node_online(h: &Harness) {
@@ -122,10 +132,19 @@ mod cases {
         }
         // 20 s after login, still online; exactly at the TTL boundary still online.
         h.clock.advance(TTL_MS);
-        assert_eq!(h.store.list(&ListFilter::default()).await.unwrap(), vec![a.clone()]);
+        assert_eq!(
+            h.store.list(&ListFilter::default()).await.unwrap(),
+            vec![a.clone()]
+        );
         assert!(h.store.sweep().await.unwrap().is_empty());
         h.clock.advance(1);
-        assert!(h.store.list(&ListFilter::default()).await.unwrap().is_empty());
+        assert!(
+            h.store
+                .list(&ListFilter::default())
+                .await
+                .unwrap()
+                .is_empty()
+        );
     }
 
     pub async fn silent_node_expires_without_ghost_and_sweep_emits_leave(h: &Harness) {
@@ -138,7 +157,10 @@ mod cases {
         h.store.heartbeat(b.node_id).await.unwrap();
         h.clock.advance(3001);
         // a is past its TTL: not listed even though no sweep ran yet.
-        assert_eq!(h.store.list(&ListFilter::default()).await.unwrap(), vec![b.clone()]);
+        assert_eq!(
+            h.store.list(&ListFilter::default()).await.unwrap(),
+            vec![b.clone()]
+        );
         assert_eq!(h.store.sweep().await.unwrap(), vec![a.node_id]);
         assert_eq!(
             next_event(&mut events).await,
@@ -147,7 +169,10 @@ mod cases {
                 reason: LeaveReason::Expired
             }
         );
-        assert!(h.store.sweep().await.unwrap().is_empty(), "one leave per node");
+        assert!(
+            h.store.sweep().await.unwrap().is_empty(),
+            "one leave per node"
+        );
         assert!(matches!(
             h.store.heartbeat(a.node_id).await,
             Err(Error::UnknownNode(_))
@@ -167,7 +192,13 @@ mod cases {
                 reason: LeaveReason::Logout
             }
         );
-        assert!(h.store.list(&ListFilter::default()).await.unwrap().is_empty());
+        assert!(
+            h.store
+                .list(&ListFilter::default())
+                .await
+                .unwrap()
+                .is_empty()
+        );
         assert!(matches!(
             h.store.logout(a.node_id).await,
             Err(Error::UnknownNode(_))
@@ -182,7 +213,10 @@ mod cases {
         let mut events = h.store.subscribe().await.unwrap();
         let a = node(1, Role::Light, "JP-13");
         h.store.login(a.clone()).await.unwrap();
-        assert!(matches!(next_event(&mut events).await, PresenceEvent::Join { .. }));
+        assert!(matches!(
+            next_event(&mut events).await,
+            PresenceEvent::Join { .. }
+        ));
         let mut a2 = a.clone();
         a2.load = 0.9;
         h.clock.advance(1000);
@@ -191,7 +225,10 @@ mod cases {
             next_event(&mut events).await,
             PresenceEvent::Update { node: a2.clone() }
         );
-        assert_eq!(h.store.list(&ListFilter::default()).await.unwrap(), vec![a2]);
+        assert_eq!(
+            h.store.list(&ListFilter::default()).await.unwrap(),
+            vec![a2]
+        );
     }
 
     pub async fn login_after_unswept_expiry_is_leave_then_join(h: &Harness) {
