@@ -158,15 +158,25 @@ impl DposState {
         let next = add(expected, 1, "nonce")?;
         let now = ctx.now_ms;
         let outcome = match tx.payload() {
-            SystemPayload::RegisterNode { kind, metrics } => self.register(sender, *kind, *metrics, now),
+            SystemPayload::RegisterNode { kind, metrics } => {
+                self.register(sender, *kind, *metrics, now)
+            }
             SystemPayload::UpdateMetrics { metrics } => self.update_metrics(sender, *metrics),
             SystemPayload::Bond { amount } => self.bond(sender, sender, *amount, now),
-            SystemPayload::Delegate { validator, amount } => self.bond(sender, *validator, *amount, now),
-            SystemPayload::Unbond { validator, amount } => self.unbond(sender, *validator, *amount, now),
+            SystemPayload::Delegate { validator, amount } => {
+                self.bond(sender, *validator, *amount, now)
+            }
+            SystemPayload::Unbond { validator, amount } => {
+                self.unbond(sender, *validator, *amount, now)
+            }
             SystemPayload::Withdraw { validator } => self.withdraw(sender, *validator, now),
             SystemPayload::DoubleSign(e) => self.slash(e),
-            SystemPayload::ReportIncident { node, incident } => self.report_incident(sender, *node, *incident),
-            SystemPayload::RecordContribution { receipts } => self.record_contribution(receipts, now),
+            SystemPayload::ReportIncident { node, incident } => {
+                self.report_incident(sender, *node, *incident)
+            }
+            SystemPayload::RecordContribution { receipts } => {
+                self.record_contribution(receipts, now)
+            }
             SystemPayload::ClaimRewards => self.claim_rewards(sender),
             SystemPayload::EndTerm => self.end_term(now),
         }?;
@@ -185,7 +195,13 @@ impl DposState {
         self.apply(&tx, ctx)
     }
 
-    fn register(&mut self, node: AccountId, kind: NodeKind, metrics: Metrics, now: u64) -> Result<Outcome> {
+    fn register(
+        &mut self,
+        node: AccountId,
+        kind: NodeKind,
+        metrics: Metrics,
+        now: u64,
+    ) -> Result<Outcome> {
         if self.nodes.contains_key(&node) {
             return Err(Error::AlreadyRegistered(node));
         }
@@ -210,14 +226,27 @@ impl DposState {
         Ok(Outcome::MetricsUpdated { node })
     }
 
-    fn bond(&mut self, delegator: AccountId, validator: AccountId, amount: u64, now: u64) -> Result<Outcome> {
+    fn bond(
+        &mut self,
+        delegator: AccountId,
+        validator: AccountId,
+        amount: u64,
+        now: u64,
+    ) -> Result<Outcome> {
         if amount == 0 {
-            return Err(Error::ZeroAmount { what: "bond amount" });
+            return Err(Error::ZeroAmount {
+                what: "bond amount",
+            });
         }
         let node = if delegator == validator {
-            self.nodes.get(&validator).ok_or(Error::UnknownNode(validator))?
+            self.nodes
+                .get(&validator)
+                .ok_or(Error::UnknownNode(validator))?
         } else {
-            let n = self.nodes.get(&validator).filter(|n| n.kind == NodeKind::Full);
+            let n = self
+                .nodes
+                .get(&validator)
+                .filter(|n| n.kind == NodeKind::Full);
             let n = n.ok_or(Error::UnknownCandidate(validator))?;
             if n.suspicion >= self.config.inactive_threshold {
                 return Err(Error::NodeInactive {
@@ -257,7 +286,13 @@ impl DposState {
         let lots = self.bonds.entry(key).or_default();
         match merged {
             Some(total) => lots[pos].amount = total,
-            None => lots.insert(pos, Lot { amount, unlock_at_ms }),
+            None => lots.insert(
+                pos,
+                Lot {
+                    amount,
+                    unlock_at_ms,
+                },
+            ),
         }
         Ok(Outcome::Bonded {
             delegator,
@@ -267,13 +302,23 @@ impl DposState {
         })
     }
 
-    fn unbond(&mut self, delegator: AccountId, validator: AccountId, amount: u64, now: u64) -> Result<Outcome> {
+    fn unbond(
+        &mut self,
+        delegator: AccountId,
+        validator: AccountId,
+        amount: u64,
+        now: u64,
+    ) -> Result<Outcome> {
         if amount == 0 {
-            return Err(Error::ZeroAmount { what: "unbond amount" });
+            return Err(Error::ZeroAmount {
+                what: "unbond amount",
+            });
         }
         let key = (validator, delegator);
         let lots = self.bonds.get(&key).map_or(&[][..], |v| v.as_slice());
-        let bonded = lots.iter().try_fold(0u64, |a, l| add(a, l.amount, "bonded total"))?;
+        let bonded = lots
+            .iter()
+            .try_fold(0u64, |a, l| add(a, l.amount, "bonded total"))?;
         if amount > bonded {
             return Err(Error::InsufficientStake {
                 delegator,
@@ -296,13 +341,18 @@ impl DposState {
                 next_unlock_ms: lots.get(n_unlocked).map_or(u64::MAX, |l| l.unlock_at_ms),
             });
         }
-        let node = self.nodes.get(&validator).ok_or(Error::UnknownNode(validator))?;
+        let node = self
+            .nodes
+            .get(&validator)
+            .ok_or(Error::UnknownNode(validator))?;
         let new_stake = sub(node.stake, amount, "validator stake")?;
         let release_at_ms = add(now, self.config.unbonding_delay_ms, "release time")?;
         let pending = self.unbonding.get(&key).map_or(&[][..], |v| v.as_slice());
         let ppos = pending.partition_point(|p| p.release_at_ms < release_at_ms);
         let merged = match pending.get(ppos) {
-            Some(p) if p.release_at_ms == release_at_ms => Some(add(p.amount, amount, "unbonding")?),
+            Some(p) if p.release_at_ms == release_at_ms => {
+                Some(add(p.amount, amount, "unbonding")?)
+            }
             _ => None,
         };
         // Commit.
@@ -367,7 +417,10 @@ impl DposState {
 
     fn slash(&mut self, e: &DoubleSignEvidence) -> Result<Outcome> {
         let offender = e.offender();
-        let node = self.nodes.get(&offender).ok_or(Error::UnknownNode(offender))?;
+        let node = self
+            .nodes
+            .get(&offender)
+            .ok_or(Error::UnknownNode(offender))?;
         let offence = e.offence_id();
         if self.offences.contains(&offence) {
             return Err(Error::EvidenceReplayed {
@@ -382,16 +435,22 @@ impl DposState {
             .bonds
             .range(range.clone())
             .flat_map(|(_, lots)| lots)
-            .try_fold(0u64, |a, l| add(a, slash_part(l.amount, bps), "slashed stake"))?;
+            .try_fold(0u64, |a, l| {
+                add(a, slash_part(l.amount, bps), "slashed stake")
+            })?;
         let pending_burn = self
             .unbonding
             .range(range.clone())
             .flat_map(|(_, ps)| ps)
-            .try_fold(0u64, |a, p| add(a, slash_part(p.amount, bps), "slashed unbonding"))?;
+            .try_fold(0u64, |a, p| {
+                add(a, slash_part(p.amount, bps), "slashed unbonding")
+            })?;
         let burned = add(bonded_burn, pending_burn, "slashed total")?;
         let new_stake = sub(node.stake, bonded_burn, "validator stake")?;
         let new_burned = add(self.supply.burned, burned, "burned supply")?;
-        let suspicion = node.suspicion.saturating_add(self.config.double_sign_suspicion);
+        let suspicion = node
+            .suspicion
+            .saturating_add(self.config.double_sign_suspicion);
         // Commit.
         let mut emptied = Vec::new();
         for (key, lots) in self.bonds.range_mut(range.clone()) {
@@ -434,7 +493,12 @@ impl DposState {
         })
     }
 
-    fn report_incident(&mut self, reporter: AccountId, node: AccountId, incident: Hash32) -> Result<Outcome> {
+    fn report_incident(
+        &mut self,
+        reporter: AccountId,
+        node: AccountId,
+        incident: Hash32,
+    ) -> Result<Outcome> {
         if !self.term.representatives.contains(&reporter) {
             return Err(Error::NotRepresentative(reporter));
         }
@@ -490,7 +554,10 @@ impl DposState {
                 });
             }
             if self.rewarded.contains(&(holder, epoch)) || !seen.insert((holder, epoch)) {
-                return Err(Error::AlreadyRewarded { node: holder, epoch });
+                return Err(Error::AlreadyRewarded {
+                    node: holder,
+                    epoch,
+                });
             }
             let amount = reward(
                 score(&node.metrics, node.stake, self.config.units_per_token),

@@ -143,7 +143,9 @@ impl DposConfig {
         .iter()
         .any(|&b| b > 10_000)
         {
-            return Err(Error::InvalidConfig("slash fractions must be at most 10 000 bps"));
+            return Err(Error::InvalidConfig(
+                "slash fractions must be at most 10 000 bps",
+            ));
         }
         Ok(())
     }
@@ -216,21 +218,43 @@ mod tests {
         assert_eq!(c.stake_lock_ms, 7_776_000_000);
         assert_eq!(c.term_ms, 7_776_000_000);
         assert_eq!(c.representatives, 3);
-        assert_eq!((c.incident_suspicion, c.double_sign_suspicion, c.inactive_threshold), (20, 100, 50));
+        assert_eq!(
+            (
+                c.incident_suspicion,
+                c.double_sign_suspicion,
+                c.inactive_threshold
+            ),
+            (20, 100, 50)
+        );
         assert_eq!(c.slash_bps(SlashLevel::City), 5_000);
         assert_eq!(c.slash_bps(SlashLevel::Continent), 3_000);
         assert_eq!(c.slash_bps(SlashLevel::Global), 5_000);
-        assert_eq!((c.full_rate_tenths, c.light_rate_tenths, c.reward_multiplier), (15, 10, 10));
+        assert_eq!(
+            (c.full_rate_tenths, c.light_rate_tenths, c.reward_multiplier),
+            (15, 10, 10)
+        );
         c.validate().unwrap();
     }
 
     #[test]
     fn validate_rejects_bad_values() {
         for bad in [
-            DposConfig { units_per_token: 0, ..Default::default() },
-            DposConfig { epoch_ms: 0, ..Default::default() },
-            DposConfig { representatives: 0, ..Default::default() },
-            DposConfig { slash_global_bps: 10_001, ..Default::default() },
+            DposConfig {
+                units_per_token: 0,
+                ..Default::default()
+            },
+            DposConfig {
+                epoch_ms: 0,
+                ..Default::default()
+            },
+            DposConfig {
+                representatives: 0,
+                ..Default::default()
+            },
+            DposConfig {
+                slash_global_bps: 10_001,
+                ..Default::default()
+            },
         ] {
             assert!(matches!(bad.validate(), Err(Error::InvalidConfig(_))));
         }
@@ -238,7 +262,11 @@ mod tests {
 
     #[test]
     fn encoding_round_trips() {
-        let c = DposConfig { term_ms: 5, full_rate_tenths: 7, ..Default::default() };
+        let c = DposConfig {
+            term_ms: 5,
+            full_rate_tenths: 7,
+            ..Default::default()
+        };
         let mut w = Writer::default();
         c.write(&mut w);
         let bytes = w.finish();

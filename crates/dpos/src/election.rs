@@ -61,7 +61,13 @@ mod tests {
 
     #[test]
     fn top_three_by_score() {
-        let cands = [c(1, 10, 0), c(2, 40, 0), c(3, 30, 0), c(4, 20, 0), c(5, 50, 0)];
+        let cands = [
+            c(1, 10, 0),
+            c(2, 40, 0),
+            c(3, 30, 0),
+            c(4, 20, 0),
+            c(5, 50, 0),
+        ];
         assert_eq!(ids(&elect(&cands, 3)), [5, 2, 3]);
     }
 
@@ -76,7 +82,9 @@ mod tests {
 
     #[test]
     fn input_order_does_not_matter() {
-        let mut cands: Vec<Candidate> = (0..50u8).map(|i| c(i, u128::from(i % 7), u64::from(i % 3))).collect();
+        let mut cands: Vec<Candidate> = (0..50u8)
+            .map(|i| c(i, u128::from(i % 7), u64::from(i % 3)))
+            .collect();
         let a = elect(&cands, 3);
         cands.reverse();
         assert_eq!(elect(&cands, 3), a);

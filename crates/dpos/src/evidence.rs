@@ -60,7 +60,12 @@ impl SignedHeaderDigest {
     }
 
     /// Signs `(round, digest)` at `level` with `signer` (the author).
-    pub fn sign(level: SlashLevel, round: u64, digest: Hash32, signer: &(impl Signer + ?Sized)) -> Self {
+    pub fn sign(
+        level: SlashLevel,
+        round: u64,
+        digest: Hash32,
+        signer: &(impl Signer + ?Sized),
+    ) -> Self {
         let public_key = signer.public_key().to_vec();
         SignedHeaderDigest {
             author: NodeId::from_public_key(&public_key),
@@ -72,9 +77,15 @@ impl SignedHeaderDigest {
     }
 
     /// Checks the key belongs to the author and the signature verifies at `level`.
-    pub fn verify(&self, level: SlashLevel, verifier: &(impl SignatureVerifier + ?Sized)) -> Result<()> {
+    pub fn verify(
+        &self,
+        level: SlashLevel,
+        verifier: &(impl SignatureVerifier + ?Sized),
+    ) -> Result<()> {
         if NodeId::from_public_key(&self.public_key) != self.author {
-            return Err(Error::BadEvidence { reason: "public key does not hash to the author" });
+            return Err(Error::BadEvidence {
+                reason: "public key does not hash to the author",
+            });
         }
         verifier
             .verify(
@@ -108,22 +119,36 @@ impl DoubleSignEvidence {
     /// order, so `(a, b)` and `(b, a)` are the same evidence.
     pub fn new(level: SlashLevel, a: SignedHeaderDigest, b: SignedHeaderDigest) -> Result<Self> {
         if a.author != b.author {
-            return Err(Error::BadEvidence { reason: "headers have different authors" });
+            return Err(Error::BadEvidence {
+                reason: "headers have different authors",
+            });
         }
         if a.public_key != b.public_key {
-            return Err(Error::BadEvidence { reason: "headers carry different public keys" });
+            return Err(Error::BadEvidence {
+                reason: "headers carry different public keys",
+            });
         }
         if a.round != b.round {
-            return Err(Error::BadEvidence { reason: "headers are for different rounds" });
+            return Err(Error::BadEvidence {
+                reason: "headers are for different rounds",
+            });
         }
         if a.digest == b.digest {
-            return Err(Error::BadEvidence { reason: "the same header twice is not a double sign" });
+            return Err(Error::BadEvidence {
+                reason: "the same header twice is not a double sign",
+            });
         }
         if NodeId::from_public_key(&a.public_key) != a.author {
-            return Err(Error::BadEvidence { reason: "public key does not hash to the author" });
+            return Err(Error::BadEvidence {
+                reason: "public key does not hash to the author",
+            });
         }
         let (first, second) = if a.digest < b.digest { (a, b) } else { (b, a) };
-        Ok(DoubleSignEvidence { level, first, second })
+        Ok(DoubleSignEvidence {
+            level,
+            first,
+            second,
+        })
     }
 
     /// From the compact form consensus produces (`Equivocation::double_sign()`): the
@@ -148,11 +173,21 @@ impl DoubleSignEvidence {
 
     /// From consensus' equivocation proof (city level): `author_public_key` is the author's
     /// committee key. The signatures are checked later, by [`DoubleSignEvidence::verify`].
-    pub fn from_equivocation(eq: &dag_core::consensus::Equivocation, author_public_key: &[u8]) -> Result<Self> {
+    pub fn from_equivocation(
+        eq: &dag_core::consensus::Equivocation,
+        author_public_key: &[u8],
+    ) -> Result<Self> {
         let (round, [(d1, s1), (d2, s2)]) = eq.double_sign();
-        let e = Self::from_double_sign(SlashLevel::City, author_public_key, round, [(d1.0, s1.to_vec()), (d2.0, s2.to_vec())])?;
+        let e = Self::from_double_sign(
+            SlashLevel::City,
+            author_public_key,
+            round,
+            [(d1.0, s1.to_vec()), (d2.0, s2.to_vec())],
+        )?;
         if e.author() != eq.author() {
-            return Err(Error::BadEvidence { reason: "public key does not hash to the author" });
+            return Err(Error::BadEvidence {
+                reason: "public key does not hash to the author",
+            });
         }
         Ok(e)
     }
@@ -193,9 +228,17 @@ impl DoubleSignEvidence {
     pub fn verify(&self, verifier: &(impl SignatureVerifier + ?Sized)) -> Result<()> {
         for (which, h) in [(0u8, &self.first), (1, &self.second)] {
             h.verify(self.level, verifier).map_err(|e| match e {
-                Error::EvidenceSignature { author, round, source, .. } => {
-                    Error::EvidenceSignature { which, author, round, source }
-                }
+                Error::EvidenceSignature {
+                    author,
+                    round,
+                    source,
+                    ..
+                } => Error::EvidenceSignature {
+                    which,
+                    author,
+                    round,
+                    source,
+                },
                 other => other,
             })?;
         }
@@ -223,9 +266,13 @@ impl DoubleSignEvidence {
         let round = r.u64("evidence round")?;
         let public_key = r.bytes_u16("evidence public key", MAX_KEY_LEN)?.to_vec();
         let d1 = Hash32(r.bytes32("evidence digest")?);
-        let s1 = r.bytes_u16("evidence signature", MAX_SIGNATURE_LEN)?.to_vec();
+        let s1 = r
+            .bytes_u16("evidence signature", MAX_SIGNATURE_LEN)?
+            .to_vec();
         let d2 = Hash32(r.bytes32("evidence digest")?);
-        let s2 = r.bytes_u16("evidence signature", MAX_SIGNATURE_LEN)?.to_vec();
+        let s2 = r
+            .bytes_u16("evidence signature", MAX_SIGNATURE_LEN)?
+            .to_vec();
         if d1 >= d2 {
             return Err(DecodeError::Invalid {
                 field: "evidence digests",
@@ -298,18 +345,35 @@ mod tests {
             parents: vec![],
             items: vec![],
         };
-        let eq = Equivocation::new(SignedBatch::sign(header(1), k), SignedBatch::sign(header(2), k)).unwrap();
-        let e = DoubleSignEvidence::from_equivocation(&eq, dag_core::Signer::public_key(k)).unwrap();
+        let eq = Equivocation::new(
+            SignedBatch::sign(header(1), k),
+            SignedBatch::sign(header(2), k),
+        )
+        .unwrap();
+        let e =
+            DoubleSignEvidence::from_equivocation(&eq, dag_core::Signer::public_key(k)).unwrap();
         e.verify(&MlDsa87).unwrap();
-        assert_eq!((e.round(), e.author(), e.level()), (4, k.node_id(), SlashLevel::City));
+        assert_eq!(
+            (e.round(), e.author(), e.level()),
+            (4, k.node_id(), SlashLevel::City)
+        );
         let other = &keys()[4];
-        assert!(DoubleSignEvidence::from_equivocation(&eq, dag_core::Signer::public_key(other)).is_err());
+        assert!(
+            DoubleSignEvidence::from_equivocation(&eq, dag_core::Signer::public_key(other))
+                .is_err()
+        );
     }
 
     #[test]
     fn offence_id_ignores_which_pair() {
-        assert_eq!(ev(SlashLevel::City, 1, 2).offence_id(), ev(SlashLevel::City, 3, 4).offence_id());
-        assert_ne!(ev(SlashLevel::City, 1, 2).offence_id(), ev(SlashLevel::Global, 1, 2).offence_id());
+        assert_eq!(
+            ev(SlashLevel::City, 1, 2).offence_id(),
+            ev(SlashLevel::City, 3, 4).offence_id()
+        );
+        assert_ne!(
+            ev(SlashLevel::City, 1, 2).offence_id(),
+            ev(SlashLevel::Global, 1, 2).offence_id()
+        );
     }
 
     #[test]
@@ -321,12 +385,24 @@ mod tests {
             Err(Error::BadEvidence { reason }) => reason,
             other => panic!("expected BadEvidence, got {other:?}"),
         };
-        assert_eq!(bad(h(a, 1, 1), h(b, 1, 2)), "headers have different authors");
-        assert_eq!(bad(h(a, 1, 1), h(a, 2, 2)), "headers are for different rounds");
-        assert_eq!(bad(h(a, 1, 1), h(a, 1, 1)), "the same header twice is not a double sign");
+        assert_eq!(
+            bad(h(a, 1, 1), h(b, 1, 2)),
+            "headers have different authors"
+        );
+        assert_eq!(
+            bad(h(a, 1, 1), h(a, 2, 2)),
+            "headers are for different rounds"
+        );
+        assert_eq!(
+            bad(h(a, 1, 1), h(a, 1, 1)),
+            "the same header twice is not a double sign"
+        );
         let mut forged = h(a, 1, 2);
         forged.public_key = dag_core::Signer::public_key(b).to_vec();
-        assert_eq!(bad(h(a, 1, 1), forged), "headers carry different public keys");
+        assert_eq!(
+            bad(h(a, 1, 1), forged),
+            "headers carry different public keys"
+        );
     }
 
     #[test]
@@ -335,7 +411,14 @@ mod tests {
         // Signed at continent level but presented as city-level evidence.
         let cont = |d| SignedHeaderDigest::sign(SlashLevel::Continent, 5, Hash32([d; 32]), k);
         let e = DoubleSignEvidence::new(SlashLevel::City, cont(1), cont(2)).unwrap();
-        assert!(matches!(e.verify(&MlDsa87), Err(Error::EvidenceSignature { which: 0, round: 5, .. })));
+        assert!(matches!(
+            e.verify(&MlDsa87),
+            Err(Error::EvidenceSignature {
+                which: 0,
+                round: 5,
+                ..
+            })
+        ));
         // Second signature belongs to another digest.
         let mut h2 = SignedHeaderDigest::sign(SlashLevel::City, 5, Hash32([2; 32]), k);
         h2.digest = Hash32([3; 32]);
@@ -345,7 +428,10 @@ mod tests {
             h2,
         )
         .unwrap();
-        assert!(matches!(e.verify(&MlDsa87), Err(Error::EvidenceSignature { which: 1, .. })));
+        assert!(matches!(
+            e.verify(&MlDsa87),
+            Err(Error::EvidenceSignature { which: 1, .. })
+        ));
     }
 
     #[test]

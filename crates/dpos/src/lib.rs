@@ -40,4 +40,6 @@ pub use payload::{
     MAX_RECEIPTS_PER_TX, NodeKind, SystemPayload, VerifiedSystemTx, sign_system_tx, system_tx,
 };
 pub use score::{Metrics, PPM, SCORE_SCALE, Score, rate_tenths, reward, score};
-pub use state::{ApplyCtx, DposState, Genesis, GenesisBond, Lot, NodeRecord, Pending, Supply, Term};
+pub use state::{
+    ApplyCtx, DposState, Genesis, GenesisBond, Lot, NodeRecord, Pending, Supply, Term,
+};

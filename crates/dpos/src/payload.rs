@@ -262,9 +262,8 @@ impl SystemPayload {
     /// receipt signatures, receipt count, metric ranges.
     fn verify_inner(&self, verifier: &(impl SignatureVerifier + ?Sized)) -> Result<()> {
         match self {
-            SystemPayload::RegisterNode { metrics, .. } | SystemPayload::UpdateMetrics { metrics } => {
-                metrics.validate()
-            }
+            SystemPayload::RegisterNode { metrics, .. }
+            | SystemPayload::UpdateMetrics { metrics } => metrics.validate(),
             SystemPayload::DoubleSign(e) => e.verify(verifier),
             SystemPayload::RecordContribution { receipts } => {
                 if receipts.is_empty() || receipts.len() > MAX_RECEIPTS_PER_TX {
@@ -283,7 +282,13 @@ impl SystemPayload {
 }
 
 /// Builds the envelope of a system tx for `sender` (see the module docs).
-pub fn system_tx(payload: &SystemPayload, sender: AccountId, nonce: u64, timestamp_ms: u64, city: CityId) -> Tx {
+pub fn system_tx(
+    payload: &SystemPayload,
+    sender: AccountId,
+    nonce: u64,
+    timestamp_ms: u64,
+    city: CityId,
+) -> Tx {
     Tx {
         kind: TxKind::SystemTx,
         sender,
@@ -310,7 +315,10 @@ pub fn sign_system_tx(
     signer: &(impl Signer + ?Sized),
 ) -> SignedTx {
     let sender = AccountId::from_public_key(signer.public_key());
-    pqc::sign_tx(system_tx(payload, sender, nonce, timestamp_ms, city), signer)
+    pqc::sign_tx(
+        system_tx(payload, sender, nonce, timestamp_ms, city),
+        signer,
+    )
 }
 
 /// A system tx whose envelope signature, key binding, payload encoding and every inner
@@ -336,7 +344,10 @@ impl VerifiedSystemTx {
     /// From a tx whose envelope signature is already verified (e.g. by
     /// `pqc::BatchVerifier`); checks the envelope, decodes the payload and verifies the
     /// signatures inside it.
-    pub fn from_verified_tx(tx: &VerifiedTx, verifier: &(impl SignatureVerifier + ?Sized)) -> Result<Self> {
+    pub fn from_verified_tx(
+        tx: &VerifiedTx,
+        verifier: &(impl SignatureVerifier + ?Sized),
+    ) -> Result<Self> {
         let body = tx.tx();
         Self::check_envelope(body)?;
         let payload = SystemPayload::decode(&body.payload)?;
@@ -351,7 +362,9 @@ impl VerifiedSystemTx {
 
     fn check_envelope(tx: &Tx) -> Result<()> {
         if tx.kind != TxKind::SystemTx {
-            return Err(Error::Envelope { reason: "tx kind is not system_tx" });
+            return Err(Error::Envelope {
+                reason: "tx kind is not system_tx",
+            });
         }
         if tx.amount != 0 {
             return Err(Error::Envelope {
@@ -403,15 +416,33 @@ mod tests {
             k,
         );
         vec![
-            SystemPayload::RegisterNode { kind: NodeKind::Light, metrics: metrics_for_test() },
-            SystemPayload::UpdateMetrics { metrics: metrics_for_test() },
+            SystemPayload::RegisterNode {
+                kind: NodeKind::Light,
+                metrics: metrics_for_test(),
+            },
+            SystemPayload::UpdateMetrics {
+                metrics: metrics_for_test(),
+            },
             SystemPayload::Bond { amount: 7 },
-            SystemPayload::Delegate { validator: acc, amount: u64::MAX },
-            SystemPayload::Unbond { validator: acc, amount: 1 },
+            SystemPayload::Delegate {
+                validator: acc,
+                amount: u64::MAX,
+            },
+            SystemPayload::Unbond {
+                validator: acc,
+                amount: 1,
+            },
             SystemPayload::Withdraw { validator: acc },
-            SystemPayload::DoubleSign(DoubleSignEvidence::new(SlashLevel::Global, h(1), h(2)).unwrap()),
-            SystemPayload::ReportIncident { node: acc, incident: Hash32([8; 32]) },
-            SystemPayload::RecordContribution { receipts: vec![receipt; MAX_RECEIPTS_PER_TX] },
+            SystemPayload::DoubleSign(
+                DoubleSignEvidence::new(SlashLevel::Global, h(1), h(2)).unwrap(),
+            ),
+            SystemPayload::ReportIncident {
+                node: acc,
+                incident: Hash32([8; 32]),
+            },
+            SystemPayload::RecordContribution {
+                receipts: vec![receipt; MAX_RECEIPTS_PER_TX],
+            },
             SystemPayload::ClaimRewards,
             SystemPayload::EndTerm,
         ]
@@ -421,8 +452,18 @@ mod tests {
     fn every_payload_round_trips_and_fits_a_tx() {
         for p in all_payloads() {
             let bytes = p.encode();
-            assert!(bytes.len() <= MAX_PAYLOAD, "{} is {} bytes", p.kind_name(), bytes.len());
-            assert_eq!(SystemPayload::decode(&bytes).unwrap(), p, "{}", p.kind_name());
+            assert!(
+                bytes.len() <= MAX_PAYLOAD,
+                "{} is {} bytes",
+                p.kind_name(),
+                bytes.len()
+            );
+            assert_eq!(
+                SystemPayload::decode(&bytes).unwrap(),
+                p,
+                "{}",
+                p.kind_name()
+            );
             let mut long = bytes.clone();
             long.push(0);
             assert!(SystemPayload::decode(&long).is_err());
@@ -432,11 +473,38 @@ mod tests {
 
     #[test]
     fn decode_rejects_unknown_version_and_tag() {
-        assert!(matches!(SystemPayload::decode(&[2, 9]), Err(DecodeError::UnsupportedVersion(2))));
-        assert!(matches!(SystemPayload::decode(&[1, 11]), Err(DecodeError::Invalid { field: "payload tag", .. })));
-        assert!(matches!(SystemPayload::decode(&[1, 0, 2]), Err(DecodeError::Invalid { field: "node kind", .. })));
-        assert!(matches!(SystemPayload::decode(&[1, 8, 0]), Err(DecodeError::Invalid { field: "receipt count", .. })));
-        assert!(matches!(SystemPayload::decode(&[1, 8, 9]), Err(DecodeError::Invalid { field: "receipt count", .. })));
+        assert!(matches!(
+            SystemPayload::decode(&[2, 9]),
+            Err(DecodeError::UnsupportedVersion(2))
+        ));
+        assert!(matches!(
+            SystemPayload::decode(&[1, 11]),
+            Err(DecodeError::Invalid {
+                field: "payload tag",
+                ..
+            })
+        ));
+        assert!(matches!(
+            SystemPayload::decode(&[1, 0, 2]),
+            Err(DecodeError::Invalid {
+                field: "node kind",
+                ..
+            })
+        ));
+        assert!(matches!(
+            SystemPayload::decode(&[1, 8, 0]),
+            Err(DecodeError::Invalid {
+                field: "receipt count",
+                ..
+            })
+        ));
+        assert!(matches!(
+            SystemPayload::decode(&[1, 8, 9]),
+            Err(DecodeError::Invalid {
+                field: "receipt count",
+                ..
+            })
+        ));
     }
 
     #[test]
@@ -445,21 +513,33 @@ mod tests {
         let p = SystemPayload::Bond { amount: 5 };
         let signed = sign_system_tx(&p, 3, 10, city(), k);
         let v = VerifiedSystemTx::verify(signed.clone(), &MlDsa87).unwrap();
-        assert_eq!((v.sender(), v.nonce(), v.payload()), (k.account_id(), 3, &p));
+        assert_eq!(
+            (v.sender(), v.nonce(), v.payload()),
+            (k.account_id(), 3, &p)
+        );
         assert_eq!(v.id(), signed.id());
 
         // Wrongly signed: body changed after signing.
         let mut t = signed.clone();
         t.tx.nonce = 4;
-        assert!(matches!(VerifiedSystemTx::verify(t, &MlDsa87), Err(Error::Signature(_))));
+        assert!(matches!(
+            VerifiedSystemTx::verify(t, &MlDsa87),
+            Err(Error::Signature(_))
+        ));
         // Unsigned.
         let mut t = signed.clone();
         t.signature.clear();
-        assert!(matches!(VerifiedSystemTx::verify(t, &MlDsa87), Err(Error::Signature(_))));
+        assert!(matches!(
+            VerifiedSystemTx::verify(t, &MlDsa87),
+            Err(Error::Signature(_))
+        ));
         // Signed by another key than the sender's.
         let mut t = signed.clone();
         t.public_key = dag_core::Signer::public_key(&keys()[2]).to_vec();
-        assert!(matches!(VerifiedSystemTx::verify(t, &MlDsa87), Err(Error::Signature(_))));
+        assert!(matches!(
+            VerifiedSystemTx::verify(t, &MlDsa87),
+            Err(Error::Signature(_))
+        ));
         // Not a system tx.
         let mut tx = system_tx(&p, k.account_id(), 0, 0, city());
         tx.kind = TxKind::FreshTx;
@@ -477,7 +557,10 @@ mod tests {
         // Garbage payload.
         let mut tx = system_tx(&p, k.account_id(), 0, 0, city());
         tx.payload = vec![1, 200];
-        assert!(matches!(VerifiedSystemTx::verify(pqc::sign_tx(tx, k), &MlDsa87), Err(Error::Decode(_))));
+        assert!(matches!(
+            VerifiedSystemTx::verify(pqc::sign_tx(tx, k), &MlDsa87),
+            Err(Error::Decode(_))
+        ));
     }
 
     #[test]
@@ -494,7 +577,9 @@ mod tests {
             k,
         );
         receipt.receipt.shard_index = 1; // tampered after signing
-        let p = SystemPayload::RecordContribution { receipts: vec![receipt] };
+        let p = SystemPayload::RecordContribution {
+            receipts: vec![receipt],
+        };
         assert!(matches!(
             VerifiedSystemTx::verify(sign_system_tx(&p, 0, 0, city(), k), &MlDsa87),
             Err(Error::Signature(dag_core::Error::BadSignature { .. }))
@@ -504,7 +589,10 @@ mod tests {
         let p = SystemPayload::UpdateMetrics { metrics: m };
         assert!(matches!(
             VerifiedSystemTx::verify(sign_system_tx(&p, 0, 0, city(), k), &MlDsa87),
-            Err(Error::InvalidMetric { field: "uptime_ppm", .. })
+            Err(Error::InvalidMetric {
+                field: "uptime_ppm",
+                ..
+            })
         ));
     }
 }

@@ -151,7 +151,11 @@ mod tests {
     /// Score in 10⁻¹⁰ points written as a decimal string "a.bbbbbbbbbb".
     fn check(metrics: Metrics, stake_tokens: u64, expected: &str) {
         let s = score(&metrics, stake_tokens * T, T);
-        assert_eq!(format!("{s:?}"), format!("Score({expected})"), "{metrics:?} stake {stake_tokens}");
+        assert_eq!(
+            format!("{s:?}"),
+            format!("Score({expected})"),
+            "{metrics:?} stake {stake_tokens}"
+        );
     }
 
     #[test]
@@ -170,7 +174,11 @@ mod tests {
         check(m(0, 0, 0, 0, 0, PPM), 1_000_000, "2.0000000000"); // still 2
         // A mixed example: 0.9, 1000 GB, 0.8, 0.7, 0.99, 1 % errors, 150 tokens:
         // 0.18 + 0.5 + 0.16 + 0.105 + 0.1485 + 0.099 + 1.5 = 2.6925
-        check(m(900_000, 1000, 800_000, 700_000, 990_000, 10_000), 150, "2.6925000000");
+        check(
+            m(900_000, 1000, 800_000, 700_000, 990_000, 10_000),
+            150,
+            "2.6925000000",
+        );
         // Perfect node with max stake: 0.8 + 2 = 2.8 (+ memory).
         check(m(PPM, 0, PPM, PPM, PPM, 0), 500, "2.8000000000");
         // ppm resolution: 1 ppm of access = 2·10⁻⁷.
@@ -182,12 +190,22 @@ mod tests {
     #[test]
     fn reward_table() {
         let c = DposConfig::default();
-        let s = score(&m(900_000, 1000, 800_000, 700_000, 990_000, 10_000), 150 * T, T);
+        let s = score(
+            &m(900_000, 1000, 800_000, 700_000, 990_000, 10_000),
+            150 * T,
+            T,
+        );
         // 2.6925 × 1.5 × 10 = 40.3875 tokens; × 1.0 × 10 = 26.925 tokens.
         assert_eq!(reward(s, NodeKind::Full, &c).unwrap(), 40_387_500);
         assert_eq!(reward(s, NodeKind::Light, &c).unwrap(), 26_925_000);
-        assert_eq!(reward(Score(SCORE_SCALE), NodeKind::Full, &c).unwrap(), 15 * T);
-        assert_eq!(reward(Score(SCORE_SCALE), NodeKind::Light, &c).unwrap(), 10 * T);
+        assert_eq!(
+            reward(Score(SCORE_SCALE), NodeKind::Full, &c).unwrap(),
+            15 * T
+        );
+        assert_eq!(
+            reward(Score(SCORE_SCALE), NodeKind::Light, &c).unwrap(),
+            10 * T
+        );
         assert_eq!(reward(Score(0), NodeKind::Full, &c).unwrap(), 0);
         assert!(matches!(
             reward(Score(u128::MAX / 2), NodeKind::Full, &c),
@@ -200,11 +218,17 @@ mod tests {
         assert!(m(PPM, u32::MAX, PPM, PPM, PPM, PPM).validate().is_ok());
         assert!(matches!(
             m(PPM + 1, 0, 0, 0, 0, 0).validate(),
-            Err(Error::InvalidMetric { field: "access_rate_ppm", .. })
+            Err(Error::InvalidMetric {
+                field: "access_rate_ppm",
+                ..
+            })
         ));
         assert!(matches!(
             m(0, 0, 0, 0, 0, PPM + 1).validate(),
-            Err(Error::InvalidMetric { field: "error_rate_ppm", .. })
+            Err(Error::InvalidMetric {
+                field: "error_rate_ppm",
+                ..
+            })
         ));
     }
 }

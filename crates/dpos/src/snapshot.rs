@@ -65,7 +65,9 @@ impl DposState {
         let mut w = Writer::with_capacity(1024);
         w.raw(MAGIC);
         self.config.write(&mut w);
-        w.u64(self.supply.genesis).u64(self.supply.minted).u64(self.supply.burned);
+        w.u64(self.supply.genesis)
+            .u64(self.supply.minted)
+            .u64(self.supply.burned);
         w.u64(self.term.index).u64(self.term.started_at_ms);
         count(&mut w, self.term.representatives.len());
         for r in &self.term.representatives {
@@ -151,7 +153,9 @@ impl DposState {
             .map(|_| acc(&mut r, "representative"))
             .collect::<std::result::Result<Vec<_>, _>>()?;
         let kv = |r: &mut Reader<'_>| Ok((acc(r, "account")?, r.u64("value")?));
-        let balances: BTreeMap<_, _> = read_sorted(&mut r, "balances", 40, kv)?.into_iter().collect();
+        let balances: BTreeMap<_, _> = read_sorted(&mut r, "balances", 40, kv)?
+            .into_iter()
+            .collect();
         let nonces: BTreeMap<_, _> = read_sorted(&mut r, "nonces", 40, kv)?.into_iter().collect();
         let nodes: BTreeMap<_, _> = read_sorted(&mut r, "nodes", 77, |r| {
             let a = acc(r, "node")?;
@@ -194,15 +198,21 @@ impl DposState {
             }
             Ok((key, ps))
         })?;
-        let accrued: BTreeMap<_, _> = read_sorted(&mut r, "accrued", 40, kv)?.into_iter().collect();
-        let rewarded: BTreeSet<_> = read_sorted(&mut r, "rewarded", 40, |r| Ok(((acc(r, "node")?, r.u64("epoch")?), ())))?
+        let accrued: BTreeMap<_, _> = read_sorted(&mut r, "accrued", 40, kv)?
             .into_iter()
-            .map(|(k, ())| k)
             .collect();
-        let offences: BTreeSet<_> = read_sorted(&mut r, "offences", 32, |r| Ok((Hash32(r.bytes32("offence")?), ())))?
-            .into_iter()
-            .map(|(k, ())| k)
-            .collect();
+        let rewarded: BTreeSet<_> = read_sorted(&mut r, "rewarded", 40, |r| {
+            Ok(((acc(r, "node")?, r.u64("epoch")?), ()))
+        })?
+        .into_iter()
+        .map(|(k, ())| k)
+        .collect();
+        let offences: BTreeSet<_> = read_sorted(&mut r, "offences", 32, |r| {
+            Ok((Hash32(r.bytes32("offence")?), ()))
+        })?
+        .into_iter()
+        .map(|(k, ())| k)
+        .collect();
         let incidents: BTreeSet<_> = read_sorted(&mut r, "incidents", 64, |r| {
             Ok(((acc(r, "node")?, Hash32(r.bytes32("incident")?)), ()))
         })?

@@ -84,7 +84,9 @@ impl Supply {
         self.genesis
             .checked_add(self.minted)
             .and_then(|v| v.checked_sub(self.burned))
-            .ok_or(Error::Overflow { what: "total supply" })
+            .ok_or(Error::Overflow {
+                what: "total supply",
+            })
     }
 }
 
@@ -158,7 +160,9 @@ impl DposState {
                 representatives: Vec::new(),
             },
         };
-        let overflow = Error::Overflow { what: "genesis supply" };
+        let overflow = Error::Overflow {
+            what: "genesis supply",
+        };
         let mut total: u64 = 0;
         for (acc, amount) in g.balances {
             total = total.checked_add(amount).ok_or(overflow.clone())?;
@@ -180,26 +184,29 @@ impl DposState {
                 return Err(Error::InvalidGenesis("a node is listed twice"));
             }
         }
-        let unlock_at_ms = g
-            .time_ms
-            .checked_add(s.config.stake_lock_ms)
-            .ok_or(Error::Overflow { what: "unlock time" })?;
+        let unlock_at_ms =
+            g.time_ms
+                .checked_add(s.config.stake_lock_ms)
+                .ok_or(Error::Overflow {
+                    what: "unlock time",
+                })?;
         for b in g.bonds {
             if b.amount == 0 {
                 return Err(Error::InvalidGenesis("a bond has amount 0"));
             }
             total = total.checked_add(b.amount).ok_or(overflow.clone())?;
-            let node = s
-                .nodes
-                .get_mut(&b.validator)
-                .ok_or(Error::InvalidGenesis("a bond names an unregistered validator"))?;
+            let node = s.nodes.get_mut(&b.validator).ok_or(Error::InvalidGenesis(
+                "a bond names an unregistered validator",
+            ))?;
             if b.delegator != b.validator && node.kind != NodeKind::Full {
                 return Err(Error::InvalidGenesis("delegation to a light node"));
             }
             node.stake = node.stake.checked_add(b.amount).ok_or(overflow.clone())?;
             let lots = s.bonds.entry((b.validator, b.delegator)).or_default();
             match lots.first_mut() {
-                Some(lot) => lot.amount = lot.amount.checked_add(b.amount).ok_or(overflow.clone())?,
+                Some(lot) => {
+                    lot.amount = lot.amount.checked_add(b.amount).ok_or(overflow.clone())?
+                }
                 None => lots.push(Lot {
                     amount: b.amount,
                     unlock_at_ms,
@@ -249,7 +256,9 @@ impl DposState {
     }
     /// `delegator`'s bonded lots with `validator`, earliest unlock first.
     pub fn bond_lots(&self, delegator: &AccountId, validator: &AccountId) -> &[Lot] {
-        self.bonds.get(&(*validator, *delegator)).map_or(&[], |v| v.as_slice())
+        self.bonds
+            .get(&(*validator, *delegator))
+            .map_or(&[], |v| v.as_slice())
     }
     /// `delegator`'s unbondings from `validator`, earliest release first.
     pub fn unbonding(&self, delegator: &AccountId, validator: &AccountId) -> &[Pending] {
@@ -286,7 +295,9 @@ impl DposState {
     pub fn candidates(&self) -> Vec<Candidate> {
         self.nodes
             .iter()
-            .filter(|(_, n)| n.kind == NodeKind::Full && n.suspicion < self.config.inactive_threshold)
+            .filter(|(_, n)| {
+                n.kind == NodeKind::Full && n.suspicion < self.config.inactive_threshold
+            })
             .map(|(acc, n)| Candidate {
                 account: *acc,
                 score: score(&n.metrics, n.stake, self.config.units_per_token),
@@ -322,7 +333,8 @@ impl DposState {
             set.fold(0u64, |acc, a| acc.saturating_add(self.stake_of(a)))
         };
         let online_stake = sum(&mut eligible.iter());
-        let approvers: BTreeSet<&AccountId> = approving.iter().filter(|a| eligible.contains(a)).collect();
+        let approvers: BTreeSet<&AccountId> =
+            approving.iter().filter(|a| eligible.contains(a)).collect();
         let approving_stake = sum(&mut approvers.into_iter());
         Approval {
             approving_stake,
@@ -334,8 +346,18 @@ impl DposState {
     /// Sum of every balance, bond, unbonding and accrued reward (what the supply must equal).
     pub fn accounted_supply(&self) -> u128 {
         let b: u128 = self.balances.values().map(|&v| u128::from(v)).sum();
-        let l: u128 = self.bonds.values().flatten().map(|l| u128::from(l.amount)).sum();
-        let p: u128 = self.unbonding.values().flatten().map(|p| u128::from(p.amount)).sum();
+        let l: u128 = self
+            .bonds
+            .values()
+            .flatten()
+            .map(|l| u128::from(l.amount))
+            .sum();
+        let p: u128 = self
+            .unbonding
+            .values()
+            .flatten()
+            .map(|p| u128::from(p.amount))
+            .sum();
         let a: u128 = self.accrued.values().map(|&v| u128::from(v)).sum();
         b + l + p + a
     }
@@ -346,28 +368,46 @@ impl DposState {
     pub fn check_invariants(&self) -> Result<()> {
         let bad = Error::CorruptSnapshot;
         self.config.validate()?;
-        if u128::from(self.supply.total().map_err(|_| bad("supply underflows"))?) != self.accounted_supply() {
-            return Err(bad("balances, bonds, unbondings and rewards do not add up to the supply"));
+        if u128::from(self.supply.total().map_err(|_| bad("supply underflows"))?)
+            != self.accounted_supply()
+        {
+            return Err(bad(
+                "balances, bonds, unbondings and rewards do not add up to the supply",
+            ));
         }
-        if self.balances.values().chain(self.accrued.values()).any(|&v| v == 0) {
+        if self
+            .balances
+            .values()
+            .chain(self.accrued.values())
+            .any(|&v| v == 0)
+        {
             return Err(bad("zero balance entry"));
         }
         let mut stakes: BTreeMap<AccountId, u128> = BTreeMap::new();
         for ((validator, delegator), lots) in &self.bonds {
-            let node = self.nodes.get(validator).ok_or(bad("bond to an unregistered node"))?;
+            let node = self
+                .nodes
+                .get(validator)
+                .ok_or(bad("bond to an unregistered node"))?;
             if validator != delegator && node.kind != NodeKind::Full {
                 return Err(bad("delegation to a light node"));
             }
             if lots.is_empty() || lots.iter().any(|l| l.amount == 0) {
                 return Err(bad("empty bond"));
             }
-            if lots.windows(2).any(|w| w[0].unlock_at_ms >= w[1].unlock_at_ms) {
+            if lots
+                .windows(2)
+                .any(|w| w[0].unlock_at_ms >= w[1].unlock_at_ms)
+            {
                 return Err(bad("bond lots out of order"));
             }
-            *stakes.entry(*validator).or_default() += lots.iter().map(|l| u128::from(l.amount)).sum::<u128>();
+            *stakes.entry(*validator).or_default() +=
+                lots.iter().map(|l| u128::from(l.amount)).sum::<u128>();
         }
         for (acc, n) in &self.nodes {
-            n.metrics.validate().map_err(|_| bad("metric out of range"))?;
+            n.metrics
+                .validate()
+                .map_err(|_| bad("metric out of range"))?;
             if u128::from(n.stake) != stakes.get(acc).copied().unwrap_or(0) {
                 return Err(bad("a node's stake differs from its bonds"));
             }
@@ -379,7 +419,10 @@ impl DposState {
             if ps.is_empty() || ps.iter().any(|p| p.amount == 0) {
                 return Err(bad("empty unbonding"));
             }
-            if ps.windows(2).any(|w| w[0].release_at_ms >= w[1].release_at_ms) {
+            if ps
+                .windows(2)
+                .any(|w| w[0].release_at_ms >= w[1].release_at_ms)
+            {
                 return Err(bad("unbondings out of order"));
             }
         }

@@ -9,7 +9,8 @@ use std::sync::LazyLock;
 /// Number of key pairs in the pool.
 pub const KEY_POOL: usize = 8;
 
-static KEYS: LazyLock<Vec<Keypair>> = LazyLock::new(|| (0..KEY_POOL).map(|_| Keypair::generate()).collect());
+static KEYS: LazyLock<Vec<Keypair>> =
+    LazyLock::new(|| (0..KEY_POOL).map(|_| Keypair::generate()).collect());
 
 /// The shared key pool (generated on first use; ML-DSA-87 keygen costs ~0.2–1 ms each).
 pub fn keys() -> &'static [Keypair] {

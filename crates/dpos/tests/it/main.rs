@@ -31,7 +31,12 @@ impl World {
         }
     }
 
-    pub(crate) fn apply(&mut self, key: &Keypair, payload: SystemPayload, now_ms: u64) -> Result<Outcome> {
+    pub(crate) fn apply(
+        &mut self,
+        key: &Keypair,
+        payload: SystemPayload,
+        now_ms: u64,
+    ) -> Result<Outcome> {
         let tx = verified_for_test(key, self.state.next_nonce(&key.account_id()), &payload);
         self.state.apply(&tx, &ApplyCtx { now_ms })
     }
@@ -54,7 +59,11 @@ impl World {
             Ok(out) => panic!("{kind} should fail, got {out:?}"),
             Err(e) => e,
         };
-        assert_eq!(self.state.snapshot(), before, "{kind} failed with {err} but changed the state");
+        assert_eq!(
+            self.state.snapshot(),
+            before,
+            "{kind} failed with {err} but changed the state"
+        );
         err
     }
 }
@@ -83,7 +92,8 @@ pub(crate) fn four_nodes(bonded: [u64; 4], liquid: u64, config: DposConfig) -> G
     }
     g.balances.push((k[4].account_id(), 1000 * TOKEN));
     g.balances.push((k[5].account_id(), 1000 * TOKEN));
-    g.nodes.push((k[6].account_id(), NodeKind::Light, metrics_for_test()));
+    g.nodes
+        .push((k[6].account_id(), NodeKind::Light, metrics_for_test()));
     g.bonds.push(GenesisBond {
         delegator: k[6].account_id(),
         validator: k[6].account_id(),
