@@ -229,7 +229,7 @@ impl Committer {
                 }
             }
         }
-        batches.sort_by(|a, b| (a.round(), a.author()).cmp(&(b.round(), b.author())));
+        batches.sort_by_key(|c| (c.round(), c.author()));
         for c in &batches {
             self.committed.insert(c.digest(), c.round());
         }

@@ -130,7 +130,7 @@ impl Committee {
     }
     /// Whether `round` has a leader (even rounds do).
     pub fn is_leader_round(round: Round) -> bool {
-        round % 2 == 0
+        round.is_multiple_of(2)
     }
     /// The leader of `round` (defined for every round; only even rounds use it).
     pub fn leader(&self, round: Round) -> NodeId {

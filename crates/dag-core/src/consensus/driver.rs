@@ -480,7 +480,7 @@ impl<S: Signer, V: SignatureVerifier> Consensus<S, V> {
             .map(|(c, f)| (&c.batch().header, *f));
         for (i, (h, from)) in certs.chain(headers).enumerate() {
             // Alternate between the sender and other members, in case the sender is gone.
-            let peer = if (self.resend_count + i) % 2 == 0 {
+            let peer = if (self.resend_count + i).is_multiple_of(2) {
                 from
             } else {
                 self.committee.authorities()[(self.resend_count + i) % n].id

@@ -50,6 +50,10 @@ enum Event {
 struct Scenario {
     loss_per_mille: u64,
     delay_ms: (u64, u64),
+    /// How long nodes wait for a late leader (short: more skipped and indirect leaders).
+    leader_timeout_ms: u64,
+    /// Share of messages delayed 100–900 ms.
+    slow_per_mille: u64,
     /// `[start, end)` during which nodes in different groups cannot talk.
     partition: (u64, u64),
     groups: [u8; 4],
@@ -76,6 +80,8 @@ impl Scenario {
         Scenario {
             loss_per_mille: rng.range(0, 100),
             delay_ms: (rng.range(1, 10), rng.range(20, 80)),
+            slow_per_mille: rng.range(0, 150),
+            leader_timeout_ms: rng.range(0, 400),
             partition: (start, end),
             groups,
             crash,
@@ -126,7 +132,7 @@ impl Sim {
         )
         .unwrap();
         let config = ConsensusConfig {
-            leader_timeout_ms: 400,
+            leader_timeout_ms: scenario.leader_timeout_ms,
             resend_ms: 300,
             ..ConsensusConfig::default()
         };
@@ -307,7 +313,9 @@ impl Sim {
     }
 }
 
-fn run_seed(seed: u64) -> Result<(usize, usize), String> {
+/// Per run: (fewest checkpoints of a node, most checkpoints, skipped leader rounds of the
+/// node with most checkpoints).
+fn run_seed(seed: u64) -> Result<(usize, usize, u64), String> {
     let mut sim = Sim::new(seed, None);
     sim.run()
         .map_err(|e| format!("seed {seed}: {e}; scenario {:?}", sim.scenario))?;
@@ -317,13 +325,18 @@ fn run_seed(seed: u64) -> Result<(usize, usize), String> {
         .map(|n| n.checkpoints.len())
         .min()
         .unwrap_or(0);
-    let max = sim
+    let best = sim
         .nodes
         .iter()
-        .map(|n| n.checkpoints.len())
-        .max()
-        .unwrap_or(0);
-    Ok((min, max))
+        .max_by_key(|n| n.checkpoints.len())
+        .unwrap();
+    let committed = best.driver.committer().checkpoints();
+    let last = best.driver.committer().last_committed_round().unwrap_or(0);
+    Ok((
+        min,
+        best.checkpoints.len(),
+        (last / 2 + 1).saturating_sub(committed),
+    ))
 }
 
 #[test]
@@ -333,6 +346,8 @@ fn sim_calm_network_commits_steadily() {
         Some(Scenario {
             loss_per_mille: 0,
             delay_ms: (5, 20),
+            slow_per_mille: 0,
+            leader_timeout_ms: 400,
             partition: (0, 0),
             groups: [0; 4],
             crash: None,
@@ -353,7 +368,22 @@ fn sim_200_seeds_safety_and_liveness() {
         Ok(s) => vec![s.parse().unwrap()],
         Err(_) => (0..200).collect(),
     };
-    let failures: Vec<String> = seeds.iter().filter_map(|s| run_seed(*s).err()).collect();
+    let mut failures = Vec::new();
+    let (mut least, mut most, mut skipped) = (usize::MAX, 0, 0);
+    for s in &seeds {
+        match run_seed(*s) {
+            Ok((min, max, skip)) => {
+                least = least.min(min);
+                most = most.max(max);
+                skipped += skip;
+            }
+            Err(e) => failures.push(e),
+        }
+    }
+    eprintln!(
+        "{} seeds: checkpoints per node between {least} and {most}; {skipped} leaders skipped",
+        seeds.len()
+    );
     assert!(
         failures.is_empty(),
         "{} failing seeds:\n{}",

@@ -525,3 +525,117 @@ fn driver_lockstep_commits() {
     assert!(committed.iter().all(|c| c[..n] == committed[0][..n]));
     assert_eq!(nodes[0].pending_payload(), 0);
 }
+
+/// xorshift64* for the randomized DAG tests.
+struct Rng(u64);
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
+    }
+}
+
+/// A random DAG: each round, 3 or 4 of 4 authors certify a batch naming a random quorum
+/// (or more) of the previous round; leaders often get little or no support.
+fn random_dag(rng: &mut Rng, rounds: u64) -> DagBuilder {
+    let mut b = DagBuilder::new(4);
+    let all = [0, 1, 2, 3];
+    for r in 0..rounds {
+        let prev: Vec<VerifiedCertificate> = if r == 0 {
+            vec![]
+        } else {
+            b.store().round(r - 1).cloned().collect()
+        };
+        let absent = if rng.below(3) == 0 {
+            Some(rng.below(4) as usize)
+        } else {
+            None
+        };
+        // Often one batch of the previous round (a leader, or a leader's supporter) is
+        // shunned by most of this round: weakly supported leaders, skips, indirect commits.
+        let shunned = if !prev.is_empty() && rng.below(2) == 0 {
+            Some(prev[rng.below(prev.len() as u64) as usize].digest())
+        } else {
+            None
+        };
+        for a in 0..4 {
+            if Some(a) == absent {
+                continue;
+            }
+            let mut parents: Vec<BatchDigest> = prev.iter().map(|c| c.digest()).collect();
+            if let Some(s) = shunned
+                && parents.len() > 3
+                && rng.below(4) != 0
+            {
+                parents.retain(|p| *p != s);
+            }
+            while parents.len() > 3 && rng.below(2) == 0 {
+                parents.remove(rng.below(parents.len() as u64) as usize);
+            }
+            let cert = b.certify(b.batch(a, r, parents, vec![]), &all);
+            b.insert(cert).unwrap();
+        }
+    }
+    b
+}
+
+/// One node's view: the DAG inserted in a random causal order, the commit rule run after
+/// every insertion. Returns the committed sequence and the leader rounds.
+fn replay(
+    rng: &mut Rng,
+    b: &DagBuilder,
+    certs: &[VerifiedCertificate],
+) -> (Vec<BatchDigest>, Vec<Round>) {
+    let mut store = DagStore::new();
+    let mut committer = Committer::new();
+    let mut left: Vec<&VerifiedCertificate> = certs.iter().collect();
+    let (mut seq, mut leaders) = (Vec::new(), Vec::new());
+    while !left.is_empty() {
+        let ready: Vec<usize> = (0..left.len())
+            .filter(|i| left[*i].parents().iter().all(|p| store.contains(p)))
+            .collect();
+        let pick = ready[rng.below(ready.len() as u64) as usize];
+        store
+            .insert(left.swap_remove(pick).clone(), b.committee())
+            .unwrap();
+        for s in committer.try_commit(&store, b.committee()) {
+            leaders.push(s.checkpoint.leader_round);
+            seq.extend(s.checkpoint.batches);
+        }
+    }
+    (seq, leaders)
+}
+
+#[test]
+fn random_dags_commit_consistently_in_any_insertion_order() {
+    for seed in 1..=60u64 {
+        let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+        let b = random_dag(&mut rng, 30);
+        let certs: Vec<VerifiedCertificate> = (0..30)
+            .flat_map(|r| b.store().round(r).cloned().collect::<Vec<_>>())
+            .collect();
+        let views: Vec<(Vec<BatchDigest>, Vec<Round>)> =
+            (0..6).map(|_| replay(&mut rng, &b, &certs)).collect();
+        let (first, first_leaders) = &views[0];
+        for (i, (seq, leaders)) in views.iter().enumerate() {
+            // Everyone saw the whole DAG: same leaders, same order, each batch once.
+            assert_eq!(
+                leaders, first_leaders,
+                "seed {seed}: view {i} committed other leaders"
+            );
+            assert_eq!(seq, first, "seed {seed}: view {i} ordered differently");
+        }
+        let mut uniq = first.clone();
+        uniq.sort();
+        uniq.dedup();
+        assert_eq!(
+            uniq.len(),
+            first.len(),
+            "seed {seed}: a batch committed twice"
+        );
+    }
+}
