@@ -16,7 +16,8 @@ const TOKEN: u64 = 1_000_000;
 const T0: u64 = 1_000 * DAY_MS;
 
 /// `n` full nodes with varied metrics and self-bonds (accounts derived, no keys needed),
-/// plus the pool keys: 0–3 full nodes with 100 tokens bonded, all with 1000 tokens liquid.
+/// plus the pool keys: 0–3 full nodes with 100 tokens bonded and so much memory that they
+/// are the representatives (3, 2, 1), all keys with 1000 tokens liquid.
 fn genesis(n: usize) -> Genesis {
     let mut g = Genesis {
         config: DposConfig::default(),
@@ -43,7 +44,11 @@ fn genesis(n: usize) -> Genesis {
     for (i, k) in keys().iter().enumerate() {
         g.balances.push((k.account_id(), 1000 * TOKEN));
         if i < 4 {
-            g.nodes.push((k.account_id(), NodeKind::Full, metrics_for_test()));
+            let m = Metrics {
+                memory_gb: 100_000 + 1000 * i as u32,
+                ..metrics_for_test()
+            };
+            g.nodes.push((k.account_id(), NodeKind::Full, m));
             g.bonds.push(GenesisBond {
                 delegator: k.account_id(),
                 validator: k.account_id(),
@@ -87,7 +92,9 @@ fn elect_benches(c: &mut Criterion) {
     }
     let state = DposState::genesis(genesis(10_000)).expect("genesis");
     let bytes = state.snapshot();
-    g.bench_function("snapshot/nodes=10000", |b| b.iter(|| black_box(&state).snapshot()));
+    g.bench_function("snapshot/nodes=10000", |b| {
+        b.iter(|| black_box(&state).snapshot())
+    });
     g.bench_function("restore/nodes=10000", |b| {
         b.iter(|| DposState::restore(black_box(&bytes)).expect("restore"))
     });
@@ -125,9 +132,9 @@ fn apply_benches(c: &mut Criterion) {
         ("double_sign", 5, evidence(), T0),
         (
             "report_incident",
-            0,
+            3,
             SystemPayload::ReportIncident {
-                node: k[3].account_id(),
+                node: k[0].account_id(),
                 incident: Hash32([1; 32]),
             },
             T0,
