@@ -1,0 +1,199 @@
+//! `presence-server`: parses flags, environment and an optional TOML file into a
+//! [`presence::ServerConfig`], sets up logging, and serves the presence API until Ctrl-C
+//! (or SIGTERM). `presence-server bench` runs the bounded loopback load run.
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use presence::{BackendKind, ServerConfig};
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Presence server of City Chain: who is online (login / heartbeat / logout / list / events).
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(flatten)]
+    serve: ServeArgs,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the presence API (the default).
+    Serve,
+    /// Loopback load run: redis-server + presence server, heartbeats/s vs redis-benchmark
+    /// SET/s, and the failure-detection time. Bounded in time (about duration + TTL).
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// TOML file with ServerConfig keys (flags and environment override it).
+    #[arg(long, env = "PRESENCE_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    /// Store backend: redis or memory.
+    #[arg(long, env = "PRESENCE_BACKEND")]
+    backend: Option<BackendKind>,
+    /// Redis URI, e.g. redis://127.0.0.1:6379.
+    #[arg(long, env = "PRESENCE_REDIS_URI")]
+    redis_uri: Option<String>,
+    /// HTTP port (default 8080).
+    #[arg(long, env = "PRESENCE_HTTP_PORT")]
+    port: Option<u16>,
+    /// Address to bind (default 0.0.0.0).
+    #[arg(long, env = "PRESENCE_BIND")]
+    bind: Option<IpAddr>,
+    /// Online TTL in ms (default 6000).
+    #[arg(long, env = "PRESENCE_TTL_MS")]
+    ttl_ms: Option<u64>,
+    /// Sweep interval in ms (default 1000).
+    #[arg(long, env = "PRESENCE_SWEEP_MS")]
+    sweep_interval_ms: Option<u64>,
+    /// Key the per-IP rate limit on X-Forwarded-For (only behind a trusted proxy).
+    #[arg(long, env = "PRESENCE_TRUST_FORWARDED_FOR")]
+    trust_forwarded_for: bool,
+}
+
+#[derive(Debug, Args)]
+struct BenchArgs {
+    /// Seconds of heartbeat load.
+    #[arg(long, default_value_t = 5)]
+    duration_secs: u64,
+    /// Concurrent HTTP clients.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Logged-in nodes the heartbeats are spread over.
+    #[arg(long, default_value_t = 1000)]
+    nodes: usize,
+    /// Requests of the redis-benchmark baseline.
+    #[arg(long, default_value_t = 100_000)]
+    redis_requests: u64,
+}
+
+fn server_config(args: &ServeArgs) -> anyhow::Result<ServerConfig> {
+    let mut c = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            toml::from_str::<ServerConfig>(&text)
+                .with_context(|| format!("parsing {}", path.display()))?
+        }
+        None => ServerConfig::default(),
+    };
+    if let Some(v) = args.backend {
+        c.backend = v;
+    }
+    if let Some(v) = &args.redis_uri {
+        c.redis_uri = v.clone();
+    }
+    if let Some(v) = args.port {
+        c.http_port = v;
+    }
+    if let Some(v) = args.bind {
+        c.bind = v;
+    }
+    if let Some(v) = args.ttl_ms {
+        c.ttl_ms = v;
+    }
+    if let Some(v) = args.sweep_interval_ms {
+        c.sweep_interval_ms = v;
+    }
+    if args.trust_forwarded_for {
+        c.trust_forwarded_for = true;
+    }
+    Ok(c)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Bench(b)) => {
+            let report = presence::load::run(presence::load::LoadConfig {
+                duration: Duration::from_secs(b.duration_secs.clamp(1, 60)),
+                concurrency: b.concurrency,
+                nodes: b.nodes,
+                redis_bench_requests: b.redis_requests,
+                ..presence::load::LoadConfig::default()
+            })
+            .await?;
+            println!("{report}");
+        }
+        Some(Command::Serve) | None => {
+            let config = server_config(&cli.serve)?;
+            tracing::info!(?config, "starting presence server");
+            let server = presence::PresenceServer::start(config).await?;
+            shutdown_signal().await;
+            tracing::info!("shutting down");
+            server.shutdown().await?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_toml_which_overrides_defaults() {
+        let dir = std::env::temp_dir().join(format!("presence-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("p.toml");
+        std::fs::write(
+            &file,
+            "backend = \"redis\"\nhttp_port = 9000\nttl_ms = 8000\n[rate_limit]\nburst = 10\n",
+        )
+        .unwrap();
+        let cli = Cli::parse_from([
+            "presence-server",
+            "--config",
+            file.to_str().unwrap(),
+            "--port",
+            "9100",
+        ]);
+        let c = server_config(&cli.serve).unwrap();
+        assert_eq!(c.backend, BackendKind::Redis);
+        assert_eq!(c.http_port, 9100);
+        assert_eq!(c.ttl_ms, 8000);
+        assert_eq!(c.rate_limit.burst, 10);
+        assert_eq!(c.rate_limit.per_second, 30);
+        assert_eq!(c.heartbeat_ms, 3000);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn unknown_toml_keys_are_rejected() {
+        let e = toml::from_str::<ServerConfig>("bogus = 1").unwrap_err();
+        assert!(e.to_string().contains("bogus"));
+    }
+}
