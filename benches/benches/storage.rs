@@ -1,6 +1,7 @@
 //! Erasure coding benchmarks: `storage/encode/…` (split, parity, BLAKE3 of every shard and
 //! of the stripe) and `storage/decode/…` (checks of every shard, reconstruction with the
-//! first m data shards lost, stripe hash check) for both codecs at 4+2 and 10+4.
+//! first m data shards lost, stripe hash check) for both codecs at 4+2 and 10+4, beside the
+//! baseline `storage/blake3/size=…` (one BLAKE3 pass over the stripe, measured in the same run).
 #![allow(missing_docs, clippy::unwrap_used)]
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -16,6 +17,18 @@ fn payload(n: usize) -> Vec<u8> {
 }
 
 fn bench(c: &mut Criterion) {
+    let mut g = c.benchmark_group("storage/blake3");
+    g.measurement_time(Duration::from_secs(1))
+        .warm_up_time(Duration::from_millis(300))
+        .sample_size(20);
+    for (size, label) in SIZES {
+        let data = payload(size);
+        g.throughput(Throughput::Bytes(size as u64));
+        g.bench_function(format!("size={label}"), |b| {
+            b.iter(|| blake3::hash(black_box(&data)))
+        });
+    }
+    g.finish();
     for op in ["encode", "decode"] {
         let mut g = c.benchmark_group(format!("storage/{op}"));
         g.measurement_time(Duration::from_secs(1))
