@@ -167,9 +167,13 @@ impl Sim {
         if self.rng.per_mille(self.scenario.loss_per_mille) {
             return;
         }
-        let delay = self
-            .rng
-            .range(self.scenario.delay_ms.0, self.scenario.delay_ms.1);
+        // Heavy tail: some messages arrive much later than the rest (and after timeouts).
+        let delay = if self.rng.per_mille(self.scenario.slow_per_mille) {
+            self.rng.range(100, 900)
+        } else {
+            self.rng
+                .range(self.scenario.delay_ms.0, self.scenario.delay_ms.1)
+        };
         self.schedule(now + delay, Event::Deliver { to, from, msg });
     }
 
