@@ -199,5 +199,5 @@ pub enum Error {
     CorruptSnapshot(&'static str),
 }
 
-/// Result with the dpos [`Error`].
+/// Result with the dpos [`enum@Error`].
 pub type Result<T> = std::result::Result<T, Error>;

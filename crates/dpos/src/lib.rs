@@ -13,6 +13,21 @@
 //!   ([`Score`], 10⁻¹⁰ points); no decision uses floats.
 //! - [`DposState::snapshot`] / [`DposState::restore`] give canonical bytes.
 //!
+//! # Wiring it into a node
+//!
+//! - **Apply a committed system tx**: every replica applies the committed `system_tx`s in
+//!   commit order with the same consensus time (e.g. the committing leader batch's
+//!   timestamp): `let stx = VerifiedSystemTx::from_verified_tx(&verified_tx, &pqc::MlDsa87)?;
+//!   let outcome = state.apply(&stx, &ApplyCtx { now_ms })?;` (or
+//!   [`DposState::apply_signed`] from a `SignedTx`). A rejected tx is simply skipped.
+//! - **Report a double sign**: [`DoubleSignEvidence::from_equivocation`] (city level, from a
+//!   `dag_core::consensus::Equivocation` and the author's committee key), wrapped as
+//!   [`SystemPayload::DoubleSign`] and signed with [`sign_system_tx`] by any account.
+//! - **Approve a batch**: [`DposState::approval`]`(&online, &approvers).approved`, or the
+//!   bare rule [`is_approved`]`(approving_stake, online_stake)`.
+//! - **Committee**: [`DposState::representative_stakes`] after each [`Outcome::Elected`].
+//! - **Commit to the state**: [`DposState::state_root`] (BLAKE3 of the snapshot).
+//!
 //! Identity: a node's id and its account id are the same bytes (both BLAKE3 of its one
 //! ML-DSA-87 key), so a node registers, bonds and is slashed as one account; cold wallets
 //! back it by delegation.
