@@ -12,10 +12,15 @@
 mod city;
 pub mod demo;
 mod error;
+pub mod pipeline;
 mod server;
 mod store;
 
 pub use city::{CityNode, Counters};
 pub use error::{Error, Result};
+pub use pipeline::{
+    HeldTx, HolderDirectory, MemoryTransport, Pipeline, PipelineConfig, PipelineError,
+    RepairReport, Restored, ShardTransport, StaticDirectory, TransportError,
+};
 pub use server::{CityConfig, CityHandle, load_or_create_key, start_city};
 pub use store::{Conflict, TxStore};
