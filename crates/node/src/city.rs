@@ -2,6 +2,7 @@
 //! durable, replay-safe store → answer.
 
 use crate::Error;
+use crate::pipeline::{Pipeline, PipelineError};
 use crate::store::{Conflict, TxStore};
 use dag_core::{NodeId, SignedTx, TxId, VerifiedTx};
 use parking_lot::Mutex;
@@ -17,6 +18,8 @@ use tokio::sync::{Semaphore, oneshot};
 #[derive(Debug, Default)]
 pub struct Counters {
     admitted: AtomicU64,
+    held: AtomicU64,
+    hold_failed: AtomicU64,
     rejected: Mutex<BTreeMap<&'static str, u64>>,
 }
 
@@ -29,6 +32,14 @@ impl Counters {
     pub fn admitted(&self) -> u64 {
         self.admitted.load(Ordering::Relaxed)
     }
+    /// Txs answered Held (receipts from light nodes).
+    pub fn held(&self) -> u64 {
+        self.held.load(Ordering::Relaxed)
+    }
+    /// Admitted txs whose micro-batch could not be held in time (answered Admitted).
+    pub fn hold_failed(&self) -> u64 {
+        self.hold_failed.load(Ordering::Relaxed)
+    }
     /// Rejections by reason.
     pub fn rejected(&self) -> BTreeMap<&'static str, u64> {
         self.rejected.lock().clone()
@@ -40,6 +51,7 @@ pub struct CityNode {
     node_id: NodeId,
     verifier: Arc<BatchVerifier>,
     store: TxStore,
+    pipeline: Option<Arc<Pipeline>>,
     inflight: Semaphore,
     counters: Counters,
     started: Instant,
@@ -66,9 +78,52 @@ impl CityNode {
             node_id,
             verifier,
             store,
+            pipeline: None,
             inflight: Semaphore::new(max_inflight),
             counters: Counters::default(),
             started: Instant::now(),
+        }
+    }
+
+    /// Adds the storage pipeline: admitted txs are answered Held once their micro-batch's
+    /// shards are on light nodes with verified receipts.
+    pub fn with_pipeline(mut self, pipeline: Arc<Pipeline>) -> Self {
+        self.pipeline = Some(pipeline);
+        self
+    }
+
+    /// The storage pipeline, if configured.
+    pub fn pipeline(&self) -> Option<&Arc<Pipeline>> {
+        self.pipeline.as_ref()
+    }
+
+    /// Restores a tx from its shards on light nodes (the repair path), bypassing the local
+    /// store: receipts and the tx signature are verified.
+    pub async fn restore(&self, id: TxId) -> std::result::Result<TxRecord, Rejection> {
+        let Some(p) = &self.pipeline else {
+            return Err(Rejection::new(
+                RejectCode::Unavailable,
+                "this node has no storage pipeline",
+                Some(id),
+            ));
+        };
+        match p.restore(id).await {
+            Ok(r) => Ok(TxRecord {
+                tx: r.tx,
+                state: TxState::Held,
+                receipts: r.receipts,
+                source: format!("shards ({} used)", r.shards_used),
+            }),
+            Err(PipelineError::UnknownTx(_)) => Err(Rejection::new(
+                RejectCode::Malformed,
+                format!("tx {id} is not held by this city"),
+                Some(id),
+            )),
+            Err(e) => Err(Rejection::new(
+                RejectCode::Unavailable,
+                e.to_string(),
+                Some(id),
+            )),
         }
     }
 
@@ -145,13 +200,35 @@ impl CityNode {
         let t_verified = Instant::now();
         metrics::histogram!("citychain_admission_stage_seconds", "stage" => "verify")
             .record(t_verified.duration_since(t0).as_secs_f64());
+        let for_pipeline = self.pipeline.as_ref().map(|_| verified.clone());
         match self.store.admit(verified).await {
             Ok(Ok(())) => {}
             Ok(Err(c)) => return Err(Self::conflict(id, c)),
             Err(e) => return Err(Self::internal(id, e)),
         }
+        let t_stored = Instant::now();
         metrics::histogram!("citychain_admission_stage_seconds", "stage" => "store")
-            .record(t_verified.elapsed().as_secs_f64());
+            .record(t_stored.duration_since(t_verified).as_secs_f64());
+        if let (Some(p), Some(v)) = (&self.pipeline, for_pipeline) {
+            match p.hold(v).await {
+                Ok(held) => {
+                    metrics::histogram!("citychain_admission_stage_seconds", "stage" => "hold")
+                        .record(t_stored.elapsed().as_secs_f64());
+                    self.counters.held.fetch_add(1, Ordering::Relaxed);
+                    return Ok(Submitted {
+                        tx_id: id,
+                        state: TxState::Held,
+                        receipts: held.receipts,
+                    });
+                }
+                Err(e) => {
+                    // The tx is durably admitted; it is answered as such, not as Held.
+                    self.counters.hold_failed.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!("citychain_hold_failed_total").increment(1);
+                    tracing::warn!(tx = %id, error = %e, "admitted but not held");
+                }
+            }
+        }
         Ok(Submitted {
             tx_id: id,
             state: TxState::Admitted,
@@ -177,20 +254,47 @@ impl CityApi for CityNode {
     }
 
     async fn get(&self, id: TxId) -> std::result::Result<Option<TxRecord>, Rejection> {
+        let held = match &self.pipeline {
+            Some(p) => p
+                .held(&id)
+                .map_err(|e| Rejection::new(RejectCode::Unavailable, e.to_string(), Some(id)))?,
+            None => None,
+        };
         match self.store.get(&id) {
-            Ok(Some(tx)) => Ok(Some(TxRecord {
-                tx,
-                state: TxState::Admitted,
-                receipts: Vec::new(),
-                source: "store".into(),
+            Ok(Some(tx)) => Ok(Some(match held {
+                Some(h) => TxRecord {
+                    tx,
+                    state: TxState::Held,
+                    receipts: h.receipts,
+                    source: "store".into(),
+                },
+                None => TxRecord {
+                    tx,
+                    state: TxState::Admitted,
+                    receipts: Vec::new(),
+                    source: "store".into(),
+                },
             })),
+            // Not in the local store (lost or pruned) but held: restore from shards.
+            Ok(None) if held.is_some() => self.restore(id).await.map(Some),
             Ok(None) => Ok(None),
-            Err(e) => Err(Self::internal(id, e)),
+            Err(e) => {
+                tracing::error!(tx = %id, error = %e, "local store failed; trying shards");
+                if held.is_some() {
+                    self.restore(id).await.map(Some)
+                } else {
+                    Err(Self::internal(id, e))
+                }
+            }
         }
     }
 
     async fn status(&self) -> NodeStatus {
-        let mut counters = vec![("admitted".to_string(), self.counters.admitted())];
+        let mut counters = vec![
+            ("admitted".to_string(), self.counters.admitted()),
+            ("held".to_string(), self.counters.held()),
+            ("hold_failed".to_string(), self.counters.hold_failed()),
+        ];
         counters.extend(
             self.counters
                 .rejected()

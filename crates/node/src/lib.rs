@@ -22,5 +22,7 @@ pub use pipeline::{
     HeldTx, HolderDirectory, MemoryTransport, Pipeline, PipelineConfig, PipelineError,
     RepairReport, Restored, ShardTransport, StaticDirectory, TransportError,
 };
-pub use server::{CityConfig, CityHandle, load_or_create_key, start_city};
+pub use server::{
+    CityConfig, CityHandle, CityParts, load_or_create_key, start_city, start_city_with,
+};
 pub use store::{Conflict, TxStore};

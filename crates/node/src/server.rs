@@ -118,17 +118,52 @@ impl CityHandle {
     }
 }
 
+/// Optional parts of a city node, wired in by the caller (binary or devnet).
+#[derive(Default)]
+pub struct CityParts {
+    /// Light-node storage: how to reach light nodes, who they are, and the pipeline
+    /// settings. Without it, txs are answered Admitted (stored locally only).
+    pub storage: Option<(
+        Arc<dyn crate::ShardTransport>,
+        Arc<dyn crate::HolderDirectory>,
+        crate::PipelineConfig,
+    )>,
+}
+
+impl std::fmt::Debug for CityParts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CityParts")
+            .field("storage", &self.storage.is_some())
+            .finish()
+    }
+}
+
 /// Starts the city role: opens the store in `cfg.data_dir`, binds `cfg.listen` and serves
 /// CityNode, gRPC health and reflection.
 pub async fn start_city(cfg: &CityConfig, keypair: &Keypair) -> Result<CityHandle> {
+    start_city_with(cfg, keypair, CityParts::default()).await
+}
+
+/// Like [`start_city`], with optional parts (light-node storage).
+pub async fn start_city_with(
+    cfg: &CityConfig,
+    keypair: &Keypair,
+    parts: CityParts,
+) -> Result<CityHandle> {
     let store = TxStore::open(&cfg.data_dir.join("txs.redb"))?;
     let verifier = Arc::new(BatchVerifier::new(cfg.verify_threads)?);
-    let node = Arc::new(CityNode::new(
-        keypair.node_id(),
-        store,
-        verifier,
-        cfg.max_inflight,
-    ));
+    let mut city = CityNode::new(keypair.node_id(), store, verifier.clone(), cfg.max_inflight);
+    if let Some((transport, directory, pcfg)) = parts.storage {
+        let pipeline = crate::Pipeline::start(
+            pcfg,
+            &cfg.data_dir.join("stripes.redb"),
+            transport,
+            directory,
+            verifier,
+        )?;
+        city = city.with_pipeline(pipeline);
+    }
+    let node = Arc::new(city);
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .map_err(|source| Error::Bind {
