@@ -65,6 +65,9 @@ pub enum Error {
     /// A client call inside the devnet failed.
     #[error(transparent)]
     Client(#[from] rpc::ClientError),
+    /// The shard store (light role) failed.
+    #[error(transparent)]
+    Storage(#[from] storage::Error),
 }
 
 /// Result with the node's [`Error`].

@@ -12,12 +12,15 @@
 mod city;
 pub mod demo;
 mod error;
+mod light;
+pub mod membership;
 pub mod pipeline;
 mod server;
 mod store;
 
 pub use city::{CityNode, Counters};
 pub use error::{Error, Result};
+pub use light::{LightConfig, LightHandle, LightNode, serve_light, start_light};
 pub use pipeline::{
     HeldTx, HolderDirectory, MemoryTransport, Pipeline, PipelineConfig, PipelineError,
     RepairReport, Restored, ShardTransport, StaticDirectory, TransportError,
