@@ -85,6 +85,15 @@ pub enum Error {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The background writer's queue is full (see `ArchiveWriter::try_submit`).
+    #[error("archive queue full; tx {tx_id} not queued")]
+    QueueFull {
+        /// The tx that was not queued.
+        tx_id: TxId,
+    },
+    /// The background writer has stopped.
+    #[error("archive writer has stopped")]
+    WriterClosed,
     /// A blocking task panicked or was cancelled.
     #[error("archive task failed: {0}")]
     Task(String),

@@ -12,6 +12,8 @@
 //!   keyed blind index, so the store never sees a plaintext party. Format: see `record`.
 //! - **DAG nodes**: each record names its parents ([`DagNode`]).
 //! - **Retention**: default 180 days ([`ArchiveConfig`]), time passed in.
+//! - **Background writes**: [`ArchiveWriter`] batches entries from a bounded queue, with
+//!   back-pressure ([`ArchiveWriter::submit`] waits, [`ArchiveWriter::try_submit`] fails).
 //!
 //! The trait is async (native `async fn`): use it generically, or through [`AnyArchive`] to
 //! pick a backend at run time. Reads return the decrypted [`dag_core::SignedTx`] after
@@ -44,6 +46,7 @@ mod mongo_backend;
 mod port;
 mod record;
 mod redb_backend;
+mod writer;
 
 pub use any::AnyArchive;
 pub use error::{Error, Result};
@@ -53,3 +56,4 @@ pub use mongo_backend::{MongoArchive, MongoConfig};
 pub use port::{Archive, ArchiveConfig, DEFAULT_RETENTION, PutOutcome};
 pub use record::{ArchiveEntry, ArchivedTx, DagNode, MAX_PARENTS};
 pub use redb_backend::{ARCHIVE_FILE, KEYRING_FILE, RedbArchive};
+pub use writer::{ArchiveWriter, ArchiveWriterConfig, WriterStats};

@@ -10,8 +10,9 @@
 //!
 //! `payload` is the encrypted record of the `record` module (the same bytes redb stores):
 //! amount, parties, payload and signature appear only as ciphertexts beside their wrapped
-//! data key. Indexes: unique on `tx_id`, TTL on `ts` (expire after the retention; a backstop,
-//! [`Archive::purge_expired`] applies retention at the time passed in), and
+//! data key. Indexes: unique on `tx_id`, TTL on `ts` (expire after the retention, updated
+//! with `collMod` when the retention changes; a backstop, [`Archive::purge_expired`] applies
+//! retention at the time passed in), and
 //! `{sender_tag, ts}` for queries by sender. The client is created lazily, with the indexes,
 //! on first use. A put is an upsert by `tx_id` with `$setOnInsert`, so an existing document
 //! is never modified: a repeat is told apart from a conflict by the keyed fingerprint.
@@ -136,20 +137,32 @@ impl MongoArchive {
                         .options(IndexOptions::builder().unique(true).build())
                         .build(),
                     IndexModel::builder()
-                        .keys(doc! { "ts": 1 })
-                        .options(
-                            IndexOptions::builder()
-                                .expire_after(self.inner.config.retention)
-                                .build(),
-                        )
-                        .build(),
-                    IndexModel::builder()
                         .keys(doc! { "sender_tag": 1, "ts": 1 })
                         .build(),
                 ];
                 coll.create_indexes(indexes)
                     .await
                     .map_err(mongo_err("create indexes"))?;
+                let retention = self.inner.config.retention;
+                let ttl = IndexModel::builder()
+                    .keys(doc! { "ts": 1 })
+                    .options(IndexOptions::builder().expire_after(retention).build())
+                    .build();
+                if let Err(e) = coll.create_index(ttl).await {
+                    if !is_index_options_conflict(&e) {
+                        return Err(mongo_err("create TTL index")(e));
+                    }
+                    // The retention changed since the index was made: update it in place.
+                    let secs = i64::try_from(retention.as_secs()).unwrap_or(i64::MAX);
+                    client
+                        .database(&m.database)
+                        .run_command(doc! {
+                            "collMod": &m.collection,
+                            "index": { "keyPattern": { "ts": 1 }, "expireAfterSeconds": secs },
+                        })
+                        .await
+                        .map_err(mongo_err("update TTL index"))?;
+                }
                 Ok::<_, Error>(coll)
             })
             .await
@@ -226,13 +239,22 @@ impl MongoArchive {
     }
 }
 
-fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
+fn error_code(e: &mongodb::error::Error) -> Option<i32> {
     use mongodb::error::{ErrorKind, WriteFailure};
     match &*e.kind {
-        ErrorKind::Write(WriteFailure::WriteError(w)) => w.code == 11000,
-        ErrorKind::Command(c) => c.code == 11000,
-        _ => false,
+        ErrorKind::Write(WriteFailure::WriteError(w)) => Some(w.code),
+        ErrorKind::Command(c) => Some(c.code),
+        _ => None,
     }
+}
+
+fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
+    error_code(e) == Some(11000)
+}
+
+/// IndexOptionsConflict (85) or IndexKeySpecsConflict (86).
+fn is_index_options_conflict(e: &mongodb::error::Error) -> bool {
+    matches!(error_code(e), Some(85 | 86))
 }
 
 impl Archive for MongoArchive {
