@@ -26,6 +26,7 @@ pub use pipeline::{
     RepairReport, Restored, ShardTransport, StaticDirectory, TransportError,
 };
 pub use server::{
-    CityConfig, CityHandle, CityParts, load_or_create_key, start_city, start_city_with,
+    CityConfig, CityHandle, CityParts, StorageParts, load_or_create_key, start_city,
+    start_city_with,
 };
 pub use store::{Conflict, TxStore};

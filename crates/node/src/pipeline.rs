@@ -93,7 +93,7 @@ pub trait HolderDirectory: Send + Sync + 'static {
                 (*h.finalize().as_bytes(), n)
             })
             .collect();
-        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v.sort_by_key(|a| a.0);
         v.into_iter().map(|(_, n)| n).collect()
     }
 }
@@ -975,7 +975,7 @@ impl ShardTransport for MemoryTransport {
             node: node.node_id.short(),
             reason: e.to_string(),
         })?;
-        let mut header = shard.header.clone();
+        let mut header = shard.header;
         if n.forge.load(std::sync::atomic::Ordering::SeqCst) {
             header.shard_hash = dag_core::ShardHash::from_bytes([0xEE; 32]);
         }

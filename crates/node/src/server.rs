@@ -118,16 +118,21 @@ impl CityHandle {
     }
 }
 
+/// Light-node storage for a city: how to reach light nodes, who they are, the settings.
+pub struct StorageParts {
+    /// Transport to light nodes.
+    pub transport: Arc<dyn crate::ShardTransport>,
+    /// Live light nodes.
+    pub directory: Arc<dyn crate::HolderDirectory>,
+    /// Pipeline settings.
+    pub config: crate::PipelineConfig,
+}
+
 /// Optional parts of a city node, wired in by the caller (binary or devnet).
 #[derive(Default)]
 pub struct CityParts {
-    /// Light-node storage: how to reach light nodes, who they are, and the pipeline
-    /// settings. Without it, txs are answered Admitted (stored locally only).
-    pub storage: Option<(
-        Arc<dyn crate::ShardTransport>,
-        Arc<dyn crate::HolderDirectory>,
-        crate::PipelineConfig,
-    )>,
+    /// Light-node storage. Without it, txs are answered Admitted (stored locally only).
+    pub storage: Option<StorageParts>,
 }
 
 impl std::fmt::Debug for CityParts {
@@ -153,12 +158,12 @@ pub async fn start_city_with(
     let store = TxStore::open(&cfg.data_dir.join("txs.redb"))?;
     let verifier = Arc::new(BatchVerifier::new(cfg.verify_threads)?);
     let mut city = CityNode::new(keypair.node_id(), store, verifier.clone(), cfg.max_inflight);
-    if let Some((transport, directory, pcfg)) = parts.storage {
+    if let Some(sp) = parts.storage {
         let pipeline = crate::Pipeline::start(
-            pcfg,
+            sp.config,
             &cfg.data_dir.join("stripes.redb"),
-            transport,
-            directory,
+            sp.transport,
+            sp.directory,
             verifier,
         )?;
         city = city.with_pipeline(pipeline);
