@@ -13,7 +13,9 @@ const SIZES: [(usize, &str); 3] = [(1024, "1KiB"), (64 * 1024, "64KiB"), (1024 *
 const SHAPES: [(u16, u16); 2] = [(4, 2), (10, 4)];
 
 fn payload(n: usize) -> Vec<u8> {
-    (0..n).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect()
+    (0..n)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect()
 }
 
 fn bench(c: &mut Criterion) {

@@ -8,6 +8,8 @@
 //! - [`CityApi`]: what a city node implements; [`CityNodeService`] adapts it to tonic,
 //!   mapping each [`Rejection`] to a precise gRPC status.
 //! - [`CityClient`]: a typed client.
+//! - [`ShardHolder`], [`ShardStoreService`], [`ShardStoreClient`]: the light nodes'
+//!   `ShardStore` service (PutShard, streaming GetShard, Challenge).
 //! - [`health_and_reflection`]: gRPC health and reflection services for every server.
 
 mod api;
@@ -16,8 +18,10 @@ mod city_server;
 pub mod codec;
 pub mod convert;
 mod error;
+mod shard_store;
 
-/// Code generated from `proto/city.proto`. Only this crate uses it directly.
+/// Code generated from `proto/city.proto` and `proto/shardstore.proto`. Only this crate uses
+/// it directly.
 #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
 pub mod pb {
     tonic::include_proto!("citychain.v1");
@@ -32,6 +36,10 @@ pub use city_client::CityClient;
 pub use city_server::{CityNodeService, MAX_MESSAGE_BYTES, STREAM_CONCURRENCY};
 pub use convert::ConvertError;
 pub use error::{ClientError, Result};
+pub use shard_store::{
+    MAX_SHARD_BYTES, MAX_SHARD_MESSAGE_BYTES, SHARD_CHUNK_BYTES, ShardChunkStream, ShardHolder,
+    ShardStoreClient, ShardStoreService, Stored, status_of,
+};
 
 /// The gRPC health service (reporting `SERVING` for `service_name`) and the reflection
 /// service over every City Chain proto, ready to add to a tonic router.
