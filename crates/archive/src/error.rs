@@ -108,7 +108,7 @@ pub enum Error {
     },
 }
 
-/// Result with the archive's [`Error`].
+/// Result with the archive's [`Error`](enum@Error).
 pub type Result<T> = std::result::Result<T, Error>;
 
 /// Maps any redb error into [`Error::Redb`] with the operation's name.
