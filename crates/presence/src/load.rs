@@ -14,6 +14,27 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+/// Which HTTP load generator drives the heartbeats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoadClient {
+    /// `wrk` (C, keep-alive, Lua script rotating node ids): least CPU taken from the server.
+    Wrk,
+    /// An in-process tokio/reqwest client (shares the CPU and runtime with the server).
+    Tokio,
+}
+
+impl LoadClient {
+    /// `Wrk` when `wrk` is on the PATH, else `Tokio`.
+    pub fn detect() -> Self {
+        let found = Command::new("wrk").arg("--version").output().is_ok();
+        if found {
+            LoadClient::Wrk
+        } else {
+            LoadClient::Tokio
+        }
+    }
+}
+
 /// Parameters of a load run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoadConfig {
@@ -31,6 +52,8 @@ pub struct LoadConfig {
     pub ttl: Duration,
     /// Sweep interval of the server.
     pub sweep_interval: Duration,
+    /// Load generator.
+    pub client: LoadClient,
 }
 
 impl Default for LoadConfig {
@@ -43,6 +66,7 @@ impl Default for LoadConfig {
             redis_bench_clients: 50,
             ttl: Duration::from_secs(6),
             sweep_interval: Duration::from_secs(1),
+            client: LoadClient::detect(),
         }
     }
 }
@@ -58,10 +82,12 @@ pub struct LoadReport {
     pub errors: u64,
     /// Wall time of the heartbeat phase.
     pub elapsed: Duration,
-    /// Latency percentiles (p50, p99, p999) of successful heartbeats.
-    pub latency: (Duration, Duration, Duration),
+    /// Latency percentiles (p50, p99, p999) of heartbeats (wrk reports no p999).
+    pub latency: (Duration, Duration, Option<Duration>),
     /// `redis-benchmark -t set` requests per second in the same run.
     pub redis_set_per_sec: f64,
+    /// The two baseline runs (before and after the heartbeat phase) it is the mean of.
+    pub redis_set_runs: (f64, f64),
     /// From the silent node's last heartbeat until `GET /presence` no longer lists it.
     pub gone_from_list_after: Duration,
     /// From the silent node's last heartbeat until its `leave` event arrived.
@@ -82,51 +108,56 @@ impl fmt::Display for LoadReport {
         writeln!(f, "presence load run (loopback, redis backend)")?;
         writeln!(
             f,
-            "  offered: {} concurrent clients, {} nodes, {:.1} s",
+            "  offered: {} concurrent connections ({:?}), {} nodes, {:.1} s",
             self.config.concurrency,
+            self.config.client,
             self.config.nodes,
             self.elapsed.as_secs_f64()
         )?;
-        writeln!(f, "  {:<34} {:>12}", "metric", "value")?;
-        writeln!(f, "  {:<34} {:>12.0}", "presence heartbeats/s", hb)?;
+        writeln!(f, "  {:<42} {:>12}", "metric", "value")?;
+        writeln!(f, "  {:<42} {:>12.0}", "presence heartbeats/s", hb)?;
         writeln!(
             f,
-            "  {:<34} {:>12}",
+            "  {:<42} {:>12}",
             "heartbeats ok / errors",
             format!("{}/{}", self.heartbeats, self.errors)
         )?;
         writeln!(
             f,
-            "  {:<34} {:>12.2}",
+            "  {:<42} {:>12.2}",
             "heartbeat p50 ms",
             ms(self.latency.0)
         )?;
         writeln!(
             f,
-            "  {:<34} {:>12.2}",
+            "  {:<42} {:>12.2}",
             "heartbeat p99 ms",
             ms(self.latency.1)
         )?;
+        match self.latency.2 {
+            Some(p) => writeln!(f, "  {:<42} {:>12.2}", "heartbeat p999 ms", ms(p))?,
+            None => writeln!(f, "  {:<42} {:>12}", "heartbeat p999 ms", "n/a (wrk)")?,
+        }
         writeln!(
             f,
-            "  {:<34} {:>12.2}",
-            "heartbeat p999 ms",
-            ms(self.latency.2)
+            "  {:<42} {:>12.0}",
+            "redis-benchmark SET/s (baseline, mean)", self.redis_set_per_sec
         )?;
         writeln!(
             f,
-            "  {:<34} {:>12.0}",
-            "redis-benchmark SET/s (baseline)", self.redis_set_per_sec
+            "  {:<42} {:>12}",
+            "  SET/s before / after the heartbeats",
+            format!("{:.0}/{:.0}", self.redis_set_runs.0, self.redis_set_runs.1)
         )?;
         writeln!(
             f,
-            "  {:<34} {:>12.3}",
+            "  {:<42} {:>12.3}",
             "ratio heartbeats/s : SET/s",
             hb / self.redis_set_per_sec.max(1e-9)
         )?;
         writeln!(
             f,
-            "  {:<34} {:>12.0}",
+            "  {:<42} {:>12.0}",
             format!(
                 "gone from GET /presence ms (ttl {} ms)",
                 self.config.ttl.as_millis()
@@ -135,7 +166,7 @@ impl fmt::Display for LoadReport {
         )?;
         write!(
             f,
-            "  {:<34} {:>12.0}",
+            "  {:<42} {:>12.0}",
             format!(
                 "leave event ms (sweep {} ms)",
                 self.config.sweep_interval.as_millis()
@@ -208,7 +239,7 @@ fn percentile(sorted: &[u64], p: f64) -> Duration {
 /// Runs the whole load run (about `duration` + TTL + a few seconds of set-up).
 pub async fn run(config: LoadConfig) -> Result<LoadReport> {
     let redis = RedisProcess::start()?;
-    let redis_set_per_sec = tokio::task::spawn_blocking({
+    let set_before = tokio::task::spawn_blocking({
         let port = redis.port();
         let (n, c) = (config.redis_bench_requests, config.redis_bench_clients);
         move || redis_benchmark(port, n, c)
@@ -286,14 +317,78 @@ pub async fn run(config: LoadConfig) -> Result<LoadReport> {
     });
 
     // Heartbeat load.
-    let ids: std::sync::Arc<Vec<NodeId>> =
-        std::sync::Arc::new((0..config.nodes.max(1)).map(|i| node(i).node_id).collect());
-    let start = Instant::now();
-    let deadline = start + config.duration;
+    let ids: Vec<NodeId> = (0..config.nodes.max(1)).map(|i| node(i).node_id).collect();
     let url = format!("{base}/presence/heartbeat");
+    let phase = match config.client {
+        LoadClient::Tokio => {
+            tokio_load(&http, &url, ids, config.concurrency, config.duration).await
+        }
+        LoadClient::Wrk => {
+            let (url, ids) = (url.clone(), ids.clone());
+            let (c, d) = (config.concurrency, config.duration);
+            tokio::task::spawn_blocking(move || wrk_load(&url, &ids, c, d))
+                .await
+                .map_err(|e| Error::Io {
+                    what: "wrk task".into(),
+                    source: std::io::Error::other(e.to_string()),
+                })??
+        }
+    };
+
+    let set_after = tokio::task::spawn_blocking({
+        let port = redis.port();
+        let (n, c) = (config.redis_bench_requests, config.redis_bench_clients);
+        move || redis_benchmark(port, n, c)
+    })
+    .await
+    .map_err(|e| Error::Io {
+        what: "redis-benchmark task".into(),
+        source: std::io::Error::other(e.to_string()),
+    })??;
+
+    let (leave, gone) = detect.await.map_err(|e| Error::Io {
+        what: "failure detection task".into(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    server.shutdown().await?;
+    drop(redis);
+    let timeout = || Error::Io {
+        what: "failure detection".into(),
+        source: std::io::Error::from(std::io::ErrorKind::TimedOut),
+    };
+    Ok(LoadReport {
+        latency: phase.latency,
+        config,
+        heartbeats: phase.ok,
+        errors: phase.errors,
+        elapsed: phase.elapsed,
+        redis_set_per_sec: (set_before + set_after) / 2.0,
+        redis_set_runs: (set_before, set_after),
+        gone_from_list_after: gone.ok_or_else(timeout)?,
+        leave_event_after: leave.ok_or_else(timeout)?,
+    })
+}
+
+struct Phase {
+    ok: u64,
+    errors: u64,
+    elapsed: Duration,
+    latency: (Duration, Duration, Option<Duration>),
+}
+
+async fn tokio_load(
+    http: &reqwest::Client,
+    url: &str,
+    ids: Vec<NodeId>,
+    concurrency: usize,
+    duration: Duration,
+) -> Phase {
+    let ids = std::sync::Arc::new(ids);
+    let start = Instant::now();
+    let deadline = start + duration;
     let mut workers = Vec::new();
-    for w in 0..config.concurrency.max(1) {
-        let (http, url, ids) = (http.clone(), url.clone(), ids.clone());
+    for w in 0..concurrency.max(1) {
+        let (http, url, ids) = (http.clone(), url.to_owned(), ids.clone());
         workers.push(tokio::spawn(async move {
             let (mut ok, mut err, mut lat) = (0u64, 0u64, Vec::with_capacity(1 << 16));
             let mut i = w;
@@ -320,39 +415,142 @@ pub async fn run(config: LoadConfig) -> Result<LoadReport> {
             (ok, err, lat)
         }));
     }
-    let (mut heartbeats, mut errors, mut lat) = (0, 0, Vec::new());
+    let (mut ok, mut errors, mut lat) = (0, 0, Vec::new());
     for w in workers {
-        if let Ok((ok, err, l)) = w.await {
-            heartbeats += ok;
-            errors += err;
+        if let Ok((o, e, l)) = w.await {
+            ok += o;
+            errors += e;
             lat.extend(l);
         }
     }
     let elapsed = start.elapsed();
     lat.sort_unstable();
-
-    let (leave, gone) = detect.await.map_err(|e| Error::Io {
-        what: "failure detection task".into(),
-        source: std::io::Error::other(e.to_string()),
-    })?;
-    server.shutdown().await?;
-    drop(redis);
-    let timeout = || Error::Io {
-        what: "failure detection".into(),
-        source: std::io::Error::from(std::io::ErrorKind::TimedOut),
-    };
-    Ok(LoadReport {
+    Phase {
+        ok,
+        errors,
+        elapsed,
         latency: (
             percentile(&lat, 0.50),
             percentile(&lat, 0.99),
-            percentile(&lat, 0.999),
+            Some(percentile(&lat, 0.999)),
         ),
-        config,
-        heartbeats,
-        errors,
-        elapsed,
-        redis_set_per_sec,
-        gone_from_list_after: gone.ok_or_else(timeout)?,
-        leave_event_after: leave.ok_or_else(timeout)?,
+    }
+}
+
+/// Runs wrk with a Lua script that rotates over the node ids.
+fn wrk_load(url: &str, ids: &[NodeId], concurrency: usize, duration: Duration) -> Result<Phase> {
+    let mut script = String::from("local ids = {\n");
+    for id in ids {
+        script.push_str(&format!("  \"{}\",\n", id.to_hex()));
+    }
+    script.push_str(
+        "}\nlocal i = 0\nrequest = function()\n  i = i + 1\n  local id = ids[(i % #ids) + 1]\n  \
+         return wrk.format(\"POST\", nil, {[\"Content-Type\"] = \"application/json\"}, \
+         '{\"node_id\":\"' .. id .. '\"}')\nend\n",
+    );
+    let path = std::env::temp_dir().join(format!("presence-wrk-{}.lua", std::process::id()));
+    std::fs::write(&path, script).map_err(|source| Error::Io {
+        what: format!("writing {}", path.display()),
+        source,
+    })?;
+    let connections = concurrency.max(2);
+    let out = Command::new("wrk")
+        .args([
+            "-t2",
+            &format!("-c{connections}"),
+            &format!("-d{}s", duration.as_secs().max(1)),
+            "--latency",
+            "-s",
+        ])
+        .arg(&path)
+        .arg(url)
+        .output();
+    let _ = std::fs::remove_file(&path);
+    let out = out.map_err(|source| Error::Io {
+        what: "running wrk (apt-get install -y wrk)".into(),
+        source,
+    })?;
+    parse_wrk(&String::from_utf8_lossy(&out.stdout))
+}
+
+fn parse_wrk_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let (num, scale) = if let Some(v) = s.strip_suffix("us") {
+        (v, 1e-6)
+    } else if let Some(v) = s.strip_suffix("ms") {
+        (v, 1e-3)
+    } else if let Some(v) = s.strip_suffix('s') {
+        (v, 1.0)
+    } else {
+        return None;
+    };
+    num.parse::<f64>()
+        .ok()
+        .map(|n| Duration::from_secs_f64(n * scale))
+}
+
+fn parse_wrk(text: &str) -> Result<Phase> {
+    let corrupt = || Error::Corrupt {
+        what: "wrk output".into(),
+        detail: text.chars().take(400).collect(),
+    };
+    let (mut total, mut elapsed, mut non2xx, mut errors) = (None, None, 0u64, 0u64);
+    let (mut p50, mut p99) = (None, None);
+    for line in text.lines().map(str::trim) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            [n, "requests", "in", t, ..] => {
+                total = n.parse::<u64>().ok();
+                elapsed = parse_wrk_duration(t.trim_end_matches(','));
+            }
+            ["50%", d] => p50 = parse_wrk_duration(d),
+            ["99%", d] => p99 = parse_wrk_duration(d),
+            ["Non-2xx", "or", "3xx", "responses:", n] => non2xx = n.parse().unwrap_or(0),
+            ["Socket", "errors:", rest @ ..] => {
+                // "Socket errors: connect 0, read 0, write 0, timeout 0"
+                errors = rest
+                    .iter()
+                    .filter_map(|w| w.trim_end_matches(',').parse::<u64>().ok())
+                    .sum();
+            }
+            _ => {}
+        }
+    }
+    let total = total.ok_or_else(corrupt)?;
+    let failed = non2xx + errors;
+    Ok(Phase {
+        ok: total.saturating_sub(non2xx),
+        errors: failed,
+        elapsed: elapsed.ok_or_else(corrupt)?,
+        latency: (p50.ok_or_else(corrupt)?, p99.ok_or_else(corrupt)?, None),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_wrk_output() {
+        let text = "Running 4s test @ http://127.0.0.1:1/presence/heartbeat
+  2 threads and 32 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     4.22ms    2.84ms  16.97ms   66.48%
+  Latency Distribution
+     50%  750.00us
+     75%    5.10ms
+     90%    8.00ms
+     99%   12.34ms
+  31460 requests in 4.00s, 5.01MB read
+  Non-2xx or 3xx responses: 12
+Requests/sec:   7860.16
+";
+        let p = parse_wrk(text).unwrap();
+        assert_eq!(p.ok, 31448);
+        assert_eq!(p.errors, 12);
+        assert_eq!(p.elapsed, Duration::from_secs(4));
+        assert_eq!(p.latency.0, Duration::from_micros(750));
+        assert_eq!(p.latency.1, Duration::from_micros(12340));
+        assert!(parse_wrk("garbage").is_err());
+    }
 }

@@ -523,12 +523,6 @@ pub struct PresenceServerHandle {
     sweeper: Option<SweeperHandle>,
 }
 
-impl std::fmt::Debug for dyn PresenceStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "PresenceStore({})", self.backend())
-    }
-}
-
 impl PresenceServerHandle {
     /// The bound address.
     pub fn local_addr(&self) -> SocketAddr {

@@ -42,3 +42,9 @@ pub trait PresenceStore: Send + Sync + 'static {
     /// Ok if the backend answers.
     async fn ping(&self) -> Result<()>;
 }
+
+impl std::fmt::Debug for dyn PresenceStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PresenceStore({})", self.backend())
+    }
+}
