@@ -435,6 +435,18 @@ proptest! {
     }
 
     #[test]
+    fn decoders_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300), tag in 0u8..12) {
+        let _ = DposState::restore(&bytes);
+        let _ = SystemPayload::decode(&bytes);
+        // With a valid version and tag, the body decoder is reached.
+        let mut p = vec![1, tag];
+        p.extend_from_slice(&bytes);
+        if let Ok(decoded) = SystemPayload::decode(&p) {
+            prop_assert_eq!(decoded.encode(), p);
+        }
+    }
+
+    #[test]
     fn election_is_the_top_of_a_total_order(
         raw in proptest::collection::vec((any::<[u8; 32]>(), 0u128..5, 0u64..4), 0..60),
         seats in 0usize..6,
