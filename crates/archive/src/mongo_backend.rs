@@ -355,3 +355,50 @@ impl Archive for MongoArchive {
             .map_err(mongo_err("count"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::record::tests::{keys, verified};
+    use dag_core::Signer;
+
+    #[test]
+    fn documents_hold_no_plaintext_of_encrypted_fields() {
+        let keys = keys();
+        let payload = b"MONGO-PLAINTEXT-MARKER-0123456789".repeat(3);
+        let v = verified(4242, &payload);
+        let signed = v.signed().clone();
+        let parent = TxId::from_bytes([9; 32]);
+        let rec = StoredRecord::seal(
+            &keys,
+            &ArchiveEntry::new(v, 1_750_000_000_000).with_parents(vec![parent]),
+        )
+        .unwrap();
+        let d = MongoArchive::document(&rec);
+        let mut bytes = Vec::new();
+        d.to_writer(&mut bytes).unwrap();
+        let has = |n: &[u8]| bytes.windows(n.len()).any(|w| w == n);
+        assert!(
+            has(rec.tx_id.as_bytes()) && has(parent.as_bytes()),
+            "scan sanity check"
+        );
+        assert!(!has(&payload[..16]), "payload");
+        assert!(!has(&signed.tx.amount.to_le_bytes()), "amount");
+        assert!(!has(signed.tx.sender.as_bytes()), "sender");
+        assert!(!has(signed.tx.receiver.as_bytes()), "receiver");
+        assert!(
+            !has(&crate::record::tests::signer().public_key()[..32]),
+            "public key"
+        );
+        assert!(!has(&signed.signature[..32]), "signature");
+        // The payload field decodes back to the record.
+        let back = StoredRecord::decode(rec.tx_id, binary_field(&d, "payload", rec.tx_id).unwrap())
+            .unwrap();
+        assert_eq!(back.open(&keys).unwrap().signed, signed);
+        assert_eq!(
+            d.get_datetime("ts").unwrap().timestamp_millis(),
+            1_750_000_000_000
+        );
+    }
+}
