@@ -21,7 +21,7 @@ use super::{
     ConsensusError, DagStore, Equivocation, MAX_BATCH_ITEMS, Result, Round, SignedBatch,
     VerifiedCertificate, Vote, VotesAggregator,
 };
-use crate::{NodeId, SignatureVerifier, Signer};
+use crate::{DecodeError, Hash32, NodeId, Reader, SignatureVerifier, Signer, Writer};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 /// Tunables of the driver. `Default` holds the documented defaults.
@@ -81,6 +81,105 @@ pub enum Message {
     Fetch(FetchRequest),
     /// Certificates answering a fetch, lowest round first (FetchBatches response).
     FetchResponse(Vec<Certificate>),
+}
+
+/// Most digests in a fetch request and certificates in a fetch response on the wire.
+pub const MAX_FETCH: usize = 1000;
+
+impl Message {
+    /// Canonical encoding, for transports that carry opaque bytes: a tag byte
+    /// (0 propose, 1 vote, 2 certificate, 3 fetch, 4 fetch response) and the value:
+    /// propose/vote/certificate use their own encodings; fetch is `have_round u64 ‖ count
+    /// u16 ‖ digests`; a fetch response is `count u16 ‖ (u32 length ‖ certificate)*`.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::default();
+        match self {
+            Message::Propose(b) => {
+                w.u8(0).raw(&b.encode());
+            }
+            Message::Vote(v) => {
+                w.u8(1).raw(&v.encode());
+            }
+            Message::Certificate(c) => {
+                w.u8(2).raw(&c.encode());
+            }
+            Message::Fetch(f) => {
+                let n = f.digests.len().min(MAX_FETCH);
+                w.u8(3).u64(f.have_round).u16(n as u16);
+                for d in &f.digests[..n] {
+                    w.raw(d.as_bytes());
+                }
+            }
+            Message::FetchResponse(certs) => {
+                let n = certs.len().min(MAX_FETCH);
+                w.u8(4).u16(n as u16);
+                for c in &certs[..n] {
+                    w.bytes_u32(&c.encode());
+                }
+            }
+        }
+        w.finish()
+    }
+
+    /// Strict decoding of [`Message::encode`].
+    pub fn decode(bytes: &[u8]) -> std::result::Result<Self, DecodeError> {
+        let (&tag, rest) = bytes.split_first().ok_or(DecodeError::Truncated {
+            field: "message tag",
+            needed: 1,
+            had: 0,
+        })?;
+        Ok(match tag {
+            0 => Message::Propose(SignedBatch::decode(rest)?),
+            1 => Message::Vote(Vote::decode(rest)?),
+            2 => Message::Certificate(Certificate::decode(rest)?),
+            3 => {
+                let mut r = Reader::new(rest);
+                let have_round = r.u64("have_round")?;
+                let n = r.u16("digests")? as usize;
+                if n > MAX_FETCH {
+                    return Err(DecodeError::TooLong {
+                        field: "digests",
+                        len: n,
+                        max: MAX_FETCH,
+                    });
+                }
+                let mut digests = Vec::with_capacity(n);
+                for _ in 0..n {
+                    digests.push(BatchDigest(Hash32(r.bytes32("digest")?)));
+                }
+                r.finish()?;
+                Message::Fetch(FetchRequest {
+                    digests,
+                    have_round,
+                })
+            }
+            4 => {
+                let mut r = Reader::new(rest);
+                let n = r.u16("certificates")? as usize;
+                if n > MAX_FETCH {
+                    return Err(DecodeError::TooLong {
+                        field: "certificates",
+                        len: n,
+                        max: MAX_FETCH,
+                    });
+                }
+                let mut certs = Vec::with_capacity(n.min(r.remaining() / 64));
+                for _ in 0..n {
+                    certs.push(Certificate::decode(
+                        r.bytes_u32("certificate", usize::MAX)?,
+                    )?);
+                }
+                r.finish()?;
+                Message::FetchResponse(certs)
+            }
+            _ => {
+                return Err(DecodeError::Invalid {
+                    field: "message tag",
+                    reason: "expected 0..=4",
+                });
+            }
+        })
+    }
 }
 
 /// What the driver asks its host to do.

@@ -639,3 +639,36 @@ fn random_dags_commit_consistently_in_any_insertion_order() {
         );
     }
 }
+
+#[test]
+fn messages_round_trip_on_the_wire() {
+    let b = setup();
+    let cert = b.store().round(0).next().unwrap().certificate().clone();
+    let batch = b.batch(
+        2,
+        1,
+        vec![cert.digest()],
+        vec![BatchItem::Tx(TxId::from_bytes([3; 32]))],
+    );
+    let msgs = [
+        Message::Propose(batch.clone()),
+        Message::Vote(Vote::sign(
+            batch.digest(),
+            b.signer(1).node_id(),
+            b.signer(1),
+        )),
+        Message::Certificate(cert.clone()),
+        Message::Fetch(FetchRequest {
+            digests: vec![cert.digest(), batch.digest()],
+            have_round: 7,
+        }),
+        Message::FetchResponse(vec![cert.clone(), cert]),
+    ];
+    for m in msgs {
+        let bytes = m.encode();
+        assert_eq!(Message::decode(&bytes).unwrap(), m);
+        assert!(Message::decode(&bytes[..bytes.len() - 1]).is_err());
+    }
+    assert!(Message::decode(&[9]).is_err());
+    assert!(Message::decode(&[]).is_err());
+}
