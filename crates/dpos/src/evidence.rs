@@ -127,6 +127,12 @@ impl DoubleSignEvidence {
             return Err(Error::BadEvidence {
                 reason: "headers carry different public keys",
             });
+            let mut long = h(a, 1, 2);
+            long.signature = vec![0; MAX_SIGNATURE_LEN + 1];
+            assert_eq!(
+                bad(h(a, 1, 1), long),
+                "key or signature longer than the encoding allows"
+            );
         }
         if a.round != b.round {
             return Err(Error::BadEvidence {
@@ -141,6 +147,15 @@ impl DoubleSignEvidence {
         if NodeId::from_public_key(&a.public_key) != a.author {
             return Err(Error::BadEvidence {
                 reason: "public key does not hash to the author",
+            });
+        }
+        // The encoding's limits (so `write` never panics and decoding accepts what we wrote).
+        if a.public_key.len() > MAX_KEY_LEN
+            || a.signature.len() > MAX_SIGNATURE_LEN
+            || b.signature.len() > MAX_SIGNATURE_LEN
+        {
+            return Err(Error::BadEvidence {
+                reason: "key or signature longer than the encoding allows",
             });
         }
         let (first, second) = if a.digest < b.digest { (a, b) } else { (b, a) };
