@@ -513,10 +513,11 @@ impl<S: Signer, V: SignatureVerifier> Consensus<S, V> {
             }
             Err(ConsensusError::Equivocation(e)) => {
                 let key = (e.author(), e.round());
+                // Not stored; the evidence is the outcome (an error would drop it).
                 if self.reported.insert(key) {
-                    out.push(Output::Evidence(*e.clone()));
+                    out.push(Output::Evidence(*e));
                 }
-                Err(ConsensusError::Equivocation(e))
+                Ok(())
             }
             Err(e) => Err(e),
         }

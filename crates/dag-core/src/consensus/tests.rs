@@ -672,3 +672,33 @@ fn messages_round_trip_on_the_wire() {
     assert!(Message::decode(&[9]).is_err());
     assert!(Message::decode(&[]).is_err());
 }
+
+#[test]
+fn driver_reports_a_conflicting_certificate() {
+    // Two certified genesis batches by B: the second is refused and becomes evidence.
+    let b = DagBuilder::new(4);
+    let mut nodes = drivers(4);
+    let x = b.certify(b.batch(1, 0, vec![], vec![]), &[0, 1, 2]);
+    let y = b.certify(
+        b.batch(1, 0, vec![], vec![BatchItem::Tx(TxId::from_bytes([5; 32]))]),
+        &[1, 2, 3],
+    );
+    let from = b.signer(2).node_id();
+    nodes[0]
+        .handle(0, from, Message::Certificate(x.clone()))
+        .unwrap();
+    let out = nodes[0].handle(1, from, Message::Certificate(y)).unwrap();
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Output::Evidence(e) if e.author() == b.signer(1).node_id())),
+        "{out:?}"
+    );
+    assert_eq!(
+        nodes[0]
+            .store()
+            .by_author(0, &b.signer(1).node_id())
+            .unwrap()
+            .digest(),
+        x.digest()
+    );
+}
