@@ -17,6 +17,7 @@ use tokio::sync::{Semaphore, oneshot};
 /// Admission counters, also exported as Prometheus metrics.
 #[derive(Debug, Default)]
 pub struct Counters {
+    stages: Mutex<BTreeMap<String, u64>>,
     admitted: AtomicU64,
     held: AtomicU64,
     hold_failed: AtomicU64,
@@ -27,6 +28,13 @@ impl Counters {
     fn reject(&self, code: RejectCode) {
         *self.rejected.lock().entry(code.name()).or_default() += 1;
         metrics::counter!("citychain_tx_rejected_total", "reason" => code.name()).increment(1);
+    }
+    fn stage(&self, name: &str) {
+        *self.stages.lock().entry(name.to_string()).or_default() += 1;
+    }
+    /// Per-stage counts (proof of place outcomes, flags by class and urgency).
+    pub fn stages(&self) -> BTreeMap<String, u64> {
+        self.stages.lock().clone()
     }
     /// Txs admitted so far.
     pub fn admitted(&self) -> u64 {
@@ -46,12 +54,34 @@ impl Counters {
     }
 }
 
+/// What proof of place does with a tx whose position is not inside its claimed city.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PopMode {
+    /// Reject it (`OUTSIDE_CITY`).
+    #[default]
+    Reject,
+    /// Admit it, counted as flagged.
+    Flag,
+}
+
+/// Proof of place settings for a city node.
+#[derive(Debug, Clone)]
+pub struct PopCheck {
+    /// Polygons (with a lookup cache).
+    pub index: Arc<pop_geo::CachedIndex>,
+    /// Reject or flag.
+    pub mode: PopMode,
+}
+
 /// The city role's state: its identity, verification pool and store.
 pub struct CityNode {
     node_id: NodeId,
     verifier: Arc<BatchVerifier>,
     store: TxStore,
     pipeline: Option<Arc<Pipeline>>,
+    pop: Option<PopCheck>,
+    flagger: Option<Arc<dyn flagging::Flagger>>,
     inflight: Semaphore,
     counters: Counters,
     started: Instant,
@@ -79,6 +109,8 @@ impl CityNode {
             verifier,
             store,
             pipeline: None,
+            pop: None,
+            flagger: None,
             inflight: Semaphore::new(max_inflight),
             counters: Counters::default(),
             started: Instant::now(),
@@ -89,6 +121,18 @@ impl CityNode {
     /// shards are on light nodes with verified receipts.
     pub fn with_pipeline(mut self, pipeline: Arc<Pipeline>) -> Self {
         self.pipeline = Some(pipeline);
+        self
+    }
+
+    /// Adds proof of place.
+    pub fn with_pop(mut self, pop: PopCheck) -> Self {
+        self.pop = Some(pop);
+        self
+    }
+
+    /// Adds a flagger (kind class, urgency, region class, oversize).
+    pub fn with_flagger(mut self, flagger: Arc<dyn flagging::Flagger>) -> Self {
+        self.flagger = Some(flagger);
         self
     }
 
@@ -190,6 +234,42 @@ impl CityNode {
         })?;
         let t0 = Instant::now();
         let id = tx.id();
+        if let Some(pop) = &self.pop {
+            let t = Instant::now();
+            let outcome = pop.index.check(&tx.tx.city_id, tx.tx.position);
+            metrics::histogram!("citychain_admission_stage_seconds", "stage" => "pop")
+                .record(t.elapsed().as_secs_f64());
+            match (outcome, pop.mode) {
+                (Ok(_), _) => self.counters.stage("pop.inside"),
+                (Err(e), PopMode::Reject) => {
+                    self.counters.stage("pop.rejected");
+                    return Err(Rejection::new(
+                        RejectCode::OutsideCity,
+                        e.to_string(),
+                        Some(id),
+                    ));
+                }
+                (Err(e), PopMode::Flag) => {
+                    self.counters.stage("pop.flagged");
+                    tracing::debug!(tx = %id, reason = %e, "admitted outside its claimed city (flag mode)");
+                }
+            }
+        }
+        let urgent = match &self.flagger {
+            Some(f) => {
+                let flag = f.flag(&flagging::FlagInput::new(&tx.tx, tx.tx.payload.len() + 200));
+                self.counters
+                    .stage(&format!("flag.region.{}", flag.region.name()));
+                self.counters
+                    .stage(&format!("flag.kind.{}", flag.kind.name()));
+                if flag.oversize {
+                    self.counters.stage("flag.oversize");
+                }
+                metrics::counter!("citychain_flagged_total", "region" => flag.region.name(), "urgent" => if flag.is_urgent() { "true" } else { "false" }).increment(1);
+                flag.is_urgent()
+            }
+            None => false,
+        };
         // Cheap read-only replay check first, so replays never cost a verification.
         match self.store.precheck(&tx, &id) {
             Ok(Ok(())) => {}
@@ -210,7 +290,7 @@ impl CityNode {
         metrics::histogram!("citychain_admission_stage_seconds", "stage" => "store")
             .record(t_stored.duration_since(t_verified).as_secs_f64());
         if let (Some(p), Some(v)) = (&self.pipeline, for_pipeline) {
-            match p.hold(v).await {
+            match p.hold_flagged(v, urgent).await {
                 Ok(held) => {
                     metrics::histogram!("citychain_admission_stage_seconds", "stage" => "hold")
                         .record(t_stored.elapsed().as_secs_f64());
@@ -295,6 +375,12 @@ impl CityApi for CityNode {
             ("held".to_string(), self.counters.held()),
             ("hold_failed".to_string(), self.counters.hold_failed()),
         ];
+        counters.extend(
+            self.counters
+                .stages()
+                .into_iter()
+                .map(|(k, v)| (format!("stage.{k}"), v)),
+        );
         counters.extend(
             self.counters
                 .rejected()

@@ -12,19 +12,23 @@
 mod city;
 pub mod demo;
 mod error;
+mod grpc_transport;
 mod light;
 pub mod membership;
 pub mod pipeline;
+mod placement;
 mod server;
 mod store;
 
-pub use city::{CityNode, Counters};
+pub use city::{CityNode, Counters, PopCheck, PopMode};
 pub use error::{Error, Result};
+pub use grpc_transport::GrpcTransport;
 pub use light::{LightConfig, LightHandle, LightNode, serve_light, start_light};
 pub use pipeline::{
     HeldTx, HolderDirectory, MemoryTransport, Pipeline, PipelineConfig, PipelineError,
     RepairReport, Restored, ShardTransport, StaticDirectory, TransportError,
 };
+pub use placement::PriorityDirectory;
 pub use server::{
     CityConfig, CityHandle, CityParts, StorageParts, load_or_create_key, start_city,
     start_city_with,

@@ -8,12 +8,16 @@
 
 use crate::{Error, Result};
 use dag_core::{Clock, NodeId, StripeId};
+use futures::StreamExt;
 use pqc::Keypair;
 use rpc::{ShardHolder, Stored};
 use serde::Deserialize;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use storage::{ChallengeNonce, ChallengeProof, PutOutcome, Shard, ShardStore, StoreConfig};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -144,6 +148,7 @@ pub struct LightHandle {
     addr: SocketAddr,
     node: Arc<LightNode>,
     stop: Option<oneshot::Sender<()>>,
+    kill: tokio::sync::watch::Sender<bool>,
     task: Option<JoinHandle<Result<()>>>,
 }
 
@@ -175,6 +180,8 @@ impl LightHandle {
     /// Stops the server at once, dropping connections mid-call (a crash, for tests and
     /// the demo).
     pub async fn kill(mut self) {
+        // Break every open connection first: the server task does not own them.
+        let _ = self.kill.send(true);
         if let Some(task) = self.task.take() {
             task.abort();
             let _ = task.await;
@@ -220,10 +227,15 @@ pub async fn serve_light(listen: SocketAddr, node: LightNode) -> Result<LightHan
     let node = Arc::new(node);
     let svc = rpc::ShardStoreService::new(node.clone()).into_server();
     let (stop, stopped) = oneshot::channel::<()>();
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let (kill, killed) = tokio::sync::watch::channel(false);
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(move |conn| {
+        conn.map(|io| {
+            let _ = io.set_nodelay(true);
+            Killable::new(io, killed.clone())
+        })
+    });
     let task = tokio::spawn(async move {
         tonic::transport::Server::builder()
-            .tcp_nodelay(true)
             .add_service(health)
             .add_service(reflection)
             .add_service(svc)
@@ -238,6 +250,75 @@ pub async fn serve_light(listen: SocketAddr, node: LightNode) -> Result<LightHan
         addr,
         node,
         stop: Some(stop),
+        kill,
         task: Some(task),
     })
+}
+
+/// A server-side connection that fails every read and write once the node is killed, so a
+/// kill drops connections mid-call as a crash would (tonic runs connections on their own
+/// tasks, which outlive the accept loop).
+struct Killable {
+    io: tokio::net::TcpStream,
+    killed: Pin<Box<dyn Future<Output = ()> + Send>>,
+}
+
+impl Killable {
+    fn new(io: tokio::net::TcpStream, mut rx: tokio::sync::watch::Receiver<bool>) -> Self {
+        Killable {
+            io,
+            killed: Box::pin(async move {
+                // A closed channel (handle dropped without kill) never kills.
+                if rx.wait_for(|k| *k).await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }),
+        }
+    }
+
+    fn check(&mut self, cx: &mut Context<'_>) -> std::io::Result<()> {
+        match self.killed.as_mut().poll(cx) {
+            Poll::Ready(()) => Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "light node killed",
+            )),
+            Poll::Pending => Ok(()),
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for Killable {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        self.check(cx)?;
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Killable {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.check(cx)?;
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.check(cx)?;
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+impl tonic::transport::server::Connected for Killable {
+    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.io.connect_info()
+    }
 }

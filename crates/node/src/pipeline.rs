@@ -82,9 +82,11 @@ pub trait ShardTransport: Send + Sync + 'static {
 pub trait HolderDirectory: Send + Sync + 'static {
     /// Live light nodes.
     fn live_lights(&self) -> Vec<NodeInfo>;
-    /// Live light nodes ranked for `stripe` (the first n become its holders). The default
-    /// ranks by rendezvous hash of (stripe, node), which is stable under churn.
-    fn rank(&self, stripe: &StripeId, nodes: Vec<NodeInfo>) -> Vec<NodeInfo> {
+    /// Live light nodes ranked for `stripe` (the first n become its holders); `urgent` when
+    /// the micro-batch carries urgent txs. The default ranks by rendezvous hash of
+    /// (stripe, node), which is stable under churn.
+    fn rank(&self, stripe: &StripeId, nodes: Vec<NodeInfo>, urgent: bool) -> Vec<NodeInfo> {
+        let _ = urgent;
         let mut v: Vec<([u8; 32], NodeInfo)> = nodes
             .into_iter()
             .map(|n| {
@@ -270,6 +272,7 @@ impl StripeRecord {
 
 struct Pending {
     tx: VerifiedTx,
+    urgent: bool,
     reply: oneshot::Sender<std::result::Result<HeldTx, PipelineError>>,
 }
 
@@ -342,9 +345,19 @@ impl Pipeline {
 
     /// Queues an admitted tx and waits until its micro-batch is Held.
     pub async fn hold(&self, tx: VerifiedTx) -> std::result::Result<HeldTx, PipelineError> {
+        self.hold_flagged(tx, false).await
+    }
+
+    /// Like [`Pipeline::hold`]; `urgent` (from the tx's flag) makes holder choice favour
+    /// latency for its micro-batch.
+    pub async fn hold_flagged(
+        &self,
+        tx: VerifiedTx,
+        urgent: bool,
+    ) -> std::result::Result<HeldTx, PipelineError> {
         let (reply, rx) = oneshot::channel();
         self.queue
-            .send(Pending { tx, reply })
+            .send(Pending { tx, urgent, reply })
             .await
             .map_err(|_| PipelineError::Stopped)?;
         rx.await.map_err(|_| PipelineError::Stopped)?
@@ -628,7 +641,8 @@ impl Pipeline {
             );
         }
         let allow_colocated = live.len() < n;
-        let ranked = self.directory.rank(&layout.stripe_id, live);
+        let urgent = batch.iter().any(|p| p.urgent);
+        let ranked = self.directory.rank(&layout.stripe_id, live, urgent);
         let taken = Arc::new(parking_lot::Mutex::new(BTreeSet::new()));
         let needed = self
             .cfg

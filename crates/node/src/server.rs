@@ -133,12 +133,18 @@ pub struct StorageParts {
 pub struct CityParts {
     /// Light-node storage. Without it, txs are answered Admitted (stored locally only).
     pub storage: Option<StorageParts>,
+    /// Proof of place.
+    pub pop: Option<crate::PopCheck>,
+    /// Flagger.
+    pub flagger: Option<Arc<dyn flagging::Flagger>>,
 }
 
 impl std::fmt::Debug for CityParts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CityParts")
             .field("storage", &self.storage.is_some())
+            .field("pop", &self.pop.is_some())
+            .field("flagger", &self.flagger.is_some())
             .finish()
     }
 }
@@ -167,6 +173,12 @@ pub async fn start_city_with(
             verifier,
         )?;
         city = city.with_pipeline(pipeline);
+    }
+    if let Some(pop) = parts.pop {
+        city = city.with_pop(pop);
+    }
+    if let Some(f) = parts.flagger {
+        city = city.with_flagger(f);
     }
     let node = Arc::new(city);
     let listener = tokio::net::TcpListener::bind(cfg.listen)

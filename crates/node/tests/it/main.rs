@@ -4,3 +4,4 @@
 
 mod city;
 mod light;
+mod light_pipeline;

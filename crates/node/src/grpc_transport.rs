@@ -1,0 +1,121 @@
+//! [`GrpcTransport`]: the pipeline's [`ShardTransport`] over the light nodes' gRPC
+//! `ShardStore` service. One lazily connecting channel per light-node address, reused by
+//! every call (tonic reconnects it when a node comes back).
+
+use crate::pipeline::{ShardTransport, TransportError};
+use async_trait::async_trait;
+use dag_core::{NodeInfo, SignedReceipt, StripeId};
+use rpc::{ClientError, ShardStoreClient};
+use std::collections::HashMap;
+use std::time::Duration;
+use storage::Shard;
+use tonic::Code;
+use tonic::transport::Endpoint;
+
+/// Calls light nodes over gRPC. Deadlines are the pipeline's (`call_timeout`); this only
+/// bounds connection set-up.
+#[derive(Debug)]
+pub struct GrpcTransport {
+    clients: parking_lot::Mutex<HashMap<String, ShardStoreClient>>,
+    connect_timeout: Duration,
+}
+
+impl Default for GrpcTransport {
+    fn default() -> Self {
+        Self::new(Duration::from_millis(500))
+    }
+}
+
+impl GrpcTransport {
+    /// A transport whose connection attempts give up after `connect_timeout`.
+    pub fn new(connect_timeout: Duration) -> Self {
+        GrpcTransport {
+            clients: parking_lot::Mutex::new(HashMap::new()),
+            connect_timeout,
+        }
+    }
+
+    fn client(&self, node: &NodeInfo) -> Result<ShardStoreClient, TransportError> {
+        let mut clients = self.clients.lock();
+        if let Some(c) = clients.get(&node.grpc_addr) {
+            return Ok(c.clone());
+        }
+        let url = if node.grpc_addr.contains("://") {
+            node.grpc_addr.clone()
+        } else {
+            format!("http://{}", node.grpc_addr)
+        };
+        let channel = Endpoint::from_shared(url)
+            .map_err(|e| TransportError::Unreachable {
+                node: node.node_id.short(),
+                reason: format!("bad address {:?}: {e}", node.grpc_addr),
+            })?
+            .connect_timeout(self.connect_timeout)
+            .tcp_nodelay(true)
+            .connect_lazy();
+        let c = ShardStoreClient::from_channel(channel);
+        clients.insert(node.grpc_addr.clone(), c.clone());
+        Ok(c)
+    }
+}
+
+/// Maps a client error to the pipeline's view: not held (or corrupt there, which counts as
+/// missing), unreachable, timed out, or refused.
+fn transport_error(
+    node: &NodeInfo,
+    what: Option<(StripeId, u16)>,
+    e: ClientError,
+) -> TransportError {
+    let name = node.node_id.short();
+    let code = match &e {
+        ClientError::Status { code, .. } => Some(*code),
+        ClientError::Rejected(r) => Some(r.code.grpc_code()),
+        ClientError::Connect { .. } => Some(Code::Unavailable),
+        ClientError::Malformed(_) => None,
+    };
+    match (code, what) {
+        (Some(Code::NotFound | Code::DataLoss), Some((stripe, index))) => TransportError::NotHeld {
+            node: name,
+            stripe: stripe.short(),
+            index,
+        },
+        (Some(Code::DeadlineExceeded), _) => TransportError::Timeout { node: name, ms: 0 },
+        (Some(Code::Unavailable | Code::Unknown | Code::Cancelled | Code::Internal), _) => {
+            TransportError::Unreachable {
+                node: name,
+                reason: e.to_string(),
+            }
+        }
+        _ => TransportError::Refused {
+            node: name,
+            reason: e.to_string(),
+        },
+    }
+}
+
+#[async_trait]
+impl ShardTransport for GrpcTransport {
+    async fn put_shard(
+        &self,
+        node: &NodeInfo,
+        shard: &Shard,
+    ) -> std::result::Result<SignedReceipt, TransportError> {
+        let c = self.client(node)?;
+        c.put_shard(shard)
+            .await
+            .map(|s| s.receipt)
+            .map_err(|e| transport_error(node, None, e))
+    }
+
+    async fn get_shard(
+        &self,
+        node: &NodeInfo,
+        stripe: StripeId,
+        index: u16,
+    ) -> std::result::Result<Shard, TransportError> {
+        let c = self.client(node)?;
+        c.get_shard(stripe, index)
+            .await
+            .map_err(|e| transport_error(node, Some((stripe, index)), e))
+    }
+}
