@@ -38,7 +38,7 @@ mod rendezvous;
 mod score;
 
 pub use error::{Error, Result};
-pub use rendezvous::{FirstN, Holder, Selection, WeightedRendezvous, rendezvous_hash};
+pub use rendezvous::{FirstN, Holder, Prepared, Selection, WeightedRendezvous, rendezvous_hash};
 pub use score::{
     Candidate, Factors, GeoPoint, NodeStats, PriorityConfig, Profile, Score, Weights, haversine_km,
 };

@@ -6,9 +6,10 @@
 //! that node's own score, so removing a node changes only the keys it held, and adding one
 //! takes only the keys where it now ranks high — about 1/n of the assignments.
 
-use crate::score::{Candidate, PriorityConfig, Score};
+use crate::score::{Candidate, GeoPoint, PriorityConfig, Profile, Score};
 use crate::{HolderSelector, Result, SelectRequest};
 use dag_core::NodeId;
+use std::collections::HashMap;
 
 /// One chosen holder.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -89,89 +90,151 @@ impl WeightedRendezvous {
     }
 }
 
-struct Ranked {
-    value: f64,
-    index: usize,
-    score: Score,
+/// Scores, weights and failure domains of a candidate list for one origin, time and profile,
+/// computed once and reused for many keys (scores do not depend on the key).
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    node_ids: Vec<NodeId>,
+    weights: Vec<f64>,
+    scores: Vec<Score>,
+    /// Interned (city, zone) per candidate.
+    domains: Vec<u32>,
 }
 
-fn same_domain(a: &Candidate<'_>, b: &Candidate<'_>) -> bool {
-    a.info.city_id == b.info.city_id && a.info.zone == b.info.zone
+impl Prepared {
+    /// Number of candidates.
+    pub fn len(&self) -> usize {
+        self.node_ids.len()
+    }
+
+    /// True when there are no candidates.
+    pub fn is_empty(&self) -> bool {
+        self.node_ids.is_empty()
+    }
+
+    /// The score of candidate `index`.
+    pub fn score(&self, index: usize) -> Option<Score> {
+        self.scores.get(index).copied()
+    }
+
+    /// Up to `count` distinct holders for `key`, best first, new failure domains first.
+    pub fn select(&self, key: &[u8; 32], count: usize) -> Selection {
+        let n = self.node_ids.len();
+        let mut ranked: Vec<(f64, u32)> = (0..n)
+            .map(|i| {
+                let h = rendezvous_hash(key, &self.node_ids[i]);
+                // u in (0, 1): the top 53 bits, offset by half a step.
+                let u = ((h >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+                (self.weights[i] / -u.ln(), i as u32)
+            })
+            .collect();
+        let order = |a: &(f64, u32), b: &(f64, u32)| {
+            b.0.total_cmp(&a.0)
+                .then_with(|| self.node_ids[a.1 as usize].cmp(&self.node_ids[b.1 as usize]))
+        };
+        // Usually the best few hold enough distinct domains: rank only those, and rank the
+        // rest only when they do not. The result is the same as ranking everything.
+        let head = n.min(count.saturating_mul(4).max(16));
+        if head < n && head > 0 {
+            ranked.select_nth_unstable_by(head - 1, order);
+            ranked[..head].sort_unstable_by(order);
+            let sel = self.greedy(&ranked[..head], count);
+            if sel.distinct_domains == count {
+                return sel;
+            }
+            ranked[head..].sort_unstable_by(order);
+        } else {
+            ranked.sort_unstable_by(order);
+        }
+        self.greedy(&ranked, count)
+    }
+
+    fn greedy(&self, ranked: &[(f64, u32)], count: usize) -> Selection {
+        let mut sel = Selection::default();
+        let mut used_domains: Vec<u32> = Vec::with_capacity(count);
+        // Pass 1: a new node in a new failure domain.
+        for &(_, i) in ranked {
+            if sel.holders.len() == count {
+                break;
+            }
+            let i = i as usize;
+            if used_domains.contains(&self.domains[i]) || self.chosen(&sel, i) {
+                continue;
+            }
+            used_domains.push(self.domains[i]);
+            sel.holders.push(self.holder(i, false));
+        }
+        sel.distinct_domains = sel.holders.len();
+        // Pass 2: not enough domains; any node not chosen yet, in rank order.
+        for &(_, i) in ranked {
+            if sel.holders.len() == count {
+                break;
+            }
+            let i = i as usize;
+            if self.chosen(&sel, i) {
+                continue;
+            }
+            sel.holders.push(self.holder(i, true));
+        }
+        sel.shortfall = count - sel.holders.len();
+        sel
+    }
+
+    fn chosen(&self, sel: &Selection, i: usize) -> bool {
+        sel.holders.iter().any(|h| h.node_id == self.node_ids[i])
+    }
+
+    fn holder(&self, i: usize, domain_reused: bool) -> Holder {
+        Holder {
+            node_id: self.node_ids[i],
+            index: i,
+            score: self.scores[i],
+            domain_reused,
+        }
+    }
+}
+
+impl WeightedRendezvous {
+    /// Scores every candidate once for `origin`, `now_ms` and `profile`; then
+    /// [`Prepared::select`] per key costs only a hash and a logarithm per candidate.
+    pub fn prepare(
+        &self,
+        origin: GeoPoint,
+        now_ms: u64,
+        profile: Profile,
+        candidates: &[Candidate<'_>],
+    ) -> Prepared {
+        let mut interned: HashMap<(&str, &str), u32> = HashMap::new();
+        let mut p = Prepared {
+            node_ids: Vec::with_capacity(candidates.len()),
+            weights: Vec::with_capacity(candidates.len()),
+            scores: Vec::with_capacity(candidates.len()),
+            domains: Vec::with_capacity(candidates.len()),
+        };
+        for c in candidates {
+            let score = self.config.score(origin, c, now_ms, profile);
+            let next = interned.len() as u32;
+            let d = *interned
+                .entry((c.info.city_id.as_str(), c.info.zone.as_str()))
+                .or_insert(next);
+            p.node_ids.push(c.info.node_id);
+            p.weights.push(self.config.weight(score));
+            p.scores.push(score);
+            p.domains.push(d);
+        }
+        p
+    }
 }
 
 impl HolderSelector for WeightedRendezvous {
     fn select(&self, req: &SelectRequest, candidates: &[Candidate<'_>]) -> Selection {
-        let mut ranked: Vec<Ranked> = candidates
-            .iter()
-            .enumerate()
-            .map(|(index, c)| {
-                let score = self.config.score(req.origin, c, req.now_ms, req.profile);
-                let weight = self.config.weight(score);
-                let h = rendezvous_hash(&req.key, &c.info.node_id);
-                // u in (0, 1): the top 53 bits, offset by half a step.
-                let u = ((h >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
-                Ranked {
-                    value: weight / -u.ln(),
-                    index,
-                    score,
-                }
-            })
-            .collect();
-        ranked.sort_unstable_by(|a, b| {
-            b.value.total_cmp(&a.value).then_with(|| {
-                candidates[a.index]
-                    .info
-                    .node_id
-                    .cmp(&candidates[b.index].info.node_id)
-            })
-        });
-
-        let mut sel = Selection::default();
-        let want = req.count;
-        let chosen_has = |sel: &Selection, c: &Candidate<'_>| {
-            sel.holders.iter().any(|h| h.node_id == c.info.node_id)
-        };
-        // Pass 1: a new node in a new failure domain.
-        for r in &ranked {
-            if sel.holders.len() == want {
-                break;
-            }
-            let c = &candidates[r.index];
-            if chosen_has(&sel, c)
-                || sel
-                    .holders
-                    .iter()
-                    .any(|h| same_domain(&candidates[h.index], c))
-            {
-                continue;
-            }
-            sel.holders.push(Holder {
-                node_id: c.info.node_id,
-                index: r.index,
-                score: r.score,
-                domain_reused: false,
-            });
-        }
-        sel.distinct_domains = sel.holders.len();
-        // Pass 2: not enough domains; any node not chosen yet, in rank order.
-        for r in &ranked {
-            if sel.holders.len() == want {
-                break;
-            }
-            let c = &candidates[r.index];
-            if chosen_has(&sel, c) {
-                continue;
-            }
-            sel.holders.push(Holder {
-                node_id: c.info.node_id,
-                index: r.index,
-                score: r.score,
-                domain_reused: true,
-            });
-        }
-        sel.shortfall = want - sel.holders.len();
-        sel
+        self.prepare(req.origin, req.now_ms, req.profile, candidates)
+            .select(&req.key, req.count)
     }
+}
+
+fn same_domain(a: &Candidate<'_>, b: &Candidate<'_>) -> bool {
+    a.info.city_id == b.info.city_id && a.info.zone == b.info.zone
 }
 
 /// The test double: the first `count` distinct candidates in the order given, scored with the

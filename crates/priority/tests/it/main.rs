@@ -197,6 +197,53 @@ proptest! {
     }
 }
 
+/// Reference: rank every node, then the two greedy passes, written plainly.
+fn reference(req: &SelectRequest, cands: &[Candidate]) -> Vec<NodeId> {
+    let cfg = PriorityConfig::default();
+    let mut ranked: Vec<(f64, NodeId, usize)> = cands
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let w = cfg.weight(cfg.score(req.origin, c, req.now_ms, req.profile));
+            let h = priority::rendezvous_hash(&req.key, &c.info.node_id);
+            let u = ((h >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+            (w / -u.ln(), c.info.node_id, i)
+        })
+        .collect();
+    ranked.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    let mut out: Vec<NodeId> = Vec::new();
+    let mut domains: Vec<(String, String)> = Vec::new();
+    for (_, id, i) in &ranked {
+        let d = (cands[*i].info.city_id.clone(), cands[*i].info.zone.clone());
+        if out.len() < req.count && !out.contains(id) && !domains.contains(&d) {
+            out.push(*id);
+            domains.push(d);
+        }
+    }
+    for (_, id, _) in &ranked {
+        if out.len() < req.count && !out.contains(id) {
+            out.push(*id);
+        }
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    /// The partial ranking shortcut gives exactly the full ranking's answer.
+    #[test]
+    fn matches_reference(n in 0usize..120, count in 0usize..12, zones in 1u32..12, k in any::<u32>(), urgent in any::<bool>()) {
+        let nodes: Vec<NodeInfo> = (0..n as u32)
+            .map(|i| node(i, "JP-13", &format!("z{}", i % zones), 35.0 + f64::from(i % 7) * 0.1, 139.0, u64::from(i % 50), f64::from(i % 10) / 10.0))
+            .collect();
+        let st: Vec<NodeStats> = (0..n).map(|i| stats((i % 13) as f64 * 30.0)).collect();
+        let cands: Vec<Candidate> = nodes.iter().zip(&st).map(|(n, s)| Candidate::new(n, *s)).collect();
+        let r = SelectRequest { profile: Profile::from_urgent(urgent), ..req(k, count) };
+        let got = WeightedRendezvous::default().select(&r, &cands).node_ids();
+        prop_assert_eq!(got, reference(&r, &cands));
+    }
+}
+
 #[test]
 fn ideal_node_scores_9_and_worst_0() {
     let cfg = PriorityConfig::default();
