@@ -198,6 +198,28 @@ pub enum Output {
     Committed(CommittedSubDag),
     /// An author equivocated; hand to dpos (slashing).
     Evidence(Equivocation),
+    /// Write this to durable storage **before** acting on the outputs that follow it, and
+    /// give all records back to [`Consensus::recover`] after a restart: a representative
+    /// that forgets its own proposals or votes would equivocate (and be slashed).
+    Persist(Record),
+}
+
+/// A fact the host persists (see [`Output::Persist`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    /// This member's own proposal for a round.
+    Proposed(SignedBatch),
+    /// This member voted for `digest` as the batch of (`author`, `round`).
+    Voted {
+        /// The batch's author.
+        author: NodeId,
+        /// Its round.
+        round: Round,
+        /// The batch voted for.
+        digest: BatchDigest,
+    },
+    /// A certificate entered the local DAG (also what FetchBatches serves after restart).
+    Stored(Certificate),
 }
 
 /// One representative's consensus state machine. See the module docs for the protocol.
@@ -264,6 +286,86 @@ impl<S: Signer, V: SignatureVerifier> Consensus<S, V> {
             pending_certs: BTreeMap::new(),
             pending_headers: BTreeMap::new(),
         })
+    }
+
+    /// Rebuilds a restarted member from the records it persisted ([`Output::Persist`], in
+    /// any order). It will not propose again in a round it proposed in, nor vote for a
+    /// second batch of an (author, round) it voted on. The returned outputs replay the
+    /// commits of the restored DAG (same checkpoints, from sequence 0: the host skips the
+    /// sequence numbers it already applied) and re-announce an uncertified own proposal.
+    pub fn recover(
+        committee: Committee,
+        signer: S,
+        verifier: V,
+        config: ConsensusConfig,
+        records: impl IntoIterator<Item = Record>,
+    ) -> Result<(Self, Vec<Output>)> {
+        let mut c = Self::new(committee, signer, verifier, config)?;
+        let mut certs = Vec::new();
+        let mut last_own: Option<SignedBatch> = None;
+        for record in records {
+            match record {
+                Record::Proposed(b) => {
+                    if b.header.author != c.me {
+                        continue;
+                    }
+                    let round = b.header.round;
+                    let vote = Vote::sign(b.digest(), c.me, &c.signer);
+                    c.voted.insert((c.me, round), vote);
+                    c.headers.insert((c.me, round), b.clone());
+                    if last_own.as_ref().is_none_or(|l| l.header.round < round) {
+                        last_own = Some(b);
+                    }
+                }
+                Record::Voted {
+                    author,
+                    round,
+                    digest,
+                } => {
+                    let vote = Vote::sign(digest, c.me, &c.signer);
+                    c.voted.insert((author, round), vote);
+                }
+                Record::Stored(cert) => certs.push(cert),
+            }
+        }
+        certs.sort_by_key(|x| x.batch.header.round);
+        let mut out = Vec::new();
+        for cert in certs {
+            if c.store.contains(&cert.digest()) {
+                continue;
+            }
+            let verified = cert.verify(&c.committee, &c.verifier)?;
+            c.note_header(verified.batch(), &mut out);
+            if let Err(e) = c.store.insert(verified, &c.committee) {
+                // Persisted in causal order, so only a corrupt log lands here.
+                if !matches!(e, ConsensusError::Equivocation(_)) {
+                    return Err(e);
+                }
+            }
+        }
+        c.commit(&mut out);
+        let mut own_round = None;
+        if let Some(b) = last_own {
+            let round = b.header.round;
+            own_round = Some(round);
+            c.last_proposal_ms = b.header.timestamp_ms;
+            if c.store.by_author(round, &c.me).is_none() {
+                let mut agg = VotesAggregator::new(b.clone());
+                let own = Vote::sign(b.digest(), c.me, &c.signer);
+                if agg.add(own, &c.committee, &c.verifier)?.is_none() {
+                    out.push(Output::Broadcast(Message::Propose(b)));
+                    c.aggregator = Some(agg);
+                }
+            }
+        }
+        c.proposed = own_round;
+        c.my_latest = c
+            .store
+            .highest_round()
+            .and_then(|top| (0..=top).rev().find_map(|r| c.store.by_author(r, &c.me)))
+            .map(|v| v.certificate().clone());
+        out.retain(|o| !matches!(o, Output::Persist(_)));
+        Ok((c, out))
     }
 
     /// This member's id.
@@ -388,11 +490,14 @@ impl<S: Signer, V: SignatureVerifier> Consensus<S, V> {
             return Ok(()); // equivocation: never vote
         }
         if let Some(v) = self.voted.get(&key) {
-            // A re-sent proposal: our vote may have been lost.
-            out.push(Output::Send {
-                to: h.author,
-                message: Message::Vote(v.clone()),
-            });
+            // A re-sent proposal: our vote may have been lost. (A different digest means
+            // we voted for another batch of this author and round before a restart.)
+            if v.digest == batch.digest() {
+                out.push(Output::Send {
+                    to: h.author,
+                    message: Message::Vote(v.clone()),
+                });
+            }
             return Ok(());
         }
         if h.round < self.store.pruned_below() {
@@ -426,6 +531,11 @@ impl<S: Signer, V: SignatureVerifier> Consensus<S, V> {
         let h = &batch.header;
         let vote = Vote::sign(batch.digest(), self.me, &self.signer);
         self.voted.insert((h.author, h.round), vote.clone());
+        out.push(Output::Persist(Record::Voted {
+            author: h.author,
+            round: h.round,
+            digest: vote.digest,
+        }));
         out.push(Output::Send {
             to: h.author,
             message: Message::Vote(vote),
@@ -490,7 +600,7 @@ impl<S: Signer, V: SignatureVerifier> Consensus<S, V> {
         // A certificate conflicting with a proposal seen earlier is evidence, yet it is
         // still stored: a quorum certified it, so every honest node must order it.
         self.note_header(cert.batch(), out);
-        match self.store.insert(cert.clone(), &self.committee) {
+        match self.store_insert(cert.clone(), out) {
             Ok(_) => {
                 self.drain_pending(out);
                 self.commit(out);
@@ -523,6 +633,16 @@ impl<S: Signer, V: SignatureVerifier> Consensus<S, V> {
         }
     }
 
+    /// Stores a certificate; a new one is also a [`Record::Stored`].
+    fn store_insert(&mut self, cert: VerifiedCertificate, out: &mut Vec<Output>) -> Result<bool> {
+        let record = cert.certificate().clone();
+        let new = self.store.insert(cert, &self.committee)?;
+        if new {
+            out.push(Output::Persist(Record::Stored(record)));
+        }
+        Ok(new)
+    }
+
     /// Inserts parked certificates whose parents arrived, and votes on parked proposals.
     fn drain_pending(&mut self, out: &mut Vec<Output>) {
         loop {
@@ -538,8 +658,7 @@ impl<S: Signer, V: SignatureVerifier> Consensus<S, V> {
             for k in ready {
                 if let Some((c, _)) = self.pending_certs.remove(&k) {
                     // Errors here (bad parent rounds, equivocation) drop the certificate.
-                    if let Err(ConsensusError::Equivocation(e)) =
-                        self.store.insert(c, &self.committee)
+                    if let Err(ConsensusError::Equivocation(e)) = self.store_insert(c, out)
                         && self.reported.insert((e.author(), e.round()))
                     {
                         out.push(Output::Evidence(*e));
@@ -731,6 +850,7 @@ impl<S: Signer, V: SignatureVerifier> Consensus<S, V> {
         let mut agg = VotesAggregator::new(batch.clone());
         let own = Vote::sign(batch.digest(), self.me, &self.signer);
         self.voted.insert((self.me, round), own.clone());
+        out.push(Output::Persist(Record::Proposed(batch.clone())));
         out.push(Output::Broadcast(Message::Propose(batch)));
         match agg.add(own, &self.committee, &self.verifier) {
             Ok(Some(cert)) => {

@@ -55,7 +55,7 @@ pub use builder::DagBuilder;
 pub use certificate::{Certificate, VerifiedCertificate};
 pub use commit::{Checkpoint, CommittedSubDag, Committer};
 pub use committee::{Authority, AuthorityIndex, Committee, LeaderSchedule, Stake};
-pub use driver::{Consensus, ConsensusConfig, FetchRequest, MAX_FETCH, Message, Output};
+pub use driver::{Consensus, ConsensusConfig, FetchRequest, MAX_FETCH, Message, Output, Record};
 pub use equivocation::Equivocation;
 pub use error::{ConsensusError, Result};
 pub use store::DagStore;

@@ -37,6 +37,7 @@ impl Rng {
 }
 
 enum Event {
+    Restart(usize),
     Deliver {
         to: usize,
         from: usize,
@@ -57,8 +58,10 @@ struct Scenario {
     /// `[start, end)` during which nodes in different groups cannot talk.
     partition: (u64, u64),
     groups: [u8; 4],
-    /// (node, time) of a permanent crash.
+    /// (node, time) of a crash.
     crash: Option<(usize, u64)>,
+    /// When the crashed node restarts from its persisted records (never if `None`).
+    restart_ms: Option<u64>,
     end_ms: u64,
 }
 
@@ -76,7 +79,14 @@ impl Scenario {
             groups[b] = 1;
         }
         let crash = Some((rng.below(4) as usize, rng.range(0, 6000)));
-        let settle = end.max(crash.map_or(0, |c| c.1));
+        let restart_ms = if rng.per_mille(500) {
+            crash.map(|c| c.1 + rng.range(300, 3000))
+        } else {
+            None
+        };
+        let settle = end
+            .max(crash.map_or(0, |c| c.1))
+            .max(restart_ms.unwrap_or(0));
         Scenario {
             loss_per_mille: rng.range(0, 100),
             delay_ms: (rng.range(1, 10), rng.range(20, 80)),
@@ -85,14 +95,19 @@ impl Scenario {
             partition: (start, end),
             groups,
             crash,
+            restart_ms,
             end_ms: settle + 6000,
         }
     }
     fn settle_ms(&self) -> u64 {
-        self.partition.1.max(self.crash.map_or(0, |c| c.1))
+        self.partition
+            .1
+            .max(self.crash.map_or(0, |c| c.1))
+            .max(self.restart_ms.unwrap_or(0))
     }
     fn crashed(&self, node: usize, now: u64) -> bool {
         self.crash.is_some_and(|(n, t)| n == node && now >= t)
+            && self.restart_ms.is_none_or(|r| now < r)
     }
     fn cut(&self, a: usize, b: usize, now: u64) -> bool {
         now >= self.partition.0 && now < self.partition.1 && self.groups[a] != self.groups[b]
@@ -109,6 +124,8 @@ struct SimNode {
     queued_at: std::collections::HashMap<BatchItem, u64>,
     /// Queue → commit latency of own items (ms).
     latencies: Vec<u64>,
+    /// What the driver asked to persist (survives a crash).
+    records: Vec<Record>,
 }
 
 struct Sim {
@@ -119,6 +136,9 @@ struct Sim {
     queue: BTreeMap<(u64, u64), Event>,
     seq: u64,
     evidence: usize,
+    committee: Committee,
+    config: ConsensusConfig,
+    restarts: usize,
 }
 
 const TICK_MS: u64 = 50;
@@ -142,7 +162,8 @@ impl Sim {
         };
         let ids = signers.iter().map(|s| s.node_id()).collect();
         let nodes = signers
-            .into_iter()
+            .iter()
+            .cloned()
             .map(|s| SimNode {
                 driver: Consensus::new(committee.clone(), s, TestVerifier, config.clone()).unwrap(),
                 sequence: Vec::new(),
@@ -151,6 +172,7 @@ impl Sim {
                 payload_counter: 0,
                 queued_at: Default::default(),
                 latencies: Vec::new(),
+                records: Vec::new(),
             })
             .collect();
         Sim {
@@ -159,6 +181,9 @@ impl Sim {
             nodes,
             ids,
             queue: BTreeMap::new(),
+            committee,
+            config,
+            restarts: 0,
             seq: 0,
             evidence: 0,
         }
@@ -203,6 +228,14 @@ impl Sim {
                 }
                 Output::Committed(sub) => {
                     let n = &mut self.nodes[node];
+                    let seq = sub.checkpoint.sequence as usize;
+                    if seq < n.checkpoints.len() {
+                        // Replayed after a restart: must be exactly what was committed.
+                        if n.checkpoints[seq] != sub.checkpoint.hash() {
+                            return Err(format!("node {node}: replayed checkpoint {seq} differs"));
+                        }
+                        continue;
+                    }
                     if sub.checkpoint.sequence != n.checkpoints.len() as u64 {
                         return Err(format!("node {node}: checkpoint sequence gap"));
                     }
@@ -221,6 +254,7 @@ impl Sim {
                     n.checkpoints.push(sub.checkpoint.hash());
                 }
                 Output::Evidence(_) => self.evidence += 1,
+                Output::Persist(r) => self.nodes[node].records.push(r),
             }
         }
         Ok(())
@@ -231,6 +265,9 @@ impl Sim {
             let outs = self.nodes[i].driver.start(0);
             self.outputs(0, i, outs)?;
             self.schedule(TICK_MS + i as u64 * 7, Event::Tick(i));
+        }
+        if let (Some((node, _)), Some(at)) = (self.scenario.crash, self.scenario.restart_ms) {
+            self.schedule(at, Event::Restart(node));
         }
         let settle = self.scenario.settle_ms();
         while let Some(((now, _), event)) = self.queue.pop_first() {
@@ -243,6 +280,23 @@ impl Sim {
                 }
             }
             match event {
+                Event::Restart(i) => {
+                    // Everything in memory is gone; only the persisted records remain.
+                    let records = self.nodes[i].records.clone();
+                    let (driver, outs) = Consensus::recover(
+                        self.committee.clone(),
+                        TestSigner::new(i as u64),
+                        TestVerifier,
+                        self.config.clone(),
+                        records,
+                    )
+                    .map_err(|e| format!("node {i} failed to recover: {e}"))?;
+                    self.nodes[i].driver = driver;
+                    self.nodes[i].queued_at.clear();
+                    self.restarts += 1;
+                    self.outputs(now, i, outs)?;
+                    self.schedule(now + TICK_MS, Event::Tick(i));
+                }
                 Event::Tick(i) => {
                     if self.scenario.crashed(i, now) {
                         continue;
@@ -332,8 +386,8 @@ impl Sim {
 }
 
 /// Per run: (fewest checkpoints of a node, most checkpoints, skipped leader rounds of the
-/// node with most checkpoints).
-fn run_seed(seed: u64) -> Result<(usize, usize, u64), String> {
+/// node with most checkpoints, restarts).
+fn run_seed(seed: u64) -> Result<(usize, usize, u64, usize), String> {
     let mut sim = Sim::new(seed, None);
     sim.run()
         .map_err(|e| format!("seed {seed}: {e}; scenario {:?}", sim.scenario))?;
@@ -354,6 +408,7 @@ fn run_seed(seed: u64) -> Result<(usize, usize, u64), String> {
         min,
         best.checkpoints.len(),
         (last / 2 + 1).saturating_sub(committed),
+        sim.restarts,
     ))
 }
 
@@ -369,6 +424,7 @@ fn sim_calm_network_commits_steadily() {
             partition: (0, 0),
             groups: [0; 4],
             crash: None,
+            restart_ms: None,
             end_ms: 5000,
         }),
     );
@@ -401,10 +457,11 @@ fn sim_200_seeds_safety_and_liveness() {
         Err(_) => (0..200).collect(),
     };
     let mut failures = Vec::new();
-    let (mut least, mut most, mut skipped) = (usize::MAX, 0, 0);
+    let (mut least, mut most, mut skipped, mut restarted) = (usize::MAX, 0, 0, 0);
     for s in &seeds {
         match run_seed(*s) {
-            Ok((min, max, skip)) => {
+            Ok((min, max, skip, restarts)) => {
+                restarted += restarts;
                 least = least.min(min);
                 most = most.max(max);
                 skipped += skip;
@@ -413,7 +470,8 @@ fn sim_200_seeds_safety_and_liveness() {
         }
     }
     eprintln!(
-        "{} seeds: checkpoints per node between {least} and {most}; {skipped} leaders skipped",
+        "{} seeds: checkpoints per node between {least} and {most}; {skipped} leaders skipped; \
+         {restarted} crashed nodes restarted from their records",
         seeds.len()
     );
     assert!(

@@ -446,10 +446,13 @@ fn driver_catches_an_equivocating_representative() {
     assert!(
         matches!(
             &out[..],
-            [Output::Send {
-                message: Message::Vote(_),
-                ..
-            }]
+            [
+                Output::Persist(Record::Voted { .. }),
+                Output::Send {
+                    message: Message::Vote(_),
+                    ..
+                }
+            ]
         ),
         "{out:?}"
     );
@@ -502,6 +505,7 @@ fn driver_lockstep_commits() {
                 }
                 Output::Committed(s) => c[from].extend(s.checkpoint.batches),
                 Output::Evidence(e) => panic!("{e:?}"),
+                Output::Persist(_) => {}
             }
         }
     };
@@ -700,5 +704,101 @@ fn driver_reports_a_conflicting_certificate() {
             .unwrap()
             .digest(),
         x.digest()
+    );
+}
+
+#[test]
+fn recovered_member_neither_reproposes_nor_votes_twice() {
+    let signers: Vec<TestSigner> = (0..4).map(TestSigner::new).collect();
+    let committee =
+        Committee::equal(signers.iter().map(|s| s.public_key().to_vec()).collect()).unwrap();
+    let cfg = ConsensusConfig::default();
+    let mut node = Consensus::new(
+        committee.clone(),
+        signers[0].clone(),
+        TestVerifier,
+        cfg.clone(),
+    )
+    .unwrap();
+    node.add_payload([BatchItem::Tx(TxId::from_bytes([1; 32]))]);
+    let mut records = Vec::new();
+    let mut keep = |outs: Vec<Output>, records: &mut Vec<Record>| {
+        for o in outs {
+            if let Output::Persist(r) = o {
+                records.push(r);
+            }
+        }
+    };
+    keep(node.start(0), &mut records);
+    // B proposes round 0; we vote.
+    let b0 = SignedBatch::sign(
+        BatchHeader {
+            round: 0,
+            author: signers[1].node_id(),
+            timestamp_ms: 0,
+            parents: vec![],
+            items: vec![],
+        },
+        &signers[1],
+    );
+    keep(
+        node.handle(1, signers[1].node_id(), Message::Propose(b0.clone()))
+            .unwrap(),
+        &mut records,
+    );
+    let own = match &records[0] {
+        Record::Proposed(b) => b.clone(),
+        r => panic!("{r:?}"),
+    };
+    // Crash; restart from the records with an empty payload queue.
+    let (mut node, outs) =
+        Consensus::recover(committee, signers[0].clone(), TestVerifier, cfg, records).unwrap();
+    assert_eq!(node.round(), Some(0));
+    assert_eq!(
+        outs,
+        vec![Output::Broadcast(Message::Propose(own.clone()))],
+        "the same proposal again"
+    );
+    let outs = node.tick(10_000);
+    assert!(
+        outs.iter()
+            .all(|o| !matches!(o, Output::Broadcast(Message::Propose(b)) if *b != own))
+    );
+    // The same proposal by B gets the same vote; a different one gets none (and is evidence).
+    let again = node
+        .handle(10_001, signers[1].node_id(), Message::Propose(b0))
+        .unwrap();
+    assert!(
+        matches!(
+            &again[..],
+            [Output::Send {
+                message: Message::Vote(_),
+                ..
+            }]
+        ),
+        "{again:?}"
+    );
+    let b0x = SignedBatch::sign(
+        BatchHeader {
+            round: 0,
+            author: signers[1].node_id(),
+            timestamp_ms: 5,
+            parents: vec![],
+            items: vec![],
+        },
+        &signers[1],
+    );
+    let out = node
+        .handle(10_002, signers[1].node_id(), Message::Propose(b0x))
+        .unwrap();
+    assert!(
+        out.iter().all(|o| !matches!(
+            o,
+            Output::Send {
+                message: Message::Vote(_),
+                ..
+            }
+        )),
+        "{out:?}"
     );
 }
