@@ -722,7 +722,7 @@ fn recovered_member_neither_reproposes_nor_votes_twice() {
     .unwrap();
     node.add_payload([BatchItem::Tx(TxId::from_bytes([1; 32]))]);
     let mut records = Vec::new();
-    let mut keep = |outs: Vec<Output>, records: &mut Vec<Record>| {
+    let keep = |outs: Vec<Output>, records: &mut Vec<Record>| {
         for o in outs {
             if let Output::Persist(r) = o {
                 records.push(r);
