@@ -551,7 +551,7 @@ impl<S: Signer, V: SignatureVerifier> Consensus<S, V> {
                 self.headers.insert(key, batch.clone());
                 false
             }
-            Some(first) if first.digest() == batch.digest() => false,
+            Some(first) if first.header == batch.header => false,
             Some(first) => {
                 if self.reported.insert(key)
                     && let Ok(e) = Equivocation::new(first.clone(), batch.clone())

@@ -450,11 +450,12 @@ fn sim_calm_network_commits_steadily() {
     }
 }
 
-#[test]
-fn sim_200_seeds_safety_and_liveness() {
+/// Runs seeds `range` (or only `SIM_SEED` if set), prints statistics, fails listing every
+/// failing seed with its scenario.
+fn run_seeds(range: std::ops::Range<u64>) {
     let seeds: Vec<u64> = match std::env::var("SIM_SEED") {
         Ok(s) => vec![s.parse().unwrap()],
-        Err(_) => (0..200).collect(),
+        Err(_) => range.collect(),
     };
     let mut failures = Vec::new();
     let (mut least, mut most, mut skipped, mut restarted) = (usize::MAX, 0, 0, 0);
@@ -470,9 +471,8 @@ fn sim_200_seeds_safety_and_liveness() {
         }
     }
     eprintln!(
-        "{} seeds: checkpoints per node between {least} and {most}; {skipped} leaders skipped; \
-         {restarted} crashed nodes restarted from their records",
-        seeds.len()
+        "seeds {seeds:?}: checkpoints per node between {least} and {most}; {skipped} leaders skipped; \
+         {restarted} crashed nodes restarted from their records"
     );
     assert!(
         failures.is_empty(),
@@ -480,4 +480,22 @@ fn sim_200_seeds_safety_and_liveness() {
         failures.len(),
         failures.join("\n")
     );
+}
+
+// 200 seeds in four tests, so the harness runs them in parallel and each stays short.
+#[test]
+fn sim_seeds_0_to_49_safety_and_liveness() {
+    run_seeds(0..50);
+}
+#[test]
+fn sim_seeds_50_to_99_safety_and_liveness() {
+    run_seeds(50..100);
+}
+#[test]
+fn sim_seeds_100_to_149_safety_and_liveness() {
+    run_seeds(100..150);
+}
+#[test]
+fn sim_seeds_150_to_199_safety_and_liveness() {
+    run_seeds(150..200);
 }
