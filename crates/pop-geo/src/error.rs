@@ -5,7 +5,7 @@ use dag_core::{CityId, Position};
 use std::path::PathBuf;
 use thiserror::Error;
 
-/// Result with this crate's [`Error`].
+/// Result with this crate's [`enum@Error`].
 pub type Result<T> = std::result::Result<T, Error>;
 
 /// What went wrong while loading regions or configuring events.
