@@ -455,6 +455,64 @@ impl InclusionProof {
     }
 }
 
+/// A consistency proof as a value (for the wire): the log of `old_size` leaves is a prefix
+/// of the log of `new_size` leaves.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ConsistencyProof {
+    /// Size of the older tree.
+    pub old_size: u64,
+    /// Size of the newer tree.
+    pub new_size: u64,
+    /// The proof hashes.
+    pub path: Vec<Hash32>,
+}
+
+impl ConsistencyProof {
+    /// Most hashes in a proof (trees up to 2^64 leaves).
+    pub const MAX_PATH: usize = 130;
+
+    /// Verifies against two trusted roots.
+    pub fn verify(&self, old_root: &Hash32, new_root: &Hash32) -> Result<()> {
+        verify_consistency(self.old_size, self.new_size, old_root, new_root, &self.path)
+    }
+
+    /// Canonical encoding: old u64 ‖ new u64 ‖ count u8 ‖ hashes 32 each.
+    pub fn encode(&self) -> Vec<u8> {
+        let n = self.path.len().min(u8::MAX as usize);
+        let mut w = Writer::with_capacity(17 + 32 * n);
+        w.u64(self.old_size).u64(self.new_size).u8(n as u8);
+        for h in &self.path[..n] {
+            w.raw(&h.0);
+        }
+        w.finish()
+    }
+
+    /// Strict decoding.
+    pub fn decode(bytes: &[u8]) -> std::result::Result<Self, DecodeError> {
+        let mut r = Reader::new(bytes);
+        let old_size = r.u64("old_size")?;
+        let new_size = r.u64("new_size")?;
+        let n = r.u8("path")? as usize;
+        if n > Self::MAX_PATH {
+            return Err(DecodeError::TooLong {
+                field: "path",
+                len: n,
+                max: Self::MAX_PATH,
+            });
+        }
+        let mut path = Vec::with_capacity(n);
+        for _ in 0..n {
+            path.push(Hash32(r.bytes32("path hash")?));
+        }
+        r.finish()?;
+        Ok(ConsistencyProof {
+            old_size,
+            new_size,
+            path,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -559,6 +617,14 @@ mod tests {
         // A consistency proof between equal sizes must be empty with equal roots.
         assert!(verify_consistency(8, 8, &root, &other, &[]).is_err());
         assert!(verify_consistency(3, 8, &log.root_at(3).unwrap(), &root, &[]).is_err());
+        let cp = ConsistencyProof {
+            old_size: 3,
+            new_size: 8,
+            path: log.consistency_proof(3, 8).unwrap(),
+        };
+        assert_eq!(ConsistencyProof::decode(&cp.encode()).unwrap(), cp);
+        cp.verify(&log.root_at(3).unwrap(), &root).unwrap();
+        assert!(cp.verify(&log.root_at(2).unwrap(), &root).is_err());
         let ip = InclusionProof {
             index: 3,
             size: 8,
