@@ -16,7 +16,20 @@
 //! - [`Equivocation`]: evidence that one author signed two batches for one round.
 //! - [`Consensus`]: the driver state machine (messages and ticks in, messages and commits
 //!   out) that a node runs over any transport.
-//! - `DagBuilder` (tests, `test-utils` feature): a text DSL describing DAGs.
+//! - `DagBuilder` (tests, `test-utils` feature): a text DSL describing DAGs; `TestSigner` /
+//!   `TestVerifier`: cheap keyed-BLAKE3 signature doubles for simulations.
+//!
+//! # Running it in a node
+//! 1. `Consensus::new(committee, signer, verifier, config)` (or [`Consensus::recover`] with
+//!    the persisted records after a restart), then `start(now_ms)`.
+//! 2. Feed every received [`Message`] to `handle(now_ms, sender, message)` and call
+//!    `tick(now_ms)` periodically (e.g. every 50–100 ms). Queue held txs or micro-batch
+//!    stripes with `add_payload`; set the dynamic batch interval with
+//!    `set_proposal_interval`.
+//! 3. Act on each [`Output`] in order: `Persist` (write durably first), `Broadcast` / `Send`
+//!    (over the Consensus gRPC service; [`Message::encode`] gives canonical bytes),
+//!    `Committed` (apply the ordered batches; `checkpoint.sequence` numbers them, positions
+//!    inside are the order of `batches`), `Evidence` (hand to dpos).
 //!
 //! ```
 //! use dag_core::consensus::Committee;
