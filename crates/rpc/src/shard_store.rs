@@ -348,3 +348,58 @@ impl ShardStoreClient {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use storage::{Error as E, ShardProblem};
+
+    #[test]
+    fn storage_errors_map_to_precise_statuses() {
+        let sid = StripeId::from_bytes([1; 32]);
+        let check = |e: E, code: tonic::Code, prefix: &str| {
+            let s = status_of(&e);
+            assert_eq!(s.code(), code, "{e}");
+            assert!(s.message().starts_with(prefix), "{}", s.message());
+        };
+        check(
+            E::BadShard {
+                stripe_id: Some(sid),
+                index: Some(1),
+                problem: ShardProblem::HashMismatch,
+            },
+            tonic::Code::InvalidArgument,
+            "BAD_SHARD:",
+        );
+        check(
+            E::OverQuota {
+                needed: 10,
+                used: 5,
+                quota: 12,
+            },
+            tonic::Code::ResourceExhausted,
+            "OVER_QUOTA:",
+        );
+        check(
+            E::ShardConflict {
+                stripe_id: sid,
+                index: 2,
+            },
+            tonic::Code::AlreadyExists,
+            "SHARD_CONFLICT:",
+        );
+        check(
+            E::CorruptOnDisk {
+                stripe_id: sid,
+                index: 3,
+                problem: ShardProblem::HashMismatch,
+            },
+            tonic::Code::DataLoss,
+            "CORRUPT:",
+        );
+        assert_eq!(not_held(&sid, 4).code(), tonic::Code::NotFound);
+        assert!(stripe_and_index(&[0; 31], 0).is_err());
+        assert!(stripe_and_index(&[0; 32], 32).is_err());
+        assert_eq!(stripe_and_index(&[1; 32], 31).unwrap(), (sid, 31));
+    }
+}
