@@ -235,17 +235,26 @@ impl NodeRegistry {
         n: usize,
         role: Option<Role>,
     ) -> Vec<(NodeInfo, f64)> {
-        let mut all: Vec<(NodeInfo, f64)> = self
-            .select(|i| role.is_none_or(|r| r == i.role))
-            .into_iter()
-            .map(|i| {
-                let d = haversine_km(lat, lon, i.lat, i.lon);
-                (i, d)
-            })
+        if n == 0 {
+            return Vec::new();
+        }
+        let now = Instant::now();
+        let nodes = self.nodes.lock();
+        // Distances over references; only the n winners are cloned.
+        let mut cands: Vec<(f64, &NodeInfo)> = nodes
+            .values()
+            .filter(|e| e.confirmed + self.ttl >= now && role.is_none_or(|r| r == e.info.role))
+            .map(|e| (haversine_km(lat, lon, e.info.lat, e.info.lon), &e.info))
             .collect();
-        all.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.node_id.cmp(&b.0.node_id)));
-        all.truncate(n);
-        all
+        let cmp = |a: &(f64, &NodeInfo), b: &(f64, &NodeInfo)| {
+            a.0.total_cmp(&b.0).then(a.1.node_id.cmp(&b.1.node_id))
+        };
+        if cands.len() > n {
+            cands.select_nth_unstable_by(n - 1, cmp);
+            cands.truncate(n);
+        }
+        cands.sort_by(cmp);
+        cands.into_iter().map(|(d, i)| (i.clone(), d)).collect()
     }
 
     /// A receiver of changes from now on (lagging receivers lose the oldest changes).
@@ -315,6 +324,10 @@ mod tests {
         assert!(all[0].1 < 1e-6);
         assert_eq!(all.len(), 4);
         assert_eq!(all[3].0, sapporo);
+        assert!(r.nearest(0.0, 0.0, 0, None).is_empty());
+        let one = r.nearest(43.0, 141.0, 1, None);
+        assert_eq!(one.len(), 1);
+        assert_eq!(one[0].0, sapporo);
     }
 
     #[tokio::test(start_paused = true)]
