@@ -18,7 +18,11 @@ fn node(i: u32) -> NodeInfo {
     id[..4].copy_from_slice(&i.to_be_bytes());
     NodeInfo {
         node_id: NodeId::from_bytes(id),
-        role: if i % 4 == 0 { Role::City } else { Role::Light },
+        role: if i.is_multiple_of(4) {
+            Role::City
+        } else {
+            Role::Light
+        },
         grpc_addr: format!("127.0.0.1:{}", 10_000 + i % 50_000),
         city_id: format!("JP-{:02}", i % 47 + 1),
         zone: String::new(),
