@@ -68,6 +68,9 @@ struct RunArgs {
     /// Signature verification threads (0 = one per core).
     #[arg(long, env = "CITY_VERIFY_THREADS")]
     verify_threads: Option<usize>,
+    /// Light role: most bytes of shards this node stores.
+    #[arg(long, env = "CITY_QUOTA_BYTES")]
+    quota_bytes: Option<u64>,
 }
 
 /// The TOML config file.
@@ -78,6 +81,8 @@ struct FileConfig {
     metrics_listen: Option<SocketAddr>,
     #[serde(default)]
     city: Option<node::CityConfig>,
+    #[serde(default)]
+    light: Option<node::LightConfig>,
 }
 
 fn init_logging(format: &str) {
@@ -122,6 +127,16 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         None => FileConfig::default(),
     };
     let role = args.role.or(file.role).unwrap_or(Role::City);
+    let mut light = file.light.unwrap_or_default();
+    if let Some(l) = args.listen {
+        light.listen = l;
+    }
+    if let Some(d) = &args.data_dir {
+        light.data_dir = d.clone();
+    }
+    if let Some(q) = args.quota_bytes {
+        light.quota_bytes = q;
+    }
     let mut city = file.city.unwrap_or_default();
     if let Some(l) = args.listen {
         city.listen = l;
@@ -147,6 +162,16 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             let key = node::load_or_create_key(&city.data_dir)?;
             let handle = node::start_city(&city, &key).await?;
             tracing::info!(addr = %handle.addr(), "running; Ctrl-C to stop");
+            shutdown_signal().await;
+            tracing::info!("shutting down");
+            handle.shutdown().await?;
+            tracing::info!("stopped cleanly");
+            Ok(())
+        }
+        Role::Light => {
+            let key = node::load_or_create_key(&light.data_dir)?;
+            let handle = node::start_light(&light, key).await?;
+            tracing::info!(addr = %handle.addr(), node_id = %handle.node().node_id(), "running; Ctrl-C to stop");
             shutdown_signal().await;
             tracing::info!("shutting down");
             handle.shutdown().await?;
