@@ -20,5 +20,5 @@ pub enum Error {
     Presence(#[from] presence::Error),
 }
 
-/// Result with the node-list [`Error`].
+/// Result with the node-list [`Error`](enum@Error).
 pub type Result<T> = std::result::Result<T, Error>;

@@ -88,5 +88,5 @@ impl Error {
     }
 }
 
-/// Result with the presence [`Error`].
+/// Result with the presence [`Error`](enum@Error).
 pub type Result<T> = std::result::Result<T, Error>;

@@ -13,6 +13,20 @@
 //! - [`RedisProcess`]: a throwaway `redis-server` on a free loopback port (tests, load run).
 //! - [`load`]: the bounded loopback load run (`presence-server bench`).
 //!
+//! ## HTTP API
+//! | route | body / query | answers |
+//! |---|---|---|
+//! | `POST /presence/login` | a [`NodeInfo`](dag_core::NodeInfo) as JSON (`node_id` hex) | 200 `{ok, ttl_ms, heartbeat_ms}`, 400 |
+//! | `POST /presence/heartbeat` | `{"node_id": "…"}` | 200, 404 unknown node, 400 |
+//! | `POST /presence/logout` | `{"node_id": "…"}` | 200, 404, 400 |
+//! | `GET /presence` | `?role=light&city=JP-13` (both optional) | 200 `{count, nodes}`, 400 bad role |
+//! | `GET /presence/events` | | SSE: `join` / `update` / `leave` (data = [`PresenceEvent`] JSON), `resync` |
+//! | `GET /healthz` | | 200, 503 while the backend (or its event feed) is down |
+//! | `GET /metrics` | | Prometheus text |
+//!
+//! Errors are JSON `{"error": code, "message": text}`; a backend outage is 503, and the
+//! `/presence` routes answer 429 with `Retry-After` beyond 30 req/s (burst 60) per client IP.
+//!
 //! ```
 //! use presence::{MemoryPresenceStore, PresenceStore, ListFilter, SystemClock};
 //! use std::{sync::Arc, time::Duration};
