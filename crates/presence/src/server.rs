@@ -304,6 +304,9 @@ async fn list(
         city: params.city.filter(|c| !c.is_empty()),
     };
     let nodes = st.store.list(&filter).await?;
+    if filter == ListFilter::default() {
+        metrics::gauge!("presence_online_nodes").set(nodes.len() as f64);
+    }
     Ok(Json(json!({ "count": nodes.len(), "nodes": nodes })).into_response())
 }
 
