@@ -7,8 +7,8 @@ use crate::{Error, EventStream, ListFilter, PresenceEvent, PresenceStore, Result
 use dag_core::{NodeId, NodeInfo};
 use futures::StreamExt;
 use resilience::{
-    BreakerError, CircuitBreaker, CircuitBreakerConfig, RetryBudget, RetryError, RetryPolicy,
-    TokenBucket, TokenBucketConfig, retry,
+    BreakerError, CircuitBreaker, CircuitBreakerConfig, RetryBudget, RetryDecision, RetryError,
+    RetryPolicy, TokenBucket, TokenBucketConfig, retry_with,
 };
 use serde_json::json;
 use std::net::IpAddr;
@@ -182,10 +182,15 @@ impl PresenceClient {
         breaker: &CircuitBreaker,
         req: impl Fn() -> reqwest::RequestBuilder,
     ) -> Result<serde_json::Value> {
-        retry(
+        retry_with(
             &self.config.retry,
             Some(&self.budget),
-            |e: &Error| is_outage(e) || matches!(e, Error::RateLimited { .. }),
+            |e: &Error| match e {
+                // Honour the server's Retry-After.
+                Error::RateLimited { retry_after } => RetryDecision::RetryAfter(*retry_after),
+                e if is_outage(e) => RetryDecision::Retry,
+                _ => RetryDecision::Stop,
+            },
             |_| self.once(op, breaker, &req),
         )
         .await

@@ -45,4 +45,4 @@ pub use layers::{
     CircuitBreakerLayer, CircuitBreakerService, OnLimit, RetryLayer, RetryService,
     TokenBucketLayer, TokenBucketService,
 };
-pub use retry::{Jitter, RetryBudget, RetryError, RetryPolicy, retry};
+pub use retry::{Jitter, RetryBudget, RetryDecision, RetryError, RetryPolicy, retry, retry_with};

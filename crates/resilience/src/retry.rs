@@ -174,6 +174,17 @@ impl<E> RetryError<E> {
     }
 }
 
+/// What to do after a failed attempt (see [`retry_with`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryDecision {
+    /// Give up: the error is permanent.
+    Stop,
+    /// Retry after the policy's backoff.
+    Retry,
+    /// Retry, waiting at least this long (e.g. a server's `Retry-After`).
+    RetryAfter(Duration),
+}
+
 /// Runs `op` (given the 1-based attempt number) until it succeeds, the error is not
 /// retryable (`retryable` answers false), the attempts are used up, or `budget` is spent.
 /// Sleeps with tokio's clock between attempts.
@@ -181,12 +192,40 @@ pub async fn retry<T, E, F, Fut, C>(
     policy: &RetryPolicy,
     budget: Option<&RetryBudget>,
     mut retryable: C,
-    mut op: F,
+    op: F,
 ) -> Result<T, RetryError<E>>
 where
     F: FnMut(u32) -> Fut,
     Fut: Future<Output = Result<T, E>>,
     C: FnMut(&E) -> bool,
+{
+    retry_with(
+        policy,
+        budget,
+        |e| {
+            if retryable(e) {
+                RetryDecision::Retry
+            } else {
+                RetryDecision::Stop
+            }
+        },
+        op,
+    )
+    .await
+}
+
+/// Like [`retry`], but `decide` may ask for a longer wait than the backoff (the delay is
+/// the larger of the two).
+pub async fn retry_with<T, E, F, Fut, C>(
+    policy: &RetryPolicy,
+    budget: Option<&RetryBudget>,
+    mut decide: C,
+    mut op: F,
+) -> Result<T, RetryError<E>>
+where
+    F: FnMut(u32) -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+    C: FnMut(&E) -> RetryDecision,
 {
     if let Some(b) = budget {
         b.deposit();
@@ -194,28 +233,31 @@ where
     let max = policy.max_attempts.max(1);
     let mut attempt = 1;
     loop {
-        match op(attempt).await {
+        let e = match op(attempt).await {
             Ok(v) => return Ok(v),
-            Err(e) if !retryable(&e) => return Err(RetryError::Permanent(e)),
-            Err(e) if attempt >= max => {
-                return Err(RetryError::AttemptsExhausted {
-                    attempts: attempt,
-                    last: e,
-                });
-            }
-            Err(e) => {
-                if let Some(b) = budget
-                    && !b.try_withdraw()
-                {
-                    return Err(RetryError::BudgetExhausted {
-                        attempts: attempt,
-                        last: e,
-                    });
-                }
-                tokio::time::sleep(policy.delay(attempt)).await;
-                attempt += 1;
-            }
+            Err(e) => e,
+        };
+        let at_least = match decide(&e) {
+            RetryDecision::Stop => return Err(RetryError::Permanent(e)),
+            RetryDecision::Retry => Duration::ZERO,
+            RetryDecision::RetryAfter(d) => d,
+        };
+        if attempt >= max {
+            return Err(RetryError::AttemptsExhausted {
+                attempts: attempt,
+                last: e,
+            });
         }
+        if let Some(b) = budget
+            && !b.try_withdraw()
+        {
+            return Err(RetryError::BudgetExhausted {
+                attempts: attempt,
+                last: e,
+            });
+        }
+        tokio::time::sleep(policy.delay(attempt).max(at_least)).await;
+        attempt += 1;
     }
 }
 
@@ -282,6 +324,20 @@ mod tests {
         assert_eq!(calls.load(Ordering::SeqCst), 3);
         // 0.5 s + 1 s of virtual time.
         assert_eq!(start.elapsed().as_millis(), 1500);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_retry_after_hint_lengthens_the_wait() {
+        let start = Instant::now();
+        let r: Result<u32, RetryError<&str>> = retry_with(
+            &policy(2),
+            None,
+            |_| RetryDecision::RetryAfter(Duration::from_secs(2)),
+            |n| async move { if n < 2 { Err("429") } else { Ok(n) } },
+        )
+        .await;
+        assert_eq!(r.unwrap(), 2);
+        assert_eq!(start.elapsed().as_millis(), 2000);
     }
 
     #[tokio::test(start_paused = true)]
