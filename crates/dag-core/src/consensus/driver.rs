@@ -486,6 +486,12 @@ impl<S: Signer, V: SignatureVerifier> Consensus<S, V> {
         if h.author == self.me {
             return Ok(());
         }
+        // Far ahead of our DAG: we could not vote before catching up anyway, and remembering
+        // it would let one member fill memory with signed junk.
+        let horizon = self.store.highest_round().map_or(0, |r| r + 1);
+        if h.round > horizon.saturating_add(self.config.gc_depth) {
+            return Ok(());
+        }
         if self.note_header(&batch, out) {
             return Ok(()); // equivocation: never vote
         }
@@ -509,7 +515,14 @@ impl<S: Signer, V: SignatureVerifier> Consensus<S, V> {
                 Ok(())
             }
             Err(ConsensusError::MissingParents { missing, .. }) => {
-                if self.pending_headers.len() < self.config.max_pending {
+                // Each author gets an equal share of the parking space.
+                let share = self.config.max_pending / self.committee.size();
+                let parked = self
+                    .pending_headers
+                    .values()
+                    .filter(|(b, _)| b.header.author == h.author)
+                    .count();
+                if parked < share {
                     let have = self.have_round();
                     out.push(Output::Send {
                         to: from,
