@@ -70,6 +70,9 @@ struct BenchArgs {
     /// Requests of the redis-benchmark baseline.
     #[arg(long, default_value_t = 100_000)]
     redis_requests: u64,
+    /// Load generator: wrk or tokio (default: wrk when installed).
+    #[arg(long, value_parser = ["wrk", "tokio"])]
+    client: Option<String>,
 }
 
 fn server_config(args: &ServeArgs) -> anyhow::Result<ServerConfig> {
@@ -143,6 +146,11 @@ async fn main() -> anyhow::Result<()> {
                 concurrency: b.concurrency,
                 nodes: b.nodes,
                 redis_bench_requests: b.redis_requests,
+                client: match b.client.as_deref() {
+                    Some("tokio") => presence::load::LoadClient::Tokio,
+                    Some(_) => presence::load::LoadClient::Wrk,
+                    None => presence::load::LoadClient::detect(),
+                },
                 ..presence::load::LoadConfig::default()
             })
             .await?;
