@@ -62,6 +62,8 @@ struct Scenario {
     crash: Option<(usize, u64)>,
     /// When the crashed node restarts from its persisted records (never if `None`).
     restart_ms: Option<u64>,
+    /// A member that equivocates on every proposal (then nobody crashes).
+    byzantine: Option<usize>,
     end_ms: u64,
 }
 
@@ -96,6 +98,7 @@ impl Scenario {
             groups,
             crash,
             restart_ms,
+            byzantine: None,
             end_ms: settle + 6000,
         }
     }
@@ -135,7 +138,8 @@ struct Sim {
     ids: Vec<NodeId>,
     queue: BTreeMap<(u64, u64), Event>,
     seq: u64,
-    evidence: usize,
+    /// (reporting node, evidence).
+    evidence: Vec<(usize, Equivocation)>,
     committee: Committee,
     config: ConsensusConfig,
     restarts: usize,
@@ -185,7 +189,7 @@ impl Sim {
             config,
             restarts: 0,
             seq: 0,
-            evidence: 0,
+            evidence: Vec::new(),
         }
     }
 
@@ -212,9 +216,26 @@ impl Sim {
         for o in outs {
             match o {
                 Output::Broadcast(m) => {
+                    // A Byzantine member shows its last peer another batch for the round.
+                    let twin = match &m {
+                        Message::Propose(b) if self.scenario.byzantine == Some(node) => {
+                            let mut h = b.header.clone();
+                            h.timestamp_ms += 1;
+                            Some(Message::Propose(SignedBatch::sign(
+                                h,
+                                &TestSigner::new(node as u64),
+                            )))
+                        }
+                        _ => None,
+                    };
+                    let last = (0..4).rev().find(|t| *t != node).unwrap_or(0);
                     for to in 0..4 {
                         if to != node {
-                            self.send(now, node, to, m.clone());
+                            let msg = match &twin {
+                                Some(t) if to == last => t.clone(),
+                                _ => m.clone(),
+                            };
+                            self.send(now, node, to, msg);
                         }
                     }
                 }
@@ -253,7 +274,7 @@ impl Sim {
                     }
                     n.checkpoints.push(sub.checkpoint.hash());
                 }
-                Output::Evidence(_) => self.evidence += 1,
+                Output::Evidence(e) => self.evidence.push((node, e)),
                 Output::Persist(r) => self.nodes[node].records.push(r),
             }
         }
@@ -362,8 +383,26 @@ impl Sim {
                 return Err(format!("node {i} committed a batch twice"));
             }
         }
-        if self.evidence > 0 {
-            return Err("evidence raised against honest nodes".into());
+        let byzantine = self.scenario.byzantine.map(|b| self.ids[b]);
+        if let Some((by, e)) = self
+            .evidence
+            .iter()
+            .find(|(_, e)| Some(e.author()) != byzantine)
+        {
+            return Err(format!(
+                "node {by} raised evidence against honest {}",
+                e.author()
+            ));
+        }
+        if let Some((by, e)) = self
+            .evidence
+            .iter()
+            .find(|(_, e)| e.verify(&self.committee, &TestVerifier).is_err())
+        {
+            return Err(format!(
+                "node {by} raised unverifiable evidence against {}",
+                e.author()
+            ));
         }
         // Liveness: after the partition healed and the crash happened, every live node
         // keeps committing.
@@ -425,6 +464,7 @@ fn sim_calm_network_commits_steadily() {
             groups: [0; 4],
             crash: None,
             restart_ms: None,
+            byzantine: None,
             end_ms: 5000,
         }),
     );
@@ -498,4 +538,30 @@ fn sim_seeds_100_to_149_safety_and_liveness() {
 #[test]
 fn sim_seeds_150_to_199_safety_and_liveness() {
     run_seeds(150..200);
+}
+
+#[test]
+fn sim_equivocating_representative_is_caught() {
+    // One member equivocates on every proposal; the network is lossy, slow at times and
+    // partitioned for a while; nobody crashes (the liar is the one fault tolerated).
+    let mut caught = 0;
+    for seed in 1000..1020u64 {
+        let mut rng = Rng::new(seed);
+        let mut scenario = Scenario::random(&mut rng);
+        let liar = rng.below(4) as usize;
+        scenario.crash = None;
+        scenario.restart_ms = None;
+        scenario.byzantine = Some(liar);
+        scenario.end_ms = scenario.partition.1 + 6000;
+        let mut sim = Sim::new(seed, Some(scenario));
+        if let Err(e) = sim.run() {
+            panic!("seed {seed}: {e}; scenario {:?}", sim.scenario);
+        }
+        assert!(
+            !sim.evidence.is_empty(),
+            "seed {seed}: equivocation by node {liar} went unnoticed"
+        );
+        caught += 1;
+    }
+    assert_eq!(caught, 20);
 }
