@@ -12,7 +12,11 @@ use std::time::{Duration, Instant};
 const BIN: &str = env!("CARGO_BIN_EXE_city-node");
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Kills the child if the test fails before stopping it.
@@ -29,28 +33,42 @@ impl Drop for Guard {
 fn wait_for_port(port: u16) {
     let t0 = Instant::now();
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(t0.elapsed() < Duration::from_secs(20), "port {port} never opened");
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "port {port} never opened"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
 
 fn http_get(port: u16, path: &str) -> String {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     out
 }
 
 fn sigterm_and_wait(child: &mut Child) -> std::process::ExitStatus {
-    let st = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
+    let st = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
     assert!(st.success());
     let t0 = Instant::now();
     loop {
         if let Some(status) = child.try_wait().unwrap() {
             return status;
         }
-        assert!(t0.elapsed() < Duration::from_secs(20), "node did not stop after SIGTERM");
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "node did not stop after SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -59,16 +77,27 @@ fn sigterm_and_wait(child: &mut Child) -> std::process::ExitStatus {
 fn keygen_writes_a_private_key_and_refuses_to_overwrite() {
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("k/node.key");
-    let out = Command::new(BIN).args(["keygen", "--out"]).arg(&key).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["keygen", "--out"])
+        .arg(&key)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("node id:"));
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
     }
     assert!(pqc::Keypair::load(&key).is_ok());
-    let again = Command::new(BIN).args(["keygen", "--out"]).arg(&key).output().unwrap();
+    let again = Command::new(BIN)
+        .args(["keygen", "--out"])
+        .arg(&key)
+        .output()
+        .unwrap();
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
 }
@@ -100,7 +129,9 @@ fn run_serves_grpc_and_metrics_then_stops_on_sigterm() {
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let client = rpc::CityClient::connect(&format!("127.0.0.1:{grpc}")).await.unwrap();
+        let client = rpc::CityClient::connect(&format!("127.0.0.1:{grpc}"))
+            .await
+            .unwrap();
         let kp = pqc::Keypair::generate();
         let tx = Tx::fresh(
             kp.account_id(),
@@ -116,7 +147,10 @@ fn run_serves_grpc_and_metrics_then_stops_on_sigterm() {
     });
     let body = http_get(metrics, "/metrics");
     assert!(body.contains("citychain_tx_admitted_total"), "{body}");
-    assert!(dir.path().join("data/node.key").exists(), "node key created on first start");
+    assert!(
+        dir.path().join("data/node.key").exists(),
+        "node key created on first start"
+    );
 
     let status = sigterm_and_wait(guard.0.as_mut().unwrap());
     assert!(status.success(), "exit status {status:?}");
@@ -128,7 +162,11 @@ fn bad_config_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("bad.toml");
     std::fs::write(&cfg, "listen = 5\nnonsense = true\n").unwrap();
-    let out = Command::new(BIN).args(["run", "--config"]).arg(&cfg).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("parsing") && err.contains("bad.toml"), "{err}");

@@ -1,13 +1,18 @@
-//! The in-process devnet behind `city-node demo`: a city node on loopback with a temporary
-//! data directory, 100 accounts, pre-signed load submitted over real gRPC, read-back,
-//! deliberate bad input, a restart, and a table of what was measured.
+//! The in-process devnet behind `city-node demo`: presence, 6 light nodes and a city node,
+//! each its own gRPC server on loopback; 100 accounts; pre-signed load at real Tokyo
+//! coordinates (and a few claiming Tokyo from Osaka) submitted over real gRPC; every tx
+//! answered Held with receipts from distinct light nodes; read-back; deliberate bad input;
+//! then 2 light nodes killed (one crashes, one leaves), re-replication back to n holders,
+//! every tx restored from shards and verified; a restart; and a table of what was measured.
 
-use crate::{CityConfig, Error, Result, start_city};
-use dag_core::{AccountId, CityId, Position, PositionMethod, SignedTx, Signer, Tx, TxKind};
+use crate::devnet::{CITY, Devnet, DevnetConfig};
+use crate::{Error, Result};
+use dag_core::{CityId, Position, PositionMethod, SignedTx, Signer, Tx, TxKind};
 use futures::StreamExt;
 use pqc::{Keypair, MlDsa87, sign_tx};
 use rayon::prelude::*;
-use rpc::{CityClient, RejectCode};
+use rpc::{CityClient, RejectCode, TxState};
+use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,6 +31,14 @@ pub struct DemoConfig {
     pub sample: usize,
     /// Signatures verified for the raw ML-DSA-87 baseline.
     pub baseline_verifies: usize,
+    /// Light nodes.
+    pub lights: usize,
+    /// Light nodes killed after the load (the first crashes, the others leave).
+    pub kill: usize,
+    /// One in this many txs claims Tokyo from a position in Osaka (0 = none).
+    pub outside_every: usize,
+    /// Txs restored one by one through the repair path to time it.
+    pub restore_sample: usize,
 }
 
 impl Default for DemoConfig {
@@ -36,6 +49,10 @@ impl Default for DemoConfig {
             streams: 4,
             sample: 500,
             baseline_verifies: 4_000,
+            lights: 6,
+            kill: 2,
+            outside_every: 100,
+            restore_sample: 200,
         }
     }
 }
@@ -47,7 +64,7 @@ pub struct BadCase {
     pub name: &'static str,
     /// The code we expect.
     pub expected: RejectCode,
-    /// What came back: the rejection, or "ACCEPTED" if it was wrongly admitted.
+    /// What came back: the rejection, or a description if it was wrongly admitted.
     pub got: std::result::Result<rpc::Rejection, String>,
 }
 
@@ -59,51 +76,89 @@ impl BadCase {
 }
 
 /// What the demo measured.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct DemoReport {
-    /// Txs offered.
+    /// Txs offered (inside the city and outside).
     pub offered: usize,
-    /// Admitted.
-    pub admitted: usize,
-    /// Rejected during the load (should be 0).
-    pub rejected: usize,
+    /// Offered txs positioned outside the claimed city.
+    pub offered_outside: usize,
+    /// Answered Held (receipts from distinct light nodes).
+    pub held: usize,
+    /// Answered Admitted but not Held (holding failed).
+    pub admitted_only: usize,
+    /// Rejected by proof of place.
+    pub rejected_pop: usize,
+    /// Rejected for another reason during the load.
+    pub rejected_other: usize,
     /// Wall time of the load phase.
     pub load_time: Duration,
-    /// Submit → answer latencies of admitted txs, sorted.
+    /// Submit → Held latencies, sorted.
     pub latencies: Vec<Duration>,
     /// Time spent pre-signing (not part of the load).
     pub presign_time: Duration,
     /// Raw ML-DSA-87 verifications per second on all cores, measured in this run.
     pub raw_verify_per_sec: f64,
-    /// Verification threads used for the baseline (and by the node).
+    /// Threads used for the baseline (and by the node's verification pool).
     pub threads: usize,
-    /// Sampled txs read back intact / asked.
+    /// Receipts checked on read-back (all verified, from distinct holders).
+    pub receipts_checked: usize,
+    /// Sampled txs read back Held and intact / asked.
     pub read_back: (usize, usize),
-    /// Sampled txs read back after a restart on the same data dir / asked.
+    /// Light nodes started.
+    pub lights: usize,
+    /// Light nodes killed.
+    pub killed: usize,
+    /// From the kill until the city's view dropped the killed nodes.
+    pub detect_time: Duration,
+    /// From the kill until every stripe was back at n live distinct holders.
+    pub rereplication_time: Option<Duration>,
+    /// Stripes at n live distinct holders / all stripes.
+    pub stripes_at_n: (usize, usize),
+    /// Stripes where a live node holds two shards (fewer than n light nodes remain).
+    pub colocated_stripes: usize,
+    /// Shards re-created during re-replication.
+    pub shards_rereplicated: usize,
+    /// Txs restored from shards after the kill, signature verified / expected.
+    pub restored: (usize, usize),
+    /// Per-tx restore latencies (repair path), sorted.
+    pub restore_latencies: Vec<Duration>,
+    /// Sampled txs read back after a city restart / asked.
     pub after_restart: (usize, usize),
     /// Bad-input cases.
     pub bad_cases: Vec<BadCase>,
 }
 
+fn quantile(v: &[Duration], q: f64) -> Duration {
+    if v.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((v.len() as f64 - 1.0) * q).round() as usize;
+    v[i.min(v.len() - 1)]
+}
+
 impl DemoReport {
-    /// Admitted txs per second during the load.
+    /// Held txs per second during the load.
     pub fn throughput(&self) -> f64 {
-        self.admitted as f64 / self.load_time.as_secs_f64().max(1e-9)
+        self.held as f64 / self.load_time.as_secs_f64().max(1e-9)
     }
-    /// Latency at quantile `q` in [0, 1].
+    /// Submit → Held latency at quantile `q`.
     pub fn latency(&self, q: f64) -> Duration {
-        if self.latencies.is_empty() {
-            return Duration::ZERO;
-        }
-        let i = ((self.latencies.len() as f64 - 1.0) * q).round() as usize;
-        self.latencies[i.min(self.latencies.len() - 1)]
+        quantile(&self.latencies, q)
     }
-    /// True if everything admitted could be read back and every bad input was rejected
-    /// with the right code.
+    /// Restore latency at quantile `q`.
+    pub fn restore_latency(&self, q: f64) -> Duration {
+        quantile(&self.restore_latencies, q)
+    }
+    /// True if the run showed the system working: every tx inside the city Held, every one
+    /// outside rejected by proof of place, everything read back and restored, every stripe
+    /// back at n holders, and every bad input rejected with the right code.
     pub fn ok(&self) -> bool {
-        self.read_back.0 == self.read_back.1
+        self.held == self.offered - self.offered_outside
+            && self.rejected_pop == self.offered_outside
+            && self.read_back.0 == self.read_back.1
+            && self.restored.0 == self.restored.1
+            && self.stripes_at_n.0 == self.stripes_at_n.1
             && self.after_restart.0 == self.after_restart.1
-            && self.admitted == self.offered
             && !self.bad_cases.is_empty()
             && self.bad_cases.iter().all(BadCase::passed)
     }
@@ -112,52 +167,124 @@ impl DemoReport {
     pub fn render(&self) -> String {
         let mut s = String::new();
         let ms = |d: Duration| format!("{:.2} ms", d.as_secs_f64() * 1e3);
+        let frac = |(a, b): (usize, usize)| format!("{a}/{b}");
+        let line = |s: &mut String, k: &str, v: String| {
+            let _ = writeln!(s, "  {k:<44} {v:>20}");
+        };
         let _ = writeln!(
             s,
-            "\nCity Chain devnet — 1 city node on loopback, real gRPC, ML-DSA-87"
+            "\nCity Chain devnet — presence + 1 city + {} light nodes, real gRPC on loopback, ML-DSA-87",
+            self.lights
         );
-        let _ = writeln!(s, "{:-<72}", "");
-        let _ = writeln!(s, "{:<34} {:>16}", "offered", self.offered);
-        let _ = writeln!(s, "{:<34} {:>16}", "admitted", self.admitted);
-        let _ = writeln!(s, "{:<34} {:>16}", "rejected during load", self.rejected);
-        let _ = writeln!(s, "{:<34} {:>16}", "load time", ms(self.load_time));
-        let _ = writeln!(
-            s,
-            "{:<34} {:>12.0} tx/s",
-            "throughput (submit → admitted)",
-            self.throughput()
+        let _ = writeln!(s, "{:-<70}", "");
+        let _ = writeln!(s, "load");
+        line(&mut s, "offered", self.offered.to_string());
+        line(
+            &mut s,
+            "  of which claim Tokyo from Osaka",
+            self.offered_outside.to_string(),
         );
-        let _ = writeln!(s, "{:<34} {:>16}", "latency p50", ms(self.latency(0.50)));
-        let _ = writeln!(s, "{:<34} {:>16}", "latency p99", ms(self.latency(0.99)));
-        let _ = writeln!(s, "{:<34} {:>16}", "latency p99.9", ms(self.latency(0.999)));
-        let _ = writeln!(
-            s,
-            "{:<34} {:>12.0} /s ({} threads, same run)",
-            "baseline: raw ML-DSA-87 verify", self.raw_verify_per_sec, self.threads
+        line(
+            &mut s,
+            "held (receipts from distinct light nodes)",
+            self.held.to_string(),
         );
-        let _ = writeln!(
-            s,
-            "{:<34} {:>16.3}",
+        line(
+            &mut s,
+            "admitted but not held",
+            self.admitted_only.to_string(),
+        );
+        line(
+            &mut s,
+            "rejected by proof of place",
+            self.rejected_pop.to_string(),
+        );
+        line(
+            &mut s,
+            "rejected otherwise",
+            self.rejected_other.to_string(),
+        );
+        line(&mut s, "load time", ms(self.load_time));
+        line(
+            &mut s,
+            "throughput (submit → held)",
+            format!("{:.0} tx/s", self.throughput()),
+        );
+        line(&mut s, "submit → held p50", ms(self.latency(0.50)));
+        line(&mut s, "submit → held p99", ms(self.latency(0.99)));
+        line(
+            &mut s,
+            "baseline: raw ML-DSA-87 verify, same run",
+            format!("{:.0} /s ({} thr)", self.raw_verify_per_sec, self.threads),
+        );
+        line(
+            &mut s,
             "ratio throughput / raw verify",
-            self.throughput() / self.raw_verify_per_sec.max(1e-9)
+            format!(
+                "{:.3}",
+                self.throughput() / self.raw_verify_per_sec.max(1e-9)
+            ),
         );
-        let _ = writeln!(
-            s,
-            "{:<34} {:>16}",
-            "pre-signing (untimed)",
-            ms(self.presign_time)
+        line(&mut s, "pre-signing (untimed)", ms(self.presign_time));
+        line(&mut s, "read back Held with GetTx", frac(self.read_back));
+        line(
+            &mut s,
+            "receipts verified on read-back",
+            self.receipts_checked.to_string(),
         );
-        let _ = writeln!(
-            s,
-            "{:<34} {:>10}/{:<5}",
-            "read back with GetTx", self.read_back.0, self.read_back.1
+        let _ = writeln!(s, "durability");
+        line(
+            &mut s,
+            "light nodes killed (1 crash, rest leave)",
+            self.killed.to_string(),
         );
-        let _ = writeln!(
-            s,
-            "{:<34} {:>10}/{:<5}",
-            "read back after restart", self.after_restart.0, self.after_restart.1
+        line(
+            &mut s,
+            "departure seen by the city after",
+            ms(self.detect_time),
         );
-        let _ = writeln!(s, "{:-<72}", "");
+        line(
+            &mut s,
+            "every stripe back at n holders after",
+            self.rereplication_time
+                .map_or("NOT REACHED".to_string(), ms),
+        );
+        line(
+            &mut s,
+            "shards re-replicated",
+            self.shards_rereplicated.to_string(),
+        );
+        line(
+            &mut s,
+            "stripes with all n shards on live holders",
+            frac(self.stripes_at_n),
+        );
+        line(
+            &mut s,
+            "  of which colocated (fewer than n nodes live)",
+            self.colocated_stripes.to_string(),
+        );
+        line(
+            &mut s,
+            "txs restored from shards, verified",
+            frac(self.restored),
+        );
+        line(
+            &mut s,
+            "restore (repair path) p50",
+            ms(self.restore_latency(0.50)),
+        );
+        line(
+            &mut s,
+            "restore (repair path) p99",
+            ms(self.restore_latency(0.99)),
+        );
+        line(
+            &mut s,
+            "read back after city restart",
+            frac(self.after_restart),
+        );
+        let _ = writeln!(s, "{:-<70}", "");
         let _ = writeln!(
             s,
             "bad input (each must be rejected with the expected code):"
@@ -165,12 +292,12 @@ impl DemoReport {
         for c in &self.bad_cases {
             let verdict = if c.passed() { "ok  " } else { "FAIL" };
             let got = match &c.got {
-                Ok(r) => format!("{}: {}", r.code, truncate(&r.message, 70)),
+                Ok(r) => format!("{}: {}", r.code, truncate(&r.message, 64)),
                 Err(e) => e.clone(),
             };
             let _ = writeln!(s, "  [{verdict}] {:<26} → {got}", c.name);
         }
-        let _ = writeln!(s, "{:-<72}", "");
+        let _ = writeln!(s, "{:-<70}", "");
         let _ = writeln!(s, "result: {}", if self.ok() { "OK" } else { "FAILED" });
         s
     }
@@ -184,26 +311,7 @@ fn truncate(s: &str, n: usize) -> String {
     }
 }
 
-const CITY: &str = "JP-13";
-/// Tokyo Metropolitan Government Building (a real point inside JP-13).
-const TOKYO: (f64, f64) = (35.689_5, 139.691_7);
-
-fn make_tx(from: &Keypair, to: AccountId, nonce: u64, amount: u64) -> Result<Tx> {
-    let city = CityId::new(CITY).map_err(|e| Error::Config(e.to_string()))?;
-    let pos = Position::from_degrees(TOKYO.0, TOKYO.1).map_err(|e| Error::Config(e.to_string()))?;
-    Ok(Tx::fresh(
-        from.account_id(),
-        to,
-        amount,
-        nonce,
-        1_767_225_600_000 + nonce,
-        city,
-        pos,
-        PositionMethod::Gps,
-    ))
-}
-
-/// Measures raw ML-DSA-87 verification throughput on `threads` threads.
+/// Measures raw ML-DSA-87 verification throughput on `threads` threads (0 = all cores).
 pub fn raw_verify_throughput(threads: usize, n: usize) -> Result<f64> {
     let kp = Keypair::generate();
     let msg = b"citychain/baseline";
@@ -226,21 +334,60 @@ pub fn raw_verify_throughput(threads: usize, n: usize) -> Result<f64> {
     Ok(n as f64 / secs)
 }
 
+fn cfg_err(e: impl std::fmt::Display) -> Error {
+    Error::Config(e.to_string())
+}
+
+/// Pre-signs the load: tx i is from account i % accounts at a real point in Tokyo, except
+/// every `outside_every`-th, which claims Tokyo from a point in Osaka.
+fn presign(cfg: &DemoConfig, accounts: &[Keypair]) -> Result<(Vec<SignedTx>, Vec<bool>)> {
+    let japan = pop_geo::shipped::japan().map_err(cfg_err)?;
+    let tokyo = japan.sample_points(CITY, 512, 42);
+    let osaka = japan.sample_points("JP-27", 64, 43);
+    if tokyo.is_empty() || osaka.is_empty() {
+        return Err(Error::Config(
+            "no sample points in the shipped polygons".into(),
+        ));
+    }
+    let city = CityId::new(CITY).map_err(cfg_err)?;
+    let out: Vec<(SignedTx, bool)> = (0..cfg.txs)
+        .into_par_iter()
+        .map(|i| {
+            let from = &accounts[i % accounts.len()];
+            let to = accounts[(i + 1) % accounts.len()].account_id();
+            let outside = cfg.outside_every > 0 && i % cfg.outside_every == cfg.outside_every - 1;
+            let (lat, lon) = if outside {
+                osaka[i % osaka.len()]
+            } else {
+                tokyo[i % tokyo.len()]
+            };
+            let tx = Tx::fresh(
+                from.account_id(),
+                to,
+                1 + (i as u64 % 1000),
+                (i / accounts.len()) as u64,
+                1_767_225_600_000 + i as u64,
+                city.clone(),
+                Position::from_degrees(lat, lon).map_err(cfg_err)?,
+                PositionMethod::Gps,
+            );
+            Ok((sign_tx(tx, from), outside))
+        })
+        .collect::<Result<_>>()?;
+    Ok(out.into_iter().unzip())
+}
+
 /// Runs the demo end to end and returns what it measured.
 pub async fn run(cfg: &DemoConfig) -> Result<DemoReport> {
     let dir = tempfile::tempdir().map_err(|e| Error::Io {
         path: std::env::temp_dir(),
         source: e,
     })?;
-    let city_cfg = CityConfig {
-        listen: "127.0.0.1:0"
-            .parse()
-            .map_err(|_| Error::Config("listen".into()))?,
-        data_dir: dir.path().to_path_buf(),
-        ..CityConfig::default()
+    let mut report = DemoReport {
+        lights: cfg.lights,
+        threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        ..DemoReport::default()
     };
-    let node_key = Keypair::generate();
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
 
     // Accounts and pre-signed load, before any timing.
     let t_sign = Instant::now();
@@ -248,46 +395,215 @@ pub async fn run(cfg: &DemoConfig) -> Result<DemoReport> {
         .into_par_iter()
         .map(|_| Keypair::generate())
         .collect();
-    let txs: Vec<SignedTx> = (0..cfg.txs)
-        .into_par_iter()
-        .map(|i| {
-            let from = &accounts[i % accounts.len()];
-            let to = accounts[(i + 1) % accounts.len()].account_id();
-            let nonce = (i / accounts.len()) as u64;
-            make_tx(from, to, nonce, 1 + (i as u64 % 1000)).map(|tx| sign_tx(tx, from))
-        })
-        .collect::<Result<_>>()?;
-    let presign_time = t_sign.elapsed();
+    let (txs, outside) = presign(cfg, &accounts)?;
+    report.presign_time = t_sign.elapsed();
+    report.offered = txs.len();
+    report.offered_outside = outside.iter().filter(|o| **o).count();
 
     // The same-run baseline.
-    let raw_verify_per_sec = tokio::task::spawn_blocking({
-        let n = cfg.baseline_verifies;
-        move || raw_verify_throughput(0, n)
-    })
-    .await
-    .map_err(|e| Error::Config(format!("baseline task: {e}")))??;
+    let n = cfg.baseline_verifies;
+    report.raw_verify_per_sec = tokio::task::spawn_blocking(move || raw_verify_throughput(0, n))
+        .await
+        .map_err(|e| Error::Config(format!("baseline task: {e}")))??;
 
-    let handle = start_city(&city_cfg, &node_key).await?;
-    let addr = handle.addr().to_string();
+    let mut net = Devnet::start(
+        DevnetConfig {
+            lights: cfg.lights,
+            ..DevnetConfig::default()
+        },
+        dir.path(),
+    )
+    .await?;
+    if !net
+        .wait_for_lights(cfg.lights, Duration::from_secs(10))
+        .await
+    {
+        return Err(Error::Config(format!(
+            "the city sees {} of {} light nodes after 10 s",
+            net.city_view_lights(),
+            cfg.lights
+        )));
+    }
+    let addr = net.city().addr().to_string();
+
+    // Load.
+    let held_ids = load(cfg, &addr, &txs, &mut report).await?;
+
+    // Read back a sample: Held, receipts from distinct holders, all signatures valid.
     let client = CityClient::connect(&addr).await?;
+    let step = (held_ids.len() / cfg.sample.max(1)).max(1);
+    let sample: Vec<(usize, dag_core::TxId)> = held_ids.iter().step_by(step).copied().collect();
+    let mut ok = 0;
+    for (i, id) in &sample {
+        if let Ok(Some(rec)) = client.get(*id).await {
+            let holders: BTreeSet<_> = rec.receipts.iter().map(|r| r.receipt.holder).collect();
+            let receipts_ok = rec
+                .receipts
+                .iter()
+                .all(|r| r.clone().verify(&MlDsa87).is_ok());
+            report.receipts_checked += rec.receipts.len();
+            if rec.tx == txs[*i]
+                && rec.state == TxState::Held
+                && receipts_ok
+                && holders.len() == rec.receipts.len()
+                && !rec.receipts.is_empty()
+            {
+                ok += 1;
+            }
+        }
+    }
+    report.read_back = (ok, sample.len());
+    report.bad_cases = bad_inputs(&client, &txs, &accounts).await?;
 
-    // Load: `streams` parallel client streams, each submitting its share of the txs.
+    // Durability: kill `kill` light nodes, the first abruptly.
+    let pipeline = net
+        .city()
+        .node()
+        .pipeline()
+        .cloned()
+        .ok_or_else(|| Error::Config("city without a pipeline".into()))?;
+    let before = holder_map(&pipeline)?;
+    let kill = cfg.kill.min(cfg.lights.saturating_sub(4));
+    report.killed = kill;
+    let t_kill = Instant::now();
+    for i in 0..kill {
+        if i == 0 {
+            net.crash_light(i).await;
+        } else {
+            net.stop_light(i).await?;
+        }
+    }
+    let gone: BTreeSet<_> = net.lights[..kill].iter().map(|l| l.id).collect();
+    if !net
+        .wait_for_lights(cfg.lights - kill, Duration::from_secs(20))
+        .await
+    {
+        tracing::error!("the city did not see the departures within 20 s");
+    }
+    report.detect_time = t_kill.elapsed();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let manifests = pipeline.manifests().map_err(cfg_err)?;
+        // Every shard index has a live holder again; with fewer than n live light nodes
+        // some hold two shards of a stripe, which is counted and shown.
+        let at_n = manifests
+            .iter()
+            .filter(|(m, rs)| {
+                m.holders
+                    .iter()
+                    .all(|h| h.is_some_and(|h| !gone.contains(&h)))
+                    && rs.len() == m.holders.len()
+            })
+            .count();
+        report.colocated_stripes = manifests
+            .iter()
+            .filter(|(m, _)| {
+                let hs: BTreeSet<_> = m.holders.iter().flatten().collect();
+                hs.len() < m.holders.len()
+            })
+            .count();
+        report.stripes_at_n = (at_n, manifests.len());
+        if at_n == manifests.len() {
+            report.rereplication_time = Some(t_kill.elapsed());
+            break;
+        }
+        if Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let after = holder_map(&pipeline)?;
+    report.shards_rereplicated = before
+        .iter()
+        .filter(|(k, h)| after.get(*k).is_some_and(|a| a != *h))
+        .count();
+
+    // Every held tx restored from shards (a stripe at a time), signatures verified.
+    let wanted: BTreeSet<_> = held_ids.iter().map(|(_, id)| *id).collect();
+    let mut restored = BTreeSet::new();
+    for (m, _) in pipeline.manifests().map_err(cfg_err)? {
+        match pipeline.restore_stripe(m.stripe_id()).await {
+            Ok(list) => restored.extend(
+                list.iter()
+                    .map(SignedTx::id)
+                    .filter(|id| wanted.contains(id)),
+            ),
+            Err(e) => {
+                tracing::error!(stripe = %m.stripe_id().short(), error = %e, "stripe did not restore")
+            }
+        }
+    }
+    report.restored = (restored.len(), wanted.len());
+    // The repair path, one tx at a time, timed.
+    let step = (held_ids.len() / cfg.restore_sample.max(1)).max(1);
+    for (i, id) in held_ids.iter().step_by(step) {
+        let t = Instant::now();
+        match net.city().node().restore(*id).await {
+            Ok(rec) if rec.tx == txs[*i] => report.restore_latencies.push(t.elapsed()),
+            Ok(_) => tracing::error!(tx = %id, "restored a different tx"),
+            Err(e) => tracing::error!(tx = %id, error = %e, "restore failed"),
+        }
+    }
+    report.restore_latencies.sort();
+    drop(client);
+    drop(pipeline);
+
+    // Restart the city on the same data dir: admitted txs are still there, still Held.
+    net.stop_city().await?;
+    net.start_city().await?;
+    let client = CityClient::connect(&net.city().addr().to_string()).await?;
+    let mut ok = 0;
+    for (i, id) in &sample {
+        if let Ok(Some(rec)) = client.get(*id).await
+            && rec.tx == txs[*i]
+            && rec.state == TxState::Held
+        {
+            ok += 1;
+        }
+    }
+    report.after_restart = (ok, sample.len());
+    drop(client);
+    net.shutdown().await?;
+    Ok(report)
+}
+
+/// Holder of each (stripe, index), to count what re-replication moved.
+fn holder_map(
+    p: &crate::Pipeline,
+) -> Result<std::collections::BTreeMap<(dag_core::StripeId, usize), dag_core::NodeId>> {
+    let mut out = std::collections::BTreeMap::new();
+    for (m, _) in p.manifests().map_err(cfg_err)? {
+        for (i, h) in m.holders.iter().enumerate() {
+            if let Some(h) = h {
+                out.insert((m.stripe_id(), i), *h);
+            }
+        }
+    }
+    Ok(out)
+}
+
+async fn load(
+    cfg: &DemoConfig,
+    addr: &str,
+    txs: &[SignedTx],
+    report: &mut DemoReport,
+) -> Result<Vec<(usize, dag_core::TxId)>> {
     let requests: Vec<rpc::pb::SubmitTxRequest> = txs
         .iter()
         .map(|t| rpc::pb::SubmitTxRequest { tx: Some(t.into()) })
         .collect();
     let n = requests.len();
     let streams = cfg.streams.max(1);
-    let t0 = Instant::now();
     let sent_at: Arc<Vec<AtomicU64>> = Arc::new((0..n).map(|_| AtomicU64::new(0)).collect());
     let mut chunks: Vec<Vec<(usize, rpc::pb::SubmitTxRequest)>> =
         (0..streams).map(|_| Vec::new()).collect();
     for (i, r) in requests.into_iter().enumerate() {
         chunks[i % streams].push((i, r));
     }
+    let t0 = Instant::now();
     let mut tasks = Vec::new();
     for chunk in chunks {
-        let client = CityClient::connect(&addr).await?;
+        let client = CityClient::connect(addr).await?;
         let sent_at = sent_at.clone();
         let globals: Vec<usize> = chunk.iter().map(|(i, _)| *i).collect();
         tasks.push(tokio::spawn(async move {
@@ -297,88 +613,44 @@ pub async fn run(cfg: &DemoConfig) -> Result<DemoReport> {
                 r
             });
             let mut out = client.submit_stream_raw(reqs).await?;
-            let mut lat = Vec::with_capacity(globals.len());
-            let mut admitted_ids = Vec::with_capacity(globals.len());
-            let mut rejected = 0usize;
-            while let Some((local, res)) = out.next().await {
+            let mut res = Vec::with_capacity(globals.len());
+            while let Some((local, r)) = out.next().await {
                 let now = t0.elapsed().as_nanos() as u64;
-                match res {
-                    Ok(s) => {
-                        let g = globals[local as usize];
-                        lat.push(Duration::from_nanos(
-                            now.saturating_sub(sent_at[g].load(Ordering::Relaxed)),
-                        ));
-                        admitted_ids.push((g, s.tx_id));
-                    }
-                    Err(e) => {
-                        rejected += 1;
-                        tracing::warn!(error = %e, "tx rejected during load");
-                    }
-                }
+                let g = globals.get(local as usize).copied();
+                res.push((g, now, r));
             }
-            Ok::<_, Error>((lat, admitted_ids, rejected))
+            Ok::<_, Error>(res)
         }));
     }
-    let mut latencies = Vec::with_capacity(n);
-    let mut admitted_ids = Vec::with_capacity(n);
-    let mut rejected = 0;
+    let mut held = Vec::new();
     for t in tasks {
-        let (l, a, r) = t
+        for (g, now, r) in t
             .await
-            .map_err(|e| Error::Config(format!("load task: {e}")))??;
-        latencies.extend(l);
-        admitted_ids.extend(a);
-        rejected += r;
-    }
-    let load_time = t0.elapsed();
-    latencies.sort();
-    admitted_ids.sort_by_key(|(i, _)| *i);
-
-    // Read back a sample and compare with what was signed.
-    let step = (admitted_ids.len() / cfg.sample.max(1)).max(1);
-    let sample: Vec<(usize, dag_core::TxId)> = admitted_ids.iter().step_by(step).copied().collect();
-    let read_back = read_sample(&client, &sample, &txs).await;
-
-    let bad_cases = bad_inputs(&client, &txs, &accounts).await?;
-
-    // Restart on the same data dir: everything admitted must still be there.
-    drop(client);
-    handle.shutdown().await?;
-    let handle = start_city(&city_cfg, &node_key).await?;
-    let client = CityClient::connect(&handle.addr().to_string()).await?;
-    let after_restart = read_sample(&client, &sample, &txs).await;
-    drop(client);
-    handle.shutdown().await?;
-
-    Ok(DemoReport {
-        offered: n,
-        admitted: admitted_ids.len(),
-        rejected,
-        load_time,
-        latencies,
-        presign_time,
-        raw_verify_per_sec,
-        threads,
-        read_back,
-        after_restart,
-        bad_cases,
-    })
-}
-
-async fn read_sample(
-    client: &CityClient,
-    sample: &[(usize, dag_core::TxId)],
-    txs: &[SignedTx],
-) -> (usize, usize) {
-    let mut ok = 0;
-    for (i, id) in sample {
-        match client.get(*id).await {
-            Ok(Some(rec)) if rec.tx == txs[*i] && rec.tx.id() == *id => ok += 1,
-            Ok(other) => tracing::error!(tx = %id, ?other, "read back mismatch"),
-            Err(e) => tracing::error!(tx = %id, error = %e, "read back failed"),
+            .map_err(|e| Error::Config(format!("load task: {e}")))??
+        {
+            match (g, r) {
+                (Some(g), Ok(s)) if s.state == TxState::Held => {
+                    report.held += 1;
+                    report.latencies.push(Duration::from_nanos(
+                        now.saturating_sub(sent_at[g].load(Ordering::Relaxed)),
+                    ));
+                    held.push((g, s.tx_id));
+                }
+                (_, Ok(_)) => report.admitted_only += 1,
+                (_, Err(rpc::ClientError::Rejected(r))) if r.code == RejectCode::OutsideCity => {
+                    report.rejected_pop += 1
+                }
+                (_, Err(e)) => {
+                    report.rejected_other += 1;
+                    tracing::warn!(error = %e, "tx rejected during load");
+                }
+            }
         }
     }
-    (ok, sample.len())
+    report.load_time = t0.elapsed();
+    report.latencies.sort();
+    held.sort_by_key(|(i, _)| *i);
+    Ok(held)
 }
 
 async fn bad_inputs(
@@ -403,46 +675,53 @@ async fn bad_inputs(
     };
     let alice = &accounts[0];
     let bob = &accounts[1];
-    let fresh = |nonce: u64| make_tx(alice, bob.account_id(), nonce, 7);
+    let city = CityId::new(CITY).map_err(cfg_err)?;
+    let tokyo = Position::from_degrees(35.6895, 139.6917).map_err(cfg_err)?;
+    let fresh = |nonce: u64| {
+        Tx::fresh(
+            alice.account_id(),
+            bob.account_id(),
+            7,
+            nonce,
+            1_767_225_600_000,
+            city.clone(),
+            tokyo,
+            PositionMethod::Gps,
+        )
+    };
 
-    // Tampered signature.
-    let mut t = sign_tx(fresh(1_000_001)?, alice);
+    let mut t = sign_tx(fresh(1_000_001), alice);
     t.signature[100] ^= 0x55;
     run(
         "bad signature",
         RejectCode::BadSignature,
         client.submit(&t).await,
     );
-    // Signed by someone else, claiming alice's key.
-    let mut t = sign_tx(fresh(1_000_002)?, bob);
+    let mut t = sign_tx(fresh(1_000_002), bob);
     t.public_key = alice.public_key().to_vec();
     run(
         "signature by another key",
         RejectCode::BadSignature,
         client.submit(&t).await,
     );
-    // Key that is not the sender's.
-    let t = sign_tx(fresh(1_000_003)?, bob);
+    let t = sign_tx(fresh(1_000_003), bob);
     run(
         "key not the sender's",
         RejectCode::KeyMismatch,
         client.submit(&t).await,
     );
-    // Truncated signature.
-    let mut t = sign_tx(fresh(1_000_004)?, alice);
+    let mut t = sign_tx(fresh(1_000_004), alice);
     t.signature.truncate(100);
     run(
         "truncated signature",
         RejectCode::BadSignature,
         client.submit(&t).await,
     );
-    // Replay of an admitted tx.
     run(
         "replayed tx",
         RejectCode::DuplicateTx,
         client.submit(&txs[0]).await,
     );
-    // Reused (sender, nonce) with a different body.
     let mut body = txs[0].tx.clone();
     body.amount += 1;
     let owner = accounts
@@ -454,9 +733,15 @@ async fn bad_inputs(
         RejectCode::NonceReused,
         client.submit(&sign_tx(body, owner)).await,
     );
-    // Oversized payload.
+    let mut far = fresh(1_000_008);
+    far.position = Position::from_degrees(27.7172, 85.3240).map_err(cfg_err)?; // Kathmandu
+    run(
+        "claims Tokyo from Kathmandu",
+        RejectCode::OutsideCity,
+        client.submit(&sign_tx(far, alice)).await,
+    );
     let t = sign_tx(
-        fresh(1_000_005)?.with_payload(vec![0xAB; dag_core::MAX_PAYLOAD + 1]),
+        fresh(1_000_005).with_payload(vec![0xAB; dag_core::MAX_PAYLOAD + 1]),
         alice,
     );
     run(
@@ -464,7 +749,6 @@ async fn bad_inputs(
         RejectCode::TooLarge,
         client.submit(&t).await,
     );
-    // Malformed: no tx at all, a 31-byte sender, an unknown kind.
     run(
         "malformed: empty request",
         RejectCode::Malformed,
@@ -472,7 +756,7 @@ async fn bad_inputs(
             .submit_raw(rpc::pb::SubmitTxRequest { tx: None })
             .await,
     );
-    let mut p: rpc::pb::SignedTx = (&sign_tx(fresh(1_000_006)?, alice)).into();
+    let mut p: rpc::pb::SignedTx = (&sign_tx(fresh(1_000_006), alice)).into();
     if let Some(tx) = p.tx.as_mut() {
         tx.sender.pop();
     }
@@ -484,7 +768,7 @@ async fn bad_inputs(
             .await,
     );
     let mut p: rpc::pb::SignedTx =
-        (&sign_tx(fresh(1_000_007)?.with_kind(TxKind::FreshTx), alice)).into();
+        (&sign_tx(fresh(1_000_007).with_kind(TxKind::FreshTx), alice)).into();
     if let Some(tx) = p.tx.as_mut() {
         tx.kind = 42;
     }

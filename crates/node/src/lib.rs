@@ -11,6 +11,7 @@
 
 mod city;
 pub mod demo;
+pub mod devnet;
 mod error;
 mod grpc_transport;
 mod light;

@@ -471,6 +471,38 @@ impl Pipeline {
         })
     }
 
+    /// Restores every tx of one stripe from any k of its shards (one fetch for the whole
+    /// micro-batch), each tx's signature verified. For audits and bulk recovery.
+    pub async fn restore_stripe(
+        &self,
+        stripe: StripeId,
+    ) -> std::result::Result<Vec<SignedTx>, PipelineError> {
+        let rec = self.record(&stripe)?.ok_or_else(|| {
+            PipelineError::Storage(format!(
+                "stripe {} is not held by this city",
+                stripe.short()
+            ))
+        })?;
+        let shards = self.fetch_k(&rec.manifest, &[]).await?;
+        let layout = rec.manifest.layout.clone();
+        self.on_pool(move || -> std::result::Result<Vec<SignedTx>, String> {
+            use rayon::prelude::*;
+            let bytes = layout.decode(&shards).map_err(|e| e.to_string())?;
+            let txs = storage::split_micro_batch(&bytes).map_err(|e| e.to_string())?;
+            txs.par_iter()
+                .map(|b| {
+                    let tx = SignedTx::decode(b).map_err(|e| e.to_string())?;
+                    tx.clone()
+                        .verify(&pqc::MlDsa87)
+                        .map_err(|e| e.to_string())?;
+                    Ok(tx)
+                })
+                .collect()
+        })
+        .await?
+        .map_err(PipelineError::Storage)
+    }
+
     /// Fetches k good shards of a stripe from its live holders (all asked in parallel; a
     /// shard failing its check counts as missing). `skip` lists indexes not to fetch.
     async fn fetch_k(
