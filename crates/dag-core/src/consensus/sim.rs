@@ -64,6 +64,8 @@ struct Scenario {
     restart_ms: Option<u64>,
     /// A member that equivocates on every proposal (then nobody crashes).
     byzantine: Option<usize>,
+    /// Round robin, or stake-weighted draws from a seed.
+    leaders: LeaderSchedule,
     end_ms: u64,
 }
 
@@ -99,7 +101,14 @@ impl Scenario {
             crash,
             restart_ms,
             byzantine: None,
-            end_ms: settle + 6000,
+            leaders: if rng.per_mille(500) {
+                LeaderSchedule::RoundRobin
+            } else {
+                LeaderSchedule::StakeWeighted {
+                    seed: [rng.below(256) as u8; 32],
+                }
+            },
+            end_ms: settle + 8000,
         }
     }
     fn settle_ms(&self) -> u64 {
@@ -158,7 +167,8 @@ impl Sim {
                 .map(|s| crate::Signer::public_key(s).to_vec())
                 .collect(),
         )
-        .unwrap();
+        .unwrap()
+        .with_leader_schedule(scenario.leaders);
         let config = ConsensusConfig {
             leader_timeout_ms: scenario.leader_timeout_ms,
             resend_ms: 300,
@@ -465,6 +475,7 @@ fn sim_calm_network_commits_steadily() {
             crash: None,
             restart_ms: None,
             byzantine: None,
+            leaders: LeaderSchedule::RoundRobin,
             end_ms: 5000,
         }),
     );
@@ -511,8 +522,10 @@ fn run_seeds(range: std::ops::Range<u64>) {
         }
     }
     eprintln!(
-        "seeds {seeds:?}: checkpoints per node between {least} and {most}; {skipped} leaders skipped; \
-         {restarted} crashed nodes restarted from their records"
+        "{} seeds from {}: checkpoints per node between {least} and {most}; {skipped} leaders skipped; \
+         {restarted} crashed nodes restarted from their records",
+        seeds.len(),
+        seeds.first().copied().unwrap_or(0)
     );
     assert!(
         failures.is_empty(),
@@ -564,4 +577,28 @@ fn sim_equivocating_representative_is_caught() {
         caught += 1;
     }
     assert_eq!(caught, 20);
+}
+
+#[test]
+#[ignore]
+fn sim_debug_seed() {
+    let seed: u64 = std::env::var("SIM_SEED").unwrap().parse().unwrap();
+    let mut sim = Sim::new(seed, None);
+    let r = sim.run();
+    eprintln!("{r:?}");
+    for (i, n) in sim.nodes.iter().enumerate() {
+        eprintln!(
+            "node {i}: round {:?}, store top {:?}, checkpoints {}, last leader round {:?}",
+            n.driver.round(),
+            n.driver.store().highest_round(),
+            n.checkpoints.len(),
+            n.driver.committer().last_committed_round()
+        );
+    }
+    let c = &sim.committee;
+    let leaders: Vec<usize> = (0..60)
+        .step_by(2)
+        .map(|r| c.index_of(&c.leader(r)).unwrap())
+        .collect();
+    eprintln!("leaders by even round: {leaders:?}");
 }
