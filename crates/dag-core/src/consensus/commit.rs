@@ -16,7 +16,7 @@
 //! unique per author and round), so every later certificate, in particular every later
 //! leader, reaches L. Hence no node skips L, and all order it in the same place.
 
-use super::{BatchDigest, Committee, DagStore, Round, VerifiedCertificate, domain};
+use super::{BatchDigest, BatchItem, Committee, DagStore, Round, VerifiedCertificate, domain};
 use crate::{DecodeError, Hash32, Reader, Writer};
 use std::collections::{HashMap, HashSet};
 
@@ -98,6 +98,17 @@ pub struct CommittedSubDag {
     pub checkpoint: Checkpoint,
     /// The certificates in the same order.
     pub batches: Vec<VerifiedCertificate>,
+}
+
+impl CommittedSubDag {
+    /// Every payload item in commit order with the batch that carried it. Items repeated
+    /// across batches (two representatives proposing one tx) appear each time; the first
+    /// occurrence is the one that counts.
+    pub fn items(&self) -> impl Iterator<Item = (&VerifiedCertificate, &BatchItem)> + '_ {
+        self.batches
+            .iter()
+            .flat_map(|c| c.batch().header.items.iter().map(move |i| (c, i)))
+    }
 }
 
 /// The commit rule's state: what is already committed.

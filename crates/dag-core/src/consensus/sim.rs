@@ -275,11 +275,9 @@ impl Sim {
                         return Err(format!("node {node}: checkpoint chain broken"));
                     }
                     n.sequence.extend(sub.checkpoint.batches.iter().copied());
-                    for c in &sub.batches {
-                        for item in &c.batch().header.items {
-                            if let Some(t) = n.queued_at.remove(item) {
-                                n.latencies.push(now - t);
-                            }
+                    for (_, item) in sub.items() {
+                        if let Some(t) = n.queued_at.remove(item) {
+                            n.latencies.push(now - t);
                         }
                     }
                     n.checkpoints.push(sub.checkpoint.hash());

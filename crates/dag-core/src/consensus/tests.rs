@@ -124,6 +124,12 @@ fn builder_reports_bad_descriptions() {
             .contains("no batch D0")
     );
     assert!(b.parse("x1: A").is_err());
+    // `X<-*` and a bare `X` both name the whole previous round; comments and `;` work.
+    let mut c = DagBuilder::new(4);
+    c.parse("r0: A B C D # genesis\nr1: A<-* B; r1: C D")
+        .unwrap();
+    let d0 = c.store().round(0).count();
+    assert!(c.store().round(1).all(|x| x.parents().len() == d0));
     assert!(
         b.parse("r1: A<-[A,B]")
             .unwrap_err()
