@@ -606,7 +606,10 @@ fn sim_replays_exactly_from_its_seed() {
     let run = |seed| {
         let mut sim = Sim::new(seed, None);
         sim.run().unwrap();
-        sim.nodes.iter().map(|n| n.checkpoints.clone()).collect::<Vec<_>>()
+        sim.nodes
+            .iter()
+            .map(|n| n.checkpoints.clone())
+            .collect::<Vec<_>>()
     };
     assert_eq!(run(7), run(7));
     assert_ne!(run(7), run(8));
