@@ -33,7 +33,7 @@ enum Cmd {
         force: bool,
     },
     /// Run a node role until Ctrl-C / SIGTERM.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Start an in-process devnet on loopback, drive signed load over gRPC, print a table.
     Demo {
         /// Number of pre-signed txs to submit.
@@ -71,6 +71,21 @@ struct RunArgs {
     /// Light role: most bytes of shards this node stores.
     #[arg(long, env = "CITY_QUOTA_BYTES")]
     quota_bytes: Option<u64>,
+    /// City this node serves or lives in (e.g. JP-13).
+    #[arg(long, env = "CITY_ID")]
+    city_id: Option<String>,
+    /// Failure-domain zone published to presence.
+    #[arg(long, env = "CITY_ZONE")]
+    zone: Option<String>,
+    /// Latitude of this node, degrees.
+    #[arg(long, env = "CITY_LAT", allow_hyphen_values = true)]
+    lat: Option<f64>,
+    /// Longitude of this node, degrees.
+    #[arg(long, env = "CITY_LON", allow_hyphen_values = true)]
+    lon: Option<f64>,
+    /// Address published to presence (host:port).
+    #[arg(long, env = "CITY_ADVERTISE")]
+    advertise: Option<String>,
 }
 
 /// The TOML config file.
@@ -83,6 +98,8 @@ struct FileConfig {
     city: Option<node::CityConfig>,
     #[serde(default)]
     light: Option<node::LightConfig>,
+    #[serde(default)]
+    membership: Option<node::MembershipConfig>,
 }
 
 fn init_logging(format: &str) {
@@ -147,6 +164,24 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     if let Some(t) = args.verify_threads {
         city.verify_threads = t;
     }
+    let mut membership = file.membership.unwrap_or_default();
+    // Presence backend and timing come from the environment (PRESENCE_BACKEND, …).
+    membership.nodelist = node_list::NodeListConfig::from_env()?;
+    if let Some(c) = args.city_id {
+        membership.city_id = c;
+    }
+    if let Some(z) = args.zone {
+        membership.zone = z;
+    }
+    if let Some(v) = args.lat {
+        membership.lat = v;
+    }
+    if let Some(v) = args.lon {
+        membership.lon = v;
+    }
+    if args.advertise.is_some() {
+        membership.advertise = args.advertise;
+    }
     let metrics_listen = args
         .metrics_listen
         .or(file.metrics_listen)
@@ -160,8 +195,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     match role {
         Role::City => {
             let key = node::load_or_create_key(&city.data_dir)?;
-            let handle = node::start_city(&city, &key).await?;
-            tracing::info!(addr = %handle.addr(), "running; Ctrl-C to stop");
+            let handle = node::run_city(&city, &key, &membership).await?;
+            tracing::info!(addr = ?handle.addr(), presence = ?membership.nodelist.backend, "running; Ctrl-C to stop");
             shutdown_signal().await;
             tracing::info!("shutting down");
             handle.shutdown().await?;
@@ -170,8 +205,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
         Role::Light => {
             let key = node::load_or_create_key(&light.data_dir)?;
-            let handle = node::start_light(&light, key).await?;
-            tracing::info!(addr = %handle.addr(), node_id = %handle.node().node_id(), "running; Ctrl-C to stop");
+            let handle = node::run_light(&light, key, &membership).await?;
+            tracing::info!(addr = ?handle.addr(), presence = ?membership.nodelist.backend, "running; Ctrl-C to stop");
             shutdown_signal().await;
             tracing::info!("shutting down");
             handle.shutdown().await?;
@@ -201,7 +236,7 @@ async fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Cmd::Run(args) => run(args).await,
+        Cmd::Run(args) => run(*args).await,
         Cmd::Demo {
             txs,
             accounts,

@@ -140,7 +140,7 @@ fn run_serves_grpc_and_metrics_then_stops_on_sigterm() {
             1,
             1,
             CityId::new("JP-13").unwrap(),
-            Position::from_degrees(35.0, 139.0).unwrap(),
+            Position::from_degrees(35.6895, 139.6917).unwrap(),
             PositionMethod::Gps,
         );
         client.submit(&pqc::sign_tx(tx, &kp)).await.unwrap();

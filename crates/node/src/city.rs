@@ -82,6 +82,7 @@ pub struct CityNode {
     pipeline: Option<Arc<Pipeline>>,
     pop: Option<PopCheck>,
     flagger: Option<Arc<dyn flagging::Flagger>>,
+    archive: Option<(archive::RedbArchive, archive::ArchiveWriter)>,
     inflight: Semaphore,
     counters: Counters,
     started: Instant,
@@ -111,6 +112,7 @@ impl CityNode {
             pipeline: None,
             pop: None,
             flagger: None,
+            archive: None,
             inflight: Semaphore::new(max_inflight),
             counters: Counters::default(),
             started: Instant::now(),
@@ -134,6 +136,28 @@ impl CityNode {
     pub fn with_flagger(mut self, flagger: Arc<dyn flagging::Flagger>) -> Self {
         self.flagger = Some(flagger);
         self
+    }
+
+    /// Adds the long-term archive: held txs are written to it in the background through
+    /// `writer`'s bounded queue (admission waits when it is full), and `GetTx` falls back
+    /// to it.
+    pub fn with_archive(
+        mut self,
+        archive: archive::RedbArchive,
+        writer: archive::ArchiveWriter,
+    ) -> Self {
+        self.archive = Some((archive, writer));
+        self
+    }
+
+    /// Flushes and stops background work (the archive writer). Call after the server stopped.
+    pub async fn close(mut self) {
+        if let Some((_, writer)) = self.archive.take() {
+            match writer.shutdown().await {
+                Ok(stats) => tracing::info!(?stats, "archive writer flushed"),
+                Err(e) => tracing::error!(error = %e, "archive writer did not flush"),
+            }
+        }
     }
 
     /// The storage pipeline, if configured.
@@ -224,6 +248,17 @@ impl CityNode {
         Rejection::new(RejectCode::Unavailable, e.to_string(), Some(id))
     }
 
+    async fn archive_held(&self, tx: Option<VerifiedTx>) {
+        if let (Some((_, writer)), Some(tx)) = (&self.archive, tx) {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            if let Err(e) = writer.submit(archive::ArchiveEntry::new(tx, now)).await {
+                tracing::error!(error = %e, "archive queue closed");
+            }
+        }
+    }
+
     async fn admit(&self, tx: SignedTx) -> std::result::Result<Submitted, Rejection> {
         let _permit = self.inflight.try_acquire().map_err(|_| {
             Rejection::new(
@@ -281,6 +316,7 @@ impl CityNode {
         metrics::histogram!("citychain_admission_stage_seconds", "stage" => "verify")
             .record(t_verified.duration_since(t0).as_secs_f64());
         let for_pipeline = self.pipeline.as_ref().map(|_| verified.clone());
+        let for_archive = self.archive.as_ref().map(|_| verified.clone());
         match self.store.admit(verified).await {
             Ok(Ok(())) => {}
             Ok(Err(c)) => return Err(Self::conflict(id, c)),
@@ -295,6 +331,7 @@ impl CityNode {
                     metrics::histogram!("citychain_admission_stage_seconds", "stage" => "hold")
                         .record(t_stored.elapsed().as_secs_f64());
                     self.counters.held.fetch_add(1, Ordering::Relaxed);
+                    self.archive_held(for_archive).await;
                     return Ok(Submitted {
                         tx_id: id,
                         state: TxState::Held,
@@ -314,6 +351,41 @@ impl CityNode {
             state: TxState::Admitted,
             receipts: Vec::new(),
         })
+    }
+}
+
+impl CityNode {
+    async fn lookup_archive(&self, id: TxId) -> std::result::Result<Option<TxRecord>, Rejection> {
+        use archive::Archive as _;
+        let Some((a, _)) = &self.archive else {
+            return Ok(None);
+        };
+        match a.get(id).await {
+            Ok(Some(rec)) => {
+                // The archive decrypted and re-checked the id; the signature is checked again
+                // before the tx leaves the node.
+                let signed = rec.signed;
+                if signed.clone().verify(&pqc::MlDsa87).is_err() {
+                    return Err(Rejection::new(
+                        RejectCode::Unavailable,
+                        format!("archived copy of tx {id} fails its signature check"),
+                        Some(id),
+                    ));
+                }
+                Ok(Some(TxRecord {
+                    tx: signed,
+                    state: TxState::Held,
+                    receipts: Vec::new(),
+                    source: "archive".into(),
+                }))
+            }
+            Ok(None) => Ok(None),
+            Err(e) => Err(Rejection::new(
+                RejectCode::Unavailable,
+                e.to_string(),
+                Some(id),
+            )),
+        }
     }
 }
 
@@ -357,7 +429,7 @@ impl CityApi for CityNode {
             })),
             // Not in the local store (lost or pruned) but held: restore from shards.
             Ok(None) if held.is_some() => self.restore(id).await.map(Some),
-            Ok(None) => Ok(None),
+            Ok(None) => self.lookup_archive(id).await,
             Err(e) => {
                 tracing::error!(tx = %id, error = %e, "local store failed; trying shards");
                 if held.is_some() {
@@ -399,5 +471,81 @@ impl CityApi for CityNode {
 
     fn note_rejected(&self, code: RejectCode) {
         self.counters.reject(code);
+    }
+
+    async fn repair(
+        &self,
+        id: TxId,
+        rebuild: bool,
+    ) -> std::result::Result<Option<rpc::Repaired>, Rejection> {
+        let unavailable =
+            |e: PipelineError| Rejection::new(RejectCode::Unavailable, e.to_string(), Some(id));
+        let Some(p) = &self.pipeline else {
+            return Err(Rejection::new(
+                RejectCode::Unavailable,
+                "this node has no storage pipeline",
+                Some(id),
+            ));
+        };
+        if p.held(&id).map_err(unavailable)?.is_none() {
+            return Ok(None);
+        }
+        let rebuilt = if rebuild {
+            let n = p.repair_stripe_of(id).await.map_err(unavailable)?;
+            if n > 0 {
+                tracing::info!(tx = %id, shards = n, "repair re-created shards");
+            }
+            u32::try_from(n).unwrap_or(u32::MAX)
+        } else {
+            0
+        };
+        let rec = self.restore(id).await?;
+        Ok(Some(rpc::Repaired {
+            tx: rec.tx,
+            receipts: rec.receipts,
+            source: rec.source,
+            shards_rebuilt: rebuilt,
+        }))
+    }
+
+    async fn list_stripes(&self) -> std::result::Result<Vec<rpc::StripeInfo>, Rejection> {
+        let Some(p) = &self.pipeline else {
+            return Err(Rejection::new(
+                RejectCode::Unavailable,
+                "this node has no storage pipeline",
+                None,
+            ));
+        };
+        let live: BTreeMap<NodeId, String> = p
+            .live_lights()
+            .into_iter()
+            .map(|n| (n.node_id, n.grpc_addr))
+            .collect();
+        let manifests = p
+            .manifests()
+            .map_err(|e| Rejection::new(RejectCode::Unavailable, e.to_string(), None))?;
+        Ok(manifests
+            .into_iter()
+            .map(|(m, _)| rpc::StripeInfo {
+                stripe_id: m.stripe_id(),
+                k: m.layout.k,
+                m: m.layout.m,
+                holders: m
+                    .holders
+                    .iter()
+                    .zip(&m.layout.shard_hashes)
+                    .enumerate()
+                    .filter_map(|(i, (h, hash))| {
+                        let node_id = (*h)?;
+                        Some(rpc::StripeHolder {
+                            index: u16::try_from(i).ok()?,
+                            node_id,
+                            grpc_addr: live.get(&node_id).cloned(),
+                            shard_hash: *hash,
+                        })
+                    })
+                    .collect(),
+            })
+            .collect())
     }
 }

@@ -6,9 +6,11 @@
 //! - City role ([`start_city`]): gRPC `CityNode` over the admission pipeline — strict
 //!   decode, replay precheck, ML-DSA-87 verification on a bounded pool, durable replay-safe
 //!   storage in redb with group commit — plus gRPC health and reflection.
+//! - [`audit`]: what `repair-cli` runs: local checks of a repaired tx, stripe audits.
 //! - [`demo`]: starts a devnet on loopback, drives signed load over real gRPC, and prints
 //!   what it measured.
 
+pub mod audit;
 mod city;
 pub mod demo;
 pub mod devnet;
@@ -18,6 +20,7 @@ mod light;
 pub mod membership;
 pub mod pipeline;
 mod placement;
+mod roles;
 mod server;
 mod store;
 
@@ -30,6 +33,7 @@ pub use pipeline::{
     RepairReport, Restored, ShardTransport, StaticDirectory, TransportError,
 };
 pub use placement::PriorityDirectory;
+pub use roles::{MembershipConfig, RunningRole, run_city, run_light};
 pub use server::{
     CityConfig, CityHandle, CityParts, StorageParts, load_or_create_key, start_city,
     start_city_with,

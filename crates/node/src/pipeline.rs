@@ -792,6 +792,77 @@ impl Pipeline {
         })
     }
 
+    /// Live light nodes in the pipeline's directory (the city's live view).
+    pub fn live_lights(&self) -> Vec<NodeInfo> {
+        self.directory.live_lights()
+    }
+
+    /// Repairs the stripe holding tx `id` now: every placed shard whose holder is not live,
+    /// does not answer within `call_timeout`, or returns a shard failing the manifest's
+    /// check is re-created from k good ones and placed on another live node (receipt
+    /// verified, manifest and receipts updated). Returns the shards placed (0 if the stripe
+    /// was whole).
+    pub async fn repair_stripe_of(&self, id: TxId) -> std::result::Result<usize, PipelineError> {
+        let loc = self
+            .location(&id)?
+            .ok_or_else(|| PipelineError::UnknownTx(id.to_hex()))?;
+        let rec = self.record(&loc.stripe_id)?.ok_or_else(|| {
+            PipelineError::Storage(format!("stripe {} missing", loc.stripe_id.short()))
+        })?;
+        let live = self.directory.live_lights();
+        let by_id: BTreeMap<NodeId, NodeInfo> =
+            live.iter().map(|n| (n.node_id, n.clone())).collect();
+        // Probe every live holder: a silent or corrupt one is treated as gone.
+        let layout = rec.manifest.layout.clone();
+        let mut probes = FuturesUnordered::new();
+        for (i, h) in rec.manifest.holders.iter().enumerate() {
+            let (Some(h), Ok(i)) = (h, u16::try_from(i)) else {
+                continue;
+            };
+            let Some(node) = by_id.get(h).cloned() else {
+                continue;
+            };
+            let t = self.transport.clone();
+            let timeout = self.cfg.call_timeout;
+            let sid = layout.stripe_id;
+            probes.push(async move {
+                let ok = match tokio::time::timeout(timeout, t.get_shard(&node, sid, i)).await {
+                    Ok(Ok(shard)) => Some(shard),
+                    _ => None,
+                };
+                (node.node_id, ok)
+            });
+        }
+        let mut silent = BTreeSet::new();
+        while let Some((node, shard)) = probes.next().await {
+            match shard {
+                Some(s) if layout.check_shard(&s).is_ok() => {}
+                _ => {
+                    silent.insert(node);
+                }
+            }
+        }
+        let live_nodes: Vec<LiveNode> = live
+            .iter()
+            .filter(|n| !silent.contains(&n.node_id))
+            .map(LiveNode::from)
+            .collect();
+        let departed = silent.iter().next().copied().unwrap_or_default();
+        let plan = plan_rereplication(&rec.manifest, &live_nodes, &departed).map_err(perr)?;
+        if plan.is_empty() {
+            return Ok(0);
+        }
+        let by_id: BTreeMap<NodeId, NodeInfo> = by_id
+            .into_iter()
+            .filter(|(id, _)| !silent.contains(id))
+            .collect();
+        let placed = self
+            .apply_plan(&rec.manifest, rec.receipts, &plan, &by_id)
+            .await?;
+        metrics::counter!("citychain_rereplicated_shards_total").increment(placed as u64);
+        Ok(placed)
+    }
+
     /// Re-creates every shard that `departed` held (or any shard whose holder is no longer
     /// live) from k others and places it on another live node, verifying its receipt and
     /// updating the manifest. Stripes are handled one after another.

@@ -25,6 +25,8 @@ pub struct CityConfig {
     pub verify_threads: usize,
     /// Most txs admitted concurrently before answering `Overloaded`.
     pub max_inflight: usize,
+    /// Keep the encrypted long-term archive (embedded redb in `<data_dir>/archive`).
+    pub archive: bool,
 }
 
 impl Default for CityConfig {
@@ -34,6 +36,7 @@ impl Default for CityConfig {
             data_dir: PathBuf::from("./city-data"),
             verify_threads: 0,
             max_inflight: 16_384,
+            archive: true,
         }
     }
 }
@@ -173,6 +176,13 @@ pub async fn start_city_with(
             verifier,
         )?;
         city = city.with_pipeline(pipeline);
+    }
+    if cfg.archive {
+        let a = archive::RedbArchive::open_in_dir(&cfg.data_dir.join("archive"))
+            .map_err(|e| Error::Config(format!("archive: {e}")))?;
+        let writer =
+            archive::ArchiveWriter::spawn(a.clone(), archive::ArchiveWriterConfig::default());
+        city = city.with_archive(a, writer);
     }
     if let Some(pop) = parts.pop {
         city = city.with_pop(pop);
