@@ -1,6 +1,6 @@
 //! The city node's API in dag-core terms: what a node implements and what a client sees.
 
-use dag_core::{SignedReceipt, SignedTx, TxId};
+use dag_core::{NodeId, ShardHash, SignedReceipt, SignedTx, StripeId, TxId};
 use std::fmt;
 use std::future::Future;
 
@@ -179,6 +179,45 @@ pub struct NodeStatus {
     pub counters: Vec<(String, u64)>,
 }
 
+/// A tx restored by `RepairTx`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Repaired {
+    /// The signed tx (its signature verified by the node; a client re-verifies).
+    pub tx: SignedTx,
+    /// The stripe's receipts after any rebuild (verified by the node; a client re-verifies).
+    pub receipts: Vec<SignedReceipt>,
+    /// Where it was restored from ("shards (4 used)", …).
+    pub source: String,
+    /// Shards re-created and placed on other light nodes (only with `rebuild`).
+    pub shards_rebuilt: u32,
+}
+
+/// One placed shard of a stripe, as the city's manifest records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StripeHolder {
+    /// Shard index.
+    pub index: u16,
+    /// The holder.
+    pub node_id: NodeId,
+    /// Its gRPC address from the city's live view; `None` if it is not live.
+    pub grpc_addr: Option<String>,
+    /// BLAKE3 of the shard, from the manifest.
+    pub shard_hash: ShardHash,
+}
+
+/// A stripe held by a city: its shape and holders.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StripeInfo {
+    /// The stripe.
+    pub stripe_id: StripeId,
+    /// Data shards.
+    pub k: u16,
+    /// Parity shards.
+    pub m: u16,
+    /// Placed shards, by index.
+    pub holders: Vec<StripeHolder>,
+}
+
 /// What a city node implements. The tonic adapter [`crate::CityNodeService`] calls it.
 pub trait CityApi: Send + Sync + 'static {
     /// Admits one signed tx (already decoded from protobuf, not yet verified).
@@ -190,6 +229,33 @@ pub trait CityApi: Send + Sync + 'static {
     /// Records a rejection that happened before the node saw the tx (malformed protobuf),
     /// so counters include it.
     fn note_rejected(&self, _code: RejectCode) {}
+    /// Restores a held tx from its shards; with `rebuild`, first re-creates the shards of
+    /// its stripe whose holders are gone or silent. `Ok(None)` if the tx is not held here.
+    /// The default answers `Unavailable` (a node without storage).
+    fn repair(
+        &self,
+        id: TxId,
+        rebuild: bool,
+    ) -> impl Future<Output = Result<Option<Repaired>, Rejection>> + Send {
+        let _ = rebuild;
+        async move {
+            Err(Rejection::new(
+                RejectCode::Unavailable,
+                "this node does not repair txs",
+                Some(id),
+            ))
+        }
+    }
+    /// Every stripe this node holds, with its holders. The default answers `Unavailable`.
+    fn list_stripes(&self) -> impl Future<Output = Result<Vec<StripeInfo>, Rejection>> + Send {
+        async move {
+            Err(Rejection::new(
+                RejectCode::Unavailable,
+                "this node holds no stripes",
+                None,
+            ))
+        }
+    }
 }
 
 #[cfg(test)]

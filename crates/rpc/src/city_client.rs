@@ -1,7 +1,10 @@
 //! A typed client for the `CityNode` service.
 
 use crate::convert::{receipts_from, reject_code_from, state_from};
-use crate::{ClientError, NodeStatus, Rejection, Result, Submitted, TxRecord, TxState, pb};
+use crate::{
+    ClientError, NodeStatus, Rejection, Repaired, Result, StripeInfo, Submitted, TxRecord, TxState,
+    pb,
+};
 use dag_core::{NodeId, SignedTx, TxId};
 use futures::{Stream, StreamExt};
 use tonic::transport::Channel;
@@ -35,7 +38,7 @@ impl CityClient {
     pub fn from_channel(channel: Channel) -> Self {
         CityClient {
             inner: pb::city_node_client::CityNodeClient::new(channel)
-                .max_decoding_message_size(crate::MAX_MESSAGE_BYTES)
+                .max_decoding_message_size(crate::MAX_RESPONSE_BYTES)
                 .max_encoding_message_size(crate::MAX_MESSAGE_BYTES),
         }
     }
@@ -110,6 +113,50 @@ impl CityClient {
             receipts: receipts_from(resp.receipts)?,
             source: resp.source,
         }))
+    }
+
+    /// Restores a held tx from its shards (`RepairTx`); with `rebuild`, the node first
+    /// re-creates the shards of its stripe whose holders are gone or silent. `Ok(None)` if
+    /// the node does not hold the tx. The tx and receipts are converted, not verified.
+    pub async fn repair(&self, id: TxId, rebuild: bool) -> Result<Option<Repaired>> {
+        let resp = match self
+            .inner
+            .clone()
+            .repair_tx(pb::RepairTxRequest {
+                tx_id: id.as_bytes().to_vec(),
+                rebuild,
+            })
+            .await
+        {
+            Ok(r) => r.into_inner(),
+            Err(s) if s.code() == tonic::Code::NotFound => return Ok(None),
+            Err(s) => return Err(s.into()),
+        };
+        let tx: SignedTx = resp
+            .tx
+            .ok_or(crate::ConvertError::Missing("tx"))?
+            .try_into()?;
+        Ok(Some(Repaired {
+            tx,
+            receipts: receipts_from(resp.receipts)?,
+            source: resp.source,
+            shards_rebuilt: resp.shards_rebuilt,
+        }))
+    }
+
+    /// Every stripe the node holds, with its holders (`ListStripes`, collected).
+    pub async fn list_stripes(&self) -> Result<Vec<StripeInfo>> {
+        let mut stream = self
+            .inner
+            .clone()
+            .list_stripes(pb::ListStripesRequest {})
+            .await?
+            .into_inner();
+        let mut out = Vec::new();
+        while let Some(s) = stream.message().await? {
+            out.push(StripeInfo::try_from(s)?);
+        }
+        Ok(out)
     }
 
     /// The node's status.

@@ -10,6 +10,10 @@ use tonic::{Request, Response, Status, Streaming};
 
 /// Largest gRPC message accepted: a maximal signed tx plus protobuf overhead.
 pub const MAX_MESSAGE_BYTES: usize = dag_core::MAX_SIGNED_TX_LEN + 16 * 1024;
+/// Largest gRPC response: a maximal signed tx plus the receipts of a largest stripe
+/// (`GetTx`, `RepairTx`).
+pub const MAX_RESPONSE_BYTES: usize = MAX_MESSAGE_BYTES
+    + storage::MAX_SHARDS as usize * (dag_core::MAX_KEY_LEN + dag_core::MAX_SIGNATURE_LEN + 256);
 /// How many txs of one `SubmitTxStream` are processed at once.
 pub const STREAM_CONCURRENCY: usize = 256;
 
@@ -37,7 +41,7 @@ impl<T: CityApi> CityNodeService<T> {
     pub fn into_server(self) -> pb::city_node_server::CityNodeServer<Self> {
         pb::city_node_server::CityNodeServer::new(self)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_RESPONSE_BYTES)
     }
 }
 
@@ -168,6 +172,38 @@ impl<T: CityApi> pb::city_node_server::CityNode for CityNodeService<T> {
             ))),
             Err(r) => Err(r.to_status()),
         }
+    }
+
+    async fn repair_tx(
+        &self,
+        request: Request<pb::RepairTxRequest>,
+    ) -> Result<Response<pb::RepairTxResponse>, Status> {
+        let req = request.into_inner();
+        let id = TxId::from_slice(&req.tx_id)
+            .map_err(|e| Status::invalid_argument(format!("MALFORMED: tx_id: {e}")))?;
+        match self.api.repair(id, req.rebuild).await {
+            Ok(Some(r)) => Ok(Response::new(pb::RepairTxResponse {
+                tx: Some((&r.tx).into()),
+                receipts: r.receipts.iter().map(Into::into).collect(),
+                source: r.source,
+                shards_rebuilt: r.shards_rebuilt,
+            })),
+            Ok(None) => Err(Status::not_found(format!(
+                "tx {id} is not held by this city"
+            ))),
+            Err(r) => Err(r.to_status()),
+        }
+    }
+
+    type ListStripesStream = tokio_stream::Iter<std::vec::IntoIter<Result<pb::StripeInfo, Status>>>;
+
+    async fn list_stripes(
+        &self,
+        _request: Request<pb::ListStripesRequest>,
+    ) -> Result<Response<Self::ListStripesStream>, Status> {
+        let stripes = self.api.list_stripes().await.map_err(|r| r.to_status())?;
+        let items: Vec<_> = stripes.iter().map(|s| Ok(s.into())).collect();
+        Ok(Response::new(tokio_stream::iter(items)))
     }
 
     async fn status(

@@ -4,7 +4,7 @@
 //! passes here encodes canonically and hashes to the id the sender signed.
 
 use crate::pb;
-use crate::{RejectCode, Rejection, TxState};
+use crate::{RejectCode, Rejection, StripeHolder, StripeInfo, TxState};
 use dag_core::{
     AccountId, CityId, DecodeError, NodeId, ObjectId, Position, PositionMethod, Receipt, ShardHash,
     SignedReceipt, SignedTx, StripeId, Tx, TxKind,
@@ -199,6 +199,68 @@ impl TryFrom<pb::Receipt> for SignedReceipt {
     }
 }
 
+impl From<&StripeInfo> for pb::StripeInfo {
+    fn from(s: &StripeInfo) -> Self {
+        pb::StripeInfo {
+            stripe_id: s.stripe_id.as_bytes().to_vec(),
+            k: u32::from(s.k),
+            m: u32::from(s.m),
+            holders: s
+                .holders
+                .iter()
+                .map(|h| pb::Holder {
+                    index: u32::from(h.index),
+                    node_id: h.node_id.as_bytes().to_vec(),
+                    grpc_addr: h.grpc_addr.clone().unwrap_or_default(),
+                    shard_hash: h.shard_hash.as_bytes().to_vec(),
+                })
+                .collect(),
+        }
+    }
+}
+
+fn small(field: &'static str, v: u32) -> Result<u16, DecodeError> {
+    match u16::try_from(v) {
+        Ok(x) if x <= storage::MAX_SHARDS => Ok(x),
+        _ => Err(DecodeError::Invalid {
+            field,
+            reason: "must be at most 32 (the largest stripe)",
+        }),
+    }
+}
+
+impl TryFrom<pb::StripeInfo> for StripeInfo {
+    type Error = ConvertError;
+    fn try_from(p: pb::StripeInfo) -> Result<Self, ConvertError> {
+        if p.holders.len() > usize::from(storage::MAX_SHARDS) {
+            return Err(DecodeError::TooLong {
+                field: "holders",
+                len: p.holders.len(),
+                max: usize::from(storage::MAX_SHARDS),
+            }
+            .into());
+        }
+        let holders = p
+            .holders
+            .into_iter()
+            .map(|h| {
+                Ok(StripeHolder {
+                    index: small("holder index", h.index)?,
+                    node_id: NodeId::from_bytes(id32("node_id", &h.node_id)?),
+                    grpc_addr: (!h.grpc_addr.is_empty()).then_some(h.grpc_addr),
+                    shard_hash: ShardHash::from_bytes(id32("shard_hash", &h.shard_hash)?),
+                })
+            })
+            .collect::<Result<Vec<_>, DecodeError>>()?;
+        Ok(StripeInfo {
+            stripe_id: StripeId::from_bytes(id32("stripe_id", &p.stripe_id)?),
+            k: small("k", p.k)?,
+            m: small("m", p.m)?,
+            holders,
+        })
+    }
+}
+
 /// Converts a list of protobuf receipts.
 pub fn receipts_from(v: Vec<pb::Receipt>) -> Result<Vec<SignedReceipt>, ConvertError> {
     v.into_iter().map(TryInto::try_into).collect()
@@ -286,6 +348,37 @@ mod tests {
         let s = sample();
         let p: pb::SignedTx = (&s).into();
         assert_eq!(SignedTx::try_from(p).unwrap(), s);
+    }
+
+    #[test]
+    fn stripe_info_round_trip_and_strictness() {
+        let s = StripeInfo {
+            stripe_id: StripeId::from_bytes([4; 32]),
+            k: 4,
+            m: 2,
+            holders: vec![
+                StripeHolder {
+                    index: 0,
+                    node_id: NodeId::from_bytes([5; 32]),
+                    grpc_addr: Some("127.0.0.1:1".into()),
+                    shard_hash: ShardHash::from_bytes([6; 32]),
+                },
+                StripeHolder {
+                    index: 5,
+                    node_id: NodeId::from_bytes([7; 32]),
+                    grpc_addr: None,
+                    shard_hash: ShardHash::from_bytes([8; 32]),
+                },
+            ],
+        };
+        let p: pb::StripeInfo = (&s).into();
+        assert_eq!(StripeInfo::try_from(p.clone()).unwrap(), s);
+        let mut bad = p.clone();
+        bad.k = 70_000;
+        assert!(StripeInfo::try_from(bad).is_err());
+        let mut bad = p;
+        bad.holders[0].node_id = vec![1; 31];
+        assert!(StripeInfo::try_from(bad).is_err());
     }
 
     #[test]

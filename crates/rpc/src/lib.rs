@@ -31,9 +31,12 @@ pub mod pb {
         tonic::include_file_descriptor_set!("citychain_descriptor");
 }
 
-pub use api::{CityApi, NodeStatus, RejectCode, Rejection, Submitted, TxRecord, TxState};
+pub use api::{
+    CityApi, NodeStatus, RejectCode, Rejection, Repaired, StripeHolder, StripeInfo, Submitted,
+    TxRecord, TxState,
+};
 pub use city_client::CityClient;
-pub use city_server::{CityNodeService, MAX_MESSAGE_BYTES, STREAM_CONCURRENCY};
+pub use city_server::{CityNodeService, MAX_MESSAGE_BYTES, MAX_RESPONSE_BYTES, STREAM_CONCURRENCY};
 pub use convert::ConvertError;
 pub use error::{ClientError, Result};
 pub use shard_store::{

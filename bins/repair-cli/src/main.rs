@@ -1,0 +1,164 @@
+//! `repair-cli`: the operator's view of a city's storage. Argument parsing, logging, and
+//! calls into `rpc::CityClient` and `node::audit`; the checks themselves live in the library.
+//!
+//! Exit codes: 0 success; 1 error (unreachable city, bad answer, failed verification);
+//! 2 tx not found; 3 the audit found missing, corrupt or unproven shards.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use dag_core::TxId;
+use indicatif::{ProgressBar, ProgressStyle};
+use node::audit::{AuditReport, GrpcProbe, HolderProbe, audit_stripes, check_repaired};
+use rpc::CityClient;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+const EXIT_ERROR: u8 = 1;
+const EXIT_NOT_FOUND: u8 = 2;
+const EXIT_AUDIT_FAILED: u8 = 3;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "repair-cli",
+    version,
+    about = "Get, repair and audit txs held by a City Chain city node",
+    after_help = "Exit codes: 0 ok, 1 error, 2 tx not found, 3 audit found problems."
+)]
+struct Cli {
+    /// The city node's gRPC address (host:port or http://host:port).
+    #[arg(
+        long,
+        env = "CITY_ADDR",
+        default_value = "127.0.0.1:7000",
+        global = true
+    )]
+    city: String,
+    /// Deadline for each call to the city (get, repair, list) and to a light node (audit).
+    #[arg(
+        long,
+        env = "REPAIR_TIMEOUT_MS",
+        default_value_t = 10_000,
+        global = true
+    )]
+    timeout_ms: u64,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Restore a tx from its shards on light nodes, verify its signature and every
+    /// holder's receipt locally, and print it with its holders.
+    Get {
+        /// The tx id (64 hex characters).
+        tx_id: String,
+    },
+    /// Re-create now every shard of the tx's stripe whose holder is gone or silent, then
+    /// restore and verify the tx as `get` does.
+    Repair {
+        /// The tx id (64 hex characters).
+        tx_id: String,
+    },
+    /// Fetch every shard of every stripe from its holder, check it against the manifest
+    /// hash, challenge the holder with a fresh nonce, and print a summary table.
+    Audit {
+        /// Holders audited at once.
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli).await {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<u8> {
+    let timeout = Duration::from_millis(cli.timeout_ms);
+    let client = tokio::time::timeout(timeout, CityClient::connect(&cli.city))
+        .await
+        .with_context(|| format!("city node {} did not answer within {timeout:?}", cli.city))?
+        .with_context(|| format!("cannot reach the city node at {}", cli.city))?;
+    match cli.cmd {
+        Cmd::Get { tx_id } => get(&client, &tx_id, false, timeout).await,
+        Cmd::Repair { tx_id } => get(&client, &tx_id, true, timeout).await,
+        Cmd::Audit { concurrency } => audit(&client, concurrency, timeout).await,
+    }
+}
+
+async fn get(
+    client: &CityClient,
+    tx_id: &str,
+    rebuild: bool,
+    timeout: Duration,
+) -> anyhow::Result<u8> {
+    let id = TxId::from_hex(tx_id).with_context(|| format!("{tx_id:?} is not a tx id"))?;
+    let what = if rebuild { "repair" } else { "restore" };
+    let answer = tokio::time::timeout(timeout, client.repair(id, rebuild))
+        .await
+        .with_context(|| format!("{what} of tx {id}: no answer within {timeout:?}"))?
+        .with_context(|| format!("{what} of tx {id} failed"))?;
+    let Some(repaired) = answer else {
+        eprintln!("tx {id} is not held by this city");
+        return Ok(EXIT_NOT_FOUND);
+    };
+    let rebuilt = repaired.shards_rebuilt;
+    let checked = check_repaired(id, repaired, &pqc::MlDsa87)
+        .with_context(|| format!("tx {id} came back but does not verify"))?;
+    print!("{}", checked.describe());
+    if rebuild {
+        if rebuilt == 0 {
+            println!("repair    stripe was whole: no shard needed rebuilding");
+        } else {
+            println!("repair    {rebuilt} shard(s) re-created and placed on live light nodes");
+        }
+    }
+    Ok(0)
+}
+
+async fn audit(client: &CityClient, concurrency: usize, timeout: Duration) -> anyhow::Result<u8> {
+    let stripes = tokio::time::timeout(timeout, client.list_stripes())
+        .await
+        .with_context(|| format!("listing stripes: no answer within {timeout:?}"))?
+        .context("listing stripes failed")?;
+    let total: u64 = stripes.iter().map(|s| s.holders.len() as u64).sum();
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} auditing [{bar:30}] {pos}/{len} shards {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    let probe: Arc<dyn HolderProbe> = Arc::new(GrpcProbe::new(timeout));
+    let report: AuditReport = audit_stripes(probe, &stripes, concurrency, |a| {
+        bar.inc(1);
+        bar.set_message(a.stripe_id.short());
+    })
+    .await;
+    bar.finish_and_clear();
+    for p in report.problems() {
+        println!("FAIL {}", p.describe());
+    }
+    print!("{}", report.table());
+    if report.is_clean() {
+        println!("audit ok: every shard of every stripe is held and proven");
+        Ok(0)
+    } else {
+        println!("audit FAILED: see the lines above");
+        Ok(EXIT_AUDIT_FAILED)
+    }
+}
