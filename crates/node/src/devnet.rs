@@ -58,6 +58,13 @@ pub struct DevLight {
     members: Option<NodeListHandle>,
 }
 
+impl DevLight {
+    /// Its running server (`None` once crashed or stopped), e.g. to reach its shard store.
+    pub fn server(&self) -> Option<&LightHandle> {
+        self.server.as_ref()
+    }
+}
+
 /// A running devnet.
 pub struct Devnet {
     cfg: DevnetConfig,

@@ -6,12 +6,16 @@
 //! - City role ([`start_city`]): gRPC `CityNode` over the admission pipeline — strict
 //!   decode, replay precheck, ML-DSA-87 verification on a bounded pool, durable replay-safe
 //!   storage in redb with group commit — plus gRPC health and reflection.
+//! - [`consensus_net`]: a city representative running the DAG consensus over gRPC;
+//!   [`continent`]: the continent's Federation log and the push client.
 //! - [`audit`]: what `repair-cli` runs: local checks of a repaired tx, stripe audits.
 //! - [`demo`]: starts a devnet on loopback, drives signed load over real gRPC, and prints
 //!   what it measured.
 
 pub mod audit;
 mod city;
+pub mod consensus_net;
+pub mod continent;
 pub mod demo;
 pub mod devnet;
 mod error;

@@ -91,7 +91,8 @@ impl CityHandle {
             for _ in 0..500 {
                 match Arc::try_unwrap(node) {
                     Ok(n) => {
-                        drop(n);
+                        // Flushes the archive queue and releases its files.
+                        n.close().await;
                         break;
                     }
                     Err(back) => {
