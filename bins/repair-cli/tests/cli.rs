@@ -1,4 +1,4 @@
-//! `repair-cli` against a running devnet on loopback (presence, seven light nodes each its own
+//! `repair-cli` against a running devnet on loopback (presence, eight light nodes each its own
 //! gRPC server, a city node): get, repair and audit through the real binary, before and
 //! after a holder crashes.
 
@@ -55,7 +55,7 @@ async fn get_repair_and_audit_against_a_devnet() {
     // crashed holder stays in the city's live view (listed, but silent) and the background
     // re-replication does not race the operator's repair.
     let cfg = DevnetConfig {
-        lights: 7,
+        lights: 8,
         heartbeat: Duration::from_millis(200),
         presence_ttl: Duration::from_secs(120),
         pipeline: PipelineConfig {
@@ -64,7 +64,7 @@ async fn get_repair_and_audit_against_a_devnet() {
         },
     };
     let mut net = Devnet::start(cfg, dir.path()).await.unwrap();
-    assert!(net.wait_for_lights(7, Duration::from_secs(20)).await);
+    assert!(net.wait_for_lights(8, Duration::from_secs(20)).await);
     let city = net.city().addr().to_string();
     let client = CityClient::connect(&city).await.unwrap();
 
@@ -165,6 +165,47 @@ async fn get_repair_and_audit_against_a_devnet() {
     let r = cli(&city, &["repair", &ids[0].to_hex()]).await;
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     assert!(r.stdout.contains("stripe was whole"), "{}", r.stdout);
+
+    // Corrupt a shard on a live holder's disk: the holder refuses to return it, the audit
+    // reports it corrupt, repair moves it to another node, the audit is clean again.
+    let after = client.repair(ids[2], false).await.unwrap().unwrap();
+    let target = after
+        .receipts
+        .iter()
+        .find_map(|r| {
+            let j = net.lights.iter().position(|l| l.id == r.receipt.holder)?;
+            net.lights[j].server()?;
+            Some((j, r.receipt.stripe_id, r.receipt.shard_index))
+        })
+        .unwrap();
+    let (j, sid, index) = target;
+    let bad_holder = net.lights[j].id;
+    net.lights[j]
+        .server()
+        .unwrap()
+        .node()
+        .store()
+        .corrupt_for_test(&sid, index, |b| *b.last_mut().unwrap() ^= 0xff)
+        .unwrap();
+    let r = cli(&city, &["audit"]).await;
+    assert_eq!(r.code, 3, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.lines().any(|l| l.starts_with("FAIL")
+            && l.contains(&bad_holder.short())
+            && l.contains("corrupt")),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("| corrupt               |      1 |"),
+        "{}",
+        r.stdout
+    );
+    let r = cli(&city, &["repair", &ids[2].to_hex()]).await;
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(shards_rebuilt(&r.stdout), 1, "{}", r.stdout);
+    let r = cli(&city, &["audit"]).await;
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
 
     net.shutdown().await.unwrap();
 }

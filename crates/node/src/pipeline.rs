@@ -857,9 +857,97 @@ impl Pipeline {
             .filter(|(id, _)| !silent.contains(id))
             .collect();
         let placed = self
-            .apply_plan(&rec.manifest, rec.receipts, &plan, &by_id)
+            .apply_plan_with_fallback(&rec.manifest, rec.receipts, &plan, &by_id)
             .await?;
         metrics::counter!("citychain_rereplicated_shards_total").increment(placed as u64);
+        Ok(placed)
+    }
+
+    /// Like `apply_plan`, but a placement whose planned target does not take the shard
+    /// (a node still listed live but silent) goes to the next live node that holds no
+    /// shard of the stripe, and only if none takes it, to a surviving holder (colocated).
+    async fn apply_plan_with_fallback(
+        &self,
+        manifest: &StripeManifest,
+        receipts: Vec<SignedReceipt>,
+        plan: &storage::RepairPlan,
+        live: &BTreeMap<NodeId, NodeInfo>,
+    ) -> std::result::Result<usize, PipelineError> {
+        let layout = manifest.layout.clone();
+        let sources = self.fetch_k(manifest, &plan.lost).await?;
+        let lost = plan.lost.clone();
+        let lay = layout.clone();
+        let rebuilt = self
+            .on_pool(move || lay.rebuild(&sources, &lost))
+            .await?
+            .map_err(perr)?;
+        let keep: BTreeSet<NodeId> = manifest
+            .holders
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !plan.lost.iter().any(|l| usize::from(*l) == *i))
+            .filter_map(|(_, h)| *h)
+            .collect();
+        let allow_colocated = live.len() < usize::from(layout.n());
+        let others: Vec<NodeInfo> = self.directory.rank(
+            &layout.stripe_id,
+            live.values()
+                .filter(|n| !keep.contains(&n.node_id))
+                .cloned()
+                .collect(),
+            false,
+        );
+        let taken = parking_lot::Mutex::new(keep.clone());
+        let mut new_manifest = manifest.clone();
+        let mut new_receipts: Vec<SignedReceipt> = receipts
+            .into_iter()
+            .filter(|r| !plan.lost.contains(&r.receipt.shard_index))
+            .collect();
+        let mut placed = 0;
+        for p in &plan.placements {
+            let Some(shard) = rebuilt.iter().find(|s| s.index() == p.index) else {
+                continue;
+            };
+            let mut cands: Vec<NodeInfo> = live.get(&p.target).cloned().into_iter().collect();
+            cands.extend(others.iter().filter(|n| n.node_id != p.target).cloned());
+            if allow_colocated {
+                cands.extend(live.values().cloned());
+            }
+            let mut res = self
+                .place_shard(&layout, shard, &cands, &taken, allow_colocated)
+                .await;
+            if res.is_err() && !allow_colocated {
+                // Every node without a shard of the stripe failed: fewer than n nodes answer,
+                // so a surviving holder takes a second shard (the manifest shows it).
+                let holders: Vec<NodeInfo> =
+                    keep.iter().filter_map(|id| live.get(id).cloned()).collect();
+                res = self
+                    .place_shard(&layout, shard, &holders, &taken, true)
+                    .await;
+            }
+            let (r, holder) = res.map_err(|e| {
+                PipelineError::Storage(format!(
+                    "stripe {}: shard {} could not be placed: {e}",
+                    layout.stripe_id.short(),
+                    p.index
+                ))
+            })?;
+            new_manifest.set_holder(p.index, holder).map_err(perr)?;
+            new_receipts.push(r);
+            placed += 1;
+        }
+        new_receipts.sort_by_key(|r| r.receipt.shard_index);
+        let rec = StripeRecord {
+            manifest: new_manifest,
+            receipts: new_receipts,
+        };
+        let w = self.db.begin_write().map_err(perr)?;
+        {
+            let mut st = w.open_table(STRIPES).map_err(perr)?;
+            st.insert(layout.stripe_id.as_bytes(), rec.encode().as_slice())
+                .map_err(perr)?;
+        }
+        w.commit().map_err(perr)?;
         Ok(placed)
     }
 
@@ -1292,6 +1380,46 @@ mod tests {
             "5 nodes for 6 shards must be reported as colocated"
         );
         assert_eq!(h.receipts.len(), 6);
+    }
+
+    #[tokio::test]
+    async fn repair_stripe_of_replaces_silent_and_corrupt_holders() {
+        let f = fixture(7, PipelineConfig::default());
+        let txs = txs(4);
+        let held = hold_all(&f.pipeline, &txs).await;
+        let h = held[0].as_ref().unwrap();
+        let id = txs[0].id();
+        assert_eq!(f.pipeline.repair_stripe_of(id).await.unwrap(), 0);
+        // A holder dies but stays listed live: repair re-creates its shard on the spare.
+        let dead = h.receipts[0].receipt.holder;
+        f.transport.node(&dead).unwrap().set_alive(false);
+        assert_eq!(f.pipeline.repair_stripe_of(id).await.unwrap(), 1);
+        let after = f.pipeline.held(&id).unwrap().unwrap();
+        let holders: BTreeSet<_> = after.receipts.iter().map(|r| r.receipt.holder).collect();
+        assert_eq!(holders.len(), 6);
+        assert!(!holders.contains(&dead));
+        // A shard corrupted on disk: the only non-holder left is the dead node (planned,
+        // fails), so the shard goes to a surviving holder, reported as colocated.
+        let r1 = &after.receipts[1].receipt;
+        f.transport
+            .node(&r1.holder)
+            .unwrap()
+            .store
+            .corrupt_for_test(&r1.stripe_id, r1.shard_index, |b| {
+                let last = b.len() - 1;
+                b[last] ^= 0xFF;
+            })
+            .unwrap();
+        assert_eq!(f.pipeline.repair_stripe_of(id).await.unwrap(), 1);
+        let again = f.pipeline.held(&id).unwrap().unwrap();
+        assert!(again.colocated);
+        assert_eq!(again.receipts.len(), 6);
+        assert!(again.receipts.iter().all(|r| r.receipt.holder != dead));
+        assert_eq!(f.pipeline.restore(id).await.unwrap().tx, *txs[0].signed());
+        assert!(matches!(
+            f.pipeline.repair_stripe_of(TxId::from_bytes([1; 32])).await,
+            Err(PipelineError::UnknownTx(_))
+        ));
     }
 
     #[tokio::test]
