@@ -2,7 +2,7 @@
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
-    let protos: Vec<std::path::PathBuf> = ["city.proto", "shardstore.proto"]
+    let protos: Vec<std::path::PathBuf> = ["city.proto", "shardstore.proto", "consensus.proto"]
         .iter()
         .map(|p| proto_dir.join(p))
         .collect();

@@ -77,13 +77,13 @@ pub struct RepresentativeConfig {
 }
 
 impl RepresentativeConfig {
-    /// Defaults for `data_dir`: 50 ms proposal interval, 25 ms ticks, 250 ms re-sends, 1 s
-    /// leader timeout, 1 s send deadline, 1024 queued per peer, 8 in flight, 4096 inbound.
+    /// Defaults for `data_dir`: 50 ms proposal interval, 25 ms ticks, 250 ms re-sends,
+    /// 500 ms leader timeout, 1 s send deadline, 1024 queued per peer, 8 in flight, 4096 inbound.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         RepresentativeConfig {
             data_dir: data_dir.into(),
             consensus: ConsensusConfig {
-                leader_timeout_ms: 1000,
+                leader_timeout_ms: 500,
                 resend_ms: 250,
                 proposal_interval_ms: 50,
                 ..ConsensusConfig::default()
@@ -265,7 +265,11 @@ impl RecordStore {
                 let (k, v) = row.map_err(|e| err(e.into()))?;
                 next = k.value() + 1;
                 records.push(decode_record(v.value()).map_err(|e| {
-                    Error::Config(format!("{}: record {} corrupt: {e}", path.display(), k.value()))
+                    Error::Config(format!(
+                        "{}: record {} corrupt: {e}",
+                        path.display(),
+                        k.value()
+                    ))
                 })?);
             }
         }
@@ -377,9 +381,12 @@ impl Driver {
                 }
                 Output::Evidence(eq) => {
                     let author = eq.author();
-                    match self.consensus.committee().authority(&author).map(|a| {
-                        DoubleSignEvidence::from_equivocation(&eq, &a.public_key)
-                    }) {
+                    match self
+                        .consensus
+                        .committee()
+                        .authority(&author)
+                        .map(|a| DoubleSignEvidence::from_equivocation(&eq, &a.public_key))
+                    {
                         Some(Ok(ev)) => {
                             tracing::warn!(%author, round = eq.round(), "equivocation caught");
                             let _ = self.evidence.send(ev);
@@ -964,7 +971,8 @@ pub async fn run_devnet_round(
         .count();
 
     // Inclusion proofs of every receipt, against the receipt's own root.
-    let client = rpc::FederationClient::lazy(&continent.addr().to_string(), Duration::from_secs(2))?;
+    let client =
+        rpc::FederationClient::lazy(&continent.addr().to_string(), Duration::from_secs(2))?;
     let receipts = std::mem::take(&mut *receipts.lock());
     let mut verified = 0;
     for ev in &receipts {

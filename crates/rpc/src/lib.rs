@@ -10,12 +10,15 @@
 //! - [`CityClient`]: a typed client.
 //! - [`ShardHolder`], [`ShardStoreService`], [`ShardStoreClient`]: the light nodes'
 //!   `ShardStore` service (PutShard, streaming GetShard, Challenge).
+//! - [`ConsensusService`], [`ConsensusClient`] (between representatives) and
+//!   [`FederationService`], [`FederationClient`] (continent log): proto/consensus.proto.
 //! - [`health_and_reflection`]: gRPC health and reflection services for every server.
 
 mod api;
 mod city_client;
 mod city_server;
 pub mod codec;
+mod consensus;
 pub mod convert;
 mod error;
 mod shard_store;
@@ -37,6 +40,12 @@ pub use api::{
 };
 pub use city_client::CityClient;
 pub use city_server::{CityNodeService, MAX_MESSAGE_BYTES, MAX_RESPONSE_BYTES, STREAM_CONCURRENCY};
+pub use consensus::{
+    CITY_CHECKPOINT_DOMAIN, CONTINENT_RECEIPT_DOMAIN, CheckpointHeader, ConsensusClient,
+    ConsensusHandler, ConsensusService, DeliverError, FederationClient, FederationError,
+    FederationHandler, FederationService, InclusionReceipt, MAX_CONSENSUS_MESSAGE_BYTES,
+    ProofAnswer, SignedCheckpointHeader,
+};
 pub use convert::ConvertError;
 pub use error::{ClientError, Result};
 pub use shard_store::{

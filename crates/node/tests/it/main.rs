@@ -4,5 +4,6 @@
 
 mod archive;
 mod city;
+mod consensus;
 mod light;
 mod light_pipeline;
