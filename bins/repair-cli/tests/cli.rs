@@ -130,6 +130,10 @@ async fn get_repair_and_audit_against_a_devnet() {
     let i = net.lights.iter().position(|l| l.id == victim).unwrap();
     net.crash_light(i).await;
     let r = cli(&city, &["audit"]).await;
+    println!(
+        "$ repair-cli audit   # after crashing a holder\n{}",
+        r.stdout
+    );
     assert_eq!(r.code, 3, "{}\n{}", r.stdout, r.stderr);
     assert!(r.stdout.contains("audit FAILED"), "{}", r.stdout);
     let fail_lines: Vec<_> = r.stdout.lines().filter(|l| l.starts_with("FAIL")).collect();
@@ -150,6 +154,7 @@ async fn get_repair_and_audit_against_a_devnet() {
     let mut rebuilt = 0;
     for id in &ids {
         let r = cli(&city, &["repair", &id.to_hex()]).await;
+        println!("$ repair-cli repair {id}\n{}", r.stdout);
         assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
         assert!(r.stdout.contains("repair    "), "{}", r.stdout);
         rebuilt += shards_rebuilt(&r.stdout);
@@ -160,6 +165,7 @@ async fn get_repair_and_audit_against_a_devnet() {
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     assert!(!r.stdout.contains(&victim.to_hex()), "{}", r.stdout);
     let r = cli(&city, &["audit"]).await;
+    println!("$ repair-cli audit   # after repair\n{}", r.stdout);
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     // A second repair finds nothing to do.
     let r = cli(&city, &["repair", &ids[0].to_hex()]).await;

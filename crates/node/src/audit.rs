@@ -163,9 +163,6 @@ impl CheckedRepair {
                 x.receipt.time_ms
             );
         }
-        if r.shards_rebuilt > 0 {
-            let _ = writeln!(out, "rebuilt   {} shard(s)", r.shards_rebuilt);
-        }
         out
     }
 }

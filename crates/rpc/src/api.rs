@@ -262,6 +262,39 @@ pub trait CityApi: Send + Sync + 'static {
 mod tests {
     use super::*;
 
+    /// A node that implements only the required methods.
+    struct Minimal;
+
+    impl CityApi for Minimal {
+        async fn submit(&self, _tx: SignedTx) -> Result<Submitted, Rejection> {
+            Err(Rejection::new(RejectCode::Unavailable, "test", None))
+        }
+        async fn get(&self, _id: TxId) -> Result<Option<TxRecord>, Rejection> {
+            Ok(None)
+        }
+        async fn status(&self) -> NodeStatus {
+            NodeStatus {
+                node_id: NodeId::from_bytes([0; 32]),
+                role: "test".into(),
+                version: "0".into(),
+                uptime_ms: 0,
+                stored_txs: 0,
+                counters: Vec::new(),
+            }
+        }
+    }
+
+    #[test]
+    fn repair_and_list_default_to_unavailable() {
+        let id = TxId::from_bytes([1; 32]);
+        let r = futures::executor::block_on(Minimal.repair(id, true)).unwrap_err();
+        assert_eq!(r.code, RejectCode::Unavailable);
+        assert_eq!(r.to_status().code(), tonic::Code::Unavailable);
+        assert_eq!(r.tx_id, Some(id));
+        let r = futures::executor::block_on(Minimal.list_stripes()).unwrap_err();
+        assert_eq!(r.code, RejectCode::Unavailable);
+    }
+
     #[test]
     fn status_round_trip_for_every_code() {
         for code in RejectCode::ALL {
