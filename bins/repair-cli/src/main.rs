@@ -30,7 +30,7 @@ struct Cli {
     #[arg(
         long,
         env = "CITY_ADDR",
-        default_value = "127.0.0.1:7000",
+        default_value = "127.0.0.1:7700",
         global = true
     )]
     city: String,
