@@ -103,10 +103,30 @@ async fn bad_consensus_messages_are_rejected_with_typed_statuses() {
     assert!(msg.starts_with("UNKNOWN_SENDER:"), "{msg}");
 
     // The genuine proposal is accepted.
+    let mut rep = rep;
+    let mut evidence = rep.take_evidence().unwrap();
     let good = SignedBatch::sign(genesis(member), &keys[1]);
     c.deliver(member, &Message::Propose(good)).await.unwrap();
+
+    // A second, different proposal by the same member for the same round: caught, and the
+    // evidence is what dpos verifies before slashing.
+    let mut other = genesis(member);
+    other.items = vec![BatchItem::Tx(TxId::from_bytes([5; 32]))];
+    let second = SignedBatch::sign(other, &keys[1]);
+    c.deliver(member, &Message::Propose(second)).await.unwrap();
+    let ev = tokio::time::timeout(Duration::from_secs(5), evidence.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(ev.author(), member);
+    ev.verify(&MlDsa87).unwrap();
+    assert!(
+        evidence.try_recv().is_err(),
+        "one offence, one piece of evidence"
+    );
+
     let stats = rep.stats().clone();
-    assert_eq!(stats.accepted.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(stats.accepted.load(std::sync::atomic::Ordering::Relaxed), 2);
     assert_eq!(stats.rejected.load(std::sync::atomic::Ordering::Relaxed), 3);
     rep.shutdown().await.unwrap();
 }
@@ -205,4 +225,114 @@ async fn federation_checks_cities_and_signatures_and_keeps_its_log() {
         .unwrap();
     drop(c);
     cont.shutdown().await.unwrap();
+}
+
+/// Collects a representative's checkpoint hashes and committed items.
+fn collect(
+    rx: tokio::sync::mpsc::UnboundedReceiver<node::consensus_net::CommittedEvent>,
+) -> std::sync::Arc<parking_lot::Mutex<(Vec<Hash32>, Vec<BatchItem>)>> {
+    let seen = std::sync::Arc::new(parking_lot::Mutex::new((Vec::new(), Vec::new())));
+    let s = seen.clone();
+    let mut rx = rx;
+    tokio::spawn(async move {
+        while let Some(ev) = rx.recv().await {
+            let mut g = s.lock();
+            assert_eq!(
+                ev.sub_dag.checkpoint.sequence,
+                g.0.len() as u64,
+                "gap or replay"
+            );
+            g.0.push(ev.sub_dag.checkpoint.hash());
+            g.1.extend(ev.sub_dag.items().map(|(_, i)| *i));
+        }
+    });
+    seen
+}
+
+async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !done() {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restarted_representative_recovers_from_its_records_and_catches_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys: Vec<Keypair> = (0..4).map(|_| Keypair::generate()).collect();
+    let committee =
+        Committee::equal(keys.iter().map(|k| k.public_key().to_vec()).collect()).unwrap();
+    let mut listeners = Vec::new();
+    let mut peers = HashMap::new();
+    for k in &keys {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        peers.insert(k.node_id(), l.local_addr().unwrap().to_string());
+        listeners.push(l);
+    }
+    let mut reps = Vec::new();
+    let mut seen = Vec::new();
+    let mut evidence = Vec::new();
+    for (i, (k, l)) in keys.iter().zip(listeners).enumerate() {
+        let cfg = RepresentativeConfig::new(dir.path().join(format!("rep-{i}")));
+        let mut r = start_representative(cfg, k.clone(), committee.clone(), l, peers.clone())
+            .await
+            .unwrap();
+        seen.push(collect(r.take_commits().unwrap()));
+        evidence.push(r.take_evidence().unwrap());
+        reps.push(r);
+    }
+    let item = |i: u8| BatchItem::Tx(TxId::from_bytes([i; 32]));
+    reps[0].submit(vec![item(1), item(2)]).await.unwrap();
+    wait_for("first items", || {
+        seen.iter().all(|s| s.lock().1.contains(&item(2)))
+    })
+    .await;
+
+    // Stop representative 3 gracefully, then bring it back on the same address and data.
+    let r3 = reps.pop().unwrap();
+    let addr = r3.addr();
+    r3.shutdown().await.unwrap();
+    let before = seen[3].lock().0.clone();
+    reps[1].submit(vec![item(3)]).await.unwrap();
+    let l = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let cfg = RepresentativeConfig::new(dir.path().join("rep-3"));
+    let mut r3 = start_representative(cfg, keys[3].clone(), committee.clone(), l, peers.clone())
+        .await
+        .unwrap();
+    seen[3] = collect(r3.take_commits().unwrap());
+    reps.push(r3);
+    reps[3].submit(vec![item(4)]).await.unwrap();
+    wait_for("items after the restart", || {
+        seen.iter().all(|s| {
+            let g = s.lock();
+            g.1.contains(&item(3)) && g.1.contains(&item(4))
+        })
+    })
+    .await;
+
+    // Had it forgotten its own proposals it would have proposed again in a round it had
+    // proposed in: the others would hold evidence against it.
+    for ev in &mut evidence[..3] {
+        assert!(
+            ev.try_recv().is_err(),
+            "the restarted representative equivocated"
+        );
+    }
+    // The recovered history replays from sequence 0 and agrees with everyone's.
+    let hashes: Vec<Vec<Hash32>> = seen.iter().map(|s| s.lock().0.clone()).collect();
+    assert!(hashes[3].len() >= before.len());
+    assert_eq!(hashes[3][..before.len()], before[..]);
+    for a in &hashes {
+        for b in &hashes {
+            let n = a.len().min(b.len());
+            assert_eq!(a[..n], b[..n], "committed sequences diverge");
+        }
+    }
+    for r in reps {
+        r.shutdown().await.unwrap();
+    }
 }
