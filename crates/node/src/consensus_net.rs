@@ -504,19 +504,47 @@ async fn pusher(
     while let Some(sub) = rx.recv().await {
         let header = CheckpointHeader::of(target.city, key.node_id(), &sub.checkpoint);
         let signed = SignedCheckpointHeader::sign(header, &key);
-        match pusher.push(&signed).await {
-            Ok(receipt) => {
-                stats.pushed.fetch_add(1, Ordering::Relaxed);
-                let _ = out.send(FederatedEvent {
-                    header: signed,
-                    receipt,
-                });
-            }
-            Err(e) => {
-                stats.push_failures.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(sequence = sub.checkpoint.sequence, error = %e, "push failed");
+        // Checkpoints go up in order: a transient failure (continent down) is retried,
+        // after the policy's backoff, until it succeeds; a refusal is logged and skipped.
+        loop {
+            match pusher.push(&signed).await {
+                Ok(receipt) => {
+                    stats.pushed.fetch_add(1, Ordering::Relaxed);
+                    let _ = out.send(FederatedEvent {
+                        header: signed,
+                        receipt,
+                    });
+                    break;
+                }
+                Err(e) => {
+                    stats.push_failures.fetch_add(1, Ordering::Relaxed);
+                    let sequence = sub.checkpoint.sequence;
+                    if is_refusal(&e) {
+                        tracing::error!(sequence, error = %e, "continent refused the checkpoint");
+                        break;
+                    }
+                    tracing::warn!(sequence, error = %e, "push failed; retrying");
+                    tokio::time::sleep(target.retry.max_delay).await;
+                }
             }
         }
+    }
+}
+
+/// The continent answered and said no (or answered with a bad receipt): retrying the same
+/// header cannot help.
+fn is_refusal(e: &Error) -> bool {
+    match e {
+        Error::Client(rpc::ClientError::Status { code, .. }) => matches!(
+            code,
+            tonic::Code::PermissionDenied
+                | tonic::Code::Unauthenticated
+                | tonic::Code::AlreadyExists
+                | tonic::Code::InvalidArgument
+                | tonic::Code::OutOfRange
+        ),
+        Error::Client(rpc::ClientError::Malformed(_)) | Error::Config(_) => true,
+        _ => false,
     }
 }
 

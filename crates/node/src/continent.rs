@@ -413,14 +413,16 @@ pub struct FederationTarget {
     pub city: Hash32,
     /// The continent's public key, to verify receipts (None: receipts are not checked).
     pub continent_key: Option<Vec<u8>>,
-    /// Retries of one push (attempts, backoff).
+    /// Retries of one push (attempts, backoff). A representative pushing its checkpoints
+    /// keeps retrying a transient failure after `max_delay`, so none is skipped.
     pub retry: RetryPolicy,
     /// Deadline of one attempt.
     pub timeout: Duration,
 }
 
 impl FederationTarget {
-    /// A target with 5 attempts from 100 ms backoff and 2 s deadlines.
+    /// A target with 5 attempts per round of retries from 100 ms backoff (capped at 1 s,
+    /// also the pause between rounds) and 2 s deadlines.
     pub fn new(addr: impl Into<String>, city: Hash32, continent_key: Option<Vec<u8>>) -> Self {
         FederationTarget {
             addr: addr.into(),
@@ -429,6 +431,7 @@ impl FederationTarget {
             retry: RetryPolicy {
                 max_attempts: 5,
                 base_delay: Duration::from_millis(100),
+                max_delay: Duration::from_secs(1),
                 ..RetryPolicy::default()
             },
             timeout: Duration::from_secs(2),

@@ -336,3 +336,85 @@ async fn a_restarted_representative_recovers_from_its_records_and_catches_up() {
         r.shutdown().await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn checkpoints_reach_a_continent_that_comes_up_late() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys: Vec<Keypair> = (0..4).map(|_| Keypair::generate()).collect();
+    let committee =
+        Committee::equal(keys.iter().map(|k| k.public_key().to_vec()).collect()).unwrap();
+    let city = Hash32::digest(b"late-city");
+    let continent_key = Keypair::generate();
+    // A free port for the continent, not listening yet.
+    let continent_addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let mut listeners = Vec::new();
+    let mut peers = HashMap::new();
+    for k in &keys {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        peers.insert(k.node_id(), l.local_addr().unwrap().to_string());
+        listeners.push(l);
+    }
+    let mut reps = Vec::new();
+    let mut seen = Vec::new();
+    for (i, (k, l)) in keys.iter().zip(listeners).enumerate() {
+        let mut cfg = RepresentativeConfig::new(dir.path().join(format!("rep-{i}")));
+        let mut target = node::continent::FederationTarget::new(
+            continent_addr.to_string(),
+            city,
+            Some(continent_key.public_key().to_vec()),
+        );
+        target.retry.max_delay = Duration::from_millis(200);
+        cfg.federation = Some(target);
+        let mut r = start_representative(cfg, k.clone(), committee.clone(), l, peers.clone())
+            .await
+            .unwrap();
+        seen.push(collect(r.take_commits().unwrap()));
+        reps.push(r);
+    }
+    wait_for("three commits without a continent", || {
+        seen.iter().all(|s| s.lock().0.len() >= 3)
+    })
+    .await;
+    let failures: u64 = reps
+        .iter()
+        .map(|r| {
+            r.stats()
+                .push_failures
+                .load(std::sync::atomic::Ordering::Relaxed)
+        })
+        .sum();
+    assert!(failures > 0, "pushes to a missing continent fail first");
+
+    let cont = start_continent(
+        &ContinentConfig {
+            listen: continent_addr,
+            data_dir: dir.path().join("continent"),
+            cities: vec![CityKeys {
+                city,
+                public_keys: keys.iter().map(|k| k.public_key().to_vec()).collect(),
+            }],
+        },
+        continent_key.clone(),
+    )
+    .await
+    .unwrap();
+    // Every checkpoint committed before the continent came up arrives.
+    let committed = seen[0].lock().0.clone();
+    wait_for("the backlog at the continent", || {
+        cont.log().size() >= committed.len() as u64
+    })
+    .await;
+    let c = FederationClient::lazy(&cont.addr().to_string(), Duration::from_secs(5)).unwrap();
+    for (i, _) in committed.iter().enumerate() {
+        let a = c.inclusion_proof(i as u64, 0).await.unwrap();
+        a.proof.verify(&a.leaf, &a.root).unwrap();
+    }
+    for r in reps {
+        r.shutdown().await.unwrap();
+    }
+    drop(c);
+    cont.shutdown().await.unwrap();
+}
