@@ -2,7 +2,9 @@
 //! tx id and canonical encoding by payload size.
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use dag_core::{AccountId, CityId, Position, PositionMethod, SignatureVerifier, Signer, SignedTx, Tx};
+use dag_core::{
+    AccountId, CityId, Position, PositionMethod, SignatureVerifier, SignedTx, Signer, Tx,
+};
 use pqc::{BatchVerifier, Keypair, MlDsa87, sign_tx};
 use std::hint::black_box;
 use std::time::Duration;
@@ -36,9 +38,11 @@ fn pqc_benches(c: &mut Criterion) {
     for n in [64usize, 1024] {
         let txs: Vec<SignedTx> = (0..n as u64).map(|i| sign_tx(tx(&kp, i, 0), &kp)).collect();
         g.throughput(Throughput::Elements(n as u64));
-        g.bench_with_input(BenchmarkId::new("verify_batch", format!("n={n}")), &txs, |b, txs| {
-            b.iter(|| pool.verify(txs.clone()))
-        });
+        g.bench_with_input(
+            BenchmarkId::new("verify_batch", format!("n={n}")),
+            &txs,
+            |b, txs| b.iter(|| pool.verify(txs.clone())),
+        );
     }
     g.finish();
 }
@@ -51,16 +55,22 @@ fn dag_core_benches(c: &mut Criterion) {
         let t = tx(&kp, 1, size);
         let bytes = t.encode().len() as u64;
         g.throughput(Throughput::Bytes(bytes));
-        g.bench_with_input(BenchmarkId::new("tx_id", format!("size={label}")), &t, |b, t| {
-            b.iter(|| black_box(t).id())
-        });
-        g.bench_with_input(BenchmarkId::new("encode", format!("size={label}")), &t, |b, t| {
-            b.iter(|| black_box(t).encode())
-        });
+        g.bench_with_input(
+            BenchmarkId::new("tx_id", format!("size={label}")),
+            &t,
+            |b, t| b.iter(|| black_box(t).id()),
+        );
+        g.bench_with_input(
+            BenchmarkId::new("encode", format!("size={label}")),
+            &t,
+            |b, t| b.iter(|| black_box(t).encode()),
+        );
         let enc = t.encode();
-        g.bench_with_input(BenchmarkId::new("decode", format!("size={label}")), &enc, |b, enc| {
-            b.iter(|| Tx::decode(black_box(enc)))
-        });
+        g.bench_with_input(
+            BenchmarkId::new("decode", format!("size={label}")),
+            &enc,
+            |b, enc| b.iter(|| Tx::decode(black_box(enc))),
+        );
     }
     g.finish();
 }
