@@ -137,6 +137,21 @@ pub struct RepresentativeStats {
     pub push_failures: AtomicU64,
 }
 
+/// An inbound caller waiting for the driver's verdict.
+type Reply = (
+    oneshot::Sender<std::result::Result<(), DeliverError>>,
+    std::result::Result<(), DeliverError>,
+);
+
+/// Runs CPU-heavy synchronous work without stalling other tasks on a multi-threaded
+/// runtime (`block_in_place`); on a current-thread runtime it simply runs.
+fn off_reactor<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
 enum Command {
     Inbound {
         from: NodeId,
@@ -402,6 +417,46 @@ impl Driver {
         Ok(())
     }
 
+    /// Runs `first` and whatever else is queued (up to [`MAX_GROUP`]) through the driver.
+    /// True when told to stop.
+    fn handle_group(
+        &mut self,
+        first: Command,
+        rx: &mut mpsc::Receiver<Command>,
+        outputs: &mut Vec<Output>,
+        replies: &mut Vec<Reply>,
+    ) -> bool {
+        let mut next = Some(first);
+        let mut n = 0;
+        while let Some(cmd) = next.take() {
+            match cmd {
+                Command::Inbound {
+                    from,
+                    message,
+                    reply,
+                } => match self.consensus.handle(now_ms(), from, message) {
+                    Ok(out) => {
+                        self.stats.accepted.fetch_add(1, Ordering::Relaxed);
+                        outputs.extend(out);
+                        replies.push((reply, Ok(())));
+                    }
+                    Err(e) => {
+                        self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(%from, error = %e, "message rejected");
+                        replies.push((reply, Err(DeliverError::Rejected(e))));
+                    }
+                },
+                Command::Payload(items) => self.consensus.add_payload(items),
+                Command::Stop => return true,
+            }
+            n += 1;
+            if n < MAX_GROUP {
+                next = rx.try_recv().ok();
+            }
+        }
+        false
+    }
+
     async fn run(mut self, mut rx: mpsc::Receiver<Command>, tick: Duration, first: Vec<Output>) {
         if let Err(e) = self.flush(first).await {
             tracing::error!(error = %e, "representative cannot persist; stopping");
@@ -416,38 +471,14 @@ impl Driver {
             tokio::select! {
                 cmd = rx.recv() => {
                     let Some(cmd) = cmd else { break };
-                    let mut next = Some(cmd);
-                    let mut n = 0;
-                    while let Some(cmd) = next.take() {
-                        match cmd {
-                            Command::Inbound { from, message, reply } => {
-                                match self.consensus.handle(now_ms(), from, message) {
-                                    Ok(out) => {
-                                        self.stats.accepted.fetch_add(1, Ordering::Relaxed);
-                                        outputs.extend(out);
-                                        replies.push((reply, Ok(())));
-                                    }
-                                    Err(e) => {
-                                        self.stats.rejected.fetch_add(1, Ordering::Relaxed);
-                                        tracing::debug!(%from, error = %e, "message rejected");
-                                        replies.push((reply, Err(DeliverError::Rejected(e))));
-                                    }
-                                }
-                            }
-                            Command::Payload(items) => self.consensus.add_payload(items),
-                            Command::Stop => {
-                                stop = true;
-                                break;
-                            }
-                        }
-                        n += 1;
-                        if n < MAX_GROUP {
-                            next = rx.try_recv().ok();
-                        }
-                    }
+                    // Signature checks and signing (ML-DSA-87) happen in here: keep them off
+                    // the reactor threads.
+                    stop = off_reactor(|| {
+                        self.handle_group(cmd, &mut rx, &mut outputs, &mut replies)
+                    });
                 }
                 _ = ticker.tick() => {
-                    outputs = self.consensus.tick(now_ms());
+                    outputs = off_reactor(|| self.consensus.tick(now_ms()));
                 }
             }
             if let Err(e) = self.flush(outputs).await {

@@ -84,6 +84,9 @@ pub struct DemoReport {
     pub offered_outside: usize,
     /// Answered Held (receipts from distinct light nodes).
     pub held: usize,
+    /// Held, but some light node holds two shards of the stripe (a holder did not answer
+    /// in time and no spare node existed).
+    pub held_colocated: usize,
     /// Answered Admitted but not Held (holding failed).
     pub admitted_only: usize,
     /// Rejected by proof of place.
@@ -631,6 +634,11 @@ async fn load(
             match (g, r) {
                 (Some(g), Ok(s)) if s.state == TxState::Held => {
                     report.held += 1;
+                    let holders: BTreeSet<_> =
+                        s.receipts.iter().map(|r| r.receipt.holder).collect();
+                    if holders.len() < s.receipts.len() {
+                        report.held_colocated += 1;
+                    }
                     report.latencies.push(Duration::from_nanos(
                         now.saturating_sub(sent_at[g].load(Ordering::Relaxed)),
                     ));

@@ -287,10 +287,21 @@ async fn a_restarted_representative_recovers_from_its_records_and_catches_up() {
     }
     let item = |i: u8| BatchItem::Tx(TxId::from_bytes([i; 32]));
     reps[0].submit(vec![item(1), item(2)]).await.unwrap();
-    wait_for("first items", || {
-        seen.iter().all(|s| s.lock().1.contains(&item(2)))
-    })
-    .await;
+    let t0 = std::time::Instant::now();
+    while !seen.iter().all(|s| s.lock().1.contains(&item(2))) {
+        if t0.elapsed() > Duration::from_secs(5) {
+            for (r, s) in reps.iter().zip(&seen) {
+                eprintln!(
+                    "DIAG {:?} commits {} items {}",
+                    r.stats(),
+                    s.lock().0.len(),
+                    s.lock().1.len()
+                );
+            }
+            panic!("DIAG stuck");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 
     // Stop representative 3 gracefully, then bring it back on the same address and data.
     let r3 = reps.pop().unwrap();
