@@ -768,6 +768,21 @@ impl Pipeline {
         }
     }
 
+    /// Replaces a stripe's durable record (manifest and receipts) in one transaction.
+    fn write_record(
+        &self,
+        stripe: &StripeId,
+        rec: &StripeRecord,
+    ) -> std::result::Result<(), PipelineError> {
+        let w = self.db.begin_write().map_err(perr)?;
+        {
+            let mut st = w.open_table(STRIPES).map_err(perr)?;
+            st.insert(stripe.as_bytes(), rec.encode().as_slice())
+                .map_err(perr)?;
+        }
+        w.commit().map_err(perr)
+    }
+
     fn persist(
         &self,
         layout: &StripeLayout,
@@ -955,13 +970,7 @@ impl Pipeline {
             manifest: new_manifest,
             receipts: new_receipts,
         };
-        let w = self.db.begin_write().map_err(perr)?;
-        {
-            let mut st = w.open_table(STRIPES).map_err(perr)?;
-            st.insert(layout.stripe_id.as_bytes(), rec.encode().as_slice())
-                .map_err(perr)?;
-        }
-        w.commit().map_err(perr)?;
+        self.write_record(&layout.stripe_id, &rec)?;
         Ok(placed)
     }
 
@@ -1043,13 +1052,7 @@ impl Pipeline {
             manifest: new_manifest,
             receipts: new_receipts,
         };
-        let w = self.db.begin_write().map_err(perr)?;
-        {
-            let mut st = w.open_table(STRIPES).map_err(perr)?;
-            st.insert(layout.stripe_id.as_bytes(), rec.encode().as_slice())
-                .map_err(perr)?;
-        }
-        w.commit().map_err(perr)?;
+        self.write_record(&layout.stripe_id, &rec)?;
         Ok(placed)
     }
 }
