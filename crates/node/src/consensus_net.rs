@@ -152,6 +152,19 @@ fn off_reactor<R>(f: impl FnOnce() -> R) -> R {
     }
 }
 
+/// Where a representative's driver stands (updated after every group of inputs).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RepresentativeStatus {
+    /// The last round it proposed in.
+    pub proposed_round: Option<u64>,
+    /// The highest round in its DAG.
+    pub dag_round: Option<u64>,
+    /// Checkpoints committed (next sequence number).
+    pub committed: u64,
+    /// Payload items queued for its next proposals.
+    pub pending_payload: usize,
+}
+
 enum Command {
     Inbound {
         from: NodeId,
@@ -335,6 +348,8 @@ struct Driver {
     evidence: mpsc::UnboundedSender<DoubleSignEvidence>,
     to_push: Option<mpsc::Sender<CommittedSubDag>>,
     stats: Arc<RepresentativeStats>,
+    status: tokio::sync::watch::Sender<RepresentativeStatus>,
+    committed: u64,
 }
 
 impl Driver {
@@ -380,6 +395,7 @@ impl Driver {
                 Output::Send { to, message } => self.send(&to, &Arc::new(message.encode())),
                 Output::Committed(sub_dag) => {
                     self.stats.commits.fetch_add(1, Ordering::Relaxed);
+                    self.committed = self.committed.max(sub_dag.checkpoint.sequence + 1);
                     if let Some(p) = &self.to_push
                         && p.try_send(sub_dag.clone()).is_err()
                     {
@@ -491,6 +507,17 @@ impl Driver {
             for (reply, r) in replies {
                 let _ = reply.send(r);
             }
+            let now = RepresentativeStatus {
+                proposed_round: self.consensus.round(),
+                dag_round: self.consensus.store().highest_round(),
+                committed: self.committed,
+                pending_payload: self.consensus.pending_payload(),
+            };
+            self.status.send_if_modified(|s| {
+                let changed = *s != now;
+                *s = now;
+                changed
+            });
             if stop {
                 break;
             }
@@ -592,6 +619,7 @@ pub struct RepresentativeHandle {
     evidence: Option<mpsc::UnboundedReceiver<DoubleSignEvidence>>,
     federated: Option<mpsc::UnboundedReceiver<FederatedEvent>>,
     stats: Arc<RepresentativeStats>,
+    status: tokio::sync::watch::Receiver<RepresentativeStatus>,
     stop_server: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<Result<()>>>,
     driver: Option<JoinHandle<()>>,
@@ -620,6 +648,10 @@ impl RepresentativeHandle {
     /// Counters.
     pub fn stats(&self) -> &Arc<RepresentativeStats> {
         &self.stats
+    }
+    /// The driver's position (round, DAG height, commits); `changed()` wakes on updates.
+    pub fn status(&self) -> tokio::sync::watch::Receiver<RepresentativeStatus> {
+        self.status.clone()
     }
 
     /// Queues payload items (held tx ids, micro-batch stripe ids) for its next proposals.
@@ -760,7 +792,10 @@ pub async fn start_representative(
     let (commits_tx, commits_rx) = mpsc::unbounded_channel();
     let (evidence_tx, evidence_rx) = mpsc::unbounded_channel();
     let (cmd, cmd_rx) = mpsc::channel(cfg.inbound_queue.max(1));
+    let (status_tx, status_rx) = tokio::sync::watch::channel(RepresentativeStatus::default());
     let driver = Driver {
+        status: status_tx,
+        committed: 0,
         consensus,
         store: Some(store),
         peers: peer_map,
@@ -801,6 +836,7 @@ pub async fn start_representative(
         evidence: Some(evidence_rx),
         federated: Some(fed_rx),
         stats,
+        status: status_rx,
         stop_server: Some(stop),
         server: Some(server),
         driver: Some(driver),

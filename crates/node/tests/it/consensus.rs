@@ -249,13 +249,21 @@ fn collect(
     seen
 }
 
-async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+/// Waits up to 15 s for `done`; on time-out, fails with every representative's position.
+async fn wait_for(
+    what: &str,
+    reps: &[node::consensus_net::RepresentativeHandle],
+    mut done: impl FnMut() -> bool,
+) {
     let start = std::time::Instant::now();
     while !done() {
-        assert!(
-            start.elapsed() < Duration::from_secs(15),
-            "timed out waiting for {what}"
-        );
+        if start.elapsed() > Duration::from_secs(15) {
+            let state: Vec<String> = reps
+                .iter()
+                .map(|r| format!("{:?} {:?}", *r.status().borrow(), r.stats()))
+                .collect();
+            panic!("timed out waiting for {what}:\n{}", state.join("\n"));
+        }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -287,21 +295,10 @@ async fn a_restarted_representative_recovers_from_its_records_and_catches_up() {
     }
     let item = |i: u8| BatchItem::Tx(TxId::from_bytes([i; 32]));
     reps[0].submit(vec![item(1), item(2)]).await.unwrap();
-    let t0 = std::time::Instant::now();
-    while !seen.iter().all(|s| s.lock().1.contains(&item(2))) {
-        if t0.elapsed() > Duration::from_secs(5) {
-            for (r, s) in reps.iter().zip(&seen) {
-                eprintln!(
-                    "DIAG {:?} commits {} items {}",
-                    r.stats(),
-                    s.lock().0.len(),
-                    s.lock().1.len()
-                );
-            }
-            panic!("DIAG stuck");
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_for("first items", &reps, || {
+        seen.iter().all(|s| s.lock().1.contains(&item(2)))
+    })
+    .await;
 
     // Stop representative 3 gracefully, then bring it back on the same address and data.
     let r3 = reps.pop().unwrap();
@@ -317,7 +314,7 @@ async fn a_restarted_representative_recovers_from_its_records_and_catches_up() {
     seen[3] = collect(r3.take_commits().unwrap());
     reps.push(r3);
     reps[3].submit(vec![item(4)]).await.unwrap();
-    wait_for("items after the restart", || {
+    wait_for("items after the restart", &reps, || {
         seen.iter().all(|s| {
             let g = s.lock();
             g.1.contains(&item(3)) && g.1.contains(&item(4))
@@ -385,11 +382,11 @@ async fn checkpoints_reach_a_continent_that_comes_up_late() {
         seen.push(collect(r.take_commits().unwrap()));
         reps.push(r);
     }
-    wait_for("three commits without a continent", || {
+    wait_for("three commits without a continent", &reps, || {
         seen.iter().all(|s| s.lock().0.len() >= 3)
     })
     .await;
-    wait_for("pushes to the missing continent to fail", || {
+    wait_for("pushes to the missing continent to fail", &[], || {
         reps.iter().all(|r| {
             r.stats()
                 .push_failures
@@ -414,7 +411,7 @@ async fn checkpoints_reach_a_continent_that_comes_up_late() {
     .unwrap();
     // Every checkpoint committed before the continent came up arrives.
     let committed = seen[0].lock().0.clone();
-    wait_for("the backlog at the continent", || {
+    wait_for("the backlog at the continent", &reps, || {
         cont.log().size() >= committed.len() as u64
     })
     .await;
