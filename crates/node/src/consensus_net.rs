@@ -899,8 +899,9 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 /// Runs `n_reps` representatives (each its own gRPC server on loopback, real ML-DSA-87
-/// keys, redb records under `dir`) and a continent; submits `items` round-robin (half
-/// before and half after killing the last representative when `kill_one`), waits until
+/// keys, redb records under `dir`) and a continent; once each has committed its first
+/// checkpoint, submits `items` round-robin as a stream over ~0.5 s (half before and half
+/// after killing the last representative when `kill_one`), waits until
 /// every live representative committed all of them, pushes checkpoints to the continent,
 /// verifies the inclusion proofs, restarts the continent and checks its log.
 pub async fn run_devnet_round(
@@ -1015,10 +1016,17 @@ pub async fn run_devnet_round(
                 live -= 1;
             }
         }
-        for (j, item) in batch.iter().enumerate() {
-            let to = j % live;
-            reps[to].submit(vec![*item]).await?;
-            submitted.push((*item, to, Instant::now(), phase));
+        // A steady stream rather than one burst: ten slices, one per proposal interval.
+        let slice = batch.len().div_ceil(10).max(1);
+        for (k, chunk) in batch.chunks(slice).enumerate() {
+            if k > 0 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            for (j, item) in chunk.iter().enumerate() {
+                let to = (k * slice + j) % live;
+                reps[to].submit(vec![*item]).await?;
+                submitted.push((*item, to, Instant::now(), phase));
+            }
         }
         let wait_start = Instant::now();
         loop {

@@ -426,3 +426,19 @@ async fn checkpoints_reach_a_continent_that_comes_up_late() {
     drop(c);
     cont.shutdown().await.unwrap();
 }
+
+/// The demo's figures at a larger size: `cargo test -p node --test it devnet_round_figures
+/// -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "prints figures; run on demand"]
+async fn devnet_round_figures() {
+    for kill in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let items: Vec<BatchItem> = (0..400u32)
+            .map(|i| BatchItem::Tx(TxId::from_bytes(*blake3::hash(&i.to_le_bytes()).as_bytes())))
+            .collect();
+        let f = run_devnet_round(4, items, kill, dir.path()).await.unwrap();
+        println!("{f:#?}");
+        assert!(f.sequences_identical && f.log_survived_restart);
+    }
+}
