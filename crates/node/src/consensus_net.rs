@@ -52,6 +52,9 @@ use tokio::task::JoinHandle;
 /// Record sequence number → encoded [`Record`].
 const RECORDS: TableDefinition<u64, &[u8]> = TableDefinition::new("records");
 
+/// Rounds after which an own proposed item not yet committed is proposed again.
+pub const RESUBMIT_AFTER_ROUNDS: u64 = 6;
+
 /// Most inbound commands handled in one group (one redb transaction).
 const MAX_GROUP: usize = 256;
 
@@ -135,6 +138,8 @@ pub struct RepresentativeStats {
     pub pushed: AtomicU64,
     /// Pushes that failed after their retries.
     pub push_failures: AtomicU64,
+    /// Own payload items re-proposed because their batch was orphaned.
+    pub resubmitted: AtomicU64,
 }
 
 /// An inbound caller waiting for the driver's verdict.
@@ -350,6 +355,8 @@ struct Driver {
     stats: Arc<RepresentativeStats>,
     status: tokio::sync::watch::Sender<RepresentativeStatus>,
     committed: u64,
+    /// Own payload items proposed and not yet seen committed, with the round proposed in.
+    own_items: HashMap<BatchItem, u64>,
 }
 
 impl Driver {
@@ -359,6 +366,41 @@ impl Driver {
         {
             self.stats.outbound_dropped.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// A certificate that reaches the others after they proposed the next round is never
+    /// named as a parent, so its batch is never committed: its items would be lost. Own
+    /// items not committed [`RESUBMIT_AFTER_ROUNDS`] rounds after their proposal go back
+    /// to the payload queue (a late original may then commit too: the first occurrence
+    /// counts, see [`CommittedSubDag::items`]).
+    fn resubmit_orphans(&mut self, sub_dag: &CommittedSubDag) {
+        for (_, item) in sub_dag.items() {
+            self.own_items.remove(item);
+        }
+        let leader_round = sub_dag.checkpoint.leader_round;
+        let mut orphans: Vec<(u64, BatchItem)> = self
+            .own_items
+            .iter()
+            .filter(|(_, r)| r.saturating_add(RESUBMIT_AFTER_ROUNDS) <= leader_round)
+            .map(|(i, r)| (*r, *i))
+            .collect();
+        if orphans.is_empty() {
+            return;
+        }
+        orphans.sort();
+        for (_, item) in &orphans {
+            self.own_items.remove(item);
+        }
+        self.stats
+            .resubmitted
+            .fetch_add(orphans.len() as u64, Ordering::Relaxed);
+        tracing::debug!(
+            count = orphans.len(),
+            leader_round,
+            "re-proposing orphaned items"
+        );
+        self.consensus
+            .add_payload(orphans.into_iter().map(|(_, item)| item));
     }
 
     /// Writes the group's records, then acts on the other outputs in order.
@@ -384,6 +426,11 @@ impl Driver {
         }
         for o in outputs {
             match o {
+                Output::Persist(Record::Proposed(b)) => {
+                    for item in &b.header.items {
+                        self.own_items.insert(*item, b.header.round);
+                    }
+                }
                 Output::Persist(_) => {}
                 Output::Broadcast(m) => {
                     let bytes = Arc::new(m.encode());
@@ -396,6 +443,7 @@ impl Driver {
                 Output::Committed(sub_dag) => {
                     self.stats.commits.fetch_add(1, Ordering::Relaxed);
                     self.committed = self.committed.max(sub_dag.checkpoint.sequence + 1);
+                    self.resubmit_orphans(&sub_dag);
                     if let Some(p) = &self.to_push
                         && p.try_send(sub_dag.clone()).is_err()
                     {
@@ -796,6 +844,7 @@ pub async fn start_representative(
     let driver = Driver {
         status: status_tx,
         committed: 0,
+        own_items: HashMap::new(),
         consensus,
         store: Some(store),
         peers: peer_map,
@@ -1038,9 +1087,26 @@ pub async fn run_devnet_round(
                 break;
             }
             if wait_start.elapsed() > deadline {
+                let state: Vec<String> = reps
+                    .iter()
+                    .zip(&seen)
+                    .map(|(r, s)| {
+                        let missing = submitted
+                            .iter()
+                            .filter(|(i, ..)| !s.lock().items.contains_key(i))
+                            .count();
+                        format!(
+                            "{} {:?} missing {missing} {:?}",
+                            r.node_id(),
+                            *r.status().borrow(),
+                            r.stats()
+                        )
+                    })
+                    .collect();
                 return Err(Error::Config(format!(
-                    "items not committed by every live representative within {} s",
-                    deadline.as_secs()
+                    "items not committed by every live representative within {} s:\n{}",
+                    deadline.as_secs(),
+                    state.join("\n")
                 )));
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
