@@ -11,7 +11,12 @@
 //! - **Persist first**: the task drains what is queued, runs it through the driver, writes
 //!   every [`Output::Persist`] record of the group in one redb transaction
 //!   (`<data_dir>/consensus.redb`, fsync), and only then sends, answers and emits. A
-//!   restarted representative recovers with [`Consensus::recover`].
+//!   restarted representative recovers with [`Consensus::recover`] (so it never proposes
+//!   or votes twice in a round) and replays its commits from sequence 0: consumers skip
+//!   the sequences they already applied. Records are not pruned yet.
+//! - **Payload**: items given to [`RepresentativeHandle::submit`] go into its next
+//!   proposals; an own item still uncommitted [`RESUBMIT_AFTER_ROUNDS`] rounds after its
+//!   proposal (its certificate came too late to be named a parent) is proposed again.
 //! - **Outbound**: per peer a bounded queue and a worker sending with a deadline, up to
 //!   [`RepresentativeConfig::send_concurrency`] calls in flight; a full queue drops (the
 //!   driver re-sends what matters every `resend_ms`). Fire-and-forget.
@@ -101,7 +106,8 @@ impl RepresentativeConfig {
     }
 }
 
-/// A leader committed at this representative.
+/// A leader committed at this representative. Sequences start at 0 and rise by one; after
+/// a restart they start at 0 again (replay of the recovered DAG).
 #[derive(Debug, Clone)]
 pub struct CommittedEvent {
     /// The ordered sub-DAG and its checkpoint.
