@@ -861,9 +861,7 @@ pub async fn start_representative(
     };
     let driver = tokio::spawn(driver.run(cmd_rx, cfg.tick, first));
 
-    let (_reporter, health, reflection) = rpc::health_and_reflection("citychain.v1.Consensus")
-        .await
-        .map_err(|e| Error::Reflection(e.to_string()))?;
+    let (health, reflection) = crate::net::health_and_reflection("citychain.v1.Consensus").await?;
     let svc = rpc::ConsensusService::new(Arc::new(Inbox { tx: cmd.clone() })).into_server();
     let (stop, stopped) = oneshot::channel::<()>();
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|conn| {
@@ -991,16 +989,7 @@ pub async fn run_devnet_round(
     let mut listeners = Vec::new();
     let mut peers = HashMap::new();
     for k in &keys {
-        let l = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
-            .await
-            .map_err(|source| Error::Bind {
-                addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-                source,
-            })?;
-        let a = l.local_addr().map_err(|source| Error::Bind {
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            source,
-        })?;
+        let (l, a) = crate::net::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
         peers.insert(k.node_id(), a.to_string());
         listeners.push(l);
     }

@@ -364,19 +364,8 @@ pub async fn start_continent(cfg: &ContinentConfig, key: Keypair) -> Result<Cont
         .await
         .map_err(|e| Error::Config(format!("continent open task: {e}")))??;
     let log = Arc::new(log);
-    let listener = tokio::net::TcpListener::bind(cfg.listen)
-        .await
-        .map_err(|source| Error::Bind {
-            addr: cfg.listen,
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(|source| Error::Bind {
-        addr: cfg.listen,
-        source,
-    })?;
-    let (_reporter, health, reflection) = rpc::health_and_reflection("citychain.v1.Federation")
-        .await
-        .map_err(|e| Error::Reflection(e.to_string()))?;
+    let (listener, addr) = crate::net::bind(cfg.listen).await?;
+    let (health, reflection) = crate::net::health_and_reflection("citychain.v1.Federation").await?;
     let svc = rpc::FederationService::new(Arc::new(ContinentNode(log.clone()))).into_server();
     let (stop, stopped) = oneshot::channel::<()>();
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|conn| {

@@ -22,6 +22,7 @@ mod error;
 mod grpc_transport;
 mod light;
 pub mod membership;
+mod net;
 pub mod pipeline;
 mod placement;
 mod roles;

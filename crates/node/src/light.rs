@@ -211,19 +211,8 @@ pub async fn start_light(cfg: &LightConfig, keypair: Keypair) -> Result<LightHan
 
 /// Serves an already built [`LightNode`] (any store, any clock) on `listen`.
 pub async fn serve_light(listen: SocketAddr, node: LightNode) -> Result<LightHandle> {
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|source| Error::Bind {
-            addr: listen,
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(|source| Error::Bind {
-        addr: listen,
-        source,
-    })?;
-    let (_reporter, health, reflection) = rpc::health_and_reflection("citychain.v1.ShardStore")
-        .await
-        .map_err(|e| Error::Reflection(e.to_string()))?;
+    let (listener, addr) = crate::net::bind(listen).await?;
+    let (health, reflection) = crate::net::health_and_reflection("citychain.v1.ShardStore").await?;
     let node = Arc::new(node);
     let svc = rpc::ShardStoreService::new(node.clone()).into_server();
     let (stop, stopped) = oneshot::channel::<()>();

@@ -192,19 +192,8 @@ pub async fn start_city_with(
         city = city.with_flagger(f);
     }
     let node = Arc::new(city);
-    let listener = tokio::net::TcpListener::bind(cfg.listen)
-        .await
-        .map_err(|source| Error::Bind {
-            addr: cfg.listen,
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(|source| Error::Bind {
-        addr: cfg.listen,
-        source,
-    })?;
-    let (_reporter, health, reflection) = rpc::health_and_reflection("citychain.v1.CityNode")
-        .await
-        .map_err(|e| Error::Reflection(e.to_string()))?;
+    let (listener, addr) = crate::net::bind(cfg.listen).await?;
+    let (health, reflection) = crate::net::health_and_reflection("citychain.v1.CityNode").await?;
     let svc = rpc::CityNodeService::new(node.clone()).into_server();
     let (stop, stopped) = oneshot::channel::<()>();
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);

@@ -1,0 +1,32 @@
+//! Shared plumbing for every role's gRPC server: binding the listen address with a typed
+//! error, and the health + reflection services each server carries.
+
+use crate::{Error, Result};
+use std::net::SocketAddr;
+use tokio::net::TcpListener;
+
+/// Binds `addr` (port 0 picks a free port) and returns the listener with its real address.
+pub(crate) async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr)> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Bind { addr, source })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|source| Error::Bind { addr, source })?;
+    Ok((listener, bound))
+}
+
+/// Health (reporting `service` as serving) and reflection services for a role's server.
+pub(crate) async fn health_and_reflection(
+    service: &str,
+) -> Result<(
+    tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
+    tonic_reflection::server::v1::ServerReflectionServer<
+        impl tonic_reflection::server::v1::ServerReflection,
+    >,
+)> {
+    let (_reporter, health, reflection) = rpc::health_and_reflection(service)
+        .await
+        .map_err(|e| Error::Reflection(e.to_string()))?;
+    Ok((health, reflection))
+}
