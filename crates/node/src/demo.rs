@@ -198,8 +198,13 @@ impl DemoReport {
         );
         line(
             &mut s,
-            "held (receipts from distinct light nodes)",
+            "held (signed receipts from light nodes)",
             self.held.to_string(),
+        );
+        line(
+            &mut s,
+            "  of which colocated (a holder was too slow)",
+            self.held_colocated.to_string(),
         );
         line(
             &mut s,
