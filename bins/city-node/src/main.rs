@@ -25,7 +25,7 @@ struct Cli {
 enum Cmd {
     /// Create an ML-DSA-87 key file (mode 0600) and print the node id.
     Keygen {
-        /// Where to write the key (the public key goes to <path>.pub).
+        /// Where to write the key (the public key goes to `<path>.pub`).
         #[arg(long, env = "CITY_KEY_FILE", default_value = "./city-data/node.key")]
         out: PathBuf,
         /// Overwrite an existing key file.

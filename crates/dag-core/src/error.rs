@@ -71,5 +71,5 @@ pub enum Error {
     },
 }
 
-/// Result with dag-core's [`Error`].
+/// Result with dag-core's [`Error`](enum@Error).
 pub type Result<T> = std::result::Result<T, Error>;

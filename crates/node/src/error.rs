@@ -70,5 +70,5 @@ pub enum Error {
     Storage(#[from] storage::Error),
 }
 
-/// Result with the node's [`Error`].
+/// Result with the node's [`Error`](enum@Error).
 pub type Result<T> = std::result::Result<T, Error>;

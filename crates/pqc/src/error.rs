@@ -43,5 +43,5 @@ pub enum Error {
     Pool(String),
 }
 
-/// Result with pqc's [`Error`].
+/// Result with pqc's [`Error`](enum@Error).
 pub type Result<T> = std::result::Result<T, Error>;

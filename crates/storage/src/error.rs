@@ -282,5 +282,5 @@ impl Error {
     }
 }
 
-/// Result with the storage [`Error`].
+/// Result with the storage [`Error`](enum@Error).
 pub type Result<T> = std::result::Result<T, Error>;
