@@ -886,16 +886,17 @@ impl Pipeline {
             .filter(|(id, _)| !silent.contains(id))
             .collect();
         let placed = self
-            .apply_plan_with_fallback(&rec.manifest, rec.receipts, &plan, &by_id)
+            .apply_plan(&rec.manifest, rec.receipts, &plan, &by_id)
             .await?;
         metrics::counter!("citychain_rereplicated_shards_total").increment(placed as u64);
         Ok(placed)
     }
 
-    /// Like `apply_plan`, but a placement whose planned target does not take the shard
-    /// (a node still listed live but silent) goes to the next live node that holds no
-    /// shard of the stripe, and only if none takes it, to a surviving holder (colocated).
-    async fn apply_plan_with_fallback(
+    /// Carries out a repair plan: rebuilds the lost shards from k others and places each on
+    /// its planned target; a target that does not take it (a node still listed live but
+    /// silent) is replaced by the next live node that holds no shard of the stripe, and only
+    /// if none takes it, by a surviving holder (colocated). Updates manifest and receipts.
+    async fn apply_plan(
         &self,
         manifest: &StripeManifest,
         receipts: Vec<SignedReceipt>,
@@ -987,7 +988,11 @@ impl Pipeline {
             .filter(|n| n.node_id != departed)
             .map(LiveNode::from)
             .collect();
-        let by_id: BTreeMap<NodeId, NodeInfo> = live.into_iter().map(|n| (n.node_id, n)).collect();
+        let by_id: BTreeMap<NodeId, NodeInfo> = live
+            .into_iter()
+            .filter(|n| n.node_id != departed)
+            .map(|n| (n.node_id, n))
+            .collect();
         let mut report = RepairReport::default();
         for (manifest, receipts) in self.manifests()? {
             let plan = match plan_rereplication(&manifest, &live_nodes, &departed) {
@@ -1009,52 +1014,6 @@ impl Pipeline {
             .increment(report.shards_placed as u64);
         Ok(report)
     }
-
-    async fn apply_plan(
-        &self,
-        manifest: &StripeManifest,
-        receipts: Vec<SignedReceipt>,
-        plan: &storage::RepairPlan,
-        by_id: &BTreeMap<NodeId, NodeInfo>,
-    ) -> std::result::Result<usize, PipelineError> {
-        let layout = manifest.layout.clone();
-        let sources = self.fetch_k(manifest, &plan.lost).await?;
-        let lost = plan.lost.clone();
-        let lay = layout.clone();
-        let rebuilt = self
-            .on_pool(move || lay.rebuild(&sources, &lost))
-            .await?
-            .map_err(perr)?;
-        let mut new_manifest = manifest.clone();
-        let mut new_receipts: Vec<SignedReceipt> = receipts
-            .into_iter()
-            .filter(|r| !plan.lost.contains(&r.receipt.shard_index))
-            .collect();
-        let mut placed = 0;
-        for p in &plan.placements {
-            let Some(shard) = rebuilt.iter().find(|s| s.index() == p.index) else {
-                continue;
-            };
-            let Some(node) = by_id.get(&p.target) else {
-                continue;
-            };
-            let taken = parking_lot::Mutex::new(BTreeSet::new());
-            let (r, holder) = self
-                .place_shard(&layout, shard, std::slice::from_ref(node), &taken, true)
-                .await
-                .map_err(PipelineError::Storage)?;
-            new_manifest.set_holder(p.index, holder).map_err(perr)?;
-            new_receipts.push(r);
-            placed += 1;
-        }
-        new_receipts.sort_by_key(|r| r.receipt.shard_index);
-        let rec = StripeRecord {
-            manifest: new_manifest,
-            receipts: new_receipts,
-        };
-        self.write_record(&layout.stripe_id, &rec)?;
-        Ok(placed)
-    }
 }
 
 fn fail_all(batch: Vec<Pending>, e: PipelineError) {
@@ -1071,13 +1030,13 @@ async fn batcher(p: std::sync::Weak<Pipeline>, mut rx: mpsc::Receiver<Pending>) 
     };
     let slots = Arc::new(Semaphore::new(cfg.max_batches_in_flight.max(1)));
     while let Some(first) = rx.recv().await {
-        let mut bytes = first.tx.signed().encode().len();
+        let mut bytes = first.tx.signed().encoded_len();
         let mut batch = vec![first];
         let deadline = tokio::time::Instant::now() + cfg.flush_after;
         while batch.len() < cfg.max_batch_txs && bytes < cfg.max_batch_bytes {
             match tokio::time::timeout_at(deadline, rx.recv()).await {
                 Ok(Some(next)) => {
-                    bytes += next.tx.signed().encode().len();
+                    bytes += next.tx.signed().encoded_len();
                     batch.push(next);
                 }
                 Ok(None) | Err(_) => break,
