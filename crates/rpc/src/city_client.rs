@@ -18,20 +18,7 @@ pub struct CityClient {
 impl CityClient {
     /// Connects to `addr` (`http://host:port` or `host:port`).
     pub async fn connect(addr: &str) -> Result<Self> {
-        let url = if addr.contains("://") {
-            addr.to_string()
-        } else {
-            format!("http://{addr}")
-        };
-        let channel = Channel::from_shared(url.clone())
-            .map_err(|e| ClientError::Status {
-                code: tonic::Code::InvalidArgument,
-                message: format!("bad address {addr}: {e}"),
-            })?
-            .connect()
-            .await
-            .map_err(|source| ClientError::Connect { addr: url, source })?;
-        Ok(Self::from_channel(channel))
+        Ok(Self::from_channel(crate::error::connect(addr).await?))
     }
 
     /// A client over an existing channel.

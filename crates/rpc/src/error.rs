@@ -44,3 +44,20 @@ impl From<tonic::Status> for ClientError {
 
 /// Result with [`ClientError`].
 pub type Result<T> = std::result::Result<T, ClientError>;
+
+/// Opens a channel to `addr` (`http://host:port` or `host:port`), for every typed client.
+pub(crate) async fn connect(addr: &str) -> Result<tonic::transport::Channel> {
+    let url = if addr.contains("://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    };
+    tonic::transport::Channel::from_shared(url.clone())
+        .map_err(|e| ClientError::Status {
+            code: tonic::Code::InvalidArgument,
+            message: format!("bad address {addr}: {e}"),
+        })?
+        .connect()
+        .await
+        .map_err(|source| ClientError::Connect { addr: url, source })
+}
