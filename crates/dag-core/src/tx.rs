@@ -527,6 +527,34 @@ impl SignedTx {
         w.finish()
     }
 
+    /// Length of [`SignedTx::encode`]'s output, computed without encoding (for batching
+    /// and size checks on the hot path).
+    pub fn encoded_len(&self) -> usize {
+        let t = &self.tx;
+        let sets =
+            t.read_set.len().min(u16::MAX as usize) + t.write_set.len().min(u16::MAX as usize);
+        1 + 1
+            + 32
+            + 32
+            + 8
+            + 8
+            + 8
+            + 1
+            + t.city_id.0.len()
+            + 4
+            + 4
+            + 1
+            + 2
+            + 2
+            + 32 * sets
+            + 4
+            + t.payload.len()
+            + 2
+            + self.public_key.len().min(u16::MAX as usize)
+            + 2
+            + self.signature.len().min(u16::MAX as usize)
+    }
+
     /// Strictly decodes a signed tx.
     pub fn decode(bytes: &[u8]) -> std::result::Result<Self, DecodeError> {
         if bytes.len() > MAX_SIGNED_TX_LEN {
@@ -845,6 +873,7 @@ mod tests {
         #[test]
         fn signed_round_trips(tx in arb_tx(), pk in proptest::collection::vec(any::<u8>(), 0..100), sig in proptest::collection::vec(any::<u8>(), 0..100)) {
             let s = SignedTx { tx, public_key: pk, signature: sig };
+            prop_assert_eq!(s.encoded_len(), s.encode().len());
             prop_assert_eq!(SignedTx::decode(&s.encode()).unwrap(), s);
         }
 

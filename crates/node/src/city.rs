@@ -292,7 +292,7 @@ impl CityNode {
         }
         let urgent = match &self.flagger {
             Some(f) => {
-                let flag = f.flag(&flagging::FlagInput::new(&tx.tx, tx.tx.payload.len() + 200));
+                let flag = f.flag(&flagging::FlagInput::new(&tx.tx, tx.encoded_len()));
                 self.counters
                     .stage(&format!("flag.region.{}", flag.region.name()));
                 self.counters
