@@ -99,7 +99,8 @@ async fn bad_inputs_get_precise_statuses() {
     let mut bad = shards[0].to_bytes();
     *bad.last_mut().unwrap() ^= 1;
     let mut foreign = shards[0].to_bytes();
-    foreign[..4].copy_from_slice(b"XXXX");
+    // A zip archive's magic where the shard magic belongs.
+    foreign[..4].copy_from_slice(b"PK\x03\x04");
     for bytes in [bad, foreign, vec![1, 2, 3]] {
         let st = raw
             .put_shard(rpc::pb::PutShardRequest { shard: bytes })
