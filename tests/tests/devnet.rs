@@ -6,7 +6,7 @@
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn devnet_end_to_end() {
-    let cfg = node::demo::DemoConfig {
+    let cfg = devnet::demo::DemoConfig {
         txs: 300,
         accounts: 20,
         streams: 2,
@@ -14,9 +14,9 @@ async fn devnet_end_to_end() {
         baseline_verifies: 200,
         restore_sample: 20,
         outside_every: 50,
-        ..node::demo::DemoConfig::default()
+        ..devnet::demo::DemoConfig::default()
     };
-    let report = node::demo::run(&cfg).await.expect("the devnet runs");
+    let report = devnet::demo::run(&cfg).await.expect("the devnet runs");
     println!("{}", report.render());
     assert!(report.ok(), "{}", report.render());
     assert_eq!(report.rejected_pop, 6);

@@ -242,7 +242,7 @@ async fn main() -> anyhow::Result<()> {
             accounts,
             streams,
         } => {
-            let cfg = node::demo::DemoConfig {
+            let cfg = devnet::demo::DemoConfig {
                 txs,
                 accounts,
                 streams,
@@ -251,7 +251,7 @@ async fn main() -> anyhow::Result<()> {
             println!(
                 "devnet: pre-signing {txs} txs from {accounts} accounts, then submitting over gRPC…"
             );
-            let report = node::demo::run(&cfg).await?;
+            let report = devnet::demo::run(&cfg).await?;
             println!("{}", report.render());
             if !report.ok() {
                 bail!("demo failed: see the table above");

@@ -1,14 +1,14 @@
 //! `repair-cli`: the operator's view of a city's storage. Argument parsing, logging, and
-//! calls into `rpc::CityClient` and `node::audit`; the checks themselves live in the library.
+//! calls into `rpc::CityClient` and the `audit` crate; the checks themselves live in the library.
 //!
 //! Exit codes: 0 success; 1 error (unreachable city, bad answer, failed verification);
 //! 2 tx not found; 3 the audit found missing, corrupt or unproven shards.
 
 use anyhow::Context;
+use audit::{AuditReport, GrpcProbe, HolderProbe, audit_stripes, check_repaired};
 use clap::{Parser, Subcommand};
 use dag_core::TxId;
 use indicatif::{ProgressBar, ProgressStyle};
-use node::audit::{AuditReport, GrpcProbe, HolderProbe, audit_stripes, check_repaired};
 use rpc::CityClient;
 use std::process::ExitCode;
 use std::sync::Arc;

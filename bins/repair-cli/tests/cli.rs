@@ -5,8 +5,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use dag_core::{AccountId, CityId, Position, PositionMethod, Tx, TxId};
+use devnet::{CITY, CITY_POS, Devnet, DevnetConfig};
 use node::PipelineConfig;
-use node::devnet::{CITY, CITY_POS, Devnet, DevnetConfig};
 use pqc::{Keypair, sign_tx};
 use rpc::{CityClient, TxState};
 use std::time::Duration;

@@ -30,6 +30,7 @@
 use crate::continent::{
     CityKeys, ContinentConfig, FederationPusher, FederationTarget, start_continent,
 };
+use crate::runtime::{now_ms, off_reactor};
 use crate::{Error, Result};
 use dag_core::consensus::{
     BatchDigest, BatchItem, Certificate, CommittedSubDag, Committee, Consensus, ConsensusConfig,
@@ -153,15 +154,6 @@ type Reply = (
     oneshot::Sender<std::result::Result<(), DeliverError>>,
     std::result::Result<(), DeliverError>,
 );
-
-/// Runs CPU-heavy synchronous work without stalling other tasks on a multi-threaded
-/// runtime (`block_in_place`); on a current-thread runtime it simply runs.
-fn off_reactor<R>(f: impl FnOnce() -> R) -> R {
-    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
-        _ => f(),
-    }
-}
 
 /// Where a representative's driver stands (updated after every group of inputs).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -340,12 +332,6 @@ impl RecordStore {
 }
 
 // ------------------------------------------------------------------ the task
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
 
 struct Peer {
     queue: mpsc::Sender<Arc<Vec<u8>>>,
@@ -861,7 +847,8 @@ pub async fn start_representative(
     };
     let driver = tokio::spawn(driver.run(cmd_rx, cfg.tick, first));
 
-    let (health, reflection) = crate::net::health_and_reflection("citychain.v1.Consensus").await?;
+    let (health, reflection) =
+        crate::runtime::health_and_reflection("citychain.v1.Consensus").await?;
     let svc = rpc::ConsensusService::new(Arc::new(Inbox { tx: cmd.clone() })).into_server();
     let (stop, stopped) = oneshot::channel::<()>();
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|conn| {
@@ -989,7 +976,7 @@ pub async fn run_devnet_round(
     let mut listeners = Vec::new();
     let mut peers = HashMap::new();
     for k in &keys {
-        let (l, a) = crate::net::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+        let (l, a) = crate::runtime::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
         peers.insert(k.node_id(), a.to_string());
         listeners.push(l);
     }

@@ -364,8 +364,9 @@ pub async fn start_continent(cfg: &ContinentConfig, key: Keypair) -> Result<Cont
         .await
         .map_err(|e| Error::Config(format!("continent open task: {e}")))??;
     let log = Arc::new(log);
-    let (listener, addr) = crate::net::bind(cfg.listen).await?;
-    let (health, reflection) = crate::net::health_and_reflection("citychain.v1.Federation").await?;
+    let (listener, addr) = crate::runtime::bind(cfg.listen).await?;
+    let (health, reflection) =
+        crate::runtime::health_and_reflection("citychain.v1.Federation").await?;
     let svc = rpc::FederationService::new(Arc::new(ContinentNode(log.clone()))).into_server();
     let (stop, stopped) = oneshot::channel::<()>();
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|conn| {

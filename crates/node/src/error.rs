@@ -1,4 +1,5 @@
-//! Errors of the node runtimes.
+//! Errors of the node runtimes: one typed variant per kind of failure, with the context an
+//! operator needs, and an explicit [`Error::is_retryable`] for callers deciding to retry.
 
 use dag_core::TxId;
 use std::path::PathBuf;
@@ -42,6 +43,16 @@ pub enum Error {
         /// What failed.
         reason: String,
     },
+    /// A persisted record could not be decoded (a damaged or foreign file).
+    #[error("{path}: record {index} is corrupt: {source}")]
+    CorruptRecord {
+        /// Database file.
+        path: PathBuf,
+        /// Record key.
+        index: u64,
+        /// What failed.
+        source: dag_core::DecodeError,
+    },
     /// Key handling failed.
     #[error(transparent)]
     Key(#[from] pqc::Error),
@@ -59,10 +70,66 @@ pub enum Error {
     /// gRPC reflection could not be set up.
     #[error("gRPC reflection: {0}")]
     Reflection(String),
-    /// A configuration value is invalid.
+    /// The erasure-coding settings are invalid.
+    #[error("invalid erasure settings: {source}")]
+    Erasure {
+        /// Why.
+        source: storage::Error,
+    },
+    /// Presence could not be reached or configured.
+    #[error("presence: {source}")]
+    Presence {
+        /// node-list's error.
+        source: node_list::Error,
+    },
+    /// The proof-of-place polygons could not be loaded.
+    #[error("regions: {source}")]
+    Regions {
+        /// pop-geo's error.
+        source: pop_geo::Error,
+    },
+    /// The flagger could not be built.
+    #[error("flagging: {source}")]
+    Flagging {
+        /// flagging's error.
+        source: flagging::Error,
+    },
+    /// The archive could not be opened.
+    #[error("archive: {source}")]
+    Archive {
+        /// archive's error.
+        source: archive::Error,
+    },
+    /// A genesis file is missing, malformed or inconsistent.
+    #[error("genesis {path}: {reason}")]
+    Genesis {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// This node is not where the configuration says it is (e.g. a city role whose key is
+    /// not in the genesis committee).
+    #[error("{0}")]
+    Membership(String),
+    /// The consensus driver refused to start or recover.
+    #[error("consensus: {0}")]
+    Consensus(#[from] dag_core::consensus::ConsensusError),
+    /// A task the role depends on has stopped (the node is shutting down).
+    #[error("{0} stopped")]
+    Stopping(&'static str),
+    /// A wait for a condition ran out of time.
+    #[error("timed out after {after:?} waiting for {what}")]
+    Timeout {
+        /// What was awaited.
+        what: String,
+        /// How long.
+        after: std::time::Duration,
+    },
+    /// An invalid configuration value (kept for roles not yet moved to typed variants).
     #[error("invalid configuration: {0}")]
     Config(String),
-    /// A client call inside the devnet failed.
+    /// A client call failed.
     #[error(transparent)]
     Client(#[from] rpc::ClientError),
     /// The shard store (light role) failed.
@@ -70,5 +137,60 @@ pub enum Error {
     Storage(#[from] storage::Error),
 }
 
+impl Error {
+    /// Whether trying the same operation again later may succeed: transient conditions
+    /// (a peer or service unreachable, a full queue, a timeout, an I/O hiccup) are;
+    /// refusals, bad input, corrupt data and configuration mistakes are not.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Io { .. } | Error::StoreCommit { .. } | Error::Timeout { .. } => true,
+            Error::Presence { .. } => true,
+            Error::Client(c) => match c {
+                rpc::ClientError::Status { code, .. } => matches!(
+                    code,
+                    tonic::Code::Unavailable
+                        | tonic::Code::DeadlineExceeded
+                        | tonic::Code::ResourceExhausted
+                        | tonic::Code::Internal
+                        | tonic::Code::Unknown
+                        | tonic::Code::Cancelled
+                        | tonic::Code::Aborted
+                ),
+                rpc::ClientError::Connect { .. } => true,
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+}
+
 /// Result with the node's [`Error`](enum@Error).
 pub type Result<T> = std::result::Result<T, Error>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retryable_is_explicit() {
+        let unavailable = Error::Client(rpc::ClientError::Status {
+            code: tonic::Code::Unavailable,
+            message: "down".into(),
+        });
+        assert!(unavailable.is_retryable());
+        let denied = Error::Client(rpc::ClientError::Status {
+            code: tonic::Code::PermissionDenied,
+            message: "no".into(),
+        });
+        assert!(!denied.is_retryable());
+        assert!(!Error::StoreClosed.is_retryable());
+        assert!(!Error::Config("x".into()).is_retryable());
+        assert!(
+            Error::Timeout {
+                what: "commit".into(),
+                after: std::time::Duration::from_secs(1)
+            }
+            .is_retryable()
+        );
+    }
+}

@@ -1,46 +1,47 @@
 //! # node
 //!
-//! The role runtimes that wire City Chain's crates into running processes, and the
-//! in-process devnet behind `city-node demo`.
+//! The role runtimes that wire City Chain's crates into running processes. One module per
+//! role, each with one composition root that the binary, the devnet, the demo and the
+//! tests all call; the runtime plumbing they share is written once in [`runtime`].
 //!
-//! - City role ([`start_city`]): gRPC `CityNode` over the admission pipeline — strict
-//!   decode, replay precheck, ML-DSA-87 verification on a bounded pool, durable replay-safe
-//!   storage in redb with group commit — plus gRPC health and reflection.
-//! - [`consensus_net`]: a city representative running the DAG consensus over gRPC;
-//!   [`continent`]: the continent's Federation log and the push client.
-//! - [`audit`]: what `repair-cli` runs: local checks of a repaired tx, stripe audits.
-//! - [`demo`]: starts a devnet on loopback, drives signed load over real gRPC, and prints
-//!   what it measured.
+//! - **city** ([`run_city`], [`run_city_with`]): admission (strict decode, replay
+//!   precheck, ML-DSA-87 verification on a bounded pool, proof of place, flagging),
+//!   durable replay-safe storage in redb with group commit, the light-node pipeline
+//!   (micro-batches erasure-coded onto distinct light nodes, signed receipts), re-replication
+//!   when a light node leaves; [`consensus_net`]: the city's DAG consensus among its
+//!   representatives over gRPC.
+//! - **light** ([`run_light`], [`start_light`]): the `ShardStore` service, receipts signed
+//!   with the node key.
+//! - **continent** ([`continent`]): the Federation log of cities' checkpoint headers.
+//!
+//! The demo, the devnet and the load generator live in the `devnet` crate; the operator's
+//! audit client in `audit`: servers link neither.
 
-pub mod audit;
 mod city;
 pub mod consensus_net;
 pub mod continent;
-pub mod demo;
-pub mod devnet;
 mod error;
-mod grpc_transport;
 mod light;
-pub mod membership;
-mod net;
-pub mod pipeline;
-mod placement;
-mod roles;
-mod server;
-mod store;
+mod role;
+pub mod runtime;
 
-pub use city::{CityNode, Counters, PopCheck, PopMode};
+pub use city::admission::{CityNode, Counters, PopCheck, PopMode};
+pub use city::membership::{NodeListDirectory, node_info, spawn_rereplicator};
+pub use city::pipeline::{
+    HeldTx, HolderDirectory, Pipeline, PipelineConfig, PipelineError, RepairReport, Restored,
+    ShardTransport, TransportError,
+};
+pub use city::placement::PriorityDirectory;
+pub use city::store::{Conflict, TxStore};
+#[cfg(any(test, feature = "test-utils"))]
+pub use city::test_utils::{MemoryTransport, StaticDirectory};
+pub use city::transport::GrpcTransport;
+pub use city::{
+    CityConfig, CityEnv, CityHandle, CityParts, StorageParts, load_or_create_key, run_city,
+    run_city_with, start_city, start_city_with,
+};
 pub use error::{Error, Result};
-pub use grpc_transport::GrpcTransport;
-pub use light::{LightConfig, LightHandle, LightNode, serve_light, start_light};
-pub use pipeline::{
-    HeldTx, HolderDirectory, MemoryTransport, Pipeline, PipelineConfig, PipelineError,
-    RepairReport, Restored, ShardTransport, StaticDirectory, TransportError,
+pub use light::{
+    LightConfig, LightHandle, LightNode, run_light, run_light_with, serve_light, start_light,
 };
-pub use placement::PriorityDirectory;
-pub use roles::{MembershipConfig, RunningRole, run_city, run_light};
-pub use server::{
-    CityConfig, CityHandle, CityParts, StorageParts, load_or_create_key, start_city,
-    start_city_with,
-};
-pub use store::{Conflict, TxStore};
+pub use role::{MembershipConfig, RunningRole};

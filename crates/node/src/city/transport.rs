@@ -2,7 +2,7 @@
 //! `ShardStore` service. One lazily connecting channel per light-node address, reused by
 //! every call (tonic reconnects it when a node comes back).
 
-use crate::pipeline::{ShardTransport, TransportError};
+use super::pipeline::{ShardTransport, TransportError};
 use async_trait::async_trait;
 use dag_core::{NodeInfo, SignedReceipt, StripeId};
 use rpc::{ClientError, ShardStoreClient};

@@ -4,17 +4,16 @@
 //! on the shipped polygons, flags txs, ranks holders by priority, erasure-codes micro-batches
 //! onto the light nodes and re-replicates when one leaves.
 
-use crate::grpc_transport::GrpcTransport;
-use crate::light::{LightConfig, LightHandle, start_light};
-use crate::membership::{NodeListDirectory, node_info, spawn_rereplicator};
-use crate::{
-    CityConfig, CityHandle, CityParts, Error, PipelineConfig, PopCheck, PopMode, PriorityDirectory,
-    Result, StorageParts, start_city_with,
-};
+use crate::Result;
 use dag_core::{NodeId, Role};
-use node_list::{NodeListConfig, NodeListHandle, NodeListManager};
+use node::{
+    CityConfig, CityEnv, CityHandle, LightConfig, LightHandle, MembershipConfig, PipelineConfig,
+    PopMode, RunningRole, run_city_with, run_light_with,
+};
+use node_list::NodeListConfig;
 use pqc::Keypair;
 use presence::{MemoryPresenceStore, PresenceStore, SweeperHandle, SystemClock, spawn_sweeper};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,14 +53,13 @@ impl Default for DevnetConfig {
 pub struct DevLight {
     /// Its id.
     pub id: NodeId,
-    server: Option<LightHandle>,
-    members: Option<NodeListHandle>,
+    role: Option<RunningRole>,
 }
 
 impl DevLight {
     /// Its running server (`None` once crashed or stopped), e.g. to reach its shard store.
     pub fn server(&self) -> Option<&LightHandle> {
-        self.server.as_ref()
+        self.role.as_ref().and_then(RunningRole::light_handle)
     }
 }
 
@@ -72,10 +70,7 @@ pub struct Devnet {
     presence: Arc<dyn PresenceStore>,
     _sweeper: SweeperHandle,
     city_key: Keypair,
-    city: Option<CityHandle>,
-    city_members: Option<NodeListHandle>,
-    city_login: Option<NodeListHandle>,
-    rereplicator: Option<tokio::task::JoinHandle<()>>,
+    city: Option<RunningRole>,
     /// The light nodes, in start order.
     pub lights: Vec<DevLight>,
     pop: Arc<pop_geo::CachedIndex>,
@@ -90,11 +85,9 @@ impl std::fmt::Debug for Devnet {
     }
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+/// Loopback with a free port.
+const LOOPBACK: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
 
 impl Devnet {
     fn nodelist_config(&self) -> NodeListConfig {
@@ -108,7 +101,7 @@ impl Devnet {
             Arc::new(SystemClock),
         ));
         let sweeper = spawn_sweeper(presence.clone(), cfg.heartbeat / 2);
-        let japan = pop_geo::shipped::japan().map_err(|e| Error::Config(e.to_string()))?;
+        let japan = pop_geo::shipped::japan()?;
         let spots = japan.sample_points(CITY, cfg.lights.max(1), 7);
         let pop = Arc::new(pop_geo::CachedIndex::new(
             Arc::new(japan),
@@ -121,9 +114,6 @@ impl Devnet {
             _sweeper: sweeper,
             city_key: Keypair::generate(),
             city: None,
-            city_members: None,
-            city_login: None,
-            rereplicator: None,
             lights: Vec::new(),
             pop,
         };
@@ -131,107 +121,58 @@ impl Devnet {
             let key = Keypair::generate();
             let id = key.node_id();
             let lcfg = LightConfig {
-                listen: "127.0.0.1:0"
-                    .parse()
-                    .map_err(|_| Error::Config("listen".into()))?,
+                listen: LOOPBACK,
                 data_dir: dir.join(format!("light-{i}")),
                 ..LightConfig::default()
             };
-            let server = start_light(&lcfg, key).await?;
             let pos = spots.get(i).copied().unwrap_or(CITY_POS);
-            let info = node_info(
-                id,
-                Role::Light,
-                server.addr().to_string(),
-                CITY,
-                &format!("zone-{}", i % 3),
-                pos,
-                lcfg.quota_bytes,
-                now_ms(),
-            );
-            let members =
-                NodeListManager::start(net.presence.clone(), Some(info), net.nodelist_config());
+            let m = net.membership(&format!("zone-{}", i % 3), pos);
+            let role = run_light_with(&lcfg, key, &m, net.presence.clone()).await?;
             net.lights.push(DevLight {
                 id,
-                server: Some(server),
-                members: Some(members),
+                role: Some(role),
             });
         }
         net.start_city().await?;
         Ok(net)
     }
 
-    /// (Re)starts the city node on the devnet's data dir.
+    fn membership(&self, zone: &str, pos: (f64, f64)) -> MembershipConfig {
+        MembershipConfig {
+            city_id: CITY.into(),
+            zone: zone.into(),
+            lat: pos.0,
+            lon: pos.1,
+            advertise: None,
+            pop_mode: PopMode::Reject,
+            nodelist: self.nodelist_config(),
+        }
+    }
+
+    /// (Re)starts the city node on the devnet's data dir, through the city role's
+    /// composition root.
     pub async fn start_city(&mut self) -> Result<()> {
         let cfg = CityConfig {
-            listen: "127.0.0.1:0"
-                .parse()
-                .map_err(|_| Error::Config("listen".into()))?,
+            listen: LOOPBACK,
             data_dir: self.dir.join("city"),
             ..CityConfig::default()
         };
-        let members = NodeListManager::start(self.presence.clone(), None, self.nodelist_config());
-        let directory = Arc::new(PriorityDirectory::new(
-            NodeListDirectory::new(members.registry().clone(), Some(CITY.into())),
-            CITY_POS,
-        ));
-        let flagger = flagging::FlaggerRegistry::with_defaults()
-            .build(&flagging::FlaggingConfig::default())
-            .map_err(|e| Error::Config(e.to_string()))?;
-        let parts = CityParts {
-            storage: Some(StorageParts {
-                transport: Arc::new(GrpcTransport::default()),
-                directory,
-                config: self.cfg.pipeline.clone(),
-            }),
-            pop: Some(PopCheck {
-                index: self.pop.clone(),
-                mode: PopMode::Reject,
-            }),
-            flagger: Some(flagger),
+        let env = CityEnv {
+            presence: self.presence.clone(),
+            pop: Some(self.pop.clone()),
+            transport: None,
+            pipeline: self.cfg.pipeline.clone(),
+            rereplicate_settle: Duration::from_millis(200),
         };
-        let handle = start_city_with(&cfg, &self.city_key, parts).await?;
-        // The city logs in and heartbeats too, with its real address.
-        let info = node_info(
-            self.city_key.node_id(),
-            Role::City,
-            handle.addr().to_string(),
-            CITY,
-            "city",
-            CITY_POS,
-            0,
-            now_ms(),
-        );
-        self.city_login = Some(NodeListManager::start(
-            self.presence.clone(),
-            Some(info),
-            self.nodelist_config(),
-        ));
-        if let Some(p) = handle.node().pipeline() {
-            self.rereplicator = Some(spawn_rereplicator(
-                members.registry(),
-                Arc::downgrade(p),
-                Duration::from_millis(200),
-            ));
-        }
-        self.city = Some(handle);
-        self.city_members = Some(members);
+        let m = self.membership("city", CITY_POS);
+        self.city = Some(run_city_with(&cfg, &self.city_key, &m, env).await?);
         Ok(())
     }
 
     /// Stops the city node (graceful), keeping its data dir.
     pub async fn stop_city(&mut self) -> Result<()> {
-        if let Some(r) = self.rereplicator.take() {
-            r.abort();
-        }
-        if let Some(m) = self.city_members.take() {
-            m.shutdown().await;
-        }
-        if let Some(m) = self.city_login.take() {
-            m.shutdown().await;
-        }
-        if let Some(h) = self.city.take() {
-            h.shutdown().await?;
+        if let Some(c) = self.city.take() {
+            c.shutdown().await?;
         }
         Ok(())
     }
@@ -240,14 +181,16 @@ impl Devnet {
     pub fn city(&self) -> &CityHandle {
         self.city
             .as_ref()
+            .and_then(RunningRole::city_handle)
             .expect("city is running between start_city and stop_city")
     }
 
     /// Live light nodes in the city's view.
     pub fn city_view_lights(&self) -> usize {
-        self.city_members
+        self.city
             .as_ref()
-            .map_or(0, |m| m.registry().by_role(Role::Light).len())
+            .and_then(RunningRole::view)
+            .map_or(0, |r| r.by_role(Role::Light).len())
     }
 
     /// Waits until the city sees `n` light nodes (or the timeout passes).
@@ -265,25 +208,15 @@ impl Devnet {
     /// Kills light node `i` abruptly: its server stops mid-call and it never logs out (as a
     /// crash); presence notices when its heartbeats stop.
     pub async fn crash_light(&mut self, i: usize) {
-        if let Some(l) = self.lights.get_mut(i) {
-            if let Some(m) = l.members.take() {
-                m.abort();
-            }
-            if let Some(s) = l.server.take() {
-                s.kill().await;
-            }
+        if let Some(r) = self.lights.get_mut(i).and_then(|l| l.role.take()) {
+            r.kill().await;
         }
     }
 
     /// Stops light node `i` gracefully: it logs out, then its server drains.
     pub async fn stop_light(&mut self, i: usize) -> Result<()> {
-        if let Some(l) = self.lights.get_mut(i) {
-            if let Some(m) = l.members.take() {
-                m.shutdown().await;
-            }
-            if let Some(s) = l.server.take() {
-                s.shutdown().await?;
-            }
+        if let Some(r) = self.lights.get_mut(i).and_then(|l| l.role.take()) {
+            r.shutdown().await?;
         }
         Ok(())
     }

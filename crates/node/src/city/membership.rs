@@ -1,7 +1,7 @@
 //! Membership: every role logs in to presence and heartbeats through node-list; the city
 //! learns its light nodes from the live view and re-replicates when one leaves.
 
-use crate::pipeline::{HolderDirectory, Pipeline};
+use super::pipeline::{HolderDirectory, Pipeline};
 use dag_core::{NodeInfo, Role};
 use node_list::{NodeChange, NodeRegistry};
 use std::sync::Weak;

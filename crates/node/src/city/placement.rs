@@ -3,7 +3,7 @@
 //! capacity, load, uptime, latency, login rate; spread over failure domains), with the
 //! urgent profile for micro-batches that carry urgent txs.
 
-use crate::pipeline::HolderDirectory;
+use super::pipeline::HolderDirectory;
 use dag_core::{NodeInfo, StripeId};
 use priority::{
     Candidate, GeoPoint, HolderSelector, NodeStats, Profile, SelectRequest, WeightedRendezvous,
@@ -75,7 +75,7 @@ impl<D: HolderDirectory> HolderDirectory for PriorityDirectory<D> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::StaticDirectory;
+    use crate::city::test_utils::StaticDirectory;
     use dag_core::{NodeId, Role};
 
     #[test]

@@ -5,6 +5,7 @@
 //! durable (fsync), so many admissions share one commit; a caller is answered only after the
 //! commit that holds its tx, so nothing acknowledged is lost.
 
+use crate::runtime::db_err;
 use crate::{Error, Result};
 use dag_core::{SignedTx, TxId, VerifiedTx};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
@@ -76,29 +77,14 @@ impl std::fmt::Debug for TxStore {
     }
 }
 
-fn db_err(path: &Path) -> impl Fn(redb::Error) -> Error + '_ {
-    move |e| Error::Store {
-        path: path.to_path_buf(),
-        source: Box::new(e),
-    }
-}
-
 impl TxStore {
     /// Opens (or creates) the store at `path` and starts its writer thread.
     pub fn open(path: &Path) -> Result<Self> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| Error::Io {
-                path: dir.to_path_buf(),
-                source: e,
-            })?;
-        }
-        let err = db_err(path);
-        let db = Database::create(path).map_err(|e| err(e.into()))?;
-        // Create the tables up front so readers never see "table does not exist".
-        let w = db.begin_write().map_err(|e| err(e.into()))?;
-        w.open_table(TXS).map_err(|e| err(e.into()))?;
-        w.open_table(NONCES).map_err(|e| err(e.into()))?;
-        w.commit().map_err(|e| err(e.into()))?;
+        let db = crate::runtime::open_db(path, |w| {
+            w.open_table(TXS)?;
+            w.open_table(NONCES)?;
+            Ok(())
+        })?;
         let db = Arc::new(db);
         let (writer, rx) = mpsc::channel(MAX_GROUP * 4);
         let thread_db = db.clone();

@@ -1,9 +1,9 @@
 //! The city role's admission: decode → replay precheck → ML-DSA-87 verify (bounded pool) →
 //! durable, replay-safe store → answer.
 
+use super::pipeline::{Pipeline, PipelineError};
+use super::store::{Conflict, TxStore};
 use crate::Error;
-use crate::pipeline::{Pipeline, PipelineError};
-use crate::store::{Conflict, TxStore};
 use dag_core::{NodeId, SignedTx, TxId, VerifiedTx};
 use parking_lot::Mutex;
 use pqc::BatchVerifier;

@@ -127,7 +127,7 @@ pub struct DemoReport {
     pub restore_latencies: Vec<Duration>,
     /// Ordering of the held stripes by 4 representatives (one killed half-way) with
     /// federation to a continent log.
-    pub consensus: Option<crate::consensus_net::ConsensusFigures>,
+    pub consensus: Option<node::consensus_net::ConsensusFigures>,
     /// Sampled txs read back after a city restart / asked.
     pub after_restart: (usize, usize),
     /// Bad-input cases.
@@ -403,13 +403,15 @@ pub fn raw_verify_throughput(threads: usize, n: usize) -> Result<f64> {
     });
     let secs = t0.elapsed().as_secs_f64();
     if ok != n {
-        return Err(Error::Config("baseline signature failed to verify".into()));
+        return Err(Error::Measurement(
+            "baseline signature failed to verify".into(),
+        ));
     }
     Ok(n as f64 / secs)
 }
 
 fn cfg_err(e: impl std::fmt::Display) -> Error {
-    Error::Config(e.to_string())
+    Error::Measurement(e.to_string())
 }
 
 /// Pre-signs the load: tx i is from account i % accounts at a real point in Tokyo, except
@@ -419,7 +421,7 @@ fn presign(cfg: &DemoConfig, accounts: &[Keypair]) -> Result<(Vec<SignedTx>, Vec
     let tokyo = japan.sample_points(CITY, 512, 42);
     let osaka = japan.sample_points("JP-27", 64, 43);
     if tokyo.is_empty() || osaka.is_empty() {
-        return Err(Error::Config(
+        return Err(Error::Measurement(
             "no sample points in the shipped polygons".into(),
         ));
     }
@@ -478,7 +480,7 @@ pub async fn run(cfg: &DemoConfig) -> Result<DemoReport> {
     let n = cfg.baseline_verifies;
     report.raw_verify_per_sec = tokio::task::spawn_blocking(move || raw_verify_throughput(0, n))
         .await
-        .map_err(|e| Error::Config(format!("baseline task: {e}")))??;
+        .map_err(|e| Error::Measurement(format!("baseline task: {e}")))??;
 
     let mut net = Devnet::start(
         DevnetConfig {
@@ -492,7 +494,7 @@ pub async fn run(cfg: &DemoConfig) -> Result<DemoReport> {
         .wait_for_lights(cfg.lights, Duration::from_secs(10))
         .await
     {
-        return Err(Error::Config(format!(
+        return Err(Error::Measurement(format!(
             "the city sees {} of {} light nodes after 10 s",
             net.city_view_lights(),
             cfg.lights
@@ -535,7 +537,7 @@ pub async fn run(cfg: &DemoConfig) -> Result<DemoReport> {
         .node()
         .pipeline()
         .cloned()
-        .ok_or_else(|| Error::Config("city without a pipeline".into()))?;
+        .ok_or_else(|| Error::Measurement("city without a pipeline".into()))?;
     let before = holder_map(&pipeline)?;
     let kill = cfg.kill.min(cfg.lights.saturating_sub(4));
     report.killed = kill;
@@ -629,7 +631,7 @@ pub async fn run(cfg: &DemoConfig) -> Result<DemoReport> {
         .map(|(m, _)| dag_core::consensus::BatchItem::Stripe(m.stripe_id()))
         .collect();
     drop(pipeline);
-    match crate::consensus_net::run_devnet_round(4, stripes, true, &dir.path().join("consensus"))
+    match node::consensus_net::run_devnet_round(4, stripes, true, &dir.path().join("consensus"))
         .await
     {
         Ok(f) => report.consensus = Some(f),
@@ -657,7 +659,7 @@ pub async fn run(cfg: &DemoConfig) -> Result<DemoReport> {
 
 /// Holder of each (stripe, index), to count what re-replication moved.
 fn holder_map(
-    p: &crate::Pipeline,
+    p: &node::Pipeline,
 ) -> Result<std::collections::BTreeMap<(dag_core::StripeId, usize), dag_core::NodeId>> {
     let mut out = std::collections::BTreeMap::new();
     for (m, _) in p.manifests().map_err(cfg_err)? {
@@ -714,7 +716,7 @@ async fn load(
     for t in tasks {
         for (g, now, r) in t
             .await
-            .map_err(|e| Error::Config(format!("load task: {e}")))??
+            .map_err(|e| Error::Measurement(format!("load task: {e}")))??
         {
             match (g, r) {
                 (Some(g), Ok(s)) if s.state == TxState::Held => {
@@ -820,7 +822,7 @@ async fn bad_inputs(
     let owner = accounts
         .iter()
         .find(|a| a.account_id() == body.sender)
-        .ok_or_else(|| Error::Config("sender of tx 0 not found".into()))?;
+        .ok_or_else(|| Error::Measurement("sender of tx 0 not found".into()))?;
     run(
         "reused nonce",
         RejectCode::NonceReused,

@@ -6,21 +6,17 @@
 //! never on the reactor. A shard is checked when it arrives and again when it is read: a
 //! shard corrupted on disk is answered with `DataLoss` and never sent.
 
+use crate::runtime::{self, ServerHandle, SystemClock};
 use crate::{Error, Result};
 use dag_core::{Clock, NodeId, StripeId};
-use futures::StreamExt;
 use pqc::Keypair;
 use rpc::{ShardHolder, Stored};
 use serde::Deserialize;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::time::Duration;
 use storage::{ChallengeNonce, ChallengeProof, PutOutcome, Shard, ShardStore, StoreConfig};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 /// Configuration of the light role. `Default` holds the documented defaults.
 #[derive(Debug, Clone, Deserialize)]
@@ -41,18 +37,6 @@ impl Default for LightConfig {
             data_dir: PathBuf::from("./light-data"),
             quota_bytes: StoreConfig::default().quota_bytes,
         }
-    }
-}
-
-/// Wall-clock time for receipts.
-#[derive(Debug, Clone, Copy, Default)]
-struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now_ms(&self) -> u64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
     }
 }
 
@@ -92,18 +76,18 @@ impl LightNode {
     }
 }
 
-/// Runs `f` on the blocking pool; a panic there is re-raised here.
+/// Runs a store operation on the blocking pool (see [`runtime::run_blocking`]).
 async fn blocking<R: Send + 'static>(
     f: impl FnOnce() -> storage::Result<R> + Send + 'static,
 ) -> storage::Result<R> {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(r) => r,
-        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-        Err(e) => Err(storage::Error::Db {
-            op: "light node task",
-            source: Box::new(redb::Error::Io(std::io::Error::other(e.to_string()))),
-        }),
-    }
+    runtime::run_blocking("light node store", f)
+        .await
+        .unwrap_or_else(|e| {
+            Err(storage::Error::Db {
+                op: "light node task",
+                source: Box::new(redb::Error::Io(std::io::Error::other(e.to_string()))),
+            })
+        })
 }
 
 impl ShardHolder for LightNode {
@@ -145,17 +129,14 @@ impl ShardHolder for LightNode {
 /// or [`LightHandle::kill`] (abrupt, as a crash).
 #[derive(Debug)]
 pub struct LightHandle {
-    addr: SocketAddr,
+    server: ServerHandle,
     node: Arc<LightNode>,
-    stop: Option<oneshot::Sender<()>>,
-    kill: tokio::sync::watch::Sender<bool>,
-    task: Option<JoinHandle<Result<()>>>,
 }
 
 impl LightHandle {
     /// The address the gRPC server listens on.
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.server.addr()
     }
 
     /// The node (id, store).
@@ -164,30 +145,19 @@ impl LightHandle {
     }
 
     /// Stops accepting and lets in-flight calls finish.
-    pub async fn shutdown(mut self) -> Result<()> {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            match task.await {
-                Ok(r) => r?,
-                Err(e) => tracing::error!(error = %e, "light gRPC server task panicked"),
-            }
-        }
-        Ok(())
+    pub async fn shutdown(self) -> Result<()> {
+        self.server.shutdown(SHUTDOWN_GRACE).await
     }
 
     /// Stops the server at once, dropping connections mid-call (a crash, for tests and
     /// the demo).
-    pub async fn kill(mut self) {
-        // Break every open connection first: the server task does not own them.
-        let _ = self.kill.send(true);
-        if let Some(task) = self.task.take() {
-            task.abort();
-            let _ = task.await;
-        }
+    pub async fn kill(self) {
+        self.server.kill().await;
     }
 }
+
+/// How long a graceful stop waits for in-flight calls.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Starts the light role with `keypair`: opens `<data_dir>/shards.redb` with the quota,
 /// binds `cfg.listen` and serves ShardStore, gRPC health and reflection.
@@ -211,103 +181,54 @@ pub async fn start_light(cfg: &LightConfig, keypair: Keypair) -> Result<LightHan
 
 /// Serves an already built [`LightNode`] (any store, any clock) on `listen`.
 pub async fn serve_light(listen: SocketAddr, node: LightNode) -> Result<LightHandle> {
-    let (listener, addr) = crate::net::bind(listen).await?;
-    let (health, reflection) = crate::net::health_and_reflection("citychain.v1.ShardStore").await?;
+    let (listener, addr) = runtime::bind(listen).await?;
+    let (health, reflection) = runtime::health_and_reflection("citychain.v1.ShardStore").await?;
     let node = Arc::new(node);
     let svc = rpc::ShardStoreService::new(node.clone()).into_server();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let (kill, killed) = tokio::sync::watch::channel(false);
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(move |conn| {
-        conn.map(|io| {
-            let _ = io.set_nodelay(true);
-            Killable::new(io, killed.clone())
-        })
-    });
-    let task = tokio::spawn(async move {
-        tonic::transport::Server::builder()
-            .add_service(health)
-            .add_service(reflection)
-            .add_service(svc)
-            .serve_with_incoming_shutdown(incoming, async {
-                let _ = stopped.await;
-            })
-            .await
-            .map_err(Error::from)
-    });
+    let router = tonic::transport::Server::builder()
+        .add_service(health)
+        .add_service(reflection)
+        .add_service(svc);
+    let server = runtime::serve(listener, router, "light");
     tracing::info!(%addr, node_id = %node.node_id(), "light node serving");
-    Ok(LightHandle {
-        addr,
-        node,
-        stop: Some(stop),
-        kill,
-        task: Some(task),
-    })
+    Ok(LightHandle { server, node })
 }
 
-/// A server-side connection that fails every read and write once the node is killed, so a
-/// kill drops connections mid-call as a crash would (tonic runs connections on their own
-/// tasks, which outlive the accept loop).
-struct Killable {
-    io: tokio::net::TcpStream,
-    killed: Pin<Box<dyn Future<Output = ()> + Send>>,
+/// Runs the light role as an operator deploys it: connects presence from `m.nodelist`,
+/// then [`run_light_with`].
+pub async fn run_light(
+    cfg: &LightConfig,
+    key: Keypair,
+    m: &crate::MembershipConfig,
+) -> Result<crate::RunningRole> {
+    let presence = m
+        .nodelist
+        .connect_store()
+        .await
+        .map_err(|source| Error::Presence { source })?;
+    run_light_with(cfg, key, m, presence).await
 }
 
-impl Killable {
-    fn new(io: tokio::net::TcpStream, mut rx: tokio::sync::watch::Receiver<bool>) -> Self {
-        Killable {
-            io,
-            killed: Box::pin(async move {
-                // A closed channel (handle dropped without kill) never kills.
-                if rx.wait_for(|k| *k).await.is_err() {
-                    std::future::pending::<()>().await;
-                }
-            }),
-        }
-    }
-
-    fn check(&mut self, cx: &mut Context<'_>) -> std::io::Result<()> {
-        match self.killed.as_mut().poll(cx) {
-            Poll::Ready(()) => Err(std::io::Error::new(
-                std::io::ErrorKind::ConnectionReset,
-                "light node killed",
-            )),
-            Poll::Pending => Ok(()),
-        }
-    }
-}
-
-impl tokio::io::AsyncRead for Killable {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        self.check(cx)?;
-        Pin::new(&mut self.io).poll_read(cx, buf)
-    }
-}
-
-impl tokio::io::AsyncWrite for Killable {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        self.check(cx)?;
-        Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        self.check(cx)?;
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
-    }
-}
-
-impl tonic::transport::server::Connected for Killable {
-    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
-    fn connect_info(&self) -> Self::ConnectInfo {
-        self.io.connect_info()
-    }
+/// The light role's composition root: [`start_light`], then a login to `presence` (and
+/// heartbeats) so the city's representatives find it.
+pub async fn run_light_with(
+    cfg: &LightConfig,
+    key: Keypair,
+    m: &crate::MembershipConfig,
+    presence: Arc<dyn presence::PresenceStore>,
+) -> Result<crate::RunningRole> {
+    let node_id = key.node_id();
+    let light = start_light(cfg, key).await?;
+    let info = crate::city::membership::node_info(
+        node_id,
+        dag_core::Role::Light,
+        runtime::advertised_addr(light.addr(), m.advertise.as_deref()),
+        &m.city_id,
+        &m.zone,
+        (m.lat, m.lon),
+        cfg.quota_bytes,
+        runtime::now_ms(),
+    );
+    let login = node_list::NodeListManager::start(presence, Some(info), m.nodelist.clone());
+    Ok(crate::RunningRole::light(light, login))
 }

@@ -100,35 +100,6 @@ pub trait HolderDirectory: Send + Sync + 'static {
     }
 }
 
-/// A fixed list of light nodes (for tests and for operators without presence).
-#[derive(Debug, Default)]
-pub struct StaticDirectory {
-    nodes: parking_lot::RwLock<Vec<NodeInfo>>,
-}
-
-impl StaticDirectory {
-    /// A directory of `nodes`.
-    pub fn new(nodes: Vec<NodeInfo>) -> Self {
-        StaticDirectory {
-            nodes: parking_lot::RwLock::new(nodes),
-        }
-    }
-    /// Removes a node (it left).
-    pub fn remove(&self, id: &NodeId) {
-        self.nodes.write().retain(|n| n.node_id != *id);
-    }
-    /// Adds a node.
-    pub fn add(&self, n: NodeInfo) {
-        self.nodes.write().push(n);
-    }
-}
-
-impl HolderDirectory for StaticDirectory {
-    fn live_lights(&self) -> Vec<NodeInfo> {
-        self.nodes.read().clone()
-    }
-}
-
 /// Pipeline settings. `Default`: RS 4+2 (simd), flush at 256 txs, 1 MiB or 5 ms, 500 ms
 /// per put (the design's 200 ms city-tier timeout proved too tight for ~0.5 MiB shards on a
 /// loaded 2-core machine), 3 attempts, all n receipts, 8 micro-batches in flight (bounds the
@@ -297,13 +268,6 @@ impl std::fmt::Debug for Pipeline {
     }
 }
 
-fn db_err(path: &Path) -> impl Fn(redb::Error) -> Error + '_ {
-    move |e| Error::Store {
-        path: path.to_path_buf(),
-        source: Box::new(e),
-    }
-}
-
 fn perr(e: impl std::fmt::Display) -> PipelineError {
     PipelineError::Storage(e.to_string())
 }
@@ -319,13 +283,12 @@ impl Pipeline {
     ) -> Result<Arc<Self>> {
         cfg.erasure
             .validate()
-            .map_err(|e| Error::Config(e.to_string()))?;
-        let err = db_err(path);
-        let db = Database::create(path).map_err(|e| err(e.into()))?;
-        let w = db.begin_write().map_err(|e| err(e.into()))?;
-        w.open_table(STRIPES).map_err(|e| err(e.into()))?;
-        w.open_table(TXLOC).map_err(|e| err(e.into()))?;
-        w.commit().map_err(|e| err(e.into()))?;
+            .map_err(|source| Error::Erasure { source })?;
+        let db = crate::runtime::open_db(path, |w| {
+            w.open_table(STRIPES)?;
+            w.open_table(TXLOC)?;
+            Ok(())
+        })?;
         let (queue, rx) = mpsc::channel(65_536);
         let p = Arc::new(Pipeline {
             cfg,
@@ -1054,137 +1017,10 @@ async fn batcher(p: std::sync::Weak<Pipeline>, mut rx: mpsc::Receiver<Pending>) 
     }
 }
 
-/// An in-memory [`ShardTransport`] of light nodes: the test double beside the trait. Each
-/// node has a real [`storage::ShardStore`] (in memory) and a real ML-DSA-87 key, and can be
-/// killed, revived, or made to forge receipts.
-#[derive(Default)]
-pub struct MemoryTransport {
-    nodes: parking_lot::RwLock<BTreeMap<NodeId, Arc<MemoryLight>>>,
-}
-
-/// One in-memory light node.
-pub struct MemoryLight {
-    /// Its shard store.
-    pub store: storage::ShardStore,
-    /// Its key.
-    pub key: pqc::Keypair,
-    alive: std::sync::atomic::AtomicBool,
-    forge: std::sync::atomic::AtomicBool,
-}
-
-impl MemoryLight {
-    /// Kills (false) or revives (true) the node.
-    pub fn set_alive(&self, alive: bool) {
-        self.alive.store(alive, std::sync::atomic::Ordering::SeqCst);
-    }
-    /// Makes the node sign receipts for the wrong shard hash.
-    pub fn set_forging(&self, forge: bool) {
-        self.forge.store(forge, std::sync::atomic::Ordering::SeqCst);
-    }
-    fn check_alive(&self) -> std::result::Result<(), TransportError> {
-        if self.alive.load(std::sync::atomic::Ordering::SeqCst) {
-            Ok(())
-        } else {
-            Err(TransportError::Unreachable {
-                node: self.key.node_id().short(),
-                reason: "connection refused".into(),
-            })
-        }
-    }
-}
-
-impl std::fmt::Debug for MemoryTransport {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "MemoryTransport({} nodes)", self.nodes.read().len())
-    }
-}
-
-impl MemoryTransport {
-    /// Adds a light node with a fresh key; returns its info (zone = `zone`).
-    pub fn add_node(&self, zone: &str) -> Result<NodeInfo> {
-        let key = pqc::Keypair::generate();
-        let info = NodeInfo {
-            node_id: key.node_id(),
-            role: dag_core::Role::Light,
-            grpc_addr: format!("memory://{}", key.node_id().short()),
-            city_id: "JP-13".into(),
-            zone: zone.into(),
-            lat: 35.68,
-            lon: 139.69,
-            free_capacity: 1 << 30,
-            load: 0.0,
-            version: env!("CARGO_PKG_VERSION").into(),
-            session_start_ms: 0,
-        };
-        let store = storage::ShardStore::in_memory(storage::StoreConfig::default())
-            .map_err(|e| Error::Config(e.to_string()))?;
-        self.nodes.write().insert(
-            info.node_id,
-            Arc::new(MemoryLight {
-                store,
-                key,
-                alive: true.into(),
-                forge: false.into(),
-            }),
-        );
-        Ok(info)
-    }
-
-    /// The node with this id.
-    pub fn node(&self, id: &NodeId) -> Option<Arc<MemoryLight>> {
-        self.nodes.read().get(id).cloned()
-    }
-
-    fn get(&self, id: &NodeId) -> std::result::Result<Arc<MemoryLight>, TransportError> {
-        self.node(id).ok_or_else(|| TransportError::Unreachable {
-            node: id.short(),
-            reason: "unknown node".into(),
-        })
-    }
-}
-
-#[async_trait]
-impl ShardTransport for MemoryTransport {
-    async fn put_shard(
-        &self,
-        node: &NodeInfo,
-        shard: &Shard,
-    ) -> std::result::Result<SignedReceipt, TransportError> {
-        let n = self.get(&node.node_id)?;
-        n.check_alive()?;
-        n.store.put(shard).map_err(|e| TransportError::Refused {
-            node: node.node_id.short(),
-            reason: e.to_string(),
-        })?;
-        let mut header = shard.header;
-        if n.forge.load(std::sync::atomic::Ordering::SeqCst) {
-            header.shard_hash = dag_core::ShardHash::from_bytes([0xEE; 32]);
-        }
-        Ok(storage::issue_receipt(&header, &n.key, 1_767_225_600_000))
-    }
-
-    async fn get_shard(
-        &self,
-        node: &NodeInfo,
-        stripe: StripeId,
-        index: u16,
-    ) -> std::result::Result<Shard, TransportError> {
-        let n = self.get(&node.node_id)?;
-        n.check_alive()?;
-        match n.store.get(&stripe, index) {
-            Ok(Some(s)) => Ok(s),
-            Ok(None) | Err(_) => Err(TransportError::NotHeld {
-                node: node.node_id.short(),
-                stripe: stripe.short(),
-                index,
-            }),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::city::test_utils::{MemoryTransport, StaticDirectory};
     use dag_core::{AccountId, CityId, Position, PositionMethod, Tx};
 
     fn txs(n: u64) -> Vec<VerifiedTx> {

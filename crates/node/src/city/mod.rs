@@ -1,0 +1,320 @@
+//! The city role: admission ([`admission`]), the tx store ([`store`]), the light-node
+//! pipeline ([`pipeline`], with [`placement`] and [`transport`]) and membership
+//! ([`membership`]), composed by one root, [`run_city_with`], which the binary, the
+//! devnet, the demo and the tests all use.
+
+pub(crate) mod admission;
+pub(crate) mod membership;
+pub(crate) mod pipeline;
+pub(crate) mod placement;
+pub(crate) mod store;
+#[cfg(any(test, feature = "test-utils"))]
+pub(crate) mod test_utils;
+pub(crate) mod transport;
+
+use crate::runtime::{self, ServerHandle};
+use crate::{Error, MembershipConfig, Result, RunningRole};
+use admission::CityNode;
+use membership::{NodeListDirectory, node_info, spawn_rereplicator};
+use node_list::NodeListManager;
+use pqc::{BatchVerifier, Keypair};
+use presence::PresenceStore;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use store::TxStore;
+
+/// Configuration of the city role. `Default` holds the documented defaults.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CityConfig {
+    /// gRPC listen address.
+    pub listen: SocketAddr,
+    /// Directory for the key file and the embedded store.
+    pub data_dir: PathBuf,
+    /// Signature verification threads (0 = one per core).
+    pub verify_threads: usize,
+    /// Most txs admitted concurrently before answering `Overloaded`.
+    pub max_inflight: usize,
+    /// Keep the encrypted long-term archive (embedded redb in `<data_dir>/archive`).
+    pub archive: bool,
+}
+
+impl Default for CityConfig {
+    fn default() -> Self {
+        CityConfig {
+            listen: SocketAddr::from(([0, 0, 0, 0], 7700)),
+            data_dir: PathBuf::from("./city-data"),
+            verify_threads: 0,
+            max_inflight: 16_384,
+            archive: true,
+        }
+    }
+}
+
+/// Loads `<data_dir>/node.key`, or creates it (mode 0600) on first start.
+pub fn load_or_create_key(data_dir: &Path) -> Result<Keypair> {
+    let path = data_dir.join("node.key");
+    if path.exists() {
+        Ok(Keypair::load(&path)?)
+    } else {
+        let kp = Keypair::generate();
+        kp.save(&path)?;
+        tracing::info!(path = %path.display(), node_id = %kp.node_id(), "created a new node key");
+        Ok(kp)
+    }
+}
+
+/// A running city node. Drop does not stop it: call [`CityHandle::shutdown`].
+#[derive(Debug)]
+pub struct CityHandle {
+    server: ServerHandle,
+    node: Option<Arc<CityNode>>,
+}
+
+/// How long a graceful stop waits for in-flight calls and streams.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+impl CityHandle {
+    /// The address the gRPC server listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.server.addr()
+    }
+
+    /// The node (counters, store).
+    pub fn node(&self) -> &Arc<CityNode> {
+        self.node.as_ref().expect("node is present until shutdown")
+    }
+
+    /// Stops accepting, lets in-flight calls finish, then closes the store so the data
+    /// directory can be reopened.
+    pub async fn shutdown(mut self) -> Result<()> {
+        self.server.shutdown(SHUTDOWN_GRACE).await?;
+        // Wait for the last reference (streams finishing) so the database file is released.
+        if let Some(mut node) = self.node.take() {
+            for _ in 0..500 {
+                match Arc::try_unwrap(node) {
+                    Ok(n) => {
+                        // Flushes the archive queue and releases its files.
+                        n.close().await;
+                        break;
+                    }
+                    Err(back) => {
+                        node = back;
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops at once, as a crash: connections fail mid-call, nothing is flushed.
+    pub async fn kill(self) {
+        self.server.kill().await;
+    }
+
+    /// Waits until the server stops by itself (an error) — for binaries that run until a
+    /// signal arrives, use [`CityHandle::shutdown`] on the signal instead.
+    pub async fn wait(&mut self) -> Result<()> {
+        self.server.wait().await
+    }
+}
+
+/// Light-node storage for a city: how to reach light nodes, who they are, the settings.
+pub struct StorageParts {
+    /// Transport to light nodes.
+    pub transport: Arc<dyn pipeline::ShardTransport>,
+    /// Live light nodes.
+    pub directory: Arc<dyn pipeline::HolderDirectory>,
+    /// Pipeline settings.
+    pub config: pipeline::PipelineConfig,
+}
+
+/// Optional parts of a city node, wired in by the caller (binary or devnet).
+#[derive(Default)]
+pub struct CityParts {
+    /// Light-node storage. Without it, txs are answered Admitted (stored locally only).
+    pub storage: Option<StorageParts>,
+    /// Proof of place.
+    pub pop: Option<admission::PopCheck>,
+    /// Flagger.
+    pub flagger: Option<Arc<dyn flagging::Flagger>>,
+}
+
+impl std::fmt::Debug for CityParts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CityParts")
+            .field("storage", &self.storage.is_some())
+            .field("pop", &self.pop.is_some())
+            .field("flagger", &self.flagger.is_some())
+            .finish()
+    }
+}
+
+/// Starts the city role: opens the store in `cfg.data_dir`, binds `cfg.listen` and serves
+/// CityNode, gRPC health and reflection.
+pub async fn start_city(cfg: &CityConfig, keypair: &Keypair) -> Result<CityHandle> {
+    start_city_with(cfg, keypair, CityParts::default()).await
+}
+
+/// Like [`start_city`], with optional parts (light-node storage).
+pub async fn start_city_with(
+    cfg: &CityConfig,
+    keypair: &Keypair,
+    parts: CityParts,
+) -> Result<CityHandle> {
+    let store = TxStore::open(&cfg.data_dir.join("txs.redb"))?;
+    let verifier = Arc::new(BatchVerifier::new(cfg.verify_threads)?);
+    let mut city = CityNode::new(keypair.node_id(), store, verifier.clone(), cfg.max_inflight);
+    if let Some(sp) = parts.storage {
+        let pipeline = pipeline::Pipeline::start(
+            sp.config,
+            &cfg.data_dir.join("stripes.redb"),
+            sp.transport,
+            sp.directory,
+            verifier,
+        )?;
+        city = city.with_pipeline(pipeline);
+    }
+    if cfg.archive {
+        let a = archive::RedbArchive::open_in_dir(&cfg.data_dir.join("archive"))
+            .map_err(|source| Error::Archive { source })?;
+        let writer =
+            archive::ArchiveWriter::spawn(a.clone(), archive::ArchiveWriterConfig::default());
+        city = city.with_archive(a, writer);
+    }
+    if let Some(pop) = parts.pop {
+        city = city.with_pop(pop);
+    }
+    if let Some(f) = parts.flagger {
+        city = city.with_flagger(f);
+    }
+    let node = Arc::new(city);
+    let (listener, addr) = runtime::bind(cfg.listen).await?;
+    let (health, reflection) = runtime::health_and_reflection("citychain.v1.CityNode").await?;
+    let svc = rpc::CityNodeService::new(node.clone()).into_server();
+    let router = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(health)
+        .add_service(reflection)
+        .add_service(svc);
+    let server = runtime::serve(listener, router, "city");
+    tracing::info!(%addr, node_id = %keypair.node_id(), data_dir = %cfg.data_dir.display(), "city node serving");
+    Ok(CityHandle {
+        server,
+        node: Some(node),
+    })
+}
+
+/// What the city role takes from its surroundings besides its config and key: where
+/// membership lives, which polygons prove place, and how to reach light nodes. The binary
+/// builds them from configuration ([`run_city`]); the devnet passes in-process ones.
+pub struct CityEnv {
+    /// The presence store (Redis, HTTP or in-memory).
+    pub presence: Arc<dyn PresenceStore>,
+    /// Proof-of-place polygons (default: every shipped region).
+    pub pop: Option<Arc<pop_geo::CachedIndex>>,
+    /// Transport to light nodes (default: gRPC).
+    pub transport: Option<Arc<dyn pipeline::ShardTransport>>,
+    /// Pipeline settings.
+    pub pipeline: pipeline::PipelineConfig,
+    /// Pause after a departure before re-replicating (lets several departures settle).
+    pub rereplicate_settle: Duration,
+}
+
+impl std::fmt::Debug for CityEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CityEnv")
+            .field("pop", &self.pop.is_some())
+            .field("pipeline", &self.pipeline)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Runs the city role as an operator deploys it: connects presence from `m.nodelist`, then
+/// [`run_city_with`] on the shipped polygons over gRPC.
+pub async fn run_city(
+    cfg: &CityConfig,
+    key: &Keypair,
+    m: &MembershipConfig,
+) -> Result<RunningRole> {
+    let presence = m
+        .nodelist
+        .connect_store()
+        .await
+        .map_err(|source| Error::Presence { source })?;
+    let env = CityEnv {
+        presence,
+        pop: None,
+        transport: None,
+        pipeline: pipeline::PipelineConfig::default(),
+        rereplicate_settle: Duration::from_millis(500),
+    };
+    run_city_with(cfg, key, m, env).await
+}
+
+/// The city role's composition root: a view of the city's light nodes from presence
+/// (ranked by priority), proof of place, the default flagger, the light-node pipeline, the
+/// gRPC server, its own presence login, and re-replication when a light node leaves.
+pub async fn run_city_with(
+    cfg: &CityConfig,
+    key: &Keypair,
+    m: &MembershipConfig,
+    env: CityEnv,
+) -> Result<RunningRole> {
+    let watcher = NodeListManager::start(env.presence.clone(), None, m.nodelist.clone());
+    let directory = Arc::new(placement::PriorityDirectory::new(
+        NodeListDirectory::new(watcher.registry().clone(), Some(m.city_id.clone())),
+        (m.lat, m.lon),
+    ));
+    let pop = match env.pop {
+        Some(p) => p,
+        None => {
+            let index = pop_geo::shipped::all().map_err(|source| Error::Regions { source })?;
+            Arc::new(pop_geo::CachedIndex::new(
+                Arc::new(index),
+                Default::default(),
+            ))
+        }
+    };
+    let flagger = flagging::FlaggerRegistry::with_defaults()
+        .build(&flagging::FlaggingConfig::default())
+        .map_err(|source| Error::Flagging { source })?;
+    let parts = CityParts {
+        storage: Some(StorageParts {
+            transport: env
+                .transport
+                .unwrap_or_else(|| Arc::new(transport::GrpcTransport::default())),
+            directory,
+            config: env.pipeline,
+        }),
+        pop: Some(admission::PopCheck {
+            index: pop,
+            mode: m.pop_mode,
+        }),
+        flagger: Some(flagger),
+    };
+    let city = start_city_with(cfg, key, parts).await?;
+    let info = node_info(
+        key.node_id(),
+        dag_core::Role::City,
+        runtime::advertised_addr(city.addr(), m.advertise.as_deref()),
+        &m.city_id,
+        &m.zone,
+        (m.lat, m.lon),
+        0,
+        runtime::now_ms(),
+    );
+    let login = NodeListManager::start(env.presence, Some(info), m.nodelist.clone());
+    let rereplicator = city.node().pipeline().map(|p| {
+        spawn_rereplicator(
+            watcher.registry(),
+            Arc::downgrade(p),
+            env.rereplicate_settle,
+        )
+    });
+    Ok(RunningRole::city(city, watcher, login, rereplicator))
+}

@@ -1,0 +1,37 @@
+//! The one redb open-and-error helper: create the parent directory, open (or create) the
+//! database, create its tables up front (so readers never see "table does not exist"), and
+//! map every redb error to [`Error::Store`] naming the file.
+
+use crate::{Error, Result};
+use redb::{Database, WriteTransaction};
+use std::path::Path;
+
+/// Maps a redb error on the database at `path` to [`Error::Store`].
+pub(crate) fn db_err(path: &Path) -> impl Fn(redb::Error) -> Error + '_ {
+    move |e| Error::Store {
+        path: path.to_path_buf(),
+        source: Box::new(e),
+    }
+}
+
+/// Opens (or creates) the database at `path`, then runs `init` in one write transaction
+/// (open every table there) and commits it.
+pub(crate) fn open_db(
+    path: &Path,
+    init: impl FnOnce(&WriteTransaction) -> std::result::Result<(), redb::TableError>,
+) -> Result<Database> {
+    if let Some(dir) = path.parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    }
+    let err = db_err(path);
+    let db = Database::create(path).map_err(|e| err(e.into()))?;
+    let w = db.begin_write().map_err(|e| err(e.into()))?;
+    init(&w).map_err(|e| err(e.into()))?;
+    w.commit().map_err(|e| err(e.into()))?;
+    Ok(db)
+}

@@ -1,0 +1,19 @@
+//! Runtime plumbing every role shares, written once: binding and serving a gRPC server
+//! behind one handle ([`ServerHandle`]: graceful shutdown or crash-like kill), the wall
+//! clock, running CPU-heavy or blocking work off the reactor, opening a redb database with
+//! typed errors, and normalising the address a node advertises.
+
+mod addr;
+mod blocking;
+mod clock;
+mod db;
+mod net;
+mod server;
+
+pub use addr::advertised_addr;
+pub(crate) use blocking::{off_reactor, run_blocking};
+pub use clock::{SystemClock, now_ms};
+pub(crate) use db::{db_err, open_db};
+pub(crate) use net::{bind, health_and_reflection};
+pub use server::ServerHandle;
+pub(crate) use server::serve;
