@@ -180,7 +180,7 @@ enum Command {
 
 /// The [`ConsensusHandler`] in front of the driver task.
 #[derive(Debug, Clone)]
-struct Inbox {
+pub struct Inbox {
     tx: mpsc::Sender<Command>,
 }
 
@@ -648,20 +648,35 @@ fn is_refusal(e: &Error) -> bool {
 
 // ------------------------------------------------------------------ handle
 
+/// Queues payload items into a representative's next proposals; cloned freely.
+#[derive(Debug, Clone)]
+pub struct Submitter {
+    cmd: mpsc::Sender<Command>,
+}
+
+impl Submitter {
+    /// Queues `items` (waits while the driver's queue is full).
+    pub async fn submit(&self, items: Vec<BatchItem>) -> Result<()> {
+        self.cmd
+            .send(Command::Payload(items))
+            .await
+            .map_err(|_| Error::Stopping("representative"))
+    }
+}
+
 /// A running representative. Drop does not stop it: call
 /// [`RepresentativeHandle::shutdown`] (graceful) or [`RepresentativeHandle::kill`] (abrupt).
 #[derive(Debug)]
 pub struct RepresentativeHandle {
     node_id: NodeId,
-    addr: SocketAddr,
+    addr: Option<SocketAddr>,
     cmd: mpsc::Sender<Command>,
     commits: Option<mpsc::UnboundedReceiver<CommittedEvent>>,
     evidence: Option<mpsc::UnboundedReceiver<DoubleSignEvidence>>,
     federated: Option<mpsc::UnboundedReceiver<FederatedEvent>>,
     stats: Arc<RepresentativeStats>,
     status: tokio::sync::watch::Receiver<RepresentativeStatus>,
-    stop_server: Option<oneshot::Sender<()>>,
-    server: Option<JoinHandle<Result<()>>>,
+    server: Option<crate::runtime::ServerHandle>,
     driver: Option<JoinHandle<()>>,
     helpers: Vec<JoinHandle<()>>,
 }
@@ -681,9 +696,17 @@ impl RepresentativeHandle {
     pub fn node_id(&self) -> NodeId {
         self.node_id
     }
-    /// The address its Consensus service listens on.
-    pub fn addr(&self) -> SocketAddr {
+    /// The address its own Consensus server listens on (`None` when the role's server
+    /// serves it, see [`spawn_representative`]).
+    pub fn addr(&self) -> Option<SocketAddr> {
         self.addr
+    }
+
+    /// A cheap handle that queues payload items (for the admission path).
+    pub fn submitter(&self) -> Submitter {
+        Submitter {
+            cmd: self.cmd.clone(),
+        }
     }
     /// Counters.
     pub fn stats(&self) -> &Arc<RepresentativeStats> {
@@ -722,16 +745,9 @@ impl RepresentativeHandle {
         if let Some(d) = self.driver.take() {
             let _ = d.await;
         }
-        if let Some(stop) = self.stop_server.take() {
-            let _ = stop.send(());
-        }
         let mut result = Ok(());
         if let Some(s) = self.server.take() {
-            match tokio::time::timeout(Duration::from_secs(2), s).await {
-                Ok(Ok(r)) => result = r,
-                Ok(Err(e)) => tracing::error!(error = %e, "consensus server task panicked"),
-                Err(_) => tracing::warn!("consensus server did not stop within 2 s"),
-            }
+            result = s.shutdown(Duration::from_secs(2)).await;
         }
         for h in self.helpers.drain(..) {
             h.abort();
@@ -752,8 +768,7 @@ impl RepresentativeHandle {
             t.abort();
         }
         if let Some(s) = self.server.take() {
-            s.abort();
-            let _ = s.await;
+            s.kill().await;
         }
         for t in tasks {
             let _ = t.await;
@@ -771,11 +786,37 @@ pub async fn start_representative(
     listener: TcpListener,
     peers: HashMap<NodeId, String>,
 ) -> Result<RepresentativeHandle> {
-    let node_id = key.node_id();
     let addr = listener.local_addr().map_err(|source| Error::Bind {
         addr: SocketAddr::from(([0, 0, 0, 0], 0)),
         source,
     })?;
+    let (mut handle, svc) = spawn_representative(cfg, key, committee, peers).await?;
+    let (health, reflection) =
+        crate::runtime::health_and_reflection("citychain.v1.Consensus").await?;
+    let router = tonic::transport::Server::builder()
+        .add_service(health)
+        .add_service(reflection)
+        .add_service(svc);
+    handle.server = Some(crate::runtime::serve(listener, router, "consensus"));
+    handle.addr = Some(addr);
+    tracing::info!(%addr, node_id = %handle.node_id, "representative serving");
+    Ok(handle)
+}
+
+/// The Consensus gRPC service of a representative, to be served by the role's server.
+pub type ConsensusGrpc = rpc::pb::consensus_server::ConsensusServer<rpc::ConsensusService<Inbox>>;
+
+/// Starts a representative's driver, peers and federation without a server of its own:
+/// the returned [`ConsensusGrpc`] goes into the role's gRPC server (the city role serves
+/// CityNode and Consensus on one address). Reads `<data_dir>/consensus.redb`: with records
+/// there, the driver recovers from them.
+pub async fn spawn_representative(
+    cfg: RepresentativeConfig,
+    key: Keypair,
+    committee: Committee,
+    peers: HashMap<NodeId, String>,
+) -> Result<(RepresentativeHandle, ConsensusGrpc)> {
+    let node_id = key.node_id();
     let path = cfg.data_dir.join("consensus.redb");
     let (store, records) = tokio::task::spawn_blocking(move || RecordStore::open(&path))
         .await
@@ -847,41 +888,21 @@ pub async fn start_representative(
     };
     let driver = tokio::spawn(driver.run(cmd_rx, cfg.tick, first));
 
-    let (health, reflection) =
-        crate::runtime::health_and_reflection("citychain.v1.Consensus").await?;
     let svc = rpc::ConsensusService::new(Arc::new(Inbox { tx: cmd.clone() })).into_server();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|conn| {
-        conn.inspect(|io| {
-            let _ = io.set_nodelay(true);
-        })
-    });
-    let server = tokio::spawn(async move {
-        tonic::transport::Server::builder()
-            .add_service(health)
-            .add_service(reflection)
-            .add_service(svc)
-            .serve_with_incoming_shutdown(incoming, async {
-                let _ = stopped.await;
-            })
-            .await
-            .map_err(Error::from)
-    });
-    tracing::info!(%addr, %node_id, "representative serving");
-    Ok(RepresentativeHandle {
+    let handle = RepresentativeHandle {
         node_id,
-        addr,
+        addr: None,
         cmd,
         commits: Some(commits_rx),
         evidence: Some(evidence_rx),
         federated: Some(fed_rx),
         stats,
         status: status_rx,
-        stop_server: Some(stop),
-        server: Some(server),
+        server: None,
         driver: Some(driver),
         helpers,
-    })
+    };
+    Ok((handle, svc))
 }
 
 // ------------------------------------------------------------------ devnet round

@@ -21,12 +21,14 @@ mod city;
 pub mod consensus_net;
 pub mod continent;
 mod error;
+pub mod genesis;
 mod light;
 mod role;
 pub mod runtime;
 
 pub use city::admission::{CityNode, Counters, PopCheck, PopMode};
 pub use city::membership::{NodeListDirectory, node_info, spawn_rereplicator};
+pub use city::order::{Applied, OrderStore, StoredCheckpoint, TxOrdering};
 pub use city::pipeline::{
     HeldTx, HolderDirectory, Pipeline, PipelineConfig, PipelineError, RepairReport, Restored,
     ShardTransport, TransportError,

@@ -5,6 +5,7 @@
 
 pub(crate) mod admission;
 pub(crate) mod membership;
+pub(crate) mod order;
 pub(crate) mod pipeline;
 pub(crate) mod placement;
 pub(crate) mod store;

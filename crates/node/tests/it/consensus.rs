@@ -54,7 +54,8 @@ async fn bad_consensus_messages_are_rejected_with_typed_statuses() {
     )
     .await
     .unwrap();
-    let c = ConsensusClient::lazy(&rep.addr().to_string(), Duration::from_secs(5)).unwrap();
+    let c =
+        ConsensusClient::lazy(&rep.addr().unwrap().to_string(), Duration::from_secs(5)).unwrap();
     let member = keys[1].node_id();
     let genesis = |author: NodeId| BatchHeader {
         round: 0,
@@ -302,7 +303,7 @@ async fn a_restarted_representative_recovers_from_its_records_and_catches_up() {
 
     // Stop representative 3 gracefully, then bring it back on the same address and data.
     let r3 = reps.pop().unwrap();
-    let addr = r3.addr();
+    let addr = r3.addr().unwrap();
     r3.shutdown().await.unwrap();
     let before = seen[3].lock().0.clone();
     reps[1].submit(vec![item(3)]).await.unwrap();

@@ -1,0 +1,401 @@
+//! The representative's record of what its committee ordered: every committed checkpoint
+//! by sequence, the position of every committed tx (first occurrence wins), the committed
+//! batch headers that carry txs (for offline proofs), and the continent's proof per
+//! checkpoint once federated. `GetTx` answers Ordered and Federated from here, on every
+//! representative, for txs admitted by any of them.
+//!
+//! Applied in commit order, one redb transaction per checkpoint; a restarted
+//! representative replays its commits from sequence 0 and the store skips what it already
+//! holds, so every checkpoint is applied exactly once.
+
+use crate::runtime::{db_err, open_db};
+use crate::{Error, Result};
+use dag_core::consensus::{BatchDigest, BatchHeader, BatchItem, Checkpoint, CommittedSubDag};
+use dag_core::{DecodeError, Hash32, Reader, TxId, Writer};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::sync::watch;
+
+/// Sequence → `Checkpoint::encode` ‖ committed_at_ms u64.
+const CHECKPOINTS: TableDefinition<u64, &[u8]> = TableDefinition::new("checkpoints");
+/// Tx id → sequence u64 ‖ batch digest 32.
+const TX_ORDER: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("tx_order");
+/// Batch digest → `BatchHeader::encode` (only batches that carry txs).
+const BATCHES: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("batches");
+/// Sequence → federation proof bytes ‖ federated_at_ms u64.
+const FEDERATED: TableDefinition<u64, &[u8]> = TableDefinition::new("federated");
+
+/// Most batches a stored checkpoint may name (decode bound).
+const MAX_CHECKPOINT_BATCHES: usize = 1 << 20;
+
+/// Where a committed tx sits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxOrdering {
+    /// The checkpoint that committed it.
+    pub sequence: u64,
+    /// The committed leader's round.
+    pub leader_round: u64,
+    /// The committed leader's batch.
+    pub leader: BatchDigest,
+    /// The batch that carried it.
+    pub batch: BatchDigest,
+    /// When this representative committed it (ms since the Unix epoch).
+    pub committed_at_ms: u64,
+}
+
+/// A checkpoint as stored, with its commit time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredCheckpoint {
+    /// The checkpoint.
+    pub checkpoint: Checkpoint,
+    /// When this representative committed it (ms since the Unix epoch).
+    pub committed_at_ms: u64,
+}
+
+/// What applying one committed sub-DAG did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// The checkpoint was already stored (a replay after restart): nothing changed.
+    pub replay: bool,
+    /// Txs given a position.
+    pub txs: u64,
+    /// Tx items already committed by an earlier checkpoint (a tx ordered twice; the first
+    /// position stands).
+    pub duplicates: u64,
+}
+
+/// The order store of one representative (`<data_dir>/order.redb`).
+pub struct OrderStore {
+    db: Database,
+    path: PathBuf,
+    next: AtomicU64,
+    committed: watch::Sender<u64>,
+    duplicates: AtomicU64,
+}
+
+impl std::fmt::Debug for OrderStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OrderStore")
+            .field("path", &self.path)
+            .field("committed", &self.committed())
+            .finish()
+    }
+}
+
+fn corrupt(path: &Path, index: u64, source: DecodeError) -> Error {
+    Error::CorruptRecord {
+        path: path.to_path_buf(),
+        index,
+        source,
+    }
+}
+
+impl OrderStore {
+    /// Opens (or creates) the store at `path`.
+    pub fn open(path: &Path) -> Result<Self> {
+        let db = open_db(path, |w| {
+            w.open_table(CHECKPOINTS)?;
+            w.open_table(TX_ORDER)?;
+            w.open_table(BATCHES)?;
+            w.open_table(FEDERATED)?;
+            Ok(())
+        })?;
+        let err = db_err(path);
+        let next = {
+            let r = db.begin_read().map_err(|e| err(e.into()))?;
+            let t = r.open_table(CHECKPOINTS).map_err(|e| err(e.into()))?;
+            t.last()
+                .map_err(|e| err(e.into()))?
+                .map_or(0, |(k, _)| k.value() + 1)
+        };
+        let (committed, _) = watch::channel(next);
+        Ok(OrderStore {
+            db,
+            path: path.to_path_buf(),
+            next: AtomicU64::new(next),
+            committed,
+            duplicates: AtomicU64::new(0),
+        })
+    }
+
+    /// Checkpoints stored (the next sequence expected).
+    pub fn committed(&self) -> u64 {
+        self.next.load(Ordering::Acquire)
+    }
+
+    /// Wakes on every new checkpoint; the value is [`OrderStore::committed`].
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.committed.subscribe()
+    }
+
+    /// Tx items seen committed a second time since this process started.
+    pub fn duplicates(&self) -> u64 {
+        self.duplicates.load(Ordering::Relaxed)
+    }
+
+    /// Applies one committed sub-DAG (blocking: one fsync). Sequences below
+    /// [`OrderStore::committed`] are replays and change nothing; a sequence above it means
+    /// a commit was lost on the way and is refused.
+    pub fn apply(&self, sub: &CommittedSubDag, committed_at_ms: u64) -> Result<Applied> {
+        let seq = sub.checkpoint.sequence;
+        let next = self.committed();
+        if seq < next {
+            return Ok(Applied {
+                replay: true,
+                ..Applied::default()
+            });
+        }
+        if seq > next {
+            return Err(Error::Membership(format!(
+                "order store {}: checkpoint {seq} arrived before {next}",
+                self.path.display()
+            )));
+        }
+        let err = db_err(&self.path);
+        let mut applied = Applied::default();
+        let w = self.db.begin_write().map_err(|e| err(e.into()))?;
+        {
+            let mut cps = w.open_table(CHECKPOINTS).map_err(|e| err(e.into()))?;
+            let mut order = w.open_table(TX_ORDER).map_err(|e| err(e.into()))?;
+            let mut batches = w.open_table(BATCHES).map_err(|e| err(e.into()))?;
+            let mut cp = Writer::default();
+            cp.raw(&sub.checkpoint.encode()).u64(committed_at_ms);
+            cps.insert(seq, cp.finish().as_slice())
+                .map_err(|e| err(e.into()))?;
+            for cert in &sub.batches {
+                let header = &cert.batch().header;
+                let digest = cert.digest();
+                let mut carries_tx = false;
+                for item in &header.items {
+                    let BatchItem::Tx(id) = item else { continue };
+                    carries_tx = true;
+                    let key = id.as_bytes();
+                    if order.get(key).map_err(|e| err(e.into()))?.is_some() {
+                        applied.duplicates += 1;
+                        continue;
+                    }
+                    let mut v = Writer::default();
+                    v.u64(seq).raw(digest.as_bytes());
+                    order
+                        .insert(key, v.finish().as_slice())
+                        .map_err(|e| err(e.into()))?;
+                    applied.txs += 1;
+                }
+                if carries_tx {
+                    batches
+                        .insert(digest.as_bytes(), header.encode().as_slice())
+                        .map_err(|e| err(e.into()))?;
+                }
+            }
+        }
+        w.commit().map_err(|e| err(e.into()))?;
+        self.next.store(seq + 1, Ordering::Release);
+        self.duplicates
+            .fetch_add(applied.duplicates, Ordering::Relaxed);
+        self.committed.send_replace(seq + 1);
+        Ok(applied)
+    }
+
+    /// The stored checkpoint `seq`.
+    pub fn checkpoint(&self, seq: u64) -> Result<Option<StoredCheckpoint>> {
+        let err = db_err(&self.path);
+        let r = self.db.begin_read().map_err(|e| err(e.into()))?;
+        let t = r.open_table(CHECKPOINTS).map_err(|e| err(e.into()))?;
+        let Some(v) = t.get(seq).map_err(|e| err(e.into()))? else {
+            return Ok(None);
+        };
+        let bytes = v.value();
+        let split = bytes.len().checked_sub(8).ok_or_else(|| {
+            corrupt(
+                &self.path,
+                seq,
+                DecodeError::Truncated {
+                    field: "committed_at_ms",
+                    needed: 8,
+                    had: bytes.len(),
+                },
+            )
+        })?;
+        let checkpoint = Checkpoint::decode(&bytes[..split], MAX_CHECKPOINT_BATCHES)
+            .map_err(|e| corrupt(&self.path, seq, e))?;
+        let mut r = Reader::new(&bytes[split..]);
+        let committed_at_ms = r
+            .u64("committed_at_ms")
+            .map_err(|e| corrupt(&self.path, seq, e))?;
+        Ok(Some(StoredCheckpoint {
+            checkpoint,
+            committed_at_ms,
+        }))
+    }
+
+    /// Where `tx` was committed, if it was.
+    pub fn ordering(&self, tx: &TxId) -> Result<Option<TxOrdering>> {
+        let err = db_err(&self.path);
+        let (seq, batch) = {
+            let r = self.db.begin_read().map_err(|e| err(e.into()))?;
+            let t = r.open_table(TX_ORDER).map_err(|e| err(e.into()))?;
+            let Some(v) = t.get(tx.as_bytes()).map_err(|e| err(e.into()))? else {
+                return Ok(None);
+            };
+            let mut rd = Reader::new(v.value());
+            let seq = rd.u64("sequence").map_err(|e| corrupt(&self.path, 0, e))?;
+            let batch = BatchDigest(Hash32(
+                rd.bytes32("batch")
+                    .map_err(|e| corrupt(&self.path, seq, e))?,
+            ));
+            (seq, batch)
+        };
+        let Some(cp) = self.checkpoint(seq)? else {
+            return Err(corrupt(
+                &self.path,
+                seq,
+                DecodeError::Invalid {
+                    field: "tx_order",
+                    reason: "names a checkpoint that is not stored",
+                },
+            ));
+        };
+        Ok(Some(TxOrdering {
+            sequence: seq,
+            leader_round: cp.checkpoint.leader_round,
+            leader: cp.checkpoint.leader,
+            batch,
+            committed_at_ms: cp.committed_at_ms,
+        }))
+    }
+
+    /// A committed batch header that carries txs.
+    pub fn batch(&self, digest: &BatchDigest) -> Result<Option<BatchHeader>> {
+        let err = db_err(&self.path);
+        let r = self.db.begin_read().map_err(|e| err(e.into()))?;
+        let t = r.open_table(BATCHES).map_err(|e| err(e.into()))?;
+        let Some(v) = t.get(digest.as_bytes()).map_err(|e| err(e.into()))? else {
+            return Ok(None);
+        };
+        BatchHeader::decode(v.value())
+            .map(Some)
+            .map_err(|e| corrupt(&self.path, 0, e))
+    }
+
+    /// Records the continent's proof for checkpoint `seq` (idempotent).
+    pub fn record_federated(&self, seq: u64, proof: &[u8], at_ms: u64) -> Result<()> {
+        let err = db_err(&self.path);
+        let w = self.db.begin_write().map_err(|e| err(e.into()))?;
+        {
+            let mut t = w.open_table(FEDERATED).map_err(|e| err(e.into()))?;
+            let mut v = Writer::default();
+            v.raw(proof).u64(at_ms);
+            t.insert(seq, v.finish().as_slice())
+                .map_err(|e| err(e.into()))?;
+        }
+        w.commit().map_err(|e| err(e.into()))?;
+        Ok(())
+    }
+
+    /// The continent's proof for checkpoint `seq` and when it arrived.
+    pub fn federated(&self, seq: u64) -> Result<Option<(Vec<u8>, u64)>> {
+        let err = db_err(&self.path);
+        let r = self.db.begin_read().map_err(|e| err(e.into()))?;
+        let t = r.open_table(FEDERATED).map_err(|e| err(e.into()))?;
+        let Some(v) = t.get(seq).map_err(|e| err(e.into()))? else {
+            return Ok(None);
+        };
+        let bytes = v.value();
+        let split = bytes.len().saturating_sub(8);
+        let mut rd = Reader::new(&bytes[split..]);
+        let at = rd
+            .u64("federated_at_ms")
+            .map_err(|e| corrupt(&self.path, seq, e))?;
+        Ok(Some((bytes[..split].to_vec(), at)))
+    }
+
+    /// Checkpoints federated without a gap from sequence 0.
+    pub fn federated_upto(&self) -> Result<u64> {
+        let err = db_err(&self.path);
+        let r = self.db.begin_read().map_err(|e| err(e.into()))?;
+        let t = r.open_table(FEDERATED).map_err(|e| err(e.into()))?;
+        let mut n = 0;
+        for row in t.iter().map_err(|e| err(e.into()))? {
+            let (k, _) = row.map_err(|e| err(e.into()))?;
+            if k.value() != n {
+                break;
+            }
+            n += 1;
+        }
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use dag_core::consensus::{Committee, Consensus, ConsensusConfig, TestSigner, TestVerifier};
+
+    /// Commits a few checkpoints with one honest single-member committee.
+    fn commits(items: Vec<BatchItem>) -> Vec<CommittedSubDag> {
+        let signer = TestSigner::new(1);
+        let committee =
+            Committee::equal(vec![dag_core::Signer::public_key(&signer).to_vec()]).unwrap();
+        let mut c =
+            Consensus::new(committee, signer, TestVerifier, ConsensusConfig::default()).unwrap();
+        c.add_payload(items);
+        let mut out = Vec::new();
+        let mut now = 0;
+        let mut outputs = c.start(now);
+        for _ in 0..200 {
+            for o in outputs.drain(..) {
+                if let dag_core::consensus::Output::Committed(s) = o {
+                    out.push(s);
+                }
+            }
+            now += 100;
+            outputs = c.tick(now);
+        }
+        out
+    }
+
+    #[test]
+    fn applies_once_and_answers_positions() {
+        let ids: Vec<TxId> = (0..5u8).map(|i| TxId::from_bytes([i; 32])).collect();
+        let subs = commits(ids.iter().map(|i| BatchItem::Tx(*i)).collect());
+        assert!(!subs.is_empty());
+        let dir = tempfile::tempdir().unwrap();
+        let store = OrderStore::open(&dir.path().join("order.redb")).unwrap();
+        let mut txs = 0;
+        for s in &subs {
+            txs += store.apply(s, 7).unwrap().txs;
+        }
+        assert_eq!(txs, 5);
+        // Replays change nothing.
+        assert!(store.apply(&subs[0], 9).unwrap().replay);
+        let o = store.ordering(&ids[3]).unwrap().unwrap();
+        assert_eq!(o.committed_at_ms, 7);
+        let header = store.batch(&o.batch).unwrap().unwrap();
+        assert!(header.items.contains(&BatchItem::Tx(ids[3])));
+        let cp = store.checkpoint(o.sequence).unwrap().unwrap();
+        assert!(cp.checkpoint.batches.contains(&o.batch));
+        assert!(
+            store
+                .ordering(&TxId::from_bytes([99; 32]))
+                .unwrap()
+                .is_none()
+        );
+        // A gap is refused.
+        let n = store.committed();
+        let mut later = subs[0].clone();
+        later.checkpoint.sequence = n + 1;
+        assert!(store.apply(&later, 1).is_err());
+        // Federation records and the gap-free prefix.
+        assert_eq!(store.federated_upto().unwrap(), 0);
+        store.record_federated(0, b"proof", 11).unwrap();
+        assert_eq!(store.federated(0).unwrap(), Some((b"proof".to_vec(), 11)));
+        assert_eq!(store.federated_upto().unwrap(), 1);
+        // Reopen: everything is still there.
+        drop(store);
+        let store = OrderStore::open(&dir.path().join("order.redb")).unwrap();
+        assert_eq!(store.committed(), n);
+        assert!(store.ordering(&ids[0]).unwrap().is_some());
+    }
+}
