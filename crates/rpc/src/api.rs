@@ -152,14 +152,36 @@ pub struct Submitted {
 /// A tx as read back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TxRecord {
-    /// The signed tx.
-    pub tx: SignedTx,
+    /// The signed tx; `None` when the node only knows where its committee ordered it (a
+    /// representative that did not admit it).
+    pub tx: Option<SignedTx>,
     /// Its state.
     pub state: TxState,
-    /// Storage receipts, if held.
+    /// Storage receipts, if held here.
     pub receipts: Vec<SignedReceipt>,
-    /// Where it was found: "store", "cache", "shards", "archive", …
+    /// Where it was found: "store", "cache", "shards", "archive", "order", …
     pub source: String,
+    /// Where the committee ordered it (Ordered and Federated).
+    pub ordering: Option<OrderingInfo>,
+    /// Canonical bytes of the offline proof (Federated).
+    pub proof: Option<Vec<u8>>,
+}
+
+/// Where a city's committee ordered a tx.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OrderingInfo {
+    /// Checkpoint sequence.
+    pub sequence: u64,
+    /// The committed leader's round.
+    pub leader_round: u64,
+    /// The leader batch digest.
+    pub leader: dag_core::Hash32,
+    /// The digest of the batch that carried the tx.
+    pub batch: dag_core::Hash32,
+    /// When the answering representative committed it (ms since the Unix epoch).
+    pub committed_at_ms: u64,
+    /// When the continent's proof arrived there, if it has.
+    pub federated_at_ms: Option<u64>,
 }
 
 /// A node's status.

@@ -90,15 +90,30 @@ impl CityClient {
             Err(s) if s.code() == tonic::Code::NotFound => return Ok(None),
             Err(s) => return Err(s.into()),
         };
-        let tx: SignedTx = resp
-            .tx
-            .ok_or(crate::ConvertError::Missing("tx"))?
-            .try_into()?;
+        let tx: Option<SignedTx> = resp.tx.map(TryInto::try_into).transpose()?;
+        let hash = |field: &'static str, b: &[u8]| {
+            <[u8; 32]>::try_from(b)
+                .map(dag_core::Hash32)
+                .map_err(|_| crate::ConvertError::Missing(field))
+        };
+        let ordering = match resp.ordering {
+            Some(o) => Some(crate::OrderingInfo {
+                sequence: o.sequence,
+                leader_round: o.leader_round,
+                leader: hash("ordering.leader", &o.leader)?,
+                batch: hash("ordering.batch", &o.batch)?,
+                committed_at_ms: o.committed_at_ms,
+                federated_at_ms: (o.federated_at_ms != 0).then_some(o.federated_at_ms),
+            }),
+            None => None,
+        };
         Ok(Some(TxRecord {
             tx,
             state: state_from(resp.state).unwrap_or(TxState::Admitted),
             receipts: receipts_from(resp.receipts)?,
             source: resp.source,
+            ordering,
+            proof: (!resp.proof.is_empty()).then_some(resp.proof),
         }))
     }
 

@@ -162,10 +162,19 @@ impl<T: CityApi> pb::city_node_server::CityNode for CityNodeService<T> {
             .map_err(|e| Status::invalid_argument(format!("MALFORMED: tx_id: {e}")))?;
         match self.api.get(id).await {
             Ok(Some(rec)) => Ok(Response::new(pb::GetTxResponse {
-                tx: Some((&rec.tx).into()),
+                tx: rec.tx.as_ref().map(Into::into),
                 state: pb::TxState::from(rec.state) as i32,
                 receipts: rec.receipts.iter().map(Into::into).collect(),
                 source: rec.source,
+                ordering: rec.ordering.map(|o| pb::Ordering {
+                    sequence: o.sequence,
+                    leader_round: o.leader_round,
+                    leader: o.leader.0.to_vec(),
+                    batch: o.batch.0.to_vec(),
+                    committed_at_ms: o.committed_at_ms,
+                    federated_at_ms: o.federated_at_ms.unwrap_or(0),
+                }),
+                proof: rec.proof.unwrap_or_default(),
             })),
             Ok(None) => Err(Status::not_found(format!(
                 "tx {id} is not known to this node"

@@ -35,8 +35,8 @@ pub mod pb {
 }
 
 pub use api::{
-    CityApi, NodeStatus, RejectCode, Rejection, Repaired, StripeHolder, StripeInfo, Submitted,
-    TxRecord, TxState,
+    CityApi, NodeStatus, OrderingInfo, RejectCode, Rejection, Repaired, StripeHolder, StripeInfo,
+    Submitted, TxRecord, TxState,
 };
 pub use city_client::CityClient;
 pub use city_server::{CityNodeService, MAX_MESSAGE_BYTES, MAX_RESPONSE_BYTES, STREAM_CONCURRENCY};

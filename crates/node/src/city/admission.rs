@@ -1,9 +1,12 @@
 //! The city role's admission: decode → replay precheck → ML-DSA-87 verify (bounded pool) →
 //! durable, replay-safe store → answer.
 
+use super::order::OrderStore;
 use super::pipeline::{Pipeline, PipelineError};
 use super::store::{Conflict, TxStore};
 use crate::Error;
+use crate::consensus_net::Submitter;
+use dag_core::consensus::BatchItem;
 use dag_core::{NodeId, SignedTx, TxId, VerifiedTx};
 use parking_lot::Mutex;
 use pqc::BatchVerifier;
@@ -86,7 +89,21 @@ pub struct CityNode {
     inflight: Semaphore,
     counters: Counters,
     started: Instant,
+    ordering: Option<OrderingParts>,
 }
+
+/// The city's committee as admission sees it: where held txs go to be ordered, and what
+/// was ordered.
+struct OrderingParts {
+    store: Arc<OrderStore>,
+    submitter: Submitter,
+    /// Stripes already proposed (so a micro-batch's stripe is proposed once, by its first
+    /// held tx); cleared when it grows past [`MAX_STRIPES_REMEMBERED`].
+    stripes: parking_lot::Mutex<std::collections::HashSet<dag_core::StripeId>>,
+}
+
+/// Stripe ids remembered for de-duplicating proposals.
+const MAX_STRIPES_REMEMBERED: usize = 65_536;
 
 impl std::fmt::Debug for CityNode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -116,7 +133,86 @@ impl CityNode {
             inflight: Semaphore::new(max_inflight),
             counters: Counters::default(),
             started: Instant::now(),
+            ordering: None,
         }
+    }
+
+    /// Adds the city's committee: every held tx (and its stripe) is proposed for ordering
+    /// through `submitter`, and `GetTx` answers Ordered / Federated from `store`.
+    pub(crate) fn with_ordering(mut self, store: Arc<OrderStore>, submitter: Submitter) -> Self {
+        self.ordering = Some(OrderingParts {
+            store,
+            submitter,
+            stripes: parking_lot::Mutex::new(std::collections::HashSet::new()),
+        });
+        self
+    }
+
+    /// The order store, when this node is a representative.
+    pub fn order_store(&self) -> Option<&Arc<OrderStore>> {
+        self.ordering.as_ref().map(|o| &o.store)
+    }
+
+    /// Proposes a held tx (and, the first time, its stripe) for ordering. A failure here
+    /// (the representative stopping) leaves the tx Held; a restarted representative
+    /// proposes held txs it has not seen ordered again.
+    async fn propose(&self, id: TxId, stripe: dag_core::StripeId) {
+        let Some(o) = &self.ordering else { return };
+        let mut items = vec![BatchItem::Tx(id)];
+        {
+            let mut seen = o.stripes.lock();
+            if seen.len() >= MAX_STRIPES_REMEMBERED {
+                seen.clear();
+            }
+            if seen.insert(stripe) {
+                items.push(BatchItem::Stripe(stripe));
+            }
+        }
+        if let Err(e) = o.submitter.submit(items).await {
+            tracing::warn!(tx = %id, error = %e, "held tx not proposed for ordering");
+        }
+    }
+
+    /// Adds what the committee did with `id` to `base` (what this node knows of the tx
+    /// itself): Ordered with its position, Federated with its proof.
+    fn with_order(
+        &self,
+        id: TxId,
+        base: Option<TxRecord>,
+    ) -> std::result::Result<Option<TxRecord>, Rejection> {
+        let Some(o) = &self.ordering else {
+            return Ok(base);
+        };
+        let unavailable =
+            |e: crate::Error| Rejection::new(RejectCode::Unavailable, e.to_string(), Some(id));
+        let Some(pos) = o.store.ordering(&id).map_err(unavailable)? else {
+            return Ok(base);
+        };
+        let federated = o.store.federated(pos.sequence).map_err(unavailable)?;
+        let proof = federated.as_ref().map(|(fed, _)| fed.clone());
+        let mut rec = base.unwrap_or_else(|| TxRecord {
+            tx: None,
+            state: TxState::Ordered,
+            receipts: Vec::new(),
+            source: "order".into(),
+            ordering: None,
+            proof: None,
+        });
+        rec.state = if proof.is_some() {
+            TxState::Federated
+        } else {
+            TxState::Ordered
+        };
+        rec.ordering = Some(rpc::OrderingInfo {
+            sequence: pos.sequence,
+            leader_round: pos.leader_round,
+            leader: pos.leader.0,
+            batch: pos.batch.0,
+            committed_at_ms: pos.committed_at_ms,
+            federated_at_ms: federated.map(|(_, at)| at),
+        });
+        rec.proof = proof;
+        Ok(Some(rec))
     }
 
     /// Adds the storage pipeline: admitted txs are answered Held once their micro-batch's
@@ -177,10 +273,12 @@ impl CityNode {
         };
         match p.restore(id).await {
             Ok(r) => Ok(TxRecord {
-                tx: r.tx,
+                tx: Some(r.tx),
                 state: TxState::Held,
                 receipts: r.receipts,
                 source: format!("shards ({} used)", r.shards_used),
+                ordering: None,
+                proof: None,
             }),
             Err(PipelineError::UnknownTx(_)) => Err(Rejection::new(
                 RejectCode::Malformed,
@@ -331,6 +429,7 @@ impl CityNode {
                     metrics::histogram!("citychain_admission_stage_seconds", "stage" => "hold")
                         .record(t_stored.elapsed().as_secs_f64());
                     self.counters.held.fetch_add(1, Ordering::Relaxed);
+                    self.propose(id, held.stripe_id).await;
                     self.archive_held(for_archive).await;
                     return Ok(Submitted {
                         tx_id: id,
@@ -355,6 +454,75 @@ impl CityNode {
 }
 
 impl CityNode {
+    /// What this node itself knows of `id`: its store, its shards, its archive.
+    async fn get_local(&self, id: TxId) -> std::result::Result<Option<TxRecord>, Rejection> {
+        let held = match &self.pipeline {
+            Some(p) => p
+                .held(&id)
+                .map_err(|e| Rejection::new(RejectCode::Unavailable, e.to_string(), Some(id)))?,
+            None => None,
+        };
+        match self.store.get(&id) {
+            Ok(Some(tx)) => Ok(Some(match held {
+                Some(h) => TxRecord {
+                    tx: Some(tx),
+                    state: TxState::Held,
+                    receipts: h.receipts,
+                    source: "store".into(),
+                    ordering: None,
+                    proof: None,
+                },
+                None => TxRecord {
+                    tx: Some(tx),
+                    state: TxState::Admitted,
+                    receipts: Vec::new(),
+                    source: "store".into(),
+                    ordering: None,
+                    proof: None,
+                },
+            })),
+            // Not in the local store (lost or pruned) but held: restore from shards.
+            Ok(None) if held.is_some() => self.restore(id).await.map(Some),
+            Ok(None) => self.lookup_archive(id).await,
+            Err(e) => {
+                tracing::error!(tx = %id, error = %e, "local store failed; trying shards");
+                if held.is_some() {
+                    self.restore(id).await.map(Some)
+                } else {
+                    Err(Self::internal(id, e))
+                }
+            }
+        }
+    }
+
+    fn status_now(&self) -> NodeStatus {
+        let mut counters = vec![
+            ("admitted".to_string(), self.counters.admitted()),
+            ("held".to_string(), self.counters.held()),
+            ("hold_failed".to_string(), self.counters.hold_failed()),
+        ];
+        counters.extend(
+            self.counters
+                .stages()
+                .into_iter()
+                .map(|(k, v)| (format!("stage.{k}"), v)),
+        );
+        counters.extend(
+            self.counters
+                .rejected()
+                .into_iter()
+                .map(|(k, v)| (format!("rejected.{k}"), v)),
+        );
+        NodeStatus {
+            node_id: self.node_id,
+            role: "city".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            uptime_ms: self.started.elapsed().as_millis() as u64,
+            stored_txs: self.store.len().unwrap_or(0),
+            counters,
+        }
+    }
+
     async fn lookup_archive(&self, id: TxId) -> std::result::Result<Option<TxRecord>, Rejection> {
         use archive::Archive as _;
         let Some((a, _)) = &self.archive else {
@@ -373,10 +541,12 @@ impl CityNode {
                     ));
                 }
                 Ok(Some(TxRecord {
-                    tx: signed,
+                    tx: Some(signed),
                     state: TxState::Held,
                     receipts: Vec::new(),
                     source: "archive".into(),
+                    ordering: None,
+                    proof: None,
                 }))
             }
             Ok(None) => Ok(None),
@@ -406,67 +576,12 @@ impl CityApi for CityNode {
     }
 
     async fn get(&self, id: TxId) -> std::result::Result<Option<TxRecord>, Rejection> {
-        let held = match &self.pipeline {
-            Some(p) => p
-                .held(&id)
-                .map_err(|e| Rejection::new(RejectCode::Unavailable, e.to_string(), Some(id)))?,
-            None => None,
-        };
-        match self.store.get(&id) {
-            Ok(Some(tx)) => Ok(Some(match held {
-                Some(h) => TxRecord {
-                    tx,
-                    state: TxState::Held,
-                    receipts: h.receipts,
-                    source: "store".into(),
-                },
-                None => TxRecord {
-                    tx,
-                    state: TxState::Admitted,
-                    receipts: Vec::new(),
-                    source: "store".into(),
-                },
-            })),
-            // Not in the local store (lost or pruned) but held: restore from shards.
-            Ok(None) if held.is_some() => self.restore(id).await.map(Some),
-            Ok(None) => self.lookup_archive(id).await,
-            Err(e) => {
-                tracing::error!(tx = %id, error = %e, "local store failed; trying shards");
-                if held.is_some() {
-                    self.restore(id).await.map(Some)
-                } else {
-                    Err(Self::internal(id, e))
-                }
-            }
-        }
+        let base = self.get_local(id).await?;
+        self.with_order(id, base)
     }
 
     async fn status(&self) -> NodeStatus {
-        let mut counters = vec![
-            ("admitted".to_string(), self.counters.admitted()),
-            ("held".to_string(), self.counters.held()),
-            ("hold_failed".to_string(), self.counters.hold_failed()),
-        ];
-        counters.extend(
-            self.counters
-                .stages()
-                .into_iter()
-                .map(|(k, v)| (format!("stage.{k}"), v)),
-        );
-        counters.extend(
-            self.counters
-                .rejected()
-                .into_iter()
-                .map(|(k, v)| (format!("rejected.{k}"), v)),
-        );
-        NodeStatus {
-            node_id: self.node_id,
-            role: "city".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            uptime_ms: self.started.elapsed().as_millis() as u64,
-            stored_txs: self.store.len().unwrap_or(0),
-            counters,
-        }
+        self.status_now()
     }
 
     fn note_rejected(&self, code: RejectCode) {
@@ -500,8 +615,15 @@ impl CityApi for CityNode {
             0
         };
         let rec = self.restore(id).await?;
+        let Some(tx) = rec.tx else {
+            return Err(Rejection::new(
+                RejectCode::Unavailable,
+                format!("tx {id} restored without its body"),
+                Some(id),
+            ));
+        };
         Ok(Some(rpc::Repaired {
-            tx: rec.tx,
+            tx,
             receipts: rec.receipts,
             source: rec.source,
             shards_rebuilt: rebuilt,
