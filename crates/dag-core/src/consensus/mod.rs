@@ -61,7 +61,8 @@ mod sim;
 mod tests;
 
 pub use batch::{
-    BatchDigest, BatchHeader, BatchItem, MAX_BATCH_ITEMS, MAX_PARENTS, Round, SignedBatch,
+    BatchDigest, BatchHeader, BatchItem, MAX_BATCH_ITEMS, MAX_PARENTS, MAX_WEAK_LINKS, Round,
+    SignedBatch,
 };
 #[cfg(any(test, feature = "test-utils"))]
 pub use builder::DagBuilder;
