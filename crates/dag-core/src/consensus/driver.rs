@@ -4,9 +4,10 @@
 //! Protocol, per representative and round `r`:
 //! 1. **Propose** when the DAG holds certificates of round `r − 1` with 2f + 1 stake
 //!    (round 0: at start). Before leaving an even round, wait up to `leader_timeout_ms` for
-//!    its leader's certificate, so the next round can support the leader. The batch names every certificate of round `r − 1` held as a
-//!    parent, every older certificate nothing links to yet as a **weak link** (below), and
-//!    takes queued payload items.
+//!    its leader's certificate, so the next round can support the leader. The batch names
+//!    every certificate of round `r − 1` held as a parent, every older certificate nothing
+//!    links to yet as a **weak link** (below), and takes queued payload items. Earlier own
+//!    proposals still collecting votes stay open (at most `max_open_proposals`).
 //! 2. **Vote**: on a proposal, check signature, parents and weak links (fetching missing ones
 //!    from the sender), vote at most once per (author, round), send the vote to the author.
 //!    A second, different proposal for the same (author, round) yields [`Output::Evidence`].
@@ -24,8 +25,10 @@
 //! would never be ordered. So, as in Narwhal and Mysticeti, a proposal of round `r` also
 //! carries **weak links**: the digests of the certificates of rounds ≤ `r − 2` that the
 //! proposer stores and that no stored certificate names yet ([`DagStore::unreferenced`]),
-//! oldest first, at most `max_weak_links`. Together with the parents this puts the
-//! proposer's whole DAG into the new batch's causal history. Voters check weak links like
+//! oldest first, at most `max_weak_links`, and none more than `gc_depth / 2` rounds old
+//! (a voter could have pruned it; so a certificate that late is the one case left out).
+//! Together with the parents this puts the proposer's DAG into the new batch's causal
+//! history. Voters check weak links like
 //! parents (stored or fetched, of rounds ≤ `r − 2`, no repeats, at most
 //! [`MAX_WEAK_LINKS`](super::MAX_WEAK_LINKS)); the commit rule orders a leader's history
 //! through parents and weak links alike (see [`Committer`]), while support for leaders
@@ -332,7 +335,9 @@ impl<S: Signer, V: SignatureVerifier> Consensus<S, V> {
     /// any order). It will not propose again in a round it proposed in, nor vote for a
     /// second batch of an (author, round) it voted on. The returned outputs replay the
     /// commits of the restored DAG (same checkpoints, from sequence 0: the host skips the
-    /// sequence numbers it already applied) and re-announce the own proposals still collecting votes.
+    /// sequence numbers it already applied) and re-announce the own proposals still
+    /// collecting votes. Own proposals more than `gc_depth / 2` rounds below the last one
+    /// were abandoned by the running driver and stay so (recover with the same `gc_depth`).
     pub fn recover(
         committee: Committee,
         signer: S,
@@ -959,12 +964,14 @@ impl<S: Signer, V: SignatureVerifier> Consensus<S, V> {
         } else {
             self.store.round(round - 1).map(|c| c.digest()).collect()
         };
-        // Late certificates: older ones nothing links to yet. Not those so old that a voter
-        // committing ahead of us may have pruned them (it could never fetch them).
+        // Late certificates: older ones nothing links to yet. Not those more than
+        // gc_depth / 2 rounds below this proposal or our last commit: a voter ahead of us
+        // may have pruned them and could never fetch them.
         let floor = self
             .committer
             .last_committed_round()
             .unwrap_or(0)
+            .max(round)
             .saturating_sub(self.config.gc_depth / 2);
         let weak_links: Vec<BatchDigest> = self
             .store
