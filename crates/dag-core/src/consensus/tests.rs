@@ -1123,3 +1123,93 @@ fn driver_weak_links_a_late_certificate_and_keeps_open_proposals() {
     );
     assert!(a.store().unreferenced().any(|c| c.digest() == a2.digest()));
 }
+
+#[test]
+fn open_proposals_survive_a_restart_and_only_hopeless_ones_are_abandoned() {
+    // B, C and D (the builder) make every round's quorum without A; A's proposals never get
+    // votes. With gc_depth 4, A abandons a proposal 2 rounds behind the one it makes.
+    let b = DagBuilder::new(4);
+    let cfg = ConsensusConfig {
+        leader_timeout_ms: 0,
+        gc_depth: 4,
+        ..ConsensusConfig::default()
+    };
+    let id = |i: usize| b.signer(i).node_id();
+    let mut a = Consensus::new(
+        b.committee().clone(),
+        b.signer(0).clone(),
+        TestVerifier,
+        cfg.clone(),
+    )
+    .unwrap();
+    let x = BatchItem::Tx(TxId::from_bytes([7; 32]));
+    a.add_payload([x]);
+    let mut records = Vec::new();
+    let mut proposals = Vec::new();
+    let mut keep = |out: Vec<Output>, records: &mut Vec<Record>| {
+        for o in out {
+            match o {
+                Output::Persist(r) => records.push(r),
+                Output::Broadcast(Message::Propose(p)) => proposals.push(p),
+                _ => {}
+            }
+        }
+    };
+    keep(a.start(0), &mut records);
+    let mut parents = Vec::new();
+    for round in 0..3 {
+        let mut next = Vec::new();
+        for i in 1..4 {
+            let c = b.certify(b.batch(i, round, parents.clone(), vec![]), &[0, 1, 2, 3]);
+            next.push(c.digest());
+            keep(
+                a.handle(1, id(1), Message::Certificate(c)).unwrap(),
+                &mut records,
+            );
+        }
+        parents = next;
+    }
+    let rounds: Vec<Round> = proposals.iter().map(|p| p.header.round).collect();
+    assert_eq!(rounds, [0, 1, 2, 3]);
+    // A0 carried x; proposing round 3 abandoned A0 (round 0 < 3 − 2) and x moved to A3.
+    assert_eq!(proposals[0].header.items, vec![x]);
+    assert_eq!(proposals[3].header.items, vec![x]);
+    assert!(proposals[1].header.items.is_empty() && proposals[2].header.items.is_empty());
+    let late = Vote::sign(proposals[0].digest(), id(1), b.signer(1));
+    assert!(matches!(
+        a.handle(2, id(1), Message::Vote(late.clone())),
+        Err(ConsensusError::UnknownBatch { .. })
+    ));
+    // Restart: A1, A2 and A3 collect votes again; A0 stays abandoned.
+    let (mut a, out) = Consensus::recover(
+        b.committee().clone(),
+        b.signer(0).clone(),
+        TestVerifier,
+        cfg,
+        records,
+    )
+    .unwrap();
+    let reopened: Vec<Round> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Broadcast(Message::Propose(p)) => Some(p.header.round),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reopened, [1, 2, 3]);
+    assert!(a.in_flight_items().contains(&x));
+    assert!(matches!(
+        a.handle(3, id(1), Message::Vote(late)),
+        Err(ConsensusError::UnknownBatch { .. })
+    ));
+    // A vote for A1 still counts: with C's, A1 is certified.
+    let mut certified = false;
+    for v in [1, 2] {
+        let vote = Vote::sign(proposals[1].digest(), id(v), b.signer(v));
+        let out = a.handle(4, id(v), Message::Vote(vote)).unwrap();
+        certified |= out
+            .iter()
+            .any(|o| matches!(o, Output::Broadcast(Message::Certificate(_))));
+    }
+    assert!(certified);
+}
