@@ -667,7 +667,10 @@ impl<S: Signer, V: SignatureVerifier> Consensus<S, V> {
     }
 
     fn on_vote(&mut self, vote: Vote, out: &mut Vec<Output>) -> Result<()> {
-        if self.store.contains(&vote.digest)
+        if self
+            .store
+            .get(&vote.digest)
+            .is_some_and(|c| c.author() == self.me)
             || self
                 .my_latest
                 .as_ref()
