@@ -1,9 +1,16 @@
 //! Batches: a representative's proposal for one round, its canonical encoding, digest and
 //! signature.
 //!
-//! Encoding of a [`BatchHeader`] (all integers little endian):
-//! `version u8 (1) ‖ round u64 ‖ author 32 ‖ timestamp_ms u64 ‖ parents: u16 count, 32 each ‖
-//! items: u32 count, each kind u8 (0 tx, 1 stripe) ‖ id 32`.
+//! Encoding of a [`BatchHeader`] (all integers little endian), one of two versions:
+//! - version 1, a header without weak links: `version u8 (1) ‖ round u64 ‖ author 32 ‖
+//!   timestamp_ms u64 ‖ parents: u16 count, 32 each ‖ items: u32 count, each kind u8
+//!   (0 tx, 1 stripe) ‖ id 32`;
+//! - version 2, a header with weak links: the same with `weak links: u16 count (≥ 1), 32 each`
+//!   between the parents and the items.
+//!
+//! The encoder writes the version that can express the header, and the decoder refuses a
+//! version 2 header with no weak links, so every header has exactly one encoding (and the
+//! headers of before weak links keep their bytes and digests).
 //! The digest is BLAKE3 of that encoding. The author signs
 //! `domain::BATCH ‖ round u64 ‖ digest` ([`BatchHeader::signing_message`]): round plus
 //! digest, so a double-sign proof needs no header decoding (dpos evidence).
@@ -21,9 +28,15 @@ pub type Round = u64;
 pub const MAX_BATCH_ITEMS: usize = 10_000;
 /// Most parents of one batch (also bounded by the committee size).
 pub const MAX_PARENTS: usize = 256;
+/// Most weak links of one batch (certificates of earlier rounds that arrived too late to be
+/// parents; see the driver's module docs).
+pub const MAX_WEAK_LINKS: usize = 256;
 /// Longest batch signature accepted.
 const MAX_SIGNATURE_LEN: usize = crate::MAX_SIGNATURE_LEN;
-const VERSION: u8 = 1;
+/// Encoding version of a header without weak links.
+const VERSION_PLAIN: u8 = 1;
+/// Encoding version of a header with weak links.
+const VERSION_WEAK_LINKS: u8 = 2;
 
 /// Digest of a batch header: BLAKE3 of its canonical encoding. A certificate is named by the
 /// digest of the batch it certifies.
@@ -71,8 +84,14 @@ pub struct BatchHeader {
     pub author: NodeId,
     /// Proposer's clock when sealing, ms since the Unix epoch (from the dynamic batcher).
     pub timestamp_ms: u64,
-    /// Digests of certified batches of `round − 1` (empty in round 0).
+    /// Digests of certified batches of `round − 1` (empty in round 0): the strong links the
+    /// commit rule counts.
     pub parents: Vec<BatchDigest>,
+    /// Weak links: digests of certified batches of rounds ≤ `round − 2` that the proposer
+    /// holds and that are not yet in the causal history of its parents (late certificates).
+    /// They bring those batches into this batch's causal history, so a later leader orders
+    /// them, but never count as support for a leader. Empty in rounds 0 and 1.
+    pub weak_links: Vec<BatchDigest>,
     /// Held txs or micro-batches to order.
     pub items: Vec<BatchItem>,
 }
@@ -82,7 +101,15 @@ impl BatchHeader {
     /// which [`BatchHeader::check_limits`] rules out.
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::with_capacity(
-            1 + 8 + 32 + 8 + 2 + 32 * self.parents.len() + 4 + 33 * self.items.len(),
+            1 + 8
+                + 32
+                + 8
+                + 2
+                + 32 * self.parents.len()
+                + 2
+                + 32 * self.weak_links.len()
+                + 4
+                + 33 * self.items.len(),
         );
         self.write(&mut w);
         w.finish()
@@ -91,13 +118,24 @@ impl BatchHeader {
     fn write(&self, w: &mut Writer) {
         let parents = u16::try_from(self.parents.len()).unwrap_or(u16::MAX);
         let items = u32::try_from(self.items.len()).unwrap_or(u32::MAX);
-        w.u8(VERSION)
+        let version = if self.weak_links.is_empty() {
+            VERSION_PLAIN
+        } else {
+            VERSION_WEAK_LINKS
+        };
+        w.u8(version)
             .u64(self.round)
             .raw(self.author.as_bytes())
             .u64(self.timestamp_ms)
             .u16(parents);
         for p in &self.parents {
             w.raw(p.as_bytes());
+        }
+        if !self.weak_links.is_empty() {
+            w.u16(u16::try_from(self.weak_links.len()).unwrap_or(u16::MAX));
+            for l in &self.weak_links {
+                w.raw(l.as_bytes());
+            }
         }
         w.u32(items);
         for item in &self.items {
@@ -110,7 +148,7 @@ impl BatchHeader {
 
     pub(crate) fn read(r: &mut Reader<'_>) -> std::result::Result<Self, DecodeError> {
         let version = r.u8("batch version")?;
-        if version != VERSION {
+        if version != VERSION_PLAIN && version != VERSION_WEAK_LINKS {
             return Err(DecodeError::UnsupportedVersion(version));
         }
         let round = r.u64("round")?;
@@ -127,6 +165,27 @@ impl BatchHeader {
         let mut parents = Vec::with_capacity(n_parents);
         for _ in 0..n_parents {
             parents.push(BatchDigest(Hash32(r.bytes32("parent")?)));
+        }
+        let mut weak_links = Vec::new();
+        if version == VERSION_WEAK_LINKS {
+            let n = r.u16("weak links")? as usize;
+            if n == 0 {
+                return Err(DecodeError::Invalid {
+                    field: "weak links",
+                    reason: "a version 2 header carries at least one weak link (without, it is version 1)",
+                });
+            }
+            if n > MAX_WEAK_LINKS {
+                return Err(DecodeError::TooLong {
+                    field: "weak links",
+                    len: n,
+                    max: MAX_WEAK_LINKS,
+                });
+            }
+            weak_links.reserve(n);
+            for _ in 0..n {
+                weak_links.push(BatchDigest(Hash32(r.bytes32("weak link")?)));
+            }
         }
         let n_items = r.u32("items")? as usize;
         if n_items > MAX_BATCH_ITEMS {
@@ -156,6 +215,7 @@ impl BatchHeader {
             author,
             timestamp_ms,
             parents,
+            weak_links,
             items,
         })
     }
@@ -190,7 +250,9 @@ impl BatchHeader {
         Self::signing_message_for(self.round, &self.digest())
     }
 
-    /// Size limits: items, parents (also at most the committee size), genesis has none.
+    /// Stateless rules: size limits of items, parents (also at most the committee size) and
+    /// weak links; genesis has no parents; rounds 0 and 1 have no weak links; no weak link
+    /// is listed twice.
     pub fn check_limits(&self, committee: &Committee) -> Result<()> {
         if self.items.len() > MAX_BATCH_ITEMS {
             return Err(ConsensusError::Oversized {
@@ -212,6 +274,28 @@ impl BatchHeader {
                 digest: self.digest(),
                 count: self.parents.len(),
             });
+        }
+        if self.weak_links.len() > MAX_WEAK_LINKS {
+            return Err(ConsensusError::Oversized {
+                field: "weak links",
+                len: self.weak_links.len(),
+                max: MAX_WEAK_LINKS,
+            });
+        }
+        if self.round < 2 && !self.weak_links.is_empty() {
+            return Err(ConsensusError::WeakLinksTooEarly {
+                digest: self.digest(),
+                round: self.round,
+                count: self.weak_links.len(),
+            });
+        }
+        for (i, l) in self.weak_links.iter().enumerate() {
+            if self.weak_links[..i].contains(l) {
+                return Err(ConsensusError::DuplicateWeakLink {
+                    digest: self.digest(),
+                    link: *l,
+                });
+            }
         }
         Ok(())
     }

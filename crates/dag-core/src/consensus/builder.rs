@@ -11,6 +11,8 @@
 //! - Authors are capital letters: `A` is committee member 0, `B` member 1, …
 //! - `X` or `X<-*`: X's batch names every batch of round N − 1 present so far.
 //! - `X<-[A,B,D]`: X's batch names exactly the batches of A, B and D in round N − 1.
+//! - `X~[D1,B0]` or `X<-[A,B,D]~[D1]`: X's batch also weak-links the batches labelled `D1`
+//!   and `B0` (of rounds ≤ N − 2, already built).
 //!
 //! Each entry becomes a batch signed by its author, certified by every member's vote
 //! (test-double signatures), verified and inserted into a [`DagStore`], so the store's
@@ -77,7 +79,7 @@ impl DagBuilder {
         &self.signers[index]
     }
 
-    /// A batch by member `author` (signed, not certified).
+    /// A batch by member `author` (signed, not certified), without weak links.
     pub fn batch(
         &self,
         author: usize,
@@ -85,11 +87,24 @@ impl DagBuilder {
         parents: Vec<BatchDigest>,
         items: Vec<BatchItem>,
     ) -> SignedBatch {
+        self.batch_with_weak_links(author, round, parents, Vec::new(), items)
+    }
+
+    /// A batch by member `author` (signed, not certified) with weak links.
+    pub fn batch_with_weak_links(
+        &self,
+        author: usize,
+        round: Round,
+        parents: Vec<BatchDigest>,
+        weak_links: Vec<BatchDigest>,
+        items: Vec<BatchItem>,
+    ) -> SignedBatch {
         let header = BatchHeader {
             round,
             author: self.signers[author].node_id(),
             timestamp_ms: round * 1000,
             parents,
+            weak_links,
             items,
         };
         SignedBatch::sign(header, &self.signers[author])
@@ -141,10 +156,27 @@ impl DagBuilder {
                 .and_then(|n| n.parse().ok())
                 .ok_or_else(|| err("expected a round like `r3`".into()))?;
             for entry in rest.split_whitespace() {
-                let (who, parents) = match entry.split_once("<-") {
-                    Some((w, p)) => (w, Some(p)),
+                let (entry_links, weak) = match entry.split_once('~') {
+                    Some((e, w)) => (e, Some(w)),
                     None => (entry, None),
                 };
+                let (who, parents) = match entry_links.split_once("<-") {
+                    Some((w, p)) => (w, Some(p)),
+                    None => (entry_links, None),
+                };
+                let mut weak_links = Vec::new();
+                if let Some(list) = weak {
+                    let inner = list
+                        .strip_prefix('[')
+                        .and_then(|l| l.strip_suffix(']'))
+                        .ok_or_else(|| err(format!("expected `~[D1,…]` in `{entry}`")))?;
+                    for l in inner.split(',').map(str::trim).filter(|l| !l.is_empty()) {
+                        weak_links.push(
+                            self.digest(l)
+                                .ok_or_else(|| err(format!("no batch {l} to weak-link")))?,
+                        );
+                    }
+                }
                 let author = self
                     .index(who)
                     .ok_or_else(|| err(format!("unknown author `{who}`")))?;
@@ -175,8 +207,16 @@ impl DagBuilder {
                         }
                     }
                 };
-                let cert =
-                    self.certify(self.batch(author, round, parent_digests, Vec::new()), &all);
+                let cert = self.certify(
+                    self.batch_with_weak_links(
+                        author,
+                        round,
+                        parent_digests,
+                        weak_links,
+                        Vec::new(),
+                    ),
+                    &all,
+                );
                 self.insert(cert)
                     .map_err(|e| err(format!("{who}{round}: {e}")))?;
             }

@@ -126,6 +126,10 @@ impl VerifiedCertificate {
     pub fn parents(&self) -> &[BatchDigest] {
         &self.cert.batch.header.parents
     }
+    /// The weak links' digests (late certificates of earlier rounds).
+    pub fn weak_links(&self) -> &[BatchDigest] {
+        &self.cert.batch.header.weak_links
+    }
     /// The certificate as received (to forward; receivers verify again).
     pub fn certificate(&self) -> &Certificate {
         &self.cert

@@ -7,8 +7,17 @@
 //! - When a leader commits, the earlier leaders since the last commit are walked from newest
 //!   to oldest: a leader reachable (through parent links) from the last leader kept is
 //!   committed **indirectly** before it; an unreachable one is **skipped**.
-//! - Each committed leader's not-yet-committed causal history is ordered by (round, author
-//!   id) and closed by a [`Checkpoint`] that chains the hash of the previous one.
+//! - Each committed leader's not-yet-committed causal history — everything reachable through
+//!   parents **and weak links** — is ordered by (round, author id, digest) and closed by a
+//!   [`Checkpoint`] that chains the hash of the previous one. Weak links only widen the
+//!   history that is ordered; support and reachability between leaders use parents alone,
+//!   so the argument below is unchanged.
+//!
+//! Why the order is the same everywhere: a batch's links are fixed by its digest, so a
+//! leader's causal history is the same set on every node that stores the leader (a stored
+//! batch's links are stored too); the committed leaders and hence the already-committed sets
+//! agree, and the sort key is total. A late certificate that some later certified batch
+//! weak-links is ordered, once, by the first committed leader whose history reaches it.
 //!
 //! Why every honest node commits the same leaders: if a node commits leader L of round r
 //! directly, f + 1 stake of round r + 1 links to L; every certificate of round r + 2 has
@@ -161,7 +170,8 @@ impl Committer {
             .sum()
     }
 
-    /// Whether `to` is in the causal history of `from` (following parent links).
+    /// Whether `to` is in the strong causal history of `from` (following parent links only,
+    /// not weak links: the commit rule's reachability between leaders).
     pub fn linked(store: &DagStore, from: &VerifiedCertificate, to: &VerifiedCertificate) -> bool {
         if from.round() <= to.round() {
             return from.digest() == to.digest();
@@ -234,13 +244,13 @@ impl Committer {
         while let Some(d) = stack.pop() {
             let Some(c) = store.get(&d) else { continue };
             batches.push(c.clone());
-            for p in c.parents() {
+            for p in c.parents().iter().chain(c.weak_links()) {
                 if !self.committed.contains_key(p) && store.contains(p) && seen.insert(*p) {
                     stack.push(*p);
                 }
             }
         }
-        batches.sort_by_key(|c| (c.round(), c.author()));
+        batches.sort_by_key(|c| (c.round(), c.author(), c.digest()));
         for c in &batches {
             self.committed.insert(c.digest(), c.round());
         }

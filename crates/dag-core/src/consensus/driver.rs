@@ -5,21 +5,54 @@
 //! 1. **Propose** when the DAG holds certificates of round `r − 1` with 2f + 1 stake
 //!    (round 0: at start). Before leaving an even round, wait up to `leader_timeout_ms` for
 //!    its leader's certificate, so the next round can support the leader. The batch names
-//!    every certificate of round `r − 1` held, and takes queued payload items.
-//! 2. **Vote**: on a proposal, check signature and parents (fetching missing parents from
-//!    the sender), vote at most once per (author, round), send the vote to the author. A
-//!    second, different proposal for the same (author, round) yields [`Output::Evidence`].
-//! 3. **Certify**: the author collects votes with 2f + 1 stake into a [`Certificate`] and
-//!    broadcasts it. Receivers verify it, store it once its parents are present (fetching
-//!    them otherwise), and run the commit rule.
+//!    every certificate of round `r − 1` held as a parent, every older certificate nothing
+//!    links to yet as a **weak link** (below), and takes queued payload items. Earlier own
+//!    proposals still collecting votes stay open (at most `max_open_proposals`).
+//! 2. **Vote**: on a proposal, check signature, parents and weak links (fetching missing ones
+//!    from the sender), vote at most once per (author, round), send the vote to the author.
+//!    A second, different proposal for the same (author, round) yields [`Output::Evidence`].
+//! 3. **Certify**: the author collects votes with 2f + 1 stake into a [`Certificate`],
+//!    persists it, and broadcasts it. Receivers verify it, store it once its parents and
+//!    weak links are present (fetching them otherwise), and run the commit rule.
 //! 4. **Catch up**: a node seeing certificates above its round jumps to the highest round
-//!    whose quorum it holds. Every `resend_ms` it re-broadcasts its uncertified proposal and
+//!    whose quorum it holds. Every `resend_ms` it re-broadcasts its uncertified proposals and
 //!    its latest certificate, and re-requests missing parents, so lost messages are repaired.
+//!
+//! # Weak links: every certified batch commits, exactly once
+//! A certificate can reach the others after they proposed the next round (a slow author, a
+//! lost message, a partition healing): no batch of the next round names it as a parent, and
+//! with parents alone no later leader's causal history would ever contain it — its items
+//! would never be ordered. So, as in Narwhal and Mysticeti, a proposal of round `r` also
+//! carries **weak links**: the digests of the certificates of rounds ≤ `r − 2` that the
+//! proposer stores and that no stored certificate names yet ([`DagStore::unreferenced`]),
+//! oldest first, at most `max_weak_links`, and none more than `gc_depth / 2` rounds old
+//! (a voter could have pruned it; so a certificate that late is the one case left out).
+//! Together with the parents this puts the proposer's DAG into the new batch's causal
+//! history. Voters check weak links like
+//! parents (stored or fetched, of rounds ≤ `r − 2`, no repeats, at most
+//! [`MAX_WEAK_LINKS`](super::MAX_WEAK_LINKS)); the commit rule orders a leader's history
+//! through parents and weak links alike (see [`Committer`]), while support for leaders
+//! still counts parents only. A late certificate is thus committed by the first leader
+//! whose history reaches it — once, because a committed batch is never ordered again.
+//!
+//! The author side keeps items safe as well: moving to the next round does not drop the own
+//! proposal still collecting votes. Up to `max_open_proposals` of them stay open, so a
+//! proposal whose votes arrive late (a straggler) is certified late — and then weak-linked —
+//! rather than dropped, and its items are neither lost nor proposed twice. Only a proposal
+//! that can no longer be certified — more than `gc_depth / 2` rounds behind, where voters
+//! may have pruned its parents — is abandoned, and its items go back to the queue (its votes
+//! are refused from then on, so it never commits; [`Consensus::recover`] applies the same
+//! age rule to the persisted proposals).
+//!
+//! A host therefore never re-proposes items itself. After a restart it gives the driver
+//! back, with [`Consensus::add_payload`], the items it handed over that are neither
+//! committed (the replayed commits say which) nor carried by the driver
+//! ([`Consensus::in_flight_items`]).
 
 use super::{
     BatchDigest, BatchHeader, BatchItem, Certificate, CommittedSubDag, Committee, Committer,
-    ConsensusError, DagStore, Equivocation, MAX_BATCH_ITEMS, Result, Round, SignedBatch,
-    VerifiedCertificate, Vote, VotesAggregator,
+    ConsensusError, DagStore, Equivocation, MAX_BATCH_ITEMS, MAX_WEAK_LINKS, Result, Round,
+    SignedBatch, VerifiedCertificate, Vote, VotesAggregator,
 };
 use crate::{DecodeError, Hash32, NodeId, Reader, SignatureVerifier, Signer, Writer};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -35,8 +68,15 @@ pub struct ConsensusConfig {
     /// Shortest time between two own proposals (ms): the dynamic batch interval
     /// ([`crate::BatchInterval`]); change it with [`Consensus::set_proposal_interval`]. 0.
     pub proposal_interval_ms: u64,
+    /// Most own proposals collecting votes at once; with that many open, the member waits
+    /// for one to be certified before proposing again. 64.
+    pub max_open_proposals: usize,
     /// Most payload items per batch. [`MAX_BATCH_ITEMS`].
     pub max_batch_items: usize,
+    /// Most weak links per own batch (the oldest unlinked certificates go first, the rest
+    /// in the next batch). [`MAX_WEAK_LINKS`]; 0 turns weak links off (tests only: late
+    /// certificates are then never committed).
+    pub max_weak_links: usize,
     /// Most certificates in one fetch response. 1000.
     pub max_fetch: usize,
     /// Most certificates or proposals parked while their parents are fetched. 10 000.
@@ -51,7 +91,9 @@ impl Default for ConsensusConfig {
             leader_timeout_ms: 2000,
             resend_ms: 500,
             proposal_interval_ms: 0,
+            max_open_proposals: 64,
             max_batch_items: MAX_BATCH_ITEMS,
+            max_weak_links: MAX_WEAK_LINKS,
             max_fetch: 1000,
             max_pending: 10_000,
             gc_depth: 1000,
@@ -235,7 +277,8 @@ pub struct Consensus<S, V> {
     /// Last round proposed in (None before genesis).
     proposed: Option<Round>,
     last_proposal_ms: u64,
-    aggregator: Option<VotesAggregator>,
+    /// Own proposals still collecting votes, by round.
+    open: BTreeMap<Round, VotesAggregator>,
     my_latest: Option<Certificate>,
     /// (round whose quorum we hold, since when): for the leader timeout.
     waiting: Option<(Round, u64)>,
@@ -274,7 +317,7 @@ impl<S: Signer, V: SignatureVerifier> Consensus<S, V> {
             committer: Committer::new(),
             proposed: None,
             last_proposal_ms: 0,
-            aggregator: None,
+            open: BTreeMap::new(),
             my_latest: None,
             waiting: None,
             last_resend_ms: 0,
@@ -292,7 +335,9 @@ impl<S: Signer, V: SignatureVerifier> Consensus<S, V> {
     /// any order). It will not propose again in a round it proposed in, nor vote for a
     /// second batch of an (author, round) it voted on. The returned outputs replay the
     /// commits of the restored DAG (same checkpoints, from sequence 0: the host skips the
-    /// sequence numbers it already applied) and re-announce an uncertified own proposal.
+    /// sequence numbers it already applied) and re-announce the own proposals still
+    /// collecting votes. Own proposals more than `gc_depth / 2` rounds below the last one
+    /// were abandoned by the running driver and stay so (recover with the same `gc_depth`).
     pub fn recover(
         committee: Committee,
         signer: S,
@@ -302,7 +347,7 @@ impl<S: Signer, V: SignatureVerifier> Consensus<S, V> {
     ) -> Result<(Self, Vec<Output>)> {
         let mut c = Self::new(committee, signer, verifier, config)?;
         let mut certs = Vec::new();
-        let mut last_own: Option<SignedBatch> = None;
+        let mut own: BTreeMap<Round, SignedBatch> = BTreeMap::new();
         for record in records {
             match record {
                 Record::Proposed(b) => {
@@ -313,9 +358,7 @@ impl<S: Signer, V: SignatureVerifier> Consensus<S, V> {
                     let vote = Vote::sign(b.digest(), c.me, &c.signer);
                     c.voted.insert((c.me, round), vote);
                     c.headers.insert((c.me, round), b.clone());
-                    if last_own.as_ref().is_none_or(|l| l.header.round < round) {
-                        last_own = Some(b);
-                    }
+                    own.insert(round, b);
                 }
                 Record::Voted {
                     author,
@@ -344,18 +387,22 @@ impl<S: Signer, V: SignatureVerifier> Consensus<S, V> {
             }
         }
         c.commit(&mut out);
-        let mut own_round = None;
-        if let Some(b) = last_own {
-            let round = b.header.round;
-            own_round = Some(round);
-            c.last_proposal_ms = b.header.timestamp_ms;
-            if c.store.by_author(round, &c.me).is_none() {
-                let mut agg = VotesAggregator::new(b.clone());
-                let own = Vote::sign(b.digest(), c.me, &c.signer);
-                if agg.add(own, &c.committee, &c.verifier)?.is_none() {
-                    out.push(Output::Broadcast(Message::Propose(b)));
-                    c.aggregator = Some(agg);
-                }
+        let own_round = own.keys().next_back().copied();
+        if let Some(last) = own.values().next_back() {
+            c.last_proposal_ms = last.header.timestamp_ms;
+        }
+        // Own proposals not certified go on collecting votes, except those the running
+        // driver had abandoned by the time it made its last proposal (the same age rule).
+        let abandon_below = own_round.map_or(0, |r| r.saturating_sub(c.config.gc_depth / 2));
+        for (round, b) in own.range(abandon_below..) {
+            if c.store.by_author(*round, &c.me).is_some() {
+                continue;
+            }
+            let mut agg = VotesAggregator::new(b.clone());
+            let vote = Vote::sign(b.digest(), c.me, &c.signer);
+            if agg.add(vote, &c.committee, &c.verifier)?.is_none() {
+                out.push(Output::Broadcast(Message::Propose(b.clone())));
+                c.open.insert(*round, agg);
             }
         }
         c.proposed = own_round;
@@ -368,6 +415,29 @@ impl<S: Signer, V: SignatureVerifier> Consensus<S, V> {
         Ok((c, out))
     }
 
+    #[cfg(test)]
+    pub(crate) fn debug_state(&self) -> String {
+        format!(
+            "agg {:?} stake {:?}; pending certs {:?}; pending headers {:?}; waiting {:?}; rounds {:?}",
+            self.open.keys().collect::<Vec<_>>(),
+            self.open.values().map(|a| a.stake()).collect::<Vec<_>>(),
+            self.pending_certs.keys().map(|k| k.0).collect::<Vec<_>>(),
+            self.pending_headers
+                .values()
+                .map(|(b, _)| (b.header.round, self.committee.index_of(&b.header.author)))
+                .collect::<Vec<_>>(),
+            self.waiting,
+            (0..=self.store.highest_round().unwrap_or(0))
+                .rev()
+                .take(4)
+                .map(|r| self
+                    .store
+                    .round(r)
+                    .map(|c| self.committee.index_of(&c.author()).unwrap_or(9))
+                    .collect::<Vec<_>>())
+                .collect::<Vec<_>>(),
+        )
+    }
     /// This member's id.
     pub fn node_id(&self) -> NodeId {
         self.me
@@ -396,6 +466,26 @@ impl<S: Signer, V: SignatureVerifier> Consensus<S, V> {
     pub fn add_payload(&mut self, items: impl IntoIterator<Item = BatchItem>) {
         self.payload.extend(items);
     }
+    /// The payload items this member still carries toward a commit: queued, in its
+    /// uncertified proposal, or in its certified batches not committed yet. After
+    /// [`Consensus::recover`], a host re-queues the items it handed over that are neither
+    /// committed nor in this set (they were queued in memory when it stopped).
+    pub fn in_flight_items(&self) -> HashSet<BatchItem> {
+        let mut items: HashSet<BatchItem> = self.payload.iter().copied().collect();
+        for agg in self.open.values() {
+            items.extend(agg.batch().header.items.iter().copied());
+        }
+        if let Some(top) = self.store.highest_round() {
+            for r in self.store.pruned_below()..=top {
+                if let Some(c) = self.store.by_author(r, &self.me)
+                    && !self.committer.is_committed(&c.digest())
+                {
+                    items.extend(c.batch().header.items.iter().copied());
+                }
+            }
+        }
+        items
+    }
     /// Sets the shortest time between own proposals (the dynamic batch interval).
     pub fn set_proposal_interval(&mut self, ms: u64) {
         self.config.proposal_interval_ms = ms;
@@ -415,7 +505,7 @@ impl<S: Signer, V: SignatureVerifier> Consensus<S, V> {
         if now_ms >= self.last_resend_ms.saturating_add(self.config.resend_ms) {
             self.last_resend_ms = now_ms;
             self.resend_count = self.resend_count.wrapping_add(1);
-            if let Some(agg) = &self.aggregator {
+            for agg in self.open.values() {
                 out.push(Output::Broadcast(Message::Propose(agg.batch().clone())));
             }
             if let Some(c) = &self.my_latest {
@@ -578,30 +668,50 @@ impl<S: Signer, V: SignatureVerifier> Consensus<S, V> {
 
     fn on_vote(&mut self, vote: Vote, out: &mut Vec<Output>) -> Result<()> {
         if self
-            .my_latest
-            .as_ref()
-            .is_some_and(|c| c.digest() == vote.digest)
+            .store
+            .get(&vote.digest)
+            .is_some_and(|c| c.author() == self.me)
+            || self
+                .my_latest
+                .as_ref()
+                .is_some_and(|c| c.digest() == vote.digest)
         {
-            return Ok(()); // a late vote for the batch already certified
+            return Ok(()); // a late vote for a batch already certified
         }
-        let Some(agg) = self.aggregator.as_mut() else {
+        let Some((&round, agg)) = self
+            .open
+            .iter_mut()
+            .find(|(_, a)| a.batch().digest() == vote.digest)
+        else {
             return Err(ConsensusError::UnknownBatch {
                 digest: vote.digest,
                 voter: vote.voter,
             });
         };
         if let Some(cert) = agg.add(vote, &self.committee, &self.verifier)? {
-            self.aggregator = None;
+            self.open.remove(&round);
             self.on_own_certificate(cert, out)?;
         }
         Ok(())
     }
 
+    /// Stores (and so persists) the own certificate, then broadcasts it: a restarted member
+    /// must know every certificate it sent.
     fn on_own_certificate(&mut self, cert: Certificate, out: &mut Vec<Output>) -> Result<()> {
         let verified = cert.clone().verify(&self.committee, &self.verifier)?;
         self.my_latest = Some(cert.clone());
+        let mut after = Vec::new();
+        let r = self.on_certificate(verified, self.me, &mut after);
+        // Its records first, then the broadcast, then what storing it caused (commits).
+        let split = after
+            .iter()
+            .position(|o| !matches!(o, Output::Persist(_)))
+            .unwrap_or(after.len());
+        let rest = after.split_off(split);
+        out.extend(after);
         out.push(Output::Broadcast(Message::Certificate(cert)));
-        self.on_certificate(verified, self.me, out)
+        out.extend(rest);
+        r
     }
 
     fn on_certificate(
@@ -761,7 +871,7 @@ impl<S: Signer, V: SignatureVerifier> Consensus<S, V> {
                 continue;
             }
             found.push(c);
-            stack.extend(c.parents().iter().copied());
+            stack.extend(c.parents().iter().chain(c.weak_links()).copied());
         }
         if found.is_empty() {
             return;
@@ -812,6 +922,11 @@ impl<S: Signer, V: SignatureVerifier> Consensus<S, V> {
         {
             return;
         }
+        // Earlier own proposals may still be collecting votes (they are certified late,
+        // not dropped); past the bound, wait for them rather than open more.
+        if self.open.len() >= self.config.max_open_proposals.max(1) {
+            return;
+        }
         if target > 0 {
             let prev = target - 1;
             if Committee::is_leader_round(prev)
@@ -836,8 +951,13 @@ impl<S: Signer, V: SignatureVerifier> Consensus<S, V> {
     }
 
     fn propose(&mut self, round: Round, now_ms: u64, out: &mut Vec<Output>) {
-        if let Some(old) = self.aggregator.take() {
-            // Never certified (its votes are now refused): its items go back to the queue.
+        // Own proposals so far behind that voters may have pruned their parents can no
+        // longer be certified: abandon them (their votes are refused from now on, so they
+        // never commit) and queue their items again, first.
+        let keep_from = round.saturating_sub(self.config.gc_depth / 2);
+        let kept = self.open.split_off(&keep_from);
+        let abandoned = std::mem::replace(&mut self.open, kept);
+        for old in abandoned.values().rev() {
             for item in old.batch().header.items.iter().rev() {
                 self.payload.push_front(*item);
             }
@@ -847,6 +967,26 @@ impl<S: Signer, V: SignatureVerifier> Consensus<S, V> {
         } else {
             self.store.round(round - 1).map(|c| c.digest()).collect()
         };
+        // Late certificates: older ones nothing links to yet. Not those more than
+        // gc_depth / 2 rounds below this proposal or our last commit: a voter ahead of us
+        // may have pruned them and could never fetch them.
+        let floor = self
+            .committer
+            .last_committed_round()
+            .unwrap_or(0)
+            .max(round)
+            .saturating_sub(self.config.gc_depth / 2);
+        let weak_links: Vec<BatchDigest> = self
+            .store
+            .unreferenced()
+            .filter(|c| {
+                c.round() + 2 <= round
+                    && c.round() >= floor
+                    && !self.committer.is_committed(&c.digest())
+            })
+            .take(self.config.max_weak_links.min(MAX_WEAK_LINKS))
+            .map(|c| c.digest())
+            .collect();
         let take = self.payload.len().min(self.config.max_batch_items);
         let items: Vec<BatchItem> = self.payload.drain(..take).collect();
         let header = BatchHeader {
@@ -854,6 +994,7 @@ impl<S: Signer, V: SignatureVerifier> Consensus<S, V> {
             author: self.me,
             timestamp_ms: now_ms,
             parents,
+            weak_links,
             items,
         };
         let batch = SignedBatch::sign(header, &self.signer);
@@ -869,7 +1010,9 @@ impl<S: Signer, V: SignatureVerifier> Consensus<S, V> {
             Ok(Some(cert)) => {
                 let _ = self.on_own_certificate(cert, out);
             }
-            _ => self.aggregator = Some(agg),
+            _ => {
+                self.open.insert(round, agg);
+            }
         }
     }
 

@@ -97,20 +97,57 @@ pub enum ConsensusError {
         /// How many parents it names.
         count: usize,
     },
-    /// Some parents are not in the local DAG yet (fetch them, then retry).
-    #[error("batch {digest} of round {round} has {} parents not in the DAG yet", missing.len())]
+    /// Some parents or weak links are not in the local DAG yet (fetch them, then retry).
+    #[error(
+        "batch {digest} of round {round} has {} parents or weak links not in the DAG yet",
+        missing.len()
+    )]
     MissingParents {
         /// The child batch.
         digest: BatchDigest,
         /// Its round.
         round: Round,
-        /// The absent parents.
+        /// The absent parents and weak links.
         missing: Vec<BatchDigest>,
+    },
+    /// A weak link names a batch of round `round − 1` or later (weak links reach only
+    /// rounds ≤ `round − 2`; the previous round is named by parents).
+    #[error(
+        "batch {digest} of round {round} weak-links {link} of round {link_round}; weak links reach rounds up to {}",
+        round.saturating_sub(2)
+    )]
+    WrongWeakLinkRound {
+        /// The linking batch.
+        digest: BatchDigest,
+        /// Its round.
+        round: Round,
+        /// The linked batch.
+        link: BatchDigest,
+        /// The linked batch's round.
+        link_round: Round,
+    },
+    /// A weak link is listed twice.
+    #[error("batch {digest} lists weak link {link} twice")]
+    DuplicateWeakLink {
+        /// The linking batch.
+        digest: BatchDigest,
+        /// The repeated link.
+        link: BatchDigest,
+    },
+    /// A batch of round 0 or 1 has weak links (there is no round ≤ `round − 2` to link).
+    #[error("batch {digest} of round {round} has {count} weak links; rounds 0 and 1 have none")]
+    WeakLinksTooEarly {
+        /// The batch.
+        digest: BatchDigest,
+        /// Its round.
+        round: Round,
+        /// How many weak links it names.
+        count: usize,
     },
     /// A list is over its documented limit.
     #[error("{field} has {len} entries, over the limit of {max}")]
     Oversized {
-        /// The list ("batch items", "parents", "votes").
+        /// The list ("batch items", "parents", "weak links", "votes").
         field: &'static str,
         /// Its length.
         len: usize,

@@ -11,8 +11,12 @@
 //! - [`BatchHeader`] / [`SignedBatch`]: a representative's proposal for one round.
 //! - [`Vote`] and [`VotesAggregator`]: others' signed approval; 2f + 1 stake of votes make a
 //!   [`Certificate`], checked into a [`VerifiedCertificate`].
-//! - [`DagStore`]: certified batches whose parents are present.
-//! - [`Committer`]: the commit rule, producing [`CommittedSubDag`]s with a [`Checkpoint`].
+//! - [`DagStore`]: certified batches whose parents and weak links are present, and the
+//!   ones nothing links to yet ([`DagStore::unreferenced`]).
+//! - Weak links ([`BatchHeader::weak_links`]): a batch also names late certificates of
+//!   earlier rounds, so every certified batch is eventually ordered (see the driver docs).
+//! - [`Committer`]: the commit rule, producing [`CommittedSubDag`]s with a [`Checkpoint`];
+//!   it orders a leader's causal history through parents and weak links.
 //! - [`Equivocation`]: evidence that one author signed two batches for one round.
 //! - [`Consensus`]: the driver state machine (messages and ticks in, messages and commits
 //!   out) that a node runs over any transport.
@@ -30,6 +34,10 @@
 //!    (over the Consensus gRPC service; [`Message::encode`] gives canonical bytes),
 //!    `Committed` (apply the ordered batches; `checkpoint.sequence` numbers them, positions
 //!    inside are the order of `batches`), `Evidence` (hand to dpos).
+//! 4. Never re-propose items: every item handed to a live member commits exactly once,
+//!    late certificates included (weak links). After a restart, hand back with
+//!    `add_payload` only the items that are neither committed (the replayed commits say
+//!    which) nor in [`Consensus::in_flight_items`].
 //!
 //! ```
 //! use dag_core::consensus::Committee;
@@ -61,7 +69,8 @@ mod sim;
 mod tests;
 
 pub use batch::{
-    BatchDigest, BatchHeader, BatchItem, MAX_BATCH_ITEMS, MAX_PARENTS, Round, SignedBatch,
+    BatchDigest, BatchHeader, BatchItem, MAX_BATCH_ITEMS, MAX_PARENTS, MAX_WEAK_LINKS, Round,
+    SignedBatch,
 };
 #[cfg(any(test, feature = "test-utils"))]
 pub use builder::DagBuilder;

@@ -1,13 +1,23 @@
 //! A deterministic discrete-event simulation of 4 representatives running the
-//! [`Consensus`] driver over a lossy, delaying network with a partition that heals and a
-//! crashed node. Randomness comes from a seeded xorshift generator only, so a failing seed
-//! (printed) replays exactly: `SIM_SEED=<seed> cargo test -p dag-core sim_`.
+//! [`Consensus`] driver over a lossy, delaying network, in three families of faults:
+//! - **plain**: message loss, a heavy tail of slow messages and a partition that heals;
+//! - **crash-restart**: one node crashes and restarts from its persisted records;
+//! - **stragglers**: every message one node sends arrives ~900 ms late (sim time);
+//! - and, smaller, **crash-for-good**: one node crashes and never comes back.
+//!
+//! Besides agreement (same commit order everywhere), no evidence against honest nodes and
+//! liveness, every run checks that **every item submitted to a live node commits exactly
+//! once**: each node submits items for a while, then the run drains until all of them are
+//! committed on every node, none twice, in identical item sequences. Randomness comes from
+//! a seeded xorshift generator only, so a failing seed (printed as `SIM_SEED=…`) replays
+//! exactly: `SIM_SEED=<seed> cargo test -p dag-core sim_<family>`; `SIM_SEEDS=<lo>..<hi>`
+//! runs another range of seeds instead of the default 200 per family.
 
 #![allow(clippy::unwrap_used)]
 
 use super::*;
 use crate::{Hash32, NodeId, TxId};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::result::Result;
 
 /// xorshift64*: tiny, seedable, good enough for scheduling.
@@ -46,6 +56,30 @@ enum Event {
     Tick(usize),
 }
 
+/// A family of faults; each seeds its own scenarios.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Family {
+    /// Loss, a slow tail and a partition that heals.
+    Plain,
+    /// One node crashes and restarts from its persisted records.
+    CrashRestart,
+    /// Every message one node sends arrives ~900 ms late.
+    Stragglers,
+    /// One node crashes for good (the f tolerated); the other three carry on.
+    CrashForGood,
+}
+
+impl Family {
+    fn test_name(self) -> &'static str {
+        match self {
+            Family::Plain => "sim_plain",
+            Family::CrashRestart => "sim_crash_restart",
+            Family::Stragglers => "sim_stragglers",
+            Family::CrashForGood => "sim_crash_for_good",
+        }
+    }
+}
+
 /// What can go wrong in one run.
 #[derive(Debug, Clone)]
 struct Scenario {
@@ -62,44 +96,36 @@ struct Scenario {
     crash: Option<(usize, u64)>,
     /// When the crashed node restarts from its persisted records (never if `None`).
     restart_ms: Option<u64>,
+    /// A node whose every message takes `straggle_ms` (plus the normal delay).
+    straggler: Option<usize>,
+    straggle_ms: (u64, u64),
     /// A member that equivocates on every proposal (then nobody crashes).
     byzantine: Option<usize>,
     /// Round robin, or stake-weighted draws from a seed.
     leaders: LeaderSchedule,
+    /// Nodes submit items until then; afterwards the run drains.
+    submit_until_ms: u64,
+    /// A live node submits one item per tick with this probability.
+    submit_per_mille: u64,
+    /// Hard end of the run: whatever is not committed by then is a failure.
     end_ms: u64,
+    /// Weak links on (the default); off only to show what they fix.
+    weak_links: bool,
 }
 
 impl Scenario {
-    fn random(rng: &mut Rng) -> Self {
-        let start = rng.range(500, 3000);
-        let end = start + rng.range(500, 3000);
-        let mut groups = [0u8; 4];
-        if rng.per_mille(500) {
-            groups[rng.below(4) as usize] = 1; // one node cut off
-        } else {
-            let a = rng.below(4) as usize; // two against two
-            let b = (a + 1 + rng.below(3) as usize) % 4;
-            groups[a] = 1;
-            groups[b] = 1;
-        }
-        let crash = Some((rng.below(4) as usize, rng.range(0, 6000)));
-        let restart_ms = if rng.per_mille(500) {
-            crash.map(|c| c.1 + rng.range(300, 3000))
-        } else {
-            None
-        };
-        let settle = end
-            .max(crash.map_or(0, |c| c.1))
-            .max(restart_ms.unwrap_or(0));
-        Scenario {
-            loss_per_mille: rng.range(0, 100),
+    fn random(rng: &mut Rng, family: Family) -> Self {
+        let mut sc = Scenario {
+            loss_per_mille: rng.range(0, 60),
             delay_ms: (rng.range(1, 10), rng.range(20, 80)),
-            slow_per_mille: rng.range(0, 150),
+            slow_per_mille: rng.range(0, 100),
             leader_timeout_ms: rng.range(0, 400),
-            partition: (start, end),
-            groups,
-            crash,
-            restart_ms,
+            partition: (0, 0),
+            groups: [0; 4],
+            crash: None,
+            restart_ms: None,
+            straggler: None,
+            straggle_ms: (850, 950),
             byzantine: None,
             leaders: if rng.per_mille(500) {
                 LeaderSchedule::RoundRobin
@@ -108,8 +134,35 @@ impl Scenario {
                     seed: [rng.below(256) as u8; 32],
                 }
             },
-            end_ms: settle + 8000,
+            submit_until_ms: 0,
+            submit_per_mille: 250,
+            end_ms: 0,
+            weak_links: true,
+        };
+        match family {
+            Family::Plain => {
+                let start = rng.range(300, 2000);
+                sc.partition = (start, start + rng.range(300, 2000));
+                if rng.per_mille(500) {
+                    sc.groups[rng.below(4) as usize] = 1; // one node cut off
+                } else {
+                    let a = rng.below(4) as usize; // two against two
+                    let b = (a + 1 + rng.below(3) as usize) % 4;
+                    sc.groups[a] = 1;
+                    sc.groups[b] = 1;
+                }
+            }
+            Family::CrashRestart => {
+                let at = rng.range(200, 3000);
+                sc.crash = Some((rng.below(4) as usize, at));
+                sc.restart_ms = Some(at + rng.range(300, 2500));
+            }
+            Family::Stragglers => sc.straggler = Some(rng.below(4) as usize),
+            Family::CrashForGood => sc.crash = Some((rng.below(4) as usize, rng.range(200, 3000))),
         }
+        sc.submit_until_ms = (sc.settle_ms() + 500).max(2500);
+        sc.end_ms = sc.submit_until_ms + 20_000;
+        sc
     }
     fn settle_ms(&self) -> u64 {
         self.partition
@@ -132,8 +185,13 @@ struct SimNode {
     checkpoints: Vec<Hash32>,
     commits_at_settle: Option<usize>,
     payload_counter: u64,
+    /// Every item handed to this node's driver, in order (the host's durable tx store).
+    submitted: Vec<BatchItem>,
+    /// Committed items in commit order (first occurrences and repeats alike).
+    items: Vec<BatchItem>,
+    committed_items: HashSet<BatchItem>,
     /// When each own payload item was queued, until committed.
-    queued_at: std::collections::HashMap<BatchItem, u64>,
+    queued_at: HashMap<BatchItem, u64>,
     /// Queue → commit latency of own items (ms).
     latencies: Vec<u64>,
     /// What the driver asked to persist (survives a crash).
@@ -152,14 +210,21 @@ struct Sim {
     committee: Committee,
     config: ConsensusConfig,
     restarts: usize,
+    /// Items re-queued by the host after a restart (queued in memory when it crashed).
+    requeued: usize,
+    now: u64,
 }
 
 const TICK_MS: u64 = 50;
 
 impl Sim {
-    fn new(seed: u64, scenario: Option<Scenario>) -> Self {
+    fn new(seed: u64, family: Family) -> Self {
         let mut rng = Rng::new(seed);
-        let scenario = scenario.unwrap_or_else(|| Scenario::random(&mut rng));
+        let scenario = Scenario::random(&mut rng, family);
+        Self::with_scenario(rng, scenario)
+    }
+
+    fn with_scenario(rng: Rng, scenario: Scenario) -> Self {
         let signers: Vec<TestSigner> = (0..4).map(TestSigner::new).collect();
         let committee = Committee::equal(
             signers
@@ -172,6 +237,11 @@ impl Sim {
         let config = ConsensusConfig {
             leader_timeout_ms: scenario.leader_timeout_ms,
             resend_ms: 300,
+            max_weak_links: if scenario.weak_links {
+                MAX_WEAK_LINKS
+            } else {
+                0
+            },
             ..ConsensusConfig::default()
         };
         let ids = signers.iter().map(|s| s.node_id()).collect();
@@ -184,7 +254,10 @@ impl Sim {
                 checkpoints: Vec::new(),
                 commits_at_settle: None,
                 payload_counter: 0,
-                queued_at: Default::default(),
+                submitted: Vec::new(),
+                items: Vec::new(),
+                committed_items: HashSet::new(),
+                queued_at: HashMap::new(),
                 latencies: Vec::new(),
                 records: Vec::new(),
             })
@@ -198,8 +271,10 @@ impl Sim {
             committee,
             config,
             restarts: 0,
+            requeued: 0,
             seq: 0,
             evidence: Vec::new(),
+            now: 0,
         }
     }
 
@@ -213,12 +288,16 @@ impl Sim {
             return;
         }
         // Heavy tail: some messages arrive much later than the rest (and after timeouts).
-        let delay = if self.rng.per_mille(self.scenario.slow_per_mille) {
+        let mut delay = if self.rng.per_mille(self.scenario.slow_per_mille) {
             self.rng.range(100, 900)
         } else {
             self.rng
                 .range(self.scenario.delay_ms.0, self.scenario.delay_ms.1)
         };
+        if self.scenario.straggler == Some(from) {
+            let (lo, hi) = self.scenario.straggle_ms;
+            delay += self.rng.range(lo, hi);
+        }
         self.schedule(now + delay, Event::Deliver { to, from, msg });
     }
 
@@ -276,6 +355,12 @@ impl Sim {
                     }
                     n.sequence.extend(sub.checkpoint.batches.iter().copied());
                     for (_, item) in sub.items() {
+                        if !n.committed_items.insert(*item) {
+                            return Err(format!(
+                                "node {node}: item {item:?} committed twice (checkpoint {seq})"
+                            ));
+                        }
+                        n.items.push(*item);
                         if let Some(t) = n.queued_at.remove(item) {
                             n.latencies.push(now - t);
                         }
@@ -289,6 +374,24 @@ impl Sim {
         Ok(())
     }
 
+    /// Whether a node is running at the end (crashed nodes that restart count as live).
+    fn live_at_end(&self, node: usize) -> bool {
+        !self.scenario.crashed(node, self.scenario.end_ms)
+    }
+
+    /// Every item submitted to a live node is committed on every live node.
+    fn drained(&self) -> bool {
+        let live: Vec<usize> = (0..4).filter(|i| self.live_at_end(*i)).collect();
+        live.iter().all(|i| {
+            live.iter().all(|j| {
+                self.nodes[*i]
+                    .submitted
+                    .iter()
+                    .all(|x| self.nodes[*j].committed_items.contains(x))
+            })
+        })
+    }
+
     fn run(&mut self) -> Result<(), String> {
         for i in 0..4 {
             let outs = self.nodes[i].driver.start(0);
@@ -299,13 +402,22 @@ impl Sim {
             self.schedule(at, Event::Restart(node));
         }
         let settle = self.scenario.settle_ms();
+        let mut next_drain_check = self.scenario.submit_until_ms;
         while let Some(((now, _), event)) = self.queue.pop_first() {
+            self.now = now;
             if now > self.scenario.end_ms {
                 break;
             }
             if now >= settle {
                 for n in &mut self.nodes {
                     n.commits_at_settle.get_or_insert(n.checkpoints.len());
+                }
+            }
+            if now >= next_drain_check {
+                // Stop once everything submitted committed and the network kept committing.
+                next_drain_check = now + 250;
+                if self.drained() && self.committed_since_settle(3) {
+                    break;
                 }
             }
             match event {
@@ -321,28 +433,40 @@ impl Sim {
                     )
                     .map_err(|e| format!("node {i} failed to recover: {e}"))?;
                     self.nodes[i].driver = driver;
-                    self.nodes[i].queued_at.clear();
                     self.restarts += 1;
                     self.outputs(now, i, outs)?;
+                    // The host hands back what it holds that is neither committed nor
+                    // carried by the recovered driver (it was queued in memory).
+                    let n = &mut self.nodes[i];
+                    let carried = n.driver.in_flight_items();
+                    let lost: Vec<BatchItem> = n
+                        .submitted
+                        .iter()
+                        .filter(|x| !n.committed_items.contains(x) && !carried.contains(x))
+                        .copied()
+                        .collect();
+                    self.requeued += lost.len();
+                    n.driver.add_payload(lost);
                     self.schedule(now + TICK_MS, Event::Tick(i));
                 }
                 Event::Tick(i) => {
                     if self.scenario.crashed(i, now) {
                         continue;
                     }
-                    let n = &mut self.nodes[i];
-                    let items: Vec<BatchItem> = (0..2)
-                        .map(|_| {
-                            n.payload_counter += 1;
-                            let mut b = [0u8; 32];
-                            b[0] = i as u8;
-                            b[8..16].copy_from_slice(&n.payload_counter.to_le_bytes());
-                            BatchItem::Tx(TxId::from_bytes(b))
-                        })
-                        .collect();
-                    n.queued_at.extend(items.iter().map(|i| (*i, now)));
-                    n.driver.add_payload(items);
-                    let outs = n.driver.tick(now);
+                    if now < self.scenario.submit_until_ms
+                        && self.rng.per_mille(self.scenario.submit_per_mille)
+                    {
+                        let n = &mut self.nodes[i];
+                        n.payload_counter += 1;
+                        let mut b = [0u8; 32];
+                        b[0] = i as u8;
+                        b[8..16].copy_from_slice(&n.payload_counter.to_le_bytes());
+                        let item = BatchItem::Tx(TxId::from_bytes(b));
+                        n.queued_at.insert(item, now);
+                        n.submitted.push(item);
+                        n.driver.add_payload([item]);
+                    }
+                    let outs = self.nodes[i].driver.tick(now);
                     self.outputs(now, i, outs)?;
                     self.schedule(now + TICK_MS, Event::Tick(i));
                 }
@@ -362,6 +486,16 @@ impl Sim {
             }
         }
         self.check()
+    }
+
+    fn committed_since_settle(&self, at_least: usize) -> bool {
+        (0..4).filter(|i| self.live_at_end(*i)).all(|i| {
+            let n = &self.nodes[i];
+            n.checkpoints.len()
+                >= n.commits_at_settle
+                    .unwrap_or(usize::MAX)
+                    .saturating_add(at_least)
+        })
     }
 
     fn check(&self) -> Result<(), String> {
@@ -412,17 +546,49 @@ impl Sim {
                 e.author()
             ));
         }
+        // Every item submitted to a live node commits exactly once, on every live node, in
+        // the same order (twice is caught as it happens, in `outputs`).
+        let live: Vec<usize> = (0..4).filter(|i| self.live_at_end(*i)).collect();
+        for &i in &live {
+            for &j in &live {
+                let missing = self.nodes[i]
+                    .submitted
+                    .iter()
+                    .filter(|x| !self.nodes[j].committed_items.contains(x))
+                    .count();
+                if missing > 0 {
+                    return Err(format!(
+                        "{missing} of the {} items submitted to node {i} never committed on node {j} \
+                         (run ended at {} ms)",
+                        self.nodes[i].submitted.len(),
+                        self.now
+                    ));
+                }
+            }
+        }
+        if let Some(&first) = live.first() {
+            let len = live
+                .iter()
+                .map(|i| self.nodes[*i].items.len())
+                .min()
+                .unwrap_or(0);
+            for &j in &live {
+                if self.nodes[j].items[..len] != self.nodes[first].items[..len] {
+                    return Err(format!(
+                        "nodes {first} and {j} committed items in different orders"
+                    ));
+                }
+            }
+        }
         // Liveness: after the partition healed and the crash happened, every live node
         // keeps committing.
-        for (i, n) in self.nodes.iter().enumerate() {
-            if self.scenario.crashed(i, self.scenario.end_ms) {
-                continue;
-            }
+        for &i in &live {
+            let n = &self.nodes[i];
             let before = n.commits_at_settle.unwrap_or(0);
             if n.checkpoints.len() < before + 3 {
                 return Err(format!(
                     "node {i} made only {} commits after the network settled at {} ms ({} before)",
-                    n.checkpoints.len() - before,
+                    n.checkpoints.len().saturating_sub(before),
                     self.scenario.settle_ms(),
                     before
                 ));
@@ -432,51 +598,56 @@ impl Sim {
     }
 }
 
-/// Per run: (fewest checkpoints of a node, most checkpoints, skipped leader rounds of the
-/// node with most checkpoints, restarts).
-fn run_seed(seed: u64) -> Result<(usize, usize, u64, usize), String> {
-    let mut sim = Sim::new(seed, None);
-    sim.run()
-        .map_err(|e| format!("seed {seed}: {e}; scenario {:?}", sim.scenario))?;
-    let min = sim
-        .nodes
-        .iter()
-        .map(|n| n.checkpoints.len())
+/// Per run: (fewest checkpoints of a live node, items committed, items re-queued after restarts,
+/// weak links proposed).
+fn run_seed(seed: u64, family: Family) -> Result<(usize, usize, usize, usize), String> {
+    let mut sim = Sim::new(seed, family);
+    sim.run().map_err(|e| {
+        format!(
+            "SIM_SEED={seed} ({} family): {e}; scenario {:?}",
+            family.test_name(),
+            sim.scenario
+        )
+    })?;
+    let min = (0..4)
+        .filter(|i| sim.live_at_end(*i))
+        .map(|i| sim.nodes[i].checkpoints.len())
         .min()
         .unwrap_or(0);
-    let best = sim
+    let items = sim.nodes[0].items.len();
+    let weak = sim
         .nodes
         .iter()
-        .max_by_key(|n| n.checkpoints.len())
-        .unwrap();
-    let committed = best.driver.committer().checkpoints();
-    let last = best.driver.committer().last_committed_round().unwrap_or(0);
-    Ok((
-        min,
-        best.checkpoints.len(),
-        (last / 2 + 1).saturating_sub(committed),
-        sim.restarts,
-    ))
+        .flat_map(|n| &n.records)
+        .map(|r| match r {
+            Record::Proposed(b) => b.header.weak_links.len(),
+            _ => 0,
+        })
+        .sum();
+    Ok((min, items, sim.requeued, weak))
 }
 
 #[test]
 fn sim_calm_network_commits_steadily() {
-    let mut sim = Sim::new(
-        1,
-        Some(Scenario {
-            loss_per_mille: 0,
-            delay_ms: (5, 20),
-            slow_per_mille: 0,
-            leader_timeout_ms: 400,
-            partition: (0, 0),
-            groups: [0; 4],
-            crash: None,
-            restart_ms: None,
-            byzantine: None,
-            leaders: LeaderSchedule::RoundRobin,
-            end_ms: 5000,
-        }),
-    );
+    let scenario = Scenario {
+        loss_per_mille: 0,
+        delay_ms: (5, 20),
+        slow_per_mille: 0,
+        leader_timeout_ms: 400,
+        partition: (0, 0),
+        groups: [0; 4],
+        crash: None,
+        restart_ms: None,
+        straggler: None,
+        straggle_ms: (0, 0),
+        byzantine: None,
+        leaders: LeaderSchedule::RoundRobin,
+        submit_until_ms: 4000,
+        submit_per_mille: 1000,
+        end_ms: 6000,
+        weak_links: true,
+    };
+    let mut sim = Sim::with_scenario(Rng::new(1), scenario);
     sim.run().unwrap();
     let mut lat: Vec<u64> = sim
         .nodes
@@ -491,7 +662,7 @@ fn sim_calm_network_commits_steadily() {
         p(0.5),
         p(0.99)
     );
-    assert!(lat.len() > 300);
+    assert!(lat.len() > 150);
     for n in &sim.nodes {
         assert!(n.checkpoints.len() > 20, "{}", n.checkpoints.len());
         // Payload flowed: committed batches carry the queued tx ids.
@@ -499,56 +670,97 @@ fn sim_calm_network_commits_steadily() {
     }
 }
 
-/// Runs seeds `range` (or only `SIM_SEED` if set), prints statistics, fails listing every
-/// failing seed with its scenario.
-fn run_seeds(range: std::ops::Range<u64>) {
-    let seeds: Vec<u64> = match std::env::var("SIM_SEED") {
-        Ok(s) => vec![s.parse().unwrap()],
-        Err(_) => range.collect(),
+/// Runs the seeds `range` of a family (or only `SIM_SEED` if set), prints statistics, and
+/// fails listing every failing seed with its scenario.
+fn run_seeds(family: Family, range: std::ops::Range<u64>) {
+    // SIM_SEED=<n> replays one seed; SIM_SEEDS=<lo>..<hi> runs another range (a soak).
+    let seeds: Vec<u64> = match (std::env::var("SIM_SEED"), std::env::var("SIM_SEEDS")) {
+        (Ok(s), _) => vec![s.parse().expect("SIM_SEED is a number")],
+        (_, Ok(r)) => {
+            let (lo, hi) = r.split_once("..").expect("SIM_SEEDS is <lo>..<hi>");
+            (lo.parse().expect("a number")..hi.parse().expect("a number")).collect()
+        }
+        _ => range.collect(),
     };
     let mut failures = Vec::new();
-    let (mut least, mut most, mut skipped, mut restarted) = (usize::MAX, 0, 0, 0);
+    let (mut least, mut items, mut requeued, mut weak) = (usize::MAX, 0, 0, 0);
     for s in &seeds {
-        match run_seed(*s) {
-            Ok((min, max, skip, restarts)) => {
-                restarted += restarts;
+        match run_seed(*s, family) {
+            Ok((min, n, r, w)) => {
                 least = least.min(min);
-                most = most.max(max);
-                skipped += skip;
+                items += n;
+                requeued += r;
+                weak += w;
             }
             Err(e) => failures.push(e),
         }
     }
     eprintln!(
-        "{} seeds from {}: checkpoints per node between {least} and {most}; {skipped} leaders skipped; \
-         {restarted} crashed nodes restarted from their records",
+        "{}: {} seeds from {}: {items} items committed exactly once, at least {least} checkpoints \
+         per live node, {weak} weak links proposed, {requeued} items re-queued after restarts",
+        family.test_name(),
         seeds.len(),
         seeds.first().copied().unwrap_or(0)
     );
     assert!(
         failures.is_empty(),
-        "{} failing seeds:\n{}",
+        "{} failing seeds (replay one: SIM_SEED=<seed> cargo test -p dag-core {}):\n{}",
         failures.len(),
+        family.test_name(),
         failures.join("\n")
     );
 }
 
-// 200 seeds in four tests, so the harness runs them in parallel and each stays short.
+// 200 seeds per family, in two tests each so the harness runs them in parallel.
 #[test]
-fn sim_seeds_0_to_49_safety_and_liveness() {
-    run_seeds(0..50);
+fn sim_plain_seeds_0_to_99() {
+    run_seeds(Family::Plain, 0..100);
 }
 #[test]
-fn sim_seeds_50_to_99_safety_and_liveness() {
-    run_seeds(50..100);
+fn sim_plain_seeds_100_to_199() {
+    run_seeds(Family::Plain, 100..200);
 }
 #[test]
-fn sim_seeds_100_to_149_safety_and_liveness() {
-    run_seeds(100..150);
+fn sim_crash_restart_seeds_0_to_99() {
+    run_seeds(Family::CrashRestart, 0..100);
 }
 #[test]
-fn sim_seeds_150_to_199_safety_and_liveness() {
-    run_seeds(150..200);
+fn sim_crash_restart_seeds_100_to_199() {
+    run_seeds(Family::CrashRestart, 100..200);
+}
+#[test]
+fn sim_stragglers_seeds_0_to_99() {
+    run_seeds(Family::Stragglers, 0..100);
+}
+#[test]
+fn sim_stragglers_seeds_100_to_199() {
+    run_seeds(Family::Stragglers, 100..200);
+}
+
+// Not a family the issue asks for, but what a permanently lost representative does to the
+// rest: every item submitted to the three live ones still commits exactly once.
+#[test]
+fn sim_crash_for_good_seeds_0_to_49() {
+    run_seeds(Family::CrashForGood, 0..50);
+}
+
+#[test]
+fn sim_without_weak_links_a_straggler_loses_items() {
+    // The old bug: a straggler's certificates reach the others after they moved on, so no
+    // parent names them and, without weak links, their items never commit. The same seeds
+    // pass the stragglers family above.
+    for seed in 0..5u64 {
+        let mut rng = Rng::new(seed);
+        let mut scenario = Scenario::random(&mut rng, Family::Stragglers);
+        scenario.weak_links = false;
+        scenario.end_ms = scenario.submit_until_ms + 5000;
+        let mut sim = Sim::with_scenario(rng, scenario);
+        let err = sim
+            .run()
+            .expect_err("items of a straggler commit without weak links");
+        assert!(err.contains("never committed"), "seed {seed}: {err}");
+        run_seed(seed, Family::Stragglers).unwrap();
+    }
 }
 
 #[test]
@@ -558,13 +770,10 @@ fn sim_equivocating_representative_is_caught() {
     let mut caught = 0;
     for seed in 1000..1020u64 {
         let mut rng = Rng::new(seed);
-        let mut scenario = Scenario::random(&mut rng);
+        let mut scenario = Scenario::random(&mut rng, Family::Plain);
         let liar = rng.below(4) as usize;
-        scenario.crash = None;
-        scenario.restart_ms = None;
         scenario.byzantine = Some(liar);
-        scenario.end_ms = scenario.partition.1 + 6000;
-        let mut sim = Sim::new(seed, Some(scenario));
+        let mut sim = Sim::with_scenario(rng, scenario);
         if let Err(e) = sim.run() {
             panic!("seed {seed}: {e}; scenario {:?}", sim.scenario);
         }
@@ -581,34 +790,37 @@ fn sim_equivocating_representative_is_caught() {
 #[ignore]
 fn sim_debug_seed() {
     let seed: u64 = std::env::var("SIM_SEED").unwrap().parse().unwrap();
-    let mut sim = Sim::new(seed, None);
+    let family = match std::env::var("SIM_FAMILY").as_deref() {
+        Ok("crash_restart") => Family::CrashRestart,
+        Ok("stragglers") => Family::Stragglers,
+        Ok("crash_for_good") => Family::CrashForGood,
+        _ => Family::Plain,
+    };
+    let mut sim = Sim::new(seed, family);
     let r = sim.run();
     eprintln!("{r:?}");
     for (i, n) in sim.nodes.iter().enumerate() {
         eprintln!(
-            "node {i}: round {:?}, store top {:?}, checkpoints {}, last leader round {:?}",
+            "node {i}: round {:?}, store top {:?}, checkpoints {}, last leader round {:?}, {} submitted, {} committed",
             n.driver.round(),
             n.driver.store().highest_round(),
             n.checkpoints.len(),
-            n.driver.committer().last_committed_round()
+            n.driver.committer().last_committed_round(),
+            n.submitted.len(),
+            n.items.len(),
         );
+        eprintln!("    {}", n.driver.debug_state());
     }
-    let c = &sim.committee;
-    let leaders: Vec<usize> = (0..60)
-        .step_by(2)
-        .map(|r| c.index_of(&c.leader(r)).unwrap())
-        .collect();
-    eprintln!("leaders by even round: {leaders:?}");
 }
 
 #[test]
 fn sim_replays_exactly_from_its_seed() {
     let run = |seed| {
-        let mut sim = Sim::new(seed, None);
+        let mut sim = Sim::new(seed, Family::Stragglers);
         sim.run().unwrap();
         sim.nodes
             .iter()
-            .map(|n| n.checkpoints.clone())
+            .map(|n| (n.checkpoints.clone(), n.items.clone()))
             .collect::<Vec<_>>()
     };
     assert_eq!(run(7), run(7));

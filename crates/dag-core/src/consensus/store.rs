@@ -1,19 +1,22 @@
-//! The DAG store: certified batches whose parents are present, indexed by digest and by
-//! (round, author). In memory and pure; a node persists what it needs around it.
+//! The DAG store: certified batches whose parents and weak links are present, indexed by
+//! digest and by (round, author), with the set of batches nothing links to yet (the
+//! candidates for weak links). In memory and pure; a node persists what it needs around it.
 
 use super::{
     BatchDigest, BatchHeader, Committee, ConsensusError, Equivocation, Result, Round, Stake,
     VerifiedCertificate,
 };
 use crate::NodeId;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-/// Certified batches forming a DAG: every stored batch's parents are stored too (or were
-/// pruned below the garbage-collection round).
+/// Certified batches forming a DAG: every stored batch's parents and weak links are stored
+/// too (or were pruned below the garbage-collection round).
 #[derive(Debug, Default, Clone)]
 pub struct DagStore {
     certs: HashMap<BatchDigest, VerifiedCertificate>,
     rounds: BTreeMap<Round, BTreeMap<NodeId, BatchDigest>>,
+    /// Stored batches no stored batch names as a parent or weak link, by (round, author).
+    unreferenced: BTreeSet<(Round, NodeId, BatchDigest)>,
     pruned_below: Round,
 }
 
@@ -68,7 +71,17 @@ impl DagStore {
         self.pruned_below
     }
 
-    /// Parents of `header` that are not stored (nor pruned).
+    /// Stored batches that no stored batch names as a parent or weak link, lowest (round,
+    /// author) first. Every stored batch is in the causal history of one of them, so a
+    /// proposal naming the previous round as parents and the older ones as weak links has
+    /// the whole local DAG in its causal history.
+    pub fn unreferenced(&self) -> impl Iterator<Item = &VerifiedCertificate> + '_ {
+        self.unreferenced
+            .iter()
+            .filter_map(|(_, _, d)| self.certs.get(d))
+    }
+
+    /// Parents and weak links of `header` that are not stored (nor pruned).
     pub fn missing_parents(&self, header: &BatchHeader) -> Vec<BatchDigest> {
         if header.round <= self.pruned_below {
             return Vec::new();
@@ -76,14 +89,16 @@ impl DagStore {
         header
             .parents
             .iter()
+            .chain(&header.weak_links)
             .filter(|p| !self.certs.contains_key(p))
             .copied()
             .collect()
     }
 
     /// The parent rule, also used by voters before voting: parents all stored, all of round
-    /// `r − 1`, distinct authors, their stake a quorum. Round 0 has no parents; a header at
-    /// or below the pruning round is not checked (its ancestry is already settled).
+    /// `r − 1`, distinct authors, their stake a quorum; weak links all stored, of rounds
+    /// ≤ `r − 2`, none twice. Round 0 has no parents; a header at or below the pruning round
+    /// is not checked (its ancestry is already settled).
     pub fn check_parents(&self, header: &BatchHeader, committee: &Committee) -> Result<()> {
         let digest = || header.digest();
         if header.round == 0 {
@@ -137,6 +152,25 @@ impl DagStore {
                 total: committee.total_stake(),
             });
         }
+        for (i, l) in header.weak_links.iter().enumerate() {
+            if header.weak_links[..i].contains(l) {
+                return Err(ConsensusError::DuplicateWeakLink {
+                    digest: digest(),
+                    link: *l,
+                });
+            }
+            let Some(linked) = self.certs.get(l) else {
+                continue; // unreachable: checked above
+            };
+            if linked.round() + 2 > header.round {
+                return Err(ConsensusError::WrongWeakLinkRound {
+                    digest: digest(),
+                    round: header.round,
+                    link: *l,
+                    link_round: linked.round(),
+                });
+            }
+        }
         Ok(())
     }
 
@@ -154,6 +188,13 @@ impl DagStore {
             return Err(ConsensusError::Equivocation(Box::new(evidence)));
         }
         self.check_parents(&cert.batch().header, committee)?;
+        for l in cert.parents().iter().chain(cert.weak_links()) {
+            if let Some(c) = self.certs.get(l) {
+                self.unreferenced.remove(&(c.round(), c.author(), *l));
+            }
+        }
+        self.unreferenced
+            .insert((cert.round(), cert.author(), digest));
         self.rounds
             .entry(cert.round())
             .or_default()
@@ -175,6 +216,9 @@ impl DagStore {
             }
         }
         self.rounds = keep;
+        self.unreferenced =
+            self.unreferenced
+                .split_off(&(round, NodeId::default(), BatchDigest::default()));
         self.pruned_below = round;
     }
 }

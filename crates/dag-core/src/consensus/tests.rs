@@ -436,6 +436,7 @@ fn driver_catches_an_equivocating_representative() {
                 author: liar.node_id(),
                 timestamp_ms: 1,
                 parents: vec![],
+                weak_links: vec![],
                 items,
             },
             &liar,
@@ -743,6 +744,7 @@ fn recovered_member_neither_reproposes_nor_votes_twice() {
             author: signers[1].node_id(),
             timestamp_ms: 0,
             parents: vec![],
+            weak_links: vec![],
             items: vec![],
         },
         &signers[1],
@@ -790,6 +792,7 @@ fn recovered_member_neither_reproposes_nor_votes_twice() {
             author: signers[1].node_id(),
             timestamp_ms: 5,
             parents: vec![],
+            weak_links: vec![],
             items: vec![],
         },
         &signers[1],
@@ -807,4 +810,406 @@ fn recovered_member_neither_reproposes_nor_votes_twice() {
         )),
         "{out:?}"
     );
+}
+
+/// The header used by the pinned encoding tests.
+fn pinned_header(weak_links: Vec<BatchDigest>) -> BatchHeader {
+    BatchHeader {
+        round: 7,
+        author: NodeId::from_bytes([0xAA; 32]),
+        timestamp_ms: 1_700_000_000_000,
+        parents: vec![
+            BatchDigest(crate::Hash32([1; 32])),
+            BatchDigest(crate::Hash32([2; 32])),
+        ],
+        weak_links,
+        items: vec![
+            BatchItem::Tx(TxId::from_bytes([3; 32])),
+            BatchItem::Stripe(StripeId::from_bytes([4; 32])),
+        ],
+    }
+}
+
+#[test]
+fn batch_encoding_is_pinned_in_both_versions() {
+    // Written out by hand, not with the Writer: if this changes, every stored batch, digest
+    // and signature changes with it.
+    let mut v1 = vec![1u8];
+    v1.extend_from_slice(&7u64.to_le_bytes());
+    v1.extend_from_slice(&[0xAA; 32]);
+    v1.extend_from_slice(&1_700_000_000_000u64.to_le_bytes());
+    v1.extend_from_slice(&2u16.to_le_bytes());
+    v1.extend_from_slice(&[1; 32]);
+    v1.extend_from_slice(&[2; 32]);
+    let items = {
+        let mut i = 2u32.to_le_bytes().to_vec();
+        i.push(0);
+        i.extend_from_slice(&[3; 32]);
+        i.push(1);
+        i.extend_from_slice(&[4; 32]);
+        i
+    };
+    // Version 2: the version byte, then weak links between parents and items.
+    let mut v2 = v1.clone();
+    v2[0] = 2;
+    v2.extend_from_slice(&1u16.to_le_bytes());
+    v2.extend_from_slice(&[5; 32]);
+    v1.extend_from_slice(&items);
+    v2.extend_from_slice(&items);
+
+    // Without weak links a header keeps the version 1 bytes (and digest) of before weak links.
+    let plain = pinned_header(vec![]);
+    assert_eq!(plain.encode(), v1);
+    assert_eq!(
+        plain.digest().0.to_hex(),
+        "0c729f07109089cd4aae56fef8425c835e9aa5fb52e156a99dd7afd62de19fcf"
+    );
+    let linked = pinned_header(vec![BatchDigest(crate::Hash32([5; 32]))]);
+    assert_eq!(linked.encode(), v2);
+    assert_eq!(
+        linked.digest().0.to_hex(),
+        "9f7c7de0a7fa46062fbb44ccf5e6456ae7515529d3da29d2932b74646b60c727"
+    );
+    assert_eq!(plain.digest().0, crate::Hash32::digest(&v1));
+    assert_eq!(linked.digest().0, crate::Hash32::digest(&v2));
+    assert_eq!(BatchHeader::decode(&v1).unwrap(), plain);
+    assert_eq!(BatchHeader::decode(&v2).unwrap(), linked);
+
+    // Strict: one encoding per header. Version 2 with no weak links, an unknown version, too
+    // many weak links and trailing bytes are refused.
+    let mut empty_v2 = v1[..1 + 8 + 32 + 8 + 2 + 64].to_vec();
+    empty_v2[0] = 2;
+    empty_v2.extend_from_slice(&0u16.to_le_bytes());
+    empty_v2.extend_from_slice(&items);
+    assert!(matches!(
+        BatchHeader::decode(&empty_v2),
+        Err(crate::DecodeError::Invalid {
+            field: "weak links",
+            ..
+        })
+    ));
+    let mut v3 = v2.clone();
+    v3[0] = 3;
+    assert!(matches!(
+        BatchHeader::decode(&v3),
+        Err(crate::DecodeError::UnsupportedVersion(3))
+    ));
+    let mut too_many = v1[..1 + 8 + 32 + 8 + 2 + 64].to_vec();
+    too_many[0] = 2;
+    too_many.extend_from_slice(&((MAX_WEAK_LINKS + 1) as u16).to_le_bytes());
+    assert!(matches!(
+        BatchHeader::decode(&too_many),
+        Err(crate::DecodeError::TooLong {
+            field: "weak links",
+            ..
+        })
+    ));
+    let mut trailing = v2.clone();
+    trailing.push(0);
+    assert!(BatchHeader::decode(&trailing).is_err());
+}
+
+#[test]
+fn weak_link_rules_are_typed_errors_and_keep_nothing() {
+    let mut b = DagBuilder::new(4);
+    b.parse("r0: A B C D; r1: A B C D; r2: A B C D; r3: A B C D")
+        .unwrap();
+    let all = [0, 1, 2, 3];
+    let frozen = b.clone();
+    let d = |l: &str| frozen.digest(l).unwrap();
+    let r3: Vec<BatchDigest> = ["A3", "B3", "C3", "D3"].iter().map(|l| d(l)).collect();
+    let c = b.committee().clone();
+    let before = b.store().len();
+    let with = |links: Vec<BatchDigest>, round: Round, parents: Vec<BatchDigest>| {
+        frozen.certify(
+            frozen.batch_with_weak_links(0, round, parents, links, vec![]),
+            &all,
+        )
+    };
+    // Stateless: rounds 0 and 1 link nothing, no repeats, at most MAX_WEAK_LINKS.
+    let early = with(vec![d("B0")], 1, vec![d("A0"), d("B0"), d("C0")]);
+    assert!(matches!(
+        early.verify(&c, &TestVerifier),
+        Err(ConsensusError::WeakLinksTooEarly {
+            round: 1,
+            count: 1,
+            ..
+        })
+    ));
+    let twice = with(vec![d("B1"), d("B1")], 4, r3.clone());
+    assert!(matches!(
+        twice.verify(&c, &TestVerifier),
+        Err(ConsensusError::DuplicateWeakLink { .. })
+    ));
+    let many = with(vec![d("B1"); MAX_WEAK_LINKS + 1], 4, r3.clone());
+    assert!(matches!(
+        many.verify(&c, &TestVerifier),
+        Err(ConsensusError::Oversized {
+            field: "weak links",
+            ..
+        })
+    ));
+    // Against the DAG: the previous round is for parents; unknown links are missing.
+    let e = b.insert(with(vec![d("B3")], 4, r3.clone())).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ConsensusError::WrongWeakLinkRound {
+                round: 4,
+                link_round: 3,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let unknown = BatchDigest(crate::Hash32([7; 32]));
+    let e = b.insert(with(vec![unknown], 4, r3.clone())).unwrap_err();
+    assert!(
+        matches!(e, ConsensusError::MissingParents { ref missing, .. } if *missing == vec![unknown]),
+        "{e}"
+    );
+    assert_eq!(b.store().len(), before, "nothing stored");
+    // A good one: B1 is already in the history, a redundant link is allowed.
+    assert!(b.insert(with(vec![d("B1")], 4, r3)).unwrap());
+}
+
+#[test]
+fn late_certificate_commits_through_a_weak_link_exactly_once() {
+    // D1 is certified but reaches the others after they proposed round 2, and D itself
+    // skips round 2: nothing names D1 as a parent. Leaders (round robin): A0, B2, C4, D6.
+    let orphaned = "r0: A B C D; r1: A B C D; \
+                    r2: A<-[A,B,C] B<-[A,B,C] C<-[A,B,C]; \
+                    r3: A B C D; r4: A B C D; r5: A B C D; r6: A B C D; r7: A B C D";
+    // Without weak links (the old bug): D1's items never commit.
+    let mut old = DagBuilder::new(4);
+    old.parse(orphaned).unwrap();
+    let trace = old.commit_trace(true);
+    assert!(trace.starts_with("A0[A0] B2["), "{trace}");
+    assert!(
+        !trace.contains("D1"),
+        "D1 committed without weak links: {trace}"
+    );
+    assert!(
+        old.store()
+            .unreferenced()
+            .any(|c| old.label(&c.digest()) == "D1"),
+        "D1 is a tip nothing links to"
+    );
+    // With a weak link from D3 (D proposes again in round 3 and links its own late D1):
+    // C4 orders D1 once, by (round, author) inside its sub-DAG.
+    let linked = orphaned.replace("r3: A B C D", "r3: A B C D~[D1]");
+    let mut new = DagBuilder::new(4);
+    new.parse(&linked).unwrap();
+    let trace = new.commit_trace(true);
+    assert_eq!(trace.matches("D1").count(), 1, "{trace}");
+    let c4 = trace
+        .split(' ')
+        .find(|s| s.starts_with("C4["))
+        .unwrap_or("");
+    assert!(c4.contains("D1"), "{trace}");
+    assert!(
+        new.store()
+            .unreferenced()
+            .all(|c| new.label(&c.digest()) != "D1")
+    );
+}
+
+#[test]
+fn driver_weak_links_a_late_certificate_and_keeps_open_proposals() {
+    // Member A runs the driver; B, C and D are played by the builder. D1 arrives only after
+    // A proposed round 2, so A's round-3 proposal weak-links it.
+    let b = DagBuilder::new(4);
+    let cfg = ConsensusConfig {
+        leader_timeout_ms: 0,
+        ..ConsensusConfig::default()
+    };
+    let mut a = Consensus::new(
+        b.committee().clone(),
+        b.signer(0).clone(),
+        TestVerifier,
+        cfg,
+    )
+    .unwrap();
+    let item = BatchItem::Tx(TxId::from_bytes([9; 32]));
+    a.add_payload([item]);
+    let id = |i: usize| b.signer(i).node_id();
+    let proposals = |out: &[Output]| -> Vec<SignedBatch> {
+        out.iter()
+            .filter_map(|o| match o {
+                Output::Broadcast(Message::Propose(p)) => Some(p.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    // B and C vote for A's proposal; returns what A did with the certificate.
+    let certify = |a: &mut Consensus<TestSigner, TestVerifier>, p: &SignedBatch| {
+        let mut out = Vec::new();
+        for v in [1, 2] {
+            let vote = Vote::sign(p.digest(), id(v), b.signer(v));
+            out.extend(a.handle(1, id(v), Message::Vote(vote)).unwrap());
+        }
+        out
+    };
+    let feed = |a: &mut Consensus<TestSigner, TestVerifier>, c: &Certificate| {
+        a.handle(1, id(1), Message::Certificate(c.clone())).unwrap()
+    };
+    let all = [0, 1, 2, 3];
+    let digests = |cs: &[&Certificate]| cs.iter().map(|c| c.digest()).collect::<Vec<_>>();
+
+    let a0 = proposals(&a.start(0)).pop().unwrap();
+    assert_eq!(a0.header.items, vec![item]);
+    assert!(a.in_flight_items().contains(&item));
+    let out = certify(&mut a, &a0);
+    // The own certificate is persisted before it is broadcast.
+    let persisted = out
+        .iter()
+        .position(|o| matches!(o, Output::Persist(Record::Stored(_))))
+        .unwrap();
+    let sent = out
+        .iter()
+        .position(|o| matches!(o, Output::Broadcast(Message::Certificate(_))))
+        .unwrap();
+    assert!(persisted < sent, "{out:?}");
+    let a0c = b.certify(a0.clone(), &[0, 1, 2]);
+    let r0: Vec<Certificate> = (1..4)
+        .map(|i| b.certify(b.batch(i, 0, vec![], vec![]), &all))
+        .collect();
+    let mut out = Vec::new();
+    for c in &r0 {
+        out.extend(feed(&mut a, c));
+    }
+    let a1 = proposals(&out).pop().unwrap();
+    assert_eq!(a1.header.round, 1);
+    certify(&mut a, &a1);
+    let p0 = digests(&[&a0c, &r0[0], &r0[1], &r0[2]]);
+    let r1: Vec<Certificate> = (1..4)
+        .map(|i| b.certify(b.batch(i, 1, p0.clone(), vec![]), &all))
+        .collect();
+    // B1 and C1 arrive; D1 does not (yet).
+    let mut out = feed(&mut a, &r1[0]);
+    out.extend(feed(&mut a, &r1[1]));
+    let a2 = proposals(&out).pop().unwrap();
+    assert_eq!(a2.header.round, 2);
+    assert!(a2.header.weak_links.is_empty());
+    let a1c = a
+        .store()
+        .by_author(1, &id(0))
+        .unwrap()
+        .certificate()
+        .clone();
+    // Round 2 gets its quorum from B2, C2, D2 (none names D1) while A2 still waits for
+    // votes: A proposes round 3 and keeps A2 open instead of dropping it.
+    let p1 = digests(&[&a1c, &r1[0], &r1[1]]);
+    let mut out = feed(&mut a, &r1[2]); // D1, late
+    for i in 1..4 {
+        let c = b.certify(b.batch(i, 2, p1.clone(), vec![]), &all);
+        out.extend(feed(&mut a, &c));
+    }
+    let a3 = proposals(&out).pop().unwrap();
+    assert_eq!(a3.header.round, 3);
+    assert_eq!(
+        a3.header.weak_links,
+        vec![r1[2].digest()],
+        "D1 is weak-linked"
+    );
+    assert!(!a3.header.parents.contains(&a2.digest()));
+    // A2's votes arrive late: it is still certified (a late certificate itself).
+    let out = certify(&mut a, &a2);
+    assert!(
+        out.iter().any(
+            |o| matches!(o, Output::Broadcast(Message::Certificate(c)) if c.digest() == a2.digest())
+        ),
+        "{out:?}"
+    );
+    assert!(a.store().unreferenced().any(|c| c.digest() == a2.digest()));
+}
+
+#[test]
+fn open_proposals_survive_a_restart_and_only_hopeless_ones_are_abandoned() {
+    // B, C and D (the builder) make every round's quorum without A; A's proposals never get
+    // votes. With gc_depth 4, A abandons a proposal 2 rounds behind the one it makes.
+    let b = DagBuilder::new(4);
+    let cfg = ConsensusConfig {
+        leader_timeout_ms: 0,
+        gc_depth: 4,
+        ..ConsensusConfig::default()
+    };
+    let id = |i: usize| b.signer(i).node_id();
+    let mut a = Consensus::new(
+        b.committee().clone(),
+        b.signer(0).clone(),
+        TestVerifier,
+        cfg.clone(),
+    )
+    .unwrap();
+    let x = BatchItem::Tx(TxId::from_bytes([7; 32]));
+    a.add_payload([x]);
+    let mut records = Vec::new();
+    let mut proposals = Vec::new();
+    let mut keep = |out: Vec<Output>, records: &mut Vec<Record>| {
+        for o in out {
+            match o {
+                Output::Persist(r) => records.push(r),
+                Output::Broadcast(Message::Propose(p)) => proposals.push(p),
+                _ => {}
+            }
+        }
+    };
+    keep(a.start(0), &mut records);
+    let mut parents = Vec::new();
+    for round in 0..3 {
+        let mut next = Vec::new();
+        for i in 1..4 {
+            let c = b.certify(b.batch(i, round, parents.clone(), vec![]), &[0, 1, 2, 3]);
+            next.push(c.digest());
+            keep(
+                a.handle(1, id(1), Message::Certificate(c)).unwrap(),
+                &mut records,
+            );
+        }
+        parents = next;
+    }
+    let rounds: Vec<Round> = proposals.iter().map(|p| p.header.round).collect();
+    assert_eq!(rounds, [0, 1, 2, 3]);
+    // A0 carried x; proposing round 3 abandoned A0 (round 0 < 3 − 2) and x moved to A3.
+    assert_eq!(proposals[0].header.items, vec![x]);
+    assert_eq!(proposals[3].header.items, vec![x]);
+    assert!(proposals[1].header.items.is_empty() && proposals[2].header.items.is_empty());
+    let late = Vote::sign(proposals[0].digest(), id(1), b.signer(1));
+    assert!(matches!(
+        a.handle(2, id(1), Message::Vote(late.clone())),
+        Err(ConsensusError::UnknownBatch { .. })
+    ));
+    // Restart: A1, A2 and A3 collect votes again; A0 stays abandoned.
+    let (mut a, out) = Consensus::recover(
+        b.committee().clone(),
+        b.signer(0).clone(),
+        TestVerifier,
+        cfg,
+        records,
+    )
+    .unwrap();
+    let reopened: Vec<Round> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Broadcast(Message::Propose(p)) => Some(p.header.round),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reopened, [1, 2, 3]);
+    assert!(a.in_flight_items().contains(&x));
+    assert!(matches!(
+        a.handle(3, id(1), Message::Vote(late)),
+        Err(ConsensusError::UnknownBatch { .. })
+    ));
+    // A vote for A1 still counts: with C's, A1 is certified.
+    let mut certified = false;
+    for v in [1, 2] {
+        let vote = Vote::sign(proposals[1].digest(), id(v), b.signer(v));
+        let out = a.handle(4, id(v), Message::Vote(vote)).unwrap();
+        certified |= out
+            .iter()
+            .any(|o| matches!(o, Output::Broadcast(Message::Certificate(_))));
+    }
+    assert!(certified);
 }
