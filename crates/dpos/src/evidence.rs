@@ -352,6 +352,7 @@ mod tests {
             author: k.node_id(),
             timestamp_ms: ts,
             parents: vec![],
+            weak_links: vec![],
             items: vec![],
         };
         let eq = Equivocation::new(

@@ -14,9 +14,12 @@
 //!   restarted representative recovers with [`Consensus::recover`] (so it never proposes
 //!   or votes twice in a round) and replays its commits from sequence 0: consumers skip
 //!   the sequences they already applied. Records are not pruned yet.
-//! - **Payload**: items given to [`RepresentativeHandle::submit`] go into its next
-//!   proposals; an own item still uncommitted [`RESUBMIT_AFTER_ROUNDS`] rounds after its
-//!   proposal (its certificate came too late to be named a parent) is proposed again.
+//! - **Payload**: items given to [`RepresentativeHandle::submit`] (or a [`Submitter`]) go
+//!   into its next proposals. A certificate that arrives too late to be named a parent is
+//!   committed through a weak link (dag-core), so every proposed item commits exactly once;
+//!   items only queued in memory when the process died are re-submitted by the role after
+//!   a restart, minus what the recovered DAG already carries
+//!   ([`RepresentativeHandle::in_flight`]).
 //! - **Outbound**: per peer a bounded queue and a worker sending with a deadline, up to
 //!   [`RepresentativeConfig::send_concurrency`] calls in flight; a full queue drops (the
 //!   driver re-sends what matters every `resend_ms`). Fire-and-forget.
@@ -57,9 +60,6 @@ use tokio::task::JoinHandle;
 
 /// Record sequence number → encoded [`Record`].
 const RECORDS: TableDefinition<u64, &[u8]> = TableDefinition::new("records");
-
-/// Rounds after which an own proposed item not yet committed is proposed again.
-pub const RESUBMIT_AFTER_ROUNDS: u64 = 6;
 
 /// Most inbound commands handled in one group (one redb transaction).
 const MAX_GROUP: usize = 256;
@@ -145,8 +145,6 @@ pub struct RepresentativeStats {
     pub pushed: AtomicU64,
     /// Pushes that failed after their retries.
     pub push_failures: AtomicU64,
-    /// Own payload items re-proposed because their batch was orphaned.
-    pub resubmitted: AtomicU64,
 }
 
 /// An inbound caller waiting for the driver's verdict.
@@ -347,8 +345,6 @@ struct Driver {
     stats: Arc<RepresentativeStats>,
     status: tokio::sync::watch::Sender<RepresentativeStatus>,
     committed: u64,
-    /// Own payload items proposed and not yet seen committed, with the round proposed in.
-    own_items: HashMap<BatchItem, u64>,
 }
 
 impl Driver {
@@ -358,41 +354,6 @@ impl Driver {
         {
             self.stats.outbound_dropped.fetch_add(1, Ordering::Relaxed);
         }
-    }
-
-    /// A certificate that reaches the others after they proposed the next round is never
-    /// named as a parent, so its batch is never committed: its items would be lost. Own
-    /// items not committed [`RESUBMIT_AFTER_ROUNDS`] rounds after their proposal go back
-    /// to the payload queue (a late original may then commit too: the first occurrence
-    /// counts, see [`CommittedSubDag::items`]).
-    fn resubmit_orphans(&mut self, sub_dag: &CommittedSubDag) {
-        for (_, item) in sub_dag.items() {
-            self.own_items.remove(item);
-        }
-        let leader_round = sub_dag.checkpoint.leader_round;
-        let mut orphans: Vec<(u64, BatchItem)> = self
-            .own_items
-            .iter()
-            .filter(|(_, r)| r.saturating_add(RESUBMIT_AFTER_ROUNDS) <= leader_round)
-            .map(|(i, r)| (*r, *i))
-            .collect();
-        if orphans.is_empty() {
-            return;
-        }
-        orphans.sort();
-        for (_, item) in &orphans {
-            self.own_items.remove(item);
-        }
-        self.stats
-            .resubmitted
-            .fetch_add(orphans.len() as u64, Ordering::Relaxed);
-        tracing::debug!(
-            count = orphans.len(),
-            leader_round,
-            "re-proposing orphaned items"
-        );
-        self.consensus
-            .add_payload(orphans.into_iter().map(|(_, item)| item));
     }
 
     /// Writes the group's records, then acts on the other outputs in order.
@@ -418,11 +379,6 @@ impl Driver {
         }
         for o in outputs {
             match o {
-                Output::Persist(Record::Proposed(b)) => {
-                    for item in &b.header.items {
-                        self.own_items.insert(*item, b.header.round);
-                    }
-                }
                 Output::Persist(_) => {}
                 Output::Broadcast(m) => {
                     let bytes = Arc::new(m.encode());
@@ -435,7 +391,6 @@ impl Driver {
                 Output::Committed(sub_dag) => {
                     self.stats.commits.fetch_add(1, Ordering::Relaxed);
                     self.committed = self.committed.max(sub_dag.checkpoint.sequence + 1);
-                    self.resubmit_orphans(&sub_dag);
                     if let Some(p) = &self.to_push
                         && p.try_send(sub_dag.clone()).is_err()
                     {
@@ -669,6 +624,7 @@ impl Submitter {
 #[derive(Debug)]
 pub struct RepresentativeHandle {
     node_id: NodeId,
+    in_flight: std::collections::HashSet<BatchItem>,
     addr: Option<SocketAddr>,
     cmd: mpsc::Sender<Command>,
     commits: Option<mpsc::UnboundedReceiver<CommittedEvent>>,
@@ -700,6 +656,12 @@ impl RepresentativeHandle {
     /// serves it, see [`spawn_representative`]).
     pub fn addr(&self) -> Option<SocketAddr> {
         self.addr
+    }
+
+    /// Items the recovered DAG already carries (proposed or certified before a restart):
+    /// they will commit without being submitted again. Empty on a first start.
+    pub fn in_flight(&self) -> &std::collections::HashSet<BatchItem> {
+        &self.in_flight
     }
 
     /// A cheap handle that queues payload items (for the admission path).
@@ -836,6 +798,7 @@ pub async fn spawn_representative(
         .map_err(|e| Error::Config(format!("consensus recovery: {e}")))?
     };
     first.extend(consensus.start(now_ms()));
+    let in_flight = consensus.in_flight_items();
 
     let stats = Arc::new(RepresentativeStats::default());
     let mut helpers = Vec::new();
@@ -877,7 +840,6 @@ pub async fn spawn_representative(
     let driver = Driver {
         status: status_tx,
         committed: 0,
-        own_items: HashMap::new(),
         consensus,
         store: Some(store),
         peers: peer_map,
@@ -891,6 +853,7 @@ pub async fn spawn_representative(
     let svc = rpc::ConsensusService::new(Arc::new(Inbox { tx: cmd.clone() })).into_server();
     let handle = RepresentativeHandle {
         node_id,
+        in_flight,
         addr: None,
         cmd,
         commits: Some(commits_rx),

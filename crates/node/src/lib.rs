@@ -27,6 +27,7 @@ mod role;
 pub mod runtime;
 
 pub use city::admission::{CityNode, Counters, PopCheck, PopMode};
+pub use city::committee::CommitteeParts;
 pub use city::membership::{NodeListDirectory, node_info, spawn_rereplicator};
 pub use city::order::{Applied, OrderStore, StoredCheckpoint, TxOrdering};
 pub use city::pipeline::{

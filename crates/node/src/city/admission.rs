@@ -153,6 +153,25 @@ impl CityNode {
         self.ordering.as_ref().map(|o| &o.store)
     }
 
+    /// Held txs of this node that its committee has not ordered (blocking: a full scan of
+    /// the tx store; used once after a restart).
+    pub(crate) fn unordered_held_ids(&self) -> crate::Result<Vec<TxId>> {
+        let (Some(p), Some(o)) = (&self.pipeline, &self.ordering) else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for id in self.store.ids()? {
+            let held = p
+                .held(&id)
+                .map_err(|e| crate::Error::Membership(format!("stripe index: {e}")))?
+                .is_some();
+            if held && o.store.ordering(&id)?.is_none() {
+                out.push(id);
+            }
+        }
+        Ok(out)
+    }
+
     /// Proposes a held tx (and, the first time, its stripe) for ordering. A failure here
     /// (the representative stopping) leaves the tx Held; a restarted representative
     /// proposes held txs it has not seen ordered again.

@@ -4,6 +4,7 @@
 //! devnet, the demo and the tests all use.
 
 pub(crate) mod admission;
+pub(crate) mod committee;
 pub(crate) mod membership;
 pub(crate) mod order;
 pub(crate) mod pipeline;
@@ -41,6 +42,9 @@ pub struct CityConfig {
     pub max_inflight: usize,
     /// Keep the encrypted long-term archive (embedded redb in `<data_dir>/archive`).
     pub archive: bool,
+    /// The genesis file naming the city's committee. With it, this node runs as one of the
+    /// city's representatives (it must be listed); without it, it stops at Held.
+    pub genesis: Option<PathBuf>,
 }
 
 impl Default for CityConfig {
@@ -51,6 +55,7 @@ impl Default for CityConfig {
             verify_threads: 0,
             max_inflight: 16_384,
             archive: true,
+            genesis: None,
         }
     }
 }
@@ -73,6 +78,7 @@ pub fn load_or_create_key(data_dir: &Path) -> Result<Keypair> {
 pub struct CityHandle {
     server: ServerHandle,
     node: Option<Arc<CityNode>>,
+    representation: Option<committee::Representation>,
 }
 
 /// How long a graceful stop waits for in-flight calls and streams.
@@ -93,6 +99,9 @@ impl CityHandle {
     /// directory can be reopened.
     pub async fn shutdown(mut self) -> Result<()> {
         self.server.shutdown(SHUTDOWN_GRACE).await?;
+        if let Some(r) = self.representation.take() {
+            r.shutdown().await?;
+        }
         // Wait for the last reference (streams finishing) so the database file is released.
         if let Some(mut node) = self.node.take() {
             for _ in 0..500 {
@@ -115,6 +124,16 @@ impl CityHandle {
     /// Stops at once, as a crash: connections fail mid-call, nothing is flushed.
     pub async fn kill(self) {
         self.server.kill().await;
+        if let Some(r) = self.representation {
+            r.kill().await;
+        }
+    }
+
+    /// The representative, when this node is a member of its city's committee.
+    pub fn representative(&self) -> Option<&crate::consensus_net::RepresentativeHandle> {
+        self.representation
+            .as_ref()
+            .map(committee::Representation::representative)
     }
 
     /// Waits until the server stops by itself (an error) — for binaries that run until a
@@ -143,6 +162,8 @@ pub struct CityParts {
     pub pop: Option<admission::PopCheck>,
     /// Flagger.
     pub flagger: Option<Arc<dyn flagging::Flagger>>,
+    /// Membership of the city's committee (ordering and federation).
+    pub committee: Option<committee::CommitteeParts>,
 }
 
 impl std::fmt::Debug for CityParts {
@@ -151,6 +172,7 @@ impl std::fmt::Debug for CityParts {
             .field("storage", &self.storage.is_some())
             .field("pop", &self.pop.is_some())
             .field("flagger", &self.flagger.is_some())
+            .field("committee", &self.committee.is_some())
             .finish()
     }
 }
@@ -193,20 +215,35 @@ pub async fn start_city_with(
     if let Some(f) = parts.flagger {
         city = city.with_flagger(f);
     }
-    let node = Arc::new(city);
+    // Bind before starting the representative, so a taken port fails fast.
     let (listener, addr) = runtime::bind(cfg.listen).await?;
+    let mut representation = None;
+    let mut consensus_svc = None;
+    if let Some(cp) = &parts.committee {
+        let (r, svc) = committee::Representation::start(&cfg.data_dir, keypair, cp).await?;
+        city = city.with_ordering(r.order().clone(), r.representative().submitter());
+        representation = Some(r);
+        consensus_svc = Some(svc);
+    }
+    let node = Arc::new(city);
+    if let Some(r) = representation.as_mut() {
+        r.spawn_resubmitter(node.clone());
+    }
     let (health, reflection) = runtime::health_and_reflection("citychain.v1.CityNode").await?;
     let svc = rpc::CityNodeService::new(node.clone()).into_server();
     let router = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(health)
         .add_service(reflection)
-        .add_service(svc);
+        .add_service(svc)
+        .add_optional_service(consensus_svc);
     let server = runtime::serve(listener, router, "city");
-    tracing::info!(%addr, node_id = %keypair.node_id(), data_dir = %cfg.data_dir.display(), "city node serving");
+    tracing::info!(%addr, node_id = %keypair.node_id(), data_dir = %cfg.data_dir.display(),
+        representative = representation.is_some(), "city node serving");
     Ok(CityHandle {
         server,
         node: Some(node),
+        representation,
     })
 }
 
@@ -284,7 +321,35 @@ pub async fn run_city_with(
     let flagger = flagging::FlaggerRegistry::with_defaults()
         .build(&flagging::FlaggingConfig::default())
         .map_err(|source| Error::Flagging { source })?;
+    let committee = match &cfg.genesis {
+        Some(path) => {
+            let genesis = crate::genesis::Genesis::load(path)?;
+            let me = key.node_id();
+            let committee =
+                crate::genesis::CommitteeSource::city_of(&genesis, &me).ok_or_else(|| {
+                    Error::Membership(format!(
+                        "node {me} is not a representative of any city in {}",
+                        path.display()
+                    ))
+                })?;
+            if committee.city_id != m.city_id {
+                return Err(Error::Membership(format!(
+                    "node {me} represents {} in {}, but is configured for city {}",
+                    committee.city_id,
+                    path.display(),
+                    m.city_id
+                )));
+            }
+            Some(committee::CommitteeParts {
+                committee,
+                continent: genesis.continent.clone(),
+                consensus: None,
+            })
+        }
+        None => None,
+    };
     let parts = CityParts {
+        committee,
         storage: Some(StorageParts {
             transport: env
                 .transport

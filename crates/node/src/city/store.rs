@@ -162,6 +162,19 @@ impl TxStore {
         txs.len().map_err(|e| err(e.into()))
     }
 
+    /// Every stored tx id, in id order (a full scan: for start-up work, not the hot path).
+    pub fn ids(&self) -> Result<Vec<TxId>> {
+        let err = db_err(&self.path);
+        let r = self.db.begin_read().map_err(|e| err(e.into()))?;
+        let t = r.open_table(TXS).map_err(|e| err(e.into()))?;
+        let mut out = Vec::new();
+        for row in t.iter().map_err(|e| err(e.into()))? {
+            let (k, _) = row.map_err(|e| err(e.into()))?;
+            out.push(TxId::from_bytes(*k.value()));
+        }
+        Ok(out)
+    }
+
     /// True if nothing is stored.
     pub fn is_empty(&self) -> Result<bool> {
         Ok(self.len()? == 0)

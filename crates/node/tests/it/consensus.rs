@@ -62,6 +62,7 @@ async fn bad_consensus_messages_are_rejected_with_typed_statuses() {
         author,
         timestamp_ms: 1,
         parents: vec![],
+        weak_links: vec![],
         items: vec![],
     };
 

@@ -1,0 +1,229 @@
+//! A city node as one representative of its city's committee: the consensus driver (served
+//! on the city's own gRPC address), the applier that records every commit in the
+//! [`OrderStore`], the federation of committed checkpoints to the continent, and the
+//! re-proposal after a restart of held txs that were only queued in memory.
+
+use super::admission::CityNode;
+use super::order::OrderStore;
+use crate::consensus_net::{
+    CommittedEvent, ConsensusGrpc, RepresentativeConfig, RepresentativeHandle, spawn_representative,
+};
+use crate::continent::FederationTarget;
+use crate::genesis::{CityCommittee, LogNode};
+use crate::runtime::{now_ms, run_blocking};
+use crate::{Error, Result};
+use dag_core::consensus::BatchItem;
+use pqc::Keypair;
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// Most items re-proposed in one submission after a restart.
+const RESUBMIT_CHUNK: usize = 1_024;
+
+/// The committee side of a running city node.
+#[derive(Debug)]
+pub(crate) struct Representation {
+    rep: RepresentativeHandle,
+    order: Arc<OrderStore>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Who the node is in its city and where its checkpoints go.
+#[derive(Debug, Clone)]
+pub struct CommitteeParts {
+    /// The city's committee (this node must be a member).
+    pub committee: CityCommittee,
+    /// The continent to federate checkpoints to (None: no federation).
+    pub continent: Option<LogNode>,
+    /// The driver's settings (`data_dir` is replaced by the city's).
+    pub consensus: Option<RepresentativeConfig>,
+}
+
+impl Representation {
+    /// Starts the representative of `key` in `parts.committee`, recording commits in
+    /// `<data_dir>/order.redb`. Returns the Consensus service for the city's server.
+    pub(crate) async fn start(
+        data_dir: &Path,
+        key: &Keypair,
+        parts: &CommitteeParts,
+    ) -> Result<(Self, ConsensusGrpc)> {
+        let me = key.node_id();
+        if parts.committee.committee.authority(&me).is_none() {
+            return Err(Error::Membership(format!(
+                "node {me} is not a member of the committee of {}",
+                parts.committee.city_id
+            )));
+        }
+        let path = data_dir.join("order.redb");
+        let order = Arc::new(run_blocking("order store", move || OrderStore::open(&path)).await??);
+        let mut cfg = parts
+            .consensus
+            .clone()
+            .unwrap_or_else(|| RepresentativeConfig::new(data_dir));
+        cfg.data_dir = data_dir.to_path_buf();
+        cfg.federation = parts.continent.as_ref().map(|c| {
+            FederationTarget::new(
+                c.address.clone(),
+                parts.committee.city,
+                Some(c.public_key.clone()),
+            )
+        });
+        let peers: HashMap<_, _> = parts
+            .committee
+            .addresses
+            .iter()
+            .filter(|(id, _)| **id != me)
+            .map(|(id, a)| (*id, a.clone()))
+            .collect();
+        let (mut rep, svc) =
+            spawn_representative(cfg, key.clone(), parts.committee.committee.clone(), peers)
+                .await?;
+        let mut tasks = Vec::new();
+        if let Some(commits) = rep.take_commits() {
+            tasks.push(tokio::spawn(apply_commits(commits, order.clone())));
+        }
+        if let Some(mut fed) = rep.take_federated() {
+            let order = order.clone();
+            tasks.push(tokio::spawn(async move {
+                while let Some(ev) = fed.recv().await {
+                    let seq = ev.header.header.sequence;
+                    let bytes = ev.receipt.signing_message();
+                    let o = order.clone();
+                    match run_blocking("order store", move || {
+                        o.record_federated(seq, &bytes, now_ms())
+                    })
+                    .await
+                    {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => tracing::error!(seq, error = %e, "federation not recorded"),
+                        Err(_) => return,
+                    }
+                }
+            }));
+        }
+        Ok((Representation { rep, order, tasks }, svc))
+    }
+
+    /// The order store.
+    pub(crate) fn order(&self) -> &Arc<OrderStore> {
+        &self.order
+    }
+
+    /// The representative.
+    pub(crate) fn representative(&self) -> &RepresentativeHandle {
+        &self.rep
+    }
+
+    /// After a restart: once the replayed commits are recorded, proposes again the held
+    /// txs that are neither ordered nor carried by the recovered DAG (they were only queued
+    /// in memory when the process stopped).
+    pub(crate) fn spawn_resubmitter(&mut self, node: Arc<CityNode>) {
+        let in_flight = self.rep.in_flight().clone();
+        let status = self.rep.status();
+        let order = self.order.clone();
+        let submitter = self.rep.submitter();
+        self.tasks.push(tokio::spawn(async move {
+            // The driver replays its commits first; wait until the order store holds them.
+            let replayed = {
+                let mut status = status.clone();
+                let _ = tokio::time::timeout(Duration::from_secs(2), status.changed()).await;
+                let n = status.borrow().committed;
+                n
+            };
+            let mut sub = order.subscribe();
+            while order.committed() < replayed {
+                if sub.changed().await.is_err() {
+                    return;
+                }
+            }
+            let n2 = node.clone();
+            let ids = match run_blocking("resubmit scan", move || n2.unordered_held_ids()).await {
+                Ok(Ok(ids)) => ids,
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "cannot list held txs to re-propose");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let items: Vec<BatchItem> = ids
+                .into_iter()
+                .map(BatchItem::Tx)
+                .filter(|i| !in_flight.contains(i))
+                .collect();
+            if items.is_empty() {
+                return;
+            }
+            tracing::info!(
+                count = items.len(),
+                "re-proposing held txs that were queued when the node stopped"
+            );
+            for chunk in items.chunks(RESUBMIT_CHUNK) {
+                if submitter.submit(chunk.to_vec()).await.is_err() {
+                    return;
+                }
+            }
+        }));
+    }
+
+    /// Stops the representative (its driver finishes the current group) and its tasks.
+    pub(crate) async fn shutdown(self) -> Result<()> {
+        let r = self.rep.shutdown().await;
+        join_all(self.tasks).await;
+        r
+    }
+
+    /// Stops at once, as a crash.
+    pub(crate) async fn kill(self) {
+        self.rep.kill().await;
+        for t in &self.tasks {
+            t.abort();
+        }
+        join_all(self.tasks).await;
+    }
+}
+
+/// Waits for `tasks`; their panics are logged (they are bugs, but a stopping node should
+/// still stop).
+async fn join_all(tasks: Vec<JoinHandle<()>>) {
+    for t in tasks {
+        if let Err(e) = t.await
+            && e.is_panic()
+        {
+            tracing::error!(error = %e, "representative task panicked");
+        }
+    }
+}
+
+/// Records every committed sub-DAG in commit order. A failure to record stops the applier
+/// (the commit stays in the consensus records and is replayed on restart).
+async fn apply_commits(
+    mut commits: mpsc::UnboundedReceiver<CommittedEvent>,
+    order: Arc<OrderStore>,
+) {
+    while let Some(ev) = commits.recv().await {
+        let o = order.clone();
+        let seq = ev.sub_dag.checkpoint.sequence;
+        match run_blocking("order store", move || {
+            o.apply(&ev.sub_dag, ev.committed_at_ms)
+        })
+        .await
+        {
+            Ok(Ok(a)) => {
+                if a.duplicates > 0 {
+                    tracing::warn!(seq, duplicates = a.duplicates, "items committed twice");
+                    metrics::counter!("citychain_duplicate_commits_total").increment(a.duplicates);
+                }
+                metrics::counter!("citychain_ordered_txs_total").increment(a.txs);
+            }
+            Ok(Err(e)) => {
+                tracing::error!(seq, error = %e, "commit not recorded; stopping the applier");
+                return;
+            }
+            Err(_) => return,
+        }
+    }
+}
