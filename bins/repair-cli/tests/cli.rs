@@ -62,6 +62,7 @@ async fn get_repair_and_audit_against_a_devnet() {
             call_timeout: Duration::from_secs(3),
             ..PipelineConfig::default()
         },
+        ..DevnetConfig::default()
     };
     let mut net = Devnet::start(cfg, dir.path()).await.unwrap();
     assert!(net.wait_for_lights(8, Duration::from_secs(20)).await);

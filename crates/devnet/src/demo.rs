@@ -518,7 +518,7 @@ pub async fn run(cfg: &DemoConfig) -> Result<DemoReport> {
                 .iter()
                 .all(|r| r.clone().verify(&MlDsa87).is_ok());
             report.receipts_checked += rec.receipts.len();
-            if rec.tx == txs[*i]
+            if rec.tx.as_ref() == Some(&txs[*i])
                 && rec.state == TxState::Held
                 && receipts_ok
                 && holders.len() == rec.receipts.len()
@@ -615,7 +615,9 @@ pub async fn run(cfg: &DemoConfig) -> Result<DemoReport> {
     for (i, id) in held_ids.iter().step_by(step) {
         let t = Instant::now();
         match net.city().node().restore(*id).await {
-            Ok(rec) if rec.tx == txs[*i] => report.restore_latencies.push(t.elapsed()),
+            Ok(rec) if rec.tx.as_ref() == Some(&txs[*i]) => {
+                report.restore_latencies.push(t.elapsed())
+            }
             Ok(_) => tracing::error!(tx = %id, "restored a different tx"),
             Err(e) => tracing::error!(tx = %id, error = %e, "restore failed"),
         }
@@ -645,7 +647,7 @@ pub async fn run(cfg: &DemoConfig) -> Result<DemoReport> {
     let mut ok = 0;
     for (i, id) in &sample {
         if let Ok(Some(rec)) = client.get(*id).await
-            && rec.tx == txs[*i]
+            && rec.tx.as_ref() == Some(&txs[*i])
             && rec.state == TxState::Held
         {
             ok += 1;

@@ -1,11 +1,15 @@
 //! An in-process devnet on loopback: an in-memory presence service, n light nodes (each its
-//! own gRPC `ShardStore` server, logged in and heartbeating through node-list), and a city
-//! node (gRPC `CityNode`) that learns its light nodes from node-list, checks proof of place
-//! on the shipped polygons, flags txs, ranks holders by priority, erasure-codes micro-batches
-//! onto the light nodes and re-replicates when one leaves.
+//! own gRPC `ShardStore` server, logged in and heartbeating through node-list), a continent,
+//! and a city committee of representatives named in a generated genesis file — each a city
+//! node (gRPC `CityNode` + `Consensus` on one address) that learns its light nodes from
+//! node-list, checks proof of place, flags txs, erasure-codes micro-batches onto the light
+//! nodes, orders held txs with the others and federates checkpoints to the continent. Every
+//! role starts through the same composition root the binary uses.
 
 use crate::Result;
 use dag_core::{NodeId, Role};
+use node::continent::{CityKeys, ContinentConfig, ContinentHandle, start_continent};
+use node::genesis::{GenesisCity, GenesisFile, city_hash};
 use node::{
     CityConfig, CityEnv, CityHandle, LightConfig, LightHandle, MembershipConfig, PipelineConfig,
     PopMode, RunningRole, run_city_with, run_light_with,
@@ -35,6 +39,8 @@ pub struct DevnetConfig {
     pub presence_ttl: Duration,
     /// Pipeline settings.
     pub pipeline: PipelineConfig,
+    /// Representatives in the city's committee (each a city node).
+    pub reps: usize,
 }
 
 impl Default for DevnetConfig {
@@ -44,8 +50,19 @@ impl Default for DevnetConfig {
             heartbeat: Duration::from_millis(500),
             presence_ttl: Duration::from_millis(1500),
             pipeline: PipelineConfig::default(),
+            reps: 1,
         }
     }
+}
+
+/// A representative of the devnet's city.
+#[derive(Debug)]
+pub struct DevRep {
+    /// Its key.
+    pub key: Keypair,
+    /// Its gRPC address (CityNode and Consensus), fixed in the genesis file.
+    pub addr: SocketAddr,
+    role: Option<RunningRole>,
 }
 
 /// A light node of the devnet.
@@ -69,8 +86,11 @@ pub struct Devnet {
     dir: PathBuf,
     presence: Arc<dyn PresenceStore>,
     _sweeper: SweeperHandle,
-    city_key: Keypair,
-    city: Option<RunningRole>,
+    reps: Vec<DevRep>,
+    genesis: PathBuf,
+    continent_key: Keypair,
+    continent_cfg: ContinentConfig,
+    continent: Option<ContinentHandle>,
     /// The light nodes, in start order.
     pub lights: Vec<DevLight>,
     pop: Arc<pop_geo::CachedIndex>,
@@ -107,13 +127,18 @@ impl Devnet {
             Arc::new(japan),
             Default::default(),
         ));
+        let (reps, genesis, continent_key, continent_cfg, continent) =
+            Self::genesis(cfg.reps.max(1), dir).await?;
         let mut net = Devnet {
             cfg: cfg.clone(),
             dir: dir.to_path_buf(),
             presence,
             _sweeper: sweeper,
-            city_key: Keypair::generate(),
-            city: None,
+            reps,
+            genesis,
+            continent_key,
+            continent_cfg,
+            continent: Some(continent),
             lights: Vec::new(),
             pop,
         };
@@ -133,8 +158,89 @@ impl Devnet {
                 role: Some(role),
             });
         }
-        net.start_city().await?;
+        for i in 0..net.reps.len() {
+            net.start_rep(i).await?;
+        }
         Ok(net)
+    }
+
+    /// Keys and fixed loopback addresses for `n` representatives, a continent started on a
+    /// free port, and the genesis file naming them all.
+    async fn genesis(
+        n: usize,
+        dir: &Path,
+    ) -> Result<(
+        Vec<DevRep>,
+        PathBuf,
+        Keypair,
+        ContinentConfig,
+        ContinentHandle,
+    )> {
+        std::fs::create_dir_all(dir).map_err(|source| crate::Error::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let mut reps = Vec::new();
+        for _ in 0..n {
+            // A free port, released for the representative to bind (the genesis file must
+            // name its address before it starts).
+            let l = std::net::TcpListener::bind(LOOPBACK).map_err(|source| crate::Error::Io {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+            let addr = l.local_addr().map_err(|source| crate::Error::Io {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+            reps.push(DevRep {
+                key: Keypair::generate(),
+                addr,
+                role: None,
+            });
+        }
+        let continent_key = Keypair::generate();
+        let continent_cfg = ContinentConfig {
+            listen: LOOPBACK,
+            data_dir: dir.join("continent"),
+            cities: vec![CityKeys {
+                city: city_hash(CITY),
+                public_keys: reps
+                    .iter()
+                    .map(|r| dag_core::Signer::public_key(&r.key).to_vec())
+                    .collect(),
+            }],
+        };
+        let continent = start_continent(&continent_cfg, continent_key.clone()).await?;
+        let file = GenesisFile {
+            chain: "citychain-devnet".into(),
+            cities: vec![GenesisCity {
+                id: CITY.into(),
+                members: reps
+                    .iter()
+                    .map(|r| {
+                        GenesisFile::member(
+                            dag_core::Signer::public_key(&r.key),
+                            1,
+                            r.addr.to_string(),
+                        )
+                    })
+                    .collect(),
+            }],
+            continent: Some(GenesisFile::log(
+                dag_core::Signer::public_key(&continent_key),
+                continent.addr().to_string(),
+            )),
+            global: None,
+            accounts: Vec::new(),
+        };
+        let genesis = dir.join("genesis.toml");
+        file.write(&genesis)?;
+        // The continent keeps its port across restarts.
+        let continent_cfg = ContinentConfig {
+            listen: continent.addr(),
+            ..continent_cfg
+        };
+        Ok((reps, genesis, continent_key, continent_cfg, continent))
     }
 
     fn membership(&self, zone: &str, pos: (f64, f64)) -> MembershipConfig {
@@ -149,12 +255,16 @@ impl Devnet {
         }
     }
 
-    /// (Re)starts the city node on the devnet's data dir, through the city role's
+    /// (Re)starts representative `i` on its data dir and address, through the city role's
     /// composition root.
-    pub async fn start_city(&mut self) -> Result<()> {
+    pub async fn start_rep(&mut self, i: usize) -> Result<()> {
+        let Some(rep) = self.reps.get(i) else {
+            return Ok(());
+        };
         let cfg = CityConfig {
-            listen: LOOPBACK,
-            data_dir: self.dir.join("city"),
+            listen: rep.addr,
+            data_dir: self.dir.join(format!("rep-{i}")),
+            genesis: Some(self.genesis.clone()),
             ..CityConfig::default()
         };
         let env = CityEnv {
@@ -164,31 +274,121 @@ impl Devnet {
             pipeline: self.cfg.pipeline.clone(),
             rereplicate_settle: Duration::from_millis(200),
         };
-        let m = self.membership("city", CITY_POS);
-        self.city = Some(run_city_with(&cfg, &self.city_key, &m, env).await?);
-        Ok(())
+        let m = self.membership(&format!("city-{i}"), CITY_POS);
+        // The port was free a moment ago; a restart may find it in TIME_WAIT: retry briefly.
+        let mut last = None;
+        for _ in 0..50 {
+            match run_city_with(&cfg, &rep.key, &m, env.clone()).await {
+                Ok(role) => {
+                    self.reps[i].role = Some(role);
+                    return Ok(());
+                }
+                Err(e @ node::Error::Bind { .. }) | Err(e @ node::Error::Store { .. }) => {
+                    last = Some(e);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(last.map_or_else(
+            || crate::Error::Measurement("representative did not start".into()),
+            Into::into,
+        ))
     }
 
-    /// Stops the city node (graceful), keeping its data dir.
-    pub async fn stop_city(&mut self) -> Result<()> {
-        if let Some(c) = self.city.take() {
-            c.shutdown().await?;
+    /// Stops representative `i` gracefully, keeping its data dir.
+    pub async fn stop_rep(&mut self, i: usize) -> Result<()> {
+        if let Some(r) = self.reps.get_mut(i).and_then(|r| r.role.take()) {
+            r.shutdown().await?;
         }
         Ok(())
     }
 
-    /// The city node.
-    pub fn city(&self) -> &CityHandle {
-        self.city
-            .as_ref()
+    /// Kills representative `i` as a crash (no flush, no logout).
+    pub async fn kill_rep(&mut self, i: usize) {
+        if let Some(r) = self.reps.get_mut(i).and_then(|r| r.role.take()) {
+            r.kill().await;
+        }
+    }
+
+    /// Representative `i`'s city node, while it runs.
+    pub fn rep(&self, i: usize) -> Option<&CityHandle> {
+        self.reps
+            .get(i)
+            .and_then(|r| r.role.as_ref())
             .and_then(RunningRole::city_handle)
+    }
+
+    /// The representatives (keys, addresses).
+    pub fn reps(&self) -> &[DevRep] {
+        &self.reps
+    }
+
+    /// The genesis file.
+    pub fn genesis_path(&self) -> &Path {
+        &self.genesis
+    }
+
+    /// The continent, while it runs.
+    pub fn continent(&self) -> Option<&ContinentHandle> {
+        self.continent.as_ref()
+    }
+
+    /// The continent's public key.
+    pub fn continent_public_key(&self) -> Vec<u8> {
+        dag_core::Signer::public_key(&self.continent_key).to_vec()
+    }
+
+    /// Kills the continent (its log stays on disk).
+    pub async fn kill_continent(&mut self) {
+        if let Some(c) = self.continent.take() {
+            c.kill().await;
+        }
+    }
+
+    /// (Re)starts the continent on its address and data dir.
+    pub async fn start_continent(&mut self) -> Result<()> {
+        let mut last = None;
+        for _ in 0..50 {
+            match start_continent(&self.continent_cfg, self.continent_key.clone()).await {
+                Ok(c) => {
+                    self.continent = Some(c);
+                    return Ok(());
+                }
+                Err(e @ node::Error::Bind { .. }) | Err(e @ node::Error::Store { .. }) => {
+                    last = Some(e);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(last.map_or_else(
+            || crate::Error::Measurement("continent did not start".into()),
+            Into::into,
+        ))
+    }
+
+    /// (Re)starts the first representative (the devnet's "city").
+    pub async fn start_city(&mut self) -> Result<()> {
+        self.start_rep(0).await
+    }
+
+    /// Stops the first representative (graceful), keeping its data dir.
+    pub async fn stop_city(&mut self) -> Result<()> {
+        self.stop_rep(0).await
+    }
+
+    /// The first representative's city node.
+    pub fn city(&self) -> &CityHandle {
+        self.rep(0)
             .expect("city is running between start_city and stop_city")
     }
 
     /// Live light nodes in the city's view.
     pub fn city_view_lights(&self) -> usize {
-        self.city
-            .as_ref()
+        self.reps
+            .first()
+            .and_then(|r| r.role.as_ref())
             .and_then(RunningRole::view)
             .map_or(0, |r| r.by_role(Role::Light).len())
     }
@@ -223,7 +423,12 @@ impl Devnet {
 
     /// Stops everything.
     pub async fn shutdown(mut self) -> Result<()> {
-        self.stop_city().await?;
+        for i in 0..self.reps.len() {
+            self.stop_rep(i).await?;
+        }
+        if let Some(c) = self.continent.take() {
+            c.shutdown().await?;
+        }
         for i in 0..self.lights.len() {
             self.stop_light(i).await?;
         }

@@ -250,6 +250,7 @@ pub async fn start_city_with(
 /// What the city role takes from its surroundings besides its config and key: where
 /// membership lives, which polygons prove place, and how to reach light nodes. The binary
 /// builds them from configuration ([`run_city`]); the devnet passes in-process ones.
+#[derive(Clone)]
 pub struct CityEnv {
     /// The presence store (Redis, HTTP or in-memory).
     pub presence: Arc<dyn PresenceStore>,
