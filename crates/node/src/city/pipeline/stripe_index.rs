@@ -1,0 +1,185 @@
+//! The stripe index in redb: one durable record per stripe (manifest and holders' receipts)
+//! and each tx's location in its stripe. A tx is Held once its stripe's record is written.
+
+use super::{HeldTx, Pipeline, PipelineError, perr};
+use crate::Result;
+use dag_core::{NodeId, SignedReceipt, StripeId, TxId};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use std::collections::BTreeSet;
+use std::path::Path;
+use storage::{StripeLayout, StripeManifest, TxLocation};
+
+const STRIPES: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("stripes");
+const TXLOC: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("tx_locations");
+
+/// A stripe's durable record: manifest and receipts.
+#[derive(Debug, Clone)]
+pub(super) struct StripeRecord {
+    pub(super) manifest: StripeManifest,
+    pub(super) receipts: Vec<SignedReceipt>,
+}
+
+impl StripeRecord {
+    fn encode(&self) -> Vec<u8> {
+        let mut w = dag_core::Writer::default();
+        w.bytes_u32(&self.manifest.encode());
+        w.u16(self.receipts.len() as u16);
+        for r in &self.receipts {
+            w.bytes_u32(&r.encode());
+        }
+        w.finish()
+    }
+    fn decode(b: &[u8]) -> std::result::Result<Self, String> {
+        let mut r = dag_core::Reader::new(b);
+        let m = r
+            .bytes_u32("manifest", 1 << 20)
+            .map_err(|e| e.to_string())?;
+        let manifest = StripeManifest::decode(m).map_err(|e| e.to_string())?;
+        let n = r.u16("receipts").map_err(|e| e.to_string())?;
+        let mut receipts = Vec::with_capacity(n as usize);
+        for _ in 0..n {
+            let rb = r.bytes_u32("receipt", 1 << 16).map_err(|e| e.to_string())?;
+            receipts.push(SignedReceipt::decode(rb).map_err(|e| e.to_string())?);
+        }
+        r.finish().map_err(|e| e.to_string())?;
+        Ok(StripeRecord { manifest, receipts })
+    }
+}
+
+/// Opens (or creates) the stripe index at `path` with both tables present.
+pub(super) fn open(path: &Path) -> Result<Database> {
+    crate::runtime::open_db(path, |w| {
+        w.open_table(STRIPES)?;
+        w.open_table(TXLOC)?;
+        Ok(())
+    })
+}
+
+impl Pipeline {
+    pub(super) fn record(
+        &self,
+        stripe: &StripeId,
+    ) -> std::result::Result<Option<StripeRecord>, PipelineError> {
+        let r = self.db.begin_read().map_err(perr)?;
+        let t = r.open_table(STRIPES).map_err(perr)?;
+        match t.get(stripe.as_bytes()).map_err(perr)? {
+            Some(v) => Ok(Some(
+                StripeRecord::decode(v.value()).map_err(PipelineError::Storage)?,
+            )),
+            None => Ok(None),
+        }
+    }
+
+    fn location(&self, id: &TxId) -> std::result::Result<Option<TxLocation>, PipelineError> {
+        let r = self.db.begin_read().map_err(perr)?;
+        let t = r.open_table(TXLOC).map_err(perr)?;
+        match t.get(id.as_bytes()).map_err(perr)? {
+            Some(v) => Ok(Some(TxLocation::decode(v.value()).map_err(perr)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Where tx `id` sits and its stripe's record (`UnknownTx` if the tx is not indexed).
+    pub(super) fn located_record(
+        &self,
+        id: &TxId,
+    ) -> std::result::Result<(TxLocation, StripeRecord), PipelineError> {
+        let loc = self
+            .location(id)?
+            .ok_or_else(|| PipelineError::UnknownTx(id.to_hex()))?;
+        let rec = self.record(&loc.stripe_id)?.ok_or_else(|| {
+            PipelineError::Storage(format!("stripe {} missing", loc.stripe_id.short()))
+        })?;
+        Ok((loc, rec))
+    }
+
+    /// The stripe and receipts of a held tx, if it is held.
+    pub fn held(&self, id: &TxId) -> std::result::Result<Option<HeldTx>, PipelineError> {
+        let Some(loc) = self.location(id)? else {
+            return Ok(None);
+        };
+        let rec = self.record(&loc.stripe_id)?.ok_or_else(|| {
+            PipelineError::Storage(format!(
+                "stripe {} of tx {id} is missing",
+                loc.stripe_id.short()
+            ))
+        })?;
+        let holders: Vec<_> = rec.manifest.holders.iter().flatten().collect();
+        let distinct: BTreeSet<_> = holders.iter().collect();
+        Ok(Some(HeldTx {
+            stripe_id: loc.stripe_id,
+            colocated: distinct.len() < holders.len(),
+            receipts: rec.receipts,
+        }))
+    }
+
+    /// Every stripe manifest (for audits and re-replication).
+    pub fn manifests(
+        &self,
+    ) -> std::result::Result<Vec<(StripeManifest, Vec<SignedReceipt>)>, PipelineError> {
+        let r = self.db.begin_read().map_err(perr)?;
+        let t = r.open_table(STRIPES).map_err(perr)?;
+        let mut out = Vec::new();
+        for item in t.iter().map_err(perr)? {
+            let (_, v) = item.map_err(perr)?;
+            let rec = StripeRecord::decode(v.value()).map_err(PipelineError::Storage)?;
+            out.push((rec.manifest, rec.receipts));
+        }
+        Ok(out)
+    }
+
+    /// Replaces a stripe's durable record (manifest and receipts) in one transaction.
+    pub(super) fn write_record(
+        &self,
+        stripe: &StripeId,
+        rec: &StripeRecord,
+    ) -> std::result::Result<(), PipelineError> {
+        let w = self.db.begin_write().map_err(perr)?;
+        {
+            let mut st = w.open_table(STRIPES).map_err(perr)?;
+            st.insert(stripe.as_bytes(), rec.encode().as_slice())
+                .map_err(perr)?;
+        }
+        w.commit().map_err(perr)
+    }
+
+    /// Writes the stripe's record and its txs' locations in one transaction; the answer is
+    /// the Held tx.
+    pub(super) fn persist(
+        &self,
+        layout: &StripeLayout,
+        receipts: &[(SignedReceipt, NodeId)],
+        entries: &[storage::TxIndexEntry],
+    ) -> std::result::Result<HeldTx, PipelineError> {
+        let mut manifest = StripeManifest::unplaced(layout.clone());
+        let mut rs: Vec<SignedReceipt> = receipts.iter().map(|(r, _)| r.clone()).collect();
+        rs.sort_by_key(|r| r.receipt.shard_index);
+        for (r, node) in receipts {
+            manifest
+                .set_holder(r.receipt.shard_index, *node)
+                .map_err(perr)?;
+        }
+        let rec = StripeRecord {
+            manifest,
+            receipts: rs.clone(),
+        };
+        let w = self.db.begin_write().map_err(perr)?;
+        {
+            let mut st = w.open_table(STRIPES).map_err(perr)?;
+            st.insert(layout.stripe_id.as_bytes(), rec.encode().as_slice())
+                .map_err(perr)?;
+            let mut tl = w.open_table(TXLOC).map_err(perr)?;
+            for e in entries {
+                tl.insert(e.tx_id.as_bytes(), e.location.encode().as_slice())
+                    .map_err(perr)?;
+            }
+        }
+        w.commit().map_err(perr)?;
+        let distinct: BTreeSet<_> = receipts.iter().map(|(_, n)| n).collect();
+        Ok(HeldTx {
+            stripe_id: layout.stripe_id,
+            receipts: rs,
+            colocated: distinct.len() < receipts.len(),
+        })
+    }
+}
