@@ -46,6 +46,58 @@ enum Cmd {
         #[arg(long, default_value_t = 4)]
         streams: usize,
     },
+    /// Write a local network's layout (keys, genesis file, ports, manifest) without
+    /// starting it.
+    Genesis(LocalnetArgs),
+    /// Start the whole network on this host as separate processes (presence, light nodes,
+    /// the city committee, a continent, a global log) and stop them all on Ctrl-C.
+    Localnet(LocalnetArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct LocalnetArgs {
+    /// Directory for keys, genesis, data and logs (reused when it exists).
+    #[arg(long, default_value = "./localnet")]
+    dir: PathBuf,
+    /// City representatives (the committee).
+    #[arg(long, default_value_t = 4)]
+    reps: usize,
+    /// Light nodes.
+    #[arg(long, default_value_t = 6)]
+    lights: usize,
+    /// The presence-server binary (default: beside this one).
+    #[arg(long)]
+    presence_bin: Option<PathBuf>,
+}
+
+impl LocalnetArgs {
+    fn config(&self) -> devnet::localnet::LocalnetConfig {
+        let mut c = devnet::localnet::LocalnetConfig::new(&self.dir);
+        c.reps = self.reps;
+        c.lights = self.lights;
+        if let Some(p) = &self.presence_bin {
+            c.presence_bin = p.clone();
+        }
+        c
+    }
+}
+
+fn print_manifest(m: &devnet::localnet::Manifest, dir: &std::path::Path) {
+    println!("{:<12} {:<10} {:<22} metrics", "node", "role", "address");
+    for n in &m.nodes {
+        println!(
+            "{:<12} {:<10} {:<22} {}",
+            n.name,
+            n.role,
+            n.addr,
+            n.metrics.map_or_else(|| "-".to_string(), |a| a.to_string())
+        );
+    }
+    println!(
+        "genesis: {}\nlogs: {}/<node>/node.log",
+        dir.join("genesis.toml").display(),
+        dir.display()
+    );
 }
 
 #[derive(clap::Args, Debug)]
@@ -86,6 +138,9 @@ struct RunArgs {
     /// Address published to presence (host:port).
     #[arg(long, env = "CITY_ADVERTISE")]
     advertise: Option<String>,
+    /// Genesis file (city role: run as a representative of the committee it names).
+    #[arg(long, env = "CITY_GENESIS")]
+    genesis: Option<PathBuf>,
 }
 
 /// The TOML config file.
@@ -164,6 +219,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     if let Some(t) = args.verify_threads {
         city.verify_threads = t;
     }
+    if let Some(g) = &args.genesis {
+        city.genesis = Some(g.clone());
+    }
     let mut membership = file.membership.unwrap_or_default();
     // Presence backend and timing come from the environment (PRESENCE_BACKEND, …).
     membership.nodelist = node_list::NodeListConfig::from_env()?;
@@ -237,6 +295,24 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Run(args) => run(*args).await,
+        Cmd::Genesis(args) => {
+            let m = devnet::localnet::Localnet::generate(&args.config())?;
+            print_manifest(&m, &args.dir);
+            Ok(())
+        }
+        Cmd::Localnet(args) => {
+            let net = devnet::localnet::Localnet::start(args.config()).await?;
+            print_manifest(net.manifest(), &args.dir);
+            println!("localnet running; Ctrl-C to stop");
+            shutdown_signal().await;
+            let unclean = net.stop().await;
+            if unclean.is_empty() {
+                println!("stopped cleanly");
+                Ok(())
+            } else {
+                bail!("did not stop cleanly: {}", unclean.join(", "))
+            }
+        }
         Cmd::Demo {
             txs,
             accounts,

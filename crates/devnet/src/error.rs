@@ -8,6 +8,9 @@ pub enum Error {
     /// A role failed to start or stop.
     #[error(transparent)]
     Node(#[from] node::Error),
+    /// The genesis file could not be written or read.
+    #[error(transparent)]
+    Genesis(#[from] node::genesis::Error),
     /// Keys or signatures failed.
     #[error(transparent)]
     Key(#[from] pqc::Error),

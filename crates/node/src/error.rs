@@ -101,13 +101,8 @@ pub enum Error {
         source: archive::Error,
     },
     /// A genesis file is missing, malformed or inconsistent.
-    #[error("genesis {path}: {reason}")]
-    Genesis {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        reason: String,
-    },
+    #[error(transparent)]
+    Genesis(#[from] genesis::Error),
     /// This node is not where the configuration says it is (e.g. a city role whose key is
     /// not in the genesis committee).
     #[error("{0}")]

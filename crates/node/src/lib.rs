@@ -21,7 +21,6 @@ mod city;
 pub mod consensus_net;
 pub mod continent;
 mod error;
-pub mod genesis;
 mod light;
 mod role;
 pub mod runtime;
@@ -44,6 +43,8 @@ pub use city::{
     run_city_with, start_city, start_city_with,
 };
 pub use error::{Error, Result};
+/// The genesis file (re-exported: every role reads it).
+pub use genesis;
 pub use light::{
     LightConfig, LightHandle, LightNode, run_light, run_light_with, serve_light, start_light,
 };

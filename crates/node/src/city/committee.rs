@@ -9,10 +9,10 @@ use crate::consensus_net::{
     CommittedEvent, ConsensusGrpc, RepresentativeConfig, RepresentativeHandle, spawn_representative,
 };
 use crate::continent::FederationTarget;
-use crate::genesis::{CityCommittee, LogNode};
 use crate::runtime::{now_ms, run_blocking};
 use crate::{Error, Result};
 use dag_core::consensus::BatchItem;
+use genesis::{CityCommittee, LogNode};
 use pqc::Keypair;
 use std::collections::HashMap;
 use std::path::Path;

@@ -324,15 +324,14 @@ pub async fn run_city_with(
         .map_err(|source| Error::Flagging { source })?;
     let committee = match &cfg.genesis {
         Some(path) => {
-            let genesis = crate::genesis::Genesis::load(path)?;
+            let genesis = genesis::Genesis::load(path)?;
             let me = key.node_id();
-            let committee =
-                crate::genesis::CommitteeSource::city_of(&genesis, &me).ok_or_else(|| {
-                    Error::Membership(format!(
-                        "node {me} is not a representative of any city in {}",
-                        path.display()
-                    ))
-                })?;
+            let committee = genesis::CommitteeSource::city_of(&genesis, &me).ok_or_else(|| {
+                Error::Membership(format!(
+                    "node {me} is not a representative of any city in {}",
+                    path.display()
+                ))
+            })?;
             if committee.city_id != m.city_id {
                 return Err(Error::Membership(format!(
                     "node {me} represents {} in {}, but is configured for city {}",

@@ -1,3 +1,5 @@
+//! # genesis
+//!
 //! The genesis file: who runs the network at its start — each city's committee of
 //! representatives (ML-DSA-87 public keys, stake, addresses), the continent and global log
 //! nodes, and the accounts with their opening balances. Every role reads it; the committee
@@ -27,12 +29,35 @@
 //! balance = 1000000
 //! ```
 
-use crate::{Error, Result};
 use dag_core::consensus::{Committee, Stake};
 use dag_core::{AccountId, Hash32, NodeId};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+
+/// Why a genesis file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is malformed or inconsistent.
+    #[error("genesis {path}: {reason}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// Result with the genesis [`Error`](enum@Error).
+pub type Result<T> = std::result::Result<T, Error>;
 
 /// One representative in the genesis file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -168,7 +193,7 @@ pub fn city_hash(city_id: &str) -> Hash32 {
 }
 
 fn bad(path: &Path, reason: impl Into<String>) -> Error {
-    Error::Genesis {
+    Error::Invalid {
         path: path.to_path_buf(),
         reason: reason.into(),
     }

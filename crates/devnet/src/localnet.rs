@@ -1,0 +1,405 @@
+//! `city-node localnet`: the whole deployed network on one host as separate OS processes —
+//! a presence server, light nodes, a city committee of representatives, a continent and a
+//! global log node — from keys, a genesis file and a manifest it writes into one directory.
+//! What `sui start` or `anvil` give their users; the multi-process tests drive it too.
+//!
+//! Layout of the directory: `genesis.toml`, `presence.toml`, `localnet.toml` (the
+//! manifest: every process's role and addresses), and one sub-directory per node holding
+//! its `node.key`, its data and its log (`<name>/node.log`). Starting again on an existing
+//! directory reuses its keys, genesis and ports, so a stopped localnet resumes.
+
+use crate::{Error, Result};
+use node::genesis::{GenesisCity, GenesisFile};
+use pqc::Keypair;
+use serde::{Deserialize, Serialize};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use tokio::process::{Child, Command};
+
+/// The city the localnet serves.
+pub const LOCALNET_CITY: &str = crate::CITY;
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub struct LocalnetConfig {
+    /// The directory for keys, genesis, data and logs.
+    pub dir: PathBuf,
+    /// City representatives (the committee).
+    pub reps: usize,
+    /// Light nodes.
+    pub lights: usize,
+    /// The `city-node` binary (default: this process's executable).
+    pub city_node_bin: PathBuf,
+    /// The `presence-server` binary (default: beside `city-node`).
+    pub presence_bin: PathBuf,
+    /// Heartbeat interval of every node, seconds (short, so departures show quickly).
+    pub heartbeat_secs: f64,
+    /// `RUST_LOG` of the children.
+    pub log_filter: String,
+}
+
+impl LocalnetConfig {
+    /// Defaults for `dir`: 4 representatives, 6 light nodes, the binaries beside the
+    /// current executable.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("city-node"));
+        let presence =
+            exe.with_file_name(format!("presence-server{}", std::env::consts::EXE_SUFFIX));
+        LocalnetConfig {
+            dir: dir.into(),
+            reps: 4,
+            lights: 6,
+            city_node_bin: exe,
+            presence_bin: presence,
+            heartbeat_secs: 1.0,
+            log_filter: "info".into(),
+        }
+    }
+}
+
+/// One process of the localnet, as the manifest lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeEntry {
+    /// Unique name (`rep-0`, `light-3`, `continent`, …); also its directory.
+    pub name: String,
+    /// Role: presence, city, light, continent or global.
+    pub role: String,
+    /// Its service address (gRPC, or HTTP for presence).
+    pub addr: SocketAddr,
+    /// Its Prometheus `/metrics` address (none for presence, which serves it on `addr`).
+    pub metrics: Option<SocketAddr>,
+}
+
+/// The manifest (`localnet.toml`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Every process.
+    pub nodes: Vec<NodeEntry>,
+}
+
+impl Manifest {
+    /// The entries with role `role`, in start order.
+    pub fn by_role(&self, role: &str) -> Vec<&NodeEntry> {
+        self.nodes.iter().filter(|n| n.role == role).collect()
+    }
+
+    /// The entry named `name`.
+    pub fn get(&self, name: &str) -> Option<&NodeEntry> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+}
+
+/// A running localnet. [`Localnet::stop`] ends every process (SIGTERM, then SIGKILL after
+/// 10 s); dropping it kills them.
+#[derive(Debug)]
+pub struct Localnet {
+    cfg: LocalnetConfig,
+    manifest: Manifest,
+    children: Vec<(String, Option<Child>)>,
+}
+
+fn io_err(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
+    move |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn free_port(dir: &Path) -> Result<SocketAddr> {
+    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(io_err(dir))?;
+    l.local_addr().map_err(io_err(dir))
+}
+
+/// The key in `<dir>/node.key`, created on first use.
+fn key_in(dir: &Path) -> Result<Keypair> {
+    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    Ok(node::load_or_create_key(dir)?)
+}
+
+impl Localnet {
+    /// Writes (or reuses) the directory, then starts every process and waits until each
+    /// accepts connections.
+    pub async fn start(cfg: LocalnetConfig) -> Result<Localnet> {
+        for bin in [&cfg.city_node_bin, &cfg.presence_bin] {
+            if !bin.exists() {
+                return Err(Error::Measurement(format!(
+                    "{} not found; build it first (cargo build -p {})",
+                    bin.display(),
+                    bin.file_stem().and_then(|s| s.to_str()).unwrap_or("?")
+                )));
+            }
+        }
+        let manifest_path = cfg.dir.join("localnet.toml");
+        let manifest = if manifest_path.exists() {
+            let text = std::fs::read_to_string(&manifest_path).map_err(io_err(&manifest_path))?;
+            toml::from_str(&text)
+                .map_err(|e| Error::Measurement(format!("{}: {e}", manifest_path.display())))?
+        } else {
+            Self::generate(&cfg)?
+        };
+        let mut net = Localnet {
+            cfg,
+            manifest,
+            children: Vec::new(),
+        };
+        let names: Vec<String> = net.manifest.nodes.iter().map(|n| n.name.clone()).collect();
+        for name in names {
+            net.spawn(&name)?;
+            // Presence first, the logs before the cities push to them.
+            if name == "presence" || name == "global" || name == "continent" {
+                net.wait_ready(&name, Duration::from_secs(30)).await?;
+            }
+        }
+        for n in net.manifest.nodes.clone() {
+            net.wait_ready(&n.name, Duration::from_secs(30)).await?;
+        }
+        Ok(net)
+    }
+
+    /// Writes a localnet's layout without starting it: a key per node, free loopback ports,
+    /// the genesis file (the committee, continent and global), the presence settings and
+    /// the manifest. What `city-node genesis` prints.
+    pub fn generate(cfg: &LocalnetConfig) -> Result<Manifest> {
+        let dir = &cfg.dir;
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let mut nodes = vec![NodeEntry {
+            name: "presence".into(),
+            role: "presence".into(),
+            addr: free_port(dir)?,
+            metrics: None,
+        }];
+        let entry = |name: String, role: &str| -> Result<NodeEntry> {
+            Ok(NodeEntry {
+                name,
+                role: role.into(),
+                addr: free_port(dir)?,
+                metrics: Some(free_port(dir)?),
+            })
+        };
+        nodes.push(entry("global".into(), "global")?);
+        nodes.push(entry("continent".into(), "continent")?);
+        for i in 0..cfg.lights {
+            nodes.push(entry(format!("light-{i}"), "light")?);
+        }
+        for i in 0..cfg.reps {
+            nodes.push(entry(format!("rep-{i}"), "city")?);
+        }
+        let pk = |name: &str| -> Result<Vec<u8>> {
+            Ok(dag_core::Signer::public_key(&key_in(&dir.join(name))?).to_vec())
+        };
+        let mut members = Vec::new();
+        for n in nodes.iter().filter(|n| n.role == "city") {
+            members.push(GenesisFile::member(&pk(&n.name)?, 1, n.addr.to_string()));
+        }
+        let log = |name: &str| -> Result<_> {
+            let n = nodes
+                .iter()
+                .find(|n| n.name == name)
+                .ok_or_else(|| Error::Measurement(format!("no {name} entry")))?;
+            Ok(GenesisFile::log(&pk(name)?, n.addr.to_string()))
+        };
+        let genesis = GenesisFile {
+            chain: "citychain-localnet".into(),
+            cities: vec![GenesisCity {
+                id: LOCALNET_CITY.into(),
+                members,
+            }],
+            continent: Some(log("continent")?),
+            global: Some(log("global")?),
+            accounts: Vec::new(),
+        };
+        genesis.write(&dir.join("genesis.toml"))?;
+        // Every node of the localnet heartbeats from 127.0.0.1: one address, so the
+        // per-IP limit is raised rather than shared by a dozen nodes.
+        let presence_toml = "backend = \"memory\"\nttl_ms = 3000\nsweep_interval_ms = 500\n\
+                             [rate_limit]\nenabled = true\nper_second = 2000\nburst = 4000\n";
+        let p = dir.join("presence.toml");
+        std::fs::write(&p, presence_toml).map_err(io_err(&p))?;
+        let manifest = Manifest { nodes };
+        let text = toml::to_string_pretty(&manifest)
+            .map_err(|e| Error::Measurement(format!("manifest: {e}")))?;
+        let m = dir.join("localnet.toml");
+        std::fs::write(&m, text).map_err(io_err(&m))?;
+        Ok(manifest)
+    }
+
+    /// The manifest (every process and its addresses).
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// The localnet's directory.
+    pub fn dir(&self) -> &Path {
+        &self.cfg.dir
+    }
+
+    /// The genesis file.
+    pub fn genesis_path(&self) -> PathBuf {
+        self.cfg.dir.join("genesis.toml")
+    }
+
+    fn command(&self, n: &NodeEntry) -> Result<Command> {
+        let dir = self.cfg.dir.join(&n.name);
+        std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        let presence = self
+            .manifest
+            .get("presence")
+            .map(|p| format!("http://{}", p.addr))
+            .unwrap_or_default();
+        let mut c = if n.role == "presence" {
+            let mut c = Command::new(&self.cfg.presence_bin);
+            c.arg("--config")
+                .arg(self.cfg.dir.join("presence.toml"))
+                .arg("--bind")
+                .arg(n.addr.ip().to_string())
+                .arg("--port")
+                .arg(n.addr.port().to_string());
+            c
+        } else {
+            let mut c = Command::new(&self.cfg.city_node_bin);
+            c.arg("run")
+                .arg("--role")
+                .arg(&n.role)
+                .arg("--listen")
+                .arg(n.addr.to_string())
+                .arg("--data-dir")
+                .arg(&dir)
+                .arg("--genesis")
+                .arg(self.genesis_path())
+                .arg("--city-id")
+                .arg(LOCALNET_CITY);
+            if let Some(m) = n.metrics {
+                c.arg("--metrics-listen").arg(m.to_string());
+            }
+            if let Some(i) = n.name.strip_prefix("light-") {
+                c.arg("--zone")
+                    .arg(format!("zone-{}", i.parse::<usize>().unwrap_or(0) % 3));
+            }
+            c.env("PRESENCE_BACKEND", "http")
+                .env("PRESENCE_HTTP_ENDPOINT", presence)
+                .env(
+                    "NODELIST_HEARTBEAT_SEC",
+                    self.cfg.heartbeat_secs.to_string(),
+                );
+            c
+        };
+        let log = dir.join("node.log");
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .map_err(io_err(&log))?;
+        let err = out.try_clone().map_err(io_err(&log))?;
+        c.env("RUST_LOG", &self.cfg.log_filter)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(out))
+            .stderr(Stdio::from(err))
+            .kill_on_drop(true);
+        Ok(c)
+    }
+
+    fn spawn(&mut self, name: &str) -> Result<()> {
+        let n = self
+            .manifest
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::Measurement(format!("no node named {name}")))?;
+        let child = self
+            .command(&n)?
+            .spawn()
+            .map_err(io_err(&self.cfg.city_node_bin))?;
+        match self.children.iter_mut().find(|(k, _)| k == name) {
+            Some(slot) => slot.1 = Some(child),
+            None => self.children.push((name.to_string(), Some(child))),
+        }
+        Ok(())
+    }
+
+    /// Waits until `name` accepts TCP connections on its service address (and is alive).
+    pub async fn wait_ready(&mut self, name: &str, timeout: Duration) -> Result<()> {
+        let addr = self
+            .manifest
+            .get(name)
+            .map(|n| n.addr)
+            .ok_or_else(|| Error::Measurement(format!("no node named {name}")))?;
+        let t0 = Instant::now();
+        loop {
+            if let Some((_, Some(child))) = self.children.iter_mut().find(|(k, _)| k == name)
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                return Err(Error::Measurement(format!(
+                    "{name} exited with {status}; see {}",
+                    self.cfg.dir.join(name).join("node.log").display()
+                )));
+            }
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                return Ok(());
+            }
+            if t0.elapsed() > timeout {
+                return Err(Error::Timeout {
+                    what: format!("{name} to listen on {addr}"),
+                    after: timeout,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Kills `name` with SIGKILL (a crash: nothing flushed, no logout).
+    pub async fn kill(&mut self, name: &str) {
+        if let Some((_, slot)) = self.children.iter_mut().find(|(k, _)| k == name)
+            && let Some(mut child) = slot.take()
+        {
+            let _ = child.kill().await;
+        }
+    }
+
+    /// Starts `name` again (after [`Localnet::kill`] or [`Localnet::terminate`]) on the same
+    /// data directory and address, and waits until it listens.
+    pub async fn restart(&mut self, name: &str) -> Result<()> {
+        self.spawn(name)?;
+        self.wait_ready(name, Duration::from_secs(30)).await
+    }
+
+    /// Stops `name` gracefully (SIGTERM; SIGKILL after `grace`). Returns whether it exited
+    /// on its own with status 0.
+    pub async fn terminate(&mut self, name: &str, grace: Duration) -> bool {
+        let Some((_, slot)) = self.children.iter_mut().find(|(k, _)| k == name) else {
+            return false;
+        };
+        let Some(mut child) = slot.take() else {
+            return false;
+        };
+        if let Some(pid) = child.id() {
+            // No unsafe in this workspace: ask kill(1) to deliver the signal.
+            let _ = std::process::Command::new("kill")
+                .arg("-TERM")
+                .arg(pid.to_string())
+                .status();
+        }
+        match tokio::time::timeout(grace, child.wait()).await {
+            Ok(Ok(status)) => status.success(),
+            _ => {
+                let _ = child.kill().await;
+                false
+            }
+        }
+    }
+
+    /// Stops every process gracefully (cities first, presence last). Returns the names of
+    /// those that did not exit cleanly.
+    pub async fn stop(mut self) -> Vec<String> {
+        let mut order: Vec<String> = self.children.iter().map(|(k, _)| k.clone()).collect();
+        order.reverse();
+        let mut unclean = Vec::new();
+        for name in order {
+            let running = self.children.iter().any(|(k, c)| *k == name && c.is_some());
+            if running && !self.terminate(&name, Duration::from_secs(10)).await {
+                unclean.push(name);
+            }
+        }
+        unclean
+    }
+}
