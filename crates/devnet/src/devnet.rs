@@ -275,25 +275,10 @@ impl Devnet {
             rereplicate_settle: Duration::from_millis(200),
         };
         let m = self.membership(&format!("city-{i}"), CITY_POS);
-        // The port was free a moment ago; a restart may find it in TIME_WAIT: retry briefly.
-        let mut last = None;
-        for _ in 0..50 {
-            match run_city_with(&cfg, &rep.key, &m, env.clone()).await {
-                Ok(role) => {
-                    self.reps[i].role = Some(role);
-                    return Ok(());
-                }
-                Err(e @ node::Error::Bind { .. }) | Err(e @ node::Error::Store { .. }) => {
-                    last = Some(e);
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(last.map_or_else(
-            || crate::Error::Measurement("representative did not start".into()),
-            Into::into,
-        ))
+        let key = rep.key.clone();
+        let role = restart_on(|| run_city_with(&cfg, &key, &m, env.clone())).await?;
+        self.reps[i].role = Some(role);
+        Ok(())
     }
 
     /// Stops representative `i` gracefully, keeping its data dir.
@@ -348,24 +333,9 @@ impl Devnet {
 
     /// (Re)starts the continent on its address and data dir.
     pub async fn start_continent(&mut self) -> Result<()> {
-        let mut last = None;
-        for _ in 0..50 {
-            match start_continent(&self.continent_cfg, self.continent_key.clone()).await {
-                Ok(c) => {
-                    self.continent = Some(c);
-                    return Ok(());
-                }
-                Err(e @ node::Error::Bind { .. }) | Err(e @ node::Error::Store { .. }) => {
-                    last = Some(e);
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(last.map_or_else(
-            || crate::Error::Measurement("continent did not start".into()),
-            Into::into,
-        ))
+        let (cfg, key) = (&self.continent_cfg, &self.continent_key);
+        self.continent = Some(restart_on(|| start_continent(cfg, key.clone())).await?);
+        Ok(())
     }
 
     /// (Re)starts the first representative (the devnet's "city").
@@ -433,6 +403,28 @@ impl Devnet {
             self.stop_light(i).await?;
         }
         Ok(())
+    }
+}
+
+/// Starts a role on a fixed address and data dir again: right after a kill the port may
+/// still be held (TIME_WAIT) or the database file not yet released, so those two errors are
+/// retried for up to 5 s.
+async fn restart_on<T, F, Fut>(mut start: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = node::Result<T>>,
+{
+    let mut tries = 0;
+    loop {
+        match start().await {
+            Ok(v) => return Ok(v),
+            Err(e @ (node::Error::Bind { .. } | node::Error::Store { .. })) if tries < 50 => {
+                tracing::debug!(error = %e, "restart: retrying");
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
 }
 
