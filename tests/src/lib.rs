@@ -1,1 +1,31 @@
-//! Workspace-level end-to-end tests live in `tests/tests/`; this library is empty on purpose.
+//! Workspace-level end-to-end tests live in `tests/tests/`. This library holds what they
+//! share: finding the workspace's binaries (built on demand, since cargo builds a package's
+//! binaries only for that package's own tests).
+
+use std::path::{Path, PathBuf};
+
+/// The workspace binary `name` (`city-node`, `presence-server`, `repair-cli`) from the
+/// target directory this test runs from; built with cargo (same profile) when missing.
+///
+/// # Panics
+/// When the binary cannot be built (a test helper: the test cannot run without it).
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test knows its executable");
+    // target/<profile>/deps/<test> → target/<profile>
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("tests run from target/<profile>/deps");
+    let bin = profile_dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut c = std::process::Command::new(cargo);
+    c.args(["build", "--quiet", "-p", name]);
+    if profile_dir.file_name().is_some_and(|p| p == "release") {
+        c.arg("--release");
+    }
+    // Always ask cargo: a stale binary from an older build would test old code.
+    let status = c.status().expect("cargo runs");
+    assert!(status.success(), "building {name} failed");
+    assert!(bin.exists(), "{} missing after the build", bin.display());
+    bin
+}

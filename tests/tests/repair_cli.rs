@@ -18,7 +18,7 @@ struct Run {
 }
 
 async fn cli(city: &str, args: &[&str]) -> Run {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_repair-cli"))
+    let out = tokio::process::Command::new(e2e::workspace_bin("repair-cli"))
         .arg("--city")
         .arg(city)
         .args(["--timeout-ms", "5000"])
