@@ -7,7 +7,9 @@
 //!   decode, replay precheck, ML-DSA-87 verification on a bounded pool, durable replay-safe
 //!   storage in redb with group commit — plus gRPC health and reflection.
 //! - [`consensus_net`]: a city representative running the DAG consensus over gRPC;
-//!   [`continent`]: the continent's Federation log and the push client.
+//!   [`continent`]: the continent's log of quorum-certified checkpoints; [`global`]: the log
+//!   of continents' tree heads; [`federation_push`]: a representative's disk-backed push of
+//!   its checkpoints; [`genesis_fed`]: the federation section of a genesis file.
 //! - [`audit`]: what `repair-cli` runs: local checks of a repaired tx, stripe audits.
 //! - [`demo`]: starts a devnet on loopback, drives signed load over real gRPC, and prints
 //!   what it measured.
@@ -19,6 +21,10 @@ pub mod continent;
 pub mod demo;
 pub mod devnet;
 mod error;
+mod fed_log;
+pub mod federation_push;
+pub mod genesis_fed;
+pub mod global;
 mod grpc_transport;
 mod light;
 pub mod membership;
