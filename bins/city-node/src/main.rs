@@ -11,7 +11,7 @@ use std::path::PathBuf;
 #[command(
     name = "city-node",
     version,
-    about = "City Chain node: city, light or continent role"
+    about = "City Chain node: city, light, continent or global role"
 )]
 struct Cli {
     /// Log format: text or json.
@@ -86,6 +86,10 @@ struct RunArgs {
     /// Address published to presence (host:port).
     #[arg(long, env = "CITY_ADVERTISE")]
     advertise: Option<String>,
+    /// Genesis file: the continent role reads the cities' committees and the global from
+    /// it, the global role the continent's key (see `node::genesis_fed`).
+    #[arg(long, env = "CITY_GENESIS")]
+    genesis: Option<PathBuf>,
 }
 
 /// The TOML config file.
@@ -154,6 +158,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     if let Some(q) = args.quota_bytes {
         light.quota_bytes = q;
     }
+    let federation = FederationArgs {
+        listen: args.listen,
+        data_dir: args.data_dir.clone(),
+        genesis: args.genesis.clone(),
+    };
     let mut city = file.city.unwrap_or_default();
     if let Some(l) = args.listen {
         city.listen = l;
@@ -213,8 +222,72 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             tracing::info!("stopped cleanly");
             Ok(())
         }
-        other => bail!("role {other} is not available in this build yet"),
+        Role::Continent => run_continent(federation).await,
+        Role::Global => run_global(federation).await,
     }
+}
+
+/// What the continent and global roles take from the command line.
+struct FederationArgs {
+    listen: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    genesis: Option<PathBuf>,
+}
+
+impl FederationArgs {
+    fn genesis(&self) -> anyhow::Result<node::genesis_fed::FederationGenesis> {
+        let path = self
+            .genesis
+            .as_ref()
+            .context("this role needs --genesis FILE (cities, continent, global)")?;
+        Ok(node::genesis_fed::FederationGenesis::load(path)?)
+    }
+}
+
+async fn run_continent(args: FederationArgs) -> anyhow::Result<()> {
+    let genesis = args.genesis()?;
+    let data_dir = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("./continent-data"));
+    let listen = args
+        .listen
+        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 7600)));
+    let key = node::load_or_create_key(&data_dir)?;
+    let mut cfg =
+        node::continent::ContinentConfig::new(listen, &data_dir, genesis.city_committees()?);
+    cfg.global = genesis.global_target()?;
+    let handle = node::continent::start_continent(&cfg, key).await?;
+    tracing::info!(addr = %handle.addr(), node_id = %handle.log().node_id(), cities = cfg.cities.len(), global = ?cfg.global.as_ref().map(|g| &g.addr), "continent running; Ctrl-C to stop");
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    handle.shutdown().await?;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+async fn run_global(args: FederationArgs) -> anyhow::Result<()> {
+    let genesis = args.genesis()?;
+    let data_dir = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("./global-data"));
+    let listen = args
+        .listen
+        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 7650)));
+    let key = node::load_or_create_key(&data_dir)?;
+    let cfg = node::global::GlobalConfig {
+        listen,
+        data_dir,
+        continents: vec![genesis.continent_key()?],
+    };
+    let handle = node::global::start_global(&cfg, key).await?;
+    tracing::info!(addr = %handle.addr(), "global running; Ctrl-C to stop");
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    handle.shutdown().await?;
+    tracing::info!("stopped cleanly");
+    Ok(())
 }
 
 #[tokio::main]
