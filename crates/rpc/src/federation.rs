@@ -185,7 +185,7 @@ impl CertifiedCheckpoint {
     /// The canonical certificate: signatures sorted by node id, a repeated signer's later
     /// signatures dropped.
     pub fn new(header: CheckpointHeader, mut signatures: Vec<(NodeId, Vec<u8>)>) -> Self {
-        signatures.sort_by(|a, b| a.0.cmp(&b.0));
+        signatures.sort_by_key(|a| a.0);
         signatures.dedup_by(|later, first| later.0 == first.0);
         CertifiedCheckpoint { header, signatures }
     }
