@@ -57,7 +57,8 @@ pub use federation::{
     TREE_HEAD_DOMAIN, TreeHeadPush, quorum_stake, sign_share,
 };
 pub use proof::{
-    MAX_PROOF_CHECKPOINT_BATCHES, MAX_TX_PROOF_BYTES, ProofError, TxProof, VerifiedOrdering,
+    GlobalAnchor, MAX_PROOF_CHECKPOINT_BATCHES, MAX_TX_PROOF_BYTES, ProofError, TxProof,
+    VerifiedOrdering,
 };
 pub use shard_store::{
     MAX_SHARD_BYTES, MAX_SHARD_MESSAGE_BYTES, SHARD_CHUNK_BYTES, ShardChunkStream, ShardHolder,

@@ -1,13 +1,15 @@
 //! A tx's offline proof of ordering and federation ([`TxProof`]): the committed batch that
-//! carries it, the checkpoint naming that batch, and the continent's [`FederationProof`] of
-//! the certified checkpoint. Pure data and checks, no I/O: a client verifies it with the
+//! carries it, the checkpoint naming that batch, the continent's [`FederationProof`] of
+//! the certified checkpoint and, once the global logged a continent head covering it, a
+//! [`GlobalAnchor`]. Pure data and checks, no I/O: a client verifies it with the
 //! city committee and the continent's public key alone.
 
 use crate::federation::{
-    CheckpointHeader, FEDERATION_VERSION, FederationError, FederationProof, LogKind,
-    MAX_FEDERATION_MESSAGE_BYTES,
+    CheckpointHeader, FEDERATION_VERSION, FederationError, FederationProof, InclusionReceipt,
+    LogKind, MAX_FEDERATION_MESSAGE_BYTES, SignedTreeHead,
 };
 use dag_core::consensus::{BatchHeader, BatchItem, Checkpoint, Committee, MAX_BATCH_ITEMS};
+use dag_core::merkle::{ConsistencyProof, InclusionProof};
 use dag_core::{DecodeError, Hash32, NodeId, Reader, TxId, Writer};
 
 /// Most batch digests a checkpoint in a proof may name.
@@ -79,6 +81,143 @@ pub enum ProofError {
     /// The continent's receipt signature does not verify.
     #[error("continent receipt signature does not verify")]
     BadReceiptSignature,
+    /// [`TxProof::verify_global`] on a proof without a global anchor.
+    #[error("the proof has no global anchor yet")]
+    NoGlobalAnchor,
+    /// The anchored continent head is not signed by the continent.
+    #[error("the anchored continent tree head does not verify")]
+    BadContinentHead,
+    /// The anchored continent head is older than the receipt's tree.
+    #[error("anchored head of size {head} is older than the receipt's tree of {receipt}")]
+    AnchorTooOld {
+        /// The head's size.
+        head: u64,
+        /// The receipt's tree size.
+        receipt: u64,
+    },
+    /// The anchored head does not extend the receipt's tree (consistency fails).
+    #[error("anchored head does not extend the receipt's tree: {0}")]
+    AnchorInconsistent(String),
+    /// The global receipt's leaf is not the anchored head's leaf hash.
+    #[error("global receipt leaf is not the anchored head's leaf hash")]
+    GlobalLeafMismatch,
+    /// The global inclusion path is not for the global receipt or does not lead to its root.
+    #[error("global inclusion path does not lead to the global receipt's root: {0}")]
+    GlobalBadPath(String),
+    /// The global receipt names another log than the global key given.
+    #[error("global receipt is signed by {}, not the given global", log.short())]
+    WrongGlobal {
+        /// The log named in the receipt.
+        log: NodeId,
+    },
+    /// The global's receipt signature does not verify.
+    #[error("global receipt signature does not verify")]
+    BadGlobalSignature,
+}
+
+/// A continent tree head logged by the global, covering a continent receipt's tree: the
+/// continent's signed head, the consistency proof from the receipt's tree size to the
+/// head's size, and the global's receipt and inclusion path for that head.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GlobalAnchor {
+    /// The continent's signed tree head the global logged.
+    pub head: SignedTreeHead,
+    /// Consistency from the continent receipt's tree size to `head.size` (an empty path
+    /// when the sizes are equal).
+    pub consistency: ConsistencyProof,
+    /// The global's receipt for `head`.
+    pub receipt: InclusionReceipt,
+    /// Inclusion of `head` in the global log at `receipt.tree_size`.
+    pub proof: InclusionProof,
+}
+
+impl GlobalAnchor {
+    /// Checks that `head` (signed by the continent) extends the tree of the continent
+    /// receipt `covered`, and that the global logged it (path and signature).
+    pub fn verify(
+        &self,
+        covered: &InclusionReceipt,
+        continent_public_key: &[u8],
+        global_public_key: &[u8],
+    ) -> Result<(), ProofError> {
+        let h = &self.head;
+        h.verify(continent_public_key)
+            .map_err(|_| ProofError::BadContinentHead)?;
+        if h.log_id != covered.continent {
+            return Err(ProofError::BadContinentHead);
+        }
+        if h.size < covered.tree_size {
+            return Err(ProofError::AnchorTooOld {
+                head: h.size,
+                receipt: covered.tree_size,
+            });
+        }
+        if h.size == covered.tree_size {
+            if h.root != covered.root {
+                return Err(ProofError::AnchorInconsistent(
+                    "same size, another root".into(),
+                ));
+            }
+        } else {
+            let c = &self.consistency;
+            if c.old_size != covered.tree_size || c.new_size != h.size {
+                return Err(ProofError::AnchorInconsistent(format!(
+                    "proof is from {} to {}, needed {} to {}",
+                    c.old_size, c.new_size, covered.tree_size, h.size
+                )));
+            }
+            c.verify(&covered.root, &h.root)
+                .map_err(|e| ProofError::AnchorInconsistent(e.to_string()))?;
+        }
+        let r = &self.receipt;
+        if r.leaf != h.leaf_hash() {
+            return Err(ProofError::GlobalLeafMismatch);
+        }
+        if self.proof.index != r.log_index || self.proof.size != r.tree_size {
+            return Err(ProofError::GlobalBadPath(format!(
+                "proof is for leaf {} of {}, receipt for leaf {} of {}",
+                self.proof.index, self.proof.size, r.log_index, r.tree_size
+            )));
+        }
+        self.proof
+            .verify(&r.leaf, &r.root)
+            .map_err(|e| ProofError::GlobalBadPath(e.to_string()))?;
+        if NodeId::from_public_key(global_public_key) != r.continent {
+            return Err(ProofError::WrongGlobal { log: r.continent });
+        }
+        r.verify(LogKind::Global, global_public_key)
+            .map_err(|_| ProofError::BadGlobalSignature)
+    }
+
+    /// Canonical encoding: version u8 ‖ u16 length ‖ head ‖ u16 length ‖ consistency ‖
+    /// u16 length ‖ receipt ‖ u16 length ‖ inclusion proof.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::with_capacity(16_000);
+        w.u8(FEDERATION_VERSION)
+            .bytes_u16(&self.head.encode())
+            .bytes_u16(&self.consistency.encode())
+            .bytes_u16(&self.receipt.encode())
+            .bytes_u16(&self.proof.encode());
+        w.finish()
+    }
+
+    /// Strict decoding of [`GlobalAnchor::encode`].
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(bytes);
+        let v = r.u8("anchor version")?;
+        if v != FEDERATION_VERSION {
+            return Err(DecodeError::UnsupportedVersion(v));
+        }
+        let max = u16::MAX as usize;
+        let a = GlobalAnchor {
+            head: SignedTreeHead::decode(r.bytes_u16("anchor head", max)?)?,
+            consistency: ConsistencyProof::decode(r.bytes_u16("anchor consistency", max)?)?,
+            receipt: InclusionReceipt::decode(r.bytes_u16("anchor receipt", max)?)?,
+            proof: InclusionProof::decode(r.bytes_u16("anchor proof", max)?)?,
+        };
+        r.finish()?;
+        Ok(a)
+    }
 }
 
 /// What a verified [`TxProof`] establishes.
@@ -151,6 +290,9 @@ pub struct TxProof {
     pub checkpoint: Checkpoint,
     /// The certified header of that checkpoint in the continent log.
     pub federation: FederationProof,
+    /// A continent head covering that leaf, logged by the global (None until the global
+    /// logged one).
+    pub global: Option<GlobalAnchor>,
 }
 
 impl TxProof {
@@ -196,8 +338,29 @@ impl TxProof {
         })
     }
 
+    /// [`TxProof::verify`], then the global anchor ([`GlobalAnchor::verify`]) against the
+    /// global's key; [`ProofError::NoGlobalAnchor`] without one.
+    pub fn verify_global(
+        &self,
+        city_committee: &Committee,
+        continent_public_key: &[u8],
+        global_public_key: &[u8],
+    ) -> Result<VerifiedOrdering, ProofError> {
+        let v = self.verify(city_committee, continent_public_key)?;
+        self.global
+            .as_ref()
+            .ok_or(ProofError::NoGlobalAnchor)?
+            .verify(
+                &self.federation.receipt,
+                continent_public_key,
+                global_public_key,
+            )?;
+        Ok(v)
+    }
+
     /// Canonical encoding: version u8 ‖ tx id 32 ‖ u32 length ‖ batch header ‖ u32 length ‖
-    /// checkpoint ‖ u32 length ‖ federation proof ‖ global flag u8 (0: no global part yet).
+    /// checkpoint ‖ u32 length ‖ federation proof ‖ global flag u8 (0: none, 1: followed by
+    /// u32 length ‖ [`GlobalAnchor`]).
     pub fn encode(&self) -> Vec<u8> {
         let batch = self.batch.encode();
         let cp = self.checkpoint.encode();
@@ -207,8 +370,11 @@ impl TxProof {
             .raw(self.tx_id.as_bytes())
             .bytes_u32(&batch)
             .bytes_u32(&cp)
-            .bytes_u32(&fed)
-            .u8(0);
+            .bytes_u32(&fed);
+        match &self.global {
+            Some(g) => w.u8(1).bytes_u32(&g.encode()),
+            None => w.u8(0),
+        };
         w.finish()
     }
 
@@ -236,18 +402,25 @@ impl TxProof {
         let federation = FederationProof::decode(
             r.bytes_u32("federation proof", MAX_FEDERATION_MESSAGE_BYTES)?,
         )?;
-        if r.u8("global flag")? != 0 {
-            return Err(DecodeError::Invalid {
-                field: "global flag",
-                reason: "global inclusion is not supported in version 1",
-            });
-        }
+        let global = match r.u8("global flag")? {
+            0 => None,
+            1 => Some(GlobalAnchor::decode(
+                r.bytes_u32("global anchor", 64 * 1024)?,
+            )?),
+            _ => {
+                return Err(DecodeError::Invalid {
+                    field: "global flag",
+                    reason: "expected 0 or 1",
+                });
+            }
+        };
         r.finish()?;
         Ok(TxProof {
             tx_id,
             batch,
             checkpoint,
             federation,
+            global,
         })
     }
 }
@@ -258,12 +431,13 @@ mod tests {
     use super::*;
     use crate::federation::{CertifiedCheckpoint, InclusionReceipt, sign_share};
     use dag_core::Signer;
-    use dag_core::merkle::{InclusionProof, MerkleLog};
+    use dag_core::merkle::MerkleLog;
     use pqc::Keypair;
 
     struct Fixture {
         committee: Committee,
         continent: Keypair,
+        global: Keypair,
         proof: TxProof,
         keys: Vec<Keypair>,
     }
@@ -316,9 +490,39 @@ mod tests {
             &continent,
         );
         let path = log.inclusion_proof(index, size).unwrap();
+        // The global logged a later continent head (size 4) as its leaf 1.
+        let global = Keypair::generate();
+        let head = SignedTreeHead::sign(4, log.root(), 1_700_000_000_000, &continent);
+        let mut glog = MerkleLog::new();
+        glog.append(b"another continent's head");
+        let gi = glog.append(&head.encode());
+        let g_receipt = InclusionReceipt::sign(
+            LogKind::Global,
+            gi,
+            gi + 1,
+            glog.root(),
+            head.leaf_hash(),
+            &global,
+        );
+        let anchor = GlobalAnchor {
+            consistency: ConsistencyProof {
+                old_size: size,
+                new_size: 4,
+                path: log.consistency_proof(size, 4).unwrap(),
+            },
+            head,
+            receipt: g_receipt,
+            proof: InclusionProof {
+                index: gi,
+                size: gi + 1,
+                path: glog.inclusion_proof(gi, gi + 1).unwrap(),
+            },
+        };
         Fixture {
             committee,
+            global,
             proof: TxProof {
+                global: Some(anchor),
                 tx_id: tx(2),
                 batch,
                 checkpoint,
@@ -359,6 +563,62 @@ mod tests {
         let mut v9 = bytes;
         v9[0] = 9;
         assert!(TxProof::decode(&v9).is_err());
+    }
+
+    #[test]
+    fn the_global_anchor_verifies_and_each_tampering_fails() {
+        let f = fixture();
+        let (c, g) = (f.continent.public_key(), f.global.public_key());
+        f.proof.verify_global(&f.committee, c, g).unwrap();
+        let gcheck = |tamper: &dyn Fn(&mut GlobalAnchor),
+                      expected: &dyn Fn(&ProofError) -> bool| {
+            let mut p = f.proof.clone();
+            tamper(p.global.as_mut().unwrap());
+            let e = p.verify_global(&f.committee, c, g).unwrap_err();
+            assert!(expected(&e), "unexpected {e:?}");
+        };
+        gcheck(&|a| a.head.root.0[0] ^= 1, &|e| {
+            matches!(e, ProofError::BadContinentHead)
+        });
+        gcheck(&|a| a.consistency.path[0].0[0] ^= 1, &|e| {
+            matches!(e, ProofError::AnchorInconsistent(_))
+        });
+        gcheck(&|a| a.receipt.leaf.0[0] ^= 1, &|e| {
+            matches!(e, ProofError::GlobalLeafMismatch)
+        });
+        gcheck(&|a| a.proof.path[0].0[0] ^= 1, &|e| {
+            matches!(e, ProofError::GlobalBadPath(_))
+        });
+        gcheck(&|a| a.receipt.signature[9] ^= 1, &|e| {
+            matches!(e, ProofError::BadGlobalSignature)
+        });
+        let e = f
+            .proof
+            .verify_global(&f.committee, c, Keypair::generate().public_key())
+            .unwrap_err();
+        assert!(matches!(e, ProofError::WrongGlobal { .. }), "{e:?}");
+        let mut none = f.proof.clone();
+        none.global = None;
+        assert_eq!(
+            none.verify_global(&f.committee, c, g).unwrap_err(),
+            ProofError::NoGlobalAnchor
+        );
+        assert_eq!(TxProof::decode(&none.encode()).unwrap(), none);
+        // A head older than the receipt's tree cannot cover the leaf.
+        let mut old = f.proof.clone();
+        let a = old.global.as_mut().unwrap();
+        a.head = SignedTreeHead::sign(2, Hash32([1; 32]), 1, &f.continent);
+        let e = old.verify_global(&f.committee, c, g).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ProofError::AnchorTooOld {
+                    head: 2,
+                    receipt: 3
+                }
+            ),
+            "{e:?}"
+        );
     }
 
     /// Applies `tamper` to a valid proof and checks the named failure.
