@@ -17,19 +17,21 @@
 //!   the log is rebuilt and every city's chain re-checked ([`crate::Error::LogCorrupt`]).
 //! - **Upward.** With a [`GlobalTarget`], a task pushes the newest signed tree head to the
 //!   global every `head_push_interval` when it changed, with a consistency proof from the
-//!   size the global last logged; outages of any length only delay it.
+//!   size the global last logged; outages of any length only delay it. The newest head
+//!   the global logged (receipt checked, inclusion path fetched) is served as a
+//!   [`GlobalAnchor`] for any receipt it covers (`GetGlobalAnchor`).
 
 use crate::fed_log::{FedServer, PersistentLog, blocking, fed_store, now_ms};
 use crate::{Error, Result};
 use dag_core::consensus::{Committee, Stake};
-use dag_core::merkle::ConsistencyProof;
+use dag_core::merkle::{ConsistencyProof, InclusionProof};
 use dag_core::{Hash32, NodeId, Signer};
 use pqc::{Keypair, MlDsa87};
 use resilience::RetryPolicy;
 use rpc::{
     CertifiedCheckpoint, CheckpointHeader, CityHead, FederationClient, FederationError,
-    FederationHandler, FederationProof, InclusionReceipt, LogKind, ProofAnswer, SignedTreeHead,
-    TreeHeadPush, quorum_stake,
+    FederationHandler, FederationProof, GlobalAnchor, InclusionReceipt, LogKind, ProofAnswer,
+    SignedTreeHead, TreeHeadPush, quorum_stake,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -157,6 +159,8 @@ struct State {
 /// [`ContinentNode`]); the blocking methods are what the handler runs off the reactor.
 pub struct ContinentLog {
     state: parking_lot::Mutex<State>,
+    /// The newest head the global logged, with its receipt and inclusion path there.
+    anchor: parking_lot::Mutex<Option<(SignedTreeHead, InclusionReceipt, InclusionProof)>>,
     key: Keypair,
     committees: HashMap<Hash32, Committee>,
     pool_window: u64,
@@ -243,6 +247,7 @@ impl ContinentLog {
                 cities: states,
                 head: None,
             }),
+            anchor: parking_lot::Mutex::new(None),
             committees: cities
                 .iter()
                 .map(|c| (c.city, c.committee.clone()))
@@ -419,6 +424,36 @@ impl ContinentLog {
     pub fn consistency(&self, old: u64, new: u64) -> FedResult<ConsistencyProof> {
         self.state.lock().log.consistency(old, new)
     }
+
+    /// The newest head the global logged, if it covers the tree of `tree_size`, with the
+    /// consistency proof from `tree_size` (the anchor is kept in memory: after a restart
+    /// it is back once the next head push is acknowledged).
+    pub fn global_anchor(&self, tree_size: u64) -> FedResult<GlobalAnchor> {
+        let anchor = self.anchor.lock().clone();
+        let Some((head, receipt, proof)) = anchor else {
+            return Err(FederationError::NotYetAnchored {
+                tree_size,
+                anchored: 0,
+            });
+        };
+        if head.size < tree_size || tree_size == 0 {
+            return Err(FederationError::NotYetAnchored {
+                tree_size,
+                anchored: head.size,
+            });
+        }
+        let consistency = self.consistency(tree_size, head.size)?;
+        Ok(GlobalAnchor {
+            head,
+            consistency,
+            receipt,
+            proof,
+        })
+    }
+
+    fn set_anchor(&self, head: SignedTreeHead, receipt: InclusionReceipt, proof: InclusionProof) {
+        *self.anchor.lock() = Some((head, receipt, proof));
+    }
 }
 
 /// The stored certificate, receipt and inclusion path (at the receipt's size) of `index`.
@@ -460,6 +495,10 @@ impl FederationHandler for ContinentNode {
 
     async fn consistency_proof(&self, old: u64, new: u64) -> FedResult<ConsistencyProof> {
         self.0.consistency(old, new)
+    }
+
+    async fn global_anchor(&self, tree_size: u64) -> FedResult<GlobalAnchor> {
+        self.0.global_anchor(tree_size)
     }
 }
 
@@ -598,15 +637,16 @@ async fn push_heads(
             }
         }
         match result {
-            Ok(receipt) => match receipt.verify(LogKind::Global, &global_key) {
-                Ok(()) => {
+            Ok(receipt) => match anchor_of(&client, &head, &receipt, &global_key).await {
+                Ok(proof) => {
                     failures = 0;
                     logged = Some(head.size);
+                    log.set_anchor(head.clone(), receipt, proof);
                     let _ = acked.send(head.size);
                 }
                 Err(e) => {
                     failures = failures.saturating_add(1);
-                    tracing::error!(error = %e, "global receipt does not verify");
+                    tracing::warn!(error = %e, "global receipt or inclusion proof does not check");
                 }
             },
             Err(e) => {
@@ -620,6 +660,28 @@ async fn push_heads(
             }
         }
     }
+}
+
+/// Checks the global's receipt for `head` and fetches the inclusion path to its root.
+async fn anchor_of(
+    client: &FederationClient,
+    head: &SignedTreeHead,
+    receipt: &InclusionReceipt,
+    global_key: &[u8],
+) -> FedResult<InclusionProof> {
+    receipt.verify(LogKind::Global, global_key)?;
+    if receipt.leaf != head.leaf_hash() {
+        return Err(FederationError::BadAnswer(
+            "global receipt is not for our head".into(),
+        ));
+    }
+    let a = client
+        .inclusion_proof(receipt.log_index, receipt.tree_size)
+        .await?;
+    a.proof
+        .verify(&receipt.leaf, &receipt.root)
+        .map_err(|e| FederationError::BadAnswer(e.to_string()))?;
+    Ok(a.proof)
 }
 
 /// Where and as which city a representative pushes its committed checkpoints with the

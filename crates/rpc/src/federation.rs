@@ -15,6 +15,7 @@
 //! bounded, no trailing bytes); proto messages carry these bytes.
 
 use crate::pb;
+use crate::proof::GlobalAnchor;
 use dag_core::consensus::{Checkpoint, Committee, Stake};
 use dag_core::merkle::{ConsistencyProof, InclusionProof, leaf_hash};
 use dag_core::{
@@ -767,6 +768,14 @@ pub enum FederationError {
         /// Size pushed.
         got: u64,
     },
+    /// No head of this continent covering `tree_size` is logged by the global yet.
+    #[error("no global-logged head covers tree size {tree_size} yet (newest anchored: {anchored})")]
+    NotYetAnchored {
+        /// The tree size asked about.
+        tree_size: u64,
+        /// Size of the newest anchored head (0: none).
+        anchored: u64,
+    },
     /// Index or tree size beyond the log.
     #[error("out of range: {0}")]
     OutOfRange(String),
@@ -830,6 +839,9 @@ impl FederationError {
             }
             FederationError::Inconsistent { .. } => (Code::AlreadyExists, "INCONSISTENT"),
             FederationError::Stale { .. } => (Code::FailedPrecondition, "STALE"),
+            FederationError::NotYetAnchored { .. } => {
+                (Code::FailedPrecondition, "NOT_YET_ANCHORED")
+            }
             FederationError::OutOfRange(_) => (Code::OutOfRange, "OUT_OF_RANGE"),
             FederationError::NotServed(_) => (Code::Unimplemented, "NOT_SERVED"),
             FederationError::Store(_) => (Code::Internal, "STORE"),
@@ -907,6 +919,10 @@ impl FederationError {
                 logged,
                 got,
             } => (13, zero, *log_id, *logged, *got, ""),
+            E::NotYetAnchored {
+                tree_size,
+                anchored,
+            } => (19, zero, none, *tree_size, *anchored, ""),
             E::OutOfRange(m) => (14, zero, none, 0, 0, m),
             E::NotServed(m) => (15, zero, none, 0, 0, m),
             E::Store(m) => (16, zero, none, 0, 0, m),
@@ -991,6 +1007,10 @@ impl FederationError {
             15 => E::NotServed(text),
             16 => E::Store(text),
             18 => E::BadAnswer(text),
+            19 => E::NotYetAnchored {
+                tree_size: a,
+                anchored: b,
+            },
             _ => {
                 return Err(DecodeError::Invalid {
                     field: "error kind",
@@ -1063,6 +1083,14 @@ pub trait FederationHandler: Send + Sync + 'static {
         old_size: u64,
         new_size: u64,
     ) -> impl Future<Output = FedResult<ConsistencyProof>> + Send;
+    /// Continent: a head of this log that the global logged, covering `tree_size`.
+    fn global_anchor(
+        &self,
+        tree_size: u64,
+    ) -> impl Future<Output = FedResult<GlobalAnchor>> + Send {
+        let _ = tree_size;
+        async { Err(FederationError::NotServed("GetGlobalAnchor".into())) }
+    }
 }
 
 /// Serves the `Federation` gRPC service by calling a [`FederationHandler`].
@@ -1190,6 +1218,26 @@ impl<T: FederationHandler> pb::federation_server::Federation for FederationServi
             old_size: p.old_size,
             new_size: p.new_size,
             path: path_bytes(&p.path),
+        }))
+    }
+
+    async fn get_global_anchor(
+        &self,
+        request: Request<pb::GetGlobalAnchorRequest>,
+    ) -> Result<Response<pb::GlobalAnchor>, Status> {
+        self.anchor(request.into_inner().tree_size).await
+    }
+}
+
+impl<T: FederationHandler> FederationService<T> {
+    async fn anchor(&self, tree_size: u64) -> Result<Response<pb::GlobalAnchor>, Status> {
+        let a = self
+            .handler
+            .global_anchor(tree_size)
+            .await
+            .map_err(|e| e.to_status())?;
+        Ok(Response::new(pb::GlobalAnchor {
+            encoded: a.encode(),
         }))
     }
 }
@@ -1355,6 +1403,16 @@ impl FederationClient {
             root: h32("root", &resp.root).map_err(bad_answer)?,
             leaf: h32("leaf_hash", &resp.leaf_hash).map_err(bad_answer)?,
         })
+    }
+
+    /// A continent head the global logged, covering the continent tree of `tree_size`
+    /// (decoded, not verified: check it with [`GlobalAnchor::verify`]).
+    pub async fn global_anchor(&self, tree_size: u64) -> FedResult<GlobalAnchor> {
+        let req = pb::GetGlobalAnchorRequest { tree_size };
+        let resp = self
+            .call(|mut c| async move { c.get_global_anchor(req).await })
+            .await?;
+        GlobalAnchor::decode(&resp.encoded).map_err(bad_answer)
     }
 
     /// The consistency proof from `old_size` to `new_size` (0 = current).

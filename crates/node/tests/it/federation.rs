@@ -398,11 +398,14 @@ async fn global_logs_consistent_continent_heads_and_refuses_forged_ones() {
     let g = client(global.addr());
     let cps = chain(7, 0);
     let mut acked = cont.global_acked();
+    let mut proofs = Vec::new();
     for (round, range) in [(0..3), (3..7)].into_iter().enumerate() {
         for cp in &cps[range] {
-            c.push_checkpoint(&full(&keys[..3], &CheckpointHeader::of(city, cp)))
-                .await
-                .unwrap();
+            proofs.push(
+                c.push_checkpoint(&full(&keys[..3], &CheckpointHeader::of(city, cp)))
+                    .await
+                    .unwrap(),
+            );
         }
         let want = cont.log().size();
         wait_until("the global to log the continent's head", || {
@@ -412,6 +415,25 @@ async fn global_logs_consistent_continent_heads_and_refuses_forged_ones() {
         assert_eq!(global.log().logged_size(&ckey.node_id()), Some(want));
         assert!(global.log().size() > round as u64);
     }
+
+    // Every receipt is covered by a global anchor a client verifies offline.
+    for p in &proofs {
+        let a = c.global_anchor(p.receipt.tree_size).await.unwrap();
+        assert_eq!(a.head.size, 7);
+        a.verify(&p.receipt, ckey.public_key(), gkey.public_key())
+            .unwrap();
+    }
+    let e = c.global_anchor(8).await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            FederationError::NotYetAnchored {
+                tree_size: 8,
+                anchored: 7
+            }
+        ),
+        "{e:?}"
+    );
 
     // The global's own head and an inclusion proof of the continent's latest head.
     let gh = g.tree_head().await.unwrap();
