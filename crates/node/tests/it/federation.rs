@@ -622,3 +622,55 @@ async fn continent_heads_reach_a_global_after_outages() {
     cont.shutdown().await.unwrap();
     global.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tx_proof_from_the_continent_verifies_offline() {
+    use dag_core::TxId;
+    use dag_core::consensus::{BatchHeader, BatchItem};
+    let dir = tempfile::tempdir().unwrap();
+    let (keys, committee) = committee(4);
+    let city = node::genesis_fed::federation_city_id("JP-13");
+    let ckey = Keypair::generate();
+    let cont = continent_at(&city_cfg(dir.path(), city, &committee), &ckey).await;
+    let c = client(cont.addr());
+    let tx = TxId::from_bytes([7; 32]);
+    let batch = BatchHeader {
+        round: 1,
+        author: keys[0].node_id(),
+        timestamp_ms: 1_700_000_000_000,
+        parents: vec![],
+        items: vec![BatchItem::Tx(TxId::from_bytes([6; 32])), BatchItem::Tx(tx)],
+    };
+    let checkpoint = Checkpoint {
+        sequence: 0,
+        leader_round: 2,
+        leader: batch.digest(),
+        batches: vec![batch.digest()],
+        prev_hash: Hash32([0; 32]),
+    };
+    let h = CheckpointHeader::of(city, &checkpoint);
+    for k in &keys[..2] {
+        c.push_checkpoint(&share(k, &h)).await.unwrap_err();
+    }
+    let federation = c.push_checkpoint(&share(&keys[2], &h)).await.unwrap();
+    let proof = rpc::TxProof {
+        tx_id: tx,
+        batch,
+        checkpoint,
+        federation,
+        global: None,
+    };
+    let decoded = rpc::TxProof::decode(&proof.encode()).unwrap();
+    let v = decoded.verify(&committee, ckey.public_key()).unwrap();
+    assert_eq!(
+        (v.sequence, v.leader_round, v.log_index, v.tree_size),
+        (0, 2, 0, 1)
+    );
+    assert!(
+        decoded
+            .verify(&committee, Keypair::generate().public_key())
+            .is_err()
+    );
+    drop(c);
+    cont.shutdown().await.unwrap();
+}
