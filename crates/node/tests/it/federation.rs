@@ -674,3 +674,55 @@ async fn a_tx_proof_from_the_continent_verifies_offline() {
     drop(c);
     cont.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_pusher_is_counted_and_the_honest_history_still_gets_in() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let dir = tempfile::tempdir().unwrap();
+    let (keys, committee) = committee(4);
+    let city = Hash32::digest(b"refusal-city");
+    let ckey = Keypair::generate();
+    let cont = continent_at(&city_cfg(dir.path(), city, &committee), &ckey).await;
+    let cps = chain(3, 0);
+    let pusher_for = |k: &Keypair, s: &Arc<MemoryCheckpointSource>| {
+        let mut pc = PusherConfig::new(cont.addr().to_string(), city, ckey.public_key().to_vec());
+        pc.refusal_backoff = Duration::from_millis(50);
+        let source: Arc<dyn CheckpointSource> = s.clone();
+        spawn_checkpoint_pusher(pc, k.clone(), source).unwrap()
+    };
+    // A stranger's pusher: refused (not a member), counted, nothing appended.
+    let stranger_source = Arc::new(MemoryCheckpointSource::new());
+    for cp in &cps {
+        stranger_source.commit(cp.clone());
+    }
+    let stranger = pusher_for(&Keypair::generate(), &stranger_source);
+    wait_until("the stranger's refusals", || {
+        stranger.stats().refusals.load(Relaxed) >= 2
+    })
+    .await;
+    assert_eq!(cont.log().size(), 0);
+    assert_eq!(stranger_source.proofs(), 0);
+
+    // Three honest members: everything gets in, in order.
+    let sources: Vec<_> = (0..3)
+        .map(|_| Arc::new(MemoryCheckpointSource::new()))
+        .collect();
+    let pushers: Vec<_> = keys[..3]
+        .iter()
+        .zip(&sources)
+        .map(|(k, s)| pusher_for(k, s))
+        .collect();
+    for s in &sources {
+        for cp in &cps {
+            s.commit(cp.clone());
+        }
+    }
+    wait_until("3 federated", || sources.iter().all(|s| s.proofs() == 3)).await;
+    assert_eq!(cont.log().size(), 3);
+    for p in pushers {
+        assert_eq!(p.stats().refusals.load(Relaxed), 0);
+        p.shutdown().await;
+    }
+    stranger.shutdown().await;
+    cont.shutdown().await.unwrap();
+}
