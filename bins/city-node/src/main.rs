@@ -11,7 +11,7 @@ use std::path::PathBuf;
 #[command(
     name = "city-node",
     version,
-    about = "City Chain node: city, light or continent role"
+    about = "City Chain node: city, light, continent or global role"
 )]
 struct Cli {
     /// Log format: text or json.
@@ -138,7 +138,9 @@ struct RunArgs {
     /// Address published to presence (host:port).
     #[arg(long, env = "CITY_ADVERTISE")]
     advertise: Option<String>,
-    /// Genesis file (city role: run as a representative of the committee it names).
+    /// Genesis file: a city role runs as a representative of the committee it names; the
+    /// continent role reads the cities' committees and the global from it, the global role
+    /// the continent's key.
     #[arg(long, env = "CITY_GENESIS")]
     genesis: Option<PathBuf>,
 }
@@ -209,6 +211,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     if let Some(q) = args.quota_bytes {
         light.quota_bytes = q;
     }
+    let federation = FederationArgs {
+        listen: args.listen,
+        data_dir: args.data_dir.clone(),
+        genesis: args.genesis.clone(),
+    };
     let mut city = file.city.unwrap_or_default();
     if let Some(l) = args.listen {
         city.listen = l;
@@ -271,8 +278,79 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             tracing::info!("stopped cleanly");
             Ok(())
         }
-        other => bail!("role {other} is not available in this build yet"),
+        Role::Continent => run_continent(federation).await,
+        Role::Global => run_global(federation).await,
     }
+}
+
+/// What the continent and global roles take from the command line.
+struct FederationArgs {
+    listen: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    genesis: Option<PathBuf>,
+}
+
+impl FederationArgs {
+    fn genesis(&self) -> anyhow::Result<node::genesis::Genesis> {
+        let path = self
+            .genesis
+            .as_ref()
+            .context("this role needs --genesis FILE (cities, continent, global)")?;
+        Ok(node::genesis::Genesis::load(path)?)
+    }
+}
+
+async fn run_continent(args: FederationArgs) -> anyhow::Result<()> {
+    let genesis = args.genesis()?;
+    let data_dir = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("./continent-data"));
+    let listen = args
+        .listen
+        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 7600)));
+    let key = node::load_or_create_key(&data_dir)?;
+    let mut cfg = node::continent::ContinentConfig::new(
+        listen,
+        &data_dir,
+        node::continent::CityCommittee::from_genesis(&genesis),
+    );
+    cfg.global = node::continent::GlobalTarget::from_genesis(&genesis);
+    let handle = node::continent::start_continent(&cfg, key).await?;
+    tracing::info!(addr = %handle.addr(), node_id = %handle.log().node_id(), cities = cfg.cities.len(), global = ?cfg.global.as_ref().map(|g| &g.addr), "continent running; Ctrl-C to stop");
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    handle.shutdown().await?;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+async fn run_global(args: FederationArgs) -> anyhow::Result<()> {
+    let genesis = args.genesis()?;
+    let data_dir = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("./global-data"));
+    let listen = args
+        .listen
+        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 7650)));
+    let key = node::load_or_create_key(&data_dir)?;
+    let cfg = node::global::GlobalConfig {
+        listen,
+        data_dir,
+        continents: genesis
+            .continent
+            .iter()
+            .map(|c| c.public_key.clone())
+            .collect(),
+    };
+    let handle = node::global::start_global(&cfg, key).await?;
+    tracing::info!(addr = %handle.addr(), "global running; Ctrl-C to stop");
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    handle.shutdown().await?;
+    tracing::info!("stopped cleanly");
+    Ok(())
 }
 
 #[tokio::main]

@@ -171,3 +171,104 @@ fn bad_config_is_a_clear_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("parsing") && err.contains("bad.toml"), "{err}");
 }
+
+#[test]
+fn continent_and_global_roles_run_from_a_genesis_file() {
+    use dag_core::Signer;
+    use dag_core::consensus::{BatchDigest, Checkpoint};
+    let dir = tempfile::tempdir().unwrap();
+    let (cport, gport) = (free_port(), free_port());
+    let (cdata, gdata) = (dir.path().join("continent"), dir.path().join("global"));
+    let ckey = pqc::Keypair::generate();
+    ckey.save(&cdata.join("node.key")).unwrap();
+    let gkey = pqc::Keypair::generate();
+    gkey.save(&gdata.join("node.key")).unwrap();
+    let reps: Vec<pqc::Keypair> = (0..4).map(|_| pqc::Keypair::generate()).collect();
+    let members: Vec<String> = reps
+        .iter()
+        .enumerate()
+        .map(|(i, k)| {
+            format!(
+                "{{ public_key = \"{}\", stake = 1, address = \"127.0.0.1:{}\" }}",
+                hex_of(k.public_key()),
+                7801 + i
+            )
+        })
+        .collect();
+    let genesis = dir.path().join("genesis.toml");
+    std::fs::write(
+        &genesis,
+        format!(
+            "[[cities]]\nid = \"JP-13\"\nmembers = [{}]\n\n[continent]\npublic_key = \"{}\"\naddress = \"127.0.0.1:{cport}\"\n\n[global]\npublic_key = \"{}\"\naddress = \"127.0.0.1:{gport}\"\n",
+            members.join(", "),
+            hex_of(ckey.public_key()),
+            hex_of(gkey.public_key()),
+        ),
+    )
+    .unwrap();
+    let spawn = |role: &str, port: u16, data: &std::path::Path| {
+        Command::new(BIN)
+            .args(["run", "--role", role, "--genesis"])
+            .arg(&genesis)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--metrics-listen", &format!("127.0.0.1:{}", free_port())])
+            .arg("--data-dir")
+            .arg(data)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut global = Guard(Some(spawn("global", gport, &gdata)));
+    let mut continent = Guard(Some(spawn("continent", cport, &cdata)));
+    wait_for_port(gport);
+    wait_for_port(cport);
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let c = rpc::FederationClient::lazy(&format!("127.0.0.1:{cport}"), Duration::from_secs(10))
+            .unwrap();
+        let g = rpc::FederationClient::lazy(&format!("127.0.0.1:{gport}"), Duration::from_secs(10))
+            .unwrap();
+        let city = node::genesis::city_hash("JP-13");
+        let cp = Checkpoint {
+            sequence: 0,
+            leader_round: 0,
+            leader: BatchDigest(dag_core::Hash32([1; 32])),
+            batches: vec![],
+            prev_hash: dag_core::Hash32([0; 32]),
+        };
+        let h = rpc::CheckpointHeader::of(city, &cp);
+        let cert = rpc::CertifiedCheckpoint::new(
+            h,
+            reps[..3].iter().map(|k| rpc::sign_share(&h, k)).collect(),
+        );
+        let p = c.push_checkpoint(&cert).await.unwrap();
+        p.receipt
+            .verify(rpc::LogKind::Continent, ckey.public_key())
+            .unwrap();
+        // The continent pushes its head to the global within a few intervals.
+        let t0 = Instant::now();
+        loop {
+            let head = g.tree_head().await.unwrap();
+            head.verify(gkey.public_key()).unwrap();
+            if head.size >= 1 {
+                break;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "global never logged"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    for g in [&mut continent, &mut global] {
+        let status = sigterm_and_wait(g.0.as_mut().unwrap());
+        assert!(status.success(), "exit status {status:?}");
+        g.0 = None;
+    }
+}
+
+fn hex_of(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}

@@ -17,6 +17,7 @@ use std::time::Duration;
 const EXIT_ERROR: u8 = 1;
 const EXIT_NOT_FOUND: u8 = 2;
 const EXIT_AUDIT_FAILED: u8 = 3;
+const EXIT_NOT_FEDERATED: u8 = 4;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -67,6 +68,20 @@ enum Cmd {
         #[arg(long, default_value_t = 16)]
         concurrency: usize,
     },
+    /// Fetch a Federated tx's proof from the city and verify it locally against the
+    /// genesis file: the batch carrying it, its checkpoint, the committee's quorum
+    /// certificate, the continent's Merkle path and signature (and the global anchor when
+    /// present). Exit 4 when the tx is not Federated yet.
+    Verify {
+        /// The tx id (64 hex characters).
+        tx_id: String,
+        /// The genesis file naming the committee, the continent and the global.
+        #[arg(long, env = "CITY_GENESIS")]
+        genesis: std::path::PathBuf,
+        /// Also write the proof's canonical bytes to this file.
+        #[arg(long)]
+        save: Option<std::path::PathBuf>,
+    },
 }
 
 #[tokio::main]
@@ -98,7 +113,65 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Cmd::Get { tx_id } => get(&client, &tx_id, false, timeout).await,
         Cmd::Repair { tx_id } => get(&client, &tx_id, true, timeout).await,
         Cmd::Audit { concurrency } => audit(&client, concurrency, timeout).await,
+        Cmd::Verify {
+            tx_id,
+            genesis,
+            save,
+        } => verify(&client, &tx_id, &genesis, save.as_deref(), timeout).await,
     }
+}
+
+async fn verify(
+    client: &CityClient,
+    tx_id: &str,
+    genesis: &std::path::Path,
+    save: Option<&std::path::Path>,
+    timeout: Duration,
+) -> anyhow::Result<u8> {
+    let id = TxId::from_hex(tx_id).with_context(|| format!("{tx_id:?} is not a tx id"))?;
+    let genesis = genesis::Genesis::load(genesis)?;
+    let rec = tokio::time::timeout(timeout, client.get(id))
+        .await
+        .with_context(|| format!("GetTx {id}: no answer within {timeout:?}"))?
+        .with_context(|| format!("GetTx {id} failed"))?;
+    let Some(rec) = rec else {
+        eprintln!("tx {id} is not known to this city");
+        return Ok(EXIT_NOT_FOUND);
+    };
+    let Some(proof) = rec.proof else {
+        eprintln!(
+            "tx {id} is {:?}, not Federated yet: no proof to verify",
+            rec.state
+        );
+        return Ok(EXIT_NOT_FEDERATED);
+    };
+    if let Some(path) = save {
+        std::fs::write(path, &proof).with_context(|| format!("writing {}", path.display()))?;
+    }
+    let v = audit::verify_tx_proof(&proof, id, &genesis)
+        .with_context(|| format!("the proof of tx {id} does not verify"))?;
+    println!("tx        {id}");
+    println!(
+        "city      {} (quorum certificate verified against genesis)",
+        v.city_id
+    );
+    println!(
+        "ordered   checkpoint {} (leader round {})",
+        v.ordering.sequence, v.ordering.leader_round
+    );
+    println!(
+        "federated continent log leaf {} of {} (path and signature verified)",
+        v.ordering.log_index, v.ordering.tree_size
+    );
+    println!(
+        "global    {}",
+        if v.global_verified {
+            "anchor verified"
+        } else {
+            "no anchor in the proof"
+        }
+    );
+    Ok(0)
 }
 
 async fn get(

@@ -5,6 +5,13 @@
 //!
 //! The light nodes are reached through the [`HolderProbe`] port: [`GrpcProbe`] over the
 //! `ShardStore` gRPC service in production, a test double in the unit tests below.
+//!
+//! [`verify_tx_proof`] checks a Federated tx's proof offline against a genesis file: the
+//! batch carrying it, its checkpoint, the committee's quorum certificate, the continent's
+//! Merkle path and signature, and the global anchor when the proof has one.
+
+mod proof;
+pub use proof::{ProofCheckError, VerifiedTxProof, verify_tx_proof};
 
 use async_trait::async_trait;
 use dag_core::{NodeId, ShardHash, SignatureVerifier, StripeId, TxId};

@@ -8,7 +8,7 @@
 
 use crate::Result;
 use dag_core::{NodeId, Role};
-use node::continent::{CityKeys, ContinentConfig, ContinentHandle, start_continent};
+use node::continent::{CityCommittee, ContinentConfig, ContinentHandle, start_continent};
 use node::genesis::{GenesisCity, GenesisFile, city_hash};
 use node::{
     CityConfig, CityEnv, CityHandle, LightConfig, LightHandle, MembershipConfig, PipelineConfig,
@@ -199,17 +199,20 @@ impl Devnet {
             });
         }
         let continent_key = Keypair::generate();
-        let continent_cfg = ContinentConfig {
-            listen: LOOPBACK,
-            data_dir: dir.join("continent"),
-            cities: vec![CityKeys {
+        let committee = dag_core::consensus::Committee::equal(
+            reps.iter()
+                .map(|r| dag_core::Signer::public_key(&r.key).to_vec())
+                .collect(),
+        )
+        .ok_or_else(|| crate::Error::Measurement("an empty committee".into()))?;
+        let continent_cfg = ContinentConfig::new(
+            LOOPBACK,
+            dir.join("continent"),
+            vec![CityCommittee {
                 city: city_hash(CITY),
-                public_keys: reps
-                    .iter()
-                    .map(|r| dag_core::Signer::public_key(&r.key).to_vec())
-                    .collect(),
+                committee,
             }],
-        };
+        );
         let continent = start_continent(&continent_cfg, continent_key.clone()).await?;
         let file = GenesisFile {
             chain: "citychain-devnet".into(),
@@ -236,10 +239,8 @@ impl Devnet {
         let genesis = dir.join("genesis.toml");
         file.write(&genesis)?;
         // The continent keeps its port across restarts.
-        let continent_cfg = ContinentConfig {
-            listen: continent.addr(),
-            ..continent_cfg
-        };
+        let mut continent_cfg = continent_cfg;
+        continent_cfg.listen = continent.addr();
         Ok((reps, genesis, continent_key, continent_cfg, continent))
     }
 

@@ -30,9 +30,7 @@
 //! [`run_devnet_round`] runs n representatives and a continent on loopback and measures
 //! what the demo reports.
 
-use crate::continent::{
-    CityKeys, ContinentConfig, FederationPusher, FederationTarget, start_continent,
-};
+use crate::continent::{CityCommittee, ContinentConfig, FederationTarget, start_continent};
 use crate::runtime::{now_ms, off_reactor};
 use crate::{Error, Result};
 use dag_core::consensus::{
@@ -45,8 +43,8 @@ use futures::StreamExt;
 use pqc::{Keypair, MlDsa87};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use rpc::{
-    CheckpointHeader, ConsensusClient, ConsensusHandler, DeliverError, InclusionReceipt,
-    SignedCheckpointHeader,
+    CertifiedCheckpoint, CheckpointHeader, ConsensusClient, ConsensusHandler, DeliverError,
+    FederationClient, FederationError, FederationProof, LogKind, sign_share,
 };
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -122,10 +120,9 @@ pub struct CommittedEvent {
 /// A checkpoint logged by the continent.
 #[derive(Debug, Clone)]
 pub struct FederatedEvent {
-    /// The header this representative pushed.
-    pub header: SignedCheckpointHeader,
-    /// The continent's receipt (signature checked when its key is configured).
-    pub receipt: InclusionReceipt,
+    /// The logged certificate, the continent's receipt (signature checked when its key is
+    /// configured) and the inclusion path.
+    pub proof: FederationProof,
 }
 
 /// Counters of one representative.
@@ -547,57 +544,53 @@ async fn pusher(
     out: mpsc::UnboundedSender<FederatedEvent>,
     stats: Arc<RepresentativeStats>,
 ) {
-    let pusher = match FederationPusher::new(target.clone()) {
-        Ok(p) => p,
+    let client = match FederationClient::lazy(&target.addr, target.timeout) {
+        Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "federation disabled");
             return;
         }
     };
+    // In-memory and best effort (the lead rewires representatives onto
+    // `federation_push::spawn_checkpoint_pusher`, which reads a durable backlog). Each
+    // representative pushes its own signature share; the continent pools shares until a
+    // quorum. Checkpoints go up in order: AwaitingQuorum, a gap (other members fill it)
+    // and transient failures are retried; a refusal is logged and skipped.
     while let Some(sub) = rx.recv().await {
-        let header = CheckpointHeader::of(target.city, key.node_id(), &sub.checkpoint);
-        let signed = SignedCheckpointHeader::sign(header, &key);
-        // Checkpoints go up in order: a transient failure (continent down) is retried,
-        // after the policy's backoff, until it succeeds; a refusal is logged and skipped.
+        let header = CheckpointHeader::of(target.city, &sub.checkpoint);
+        let share = CertifiedCheckpoint::new(header, vec![sign_share(&header, &key)]);
+        let sequence = header.sequence;
+        let mut quorum_wait = Duration::from_millis(25);
         loop {
-            match pusher.push(&signed).await {
-                Ok(receipt) => {
-                    stats.pushed.fetch_add(1, Ordering::Relaxed);
-                    let _ = out.send(FederatedEvent {
-                        header: signed,
-                        receipt,
-                    });
-                    break;
-                }
-                Err(e) => {
-                    stats.push_failures.fetch_add(1, Ordering::Relaxed);
-                    let sequence = sub.checkpoint.sequence;
-                    if is_refusal(&e) {
-                        tracing::error!(sequence, error = %e, "continent refused the checkpoint");
+            match client.push_checkpoint(&share).await {
+                Ok(proof) => {
+                    if let Some(pk) = &target.continent_key
+                        && let Err(e) = proof.receipt.verify(LogKind::Continent, pk)
+                    {
+                        stats.push_failures.fetch_add(1, Ordering::Relaxed);
+                        tracing::error!(sequence, error = %e, "continent receipt does not verify");
                         break;
                     }
+                    stats.pushed.fetch_add(1, Ordering::Relaxed);
+                    let _ = out.send(FederatedEvent { proof });
+                    break;
+                }
+                Err(FederationError::AwaitingQuorum { .. } | FederationError::Gap { .. }) => {
+                    tokio::time::sleep(quorum_wait).await;
+                    quorum_wait = (quorum_wait * 2).min(Duration::from_millis(500));
+                }
+                Err(e) if e.is_retryable() => {
+                    stats.push_failures.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(sequence, error = %e, "push failed; retrying");
                     tokio::time::sleep(target.retry.max_delay).await;
                 }
+                Err(e) => {
+                    stats.push_failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(sequence, error = %e, "continent refused the checkpoint");
+                    break;
+                }
             }
         }
-    }
-}
-
-/// The continent answered and said no (or answered with a bad receipt): retrying the same
-/// header cannot help.
-fn is_refusal(e: &Error) -> bool {
-    match e {
-        Error::Client(rpc::ClientError::Status { code, .. }) => matches!(
-            code,
-            tonic::Code::PermissionDenied
-                | tonic::Code::Unauthenticated
-                | tonic::Code::AlreadyExists
-                | tonic::Code::InvalidArgument
-                | tonic::Code::OutOfRange
-        ),
-        Error::Client(rpc::ClientError::Malformed(_)) | Error::Config(_) => true,
-        _ => false,
     }
 }
 
@@ -947,14 +940,14 @@ pub async fn run_devnet_round(
     let city = Hash32::digest(b"citychain/devnet-city");
     let continent_key = Keypair::generate();
     let continent_pk = continent_key.public_key().to_vec();
-    let ccfg = ContinentConfig {
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        data_dir: dir.join("continent"),
-        cities: vec![CityKeys {
+    let ccfg = ContinentConfig::new(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        dir.join("continent"),
+        vec![CityCommittee {
             city,
-            public_keys: keys.iter().map(|k| k.public_key().to_vec()).collect(),
+            committee: committee.clone(),
         }],
-    };
+    );
     let continent = start_continent(&ccfg, continent_key.clone()).await?;
 
     let mut listeners = Vec::new();
@@ -1125,21 +1118,14 @@ pub async fn run_devnet_round(
         .filter(|(i, ..)| seen[..live].iter().all(|s| s.lock().items.contains_key(i)))
         .count();
 
-    // Inclusion proofs of every receipt, against the receipt's own root.
-    let client =
-        rpc::FederationClient::lazy(&continent.addr().to_string(), Duration::from_secs(2))?;
+    // Every federation proof, checked offline: quorum certificate, leaf, path, signature.
     let receipts = std::mem::take(&mut *receipts.lock());
-    let mut verified = 0;
-    for ev in &receipts {
-        let r = &ev.receipt;
-        let a = client.inclusion_proof(r.log_index, r.tree_size).await?;
-        if a.root == r.root && a.leaf == r.leaf && a.proof.verify(&r.leaf, &r.root).is_ok() {
-            verified += 1;
-        }
-    }
+    let verified = receipts
+        .iter()
+        .filter(|ev| ev.proof.verify(&committee, &continent_pk).is_ok())
+        .count();
     let size = continent.log().size();
     let root = continent.log().root();
-    drop(client);
     continent.shutdown().await?;
     // Restart on the same directory: the log must come back whole.
     let mut survived = false;

@@ -1,48 +1,88 @@
-//! The continent role: serves `Federation` (PushBatchHeader, GetInclusionProof) over a
-//! persistent RFC 6962 Merkle log of cities' signed checkpoint headers, and the federation
-//! client a representative uses to push its committed checkpoints.
+//! The continent role: serves `Federation` over a persistent RFC 6962 Merkle log of cities'
+//! quorum-certified checkpoint headers, and pushes its signed tree head to the global.
 //!
-//! - A push is accepted only from a configured city, signed (ML-DSA-87) by one of that
-//!   city's keys; unknown city or signer → `PermissionDenied`, bad signature →
-//!   `Unauthenticated`. Pushes are idempotent per (city, sequence): every representative of
-//!   a city may push the same checkpoint and gets a receipt for the one leaf; a different
-//!   header under a logged (city, sequence) is a fork → `AlreadyExists`.
-//! - The log lives in `<data_dir>/continent.redb`: leaf hashes and the signed headers by
-//!   index, written (fsync) before the receipt is signed. On restart the log is rebuilt with
-//!   [`MerkleLog::from_leaf_hashes`] and checked against the stored headers.
-//! - Receipts are signed with the continent's key ([`rpc::InclusionReceipt`]).
+//! - **Quorum.** A push carries a [`CertifiedCheckpoint`]. Every signature must be a
+//!   member's and valid (else `NotMember` / `BadSignature`, nothing kept). One signature is
+//!   a *share*: the continent pools shares of an identical header — only members, only for
+//!   sequences in `[next, next + pool_window)`, one share per member and sequence (a newer
+//!   share for another header replaces the older) — and appends once the pooled stake is a
+//!   quorum; until then the push answers the retryable `AwaitingQuorum { have, need }`.
+//!   More than one signature is a full certificate and must be a quorum by itself
+//!   (`NoQuorum`). The leaf is the header with exactly the signatures that made the quorum.
+//! - **Continuity.** Per city, only `sequence == next` with `prev_hash ==` the last logged
+//!   running hash is appended (`Gap { expected }` / `WrongPrev`); another header at a logged
+//!   sequence is a `Fork`. Re-pushing a logged checkpoint answers its stored proof.
+//! - **Durability.** Leaf, certificate and the signed receipt are written in one fsynced
+//!   redb transaction (`<data_dir>/continent.redb`) before anyone is answered; on restart
+//!   the log is rebuilt and every city's chain re-checked ([`crate::Error::LogCorrupt`]).
+//! - **Upward.** With a [`GlobalTarget`], a task pushes the newest signed tree head to the
+//!   global every `head_push_interval` when it changed, with a consistency proof from the
+//!   size the global last logged; outages of any length only delay it. The newest head
+//!   the global logged (receipt checked, inclusion path fetched) is served as a
+//!   [`GlobalAnchor`] for any receipt it covers (`GetGlobalAnchor`).
 
+use crate::fed_log::{FedServer, PersistentLog, blocking, fed_store, now_ms};
 use crate::{Error, Result};
-use dag_core::merkle::MerkleLog;
+use dag_core::consensus::{Committee, Stake};
+use dag_core::merkle::{ConsistencyProof, InclusionProof};
 use dag_core::{Hash32, NodeId, Signer};
-use futures::StreamExt;
 use pqc::{Keypair, MlDsa87};
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
-use resilience::{RetryPolicy, retry};
+use resilience::RetryPolicy;
 use rpc::{
-    ClientError, FederationClient, FederationError, FederationHandler, InclusionReceipt,
-    ProofAnswer, SignedCheckpointHeader,
+    CertifiedCheckpoint, CheckpointHeader, CityHead, FederationClient, FederationError,
+    FederationHandler, FederationProof, GlobalAnchor, InclusionReceipt, LogKind, ProofAnswer,
+    SignedTreeHead, TreeHeadPush, quorum_stake,
 };
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::oneshot;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-/// Leaf index → leaf hash.
-const LEAVES: TableDefinition<u64, &[u8; 32]> = TableDefinition::new("leaves");
-/// Leaf index → signed header bytes.
-const HEADERS: TableDefinition<u64, &[u8]> = TableDefinition::new("headers");
+type FedResult<T> = std::result::Result<T, FederationError>;
 
-/// A city the continent accepts pushes from: its id and its representatives' keys.
+/// A city the continent accepts checkpoints from: its id and its committee.
 #[derive(Debug, Clone)]
-pub struct CityKeys {
-    /// The city id pushes carry.
+pub struct CityCommittee {
+    /// The city id headers carry.
     pub city: Hash32,
-    /// ML-DSA-87 public keys allowed to sign its headers.
-    pub public_keys: Vec<Vec<u8>>,
+    /// The representatives (public keys, stake) whose 2f + 1 certify its checkpoints.
+    pub committee: Committee,
+}
+
+impl CityCommittee {
+    /// Every city's committee named in `genesis`.
+    pub fn from_genesis(genesis: &genesis::Genesis) -> Vec<CityCommittee> {
+        genesis
+            .cities
+            .values()
+            .map(|c| CityCommittee {
+                city: c.city,
+                committee: c.committee.clone(),
+            })
+            .collect()
+    }
+}
+
+impl GlobalTarget {
+    /// The global log named in `genesis`, if any.
+    pub fn from_genesis(genesis: &genesis::Genesis) -> Option<GlobalTarget> {
+        genesis.global.as_ref().map(|g| GlobalTarget {
+            addr: g.address.clone(),
+            public_key: g.public_key.clone(),
+        })
+    }
+}
+
+/// Where the continent pushes its tree heads.
+#[derive(Debug, Clone)]
+pub struct GlobalTarget {
+    /// The global's gRPC address.
+    pub addr: String,
+    /// The global's public key (to check its receipts).
+    pub public_key: Vec<u8>,
 }
 
 /// Configuration of the continent role.
@@ -53,99 +93,191 @@ pub struct ContinentConfig {
     /// Directory of `continent.redb`.
     pub data_dir: PathBuf,
     /// The cities accepted.
-    pub cities: Vec<CityKeys>,
+    pub cities: Vec<CityCommittee>,
+    /// Sequences ahead of the next expected one whose shares are pooled (default 16).
+    pub pool_window: u64,
+    /// The global log, if any.
+    pub global: Option<GlobalTarget>,
+    /// Period of the tree-head push to the global (default 500 ms).
+    pub head_push_interval: Duration,
 }
 
-struct LogState {
-    log: MerkleLog,
-    by_seq: HashMap<(Hash32, u64), (u64, Hash32)>,
+impl ContinentConfig {
+    /// Defaults: a pool window of 16 sequences, no global, 500 ms head pushes.
+    pub fn new(
+        listen: SocketAddr,
+        data_dir: impl Into<PathBuf>,
+        cities: Vec<CityCommittee>,
+    ) -> Self {
+        ContinentConfig {
+            listen,
+            data_dir: data_dir.into(),
+            cities,
+            pool_window: 16,
+            global: None,
+            head_push_interval: Duration::from_millis(500),
+        }
+    }
 }
 
-/// The continent's persistent log. Implements [`FederationHandler`].
+/// Shares pooled for one (city, sequence).
+#[derive(Debug, Default)]
+struct SeqPool {
+    /// header → member → signature.
+    by_header: HashMap<CheckpointHeader, BTreeMap<NodeId, Vec<u8>>>,
+}
+
+impl SeqPool {
+    /// Adds a member's share (replacing its share for another header); returns the pooled
+    /// stake for `header`.
+    fn add(
+        &mut self,
+        committee: &Committee,
+        header: CheckpointHeader,
+        id: NodeId,
+        sig: Vec<u8>,
+    ) -> Stake {
+        for (h, sigs) in self.by_header.iter_mut() {
+            if *h != header {
+                sigs.remove(&id);
+            }
+        }
+        self.by_header.retain(|_, s| !s.is_empty());
+        let sigs = self.by_header.entry(header).or_default();
+        sigs.insert(id, sig);
+        sigs.keys().map(|id| committee.stake_of(id)).sum()
+    }
+
+    /// A header whose pooled shares are a quorum.
+    fn quorum(&self, committee: &Committee) -> Option<CertifiedCheckpoint> {
+        self.by_header.iter().find_map(|(h, sigs)| {
+            let stake: Stake = sigs.keys().map(|id| committee.stake_of(id)).sum();
+            committee.is_quorum(stake).then(|| {
+                CertifiedCheckpoint::new(*h, sigs.iter().map(|(i, s)| (*i, s.clone())).collect())
+            })
+        })
+    }
+}
+
+#[derive(Debug)]
+struct CityState {
+    /// Next sequence to append.
+    next: u64,
+    /// Running hash of the last logged checkpoint (zero when none).
+    last_hash: Hash32,
+    /// Logged sequence → (leaf index, header).
+    logged: HashMap<u64, (u64, CheckpointHeader)>,
+    /// Pooled shares by sequence (within the window).
+    pools: BTreeMap<u64, SeqPool>,
+}
+
+#[derive(Debug)]
+struct State {
+    log: PersistentLog,
+    cities: HashMap<Hash32, CityState>,
+    /// The last signed head (re-signed when the size changes).
+    head: Option<SignedTreeHead>,
+}
+
+/// The continent's persistent log. Implements [`FederationHandler`] (through
+/// [`ContinentNode`]); the blocking methods are what the handler runs off the reactor.
 pub struct ContinentLog {
-    db: Database,
-    path: PathBuf,
-    state: parking_lot::Mutex<LogState>,
+    state: parking_lot::Mutex<State>,
+    /// The newest head the global logged, with its receipt and inclusion path there.
+    anchor: parking_lot::Mutex<Option<(SignedTreeHead, InclusionReceipt, InclusionProof)>>,
     key: Keypair,
-    /// signer → (city, public key).
-    signers: HashMap<NodeId, (Hash32, Vec<u8>)>,
+    committees: HashMap<Hash32, Committee>,
+    pool_window: u64,
 }
 
 impl std::fmt::Debug for ContinentLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ContinentLog")
-            .field("path", &self.path)
-            .field("size", &self.size())
+            .field("log", &self.state.lock().log)
             .finish_non_exhaustive()
     }
 }
 
-fn store_err(path: &Path) -> impl Fn(redb::Error) -> Error + '_ {
-    move |e| Error::Store {
+fn decode_leaf(
+    path: &Path,
+    index: u64,
+    value: &[u8],
+    receipt: &[u8],
+) -> Result<(CertifiedCheckpoint, InclusionReceipt)> {
+    let bad = |reason: String| Error::LogCorrupt {
         path: path.to_path_buf(),
-        source: Box::new(e),
+        index,
+        reason,
+    };
+    let c = CertifiedCheckpoint::decode(value).map_err(|e| bad(format!("certificate: {e}")))?;
+    let r = InclusionReceipt::decode(receipt).map_err(|e| bad(format!("receipt: {e}")))?;
+    if r.log_index != index || r.leaf != c.leaf_hash() {
+        return Err(bad("receipt is not for this leaf".into()));
     }
+    Ok((c, r))
 }
 
 impl ContinentLog {
-    /// Opens (or creates) the log at `path`, signing receipts with `key`, accepting `cities`.
-    pub fn open(path: &Path, key: Keypair, cities: &[CityKeys]) -> Result<Self> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|source| Error::Io {
-                path: dir.to_path_buf(),
-                source,
-            })?;
-        }
-        let err = store_err(path);
-        let db = Database::create(path).map_err(|e| err(e.into()))?;
-        let w = db.begin_write().map_err(|e| err(e.into()))?;
-        w.open_table(LEAVES).map_err(|e| err(e.into()))?;
-        w.open_table(HEADERS).map_err(|e| err(e.into()))?;
-        w.commit().map_err(|e| err(e.into()))?;
-        let mut leaves = Vec::new();
-        let mut by_seq = HashMap::new();
-        {
-            let r = db.begin_read().map_err(|e| err(e.into()))?;
-            let lt = r.open_table(LEAVES).map_err(|e| err(e.into()))?;
-            let ht = r.open_table(HEADERS).map_err(|e| err(e.into()))?;
-            for (i, row) in lt.iter().map_err(|e| err(e.into()))?.enumerate() {
-                let (k, v) = row.map_err(|e| err(e.into()))?;
-                let (index, leaf) = (k.value(), Hash32(*v.value()));
-                let bytes = ht
-                    .get(index)
-                    .map_err(|e| err(e.into()))?
-                    .ok_or_else(|| Error::Config(format!("continent log: header {index} missing")))?
-                    .value()
-                    .to_vec();
-                let header = SignedCheckpointHeader::decode(&bytes).map_err(|e| {
-                    Error::Config(format!("continent log: header {index} corrupt: {e}"))
-                })?;
-                if index != i as u64 || header.leaf_hash() != leaf {
-                    return Err(Error::Config(format!(
-                        "continent log: leaf {index} does not match its header"
-                    )));
-                }
-                by_seq.insert((header.header.city, header.header.sequence), (index, leaf));
-                leaves.push(leaf);
-            }
-        }
-        let signers = cities
+    /// Opens (or creates) the log at `path`, signing with `key`, accepting `cities`; every
+    /// configured city's logged chain is re-checked (sequence and prev-hash continuity).
+    pub fn open(
+        path: &Path,
+        key: Keypair,
+        cities: &[CityCommittee],
+        pool_window: u64,
+    ) -> Result<Self> {
+        let (log, stored) = PersistentLog::open(path)?;
+        let mut states: HashMap<Hash32, CityState> = cities
             .iter()
-            .flat_map(|c| {
-                c.public_keys
-                    .iter()
-                    .map(move |pk| (NodeId::from_public_key(pk), (c.city, pk.clone())))
+            .map(|c| {
+                (
+                    c.city,
+                    CityState {
+                        next: 0,
+                        last_hash: Hash32([0; 32]),
+                        logged: HashMap::new(),
+                        pools: BTreeMap::new(),
+                    },
+                )
             })
             .collect();
+        for (index, leaf) in stored.iter().enumerate() {
+            let index = index as u64;
+            let (c, _) = decode_leaf(path, index, &leaf.value, &leaf.receipt)?;
+            let h = c.header;
+            let Some(cs) = states.get_mut(&h.city) else {
+                tracing::warn!(city = %h.city.short(), index, "logged city is no longer configured");
+                continue;
+            };
+            if h.sequence != cs.next || h.prev_hash != cs.last_hash {
+                return Err(Error::LogCorrupt {
+                    path: path.to_path_buf(),
+                    index,
+                    reason: format!(
+                        "city {} sequence {} does not continue its chain (expected {})",
+                        h.city.short(),
+                        h.sequence,
+                        cs.next
+                    ),
+                });
+            }
+            cs.next += 1;
+            cs.last_hash = h.running_hash;
+            cs.logged.insert(h.sequence, (index, h));
+        }
         Ok(ContinentLog {
-            db,
-            path: path.to_path_buf(),
-            state: parking_lot::Mutex::new(LogState {
-                log: MerkleLog::from_leaf_hashes(leaves),
-                by_seq,
+            state: parking_lot::Mutex::new(State {
+                log,
+                cities: states,
+                head: None,
             }),
+            anchor: parking_lot::Mutex::new(None),
+            committees: cities
+                .iter()
+                .map(|c| (c.city, c.committee.clone()))
+                .collect(),
             key,
-            signers,
+            pool_window: pool_window.max(1),
         })
     }
 
@@ -159,7 +291,7 @@ impl ContinentLog {
         self.state.lock().log.root()
     }
 
-    /// The continent's node id (named in its receipts).
+    /// The continent's node id (the log id in its receipts and tree heads).
     pub fn node_id(&self) -> NodeId {
         self.key.node_id()
     }
@@ -169,126 +301,197 @@ impl ContinentLog {
         self.key.public_key().to_vec()
     }
 
-    /// Verifies and logs `h` (blocking: signature check, fsync, signing).
-    pub fn push_blocking(
-        &self,
-        h: &SignedCheckpointHeader,
-    ) -> std::result::Result<InclusionReceipt, FederationError> {
-        let (city, pk) =
-            self.signers
-                .get(&h.header.signer)
-                .ok_or_else(|| FederationError::UnknownCity {
-                    city: h.header.city.short(),
-                    signer: h.header.signer.short(),
-                })?;
-        if *city != h.header.city {
-            return Err(FederationError::UnknownCity {
-                city: h.header.city.short(),
-                signer: h.header.signer.short(),
-            });
+    /// Where the log stands for `city`.
+    pub fn city_head(&self, city: &Hash32) -> FedResult<CityHead> {
+        let st = self.state.lock();
+        let cs = st
+            .cities
+            .get(city)
+            .ok_or(FederationError::UnknownCity { city: *city })?;
+        Ok(CityHead {
+            next_sequence: cs.next,
+            last_running_hash: cs.last_hash,
+        })
+    }
+
+    /// Checks, pools and (at a quorum) logs `c` — see the module docs. Blocking: signature
+    /// checks, fsync, signing.
+    pub fn push_blocking(&self, c: &CertifiedCheckpoint) -> FedResult<FederationProof> {
+        let h = c.header;
+        let committee = self
+            .committees
+            .get(&h.city)
+            .ok_or(FederationError::UnknownCity { city: h.city })?;
+        if c.signatures.is_empty() {
+            return Err(FederationError::Malformed(
+                "a push needs at least one signature".into(),
+            ));
         }
-        h.verify(pk, &MlDsa87)
-            .map_err(|_| FederationError::BadSignature {
-                city: city.short(),
-                sequence: h.header.sequence,
-            })?;
-        let leaf = h.leaf_hash();
-        let key = (h.header.city, h.header.sequence);
-        let mut st = self.state.lock();
-        let index = if let Some(&(index, _)) = st.by_seq.get(&key) {
-            // The same checkpoint from another representative (signed bytes differ per
-            // signer, so compare the signed-over facts): one leaf, same receipt.
-            let same = self
-                .header_at(index)
-                .map(|old| same_checkpoint(&old, h))
-                .unwrap_or(false);
-            if !same {
+        // Outside the lock: the signature checks are the expensive part.
+        let stake = c.verify_signatures(committee, &MlDsa87)?;
+        let need = quorum_stake(committee);
+        let mut guard = self.state.lock();
+        let st = &mut *guard;
+        let cs = st
+            .cities
+            .get_mut(&h.city)
+            .ok_or(FederationError::UnknownCity { city: h.city })?;
+        if let Some(&(index, logged)) = cs.logged.get(&h.sequence) {
+            if logged != h {
                 return Err(FederationError::Fork {
-                    city: city.short(),
-                    sequence: h.header.sequence,
+                    city: h.city,
+                    sequence: h.sequence,
                 });
             }
-            index
-        } else {
-            let index = st.log.size();
-            self.persist(index, &leaf, &h.encode())
-                .map_err(|e| FederationError::Store(e.to_string()))?;
-            st.log.append_leaf_hash(leaf);
-            st.by_seq.insert(key, (index, leaf));
-            index
-        };
-        let size = st.log.size();
-        let root = st.log.root();
-        let leaf = st.log.leaf(index).unwrap_or(leaf);
-        drop(st);
-        Ok(InclusionReceipt::sign(index, size, root, leaf, &self.key))
-    }
-
-    fn header_at(&self, index: u64) -> Option<SignedCheckpointHeader> {
-        let r = self.db.begin_read().ok()?;
-        let t = r.open_table(HEADERS).ok()?;
-        let v = t.get(index).ok()??;
-        SignedCheckpointHeader::decode(v.value()).ok()
-    }
-
-    fn persist(&self, index: u64, leaf: &Hash32, bytes: &[u8]) -> Result<()> {
-        let err = store_err(&self.path);
-        let w = self.db.begin_write().map_err(|e| err(e.into()))?;
-        {
-            let mut lt = w.open_table(LEAVES).map_err(|e| err(e.into()))?;
-            lt.insert(index, &leaf.0).map_err(|e| err(e.into()))?;
-            let mut ht = w.open_table(HEADERS).map_err(|e| err(e.into()))?;
-            ht.insert(index, bytes).map_err(|e| err(e.into()))?;
+            return proof_of(&st.log, index);
         }
-        w.commit().map_err(|e| err(e.into()))?;
-        Ok(())
+        let full = c.signatures.len() > 1;
+        if full && !committee.is_quorum(stake) {
+            return Err(FederationError::NoQuorum {
+                city: h.city,
+                sequence: h.sequence,
+                have: stake,
+                need,
+            });
+        }
+        if h.sequence > cs.next {
+            if !full && h.sequence < cs.next + self.pool_window {
+                let (id, sig) = &c.signatures[0];
+                cs.pools
+                    .entry(h.sequence)
+                    .or_default()
+                    .add(committee, h, *id, sig.clone());
+            }
+            return Err(FederationError::Gap {
+                city: h.city,
+                expected: cs.next,
+                got: h.sequence,
+            });
+        }
+        if h.prev_hash != cs.last_hash {
+            return Err(FederationError::WrongPrev {
+                city: h.city,
+                sequence: h.sequence,
+            });
+        }
+        let certified = if full {
+            c.clone()
+        } else {
+            let (id, sig) = &c.signatures[0];
+            let pool = cs.pools.entry(h.sequence).or_default();
+            let have = pool.add(committee, h, *id, sig.clone());
+            match pool.quorum(committee) {
+                Some(q) if q.header == h => q,
+                _ => {
+                    return Err(FederationError::AwaitingQuorum {
+                        city: h.city,
+                        sequence: h.sequence,
+                        have,
+                        need,
+                    });
+                }
+            }
+        };
+        let index = self.append(&mut st.log, cs, &certified)?;
+        // Pooled shares ahead may now complete the following sequences.
+        while let Some(next) = cs.pools.get(&cs.next).and_then(|p| p.quorum(committee)) {
+            if next.header.prev_hash != cs.last_hash {
+                cs.pools.remove(&cs.next);
+                break;
+            }
+            self.append(&mut st.log, cs, &next)?;
+        }
+        proof_of(&st.log, index)
+    }
+
+    fn append(
+        &self,
+        log: &mut PersistentLog,
+        cs: &mut CityState,
+        c: &CertifiedCheckpoint,
+    ) -> FedResult<u64> {
+        let key = &self.key;
+        let (index, _) = log
+            .append(&c.encode(), |index, size, root, leaf| {
+                InclusionReceipt::sign(LogKind::Continent, index, size, root, leaf, key).encode()
+            })
+            .map_err(fed_store)?;
+        cs.next = c.header.sequence + 1;
+        cs.last_hash = c.header.running_hash;
+        cs.logged.insert(c.header.sequence, (index, c.header));
+        let next = cs.next;
+        cs.pools.retain(|seq, _| *seq >= next);
+        metrics::counter!("continent_checkpoints_logged").increment(1);
+        Ok(index)
+    }
+
+    /// The current signed tree head (signed again only when the size changed).
+    pub fn tree_head(&self) -> SignedTreeHead {
+        let mut st = self.state.lock();
+        let (size, root) = (st.log.size(), st.log.root());
+        match &st.head {
+            Some(h) if h.size == size => h.clone(),
+            _ => {
+                let h = SignedTreeHead::sign(size, root, now_ms(), &self.key);
+                st.head = Some(h.clone());
+                h
+            }
+        }
     }
 
     /// The inclusion proof of leaf `index` at `tree_size` (0 = current).
-    pub fn proof(
-        &self,
-        index: u64,
-        tree_size: u64,
-    ) -> std::result::Result<ProofAnswer, FederationError> {
-        let st = self.state.lock();
-        let size = if tree_size == 0 {
-            st.log.size()
-        } else {
-            tree_size
+    pub fn proof(&self, index: u64, tree_size: u64) -> FedResult<ProofAnswer> {
+        self.state.lock().log.inclusion(index, tree_size)
+    }
+
+    /// The consistency proof from `old` to `new` (0 = current).
+    pub fn consistency(&self, old: u64, new: u64) -> FedResult<ConsistencyProof> {
+        self.state.lock().log.consistency(old, new)
+    }
+
+    /// The newest head the global logged, if it covers the tree of `tree_size`, with the
+    /// consistency proof from `tree_size` (the anchor is kept in memory: after a restart
+    /// it is back once the next head push is acknowledged).
+    pub fn global_anchor(&self, tree_size: u64) -> FedResult<GlobalAnchor> {
+        let anchor = self.anchor.lock().clone();
+        let Some((head, receipt, proof)) = anchor else {
+            return Err(FederationError::NotYetAnchored {
+                tree_size,
+                anchored: 0,
+            });
         };
-        let oor = |e: dag_core::merkle::MerkleError| FederationError::OutOfRange(e.to_string());
-        let path = st.log.inclusion_proof(index, size).map_err(oor)?;
-        let root = st.log.root_at(size).map_err(oor)?;
-        let leaf = st.log.leaf(index).ok_or_else(|| {
-            FederationError::OutOfRange(format!("no leaf {index} in a log of {size}"))
-        })?;
-        Ok(ProofAnswer {
-            proof: dag_core::merkle::InclusionProof { index, size, path },
-            root,
-            leaf,
+        if head.size < tree_size || tree_size == 0 {
+            return Err(FederationError::NotYetAnchored {
+                tree_size,
+                anchored: head.size,
+            });
+        }
+        let consistency = self.consistency(tree_size, head.size)?;
+        Ok(GlobalAnchor {
+            head,
+            consistency,
+            receipt,
+            proof,
         })
     }
-}
 
-/// Two signed headers describe the same checkpoint (maybe signed by different members).
-fn same_checkpoint(a: &SignedCheckpointHeader, b: &SignedCheckpointHeader) -> bool {
-    let (a, b) = (&a.header, &b.header);
-    a.city == b.city
-        && a.sequence == b.sequence
-        && a.round == b.round
-        && a.leader == b.leader
-        && a.running_hash == b.running_hash
-        && a.batches == b.batches
-}
-
-async fn blocking<R: Send + 'static>(
-    f: impl FnOnce() -> std::result::Result<R, FederationError> + Send + 'static,
-) -> std::result::Result<R, FederationError> {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(r) => r,
-        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-        Err(e) => Err(FederationError::Store(e.to_string())),
+    fn set_anchor(&self, head: SignedTreeHead, receipt: InclusionReceipt, proof: InclusionProof) {
+        *self.anchor.lock() = Some((head, receipt, proof));
     }
+}
+
+/// The stored certificate, receipt and inclusion path (at the receipt's size) of `index`.
+fn proof_of(log: &PersistentLog, index: u64) -> FedResult<FederationProof> {
+    let leaf = log.read(index).map_err(fed_store)?;
+    let (certified, receipt) =
+        decode_leaf(log.path(), index, &leaf.value, &leaf.receipt).map_err(fed_store)?;
+    let a = log.inclusion(index, receipt.tree_size)?;
+    Ok(FederationProof {
+        certified,
+        root: receipt.root,
+        receipt,
+        proof: a.proof,
+    })
 }
 
 /// [`FederationHandler`] over a shared [`ContinentLog`].
@@ -296,105 +499,218 @@ async fn blocking<R: Send + 'static>(
 pub struct ContinentNode(pub Arc<ContinentLog>);
 
 impl FederationHandler for ContinentNode {
-    async fn push(
-        &self,
-        header: SignedCheckpointHeader,
-    ) -> std::result::Result<InclusionReceipt, FederationError> {
+    async fn push_checkpoint(&self, c: CertifiedCheckpoint) -> FedResult<FederationProof> {
         let log = self.0.clone();
-        blocking(move || log.push_blocking(&header)).await
+        blocking(move || log.push_blocking(&c)).await
     }
 
-    async fn inclusion_proof(
-        &self,
-        index: u64,
-        tree_size: u64,
-    ) -> std::result::Result<ProofAnswer, FederationError> {
+    async fn city_head(&self, city: Hash32) -> FedResult<CityHead> {
+        self.0.city_head(&city)
+    }
+
+    async fn tree_head(&self) -> FedResult<SignedTreeHead> {
         let log = self.0.clone();
-        blocking(move || log.proof(index, tree_size)).await
+        blocking(move || Ok(log.tree_head())).await
+    }
+
+    async fn inclusion_proof(&self, index: u64, tree_size: u64) -> FedResult<ProofAnswer> {
+        self.0.proof(index, tree_size)
+    }
+
+    async fn consistency_proof(&self, old: u64, new: u64) -> FedResult<ConsistencyProof> {
+        self.0.consistency(old, new)
+    }
+
+    async fn global_anchor(&self, tree_size: u64) -> FedResult<GlobalAnchor> {
+        self.0.global_anchor(tree_size)
     }
 }
 
 /// A running continent. Call [`ContinentHandle::shutdown`] (graceful) or
-/// [`ContinentHandle::kill`].
+/// [`ContinentHandle::kill`] (abrupt, as a crash).
 #[derive(Debug)]
 pub struct ContinentHandle {
-    addr: SocketAddr,
+    server: FedServer,
     log: Arc<ContinentLog>,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<Result<()>>>,
+    head_pusher: Option<(watch::Sender<bool>, JoinHandle<()>)>,
+    global_acked: watch::Receiver<u64>,
 }
 
 impl ContinentHandle {
     /// The gRPC address.
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.server.addr
     }
     /// The log (size, root, keys).
     pub fn log(&self) -> &Arc<ContinentLog> {
         &self.log
     }
-    /// Stops accepting, lets in-flight calls finish.
-    pub async fn shutdown(mut self) -> Result<()> {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            match task.await {
-                Ok(r) => r?,
-                Err(e) => tracing::error!(error = %e, "continent server task panicked"),
-            }
-        }
-        Ok(())
+    /// The size of the newest tree head the global has logged (0 before the first).
+    pub fn global_acked(&self) -> watch::Receiver<u64> {
+        self.global_acked.clone()
     }
-    /// Stops the server task at once.
+    /// Stops the head pusher, stops accepting, lets in-flight calls finish.
+    pub async fn shutdown(mut self) -> Result<()> {
+        if let Some((stop, task)) = self.head_pusher.take() {
+            let _ = stop.send(true);
+            let _ = task.await;
+        }
+        self.server.shutdown().await
+    }
+    /// Stops every task at once.
     pub async fn kill(mut self) {
-        if let Some(task) = self.task.take() {
+        if let Some((_, task)) = self.head_pusher.take() {
             task.abort();
             let _ = task.await;
         }
+        self.server.kill().await;
     }
 }
 
-/// Starts the continent role: opens `<data_dir>/continent.redb`, binds `cfg.listen` and
-/// serves Federation, gRPC health and reflection.
+/// Starts the continent role: opens `<data_dir>/continent.redb`, binds `cfg.listen`, serves
+/// Federation, gRPC health and reflection, and pushes tree heads to `cfg.global`.
 pub async fn start_continent(cfg: &ContinentConfig, key: Keypair) -> Result<ContinentHandle> {
     let path = cfg.data_dir.join("continent.redb");
     let cities = cfg.cities.clone();
-    let log = tokio::task::spawn_blocking(move || ContinentLog::open(&path, key, &cities))
+    let window = cfg.pool_window;
+    let log = tokio::task::spawn_blocking(move || ContinentLog::open(&path, key, &cities, window))
         .await
         .map_err(|e| Error::Config(format!("continent open task: {e}")))??;
     let log = Arc::new(log);
-    let (listener, addr) = crate::runtime::bind(cfg.listen).await?;
-    let (health, reflection) =
-        crate::runtime::health_and_reflection("citychain.v1.Federation").await?;
-    let svc = rpc::FederationService::new(Arc::new(ContinentNode(log.clone()))).into_server();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|conn| {
-        conn.inspect(|io| {
-            let _ = io.set_nodelay(true);
-        })
-    });
-    let task = tokio::spawn(async move {
-        tonic::transport::Server::builder()
-            .add_service(health)
-            .add_service(reflection)
-            .add_service(svc)
-            .serve_with_incoming_shutdown(incoming, async {
-                let _ = stopped.await;
-            })
-            .await
-            .map_err(Error::from)
-    });
-    tracing::info!(%addr, size = log.size(), "continent serving");
+    let server = FedServer::start(cfg.listen, Arc::new(ContinentNode(log.clone()))).await?;
+    let (acked_tx, global_acked) = watch::channel(0u64);
+    let head_pusher = match &cfg.global {
+        Some(g) => {
+            let client = FederationClient::lazy(&g.addr, Duration::from_secs(2))
+                .map_err(|e| Error::Config(format!("global address {}: {e}", g.addr)))?;
+            let (stop, stopped) = watch::channel(false);
+            let task = tokio::spawn(push_heads(
+                log.clone(),
+                client,
+                g.public_key.clone(),
+                cfg.head_push_interval,
+                stopped,
+                acked_tx,
+            ));
+            Some((stop, task))
+        }
+        None => None,
+    };
+    tracing::info!(addr = %server.addr, size = log.size(), "continent serving");
     Ok(ContinentHandle {
-        addr,
+        server,
         log,
-        stop: Some(stop),
-        task: Some(task),
+        head_pusher,
+        global_acked,
     })
 }
 
-/// Where and as which city a representative pushes its committed checkpoints.
+/// Pushes the newest tree head to the global whenever it changed, forever: a failed push
+/// is simply retried with the then-newest head (consistency makes older heads implied).
+async fn push_heads(
+    log: Arc<ContinentLog>,
+    client: FederationClient,
+    global_key: Vec<u8>,
+    interval: Duration,
+    mut stop: watch::Receiver<bool>,
+    acked: watch::Sender<u64>,
+) {
+    // The size the global logged last (None: unknown; it tells us with NeedConsistency).
+    let mut logged: Option<u64> = None;
+    let backoff = RetryPolicy {
+        base_delay: interval,
+        max_delay: Duration::from_secs(5).max(interval),
+        ..RetryPolicy::default()
+    };
+    let mut failures = 0u32;
+    loop {
+        let wait = if failures == 0 {
+            interval
+        } else {
+            backoff.delay(failures)
+        };
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        let l = log.clone();
+        let Ok(head) = tokio::task::spawn_blocking(move || l.tree_head()).await else {
+            return;
+        };
+        if head.size == 0 || logged == Some(head.size) {
+            continue;
+        }
+        let mut consistency = match logged {
+            Some(old) if old > 0 && old < head.size => log.consistency(old, head.size).ok(),
+            _ => None,
+        };
+        let mut result = Err(FederationError::Store("not pushed".into()));
+        for _ in 0..2 {
+            let push = TreeHeadPush {
+                head: head.clone(),
+                consistency: consistency.take(),
+            };
+            result = client.push_tree_head(&push).await;
+            match &result {
+                Err(FederationError::NeedConsistency { from_size, .. })
+                    if *from_size < head.size =>
+                {
+                    consistency = log.consistency(*from_size, head.size).ok();
+                }
+                _ => break,
+            }
+        }
+        match result {
+            Ok(receipt) => match anchor_of(&client, &head, &receipt, &global_key).await {
+                Ok(proof) => {
+                    failures = 0;
+                    logged = Some(head.size);
+                    log.set_anchor(head.clone(), receipt, proof);
+                    let _ = acked.send(head.size);
+                }
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    tracing::warn!(error = %e, "global receipt or inclusion proof does not check");
+                }
+            },
+            Err(e) => {
+                failures = failures.saturating_add(1);
+                metrics::counter!("continent_head_push_failures").increment(1);
+                if e.is_retryable() {
+                    tracing::debug!(error = %e, "tree head push failed; retrying");
+                } else {
+                    tracing::warn!(error = %e, "global refused the tree head; retrying");
+                }
+            }
+        }
+    }
+}
+
+/// Checks the global's receipt for `head` and fetches the inclusion path to its root.
+async fn anchor_of(
+    client: &FederationClient,
+    head: &SignedTreeHead,
+    receipt: &InclusionReceipt,
+    global_key: &[u8],
+) -> FedResult<InclusionProof> {
+    receipt.verify(LogKind::Global, global_key)?;
+    if receipt.leaf != head.leaf_hash() {
+        return Err(FederationError::BadAnswer(
+            "global receipt is not for our head".into(),
+        ));
+    }
+    let a = client
+        .inclusion_proof(receipt.log_index, receipt.tree_size)
+        .await?;
+    a.proof
+        .verify(&receipt.leaf, &receipt.root)
+        .map_err(|e| FederationError::BadAnswer(e.to_string()))?;
+    Ok(a.proof)
+}
+
+/// Where and as which city a representative pushes its committed checkpoints with the
+/// in-memory pusher of [`crate::consensus_net`] (the disk-backed pusher is
+/// [`crate::federation_push::spawn_checkpoint_pusher`]).
 #[derive(Debug, Clone)]
 pub struct FederationTarget {
     /// The continent's gRPC address.
@@ -403,16 +719,14 @@ pub struct FederationTarget {
     pub city: Hash32,
     /// The continent's public key, to verify receipts (None: receipts are not checked).
     pub continent_key: Option<Vec<u8>>,
-    /// Retries of one push (attempts, backoff). A representative pushing its checkpoints
-    /// keeps retrying a transient failure after `max_delay`, so none is skipped.
+    /// Backoff between attempts on transient failures (`max_delay` caps it).
     pub retry: RetryPolicy,
     /// Deadline of one attempt.
     pub timeout: Duration,
 }
 
 impl FederationTarget {
-    /// A target with 5 attempts per round of retries from 100 ms backoff (capped at 1 s,
-    /// also the pause between rounds) and 2 s deadlines.
+    /// A target with 100 ms backoff capped at 1 s and 2 s deadlines.
     pub fn new(addr: impl Into<String>, city: Hash32, continent_key: Option<Vec<u8>>) -> Self {
         FederationTarget {
             addr: addr.into(),
@@ -426,55 +740,5 @@ impl FederationTarget {
             },
             timeout: Duration::from_secs(2),
         }
-    }
-}
-
-/// Pushes signed headers to one continent with retries and backoff.
-#[derive(Debug, Clone)]
-pub struct FederationPusher {
-    client: FederationClient,
-    target: FederationTarget,
-}
-
-impl FederationPusher {
-    /// A pusher for `target` (connects lazily).
-    pub fn new(target: FederationTarget) -> Result<Self> {
-        let client = FederationClient::lazy(&target.addr, target.timeout)?;
-        Ok(FederationPusher { client, target })
-    }
-
-    /// The client (proofs).
-    pub fn client(&self) -> &FederationClient {
-        &self.client
-    }
-
-    /// Pushes `header`, retrying transient failures (unavailable, deadline, overload,
-    /// internal) with backoff; verifies the receipt's signature and leaf when the
-    /// continent's key is configured.
-    pub async fn push(&self, header: &SignedCheckpointHeader) -> Result<InclusionReceipt> {
-        let transient = |e: &ClientError| match e {
-            ClientError::Status { code, .. } => matches!(
-                code,
-                tonic::Code::Unavailable
-                    | tonic::Code::DeadlineExceeded
-                    | tonic::Code::ResourceExhausted
-                    | tonic::Code::Internal
-                    | tonic::Code::Unknown
-                    | tonic::Code::Cancelled
-            ),
-            ClientError::Connect { .. } => true,
-            _ => false,
-        };
-        let receipt = retry(&self.target.retry, None, transient, |_| {
-            self.client.push(header)
-        })
-        .await
-        .map_err(|e| Error::Client(e.into_inner()))?;
-        if let Some(pk) = &self.target.continent_key {
-            receipt
-                .verify(pk, &MlDsa87)
-                .map_err(|e| Error::Config(format!("continent receipt: {e}")))?;
-        }
-        Ok(receipt)
     }
 }

@@ -24,6 +24,16 @@ pub enum Error {
         /// redb's error.
         source: Box<redb::Error>,
     },
+    /// A federation log's stored leaves do not check out on open.
+    #[error("log {path}: leaf {index}: {reason}")]
+    LogCorrupt {
+        /// Database file.
+        path: PathBuf,
+        /// The leaf index.
+        index: u64,
+        /// What failed.
+        reason: String,
+    },
     /// A group commit failed; none of its txs were admitted.
     #[error("store {path}: commit failed, nothing in the group was admitted: {reason}")]
     StoreCommit {

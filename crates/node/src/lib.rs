@@ -12,7 +12,9 @@
 //!   representatives over gRPC.
 //! - **light** ([`run_light`], [`start_light`]): the `ShardStore` service, receipts signed
 //!   with the node key.
-//! - **continent** ([`continent`]): the Federation log of cities' checkpoint headers.
+//! - **continent** ([`continent`]): the log of quorum-certified city checkpoints;
+//!   **global** ([`global`]): the log of continents' tree heads; [`federation_push`]: a
+//!   representative's disk-backed push of its checkpoints.
 //!
 //! The demo, the devnet and the load generator live in the `devnet` crate; the operator's
 //! audit client in `audit`: servers link neither.
@@ -21,6 +23,9 @@ mod city;
 pub mod consensus_net;
 pub mod continent;
 mod error;
+mod fed_log;
+pub mod federation_push;
+pub mod global;
 mod light;
 mod role;
 pub mod runtime;

@@ -10,8 +10,10 @@
 //! - [`CityClient`]: a typed client.
 //! - [`ShardHolder`], [`ShardStoreService`], [`ShardStoreClient`]: the light nodes'
 //!   `ShardStore` service (PutShard, streaming GetShard, Challenge).
-//! - [`ConsensusService`], [`ConsensusClient`] (between representatives) and
-//!   [`FederationService`], [`FederationClient`] (continent log): proto/consensus.proto.
+//! - [`ConsensusService`], [`ConsensusClient`] (between representatives) and, in
+//!   `federation`, [`FederationService`], [`FederationClient`] (continent and global logs):
+//!   proto/consensus.proto; [`CertifiedCheckpoint`] is what a city's committee certifies.
+//! - [`TxProof`]: a tx's offline proof of ordering and federation.
 //! - [`health_and_reflection`]: gRPC health and reflection services for every server.
 
 mod api;
@@ -21,6 +23,8 @@ pub mod codec;
 mod consensus;
 pub mod convert;
 mod error;
+mod federation;
+mod proof;
 mod shard_store;
 
 /// Code generated from `proto/city.proto` and `proto/shardstore.proto`. Only this crate uses
@@ -41,13 +45,21 @@ pub use api::{
 pub use city_client::CityClient;
 pub use city_server::{CityNodeService, MAX_MESSAGE_BYTES, MAX_RESPONSE_BYTES, STREAM_CONCURRENCY};
 pub use consensus::{
-    CITY_CHECKPOINT_DOMAIN, CONTINENT_RECEIPT_DOMAIN, CheckpointHeader, ConsensusClient,
-    ConsensusHandler, ConsensusService, DeliverError, FederationClient, FederationError,
-    FederationHandler, FederationService, InclusionReceipt, MAX_CONSENSUS_MESSAGE_BYTES,
-    ProofAnswer, SignedCheckpointHeader,
+    ConsensusClient, ConsensusHandler, ConsensusService, DeliverError, MAX_CONSENSUS_MESSAGE_BYTES,
 };
 pub use convert::ConvertError;
 pub use error::{ClientError, Result};
+pub use federation::{
+    CITY_CHECKPOINT_DOMAIN, CONTINENT_RECEIPT_DOMAIN, CertifiedCheckpoint, CheckpointHeader,
+    CityHead, FEDERATION_VERSION, FederationClient, FederationError, FederationHandler,
+    FederationProof, FederationService, GLOBAL_RECEIPT_DOMAIN, InclusionReceipt, LogKind,
+    MAX_CERTIFICATE_SIGNERS, MAX_FEDERATION_MESSAGE_BYTES, ProofAnswer, SignedTreeHead,
+    TREE_HEAD_DOMAIN, TreeHeadPush, quorum_stake, sign_share,
+};
+pub use proof::{
+    GlobalAnchor, MAX_PROOF_CHECKPOINT_BATCHES, MAX_TX_PROOF_BYTES, ProofError, TxProof,
+    VerifiedOrdering,
+};
 pub use shard_store::{
     MAX_SHARD_BYTES, MAX_SHARD_MESSAGE_BYTES, SHARD_CHUNK_BYTES, ShardChunkStream, ShardHolder,
     ShardStoreClient, ShardStoreService, Stored, status_of,

@@ -192,6 +192,41 @@ impl CityNode {
         }
     }
 
+    /// The offline proof of a federated tx: the committed batch that carries it, its
+    /// checkpoint, and the continent's proof of the certified checkpoint.
+    fn tx_proof(
+        store: &OrderStore,
+        id: TxId,
+        pos: &super::order::TxOrdering,
+        federation: &[u8],
+    ) -> crate::Result<rpc::TxProof> {
+        let corrupt = |index: u64, source| crate::Error::CorruptRecord {
+            path: "order.redb".into(),
+            index,
+            source,
+        };
+        let missing = |what: &'static str| dag_core::DecodeError::Invalid {
+            field: what,
+            reason: "missing from the order store",
+        };
+        let batch = store
+            .batch(&pos.batch)?
+            .ok_or_else(|| corrupt(pos.sequence, missing("batch")))?;
+        let checkpoint = store
+            .checkpoint(pos.sequence)?
+            .ok_or_else(|| corrupt(pos.sequence, missing("checkpoint")))?
+            .checkpoint;
+        let federation =
+            rpc::FederationProof::decode(federation).map_err(|e| corrupt(pos.sequence, e))?;
+        Ok(rpc::TxProof {
+            tx_id: id,
+            batch,
+            checkpoint,
+            federation,
+            global: None,
+        })
+    }
+
     /// Adds what the committee did with `id` to `base` (what this node knows of the tx
     /// itself): Ordered with its position, Federated with its proof.
     fn with_order(
@@ -208,7 +243,14 @@ impl CityNode {
             return Ok(base);
         };
         let federated = o.store.federated(pos.sequence).map_err(unavailable)?;
-        let proof = federated.as_ref().map(|(fed, _)| fed.clone());
+        let proof = match &federated {
+            Some((fed, _)) => Some(
+                Self::tx_proof(&o.store, id, &pos, fed)
+                    .map_err(unavailable)?
+                    .encode(),
+            ),
+            None => None,
+        };
         let mut rec = base.unwrap_or_else(|| TxRecord {
             tx: None,
             state: TxState::Ordered,

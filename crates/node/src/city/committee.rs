@@ -8,8 +8,10 @@ use super::order::OrderStore;
 use crate::consensus_net::{
     CommittedEvent, ConsensusGrpc, RepresentativeConfig, RepresentativeHandle, spawn_representative,
 };
-use crate::continent::FederationTarget;
-use crate::runtime::{now_ms, run_blocking};
+use crate::federation_push::{
+    CheckpointSource, PusherConfig, PusherHandle, spawn_checkpoint_pusher,
+};
+use crate::runtime::run_blocking;
 use crate::{Error, Result};
 use dag_core::consensus::BatchItem;
 use genesis::{CityCommittee, LogNode};
@@ -29,6 +31,7 @@ const RESUBMIT_CHUNK: usize = 1_024;
 pub(crate) struct Representation {
     rep: RepresentativeHandle,
     order: Arc<OrderStore>,
+    pusher: Option<PusherHandle>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -65,13 +68,7 @@ impl Representation {
             .clone()
             .unwrap_or_else(|| RepresentativeConfig::new(data_dir));
         cfg.data_dir = data_dir.to_path_buf();
-        cfg.federation = parts.continent.as_ref().map(|c| {
-            FederationTarget::new(
-                c.address.clone(),
-                parts.committee.city,
-                Some(c.public_key.clone()),
-            )
-        });
+        cfg.federation = None;
         let peers: HashMap<_, _> = parts
             .committee
             .addresses
@@ -86,26 +83,29 @@ impl Representation {
         if let Some(commits) = rep.take_commits() {
             tasks.push(tokio::spawn(apply_commits(commits, order.clone())));
         }
-        if let Some(mut fed) = rep.take_federated() {
-            let order = order.clone();
-            tasks.push(tokio::spawn(async move {
-                while let Some(ev) = fed.recv().await {
-                    let seq = ev.header.header.sequence;
-                    let bytes = ev.receipt.signing_message();
-                    let o = order.clone();
-                    match run_blocking("order store", move || {
-                        o.record_federated(seq, &bytes, now_ms())
-                    })
-                    .await
-                    {
-                        Ok(Ok(())) => {}
-                        Ok(Err(e)) => tracing::error!(seq, error = %e, "federation not recorded"),
-                        Err(_) => return,
-                    }
-                }
-            }));
-        }
-        Ok((Representation { rep, order, tasks }, svc))
+        // Checkpoints go up from the order store on disk: outages of any length are
+        // caught up from there, never from a bounded queue.
+        let pusher = match &parts.continent {
+            Some(c) => Some(spawn_checkpoint_pusher(
+                PusherConfig::new(
+                    c.address.clone(),
+                    parts.committee.city,
+                    c.public_key.clone(),
+                ),
+                key.clone(),
+                order.clone() as Arc<dyn CheckpointSource>,
+            )?),
+            None => None,
+        };
+        Ok((
+            Representation {
+                rep,
+                order,
+                pusher,
+                tasks,
+            },
+            svc,
+        ))
     }
 
     /// The order store.
@@ -171,6 +171,9 @@ impl Representation {
 
     /// Stops the representative (its driver finishes the current group) and its tasks.
     pub(crate) async fn shutdown(self) -> Result<()> {
+        if let Some(p) = self.pusher {
+            p.shutdown().await;
+        }
         let r = self.rep.shutdown().await;
         join_all(self.tasks).await;
         r
@@ -178,6 +181,9 @@ impl Representation {
 
     /// Stops at once, as a crash.
     pub(crate) async fn kill(self) {
+        if let Some(p) = self.pusher {
+            p.kill().await;
+        }
         self.rep.kill().await;
         for t in &self.tasks {
             t.abort();

@@ -327,6 +327,26 @@ impl OrderStore {
     }
 }
 
+/// The representative's pusher reads checkpoints from here and records the continent's
+/// proofs here.
+impl crate::federation_push::CheckpointSource for OrderStore {
+    fn checkpoint(&self, seq: u64) -> Result<Option<Checkpoint>> {
+        Ok(OrderStore::checkpoint(self, seq)?.map(|c| c.checkpoint))
+    }
+    fn committed(&self) -> watch::Receiver<u64> {
+        self.subscribe()
+    }
+    fn record_federated(&self, seq: u64, proof: rpc::FederationProof) -> Result<()> {
+        OrderStore::record_federated(self, seq, &proof.encode(), crate::runtime::now_ms())
+    }
+    fn federated_upto(&self) -> u64 {
+        OrderStore::federated_upto(self).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "order store: federation records unreadable");
+            0
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

@@ -5,11 +5,9 @@
 use dag_core::consensus::{BatchHeader, BatchItem, Committee, Message, SignedBatch};
 use dag_core::{Hash32, NodeId, Signer, TxId};
 use node::consensus_net::{RepresentativeConfig, run_devnet_round, start_representative};
-use node::continent::{CityKeys, ContinentConfig, start_continent};
+use node::continent::{CityCommittee, ContinentConfig, start_continent};
 use pqc::{Keypair, MlDsa87};
-use rpc::{
-    CheckpointHeader, ClientError, ConsensusClient, FederationClient, SignedCheckpointHeader,
-};
+use rpc::{ClientError, ConsensusClient, FederationClient};
 use std::collections::HashMap;
 use std::time::Duration;
 use tonic::Code;
@@ -131,102 +129,6 @@ async fn bad_consensus_messages_are_rejected_with_typed_statuses() {
     assert_eq!(stats.accepted.load(std::sync::atomic::Ordering::Relaxed), 2);
     assert_eq!(stats.rejected.load(std::sync::atomic::Ordering::Relaxed), 3);
     rep.shutdown().await.unwrap();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn federation_checks_cities_and_signatures_and_keeps_its_log() {
-    let dir = tempfile::tempdir().unwrap();
-    let city_key = Keypair::generate();
-    let city = Hash32::digest(b"test-city");
-    let continent_key = Keypair::generate();
-    let cfg = ContinentConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: dir.path().to_path_buf(),
-        cities: vec![CityKeys {
-            city,
-            public_keys: vec![city_key.public_key().to_vec()],
-        }],
-    };
-    let cont = start_continent(&cfg, continent_key.clone()).await.unwrap();
-    let c = FederationClient::lazy(&cont.addr().to_string(), Duration::from_secs(5)).unwrap();
-    let header = |signer: NodeId, seq: u64, h: u8| CheckpointHeader {
-        city,
-        signer,
-        sequence: seq,
-        round: seq * 2,
-        leader: Hash32([h; 32]),
-        running_hash: Hash32([h.wrapping_add(1); 32]),
-        batches: 3,
-    };
-
-    // Unknown signer / city.
-    let stranger = Keypair::generate();
-    let e = c
-        .push(&SignedCheckpointHeader::sign(
-            header(stranger.node_id(), 0, 1),
-            &stranger,
-        ))
-        .await
-        .unwrap_err();
-    assert_eq!(status(&e).0, Code::PermissionDenied);
-    let mut other_city = header(city_key.node_id(), 0, 1);
-    other_city.city = Hash32([9; 32]);
-    let e = c
-        .push(&SignedCheckpointHeader::sign(other_city, &city_key))
-        .await
-        .unwrap_err();
-    assert_eq!(status(&e).0, Code::PermissionDenied);
-
-    // The city's signer named, another key signed.
-    let e = c
-        .push(&SignedCheckpointHeader::sign(
-            header(city_key.node_id(), 0, 1),
-            &stranger,
-        ))
-        .await
-        .unwrap_err();
-    assert_eq!(status(&e).0, Code::Unauthenticated);
-    assert_eq!(cont.log().size(), 0, "nothing logged for bad pushes");
-
-    // Good pushes: receipts verify, proofs verify, a repeat is idempotent, a fork is refused.
-    let mut receipts = Vec::new();
-    for seq in 0..5 {
-        let h = SignedCheckpointHeader::sign(header(city_key.node_id(), seq, seq as u8), &city_key);
-        let r = c.push(&h).await.unwrap();
-        r.verify(continent_key.public_key(), &MlDsa87).unwrap();
-        assert_eq!(r.log_index, seq);
-        assert_eq!(r.leaf, h.leaf_hash());
-        receipts.push(r);
-    }
-    let again = SignedCheckpointHeader::sign(header(city_key.node_id(), 2, 2), &city_key);
-    assert_eq!(c.push(&again).await.unwrap().log_index, 2);
-    let fork = SignedCheckpointHeader::sign(header(city_key.node_id(), 2, 77), &city_key);
-    let e = c.push(&fork).await.unwrap_err();
-    assert_eq!(status(&e).0, Code::AlreadyExists);
-    for r in &receipts {
-        let a = c.inclusion_proof(r.log_index, r.tree_size).await.unwrap();
-        assert_eq!(a.root, r.root);
-        a.proof.verify(&r.leaf, &r.root).unwrap();
-        // A proof for another root fails.
-        assert!(a.proof.verify(&r.leaf, &Hash32([0; 32])).is_err());
-    }
-    let e = c.inclusion_proof(9, 0).await.unwrap_err();
-    assert_eq!(status(&e).0, Code::OutOfRange);
-    let (size, root) = (cont.log().size(), cont.log().root());
-    assert_eq!(size, 5);
-    drop(c);
-    cont.shutdown().await.unwrap();
-
-    // Restart: same log, and proofs of old receipts still verify against their roots.
-    let cont = start_continent(&cfg, continent_key.clone()).await.unwrap();
-    assert_eq!((cont.log().size(), cont.log().root()), (size, root));
-    let c = FederationClient::lazy(&cont.addr().to_string(), Duration::from_secs(5)).unwrap();
-    let a = c.inclusion_proof(1, receipts[1].tree_size).await.unwrap();
-    a.proof
-        .verify(&receipts[1].leaf, &receipts[1].root)
-        .unwrap();
-    drop(c);
-    cont.shutdown().await.unwrap();
 }
 
 /// Collects a representative's checkpoint hashes and committed items.
@@ -399,14 +301,14 @@ async fn checkpoints_reach_a_continent_that_comes_up_late() {
     .await;
 
     let cont = start_continent(
-        &ContinentConfig {
-            listen: continent_addr,
-            data_dir: dir.path().join("continent"),
-            cities: vec![CityKeys {
+        &ContinentConfig::new(
+            continent_addr,
+            dir.path().join("continent"),
+            vec![CityCommittee {
                 city,
-                public_keys: keys.iter().map(|k| k.public_key().to_vec()).collect(),
+                committee: committee.clone(),
             }],
-        },
+        ),
         continent_key.clone(),
     )
     .await

@@ -5,5 +5,6 @@
 mod archive;
 mod city;
 mod consensus;
+mod federation;
 mod light;
 mod light_pipeline;
