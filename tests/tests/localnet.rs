@@ -144,6 +144,7 @@ async fn localnet_orders_and_federates_through_a_kill_and_a_continent_restart() 
     // First half over all four; then rep-3 is killed -9 and the continent restarts while
     // the second half goes to the three live representatives.
     let half = TXS / 2;
+    let t0 = (now_ms(), checkpoints(&reps[0]).await);
     let mut tasks = Vec::new();
     for (r, addr) in reps.iter().enumerate() {
         let part: Vec<SignedTx> = txs[..half].iter().skip(r).step_by(4).cloned().collect();
@@ -158,6 +159,7 @@ async fn localnet_orders_and_federates_through_a_kill_and_a_continent_restart() 
             timing.push((id, r, at, 0));
         }
     }
+    let t1 = (now_ms(), checkpoints(&reps[0]).await);
     net.kill("rep-3").await;
     net.kill("continent").await;
     let mut tasks = Vec::new();
@@ -174,6 +176,7 @@ async fn localnet_orders_and_federates_through_a_kill_and_a_continent_restart() 
         }
     }
     assert_eq!(held.len(), TXS + 1);
+    let t2 = (now_ms(), checkpoints(&reps[0]).await);
 
     // The killed representative comes back (what it held but had not got ordered is
     // proposed again), so all four are live at the check.
@@ -194,7 +197,11 @@ async fn localnet_orders_and_federates_through_a_kill_and_a_continent_restart() 
             );
         }
     }
-    report(&timing, &positions);
+    report(&timing, &positions, [t0, t1, t2]);
+    // Nothing committed twice, on any representative.
+    for addr in &reps {
+        assert_eq!(counter(addr, "order.duplicates").await, 0, "{addr}");
+    }
     let unclean = net.stop().await;
     assert!(unclean.is_empty(), "did not stop cleanly: {unclean:?}");
 }
@@ -209,7 +216,29 @@ fn pct(mut v: Vec<f64>, q: f64) -> f64 {
 
 /// Prints held → ordered and held → federated p50/p99 and commits/s, before and after the
 /// kill (figures for the closing note; nothing is asserted on time).
-fn report(timing: &[(TxId, usize, u64, usize)], positions: &[BTreeMap<TxId, OrderingInfo>]) {
+async fn counter(addr: &str, name: &str) -> u64 {
+    let s = CityClient::connect(addr)
+        .await
+        .unwrap()
+        .status()
+        .await
+        .unwrap();
+    s.counters
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| *v)
+        .unwrap_or_else(|| panic!("{addr} reports no {name}"))
+}
+
+async fn checkpoints(addr: &str) -> u64 {
+    counter(addr, "order.checkpoints").await
+}
+
+fn report(
+    timing: &[(TxId, usize, u64, usize)],
+    positions: &[BTreeMap<TxId, OrderingInfo>],
+    marks: [(u64, u64); 3],
+) {
     for (phase, name) in [
         (0, "4 representatives"),
         (1, "after kill -9 of one (+ continent restart)"),
@@ -227,16 +256,9 @@ fn report(timing: &[(TxId, usize, u64, usize)], positions: &[BTreeMap<TxId, Orde
                     .map(|f| f.saturating_sub(*at) as f64)
             })
             .collect();
-        let seqs: Vec<(u64, u64)> = rows
-            .iter()
-            .map(|(id, _, _, _)| (positions[0][id].sequence, positions[0][id].committed_at_ms))
-            .collect();
-        let (lo, hi) = (
-            seqs.iter().min().copied().unwrap_or_default(),
-            seqs.iter().max().copied().unwrap_or_default(),
-        );
+        let (from, to) = (marks[phase], marks[phase + 1]);
         let commits_per_s =
-            (hi.0 - lo.0) as f64 / ((hi.1.saturating_sub(lo.1)) as f64 / 1000.0).max(1e-3);
+            (to.1 - from.1) as f64 / ((to.0.saturating_sub(from.0)) as f64 / 1000.0).max(1e-3);
         println!(
             "localnet {name}: {} txs; held→ordered p50 {:.0} ms p99 {:.0} ms; held→federated p50 {:.0} ms p99 {:.0} ms; {:.1} commits/s",
             rows.len(),

@@ -44,6 +44,7 @@ async fn submit_all(net: &Devnet, live: &[usize], txs: &[SignedTx]) -> Vec<TxId>
 
 /// Waits until every tx is at least `want` on every representative in `live`.
 async fn wait_state(net: &Devnet, live: &[usize], ids: &[TxId], want: TxState) {
+    let genesis = node::genesis::Genesis::load(net.genesis_path()).unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     for &i in live {
         let c = CityClient::connect(&net.rep(i).unwrap().addr().to_string())
@@ -51,7 +52,15 @@ async fn wait_state(net: &Devnet, live: &[usize], ids: &[TxId], want: TxState) {
             .unwrap();
         for id in ids {
             loop {
-                let st = c.get(*id).await.unwrap().map(|r| r.state);
+                let rec = c.get(*id).await.unwrap();
+                if let Some(r) = &rec
+                    && r.state == TxState::Federated
+                {
+                    // Every Federated answer carries a proof that checks offline.
+                    let proof = r.proof.as_ref().expect("Federated carries its proof");
+                    audit::verify_tx_proof(proof, *id, &genesis).unwrap();
+                }
+                let st = rec.map(|r| r.state);
                 let ok = match want {
                     TxState::Ordered => {
                         matches!(st, Some(TxState::Ordered) | Some(TxState::Federated))

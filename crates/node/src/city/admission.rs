@@ -574,6 +574,10 @@ impl CityNode {
                 .into_iter()
                 .map(|(k, v)| (format!("rejected.{k}"), v)),
         );
+        if let Some(o) = &self.ordering {
+            counters.push(("order.checkpoints".to_string(), o.store.committed()));
+            counters.push(("order.duplicates".to_string(), o.store.duplicates()));
+        }
         NodeStatus {
             node_id: self.node_id,
             role: "city".into(),
