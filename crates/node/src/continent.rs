@@ -21,7 +21,7 @@
 //!   the global logged (receipt checked, inclusion path fetched) is served as a
 //!   [`GlobalAnchor`] for any receipt it covers (`GetGlobalAnchor`).
 
-use crate::fed_log::{FedServer, PersistentLog, blocking, fed_store, now_ms};
+use crate::fed_log::{FedServer, PersistentLog, blocking, fed_store};
 use crate::{Error, Result};
 use dag_core::consensus::{Committee, Stake};
 use dag_core::merkle::{ConsistencyProof, InclusionProof};
@@ -428,15 +428,8 @@ impl ContinentLog {
     /// The current signed tree head (signed again only when the size changed).
     pub fn tree_head(&self) -> SignedTreeHead {
         let mut st = self.state.lock();
-        let (size, root) = (st.log.size(), st.log.root());
-        match &st.head {
-            Some(h) if h.size == size => h.clone(),
-            _ => {
-                let h = SignedTreeHead::sign(size, root, now_ms(), &self.key);
-                st.head = Some(h.clone());
-                h
-            }
-        }
+        let st = &mut *st;
+        crate::fed_log::signed_head(&st.log, &mut st.head, &self.key)
     }
 
     /// The inclusion proof of leaf `index` at `tree_size` (0 = current).

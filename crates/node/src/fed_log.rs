@@ -250,6 +250,24 @@ pub(crate) async fn blocking<R: Send + 'static>(
     }
 }
 
+/// The log's signed tree head: `cached` while the log has not grown, else signed anew with
+/// `key` (and cached).
+pub(crate) fn signed_head(
+    log: &PersistentLog,
+    cached: &mut Option<rpc::SignedTreeHead>,
+    key: &pqc::Keypair,
+) -> rpc::SignedTreeHead {
+    let (size, root) = (log.size(), log.root());
+    match cached {
+        Some(h) if h.size == size => h.clone(),
+        _ => {
+            let h = rpc::SignedTreeHead::sign(size, root, now_ms(), key);
+            *cached = Some(h.clone());
+            h
+        }
+    }
+}
+
 /// A running federation gRPC server (continent or global), on the runtime's one server
 /// handle.
 #[derive(Debug)]

@@ -10,7 +10,7 @@
 //! `Stale`. Leaf and signed receipt are fsynced together before answering
 //! (`<data_dir>/global.redb`); on restart each continent's last head is recovered.
 
-use crate::fed_log::{FedServer, PersistentLog, blocking, fed_store, now_ms};
+use crate::fed_log::{FedServer, PersistentLog, blocking, fed_store};
 use crate::{Error, Result};
 use dag_core::merkle::ConsistencyProof;
 use dag_core::{Hash32, NodeId, Signer};
@@ -209,15 +209,8 @@ impl GlobalLog {
     /// The current signed tree head (signed again only when the size changed).
     pub fn tree_head(&self) -> SignedTreeHead {
         let mut st = self.state.lock();
-        let (size, root) = (st.log.size(), st.log.root());
-        match &st.head {
-            Some(h) if h.size == size => h.clone(),
-            _ => {
-                let h = SignedTreeHead::sign(size, root, now_ms(), &self.key);
-                st.head = Some(h.clone());
-                h
-            }
-        }
+        let st = &mut *st;
+        crate::fed_log::signed_head(&st.log, &mut st.head, &self.key)
     }
 }
 
