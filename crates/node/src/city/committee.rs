@@ -131,8 +131,7 @@ impl Representation {
             let replayed = {
                 let mut status = status.clone();
                 let _ = tokio::time::timeout(Duration::from_secs(2), status.changed()).await;
-                let n = status.borrow().committed;
-                n
+                status.borrow().committed
             };
             let mut sub = order.subscribe();
             while order.committed() < replayed {
