@@ -706,3 +706,166 @@ fn truncate(s: &str, n: usize) -> String {
         format!("{}…", s.chars().take(n).collect::<String>())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn phase(live: Vec<usize>, held: usize) -> OrderingFigures {
+        OrderingFigures {
+            live,
+            held,
+            load_time: Duration::from_secs(1),
+            ordered: held,
+            federated: held,
+            held_to_ordered: vec![Duration::from_millis(300); held],
+            held_to_federated: vec![Duration::from_millis(500); held],
+            commits: 10,
+            commit_span: Duration::from_secs(1),
+            settled_after: Some(Duration::from_millis(600)),
+            missing: Vec::new(),
+        }
+    }
+
+    fn agreement(label: &str, reps: usize) -> Agreement {
+        Agreement {
+            label: label.into(),
+            committed: (0..reps).map(|r| (r, 12)).collect(),
+            target: 12,
+            compared: 12,
+            mismatch: None,
+            duplicates: 0,
+        }
+    }
+
+    /// A report of a run where everything worked.
+    fn passing() -> DemoReport {
+        DemoReport {
+            thresholds: Thresholds {
+                detect: Duration::from_secs(20),
+                ordered_p99: Duration::from_secs(10),
+                federated_p99: Duration::from_secs(20),
+            },
+            offered: 100,
+            offered_outside: 2,
+            held: 98,
+            rejected_pop: 2,
+            reps: 4,
+            read_back: (10, 10),
+            ordering: Some(phase(vec![0, 1, 2, 3], 78)),
+            after_kill: Some(phase(vec![0, 1, 2], 20)),
+            killed_rep: Some(3),
+            continent_killed_at: Some((10, 20)),
+            caught_up: (98, 98),
+            catch_up_time: Some(Duration::from_millis(200)),
+            agreements: vec![agreement("3 live reps", 3), agreement("all 4 reps", 4)],
+            inclusion_verified: (12, 12),
+            detect_time: Some(Duration::from_secs(2)),
+            rereplication_time: Some(Duration::from_secs(3)),
+            stripes_at_n: (8, 8),
+            restored: (98, 98),
+            repair_restored: (5, 5),
+            after_restart: (3, 3),
+            bad_cases: vec![BadCase {
+                name: "replayed tx",
+                expected: RejectCode::DuplicateTx,
+                got: Ok(rpc::Rejection::new(RejectCode::DuplicateTx, "seen", None)),
+            }],
+            ..DemoReport::default()
+        }
+    }
+
+    /// Breaking the report with `fault` fails the verdict with a check starting `named`.
+    fn check(fault: impl FnOnce(&mut DemoReport), named: &str) {
+        let mut r = passing();
+        fault(&mut r);
+        let f = r.failures();
+        assert!(!r.ok());
+        assert!(
+            f.iter().any(|m| m.starts_with(named)),
+            "want a failure named {named:?}, got {f:#?}"
+        );
+        assert!(r.render().contains(&format!("FAILED: {named}")));
+    }
+
+    fn after_kill(r: &mut DemoReport) -> &mut OrderingFigures {
+        r.after_kill.as_mut().unwrap()
+    }
+
+    #[test]
+    fn a_working_run_passes() {
+        let r = passing();
+        assert_eq!(r.failures(), Vec::<String>::new());
+        assert!(r.render().ends_with("result: OK\n"));
+    }
+
+    #[test]
+    fn every_check_names_itself() {
+        check(|r| r.held -= 1, "held:");
+        check(|r| r.rejected_pop -= 1, "proof of place:");
+        check(|r| r.read_back.0 -= 1, "read-back:");
+        check(|r| r.ordering = None, "ordering: did not run");
+        check(
+            |r| r.ordering.as_mut().unwrap().ordered -= 1,
+            "ordering: 77 of 78 held txs Ordered",
+        );
+        check(
+            |r| after_kill(r).federated -= 1,
+            "after killing one representative: 19 of 20 held txs Federated",
+        );
+        check(
+            |r| {
+                after_kill(r).held_to_federated.pop();
+            },
+            "after killing one representative: held → federated measured",
+        );
+        check(
+            |r| after_kill(r).held_to_ordered = vec![Duration::from_secs(11); 20],
+            "after killing one representative: held → ordered p99",
+        );
+        check(
+            |r| after_kill(r).held_to_federated = vec![Duration::from_secs(21); 20],
+            "after killing one representative: held → federated p99",
+        );
+        check(
+            |r| after_kill(r).commits = 0,
+            "after killing one representative: no checkpoint",
+        );
+        check(
+            |r| r.continent_killed_at = Some((20, 20)),
+            "continent restart:",
+        );
+        check(|r| r.caught_up.0 -= 1, "catch-up:");
+        check(
+            |r| r.agreements.clear(),
+            "identical sequences: never compared",
+        );
+        check(
+            |r| r.agreements[1].mismatch = Some((4, 0, 3)),
+            "identical sequences (all 4 reps): checkpoint 4 differs",
+        );
+        check(
+            |r| r.agreements[1].committed[3].1 = 11,
+            "identical sequences (all 4 reps): representative 3 committed 11",
+        );
+        check(
+            |r| r.agreements[0].duplicates = 1,
+            "nothing twice (3 live reps)",
+        );
+        check(|r| r.inclusion_verified.0 -= 1, "inclusion proofs:");
+        check(|r| r.detect_time = None, "departures:");
+        check(
+            |r| r.detect_time = Some(Duration::from_secs(21)),
+            "departures:",
+        );
+        check(|r| r.rereplication_time = None, "re-replication:");
+        check(|r| r.stripe_restore_failures = 1, "restore:");
+        check(|r| r.repair_restored.0 -= 1, "repair path:");
+        check(|r| r.after_restart.0 -= 1, "restart:");
+        check(
+            |r| r.bad_cases[0].got = Err("ACCEPTED".into()),
+            "bad input: replayed tx",
+        );
+    }
+}
