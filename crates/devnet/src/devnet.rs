@@ -364,11 +364,24 @@ impl Devnet {
             .map_or(0, |r| r.by_role(Role::Light).len())
     }
 
-    /// Waits until the city sees `n` light nodes (or the timeout passes).
+    /// Live light nodes in representative `i`'s view (`None` while it is down).
+    pub fn rep_view_lights(&self, i: usize) -> Option<usize> {
+        self.reps
+            .get(i)
+            .and_then(|r| r.role.as_ref())
+            .and_then(RunningRole::view)
+            .map(|r| r.by_role(Role::Light).len())
+    }
+
+    /// Waits until every running representative sees `n` light nodes (or the timeout
+    /// passes).
     pub async fn wait_for_lights(&self, n: usize, timeout: Duration) -> bool {
         let t0 = tokio::time::Instant::now();
         while t0.elapsed() < timeout {
-            if self.city_view_lights() == n {
+            let views: Vec<usize> = (0..self.reps.len())
+                .filter_map(|i| self.rep_view_lights(i))
+                .collect();
+            if !views.is_empty() && views.iter().all(|v| *v == n) {
                 return true;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
