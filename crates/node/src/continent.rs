@@ -566,16 +566,22 @@ pub async fn start_continent(cfg: &ContinentConfig, key: Keypair) -> Result<Cont
     let path = cfg.data_dir.join("continent.redb");
     let cities = cfg.cities.clone();
     let window = cfg.pool_window;
-    let log = tokio::task::spawn_blocking(move || ContinentLog::open(&path, key, &cities, window))
-        .await
-        .map_err(|e| Error::Config(format!("continent open task: {e}")))??;
+    let log = crate::runtime::run_blocking("continent log", move || {
+        ContinentLog::open(&path, key, &cities, window)
+    })
+    .await??;
     let log = Arc::new(log);
     let server = FedServer::start(cfg.listen, Arc::new(ContinentNode(log.clone()))).await?;
     let (acked_tx, global_acked) = watch::channel(0u64);
     let head_pusher = match &cfg.global {
         Some(g) => {
-            let client = FederationClient::lazy(&g.addr, Duration::from_secs(2))
-                .map_err(|e| Error::Config(format!("global address {}: {e}", g.addr)))?;
+            let client =
+                FederationClient::lazy(&g.addr, Duration::from_secs(2)).map_err(|source| {
+                    Error::PeerAddress {
+                        addr: g.addr.clone(),
+                        source,
+                    }
+                })?;
             let (stop, stopped) = watch::channel(false);
             let task = tokio::spawn(push_heads(
                 log.clone(),
@@ -699,39 +705,4 @@ async fn anchor_of(
         .verify(&receipt.leaf, &receipt.root)
         .map_err(|e| FederationError::BadAnswer(e.to_string()))?;
     Ok(a.proof)
-}
-
-/// Where and as which city a representative pushes its committed checkpoints with the
-/// in-memory pusher of [`crate::consensus_net`] (the disk-backed pusher is
-/// [`crate::federation_push::spawn_checkpoint_pusher`]).
-#[derive(Debug, Clone)]
-pub struct FederationTarget {
-    /// The continent's gRPC address.
-    pub addr: String,
-    /// The city id the continent knows this city by.
-    pub city: Hash32,
-    /// The continent's public key, to verify receipts (None: receipts are not checked).
-    pub continent_key: Option<Vec<u8>>,
-    /// Backoff between attempts on transient failures (`max_delay` caps it).
-    pub retry: RetryPolicy,
-    /// Deadline of one attempt.
-    pub timeout: Duration,
-}
-
-impl FederationTarget {
-    /// A target with 100 ms backoff capped at 1 s and 2 s deadlines.
-    pub fn new(addr: impl Into<String>, city: Hash32, continent_key: Option<Vec<u8>>) -> Self {
-        FederationTarget {
-            addr: addr.into(),
-            city,
-            continent_key,
-            retry: RetryPolicy {
-                max_attempts: 5,
-                base_delay: Duration::from_millis(100),
-                max_delay: Duration::from_secs(1),
-                ..RetryPolicy::default()
-            },
-            timeout: Duration::from_secs(2),
-        }
-    }
 }

@@ -131,9 +131,14 @@ pub enum Error {
         /// How long.
         after: std::time::Duration,
     },
-    /// An invalid configuration value (kept for roles not yet moved to typed variants).
-    #[error("invalid configuration: {0}")]
-    Config(String),
+    /// A peer's address (continent, global) is not a usable endpoint.
+    #[error("peer address {addr}: {source}")]
+    PeerAddress {
+        /// The address as configured.
+        addr: String,
+        /// Why it cannot be used.
+        source: rpc::FederationError,
+    },
     /// A client call failed.
     #[error(transparent)]
     Client(#[from] rpc::ClientError),
@@ -189,7 +194,7 @@ mod tests {
         });
         assert!(!denied.is_retryable());
         assert!(!Error::StoreClosed.is_retryable());
-        assert!(!Error::Config("x".into()).is_retryable());
+        assert!(!Error::Stopping("representative").is_retryable());
         assert!(
             Error::Timeout {
                 what: "commit".into(),

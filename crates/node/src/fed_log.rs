@@ -243,11 +243,9 @@ pub(crate) fn fed_store(e: Error) -> FederationError {
 pub(crate) async fn blocking<R: Send + 'static>(
     f: impl FnOnce() -> std::result::Result<R, FederationError> + Send + 'static,
 ) -> std::result::Result<R, FederationError> {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(r) => r,
-        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-        Err(e) => Err(FederationError::Store(e.to_string())),
-    }
+    crate::runtime::run_blocking("federation log", f)
+        .await
+        .unwrap_or_else(|e| Err(FederationError::Store(e.to_string())))
 }
 
 /// The log's signed tree head: `cached` while the log has not grown, else signed anew with

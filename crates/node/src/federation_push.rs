@@ -148,8 +148,11 @@ pub fn spawn_checkpoint_pusher(
     key: Keypair,
     source: Arc<dyn CheckpointSource>,
 ) -> Result<PusherHandle> {
-    let client = FederationClient::lazy(&cfg.addr, cfg.timeout)
-        .map_err(|e| Error::Config(format!("continent address {}: {e}", cfg.addr)))?;
+    let client =
+        FederationClient::lazy(&cfg.addr, cfg.timeout).map_err(|source| Error::PeerAddress {
+            addr: cfg.addr.clone(),
+            source,
+        })?;
     let (stop, stopped) = watch::channel(false);
     let stats = Arc::new(PusherStats::default());
     let (next_tx, next) = watch::channel(source.federated_upto());

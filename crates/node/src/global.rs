@@ -269,9 +269,10 @@ impl GlobalHandle {
 pub async fn start_global(cfg: &GlobalConfig, key: Keypair) -> Result<GlobalHandle> {
     let path = cfg.data_dir.join("global.redb");
     let continents = cfg.continents.clone();
-    let log = tokio::task::spawn_blocking(move || GlobalLog::open(&path, key, &continents))
-        .await
-        .map_err(|e| Error::Config(format!("global open task: {e}")))??;
+    let log = crate::runtime::run_blocking("global log", move || {
+        GlobalLog::open(&path, key, &continents)
+    })
+    .await??;
     let log = Arc::new(log);
     let server = FedServer::start(cfg.listen, Arc::new(GlobalNode(log.clone()))).await?;
     tracing::info!(addr = %server.addr, size = log.size(), "global serving");

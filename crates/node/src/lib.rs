@@ -8,7 +8,7 @@
 //!   precheck, ML-DSA-87 verification on a bounded pool, proof of place, flagging),
 //!   durable replay-safe storage in redb with group commit, the light-node pipeline
 //!   (micro-batches erasure-coded onto distinct light nodes, signed receipts), re-replication
-//!   when a light node leaves; [`consensus_net`]: the city's DAG consensus among its
+//!   when a light node leaves; [`consensus`]: the city's DAG consensus among its
 //!   representatives over gRPC.
 //! - **light** ([`run_light`], [`start_light`]): the `ShardStore` service, receipts signed
 //!   with the node key.
@@ -20,7 +20,8 @@
 //! audit client in `audit`: servers link neither.
 
 mod city;
-pub mod consensus_net;
+/// The DAG consensus among a city's representatives over gRPC.
+pub use city::consensus;
 pub mod continent;
 mod error;
 mod fed_log;

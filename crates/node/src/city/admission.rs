@@ -5,7 +5,7 @@ use super::order::OrderStore;
 use super::pipeline::{Pipeline, PipelineError};
 use super::store::{Conflict, TxStore};
 use crate::Error;
-use crate::consensus_net::Submitter;
+use crate::city::consensus::Submitter;
 use dag_core::consensus::BatchItem;
 use dag_core::{NodeId, SignedTx, TxId, VerifiedTx};
 use parking_lot::Mutex;

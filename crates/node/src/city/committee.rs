@@ -5,7 +5,7 @@
 
 use super::admission::CityNode;
 use super::order::OrderStore;
-use crate::consensus_net::{
+use crate::city::consensus::{
     CommittedEvent, ConsensusGrpc, RepresentativeConfig, RepresentativeHandle, spawn_representative,
 };
 use crate::federation_push::{
@@ -68,7 +68,6 @@ impl Representation {
             .clone()
             .unwrap_or_else(|| RepresentativeConfig::new(data_dir));
         cfg.data_dir = data_dir.to_path_buf();
-        cfg.federation = None;
         let peers: HashMap<_, _> = parts
             .committee
             .addresses

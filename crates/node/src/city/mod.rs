@@ -5,6 +5,7 @@
 
 pub(crate) mod admission;
 pub(crate) mod committee;
+pub mod consensus;
 pub(crate) mod membership;
 pub(crate) mod order;
 pub(crate) mod pipeline;
@@ -130,7 +131,7 @@ impl CityHandle {
     }
 
     /// The representative, when this node is a member of its city's committee.
-    pub fn representative(&self) -> Option<&crate::consensus_net::RepresentativeHandle> {
+    pub fn representative(&self) -> Option<&crate::city::consensus::RepresentativeHandle> {
         self.representation
             .as_ref()
             .map(committee::Representation::representative)

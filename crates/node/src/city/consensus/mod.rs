@@ -23,41 +23,33 @@
 //! - **Outbound**: per peer a bounded queue and a worker sending with a deadline, up to
 //!   [`RepresentativeConfig::send_concurrency`] calls in flight; a full queue drops (the
 //!   driver re-sends what matters every `resend_ms`). Fire-and-forget.
-//! - **Outputs**: committed sub-DAGs with their commit time ([`CommittedEvent`]),
-//!   equivocation evidence converted for dpos ([`DoubleSignEvidence`]), and continent
-//!   receipts ([`FederatedEvent`]) when a [`FederationTarget`] is set.
-//!
-//! [`run_devnet_round`] runs n representatives and a continent on loopback and measures
-//! what the demo reports.
+//! - **Outputs**: committed sub-DAGs with their commit time ([`CommittedEvent`]) and
+//!   equivocation evidence converted for dpos ([`DoubleSignEvidence`]). Federation is not
+//!   here: the city role pushes checkpoints from its order store on disk
+//!   ([`crate::federation_push`]).
 
-use crate::continent::{CityCommittee, ContinentConfig, FederationTarget, start_continent};
+mod records;
+
 use crate::runtime::{now_ms, off_reactor};
 use crate::{Error, Result};
+use dag_core::NodeId;
 use dag_core::consensus::{
-    BatchDigest, BatchItem, Certificate, CommittedSubDag, Committee, Consensus, ConsensusConfig,
-    Message, Output, Record, SignedBatch,
+    BatchItem, CommittedSubDag, Committee, Consensus, ConsensusConfig, Message, Output,
 };
-use dag_core::{DecodeError, Hash32, NodeId, Reader, Signer, Writer};
 use dpos::DoubleSignEvidence;
 use futures::StreamExt;
 use pqc::{Keypair, MlDsa87};
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
-use rpc::{
-    CertifiedCheckpoint, CheckpointHeader, ConsensusClient, ConsensusHandler, DeliverError,
-    FederationClient, FederationError, FederationProof, LogKind, sign_share,
-};
+use records::{RecordStore, encode_record};
+use rpc::{ConsensusClient, ConsensusHandler, DeliverError};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
-
-/// Record sequence number → encoded [`Record`].
-const RECORDS: TableDefinition<u64, &[u8]> = TableDefinition::new("records");
 
 /// Most inbound commands handled in one group (one redb transaction).
 const MAX_GROUP: usize = 256;
@@ -79,8 +71,6 @@ pub struct RepresentativeConfig {
     pub send_concurrency: usize,
     /// Inbound messages queued before answering `ResourceExhausted`.
     pub inbound_queue: usize,
-    /// Where to push committed checkpoints (None: no federation).
-    pub federation: Option<FederationTarget>,
 }
 
 impl RepresentativeConfig {
@@ -100,7 +90,6 @@ impl RepresentativeConfig {
             outbound_queue: 1024,
             send_concurrency: 8,
             inbound_queue: 4096,
-            federation: None,
         }
     }
 }
@@ -117,14 +106,6 @@ pub struct CommittedEvent {
     pub committed_at: Instant,
 }
 
-/// A checkpoint logged by the continent.
-#[derive(Debug, Clone)]
-pub struct FederatedEvent {
-    /// The logged certificate, the continent's receipt (signature checked when its key is
-    /// configured) and the inclusion path.
-    pub proof: FederationProof,
-}
-
 /// Counters of one representative.
 #[derive(Debug, Default)]
 pub struct RepresentativeStats {
@@ -138,10 +119,6 @@ pub struct RepresentativeStats {
     pub send_failures: AtomicU64,
     /// Leaders committed.
     pub commits: AtomicU64,
-    /// Checkpoints pushed to the continent.
-    pub pushed: AtomicU64,
-    /// Pushes that failed after their retries.
-    pub push_failures: AtomicU64,
 }
 
 /// An inbound caller waiting for the driver's verdict.
@@ -200,132 +177,6 @@ impl ConsensusHandler for Inbox {
     }
 }
 
-// ------------------------------------------------------------------ records
-
-fn encode_record(r: &Record) -> Vec<u8> {
-    let mut w = Writer::default();
-    match r {
-        Record::Proposed(b) => {
-            w.u8(0).raw(&b.encode());
-        }
-        Record::Voted {
-            author,
-            round,
-            digest,
-        } => {
-            w.u8(1)
-                .raw(author.as_bytes())
-                .u64(*round)
-                .raw(digest.as_bytes());
-        }
-        Record::Stored(c) => {
-            w.u8(2).raw(&c.encode());
-        }
-    }
-    w.finish()
-}
-
-fn decode_record(bytes: &[u8]) -> std::result::Result<Record, DecodeError> {
-    let (&tag, rest) = bytes.split_first().ok_or(DecodeError::Truncated {
-        field: "record tag",
-        needed: 1,
-        had: 0,
-    })?;
-    Ok(match tag {
-        0 => Record::Proposed(SignedBatch::decode(rest)?),
-        1 => {
-            let mut r = Reader::new(rest);
-            let author = NodeId::from_bytes(r.bytes32("author")?);
-            let round = r.u64("round")?;
-            let digest = BatchDigest(Hash32(r.bytes32("digest")?));
-            r.finish()?;
-            Record::Voted {
-                author,
-                round,
-                digest,
-            }
-        }
-        2 => Record::Stored(Certificate::decode(rest)?),
-        _ => {
-            return Err(DecodeError::Invalid {
-                field: "record tag",
-                reason: "expected 0..=2",
-            });
-        }
-    })
-}
-
-struct RecordStore {
-    db: Database,
-    path: PathBuf,
-    next: u64,
-}
-
-fn store_err(path: &Path) -> impl Fn(redb::Error) -> Error + '_ {
-    move |e| Error::Store {
-        path: path.to_path_buf(),
-        source: Box::new(e),
-    }
-}
-
-impl RecordStore {
-    /// Opens the store and reads every record back.
-    fn open(path: &Path) -> Result<(Self, Vec<Record>)> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|source| Error::Io {
-                path: dir.to_path_buf(),
-                source,
-            })?;
-        }
-        let err = store_err(path);
-        let db = Database::create(path).map_err(|e| err(e.into()))?;
-        let w = db.begin_write().map_err(|e| err(e.into()))?;
-        w.open_table(RECORDS).map_err(|e| err(e.into()))?;
-        w.commit().map_err(|e| err(e.into()))?;
-        let mut records = Vec::new();
-        let mut next = 0;
-        {
-            let r = db.begin_read().map_err(|e| err(e.into()))?;
-            let t = r.open_table(RECORDS).map_err(|e| err(e.into()))?;
-            for row in t.iter().map_err(|e| err(e.into()))? {
-                let (k, v) = row.map_err(|e| err(e.into()))?;
-                next = k.value() + 1;
-                records.push(decode_record(v.value()).map_err(|e| {
-                    Error::Config(format!(
-                        "{}: record {} corrupt: {e}",
-                        path.display(),
-                        k.value()
-                    ))
-                })?);
-            }
-        }
-        Ok((
-            RecordStore {
-                db,
-                path: path.to_path_buf(),
-                next,
-            },
-            records,
-        ))
-    }
-
-    /// Appends `records` in one durable transaction.
-    fn append(&mut self, records: &[Vec<u8>]) -> Result<()> {
-        let err = store_err(&self.path);
-        let w = self.db.begin_write().map_err(|e| err(e.into()))?;
-        {
-            let mut t = w.open_table(RECORDS).map_err(|e| err(e.into()))?;
-            for (i, r) in records.iter().enumerate() {
-                t.insert(self.next + i as u64, r.as_slice())
-                    .map_err(|e| err(e.into()))?;
-            }
-        }
-        w.commit().map_err(|e| err(e.into()))?;
-        self.next += records.len() as u64;
-        Ok(())
-    }
-}
-
 // ------------------------------------------------------------------ the task
 
 struct Peer {
@@ -338,7 +189,6 @@ struct Driver {
     peers: HashMap<NodeId, Peer>,
     commits: mpsc::UnboundedSender<CommittedEvent>,
     evidence: mpsc::UnboundedSender<DoubleSignEvidence>,
-    to_push: Option<mpsc::Sender<CommittedSubDag>>,
     stats: Arc<RepresentativeStats>,
     status: tokio::sync::watch::Sender<RepresentativeStatus>,
     committed: u64,
@@ -365,12 +215,11 @@ impl Driver {
         if !records.is_empty()
             && let Some(mut store) = self.store.take()
         {
-            let (store, r) = tokio::task::spawn_blocking(move || {
+            let (store, r) = crate::runtime::run_blocking("consensus record writer", move || {
                 let r = store.append(&records);
                 (store, r)
             })
-            .await
-            .map_err(|e| Error::Config(format!("record writer task: {e}")))?;
+            .await?;
             self.store = Some(store);
             r?;
         }
@@ -388,14 +237,6 @@ impl Driver {
                 Output::Committed(sub_dag) => {
                     self.stats.commits.fetch_add(1, Ordering::Relaxed);
                     self.committed = self.committed.max(sub_dag.checkpoint.sequence + 1);
-                    if let Some(p) = &self.to_push
-                        && p.try_send(sub_dag.clone()).is_err()
-                    {
-                        tracing::warn!(
-                            sequence = sub_dag.checkpoint.sequence,
-                            "federation queue full; checkpoint not pushed"
-                        );
-                    }
                     let _ = self.commits.send(CommittedEvent {
                         sub_dag,
                         committed_at_ms: now_ms(),
@@ -537,63 +378,6 @@ async fn peer_sender(
         .await;
 }
 
-async fn pusher(
-    target: FederationTarget,
-    key: Keypair,
-    mut rx: mpsc::Receiver<CommittedSubDag>,
-    out: mpsc::UnboundedSender<FederatedEvent>,
-    stats: Arc<RepresentativeStats>,
-) {
-    let client = match FederationClient::lazy(&target.addr, target.timeout) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %e, "federation disabled");
-            return;
-        }
-    };
-    // In-memory and best effort (the lead rewires representatives onto
-    // `federation_push::spawn_checkpoint_pusher`, which reads a durable backlog). Each
-    // representative pushes its own signature share; the continent pools shares until a
-    // quorum. Checkpoints go up in order: AwaitingQuorum, a gap (other members fill it)
-    // and transient failures are retried; a refusal is logged and skipped.
-    while let Some(sub) = rx.recv().await {
-        let header = CheckpointHeader::of(target.city, &sub.checkpoint);
-        let share = CertifiedCheckpoint::new(header, vec![sign_share(&header, &key)]);
-        let sequence = header.sequence;
-        let mut quorum_wait = Duration::from_millis(25);
-        loop {
-            match client.push_checkpoint(&share).await {
-                Ok(proof) => {
-                    if let Some(pk) = &target.continent_key
-                        && let Err(e) = proof.receipt.verify(LogKind::Continent, pk)
-                    {
-                        stats.push_failures.fetch_add(1, Ordering::Relaxed);
-                        tracing::error!(sequence, error = %e, "continent receipt does not verify");
-                        break;
-                    }
-                    stats.pushed.fetch_add(1, Ordering::Relaxed);
-                    let _ = out.send(FederatedEvent { proof });
-                    break;
-                }
-                Err(FederationError::AwaitingQuorum { .. } | FederationError::Gap { .. }) => {
-                    tokio::time::sleep(quorum_wait).await;
-                    quorum_wait = (quorum_wait * 2).min(Duration::from_millis(500));
-                }
-                Err(e) if e.is_retryable() => {
-                    stats.push_failures.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(sequence, error = %e, "push failed; retrying");
-                    tokio::time::sleep(target.retry.max_delay).await;
-                }
-                Err(e) => {
-                    stats.push_failures.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(sequence, error = %e, "continent refused the checkpoint");
-                    break;
-                }
-            }
-        }
-    }
-}
-
 // ------------------------------------------------------------------ handle
 
 /// Queues payload items into a representative's next proposals; cloned freely.
@@ -622,7 +406,6 @@ pub struct RepresentativeHandle {
     cmd: mpsc::Sender<Command>,
     commits: Option<mpsc::UnboundedReceiver<CommittedEvent>>,
     evidence: Option<mpsc::UnboundedReceiver<DoubleSignEvidence>>,
-    federated: Option<mpsc::UnboundedReceiver<FederatedEvent>>,
     stats: Arc<RepresentativeStats>,
     status: tokio::sync::watch::Receiver<RepresentativeStatus>,
     server: Option<crate::runtime::ServerHandle>,
@@ -677,7 +460,7 @@ impl RepresentativeHandle {
         self.cmd
             .send(Command::Payload(items))
             .await
-            .map_err(|_| Error::Config("representative stopped".into()))
+            .map_err(|_| Error::Stopping("representative"))
     }
 
     /// The committed sub-DAGs, in commit order (once; later calls get None).
@@ -687,10 +470,6 @@ impl RepresentativeHandle {
     /// Equivocation evidence ready for dpos (once).
     pub fn take_evidence(&mut self) -> Option<mpsc::UnboundedReceiver<DoubleSignEvidence>> {
         self.evidence.take()
-    }
-    /// Continent receipts of pushed checkpoints (once).
-    pub fn take_federated(&mut self) -> Option<mpsc::UnboundedReceiver<FederatedEvent>> {
-        self.federated.take()
     }
 
     /// Stops: the driver finishes its current group, the server lets in-flight calls end,
@@ -761,7 +540,7 @@ pub async fn start_representative(
 /// The Consensus gRPC service of a representative, to be served by the role's server.
 pub type ConsensusGrpc = rpc::pb::consensus_server::ConsensusServer<rpc::ConsensusService<Inbox>>;
 
-/// Starts a representative's driver, peers and federation without a server of its own:
+/// Starts a representative's driver and peers without a server of its own:
 /// the returned [`ConsensusGrpc`] goes into the role's gRPC server (the city role serves
 /// CityNode and Consensus on one address). Reads `<data_dir>/consensus.redb`: with records
 /// there, the driver recovers from them.
@@ -773,12 +552,11 @@ pub async fn spawn_representative(
 ) -> Result<(RepresentativeHandle, ConsensusGrpc)> {
     let node_id = key.node_id();
     let path = cfg.data_dir.join("consensus.redb");
-    let (store, records) = tokio::task::spawn_blocking(move || RecordStore::open(&path))
-        .await
-        .map_err(|e| Error::Config(format!("record store task: {e}")))??;
+    let (store, records) =
+        crate::runtime::run_blocking("consensus record store", move || RecordStore::open(&path))
+            .await??;
     let (mut consensus, mut first) = if records.is_empty() {
-        let c = Consensus::new(committee, key.clone(), MlDsa87, cfg.consensus.clone())
-            .map_err(|e| Error::Config(format!("consensus: {e}")))?;
+        let c = Consensus::new(committee, key.clone(), MlDsa87, cfg.consensus.clone())?;
         (c, Vec::new())
     } else {
         Consensus::recover(
@@ -787,8 +565,7 @@ pub async fn spawn_representative(
             MlDsa87,
             cfg.consensus.clone(),
             records,
-        )
-        .map_err(|e| Error::Config(format!("consensus recovery: {e}")))?
+        )?
     };
     first.extend(consensus.start(now_ms()));
     let in_flight = consensus.in_flight_items();
@@ -811,21 +588,6 @@ pub async fn spawn_representative(
         )));
         peer_map.insert(id, Peer { queue: tx });
     }
-    let (fed_tx, fed_rx) = mpsc::unbounded_channel();
-    let to_push = match cfg.federation.clone() {
-        Some(target) => {
-            let (tx, rx) = mpsc::channel(1024);
-            helpers.push(tokio::spawn(pusher(
-                target,
-                key.clone(),
-                rx,
-                fed_tx,
-                stats.clone(),
-            )));
-            Some(tx)
-        }
-        None => None,
-    };
     let (commits_tx, commits_rx) = mpsc::unbounded_channel();
     let (evidence_tx, evidence_rx) = mpsc::unbounded_channel();
     let (cmd, cmd_rx) = mpsc::channel(cfg.inbound_queue.max(1));
@@ -838,7 +600,6 @@ pub async fn spawn_representative(
         peers: peer_map,
         commits: commits_tx,
         evidence: evidence_tx,
-        to_push,
         stats: stats.clone(),
     };
     let driver = tokio::spawn(driver.run(cmd_rx, cfg.tick, first));
@@ -851,7 +612,6 @@ pub async fn spawn_representative(
         cmd,
         commits: Some(commits_rx),
         evidence: Some(evidence_rx),
-        federated: Some(fed_rx),
         stats,
         status: status_rx,
         server: None,
@@ -859,319 +619,4 @@ pub async fn spawn_representative(
         helpers,
     };
     Ok((handle, svc))
-}
-
-// ------------------------------------------------------------------ devnet round
-
-/// What [`run_devnet_round`] measured.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ConsensusFigures {
-    /// Representatives started.
-    pub reps: usize,
-    /// Whether one was killed half-way.
-    pub killed_one: bool,
-    /// Payload items submitted.
-    pub items: usize,
-    /// Items committed (by every live representative).
-    pub items_committed: usize,
-    /// Leaders committed (checkpoints), fewest over live representatives.
-    pub commits: u64,
-    /// Payload submitted → committed at the representative it was submitted to, p50 (ms),
-    /// for items submitted while every representative was up.
-    pub commit_latency_p50_ms: f64,
-    /// The same, p99 (ms).
-    pub commit_latency_p99_ms: f64,
-    /// p50 (ms) of items submitted after the kill (rounds led by the dead representative
-    /// wait the leader timeout); 0 without a kill.
-    pub after_kill_latency_p50_ms: f64,
-    /// The same, p99 (ms).
-    pub after_kill_latency_p99_ms: f64,
-    /// Leaves in the continent's log.
-    pub continent_log_size: u64,
-    /// Receipts whose inclusion proof verified against the receipt's root.
-    pub inclusion_proofs_verified: usize,
-    /// Every pair of representatives committed identical checkpoint sequences (compared on
-    /// their common prefix, the killed one included).
-    pub sequences_identical: bool,
-    /// The continent reopened with the same log size and root.
-    pub log_survived_restart: bool,
-    /// Wall time of the round.
-    pub elapsed: Duration,
-}
-
-#[derive(Debug, Default)]
-struct Seen {
-    /// Checkpoint running hashes by sequence.
-    hashes: Vec<Hash32>,
-    /// First commit time of each item.
-    items: HashMap<BatchItem, Instant>,
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
-/// Runs `n_reps` representatives (each its own gRPC server on loopback, real ML-DSA-87
-/// keys, redb records under `dir`) and a continent; once each has committed its first
-/// checkpoint, submits `items` round-robin as a stream over ~0.5 s (half before and half
-/// after killing the last representative when `kill_one`), waits until
-/// every live representative committed all of them, pushes checkpoints to the continent,
-/// verifies the inclusion proofs, restarts the continent and checks its log.
-pub async fn run_devnet_round(
-    n_reps: usize,
-    items: Vec<BatchItem>,
-    kill_one: bool,
-    dir: &Path,
-) -> Result<ConsensusFigures> {
-    let started = Instant::now();
-    if n_reps < 1 || (kill_one && n_reps < 4) {
-        return Err(Error::Config(format!(
-            "{n_reps} representatives cannot {}commit",
-            if kill_one { "lose one and still " } else { "" }
-        )));
-    }
-    let keys: Vec<Keypair> = (0..n_reps).map(|_| Keypair::generate()).collect();
-    let committee = Committee::equal(keys.iter().map(|k| k.public_key().to_vec()).collect())
-        .ok_or_else(|| Error::Config("bad committee".into()))?;
-    let city = Hash32::digest(b"citychain/devnet-city");
-    let continent_key = Keypair::generate();
-    let continent_pk = continent_key.public_key().to_vec();
-    let ccfg = ContinentConfig::new(
-        SocketAddr::from(([127, 0, 0, 1], 0)),
-        dir.join("continent"),
-        vec![CityCommittee {
-            city,
-            committee: committee.clone(),
-        }],
-    );
-    let continent = start_continent(&ccfg, continent_key.clone()).await?;
-
-    let mut listeners = Vec::new();
-    let mut peers = HashMap::new();
-    for k in &keys {
-        let (l, a) = crate::runtime::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
-        peers.insert(k.node_id(), a.to_string());
-        listeners.push(l);
-    }
-    let mut reps = Vec::new();
-    for (i, (k, l)) in keys.iter().zip(listeners).enumerate() {
-        let mut cfg = RepresentativeConfig::new(dir.join(format!("rep-{i}")));
-        cfg.federation = Some(FederationTarget::new(
-            continent.addr().to_string(),
-            city,
-            Some(continent_pk.clone()),
-        ));
-        reps.push(start_representative(cfg, k.clone(), committee.clone(), l, peers.clone()).await?);
-    }
-    let seen: Vec<Arc<parking_lot::Mutex<Seen>>> = (0..n_reps).map(|_| Arc::default()).collect();
-    let receipts = Arc::new(parking_lot::Mutex::new(Vec::<FederatedEvent>::new()));
-    let mut collectors = Vec::new();
-    for (rep, seen) in reps.iter_mut().zip(&seen) {
-        if let Some(mut rx) = rep.take_commits() {
-            let seen = seen.clone();
-            collectors.push(tokio::spawn(async move {
-                while let Some(ev) = rx.recv().await {
-                    let mut s = seen.lock();
-                    if ev.sub_dag.checkpoint.sequence == s.hashes.len() as u64 {
-                        s.hashes.push(ev.sub_dag.checkpoint.hash());
-                    }
-                    for (_, item) in ev.sub_dag.items() {
-                        s.items.entry(*item).or_insert(ev.committed_at);
-                    }
-                }
-            }));
-        }
-        if let Some(mut rx) = rep.take_federated() {
-            let receipts = receipts.clone();
-            collectors.push(tokio::spawn(async move {
-                while let Some(ev) = rx.recv().await {
-                    receipts.lock().push(ev);
-                }
-            }));
-        }
-    }
-
-    // Warm-up: every representative has committed once (connections up, genesis done),
-    // so the latencies below are the steady state's.
-    let deadline = Duration::from_secs(30);
-    let warm = Instant::now();
-    while !seen.iter().all(|s| !s.lock().hashes.is_empty()) {
-        if warm.elapsed() > deadline {
-            return Err(Error::Config("no first commit within 30 s".into()));
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let mut submitted: Vec<(BatchItem, usize, Instant, usize)> = Vec::new();
-    let (first, second) = if kill_one {
-        let half = items.len() / 2;
-        (items[..half].to_vec(), items[half..].to_vec())
-    } else {
-        (items.clone(), Vec::new())
-    };
-    let mut live = n_reps;
-    for (phase, batch) in [first, second].into_iter().enumerate() {
-        if phase == 1 {
-            if batch.is_empty() && !kill_one {
-                break;
-            }
-            if let Some(victim) = reps.pop() {
-                tracing::info!(node = %victim.node_id(), "killing a representative");
-                victim.kill().await;
-                live -= 1;
-            }
-        }
-        // A steady stream rather than one burst: ten slices, one per proposal interval.
-        let slice = batch.len().div_ceil(10).max(1);
-        for (k, chunk) in batch.chunks(slice).enumerate() {
-            if k > 0 {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            for (j, item) in chunk.iter().enumerate() {
-                let to = (k * slice + j) % live;
-                reps[to].submit(vec![*item]).await?;
-                submitted.push((*item, to, Instant::now(), phase));
-            }
-        }
-        let wait_start = Instant::now();
-        loop {
-            let done = seen[..live].iter().all(|s| {
-                let s = s.lock();
-                submitted.iter().all(|(i, ..)| s.items.contains_key(i))
-            });
-            if done {
-                break;
-            }
-            if wait_start.elapsed() > deadline {
-                let state: Vec<String> = reps
-                    .iter()
-                    .zip(&seen)
-                    .map(|(r, s)| {
-                        let missing = submitted
-                            .iter()
-                            .filter(|(i, ..)| !s.lock().items.contains_key(i))
-                            .count();
-                        format!(
-                            "{} {:?} missing {missing} {:?}",
-                            r.node_id(),
-                            *r.status().borrow(),
-                            r.stats()
-                        )
-                    })
-                    .collect();
-                return Err(Error::Config(format!(
-                    "items not committed by every live representative within {} s:\n{}",
-                    deadline.as_secs(),
-                    state.join("\n")
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-
-    // Federation: wait until the continent holds every checkpoint the slowest live
-    // representative committed.
-    let commits = seen[..live]
-        .iter()
-        .map(|s| s.lock().hashes.len() as u64)
-        .min()
-        .unwrap_or(0);
-    let wait_start = Instant::now();
-    while continent.log().size() < commits && wait_start.elapsed() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    for r in reps {
-        r.shutdown().await?;
-    }
-    for c in collectors {
-        let _ = c.await;
-    }
-
-    let latencies = |want: usize| {
-        let mut l: Vec<f64> = submitted
-            .iter()
-            .filter(|(.., phase)| *phase == want)
-            .filter_map(|(item, to, at, _)| {
-                seen[*to]
-                    .lock()
-                    .items
-                    .get(item)
-                    .map(|c| c.saturating_duration_since(*at).as_secs_f64() * 1000.0)
-            })
-            .collect();
-        l.sort_by(f64::total_cmp);
-        l
-    };
-    let (healthy, after_kill) = (latencies(0), latencies(1));
-    let hashes: Vec<Vec<Hash32>> = seen.iter().map(|s| s.lock().hashes.clone()).collect();
-    let sequences_identical = hashes.iter().all(|a| {
-        hashes.iter().all(|b| {
-            let n = a.len().min(b.len());
-            a[..n] == b[..n]
-        })
-    });
-    let items_committed = submitted
-        .iter()
-        .filter(|(i, ..)| seen[..live].iter().all(|s| s.lock().items.contains_key(i)))
-        .count();
-
-    // Every federation proof, checked offline: quorum certificate, leaf, path, signature.
-    let receipts = std::mem::take(&mut *receipts.lock());
-    let verified = receipts
-        .iter()
-        .filter(|ev| ev.proof.verify(&committee, &continent_pk).is_ok())
-        .count();
-    let size = continent.log().size();
-    let root = continent.log().root();
-    continent.shutdown().await?;
-    // Restart on the same directory: the log must come back whole.
-    let mut survived = false;
-    for _ in 0..50 {
-        match start_continent(&ccfg, continent_key.clone()).await {
-            Ok(c) => {
-                survived = c.log().size() == size && c.log().root() == root;
-                c.shutdown().await?;
-                break;
-            }
-            Err(Error::Store { .. }) => tokio::time::sleep(Duration::from_millis(20)).await,
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(ConsensusFigures {
-        reps: n_reps,
-        killed_one: kill_one,
-        items: items.len(),
-        items_committed,
-        commits,
-        commit_latency_p50_ms: percentile(&healthy, 0.50),
-        commit_latency_p99_ms: percentile(&healthy, 0.99),
-        after_kill_latency_p50_ms: percentile(&after_kill, 0.50),
-        after_kill_latency_p99_ms: percentile(&after_kill, 0.99),
-        continent_log_size: size,
-        inclusion_proofs_verified: verified,
-        sequences_identical,
-        log_survived_restart: survived,
-        elapsed: started.elapsed(),
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-
-    #[test]
-    fn records_round_trip() {
-        let r = Record::Voted {
-            author: NodeId::from_bytes([1; 32]),
-            round: 9,
-            digest: BatchDigest(Hash32([2; 32])),
-        };
-        assert_eq!(decode_record(&encode_record(&r)).unwrap(), r);
-        assert!(decode_record(&[7]).is_err());
-        assert!(decode_record(&[]).is_err());
-    }
 }
