@@ -198,6 +198,18 @@ async fn localnet_orders_and_federates_through_a_kill_and_a_continent_restart() 
         }
     }
     report(&timing, &positions, [t0, t1, t2]);
+    // The operator's tool checks a proof offline against the genesis file.
+    let out = std::process::Command::new(e2e::workspace_bin("repair-cli"))
+        .args(["--city", &reps[1], "verify", &held[1].to_hex(), "--genesis"])
+        .arg(net.genesis_path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("quorum certificate verified"),
+        "repair-cli verify: {stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Nothing committed twice, on any representative.
     for addr in &reps {
         assert_eq!(counter(addr, "order.duplicates").await, 0, "{addr}");
