@@ -2,8 +2,10 @@
 //!
 //! Post-quantum cryptography for City Chain.
 //!
-//! - ML-DSA-87 (FIPS 204, "Dilithium5") through `pqcrypto`: [`Keypair`] signs (it is a
+//! - ML-DSA-87 (FIPS 204, "Dilithium5") on aws-lc-rs: [`Keypair`] signs (it is a
 //!   [`dag_core::Signer`]), [`MlDsa87`] verifies (it is a [`dag_core::SignatureVerifier`]).
+//!   The feature `pqcrypto-mldsa` (off by default) adds `pqcrypto_backend`, the former
+//!   PQClean backend, for side-by-side benchmarks and cross-checks only.
 //! - [`BatchVerifier`]: verification of many signed txs in parallel on a bounded pool, so
 //!   CPU-heavy work never runs on an async reactor.
 //! - Key files: [`Keypair::save`] writes the secret key with mode 0600 and a checksum;
@@ -24,6 +26,8 @@ mod error;
 mod kem;
 mod keyfile;
 mod mldsa;
+#[cfg(feature = "pqcrypto-mldsa")]
+pub mod pqcrypto_backend;
 
 pub use batch::BatchVerifier;
 pub use error::{Error, Result};
