@@ -32,7 +32,7 @@ pub mod pqcrypto_backend;
 pub use batch::BatchVerifier;
 pub use error::{Error, Result};
 pub use kem::{
-    DATA_KEY_LEN, DataKey, KemError, KemKeypair, KemPublicKey, KemResult, KeyId, Keyring,
+    DATA_KEY_LEN, DataKey, Kem, KemError, KemKeypair, KemPublicKey, KemResult, KeyId, Keyring,
     NtruParams, SEAL_OVERHEAD, WrappedKey,
 };
 pub use mldsa::{Keypair, MlDsa87, PUBLIC_KEY_LEN, SECRET_KEY_LEN, SIGNATURE_LEN, sign_tx};

@@ -4,7 +4,7 @@
 //! loading, verifying and unwrapping: node key files and archive records on disk depend on it.
 
 use dag_core::{SignatureVerifier, Signer};
-use pqc::{DataKey, Keypair, Keyring, MlDsa87, NtruParams, SIGNATURE_LEN, WrappedKey};
+use pqc::{DataKey, Kem, Keypair, Keyring, MlDsa87, NtruParams, SIGNATURE_LEN, WrappedKey};
 use std::path::PathBuf;
 
 pub(crate) fn fixture(name: &str) -> Vec<u8> {
@@ -80,4 +80,27 @@ fn old_key_ring_and_wrapped_keys_still_unwrap() {
         dk.open(b"fixture", &fixture("ntru.sealed")).unwrap(),
         b"sealed before the KEM change"
     );
+}
+
+#[test]
+fn old_wrapped_keys_rewrap_to_ml_kem() {
+    let mut ring = Keyring::load(&fixture_path("ntru.keyring")).unwrap();
+    ring.rotate_to(Kem::MlKem1024).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ring");
+    ring.save(&path).unwrap();
+    let ring = Keyring::load(&path).unwrap();
+    let dk = DataKey::from_bytes(*DATA_KEY);
+    for name in ["ntru-hps4096821.wrapped", "ntru-hrss701.wrapped"] {
+        let old = WrappedKey::decode(&fixture(name)).unwrap();
+        assert!(matches!(old.kem(), Kem::Ntru(_)), "{name}");
+        let (got, new) = ring.rewrap(&old).unwrap().expect("moved to ML-KEM");
+        assert_eq!(got, dk);
+        assert_eq!(new.kem(), Kem::MlKem1024);
+        assert_eq!(
+            ring.unwrap(&WrappedKey::decode(&new.encode()).unwrap())
+                .unwrap(),
+            dk
+        );
+    }
 }
