@@ -9,7 +9,11 @@
 //! - [`BatchVerifier`]: verification of many signed txs in parallel on a bounded pool, so
 //!   CPU-heavy work never runs on an async reactor.
 //! - Key files: [`Keypair::save`] writes the secret key with mode 0600 and a checksum;
-//!   [`Keypair::load`] rejects wrong lengths and corrupt files with a precise error.
+//!   [`Keypair::load`] rejects wrong lengths and corrupt files with a precise error. Files
+//!   written by the former pqcrypto backend load unchanged (pinned in `tests/fixtures`).
+//! - Key wrapping with crypto agility: a [`Kem`] (NTRU, the default, or ML-KEM-1024) wraps
+//!   data keys; each [`WrappedKey`] names its KEM; a [`Keyring`] rotates to either and
+//!   [`Keyring::rewrap`]s old keys to the current one.
 //!
 //! ```
 //! use pqc::{Keypair, MlDsa87};
