@@ -1,11 +1,12 @@
 //! Archive and NTRU key-wrapping benchmarks: `archive/put` (one durable redb transaction per
 //! batch: seal every record, write, fsync), `archive/get` (read, unwrap, decrypt, id check),
-//! `pqc/ntru_wrap` and `pqc/ntru_unwrap` (NTRU-HPS-4096-821 → HKDF-SHA256 → XChaCha20-Poly1305).
+//! `pqc/ntru_wrap` and `pqc/ntru_unwrap` (NTRU-HPS-4096-821 → HKDF-SHA256 → XChaCha20-Poly1305),
+//! and `pqc/mlkem_wrap`, `pqc/mlkem_unwrap` (the same with ML-KEM-1024 on aws-lc-rs).
 
 use archive::{ArchiveEntry, RedbArchive};
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use dag_core::{AccountId, CityId, Position, PositionMethod, Tx, TxId};
-use pqc::{DataKey, KemKeypair, Keypair, MlDsa87, NtruParams, WrappedKey, sign_tx};
+use pqc::{DataKey, Kem, KemKeypair, Keypair, MlDsa87, NtruParams, WrappedKey, sign_tx};
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -91,6 +92,16 @@ fn ntru_benches(c: &mut Criterion) {
     let wrapped: WrappedKey = kp.wrap(&dk).expect("wrap");
     g.bench_function(
         BenchmarkId::new("ntru_unwrap", format!("params={params}")),
+        |b| b.iter(|| kp.unwrap(black_box(&wrapped)).expect("unwrap")),
+    );
+    let kem = Kem::MlKem1024;
+    let kp = KemKeypair::generate(kem);
+    g.bench_function(BenchmarkId::new("mlkem_wrap", format!("kem={kem}")), |b| {
+        b.iter(|| kp.wrap(black_box(&dk)).expect("wrap"))
+    });
+    let wrapped: WrappedKey = kp.wrap(&dk).expect("wrap");
+    g.bench_function(
+        BenchmarkId::new("mlkem_unwrap", format!("kem={kem}")),
         |b| b.iter(|| kp.unwrap(black_box(&wrapped)).expect("unwrap")),
     );
     g.finish();

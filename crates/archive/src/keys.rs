@@ -1,11 +1,11 @@
-//! The archive's keys: a [`pqc::Keyring`] (optionally file-backed), rotated in place, and
-//! the blind-index and fingerprint keys derived from its root secret.
+//! The archive's keys: a [`pqc::Keyring`] (optionally file-backed), rotated in place (also
+//! to another KEM), and the blind-index and fingerprint keys derived from its root secret.
 
 use crate::Result;
 use crate::error::keyring_err;
 use dag_core::AccountId;
 use parking_lot::RwLock;
-use pqc::{DataKey, KeyId, Keyring, NtruParams, WrappedKey};
+use pqc::{DataKey, Kem, KeyId, Keyring, WrappedKey};
 use std::path::{Path, PathBuf};
 
 const SENDER_INDEX_CONTEXT: &str = "citychain archive sender index v1";
@@ -14,9 +14,11 @@ const FINGERPRINT_CONTEXT: &str = "citychain archive fingerprint v1";
 /// The key ring an archive encrypts under, shared by reference (`Arc<ArchiveKeys>`) between
 /// archives and the code that rotates keys.
 ///
-/// [`ArchiveKeys::rotate`] makes a fresh NTRU key current: records written afterwards are
-/// wrapped under it, records written before stay readable with the older keys, which are
-/// never dropped. A file-backed ring saves itself on rotation.
+/// [`ArchiveKeys::rotate`] makes a fresh key of the current KEM current, and
+/// [`ArchiveKeys::rotate_to`] one of another KEM (NTRU or ML-KEM-1024): records written
+/// afterwards are wrapped under it, records written before stay readable with the older keys,
+/// which are never dropped (`RedbArchive::rewrap` moves them to the current key). A
+/// file-backed ring saves itself on rotation, before the new key wraps anything.
 #[derive(Debug)]
 pub struct ArchiveKeys {
     ring: RwLock<Keyring>,
@@ -39,9 +41,23 @@ impl ArchiveKeys {
     /// Loads the key ring file at `path`, or creates one (NTRU-HPS-4096-821, mode 0600)
     /// when there is none.
     pub fn open_or_create(path: &Path) -> Result<Self> {
-        let ring = Keyring::load_or_create(path, NtruParams::default()).map_err(keyring_err)?;
+        let ring = Keyring::load_or_create(path, Kem::default()).map_err(keyring_err)?;
         let mut keys = ArchiveKeys::new(ring);
         keys.path = Some(path.to_path_buf());
+        Ok(keys)
+    }
+
+    /// As [`ArchiveKeys::open_or_create`], with the KEM new records are wrapped with: a new
+    /// ring starts with a key of `kem`; an existing ring whose current key is of another KEM
+    /// gets a fresh key of `kem`, saved before use. Older records stay readable; move them
+    /// with `RedbArchive::rewrap`.
+    pub fn open_or_create_with(path: &Path, kem: Kem) -> Result<Self> {
+        let ring = Keyring::load_or_create(path, kem).map_err(keyring_err)?;
+        let mut keys = ArchiveKeys::new(ring);
+        keys.path = Some(path.to_path_buf());
+        if keys.current_kem() != kem {
+            keys.rotate_to(kem)?;
+        }
         Ok(keys)
     }
 
@@ -56,9 +72,16 @@ impl ArchiveKeys {
     /// Makes a fresh key current and returns its id. A file-backed ring is saved first; if
     /// saving fails the rotation is undone and the error returned.
     pub fn rotate(&self) -> Result<KeyId> {
+        let kem = self.current_kem();
+        self.rotate_to(kem)
+    }
+
+    /// Makes a fresh key of `kem` current (NTRU or ML-KEM-1024) and returns its id; saved
+    /// first, like [`ArchiveKeys::rotate`].
+    pub fn rotate_to(&self, kem: Kem) -> Result<KeyId> {
         let mut ring = self.ring.write();
         let mut next = ring.clone();
-        let id = next.rotate().map_err(keyring_err)?;
+        let id = next.rotate_to(kem).map_err(keyring_err)?;
         if let Some(path) = &self.path {
             next.save(path).map_err(keyring_err)?;
         }
@@ -69,6 +92,11 @@ impl ArchiveKeys {
     /// The id of the key that wraps new records.
     pub fn current_key_id(&self) -> KeyId {
         self.ring.read().current().key_id()
+    }
+
+    /// The KEM of the key that wraps new records.
+    pub fn current_kem(&self) -> Kem {
+        self.ring.read().current().kem()
     }
 
     /// Every key id, oldest first.
@@ -87,6 +115,13 @@ impl ArchiveKeys {
 
     pub(crate) fn unwrap(&self, wrapped: &WrappedKey) -> pqc::KemResult<DataKey> {
         self.ring.read().unwrap(wrapped)
+    }
+
+    pub(crate) fn rewrap(
+        &self,
+        wrapped: &WrappedKey,
+    ) -> pqc::KemResult<Option<(DataKey, WrappedKey)>> {
+        self.ring.read().rewrap(wrapped)
     }
 
     /// The blind index of a sender: keyed BLAKE3 under a secret of this ring, so the store

@@ -7,8 +7,10 @@
 //!   [`Error::Conflict`] and nothing is overwritten.
 //! - **Field encryption**: amount, parties (sender, receiver, public key), payload and
 //!   signature are sealed with XChaCha20-Poly1305 under a random per-record data key, which
-//!   is wrapped with NTRU-KEM by the current key of a [`pqc::Keyring`] and stored beside the
-//!   record ([`ArchiveKeys`]; rotation keeps old records readable). Lookups by sender use a
+//!   is wrapped by the current key of a [`pqc::Keyring`] (NTRU-KEM by default, or
+//!   ML-KEM-1024: [`ArchiveKeys::open_or_create_with`]) and stored beside the record
+//!   ([`ArchiveKeys`]; rotation keeps old records readable, [`RedbArchive::rewrap`] moves
+//!   them to the current key, crash-safe). Lookups by sender use a
 //!   keyed blind index, so the store never sees a plaintext party. Format: see `record`.
 //! - **DAG nodes**: each record names its parents ([`DagNode`]).
 //! - **Retention**: default 180 days ([`ArchiveConfig`]), time passed in.
@@ -55,5 +57,7 @@ pub use keys::ArchiveKeys;
 pub use mongo_backend::{MongoArchive, MongoConfig};
 pub use port::{Archive, ArchiveConfig, DEFAULT_RETENTION, PutOutcome};
 pub use record::{ArchiveEntry, ArchivedTx, DagNode, MAX_PARENTS};
-pub use redb_backend::{ARCHIVE_FILE, KEYRING_FILE, RedbArchive};
+pub use redb_backend::{
+    ARCHIVE_FILE, DEFAULT_REWRAP_CHUNK, KEYRING_FILE, RedbArchive, RewrapStats,
+};
 pub use writer::{ArchiveWriter, ArchiveWriterConfig, WriterStats};

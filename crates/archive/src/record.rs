@@ -289,8 +289,7 @@ impl StoredRecord {
     }
 
     /// The key id named by the wrapped data key.
-    #[cfg(test)]
-    pub(crate) fn key_id(&self) -> Result<KeyId> {
+    pub(crate) fn wrapped_key_id(&self) -> Result<KeyId> {
         Ok(self.wrapped()?.key_id())
     }
 
@@ -299,6 +298,49 @@ impl StoredRecord {
             tx_id: self.tx_id,
             reason: format!("wrapped key: {e}"),
         })
+    }
+
+    /// The same record with its data key wrapped under the current key, or `None` if it
+    /// already is. The data key is kept; since the wrapped key is part of the header that
+    /// every sealed field is bound to, each field is opened and sealed again under the new
+    /// header. Everything else (id, time, parents, tags, fingerprint, clear body) is kept, so
+    /// the indexes stay valid.
+    pub(crate) fn rewrap(&self, keys: &ArchiveKeys) -> Result<Option<Self>> {
+        let tx_id = self.tx_id;
+        let wrapped = self.wrapped()?;
+        let key_id = wrapped.key_id();
+        let Some((dk, again)) = keys.rewrap(&wrapped).map_err(|source| match source {
+            KemError::UnknownKeyId(key_id) => Error::UnknownKey { tx_id, key_id },
+            source => Error::KeyUnwrap {
+                tx_id,
+                key_id,
+                source: Box::new(source),
+            },
+        })?
+        else {
+            return Ok(None);
+        };
+        let old_hh = self.header_hash();
+        let mut rec = self.clone();
+        rec.wrapped_key = again.encode();
+        let new_hh = rec.header_hash();
+        let enc = |source: KemError| Error::Encrypt {
+            tx_id,
+            source: Box::new(source),
+        };
+        for (field, value) in [
+            ("amount", &mut rec.amount),
+            ("parties", &mut rec.parties),
+            ("payload", &mut rec.payload),
+            ("signature", &mut rec.signature),
+        ] {
+            let plain = zeroize::Zeroizing::new(
+                dk.open(&aad(&old_hh, field), value)
+                    .map_err(|_| Error::Tampered { tx_id, field })?,
+            );
+            *value = dk.seal(&aad(&new_hh, field), &plain).map_err(enc)?;
+        }
+        Ok(Some(rec))
     }
 
     /// Decrypts and rebuilds the signed tx, checking its id.
@@ -472,7 +514,7 @@ pub(crate) mod tests {
         let rec = StoredRecord::seal(&keys(), &ArchiveEntry::new(v, 1)).unwrap();
         let other = keys();
         assert!(
-            matches!(rec.open(&other), Err(Error::UnknownKey { key_id, .. }) if key_id == rec.key_id().unwrap())
+            matches!(rec.open(&other), Err(Error::UnknownKey { key_id, .. }) if key_id == rec.wrapped_key_id().unwrap())
         );
     }
 }

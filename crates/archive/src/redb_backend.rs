@@ -4,6 +4,10 @@
 //! and `by_time` (ts ‖ tx id → sender tag), all written in the same transaction, so a crash
 //! leaves either the whole batch or nothing. Timestamps in keys are big endian so byte order
 //! is time order.
+//!
+//! [`RedbArchive::rewrap_blocking`] moves records to the key ring's current key (another KEM
+//! after `ArchiveKeys::rotate_to`) a chunk of records per transaction; see there why no
+//! record is ever unreadable, even when the process dies in the middle.
 
 use crate::error::redb_err;
 use crate::record::StoredRecord;
@@ -31,6 +35,23 @@ pub const KEYRING_FILE: &str = "archive.keyring";
 
 /// Records removed per write transaction when purging.
 const PURGE_CHUNK: usize = 4096;
+/// Records re-wrapped per write transaction by [`RedbArchive::rewrap_blocking`].
+pub const DEFAULT_REWRAP_CHUNK: usize = 256;
+
+/// Progress of [`RedbArchive::rewrap_blocking`], after each committed chunk.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RewrapStats {
+    /// Records looked at so far.
+    pub scanned: u64,
+    /// Records whose data key was re-wrapped under the current key (and committed).
+    pub rewrapped: u64,
+    /// Records already under the current key, left as they were.
+    pub already_current: u64,
+    /// Chunks (write transactions) committed.
+    pub chunks: u64,
+    /// True when every record has been looked at (false if the caller stopped early).
+    pub done: bool,
+}
 
 fn sender_key(tag: &[u8; 32], ts: u64, id: &TxId) -> [u8; 72] {
     let mut k = [0u8; 72];
@@ -318,6 +339,114 @@ impl RedbArchive {
         }
     }
 
+    /// Moves every record to the key ring's current key: for each record wrapped under an
+    /// older key (after `ArchiveKeys::rotate_to` another KEM, e.g. ML-KEM-1024), the data key
+    /// is unwrapped, wrapped under the current key, and the record's sealed fields re-bound to
+    /// the new header. Records already under the current key are left alone, so running it
+    /// again after an interruption just finishes the job. Indexes are untouched (tags and
+    /// times do not change).
+    ///
+    /// No window in which data is unreadable: the current key was saved in the ring file
+    /// before anything was wrapped under it, old keys are never dropped from the ring, and
+    /// each chunk of `chunk` records is replaced in one redb transaction. Whenever the
+    /// process dies, each record is either its old version (its old key is in the ring) or
+    /// its new one (so is the new key).
+    pub fn rewrap_blocking(&self, chunk: usize) -> Result<RewrapStats> {
+        self.rewrap_blocking_with(chunk, |_| std::ops::ControlFlow::Continue(()))
+    }
+
+    /// [`RedbArchive::rewrap_blocking`], calling `progress` after each committed chunk; it
+    /// stops after the chunk when `progress` returns `Break` (the stats then say
+    /// `done: false`).
+    pub fn rewrap_blocking_with(
+        &self,
+        chunk: usize,
+        mut progress: impl FnMut(&RewrapStats) -> std::ops::ControlFlow<()>,
+    ) -> Result<RewrapStats> {
+        let chunk = chunk.max(1);
+        let keys = &self.inner.keys;
+        let mut stats = RewrapStats::default();
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let w = self
+                .inner
+                .db
+                .begin_write()
+                .map_err(redb_err("begin write"))?;
+            let seen = {
+                let mut records = w.open_table(RECORDS).map_err(redb_err("open table"))?;
+                let mut batch = Vec::with_capacity(chunk);
+                {
+                    let range = match &after {
+                        None => records.range::<&[u8]>(..),
+                        Some(k) => records.range::<&[u8]>((
+                            std::ops::Bound::Excluded(k.as_slice()),
+                            std::ops::Bound::Unbounded,
+                        )),
+                    }
+                    .map_err(redb_err("range"))?;
+                    for item in range.take(chunk) {
+                        let (k, v) = item.map_err(redb_err("range"))?;
+                        batch.push((k.value().to_vec(), v.value().to_vec()));
+                    }
+                }
+                for (k, v) in &batch {
+                    let id = TxId::from_slice(k).map_err(|e| Error::CorruptRecord {
+                        tx_id: TxId::default(),
+                        reason: format!("record key: {e}"),
+                    })?;
+                    match StoredRecord::decode(id, v)?.rewrap(keys)? {
+                        Some(rec) => {
+                            records
+                                .insert(k.as_slice(), rec.encode().as_slice())
+                                .map_err(redb_err("insert"))?;
+                            stats.rewrapped += 1;
+                        }
+                        None => stats.already_current += 1,
+                    }
+                }
+                after = batch.last().map(|(k, _)| k.clone());
+                batch.len()
+            };
+            // An error above drops `w` uncommitted: the chunk is all old, never half new.
+            w.commit().map_err(redb_err("commit"))?;
+            stats.scanned += seen as u64;
+            stats.chunks += 1;
+            if seen < chunk {
+                stats.done = true;
+                // Finished: there is nothing left for a `Break` to stop.
+                let _ = progress(&stats);
+                return Ok(stats);
+            }
+            if progress(&stats).is_break() {
+                return Ok(stats);
+            }
+        }
+    }
+
+    /// How many records are wrapped under each key id (for audits and rewrap progress).
+    pub fn key_usage_blocking(&self) -> Result<Vec<(pqc::KeyId, u64)>> {
+        let r = self.inner.db.begin_read().map_err(redb_err("begin read"))?;
+        let t = r.open_table(RECORDS).map_err(redb_err("open table"))?;
+        let mut counts: std::collections::BTreeMap<pqc::KeyId, u64> = Default::default();
+        for item in t.iter().map_err(redb_err("iter"))? {
+            let (k, v) = item.map_err(redb_err("iter"))?;
+            let id = TxId::from_slice(k.value()).map_err(|e| Error::CorruptRecord {
+                tx_id: TxId::default(),
+                reason: format!("record key: {e}"),
+            })?;
+            *counts
+                .entry(StoredRecord::decode(id, v.value())?.wrapped_key_id()?)
+                .or_default() += 1;
+        }
+        Ok(counts.into_iter().collect())
+    }
+
+    /// [`RedbArchive::rewrap_blocking`] on tokio's blocking pool.
+    pub async fn rewrap(&self, chunk: usize) -> Result<RewrapStats> {
+        self.blocking(move |a| a.rewrap_blocking(chunk)).await
+    }
+
     /// Blocking [`Archive::count`].
     pub fn count_blocking(&self) -> Result<u64> {
         let r = self.inner.db.begin_read().map_err(redb_err("begin read"))?;
@@ -429,6 +558,7 @@ mod tests {
     use super::*;
     use crate::record::tests::{keys, verified};
     use pqc::{Keyring, NtruParams};
+    use std::collections::HashMap;
 
     fn open(dir: &Path, keys: Arc<ArchiveKeys>) -> RedbArchive {
         RedbArchive::open(&dir.join("a.redb"), keys, ArchiveConfig::default()).unwrap()
@@ -501,5 +631,97 @@ mod tests {
         assert!(matches!(a.get_blocking(id), Err(Error::UnknownKey { tx_id, .. }) if tx_id == id));
         // The DAG node (clear part) is still readable.
         assert_eq!(a.dag_node_blocking(id).unwrap().unwrap().tx_id, id);
+    }
+
+    #[test]
+    fn rewrap_to_ml_kem_stopped_midway_leaves_every_record_readable_and_resumes() {
+        use pqc::Kem;
+        use std::ops::ControlFlow;
+        let dir = tempfile::tempdir().unwrap();
+        let keys = Arc::new(keys());
+        let entries: Vec<ArchiveEntry> = (0..20)
+            .map(|i| ArchiveEntry::new(verified(100 + i, &[i as u8; 50]), 1_000 + i))
+            .collect();
+        let ntru_key = keys.current_key_id();
+        {
+            let a = open(dir.path(), keys.clone());
+            a.put_batch_blocking(entries.clone()).unwrap();
+        }
+        let ml_key = keys.rotate_to(Kem::MlKem1024).unwrap();
+        assert_eq!(keys.current_kem(), Kem::MlKem1024);
+        {
+            // The "crash": the process stops after two committed chunks of four.
+            let a = open(dir.path(), keys.clone());
+            let stats = a
+                .rewrap_blocking_with(4, |s| {
+                    if s.chunks == 2 {
+                        ControlFlow::Break(())
+                    } else {
+                        ControlFlow::Continue(())
+                    }
+                })
+                .unwrap();
+            assert!(!stats.done);
+            assert_eq!((stats.scanned, stats.rewrapped), (8, 8));
+        }
+        let check_all = |a: &RedbArchive| {
+            for e in &entries {
+                let got = a.get_blocking(e.id()).unwrap().expect("present");
+                assert_eq!(&got.signed, e.tx.signed());
+                assert_eq!(got.ts_ms, e.ts_ms);
+            }
+            assert_eq!(a.index_counts_blocking().unwrap(), (20, 20));
+        };
+        let a = open(dir.path(), keys.clone());
+        assert_eq!(
+            a.key_usage_blocking()
+                .unwrap()
+                .into_iter()
+                .collect::<HashMap<_, _>>(),
+            HashMap::from([(ntru_key, 12), (ml_key, 8)])
+        );
+        check_all(&a);
+        // Run again: it finishes the job and leaves the moved records alone.
+        let stats = a.rewrap_blocking(4).unwrap();
+        assert!(stats.done);
+        assert_eq!((stats.rewrapped, stats.already_current), (12, 8));
+        assert_eq!(a.key_usage_blocking().unwrap(), vec![(ml_key, 20)]);
+        check_all(&a);
+        // New records use ML-KEM too; a put of an archived tx is still a no-op.
+        let again = a.put_batch_blocking(vec![entries[0].clone()]).unwrap();
+        assert!(matches!(again[0], Ok(PutOutcome::Unchanged)));
+        let by_sender = a
+            .query_by_sender_blocking(entries[0].tx.signed().tx.sender, 0..u64::MAX, 100)
+            .unwrap();
+        assert_eq!(by_sender.len(), 20);
+        assert!(by_sender.iter().all(|t| t.key_id == ml_key));
+    }
+
+    #[test]
+    fn a_chunk_that_fails_is_not_half_rewrapped() {
+        use pqc::Kem;
+        let dir = tempfile::tempdir().unwrap();
+        let keys = Arc::new(keys());
+        let a = open(dir.path(), keys.clone());
+        let entries: Vec<ArchiveEntry> = (0..6)
+            .map(|i| ArchiveEntry::new(verified(200 + i, b"p"), 1))
+            .collect();
+        a.put_batch_blocking(entries.clone()).unwrap();
+        // A record under a key this ring does not hold, among the others.
+        let stranger = ArchiveKeys::new(Keyring::generate(NtruParams::default()).unwrap());
+        let odd = ArchiveEntry::new(verified(299, b"odd"), 1);
+        let rec = StoredRecord::seal(&stranger, &odd).unwrap();
+        a.raw_put_for_test(odd.id(), &rec.encode()).unwrap();
+        let before = a.key_usage_blocking().unwrap();
+        keys.rotate_to(Kem::MlKem1024).unwrap();
+        assert!(matches!(
+            a.rewrap_blocking(100),
+            Err(Error::UnknownKey { tx_id, .. }) if tx_id == odd.id()
+        ));
+        // One chunk, one transaction: nothing of it was written.
+        assert_eq!(a.key_usage_blocking().unwrap(), before);
+        for e in &entries {
+            assert!(a.get_blocking(e.id()).unwrap().is_some());
+        }
     }
 }

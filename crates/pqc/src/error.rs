@@ -16,6 +16,14 @@ pub enum Error {
         /// Length found.
         got: usize,
     },
+    /// Key bytes of the right length that the ML-DSA implementation rejects.
+    #[error("{what} rejected: {reason}")]
+    InvalidKey {
+        /// Which key.
+        what: &'static str,
+        /// The implementation's reason.
+        reason: String,
+    },
     /// A key file could not be read or written.
     #[error("key file {path}: {source}")]
     Io {

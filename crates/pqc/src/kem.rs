@@ -1,17 +1,26 @@
-//! NTRU-KEM key wrapping: random 32-byte data keys sealed for a KEM public key
-//! (NTRU-KEM → HKDF-SHA256 → XChaCha20-Poly1305), key ids, and a [`Keyring`] with rotation.
+//! KEM key wrapping: random 32-byte data keys sealed for a KEM public key
+//! (KEM → HKDF-SHA256 → XChaCha20-Poly1305), key ids, and a [`Keyring`] with rotation and
+//! re-wrapping from one KEM to another.
+//!
+//! # KEMs
+//!
+//! [`Kem`] names the mechanism: NTRU ([`Kem::Ntru`], pqcrypto-ntru; NTRU-HPS-4096-821 by
+//! default, the design's choice) or ML-KEM-1024 ([`Kem::MlKem1024`], FIPS 203, aws-lc-rs).
+//! Every wrapped key and every key in a key ring file carries the KEM's byte (`alg`: 1–4 the
+//! NTRU sets, 5 ML-KEM-1024), so records wrapped before ML-KEM existed decode unchanged and
+//! a ring may hold keys of both.
 //!
 //! # Scheme
 //!
 //! To wrap a [`DataKey`] for a KEM public key `pk` (key id `kid`):
 //!
-//! 1. `(ss, ct) = NTRU.Encaps(pk)` (NTRU-HPS-4096-821 by default).
+//! 1. `(ss, ct) = KEM.Encaps(pk)`.
 //! 2. `kek = HKDF-SHA256(salt = "citychain/kem-wrap/v1", ikm = ss, info = alg ‖ kid ‖ BLAKE3(ct))`.
 //! 3. `sealed = XChaCha20-Poly1305(kek, nonce = 24 random bytes, aad = header, data key)`, where
 //!    the header is `version ‖ alg ‖ kid ‖ ct`.
 //!
-//! The [`WrappedKey`] is `version ‖ alg ‖ kid ‖ ct ‖ nonce ‖ sealed`. NTRU decapsulation uses
-//! implicit rejection (a bad ciphertext yields an unrelated secret), so any change to any byte
+//! The [`WrappedKey`] is `version ‖ alg ‖ kid ‖ ct ‖ nonce ‖ sealed`. Both KEMs decapsulate
+//! with implicit rejection (a bad ciphertext yields an unrelated secret), so any change to any byte
 //! of a wrapped key, or unwrapping with another secret key, ends in an AEAD failure: a typed
 //! [`KemError::UnwrapFailed`], never a wrong key.
 //!
@@ -22,7 +31,11 @@
 //! A [`Keyring`] holds every KEM key pair ever used, oldest first; the newest is *current*
 //! and wraps new data keys ([`Keyring::wrap_new`]), while [`Keyring::unwrap`] finds the key
 //! named in the wrapped key, so records written before a [`Keyring::rotate`] stay readable.
-//! Keys are never dropped from a ring. A ring also holds a 32-byte root secret, never
+//! Keys are never dropped from a ring. [`Keyring::rotate_to`] makes a key of another KEM
+//! current; [`Keyring::rewrap`] then re-wraps an existing data key under it (the data key
+//! itself, and so everything sealed under it, is unchanged). A caller that stores wrapped keys
+//! saves the ring with its new key first, then replaces each stored wrapped key atomically:
+//! every record is readable at every moment, before and after its replacement. A ring also holds a 32-byte root secret, never
 //! rotated, from which callers derive stable secrets ([`Keyring::derive_secret`]) such as
 //! blind-index keys. Key ring files are written with mode 0600 through an atomic rename and
 //! checked with a BLAKE3 checksum.
@@ -39,6 +52,7 @@
 //! assert_eq!(back.open(b"aad", &sealed).unwrap(), b"secret amount"); // ...old data still reads
 //! ```
 
+use aws_lc_rs::kem::{Ciphertext, DecapsulationKey, EncapsulationKey, ML_KEM_1024};
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{Key, XChaCha20Poly1305, XNonce};
 use hkdf::Hkdf;
@@ -80,9 +94,17 @@ pub enum KemError {
         /// Length found.
         got: usize,
     },
-    /// An NTRU parameter-set byte we do not know.
-    #[error("unknown NTRU parameter set {0}")]
+    /// A KEM byte we do not know (neither an NTRU parameter set nor ML-KEM-1024).
+    #[error("unknown KEM algorithm {0}")]
     UnknownParams(u8),
+    /// The KEM implementation failed (aws-lc reported an internal error).
+    #[error("{kem} {op} failed")]
+    Kem {
+        /// The KEM.
+        kem: Kem,
+        /// The operation: key generation, encapsulation or decapsulation.
+        op: &'static str,
+    },
     /// Encoded bytes are not a well-formed value.
     #[error("malformed {what}: {reason}")]
     Malformed {
@@ -237,19 +259,7 @@ impl NtruParams {
 
     /// Length of an encoded [`WrappedKey`] under this set.
     pub fn wrapped_key_len(self) -> usize {
-        1 + 1 + 32 + self.ciphertext_len() + NONCE_LEN + SEALED_KEY_LEN
-    }
-
-    fn check(self, what: &'static str, expected: usize, got: usize) -> KemResult<()> {
-        if expected == got {
-            Ok(())
-        } else {
-            Err(KemError::BadLength {
-                what,
-                expected,
-                got,
-            })
-        }
+        Kem::Ntru(self).wrapped_key_len()
     }
 
     fn keypair(self) -> (Vec<u8>, Zeroizing<Vec<u8>>) {
@@ -260,7 +270,7 @@ impl NtruParams {
     }
 
     fn encapsulate(self, pk: &[u8]) -> KemResult<(Zeroizing<[u8; 32]>, Vec<u8>)> {
-        self.check("KEM public key", self.public_key_len(), pk.len())?;
+        check_len("KEM public key", self.public_key_len(), pk.len())?;
         with_params!(self, m => {
             let pk = m::PublicKey::from_bytes(pk).map_err(|_| KemError::BadLength {
                 what: "KEM public key",
@@ -273,8 +283,8 @@ impl NtruParams {
     }
 
     fn decapsulate(self, sk: &[u8], ct: &[u8]) -> KemResult<Zeroizing<[u8; 32]>> {
-        self.check("KEM secret key", self.secret_key_len(), sk.len())?;
-        self.check("KEM ciphertext", self.ciphertext_len(), ct.len())?;
+        check_len("KEM secret key", self.secret_key_len(), sk.len())?;
+        check_len("KEM ciphertext", self.ciphertext_len(), ct.len())?;
         with_params!(self, m => {
             let sk = m::SecretKey::from_bytes(sk).map_err(|_| KemError::BadLength {
                 what: "KEM secret key",
@@ -297,6 +307,188 @@ impl fmt::Display for NtruParams {
     }
 }
 
+/// The byte of ML-KEM-1024 in wrapped keys and key ring files (1–4 are the NTRU sets).
+const ML_KEM_1024_ALG: u8 = 5;
+/// FIPS 203 sizes of ML-KEM-1024 (encapsulation key, decapsulation key, ciphertext).
+const ML_KEM_1024_PUBLIC_KEY_LEN: usize = 1568;
+const ML_KEM_1024_SECRET_KEY_LEN: usize = 3168;
+const ML_KEM_1024_CIPHERTEXT_LEN: usize = 1568;
+
+/// A key-encapsulation mechanism that wraps data keys. The default is NTRU-HPS-4096-821.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kem {
+    /// NTRU (pqcrypto-ntru) with a parameter set.
+    Ntru(NtruParams),
+    /// ML-KEM-1024 (FIPS 203, category 5) on aws-lc-rs.
+    MlKem1024,
+}
+
+impl Default for Kem {
+    fn default() -> Self {
+        Kem::Ntru(NtruParams::default())
+    }
+}
+
+impl From<NtruParams> for Kem {
+    fn from(p: NtruParams) -> Self {
+        Kem::Ntru(p)
+    }
+}
+
+/// Lets callers written when every key was NTRU compare a key's KEM with a parameter set.
+impl PartialEq<NtruParams> for Kem {
+    fn eq(&self, other: &NtruParams) -> bool {
+        *self == Kem::Ntru(*other)
+    }
+}
+
+impl Kem {
+    /// Every supported KEM: the NTRU sets, then ML-KEM-1024.
+    pub const ALL: [Kem; 5] = [
+        Kem::Ntru(NtruParams::Hps2048509),
+        Kem::Ntru(NtruParams::Hps2048677),
+        Kem::Ntru(NtruParams::Hps4096821),
+        Kem::Ntru(NtruParams::Hrss701),
+        Kem::MlKem1024,
+    ];
+
+    /// The byte stored in wrapped keys and key ring files.
+    pub fn as_u8(self) -> u8 {
+        match self {
+            Kem::Ntru(p) => p.as_u8(),
+            Kem::MlKem1024 => ML_KEM_1024_ALG,
+        }
+    }
+
+    /// Parses the stored byte.
+    pub fn from_u8(b: u8) -> KemResult<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.as_u8() == b)
+            .ok_or(KemError::UnknownParams(b))
+    }
+
+    /// The name, e.g. `ntruhps4096821` or `ml-kem-1024`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kem::Ntru(p) => p.name(),
+            Kem::MlKem1024 => "ml-kem-1024",
+        }
+    }
+
+    /// The NTRU parameter set, if this is NTRU.
+    pub fn ntru(self) -> Option<NtruParams> {
+        match self {
+            Kem::Ntru(p) => Some(p),
+            Kem::MlKem1024 => None,
+        }
+    }
+
+    /// Public key length in bytes.
+    pub fn public_key_len(self) -> usize {
+        match self {
+            Kem::Ntru(p) => p.public_key_len(),
+            Kem::MlKem1024 => ML_KEM_1024_PUBLIC_KEY_LEN,
+        }
+    }
+
+    /// Secret key length in bytes.
+    pub fn secret_key_len(self) -> usize {
+        match self {
+            Kem::Ntru(p) => p.secret_key_len(),
+            Kem::MlKem1024 => ML_KEM_1024_SECRET_KEY_LEN,
+        }
+    }
+
+    /// KEM ciphertext length in bytes.
+    pub fn ciphertext_len(self) -> usize {
+        match self {
+            Kem::Ntru(p) => p.ciphertext_len(),
+            Kem::MlKem1024 => ML_KEM_1024_CIPHERTEXT_LEN,
+        }
+    }
+
+    /// Length of an encoded [`WrappedKey`] under this KEM.
+    pub fn wrapped_key_len(self) -> usize {
+        1 + 1 + 32 + self.ciphertext_len() + NONCE_LEN + SEALED_KEY_LEN
+    }
+
+    fn fail(self, op: &'static str) -> impl FnOnce(aws_lc_rs::error::Unspecified) -> KemError {
+        move |_| KemError::Kem { kem: self, op }
+    }
+
+    fn keypair(self) -> KemResult<(Vec<u8>, Zeroizing<Vec<u8>>)> {
+        match self {
+            Kem::Ntru(p) => Ok(p.keypair()),
+            Kem::MlKem1024 => {
+                let fail = self.fail("key generation");
+                let dk = DecapsulationKey::generate(&ML_KEM_1024).map_err(fail)?;
+                let fail = self.fail("key generation");
+                let pk = dk
+                    .encapsulation_key()
+                    .and_then(|ek| ek.key_bytes())
+                    .map_err(fail)?;
+                let fail = self.fail("key generation");
+                let sk = dk.key_bytes().map_err(fail)?;
+                Ok((pk.as_ref().to_vec(), Zeroizing::new(sk.as_ref().to_vec())))
+            }
+        }
+    }
+
+    fn encapsulate(self, pk: &[u8]) -> KemResult<(Zeroizing<[u8; 32]>, Vec<u8>)> {
+        check_len("KEM public key", self.public_key_len(), pk.len())?;
+        match self {
+            Kem::Ntru(p) => p.encapsulate(pk),
+            Kem::MlKem1024 => {
+                let ek =
+                    EncapsulationKey::new(&ML_KEM_1024, pk).map_err(|_| KemError::Malformed {
+                        what: "ML-KEM-1024 public key",
+                        reason: "rejected by aws-lc".into(),
+                    })?;
+                let (ct, ss) = ek.encapsulate().map_err(self.fail("encapsulation"))?;
+                Ok((shared_secret(ss.as_ref())?, ct.as_ref().to_vec()))
+            }
+        }
+    }
+
+    fn decapsulate(self, sk: &[u8], ct: &[u8]) -> KemResult<Zeroizing<[u8; 32]>> {
+        check_len("KEM secret key", self.secret_key_len(), sk.len())?;
+        check_len("KEM ciphertext", self.ciphertext_len(), ct.len())?;
+        match self {
+            Kem::Ntru(p) => p.decapsulate(sk, ct),
+            Kem::MlKem1024 => {
+                let dk =
+                    DecapsulationKey::new(&ML_KEM_1024, sk).map_err(|_| KemError::Malformed {
+                        what: "ML-KEM-1024 secret key",
+                        reason: "rejected by aws-lc".into(),
+                    })?;
+                let ss = dk
+                    .decapsulate(Ciphertext::from(ct))
+                    .map_err(self.fail("decapsulation"))?;
+                shared_secret(ss.as_ref())
+            }
+        }
+    }
+}
+
+impl fmt::Display for Kem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+fn check_len(what: &'static str, expected: usize, got: usize) -> KemResult<()> {
+    if expected == got {
+        Ok(())
+    } else {
+        Err(KemError::BadLength {
+            what,
+            expected,
+            got,
+        })
+    }
+}
+
 fn shared_secret(bytes: &[u8]) -> KemResult<Zeroizing<[u8; 32]>> {
     let arr: [u8; 32] = bytes.try_into().map_err(|_| KemError::BadLength {
         what: "KEM shared secret",
@@ -311,10 +503,10 @@ fn shared_secret(bytes: &[u8]) -> KemResult<Zeroizing<[u8; 32]>> {
 pub struct KeyId([u8; 32]);
 
 impl KeyId {
-    /// The id of a public key under a parameter set.
-    pub fn of(params: NtruParams, public_key: &[u8]) -> Self {
+    /// The id of a public key under a KEM (an [`NtruParams`] converts into one).
+    pub fn of(kem: impl Into<Kem>, public_key: &[u8]) -> Self {
         let mut h = blake3::Hasher::new_derive_key(KEY_ID_CONTEXT);
-        h.update(&[params.as_u8()]).update(public_key);
+        h.update(&[kem.into().as_u8()]).update(public_key);
         KeyId(*h.finalize().as_bytes())
     }
     /// Wraps raw bytes (no hashing).
@@ -343,10 +535,10 @@ impl fmt::Display for KeyId {
     }
 }
 
-/// An NTRU-KEM public key with its parameter set and id.
+/// A KEM public key with its KEM and id.
 #[derive(Clone, PartialEq, Eq)]
 pub struct KemPublicKey {
-    params: NtruParams,
+    params: Kem,
     bytes: Vec<u8>,
     id: KeyId,
 }
@@ -359,16 +551,22 @@ impl fmt::Debug for KemPublicKey {
 
 impl KemPublicKey {
     /// A public key from its bytes, checking the length.
-    pub fn from_bytes(params: NtruParams, bytes: &[u8]) -> KemResult<Self> {
-        params.check("KEM public key", params.public_key_len(), bytes.len())?;
+    pub fn from_bytes(kem: impl Into<Kem>, bytes: &[u8]) -> KemResult<Self> {
+        let params = kem.into();
+        check_len("KEM public key", params.public_key_len(), bytes.len())?;
         Ok(KemPublicKey {
             params,
             bytes: bytes.to_vec(),
             id: KeyId::of(params, bytes),
         })
     }
-    /// The parameter set.
-    pub fn params(&self) -> NtruParams {
+    /// The KEM.
+    pub fn kem(&self) -> Kem {
+        self.params
+    }
+    /// The KEM (named for the NTRU parameter set it was before ML-KEM; same as
+    /// [`KemPublicKey::kem`]).
+    pub fn params(&self) -> Kem {
         self.params
     }
     /// The key bytes.
@@ -414,12 +612,7 @@ impl KemPublicKey {
     }
 }
 
-fn derive_kek(
-    params: NtruParams,
-    id: &KeyId,
-    ss: &[u8; 32],
-    ct: &[u8],
-) -> KemResult<Zeroizing<[u8; 32]>> {
+fn derive_kek(params: Kem, id: &KeyId, ss: &[u8; 32], ct: &[u8]) -> KemResult<Zeroizing<[u8; 32]>> {
     let mut info = Vec::with_capacity(1 + 32 + 32);
     info.push(params.as_u8());
     info.extend_from_slice(id.as_bytes());
@@ -431,7 +624,7 @@ fn derive_kek(
     Ok(kek)
 }
 
-fn wrap_header(params: NtruParams, id: &KeyId, ct: &[u8]) -> Vec<u8> {
+fn wrap_header(params: Kem, id: &KeyId, ct: &[u8]) -> Vec<u8> {
     let mut h = Vec::with_capacity(2 + 32 + ct.len());
     h.push(WRAP_VERSION);
     h.push(params.as_u8());
@@ -440,7 +633,7 @@ fn wrap_header(params: NtruParams, id: &KeyId, ct: &[u8]) -> Vec<u8> {
     h
 }
 
-/// An NTRU-KEM key pair. The secret key bytes are wiped on drop.
+/// A KEM key pair. The secret key bytes are wiped on drop.
 #[derive(Clone)]
 pub struct KemKeypair {
     public: KemPublicKey,
@@ -459,23 +652,39 @@ impl fmt::Debug for KemKeypair {
 
 impl KemKeypair {
     /// A fresh key pair from the operating system's randomness.
-    pub fn generate(params: NtruParams) -> Self {
-        let (pk, sk) = params.keypair();
-        KemKeypair {
+    ///
+    /// # Panics
+    /// If aws-lc fails to generate an ML-KEM key (an internal error); see
+    /// [`KemKeypair::try_generate`].
+    pub fn generate(kem: impl Into<Kem>) -> Self {
+        let kem = kem.into();
+        Self::try_generate(kem).unwrap_or_else(|e| panic!("{kem} key generation: {e}"))
+    }
+
+    /// A fresh key pair, or the implementation's error.
+    pub fn try_generate(kem: impl Into<Kem>) -> KemResult<Self> {
+        let params = kem.into();
+        let (pk, sk) = params.keypair()?;
+        Ok(KemKeypair {
             public: KemPublicKey {
                 params,
                 id: KeyId::of(params, &pk),
                 bytes: pk,
             },
             secret: sk,
-        }
+        })
     }
 
     /// Rebuilds a pair from its bytes, checking lengths and that the halves belong together
     /// (one encapsulation and decapsulation, about 60 µs).
-    pub fn from_bytes(params: NtruParams, public_key: &[u8], secret_key: &[u8]) -> KemResult<Self> {
+    pub fn from_bytes(
+        kem: impl Into<Kem>,
+        public_key: &[u8],
+        secret_key: &[u8],
+    ) -> KemResult<Self> {
+        let params = kem.into();
         let public = KemPublicKey::from_bytes(params, public_key)?;
-        params.check("KEM secret key", params.secret_key_len(), secret_key.len())?;
+        check_len("KEM secret key", params.secret_key_len(), secret_key.len())?;
         let kp = KemKeypair {
             public,
             secret: Zeroizing::new(secret_key.to_vec()),
@@ -494,8 +703,12 @@ impl KemKeypair {
     pub fn public(&self) -> &KemPublicKey {
         &self.public
     }
-    /// The parameter set.
-    pub fn params(&self) -> NtruParams {
+    /// The KEM.
+    pub fn kem(&self) -> Kem {
+        self.public.params
+    }
+    /// The KEM (same as [`KemKeypair::kem`]; named for the NTRU parameter set it was).
+    pub fn params(&self) -> Kem {
         self.public.params
     }
     /// The key id.
@@ -613,7 +826,7 @@ impl DataKey {
 /// `version ‖ alg ‖ key id ‖ KEM ciphertext ‖ nonce ‖ sealed key (48 bytes)`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WrappedKey {
-    params: NtruParams,
+    params: Kem,
     key_id: KeyId,
     kem_ciphertext: Vec<u8>,
     nonce: [u8; NONCE_LEN],
@@ -625,12 +838,16 @@ impl WrappedKey {
     pub fn key_id(&self) -> KeyId {
         self.key_id
     }
-    /// The parameter set.
-    pub fn params(&self) -> NtruParams {
+    /// The KEM that wrapped it.
+    pub fn kem(&self) -> Kem {
+        self.params
+    }
+    /// The KEM that wrapped it (same as [`WrappedKey::kem`]).
+    pub fn params(&self) -> Kem {
         self.params
     }
 
-    /// The encoding; its length is [`NtruParams::wrapped_key_len`].
+    /// The encoding; its length is [`Kem::wrapped_key_len`].
     pub fn encode(&self) -> Vec<u8> {
         let mut out = wrap_header(self.params, &self.key_id, &self.kem_ciphertext);
         out.reserve(NONCE_LEN + SEALED_KEY_LEN);
@@ -639,7 +856,9 @@ impl WrappedKey {
         out
     }
 
-    /// Strictly decodes a wrapped key: version, parameter set and exact length are checked.
+    /// Strictly decodes a wrapped key: version, KEM and exact length are checked. Version 1
+    /// is the only version; keys wrapped before ML-KEM existed (NTRU, alg 1–4) decode as
+    /// they always did.
     pub fn decode(bytes: &[u8]) -> KemResult<Self> {
         let malformed = |reason: String| KemError::Malformed {
             what: "wrapped key",
@@ -651,8 +870,8 @@ impl WrappedKey {
         if bytes[0] != WRAP_VERSION {
             return Err(malformed(format!("unsupported version {}", bytes[0])));
         }
-        let params = NtruParams::from_u8(bytes[1])?;
-        params.check("wrapped key", params.wrapped_key_len(), bytes.len())?;
+        let params = Kem::from_u8(bytes[1])?;
+        check_len("wrapped key", params.wrapped_key_len(), bytes.len())?;
         let ct_len = params.ciphertext_len();
         let (key_id, rest) = bytes[2..].split_at(32);
         let (ct, rest) = rest.split_at(ct_len);
@@ -687,11 +906,11 @@ impl fmt::Debug for Keyring {
 }
 
 impl Keyring {
-    /// A new ring with one fresh key pair and a fresh root secret.
-    pub fn generate(params: NtruParams) -> KemResult<Self> {
+    /// A new ring with one fresh key pair of `kem` and a fresh root secret.
+    pub fn generate(kem: impl Into<Kem>) -> KemResult<Self> {
         Ok(Keyring {
             root: Zeroizing::new(random_bytes()?),
-            keys: vec![KemKeypair::generate(params)],
+            keys: vec![KemKeypair::try_generate(kem)?],
         })
     }
 
@@ -718,15 +937,16 @@ impl Keyring {
         })
     }
 
-    /// Adds a fresh key pair with the current key's parameter set and makes it current.
+    /// Adds a fresh key pair with the current key's KEM and makes it current.
     /// Returns its id. Older keys stay for unwrapping.
     pub fn rotate(&mut self) -> KemResult<KeyId> {
-        self.rotate_to(self.current().params())
+        self.rotate_to(self.current().kem())
     }
 
-    /// As [`Keyring::rotate`], with a chosen parameter set.
-    pub fn rotate_to(&mut self, params: NtruParams) -> KemResult<KeyId> {
-        let kp = KemKeypair::generate(params);
+    /// As [`Keyring::rotate`], with a chosen KEM: from now on new data keys are wrapped with
+    /// it; keys wrapped before stay readable (move them with [`Keyring::rewrap`]).
+    pub fn rotate_to(&mut self, kem: impl Into<Kem>) -> KemResult<KeyId> {
+        let kp = KemKeypair::try_generate(kem)?;
         let id = kp.key_id();
         self.keys.push(kp);
         Ok(id)
@@ -763,13 +983,34 @@ impl Keyring {
             .unwrap(wrapped)
     }
 
+    /// True if `wrapped` is wrapped under the current key (nothing for [`Keyring::rewrap`]
+    /// to do).
+    pub fn is_current(&self, wrapped: &WrappedKey) -> bool {
+        wrapped.key_id == self.current().key_id()
+    }
+
+    /// Re-wraps a data key under the current key (after [`Keyring::rotate_to`] another KEM):
+    /// `None` when it already is, else the same data key wrapped anew, with the data key that
+    /// was recovered. The old wrapping stays valid as long as its key is in the ring, which
+    /// is forever: a caller replaces stored wrapped keys one by one, atomically, and a crash
+    /// in between leaves each either old (still readable) or new.
+    pub fn rewrap(&self, wrapped: &WrappedKey) -> KemResult<Option<(DataKey, WrappedKey)>> {
+        if self.is_current(wrapped) {
+            return Ok(None);
+        }
+        let dk = self.unwrap(wrapped)?;
+        let again = self.current().wrap(&dk)?;
+        Ok(Some((dk, again)))
+    }
+
     /// A 32-byte secret derived from the ring's root secret for `context` (BLAKE3
     /// derive-key). Stable across rotations: use it for blind indexes and keyed hashes.
     pub fn derive_secret(&self, context: &str) -> [u8; 32] {
         blake3::derive_key(context, &self.root[..])
     }
 
-    /// The file encoding: `magic ‖ root ‖ u16 count ‖ (alg ‖ pk ‖ sk)* ‖ BLAKE3 checksum`.
+    /// The file encoding: `magic ‖ root ‖ u16 count ‖ (alg ‖ pk ‖ sk)* ‖ BLAKE3 checksum`,
+    /// `alg` being the KEM's byte (so files from before ML-KEM read unchanged).
     fn encode(&self) -> Zeroizing<Vec<u8>> {
         let mut body = Zeroizing::new(Vec::new());
         body.extend_from_slice(KEYRING_MAGIC);
@@ -777,7 +1018,7 @@ impl Keyring {
         let count = u16::try_from(self.keys.len()).unwrap_or(u16::MAX);
         body.extend_from_slice(&count.to_le_bytes());
         for k in self.keys.iter().take(count as usize) {
-            body.push(k.params().as_u8());
+            body.push(k.kem().as_u8());
             body.extend_from_slice(k.public.as_bytes());
             body.extend_from_slice(k.secret_bytes());
         }
@@ -817,7 +1058,7 @@ impl Keyring {
             let Some((&alg, tail)) = rest.split_first() else {
                 return Err(corrupt(format!("truncated at key {i}")));
             };
-            let params = NtruParams::from_u8(alg).map_err(|e| corrupt(format!("key {i}: {e}")))?;
+            let params = Kem::from_u8(alg).map_err(|e| corrupt(format!("key {i}: {e}")))?;
             let (pk_len, sk_len) = (params.public_key_len(), params.secret_key_len());
             if tail.len() < pk_len + sk_len {
                 return Err(corrupt(format!("truncated at key {i}")));
@@ -879,12 +1120,13 @@ impl Keyring {
         Self::decode(&bytes, path)
     }
 
-    /// Loads the ring at `path`, or creates, saves and returns a new one if no file exists.
-    pub fn load_or_create(path: &Path, params: NtruParams) -> KemResult<Self> {
+    /// Loads the ring at `path`, or creates, saves and returns a new one (one key of `kem`)
+    /// if no file exists. An existing ring is returned as it is, whatever its current KEM.
+    pub fn load_or_create(path: &Path, kem: impl Into<Kem>) -> KemResult<Self> {
         match std::fs::metadata(path) {
             Ok(_) => Self::load(path),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let ring = Self::generate(params)?;
+                let ring = Self::generate(kem)?;
                 ring.save(path)?;
                 Ok(ring)
             }
@@ -902,53 +1144,66 @@ mod tests {
     use super::*;
 
     #[test]
-    fn wrap_unwrap_every_params() {
-        for params in NtruParams::ALL {
-            let kp = KemKeypair::generate(params);
-            assert_eq!(kp.public().as_bytes().len(), params.public_key_len());
+    fn wrap_unwrap_every_kem() {
+        for kem in Kem::ALL {
+            let kp = KemKeypair::generate(kem);
+            assert_eq!(kp.public().as_bytes().len(), kem.public_key_len());
+            assert_eq!(kp.secret_bytes().len(), kem.secret_key_len());
+            assert_eq!(Kem::from_u8(kem.as_u8()).unwrap(), kem);
             let dk = DataKey::generate().unwrap();
             let w = kp.wrap(&dk).unwrap();
+            assert_eq!(w.kem(), kem);
             let enc = w.encode();
-            assert_eq!(enc.len(), params.wrapped_key_len(), "{params}");
+            assert_eq!(enc.len(), kem.wrapped_key_len(), "{kem}");
+            assert_eq!(enc[1], kem.as_u8(), "{kem}: the record names its KEM");
             let back = kp.unwrap(&WrappedKey::decode(&enc).unwrap()).unwrap();
             assert_eq!(back, dk);
+            // The pair rebuilds from its bytes, and refuses another pair's secret.
+            let again = KemKeypair::from_bytes(kem, kp.public().as_bytes(), kp.secret_bytes());
+            assert_eq!(again.unwrap().unwrap(&w).unwrap(), dk);
         }
+        assert!(matches!(Kem::from_u8(6), Err(KemError::UnknownParams(6))));
+        assert!(matches!(Kem::from_u8(0), Err(KemError::UnknownParams(0))));
+        assert_eq!(Kem::default(), NtruParams::Hps4096821);
+        assert_eq!(Kem::MlKem1024.to_string(), "ml-kem-1024");
     }
 
     #[test]
     fn any_bit_flip_in_a_wrapped_key_fails_cleanly() {
-        let kp = KemKeypair::generate(NtruParams::default());
-        let dk = DataKey::generate().unwrap();
-        let enc = kp.wrap(&dk).unwrap().encode();
-        // Every region: version, alg, key id, KEM ciphertext, nonce, sealed key.
-        let positions = [
-            0,
-            1,
-            2,
-            33,
-            34,
-            500,
-            enc.len() - 70,
-            enc.len() - 50,
-            enc.len() - 1,
-        ];
-        for pos in positions {
-            let mut bad = enc.clone();
-            bad[pos] ^= 0x01;
-            let res = WrappedKey::decode(&bad).and_then(|w| kp.unwrap(&w));
-            match res {
-                Err(KemError::Malformed { .. })
-                | Err(KemError::UnknownParams(_))
-                | Err(KemError::BadLength { .. })
-                | Err(KemError::KeyMismatch { .. })
-                | Err(KemError::UnwrapFailed { .. }) => {}
-                other => panic!("flip at {pos}: {other:?}"),
+        for kem in [Kem::default(), Kem::MlKem1024] {
+            let kp = KemKeypair::generate(kem);
+            let dk = DataKey::generate().unwrap();
+            let enc = kp.wrap(&dk).unwrap().encode();
+            // Every region: version, alg, key id, KEM ciphertext, nonce, sealed key.
+            let positions = [
+                0,
+                1,
+                2,
+                33,
+                34,
+                500,
+                enc.len() - 70,
+                enc.len() - 50,
+                enc.len() - 1,
+            ];
+            for pos in positions {
+                let mut bad = enc.clone();
+                bad[pos] ^= 0x01;
+                let res = WrappedKey::decode(&bad).and_then(|w| kp.unwrap(&w));
+                match res {
+                    Err(KemError::Malformed { .. })
+                    | Err(KemError::UnknownParams(_))
+                    | Err(KemError::BadLength { .. })
+                    | Err(KemError::KeyMismatch { .. })
+                    | Err(KemError::UnwrapFailed { .. }) => {}
+                    other => panic!("{kem}: flip at {pos}: {other:?}"),
+                }
             }
+            assert!(matches!(
+                WrappedKey::decode(&enc[..enc.len() - 1]),
+                Err(KemError::BadLength { .. })
+            ));
         }
-        assert!(matches!(
-            WrappedKey::decode(&enc[..enc.len() - 1]),
-            Err(KemError::BadLength { .. })
-        ));
         assert!(matches!(
             WrappedKey::decode(&[]),
             Err(KemError::Malformed { .. })
@@ -1073,5 +1328,93 @@ mod tests {
             Keyring::load(&dir.path().join("missing")),
             Err(KemError::Io { .. })
         ));
+    }
+
+    #[test]
+    fn ml_kem_wrong_key_and_forged_pair_fail_cleanly() {
+        let a = KemKeypair::generate(Kem::MlKem1024);
+        let b = KemKeypair::generate(Kem::MlKem1024);
+        let w = a.wrap(&DataKey::generate().unwrap()).unwrap();
+        assert!(matches!(b.unwrap(&w), Err(KemError::KeyMismatch { .. })));
+        let forged = KemKeypair {
+            public: a.public().clone(),
+            secret: Zeroizing::new(b.secret_bytes().to_vec()),
+        };
+        assert!(matches!(
+            forged.unwrap(&w),
+            Err(KemError::UnwrapFailed { .. })
+        ));
+        assert!(matches!(
+            KemKeypair::from_bytes(Kem::MlKem1024, a.public().as_bytes(), b.secret_bytes()),
+            Err(KemError::Malformed { .. })
+        ));
+        // An NTRU wrapping presented to an ML-KEM key of the same id cannot happen (the id
+        // covers the KEM byte), and a KEM byte swapped in the encoding changes the length.
+        let ntru = KemKeypair::generate(Kem::default());
+        let nw = ntru.wrap(&DataKey::generate().unwrap()).unwrap().encode();
+        let mut swapped = nw.clone();
+        swapped[1] = Kem::MlKem1024.as_u8();
+        assert!(matches!(
+            WrappedKey::decode(&swapped),
+            Err(KemError::BadLength { .. })
+        ));
+    }
+
+    #[test]
+    fn rotate_to_ml_kem_then_rewrap_moves_every_key_and_keeps_data() {
+        let mut ring = Keyring::generate(NtruParams::default()).unwrap();
+        let old: Vec<(DataKey, WrappedKey)> = (0..3).map(|_| ring.wrap_new().unwrap()).collect();
+        let sealed: Vec<Vec<u8>> = old
+            .iter()
+            .map(|(dk, _)| dk.seal(b"aad", b"payload").unwrap())
+            .collect();
+        let new_id = ring.rotate_to(Kem::MlKem1024).unwrap();
+        assert_eq!(ring.current().kem(), Kem::MlKem1024);
+        // New data keys use the configured KEM.
+        let (_, fresh) = ring.wrap_new().unwrap();
+        assert_eq!(fresh.kem(), Kem::MlKem1024);
+        assert!(ring.rewrap(&fresh).unwrap().is_none());
+        for ((dk, w), s) in old.iter().zip(&sealed) {
+            assert_eq!(w.kem(), NtruParams::Hps4096821);
+            // Before and after the re-wrap, both wrappings open to the same data key.
+            let (dk2, w2) = ring.rewrap(w).unwrap().expect("moved");
+            assert_eq!(&dk2, dk);
+            assert_eq!(w2.key_id(), new_id);
+            assert_eq!(w2.kem(), Kem::MlKem1024);
+            assert_eq!(&ring.unwrap(w).unwrap(), dk);
+            let back = ring
+                .unwrap(&WrappedKey::decode(&w2.encode()).unwrap())
+                .unwrap();
+            assert_eq!(back.open(b"aad", s).unwrap(), b"payload");
+            assert!(ring.rewrap(&w2).unwrap().is_none());
+        }
+        // And back to NTRU: rewrap works in either direction.
+        let (_, w_ml) = ring.wrap_new().unwrap();
+        ring.rotate_to(NtruParams::Hrss701).unwrap();
+        let (_, w_back) = ring.rewrap(&w_ml).unwrap().expect("moved");
+        assert_eq!(w_back.kem(), NtruParams::Hrss701);
+        // A key of another ring is not silently re-wrapped.
+        let stranger = Keyring::generate(Kem::MlKem1024).unwrap();
+        assert!(matches!(
+            stranger.rewrap(&old[0].1),
+            Err(KemError::UnknownKeyId(_))
+        ));
+    }
+
+    #[test]
+    fn keyring_file_with_both_kems_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mixed.keyring");
+        let mut ring = Keyring::load_or_create(&path, Kem::MlKem1024).unwrap();
+        assert_eq!(ring.current().kem(), Kem::MlKem1024);
+        let (dk1, w1) = ring.wrap_new().unwrap();
+        ring.rotate_to(NtruParams::default()).unwrap();
+        let (dk2, w2) = ring.wrap_new().unwrap();
+        ring.save(&path).unwrap();
+        let back = Keyring::load(&path).unwrap();
+        assert_eq!(back.key_ids(), ring.key_ids());
+        assert_eq!(back.unwrap(&w1).unwrap(), dk1);
+        assert_eq!(back.unwrap(&w2).unwrap(), dk2);
+        assert_eq!(back.current().kem(), NtruParams::Hps4096821);
     }
 }

@@ -1,10 +1,16 @@
-//! ML-DSA-87 keys, signing and verification.
+//! ML-DSA-87 keys, signing and verification on aws-lc-rs (FIPS 204; mldsa-native with
+//! machine-checked x86-64 assembly).
+//!
+//! Keys are stored as pqcrypto stored them: the 2,592-byte public key and the 4,896-byte
+//! expanded secret key, so key files written before the move to aws-lc-rs still load.
 
 use crate::{Error, Result};
+use aws_lc_rs::encoding::AsRawBytes;
+use aws_lc_rs::signature::{
+    KeyPair as _, ML_DSA_87, ML_DSA_87_SIGNING, PqdsaKeyPair, UnparsedPublicKey,
+};
 use dag_core::{AccountId, NodeId, SignatureError, SignatureVerifier, SignedTx, Signer, Tx};
-use pqcrypto_mldsa::mldsa87;
-use pqcrypto_traits::sign::{DetachedSignature as _, PublicKey as _, SecretKey as _};
-use zeroize::Zeroize;
+use zeroize::Zeroizing;
 
 /// Length of an ML-DSA-87 public key: 2592 bytes.
 pub const PUBLIC_KEY_LEN: usize = 2592;
@@ -17,6 +23,26 @@ pub const SIGNATURE_LEN: usize = 4627;
 #[derive(Debug, Clone, Copy, Default)]
 pub struct MlDsa87;
 
+/// Checks the lengths every backend checks first, with the errors callers match on.
+pub(crate) fn check_lengths(
+    public_key: &[u8],
+    sig: &[u8],
+) -> std::result::Result<(), SignatureError> {
+    if public_key.len() != PUBLIC_KEY_LEN {
+        return Err(SignatureError::BadKey {
+            expected: PUBLIC_KEY_LEN,
+            got: public_key.len(),
+        });
+    }
+    if sig.len() != SIGNATURE_LEN {
+        return Err(SignatureError::BadLength {
+            expected: SIGNATURE_LEN,
+            got: sig.len(),
+        });
+    }
+    Ok(())
+}
+
 impl SignatureVerifier for MlDsa87 {
     fn verify(
         &self,
@@ -24,37 +50,19 @@ impl SignatureVerifier for MlDsa87 {
         msg: &[u8],
         sig: &[u8],
     ) -> std::result::Result<(), SignatureError> {
-        if public_key.len() != PUBLIC_KEY_LEN {
-            return Err(SignatureError::BadKey {
-                expected: PUBLIC_KEY_LEN,
-                got: public_key.len(),
-            });
-        }
-        if sig.len() != SIGNATURE_LEN {
-            return Err(SignatureError::BadLength {
-                expected: SIGNATURE_LEN,
-                got: sig.len(),
-            });
-        }
-        let pk =
-            mldsa87::PublicKey::from_bytes(public_key).map_err(|_| SignatureError::BadKey {
-                expected: PUBLIC_KEY_LEN,
-                got: public_key.len(),
-            })?;
-        let sig =
-            mldsa87::DetachedSignature::from_bytes(sig).map_err(|_| SignatureError::BadLength {
-                expected: SIGNATURE_LEN,
-                got: sig.len(),
-            })?;
-        mldsa87::verify_detached_signature(&sig, msg, &pk).map_err(|_| SignatureError::Invalid)
+        check_lengths(public_key, sig)?;
+        UnparsedPublicKey::new(&ML_DSA_87, public_key)
+            .verify(msg, sig)
+            .map_err(|_| SignatureError::Invalid)
     }
 }
 
 /// An ML-DSA-87 key pair. The secret key bytes are wiped on drop.
+#[derive(Clone)]
 pub struct Keypair {
     pk: Vec<u8>,
-    sk: Vec<u8>,
-    sk_parsed: mldsa87::SecretKey,
+    sk: Zeroizing<Vec<u8>>,
+    inner: PqdsaKeyPair,
 }
 
 impl std::fmt::Debug for Keypair {
@@ -63,32 +71,29 @@ impl std::fmt::Debug for Keypair {
     }
 }
 
-impl Drop for Keypair {
-    fn drop(&mut self) {
-        self.sk.zeroize();
-    }
-}
-
-impl Clone for Keypair {
-    fn clone(&self) -> Self {
-        // Both halves were validated when this pair was made.
-        Keypair::from_bytes(&self.pk, &self.sk).expect("a valid key pair stays valid")
-    }
-}
-
 impl Keypair {
     /// A fresh key pair from the operating system's randomness.
+    ///
+    /// # Panics
+    /// If aws-lc cannot generate a key (its randomness or an allocation failed): there is
+    /// nothing sensible a node can do without keys.
     pub fn generate() -> Self {
-        let (pk, sk) = mldsa87::keypair();
+        let inner = PqdsaKeyPair::generate(&ML_DSA_87_SIGNING)
+            .expect("aws-lc ML-DSA-87 key generation failed");
+        let sk = inner
+            .private_key()
+            .as_raw_bytes()
+            .expect("aws-lc exports a key it generated");
         Keypair {
-            pk: pk.as_bytes().to_vec(),
-            sk: sk.as_bytes().to_vec(),
-            sk_parsed: sk,
+            pk: inner.public_key().as_ref().to_vec(),
+            sk: Zeroizing::new(sk.as_ref().to_vec()),
+            inner,
         }
     }
 
-    /// Rebuilds a pair from its bytes, checking both lengths. Use
-    /// [`Keypair::is_consistent`] to check that the halves belong together.
+    /// Rebuilds a pair from its bytes (the 4,896-byte expanded secret key, as pqcrypto and
+    /// key files store it), checking both lengths. Use [`Keypair::is_consistent`] to check
+    /// that the halves belong together.
     pub fn from_bytes(public_key: &[u8], secret_key: &[u8]) -> Result<Self> {
         if public_key.len() != PUBLIC_KEY_LEN {
             return Err(Error::BadKeyLength {
@@ -104,23 +109,49 @@ impl Keypair {
                 got: secret_key.len(),
             });
         }
-        let sk_parsed =
-            mldsa87::SecretKey::from_bytes(secret_key).map_err(|_| Error::BadKeyLength {
-                what: "secret key",
-                expected: SECRET_KEY_LEN,
-                got: secret_key.len(),
+        let inner =
+            PqdsaKeyPair::from_raw_private_key(&ML_DSA_87_SIGNING, secret_key).map_err(|e| {
+                Error::InvalidKey {
+                    what: "ML-DSA-87 secret key",
+                    reason: e.to_string(),
+                }
             })?;
         Ok(Keypair {
             pk: public_key.to_vec(),
-            sk: secret_key.to_vec(),
-            sk_parsed,
+            sk: Zeroizing::new(secret_key.to_vec()),
+            inner,
         })
     }
 
-    /// True if the secret key signs messages that verify under the public key.
+    /// The key pair FIPS 204 derives from a 32-byte seed (`ML-DSA.KeyGen_internal`): the same
+    /// seed gives the same keys in every conforming implementation. For tests and
+    /// reproducible fixtures; node keys come from [`Keypair::generate`].
+    pub fn from_seed(seed: &[u8; 32]) -> Result<Self> {
+        let inner =
+            PqdsaKeyPair::from_seed(&ML_DSA_87_SIGNING, seed).map_err(|e| Error::InvalidKey {
+                what: "ML-DSA-87 seed",
+                reason: e.to_string(),
+            })?;
+        let sk = inner
+            .private_key()
+            .as_raw_bytes()
+            .map_err(|e| Error::InvalidKey {
+                what: "ML-DSA-87 secret key",
+                reason: e.to_string(),
+            })?;
+        Ok(Keypair {
+            pk: inner.public_key().as_ref().to_vec(),
+            sk: Zeroizing::new(sk.as_ref().to_vec()),
+            inner,
+        })
+    }
+
+    /// True if the secret key belongs to the public key: the public key recomputed from the
+    /// secret key is the stored one, and a probe signature verifies under it.
     pub fn is_consistent(&self) -> bool {
         let probe = b"citychain/keycheck";
-        MlDsa87.verify(&self.pk, probe, &self.sign(probe)).is_ok()
+        self.inner.public_key().as_ref() == self.pk.as_slice()
+            && MlDsa87.verify(&self.pk, probe, &self.sign(probe)).is_ok()
     }
 
     /// The secret key bytes (for key files only).
@@ -143,10 +174,19 @@ impl Signer for Keypair {
     fn public_key(&self) -> &[u8] {
         &self.pk
     }
+
+    /// Signs `msg` (pure ML-DSA-87, empty context, hedged).
+    ///
+    /// # Panics
+    /// If aws-lc fails to sign, which only an allocation failure inside it can cause.
     fn sign(&self, msg: &[u8]) -> Vec<u8> {
-        mldsa87::detached_sign(msg, &self.sk_parsed)
-            .as_bytes()
-            .to_vec()
+        let mut sig = vec![0u8; SIGNATURE_LEN];
+        let n = self
+            .inner
+            .sign(msg, &mut sig)
+            .expect("aws-lc ML-DSA-87 signing failed");
+        sig.truncate(n);
+        sig
     }
 }
 
@@ -256,5 +296,20 @@ mod tests {
         ));
         let again = Keypair::from_bytes(kp.public_key(), kp.secret_bytes()).unwrap();
         assert_eq!(again.node_id(), kp.node_id());
+        assert!(again.is_consistent());
+        // Halves of two different pairs load, but are not consistent.
+        let other = Keypair::generate();
+        let mixed = Keypair::from_bytes(other.public_key(), kp.secret_bytes()).unwrap();
+        assert!(!mixed.is_consistent());
+        // The same seed gives the same pair; the secret half round-trips.
+        let a = Keypair::from_seed(&[5; 32]).unwrap();
+        let b = Keypair::from_seed(&[5; 32]).unwrap();
+        assert_eq!(a.public_key(), b.public_key());
+        assert_eq!(a.secret_bytes(), b.secret_bytes());
+        assert!(
+            Keypair::from_bytes(a.public_key(), a.secret_bytes())
+                .unwrap()
+                .is_consistent()
+        );
     }
 }

@@ -10,3 +10,4 @@ mod crash;
 #[cfg(feature = "mongodb")]
 mod mongo;
 mod redb;
+mod rewrap;
