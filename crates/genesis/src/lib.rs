@@ -105,7 +105,8 @@ pub struct GenesisAccount {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GenesisFile {
-    /// Name of the network (informational; keeps two networks' files apart).
+    /// Name of the network (informational; keeps two networks' files apart). Optional.
+    #[serde(default)]
     pub chain: String,
     /// The cities and their committees.
     pub cities: Vec<GenesisCity>,
