@@ -107,9 +107,20 @@ fn io_err(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
     }
 }
 
-fn free_port(dir: &Path) -> Result<SocketAddr> {
-    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(io_err(dir))?;
-    l.local_addr().map_err(io_err(dir))
+/// Distinct free loopback ports: each listener is held until the allocator is dropped, so
+/// the OS cannot hand the same port out twice while a layout is written.
+struct Ports<'a> {
+    dir: &'a Path,
+    held: std::cell::RefCell<Vec<TcpListener>>,
+}
+
+impl Ports<'_> {
+    fn next(&self) -> Result<SocketAddr> {
+        let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(io_err(self.dir))?;
+        let addr = l.local_addr().map_err(io_err(self.dir))?;
+        self.held.borrow_mut().push(l);
+        Ok(addr)
+    }
 }
 
 /// The key in `<dir>/node.key`, created on first use.
@@ -155,6 +166,19 @@ impl Localnet {
         for n in net.manifest.nodes.clone() {
             net.wait_ready(&n.name, Duration::from_secs(30)).await?;
         }
+        // Something else listening on a node's port would pass the readiness check while the
+        // node itself exits (address in use): every process must still be alive.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        for (name, child) in net.children.iter_mut() {
+            if let Some(c) = child
+                && let Ok(Some(status)) = c.try_wait()
+            {
+                return Err(Error::Measurement(format!(
+                    "{name} exited with {status}; see {}",
+                    net.cfg.dir.join(name.as_str()).join("node.log").display()
+                )));
+            }
+        }
         Ok(net)
     }
 
@@ -164,18 +188,22 @@ impl Localnet {
     pub fn generate(cfg: &LocalnetConfig) -> Result<Manifest> {
         let dir = &cfg.dir;
         std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let ports = Ports {
+            dir,
+            held: std::cell::RefCell::new(Vec::new()),
+        };
         let mut nodes = vec![NodeEntry {
             name: "presence".into(),
             role: "presence".into(),
-            addr: free_port(dir)?,
+            addr: ports.next()?,
             metrics: None,
         }];
         let entry = |name: String, role: &str| -> Result<NodeEntry> {
             Ok(NodeEntry {
                 name,
                 role: role.into(),
-                addr: free_port(dir)?,
-                metrics: Some(free_port(dir)?),
+                addr: ports.next()?,
+                metrics: Some(ports.next()?),
             })
         };
         nodes.push(entry("global".into(), "global")?);

@@ -389,7 +389,7 @@ async fn client_breakers_open_after_repeated_outage() {
         ));
     }
     assert_eq!(client.breaker().state(), CircuitState::Open);
-    let started = Instant::now();
+    // An open breaker answers CircuitOpen without calling (a call would be Unavailable).
     match client.heartbeat(id).await {
         Err(Error::CircuitOpen(open)) => {
             assert!(open.retry_after <= Duration::from_secs(30));
@@ -397,10 +397,6 @@ async fn client_breakers_open_after_repeated_outage() {
         }
         other => panic!("expected CircuitOpen, got {other:?}"),
     }
-    assert!(
-        started.elapsed() < Duration::from_millis(100),
-        "open breaker must not call"
-    );
     for _ in 0..3 {
         assert!(client.list(&ListFilter::default()).await.is_err());
     }
