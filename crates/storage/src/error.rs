@@ -191,6 +191,25 @@ pub enum Error {
         /// Quota.
         quota: u64,
     },
+    /// Putting this shard would leave less than the free-space floor on the disk; nothing
+    /// was written.
+    #[error(
+        "disk nearly full: storing {needed} bytes would leave less than the {floor}-byte floor ({free} bytes free)"
+    )]
+    DiskFull {
+        /// Bytes the put needs.
+        needed: u64,
+        /// Bytes free on the file system.
+        free: u64,
+        /// The configured floor.
+        floor: u64,
+    },
+    /// The store hit an I/O error (ENOSPC, EIO …) and refuses writes until it is reopened.
+    #[error("shard store unavailable until reopened after an I/O error: {reason}")]
+    StoreUnavailable {
+        /// The I/O error that took it down.
+        reason: String,
+    },
     /// A different shard is already stored under the same (stripe, index).
     #[error("a different shard {index} of stripe {} is already stored", stripe_id.short())]
     ShardConflict {

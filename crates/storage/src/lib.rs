@@ -27,6 +27,7 @@
 //! ```
 
 mod batch;
+mod capped;
 mod challenge;
 mod codec;
 mod erasure;
@@ -41,6 +42,7 @@ mod stripe;
 pub use batch::{
     MicroBatch, TX_LOCATION_LEN, TxIndexEntry, TxLocation, split_micro_batch, tx_at, tx_bytes_at,
 };
+pub use capped::{CappedFileBackend, FileCap, disk_free_bytes, is_io_failure};
 pub use challenge::{Challenge, ChallengeNonce, ChallengeProof, prove, verify_proof};
 pub use codec::{Codec, CodecId, ErasureConfig, MAX_SHARDS};
 pub use error::{Error, Rejected, Result, ShardProblem};
@@ -50,5 +52,5 @@ pub use manifest::{
 };
 pub use planner::{LiveNode, Placement, RepairPlan, plan_rereplication};
 pub use shard::{FORMAT_VERSION, HEADER_LEN, MAX_STRIPE_LEN, SHARD_MAGIC, Shard, ShardHeader};
-pub use store::{PutOutcome, ShardStore, StoreConfig};
+pub use store::{HealReport, PutOutcome, ShardStore, StoreConfig};
 pub use stripe::decode;

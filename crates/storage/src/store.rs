@@ -6,12 +6,22 @@
 //! encoded bytes (header + data) of every stored shard; a put that would exceed it fails
 //! with [`Error::OverQuota`] and writes nothing. Each put/delete is one durable redb
 //! transaction (an fsync); calls block, so async callers use `spawn_blocking`.
+//!
+//! Disk pressure: a put that would leave less than [`StoreConfig::min_free_bytes`] on the
+//! file system (statvfs) fails with [`Error::DiskFull`] before the disk is full. If an I/O
+//! error still happens (ENOSPC, EIO), redb poisons the open database; the store then refuses
+//! writes with [`Error::StoreUnavailable`] (reads are still tried) until [`ShardStore::heal`]
+//! closes and reopens the file and checks what it holds. A file that no longer opens as a
+//! database is moved aside by [`ShardStore::open_or_quarantine`].
 
+use crate::capped::{CappedFileBackend, FileCap, disk_free_bytes, is_io_failure};
 use crate::shard::Shard;
 use crate::{Error, Result};
 use dag_core::StripeId;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, RwLock};
 
 /// Key: stripe id (32) ‖ index (u16 big endian, so a stripe's shards sort together).
 const SHARDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("shards");
@@ -30,14 +40,31 @@ fn key(stripe: &StripeId, index: u16) -> [u8; 34] {
 pub struct StoreConfig {
     /// Most bytes (encoded shards) this node stores. Default 1 GiB.
     pub quota_bytes: u64,
+    /// Bytes that must stay free on the file system after a put (statvfs). Default 64 MiB;
+    /// 0 turns the check off (in-memory stores never check).
+    pub min_free_bytes: u64,
+    /// Most bytes the store file may grow to (`u64::MAX` = no limit, the default); past it
+    /// writes fail as on a full disk.
+    pub max_file_bytes: u64,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
             quota_bytes: 1 << 30,
+            min_free_bytes: 64 << 20,
+            max_file_bytes: u64::MAX,
         }
     }
+}
+
+/// What [`ShardStore::heal`] found after reopening the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealReport {
+    /// Shards found, each readable.
+    pub shards: u64,
+    /// Their encoded bytes (must equal the recorded usage).
+    pub bytes: u64,
 }
 
 /// What a put did.
@@ -53,8 +80,14 @@ pub enum PutOutcome {
 
 /// A node's shard store. Cheap to share behind an `Arc`; methods take `&self`.
 pub struct ShardStore {
-    db: Database,
+    /// `None` only for the moment [`ShardStore::heal`] swaps the file.
+    db: RwLock<Option<Database>>,
     config: StoreConfig,
+    /// The file (None in memory: nothing to reopen).
+    path: Option<PathBuf>,
+    cap: FileCap,
+    failed: AtomicBool,
+    failure: Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for ShardStore {
@@ -68,8 +101,35 @@ impl std::fmt::Debug for ShardStore {
 impl ShardStore {
     /// Opens (or creates) the store file at `path`.
     pub fn open(path: impl AsRef<Path>, config: StoreConfig) -> Result<Self> {
-        let db = Database::create(path).map_err(|e| Error::db("open", e))?;
-        Self::init(db, config)
+        let path = path.as_ref().to_path_buf();
+        let cap = FileCap::new(config.max_file_bytes);
+        let db = open_file(&path, &cap)?;
+        Self::init(db, config, Some(path), cap)
+    }
+
+    /// Opens the store at `path`; if the file exists but is not a readable database
+    /// (corrupted after a crash, or not a redb file), renames it to
+    /// `<file>.corrupt-<now_ms>` (kept for forensics) and starts an empty store there.
+    /// Returns the store and the path the bad file was moved to, if any. I/O errors other
+    /// than corruption (permissions, a full disk) are returned, never treated as corruption.
+    pub fn open_or_quarantine(
+        path: impl AsRef<Path>,
+        config: StoreConfig,
+        now_ms: u64,
+    ) -> Result<(Self, Option<PathBuf>)> {
+        let path = path.as_ref();
+        match Self::open(path, config) {
+            Ok(s) => Ok((s, None)),
+            Err(Error::Db { source, .. }) if is_corruption(&source) => {
+                let mut aside = path.as_os_str().to_owned();
+                aside.push(format!(".corrupt-{now_ms}"));
+                let aside = PathBuf::from(aside);
+                std::fs::rename(path, &aside)
+                    .map_err(|e| Error::db("quarantine", redb::Error::Io(e)))?;
+                Ok((Self::open(path, config)?, Some(aside)))
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// A store in memory (tests, demos).
@@ -77,17 +137,24 @@ impl ShardStore {
         let db = Database::builder()
             .create_with_backend(redb::backends::InMemoryBackend::new())
             .map_err(|e| Error::db("open", e))?;
-        Self::init(db, config)
+        Self::init(db, config, None, FileCap::unlimited())
     }
 
-    fn init(db: Database, config: StoreConfig) -> Result<Self> {
-        let tx = db.begin_write().map_err(|e| Error::db("init", e))?;
-        {
-            tx.open_table(SHARDS).map_err(|e| Error::db("init", e))?;
-            tx.open_table(META).map_err(|e| Error::db("init", e))?;
-        }
-        tx.commit().map_err(|e| Error::db("init", e))?;
-        Ok(ShardStore { db, config })
+    fn init(
+        db: Database,
+        config: StoreConfig,
+        path: Option<PathBuf>,
+        cap: FileCap,
+    ) -> Result<Self> {
+        init_tables(&db)?;
+        Ok(ShardStore {
+            db: RwLock::new(Some(db)),
+            config,
+            path,
+            cap,
+            failed: AtomicBool::new(false),
+            failure: Mutex::new(None),
+        })
     }
 
     /// The configuration.
@@ -95,168 +162,312 @@ impl ShardStore {
         self.config
     }
 
-    /// Bytes in use (encoded shards).
-    pub fn used_bytes(&self) -> Result<u64> {
-        let tx = self.db.begin_read().map_err(|e| Error::db("read", e))?;
-        let meta = tx.open_table(META).map_err(|e| Error::db("read", e))?;
-        let used = meta.get(USED).map_err(|e| Error::db("read", e))?;
-        Ok(used.map_or(0, |g| g.value()))
+    /// The limit on the store file's size (shared: changing it takes effect at once).
+    pub fn file_cap(&self) -> &FileCap {
+        &self.cap
     }
 
-    /// Bytes still free under the quota.
+    /// True while the store refuses writes after an I/O error (until [`ShardStore::heal`]).
+    pub fn is_failed(&self) -> bool {
+        self.failed.load(Ordering::SeqCst)
+    }
+
+    /// The I/O error that took the store down, while it is down.
+    pub fn failure(&self) -> Option<String> {
+        self.failure.lock().ok().and_then(|g| g.clone())
+    }
+
+    /// Runs `f` on the open database; an I/O failure marks the store failed.
+    fn with_db<R>(&self, write: bool, f: impl FnOnce(&Database) -> Result<R>) -> Result<R> {
+        if write && self.is_failed() {
+            return Err(Error::StoreUnavailable {
+                reason: self.failure().unwrap_or_default(),
+            });
+        }
+        let guard = self.db.read().map_err(|_| Error::StoreUnavailable {
+            reason: "store lock poisoned".into(),
+        })?;
+        let Some(db) = guard.as_ref() else {
+            return Err(Error::StoreUnavailable {
+                reason: "the store is being reopened".into(),
+            });
+        };
+        let r = f(db);
+        if let Err(Error::Db { source, op }) = &r
+            && is_io_failure(source)
+        {
+            if let Ok(mut g) = self.failure.lock()
+                && g.is_none()
+            {
+                *g = Some(format!("{op}: {source}"));
+            }
+            self.failed.store(true, Ordering::SeqCst);
+        }
+        r
+    }
+
+    /// Closes and reopens the store file after an I/O error, then reads every shard to
+    /// check that what it acknowledged is intact. `Ok(None)` if the store was not failed.
+    /// Fails (and stays failed) while the disk is below the free-space floor or the file
+    /// still does not open; the caller retries later.
+    pub fn heal(&self) -> Result<Option<HealReport>> {
+        if !self.is_failed() {
+            return Ok(None);
+        }
+        let Some(path) = self.path.as_ref() else {
+            return Err(Error::StoreUnavailable {
+                reason: "an in-memory store cannot be reopened".into(),
+            });
+        };
+        self.check_floor(path, 0)?;
+        let mut guard = self.db.write().map_err(|_| Error::StoreUnavailable {
+            reason: "store lock poisoned".into(),
+        })?;
+        // Close first: redb allows one open handle per file.
+        drop(guard.take());
+        let reopened = open_file(path, &self.cap).and_then(|db| {
+            init_tables(&db)?;
+            let report = check_all(&db)?;
+            Ok((db, report))
+        });
+        match reopened {
+            Ok((db, report)) => {
+                *guard = Some(db);
+                self.failed.store(false, Ordering::SeqCst);
+                if let Ok(mut g) = self.failure.lock() {
+                    *g = None;
+                }
+                Ok(Some(report))
+            }
+            Err(e) => {
+                // Leave a handle in place so reads keep working where they can.
+                *guard = open_file(path, &self.cap).ok();
+                Err(e)
+            }
+        }
+    }
+
+    fn check_floor(&self, path: &Path, needed: u64) -> Result<()> {
+        let floor = self.config.min_free_bytes;
+        if floor == 0 {
+            return Ok(());
+        }
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let free = disk_free_bytes(dir).map_err(|e| Error::db("statvfs", redb::Error::Io(e)))?;
+        if free < needed.saturating_add(floor) {
+            return Err(Error::DiskFull {
+                needed,
+                free,
+                floor,
+            });
+        }
+        Ok(())
+    }
+
+    /// Bytes in use (encoded shards).
+    pub fn used_bytes(&self) -> Result<u64> {
+        self.with_db(false, |db| {
+            let tx = db.begin_read().map_err(|e| Error::db("read", e))?;
+            let meta = tx.open_table(META).map_err(|e| Error::db("read", e))?;
+            let used = meta.get(USED).map_err(|e| Error::db("read", e))?;
+            Ok(used.map_or(0, |g| g.value()))
+        })
+    }
+
+    /// Bytes this node can still take: the quota left, bounded by the disk's free space
+    /// above the floor (and by the file cap); 0 while the store is failed.
     pub fn free_bytes(&self) -> Result<u64> {
-        Ok(self.config.quota_bytes.saturating_sub(self.used_bytes()?))
+        if self.is_failed() {
+            return Ok(0);
+        }
+        let used = self.used_bytes()?;
+        let mut free = self.config.quota_bytes.saturating_sub(used);
+        if let Some(path) = &self.path {
+            if self.config.min_free_bytes > 0 {
+                let dir = path
+                    .parent()
+                    .filter(|d| !d.as_os_str().is_empty())
+                    .unwrap_or(Path::new("."));
+                let disk =
+                    disk_free_bytes(dir).map_err(|e| Error::db("statvfs", redb::Error::Io(e)))?;
+                free = free.min(disk.saturating_sub(self.config.min_free_bytes));
+            }
+            if self.cap.get() != u64::MAX {
+                let len = std::fs::metadata(path).map_or(0, |m| m.len());
+                free = free.min(self.cap.get().saturating_sub(len));
+            }
+        }
+        Ok(free)
     }
 
     /// Stores a shard after checking it ([`Shard::check`]). Idempotent for the same shard;
     /// a different valid shard under the same (stripe, index) is [`Error::ShardConflict`];
     /// over quota is [`Error::OverQuota`]. On any error nothing is written.
     pub fn put(&self, shard: &Shard) -> Result<PutOutcome> {
-        shard.check().map_err(|problem| Error::BadShard {
-            stripe_id: Some(shard.stripe_id()),
-            index: Some(shard.index()),
-            problem,
-        })?;
-        let (sid, idx) = (shard.stripe_id(), shard.index());
-        let k = key(&sid, idx);
-        let bytes = shard.to_bytes();
-        let op = |e| Error::db("put", e);
-        let tx = self.db.begin_write().map_err(|e| Error::db("put", e))?;
-        let outcome = {
-            let mut table = tx.open_table(SHARDS).map_err(|e| Error::db("put", e))?;
-            let mut meta = tx.open_table(META).map_err(|e| Error::db("put", e))?;
-            let used = meta.get(USED).map_err(op)?.map_or(0, |g| g.value());
-            let existing = table
-                .get(k.as_slice())
-                .map_err(op)?
-                .map(|g| g.value().to_vec());
-            let (outcome, freed) = match existing {
-                Some(old) if old == bytes => return Ok(PutOutcome::AlreadyStored),
-                Some(old) => match Shard::from_bytes(&old) {
-                    Ok(s) if s.stripe_id() == sid && s.index() == idx => {
-                        return Err(Error::ShardConflict {
-                            stripe_id: sid,
-                            index: idx,
-                        });
-                    }
-                    _ => (PutOutcome::Repaired, old.len() as u64),
-                },
-                None => (PutOutcome::Stored, 0),
-            };
-            let needed = bytes.len() as u64;
-            let after = used.saturating_sub(freed).saturating_add(needed);
-            if after > self.config.quota_bytes {
-                return Err(Error::OverQuota {
-                    needed,
-                    used,
-                    quota: self.config.quota_bytes,
-                });
+        self.with_db(true, |db| {
+            shard.check().map_err(|problem| Error::BadShard {
+                stripe_id: Some(shard.stripe_id()),
+                index: Some(shard.index()),
+                problem,
+            })?;
+            let (sid, idx) = (shard.stripe_id(), shard.index());
+            let k = key(&sid, idx);
+            let bytes = shard.to_bytes();
+            if let Some(path) = &self.path {
+                self.check_floor(path, bytes.len() as u64)?;
             }
-            table.insert(k.as_slice(), bytes.as_slice()).map_err(op)?;
-            meta.insert(USED, after).map_err(op)?;
-            outcome
-        };
-        tx.commit().map_err(|e| Error::db("put", e))?;
-        Ok(outcome)
+            let op = |e| Error::db("put", e);
+            let tx = db.begin_write().map_err(|e| Error::db("put", e))?;
+            let outcome = {
+                let mut table = tx.open_table(SHARDS).map_err(|e| Error::db("put", e))?;
+                let mut meta = tx.open_table(META).map_err(|e| Error::db("put", e))?;
+                let used = meta.get(USED).map_err(op)?.map_or(0, |g| g.value());
+                let existing = table
+                    .get(k.as_slice())
+                    .map_err(op)?
+                    .map(|g| g.value().to_vec());
+                let (outcome, freed) = match existing {
+                    Some(old) if old == bytes => return Ok(PutOutcome::AlreadyStored),
+                    Some(old) => match Shard::from_bytes(&old) {
+                        Ok(s) if s.stripe_id() == sid && s.index() == idx => {
+                            return Err(Error::ShardConflict {
+                                stripe_id: sid,
+                                index: idx,
+                            });
+                        }
+                        _ => (PutOutcome::Repaired, old.len() as u64),
+                    },
+                    None => (PutOutcome::Stored, 0),
+                };
+                let needed = bytes.len() as u64;
+                let after = used.saturating_sub(freed).saturating_add(needed);
+                if after > self.config.quota_bytes {
+                    return Err(Error::OverQuota {
+                        needed,
+                        used,
+                        quota: self.config.quota_bytes,
+                    });
+                }
+                table.insert(k.as_slice(), bytes.as_slice()).map_err(op)?;
+                meta.insert(USED, after).map_err(op)?;
+                outcome
+            };
+            tx.commit().map_err(|e| Error::db("put", e))?;
+            Ok(outcome)
+        })
     }
 
     /// The shard (stripe, index), checked: `Ok(None)` if not held, `Err(CorruptOnDisk)` if
     /// the stored bytes fail any check (they are never returned).
     pub fn get(&self, stripe: &StripeId, index: u16) -> Result<Option<Shard>> {
-        let op = |e| Error::db("get", e);
-        let tx = self.db.begin_read().map_err(|e| Error::db("get", e))?;
-        let table = tx.open_table(SHARDS).map_err(|e| Error::db("get", e))?;
-        let Some(guard) = table.get(key(stripe, index).as_slice()).map_err(op)? else {
-            return Ok(None);
-        };
-        let corrupt = |problem| Error::CorruptOnDisk {
-            stripe_id: *stripe,
-            index,
-            problem,
-        };
-        let shard = Shard::from_bytes(guard.value()).map_err(|e| match e {
-            Error::BadShard { problem, .. } => corrupt(problem),
-            other => other,
-        })?;
-        if shard.stripe_id() != *stripe {
-            return Err(corrupt(crate::ShardProblem::WrongStripe {
-                got: shard.stripe_id(),
-            }));
-        }
-        if shard.index() != index {
-            return Err(corrupt(crate::ShardProblem::Inconsistent {
-                field: "index",
-            }));
-        }
-        Ok(Some(shard))
+        self.with_db(false, |db| {
+            let op = |e| Error::db("get", e);
+            let tx = db.begin_read().map_err(|e| Error::db("get", e))?;
+            let table = tx.open_table(SHARDS).map_err(|e| Error::db("get", e))?;
+            let Some(guard) = table.get(key(stripe, index).as_slice()).map_err(op)? else {
+                return Ok(None);
+            };
+            let corrupt = |problem| Error::CorruptOnDisk {
+                stripe_id: *stripe,
+                index,
+                problem,
+            };
+            let shard = Shard::from_bytes(guard.value()).map_err(|e| match e {
+                Error::BadShard { problem, .. } => corrupt(problem),
+                other => other,
+            })?;
+            if shard.stripe_id() != *stripe {
+                return Err(corrupt(crate::ShardProblem::WrongStripe {
+                    got: shard.stripe_id(),
+                }));
+            }
+            if shard.index() != index {
+                return Err(corrupt(crate::ShardProblem::Inconsistent {
+                    field: "index",
+                }));
+            }
+            Ok(Some(shard))
+        })
     }
 
     /// True if (stripe, index) is stored (not checked; use [`ShardStore::get`] to read).
     pub fn contains(&self, stripe: &StripeId, index: u16) -> Result<bool> {
-        let op = |e| Error::db("contains", e);
-        let tx = self.db.begin_read().map_err(|e| Error::db("contains", e))?;
-        let table = tx
-            .open_table(SHARDS)
-            .map_err(|e| Error::db("contains", e))?;
-        Ok(table
-            .get(key(stripe, index).as_slice())
-            .map_err(op)?
-            .is_some())
+        self.with_db(false, |db| {
+            let op = |e| Error::db("contains", e);
+            let tx = db.begin_read().map_err(|e| Error::db("contains", e))?;
+            let table = tx
+                .open_table(SHARDS)
+                .map_err(|e| Error::db("contains", e))?;
+            Ok(table
+                .get(key(stripe, index).as_slice())
+                .map_err(op)?
+                .is_some())
+        })
     }
 
     /// Deletes one shard; true if it was stored.
     pub fn delete(&self, stripe: &StripeId, index: u16) -> Result<bool> {
-        let op = |e| Error::db("delete", e);
-        let tx = self.db.begin_write().map_err(|e| Error::db("delete", e))?;
-        let removed = {
-            let mut table = tx.open_table(SHARDS).map_err(|e| Error::db("delete", e))?;
-            let mut meta = tx.open_table(META).map_err(|e| Error::db("delete", e))?;
-            let len = table
-                .remove(key(stripe, index).as_slice())
-                .map_err(op)?
-                .map(|g| g.value().len() as u64);
-            if let Some(len) = len {
-                let used = meta.get(USED).map_err(op)?.map_or(0, |g| g.value());
-                meta.insert(USED, used.saturating_sub(len)).map_err(op)?;
-            }
-            len.is_some()
-        };
-        tx.commit().map_err(|e| Error::db("delete", e))?;
-        Ok(removed)
+        self.with_db(true, |db| {
+            let op = |e| Error::db("delete", e);
+            let tx = db.begin_write().map_err(|e| Error::db("delete", e))?;
+            let removed = {
+                let mut table = tx.open_table(SHARDS).map_err(|e| Error::db("delete", e))?;
+                let mut meta = tx.open_table(META).map_err(|e| Error::db("delete", e))?;
+                let len = table
+                    .remove(key(stripe, index).as_slice())
+                    .map_err(op)?
+                    .map(|g| g.value().len() as u64);
+                if let Some(len) = len {
+                    let used = meta.get(USED).map_err(op)?.map_or(0, |g| g.value());
+                    meta.insert(USED, used.saturating_sub(len)).map_err(op)?;
+                }
+                len.is_some()
+            };
+            tx.commit().map_err(|e| Error::db("delete", e))?;
+            Ok(removed)
+        })
     }
 
     /// The stripes with at least one stored shard, in id order.
     pub fn list_stripes(&self) -> Result<Vec<StripeId>> {
-        let op = |e| Error::db("list", e);
-        let tx = self.db.begin_read().map_err(|e| Error::db("list", e))?;
-        let table = tx.open_table(SHARDS).map_err(|e| Error::db("list", e))?;
-        let mut out: Vec<StripeId> = Vec::new();
-        for item in table.iter().map_err(op)? {
-            let (k, _) = item.map_err(op)?;
-            let id = StripeId::from_slice(&k.value()[..32]).map_err(|source| Error::Decode {
-                what: "store key",
-                source,
-            })?;
-            if out.last() != Some(&id) {
-                out.push(id);
+        self.with_db(false, |db| {
+            let op = |e| Error::db("list", e);
+            let tx = db.begin_read().map_err(|e| Error::db("list", e))?;
+            let table = tx.open_table(SHARDS).map_err(|e| Error::db("list", e))?;
+            let mut out: Vec<StripeId> = Vec::new();
+            for item in table.iter().map_err(op)? {
+                let (k, _) = item.map_err(op)?;
+                let id =
+                    StripeId::from_slice(&k.value()[..32]).map_err(|source| Error::Decode {
+                        what: "store key",
+                        source,
+                    })?;
+                if out.last() != Some(&id) {
+                    out.push(id);
+                }
             }
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 
     /// The indexes of `stripe` stored here.
     pub fn list_shards(&self, stripe: &StripeId) -> Result<Vec<u16>> {
-        let op = |e| Error::db("list", e);
-        let tx = self.db.begin_read().map_err(|e| Error::db("list", e))?;
-        let table = tx.open_table(SHARDS).map_err(|e| Error::db("list", e))?;
-        let (lo, hi) = (key(stripe, 0), key(stripe, u16::MAX));
-        let mut out = Vec::new();
-        for item in table.range(lo.as_slice()..=hi.as_slice()).map_err(op)? {
-            let (k, _) = item.map_err(op)?;
-            let k = k.value();
-            out.push(u16::from_be_bytes([k[32], k[33]]));
-        }
-        Ok(out)
+        self.with_db(false, |db| {
+            let op = |e| Error::db("list", e);
+            let tx = db.begin_read().map_err(|e| Error::db("list", e))?;
+            let table = tx.open_table(SHARDS).map_err(|e| Error::db("list", e))?;
+            let (lo, hi) = (key(stripe, 0), key(stripe, u16::MAX));
+            let mut out = Vec::new();
+            for item in table.range(lo.as_slice()..=hi.as_slice()).map_err(op)? {
+                let (k, _) = item.map_err(op)?;
+                let k = k.value();
+                out.push(u16::from_be_bytes([k[32], k[33]]));
+            }
+            Ok(out)
+        })
     }
 
     /// Test hook: rewrites the stored bytes of (stripe, index) with `f`, bypassing every
@@ -268,21 +479,94 @@ impl ShardStore {
         index: u16,
         f: impl FnOnce(&mut Vec<u8>),
     ) -> Result<()> {
-        let op = |e| Error::db("corrupt", e);
-        let tx = self.db.begin_write().map_err(|e| Error::db("corrupt", e))?;
-        {
-            let mut table = tx.open_table(SHARDS).map_err(|e| Error::db("corrupt", e))?;
-            let k = key(stripe, index);
-            let mut bytes = table
-                .get(k.as_slice())
-                .map_err(op)?
-                .map(|g| g.value().to_vec())
-                .unwrap_or_default();
-            f(&mut bytes);
-            table.insert(k.as_slice(), bytes.as_slice()).map_err(op)?;
-        }
-        tx.commit().map_err(|e| Error::db("corrupt", e))?;
-        Ok(())
+        self.with_db(true, |db| {
+            let op = |e| Error::db("corrupt", e);
+            let tx = db.begin_write().map_err(|e| Error::db("corrupt", e))?;
+            {
+                let mut table = tx.open_table(SHARDS).map_err(|e| Error::db("corrupt", e))?;
+                let k = key(stripe, index);
+                let mut bytes = table
+                    .get(k.as_slice())
+                    .map_err(op)?
+                    .map(|g| g.value().to_vec())
+                    .unwrap_or_default();
+                f(&mut bytes);
+                table.insert(k.as_slice(), bytes.as_slice()).map_err(op)?;
+            }
+            tx.commit().map_err(|e| Error::db("corrupt", e))?;
+            Ok(())
+        })
+    }
+}
+
+fn open_file(path: &Path, cap: &FileCap) -> Result<Database> {
+    let backend = CappedFileBackend::open(path, cap.clone())
+        .map_err(|e| Error::db("open", redb::Error::Io(e)))?;
+    Database::builder()
+        .create_with_backend(backend)
+        .map_err(|e| Error::db("open", e))
+}
+
+fn init_tables(db: &Database) -> Result<()> {
+    let tx = db.begin_write().map_err(|e| Error::db("init", e))?;
+    {
+        tx.open_table(SHARDS).map_err(|e| Error::db("init", e))?;
+        tx.open_table(META).map_err(|e| Error::db("init", e))?;
+    }
+    tx.commit().map_err(|e| Error::db("init", e))?;
+    Ok(())
+}
+
+/// Reads every stored shard back (each must parse and pass its hash) and checks the sum
+/// of their sizes against the recorded usage.
+fn check_all(db: &Database) -> Result<HealReport> {
+    let op = |e| Error::db("check", e);
+    let tx = db.begin_read().map_err(|e| Error::db("check", e))?;
+    let table = tx.open_table(SHARDS).map_err(|e| Error::db("check", e))?;
+    let meta = tx.open_table(META).map_err(|e| Error::db("check", e))?;
+    let used = meta.get(USED).map_err(op)?.map_or(0, |g| g.value());
+    let mut report = HealReport {
+        shards: 0,
+        bytes: 0,
+    };
+    for item in table.iter().map_err(op)? {
+        let (k, v) = item.map_err(op)?;
+        let k = k.value();
+        let stripe_id = StripeId::from_slice(&k[..32]).map_err(|source| Error::Decode {
+            what: "store key",
+            source,
+        })?;
+        let index = u16::from_be_bytes([k[32], k[33]]);
+        let shard = Shard::from_bytes(v.value()).map_err(|_| Error::CorruptOnDisk {
+            stripe_id,
+            index,
+            problem: crate::ShardProblem::HashMismatch,
+        })?;
+        shard.check().map_err(|problem| Error::CorruptOnDisk {
+            stripe_id,
+            index,
+            problem,
+        })?;
+        report.shards += 1;
+        report.bytes += v.value().len() as u64;
+    }
+    if report.bytes != used {
+        return Err(Error::StoreUnavailable {
+            reason: format!(
+                "after reopening, stored shards add up to {} bytes but {used} are recorded",
+                report.bytes
+            ),
+        });
+    }
+    Ok(report)
+}
+
+/// True if opening failed because the file is not a readable database.
+fn is_corruption(e: &redb::Error) -> bool {
+    match e {
+        redb::Error::Corrupted(_) => true,
+        redb::Error::Io(io) => io.kind() == std::io::ErrorKind::InvalidData,
+        _ => false,
     }
 }
 
@@ -334,7 +618,11 @@ mod tests {
     fn over_quota_writes_nothing() {
         let s = shards(1000);
         let quota = (s[0].encoded_len() * 2) as u64;
-        let store = ShardStore::in_memory(StoreConfig { quota_bytes: quota }).unwrap();
+        let store = ShardStore::in_memory(StoreConfig {
+            quota_bytes: quota,
+            ..StoreConfig::default()
+        })
+        .unwrap();
         store.put(&s[0]).unwrap();
         store.put(&s[1]).unwrap();
         let err = store.put(&s[2]).unwrap_err();
@@ -385,5 +673,121 @@ mod tests {
             Err(Error::ShardConflict { index: 0, .. })
         ));
         assert_eq!(store.get(&s[0].stripe_id(), 0).unwrap().unwrap(), s[0]);
+    }
+}
+
+#[cfg(test)]
+mod pressure_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::ErasureConfig;
+
+    fn stripe(seed: u8) -> Vec<Shard> {
+        ErasureConfig::default()
+            .encode(&vec![seed; 40_000])
+            .unwrap()
+    }
+
+    #[test]
+    fn a_full_file_fails_writes_and_heals_after_reopen_with_everything_intact() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shards.redb");
+        let cfg = StoreConfig {
+            max_file_bytes: 2 << 20,
+            min_free_bytes: 0,
+            ..StoreConfig::default()
+        };
+        let store = ShardStore::open(&path, cfg).unwrap();
+        let mut acked = Vec::new();
+        let mut err = None;
+        'fill: for seed in 0..=255u8 {
+            for s in stripe(seed) {
+                match store.put(&s) {
+                    Ok(_) => acked.push(s),
+                    Err(e) => {
+                        err = Some(e);
+                        break 'fill;
+                    }
+                }
+            }
+        }
+        let err = err.expect("a 2 MiB file fills");
+        assert!(matches!(err, Error::Db { .. }), "{err}");
+        assert!(store.is_failed());
+        assert_eq!(store.free_bytes().unwrap(), 0);
+        // Writes are refused with the typed answer; no heal while it cannot write either.
+        let next = stripe(250).remove(0);
+        assert!(matches!(
+            store.put(&next),
+            Err(Error::StoreUnavailable { .. })
+        ));
+        // Space returns: reopen, everything acknowledged is there and writes work again.
+        store.file_cap().set(u64::MAX);
+        let report = store.heal().unwrap().unwrap();
+        assert_eq!(report.shards, acked.len() as u64);
+        assert!(!store.is_failed());
+        for s in &acked {
+            assert_eq!(
+                store.get(&s.stripe_id(), s.index()).unwrap().as_ref(),
+                Some(s)
+            );
+        }
+        assert_eq!(store.put(&next).unwrap(), PutOutcome::Stored);
+        assert_eq!(store.heal().unwrap(), None, "nothing to heal");
+    }
+
+    #[test]
+    fn the_free_space_floor_refuses_before_the_disk_fills() {
+        let dir = tempfile::tempdir().unwrap();
+        let free = disk_free_bytes(dir.path()).unwrap();
+        let store = ShardStore::open(
+            dir.path().join("shards.redb"),
+            StoreConfig {
+                min_free_bytes: free + (1 << 30),
+                ..StoreConfig::default()
+            },
+        )
+        .unwrap();
+        let s = stripe(1).remove(0);
+        assert!(matches!(store.put(&s), Err(Error::DiskFull { .. })));
+        assert!(!store.contains(&s.stripe_id(), 0).unwrap());
+        assert_eq!(store.free_bytes().unwrap(), 0);
+        assert!(!store.is_failed(), "a refusal is not a failure");
+    }
+
+    #[test]
+    fn a_corrupt_file_is_moved_aside_and_the_store_starts_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shards.redb");
+        {
+            let store = ShardStore::open(&path, StoreConfig::default()).unwrap();
+            for s in stripe(3) {
+                store.put(&s).unwrap();
+            }
+        }
+        let mut bytes = std::fs::read(&path).unwrap();
+        // Flip bytes across the header and the first pages, as a torn write would.
+        for b in bytes.iter_mut().take(8192).skip(0).step_by(7) {
+            *b ^= 0x5a;
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(ShardStore::open(&path, StoreConfig::default()).is_err());
+        let (store, aside) =
+            ShardStore::open_or_quarantine(&path, StoreConfig::default(), 1234).unwrap();
+        let aside = aside.expect("the bad file is moved aside");
+        assert!(
+            aside
+                .to_string_lossy()
+                .ends_with("shards.redb.corrupt-1234")
+        );
+        assert_eq!(std::fs::read(&aside).unwrap(), bytes, "kept byte for byte");
+        assert!(store.list_stripes().unwrap().is_empty());
+        store.put(&stripe(4).remove(0)).unwrap();
+        // A healthy file is opened as is.
+        drop(store);
+        let (again, none) =
+            ShardStore::open_or_quarantine(&path, StoreConfig::default(), 1235).unwrap();
+        assert!(none.is_none());
+        assert_eq!(again.list_stripes().unwrap().len(), 1);
     }
 }
