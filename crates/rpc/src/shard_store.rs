@@ -71,6 +71,8 @@ pub fn status_of(e: &storage::Error) -> Status {
             Status::invalid_argument(format!("BAD_SHARD: {e}"))
         }
         E::OverQuota { .. } => Status::resource_exhausted(format!("OVER_QUOTA: {e}")),
+        E::DiskFull { .. } => Status::resource_exhausted(format!("DISK_FULL: {e}")),
+        E::StoreUnavailable { .. } => Status::unavailable(format!("STORE_UNAVAILABLE: {e}")),
         E::ShardConflict { .. } => Status::already_exists(format!("SHARD_CONFLICT: {e}")),
         E::CorruptOnDisk { .. } => Status::data_loss(format!("CORRUPT: {e}")),
         E::Decode { .. } => Status::invalid_argument(format!("MALFORMED: {e}")),

@@ -5,6 +5,14 @@
 //! Store operations (an fsync per put) and signing (≈ 0.2 ms) run on the blocking pool,
 //! never on the reactor. A shard is checked when it arrives and again when it is read: a
 //! shard corrupted on disk is answered with `DataLoss` and never sent.
+//!
+//! Disk pressure ([`health`]): puts are refused with `RESOURCE_EXHAUSTED` before the quota or
+//! the free-space floor is crossed; after a store I/O error the node answers NOT_SERVING on
+//! gRPC health and `UNAVAILABLE` to puts, and a watchdog reopens the store once it can and
+//! comes back by itself. A `shards.redb` that no longer opens is moved aside at start and
+//! the node starts empty under the same identity.
+
+mod health;
 
 use crate::runtime::{self, ServerHandle, SystemClock};
 use crate::{Error, Result};
@@ -28,6 +36,12 @@ pub struct LightConfig {
     pub data_dir: PathBuf,
     /// Most bytes of shards (encoded) this node stores. Default 1 GiB.
     pub quota_bytes: u64,
+    /// Bytes that must stay free on the data directory's file system (statvfs); puts that
+    /// would cross it are refused. Default 64 MiB; 0 turns the check off.
+    pub min_free_bytes: u64,
+    /// Hard limit on the size of `shards.redb` (`u64::MAX` = none, the default): past it
+    /// writes fail as on a full disk.
+    pub max_store_file_bytes: u64,
 }
 
 impl Default for LightConfig {
@@ -36,6 +50,8 @@ impl Default for LightConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 7710)),
             data_dir: PathBuf::from("./light-data"),
             quota_bytes: StoreConfig::default().quota_bytes,
+            min_free_bytes: StoreConfig::default().min_free_bytes,
+            max_store_file_bytes: u64::MAX,
         }
     }
 }
@@ -45,6 +61,8 @@ pub struct LightNode {
     store: Arc<ShardStore>,
     key: Arc<Keypair>,
     clock: Arc<dyn Clock>,
+    /// Wakes the health watchdog when a store call fails.
+    wake: Arc<tokio::sync::Notify>,
 }
 
 impl std::fmt::Debug for LightNode {
@@ -62,6 +80,7 @@ impl LightNode {
             store: Arc::new(store),
             key: Arc::new(key),
             clock,
+            wake: Arc::new(tokio::sync::Notify::new()),
         }
     }
 
@@ -73,6 +92,14 @@ impl LightNode {
     /// The shard store (for status and tests).
     pub fn store(&self) -> &Arc<ShardStore> {
         &self.store
+    }
+
+    /// After a failed store call: wake the watchdog if the store went down.
+    fn after<R>(&self, r: storage::Result<R>) -> storage::Result<R> {
+        if r.is_err() && self.store.is_failed() {
+            self.wake.notify_one();
+        }
+        r
     }
 }
 
@@ -93,7 +120,7 @@ async fn blocking<R: Send + 'static>(
 impl ShardHolder for LightNode {
     async fn put(&self, shard: Shard) -> storage::Result<Stored> {
         let (store, key, clock) = (self.store.clone(), self.key.clone(), self.clock.clone());
-        blocking(move || {
+        let r = blocking(move || {
             let outcome = store.put(&shard)?;
             let receipt = storage::issue_receipt(&shard.header, &*key, clock.now_ms());
             Ok(Stored {
@@ -101,12 +128,14 @@ impl ShardHolder for LightNode {
                 already_stored: outcome == PutOutcome::AlreadyStored,
             })
         })
-        .await
+        .await;
+        self.after(r)
     }
 
     async fn get(&self, stripe: StripeId, index: u16) -> storage::Result<Option<Shard>> {
         let store = self.store.clone();
-        blocking(move || store.get(&stripe, index)).await
+        let r = blocking(move || store.get(&stripe, index)).await;
+        self.after(r)
     }
 
     async fn challenge(
@@ -131,6 +160,8 @@ impl ShardHolder for LightNode {
 pub struct LightHandle {
     server: ServerHandle,
     node: Arc<LightNode>,
+    watchdog: health::Watchdog,
+    quarantined: Option<PathBuf>,
 }
 
 impl LightHandle {
@@ -144,46 +175,77 @@ impl LightHandle {
         &self.node
     }
 
+    /// Where a corrupt `shards.redb` found at start was moved (the node started empty).
+    pub fn quarantined(&self) -> Option<&std::path::Path> {
+        self.quarantined.as_deref()
+    }
+
+    /// True while gRPC health says SERVING (the store takes writes).
+    pub fn is_serving(&self) -> bool {
+        self.watchdog.is_serving()
+    }
+
     /// Stops accepting and lets in-flight calls finish.
     pub async fn shutdown(self) -> Result<()> {
+        self.watchdog.stop().await;
         self.server.shutdown(SHUTDOWN_GRACE).await
     }
 
     /// Stops the server at once, dropping connections mid-call (a crash, for tests and
     /// the demo).
     pub async fn kill(self) {
+        self.watchdog.stop().await;
         self.server.kill().await;
     }
 }
 
+/// The gRPC service name health reports on.
+const SERVICE: &str = "citychain.v1.ShardStore";
+
 /// How long a graceful stop waits for in-flight calls.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
-/// Starts the light role with `keypair`: opens `<data_dir>/shards.redb` with the quota,
-/// binds `cfg.listen` and serves ShardStore, gRPC health and reflection.
+/// Starts the light role with `keypair`: opens `<data_dir>/shards.redb` with the quota and
+/// free-space floor (a file that no longer opens as a database is moved aside to
+/// `shards.redb.corrupt-<ms>` and the node starts empty), binds `cfg.listen` and serves
+/// ShardStore, gRPC health and reflection.
 pub async fn start_light(cfg: &LightConfig, keypair: Keypair) -> Result<LightHandle> {
     std::fs::create_dir_all(&cfg.data_dir).map_err(|source| Error::Io {
         path: cfg.data_dir.clone(),
         source,
     })?;
-    let store = ShardStore::open(
-        cfg.data_dir.join("shards.redb"),
-        StoreConfig {
-            quota_bytes: cfg.quota_bytes,
-        },
-    )?;
-    serve_light(
+    let path = cfg.data_dir.join("shards.redb");
+    let store_cfg = StoreConfig {
+        quota_bytes: cfg.quota_bytes,
+        min_free_bytes: cfg.min_free_bytes,
+        max_file_bytes: cfg.max_store_file_bytes,
+    };
+    let (store, quarantined) = ShardStore::open_or_quarantine(&path, store_cfg, runtime::now_ms())?;
+    if let Some(aside) = &quarantined {
+        metrics::counter!("citychain_store_quarantined_total", "store" => "shards").increment(1);
+        tracing::error!(
+            store = %path.display(),
+            moved_to = %aside.display(),
+            node_id = %keypair.node_id(),
+            "shard store was corrupt: moved aside for forensics, starting empty under the same identity; \
+             its shards are lost here and the city's audit/repair re-creates them elsewhere"
+        );
+    }
+    let mut h = serve_light(
         cfg.listen,
         LightNode::new(store, keypair, Arc::new(SystemClock)),
     )
-    .await
+    .await?;
+    h.quarantined = quarantined;
+    Ok(h)
 }
 
 /// Serves an already built [`LightNode`] (any store, any clock) on `listen`.
 pub async fn serve_light(listen: SocketAddr, node: LightNode) -> Result<LightHandle> {
     let (listener, addr) = runtime::bind(listen).await?;
-    let (health, reflection) = runtime::health_and_reflection("citychain.v1.ShardStore").await?;
+    let (reporter, health, reflection) = runtime::health_reporter_and_reflection(SERVICE).await?;
     let node = Arc::new(node);
+    let watchdog = health::Watchdog::start(node.clone(), reporter, SERVICE);
     let svc = rpc::ShardStoreService::new(node.clone()).into_server();
     let router = tonic::transport::Server::builder()
         .add_service(health)
@@ -191,7 +253,12 @@ pub async fn serve_light(listen: SocketAddr, node: LightNode) -> Result<LightHan
         .add_service(svc);
     let server = runtime::serve(listener, router, "light");
     tracing::info!(%addr, node_id = %node.node_id(), "light node serving");
-    Ok(LightHandle { server, node })
+    Ok(LightHandle {
+        server,
+        node,
+        watchdog,
+        quarantined: None,
+    })
 }
 
 /// Runs the light role as an operator deploys it: connects presence from `m.nodelist`,
@@ -226,7 +293,8 @@ pub async fn run_light_with(
         &m.city_id,
         &m.zone,
         (m.lat, m.lon),
-        cfg.quota_bytes,
+        // What it can take now (quota left, bounded by the disk above the floor).
+        light.node().store().free_bytes().unwrap_or(0),
         runtime::now_ms(),
     );
     let login = node_list::NodeListManager::start(presence, Some(info), m.nodelist.clone());

@@ -30,3 +30,19 @@ pub(crate) async fn health_and_reflection(
         .map_err(|e| Error::Reflection(e.to_string()))?;
     Ok((health, reflection))
 }
+
+/// Like [`health_and_reflection`], also returning the reporter, for roles whose readiness
+/// changes while they run (a store down after an I/O error answers NOT_SERVING).
+pub(crate) async fn health_reporter_and_reflection(
+    service: &str,
+) -> Result<(
+    tonic_health::server::HealthReporter,
+    tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
+    tonic_reflection::server::v1::ServerReflectionServer<
+        impl tonic_reflection::server::v1::ServerReflection,
+    >,
+)> {
+    rpc::health_and_reflection(service)
+        .await
+        .map_err(|e| Error::Reflection(e.to_string()))
+}

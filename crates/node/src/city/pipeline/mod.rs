@@ -118,7 +118,8 @@ pub trait HolderDirectory: Send + Sync + 'static {
 /// Pipeline settings. `Default`: RS 4+2 (simd), flush at 256 txs, 1 MiB or 5 ms, 500 ms
 /// per put (the design's 200 ms city-tier timeout proved too tight for ~0.5 MiB shards on a
 /// loaded 2-core machine), 3 attempts, all n receipts, 8 micro-batches in flight (bounds the
-/// queue at each light node).
+/// queue at each light node), a 2 s cool-down for a node that refused or failed a put, and
+/// up to 1 s of waiting for n usable holders.
 #[derive(Debug, Clone)]
 pub struct PipelineConfig {
     /// Codec, k, m.
@@ -137,6 +138,11 @@ pub struct PipelineConfig {
     pub min_receipts: Option<usize>,
     /// Micro-batches being stored at once.
     pub max_batches_in_flight: usize,
+    /// How long a node that refused a put (full) or failed every attempt gets no shards.
+    pub node_cooldown: Duration,
+    /// How long a micro-batch waits for n distinct usable holders before it fails with
+    /// [`PipelineError::NoRoom`].
+    pub capacity_wait: Duration,
 }
 
 impl Default for PipelineConfig {
@@ -150,6 +156,8 @@ impl Default for PipelineConfig {
             attempts: 3,
             min_receipts: None,
             max_batches_in_flight: 8,
+            node_cooldown: Duration::from_secs(2),
+            capacity_wait: Duration::from_secs(1),
         }
     }
 }
@@ -161,7 +169,8 @@ pub struct HeldTx {
     pub stripe_id: StripeId,
     /// Receipts of the stripe's holders, one per placed shard.
     pub receipts: Vec<SignedReceipt>,
-    /// True if some node holds two shards (fewer than n light nodes were live).
+    /// True if some node holds two shards. New stripes never are; a stripe recorded so by an
+    /// older version is spread out by repair.
     pub colocated: bool,
 }
 
@@ -202,13 +211,18 @@ pub enum PipelineError {
         /// Last failures.
         reasons: String,
     },
-    /// Too few light nodes are live.
-    #[error("{live} light nodes are live; at least {needed} are needed")]
-    TooFewNodes {
-        /// Live.
-        live: usize,
-        /// Needed (k).
+    /// Fewer than n distinct light nodes can take a shard now (too few live, full, or
+    /// failing): the txs are not Held. Retryable once capacity returns.
+    #[error(
+        "not held: only {usable} light nodes can take a shard, {needed} distinct holders are needed ({reason}); retry later"
+    )]
+    NoRoom {
+        /// Nodes that could take a shard.
+        usable: usize,
+        /// Distinct holders needed (n).
         needed: usize,
+        /// Why the others could not.
+        reason: String,
     },
     /// The tx is not in any stripe of this city.
     #[error("tx {0} is not held by this city")]
@@ -230,6 +244,8 @@ pub struct Pipeline {
     path: std::path::PathBuf,
     queue: mpsc::Sender<batcher::Pending>,
     verify_pool: Arc<pqc::BatchVerifier>,
+    /// Nodes that refused or failed a put, and until when they get no shards.
+    cooling: parking_lot::Mutex<std::collections::HashMap<dag_core::NodeId, tokio::time::Instant>>,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -266,6 +282,7 @@ impl Pipeline {
             path: path.to_path_buf(),
             queue,
             verify_pool,
+            cooling: parking_lot::Mutex::new(std::collections::HashMap::new()),
         });
         tokio::spawn(batcher::batcher(Arc::downgrade(&p), rx));
         Ok(p)

@@ -1,9 +1,19 @@
 //! Storing a micro-batch: it is encoded into one stripe whose shards go to distinct holders
 //! in parallel (per-call deadline, retries, failover to other nodes), every receipt
 //! verified; the batch is answered Held once enough receipts are durable.
+//!
+//! Held means n distinct holders: a node never takes two shards of a stripe, and when zones
+//! are configured and at least n distinct zones can take a shard, no zone takes two. Nodes
+//! that refused a put (full: `RESOURCE_EXHAUSTED`) or failed every attempt are skipped for
+//! [`PipelineConfig::node_cooldown`](super::PipelineConfig::node_cooldown). With fewer than n
+//! usable nodes the micro-batch waits (bounded by `capacity_wait`) and then fails with
+//! [`PipelineError::NoRoom`], naming why; nothing is recorded. Shards already put for a
+//! stripe that ends not Held are orphans: no manifest names them, they are never served as
+//! Held data, and they only use space on their holders (there is no delete call to light
+//! nodes yet, see ARCHITECTURE "Durability").
 
 use super::batcher::Pending;
-use super::{Pipeline, PipelineError};
+use super::{Pipeline, PipelineError, TransportError};
 use dag_core::{NodeId, NodeInfo, SignedReceipt, SignedTx};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
@@ -19,9 +29,72 @@ enum PutFailure {
     Transient(String),
     /// A forged or mismatched receipt: the next candidate is tried.
     BadReceipt(String),
+    /// The node refused (full, conflict …): the next candidate is tried at once.
+    Refused(String),
     /// The verification pool has stopped: placement gives up.
     Stopped(String),
 }
+
+/// The nodes (and, when zones are strict, the zones) that already hold a shard of the
+/// stripe being placed.
+#[derive(Debug, Default)]
+pub(super) struct Taken {
+    nodes: BTreeSet<NodeId>,
+    zones: BTreeSet<String>,
+    strict_zones: bool,
+}
+
+impl Taken {
+    /// Holders `nodes` already hold a shard; zones are exclusive when `strict_zones`.
+    pub(super) fn new(nodes: &[&NodeInfo], strict_zones: bool) -> Self {
+        let mut t = Taken {
+            strict_zones,
+            ..Taken::default()
+        };
+        for n in nodes {
+            t.nodes.insert(n.node_id);
+            if strict_zones && !n.zone.is_empty() {
+                t.zones.insert(n.zone.clone());
+            }
+        }
+        t
+    }
+
+    /// Claims `n` for one shard; false if it (or its zone, when strict) already has one.
+    fn claim(&mut self, n: &NodeInfo) -> bool {
+        if self.nodes.contains(&n.node_id)
+            || (self.strict_zones && !n.zone.is_empty() && self.zones.contains(&n.zone))
+        {
+            return false;
+        }
+        self.nodes.insert(n.node_id);
+        if self.strict_zones && !n.zone.is_empty() {
+            self.zones.insert(n.zone.clone());
+        }
+        true
+    }
+
+    /// `n` failed: it stays taken (it must not get another shard of this stripe) but its
+    /// zone is free again for another node.
+    fn release_zone(&mut self, n: &NodeInfo) {
+        self.zones.remove(&n.zone);
+    }
+}
+
+/// True if at least `n` distinct non-empty zones are among `nodes`: then no zone takes two
+/// shards of a stripe.
+pub(super) fn zones_suffice(nodes: &[NodeInfo], n: usize) -> bool {
+    nodes
+        .iter()
+        .filter(|x| !x.zone.is_empty())
+        .map(|x| x.zone.as_str())
+        .collect::<BTreeSet<_>>()
+        .len()
+        >= n
+}
+
+/// How often a micro-batch waiting for holders looks again.
+const CAPACITY_POLL: Duration = Duration::from_millis(50);
 
 /// Attempts per holder with 20 ms before the first retry, doubling, no jitter.
 fn put_retry_policy(attempts: u32) -> RetryPolicy {
@@ -35,26 +108,28 @@ fn put_retry_policy(attempts: u32) -> RetryPolicy {
 }
 
 impl Pipeline {
-    /// Puts one shard, trying `first` then the other candidates in order, each with
-    /// retries; returns the verified receipt and the node that took it.
+    /// Puts one shard on the first candidate that takes it, each tried with retries,
+    /// never on a node (or, when strict, in a zone) that already holds a shard of the
+    /// stripe; returns the verified receipt and the node that took it.
     pub(super) async fn place_shard(
         &self,
         layout: &StripeLayout,
         shard: &Shard,
         candidates: &[NodeInfo],
-        taken: &parking_lot::Mutex<BTreeSet<NodeId>>,
-        allow_colocated: bool,
+        taken: &parking_lot::Mutex<Taken>,
     ) -> std::result::Result<(SignedReceipt, NodeId), String> {
-        let mut last = String::from("no candidate node");
+        let mut last = String::from("no distinct holder left to try");
         let policy = put_retry_policy(self.cfg.attempts);
         for node in candidates {
-            // Never two shards of a stripe on one node unless fewer than n nodes exist.
-            if !taken.lock().insert(node.node_id) && !allow_colocated {
+            // Never two shards of a stripe on one node: Held means n distinct holders.
+            if !taken.lock().claim(node) {
                 continue;
             }
             let decide = |e: &PutFailure| match e {
                 PutFailure::Transient(_) => RetryDecision::Retry,
-                PutFailure::BadReceipt(_) | PutFailure::Stopped(_) => RetryDecision::Stop,
+                PutFailure::BadReceipt(_) | PutFailure::Refused(_) | PutFailure::Stopped(_) => {
+                    RetryDecision::Stop
+                }
             };
             let put = retry_with(&policy, None, decide, |_| {
                 self.put_once(layout, shard, node)
@@ -63,10 +138,16 @@ impl Pipeline {
             .map_err(RetryError::into_inner);
             match put {
                 Ok(placed) => return Ok(placed),
-                Err(PutFailure::Transient(e) | PutFailure::BadReceipt(e)) => last = e,
+                Err(PutFailure::Transient(e) | PutFailure::Refused(e)) => {
+                    // Full or failing: no more shards for it for a while.
+                    self.cool_down(node, &e);
+                    last = e;
+                }
+                Err(PutFailure::BadReceipt(e)) => last = e,
                 Err(PutFailure::Stopped(e)) => return Err(e),
             }
             // A node that failed stays marked taken: it must not get another shard either.
+            taken.lock().release_zone(node);
         }
         Err(last)
     }
@@ -100,12 +181,80 @@ impl Pipeline {
                     }
                 }
             }
+            Ok(Err(e @ TransportError::Refused { .. })) => Err(PutFailure::Refused(e.to_string())),
             Ok(Err(e)) => Err(PutFailure::Transient(e.to_string())),
             Err(_) => Err(PutFailure::Transient(format!(
                 "{}: no answer within {} ms",
                 node.node_id.short(),
                 self.cfg.call_timeout.as_millis()
             ))),
+        }
+    }
+
+    /// Marks `node` as not taking shards for `node_cooldown` (it refused or failed).
+    pub(super) fn cool_down(&self, node: &NodeInfo, why: &str) {
+        let until = tokio::time::Instant::now() + self.cfg.node_cooldown;
+        if self.cooling.lock().insert(node.node_id, until).is_none() {
+            metrics::counter!("citychain_holder_cooldowns_total").increment(1);
+            tracing::warn!(node = %node.node_id.short(), reason = %why,
+                cooldown_ms = self.cfg.node_cooldown.as_millis() as u64,
+                "light node refused or failed a put; not placing on it for a while");
+        }
+    }
+
+    /// The live nodes that can take a shard of `shard_bytes` now: not cooling down after a
+    /// refusal or failure, and advertising at least that much free capacity (0 = unknown
+    /// counts as room). Also says why the others were left out.
+    pub(super) fn usable_holders(&self, shard_bytes: u64) -> (Vec<NodeInfo>, usize, usize) {
+        let now = tokio::time::Instant::now();
+        let live = self.directory.live_lights();
+        let mut cooling = self.cooling.lock();
+        cooling.retain(|_, until| *until > now);
+        let (mut full, mut cool) = (0, 0);
+        let usable = live
+            .into_iter()
+            .filter(|n| {
+                if cooling.contains_key(&n.node_id) {
+                    cool += 1;
+                    false
+                } else if n.free_capacity != 0 && n.free_capacity < shard_bytes {
+                    full += 1;
+                    false
+                } else {
+                    true
+                }
+            })
+            .collect();
+        (usable, full, cool)
+    }
+
+    /// Waits (bounded by `capacity_wait`) until at least `n` distinct usable holders exist;
+    /// returns them and whether zones are exclusive, or [`PipelineError::NoRoom`] naming
+    /// why there are too few.
+    async fn wait_for_holders(
+        &self,
+        n: usize,
+        shard_bytes: u64,
+    ) -> std::result::Result<(Vec<NodeInfo>, bool), PipelineError> {
+        let deadline = tokio::time::Instant::now() + self.cfg.capacity_wait;
+        loop {
+            let (usable, full, cooling) = self.usable_holders(shard_bytes);
+            if usable.len() >= n {
+                let strict = zones_suffice(&usable, n);
+                return Ok((usable, strict));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let live = usable.len() + full + cooling;
+                return Err(PipelineError::NoRoom {
+                    usable: usable.len(),
+                    needed: n,
+                    reason: format!(
+                        "{live} light nodes live, {full} advertise too little free space, \
+                         {cooling} refused or failed a put recently"
+                    ),
+                });
+            }
+            tokio::time::sleep(CAPACITY_POLL).await;
         }
     }
 
@@ -127,55 +276,35 @@ impl Pipeline {
             Err(e) => return fail_all(batch, e),
         };
         let n = shards.len();
-        let live = self.directory.live_lights();
-        if live.len() < usize::from(layout.k) {
-            return fail_all(
-                batch,
-                PipelineError::TooFewNodes {
-                    live: live.len(),
-                    needed: usize::from(layout.k),
-                },
-            );
-        }
-        let allow_colocated = live.len() < n;
+        let shard_bytes = shards.first().map_or(0, |s| s.encoded_len() as u64);
+        let (usable, strict_zones) = match self.wait_for_holders(n, shard_bytes).await {
+            Ok(v) => v,
+            Err(e) => {
+                metrics::counter!("citychain_no_room_total").increment(1);
+                return fail_all(batch, e);
+            }
+        };
         let urgent = batch.iter().any(|p| p.urgent);
-        let ranked = self.directory.rank(&layout.stripe_id, live, urgent);
-        let taken = Arc::new(parking_lot::Mutex::new(BTreeSet::new()));
+        let ranked = self.directory.rank(&layout.stripe_id, usable, urgent);
+        let taken = Arc::new(parking_lot::Mutex::new(Taken::new(&[], strict_zones)));
         let needed = self
             .cfg
             .min_receipts
             .unwrap_or(n)
             .clamp(usize::from(layout.k), n);
 
-        // Shard i goes first to ranked[i], then to the nodes after the first n.
+        // Shard i goes first to ranked[i], then to the nodes after the first n; never to a
+        // node or (strict) zone that already took a shard of this stripe.
         let mut puts = FuturesUnordered::new();
         for (i, shard) in shards.into_iter().enumerate() {
             let mut cands: Vec<NodeInfo> = Vec::new();
             cands.push(ranked[i % ranked.len()].clone());
             cands.extend(ranked.iter().skip(n).cloned());
-            if allow_colocated {
-                cands.extend(ranked.iter().cloned());
-            }
-            // Last resort when every distinct candidate failed (a holder is slow or down
-            // and no spare node exists): a node that already holds a shard of this stripe
-            // takes it too, and the answer says the stripe is colocated.
-            let fallback: Vec<NodeInfo> = ranked
-                .iter()
-                .filter(|n| !cands.iter().any(|c| c.node_id == n.node_id))
-                .cloned()
-                .collect();
             let me = self.clone();
             let layout = layout.clone();
             let taken = taken.clone();
             puts.push(async move {
-                let mut r = me
-                    .place_shard(&layout, &shard, &cands, &taken, allow_colocated)
-                    .await;
-                if r.is_err() && !allow_colocated && !fallback.is_empty() {
-                    metrics::counter!("citychain_colocated_fallbacks_total").increment(1);
-                    tracing::warn!(stripe = %layout.stripe_id.short(), index = shard.index(), "no distinct holder answered; colocating");
-                    r = me.place_shard(&layout, &shard, &fallback, &taken, true).await;
-                }
+                let r = me.place_shard(&layout, &shard, &cands, &taken).await;
                 (shard.index(), r)
             });
         }
@@ -315,25 +444,63 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn too_few_nodes_is_a_clear_error_and_colocation_is_reported() {
-        let f = fixture_for_test(3, PipelineConfig::default());
-        let err = hold_all_for_test(&f.pipeline, &txs_for_test(1))
-            .await
-            .remove(0)
-            .unwrap_err();
+    async fn too_few_distinct_holders_is_a_typed_error_never_a_colocated_held() {
+        let quick = PipelineConfig {
+            capacity_wait: Duration::ZERO,
+            ..PipelineConfig::default()
+        };
+        for lights in [3, 5] {
+            let f = fixture_for_test(lights, quick.clone());
+            let err = hold_all_for_test(&f.pipeline, &txs_for_test(1))
+                .await
+                .remove(0)
+                .unwrap_err();
+            assert!(
+                matches!(err, PipelineError::NoRoom { usable, needed: 6, .. } if usable == lights),
+                "{err}"
+            );
+            assert!(err.to_string().contains("retry later"), "{err}");
+            assert!(
+                f.pipeline.manifests().unwrap().is_empty(),
+                "nothing recorded"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failing_holder_with_no_spare_fails_the_stripe_then_heals() {
+        let f = fixture_for_test(
+            6,
+            PipelineConfig {
+                call_timeout: Duration::from_millis(100),
+                attempts: 1,
+                capacity_wait: Duration::ZERO,
+                node_cooldown: Duration::from_millis(200),
+                ..PipelineConfig::default()
+            },
+        );
+        let down = f.transport.node(&f.nodes[0].node_id).unwrap();
+        down.set_alive(false);
+        let txs = txs_for_test(2);
+        // Five nodes answer, the sixth does not: not Held, and no node got two shards.
+        let err = f.pipeline.hold(txs[0].clone()).await.unwrap_err();
         assert!(
-            matches!(err, PipelineError::TooFewNodes { live: 3, needed: 4 }),
+            matches!(err, PipelineError::NotHeld { got: 5, .. }),
             "{err}"
         );
-        let f = fixture_for_test(5, PipelineConfig::default());
-        let h = hold_all_for_test(&f.pipeline, &txs_for_test(1))
-            .await
-            .remove(0)
-            .unwrap();
+        assert!(f.pipeline.manifests().unwrap().is_empty());
+        // While it cools down, the next batch fails fast without trying it.
+        let err = f.pipeline.hold(txs[1].clone()).await.unwrap_err();
         assert!(
-            h.colocated,
-            "5 nodes for 6 shards must be reported as colocated"
+            matches!(err, PipelineError::NoRoom { usable: 5, .. }),
+            "{err}"
         );
-        assert_eq!(h.receipts.len(), 6);
+        // It comes back: Held again on six distinct holders.
+        down.set_alive(true);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let h = f.pipeline.hold(txs[1].clone()).await.unwrap();
+        let holders: BTreeSet<_> = h.receipts.iter().map(|r| r.receipt.holder).collect();
+        assert_eq!(holders.len(), 6);
+        assert!(!h.colocated);
     }
 }

@@ -1,7 +1,13 @@
 //! Repair: re-creating lost shards from k others and placing them on other live nodes,
 //! either for one stripe on demand (silent or corrupt holders) or for every stripe a
 //! departed node held; both carry out their plan with one `apply_plan`.
+//!
+//! Repair keeps Held's promise of n distinct holders: a re-created shard never goes to a
+//! node that holds another shard of the stripe, and a stripe recorded with two shards on one
+//! node (by an older version) has the extra shards re-created on other nodes ("spread out").
+//! When no distinct node takes a shard, the stripe stays under-placed and the error says so.
 
+use super::put::{Taken, zones_suffice};
 use super::restore::live_holders;
 use super::stripe_index::StripeRecord;
 use super::{Pipeline, PipelineError, RepairReport, perr};
@@ -18,7 +24,8 @@ impl Pipeline {
     /// verified, manifest and receipts updated). Returns the shards placed (0 if the stripe
     /// was whole).
     pub async fn repair_stripe_of(&self, id: TxId) -> std::result::Result<usize, PipelineError> {
-        let (_, rec) = self.located_record(&id)?;
+        let (_, mut rec) = self.located_record(&id)?;
+        let spread = spread_colocated(&mut rec.manifest);
         let live = self.directory.live_lights();
         let by_id: BTreeMap<NodeId, NodeInfo> =
             live.iter().map(|n| (n.node_id, n.clone())).collect();
@@ -51,6 +58,9 @@ impl Pipeline {
         let plan = plan_rereplication(&rec.manifest, &live_nodes, &departed).map_err(perr)?;
         if plan.is_empty() {
             return Ok(0);
+        }
+        if spread > 0 {
+            metrics::counter!("citychain_colocated_spread_total").increment(spread as u64);
         }
         let by_id: BTreeMap<NodeId, NodeInfo> = by_id
             .into_iter()
@@ -89,60 +99,73 @@ impl Pipeline {
             .filter(|(i, _)| !plan.lost.iter().any(|l| usize::from(*l) == *i))
             .filter_map(|(_, h)| *h)
             .collect();
-        let allow_colocated = live.len() < usize::from(layout.n());
+        let n = usize::from(layout.n());
+        let live_list: Vec<NodeInfo> = live.values().cloned().collect();
+        let strict_zones = zones_suffice(&live_list, n);
+        let kept: Vec<&NodeInfo> = keep.iter().filter_map(|id| live.get(id)).collect();
+        let taken = parking_lot::Mutex::new(Taken::new(&kept, strict_zones));
+        // Targets: live nodes without a shard of the stripe that are not cooling down
+        // after a refusal, best first.
+        let shard_bytes = rebuilt.first().map_or(0, |s| s.encoded_len() as u64);
+        let usable: BTreeSet<NodeId> = self
+            .usable_holders(shard_bytes)
+            .0
+            .into_iter()
+            .map(|n| n.node_id)
+            .collect();
         let others: Vec<NodeInfo> = self.directory.rank(
             &layout.stripe_id,
             live.values()
-                .filter(|n| !keep.contains(&n.node_id))
+                .filter(|n| !keep.contains(&n.node_id) && usable.contains(&n.node_id))
                 .cloned()
                 .collect(),
             false,
         );
-        let taken = parking_lot::Mutex::new(keep.clone());
         let mut new_manifest = manifest.clone();
         let mut new_receipts: Vec<SignedReceipt> = receipts
             .into_iter()
             .filter(|r| !plan.lost.contains(&r.receipt.shard_index))
             .collect();
         let mut placed = 0;
+        let mut failures = Vec::new();
         for p in &plan.placements {
             let Some(shard) = rebuilt.iter().find(|s| s.index() == p.index) else {
                 continue;
             };
-            let mut cands: Vec<NodeInfo> = live.get(&p.target).cloned().into_iter().collect();
+            let mut cands: Vec<NodeInfo> = live
+                .get(&p.target)
+                .filter(|_| !p.colocated)
+                .cloned()
+                .into_iter()
+                .collect();
             cands.extend(others.iter().filter(|n| n.node_id != p.target).cloned());
-            if allow_colocated {
-                cands.extend(live.values().cloned());
+            match self.place_shard(&layout, shard, &cands, &taken).await {
+                Ok((r, holder)) => {
+                    new_manifest.set_holder(p.index, holder).map_err(perr)?;
+                    new_receipts.push(r);
+                    placed += 1;
+                }
+                Err(e) => failures.push(format!("shard {}: {e}", p.index)),
             }
-            let mut res = self
-                .place_shard(&layout, shard, &cands, &taken, allow_colocated)
-                .await;
-            if res.is_err() && !allow_colocated {
-                // Every node without a shard of the stripe failed: fewer than n nodes answer,
-                // so a surviving holder takes a second shard (the manifest shows it).
-                let holders: Vec<NodeInfo> =
-                    keep.iter().filter_map(|id| live.get(id).cloned()).collect();
-                res = self
-                    .place_shard(&layout, shard, &holders, &taken, true)
-                    .await;
-            }
-            let (r, holder) = res.map_err(|e| {
-                PipelineError::Storage(format!(
-                    "stripe {}: shard {} could not be placed: {e}",
-                    layout.stripe_id.short(),
-                    p.index
-                ))
-            })?;
-            new_manifest.set_holder(p.index, holder).map_err(perr)?;
-            new_receipts.push(r);
-            placed += 1;
         }
         new_receipts.sort_by_key(|r| r.receipt.shard_index);
         let rec = StripeRecord {
             manifest: new_manifest,
             receipts: new_receipts,
         };
+        // What was placed is recorded even if another shard found no distinct holder.
         self.write_record(&layout.stripe_id, &rec)?;
+        if !failures.is_empty() {
+            return Err(PipelineError::NoRoom {
+                usable: others.len(),
+                needed: plan.placements.len(),
+                reason: format!(
+                    "stripe {} stays under-placed: {}",
+                    layout.stripe_id.short(),
+                    failures.join("; ")
+                ),
+            });
+        }
         Ok(placed)
     }
 
@@ -165,7 +188,8 @@ impl Pipeline {
             .map(|n| (n.node_id, n))
             .collect();
         let mut report = RepairReport::default();
-        for (manifest, receipts) in self.manifests()? {
+        for (mut manifest, receipts) in self.manifests()? {
+            spread_colocated(&mut manifest);
             let plan = match plan_rereplication(&manifest, &live_nodes, &departed) {
                 Ok(p) if p.is_empty() => continue,
                 Ok(p) => p,
@@ -185,6 +209,22 @@ impl Pipeline {
             .increment(report.shards_placed as u64);
         Ok(report)
     }
+}
+
+/// Marks every shard beyond the first on the same holder as unplaced, so the planner
+/// re-creates it on another node; returns how many were marked.
+fn spread_colocated(manifest: &mut StripeManifest) -> usize {
+    let mut seen = BTreeSet::new();
+    let mut marked = 0;
+    for h in manifest.holders.iter_mut() {
+        if let Some(id) = *h
+            && !seen.insert(id)
+        {
+            *h = None;
+            marked += 1;
+        }
+    }
+    marked
 }
 
 #[cfg(test)]
@@ -212,14 +252,21 @@ mod tests {
         let holders: BTreeSet<_> = after.receipts.iter().map(|r| r.receipt.holder).collect();
         assert_eq!(holders.len(), 6);
         assert!(!holders.contains(&dead));
-        // A shard corrupted on disk: the only non-holder left is the dead node (planned,
-        // fails), so the shard goes to a surviving holder, reported as colocated.
+        // A shard corrupted on disk: the only non-holder left is the dead node, so no
+        // distinct holder exists: repair says so and never puts two shards on one node.
         f.corrupt_shard_for_test(&after.receipts[1]);
+        let err = f.pipeline.repair_stripe_of(id).await.unwrap_err();
+        assert!(matches!(err, PipelineError::NoRoom { .. }), "{err}");
+        let again = f.pipeline.held(&id).unwrap().unwrap();
+        assert!(!again.colocated);
+        assert!(again.receipts.iter().all(|r| r.receipt.holder != dead));
+        // The node comes back: the corrupt shard is re-created there.
+        f.transport.node(&dead).unwrap().set_alive(true);
+        tokio::time::sleep(f.pipeline.config().node_cooldown).await;
         assert_eq!(f.pipeline.repair_stripe_of(id).await.unwrap(), 1);
         let again = f.pipeline.held(&id).unwrap().unwrap();
-        assert!(again.colocated);
+        assert!(!again.colocated);
         assert_eq!(again.receipts.len(), 6);
-        assert!(again.receipts.iter().all(|r| r.receipt.holder != dead));
         assert_eq!(f.pipeline.restore(id).await.unwrap().tx, *txs[0].signed());
         assert!(matches!(
             f.pipeline.repair_stripe_of(TxId::from_bytes([1; 32])).await,
@@ -258,5 +305,44 @@ mod tests {
         for t in &txs {
             assert_eq!(f.pipeline.restore(t.id()).await.unwrap().tx, *t.signed());
         }
+    }
+
+    #[tokio::test]
+    async fn repair_spreads_a_colocated_stripe_onto_distinct_holders() {
+        let f = fixture_for_test(7, PipelineConfig::default());
+        let txs = txs_for_test(2);
+        hold_all_for_test(&f.pipeline, &txs).await;
+        let id = txs[0].id();
+        // Make the stripe colocated, as an older version did: shard 1 also on shard 0's node.
+        let (_, mut rec) = f.pipeline.located_record(&id).unwrap();
+        let h0 = rec.manifest.holders[0].unwrap();
+        let h1 = rec.manifest.holders[1].unwrap();
+        let sid = rec.manifest.stripe_id();
+        let shard1 = f
+            .transport
+            .node(&h1)
+            .unwrap()
+            .store
+            .get(&sid, 1)
+            .unwrap()
+            .unwrap();
+        let n0 = f.transport.node(&h0).unwrap();
+        n0.store.put(&shard1).unwrap();
+        let r = storage::issue_receipt(&shard1.header, &n0.key, 1_767_225_600_000);
+        rec.manifest.set_holder(1, h0).unwrap();
+        rec.receipts.retain(|x| x.receipt.shard_index != 1);
+        rec.receipts.push(r);
+        f.pipeline.write_record(&sid, &rec).unwrap();
+        assert!(f.pipeline.held(&id).unwrap().unwrap().colocated);
+        // Repair re-creates the extra shard on a node without one.
+        assert_eq!(f.pipeline.repair_stripe_of(id).await.unwrap(), 1);
+        let after = f.pipeline.held(&id).unwrap().unwrap();
+        assert!(!after.colocated);
+        let holders: BTreeSet<_> = after.receipts.iter().map(|r| r.receipt.holder).collect();
+        assert_eq!(holders.len(), 6);
+        for r in &after.receipts {
+            verify_receipt(&rec.manifest.layout, r.clone(), &pqc::MlDsa87).unwrap();
+        }
+        assert_eq!(f.pipeline.restore(id).await.unwrap().tx, *txs[0].signed());
     }
 }
