@@ -227,6 +227,19 @@ async fn audit(client: &CityClient, concurrency: usize, timeout: Duration) -> an
         println!("FAIL {}", p.describe());
     }
     print!("{}", report.table());
+    print!("{}", report.usage_table());
+    if report.colocated_stripes > 0 {
+        println!(
+            "WARN {} stripe(s) hold two or more shards on one node: Held promises n distinct holders; `repair` spreads them",
+            report.colocated_stripes
+        );
+    }
+    if report.one_loss_from_unrecoverable > 0 {
+        println!(
+            "WARN {} stripe(s) are one node loss away from unrecoverable (exactly k healthy holders)",
+            report.one_loss_from_unrecoverable
+        );
+    }
     if report.is_clean() {
         println!("audit ok: every shard of every stripe is held and proven");
         Ok(0)

@@ -334,6 +334,8 @@ pub struct HolderAudit {
     pub grpc_addr: Option<String>,
     /// What was found.
     pub outcome: Outcome,
+    /// Encoded bytes of the shard it returned (0 if none came back).
+    pub bytes: u64,
 }
 
 impl HolderAudit {
@@ -362,10 +364,29 @@ impl HolderAudit {
 pub struct AuditReport {
     /// Stripes audited.
     pub stripes: usize,
-    /// Stripes with fewer than n placed shards in the manifest.
+    /// Stripes with fewer than n distinct healthy holders: colocated (two shards on one
+    /// node), unplaced, missing, unreachable or corrupt shards all count.
     pub underplaced_stripes: usize,
+    /// Stripes whose manifest puts two or more shards on one node.
+    pub colocated_stripes: usize,
+    /// Stripes with exactly k distinct healthy holders: one more loss and they cannot be
+    /// restored from shards.
+    pub one_loss_from_unrecoverable: usize,
+    /// Stripes with fewer than k distinct healthy holders: not restorable from shards now.
+    pub unrecoverable_stripes: usize,
     /// One entry per holder, in stripe then index order.
     pub holders: Vec<HolderAudit>,
+}
+
+/// Shards and bytes one holder answered for, as the audit saw them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HolderUsage {
+    /// Shards the manifests place on it.
+    pub shards: usize,
+    /// Shards it proved.
+    pub ok: usize,
+    /// Encoded bytes of the shards it returned.
+    pub bytes: u64,
 }
 
 impl AuditReport {
@@ -393,9 +414,48 @@ impl AuditReport {
     pub fn challenge_failures(&self) -> usize {
         self.count(|o| matches!(o, Outcome::ChallengeFailed(_)))
     }
-    /// True if every shard of every stripe passed and every stripe is fully placed.
+    /// True if every shard of every stripe passed and every stripe has n distinct healthy
+    /// holders.
     pub fn is_clean(&self) -> bool {
         self.underplaced_stripes == 0 && self.ok() == self.holders.len()
+    }
+
+    /// Per holder: shards placed on it, shards it proved, bytes it returned.
+    pub fn usage(&self) -> BTreeMap<NodeId, HolderUsage> {
+        let mut out: BTreeMap<NodeId, HolderUsage> = BTreeMap::new();
+        for h in &self.holders {
+            let u = out.entry(h.node_id).or_default();
+            u.shards += 1;
+            u.bytes += h.bytes;
+            if h.outcome == Outcome::Ok {
+                u.ok += 1;
+            }
+        }
+        out
+    }
+
+    /// The per-holder usage table.
+    pub fn usage_table(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "+----------+--------+--------+--------------+");
+        let _ = writeln!(
+            out,
+            "| {:<8} | {:>6} | {:>6} | {:>12} |",
+            "holder", "shards", "ok", "bytes"
+        );
+        let _ = writeln!(out, "+----------+--------+--------+--------------+");
+        for (id, u) in self.usage() {
+            let _ = writeln!(
+                out,
+                "| {:<8} | {:>6} | {:>6} | {:>12} |",
+                id.short(),
+                u.shards,
+                u.ok,
+                u.bytes
+            );
+        }
+        let _ = writeln!(out, "+----------+--------+--------+--------------+");
+        out
     }
     /// The entries that did not pass.
     pub fn problems(&self) -> impl Iterator<Item = &HolderAudit> {
@@ -406,6 +466,9 @@ impl AuditReport {
         let rows = [
             ("stripes", self.stripes),
             ("stripes under-placed", self.underplaced_stripes),
+            ("stripes colocated", self.colocated_stripes),
+            ("one loss from lost", self.one_loss_from_unrecoverable),
+            ("unrecoverable", self.unrecoverable_stripes),
             ("shards checked", self.holders.len()),
             ("shards ok", self.ok()),
             ("missing / unreachable", self.missing()),
@@ -431,13 +494,14 @@ pub async fn audit_holder(
     stripe: StripeId,
     holder: &StripeHolder,
 ) -> HolderAudit {
-    let outcome = audit_outcome(probe, stripe, holder).await;
+    let (outcome, bytes) = audit_outcome(probe, stripe, holder).await;
     HolderAudit {
         stripe_id: stripe,
         index: holder.index,
         node_id: holder.node_id,
         grpc_addr: holder.grpc_addr.clone(),
         outcome,
+        bytes,
     }
 }
 
@@ -445,29 +509,31 @@ async fn audit_outcome(
     probe: &(impl HolderProbe + ?Sized),
     stripe: StripeId,
     holder: &StripeHolder,
-) -> Outcome {
+) -> (Outcome, u64) {
     let Some(addr) = holder.grpc_addr.as_deref() else {
-        return Outcome::NotLive;
+        return (Outcome::NotLive, 0);
     };
     let shard = match probe.get_shard(addr, stripe, holder.index).await {
         Ok(s) => s,
-        Err(ProbeError::NotHeld(d)) => return Outcome::Missing(d),
-        Err(ProbeError::Unreachable(d)) => return Outcome::Unreachable(d),
-        Err(ProbeError::Corrupt(d)) => return Outcome::Corrupt(d),
-        Err(ProbeError::Other(d)) => return Outcome::Unreachable(d),
+        Err(ProbeError::NotHeld(d)) => return (Outcome::Missing(d), 0),
+        Err(ProbeError::Unreachable(d)) => return (Outcome::Unreachable(d), 0),
+        Err(ProbeError::Corrupt(d)) => return (Outcome::Corrupt(d), 0),
+        Err(ProbeError::Other(d)) => return (Outcome::Unreachable(d), 0),
     };
+    let bytes = shard.encoded_len() as u64;
     if let Err(reason) = check_against_manifest(&shard, stripe, holder.index, holder.shard_hash) {
-        return Outcome::Corrupt(reason);
+        return (Outcome::Corrupt(reason), bytes);
     }
     let nonce = ChallengeNonce(rand::random());
     let expected = Challenge::new(stripe, holder.index, shard.hash(), nonce, &shard.data);
-    match probe.challenge(addr, stripe, holder.index, nonce).await {
+    let outcome = match probe.challenge(addr, stripe, holder.index, nonce).await {
         Ok(proof) => match expected.check(&proof) {
             Ok(()) => Outcome::Ok,
             Err(_) => Outcome::ChallengeFailed("wrong proof for a fresh nonce".into()),
         },
         Err(e) => Outcome::ChallengeFailed(e.to_string()),
-    }
+    };
+    (outcome, bytes)
 }
 
 fn check_against_manifest(
@@ -519,14 +585,37 @@ pub async fn audit_stripes(
         done.push((i, a));
     }
     done.sort_by_key(|(i, _)| *i);
-    AuditReport {
+    let holders: Vec<HolderAudit> = done.into_iter().map(|(_, a)| a).collect();
+    let mut report = AuditReport {
         stripes: stripes.len(),
-        underplaced_stripes: stripes
+        holders,
+        ..AuditReport::default()
+    };
+    for s in stripes {
+        let (k, n) = (usize::from(s.k), usize::from(s.k) + usize::from(s.m));
+        let placed: BTreeSet<NodeId> = s.holders.iter().map(|h| h.node_id).collect();
+        if placed.len() < s.holders.len() {
+            report.colocated_stripes += 1;
+        }
+        // Distinct holders that proved a shard of this stripe.
+        let healthy: BTreeSet<NodeId> = report
+            .holders
             .iter()
-            .filter(|s| s.holders.len() < usize::from(s.k) + usize::from(s.m))
-            .count(),
-        holders: done.into_iter().map(|(_, a)| a).collect(),
+            .filter(|h| h.stripe_id == s.stripe_id && h.outcome == Outcome::Ok)
+            .map(|h| h.node_id)
+            .collect();
+        let healthy = healthy.len();
+        if healthy < n {
+            report.underplaced_stripes += 1;
+        }
+        if healthy == k {
+            report.one_loss_from_unrecoverable += 1;
+        }
+        if healthy < k {
+            report.unrecoverable_stripes += 1;
+        }
     }
+    report
 }
 
 #[cfg(test)]
@@ -646,6 +735,50 @@ mod tests {
             "{table}"
         );
         assert!(report.problems().count() == 6);
+    }
+
+    #[tokio::test]
+    async fn colocated_and_one_loss_stripes_are_counted_and_not_clean() {
+        let (shards, mut info) = stripe();
+        let mut fake = FakeHolders::default();
+        for s in &shards {
+            fake.shards.insert(format!("h{}", s.index()), s.clone());
+        }
+        // Shard 1 sits on shard 0's node: every shard proves, yet only 5 distinct holders.
+        info.holders[1].node_id = info.holders[0].node_id;
+        let report = audit_stripes(
+            Arc::new(FakeHolders {
+                shards: fake.shards.clone(),
+                ..FakeHolders::default()
+            }),
+            std::slice::from_ref(&info),
+            2,
+            |_| {},
+        )
+        .await;
+        assert_eq!(report.ok(), 6);
+        assert_eq!(report.colocated_stripes, 1);
+        assert_eq!(report.underplaced_stripes, 1);
+        assert_eq!(report.one_loss_from_unrecoverable, 0);
+        assert!(!report.is_clean(), "{}", report.table());
+        let usage = report.usage();
+        assert_eq!(usage[&info.holders[0].node_id].shards, 2);
+        assert_eq!(
+            usage[&info.holders[0].node_id].bytes,
+            (shards[0].encoded_len() + shards[1].encoded_len()) as u64
+        );
+        // Lose the colocated node: 4 distinct holders left, exactly k.
+        fake.down.insert("h0".into());
+        fake.down.insert("h1".into());
+        let report = audit_stripes(Arc::new(fake), &[info], 2, |_| {}).await;
+        assert_eq!(report.one_loss_from_unrecoverable, 1);
+        assert_eq!(report.unrecoverable_stripes, 0);
+        assert!(
+            report
+                .table()
+                .contains("| one loss from lost    |      1 |")
+        );
+        assert!(report.usage_table().contains("shards"));
     }
 
     #[test]

@@ -230,7 +230,14 @@ pub async fn start_city_with(
     if let Some(r) = representation.as_mut() {
         r.spawn_resubmitter(node.clone());
     }
-    let (health, reflection) = runtime::health_and_reflection("citychain.v1.CityNode").await?;
+    let (reporter, health, reflection) =
+        runtime::health_reporter_and_reflection("citychain.v1.CityNode").await?;
+    // NOT_SERVING while the tx store is down after an I/O error; reopened by itself.
+    node.store().spawn_watchdog(
+        reporter,
+        "citychain.v1.CityNode",
+        Duration::from_millis(250),
+    );
     let svc = rpc::CityNodeService::new(node.clone()).into_server();
     let router = tonic::transport::Server::builder()
         .tcp_nodelay(true)

@@ -4,14 +4,23 @@
 //! already stored (replay) or its (sender, nonce) was used by another tx. Each redb commit is
 //! durable (fsync), so many admissions share one commit; a caller is answered only after the
 //! commit that holds its tx, so nothing acknowledged is lost.
+//!
+//! After an I/O error (ENOSPC, EIO) redb refuses every later write until the database is
+//! closed and reopened. The store then refuses groups at once (`StoreCommit`, retryable,
+//! nothing admitted), and [`TxStore::heal`] (driven by [`TxStore::spawn_watchdog`], which also
+//! flips gRPC health to NOT_SERVING and back) reopens the file and checks that every tx it
+//! acknowledged is still there.
 
 use crate::runtime::db_err;
 use crate::{Error, Result};
 use dag_core::{SignedTx, TxId, VerifiedTx};
+use parking_lot::{Mutex, RwLock};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use std::collections::HashSet;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use storage::FileCap;
 use tokio::sync::{mpsc, oneshot};
 
 /// tx id → canonical signed tx bytes.
@@ -50,12 +59,58 @@ struct WriteReq {
 /// last clone is dropped the writer finishes its group and the database file is released.
 #[derive(Clone)]
 pub struct TxStore {
-    db: Arc<Database>,
+    db: Arc<Shared>,
     writer: mpsc::Sender<WriteReq>,
     path: Arc<std::path::PathBuf>,
     // Declared last: fields drop in order, so the writer's sender above is gone (and the
     // thread can finish) before the closer joins it.
     _closer: Arc<Closer>,
+}
+
+/// The database and its health, shared by the handles, the writer and the watchdog.
+struct Shared {
+    /// `None` only while [`TxStore::heal`] swaps the file.
+    db: RwLock<Option<Database>>,
+    path: std::path::PathBuf,
+    cap: FileCap,
+    failed: AtomicBool,
+    failure: Mutex<Option<String>>,
+    /// Txs stored: counted at open, plus every acknowledged insert.
+    stored: AtomicU64,
+}
+
+impl Shared {
+    fn read<R>(&self, f: impl FnOnce(&Database) -> Result<R>) -> Result<R> {
+        let g = self.db.read();
+        let db = g.as_ref().ok_or(Error::StoreClosed)?;
+        f(db)
+    }
+
+    fn fail(&self, e: &redb::Error) {
+        if storage::is_io_failure(e) {
+            let mut g = self.failure.lock();
+            if g.is_none() {
+                *g = Some(e.to_string());
+            }
+            self.failed.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+/// Opens (or creates) the txs database at `path` under `cap`, tables created.
+fn open_file(path: &Path, cap: &FileCap) -> Result<Database> {
+    crate::runtime::open_db_capped(path, cap, |w| {
+        w.open_table(TXS)?;
+        w.open_table(NONCES)?;
+        Ok(())
+    })
+}
+
+fn count(db: &Database, path: &Path) -> Result<u64> {
+    let err = db_err(path);
+    let r = db.begin_read().map_err(|e| err(e.into()))?;
+    let txs = r.open_table(TXS).map_err(|e| err(e.into()))?;
+    txs.len().map_err(|e| err(e.into()))
 }
 
 /// Joins the writer thread when the last handle goes, so reopening the same file works.
@@ -80,12 +135,22 @@ impl std::fmt::Debug for TxStore {
 impl TxStore {
     /// Opens (or creates) the store at `path` and starts its writer thread.
     pub fn open(path: &Path) -> Result<Self> {
-        let db = crate::runtime::open_db(path, |w| {
-            w.open_table(TXS)?;
-            w.open_table(NONCES)?;
-            Ok(())
-        })?;
-        let db = Arc::new(db);
+        Self::open_capped(path, FileCap::unlimited())
+    }
+
+    /// Like [`TxStore::open`], with the file's size limited by `cap` (past it, writes fail
+    /// as on a full disk; raising the cap is "freeing space").
+    pub fn open_capped(path: &Path, cap: FileCap) -> Result<Self> {
+        let db = open_file(path, &cap)?;
+        let stored = count(&db, path)?;
+        let db = Arc::new(Shared {
+            db: RwLock::new(Some(db)),
+            path: path.to_path_buf(),
+            cap,
+            failed: AtomicBool::new(false),
+            failure: Mutex::new(None),
+            stored: AtomicU64::new(stored),
+        });
         let (writer, rx) = mpsc::channel(MAX_GROUP * 4);
         let thread_db = db.clone();
         let thread_path = path.to_path_buf();
@@ -106,6 +171,82 @@ impl TxStore {
         })
     }
 
+    /// The limit on the file's size (shared: changing it takes effect at once).
+    pub fn file_cap(&self) -> &FileCap {
+        &self.db.cap
+    }
+
+    /// True while the store refuses writes after an I/O error (until [`TxStore::heal`]).
+    pub fn is_failed(&self) -> bool {
+        self.db.failed.load(Ordering::SeqCst)
+    }
+
+    /// Closes and reopens the database after an I/O error and checks that it holds every
+    /// tx it acknowledged; returns that count, or `Ok(None)` if the store was not failed.
+    /// On failure the store stays failed (the caller retries later).
+    pub fn heal(&self) -> Result<Option<u64>> {
+        heal(&self.db)
+    }
+
+    /// Watches the store: on an I/O error, gRPC health for `service` (and "") says
+    /// NOT_SERVING and the store is reopened every `every` until that works; then SERVING
+    /// again. Each transition is logged and counted. The task ends when the store is dropped.
+    pub(crate) fn spawn_watchdog(
+        &self,
+        reporter: tonic_health::server::HealthReporter,
+        service: &'static str,
+        every: std::time::Duration,
+    ) -> tokio::task::JoinHandle<()> {
+        let weak: Weak<Shared> = Arc::downgrade(&self.db);
+        tokio::spawn(async move {
+            use tonic_health::ServingStatus;
+            let mut serving = true;
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(shared) = weak.upgrade() else { break };
+                let failed = shared.failed.load(Ordering::SeqCst);
+                if failed && serving {
+                    serving = false;
+                    reporter
+                        .set_service_status(service, ServingStatus::NotServing)
+                        .await;
+                    reporter
+                        .set_service_status("", ServingStatus::NotServing)
+                        .await;
+                    metrics::counter!("citychain_store_io_failures_total", "store" => "txs")
+                        .increment(1);
+                    metrics::gauge!("citychain_store_serving", "store" => "txs").set(0.0);
+                    tracing::error!(path = %shared.path.display(), failure = ?shared.failure.lock().clone(),
+                        "tx store I/O error: NOT_SERVING, submissions refused until it reopens");
+                }
+                if failed {
+                    let s = shared.clone();
+                    match crate::runtime::run_blocking("tx store reopen", move || heal(&s)).await {
+                        Ok(Ok(Some(n))) => {
+                            serving = true;
+                            reporter
+                                .set_service_status(service, ServingStatus::Serving)
+                                .await;
+                            reporter
+                                .set_service_status("", ServingStatus::Serving)
+                                .await;
+                            metrics::counter!("citychain_store_reopens_total", "store" => "txs")
+                                .increment(1);
+                            metrics::gauge!("citychain_store_serving", "store" => "txs").set(1.0);
+                            tracing::info!(path = %shared.path.display(), txs = n,
+                                "tx store reopened, every acknowledged tx present: SERVING again");
+                        }
+                        Ok(Ok(None)) => {}
+                        Ok(Err(e)) => {
+                            tracing::debug!(path = %shared.path.display(), error = %e, "tx store still down");
+                        }
+                        Err(_) => break,
+                    }
+                }
+            }
+        })
+    }
+
     /// Admits a verified tx durably, unless it is a replay. Returns after the commit.
     pub async fn admit(&self, tx: VerifiedTx) -> Result<std::result::Result<(), Conflict>> {
         let (reply, rx) = oneshot::channel();
@@ -118,8 +259,17 @@ impl TxStore {
 
     /// Read-only replay check (the writer re-checks authoritatively).
     pub fn precheck(&self, tx: &SignedTx, id: &TxId) -> Result<std::result::Result<(), Conflict>> {
+        self.db.read(|db| self.precheck_in(db, tx, id))
+    }
+
+    fn precheck_in(
+        &self,
+        db: &Database,
+        tx: &SignedTx,
+        id: &TxId,
+    ) -> Result<std::result::Result<(), Conflict>> {
         let err = db_err(&self.path);
-        let r = self.db.begin_read().map_err(|e| err(e.into()))?;
+        let r = db.begin_read().map_err(|e| err(e.into()))?;
         let txs = r.open_table(TXS).map_err(|e| err(e.into()))?;
         if txs.get(id.as_bytes()).map_err(|e| err(e.into()))?.is_some() {
             return Ok(Err(Conflict::DuplicateTx));
@@ -135,8 +285,12 @@ impl TxStore {
 
     /// Reads a stored tx, checking that its bytes hash to the id asked for.
     pub fn get(&self, id: &TxId) -> Result<Option<SignedTx>> {
+        self.db.read(|db| self.get_in(db, id))
+    }
+
+    fn get_in(&self, db: &Database, id: &TxId) -> Result<Option<SignedTx>> {
         let err = db_err(&self.path);
-        let r = self.db.begin_read().map_err(|e| err(e.into()))?;
+        let r = db.begin_read().map_err(|e| err(e.into()))?;
         let txs = r.open_table(TXS).map_err(|e| err(e.into()))?;
         let Some(v) = txs.get(id.as_bytes()).map_err(|e| err(e.into()))? else {
             return Ok(None);
@@ -156,16 +310,17 @@ impl TxStore {
 
     /// Number of stored txs.
     pub fn len(&self) -> Result<u64> {
-        let err = db_err(&self.path);
-        let r = self.db.begin_read().map_err(|e| err(e.into()))?;
-        let txs = r.open_table(TXS).map_err(|e| err(e.into()))?;
-        txs.len().map_err(|e| err(e.into()))
+        self.db.read(|db| count(db, &self.path))
     }
 
     /// Every stored tx id, in id order (a full scan: for start-up work, not the hot path).
     pub fn ids(&self) -> Result<Vec<TxId>> {
+        self.db.read(|db| self.ids_in(db))
+    }
+
+    fn ids_in(&self, db: &Database) -> Result<Vec<TxId>> {
         let err = db_err(&self.path);
-        let r = self.db.begin_read().map_err(|e| err(e.into()))?;
+        let r = db.begin_read().map_err(|e| err(e.into()))?;
         let t = r.open_table(TXS).map_err(|e| err(e.into()))?;
         let mut out = Vec::new();
         for row in t.iter().map_err(|e| err(e.into()))? {
@@ -188,7 +343,42 @@ impl TxStore {
 
 type Outcome = std::result::Result<(), Conflict>;
 
-fn writer_loop(db: Arc<Database>, mut rx: mpsc::Receiver<WriteReq>, path: std::path::PathBuf) {
+fn heal(shared: &Shared) -> Result<Option<u64>> {
+    if !shared.failed.load(Ordering::SeqCst) {
+        return Ok(None);
+    }
+    let mut g = shared.db.write();
+    // Close first: redb allows one open handle per file.
+    drop(g.take());
+    let reopened = open_file(&shared.path, &shared.cap).and_then(|db| {
+        let n = count(&db, &shared.path)?;
+        let acked = shared.stored.load(Ordering::SeqCst);
+        if n < acked {
+            return Err(Error::StoreCommit {
+                path: shared.path.clone(),
+                reason: format!(
+                    "after reopening, {n} txs are stored but {acked} were acknowledged"
+                ),
+            });
+        }
+        Ok((db, n))
+    });
+    match reopened {
+        Ok((db, n)) => {
+            *g = Some(db);
+            *shared.failure.lock() = None;
+            shared.failed.store(false, Ordering::SeqCst);
+            Ok(Some(n))
+        }
+        Err(e) => {
+            // Keep a handle so reads go on where they can.
+            *g = open_file(&shared.path, &shared.cap).ok();
+            Err(e)
+        }
+    }
+}
+
+fn writer_loop(db: Arc<Shared>, mut rx: mpsc::Receiver<WriteReq>, path: std::path::PathBuf) {
     let mut group = Vec::with_capacity(MAX_GROUP);
     while let Some(first) = rx.blocking_recv() {
         group.push(first);
@@ -198,13 +388,36 @@ fn writer_loop(db: Arc<Database>, mut rx: mpsc::Receiver<WriteReq>, path: std::p
                 Err(_) => break,
             }
         }
-        match commit_group(&db, &group) {
+        if db.failed.load(Ordering::SeqCst) {
+            let reason = format!(
+                "store unavailable until reopened after an I/O error ({}); nothing in the group was admitted",
+                db.failure.lock().clone().unwrap_or_default()
+            );
+            for req in group.drain(..) {
+                let _ = req.reply.send(Err(Error::StoreCommit {
+                    path: path.clone(),
+                    reason: reason.clone(),
+                }));
+            }
+            continue;
+        }
+        let committed = {
+            let g = db.db.read();
+            match g.as_ref() {
+                Some(d) => commit_group(d, &group),
+                None => Err(redb::Error::PreviousIo),
+            }
+        };
+        match committed {
             Ok(outcomes) => {
+                let stored = outcomes.iter().filter(|o| o.is_ok()).count() as u64;
+                db.stored.fetch_add(stored, Ordering::SeqCst);
                 for (req, out) in group.drain(..).zip(outcomes) {
                     let _ = req.reply.send(Ok(out));
                 }
             }
             Err(e) => {
+                db.fail(&e);
                 tracing::error!(path = %path.display(), error = %e, "txstore commit failed; group refused");
                 for req in group.drain(..) {
                     let _ = req.reply.send(Err(Error::StoreCommit {

@@ -35,3 +35,31 @@ pub(crate) fn open_db(
     w.commit().map_err(|e| err(e.into()))?;
     Ok(db)
 }
+
+/// Like [`open_db`], through [`storage::CappedFileBackend`]: the file may not grow past
+/// `cap` (writes past it fail as on a full disk), and the caller can close and reopen it
+/// after an I/O error.
+pub(crate) fn open_db_capped(
+    path: &Path,
+    cap: &storage::FileCap,
+    init: impl FnOnce(&WriteTransaction) -> std::result::Result<(), redb::TableError>,
+) -> Result<Database> {
+    if let Some(dir) = path.parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    }
+    let err = db_err(path);
+    let backend =
+        storage::CappedFileBackend::open(path, cap.clone()).map_err(|e| err(redb::Error::Io(e)))?;
+    let db = Database::builder()
+        .create_with_backend(backend)
+        .map_err(|e| err(e.into()))?;
+    let w = db.begin_write().map_err(|e| err(e.into()))?;
+    init(&w).map_err(|e| err(e.into()))?;
+    w.commit().map_err(|e| err(e.into()))?;
+    Ok(db)
+}

@@ -13,7 +13,7 @@ mod server;
 pub use addr::advertised_addr;
 pub(crate) use blocking::{off_reactor, run_blocking};
 pub use clock::{SystemClock, now_ms};
-pub(crate) use db::{db_err, open_db};
+pub(crate) use db::{db_err, open_db, open_db_capped};
 pub(crate) use net::{bind, health_and_reflection, health_reporter_and_reflection};
 pub use server::ServerHandle;
 pub(crate) use server::serve;
