@@ -157,6 +157,28 @@ pub fn disk_free_bytes(path: &Path) -> io::Result<u64> {
     Ok(st.f_bavail.saturating_mul(st.f_frsize))
 }
 
+/// Room a failed store wants before it is reopened: 1 MiB of growth under its cap and on
+/// the disk. Reopening into a disk that is still full would only fail the next write.
+pub const REOPEN_HEADROOM: u64 = 1 << 20;
+
+/// Why a failed store at `path` should not be reopened yet (`None`: there is room): its
+/// file is within [`REOPEN_HEADROOM`] of `cap`, or the disk has less than that free.
+pub fn no_room_to_reopen(path: &Path, cap: &FileCap) -> Option<String> {
+    let len = std::fs::metadata(path).map_or(0, |m| m.len());
+    let limit = cap.get();
+    if limit != u64::MAX && limit.saturating_sub(len) < REOPEN_HEADROOM {
+        return Some(format!("the file is {len} bytes of its {limit}-byte limit"));
+    }
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    match disk_free_bytes(dir) {
+        Ok(free) if free < REOPEN_HEADROOM => Some(format!("{free} bytes free on the disk")),
+        _ => None,
+    }
+}
+
 /// True if a redb error means the storage itself failed (ENOSPC, EIO …) or an earlier
 /// failure poisoned the database: it must be closed and reopened before it works again.
 pub fn is_io_failure(e: &redb::Error) -> bool {

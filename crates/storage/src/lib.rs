@@ -42,7 +42,9 @@ mod stripe;
 pub use batch::{
     MicroBatch, TX_LOCATION_LEN, TxIndexEntry, TxLocation, split_micro_batch, tx_at, tx_bytes_at,
 };
-pub use capped::{CappedFileBackend, FileCap, disk_free_bytes, is_io_failure};
+pub use capped::{
+    CappedFileBackend, FileCap, REOPEN_HEADROOM, disk_free_bytes, is_io_failure, no_room_to_reopen,
+};
 pub use challenge::{Challenge, ChallengeNonce, ChallengeProof, prove, verify_proof};
 pub use codec::{Codec, CodecId, ErasureConfig, MAX_SHARDS};
 pub use error::{Error, Rejected, Result, ShardProblem};

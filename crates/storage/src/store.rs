@@ -220,6 +220,11 @@ impl ShardStore {
             });
         };
         self.check_floor(path, 0)?;
+        if let Some(reason) = crate::capped::no_room_to_reopen(path, &self.cap) {
+            return Err(Error::StoreUnavailable {
+                reason: format!("no room to reopen yet: {reason}"),
+            });
+        }
         let mut guard = self.db.write().map_err(|_| Error::StoreUnavailable {
             reason: "store lock poisoned".into(),
         })?;

@@ -347,6 +347,12 @@ fn heal(shared: &Shared) -> Result<Option<u64>> {
     if !shared.failed.load(Ordering::SeqCst) {
         return Ok(None);
     }
+    if let Some(reason) = storage::no_room_to_reopen(&shared.path, &shared.cap) {
+        return Err(Error::StoreCommit {
+            path: shared.path.clone(),
+            reason: format!("not reopened yet: {reason}"),
+        });
+    }
     let mut g = shared.db.write();
     // Close first: redb allows one open handle per file.
     drop(g.take());

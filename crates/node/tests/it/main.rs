@@ -5,6 +5,7 @@
 mod archive;
 mod city;
 mod consensus;
+mod durability;
 mod federation;
 mod light;
 mod light_pipeline;

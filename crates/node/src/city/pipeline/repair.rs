@@ -10,7 +10,7 @@
 use super::put::{Taken, zones_suffice};
 use super::restore::live_holders;
 use super::stripe_index::StripeRecord;
-use super::{Pipeline, PipelineError, RepairReport, perr};
+use super::{Pipeline, PipelineError, RepairReport, TransportError, perr};
 use dag_core::{NodeId, NodeInfo, SignedReceipt, TxId};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
@@ -36,25 +36,33 @@ impl Pipeline {
             let node = node.clone();
             let sid = layout.stripe_id;
             probes.push(async move {
-                let ok = self.get_shard_within_deadline(&node, sid, i).await.ok();
-                (node.node_id, ok)
+                let got = self.get_shard_within_deadline(&node, sid, i).await;
+                (node.node_id, got)
             });
         }
+        // A holder that lost or corrupted its shard is re-planned; one that does not answer
+        // is also left out of the targets (one that answers may take its shard back: a put
+        // replaces a corrupt copy, and a node restarted empty has room).
+        let mut lost_here = BTreeSet::new();
         let mut silent = BTreeSet::new();
-        while let Some((node, shard)) = probes.next().await {
-            match shard {
-                Some(s) if layout.check_shard(&s).is_ok() => {}
-                _ => {
+        while let Some((node, got)) = probes.next().await {
+            match got {
+                Ok(s) if layout.check_shard(&s).is_ok() => {}
+                Ok(_) | Err(TransportError::NotHeld { .. }) => {
+                    lost_here.insert(node);
+                }
+                Err(_) => {
+                    lost_here.insert(node);
                     silent.insert(node);
                 }
             }
         }
         let live_nodes: Vec<LiveNode> = live
             .iter()
-            .filter(|n| !silent.contains(&n.node_id))
+            .filter(|n| !lost_here.contains(&n.node_id))
             .map(LiveNode::from)
             .collect();
-        let departed = silent.iter().next().copied().unwrap_or_default();
+        let departed = lost_here.iter().next().copied().unwrap_or_default();
         let plan = plan_rereplication(&rec.manifest, &live_nodes, &departed).map_err(perr)?;
         if plan.is_empty() {
             return Ok(0);
@@ -252,21 +260,27 @@ mod tests {
         let holders: BTreeSet<_> = after.receipts.iter().map(|r| r.receipt.holder).collect();
         assert_eq!(holders.len(), 6);
         assert!(!holders.contains(&dead));
-        // A shard corrupted on disk: the only non-holder left is the dead node, so no
-        // distinct holder exists: repair says so and never puts two shards on one node.
+        // A shard corrupted on disk: the only non-holder left is the dead node, so the
+        // good shard goes back to the holder that corrupted it (a put replaces a corrupt
+        // copy), never to a node that holds another shard of the stripe.
         f.corrupt_shard_for_test(&after.receipts[1]);
-        let err = f.pipeline.repair_stripe_of(id).await.unwrap_err();
-        assert!(matches!(err, PipelineError::NoRoom { .. }), "{err}");
-        let again = f.pipeline.held(&id).unwrap().unwrap();
-        assert!(!again.colocated);
-        assert!(again.receipts.iter().all(|r| r.receipt.holder != dead));
-        // The node comes back: the corrupt shard is re-created there.
-        f.transport.node(&dead).unwrap().set_alive(true);
-        tokio::time::sleep(f.pipeline.config().node_cooldown).await;
         assert_eq!(f.pipeline.repair_stripe_of(id).await.unwrap(), 1);
         let again = f.pipeline.held(&id).unwrap().unwrap();
         assert!(!again.colocated);
         assert_eq!(again.receipts.len(), 6);
+        assert!(again.receipts.iter().all(|r| r.receipt.holder != dead));
+        assert_eq!(
+            f.pipeline.repair_stripe_of(id).await.unwrap(),
+            0,
+            "whole again"
+        );
+        // Two holders silent, one spare that is dead too: no distinct node answers, so the
+        // stripe stays under-placed with a typed error (never colocated).
+        let h = again.receipts[2].receipt.holder;
+        f.transport.node(&h).unwrap().set_alive(false);
+        let err = f.pipeline.repair_stripe_of(id).await.unwrap_err();
+        assert!(matches!(err, PipelineError::NoRoom { .. }), "{err}");
+        assert!(!f.pipeline.held(&id).unwrap().unwrap().colocated);
         assert_eq!(f.pipeline.restore(id).await.unwrap().tx, *txs[0].signed());
         assert!(matches!(
             f.pipeline.repair_stripe_of(TxId::from_bytes([1; 32])).await,
