@@ -36,8 +36,8 @@ pub use city::committee::CommitteeParts;
 pub use city::membership::{NodeListDirectory, node_info, spawn_rereplicator};
 pub use city::order::{Applied, OrderStore, StoredCheckpoint, TxOrdering};
 pub use city::pipeline::{
-    HeldTx, HolderDirectory, Pipeline, PipelineConfig, PipelineError, RepairReport, Restored,
-    ShardTransport, TransportError,
+    HeldTx, HolderDirectory, Pipeline, PipelineConfig, PipelineError, PlacementHealth,
+    RepairReport, Restored, ShardTransport, TransportError,
 };
 pub use city::placement::PriorityDirectory;
 pub use city::store::{Conflict, TxStore};

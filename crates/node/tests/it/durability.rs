@@ -417,3 +417,69 @@ async fn a_corrupt_light_store_restarts_empty_the_audit_finds_the_loss_and_repai
         l.shutdown().await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_light_store_io_error_is_not_serving_until_it_reopens_by_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let light = light_in(dir.path(), 1 << 30).await;
+    const SVC: &str = "citychain.v1.ShardStore";
+    assert_eq!(
+        health(light.addr(), SVC).await,
+        ServingStatus::Serving as i32
+    );
+    let client = rpc::ShardStoreClient::connect(&light.addr().to_string())
+        .await
+        .unwrap();
+    let shards = |seed: u8| {
+        storage::ErasureConfig::default()
+            .encode(&vec![seed; 200_000])
+            .unwrap()
+    };
+    let mut stored = Vec::new();
+    for s in shards(1) {
+        client.put_shard(&s).await.unwrap();
+        stored.push(s);
+    }
+    // The disk fills under the store: the next growth fails with ENOSPC's error kind.
+    let store = light.node().store().clone();
+    store.file_cap().set(
+        std::fs::metadata(dir.path().join("shards.redb"))
+            .unwrap()
+            .len(),
+    );
+    let mut refused = None;
+    for seed in 2..40u8 {
+        if let Some(e) = futures::future::join_all(shards(seed).iter().map(|s| client.put_shard(s)))
+            .await
+            .into_iter()
+            .find_map(Result::err)
+        {
+            refused = Some(e);
+            break;
+        }
+    }
+    let e = refused.expect("a capped store fills");
+    assert!(e.to_string().contains("STORE"), "{e}");
+    wait_health(light.addr(), SVC, ServingStatus::NotServing).await;
+    assert!(!light.is_serving());
+    // Puts are refused with UNAVAILABLE naming the reason; reads still work.
+    let e = client.put_shard(&shards(99)[0]).await.unwrap_err();
+    assert!(e.to_string().contains("STORE_UNAVAILABLE"), "{e}");
+    let got = client
+        .get_shard(stored[0].stripe_id(), stored[0].index())
+        .await
+        .unwrap();
+    assert_eq!(got, stored[0]);
+
+    // Space returns: the node reopens its store by itself and serves puts again.
+    store.file_cap().set(u64::MAX);
+    wait_health(light.addr(), SVC, ServingStatus::Serving).await;
+    client.put_shard(&shards(99)[0]).await.unwrap();
+    for s in &stored {
+        assert_eq!(
+            &client.get_shard(s.stripe_id(), s.index()).await.unwrap(),
+            s
+        );
+    }
+    light.shutdown().await.unwrap();
+}

@@ -196,6 +196,20 @@ pub struct RepairReport {
     pub failures: Vec<(StripeId, String)>,
 }
 
+/// How well the recorded stripes are placed, from the manifests and the city's live view
+/// (no probing: `repair-cli audit` proves each shard).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PlacementHealth {
+    /// Stripes recorded.
+    pub stripes: usize,
+    /// Stripes with fewer than n distinct live holders (colocated, unplaced or departed).
+    pub underplaced: usize,
+    /// Stripes with two or more shards on one node.
+    pub colocated: usize,
+    /// Stripes with exactly k distinct live holders: one more loss and they are lost.
+    pub one_loss_from_unrecoverable: usize,
+}
+
 /// Pipeline errors.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum PipelineError {
@@ -256,6 +270,27 @@ impl std::fmt::Debug for Pipeline {
     }
 }
 
+/// How often the placement gauges are recomputed (a scan of every manifest).
+const PLACEMENT_GAUGES_EVERY: Duration = Duration::from_secs(15);
+
+/// Keeps the placement gauges fresh until the pipeline is dropped.
+async fn placement_gauges(p: std::sync::Weak<Pipeline>) {
+    loop {
+        tokio::time::sleep(PLACEMENT_GAUGES_EVERY).await;
+        let Some(p) = p.upgrade() else { return };
+        let scan = p.clone();
+        let res =
+            crate::runtime::run_blocking("placement gauges", move || scan.placement_health()).await;
+        match res {
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "placement gauges: could not read the stripe index")
+            }
+            Err(_) => return,
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
 fn perr(e: impl std::fmt::Display) -> PipelineError {
     PipelineError::Storage(e.to_string())
 }
@@ -285,6 +320,7 @@ impl Pipeline {
             cooling: parking_lot::Mutex::new(std::collections::HashMap::new()),
         });
         tokio::spawn(batcher::batcher(Arc::downgrade(&p), rx));
+        tokio::spawn(placement_gauges(Arc::downgrade(&p)));
         Ok(p)
     }
 
@@ -296,6 +332,39 @@ impl Pipeline {
     /// Live light nodes in the pipeline's directory (the city's live view).
     pub fn live_lights(&self) -> Vec<NodeInfo> {
         self.directory.live_lights()
+    }
+
+    /// Counts under-placed, colocated and one-loss-from-unrecoverable stripes against the
+    /// live view, and publishes them as gauges (`citychain_stripes_underplaced`,
+    /// `citychain_stripes_colocated`, `citychain_stripes_one_loss_from_unrecoverable`).
+    pub fn placement_health(&self) -> std::result::Result<PlacementHealth, PipelineError> {
+        let live: std::collections::BTreeSet<dag_core::NodeId> = self
+            .directory
+            .live_lights()
+            .into_iter()
+            .map(|n| n.node_id)
+            .collect();
+        let mut h = PlacementHealth::default();
+        for (m, _) in self.manifests()? {
+            h.stripes += 1;
+            let placed: Vec<dag_core::NodeId> = m.holders.iter().flatten().copied().collect();
+            let distinct: std::collections::BTreeSet<_> = placed.iter().copied().collect();
+            if distinct.len() < placed.len() {
+                h.colocated += 1;
+            }
+            let healthy = distinct.iter().filter(|id| live.contains(id)).count();
+            if healthy < usize::from(m.layout.n()) {
+                h.underplaced += 1;
+            }
+            if healthy == usize::from(m.layout.k) {
+                h.one_loss_from_unrecoverable += 1;
+            }
+        }
+        metrics::gauge!("citychain_stripes_underplaced").set(h.underplaced as f64);
+        metrics::gauge!("citychain_stripes_colocated").set(h.colocated as f64);
+        metrics::gauge!("citychain_stripes_one_loss_from_unrecoverable")
+            .set(h.one_loss_from_unrecoverable as f64);
+        Ok(h)
     }
 
     /// Runs `f` on the verification pool (CPU-heavy work stays off the I/O reactor).

@@ -348,6 +348,8 @@ mod tests {
         rec.receipts.push(r);
         f.pipeline.write_record(&sid, &rec).unwrap();
         assert!(f.pipeline.held(&id).unwrap().unwrap().colocated);
+        let h = f.pipeline.placement_health().unwrap();
+        assert_eq!((h.stripes, h.colocated, h.underplaced), (1, 1, 1));
         // Repair re-creates the extra shard on a node without one.
         assert_eq!(f.pipeline.repair_stripe_of(id).await.unwrap(), 1);
         let after = f.pipeline.held(&id).unwrap().unwrap();
@@ -358,5 +360,18 @@ mod tests {
             verify_receipt(&rec.manifest.layout, r.clone(), &pqc::MlDsa87).unwrap();
         }
         assert_eq!(f.pipeline.restore(id).await.unwrap().tx, *txs[0].signed());
+        assert_eq!(
+            f.pipeline.placement_health().unwrap(),
+            crate::city::pipeline::PlacementHealth {
+                stripes: 1,
+                ..Default::default()
+            }
+        );
+        // Two holders leave the live view: exactly k left, one loss from unrecoverable.
+        for r in after.receipts.iter().take(2) {
+            f.dir.remove(&r.receipt.holder);
+        }
+        let h = f.pipeline.placement_health().unwrap();
+        assert_eq!((h.underplaced, h.one_loss_from_unrecoverable), (1, 1));
     }
 }
