@@ -3,6 +3,7 @@
 //! clock, running CPU-heavy or blocking work off the reactor, opening a redb database with
 //! typed errors, and normalising the address a node advertises.
 
+mod accept;
 mod addr;
 mod blocking;
 mod clock;

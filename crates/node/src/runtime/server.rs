@@ -33,7 +33,7 @@ pub(crate) fn serve(listener: TcpListener, router: Router, what: &'static str) -
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
     let (stop, stopped) = oneshot::channel::<()>();
     let (kill, killed) = watch::channel(false);
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(move |conn| {
+    let incoming = super::accept::Incoming::new(listener, what).map(move |conn| {
         conn.map(|io| {
             let _ = io.set_nodelay(true);
             Killable::new(io, killed.clone())
