@@ -123,6 +123,10 @@ struct RunArgs {
     /// Light role: most bytes of shards this node stores.
     #[arg(long, env = "CITY_QUOTA_BYTES")]
     quota_bytes: Option<u64>,
+    /// Light role: bytes that must stay free on the data directory's disk (statvfs); puts
+    /// that would cross it are refused with RESOURCE_EXHAUSTED. 0 turns the check off.
+    #[arg(long, env = "CITY_MIN_FREE_BYTES")]
+    min_free_bytes: Option<u64>,
     /// City this node serves or lives in (e.g. JP-13).
     #[arg(long, env = "CITY_ID")]
     city_id: Option<String>,
@@ -210,6 +214,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     if let Some(q) = args.quota_bytes {
         light.quota_bytes = q;
+    }
+    if let Some(f) = args.min_free_bytes {
+        light.min_free_bytes = f;
     }
     let federation = FederationArgs {
         listen: args.listen,
