@@ -772,7 +772,7 @@ mod pressure_tests {
         }
         let mut bytes = std::fs::read(&path).unwrap();
         // Flip bytes across the header and the first pages, as a torn write would.
-        for b in bytes.iter_mut().take(8192).skip(0).step_by(7) {
+        for b in bytes.iter_mut().take(8192).step_by(7) {
             *b ^= 0x5a;
         }
         std::fs::write(&path, &bytes).unwrap();

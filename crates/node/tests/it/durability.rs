@@ -175,8 +175,8 @@ async fn two_full_lights_never_colocate_and_every_held_tx_survives_two_more_loss
         "{:?}",
         not_held.last()
     );
-    for i in 0..2 {
-        let store = lights[i].as_ref().unwrap().node().store();
+    for (i, l) in lights.iter().take(2).enumerate() {
+        let store = l.as_ref().unwrap().node().store();
         assert!(store.free_bytes().unwrap() < 3_000, "node {i} is full");
     }
     // No stripe the city recorded has two shards on one holder.
