@@ -191,10 +191,12 @@ async fn two_full_lights_never_colocate_and_every_held_tx_survives_two_more_loss
         lights[i].take().unwrap().kill().await;
         directory.remove(&infos[i].node_id);
     }
+    let mut restored = 0;
     for id in &held {
         let r = pipeline.restore(*id).await.unwrap();
         assert_eq!(r.tx.id(), *id);
         assert_eq!(r.shards_used, 4);
+        restored += 1;
     }
 
     // Capacity returns (four fresh nodes join): Held again, on six distinct holders that
@@ -205,6 +207,7 @@ async fn two_full_lights_never_colocate_and_every_held_tx_survives_two_more_loss
         lights.push(Some(h));
     }
     let excluded: BTreeSet<NodeId> = (0..4).map(|i| infos[i].node_id).collect();
+    let mut held_again = 0;
     for nonce in 100..104u64 {
         let v = signed(&user, nonce).verify(&MlDsa87).unwrap();
         let h = pipeline.hold(v).await.unwrap();
@@ -214,7 +217,21 @@ async fn two_full_lights_never_colocate_and_every_held_tx_survives_two_more_loss
             holders.is_disjoint(&excluded),
             "no shard on a full or dead node"
         );
+        held_again += 1;
     }
+    let no_room = not_held
+        .iter()
+        .filter(|e| matches!(e, PipelineError::NoRoom { .. }))
+        .count();
+    println!(
+        "figures: 16 submitted with 2 of 6 lights filling: {} Held (all on 6 distinct holders), \
+         {} not Held ({no_room} NoRoom, {} NotHeld), 0 colocated; after 2 more lights killed: \
+         {restored}/{} Held txs restored from shards; after 4 fresh lights joined: {held_again}/4 Held",
+        held.len(),
+        not_held.len(),
+        not_held.len() - no_room,
+        held.len()
+    );
     for h in lights.into_iter().flatten() {
         h.shutdown().await.unwrap();
     }
@@ -334,6 +351,14 @@ async fn a_full_city_store_rejects_cleanly_goes_not_serving_and_heals_without_re
         let rec = client.get(*id).await.unwrap().expect("held tx found");
         assert_eq!(rec.state, TxState::Held, "{id}");
     }
+    println!(
+        "figures: store capped at {len} bytes: {} Held before the first rejection, then 5/5 \
+         rejected UNAVAILABLE while NOT_SERVING; cap lifted, no restart: SERVING, 3/3 Held; \
+         {}/{} Held txs found Held",
+        held.len() - 3,
+        held.len(),
+        held.len()
+    );
     city.shutdown().await.unwrap();
     for l in lights {
         l.shutdown().await.unwrap();
@@ -410,6 +435,15 @@ async fn a_corrupt_light_store_restarts_empty_the_audit_finds_the_loss_and_repai
     assert_eq!(rebuilt as usize, held_there);
     let after = audit_stripes(probe, &client.list_stripes().await.unwrap(), 4, |_| {}).await;
     assert!(after.is_clean(), "{}", after.table());
+    println!(
+        "figures: light restarted empty (bad file kept at {}); audit before repair: {} missing, \
+         {} stripes under-placed; repair re-created {rebuilt}; audit after: clean\n{}{}",
+        aside.display(),
+        lost.missing(),
+        lost.underplaced_stripes,
+        lost.table(),
+        after.table()
+    );
     assert_eq!(after.one_loss_from_unrecoverable, 0);
     city.shutdown().await.unwrap();
     again.shutdown().await.unwrap();
