@@ -138,7 +138,8 @@ pub struct PipelineConfig {
     pub min_receipts: Option<usize>,
     /// Micro-batches being stored at once.
     pub max_batches_in_flight: usize,
-    /// How long a node that refused a put (full) or failed every attempt gets no shards.
+    /// How long a node that refused a put (full) or was unreachable on every attempt gets
+    /// no shards.
     pub node_cooldown: Duration,
     /// How long a micro-batch waits for n distinct usable holders before it fails with
     /// [`PipelineError::NoRoom`].

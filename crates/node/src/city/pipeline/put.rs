@@ -4,7 +4,8 @@
 //!
 //! Held means n distinct holders: a node never takes two shards of a stripe, and when zones
 //! are configured and at least n distinct zones can take a shard, no zone takes two. Nodes
-//! that refused a put (full: `RESOURCE_EXHAUSTED`) or failed every attempt are skipped for
+//! that refused a put (full: `RESOURCE_EXHAUSTED`) or were unreachable or unavailable on
+//! every attempt (a slow node that timed out is not) are skipped for
 //! [`PipelineConfig::node_cooldown`](super::PipelineConfig::node_cooldown). With fewer than n
 //! usable nodes the micro-batch waits (bounded by `capacity_wait`) and then fails with
 //! [`PipelineError::NoRoom`], naming why; nothing is recorded. Shards already put for a
@@ -25,8 +26,10 @@ use storage::{MicroBatch, Shard, StripeLayout, verify_receipt_from};
 
 /// Why one attempt to put a shard on a node failed.
 enum PutFailure {
-    /// No answer in time, unreachable or refused: the same node is tried again.
+    /// No answer in time: the same node is tried again (a slow node is not cooled down).
     Transient(String),
+    /// Unreachable or unavailable (down, store failed): tried again, then cooled down.
+    Down(String),
     /// A forged or mismatched receipt: the next candidate is tried.
     BadReceipt(String),
     /// The node refused (full, conflict …): the next candidate is tried at once.
@@ -126,7 +129,7 @@ impl Pipeline {
                 continue;
             }
             let decide = |e: &PutFailure| match e {
-                PutFailure::Transient(_) => RetryDecision::Retry,
+                PutFailure::Transient(_) | PutFailure::Down(_) => RetryDecision::Retry,
                 PutFailure::BadReceipt(_) | PutFailure::Refused(_) | PutFailure::Stopped(_) => {
                     RetryDecision::Stop
                 }
@@ -138,11 +141,12 @@ impl Pipeline {
             .map_err(RetryError::into_inner);
             match put {
                 Ok(placed) => return Ok(placed),
-                Err(PutFailure::Transient(e) | PutFailure::Refused(e)) => {
-                    // Full or failing: no more shards for it for a while.
+                Err(PutFailure::Down(e) | PutFailure::Refused(e)) => {
+                    // Full, down or its store failing: no more shards for it for a while.
                     self.cool_down(node, &e);
                     last = e;
                 }
+                Err(PutFailure::Transient(e)) => last = e,
                 Err(PutFailure::BadReceipt(e)) => last = e,
                 Err(PutFailure::Stopped(e)) => return Err(e),
             }
@@ -182,6 +186,7 @@ impl Pipeline {
                 }
             }
             Ok(Err(e @ TransportError::Refused { .. })) => Err(PutFailure::Refused(e.to_string())),
+            Ok(Err(e @ TransportError::Unreachable { .. })) => Err(PutFailure::Down(e.to_string())),
             Ok(Err(e)) => Err(PutFailure::Transient(e.to_string())),
             Err(_) => Err(PutFailure::Transient(format!(
                 "{}: no answer within {} ms",
