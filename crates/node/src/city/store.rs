@@ -73,7 +73,8 @@ struct Shared {
     db: RwLock<Option<Database>>,
     path: std::path::PathBuf,
     cap: FileCap,
-    failed: AtomicBool,
+    /// Shared with the watchdog, which must not keep the database open by checking it.
+    failed: Arc<AtomicBool>,
     failure: Mutex<Option<String>>,
     /// Txs stored: counted at open, plus every acknowledged insert.
     stored: AtomicU64,
@@ -147,7 +148,7 @@ impl TxStore {
             db: RwLock::new(Some(db)),
             path: path.to_path_buf(),
             cap,
-            failed: AtomicBool::new(false),
+            failed: Arc::new(AtomicBool::new(false)),
             failure: Mutex::new(None),
             stored: AtomicU64::new(stored),
         });
@@ -198,14 +199,32 @@ impl TxStore {
         every: std::time::Duration,
     ) -> tokio::task::JoinHandle<()> {
         let weak: Weak<Shared> = Arc::downgrade(&self.db);
+        let failed_flag = self.db.failed.clone();
         tokio::spawn(async move {
             use tonic_health::ServingStatus;
             let mut serving = true;
             loop {
                 tokio::time::sleep(every).await;
+                if weak.strong_count() == 0 {
+                    break;
+                }
+                // Only a failed store is touched: holding it while healthy could keep the
+                // file open past the last handle and race a restart on the same file.
+                if !failed_flag.load(Ordering::SeqCst) {
+                    if !serving {
+                        // Healed by a direct `heal()` call.
+                        serving = true;
+                        reporter
+                            .set_service_status(service, ServingStatus::Serving)
+                            .await;
+                        reporter
+                            .set_service_status("", ServingStatus::Serving)
+                            .await;
+                    }
+                    continue;
+                }
                 let Some(shared) = weak.upgrade() else { break };
-                let failed = shared.failed.load(Ordering::SeqCst);
-                if failed && serving {
+                if serving {
                     serving = false;
                     reporter
                         .set_service_status(service, ServingStatus::NotServing)
@@ -219,7 +238,7 @@ impl TxStore {
                     tracing::error!(path = %shared.path.display(), failure = ?shared.failure.lock().clone(),
                         "tx store I/O error: NOT_SERVING, submissions refused until it reopens");
                 }
-                if failed {
+                {
                     let s = shared.clone();
                     match crate::runtime::run_blocking("tx store reopen", move || heal(&s)).await {
                         Ok(Ok(Some(n))) => {

@@ -92,6 +92,11 @@ impl Watchdog {
                         Err(_) => break,
                     }
                 }
+                if !node.store.is_failed() && !flag.load(Ordering::SeqCst) {
+                    // Healed by a direct `heal()` call.
+                    flag.store(true, Ordering::SeqCst);
+                    set(&reporter, service, ServingStatus::Serving).await;
+                }
                 let store = node.store.clone();
                 if let Ok((Ok(used), Ok(free))) =
                     runtime::run_blocking("shard store usage", move || {
