@@ -233,3 +233,72 @@ async fn unreachable_city_is_a_clear_error() {
         r.stderr
     );
 }
+
+/// Two holders of a stripe crash but stay listed live: every shard left proves, yet only
+/// k = 4 distinct holders remain. The audit says the stripe is one loss from unrecoverable
+/// and exits 3; repair brings it back to six distinct holders and the audit passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_flags_a_stripe_one_loss_from_unrecoverable_and_exits_3() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = DevnetConfig {
+        lights: 8,
+        heartbeat: Duration::from_millis(200),
+        presence_ttl: Duration::from_secs(120),
+        pipeline: PipelineConfig {
+            call_timeout: Duration::from_secs(3),
+            ..PipelineConfig::default()
+        },
+        ..DevnetConfig::default()
+    };
+    let mut net = Devnet::start(cfg, dir.path()).await.unwrap();
+    assert!(net.wait_for_lights(8, Duration::from_secs(20)).await);
+    let city = net.city().addr().to_string();
+    let client = CityClient::connect(&city).await.unwrap();
+    let user = Keypair::generate();
+    let tx = Tx::fresh(
+        user.account_id(),
+        AccountId::from_bytes([7; 32]),
+        10,
+        0,
+        1_767_225_600_000,
+        CityId::new(CITY).unwrap(),
+        Position::from_degrees(CITY_POS.0, CITY_POS.1).unwrap(),
+        PositionMethod::Gps,
+    );
+    let s = client.submit(&sign_tx(tx, &user)).await.unwrap();
+    assert_eq!(s.state, TxState::Held);
+    for r in s.receipts.iter().take(2) {
+        let i = net
+            .lights
+            .iter()
+            .position(|l| l.id == r.receipt.holder)
+            .unwrap();
+        net.crash_light(i).await;
+    }
+    let r = cli(&city, &["audit"]).await;
+    println!("$ repair-cli audit   # two holders crashed\n{}", r.stdout);
+    assert_eq!(r.code, 3, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.contains("| one loss from lost    |      1 |"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("one node loss away from unrecoverable"),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("| holder    | shards |"), "{}", r.stdout);
+
+    let r = cli(&city, &["repair", &s.tx_id.to_hex()]).await;
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(shards_rebuilt(&r.stdout), 2, "{}", r.stdout);
+    let r = cli(&city, &["audit"]).await;
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.contains("| one loss from lost    |      0 |"),
+        "{}",
+        r.stdout
+    );
+    net.shutdown().await.unwrap();
+}

@@ -437,24 +437,25 @@ impl AuditReport {
     /// The per-holder usage table.
     pub fn usage_table(&self) -> String {
         let mut out = String::new();
-        let _ = writeln!(out, "+----------+--------+--------+--------------+");
+        let line = "+-----------+--------+--------+--------------+";
+        let _ = writeln!(out, "{line}");
         let _ = writeln!(
             out,
-            "| {:<8} | {:>6} | {:>6} | {:>12} |",
+            "| {:<9} | {:>6} | {:>6} | {:>12} |",
             "holder", "shards", "ok", "bytes"
         );
-        let _ = writeln!(out, "+----------+--------+--------+--------------+");
+        let _ = writeln!(out, "{line}");
         for (id, u) in self.usage() {
             let _ = writeln!(
                 out,
-                "| {:<8} | {:>6} | {:>6} | {:>12} |",
+                "| {:<9} | {:>6} | {:>6} | {:>12} |",
                 id.short(),
                 u.shards,
                 u.ok,
                 u.bytes
             );
         }
-        let _ = writeln!(out, "+----------+--------+--------+--------------+");
+        let _ = writeln!(out, "{line}");
         out
     }
     /// The entries that did not pass.
