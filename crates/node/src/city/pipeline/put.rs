@@ -508,4 +508,47 @@ mod tests {
         assert_eq!(holders.len(), 6);
         assert!(!h.colocated);
     }
+
+    #[tokio::test]
+    async fn with_enough_zones_no_zone_takes_two_shards() {
+        use crate::city::pipeline::Pipeline;
+        use crate::city::test_utils::{MemoryTransport, StaticDirectory};
+        use std::sync::Arc;
+        let transport = Arc::new(MemoryTransport::default());
+        // Twelve nodes in six zones, two per zone.
+        let nodes: Vec<_> = (0..12)
+            .map(|i| transport.add_node(&format!("z{}", i % 6)).unwrap())
+            .collect();
+        let tmp = tempfile::tempdir().unwrap();
+        let pipeline = Pipeline::start(
+            PipelineConfig::default(),
+            &tmp.path().join("stripes.redb"),
+            transport.clone(),
+            Arc::new(StaticDirectory::new(nodes.clone())),
+            Arc::new(pqc::BatchVerifier::new(2).unwrap()),
+        )
+        .unwrap();
+        // One node of zone z0 is down: its shard must go to z0's other node, not to a
+        // zone that already has one.
+        transport.node(&nodes[0].node_id).unwrap().set_alive(false);
+        let zone_of = |id| nodes.iter().find(|n| n.node_id == id).unwrap().zone.clone();
+        for h in hold_all_for_test(&pipeline, &txs_for_test(12)).await {
+            let h = h.unwrap();
+            let zones: BTreeSet<_> = h
+                .receipts
+                .iter()
+                .map(|r| zone_of(r.receipt.holder))
+                .collect();
+            assert_eq!(zones.len(), 6, "six shards in six zones");
+        }
+        // Fewer zones than n: zones are not exclusive, nodes still are.
+        assert!(!super::zones_suffice(&nodes[..5], 6));
+        assert!(super::zones_suffice(&nodes, 6));
+        let mut t = super::Taken::new(&[&nodes[0]], true);
+        assert!(!t.claim(&nodes[0]), "a node never takes two");
+        assert!(!t.claim(&nodes[6]), "nor a zone, when strict");
+        assert!(t.claim(&nodes[1]));
+        t.release_zone(&nodes[1]);
+        assert!(t.claim(&nodes[7]), "a failed node's zone is free again");
+    }
 }
