@@ -492,3 +492,71 @@ fn commit_group(
     w.commit()?;
     Ok(outcomes)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use dag_core::{AccountId, CityId, Position, PositionMethod, Tx};
+
+    fn txs(n: u64) -> Vec<VerifiedTx> {
+        let kp = pqc::Keypair::generate();
+        (0..n)
+            .map(|i| {
+                let tx = Tx::fresh(
+                    kp.account_id(),
+                    AccountId::from_bytes([3; 32]),
+                    i,
+                    i,
+                    0,
+                    CityId::new("JP-13").unwrap(),
+                    Position::from_degrees(35.0, 139.0).unwrap(),
+                    PositionMethod::Gps,
+                );
+                pqc::sign_tx(tx, &kp).verify(&pqc::MlDsa87).unwrap()
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_full_file_refuses_cleanly_and_heals_only_with_room_keeping_every_ack() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("txs.redb");
+        let store = TxStore::open_capped(&path, FileCap::unlimited()).unwrap();
+        let all = txs(400);
+        let mut acked = Vec::new();
+        store
+            .file_cap()
+            .set(std::fs::metadata(&path).unwrap().len());
+        let mut refused = 0;
+        for t in &all {
+            match store.admit(t.clone()).await {
+                Ok(Ok(())) => acked.push(t.id()),
+                Ok(Err(c)) => panic!("{c:?}"),
+                Err(Error::StoreCommit { .. }) => refused += 1,
+                Err(e) => panic!("{e}"),
+            }
+            if refused >= 3 {
+                break;
+            }
+        }
+        assert_eq!(refused, 3);
+        assert!(store.is_failed());
+        // Still full: no reopen.
+        assert!(store.heal().is_err());
+        assert!(store.is_failed());
+        // Reads go on.
+        if let Some(first) = acked.first() {
+            assert!(store.get(first).unwrap().is_some());
+        }
+        store.file_cap().set(u64::MAX);
+        let n = store.heal().unwrap().unwrap();
+        assert_eq!(n, acked.len() as u64);
+        assert_eq!(store.heal().unwrap(), None);
+        let next = all.last().unwrap().clone();
+        assert_eq!(store.admit(next).await.unwrap(), Ok(()));
+        for id in &acked {
+            assert!(store.get(id).unwrap().is_some());
+        }
+    }
+}
