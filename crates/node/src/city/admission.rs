@@ -485,6 +485,7 @@ impl CityNode {
         metrics::histogram!("citychain_admission_stage_seconds", "stage" => "store")
             .record(t_stored.duration_since(t_verified).as_secs_f64());
         if let (Some(p), Some(v)) = (&self.pipeline, for_pipeline) {
+            let withdraw_key = super::store::nonce_key(v.signed());
             match p.hold_flagged(v, urgent).await {
                 Ok(held) => {
                     metrics::histogram!("citychain_admission_stage_seconds", "stage" => "hold")
@@ -499,10 +500,26 @@ impl CityNode {
                     });
                 }
                 Err(e) => {
-                    // The tx is durably admitted; it is answered as such, not as Held.
+                    // Held's promise (n distinct holders, signed receipts) cannot be kept
+                    // now: the admission is taken back and the sender gets a retryable
+                    // error naming the reason, never a quieter answer.
                     self.counters.hold_failed.fetch_add(1, Ordering::Relaxed);
                     metrics::counter!("citychain_hold_failed_total").increment(1);
-                    tracing::warn!(tx = %id, error = %e, "admitted but not held");
+                    tracing::warn!(tx = %id, error = %e, "not held: admission withdrawn");
+                    if let Err(w) = self.store.withdraw(withdraw_key, &id).await {
+                        // It stays admitted (durably); it is answered as such.
+                        tracing::error!(tx = %id, error = %w, "could not withdraw an unheld admission");
+                        return Ok(Submitted {
+                            tx_id: id,
+                            state: TxState::Admitted,
+                            receipts: Vec::new(),
+                        });
+                    }
+                    let code = match e {
+                        PipelineError::NoRoom { .. } => RejectCode::Overloaded,
+                        _ => RejectCode::Unavailable,
+                    };
+                    return Err(Rejection::new(code, e.to_string(), Some(id)));
                 }
             }
         }

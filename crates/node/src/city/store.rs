@@ -43,7 +43,8 @@ pub enum Conflict {
     },
 }
 
-fn nonce_key(tx: &SignedTx) -> [u8; 40] {
+/// The (sender, nonce) key of `tx` in the nonce table.
+pub(crate) fn nonce_key(tx: &SignedTx) -> [u8; 40] {
     let mut k = [0u8; 40];
     k[..32].copy_from_slice(tx.tx.sender.as_bytes());
     k[32..].copy_from_slice(&tx.tx.nonce.to_be_bytes());
@@ -274,6 +275,53 @@ impl TxStore {
             .await
             .map_err(|_| Error::StoreClosed)?;
         rx.await.map_err(|_| Error::StoreClosed)?
+    }
+
+    /// Takes back an admission that was never answered: the tx and its (sender, nonce) are
+    /// removed in one durable commit, so the sender may submit it again. Used when the tx
+    /// could not be Held (fewer than n distinct holders): the client gets a retryable error,
+    /// and no admitted-but-unheld copy stays behind. `key` is the tx's [`nonce_key`]. Returns
+    /// whether the tx was stored.
+    pub(crate) async fn withdraw(&self, key: [u8; 40], id: &TxId) -> Result<bool> {
+        let shared = self.db.clone();
+        let path = self.path.clone();
+        let id = *id;
+        let res = crate::runtime::run_blocking("tx store withdraw", move || {
+            let g = shared.db.read();
+            let db = g.as_ref().ok_or(Error::StoreClosed)?;
+            let err = db_err(&path);
+            let run = || -> std::result::Result<bool, redb::Error> {
+                let w = db.begin_write()?;
+                let removed = {
+                    let mut txs = w.open_table(TXS)?;
+                    let removed = txs.remove(id.as_bytes())?.is_some();
+                    let mut nonces = w.open_table(NONCES)?;
+                    let owned = nonces
+                        .get(&key)?
+                        .is_some_and(|v| v.value() == id.as_bytes());
+                    if owned {
+                        nonces.remove(&key)?;
+                    }
+                    removed
+                };
+                w.commit()?;
+                Ok(removed)
+            };
+            match run() {
+                Ok(removed) => {
+                    if removed {
+                        shared.stored.fetch_sub(1, Ordering::SeqCst);
+                    }
+                    Ok(removed)
+                }
+                Err(e) => {
+                    shared.fail(&e);
+                    Err(err(e))
+                }
+            }
+        })
+        .await;
+        res?
     }
 
     /// Read-only replay check (the writer re-checks authoritatively).

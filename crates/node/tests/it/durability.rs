@@ -517,3 +517,53 @@ async fn a_light_store_io_error_is_not_serving_until_it_reopens_by_itself() {
     }
     light.shutdown().await.unwrap();
 }
+
+/// Held's promise cannot be kept (five distinct light nodes for a 4+2 stripe): the sender gets
+/// a retryable OVERLOADED naming the reason, the admission is withdrawn (the tx is not found,
+/// its nonce is free), and the same signed tx is Held once a sixth holder is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_few_holders_is_a_retryable_rejection_and_nothing_stays_admitted() {
+    let city_dir = tempfile::tempdir().unwrap();
+    let light_dirs: Vec<_> = (0..6).map(|_| tempfile::tempdir().unwrap()).collect();
+    let (city, client, mut lights, directory) =
+        city_with_lights(city_dir.path(), &light_dirs).await;
+    let user = Keypair::generate();
+    let first = client.submit(&signed(&user, 0)).await.unwrap();
+    assert_eq!(first.state, TxState::Held);
+
+    let gone = lights.pop().unwrap();
+    directory.remove(&gone.node().node_id());
+    gone.shutdown().await.unwrap();
+    let tx = signed(&user, 1);
+    match client.submit(&tx).await {
+        Err(rpc::ClientError::Rejected(r)) => {
+            assert_eq!(r.code, rpc::RejectCode::Overloaded, "{r:?}");
+            assert!(r.message.contains("distinct holders"), "{}", r.message);
+        }
+        other => panic!("expected a retryable rejection, got {other:?}"),
+    }
+    assert!(
+        client.get(tx.id()).await.unwrap().is_none(),
+        "a tx that was not Held is not kept as admitted"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let back = light_in(dir.path(), 1 << 30).await;
+    directory.add(info(&back, 6));
+    let again = client.submit(&tx).await.unwrap();
+    assert_eq!(
+        again.state,
+        TxState::Held,
+        "the same tx is Held once capacity returns"
+    );
+    assert_eq!(distinct_holders(&again.receipts).len(), 6);
+    assert_eq!(
+        client.get(tx.id()).await.unwrap().unwrap().state,
+        TxState::Held
+    );
+    back.shutdown().await.unwrap();
+    for h in lights {
+        h.shutdown().await.unwrap();
+    }
+    city.shutdown().await.unwrap();
+}
