@@ -57,6 +57,16 @@ pub enum Error {
         /// The id.
         id: String,
     },
+    /// A compact `.pgeo` region file is malformed.
+    #[error("{origin}: bad compact region data at byte offset {offset}: {reason}")]
+    Compact {
+        /// Where the bytes came from.
+        origin: String,
+        /// Byte offset where decoding stopped.
+        offset: usize,
+        /// What is wrong.
+        reason: &'static str,
+    },
     /// An event has an unusable multiplier, window or radius.
     #[error("event {name:?}: {reason}")]
     InvalidEvent {

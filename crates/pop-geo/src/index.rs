@@ -17,10 +17,25 @@ use std::path::Path;
 pub struct Region {
     id: CityId,
     name: String,
+    level: u8,
     properties: Map<String, Value>,
 }
 
 impl Region {
+    pub(crate) fn new(id: CityId, name: String, level: u8, properties: Map<String, Value>) -> Self {
+        Region {
+            id,
+            name,
+            level,
+            properties,
+        }
+    }
+    /// How fine the region is: 1 for a first-level subdivision (state, province,
+    /// prefecture), 2 and up for finer units (municipalities) loaded on top. A lookup answers
+    /// with the finest region containing the point.
+    pub fn level(&self) -> u8 {
+        self.level
+    }
     /// The region id (the feature's `id`, or its id property), usable as a tx's city id.
     pub fn id(&self) -> &CityId {
         &self.id
@@ -48,6 +63,9 @@ pub struct LoadOptions {
     pub id_property: String,
     /// Property holding the name. Default `"name"`.
     pub name_property: String,
+    /// Level of the regions loaded (see [`Region::level`]). Default 1 (first-level
+    /// subdivisions); municipal boundaries loaded on top of them use 2.
+    pub level: u8,
 }
 
 impl Default for LoadOptions {
@@ -55,6 +73,7 @@ impl Default for LoadOptions {
         LoadOptions {
             id_property: "id".to_string(),
             name_property: "name".to_string(),
+            level: 1,
         }
     }
 }
@@ -71,7 +90,8 @@ struct Part {
 /// Lookup rules, all deterministic:
 /// - a point inside a polygon's hole is not in that polygon;
 /// - a point on a border (edge or vertex) counts as inside; when it lies in several regions
-///   (a shared border, or overlapping data) the region with the **lowest id** (byte order) wins;
+///   the **finest level** wins (a municipality over the province around it), and among regions
+///   of one level (a shared border, or overlapping data) the **lowest id** (byte order) wins;
 /// - polygons crossing the antimeridian (longitudes past ±180°, or a jump of more than 180°
 ///   between neighbouring vertices) are indexed on both sides, so a query at 179.9° and one at
 ///   −179.9° both find them; polygons already split at ±180° (RFC 7946) work as they are;
@@ -84,7 +104,7 @@ struct Part {
 /// assert!(index.lookup(35.0, 150.0).is_none()); // Pacific Ocean
 /// ```
 pub struct RegionIndex {
-    /// Sorted by id, so a lower index means a lower id.
+    /// Sorted by (level descending, id), so a lower index is the preferred region.
     regions: Vec<Region>,
     by_id: HashMap<CityId, u32>,
     parts: Vec<Part>,
@@ -131,7 +151,7 @@ impl RegionIndex {
         self.parts.len()
     }
 
-    /// All regions, sorted by id.
+    /// All regions, finest level first, then by id.
     pub fn regions(&self) -> &[Region] {
         &self.regions
     }
@@ -156,6 +176,11 @@ impl RegionIndex {
 
     /// Index into [`RegionIndex::regions`] of the region containing the point.
     pub(crate) fn lookup_slot(&self, lat: f64, lon: f64) -> Option<u32> {
+        self.lookup_slot_where(lat, lon, |_| true)
+    }
+
+    /// The preferred region containing the point among those `keep` accepts.
+    fn lookup_slot_where(&self, lat: f64, lon: f64, keep: impl Fn(u32) -> bool) -> Option<u32> {
         if !lat.is_finite() || !lon.is_finite() {
             return None;
         }
@@ -163,7 +188,7 @@ impl RegionIndex {
         let mut best: Option<u32> = None;
         for env in self.tree.locate_all_at_point([lon, lat]) {
             let part = &self.parts[env.data as usize];
-            if best.is_some_and(|b| b <= part.region) {
+            if best.is_some_and(|b| b <= part.region) || !keep(part.region) {
                 continue;
             }
             if part.polygon.locate(lon, lat) != Containment::Outside {
@@ -235,11 +260,31 @@ fn unit(state: &mut u64) -> f64 {
 }
 
 pub(crate) fn check_found<'a>(
-    index: &RegionIndex,
+    index: &'a RegionIndex,
     claimed: &CityId,
     pos: Position,
     found: Option<&'a Region>,
 ) -> std::result::Result<&'a Region, PopError> {
+    // A claim of a coarser region (a province) holds when that region wins among the
+    // regions of its level at the point, even though a finer one (a municipality) is found.
+    let coarser = match (found, index.by_id.get(claimed)) {
+        (Some(r), Some(&slot)) if r.id() != claimed => {
+            let level = index.regions[slot as usize].level;
+            (level < r.level)
+                .then(|| {
+                    index.lookup_slot_where(pos.lat(), pos.lon(), |s| {
+                        index.regions[s as usize].level == level
+                    })
+                })
+                .flatten()
+                .filter(|&s| s == slot)
+                .map(|s| &index.regions[s as usize])
+        }
+        _ => None,
+    };
+    if let Some(r) = coarser {
+        return Ok(r);
+    }
     match found {
         Some(r) if r.id() == claimed => Ok(r),
         other => {
@@ -368,6 +413,7 @@ impl IndexBuilder {
                 Region {
                     id,
                     name,
+                    level: self.options.level,
                     properties,
                 },
                 polygons,
@@ -378,10 +424,46 @@ impl IndexBuilder {
         Ok(self)
     }
 
+    /// Adds the regions of a compact `.pgeo` file (see [`IndexBuilder::to_compact`]); their
+    /// levels are the ones recorded in it. On error nothing from this source is kept.
+    pub fn add_compact(mut self, bytes: &[u8], origin: &str) -> Result<Self> {
+        let new = crate::compact::decode(bytes, origin)?;
+        let mut new_ids: HashMap<CityId, ()> = HashMap::with_capacity(new.len());
+        for (index, (region, _)) in new.iter().enumerate() {
+            if self.seen.contains_key(&region.id) || new_ids.insert(region.id.clone(), ()).is_some()
+            {
+                return Err(Error::DuplicateRegion {
+                    origin: origin.to_string(),
+                    index,
+                    id: region.id.to_string(),
+                });
+            }
+        }
+        self.seen.extend(new_ids);
+        self.regions.extend(new);
+        Ok(self)
+    }
+
+    /// The regions added so far in the compact `.pgeo` form (string properties only,
+    /// coordinates rounded to 1e-5°), in the order they were added.
+    pub fn to_compact(&self) -> Vec<u8> {
+        crate::compact::encode(&self.regions)
+    }
+
+    /// Number of regions added so far.
+    pub fn len(&self) -> usize {
+        self.regions.len()
+    }
+
+    /// True when no region was added.
+    pub fn is_empty(&self) -> bool {
+        self.regions.is_empty()
+    }
+
     /// Builds the index.
     pub fn build(self) -> Result<RegionIndex> {
         let mut regions = self.regions;
-        regions.sort_by(|a, b| a.0.id.cmp(&b.0.id));
+        regions.sort_by(|a, b| b.0.level.cmp(&a.0.level).then_with(|| a.0.id.cmp(&b.0.id)));
         let mut parts = Vec::new();
         let mut out_regions = Vec::with_capacity(regions.len());
         let mut by_id = HashMap::with_capacity(regions.len());
@@ -440,7 +522,7 @@ fn raw_feature_id(raw: &Value, id_property: &str) -> Option<String> {
     })
 }
 
-type Rings = Vec<Vec<[f64; 2]>>;
+pub(crate) type Rings = Vec<Vec<[f64; 2]>>;
 
 fn feature_polygons(feature: &geojson::Feature) -> std::result::Result<Vec<Rings>, FeatureProblem> {
     let geometry = feature

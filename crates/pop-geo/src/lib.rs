@@ -5,7 +5,9 @@
 //! polygon envelopes ([`RegionIndex`]) with exact containment per polygon (holes,
 //! multipolygons, the antimeridian, deterministic borders: lowest id wins). A bounded cache
 //! keyed by rounded coordinates ([`CachedIndex`]), event multipliers ([`EventSchedule`]), and
-//! real boundary data with a gazetteer of known points ([`shipped`]).
+//! real boundary data with a gazetteer of known points ([`shipped`]): every country's
+//! first-level subdivisions ([`shipped::world`], stored in a compact binary form), Japan's
+//! prefectures and Nepal municipalities.
 //!
 //! ```
 //! use dag_core::{CityId, Position};
@@ -19,6 +21,7 @@
 //! ```
 
 mod cache;
+mod compact;
 mod error;
 mod events;
 mod index;
