@@ -124,6 +124,10 @@ pub enum FeatureProblem {
         /// Ring index.
         ring: usize,
     },
+    /// The region's polygons enclose no point that is in it alone (zero area, or wholly
+    /// covered by a region that wins the lookup).
+    #[error("region encloses no point of its own (zero area, or covered by another region)")]
+    Empty,
     /// A position out of range or with fewer than 2 coordinates.
     #[error("polygon {polygon} ring {ring} position {position}: {reason}")]
     BadPosition {

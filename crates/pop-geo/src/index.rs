@@ -151,6 +151,17 @@ impl RegionIndex {
         self.parts.len()
     }
 
+    /// Number of indexed polygons of one region.
+    pub fn polygon_count_of(&self, id: &str) -> usize {
+        let Some(slot) = CityId::new(id)
+            .ok()
+            .and_then(|id| self.by_id.get(&id).copied())
+        else {
+            return 0;
+        };
+        self.parts.iter().filter(|p| p.region == slot).count()
+    }
+
     /// All regions, finest level first, then by id.
     pub fn regions(&self) -> &[Region] {
         &self.regions
@@ -448,6 +459,11 @@ impl IndexBuilder {
     /// coordinates rounded to 1e-5°), in the order they were added.
     pub fn to_compact(&self) -> Vec<u8> {
         crate::compact::encode(&self.regions)
+    }
+
+    /// Ids of the regions added so far, in the order they were added.
+    pub(crate) fn ids(&self) -> Vec<String> {
+        self.regions.iter().map(|(r, _)| r.id.to_string()).collect()
     }
 
     /// Number of regions added so far.
