@@ -24,6 +24,7 @@ mod cache;
 mod compact;
 mod error;
 mod events;
+mod grid;
 mod import;
 mod index;
 mod pip;
