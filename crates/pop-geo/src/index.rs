@@ -17,10 +17,25 @@ use std::path::Path;
 pub struct Region {
     id: CityId,
     name: String,
+    level: u8,
     properties: Map<String, Value>,
 }
 
 impl Region {
+    pub(crate) fn new(id: CityId, name: String, level: u8, properties: Map<String, Value>) -> Self {
+        Region {
+            id,
+            name,
+            level,
+            properties,
+        }
+    }
+    /// How fine the region is: 1 for a first-level subdivision (state, province,
+    /// prefecture), 2 and up for finer units (municipalities) loaded on top. A lookup answers
+    /// with the finest region containing the point.
+    pub fn level(&self) -> u8 {
+        self.level
+    }
     /// The region id (the feature's `id`, or its id property), usable as a tx's city id.
     pub fn id(&self) -> &CityId {
         &self.id
@@ -48,6 +63,9 @@ pub struct LoadOptions {
     pub id_property: String,
     /// Property holding the name. Default `"name"`.
     pub name_property: String,
+    /// Level of the regions loaded (see [`Region::level`]). Default 1 (first-level
+    /// subdivisions); municipal boundaries loaded on top of them use 2.
+    pub level: u8,
 }
 
 impl Default for LoadOptions {
@@ -55,6 +73,7 @@ impl Default for LoadOptions {
         LoadOptions {
             id_property: "id".to_string(),
             name_property: "name".to_string(),
+            level: 1,
         }
     }
 }
@@ -71,7 +90,8 @@ struct Part {
 /// Lookup rules, all deterministic:
 /// - a point inside a polygon's hole is not in that polygon;
 /// - a point on a border (edge or vertex) counts as inside; when it lies in several regions
-///   (a shared border, or overlapping data) the region with the **lowest id** (byte order) wins;
+///   the **finest level** wins (a municipality over the province around it), and among regions
+///   of one level (a shared border, or overlapping data) the **lowest id** (byte order) wins;
 /// - polygons crossing the antimeridian (longitudes past ±180°, or a jump of more than 180°
 ///   between neighbouring vertices) are indexed on both sides, so a query at 179.9° and one at
 ///   −179.9° both find them; polygons already split at ±180° (RFC 7946) work as they are;
@@ -84,11 +104,12 @@ struct Part {
 /// assert!(index.lookup(35.0, 150.0).is_none()); // Pacific Ocean
 /// ```
 pub struct RegionIndex {
-    /// Sorted by id, so a lower index means a lower id.
+    /// Sorted by (level descending, id), so a lower index is the preferred region.
     regions: Vec<Region>,
     by_id: HashMap<CityId, u32>,
     parts: Vec<Part>,
     tree: RTree<Envelope>,
+    grid: crate::grid::Grid,
 }
 
 impl std::fmt::Debug for RegionIndex {
@@ -131,7 +152,18 @@ impl RegionIndex {
         self.parts.len()
     }
 
-    /// All regions, sorted by id.
+    /// Number of indexed polygons of one region.
+    pub fn polygon_count_of(&self, id: &str) -> usize {
+        let Some(slot) = CityId::new(id)
+            .ok()
+            .and_then(|id| self.by_id.get(&id).copied())
+        else {
+            return 0;
+        };
+        self.parts.iter().filter(|p| p.region == slot).count()
+    }
+
+    /// All regions, finest level first, then by id.
     pub fn regions(&self) -> &[Region] {
         &self.regions
     }
@@ -156,6 +188,18 @@ impl RegionIndex {
 
     /// Index into [`RegionIndex::regions`] of the region containing the point.
     pub(crate) fn lookup_slot(&self, lat: f64, lon: f64) -> Option<u32> {
+        if !lat.is_finite() || !lon.is_finite() || !(-90.0..=90.0).contains(&lat) {
+            return None;
+        }
+        let lon = normalise_lon(lon);
+        self.grid.lookup(lat, lon, |p| {
+            let part = &self.parts[p as usize];
+            (part.region, part.polygon.locate(lon, lat))
+        })
+    }
+
+    /// The preferred region containing the point among those `keep` accepts.
+    fn lookup_slot_where(&self, lat: f64, lon: f64, keep: impl Fn(u32) -> bool) -> Option<u32> {
         if !lat.is_finite() || !lon.is_finite() {
             return None;
         }
@@ -163,7 +207,7 @@ impl RegionIndex {
         let mut best: Option<u32> = None;
         for env in self.tree.locate_all_at_point([lon, lat]) {
             let part = &self.parts[env.data as usize];
-            if best.is_some_and(|b| b <= part.region) {
+            if best.is_some_and(|b| b <= part.region) || !keep(part.region) {
                 continue;
             }
             if part.polygon.locate(lon, lat) != Containment::Outside {
@@ -235,11 +279,31 @@ fn unit(state: &mut u64) -> f64 {
 }
 
 pub(crate) fn check_found<'a>(
-    index: &RegionIndex,
+    index: &'a RegionIndex,
     claimed: &CityId,
     pos: Position,
     found: Option<&'a Region>,
 ) -> std::result::Result<&'a Region, PopError> {
+    // A claim of a coarser region (a province) holds when that region wins among the
+    // regions of its level at the point, even though a finer one (a municipality) is found.
+    let coarser = match (found, index.by_id.get(claimed)) {
+        (Some(r), Some(&slot)) if r.id() != claimed => {
+            let level = index.regions[slot as usize].level;
+            (level < r.level)
+                .then(|| {
+                    index.lookup_slot_where(pos.lat(), pos.lon(), |s| {
+                        index.regions[s as usize].level == level
+                    })
+                })
+                .flatten()
+                .filter(|&s| s == slot)
+                .map(|s| &index.regions[s as usize])
+        }
+        _ => None,
+    };
+    if let Some(r) = coarser {
+        return Ok(r);
+    }
     match found {
         Some(r) if r.id() == claimed => Ok(r),
         other => {
@@ -368,6 +432,7 @@ impl IndexBuilder {
                 Region {
                     id,
                     name,
+                    level: self.options.level,
                     properties,
                 },
                 polygons,
@@ -378,10 +443,51 @@ impl IndexBuilder {
         Ok(self)
     }
 
+    /// Adds the regions of a compact `.pgeo` file (see [`IndexBuilder::to_compact`]); their
+    /// levels are the ones recorded in it. On error nothing from this source is kept.
+    pub fn add_compact(mut self, bytes: &[u8], origin: &str) -> Result<Self> {
+        let new = crate::compact::decode(bytes, origin)?;
+        let mut new_ids: HashMap<CityId, ()> = HashMap::with_capacity(new.len());
+        for (index, (region, _)) in new.iter().enumerate() {
+            if self.seen.contains_key(&region.id) || new_ids.insert(region.id.clone(), ()).is_some()
+            {
+                return Err(Error::DuplicateRegion {
+                    origin: origin.to_string(),
+                    index,
+                    id: region.id.to_string(),
+                });
+            }
+        }
+        self.seen.extend(new_ids);
+        self.regions.extend(new);
+        Ok(self)
+    }
+
+    /// The regions added so far in the compact `.pgeo` form (string properties only,
+    /// coordinates rounded to 1e-5°), in the order they were added.
+    pub fn to_compact(&self) -> Vec<u8> {
+        crate::compact::encode(&self.regions)
+    }
+
+    /// Ids of the regions added so far, in the order they were added.
+    pub(crate) fn ids(&self) -> Vec<String> {
+        self.regions.iter().map(|(r, _)| r.id.to_string()).collect()
+    }
+
+    /// Number of regions added so far.
+    pub fn len(&self) -> usize {
+        self.regions.len()
+    }
+
+    /// True when no region was added.
+    pub fn is_empty(&self) -> bool {
+        self.regions.is_empty()
+    }
+
     /// Builds the index.
     pub fn build(self) -> Result<RegionIndex> {
         let mut regions = self.regions;
-        regions.sort_by(|a, b| a.0.id.cmp(&b.0.id));
+        regions.sort_by(|a, b| b.0.level.cmp(&a.0.level).then_with(|| a.0.id.cmp(&b.0.id)));
         let mut parts = Vec::new();
         let mut out_regions = Vec::with_capacity(regions.len());
         let mut by_id = HashMap::with_capacity(regions.len());
@@ -406,11 +512,18 @@ impl IndexBuilder {
                 GeomWithData::new(Rectangle::from_corners(b.min, b.max), i as u32)
             })
             .collect();
+        let grid = crate::grid::Grid::build(
+            &parts
+                .iter()
+                .map(|p| (&p.polygon, p.region))
+                .collect::<Vec<_>>(),
+        );
         Ok(RegionIndex {
             regions: out_regions,
             by_id,
             parts,
             tree: RTree::bulk_load(envelopes),
+            grid,
         })
     }
 }
@@ -440,7 +553,7 @@ fn raw_feature_id(raw: &Value, id_property: &str) -> Option<String> {
     })
 }
 
-type Rings = Vec<Vec<[f64; 2]>>;
+pub(crate) type Rings = Vec<Vec<[f64; 2]>>;
 
 fn feature_polygons(feature: &geojson::Feature) -> std::result::Result<Vec<Rings>, FeatureProblem> {
     let geometry = feature
@@ -512,6 +625,37 @@ fn convert_polygon(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The grid answers exactly as the R-tree path does, on random points over the globe
+    /// and on points within metres of region borders (vertices of the Japan set).
+    #[test]
+    fn grid_agrees_with_the_rtree() {
+        let world = crate::shipped::world().unwrap();
+        let mut state = 42u64;
+        let check = |lat: f64, lon: f64| {
+            assert_eq!(
+                world.lookup_slot(lat, lon),
+                world.lookup_slot_where(lat, lon, |_| true),
+                "({lat}, {lon})"
+            );
+        };
+        for _ in 0..200_000 {
+            let lat = -90.0 + 180.0 * unit(&mut state);
+            let lon = -180.0 + 360.0 * unit(&mut state);
+            check(lat, lon);
+        }
+        for r in world.regions().iter().step_by(5) {
+            for (lat, lon) in world.sample_points(r.id().as_str(), 2, 9) {
+                for d in [0.0, 1e-5, -1e-5, 0.25, -0.25, 0.5] {
+                    check(lat + d, lon);
+                    check(lat, lon + d);
+                }
+            }
+        }
+        for (lat, lon) in [(90.0, 0.0), (-90.0, 180.0), (0.0, 180.0), (0.0, -180.0)] {
+            check(lat, lon);
+        }
+    }
 
     #[test]
     fn normalises_longitudes() {

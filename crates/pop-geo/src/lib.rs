@@ -5,7 +5,9 @@
 //! polygon envelopes ([`RegionIndex`]) with exact containment per polygon (holes,
 //! multipolygons, the antimeridian, deterministic borders: lowest id wins). A bounded cache
 //! keyed by rounded coordinates ([`CachedIndex`]), event multipliers ([`EventSchedule`]), and
-//! real boundary data with a gazetteer of known points ([`shipped`]).
+//! real boundary data with a gazetteer of known points ([`shipped`]): every country's
+//! first-level subdivisions ([`shipped::world`], stored in a compact binary form), Japan's
+//! prefectures and Nepal municipalities.
 //!
 //! ```
 //! use dag_core::{CityId, Position};
@@ -19,8 +21,11 @@
 //! ```
 
 mod cache;
+mod compact;
 mod error;
 mod events;
+mod grid;
+mod import;
 mod index;
 mod pip;
 pub mod shipped;
@@ -28,4 +33,5 @@ pub mod shipped;
 pub use cache::{CacheConfig, CacheStats, CachedIndex};
 pub use error::{Error, FeatureProblem, FoundRegion, PopError, Result};
 pub use events::{CityEvent, EpochWindow, EventSchedule, LocationEvent, haversine_m};
+pub use import::{ImportReport, ImportedRegion, validate_import};
 pub use index::{IndexBuilder, LoadOptions, Region, RegionIndex};

@@ -121,6 +121,21 @@ impl PreparedPolygon {
         }
     }
 
+    /// Calls `f(x0, y0, x1, y1)` for every edge (an edge spanning several bands once).
+    pub(crate) fn for_each_edge(&self, mut f: impl FnMut(f64, f64, f64, f64)) {
+        let nbands = self.offsets.len() - 1;
+        for b in 0..nbands {
+            for e in &self.edges[self.offsets[b] as usize..self.offsets[b + 1] as usize] {
+                // An edge is stored in every band it spans: report it from its lowest one.
+                let lo =
+                    (((e.y0.min(e.y1) - self.bbox.min[1]) * self.inv_h) as usize).min(nbands - 1);
+                if lo == b {
+                    f(e.x0, e.y0, e.x1, e.y1);
+                }
+            }
+        }
+    }
+
     /// The bounding box.
     pub(crate) fn bbox(&self) -> Aabb {
         self.bbox

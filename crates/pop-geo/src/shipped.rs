@@ -13,6 +13,13 @@ pub const NEPAL_GEOJSON: &[u8] = include_bytes!("../data/nepal.geojson");
 /// Regions crossing the antimeridian: Fiji's divisions (`FJ-C`, `FJ-E`, `FJ-N`, `FJ-R`,
 /// `FJ-W`) and Chukotka (`RU-CHU`).
 pub const ANTIMERIDIAN_GEOJSON: &[u8] = include_bytes!("../data/antimeridian.geojson");
+/// First-level subdivisions of every country except Japan (Natural Earth 10m admin-1,
+/// simplified), in the compact `.pgeo` form; ids ISO 3166-2 where Natural Earth has one,
+/// else `NE-<adm1_code>`. [`world`] adds Japan and Nepal's municipalities.
+pub const WORLD_ADMIN1_PGEO: &[u8] = include_bytes!("../data/world-admin1.pgeo");
+/// One known point per subdivision where a gazetteer names one (CSV:
+/// `region_id,country,name,lat,lon,geonameid,how`); see `data/world_gazetteer.py`.
+pub const WORLD_GAZETTEER_CSV: &str = include_str!("../data/world-gazetteer.csv");
 /// The gazetteer as shipped (CSV: `region_id,name,lat,lon,geonameid`); [`GAZETTEER`] holds
 /// the same rows.
 pub const GAZETTEER_CSV: &str = include_str!("../data/gazetteer.csv");
@@ -44,6 +51,75 @@ pub fn all() -> Result<RegionIndex> {
         .add_slice(NEPAL_GEOJSON, "shipped nepal.geojson")?
         .add_slice(ANTIMERIDIAN_GEOJSON, "shipped antimeridian.geojson")?
         .build()
+}
+
+/// The world index: every country's first-level subdivisions (level 1; Japan's 47
+/// prefectures unsimplified), and the shipped Nepal municipalities on top of them (level 2).
+/// A lookup answers with the finest region; a proof of place for a province holds in its
+/// municipalities too.
+///
+/// ```
+/// let world = pop_geo::shipped::world().unwrap();
+/// assert!(world.len() > 4_500);
+/// assert_eq!(world.lookup(48.8566, 2.3522).unwrap().id().as_str(), "FR-75"); // Paris
+/// assert_eq!(world.lookup(-33.8688, 151.2093).unwrap().id().as_str(), "AU-NSW"); // Sydney
+/// assert!(world.lookup(0.0, -140.0).is_none()); // Pacific Ocean
+/// ```
+pub fn world() -> Result<RegionIndex> {
+    RegionIndex::builder()
+        .add_compact(WORLD_ADMIN1_PGEO, "shipped world-admin1.pgeo")?
+        .add_slice(JAPAN_GEOJSON, "shipped japan.geojson")?
+        .options(crate::LoadOptions {
+            level: 2,
+            ..crate::LoadOptions::default()
+        })
+        .add_slice(NEPAL_GEOJSON, "shipped nepal.geojson")?
+        .build()
+}
+
+/// A row of the world gazetteer ([`WORLD_GAZETTEER_CSV`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorldPlace {
+    /// The first-level subdivision the place lies in, by the gazetteer.
+    pub region_id: String,
+    /// ISO 3166-1 alpha-2 country code (Natural Earth's `iso_a2`).
+    pub country: String,
+    /// Place name as GeoNames spells it.
+    pub name: String,
+    /// Latitude, degrees.
+    pub lat: f64,
+    /// Longitude, degrees.
+    pub lon: f64,
+    /// GeoNames id.
+    pub geonameid: u32,
+    /// How the place was tied to the region: `admin1`, `country` or `name`.
+    pub how: String,
+}
+
+/// The world gazetteer, parsed. Malformed rows are a bug in the shipped file and are
+/// reported with their line number.
+pub fn world_gazetteer() -> std::result::Result<Vec<WorldPlace>, String> {
+    WORLD_GAZETTEER_CSV
+        .lines()
+        .enumerate()
+        .skip(1)
+        .map(|(i, line)| {
+            let f: Vec<&str> = line.split(',').collect();
+            let bad = || format!("world-gazetteer.csv line {}: {line:?}", i + 1);
+            if f.len() != 7 {
+                return Err(bad());
+            }
+            Ok(WorldPlace {
+                region_id: f[0].to_string(),
+                country: f[1].to_string(),
+                name: f[2].to_string(),
+                lat: f[3].parse().map_err(|_| bad())?,
+                lon: f[4].parse().map_err(|_| bad())?,
+                geonameid: f[5].parse().map_err(|_| bad())?,
+                how: f[6].to_string(),
+            })
+        })
+        .collect()
 }
 
 /// A known point and the shipped region it lies in.
@@ -647,5 +723,53 @@ mod tests {
             assert_eq!(f[3].parse::<f64>().unwrap(), p.lon);
             assert_eq!(f[4].parse::<u32>().unwrap(), p.geonameid);
         }
+    }
+}
+
+#[cfg(test)]
+mod border_tests {
+    use super::*;
+    use std::collections::{BTreeSet, HashMap};
+
+    /// Every vertex shared by two or more subdivisions lies on their common border; the
+    /// lookup gives the lowest id among them (or a finer Nepal municipality), the same on
+    /// every load.
+    #[test]
+    fn shared_border_vertices_go_to_the_lowest_id() {
+        let regions = crate::compact::decode(WORLD_ADMIN1_PGEO, "world").unwrap();
+        let mut owners: HashMap<(i64, i64), BTreeSet<String>> = HashMap::new();
+        for (region, polygons) in &regions {
+            for ring in polygons.iter().flatten() {
+                for p in ring {
+                    let key = ((p[0] * 1e5).round() as i64, (p[1] * 1e5).round() as i64);
+                    owners
+                        .entry(key)
+                        .or_default()
+                        .insert(region.id().to_string());
+                }
+            }
+        }
+        let world = world().unwrap();
+        let mut shared: Vec<_> = owners.into_iter().filter(|(_, o)| o.len() >= 2).collect();
+        shared.sort();
+        assert!(shared.len() > 10_000, "{}", shared.len());
+        let mut checked = 0;
+        for ((x, y), ids) in shared.iter().step_by(7) {
+            let (lon, lat) = (*x as f64 / 1e5, *y as f64 / 1e5);
+            let got = world.lookup(lat, lon).map(|r| r.id().to_string());
+            let Some(got) = got else {
+                panic!("border vertex ({lat}, {lon}) of {ids:?} found in no region");
+            };
+            if got.starts_with("NP-") && world.region(&got).is_some_and(|r| r.level() == 2) {
+                continue;
+            }
+            // Another region's edge may pass through the vertex without a vertex there, so
+            // the winner is the lowest id among those containing it: never above the lowest
+            // owner.
+            let lowest = ids.iter().next().unwrap();
+            assert!(got <= *lowest, "({lat}, {lon}) of {ids:?} -> {got}");
+            checked += 1;
+        }
+        assert!(checked > 1_000, "{checked}");
     }
 }

@@ -90,6 +90,8 @@ pub struct CityNode {
     counters: Counters,
     started: Instant,
     ordering: Option<OrderingParts>,
+    gate: super::scheduling::PriorityGate,
+    home_city: Option<dag_core::CityId>,
 }
 
 /// The city's committee as admission sees it: where held txs go to be ordered, and what
@@ -100,6 +102,12 @@ struct OrderingParts {
     /// Stripes already proposed (so a micro-batch's stripe is proposed once, by its first
     /// held tx); cleared when it grows past [`MAX_STRIPES_REMEMBERED`].
     stripes: parking_lot::Mutex<std::collections::HashSet<dag_core::StripeId>>,
+}
+
+/// Verifications in flight at once: two per verify thread keeps the pool busy while the
+/// rest wait in the priority gate.
+fn verifier_slots(verifier: &BatchVerifier) -> usize {
+    verifier.threads().max(1) * 2
 }
 
 /// Stripe ids remembered for de-duplicating proposals.
@@ -122,6 +130,7 @@ impl CityNode {
         verifier: Arc<BatchVerifier>,
         max_inflight: usize,
     ) -> Self {
+        let slots = verifier_slots(&verifier);
         CityNode {
             node_id,
             verifier,
@@ -134,7 +143,40 @@ impl CityNode {
             counters: Counters::default(),
             started: Instant::now(),
             ordering: None,
+            gate: super::scheduling::PriorityGate::new(slots),
+            home_city: None,
         }
+    }
+
+    /// The city this node serves: the receiver side of the region class (same city, same
+    /// continent, cross-continent) of every tx it admits.
+    pub fn with_home_city(mut self, city: dag_core::CityId) -> Self {
+        self.home_city = Some(city);
+        self
+    }
+
+    /// Flags a tx (kind class, urgency, region class from this node's city, oversize) and
+    /// counts each decision; without a flagger, the kind's class in the normal lane.
+    fn flag_tx(&self, tx: &SignedTx) -> flagging::Flag {
+        let Some(f) = &self.flagger else {
+            return super::scheduling::kind_flag(tx.tx.kind);
+        };
+        let mut input = flagging::FlagInput::new(&tx.tx, tx.encoded_len());
+        if let Some(home) = &self.home_city {
+            input = input.with_receiver_city(home);
+        }
+        let flag = f.flag(&input);
+        let lane = super::scheduling::lane(&flag);
+        self.counters
+            .stage(&format!("flag.region.{}", flag.region.name()));
+        self.counters
+            .stage(&format!("flag.kind.{}", flag.kind.name()));
+        self.counters.stage(&format!("flag.lane.{lane}"));
+        if flag.oversize {
+            self.counters.stage("flag.oversize");
+        }
+        metrics::counter!("citychain_flagged_total", "region" => flag.region.name(), "urgent" => if flag.is_urgent() { "true" } else { "false" }, "lane" => lane, "kind" => flag.kind.name()).increment(1);
+        flag
     }
 
     /// Adds the city's committee: every held tx (and its stripe) is proposed for ordering
@@ -449,28 +491,19 @@ impl CityNode {
                 }
             }
         }
-        let urgent = match &self.flagger {
-            Some(f) => {
-                let flag = f.flag(&flagging::FlagInput::new(&tx.tx, tx.encoded_len()));
-                self.counters
-                    .stage(&format!("flag.region.{}", flag.region.name()));
-                self.counters
-                    .stage(&format!("flag.kind.{}", flag.kind.name()));
-                if flag.oversize {
-                    self.counters.stage("flag.oversize");
-                }
-                metrics::counter!("citychain_flagged_total", "region" => flag.region.name(), "urgent" => if flag.is_urgent() { "true" } else { "false" }).increment(1);
-                flag.is_urgent()
-            }
-            None => false,
-        };
+        let flag = self.flag_tx(&tx);
+        let urgent = flag.is_urgent();
         // Cheap read-only replay check first, so replays never cost a verification.
         match self.store.precheck(&tx, &id) {
             Ok(Ok(())) => {}
             Ok(Err(c)) => return Err(Self::conflict(id, c)),
             Err(e) => return Err(Self::internal(id, e)),
         }
-        let verified = self.verify(tx, id).await?;
+        // The verify pool is where admission work competes: slots go by kind and lane.
+        let slot = self.gate.acquire(&flag).await;
+        let verified = self.verify(tx, id).await;
+        drop(slot);
+        let verified = verified?;
         let t_verified = Instant::now();
         metrics::histogram!("citychain_admission_stage_seconds", "stage" => "verify")
             .record(t_verified.duration_since(t0).as_secs_f64());

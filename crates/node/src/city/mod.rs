@@ -10,6 +10,7 @@ pub(crate) mod membership;
 pub(crate) mod order;
 pub(crate) mod pipeline;
 pub(crate) mod placement;
+pub(crate) mod scheduling;
 pub(crate) mod store;
 #[cfg(any(test, feature = "test-utils"))]
 pub(crate) mod test_utils;
@@ -215,6 +216,13 @@ pub async fn start_city_with(
     }
     if let Some(f) = parts.flagger {
         city = city.with_flagger(f);
+    }
+    if let Some(home) = parts
+        .committee
+        .as_ref()
+        .and_then(|cp| dag_core::CityId::new(cp.committee.city_id.clone()).ok())
+    {
+        city = city.with_home_city(home);
     }
     // Bind before starting the representative, so a taken port fails fast.
     let (listener, addr) = runtime::bind(cfg.listen).await?;

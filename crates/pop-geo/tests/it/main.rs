@@ -6,3 +6,4 @@ mod fixtures;
 mod malformed;
 mod oracle;
 mod shipped;
+mod world;

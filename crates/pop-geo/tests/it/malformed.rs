@@ -81,3 +81,46 @@ fn not_json_or_not_a_collection() {
         r#"test.geojson: expected a GeoJSON FeatureCollection, found no "features" array"#
     );
 }
+
+#[test]
+fn import_validates_and_places_regions_in_the_world() {
+    use std::io::Write;
+    let world = pop_geo::shipped::world().unwrap();
+    // Two squares inside Paris (FR-75), one of them written as a MultiPolygon.
+    let good = fc(
+        r#"{"type":"Feature","id":"FR-75-A","properties":{"name":"West"},"geometry":{"type":"Polygon","coordinates":[[[2.30,48.85],[2.34,48.85],[2.34,48.87],[2.30,48.87],[2.30,48.85]]]}},
+      {"type":"Feature","id":"FR-75-B","properties":{"name":"East"},"geometry":{"type":"MultiPolygon","coordinates":[[[[2.35,48.85],[2.39,48.85],[2.39,48.87],[2.35,48.87],[2.35,48.85]]]]}}"#,
+    );
+    let mut f = tempfile::NamedTempFile::new().unwrap();
+    f.write_all(good.as_bytes()).unwrap();
+    let report = pop_geo::validate_import(f.path(), 2, &world).unwrap();
+    assert_eq!(report.regions.len(), 2);
+    for r in &report.regions {
+        assert_eq!(r.subdivision.as_deref(), Some("FR-75"), "{r:?}");
+        assert_eq!(r.polygons, 1);
+    }
+    let back = RegionIndex::builder()
+        .add_compact(&report.compact, "import")
+        .unwrap()
+        .build()
+        .unwrap();
+    assert_eq!(back.lookup(48.86, 2.32).unwrap().id().as_str(), "FR-75-A");
+    assert_eq!(back.regions()[0].level(), 2);
+
+    let mut bad = tempfile::NamedTempFile::new().unwrap();
+    bad.write_all(fc(&format!(r#"{GOOD},{{"type":"Feature","id":"FLAT","properties":{{}},"geometry":{{"type":"Polygon","coordinates":[[[0,0],[1,1],[2,2],[0,0]]]}}}}"#)).as_bytes()).unwrap();
+    let e = pop_geo::validate_import(bad.path(), 2, &world)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains(r#"feature 1 (id "FLAT")"#) && e.contains("encloses no point"),
+        "{e}"
+    );
+
+    let mut empty = tempfile::NamedTempFile::new().unwrap();
+    empty.write_all(fc("").as_bytes()).unwrap();
+    let e = pop_geo::validate_import(empty.path(), 2, &world)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("without features"), "{e}");
+}

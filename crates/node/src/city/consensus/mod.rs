@@ -71,6 +71,11 @@ pub struct RepresentativeConfig {
     pub send_concurrency: usize,
     /// Inbound messages queued before answering `ResourceExhausted`.
     pub inbound_queue: usize,
+    /// The dynamic batch interval (start 1.0 s; > 50 pending → 0.5 s; none → +0.5 s up to
+    /// 5 s; else −0.1 s down to 0.5 s): after each proposal the driver's proposal interval is
+    /// set from what is still pending, exported as `citychain_batch_interval_seconds`.
+    /// `None` keeps `consensus.proposal_interval_ms` fixed.
+    pub batch_interval: Option<dag_core::BatchInterval>,
 }
 
 impl RepresentativeConfig {
@@ -90,6 +95,7 @@ impl RepresentativeConfig {
             outbound_queue: 1024,
             send_concurrency: 8,
             inbound_queue: 4096,
+            batch_interval: None,
         }
     }
 }
@@ -306,7 +312,34 @@ impl Driver {
         false
     }
 
-    async fn run(mut self, mut rx: mpsc::Receiver<Command>, tick: Duration, first: Vec<Output>) {
+    /// After a proposal (the driver's round moved), the next interval from what is pending.
+    fn drive_interval(
+        &mut self,
+        clock: &mut Option<super::scheduling::BatchClock>,
+        last: &mut Option<dag_core::consensus::Round>,
+    ) {
+        let Some(clock) = clock else { return };
+        let round = self.consensus.round();
+        if round != *last {
+            *last = round;
+            let next = clock.proposed(self.consensus.pending_payload());
+            self.consensus
+                .set_proposal_interval(next.as_millis().min(u128::from(u64::MAX)) as u64);
+        }
+    }
+
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Command>,
+        tick: Duration,
+        first: Vec<Output>,
+        mut clock: Option<super::scheduling::BatchClock>,
+    ) {
+        if let Some(c) = &clock {
+            self.consensus
+                .set_proposal_interval(c.current().as_millis().min(u128::from(u64::MAX)) as u64);
+        }
+        let mut last_round = self.consensus.round();
         if let Err(e) = self.flush(first).await {
             tracing::error!(error = %e, "representative cannot persist; stopping");
             return;
@@ -330,6 +363,7 @@ impl Driver {
                     outputs = off_reactor(|| self.consensus.tick(now_ms()));
                 }
             }
+            self.drive_interval(&mut clock, &mut last_round);
             if let Err(e) = self.flush(outputs).await {
                 tracing::error!(error = %e, "representative cannot persist; stopping");
                 for (reply, _) in replies {
@@ -602,7 +636,12 @@ pub async fn spawn_representative(
         evidence: evidence_tx,
         stats: stats.clone(),
     };
-    let driver = tokio::spawn(driver.run(cmd_rx, cfg.tick, first));
+    let driver = tokio::spawn(driver.run(
+        cmd_rx,
+        cfg.tick,
+        first,
+        cfg.batch_interval.map(super::scheduling::BatchClock::new),
+    ));
 
     let svc = rpc::ConsensusService::new(Arc::new(Inbox { tx: cmd.clone() })).into_server();
     let handle = RepresentativeHandle {
