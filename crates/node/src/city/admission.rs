@@ -90,6 +90,8 @@ pub struct CityNode {
     counters: Counters,
     started: Instant,
     ordering: Option<OrderingParts>,
+    /// Every step of every tx, for the gateway's `/v1/events`.
+    events: Arc<super::events::EventBus>,
 }
 
 /// The city's committee as admission sees it: where held txs go to be ordered, and what
@@ -134,7 +136,18 @@ impl CityNode {
             counters: Counters::default(),
             started: Instant::now(),
             ordering: None,
+            events: Arc::new(super::events::EventBus::default()),
         }
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.node_id
+    }
+
+    /// The event bus (admitted, held, ordered, federated, repairs).
+    pub fn events(&self) -> &Arc<super::events::EventBus> {
+        &self.events
     }
 
     /// Adds the city's committee: every held tx (and its stripe) is proposed for ordering
@@ -476,12 +489,19 @@ impl CityNode {
             .record(t_verified.duration_since(t0).as_secs_f64());
         let for_pipeline = self.pipeline.as_ref().map(|_| verified.clone());
         let for_archive = self.archive.as_ref().map(|_| verified.clone());
+        let accounts = [verified.tx().sender, verified.tx().receiver];
         match self.store.admit(verified).await {
             Ok(Ok(())) => {}
             Ok(Err(c)) => return Err(Self::conflict(id, c)),
             Err(e) => return Err(Self::internal(id, e)),
         }
         let t_stored = Instant::now();
+        self.events.publish_with_accounts(
+            gateway::EventKind::Admitted,
+            id,
+            accounts,
+            serde_json::Value::Null,
+        );
         metrics::histogram!("citychain_admission_stage_seconds", "stage" => "store")
             .record(t_stored.duration_since(t_verified).as_secs_f64());
         if let (Some(p), Some(v)) = (&self.pipeline, for_pipeline) {
@@ -490,6 +510,12 @@ impl CityNode {
                     metrics::histogram!("citychain_admission_stage_seconds", "stage" => "hold")
                         .record(t_stored.elapsed().as_secs_f64());
                     self.counters.held.fetch_add(1, Ordering::Relaxed);
+                    self.events.publish(
+                        gateway::EventKind::Held,
+                        id,
+                        serde_json::json!({ "stripe": held.stripe_id.to_hex(),
+                            "receipts": held.receipts.len() }),
+                    );
                     self.propose(id, held.stripe_id).await;
                     self.archive_held(for_archive).await;
                     return Ok(Submitted {
@@ -588,7 +614,10 @@ impl CityNode {
         }
     }
 
-    async fn lookup_archive(&self, id: TxId) -> std::result::Result<Option<TxRecord>, Rejection> {
+    pub(crate) async fn lookup_archive(
+        &self,
+        id: TxId,
+    ) -> std::result::Result<Option<TxRecord>, Rejection> {
         use archive::Archive as _;
         let Some((a, _)) = &self.archive else {
             return Ok(None);
