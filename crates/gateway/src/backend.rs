@@ -168,7 +168,8 @@ pub struct RepairTicket {
     /// The tx to repair.
     #[schema(value_type = String)]
     pub tx_id: TxId,
-    /// Where it stands.
+    /// Where it stands (flattened: `state`, and `tier` / `reason` once finished).
+    #[serde(flatten)]
     pub state: RepairState,
 }
 
