@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::time::Duration;
 
-const ELEMENT: &str = "element-6066-11e4-a52f-4a4c4c4c4c4c";
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 struct WebDriver {
     http: reqwest::Client,
@@ -45,7 +45,11 @@ impl WebDriver {
         let v = self
             .post("/element", json!({ "using": "css selector", "value": css }))
             .await;
-        v[ELEMENT].as_str().unwrap().to_string()
+        v[ELEMENT]
+            .as_str()
+            .or_else(|| v["ELEMENT"].as_str())
+            .unwrap_or_else(|| panic!("no element for {css}: {v}"))
+            .to_string()
     }
     async fn script(&self, js: &str) -> Value {
         self.post("/execute/sync", json!({ "script": js, "args": [] }))
