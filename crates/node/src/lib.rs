@@ -42,7 +42,9 @@ pub use city::pipeline::{
     ShardTransport, TransportError,
 };
 pub use city::placement::PriorityDirectory;
-pub use city::repair_protocol::{RepairConfig, RepairService, RepairTier, TierAnswer};
+pub use city::repair_protocol::{
+    LightRepairTier, RepairConfig, RepairService, RepairTier, TierAnswer,
+};
 pub use city::store::{Conflict, TxStore};
 #[cfg(any(test, feature = "test-utils"))]
 pub use city::test_utils::{MemoryTransport, StaticDirectory};

@@ -1,10 +1,12 @@
 //! The city node behind the HTTP gateway: [`CityGateway`] implements the gateway's
 //! backend over admission, the tx store, the order store, the manifests and the event bus,
-//! and the repair tiers (local store → light nodes → archive → other representatives) over
-//! the same parts.
+//! and the repair tiers (local store → light nodes over REPAIR_REQUEST / REPAIR_ACK →
+//! archive → other representatives) over the same parts.
 
 use super::admission::CityNode;
-use super::repair_protocol::{RepairConfig, RepairService, RepairTier, TierAnswer};
+use super::repair_protocol::{
+    LightRepairTier, RepairConfig, RepairService, RepairTier, TierAnswer,
+};
 use async_trait::async_trait;
 use dag_core::{NodeId, SignedTx, StripeId, TxId};
 use gateway::{
@@ -32,7 +34,6 @@ impl std::fmt::Debug for CityGateway {
 }
 
 struct LocalStore(Weak<CityNode>);
-struct LightNodes(Weak<CityNode>);
 struct ArchiveTier(Weak<CityNode>);
 struct Peers {
     addrs: Vec<String>,
@@ -54,38 +55,6 @@ impl RepairTier for LocalStore {
         Ok(got.map(|tx| TierAnswer {
             tx,
             shards_rebuilt: 0,
-        }))
-    }
-}
-
-#[async_trait]
-impl RepairTier for LightNodes {
-    fn name(&self) -> &'static str {
-        "light_nodes"
-    }
-    async fn fetch(&self, id: TxId) -> Result<Option<TierAnswer>, String> {
-        let node = self.0.upgrade().ok_or_else(gone)?;
-        let Some(p) = node.pipeline().cloned() else {
-            return Ok(None);
-        };
-        if p.held(&id).map_err(|e| e.to_string())?.is_none() {
-            return Ok(None);
-        }
-        // Re-place the shards whose holder is gone or silent first, so the stripe is whole
-        // again; a failure there still leaves any k shards to restore from.
-        let rebuilt = match p.repair_stripe_of(id).await {
-            Ok(n) => u32::try_from(n).unwrap_or(u32::MAX),
-            Err(e) => {
-                tracing::warn!(tx = %id, error = %e, "repair: re-placing shards failed");
-                0
-            }
-        };
-        // Restore verifies every receipt (holder key, stripe, index, shard hash) and the
-        // tx signature; a shard whose hash does not match is treated as missing.
-        let r = p.restore(id).await.map_err(|e| e.to_string())?;
-        Ok(Some(TierAnswer {
-            tx: r.tx,
-            shards_rebuilt: rebuilt,
         }))
     }
 }
@@ -140,10 +109,11 @@ impl RepairTier for Peers {
 }
 
 impl CityGateway {
-    /// The gateway backend of `node` in city `city`, whose committee is `committee`
-    /// (node id, gRPC address).
+    /// The gateway backend of `node` (whose key is `key`) in city `city`, whose committee
+    /// is `committee` (node id, gRPC address).
     pub fn new(
         node: Arc<CityNode>,
+        key: pqc::Keypair,
         city: String,
         committee: Vec<(NodeId, String)>,
         cfg: RepairConfig,
@@ -157,7 +127,14 @@ impl CityGateway {
         let w = Arc::downgrade(&node);
         let tiers: Vec<Arc<dyn RepairTier>> = vec![
             Arc::new(LocalStore(w.clone())),
-            Arc::new(LightNodes(w.clone())),
+            Arc::new(LightRepairTier::new(
+                w.clone(),
+                key,
+                dag_core::CityId::new(if city.is_empty() { "-" } else { city.as_str() })
+                    .unwrap_or_else(|_| dag_core::CityId::new("-").expect("a valid city id")),
+                dag_core::Position::default(),
+                Duration::from_secs(1),
+            )),
             Arc::new(ArchiveTier(w)),
             Arc::new(Peers {
                 addrs: peers,

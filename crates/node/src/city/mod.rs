@@ -266,6 +266,7 @@ pub async fn start_city_with(
             };
             let backend = Arc::new(gateway::CityGateway::new(
                 node.clone(),
+                keypair.clone(),
                 city_id,
                 members,
                 repair_protocol::RepairConfig::default(),

@@ -406,3 +406,348 @@ mod tests {
         assert_eq!(reason, "local_store: not there; archive: not there");
     }
 }
+
+/// Checks one holder's REPAIR_ACK before its shard is used: the ack is a REPAIR_ACK signed
+/// by the holder the manifest names for `index`, answering `request`; the shard decodes, is
+/// shard `index` of this stripe and hashes to the manifest's hash (and to the ack's); the
+/// receipt is the holder's, valid, for this shard. Anything else is a wrong answer.
+pub(crate) fn check_ack(
+    layout: &storage::StripeLayout,
+    index: u16,
+    holder: dag_core::NodeId,
+    request: TxId,
+    a: rpc::RepairAnswer,
+) -> Result<storage::Shard, String> {
+    let ack = a
+        .ack
+        .verify(&pqc::MlDsa87)
+        .map_err(|e| format!("ack signature: {e}"))?;
+    if ack.tx().kind != dag_core::TxKind::RepairAck {
+        return Err(format!("ack is a {} tx", ack.tx().kind));
+    }
+    if ack.tx().sender.as_bytes() != holder.as_bytes() {
+        return Err(format!(
+            "ack signed by {}, not by holder {holder}",
+            ack.tx().sender
+        ));
+    }
+    let p = rpc::RepairAckPayload::decode(&ack.tx().payload).map_err(|e| e.to_string())?;
+    if p.request != request {
+        return Err(format!("ack answers request {}, not {request}", p.request));
+    }
+    let shard = storage::Shard::from_bytes(&a.shard).map_err(|e| format!("shard: {e}"))?;
+    if shard.stripe_id() != layout.stripe_id || shard.index() != index {
+        return Err(format!(
+            "sent shard {} of stripe {}, asked for {index} of {}",
+            shard.index(),
+            shard.stripe_id(),
+            layout.stripe_id
+        ));
+    }
+    layout
+        .check_shard(&shard)
+        .map_err(|e| format!("shard fails the manifest: {e}"))?;
+    if p.shard_hash != shard.hash() {
+        return Err("ack names another shard hash".into());
+    }
+    let r = storage::verify_receipt(layout, a.receipt, &pqc::MlDsa87)
+        .map_err(|e| format!("receipt: {e}"))?;
+    if r.receipt().holder != holder || r.receipt().shard_index != index {
+        return Err("receipt is not the holder's for this shard".into());
+    }
+    Ok(shard)
+}
+
+/// The light-node tier over the repair protocol: a REPAIR_REQUEST tx signed by this
+/// representative to every live holder of the tx's stripe (from the manifest), their
+/// REPAIR_ACKs checked ([`check_ack`]), the stripe decoded from the first k good shards and
+/// the tx taken from it; then the shards whose holders did not answer are re-placed.
+pub struct LightRepairTier {
+    node: std::sync::Weak<super::admission::CityNode>,
+    key: pqc::Keypair,
+    city: dag_core::CityId,
+    position: dag_core::Position,
+    call_timeout: Duration,
+}
+
+impl LightRepairTier {
+    /// The tier of `node`, signing requests with `key` (the representative's key) as a
+    /// member of `city` at `position`.
+    pub fn new(
+        node: std::sync::Weak<super::admission::CityNode>,
+        key: pqc::Keypair,
+        city: dag_core::CityId,
+        position: dag_core::Position,
+        call_timeout: Duration,
+    ) -> Self {
+        LightRepairTier {
+            node,
+            key,
+            city,
+            position,
+            call_timeout,
+        }
+    }
+
+    fn request(
+        &self,
+        payload: rpc::RepairRequestPayload,
+        to: dag_core::NodeId,
+    ) -> dag_core::SignedTx {
+        let now = crate::runtime::now_ms();
+        let tx = dag_core::Tx {
+            kind: dag_core::TxKind::RepairRequest,
+            sender: self.key.account_id(),
+            receiver: dag_core::AccountId::from_bytes(*to.as_bytes()),
+            amount: 0,
+            nonce: now.saturating_mul(64) + u64::from(payload.index),
+            timestamp_ms: now,
+            city_id: self.city.clone(),
+            position: self.position,
+            method: dag_core::PositionMethod::Gps,
+            read_set: Vec::new(),
+            write_set: Vec::new(),
+            payload: payload.encode(),
+        };
+        pqc::sign_tx(tx, &self.key)
+    }
+}
+
+#[async_trait]
+impl RepairTier for LightRepairTier {
+    fn name(&self) -> &'static str {
+        "light_nodes"
+    }
+
+    async fn fetch(&self, id: TxId) -> Result<Option<TierAnswer>, String> {
+        use futures::StreamExt as _;
+        let node = self.node.upgrade().ok_or("the node is stopping")?;
+        let Some(p) = node.pipeline().cloned() else {
+            return Ok(None);
+        };
+        let Some(held) = p.held(&id).map_err(|e| e.to_string())? else {
+            return Ok(None);
+        };
+        let (manifest, _) = p
+            .manifests()
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .find(|(m, _)| m.stripe_id() == held.stripe_id)
+            .ok_or_else(|| format!("no manifest for stripe {}", held.stripe_id))?;
+        let layout = manifest.layout.clone();
+        let live: BTreeMap<dag_core::NodeId, String> = p
+            .live_lights()
+            .into_iter()
+            .map(|n| (n.node_id, n.grpc_addr))
+            .collect();
+        let mut asks = futures::stream::FuturesUnordered::new();
+        let mut not_live = 0;
+        for (i, h) in manifest.holders.iter().enumerate() {
+            let (Some(h), Ok(index)) = (*h, u16::try_from(i)) else {
+                continue;
+            };
+            let Some(addr) = live.get(&h).cloned() else {
+                not_live += 1;
+                continue;
+            };
+            let req = self.request(
+                rpc::RepairRequestPayload {
+                    stripe: held.stripe_id,
+                    index,
+                    tx: id,
+                },
+                h,
+            );
+            let timeout = self.call_timeout;
+            asks.push(async move {
+                let rid = req.id();
+                let got = match rpc::RepairClient::connect(&addr, timeout).await {
+                    Ok(c) => c.request(&req).await.map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                (index, h, rid, got)
+            });
+        }
+        let k = usize::from(layout.k);
+        let mut shards = Vec::new();
+        let mut problems = Vec::new();
+        while let Some((index, holder, rid, got)) = asks.next().await {
+            let checked = got.and_then(|a| check_ack(&layout, index, holder, rid, a));
+            match checked {
+                Ok(s) => {
+                    node.events().publish(
+                        EventKind::RepairAcknowledged,
+                        id,
+                        serde_json::json!({ "tier": "light_nodes", "holder": holder.to_hex(),
+                            "index": index }),
+                    );
+                    shards.push(s);
+                    if shards.len() >= k {
+                        break;
+                    }
+                }
+                Err(why) => {
+                    metrics::counter!("citychain_repair_bad_answers_total", "tier" => "light_nodes")
+                        .increment(1);
+                    tracing::warn!(tx = %id, %holder, index, %why, "REPAIR_ACK not used");
+                    problems.push(format!("shard {index} from {}: {why}", holder.short()));
+                }
+            }
+        }
+        if shards.len() < k {
+            return Err(format!(
+                "{} good shards of the {k} needed ({not_live} holders not live; {})",
+                shards.len(),
+                problems.join("; ")
+            ));
+        }
+        let stripe = layout.decode(&shards).map_err(|e| e.to_string())?;
+        let tx = storage::split_micro_batch(&stripe)
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .filter_map(|b| dag_core::SignedTx::decode(b).ok())
+            .find(|t| t.id() == id)
+            .ok_or_else(|| format!("stripe {} does not carry tx {id}", layout.stripe_id))?;
+        // Re-place the shards whose holders are gone or silent, so the stripe is whole again.
+        let rebuilt = match p.repair_stripe_of(id).await {
+            Ok(n) => u32::try_from(n).unwrap_or(u32::MAX),
+            Err(e) => {
+                tracing::warn!(tx = %id, error = %e, "repair: re-placing shards failed");
+                0
+            }
+        };
+        Ok(Some(TierAnswer {
+            tx,
+            shards_rebuilt: rebuilt,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod ack_tests {
+    use super::*;
+    use dag_core::{CityId, Position, PositionMethod, Tx, TxKind};
+    use storage::{ErasureConfig, MicroBatch, StripeLayout};
+
+    struct Fixture {
+        layout: StripeLayout,
+        shards: Vec<storage::Shard>,
+        holder: pqc::Keypair,
+        request: TxId,
+    }
+
+    fn fixture() -> Fixture {
+        let user = pqc::Keypair::generate();
+        let tx = pqc::sign_tx(
+            Tx::fresh(
+                user.account_id(),
+                dag_core::AccountId::from_bytes([3; 32]),
+                1,
+                1,
+                1,
+                CityId::new("JP-13").unwrap(),
+                Position::default(),
+                PositionMethod::Gps,
+            ),
+            &user,
+        );
+        let (batch, _) = MicroBatch::from_signed(&[tx]).unwrap();
+        let shards = ErasureConfig::default().encode(&batch.stripe).unwrap();
+        let layout = StripeLayout::from_shards(&shards).unwrap();
+        Fixture {
+            layout,
+            shards,
+            holder: pqc::Keypair::generate(),
+            request: TxId::from_bytes([9; 32]),
+        }
+    }
+
+    fn answer(
+        f: &Fixture,
+        signer: &pqc::Keypair,
+        shard: &storage::Shard,
+        request: TxId,
+    ) -> rpc::RepairAnswer {
+        let ack = Tx {
+            kind: TxKind::RepairAck,
+            sender: signer.account_id(),
+            receiver: dag_core::AccountId::from_bytes([1; 32]),
+            amount: 0,
+            nonce: 1,
+            timestamp_ms: 1,
+            city_id: CityId::new("JP-13").unwrap(),
+            position: Position::default(),
+            method: PositionMethod::Gps,
+            read_set: Vec::new(),
+            write_set: Vec::new(),
+            payload: rpc::RepairAckPayload {
+                request,
+                shard_hash: shard.hash(),
+            }
+            .encode(),
+        };
+        let _ = f;
+        rpc::RepairAnswer {
+            ack: pqc::sign_tx(ack, signer),
+            shard: shard.to_bytes(),
+            receipt: storage::issue_receipt(&shard.header, signer, 1),
+        }
+    }
+
+    #[test]
+    fn a_good_ack_is_used_and_every_wrong_one_is_refused() {
+        let f = fixture();
+        let h = f.holder.node_id();
+        let good = answer(&f, &f.holder, &f.shards[2], f.request);
+        assert_eq!(
+            check_ack(&f.layout, 2, h, f.request, good.clone())
+                .unwrap()
+                .index(),
+            2
+        );
+        // A wrong shard: another index than asked.
+        let other = answer(&f, &f.holder, &f.shards[3], f.request);
+        assert!(
+            check_ack(&f.layout, 2, h, f.request, other)
+                .unwrap_err()
+                .contains("asked for 2")
+        );
+        // A corrupted shard: same header, one data byte flipped (fails its hash).
+        let mut bad = f.shards[2].clone();
+        bad.data[0] ^= 1;
+        let mut corrupt = good.clone();
+        corrupt.shard = bad.to_bytes();
+        assert!(check_ack(&f.layout, 2, h, f.request, corrupt).is_err());
+        // Signed by someone else than the manifest's holder.
+        let stranger = pqc::Keypair::generate();
+        let forged = answer(&f, &stranger, &f.shards[2], f.request);
+        assert!(
+            check_ack(&f.layout, 2, h, f.request, forged)
+                .unwrap_err()
+                .contains("not by holder")
+        );
+        // Answering another request.
+        let stale = answer(&f, &f.holder, &f.shards[2], TxId::from_bytes([8; 32]));
+        assert!(
+            check_ack(&f.layout, 2, h, f.request, stale)
+                .unwrap_err()
+                .contains("answers request")
+        );
+        // A receipt from another holder.
+        let mut borrowed = good.clone();
+        borrowed.receipt = storage::issue_receipt(&f.shards[2].header, &stranger, 1);
+        assert!(
+            check_ack(&f.layout, 2, h, f.request, borrowed)
+                .unwrap_err()
+                .contains("receipt")
+        );
+        // A tampered ack signature.
+        let mut tampered = good;
+        tampered.ack.tx.amount = 5;
+        assert!(
+            check_ack(&f.layout, 2, h, f.request, tampered)
+                .unwrap_err()
+                .contains("signature")
+        );
+    }
+}
