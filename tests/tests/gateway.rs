@@ -331,6 +331,12 @@ async fn gateway_over_a_devnet() {
         metrics.contains("citychain_repair_tier_seconds{tier=\"local_store\""),
         "{metrics}"
     );
+    for l in metrics
+        .lines()
+        .filter(|l| l.starts_with("citychain_repair_tier_seconds"))
+    {
+        println!("{l}");
+    }
 
     // The OpenAPI document parses and names every route the router serves.
     let doc: serde_json::Value = http
