@@ -460,7 +460,7 @@ pub(crate) fn check_ack(
 
 /// The light-node tier over the repair protocol: a REPAIR_REQUEST tx signed by this
 /// representative to every live holder of the tx's stripe (from the manifest), their
-/// REPAIR_ACKs checked ([`check_ack`]), the stripe decoded from the first k good shards and
+/// REPAIR_ACKs checked (signature, holder, request, shard hash, receipt), the stripe decoded from the first k good shards and
 /// the tx taken from it; then the shards whose holders did not answer are re-placed.
 pub struct LightRepairTier {
     node: std::sync::Weak<super::admission::CityNode>,
