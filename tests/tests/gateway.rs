@@ -366,3 +366,93 @@ async fn gateway_over_a_devnet() {
     }
     net.shutdown().await.unwrap();
 }
+
+/// Waits for repair request `n` on `base` to leave `running`.
+async fn repair_outcome(http: &reqwest::Client, base: &str, n: u64) -> serde_json::Value {
+    for _ in 0..300 {
+        let v: serde_json::Value = http
+            .get(format!("{base}/v1/repair_requests/{n}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if v["state"] != "running" {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("repair {n} still running");
+}
+
+/// A representative that only knows a tx from its committee's order repairs it from
+/// another representative (the `peers` tier); once that one is gone, no tier can serve it
+/// and the request ends `failed` with every tier's reason, with a `repair_failed` event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repair_from_a_peer_then_failed_when_nobody_can_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = DevnetConfig {
+        lights: 6,
+        reps: 4,
+        ..DevnetConfig::default()
+    };
+    let mut net = Devnet::start(cfg, dir.path()).await.unwrap();
+    assert!(net.wait_for_lights(6, Duration::from_secs(20)).await);
+    let http = reqwest::Client::new();
+    let base0 = format!("http://{}", net.gateway_addr(0).unwrap());
+    let base1 = format!("http://{}", net.gateway_addr(1).unwrap());
+    let user = Keypair::generate();
+    let t = tx(&user, 0);
+    let id = t.id();
+    let r = http
+        .post(format!("{base0}/v1/txs"))
+        .json(&JsonSignedTx::from(&t))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // Representative 1 knows it from the order only.
+    let v = wait_state(&http, &base1, id, "federated").await;
+    assert!(v["tx"].is_null(), "rep 1 does not hold the body: {v}");
+    let start = |base: String| {
+        let http = http.clone();
+        async move {
+            let r = http
+                .post(format!("{base}/v1/repair_requests"))
+                .json(&serde_json::json!({ "tx_id": id.to_hex() }))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 202);
+            r.json::<serde_json::Value>().await.unwrap()["request_id"]
+                .as_u64()
+                .unwrap()
+        }
+    };
+    let n = start(base1.clone()).await;
+    let done = repair_outcome(&http, &base1, n).await;
+    assert_eq!(done["state"], "completed", "{done}");
+    assert_eq!(done["tier"], "peers");
+
+    // The only holder of the body is gone: every tier misses, the request fails.
+    net.kill_rep(0).await;
+    let n = start(base1.clone()).await;
+    let failed = repair_outcome(&http, &base1, n).await;
+    assert_eq!(failed["state"], "failed", "{failed}");
+    let reason = failed["reason"].as_str().unwrap();
+    for tier in ["local_store", "light_nodes", "archive", "peers"] {
+        assert!(reason.contains(tier), "{reason}");
+    }
+    let seen = sse_until(
+        &http,
+        &format!("{base1}/v1/events?tx={id}"),
+        Some(0),
+        "repair_failed",
+    )
+    .await;
+    let kinds: Vec<&str> = seen.iter().map(|(_, k)| k.as_str()).collect();
+    assert_eq!(kinds.last(), Some(&"repair_failed"));
+    assert!(kinds.contains(&"repair_completed"));
+    net.shutdown().await.unwrap();
+}
