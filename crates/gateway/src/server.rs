@@ -432,6 +432,8 @@ fn event_stream(
             let next = tokio::select! {
                 r = live.recv() => r,
                 _ = shutdown.wait_for(|s| *s) => return,
+                // The client went away: free its subscriber slot now, not at the next event.
+                () = yield_tx.closed() => return,
             };
             match next {
                 Ok(e) => {

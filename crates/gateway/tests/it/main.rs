@@ -349,7 +349,18 @@ async fn subscribers_are_bounded() {
     let second = http.get(format!("{base}/v1/events")).send().await.unwrap();
     assert_eq!(second.status(), 503);
     assert!(second.headers().contains_key("retry-after"));
+    // A subscriber that goes away frees its slot without waiting for an event.
     drop(first);
+    let mut freed = false;
+    for _ in 0..100 {
+        let r = http.get(format!("{base}/v1/events")).send().await.unwrap();
+        if r.status() == 200 {
+            freed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(freed, "the slot of a gone subscriber was never freed");
     h.shutdown().await.unwrap();
 }
 
