@@ -2,10 +2,15 @@
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
-    let protos: Vec<std::path::PathBuf> = ["city.proto", "shardstore.proto", "consensus.proto"]
-        .iter()
-        .map(|p| proto_dir.join(p))
-        .collect();
+    let protos: Vec<std::path::PathBuf> = [
+        "city.proto",
+        "shardstore.proto",
+        "consensus.proto",
+        "repair.proto",
+    ]
+    .iter()
+    .map(|p| proto_dir.join(p))
+    .collect();
     for p in &protos {
         println!("cargo:rerun-if-changed={}", p.display());
     }

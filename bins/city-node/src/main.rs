@@ -100,6 +100,11 @@ fn print_manifest(m: &devnet::localnet::Manifest, dir: &std::path::Path) {
             n.metrics.map_or_else(|| "-".to_string(), |a| a.to_string())
         );
     }
+    for n in &m.nodes {
+        if let Some(g) = n.gateway {
+            println!("{:<12} gateway + explorer: http://{g}/", n.name);
+        }
+    }
     println!(
         "genesis: {}\nlogs: {}/<node>/node.log",
         dir.join("genesis.toml").display(),
@@ -124,6 +129,9 @@ struct RunArgs {
     /// Prometheus /metrics listen address.
     #[arg(long, env = "CITY_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
+    /// City role: serve the DApp HTTP gateway (`/v1`, events, explorer) here; off by default.
+    #[arg(long, env = "CITY_GATEWAY_ADDR")]
+    gateway_addr: Option<SocketAddr>,
     /// Signature verification threads (0 = one per core).
     #[arg(long, env = "CITY_VERIFY_THREADS")]
     verify_threads: Option<usize>,
@@ -242,6 +250,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     if let Some(g) = &args.genesis {
         city.genesis = Some(g.clone());
+    }
+    if let Some(addr) = args.gateway_addr {
+        let mut g = city.gateway.take().unwrap_or_default();
+        g.listen = addr;
+        city.gateway = Some(g);
     }
     let mut membership = file.membership.unwrap_or_default();
     // Presence backend and timing come from the environment (PRESENCE_BACKEND, …).

@@ -41,6 +41,8 @@ pub struct DevnetConfig {
     pub pipeline: PipelineConfig,
     /// Representatives in the city's committee (each a city node).
     pub reps: usize,
+    /// Serve the DApp HTTP gateway on every representative (a free loopback port).
+    pub gateway: bool,
 }
 
 impl Default for DevnetConfig {
@@ -51,6 +53,7 @@ impl Default for DevnetConfig {
             presence_ttl: Duration::from_millis(1500),
             pipeline: PipelineConfig::default(),
             reps: 1,
+            gateway: true,
         }
     }
 }
@@ -266,6 +269,12 @@ impl Devnet {
             listen: rep.addr,
             data_dir: self.dir.join(format!("rep-{i}")),
             genesis: Some(self.genesis.clone()),
+            gateway: self.cfg.gateway.then(|| node::gateway::GatewayConfig {
+                listen: LOOPBACK,
+                // Tests and the demo drive it hard from one address.
+                rate_limit_per_second: 0,
+                ..node::gateway::GatewayConfig::default()
+            }),
             ..CityConfig::default()
         };
         let env = CityEnv {
@@ -295,6 +304,11 @@ impl Devnet {
         if let Some(r) = self.reps.get_mut(i).and_then(|r| r.role.take()) {
             r.kill().await;
         }
+    }
+
+    /// Representative `i`'s HTTP gateway address, while it runs with one.
+    pub fn gateway_addr(&self, i: usize) -> Option<SocketAddr> {
+        self.rep(i).and_then(CityHandle::gateway_addr)
     }
 
     /// Representative `i`'s city node, while it runs.

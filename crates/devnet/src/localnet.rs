@@ -70,6 +70,9 @@ pub struct NodeEntry {
     pub addr: SocketAddr,
     /// Its Prometheus `/metrics` address (none for presence, which serves it on `addr`).
     pub metrics: Option<SocketAddr>,
+    /// Its DApp HTTP gateway and explorer (representatives only).
+    #[serde(default)]
+    pub gateway: Option<SocketAddr>,
 }
 
 /// The manifest (`localnet.toml`).
@@ -197,6 +200,7 @@ impl Localnet {
             role: "presence".into(),
             addr: ports.next()?,
             metrics: None,
+            gateway: None,
         }];
         let entry = |name: String, role: &str| -> Result<NodeEntry> {
             Ok(NodeEntry {
@@ -204,6 +208,11 @@ impl Localnet {
                 role: role.into(),
                 addr: ports.next()?,
                 metrics: Some(ports.next()?),
+                gateway: if role == "city" {
+                    Some(ports.next()?)
+                } else {
+                    None
+                },
             })
         };
         nodes.push(entry("global".into(), "global")?);
@@ -300,6 +309,9 @@ impl Localnet {
                 .arg(LOCALNET_CITY);
             if let Some(m) = n.metrics {
                 c.arg("--metrics-listen").arg(m.to_string());
+            }
+            if let Some(g) = n.gateway {
+                c.arg("--gateway-addr").arg(g.to_string());
             }
             if let Some(i) = n.name.strip_prefix("light-") {
                 c.arg("--zone")

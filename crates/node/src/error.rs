@@ -110,6 +110,12 @@ pub enum Error {
         /// archive's error.
         source: archive::Error,
     },
+    /// The HTTP gateway could not start.
+    #[error("gateway: {source}")]
+    Gateway {
+        /// gateway's error.
+        source: gateway::Error,
+    },
     /// A genesis file is missing, malformed or inconsistent.
     #[error(transparent)]
     Genesis(#[from] genesis::Error),

@@ -33,6 +33,8 @@ pub mod runtime;
 
 pub use city::admission::{CityNode, Counters, PopCheck, PopMode};
 pub use city::committee::CommitteeParts;
+pub use city::events::{EventBus, EventBusConfig};
+pub use city::gateway::CityGateway;
 pub use city::membership::{NodeListDirectory, node_info, spawn_rereplicator};
 pub use city::order::{Applied, OrderStore, StoredCheckpoint, TxOrdering};
 pub use city::pipeline::{
@@ -40,6 +42,9 @@ pub use city::pipeline::{
     RepairReport, Restored, ShardTransport, TransportError,
 };
 pub use city::placement::PriorityDirectory;
+pub use city::repair_protocol::{
+    LightRepairTier, RepairConfig, RepairService, RepairTier, TierAnswer,
+};
 pub use city::store::{Conflict, TxStore};
 #[cfg(any(test, feature = "test-utils"))]
 pub use city::test_utils::{MemoryTransport, StaticDirectory};
@@ -49,6 +54,8 @@ pub use city::{
     run_city_with, start_city, start_city_with,
 };
 pub use error::{Error, Result};
+/// The DApp HTTP gateway (re-exported: its config is part of [`CityConfig`]).
+pub use gateway;
 /// The genesis file (re-exported: every role reads it).
 pub use genesis;
 pub use light::{

@@ -25,6 +25,7 @@ pub mod convert;
 mod error;
 mod federation;
 mod proof;
+mod repair;
 mod shard_store;
 
 /// Code generated from `proto/city.proto` and `proto/shardstore.proto`. Only this crate uses
@@ -59,6 +60,10 @@ pub use federation::{
 pub use proof::{
     GlobalAnchor, MAX_PROOF_CHECKPOINT_BATCHES, MAX_TX_PROOF_BYTES, ProofError, TxProof,
     VerifiedOrdering,
+};
+pub use repair::{
+    REPAIR_ACK_PAYLOAD_LEN, REPAIR_REQUEST_PAYLOAD_LEN, RepairAckPayload, RepairAnswer,
+    RepairClient, RepairGrpc, RepairRequestPayload, RepairResponder,
 };
 pub use shard_store::{
     MAX_SHARD_BYTES, MAX_SHARD_MESSAGE_BYTES, SHARD_CHUNK_BYTES, ShardChunkStream, ShardHolder,

@@ -92,6 +92,8 @@ pub struct CityNode {
     ordering: Option<OrderingParts>,
     gate: super::scheduling::PriorityGate,
     home_city: Option<dag_core::CityId>,
+    /// Every step of every tx, for the gateway's `/v1/events`.
+    events: Arc<super::events::EventBus>,
 }
 
 /// The city's committee as admission sees it: where held txs go to be ordered, and what
@@ -144,6 +146,7 @@ impl CityNode {
             started: Instant::now(),
             ordering: None,
             gate: super::scheduling::PriorityGate::new(slots),
+            events: Arc::new(super::events::EventBus::default()),
             home_city: None,
         }
     }
@@ -177,6 +180,16 @@ impl CityNode {
         }
         metrics::counter!("citychain_flagged_total", "region" => flag.region.name(), "urgent" => if flag.is_urgent() { "true" } else { "false" }, "lane" => lane, "kind" => flag.kind.name()).increment(1);
         flag
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.node_id
+    }
+
+    /// The event bus (admitted, held, ordered, federated, repairs).
+    pub fn events(&self) -> &Arc<super::events::EventBus> {
+        &self.events
     }
 
     /// Adds the city's committee: every held tx (and its stripe) is proposed for ordering
@@ -509,12 +522,19 @@ impl CityNode {
             .record(t_verified.duration_since(t0).as_secs_f64());
         let for_pipeline = self.pipeline.as_ref().map(|_| verified.clone());
         let for_archive = self.archive.as_ref().map(|_| verified.clone());
+        let accounts = [verified.tx().sender, verified.tx().receiver];
         match self.store.admit(verified).await {
             Ok(Ok(())) => {}
             Ok(Err(c)) => return Err(Self::conflict(id, c)),
             Err(e) => return Err(Self::internal(id, e)),
         }
         let t_stored = Instant::now();
+        self.events.publish_with_accounts(
+            gateway::EventKind::Admitted,
+            id,
+            accounts,
+            serde_json::Value::Null,
+        );
         metrics::histogram!("citychain_admission_stage_seconds", "stage" => "store")
             .record(t_stored.duration_since(t_verified).as_secs_f64());
         if let (Some(p), Some(v)) = (&self.pipeline, for_pipeline) {
@@ -524,6 +544,12 @@ impl CityNode {
                     metrics::histogram!("citychain_admission_stage_seconds", "stage" => "hold")
                         .record(t_stored.elapsed().as_secs_f64());
                     self.counters.held.fetch_add(1, Ordering::Relaxed);
+                    self.events.publish(
+                        gateway::EventKind::Held,
+                        id,
+                        serde_json::json!({ "stripe": held.stripe_id.to_hex(),
+                            "receipts": held.receipts.len() }),
+                    );
                     self.propose(id, held.stripe_id).await;
                     self.archive_held(for_archive).await;
                     return Ok(Submitted {
@@ -638,7 +664,10 @@ impl CityNode {
         }
     }
 
-    async fn lookup_archive(&self, id: TxId) -> std::result::Result<Option<TxRecord>, Rejection> {
+    pub(crate) async fn lookup_archive(
+        &self,
+        id: TxId,
+    ) -> std::result::Result<Option<TxRecord>, Rejection> {
         use archive::Archive as _;
         let Some((a, _)) = &self.archive else {
             return Ok(None);

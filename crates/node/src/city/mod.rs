@@ -6,10 +6,13 @@
 pub(crate) mod admission;
 pub(crate) mod committee;
 pub mod consensus;
+pub(crate) mod events;
+pub(crate) mod gateway;
 pub(crate) mod membership;
 pub(crate) mod order;
 pub(crate) mod pipeline;
 pub(crate) mod placement;
+pub(crate) mod repair_protocol;
 pub(crate) mod scheduling;
 pub(crate) mod store;
 #[cfg(any(test, feature = "test-utils"))]
@@ -47,6 +50,8 @@ pub struct CityConfig {
     /// The genesis file naming the city's committee. With it, this node runs as one of the
     /// city's representatives (it must be listed); without it, it stops at Held.
     pub genesis: Option<PathBuf>,
+    /// The DApp HTTP gateway (`/v1`, events, explorer); off unless set.
+    pub gateway: Option<::gateway::GatewayConfig>,
 }
 
 impl Default for CityConfig {
@@ -58,6 +63,7 @@ impl Default for CityConfig {
             max_inflight: 16_384,
             archive: true,
             genesis: None,
+            gateway: None,
         }
     }
 }
@@ -81,6 +87,7 @@ pub struct CityHandle {
     server: ServerHandle,
     node: Option<Arc<CityNode>>,
     representation: Option<committee::Representation>,
+    gateway: Option<::gateway::GatewayHandle>,
 }
 
 /// How long a graceful stop waits for in-flight calls and streams.
@@ -100,6 +107,11 @@ impl CityHandle {
     /// Stops accepting, lets in-flight calls finish, then closes the store so the data
     /// directory can be reopened.
     pub async fn shutdown(mut self) -> Result<()> {
+        if let Some(g) = self.gateway.take()
+            && let Err(e) = g.shutdown().await
+        {
+            tracing::warn!(error = %e, "gateway stopped with an error");
+        }
         self.server.shutdown(SHUTDOWN_GRACE).await?;
         if let Some(r) = self.representation.take() {
             r.shutdown().await?;
@@ -124,11 +136,19 @@ impl CityHandle {
     }
 
     /// Stops at once, as a crash: connections fail mid-call, nothing is flushed.
-    pub async fn kill(self) {
+    pub async fn kill(mut self) {
+        if let Some(g) = self.gateway.take() {
+            g.abort();
+        }
         self.server.kill().await;
         if let Some(r) = self.representation {
             r.kill().await;
         }
+    }
+
+    /// The gateway's address, when it runs.
+    pub fn gateway_addr(&self) -> Option<SocketAddr> {
+        self.gateway.as_ref().map(::gateway::GatewayHandle::addr)
     }
 
     /// The representative, when this node is a member of its city's committee.
@@ -236,8 +256,37 @@ pub async fn start_city_with(
     }
     let node = Arc::new(city);
     if let Some(r) = representation.as_mut() {
+        r.order().set_events(node.events().clone());
         r.spawn_resubmitter(node.clone());
     }
+    let gateway = match &cfg.gateway {
+        Some(gcfg) => {
+            let (city_id, members) = match &parts.committee {
+                Some(cp) => (
+                    cp.committee.city_id.clone(),
+                    cp.committee
+                        .addresses
+                        .iter()
+                        .map(|(id, a)| (*id, a.clone()))
+                        .collect(),
+                ),
+                None => (String::new(), Vec::new()),
+            };
+            let backend = Arc::new(gateway::CityGateway::new(
+                node.clone(),
+                keypair.clone(),
+                city_id,
+                members,
+                repair_protocol::RepairConfig::default(),
+            ));
+            Some(
+                ::gateway::Gateway::start(gcfg, backend, None)
+                    .await
+                    .map_err(|source| Error::Gateway { source })?,
+            )
+        }
+        None => None,
+    };
     let (reporter, health, reflection) =
         runtime::health_reporter_and_reflection("citychain.v1.CityNode").await?;
     // NOT_SERVING while the tx store is down after an I/O error; reopened by itself.
@@ -260,6 +309,7 @@ pub async fn start_city_with(
         server,
         node: Some(node),
         representation,
+        gateway,
     })
 }
 

@@ -72,6 +72,8 @@ pub struct OrderStore {
     next: AtomicU64,
     committed: watch::Sender<u64>,
     duplicates: AtomicU64,
+    /// Where ordered / federated events go (set once by the city node).
+    events: std::sync::OnceLock<std::sync::Arc<super::events::EventBus>>,
 }
 
 impl std::fmt::Debug for OrderStore {
@@ -116,7 +118,13 @@ impl OrderStore {
             next: AtomicU64::new(next),
             committed,
             duplicates: AtomicU64::new(0),
+            events: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Publishes `ordered` and `federated` events on `bus` from now on.
+    pub(crate) fn set_events(&self, bus: std::sync::Arc<super::events::EventBus>) {
+        let _ = self.events.set(bus);
     }
 
     /// Checkpoints stored (the next sequence expected).
@@ -154,6 +162,7 @@ impl OrderStore {
         }
         let err = db_err(&self.path);
         let mut applied = Applied::default();
+        let mut newly = Vec::new();
         let w = self.db.begin_write().map_err(|e| err(e.into()))?;
         {
             let mut cps = w.open_table(CHECKPOINTS).map_err(|e| err(e.into()))?;
@@ -181,6 +190,7 @@ impl OrderStore {
                         .insert(key, v.finish().as_slice())
                         .map_err(|e| err(e.into()))?;
                     applied.txs += 1;
+                    newly.push(*id);
                 }
                 if carries_tx {
                     batches
@@ -194,6 +204,9 @@ impl OrderStore {
         self.duplicates
             .fetch_add(applied.duplicates, Ordering::Relaxed);
         self.committed.send_replace(seq + 1);
+        if let Some(bus) = self.events.get() {
+            bus.ordered(seq, newly);
+        }
         Ok(applied)
     }
 
@@ -290,6 +303,9 @@ impl OrderStore {
                 .map_err(|e| err(e.into()))?;
         }
         w.commit().map_err(|e| err(e.into()))?;
+        if let Some(bus) = self.events.get() {
+            bus.federated(seq);
+        }
         Ok(())
     }
 

@@ -14,6 +14,8 @@
 
 mod health;
 
+mod repair;
+
 use crate::runtime::{self, ServerHandle, SystemClock};
 use crate::{Error, Result};
 use dag_core::{Clock, NodeId, StripeId};
@@ -250,7 +252,8 @@ pub async fn serve_light(listen: SocketAddr, node: LightNode) -> Result<LightHan
     let router = tonic::transport::Server::builder()
         .add_service(health)
         .add_service(reflection)
-        .add_service(svc);
+        .add_service(svc)
+        .add_service(rpc::RepairGrpc::new(node.clone()).into_server());
     let server = runtime::serve(listener, router, "light");
     tracing::info!(%addr, node_id = %node.node_id(), "light node serving");
     Ok(LightHandle {
