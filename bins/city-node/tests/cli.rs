@@ -143,10 +143,20 @@ fn run_serves_grpc_and_metrics_then_stops_on_sigterm() {
             Position::from_degrees(35.6895, 139.6917).unwrap(),
             PositionMethod::Gps,
         );
-        client.submit(&pqc::sign_tx(tx, &kp)).await.unwrap();
+        // A city alone has no light nodes: Held's promise cannot be kept, so the answer is
+        // a retryable OVERLOADED naming why, and nothing stays admitted.
+        let signed = pqc::sign_tx(tx, &kp);
+        match client.submit(&signed).await {
+            Err(rpc::ClientError::Rejected(r)) => {
+                assert_eq!(r.code, rpc::RejectCode::Overloaded, "{r:?}");
+                assert!(r.message.contains("distinct holders"), "{}", r.message);
+            }
+            other => panic!("expected OVERLOADED without light nodes, got {other:?}"),
+        }
+        assert!(client.get(signed.id()).await.unwrap().is_none());
     });
     let body = http_get(metrics, "/metrics");
-    assert!(body.contains("citychain_tx_admitted_total"), "{body}");
+    assert!(body.contains("citychain_hold_failed_total"), "{body}");
     assert!(
         dir.path().join("data/node.key").exists(),
         "node key created on first start"
