@@ -253,6 +253,7 @@ impl Devnet {
             advertise: None,
             pop_mode: PopMode::Reject,
             nodelist: self.nodelist_config(),
+            gossip: Default::default(),
         }
     }
 
