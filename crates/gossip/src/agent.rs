@@ -5,7 +5,7 @@ use crate::session::AllowFn;
 use crate::{Error, GossipConfig, Member, Opened, Result, SealOutcome, Sessions};
 use bytes::Buf;
 use dag_core::NodeId;
-use foca::{AccumulatingRuntime, Codec, Foca, OwnedNotification, PostcardCodec, State, Timer};
+use foca::{AccumulatingRuntime, Codec, Foca, OwnedNotification, PostcardCodec, Timer};
 use parking_lot::Mutex;
 use pqc::Keypair;
 use rand_010::SeedableRng;
@@ -116,6 +116,8 @@ impl GossipAgent {
             view: view.clone(),
             stats: stats.clone(),
             suspects: HashSet::new(),
+            clock: SuspicionClock::default(),
+            suspect_ms: config.suspect_to_down.as_millis() as u64,
             started: Instant::now(),
             epoch_ms: me.generation,
         };
@@ -236,7 +238,7 @@ impl Drop for GossipHandle {
     }
 }
 
-type Swim = Foca<Member, PostcardCodec, StdRng, foca::NoCustomBroadcast>;
+use crate::suspicion::{SuspicionClock, Swim};
 
 struct Driver {
     foca: Swim,
@@ -249,6 +251,8 @@ struct Driver {
     view: View,
     stats: Arc<GossipStats>,
     suspects: HashSet<NodeId>,
+    clock: SuspicionClock,
+    suspect_ms: u64,
     started: Instant,
     epoch_ms: u64,
 }
@@ -315,7 +319,10 @@ impl Driver {
                     }
                     None => return,
                 },
-                _ = scan.tick() => self.scan_suspects(),
+                _ = scan.tick() => {
+                    self.scan_suspects();
+                    self.drain().await;
+                }
             }
         }
     }
@@ -431,13 +438,14 @@ impl Driver {
         }
     }
 
-    /// foca does not notify suspicion; read it from the membership table.
+    /// foca does not notify suspicion; read it from the membership table (and run the
+    /// suspicion timers of suspicions learned from others).
     fn scan_suspects(&mut self) {
+        let now_ms = self.now_ms();
         let now: HashSet<NodeId> = self
-            .foca
-            .iter_membership_state()
-            .filter(|m| m.state() == State::Suspect)
-            .map(|m| m.id().node_id)
+            .clock
+            .tick(&mut self.foca, now_ms, self.suspect_ms, &mut self.rt)
+            .into_iter()
             .collect();
         let mut view = self.view.lock();
         for id in now.difference(&self.suspects) {

@@ -20,6 +20,7 @@ mod error;
 mod identity;
 mod session;
 pub mod sim;
+mod suspicion;
 
 pub use agent::{GossipAgent, GossipEvent, GossipHandle, GossipStats, GossipView, MemberState};
 pub use config::GossipConfig;

@@ -320,7 +320,11 @@ impl Sessions {
         let counter = u64_at(d, 33 + SID);
         let Some(s) = self.inbound.get_mut(&(peer, sid)) else {
             // We lost this session (restart): ask the sender for a new handshake, at most
-            // once a second per peer.
+            // once a second per peer, and only for nodes that may gossip here (so forged
+            // ids cannot grow the table).
+            if !(self.allow)(&peer) {
+                return Err(bad("unknown session"));
+            }
             let last = self.last_rekey_sent.get(&peer).copied();
             if last.is_some_and(|t| now_ms.saturating_sub(t) < HELLO_RETRY_MS) {
                 return Err(bad("unknown session"));

@@ -15,7 +15,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap, HashMap};
 use std::net::{Ipv4Addr, SocketAddr};
 
-type Swim = Foca<Member, PostcardCodec, StdRng, foca::NoCustomBroadcast>;
+use crate::suspicion::{SuspicionClock, Swim};
 
 /// Settings of a simulation.
 #[derive(Debug, Clone)]
@@ -55,6 +55,7 @@ struct Node {
     rt: AccumulatingRuntime<Member>,
     status: Status,
     bytes_sent: u64,
+    clock: SuspicionClock,
 }
 
 enum Event {
@@ -96,6 +97,7 @@ pub struct Sim {
     by_id: HashMap<NodeId, usize>,
     downs: DownLog,
     last_bootstrap: u64,
+    last_suspicion_scan: u64,
     presence: bool,
 }
 
@@ -134,6 +136,7 @@ impl Sim {
             by_id: HashMap::new(),
             downs: HashMap::new(),
             last_bootstrap: 0,
+            last_suspicion_scan: 0,
             presence: true,
         })
     }
@@ -174,6 +177,7 @@ impl Sim {
             rt: AccumulatingRuntime::new(),
             status: Status::Running,
             bytes_sent: 0,
+            clock: SuspicionClock::default(),
         });
         self.by_id.insert(m.node_id, i);
         i
@@ -333,11 +337,31 @@ impl Sim {
                 self.last_bootstrap = self.now;
                 self.bootstrap_from_presence();
             }
-            let step = end.min(self.last_bootstrap + 1_000);
+            if self.now >= self.last_suspicion_scan + 250 {
+                self.last_suspicion_scan = self.now;
+                self.tick_suspicions();
+            }
+            let step = end
+                .min(self.last_bootstrap + 1_000)
+                .min(self.last_suspicion_scan + 250);
             self.run_to(step);
             if step >= end {
                 return;
             }
+        }
+    }
+
+    /// The agent scans its suspects every 100 ms; the simulation every 250 ms.
+    fn tick_suspicions(&mut self) {
+        let after = self.cfg.gossip.suspect_to_down.as_millis() as u64;
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].status != Status::Running {
+                continue;
+            }
+            let now = self.now;
+            let node = &mut self.nodes[i];
+            node.clock.tick(&mut node.foca, now, after, &mut node.rt);
+            self.drain(i);
         }
     }
 

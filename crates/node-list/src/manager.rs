@@ -240,7 +240,8 @@ async fn beat(
     }
 }
 
-/// The view's status as Prometheus gauges (label `view`: `watch` or `login`).
+/// The view's status as Prometheus gauges (label `view`: `watch` or `login`; the
+/// city and light counts also by `role`).
 fn publish_status(registry: &NodeRegistry, view: &'static str) {
     let s = registry.status();
     metrics::gauge!("nodelist_presence_reachable", "view" => view).set(if s.presence_reachable {
@@ -254,5 +255,9 @@ fn publish_status(registry: &NodeRegistry, view: &'static str) {
         0.0
     });
     metrics::gauge!("nodelist_view_nodes", "view" => view).set(s.nodes as f64);
+    for role in [dag_core::Role::City, dag_core::Role::Light] {
+        metrics::gauge!("nodelist_view_role_nodes", "view" => view, "role" => role.as_str())
+            .set(registry.by_role(role).len() as f64);
+    }
     metrics::gauge!("nodelist_gossip_live", "view" => view).set(s.gossip_live as f64);
 }

@@ -69,16 +69,20 @@ impl RunningGossip {
 }
 
 /// Starts gossip for the node holding `key`, whose gRPC server is bound on `grpc`, in city
-/// `city_id`, feeding `view`. `None` when gossip is off. Peers are admitted only when the
-/// view (presence, or gossip itself) knows them as nodes of this city.
+/// `city_id`, feeding `views` (the first one also bootstraps and admits). `None` when
+/// gossip is off. Peers are admitted only when the view (presence, or gossip itself) knows
+/// them as nodes of this city.
 pub async fn start(
     key: &Keypair,
     grpc: SocketAddr,
     advertise: Option<&str>,
     city_id: &str,
     settings: &GossipSettings,
-    view: &NodeRegistry,
+    views: &[&NodeRegistry],
 ) -> Result<Option<RunningGossip>> {
+    let Some(view) = views.first() else {
+        return Ok(None);
+    };
     if !settings.enabled {
         return Ok(None);
     }
@@ -86,7 +90,7 @@ pub async fn start(
     let advertise = crate::runtime::advertised_addr(bind, advertise)
         .parse::<SocketAddr>()
         .ok();
-    let allow_view = view.clone();
+    let allow_view: NodeRegistry = (*view).clone();
     let city = city_id.to_string();
     let allow: gossip::AllowFn = Arc::new(move |id: &NodeId| {
         allow_view.gossip_holds(id) || allow_view.get(*id).is_some_and(|n| n.city_id == city)
@@ -94,12 +98,14 @@ pub async fn start(
     let handle = GossipAgent::start(key.clone(), bind, advertise, settings.config.clone(), allow)
         .await
         .map_err(|source| Error::Gossip { source })?;
-    view.attach_gossip();
+    for v in views {
+        v.attach_gossip();
+    }
     tracing::info!(udp = %handle.local_addr(), "gossip started");
     let bridge = tokio::spawn(bridge(
         handle.me().node_id,
         handle.share(),
-        view.clone(),
+        views.iter().map(|v| (*v).clone()).collect(),
         city_id.to_string(),
         settings.seeds.clone(),
     ));
@@ -109,7 +115,7 @@ pub async fn start(
 async fn bridge(
     me: NodeId,
     agent: GossipView,
-    view: NodeRegistry,
+    views: Vec<NodeRegistry>,
     city: String,
     seeds: Vec<(NodeId, SocketAddr)>,
 ) {
@@ -120,10 +126,12 @@ async fn bridge(
     loop {
         tokio::select! {
             ev = events.recv() => match ev {
-                Ok(GossipEvent::Up(m)) => view.gossip_alive(m.node_id),
+                Ok(GossipEvent::Up(m)) => views.iter().for_each(|v| v.gossip_alive(m.node_id)),
                 Ok(GossipEvent::Down(m)) => {
                     tracing::info!(node = %m.node_id.short(), "gossip confirmed a node down");
-                    view.gossip_down(m.node_id);
+                    for v in &views {
+                        v.gossip_down(m.node_id);
+                    }
                 }
                 Ok(GossipEvent::Suspected(id)) => {
                     tracing::info!(node = %id.short(), "gossip suspects a node");
@@ -137,16 +145,18 @@ async fn bridge(
             _ = tick.tick() => {
                 round += 1;
                 let members = agent.members();
+                // This node is alive as far as its own views go, presence or not.
+                views.iter().for_each(|v| v.gossip_alive(me));
                 let mut suspect = 0usize;
                 for (m, state) in &members {
-                    view.gossip_alive(m.node_id);
+                    views.iter().for_each(|v| v.gossip_alive(m.node_id));
                     suspect += usize::from(*state == MemberState::Suspect);
                 }
                 // Bootstrap: announce to nodes of this city that presence lists and gossip
                 // does not know yet (a few per tick), and to the configured seeds.
                 let known: std::collections::HashSet<NodeId> =
                     members.iter().map(|(m, _)| m.node_id).collect();
-                let mut unknown: Vec<(NodeId, SocketAddr)> = view
+                let mut unknown: Vec<(NodeId, SocketAddr)> = views[0]
                     .by_city(&city)
                     .into_iter()
                     .filter(|n| n.node_id != me && !known.contains(&n.node_id))

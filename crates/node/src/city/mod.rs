@@ -389,7 +389,7 @@ pub async fn run_city_with(
         m.advertise.as_deref(),
         &m.city_id,
         &m.gossip,
-        watcher.registry(),
+        &[watcher.registry(), login.registry()],
     )
     .await?;
     Ok(RunningRole::city(city, watcher, login, rereplicator).with_gossip(gossip))

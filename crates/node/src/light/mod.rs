@@ -234,7 +234,7 @@ pub async fn run_light_with(
     let gossip = match &gossip_key {
         Some(k) => {
             let (addr, adv) = (light.addr(), m.advertise.as_deref());
-            crate::gossip::start(k, addr, adv, &m.city_id, &m.gossip, login.registry()).await?
+            crate::gossip::start(k, addr, adv, &m.city_id, &m.gossip, &[login.registry()]).await?
         }
         None => None,
     };
