@@ -71,7 +71,7 @@ pub struct GossipAgent;
 
 impl GossipAgent {
     /// Binds `bind` (UDP) and starts gossiping as the node holding `key`; peers must pass
-    /// `allow`. Announce to seeds with [`GossipHandle::announce`]. The member advertises
+    /// `allow`. Announce to seeds with [`GossipView::announce`]. The member advertises
     /// `advertise` (default: the bound address).
     pub async fn start(
         key: Keypair,

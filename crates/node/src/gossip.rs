@@ -168,7 +168,7 @@ async fn bridge(
                 let k = unknown.len();
                 for (i, (id, addr)) in unknown.into_iter().enumerate() {
                     // Rotate through them, 3 per tick.
-                    if k <= 3 || (i as u64 + round) % (k as u64).div_ceil(3) == 0 {
+                    if k <= 3 || (i as u64 + round).is_multiple_of((k as u64).div_ceil(3)) {
                         agent.announce(id, addr);
                     }
                 }
