@@ -62,6 +62,7 @@ type View = Arc<Mutex<HashMap<NodeId, (Member, MemberState)>>>;
 
 enum Cmd {
     Announce(NodeId, SocketAddr),
+    Suspect(NodeId),
     Leave(oneshot::Sender<()>),
 }
 
@@ -165,6 +166,13 @@ impl GossipView {
         if node_id != self.me.node_id {
             let _ = self.cmd.try_send(Cmd::Announce(node_id, addr));
         }
+    }
+
+    /// Raises (and gossips) a suspicion against `node_id` — for when presence says it is
+    /// gone while gossip holds it alive: a live node refutes, a dead one is confirmed down
+    /// when the suspicion runs out. Never blocks.
+    pub fn suspect(&self, node_id: NodeId) {
+        let _ = self.cmd.try_send(Cmd::Suspect(node_id));
     }
 
     /// Members currently alive or suspected (not this node), ordered by id.
@@ -309,6 +317,10 @@ impl Driver {
                         if let Err(e) = self.foca.announce(dst, &mut self.rt) {
                             tracing::debug!(error = %e, "gossip announce");
                         }
+                        self.drain().await;
+                    }
+                    Some(Cmd::Suspect(node_id)) => {
+                        crate::suspicion::suspect(&mut self.foca, node_id, &mut self.rt);
                         self.drain().await;
                     }
                     Some(Cmd::Leave(done)) => {

@@ -46,8 +46,8 @@ impl SimConfig {
 enum Status {
     Running,
     Paused { until: u64 },
-    Crashed,
-    Left,
+    Crashed { at: u64 },
+    Left { at: u64 },
 }
 
 struct Node {
@@ -232,7 +232,7 @@ impl Sim {
 
     /// Kills member `i` (no leave message; it stops answering).
     pub fn crash(&mut self, i: usize) {
-        self.nodes[i].status = Status::Crashed;
+        self.nodes[i].status = Status::Crashed { at: self.now };
     }
 
     /// Member `i` leaves gracefully.
@@ -240,7 +240,7 @@ impl Sim {
         let node = &mut self.nodes[i];
         let _ = node.foca.leave_cluster(&mut node.rt);
         self.drain(i);
-        self.nodes[i].status = Status::Left;
+        self.nodes[i].status = Status::Left { at: self.now };
     }
 
     /// Stops member `i` for `ms` (like SIGSTOP): what arrives meanwhile waits.
@@ -292,7 +292,7 @@ impl Sim {
     }
 
     /// Once a second, a member that misses some running member announces itself to up to
-    /// six of those it misses: what the agent's owner does with the presence list (an announce
+    /// six of those it misses, and suspects members presence no longer lists: what the agent's owner does with the presence list (an announce
     /// can be lost, and two joiners can find only each other). Off with
     /// [`Sim::set_presence`]`(false)`.
     fn bootstrap_from_presence(&mut self) {
@@ -305,12 +305,24 @@ impl Sim {
                 continue;
             }
             let view = self.view_of(i);
+            // Presence no longer lists members gone for longer than its TTL (6 s): a
+            // member that still holds one alive raises a suspicion (as the agent's owner
+            // does when presence and gossip disagree).
+            for &j in &view {
+                if let Status::Crashed { at } | Status::Left { at } = self.nodes[j].status
+                    && self.now.saturating_sub(at) > 6_000
+                {
+                    let node = &mut self.nodes[i];
+                    crate::suspicion::suspect(&mut node.foca, member(j).node_id, &mut node.rt);
+                }
+            }
             let missing: Vec<usize> = running
                 .iter()
                 .copied()
                 .filter(|j| *j != i && !view.contains(j))
                 .collect();
             if missing.is_empty() {
+                self.drain(i);
                 continue;
             }
             // The agent's owner announces to 3 presence-listed members per 500 ms tick.
@@ -379,7 +391,7 @@ impl Sim {
                 Event::Timer { node, .. } => *node,
             };
             match self.nodes[i].status {
-                Status::Crashed | Status::Left => continue,
+                Status::Crashed { .. } | Status::Left { .. } => continue,
                 Status::Paused { until } if until > at => {
                     self.push(until, e);
                     continue;

@@ -62,3 +62,23 @@ impl SuspicionClock {
             .collect()
     }
 }
+
+/// Raises a suspicion against `node` (at its current incarnation) and gossips it, when
+/// it is alive in this member's view: used when presence says the node is gone while
+/// gossip still holds it. A live node refutes within the suspicion time; a dead one is
+/// declared down when the suspicion runs out. Returns whether a suspicion was raised.
+pub(crate) fn suspect(foca: &mut Swim, node: NodeId, rt: impl Runtime<Member>) -> bool {
+    let Some((m, inc)) = foca
+        .iter_membership_state()
+        .find(|m| m.id().node_id == node && m.state() == State::Alive)
+        .map(|m| (*m.id(), m.incarnation()))
+    else {
+        return false;
+    };
+    foca.apply_many(
+        std::iter::once(foca::Member::new(m, inc, State::Suspect)),
+        true,
+        rt,
+    )
+    .is_ok()
+}

@@ -110,6 +110,7 @@ struct Liveness {
     presence_ok: Option<Instant>,
     presence_reachable: bool,
     overruled: u64,
+    doubts: HashSet<NodeId>,
 }
 
 /// The local node view. Clones share it. Time is tokio's clock, so tests can pause it.
@@ -162,6 +163,12 @@ impl NodeRegistry {
     pub fn gossip_holds(&self, node_id: &NodeId) -> bool {
         let l = self.live.lock();
         l.gossip && l.live.contains(node_id)
+    }
+
+    /// Nodes presence called gone (expired / missing) while gossip held them alive, since
+    /// the last call: gossip should check them (raise a suspicion).
+    pub fn take_presence_doubts(&self) -> Vec<NodeId> {
+        self.live.lock().doubts.drain().collect()
     }
 
     /// Records whether presence answered (the manager calls this after each call).
@@ -237,6 +244,9 @@ impl NodeRegistry {
             let mut l = self.live.lock();
             if l.gossip && l.live.contains(&node_id) {
                 l.overruled += 1;
+                if reason != LeftReason::Stale {
+                    l.doubts.insert(node_id);
+                }
                 metrics::counter!("nodelist_presence_leaves_overruled_total").increment(1);
                 return false;
             }
@@ -565,6 +575,13 @@ mod tests {
         });
         assert_eq!(r.len(), 3);
         assert!(r.status().presence_leaves_overruled >= 2);
+        // Gossip is asked to check the nodes presence doubts.
+        let mut doubts = r.take_presence_doubts();
+        doubts.sort();
+        let mut want = vec![shibuya.node_id, osaka.node_id];
+        want.sort();
+        assert_eq!(doubts, want);
+        assert!(r.take_presence_doubts().is_empty());
         // Gossip confirms Osaka down: a confirmed departure.
         assert!(r.gossip_down(osaka.node_id));
         assert_eq!(

@@ -144,6 +144,15 @@ async fn bridge(
             },
             _ = tick.tick() => {
                 round += 1;
+                // Presence says gone, gossip says alive: let gossip check (a live node
+                // refutes the suspicion; a dead one a stale view missed is confirmed down).
+                for v in &views {
+                    for id in v.take_presence_doubts() {
+                        if id != me {
+                            agent.suspect(id);
+                        }
+                    }
+                }
                 let members = agent.members();
                 // This node is alive as far as its own views go, presence or not.
                 views.iter().for_each(|v| v.gossip_alive(me));

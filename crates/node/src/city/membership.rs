@@ -51,7 +51,7 @@ pub fn spawn_rereplicator(
     let mut changes = registry.subscribe();
     let view = registry.clone();
     tokio::spawn(async move {
-        let flaps: Arc<Mutex<HashMap<NodeId, u32>>> = Arc::default();
+        let hysteresis = Arc::new(Mutex::new(Hysteresis::new(settle)));
         let mut waiting = tokio::task::JoinSet::new();
         // Repairs run one at a time (as before), only the grace periods overlap.
         let one_at_a_time = Arc::new(tokio::sync::Mutex::new(()));
@@ -79,23 +79,20 @@ pub fn spawn_rereplicator(
             let NodeChange::Left { node_id, reason } = change else {
                 continue;
             };
-            if !reason.is_confirmed() {
+            let Some(grace) = hysteresis.lock().grace(node_id, reason) else {
                 metrics::counter!("city_rereplications_skipped_total", "why" => "unconfirmed")
                     .increment(1);
                 tracing::info!(node = %node_id.short(), ?reason,
                     "node out of sight but not confirmed gone; not re-replicating");
                 continue;
-            }
-            let flapped = flaps.lock().get(&node_id).copied().unwrap_or(0);
-            let grace = settle * 2u32.pow(flapped.min(6));
-            let (pipeline, view, flaps) = (pipeline.clone(), view.clone(), flaps.clone());
+            };
+            let (pipeline, view, hysteresis) = (pipeline.clone(), view.clone(), hysteresis.clone());
             let one_at_a_time = one_at_a_time.clone();
             waiting.spawn(async move {
                 // Let the view settle (several nodes often leave together, and a node that
                 // comes straight back is not worth a repair).
                 tokio::time::sleep(grace).await;
-                if view.get(node_id).is_some() {
-                    *flaps.lock().entry(node_id).or_insert(0) += 1;
+                if !hysteresis.lock().still_gone(node_id, view.get(node_id).is_some()) {
                     metrics::counter!("city_rereplications_skipped_total", "why" => "returned")
                         .increment(1);
                     tracing::info!(node = %node_id.short(), ?grace,
@@ -123,6 +120,42 @@ pub fn spawn_rereplicator(
     })
 }
 
+/// When to act on a departure: only confirmed ones, after a grace period that doubles
+/// (up to 64 × `settle`) each time the node came back within it.
+#[derive(Debug)]
+struct Hysteresis {
+    settle: Duration,
+    flaps: HashMap<NodeId, u32>,
+}
+
+impl Hysteresis {
+    fn new(settle: Duration) -> Self {
+        Hysteresis {
+            settle,
+            flaps: HashMap::new(),
+        }
+    }
+
+    /// The grace period before repairing `node`, or None when the departure is not
+    /// confirmed (nothing to repair).
+    fn grace(&self, node: NodeId, reason: node_list::LeftReason) -> Option<Duration> {
+        if !reason.is_confirmed() {
+            return None;
+        }
+        let flaps = self.flaps.get(&node).copied().unwrap_or(0);
+        Some(self.settle * 2u32.pow(flaps.min(6)))
+    }
+
+    /// After the grace period: true when the node is still gone (repair); false when it is
+    /// back (a flap: its next grace doubles).
+    fn still_gone(&mut self, node: NodeId, back: bool) -> bool {
+        if back {
+            *self.flaps.entry(node).or_insert(0) += 1;
+        }
+        !back
+    }
+}
+
 /// The [`NodeInfo`] a node publishes.
 #[allow(clippy::too_many_arguments)]
 pub fn node_info(
@@ -147,5 +180,40 @@ pub fn node_info(
         load: 0.0,
         version: env!("CARGO_PKG_VERSION").to_string(),
         session_start_ms: now_ms,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use node_list::LeftReason;
+
+    #[test]
+    fn only_confirmed_departures_repair_and_flappers_wait_longer() {
+        let s = Duration::from_millis(500);
+        let mut h = Hysteresis::new(s);
+        let n = NodeId::from_bytes([1; 32]);
+        assert_eq!(h.grace(n, LeftReason::Stale), None);
+        for r in [
+            LeftReason::GossipDown,
+            LeftReason::Expired,
+            LeftReason::Missing,
+            LeftReason::Logout,
+        ] {
+            assert_eq!(h.grace(n, r), Some(s));
+        }
+        // The node comes back within its grace three times: each time it waits twice as long.
+        for k in 1..=3u32 {
+            assert!(!h.still_gone(n, true));
+            assert_eq!(h.grace(n, LeftReason::GossipDown), Some(s * 2u32.pow(k)));
+        }
+        for _ in 0..10 {
+            h.still_gone(n, true);
+        }
+        assert_eq!(h.grace(n, LeftReason::GossipDown), Some(s * 64), "capped");
+        // Another node is unaffected; a node that stays gone is repaired.
+        let m = NodeId::from_bytes([2; 32]);
+        assert_eq!(h.grace(m, LeftReason::GossipDown), Some(s));
+        assert!(h.still_gone(m, false));
     }
 }
