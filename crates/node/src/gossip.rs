@@ -87,9 +87,24 @@ pub async fn start(
         return Ok(None);
     }
     let bind = settings.listen.unwrap_or(grpc);
-    let advertise = crate::runtime::advertised_addr(bind, advertise)
-        .parse::<SocketAddr>()
-        .ok();
+    // The published gRPC address names the gossip port too, unless gossip has its own.
+    let published = match settings.listen {
+        Some(_) => crate::runtime::advertised_addr(bind, None),
+        None => crate::runtime::advertised_addr(bind, advertise),
+    };
+    // A host name is resolved once (peers need an address in the member identity).
+    let advertise = match published.parse::<SocketAddr>() {
+        Ok(a) => Some(a),
+        Err(_) => tokio::net::lookup_host(published.as_str())
+            .await
+            .ok()
+            .and_then(|mut a| a.next()),
+    };
+    if advertise.is_none() {
+        return Err(Error::Membership(format!(
+            "gossip: cannot resolve the advertised address {published}"
+        )));
+    }
     let allow_view: NodeRegistry = (*view).clone();
     let city = city_id.to_string();
     let allow: gossip::AllowFn = Arc::new(move |id: &NodeId| {
