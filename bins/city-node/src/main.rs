@@ -162,6 +162,18 @@ struct RunArgs {
     /// the continent's key.
     #[arg(long, env = "CITY_GENESIS")]
     genesis: Option<PathBuf>,
+    /// SWIM gossip among the city's nodes (city and light roles), on the UDP port of the
+    /// same number as --listen unless --gossip-listen says otherwise.
+    #[arg(long, env = "CITY_GOSSIP", default_value_t = true, action = clap::ArgAction::Set)]
+    gossip: bool,
+    /// UDP address for gossip (default: the --listen address).
+    #[arg(long, env = "CITY_GOSSIP_LISTEN")]
+    gossip_listen: Option<SocketAddr>,
+    /// Extra gossip bootstrap members, `<node id hex>@<host:port>` (presence supplies the
+    /// others); repeat or separate with commas.
+    #[arg(long, env = "CITY_GOSSIP_SEEDS", value_delimiter = ',',
+          value_parser = node::gossip::GossipSettings::parse_seed)]
+    gossip_seed: Vec<(dag_core::NodeId, SocketAddr)>,
 }
 
 /// The TOML config file.
@@ -274,6 +286,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     if args.advertise.is_some() {
         membership.advertise = args.advertise;
     }
+    membership.gossip.enabled = args.gossip;
+    membership.gossip.listen = args.gossip_listen;
+    membership.gossip.seeds = args.gossip_seed;
     let metrics_listen = args
         .metrics_listen
         .or(file.metrics_listen)

@@ -256,6 +256,7 @@ impl Devnet {
             advertise: None,
             pop_mode: PopMode::Reject,
             nodelist: self.nodelist_config(),
+            gossip: Default::default(),
         }
     }
 

@@ -4,7 +4,11 @@
 //!
 //! - [`NodeRegistry`]: the local view. Entries expire [`NodeListConfig::cache_ttl`] (10 s)
 //!   after they were last confirmed, so a view cut off from presence empties itself rather
-//!   than serving ghosts. Queries: all online, by role, by city, nearest N to a point
+//!   than serving ghosts — unless gossip is attached ([`NodeRegistry::attach_gossip`]):
+//!   then a node gossip holds alive stays whatever presence says (except an explicit
+//!   logout) and leaves when gossip confirms it down. [`NodeRegistry::status`] and the
+//!   `nodelist_*` gauges say whether presence answers and whether the view rests on gossip
+//!   alone. Queries: all online, by role, by city, nearest N to a point
 //!   (haversine), and a stream of [`NodeChange`]s.
 //! - [`NodeListManager`]: the background task that keeps the view fresh: login → heartbeat
 //!   every 3 s → events (join / update / leave) with polling as fallback → logout on
@@ -61,4 +65,4 @@ pub use config::{NodeListConfig, PresenceBackend};
 pub use error::{Error, Result};
 pub use geo::haversine_km;
 pub use manager::{NodeListHandle, NodeListManager};
-pub use registry::{LeftReason, NodeChange, NodeRegistry};
+pub use registry::{LeftReason, NodeChange, NodeRegistry, ViewStatus};

@@ -109,9 +109,18 @@ async fn next_event(
 
 async fn refresh(store: &dyn PresenceStore, registry: &NodeRegistry) {
     match store.list(&ListFilter::default()).await {
-        Ok(nodes) => registry.replace_all(nodes),
-        // Keep the view; entries age out after the cache TTL if this persists.
-        Err(e) => tracing::warn!(error = %e, "node-list refresh failed"),
+        Ok(nodes) => {
+            registry.presence_answered(true);
+            registry.replace_all(nodes)
+        }
+        // Keep the view: entries gossip vouches for stay; the others age out after the
+        // cache TTL (as Stale, which re-replicates nothing) if this persists.
+        Err(e) => {
+            registry.presence_answered(false);
+            let s = registry.status();
+            tracing::warn!(error = %e, gossip_live = s.gossip_live, gossip_only = s.gossip_only(),
+                "node-list refresh failed; keeping the view");
+        }
     }
 }
 
@@ -132,6 +141,7 @@ async fn run(
     registry: NodeRegistry,
     mut stop: oneshot::Receiver<()>,
 ) {
+    let view_label: &'static str = if me.is_some() { "login" } else { "watch" };
     let mut logged_in = false;
     if let Some(me) = &me {
         logged_in = login(store.as_ref(), me).await;
@@ -160,7 +170,7 @@ async fn run(
             _ = &mut stop => break,
             _ = heartbeat.tick(), if me.is_some() => {
                 if let Some(me) = &me {
-                    logged_in = beat(store.as_ref(), me, logged_in).await;
+                    logged_in = beat(store.as_ref(), &registry, me, logged_in).await;
                 }
             }
             _ = poll.tick() => {
@@ -182,6 +192,7 @@ async fn run(
             },
             _ = expire.tick() => {
                 registry.expire();
+                publish_status(&registry, view_label);
             }
         }
     }
@@ -206,16 +217,47 @@ async fn login(store: &dyn PresenceStore, me: &NodeInfo) -> bool {
 }
 
 /// One heartbeat tick: log in if needed, else heartbeat (re-login if presence forgot us).
-async fn beat(store: &dyn PresenceStore, me: &NodeInfo, logged_in: bool) -> bool {
+async fn beat(
+    store: &dyn PresenceStore,
+    registry: &NodeRegistry,
+    me: &NodeInfo,
+    logged_in: bool,
+) -> bool {
     if !logged_in {
         return login(store, me).await;
     }
     match store.heartbeat(me.node_id).await {
-        Ok(()) => true,
+        Ok(()) => {
+            registry.presence_answered(true);
+            true
+        }
         Err(PresenceError::UnknownNode(_)) => login(store, me).await,
         Err(e) => {
+            registry.presence_answered(false);
             tracing::warn!(error = %e, "heartbeat failed");
             true
         }
     }
+}
+
+/// The view's status as Prometheus gauges (label `view`: `watch` or `login`; the
+/// city and light counts also by `role`).
+fn publish_status(registry: &NodeRegistry, view: &'static str) {
+    let s = registry.status();
+    metrics::gauge!("nodelist_presence_reachable", "view" => view).set(if s.presence_reachable {
+        1.0
+    } else {
+        0.0
+    });
+    metrics::gauge!("nodelist_gossip_only", "view" => view).set(if s.gossip_only() {
+        1.0
+    } else {
+        0.0
+    });
+    metrics::gauge!("nodelist_view_nodes", "view" => view).set(s.nodes as f64);
+    for role in [dag_core::Role::City, dag_core::Role::Light] {
+        metrics::gauge!("nodelist_view_role_nodes", "view" => view, "role" => role.as_str())
+            .set(registry.by_role(role).len() as f64);
+    }
+    metrics::gauge!("nodelist_gossip_live", "view" => view).set(s.gossip_live as f64);
 }

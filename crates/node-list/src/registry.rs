@@ -6,7 +6,7 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use parking_lot::Mutex;
 use presence::{LeaveReason, PresenceEvent};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::broadcast;
@@ -22,8 +22,20 @@ pub enum LeftReason {
     Expired,
     /// A full refresh no longer listed it (a leave event was missed).
     Missing,
-    /// Not confirmed within the local cache TTL (presence unreachable).
+    /// Not confirmed within the local cache TTL (presence unreachable, and gossip did not
+    /// vouch for it). Not a confirmed departure: nothing is re-replicated for it.
     Stale,
+    /// Gossip (SWIM) confirmed it down: probes, indirect probes and the suspicion all
+    /// failed, or it left the gossip cluster.
+    GossipDown,
+}
+
+impl LeftReason {
+    /// Whether the departure is confirmed (by presence or gossip), as opposed to this
+    /// node merely losing sight of it. Only confirmed departures start re-replication.
+    pub fn is_confirmed(self) -> bool {
+        !matches!(self, LeftReason::Stale)
+    }
 }
 
 impl From<LeaveReason> for LeftReason {
@@ -67,11 +79,51 @@ struct Entry {
     confirmed: Instant,
 }
 
+/// Where the view's liveness comes from, and how presence is doing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ViewStatus {
+    /// Whether the last presence call (listing or heartbeat) succeeded.
+    pub presence_reachable: bool,
+    /// Time since presence last answered (None: never).
+    pub since_presence: Option<Duration>,
+    /// Whether gossip feeds this view (then it, not presence, decides who is alive).
+    pub gossip: bool,
+    /// Members gossip currently holds alive.
+    pub gossip_live: usize,
+    /// Nodes in the view.
+    pub nodes: usize,
+    /// Presence leave/expiry verdicts overruled because gossip still saw the node alive.
+    pub presence_leaves_overruled: u64,
+}
+
+impl ViewStatus {
+    /// True when presence is unreachable and the view is held up by gossip alone.
+    pub fn gossip_only(&self) -> bool {
+        self.gossip && !self.presence_reachable
+    }
+}
+
+#[derive(Debug, Default)]
+struct Liveness {
+    gossip: bool,
+    live: HashSet<NodeId>,
+    presence_ok: Option<Instant>,
+    presence_reachable: bool,
+    overruled: u64,
+    doubts: HashSet<NodeId>,
+}
+
 /// The local node view. Clones share it. Time is tokio's clock, so tests can pause it.
+///
+/// With gossip attached ([`NodeRegistry::attach_gossip`]) a node that gossip holds alive
+/// stays in the view whatever presence says, except for an explicit logout; it leaves when
+/// gossip confirms it down ([`LeftReason::GossipDown`]). Presence stays the source of the
+/// nodes' [`NodeInfo`] and of nodes gossip does not know.
 #[derive(Debug, Clone)]
 pub struct NodeRegistry {
     ttl: Duration,
     nodes: Arc<Mutex<HashMap<NodeId, Entry>>>,
+    live: Arc<Mutex<Liveness>>,
     changes: broadcast::Sender<NodeChange>,
 }
 
@@ -82,8 +134,68 @@ impl NodeRegistry {
         NodeRegistry {
             ttl,
             nodes: Arc::new(Mutex::new(HashMap::new())),
+            live: Arc::new(Mutex::new(Liveness::default())),
             changes,
         }
+    }
+
+    /// From now on gossip decides who is alive among the nodes it knows.
+    pub fn attach_gossip(&self) {
+        self.live.lock().gossip = true;
+    }
+
+    /// Gossip sees `node_id` alive: it stays in the view (refreshed) while presence is
+    /// silent or says otherwise.
+    pub fn gossip_alive(&self, node_id: NodeId) {
+        self.live.lock().live.insert(node_id);
+        if let Some(e) = self.nodes.lock().get_mut(&node_id) {
+            e.confirmed = Instant::now();
+        }
+    }
+
+    /// Gossip confirmed `node_id` down: it leaves the view ([`LeftReason::GossipDown`]).
+    pub fn gossip_down(&self, node_id: NodeId) -> bool {
+        self.live.lock().live.remove(&node_id);
+        self.remove(node_id, LeftReason::GossipDown)
+    }
+
+    /// Whether gossip holds `node_id` alive.
+    pub fn gossip_holds(&self, node_id: &NodeId) -> bool {
+        let l = self.live.lock();
+        l.gossip && l.live.contains(node_id)
+    }
+
+    /// Nodes presence called gone (expired / missing) while gossip held them alive, since
+    /// the last call: gossip should check them (raise a suspicion).
+    pub fn take_presence_doubts(&self) -> Vec<NodeId> {
+        self.live.lock().doubts.drain().collect()
+    }
+
+    /// Records whether presence answered (the manager calls this after each call).
+    pub fn presence_answered(&self, ok: bool) {
+        let mut l = self.live.lock();
+        l.presence_reachable = ok;
+        if ok {
+            l.presence_ok = Some(Instant::now());
+        }
+    }
+
+    /// Where liveness comes from and how presence is doing.
+    pub fn status(&self) -> ViewStatus {
+        let nodes = self.len();
+        let l = self.live.lock();
+        ViewStatus {
+            presence_reachable: l.presence_reachable,
+            since_presence: l.presence_ok.map(|t| t.elapsed()),
+            gossip: l.gossip,
+            gossip_live: l.live.len(),
+            nodes,
+            presence_leaves_overruled: l.overruled,
+        }
+    }
+
+    fn fresh(&self, id: &NodeId, e: &Entry, now: Instant, live: &Liveness) -> bool {
+        e.confirmed + self.ttl >= now || (live.gossip && live.live.contains(id))
     }
 
     /// The entry TTL.
@@ -99,10 +211,14 @@ impl NodeRegistry {
     /// changed.
     pub fn upsert(&self, info: NodeInfo) {
         let now = Instant::now();
+        // Lock order everywhere: liveness, then nodes.
+        let live = self.live.lock();
         let mut nodes = self.nodes.lock();
         let change = match nodes.get(&info.node_id) {
             None => Some(NodeChange::Joined(info.clone())),
-            Some(e) if e.confirmed + self.ttl < now => Some(NodeChange::Joined(info.clone())),
+            Some(e) if !self.fresh(&info.node_id, e, now, &live) => {
+                Some(NodeChange::Joined(info.clone()))
+            }
             Some(e) if e.info != info => Some(NodeChange::Updated(info.clone())),
             Some(_) => None,
         };
@@ -118,8 +234,23 @@ impl NodeRegistry {
         }
     }
 
-    /// Removes a node; emits Left if it was present.
+    /// Removes a node; emits Left if it was present. A presence verdict (expired,
+    /// missing, stale) about a node gossip holds alive is overruled: the node stays.
     pub fn remove(&self, node_id: NodeId, reason: LeftReason) -> bool {
+        if matches!(
+            reason,
+            LeftReason::Expired | LeftReason::Missing | LeftReason::Stale
+        ) {
+            let mut l = self.live.lock();
+            if l.gossip && l.live.contains(&node_id) {
+                l.overruled += 1;
+                if reason != LeftReason::Stale {
+                    l.doubts.insert(node_id);
+                }
+                metrics::counter!("nodelist_presence_leaves_overruled_total").increment(1);
+                return false;
+            }
+        }
         let mut nodes = self.nodes.lock();
         let was = nodes.remove(&node_id).is_some();
         if was {
@@ -162,12 +293,14 @@ impl NodeRegistry {
     /// Drops entries not confirmed within the TTL; returns their ids.
     pub fn expire(&self) -> Vec<NodeId> {
         let now = Instant::now();
+        let live = self.live.lock();
         let mut nodes = self.nodes.lock();
         let gone: Vec<NodeId> = nodes
             .iter()
-            .filter(|(_, e)| e.confirmed + self.ttl < now)
+            .filter(|(id, e)| !self.fresh(id, e, now, &live))
             .map(|(id, _)| *id)
             .collect();
+        drop(live);
         for id in &gone {
             nodes.remove(id);
             self.emit(NodeChange::Left {
@@ -180,13 +313,15 @@ impl NodeRegistry {
 
     fn select(&self, keep: impl Fn(&NodeInfo) -> bool) -> Vec<NodeInfo> {
         let now = Instant::now();
+        let live = self.live.lock();
         let mut out: Vec<NodeInfo> = self
             .nodes
             .lock()
-            .values()
-            .filter(|e| e.confirmed + self.ttl >= now && keep(&e.info))
-            .map(|e| e.info.clone())
+            .iter()
+            .filter(|(id, e)| self.fresh(id, e, now, &live) && keep(&e.info))
+            .map(|(_, e)| e.info.clone())
             .collect();
+        drop(live);
         out.sort_by_key(|i| i.node_id);
         out
     }
@@ -209,10 +344,11 @@ impl NodeRegistry {
     /// One node, if online.
     pub fn get(&self, node_id: NodeId) -> Option<NodeInfo> {
         let now = Instant::now();
+        let live = self.live.lock();
         self.nodes
             .lock()
             .get(&node_id)
-            .filter(|e| e.confirmed + self.ttl >= now)
+            .filter(|e| self.fresh(&node_id, e, now, &live))
             .map(|e| e.info.clone())
     }
 
@@ -239,11 +375,15 @@ impl NodeRegistry {
             return Vec::new();
         }
         let now = Instant::now();
+        let live = self.live.lock();
         let nodes = self.nodes.lock();
         // Distances over references; only the n winners are cloned.
         let mut cands: Vec<(f64, &NodeInfo)> = nodes
-            .values()
-            .filter(|e| e.confirmed + self.ttl >= now && role.is_none_or(|r| r == e.info.role))
+            .iter()
+            .filter(|(id, e)| {
+                self.fresh(id, e, now, &live) && role.is_none_or(|r| r == e.info.role)
+            })
+            .map(|(_, e)| e)
             .map(|e| (haversine_km(lat, lon, e.info.lat, e.info.lon), &e.info))
             .collect();
         let cmp = |a: &(f64, &NodeInfo), b: &(f64, &NodeInfo)| {
@@ -390,5 +530,85 @@ mod tests {
         );
         assert!(changes.try_recv().is_err(), "unchanged nodes emit nothing");
         assert_eq!(r.all_online(), vec![tokyo, busy, osaka]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn gossip_keeps_nodes_through_a_presence_outage_and_confirms_departures() {
+        let (r, [tokyo, shibuya, osaka, sapporo]) = sample();
+        r.attach_gossip();
+        for n in [&tokyo, &shibuya, &osaka] {
+            r.gossip_alive(n.node_id);
+        }
+        let mut changes = r.subscribe();
+        r.presence_answered(false);
+        // Presence silent for a minute: gossip keeps refreshing three of the four.
+        for _ in 0..12 {
+            tokio::time::advance(Duration::from_secs(5)).await;
+            for n in [&tokyo, &shibuya, &osaka] {
+                r.gossip_alive(n.node_id);
+            }
+            r.expire();
+        }
+        assert_eq!(
+            r.all_online(),
+            vec![tokyo.clone(), shibuya.clone(), osaka.clone()]
+        );
+        assert_eq!(
+            changes.try_recv().unwrap(),
+            NodeChange::Left {
+                node_id: sapporo.node_id,
+                reason: LeftReason::Stale
+            }
+        );
+        assert!(
+            changes.try_recv().is_err(),
+            "only the node gossip did not vouch for"
+        );
+        let s = r.status();
+        assert!(s.gossip_only() && s.gossip && !s.presence_reachable);
+        assert_eq!((s.nodes, s.gossip_live), (3, 3));
+        // Presence comes back empty (restarted) and then expires Osaka: overruled.
+        r.replace_all(vec![tokyo.clone()]);
+        r.apply(&PresenceEvent::Leave {
+            node_id: osaka.node_id,
+            reason: LeaveReason::Expired,
+        });
+        assert_eq!(r.len(), 3);
+        assert!(r.status().presence_leaves_overruled >= 2);
+        // Gossip is asked to check the nodes presence doubts.
+        let mut doubts = r.take_presence_doubts();
+        doubts.sort();
+        let mut want = vec![shibuya.node_id, osaka.node_id];
+        want.sort();
+        assert_eq!(doubts, want);
+        assert!(r.take_presence_doubts().is_empty());
+        // Gossip confirms Osaka down: a confirmed departure.
+        assert!(r.gossip_down(osaka.node_id));
+        assert_eq!(
+            changes.try_recv().unwrap(),
+            NodeChange::Left {
+                node_id: osaka.node_id,
+                reason: LeftReason::GossipDown
+            }
+        );
+        assert!(LeftReason::GossipDown.is_confirmed() && !LeftReason::Stale.is_confirmed());
+        // An explicit logout is never overruled.
+        r.apply(&PresenceEvent::Leave {
+            node_id: shibuya.node_id,
+            reason: LeaveReason::Logout,
+        });
+        assert_eq!(r.all_online(), vec![tokyo]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_gossip_presence_verdicts_stand() {
+        let (r, [_, shibuya, ..]) = sample();
+        r.gossip_alive(shibuya.node_id); // not attached: no effect on verdicts
+        r.apply(&PresenceEvent::Leave {
+            node_id: shibuya.node_id,
+            reason: LeaveReason::Expired,
+        });
+        assert_eq!(r.get(shibuya.node_id), None);
+        assert_eq!(r.status().presence_leaves_overruled, 0);
     }
 }

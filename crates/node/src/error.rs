@@ -92,6 +92,12 @@ pub enum Error {
         /// node-list's error.
         source: node_list::Error,
     },
+    /// Gossip could not start.
+    #[error("gossip: {source}")]
+    Gossip {
+        /// gossip's error.
+        source: gossip::Error,
+    },
     /// The proof-of-place polygons could not be loaded.
     #[error("regions: {source}")]
     Regions {

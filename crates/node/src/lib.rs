@@ -27,6 +27,7 @@ mod error;
 mod fed_log;
 pub mod federation_push;
 pub mod global;
+pub mod gossip;
 mod light;
 mod role;
 pub mod runtime;

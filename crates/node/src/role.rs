@@ -29,6 +29,9 @@ pub struct MembershipConfig {
     /// `PRESENCE_HTTP_ENDPOINT`, `NODELIST_*`); not from TOML.
     #[serde(skip)]
     pub nodelist: NodeListConfig,
+    /// Gossip among the city's nodes (flags `--gossip*`); not from TOML.
+    #[serde(skip)]
+    pub gossip: crate::gossip::GossipSettings,
 }
 
 impl Default for MembershipConfig {
@@ -41,6 +44,7 @@ impl Default for MembershipConfig {
             advertise: None,
             pop_mode: PopMode::Reject,
             nodelist: NodeListConfig::default(),
+            gossip: crate::gossip::GossipSettings::default(),
         }
     }
 }
@@ -53,6 +57,7 @@ pub struct RunningRole {
     rereplicator: Option<tokio::task::JoinHandle<()>>,
     city: Option<CityHandle>,
     light: Option<LightHandle>,
+    gossip: Option<crate::gossip::RunningGossip>,
 }
 
 impl RunningRole {
@@ -69,6 +74,7 @@ impl RunningRole {
             rereplicator,
             city: Some(city),
             light: None,
+            gossip: None,
         }
     }
 
@@ -80,7 +86,28 @@ impl RunningRole {
             rereplicator: None,
             city: None,
             light: Some(light),
+            gossip: None,
         }
+    }
+
+    /// The role with its gossip agent (when gossip is on).
+    pub(crate) fn with_gossip(mut self, gossip: Option<crate::gossip::RunningGossip>) -> Self {
+        self.gossip = gossip;
+        self
+    }
+
+    /// The gossip agent, when gossip is on.
+    pub fn gossip(&self) -> Option<&crate::gossip::RunningGossip> {
+        self.gossip.as_ref()
+    }
+
+    /// The view this role keeps fresh: the city's watcher, or a light node's own login
+    /// view.
+    pub fn membership_view(&self) -> Option<&node_list::NodeRegistry> {
+        self.watcher
+            .as_ref()
+            .or(self.login.as_ref())
+            .map(NodeListHandle::registry)
     }
 
     /// The city server, when this is a city role.
@@ -112,6 +139,9 @@ impl RunningRole {
         if let Some(r) = self.rereplicator.take() {
             r.abort();
         }
+        if let Some(g) = self.gossip.take() {
+            g.abort();
+        }
         for m in [self.login.take(), self.watcher.take()]
             .into_iter()
             .flatten()
@@ -130,6 +160,9 @@ impl RunningRole {
     pub async fn shutdown(mut self) -> Result<()> {
         if let Some(r) = self.rereplicator.take() {
             r.abort();
+        }
+        if let Some(g) = self.gossip.take() {
+            g.shutdown().await;
         }
         if let Some(l) = self.login.take() {
             l.shutdown().await;

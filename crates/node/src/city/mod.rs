@@ -448,5 +448,14 @@ pub async fn run_city_with(
             env.rereplicate_settle,
         )
     });
-    Ok(RunningRole::city(city, watcher, login, rereplicator))
+    let gossip = crate::gossip::start(
+        key,
+        city.addr(),
+        m.advertise.as_deref(),
+        &m.city_id,
+        &m.gossip,
+        &[watcher.registry(), login.registry()],
+    )
+    .await?;
+    Ok(RunningRole::city(city, watcher, login, rereplicator).with_gossip(gossip))
 }

@@ -288,6 +288,7 @@ pub async fn run_light_with(
     presence: Arc<dyn presence::PresenceStore>,
 ) -> Result<crate::RunningRole> {
     let node_id = key.node_id();
+    let gossip_key = m.gossip.enabled.then(|| key.clone());
     let light = start_light(cfg, key).await?;
     let info = crate::city::membership::node_info(
         node_id,
@@ -301,5 +302,12 @@ pub async fn run_light_with(
         runtime::now_ms(),
     );
     let login = node_list::NodeListManager::start(presence, Some(info), m.nodelist.clone());
-    Ok(crate::RunningRole::light(light, login))
+    let gossip = match &gossip_key {
+        Some(k) => {
+            let (addr, adv) = (light.addr(), m.advertise.as_deref());
+            crate::gossip::start(k, addr, adv, &m.city_id, &m.gossip, &[login.registry()]).await?
+        }
+        None => None,
+    };
+    Ok(crate::RunningRole::light(light, login).with_gossip(gossip))
 }
