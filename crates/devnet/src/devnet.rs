@@ -12,7 +12,7 @@ use node::continent::{CityCommittee, ContinentConfig, ContinentHandle, start_con
 use node::genesis::{GenesisCity, GenesisFile, city_hash};
 use node::{
     CityConfig, CityEnv, CityHandle, LightConfig, LightHandle, MembershipConfig, PipelineConfig,
-    PopMode, RunningRole, run_city_with, run_light_with,
+    PopMode, RunningRole, ShardTransport, run_city_with, run_light_with,
 };
 use node_list::NodeListConfig;
 use pqc::Keypair;
@@ -29,7 +29,7 @@ pub const CITY: &str = "JP-13";
 pub const CITY_POS: (f64, f64) = (35.689_5, 139.691_7);
 
 /// Devnet settings.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct DevnetConfig {
     /// Light nodes to start.
     pub lights: usize,
@@ -41,6 +41,22 @@ pub struct DevnetConfig {
     pub pipeline: PipelineConfig,
     /// Representatives in the city's committee (each a city node).
     pub reps: usize,
+    /// The representatives' transport to light nodes (`None`: gRPC); the demo's fault
+    /// injection wraps it.
+    pub transport: Option<Arc<dyn ShardTransport>>,
+}
+
+impl std::fmt::Debug for DevnetConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DevnetConfig")
+            .field("lights", &self.lights)
+            .field("heartbeat", &self.heartbeat)
+            .field("presence_ttl", &self.presence_ttl)
+            .field("pipeline", &self.pipeline)
+            .field("reps", &self.reps)
+            .field("transport", &self.transport.is_some())
+            .finish()
+    }
 }
 
 impl Default for DevnetConfig {
@@ -51,6 +67,7 @@ impl Default for DevnetConfig {
             presence_ttl: Duration::from_millis(1500),
             pipeline: PipelineConfig::default(),
             reps: 1,
+            transport: None,
         }
     }
 }
@@ -271,7 +288,7 @@ impl Devnet {
         let env = CityEnv {
             presence: self.presence.clone(),
             pop: Some(self.pop.clone()),
-            transport: None,
+            transport: self.cfg.transport.clone(),
             pipeline: self.cfg.pipeline.clone(),
             rereplicate_settle: Duration::from_millis(200),
         };
@@ -308,6 +325,11 @@ impl Devnet {
     /// The representatives (keys, addresses).
     pub fn reps(&self) -> &[DevRep] {
         &self.reps
+    }
+
+    /// The presence store every node of the devnet uses.
+    pub fn presence(&self) -> &Arc<dyn PresenceStore> {
+        &self.presence
     }
 
     /// The genesis file.
