@@ -177,7 +177,7 @@ fn main() {
         holder: kp.node_id(),
         time_ms: 1_767_225_601_234,
     };
-    let sr = SignedReceipt::sign(receipt.clone(), &kp);
+    let sr = SignedReceipt::sign(receipt, &kp);
     write(
         &dir,
         "receipt.json",

@@ -280,6 +280,7 @@ pub(crate) async fn verify_inclusion(
             }
         }
         let mut ok = 0;
+        let mut tampered = false;
         for &seq in &seqs {
             if seq == u64::MAX {
                 continue;
@@ -288,7 +289,8 @@ pub(crate) async fn verify_inclusion(
                 continue;
             };
             // The TamperedProof fault: the first proof checked has one byte flipped.
-            if tamper && ok == 0 {
+            if tamper && !tampered {
+                tampered = true;
                 let i = bytes.len() / 2;
                 if let Some(b) = bytes.get_mut(i) {
                     *b ^= 0x01;

@@ -623,7 +623,7 @@ impl DemoReport {
         line(
             &mut s,
             &format!(
-                "stripes restored with {} holders down (before re-repl.)",
+                "restored with {} holders down (pre re-repl.)",
                 self.degraded_holders_down
             ),
             frac(self.degraded_restored),
