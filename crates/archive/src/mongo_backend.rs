@@ -87,8 +87,23 @@ fn bin(bytes: &[u8]) -> Bson {
     })
 }
 
+/// The last millisecond of year 9999: the latest date every driver and server converts
+/// (BSON allows more, but e.g. Python-based Mongo-wire servers reject a filter beyond it).
+const MAX_DATE_MS: u64 = 253_402_300_799_999;
+
+/// A BSON date for `ts`, clamped to [`MAX_DATE_MS`].
 fn ms(ts: u64) -> DateTime {
-    DateTime::from_millis(i64::try_from(ts).unwrap_or(i64::MAX))
+    DateTime::from_millis(i64::try_from(ts.min(MAX_DATE_MS)).unwrap_or(i64::MAX))
+}
+
+/// The filter on `ts` for `range`: an end past [`MAX_DATE_MS`] is left open (every stored
+/// date is at most that), so `0..u64::MAX` means "all".
+fn ts_range(range: &std::ops::Range<u64>) -> Document {
+    let mut d = doc! { "$gte": ms(range.start) };
+    if range.end <= MAX_DATE_MS {
+        d.insert("$lt", ms(range.end));
+    }
+    d
 }
 
 fn binary_field<'a>(d: &'a Document, field: &'static str, id: TxId) -> Result<&'a [u8]> {
@@ -304,7 +319,7 @@ impl Archive for MongoArchive {
             .await?
             .find(doc! {
                 "sender_tag": bin(&tag),
-                "ts": { "$gte": ms(range.start), "$lt": ms(range.end) },
+                "ts": ts_range(&range),
             })
             .sort(doc! { "ts": 1, "tx_id": 1 })
             .limit(i64::try_from(limit).unwrap_or(i64::MAX))

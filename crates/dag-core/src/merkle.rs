@@ -446,7 +446,7 @@ impl InclusionProof {
                 max: Self::MAX_PATH,
             });
         }
-        let mut path = Vec::with_capacity(n);
+        let mut path = Vec::with_capacity(n.min(r.remaining() / 32));
         for _ in 0..n {
             path.push(Hash32(r.bytes32("path hash")?));
         }
@@ -500,7 +500,7 @@ impl ConsistencyProof {
                 max: Self::MAX_PATH,
             });
         }
-        let mut path = Vec::with_capacity(n);
+        let mut path = Vec::with_capacity(n.min(r.remaining() / 32));
         for _ in 0..n {
             path.push(Hash32(r.bytes32("path hash")?));
         }

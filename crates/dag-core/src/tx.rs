@@ -457,7 +457,8 @@ impl Tx {
                     max: MAX_OBJECT_SET,
                 });
             }
-            set.reserve(n);
+            // Reserve no more than the rest of the input can fill (32 bytes each).
+            set.reserve(n.min(r.remaining() / 32));
             for _ in 0..n {
                 set.push(ObjectId::from_bytes(r.bytes32(field)?));
             }

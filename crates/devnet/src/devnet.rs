@@ -12,7 +12,7 @@ use node::continent::{CityCommittee, ContinentConfig, ContinentHandle, start_con
 use node::genesis::{GenesisCity, GenesisFile, city_hash};
 use node::{
     CityConfig, CityEnv, CityHandle, LightConfig, LightHandle, MembershipConfig, PipelineConfig,
-    PopMode, RunningRole, run_city_with, run_light_with,
+    PopMode, RunningRole, ShardTransport, run_city_with, run_light_with,
 };
 use node_list::NodeListConfig;
 use pqc::Keypair;
@@ -29,7 +29,7 @@ pub const CITY: &str = "JP-13";
 pub const CITY_POS: (f64, f64) = (35.689_5, 139.691_7);
 
 /// Devnet settings.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct DevnetConfig {
     /// Light nodes to start.
     pub lights: usize,
@@ -43,6 +43,23 @@ pub struct DevnetConfig {
     pub reps: usize,
     /// Serve the DApp HTTP gateway on every representative (a free loopback port).
     pub gateway: bool,
+    /// The representatives' transport to light nodes (`None`: gRPC); the demo's fault
+    /// injection wraps it.
+    pub transport: Option<Arc<dyn ShardTransport>>,
+}
+
+impl std::fmt::Debug for DevnetConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DevnetConfig")
+            .field("lights", &self.lights)
+            .field("heartbeat", &self.heartbeat)
+            .field("presence_ttl", &self.presence_ttl)
+            .field("pipeline", &self.pipeline)
+            .field("reps", &self.reps)
+            .field("transport", &self.transport.is_some())
+            .field("gateway", &self.gateway)
+            .finish()
+    }
 }
 
 impl Default for DevnetConfig {
@@ -54,6 +71,7 @@ impl Default for DevnetConfig {
             pipeline: PipelineConfig::default(),
             reps: 1,
             gateway: true,
+            transport: None,
         }
     }
 }
@@ -281,7 +299,7 @@ impl Devnet {
         let env = CityEnv {
             presence: self.presence.clone(),
             pop: Some(self.pop.clone()),
-            transport: None,
+            transport: self.cfg.transport.clone(),
             pipeline: self.cfg.pipeline.clone(),
             rereplicate_settle: Duration::from_millis(200),
         };
@@ -323,6 +341,11 @@ impl Devnet {
     /// The representatives (keys, addresses).
     pub fn reps(&self) -> &[DevRep] {
         &self.reps
+    }
+
+    /// The presence store every node of the devnet uses.
+    pub fn presence(&self) -> &Arc<dyn PresenceStore> {
+        &self.presence
     }
 
     /// The genesis file.

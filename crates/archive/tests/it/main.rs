@@ -1,6 +1,6 @@
-//! Integration tests of the archive: the conformance suite on every backend (MongoDB only
-//! when MONGODB_URI is set), plaintext scans of the store file, key rotation, tampering,
-//! and a writer process killed mid-batch.
+//! Integration tests of the archive: the conformance suite on every backend (MongoDB with
+//! the `mongodb` feature, against the server MONGODB_URI names), plaintext scans of the
+//! store file, key rotation, tampering, and a writer process killed mid-batch.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

@@ -1,6 +1,8 @@
-//! The MongoDB backend: the same conformance suite, run only when MONGODB_URI is set
-//! (no MongoDB server can be installed on the build machines). Each run uses a fresh
-//! collection and drops it afterwards.
+//! The MongoDB backend: the same conformance suite against the server `MONGODB_URI` names.
+//! Compiled only with the `mongodb` feature; `./scripts/test` starts a Mongo-wire server
+//! (SecantusDB from PyPI, on a free port) and runs this module with the feature and the URI
+//! set. With the feature on and no URI the test fails: it never passes without running.
+//! Each run uses a fresh collection and drops it afterwards.
 
 use crate::conformance;
 use archive::{Archive, ArchiveConfig, ArchiveKeys, MongoArchive, MongoConfig};
@@ -16,9 +18,10 @@ fn now_ms() -> u64 {
 }
 
 #[tokio::test]
-#[ignore = "needs a MongoDB (or Mongo-wire) server: run with MONGODB_URI=... and --ignored"]
 async fn conformance_on_mongodb() {
-    let uri = std::env::var("MONGODB_URI").expect("MONGODB_URI names the server to test against");
+    let uri = std::env::var("MONGODB_URI").expect(
+        "MONGODB_URI names the server to test against (./scripts/test starts one; or run without --features mongodb)",
+    );
     let mut cfg = MongoConfig::new(uri);
     cfg.database = "citychain_test".into();
     cfg.collection = format!("dag_nodes_{}_{}", std::process::id(), now_ms());

@@ -162,7 +162,7 @@ impl BatchHeader {
                 max: MAX_PARENTS,
             });
         }
-        let mut parents = Vec::with_capacity(n_parents);
+        let mut parents = Vec::with_capacity(n_parents.min(r.remaining() / 32));
         for _ in 0..n_parents {
             parents.push(BatchDigest(Hash32(r.bytes32("parent")?)));
         }
@@ -182,7 +182,7 @@ impl BatchHeader {
                     max: MAX_WEAK_LINKS,
                 });
             }
-            weak_links.reserve(n);
+            weak_links.reserve(n.min(r.remaining() / 32));
             for _ in 0..n {
                 weak_links.push(BatchDigest(Hash32(r.bytes32("weak link")?)));
             }

@@ -74,7 +74,8 @@ impl Certificate {
                 max: MAX_PARENTS,
             });
         }
-        let mut votes = Vec::with_capacity(n);
+        // Each vote takes at least 34 input bytes (voter, signature length).
+        let mut votes = Vec::with_capacity(n.min(r.remaining() / 34));
         for _ in 0..n {
             let voter = NodeId::from_bytes(r.bytes32("voter")?);
             let sig = r

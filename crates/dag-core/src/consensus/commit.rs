@@ -75,7 +75,7 @@ impl Checkpoint {
                 max: max_batches,
             });
         }
-        let mut batches = Vec::with_capacity(n);
+        let mut batches = Vec::with_capacity(n.min(r.remaining() / 32));
         for _ in 0..n {
             batches.push(BatchDigest(Hash32(r.bytes32("batch")?)));
         }

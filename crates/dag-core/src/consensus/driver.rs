@@ -185,7 +185,7 @@ impl Message {
                         max: MAX_FETCH,
                     });
                 }
-                let mut digests = Vec::with_capacity(n);
+                let mut digests = Vec::with_capacity(n.min(r.remaining() / 32));
                 for _ in 0..n {
                     digests.push(BatchDigest(Hash32(r.bytes32("digest")?)));
                 }

@@ -787,7 +787,7 @@ fn sim_equivocating_representative_is_caught() {
 }
 
 #[test]
-#[ignore]
+#[ignore = "a tool, not a check: replays one failing seed (SIM_SEED=… SIM_FAMILY=… cargo test -p dag-core sim_debug_seed -- --ignored)"]
 fn sim_debug_seed() {
     let seed: u64 = std::env::var("SIM_SEED").unwrap().parse().unwrap();
     let family = match std::env::var("SIM_FAMILY").as_deref() {

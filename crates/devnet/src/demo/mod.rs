@@ -1,4 +1,4 @@
-//! The in-process devnet behind `city-node demo`: presence, 6 light nodes, a continent and
+//! The in-process devnet behind `city-node demo`: presence, 8 light nodes, a continent and
 //! a city committee of 4 representatives, each its own gRPC server on loopback; 100
 //! accounts; pre-signed load at real Tokyo coordinates (and a few claiming Tokyo from
 //! Osaka) spread round robin over the representatives; every tx answered Held with receipts
@@ -9,10 +9,12 @@
 //! to n holders, every tx restored from shards, a restart; and a table of what was
 //! measured, with a verdict that names every check that failed.
 
+mod faults;
 mod load;
 mod ordering;
 mod report;
 
+pub use faults::DemoFault;
 pub use report::{Agreement, BadCase, DemoReport, OrderingFigures, Thresholds};
 
 use crate::devnet::{Devnet, DevnetConfig};
@@ -64,6 +66,10 @@ pub struct DemoConfig {
     pub outside_every: usize,
     /// Txs restored one by one through the repair path to time it.
     pub restore_sample: usize,
+    /// How long to wait for re-replication to bring every stripe back to n holders.
+    pub rereplicate_wait: Duration,
+    /// A fault to inject (tests of the verdict; `None` for the real demo).
+    pub fault: DemoFault,
 }
 
 impl Default for DemoConfig {
@@ -80,36 +86,60 @@ impl Default for DemoConfig {
             max_federated_p99: Duration::from_secs(20),
             sample: 500,
             baseline_verifies: 4_000,
-            lights: 6,
+            // n = 6 distinct holders per stripe, plus the two that are killed: re-replication
+            // back to six distinct live holders needs six left.
+            lights: 8,
             kill: 2,
             detect_bound: Duration::from_secs(20),
             outside_every: 100,
             restore_sample: 200,
+            rereplicate_wait: Duration::from_secs(60),
+            fault: DemoFault::None,
         }
     }
 }
 
-/// Measures raw ML-DSA-87 verification throughput on `threads` threads (0 = all cores).
+/// Distinct signing keys behind the raw-verify baseline (key generation is untimed).
+const BASELINE_KEYS: usize = 32;
+
+/// Measures raw ML-DSA-87 verification throughput on `threads` threads (0 = all cores):
+/// `n` distinct messages of the size a sender really signs (`Tx::signing_message`, the
+/// domain tag and a tx id: a tx's signature covers its id), each signed by one of
+/// 32 distinct keys. Keys and signatures are made before the clock starts;
+/// every signature must verify.
 pub fn raw_verify_throughput(threads: usize, n: usize) -> Result<f64> {
-    let kp = Keypair::generate();
-    let msg = b"citychain/baseline";
-    let sig = kp.sign(msg);
-    let pool = pqc::BatchVerifier::new(threads)?;
     let n = n.max(1);
+    let keys: Vec<Keypair> = (0..BASELINE_KEYS.min(n))
+        .into_par_iter()
+        .map(|_| Keypair::generate())
+        .collect();
+    let signed: Vec<(usize, Vec<u8>, Vec<u8>)> = (0..n)
+        .into_par_iter()
+        .map(|i| {
+            let k = i % keys.len();
+            let id = TxId(dag_core::Hash32::digest(&(i as u64).to_le_bytes()));
+            let msg = dag_core::Tx::signing_message(&id);
+            let sig = keys[k].sign(&msg);
+            (k, msg, sig)
+        })
+        .collect();
+    let pool = pqc::BatchVerifier::new(threads)?;
     let t0 = Instant::now();
     let ok = pool.install(|| {
-        (0..n)
-            .into_par_iter()
-            .filter(|_| {
-                dag_core::SignatureVerifier::verify(&MlDsa87, kp.public_key(), msg, &sig).is_ok()
+        signed
+            .par_iter()
+            .filter(|(k, msg, sig)| {
+                dag_core::SignatureVerifier::verify(&MlDsa87, keys[*k].public_key(), msg, sig)
+                    .is_ok()
             })
             .count()
     });
     let secs = t0.elapsed().as_secs_f64();
     if ok != n {
-        return Err(Error::Measurement(
-            "baseline signature failed to verify".into(),
-        ));
+        return Err(Error::Measurement(format!(
+            "baseline: {} of {n} signatures failed to verify",
+            n - ok
+        )));
     }
     Ok(n as f64 / secs)
 }
@@ -187,10 +217,17 @@ pub async fn run(cfg: &DemoConfig) -> Result<DemoReport> {
         .await
         .map_err(|e| Error::Measurement(format!("baseline task: {e}")))??;
 
+    // The corrupting transport is in place from the start; it corrupts nothing until the
+    // durability phase names a node.
+    let corrupting = (cfg.fault == DemoFault::CorruptShards)
+        .then(|| Arc::new(faults::CorruptingTransport::default()));
     let mut net = Devnet::start(
         DevnetConfig {
             lights: cfg.lights,
             reps,
+            transport: corrupting
+                .clone()
+                .map(|t| t as Arc<dyn node::ShardTransport>),
             ..DevnetConfig::default()
         },
         dir.path(),
@@ -344,30 +381,37 @@ pub async fn run(cfg: &DemoConfig) -> Result<DemoReport> {
     );
 
     // The killed representative comes back and catches up: every tx of both phases
-    // Ordered on it, one history across all.
+    // Ordered on it, one history across all. (Under the RepStaysDown fault it stays down:
+    // it orders nothing after the kill, and the verdict must say so.)
     let all_held: Arc<Vec<HeldAnswer>> =
         Arc::new(first.held.iter().chain(&second.held).copied().collect());
-    net.start_rep(victim).await?;
-    let t_restart = Instant::now();
-    let settled = ordering::settle(
-        stores(&net, &[victim])?,
-        all_held.clone(),
-        false,
-        cfg.order_wait,
-    )
-    .await?;
-    report.caught_up = (settled.ordered(), all_held.len());
-    report.catch_up_time = settled
-        .complete
-        .then(|| settled.done_at.saturating_duration_since(t_restart));
-    report.agreements.push(
-        ordering::agreement(
-            &format!("all {reps} reps"),
-            stores(&net, &all)?,
+    let running: Vec<usize> = if cfg.fault == DemoFault::RepStaysDown {
+        report.caught_up = (0, all_held.len());
+        live.clone()
+    } else {
+        net.start_rep(victim).await?;
+        let t_restart = Instant::now();
+        let settled = ordering::settle(
+            stores(&net, &[victim])?,
+            all_held.clone(),
+            false,
             cfg.order_wait,
         )
-        .await?,
-    );
+        .await?;
+        report.caught_up = (settled.ordered(), all_held.len());
+        report.catch_up_time = settled
+            .complete
+            .then(|| settled.done_at.saturating_duration_since(t_restart));
+        report.agreements.push(
+            ordering::agreement(
+                &format!("all {reps} reps"),
+                stores(&net, &all)?,
+                cfg.order_wait,
+            )
+            .await?,
+        );
+        all.clone()
+    };
 
     // Every checkpoint carrying the load is in the continent's log (which went through a
     // restart): its recorded federation proof verifies offline against the genesis file
@@ -380,12 +424,19 @@ pub async fn run(cfg: &DemoConfig) -> Result<DemoReport> {
     let (_, store0) = stores(&net, &[0])?
         .pop()
         .ok_or_else(|| Error::Measurement("representative 0 not running".into()))?;
-    report.inclusion_verified =
-        ordering::verify_inclusion(store0, log.clone(), all_held.clone(), genesis).await?;
+    report.inclusion_verified = ordering::verify_inclusion(
+        store0,
+        log.clone(),
+        all_held.clone(),
+        genesis,
+        cfg.fault == DemoFault::TamperedProof,
+    )
+    .await?;
     report.continent_log_size = log.size();
     drop(log);
 
-    durability(cfg, &mut net, &all, &all_held, &txs, &mut report).await?;
+    let bad = corrupting.as_ref().map(|t| t.bad());
+    durability(cfg, &mut net, &running, &all_held, &txs, bad, &mut report).await?;
 
     // Restart the first representative on the same data dir: its txs are still there,
     // still Federated.
@@ -417,6 +468,7 @@ async fn durability(
     reps: &[usize],
     held: &[HeldAnswer],
     txs: &[SignedTx],
+    corrupt: Option<Arc<parking_lot::RwLock<BTreeSet<dag_core::NodeId>>>>,
     report: &mut DemoReport,
 ) -> Result<()> {
     let mut pipelines = Vec::new();
@@ -428,7 +480,9 @@ async fn durability(
         pipelines.push(p);
     }
     let before = holder_map(&pipelines)?;
-    let kill = cfg.kill.min(cfg.lights.saturating_sub(4));
+    // Never more than leaves n = 6 live holders: Held and re-replication need n distinct
+    // nodes (a stripe never puts two shards on one node).
+    let kill = cfg.kill.min(cfg.lights.saturating_sub(6));
     report.killed = kill;
     let t_kill = Instant::now();
     for i in 0..kill {
@@ -439,13 +493,70 @@ async fn durability(
         }
     }
     let gone: BTreeSet<_> = net.lights[..kill].iter().map(|l| l.id).collect();
+    // Faults: a surviving light node corrupts every shard it returns; or the crashed one
+    // keeps heartbeating presence as a ghost.
+    if let (Some(bad), Some(l)) = (&corrupt, net.lights.get(kill)) {
+        bad.write().insert(l.id);
+    }
+    let ghost = match (cfg.fault, net.lights.first()) {
+        (DemoFault::GhostDeparture, Some(l)) if kill > 0 => {
+            let (presence, id, every) = (net.presence().clone(), l.id, cfg.detect_bound / 50);
+            Some(tokio::spawn(async move {
+                loop {
+                    let _ = presence.heartbeat(id).await;
+                    tokio::time::sleep(every.max(Duration::from_millis(50))).await;
+                }
+            }))
+        }
+        _ => None,
+    };
+
+    // Any k of n with m holders down, before re-replication replaces them: every stripe
+    // that lost holders is restored right away from the shards still reachable. A stripe
+    // counts only if its manifest still names the departed holders after the restore (so
+    // re-replication had not yet run for it).
+    let mut degraded = (0, 0);
+    for p in &pipelines {
+        for (m, _) in p.manifests().map_err(cfg_err)? {
+            let down = |m: &storage::StripeManifest| {
+                m.holders
+                    .iter()
+                    .filter(|h| h.is_some_and(|h| gone.contains(&h)))
+                    .count()
+            };
+            if down(&m) == 0 {
+                continue;
+            }
+            let result = p.restore_stripe(m.stripe_id()).await;
+            let still_down = p
+                .manifests()
+                .map_err(cfg_err)?
+                .iter()
+                .find(|(n, _)| n.stripe_id() == m.stripe_id())
+                .is_some_and(|(n, _)| down(n) == down(&m));
+            if !still_down {
+                continue;
+            }
+            degraded.1 += 1;
+            report.degraded_holders_down = report.degraded_holders_down.max(down(&m));
+            match result {
+                Ok(list) if !list.is_empty() => degraded.0 += 1,
+                Ok(_) => tracing::error!(stripe = %m.stripe_id().short(), "stripe restored empty"),
+                Err(e) => {
+                    tracing::error!(stripe = %m.stripe_id().short(), error = %e, "stripe did not restore with holders down")
+                }
+            }
+        }
+    }
+    report.degraded_restored = degraded;
+
     if net
         .wait_for_lights(cfg.lights - kill, cfg.detect_bound)
         .await
     {
         report.detect_time = Some(t_kill.elapsed());
     }
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + cfg.rereplicate_wait;
     loop {
         let mut at_n = 0;
         let mut total = 0;
@@ -525,6 +636,14 @@ async fn durability(
     }
     report.restore_latencies.sort();
     report.repair_restored = (report.restore_latencies.len(), tried);
+    if let Some(g) = ghost {
+        g.abort();
+        if let Err(e) = g.await
+            && e.is_panic()
+        {
+            return Err(Error::Measurement(format!("ghost heartbeat task: {e}")));
+        }
+    }
     Ok(())
 }
 

@@ -267,6 +267,7 @@ pub(crate) async fn verify_inclusion(
     log: Arc<ContinentLog>,
     answers: Arc<Vec<HeldAnswer>>,
     genesis: Arc<node::genesis::Genesis>,
+    tamper: bool,
 ) -> Result<(usize, usize)> {
     blocking(move || {
         let mut seqs = BTreeSet::new();
@@ -279,13 +280,22 @@ pub(crate) async fn verify_inclusion(
             }
         }
         let mut ok = 0;
+        let mut tampered = false;
         for &seq in &seqs {
             if seq == u64::MAX {
                 continue;
             }
-            let Some((bytes, _)) = store.federated(seq)? else {
+            let Some((mut bytes, _)) = store.federated(seq)? else {
                 continue;
             };
+            // The TamperedProof fault: the first proof checked has one byte flipped.
+            if tamper && !tampered {
+                tampered = true;
+                let i = bytes.len() / 2;
+                if let Some(b) = bytes.get_mut(i) {
+                    *b ^= 0x01;
+                }
+            }
             if receipt_in_log(&bytes, &log, &genesis) {
                 ok += 1;
             } else {

@@ -185,6 +185,13 @@ pub struct DemoReport {
     pub restored: (usize, usize),
     /// Stripes that failed to restore.
     pub stripe_restore_failures: usize,
+    /// Right after the kill, before re-replication: stripes restored from the shards of
+    /// their live holders (any k of n) / stripes restored while their departed holders
+    /// were still their holders.
+    pub degraded_restored: (usize, usize),
+    /// Most holders of one stripe offline during those restores (m when all killed nodes
+    /// held a shard of it).
+    pub degraded_holders_down: usize,
     /// Txs restored one at a time through the repair path, intact / tried.
     pub repair_restored: (usize, usize),
     /// Per-tx restore latencies (repair path), sorted.
@@ -395,6 +402,18 @@ impl DemoReport {
                 self.stripes_at_n.0, self.stripes_at_n.1
             ));
         }
+        if self.degraded_restored.0 != self.degraded_restored.1
+            || self.degraded_restored.1 == 0
+            || self.degraded_holders_down < self.killed
+        {
+            f.push(format!(
+                "restore with m holders offline: {} of {} stripes restored before re-replication ({} holders of a stripe down, {} killed)",
+                self.degraded_restored.0,
+                self.degraded_restored.1,
+                self.degraded_holders_down,
+                self.killed
+            ));
+        }
         if self.restored.0 != self.restored.1 || self.stripe_restore_failures > 0 {
             f.push(format!(
                 "restore: {} of {} held txs restored from shards ({} stripes failed)",
@@ -498,7 +517,7 @@ impl DemoReport {
             line(&mut s, "submit → held p99", ms(self.latency(0.99)));
             line(
                 &mut s,
-                "baseline: raw ML-DSA-87 verify, same run",
+                "baseline: raw verify (32 keys, distinct tx ids)",
                 format!("{:.0} /s ({} thr)", self.raw_verify_per_sec, self.threads),
             );
             line(
@@ -600,6 +619,14 @@ impl DemoReport {
             &mut s,
             "  of which colocated (fewer than n nodes live)",
             self.colocated_stripes.to_string(),
+        );
+        line(
+            &mut s,
+            &format!(
+                "restored with {} holders down (pre re-repl.)",
+                self.degraded_holders_down
+            ),
+            frac(self.degraded_restored),
         );
         line(
             &mut s,
@@ -770,6 +797,9 @@ mod tests {
             rereplication_time: Some(Duration::from_secs(3)),
             stripes_at_n: (8, 8),
             restored: (98, 98),
+            degraded_restored: (8, 8),
+            degraded_holders_down: 2,
+            killed: 2,
             repair_restored: (5, 5),
             after_restart: (3, 3),
             bad_cases: vec![BadCase {
@@ -866,6 +896,14 @@ mod tests {
         );
         check(|r| r.rereplication_time = None, "re-replication:");
         check(|r| r.stripe_restore_failures = 1, "restore:");
+        check(
+            |r| r.degraded_restored.0 -= 1,
+            "restore with m holders offline: 7 of 8",
+        );
+        check(
+            |r| r.degraded_holders_down = 1,
+            "restore with m holders offline:",
+        );
         check(|r| r.repair_restored.0 -= 1, "repair path:");
         check(|r| r.after_restart.0 -= 1, "restart:");
         check(

@@ -66,11 +66,10 @@ async fn http_backend_views_drop_a_silent_node_within_ttl_and_sweep() {
             }
         );
     }
+    // No upper wall-clock bound: the 5 s wait above is the polling deadline (a busy
+    // machine must not fail the test); the bound itself is tested on paused time in
+    // `memory.rs`.
     assert!(took >= ttl, "left after {took:?}, before the TTL");
-    assert!(
-        took <= ttl + sweep + Duration::from_millis(1000),
-        "left after {took:?}"
-    );
     let listed = client.list(&ListFilter::default()).await.unwrap();
     assert_eq!(
         listed.len(),

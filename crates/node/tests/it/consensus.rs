@@ -114,14 +114,19 @@ async fn bad_consensus_messages_are_rejected_with_typed_statuses() {
     rep.shutdown().await.unwrap();
 }
 
-/// Collects a representative's checkpoint hashes and committed items.
+type Seen = std::sync::Arc<parking_lot::Mutex<(Vec<Hash32>, Vec<BatchItem>)>>;
+
+/// Collects a representative's checkpoint hashes and committed items. The collecting task
+/// is pushed onto `tasks`, which the test joins at its end so an assertion failing inside
+/// it fails the test.
 fn collect(
     rx: tokio::sync::mpsc::UnboundedReceiver<node::consensus::CommittedEvent>,
-) -> std::sync::Arc<parking_lot::Mutex<(Vec<Hash32>, Vec<BatchItem>)>> {
-    let seen = std::sync::Arc::new(parking_lot::Mutex::new((Vec::new(), Vec::new())));
+    tasks: &mut Vec<tokio::task::JoinHandle<()>>,
+) -> Seen {
+    let seen: Seen = std::sync::Arc::new(parking_lot::Mutex::new((Vec::new(), Vec::new())));
     let s = seen.clone();
     let mut rx = rx;
-    tokio::spawn(async move {
+    tasks.push(tokio::spawn(async move {
         while let Some(ev) = rx.recv().await {
             let mut g = s.lock();
             assert_eq!(
@@ -132,8 +137,25 @@ fn collect(
             g.0.push(ev.sub_dag.checkpoint.hash());
             g.1.extend(ev.sub_dag.items().map(|(_, i)| *i));
         }
-    });
+    }));
     seen
+}
+
+/// Joins the collecting tasks: one that panicked fails the test; one still waiting for
+/// commits (its representative's sender kept alive elsewhere) is stopped.
+async fn join_collectors(tasks: Vec<tokio::task::JoinHandle<()>>) {
+    for t in tasks {
+        if t.is_finished() {
+            t.await.expect("a collecting task failed");
+        } else {
+            t.abort();
+            if let Err(e) = t.await
+                && e.is_panic()
+            {
+                std::panic::resume_unwind(e.into_panic());
+            }
+        }
+    }
 }
 
 /// Waits up to 15 s for `done`; on time-out, fails with every representative's position.
@@ -170,13 +192,14 @@ async fn a_restarted_representative_recovers_from_its_records_and_catches_up() {
     }
     let mut reps = Vec::new();
     let mut seen = Vec::new();
+    let mut collectors = Vec::new();
     let mut evidence = Vec::new();
     for (i, (k, l)) in keys.iter().zip(listeners).enumerate() {
         let cfg = RepresentativeConfig::new(dir.path().join(format!("rep-{i}")));
         let mut r = start_representative(cfg, k.clone(), committee.clone(), l, peers.clone())
             .await
             .unwrap();
-        seen.push(collect(r.take_commits().unwrap()));
+        seen.push(collect(r.take_commits().unwrap(), &mut collectors));
         evidence.push(r.take_evidence().unwrap());
         reps.push(r);
     }
@@ -198,7 +221,7 @@ async fn a_restarted_representative_recovers_from_its_records_and_catches_up() {
     let mut r3 = start_representative(cfg, keys[3].clone(), committee.clone(), l, peers.clone())
         .await
         .unwrap();
-    seen[3] = collect(r3.take_commits().unwrap());
+    seen[3] = collect(r3.take_commits().unwrap(), &mut collectors);
     reps.push(r3);
     reps[3].submit(vec![item(4)]).await.unwrap();
     wait_for("items after the restart", &reps, || {
@@ -230,4 +253,5 @@ async fn a_restarted_representative_recovers_from_its_records_and_catches_up() {
     for r in reps {
         r.shutdown().await.unwrap();
     }
+    join_collectors(collectors).await;
 }

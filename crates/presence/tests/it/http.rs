@@ -286,12 +286,10 @@ async fn silent_node_leaves_list_and_subscribers_get_leave() {
             reason: LeaveReason::Expired
         }
     );
+    // No upper wall-clock bound (a busy machine must not fail the test): `next_event`'s
+    // deadline bounds the wait; expiry timing is tested on the store's manual clock in the
+    // conformance suite.
     assert!(after >= ttl, "left after {after:?}, before the TTL");
-    // TTL + one sweep + scheduling slack.
-    assert!(
-        after <= ttl + sweep + Duration::from_millis(1000),
-        "left after {after:?}"
-    );
     assert!(
         client
             .list(&ListFilter::default())

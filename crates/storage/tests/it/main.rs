@@ -6,3 +6,4 @@ mod codec_props;
 mod pipeline;
 mod receipts;
 mod store_file;
+mod vectors;
