@@ -58,6 +58,8 @@ pub struct RunningRole {
     city: Option<CityHandle>,
     light: Option<LightHandle>,
     gossip: Option<crate::gossip::RunningGossip>,
+    /// A light node's free-capacity advertiser (stopped before the logout).
+    advertiser: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl RunningRole {
@@ -75,6 +77,7 @@ impl RunningRole {
             city: Some(city),
             light: None,
             gossip: None,
+            advertiser: None,
         }
     }
 
@@ -87,12 +90,19 @@ impl RunningRole {
             city: None,
             light: Some(light),
             gossip: None,
+            advertiser: None,
         }
     }
 
     /// The role with its gossip agent (when gossip is on).
     pub(crate) fn with_gossip(mut self, gossip: Option<crate::gossip::RunningGossip>) -> Self {
         self.gossip = gossip;
+        self
+    }
+
+    /// The role with its free-capacity advertiser (light nodes).
+    pub(crate) fn with_advertiser(mut self, task: tokio::task::JoinHandle<()>) -> Self {
+        self.advertiser = Some(task);
         self
     }
 
@@ -136,6 +146,9 @@ impl RunningRole {
     /// Stops as a crash would: no logout (presence notices the missing heartbeats), the
     /// server dropped mid-call.
     pub async fn kill(mut self) {
+        if let Some(a) = self.advertiser.take() {
+            a.abort();
+        }
         if let Some(r) = self.rereplicator.take() {
             r.abort();
         }
@@ -158,6 +171,10 @@ impl RunningRole {
 
     /// Logs out of presence, then stops the server gracefully.
     pub async fn shutdown(mut self) -> Result<()> {
+        if let Some(a) = self.advertiser.take() {
+            a.abort();
+            let _ = a.await;
+        }
         if let Some(r) = self.rereplicator.take() {
             r.abort();
         }

@@ -301,7 +301,16 @@ pub async fn run_light_with(
         light.node().store().free_bytes().unwrap_or(0),
         runtime::now_ms(),
     );
-    let login = node_list::NodeListManager::start(presence, Some(info), m.nodelist.clone());
+    let advertised = info.free_capacity;
+    let login =
+        node_list::NodeListManager::start(presence.clone(), Some(info.clone()), m.nodelist.clone());
+    let advertiser = tokio::spawn(advertise_capacity(
+        presence,
+        light.node().store().clone(),
+        info,
+        advertised,
+        CAPACITY_EVERY,
+    ));
     let gossip = match &gossip_key {
         Some(k) => {
             let (addr, adv) = (light.addr(), m.advertise.as_deref());
@@ -309,5 +318,76 @@ pub async fn run_light_with(
         }
         None => None,
     };
-    Ok(crate::RunningRole::light(light, login).with_gossip(gossip))
+    Ok(crate::RunningRole::light(light, login)
+        .with_gossip(gossip)
+        .with_advertiser(advertiser))
+}
+
+/// How often a light node checks whether its free capacity moved enough to tell presence.
+const CAPACITY_EVERY: Duration = Duration::from_secs(5);
+
+/// Whether free capacity moved from `last` (advertised) to `now` by enough to log in again:
+/// by more than 5 % of the last figure and 1 MiB, or to or from zero (full / not full).
+fn capacity_changed(last: u64, now: u64) -> bool {
+    (last == 0) != (now == 0) || last.abs_diff(now) > (last / 20).max(1 << 20)
+}
+
+/// Keeps the free capacity that placement sees (`NodeInfo::free_capacity` in presence)
+/// close to the truth as shards arrive, are deleted or the disk fills: a login with the new
+/// figure (presence answers it as an update of the online node) whenever it moved enough.
+/// Aborted before the role logs out, so it never logs a stopped node back in.
+async fn advertise_capacity(
+    presence: Arc<dyn presence::PresenceStore>,
+    store: Arc<ShardStore>,
+    mut info: dag_core::NodeInfo,
+    mut last: u64,
+    every: Duration,
+) {
+    loop {
+        tokio::time::sleep(every).await;
+        let s = store.clone();
+        let Ok(free) = tokio::task::spawn_blocking(move || s.free_bytes().unwrap_or(0)).await
+        else {
+            return;
+        };
+        metrics::gauge!("citychain_light_advertised_free_bytes").set(last as f64);
+        if !capacity_changed(last, free) {
+            continue;
+        }
+        info.free_capacity = free;
+        match presence.login(info.clone()).await {
+            Ok(()) => {
+                tracing::info!(
+                    from = last,
+                    to = free,
+                    "free capacity advertised to presence"
+                );
+                last = free;
+                metrics::gauge!("citychain_light_advertised_free_bytes").set(free as f64);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not advertise free capacity; retrying")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod capacity_tests {
+    use super::capacity_changed;
+
+    #[test]
+    fn capacity_is_advertised_again_only_when_it_moved_enough() {
+        const MIB: u64 = 1 << 20;
+        assert!(!capacity_changed(100 * MIB, 100 * MIB));
+        assert!(!capacity_changed(100 * MIB, 96 * MIB), "4 % is noise");
+        assert!(capacity_changed(100 * MIB, 94 * MIB), "6 % is news");
+        assert!(
+            !capacity_changed(4 * MIB, 3 * MIB + MIB / 2),
+            "under 1 MiB is noise"
+        );
+        assert!(capacity_changed(4 * MIB, 2 * MIB));
+        assert!(capacity_changed(MIB / 2, 0), "full is always news");
+        assert!(capacity_changed(0, MIB / 2), "so is room again");
+    }
 }

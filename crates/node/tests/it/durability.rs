@@ -567,3 +567,80 @@ async fn too_few_holders_is_a_retryable_rejection_and_nothing_stays_admitted() {
     }
     city.shutdown().await.unwrap();
 }
+
+/// Placement sees a light node's free capacity move as it fills: the role logs in again with
+/// the new figure (an update in presence), and never after it stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_light_node_advertises_its_free_capacity_as_it_fills() {
+    let dir = tempfile::tempdir().unwrap();
+    let presence: Arc<dyn presence::PresenceStore> = Arc::new(presence::MemoryPresenceStore::new(
+        Duration::from_secs(60),
+        Arc::new(presence::SystemClock),
+    ));
+    let cfg = LightConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.path().to_path_buf(),
+        quota_bytes: 64 << 20,
+        ..LightConfig::default()
+    };
+    let role = node::run_light_with(
+        &cfg,
+        Keypair::generate(),
+        &node::MembershipConfig::default(),
+        presence.clone(),
+    )
+    .await
+    .unwrap();
+    let id = role.light_handle().unwrap().node().node_id();
+    let advertised = || {
+        let presence = presence.clone();
+        async move {
+            presence
+                .list(&presence::ListFilter::default())
+                .await
+                .unwrap()
+                .into_iter()
+                .find(|n| n.node_id == id)
+                .map(|n| n.free_capacity)
+        }
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let before = loop {
+        if let Some(f) = advertised().await {
+            break f;
+        }
+        assert!(std::time::Instant::now() < deadline, "never logged in");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(before > 60 << 20, "{before}");
+
+    // 12 MiB of shards arrive (two 6 MiB shards of one stripe).
+    let store = role.light_handle().unwrap().node().store().clone();
+    let shards = storage::ErasureConfig::default()
+        .encode(&vec![5u8; 24 << 20])
+        .unwrap();
+    for s in &shards[..2] {
+        store.put(s).unwrap();
+    }
+    let now_free = store.free_bytes().unwrap();
+    assert!(now_free <= before - (12 << 20));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let f = advertised().await.unwrap();
+        if f == now_free {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "presence still says {f} free, the store {now_free}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    role.shutdown().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        advertised().await,
+        None,
+        "logged out, and not logged back in"
+    );
+}
