@@ -222,4 +222,9 @@ pub trait GatewayBackend: Send + Sync + 'static {
     fn repair_latencies(&self) -> Vec<TierLatency> {
         Vec::new()
     }
+    /// Whether the node can take submissions now; `Err(reason)` while it cannot (a store
+    /// down after an I/O error, …). `/healthz` answers 503 with the reason meanwhile.
+    fn serving(&self) -> Result<(), String> {
+        Ok(())
+    }
 }

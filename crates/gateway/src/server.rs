@@ -509,10 +509,20 @@ async fn stripe(
     }
 }
 
-/// `GET /healthz`.
-#[utoipa::path(get, path = "/healthz", responses((status = 200, description = "ok")))]
-async fn healthz() -> &'static str {
-    "ok"
+/// `GET /healthz`: 200 `ok` while the node takes submissions, 503 with the reason while it
+/// cannot (for example its tx store is down after an I/O error and not reopened yet).
+#[utoipa::path(get, path = "/healthz", responses(
+    (status = 200, description = "ok"),
+    (status = 503, description = "not serving, with the reason")))]
+async fn healthz(State(st): State<AppState>) -> Response {
+    match st.backend.serving() {
+        Ok(()) => "ok".into_response(),
+        Err(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not serving: {reason}"),
+        )
+            .into_response(),
+    }
 }
 
 /// `GET /metrics`: Prometheus text.

@@ -255,4 +255,13 @@ impl GatewayBackend for CityGateway {
     fn repair_latencies(&self) -> Vec<TierLatency> {
         self.repairs.latencies()
     }
+
+    fn serving(&self) -> Result<(), String> {
+        if self.node.store().is_failed() {
+            return Err(
+                "the tx store is down after an I/O error; it reopens by itself once it can".into(),
+            );
+        }
+        Ok(())
+    }
 }

@@ -237,6 +237,20 @@ async fn two_full_lights_never_colocate_and_every_held_tx_survives_two_more_loss
     }
 }
 
+/// The HTTP status of `GET path` on `addr` (a plain HTTP/1.1 request).
+fn http_status(addr: std::net::SocketAddr, path: &str) -> u16 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
 async fn city_with_lights(
     city_dir: &Path,
     light_dirs: &[tempfile::TempDir],
@@ -257,6 +271,10 @@ async fn city_with_lights(
         data_dir: city_dir.to_path_buf(),
         verify_threads: 1,
         archive: false,
+        gateway: Some(gateway::GatewayConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            ..gateway::GatewayConfig::default()
+        }),
         ..CityConfig::default()
     };
     let parts = CityParts {
@@ -322,6 +340,12 @@ async fn a_full_city_store_rejects_cleanly_goes_not_serving_and_heals_without_re
     assert_eq!(rejected, 1, "the full store rejects");
     wait_health(city.addr(), SVC, ServingStatus::NotServing).await;
     assert!(store.is_failed());
+    let http = city.gateway_addr().unwrap();
+    assert_eq!(
+        http_status(http, "/healthz"),
+        503,
+        "HTTP health says so too"
+    );
     // While full: every submission is a clean rejection, the process keeps serving reads.
     for _ in 0..5 {
         match client.submit(&signed(&user, nonce)).await {
@@ -340,6 +364,7 @@ async fn a_full_city_store_rejects_cleanly_goes_not_serving_and_heals_without_re
     store.file_cap().set(u64::MAX);
     wait_health(city.addr(), SVC, ServingStatus::Serving).await;
     assert!(!store.is_failed());
+    assert_eq!(http_status(http, "/healthz"), 200);
     for _ in 0..3 {
         let s = client.submit(&signed(&user, nonce)).await.unwrap();
         assert_eq!(s.state, TxState::Held);
