@@ -160,4 +160,61 @@ mod tests {
         b.push(1);
         assert!(SignedReceipt::decode(&b).is_err());
     }
+
+    /// Accepts exactly the signature `msg ‖ key` (a stand-in for ML-DSA, which lives in pqc):
+    /// enough to check what `verify` itself decides.
+    struct Concat;
+    impl crate::SignatureVerifier for Concat {
+        fn verify(
+            &self,
+            public_key: &[u8],
+            msg: &[u8],
+            sig: &[u8],
+        ) -> std::result::Result<(), crate::SignatureError> {
+            if sig == [msg, public_key].concat() {
+                Ok(())
+            } else {
+                Err(crate::SignatureError::Invalid)
+            }
+        }
+    }
+
+    fn signed_by(key: &[u8], holder: NodeId) -> SignedReceipt {
+        let receipt = Receipt {
+            stripe_id: StripeId::from_bytes([1; 32]),
+            shard_index: 3,
+            shard_hash: ShardHash::from_bytes([2; 32]),
+            holder,
+            time_ms: 99,
+        };
+        let signature = [receipt.signing_message().as_slice(), key].concat();
+        SignedReceipt {
+            receipt,
+            holder_public_key: key.to_vec(),
+            signature,
+        }
+    }
+
+    #[test]
+    fn verify_accepts_the_holders_key_and_refuses_another_or_a_bad_signature() {
+        let key = [9u8; 16];
+        let holder = NodeId::from_public_key(&key);
+        let ok = signed_by(&key, holder).verify(&Concat).unwrap();
+        assert_eq!(ok.receipt().holder, holder);
+
+        // Signed correctly, but by a key that is not the claimed holder's.
+        let other = NodeId::from_public_key(&[8u8; 16]);
+        assert!(matches!(
+            signed_by(&key, other).verify(&Concat),
+            Err(Error::KeyMismatch { .. })
+        ));
+
+        // The holder's key, a signature over something else.
+        let mut bad = signed_by(&key, holder);
+        bad.receipt.time_ms += 1;
+        assert!(matches!(
+            bad.verify(&Concat),
+            Err(Error::BadSignature { .. })
+        ));
+    }
 }

@@ -268,6 +268,19 @@ mod tests {
     }
 
     #[test]
+    fn a_stripe_of_exactly_the_maximum_encodes_and_one_byte_more_is_refused() {
+        let cfg = ErasureConfig::default();
+        let mut stripe = vec![0u8; MAX_STRIPE_LEN];
+        let shards = cfg.encode(&stripe).unwrap();
+        assert_eq!(shards.len(), 6);
+        stripe.push(0);
+        assert!(matches!(
+            cfg.encode(&stripe),
+            Err(Error::StripeTooLarge { len, max }) if len == MAX_STRIPE_LEN + 1 && max == MAX_STRIPE_LEN
+        ));
+    }
+
+    #[test]
     fn every_k_subset_decodes_both_codecs() {
         for codec in CodecId::ALL {
             let cfg = ErasureConfig::new(codec, 4, 2).unwrap();
