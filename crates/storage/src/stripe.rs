@@ -267,6 +267,93 @@ mod tests {
         (0..n).map(|i| (i * 31 % 251) as u8).collect()
     }
 
+    fn cfg(codec: CodecId, k: u16, m: u16) -> ErasureConfig {
+        ErasureConfig::new(codec, k, m).unwrap()
+    }
+
+    /// The rejections of a decode that did not find k good shards.
+    fn rejected(r: Result<Vec<u8>>) -> Vec<(Option<u16>, ShardProblem)> {
+        match r {
+            Err(Error::NotEnoughShards { rejected, .. }) => {
+                rejected.into_iter().map(|r| (r.index, r.problem)).collect()
+            }
+            other => panic!("expected NotEnoughShards, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn without_a_manifest_the_largest_group_of_parameters_wins_even_when_it_comes_last() {
+        let data = payload(1000);
+        let (x, _) = (CodecId::ALL[0], CodecId::ALL[1]);
+        let a = cfg(x, 4, 2).encode(&data).unwrap();
+        let b = cfg(x, 2, 2).encode(&data).unwrap();
+        assert_eq!(
+            a[0].stripe_id(),
+            b[0].stripe_id(),
+            "same bytes, same stripe id"
+        );
+        // One 2+2 shard first, then four 4+2 shards: the four decide.
+        let mut shards = vec![b[0].clone()];
+        shards.extend(a[..4].iter().cloned());
+        assert_eq!(decode(a[0].stripe_id(), &shards).unwrap(), data);
+    }
+
+    #[test]
+    fn without_a_manifest_a_tie_goes_to_the_group_seen_first() {
+        let data = payload(1000);
+        let x = CodecId::ALL[0];
+        let a = cfg(x, 4, 2).encode(&data).unwrap();
+        let b = cfg(x, 2, 2).encode(&data).unwrap();
+        // Two 2+2 shards (enough: k = 2) before two 4+2 shards (not enough): 2+2 is chosen.
+        let shards = vec![b[0].clone(), b[1].clone(), a[0].clone(), a[1].clone()];
+        assert_eq!(decode(a[0].stripe_id(), &shards).unwrap(), data);
+        // The other order: 4+2 is chosen, and two of its shards are not enough.
+        let shards = vec![a[0].clone(), a[1].clone(), b[0].clone(), b[1].clone()];
+        let r = rejected(decode(a[0].stripe_id(), &shards));
+        assert_eq!(
+            r,
+            vec![
+                (Some(0), ShardProblem::Inconsistent { field: "k/m" }),
+                (Some(1), ShardProblem::Inconsistent { field: "k/m" }),
+            ]
+        );
+    }
+
+    #[test]
+    fn inconsistent_shards_name_the_field_and_identical_copies_are_harmless() {
+        let data = payload(1000);
+        let (x, y) = (CodecId::ALL[0], CodecId::ALL[1]);
+        let a = cfg(x, 4, 2).encode(&data).unwrap();
+        let other_k = cfg(x, 2, 2).encode(&data).unwrap();
+        let other_m = cfg(x, 4, 3).encode(&data).unwrap();
+        let other_codec = cfg(y, 4, 2).encode(&data).unwrap();
+        // Three good 4+2 shards (one sent twice, identical), one of each odd kind.
+        let shards = vec![
+            a[0].clone(),
+            a[0].clone(),
+            a[1].clone(),
+            a[2].clone(),
+            other_k[3].clone(),
+            other_m[5].clone(),
+            other_codec[4].clone(),
+        ];
+        let r = rejected(decode(a[0].stripe_id(), &shards));
+        assert_eq!(
+            r,
+            vec![
+                (Some(3), ShardProblem::Inconsistent { field: "k/m" }),
+                (Some(5), ShardProblem::Inconsistent { field: "k/m" }),
+                (Some(4), ShardProblem::Inconsistent { field: "codec" }),
+            ],
+            "an identical copy is not a duplicate"
+        );
+        // A different shard under an index already taken is a duplicate.
+        let mut forged = a[1].clone();
+        forged.header.index = 0;
+        let r = rejected(decode(a[0].stripe_id(), &[a[0].clone(), forged]));
+        assert_eq!(r, vec![(Some(0), ShardProblem::Duplicate)]);
+    }
+
     #[test]
     fn a_stripe_of_exactly_the_maximum_encodes_and_one_byte_more_is_refused() {
         let cfg = ErasureConfig::default();
