@@ -480,9 +480,12 @@ async fn durability(
         pipelines.push(p);
     }
     let before = holder_map(&pipelines)?;
-    // Never more than leaves n = 6 live holders: Held and re-replication need n distinct
-    // nodes (a stripe never puts two shards on one node).
-    let kill = cfg.kill.min(cfg.lights.saturating_sub(6));
+    // Never more than leaves n (k + m) live holders: Held and re-replication need n
+    // distinct nodes (a stripe never puts two shards on one node).
+    let n = pipelines
+        .first()
+        .map_or(0, |p| usize::from(p.config().erasure.n()));
+    let kill = cfg.kill.min(cfg.lights.saturating_sub(n));
     report.killed = kill;
     let t_kill = Instant::now();
     for i in 0..kill {

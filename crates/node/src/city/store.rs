@@ -201,9 +201,8 @@ impl TxStore {
     ) -> tokio::task::JoinHandle<()> {
         let weak: Weak<Shared> = Arc::downgrade(&self.db);
         let failed_flag = self.db.failed.clone();
+        let health = crate::runtime::StoreHealth::new(reporter, service, "txs");
         tokio::spawn(async move {
-            use tonic_health::ServingStatus;
-            let mut serving = true;
             loop {
                 tokio::time::sleep(every).await;
                 if weak.strong_count() == 0 {
@@ -212,56 +211,27 @@ impl TxStore {
                 // Only a failed store is touched: holding it while healthy could keep the
                 // file open past the last handle and race a restart on the same file.
                 if !failed_flag.load(Ordering::SeqCst) {
-                    if !serving {
-                        // Healed by a direct `heal()` call.
-                        serving = true;
-                        reporter
-                            .set_service_status(service, ServingStatus::Serving)
-                            .await;
-                        reporter
-                            .set_service_status("", ServingStatus::Serving)
-                            .await;
-                    }
+                    // Healed by a direct `heal()` call, or still fine: no-op when up.
+                    health.up(false).await;
                     continue;
                 }
                 let Some(shared) = weak.upgrade() else { break };
-                if serving {
-                    serving = false;
-                    reporter
-                        .set_service_status(service, ServingStatus::NotServing)
-                        .await;
-                    reporter
-                        .set_service_status("", ServingStatus::NotServing)
-                        .await;
-                    metrics::counter!("citychain_store_io_failures_total", "store" => "txs")
-                        .increment(1);
-                    metrics::gauge!("citychain_store_serving", "store" => "txs").set(0.0);
+                if health.down().await {
                     tracing::error!(path = %shared.path.display(), failure = ?shared.failure.lock().clone(),
                         "tx store I/O error: NOT_SERVING, submissions refused until it reopens");
                 }
-                {
-                    let s = shared.clone();
-                    match crate::runtime::run_blocking("tx store reopen", move || heal(&s)).await {
-                        Ok(Ok(Some(n))) => {
-                            serving = true;
-                            reporter
-                                .set_service_status(service, ServingStatus::Serving)
-                                .await;
-                            reporter
-                                .set_service_status("", ServingStatus::Serving)
-                                .await;
-                            metrics::counter!("citychain_store_reopens_total", "store" => "txs")
-                                .increment(1);
-                            metrics::gauge!("citychain_store_serving", "store" => "txs").set(1.0);
-                            tracing::info!(path = %shared.path.display(), txs = n,
-                                "tx store reopened, every acknowledged tx present: SERVING again");
-                        }
-                        Ok(Ok(None)) => {}
-                        Ok(Err(e)) => {
-                            tracing::debug!(path = %shared.path.display(), error = %e, "tx store still down");
-                        }
-                        Err(_) => break,
+                let s = shared.clone();
+                match crate::runtime::run_blocking("tx store reopen", move || heal(&s)).await {
+                    Ok(Ok(Some(n))) => {
+                        health.up(true).await;
+                        tracing::info!(path = %shared.path.display(), txs = n,
+                            "tx store reopened, every acknowledged tx present: SERVING again");
                     }
+                    Ok(Ok(None)) => {}
+                    Ok(Err(e)) => {
+                        tracing::debug!(path = %shared.path.display(), error = %e, "tx store still down");
+                    }
+                    Err(_) => break,
                 }
             }
         })

@@ -4,13 +4,11 @@
 //! and counted.
 
 use super::LightNode;
-use crate::runtime;
+use crate::runtime::{self, StoreHealth};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 /// How often the watchdog looks at the store when nothing woke it (and retries a reopen
@@ -19,7 +17,7 @@ const CHECK_EVERY: Duration = Duration::from_millis(250);
 
 /// The running watchdog; stopped with [`Watchdog::stop`] (dropping it aborts the task).
 pub(super) struct Watchdog {
-    serving: Arc<AtomicBool>,
+    health: StoreHealth,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -40,11 +38,6 @@ impl Drop for Watchdog {
     }
 }
 
-async fn set(reporter: &HealthReporter, service: &str, status: ServingStatus) {
-    reporter.set_service_status(service, status).await;
-    reporter.set_service_status("", status).await;
-}
-
 impl Watchdog {
     /// Starts watching `node`'s store, reporting on `service` (and the overall "").
     pub(super) fn start(
@@ -52,9 +45,9 @@ impl Watchdog {
         reporter: HealthReporter,
         service: &'static str,
     ) -> Self {
-        let serving = Arc::new(AtomicBool::new(true));
+        let health = StoreHealth::new(reporter, service, "shards");
         let (stop, mut stopped) = oneshot::channel();
-        let flag = serving.clone();
+        let state = health.clone();
         let task = tokio::spawn(async move {
             let node_id = node.node_id();
             loop {
@@ -65,11 +58,7 @@ impl Watchdog {
                 }
                 let store = node.store.clone();
                 if store.is_failed() {
-                    if flag.swap(false, Ordering::SeqCst) {
-                        set(&reporter, service, ServingStatus::NotServing).await;
-                        metrics::counter!("citychain_store_io_failures_total", "store" => "shards")
-                            .increment(1);
-                        metrics::gauge!("citychain_store_serving", "store" => "shards").set(0.0);
+                    if state.down().await {
                         tracing::error!(node_id = %node_id, failure = ?store.failure(),
                             "shard store I/O error: NOT_SERVING, puts refused until the store reopens");
                     }
@@ -77,12 +66,7 @@ impl Watchdog {
                         runtime::run_blocking("shard store reopen", move || store.heal()).await;
                     match healed {
                         Ok(Ok(report)) => {
-                            flag.store(true, Ordering::SeqCst);
-                            set(&reporter, service, ServingStatus::Serving).await;
-                            metrics::counter!("citychain_store_reopens_total", "store" => "shards")
-                                .increment(1);
-                            metrics::gauge!("citychain_store_serving", "store" => "shards")
-                                .set(1.0);
+                            state.up(true).await;
                             tracing::info!(node_id = %node_id, checked = ?report,
                                 "shard store reopened and checked intact: SERVING again");
                         }
@@ -92,10 +76,9 @@ impl Watchdog {
                         Err(_) => break,
                     }
                 }
-                if !node.store.is_failed() && !flag.load(Ordering::SeqCst) {
-                    // Healed by a direct `heal()` call.
-                    flag.store(true, Ordering::SeqCst);
-                    set(&reporter, service, ServingStatus::Serving).await;
+                if !node.store.is_failed() {
+                    // Healed by a direct `heal()` call, or still fine: no-op when up.
+                    state.up(false).await;
                 }
                 let store = node.store.clone();
                 if let Ok((Ok(used), Ok(free))) =
@@ -110,7 +93,7 @@ impl Watchdog {
             }
         });
         Watchdog {
-            serving,
+            health,
             stop: Some(stop),
             task: Some(task),
         }
@@ -118,7 +101,7 @@ impl Watchdog {
 
     /// True while health says SERVING.
     pub(super) fn is_serving(&self) -> bool {
-        self.serving.load(Ordering::SeqCst)
+        self.health.is_serving()
     }
 
     /// Stops the task and waits for it.

@@ -10,6 +10,7 @@ mod clock;
 mod db;
 mod net;
 mod server;
+mod store_health;
 
 pub use addr::advertised_addr;
 pub(crate) use blocking::{off_reactor, run_blocking};
@@ -18,3 +19,4 @@ pub(crate) use db::{db_err, open_db, open_db_capped};
 pub(crate) use net::{bind, health_and_reflection, health_reporter_and_reflection};
 pub use server::ServerHandle;
 pub(crate) use server::serve;
+pub(crate) use store_health::StoreHealth;
