@@ -29,3 +29,26 @@ pub fn workspace_bin(name: &str) -> PathBuf {
     assert!(bin.exists(), "{} missing after the build", bin.display());
     bin
 }
+
+/// A FRESH_TX of `amount` 1 from `from` to the fixed account `[7; 32]` in city JP-13 (Tokyo),
+/// placed at `at` (latitude, longitude) by GPS, signed by `from`: the tx the process-level
+/// tests submit.
+///
+/// # Panics
+/// When `at` is not a valid position (a test helper: fixed inputs).
+pub fn tokyo_tx(from: &pqc::Keypair, nonce: u64, at: (f64, f64)) -> dag_core::SignedTx {
+    use dag_core::{AccountId, CityId, Position, PositionMethod, Tx};
+    pqc::sign_tx(
+        Tx::fresh(
+            from.account_id(),
+            AccountId::from_bytes([7; 32]),
+            1,
+            nonce,
+            1_767_225_600_000,
+            CityId::new("JP-13").expect("a valid city id"),
+            Position::from_degrees(at.0, at.1).expect("a valid position"),
+            PositionMethod::Gps,
+        ),
+        from,
+    )
+}

@@ -7,28 +7,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use dag_core::{AccountId, CityId, Position, PositionMethod, SignedTx, Tx, TxId};
+use dag_core::TxId;
 use devnet::localnet::{Localnet, LocalnetConfig};
 use pqc::Keypair;
 use rpc::{CityClient, TxState};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-fn signed(from: &Keypair, nonce: u64, at: (f64, f64)) -> SignedTx {
-    pqc::sign_tx(
-        Tx::fresh(
-            from.account_id(),
-            AccountId::from_bytes([7; 32]),
-            1,
-            nonce,
-            1_767_225_600_000,
-            CityId::new("JP-13").unwrap(),
-            Position::from_degrees(at.0, at.1).unwrap(),
-            PositionMethod::Gps,
-        ),
-        from,
-    )
-}
+use e2e::tokyo_tx as signed;
 
 /// `repair-cli --city <city> get <id>`: exit code and stdout.
 async fn repair_get(city: &str, id: TxId) -> (i32, String, String) {

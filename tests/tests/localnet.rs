@@ -8,7 +8,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use dag_core::{AccountId, CityId, Position, PositionMethod, SignedTx, Tx, TxId};
+use dag_core::{SignedTx, TxId};
 use devnet::localnet::{Localnet, LocalnetConfig};
 use futures::StreamExt;
 use pqc::Keypair;
@@ -18,21 +18,7 @@ use std::time::{Duration, Instant};
 
 const TXS: usize = 2_000;
 
-fn signed(from: &Keypair, nonce: u64, at: (f64, f64)) -> SignedTx {
-    pqc::sign_tx(
-        Tx::fresh(
-            from.account_id(),
-            AccountId::from_bytes([7; 32]),
-            1,
-            nonce,
-            1_767_225_600_000,
-            CityId::new("JP-13").unwrap(),
-            Position::from_degrees(at.0, at.1).unwrap(),
-            PositionMethod::Gps,
-        ),
-        from,
-    )
-}
+use e2e::tokyo_tx as signed;
 
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
