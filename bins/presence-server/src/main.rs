@@ -29,30 +29,31 @@ enum Command {
 }
 
 #[derive(Debug, Args)]
+/// Serve settings; accepted before or after the `serve` subcommand.
 struct ServeArgs {
     /// TOML file with ServerConfig keys (flags and environment override it).
     #[arg(long, env = "PRESENCE_CONFIG", global = true)]
     config: Option<PathBuf>,
     /// Store backend: redis or memory.
-    #[arg(long, env = "PRESENCE_BACKEND")]
+    #[arg(long, env = "PRESENCE_BACKEND", global = true)]
     backend: Option<BackendKind>,
     /// Redis URI, e.g. redis://127.0.0.1:6379.
-    #[arg(long, env = "PRESENCE_REDIS_URI")]
+    #[arg(long, env = "PRESENCE_REDIS_URI", global = true)]
     redis_uri: Option<String>,
     /// HTTP port (default 8080).
-    #[arg(long, env = "PRESENCE_HTTP_PORT")]
+    #[arg(long, env = "PRESENCE_HTTP_PORT", global = true)]
     port: Option<u16>,
     /// Address to bind (default 0.0.0.0).
-    #[arg(long, env = "PRESENCE_BIND")]
+    #[arg(long, env = "PRESENCE_BIND", global = true)]
     bind: Option<IpAddr>,
     /// Online TTL in ms (default 6000).
-    #[arg(long, env = "PRESENCE_TTL_MS")]
+    #[arg(long, env = "PRESENCE_TTL_MS", global = true)]
     ttl_ms: Option<u64>,
     /// Sweep interval in ms (default 1000).
-    #[arg(long, env = "PRESENCE_SWEEP_MS")]
+    #[arg(long, env = "PRESENCE_SWEEP_MS", global = true)]
     sweep_interval_ms: Option<u64>,
     /// Key the per-IP rate limit on X-Forwarded-For (only behind a trusted proxy).
-    #[arg(long, env = "PRESENCE_TRUST_FORWARDED_FOR")]
+    #[arg(long, env = "PRESENCE_TRUST_FORWARDED_FOR", global = true)]
     trust_forwarded_for: bool,
 }
 
@@ -197,6 +198,23 @@ mod tests {
         assert_eq!(c.rate_limit.per_second, 30);
         assert_eq!(c.heartbeat_ms, 3000);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn serve_flags_are_accepted_after_the_subcommand() {
+        let cli = Cli::try_parse_from([
+            "presence-server",
+            "serve",
+            "--port",
+            "8081",
+            "--backend",
+            "memory",
+        ])
+        .expect("flags after `serve` parse");
+        assert!(matches!(cli.command, Some(Command::Serve)));
+        let c = server_config(&cli.serve).unwrap();
+        assert_eq!(c.http_port, 8081);
+        assert_eq!(c.backend, BackendKind::Memory);
     }
 
     #[test]
