@@ -50,6 +50,7 @@ pub use city::store::{Conflict, TxStore};
 #[cfg(any(test, feature = "test-utils"))]
 pub use city::test_utils::{MemoryTransport, StaticDirectory};
 pub use city::transport::GrpcTransport;
+pub use city::working_set::{CityWorkingSet, PassReport, WorkingSetConfig};
 pub use city::{
     CityConfig, CityEnv, CityHandle, CityParts, StorageParts, load_or_create_key, run_city,
     run_city_with, start_city, start_city_with,

@@ -18,6 +18,7 @@ pub(crate) mod store;
 #[cfg(any(test, feature = "test-utils"))]
 pub(crate) mod test_utils;
 pub(crate) mod transport;
+pub(crate) mod working_set;
 
 use crate::runtime::{self, ServerHandle};
 use crate::{Error, MembershipConfig, Result, RunningRole};
@@ -88,6 +89,7 @@ pub struct CityHandle {
     node: Option<Arc<CityNode>>,
     representation: Option<committee::Representation>,
     gateway: Option<::gateway::GatewayHandle>,
+    working_set_gc: Option<working_set::WorkingSetGc>,
 }
 
 /// How long a graceful stop waits for in-flight calls and streams.
@@ -113,6 +115,9 @@ impl CityHandle {
             tracing::warn!(error = %e, "gateway stopped with an error");
         }
         self.server.shutdown(SHUTDOWN_GRACE).await?;
+        if let Some(gc) = self.working_set_gc.take() {
+            gc.shutdown().await;
+        }
         if let Some(r) = self.representation.take() {
             r.shutdown().await?;
         }
@@ -141,6 +146,9 @@ impl CityHandle {
             g.abort();
         }
         self.server.kill().await;
+        if let Some(gc) = self.working_set_gc.take() {
+            gc.kill().await;
+        }
         if let Some(r) = self.representation {
             r.kill().await;
         }
@@ -186,6 +194,10 @@ pub struct CityParts {
     pub flagger: Option<Arc<dyn flagging::Flagger>>,
     /// Membership of the city's committee (ordering and federation).
     pub committee: Option<committee::CommitteeParts>,
+    /// The working set's settings (GC interval, capacity).
+    pub working_set: working_set::WorkingSetConfig,
+    /// The clock the working set's TTLs are measured on (default: the system clock).
+    pub clock: Option<Arc<dyn dag_core::Clock>>,
 }
 
 impl std::fmt::Debug for CityParts {
@@ -237,6 +249,15 @@ pub async fn start_city_with(
     if let Some(f) = parts.flagger {
         city = city.with_flagger(f);
     }
+    let working_set = Arc::new(working_set::CityWorkingSet::new(
+        &parts.working_set,
+        parts
+            .clock
+            .clone()
+            .unwrap_or_else(|| Arc::new(runtime::SystemClock)),
+        parts.committee.is_some(),
+    ));
+    city = city.with_working_set(working_set.clone());
     if let Some(home) = parts
         .committee
         .as_ref()
@@ -255,6 +276,11 @@ pub async fn start_city_with(
         consensus_svc = Some(svc);
     }
     let node = Arc::new(city);
+    let working_set_gc = Some(working_set::WorkingSetGc::spawn(
+        working_set,
+        representation.as_ref().map(|r| r.order().clone()),
+        parts.working_set.gc_interval,
+    ));
     if let Some(r) = representation.as_mut() {
         r.order().set_events(node.events().clone());
         r.spawn_resubmitter(node.clone());
@@ -310,6 +336,7 @@ pub async fn start_city_with(
         node: Some(node),
         representation,
         gateway,
+        working_set_gc,
     })
 }
 
@@ -428,6 +455,7 @@ pub async fn run_city_with(
             mode: m.pop_mode,
         }),
         flagger: Some(flagger),
+        ..CityParts::default()
     };
     let city = start_city_with(cfg, key, parts).await?;
     let info = node_info(

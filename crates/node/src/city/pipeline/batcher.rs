@@ -59,6 +59,16 @@ pub(super) async fn batcher(p: std::sync::Weak<Pipeline>, mut rx: mpsc::Receiver
         let Ok(permit) = slots.clone().acquire_owned().await else {
             return;
         };
+        // A tx whose admission stopped waiting (it expired in the working set) is not stored.
+        let before = batch.len();
+        batch.retain(|p| !p.reply.is_closed());
+        if batch.len() < before {
+            metrics::counter!("citychain_pipeline_abandoned_total")
+                .increment((before - batch.len()) as u64);
+        }
+        if batch.is_empty() {
+            continue;
+        }
         metrics::histogram!("citychain_micro_batch_txs").record(batch.len() as f64);
         tokio::spawn(async move {
             pipeline.store_batch(batch).await;
