@@ -53,6 +53,11 @@ pub struct CityConfig {
     pub genesis: Option<PathBuf>,
     /// The DApp HTTP gateway (`/v1`, events, explorer); off unless set.
     pub gateway: Option<::gateway::GatewayConfig>,
+    /// A fixed interval between a representative's proposals, in ms. Unset (the default):
+    /// the domain's dynamic interval (start 1.0 s; > 50 pending → 0.5 s; none pending →
+    /// +0.5 s up to 5 s; else −0.1 s down to 0.5 s). Tests and tiny local networks set a
+    /// short fixed one.
+    pub batch_interval_ms: Option<u64>,
 }
 
 impl Default for CityConfig {
@@ -65,6 +70,7 @@ impl Default for CityConfig {
             archive: true,
             genesis: None,
             gateway: None,
+            batch_interval_ms: None,
         }
     }
 }
@@ -436,7 +442,9 @@ pub async fn run_city_with(
             Some(committee::CommitteeParts {
                 committee,
                 continent: genesis.continent.clone(),
-                consensus: None,
+                consensus: cfg.batch_interval_ms.map(|ms| {
+                    consensus::RepresentativeConfig::new(&cfg.data_dir).with_fixed_interval(ms)
+                }),
             })
         }
         None => None,

@@ -190,6 +190,15 @@ impl PriorityGate {
     }
 }
 
+/// Registers the HELP text of `citychain_batch_interval_seconds`.
+pub(crate) fn describe_batch_interval() {
+    metrics::describe_gauge!(
+        "citychain_batch_interval_seconds",
+        metrics::Unit::Seconds,
+        "Interval between this representative's DAG proposals: dynamic (start 1.0 s; more than 50 pending -> 0.5 s; none -> +0.5 s up to 5 s; else -0.1 s down to 0.5 s) unless configured fixed"
+    );
+}
+
 /// The dynamic batch interval as a representative uses it: after each proposal, the next
 /// interval from how much is pending; exported as `citychain_batch_interval_seconds`.
 #[derive(Debug, Clone)]
@@ -202,6 +211,7 @@ impl BatchClock {
     /// Starts at the rule's first interval (1.0 s by default).
     pub(crate) fn new(rule: BatchInterval) -> Self {
         let current = rule.start();
+        describe_batch_interval();
         metrics::gauge!("citychain_batch_interval_seconds").set(current.as_secs_f64());
         BatchClock { rule, current }
     }

@@ -114,6 +114,14 @@ impl CityWorkingSet {
     /// An empty working set reading time from `clock`; `keeps_held` when a committee will
     /// order the node's held txs.
     pub fn new(cfg: &WorkingSetConfig, clock: Arc<dyn Clock>, keeps_held: bool) -> Self {
+        metrics::describe_counter!(
+            "citychain_working_set_evicted_total",
+            "Txs that left the city's working set, by kind and reason (expired: TTL passed before Held; ordered: committed; held_no_committee: Held on a node without a committee)"
+        );
+        metrics::describe_gauge!(
+            "citychain_working_set_txs",
+            "Txs kept in the city's working set after the last GC pass, by kind and state"
+        );
         CityWorkingSet {
             inner: Mutex::new(Inner {
                 set: WorkingSet::default(),
