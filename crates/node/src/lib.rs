@@ -39,8 +39,8 @@ pub use city::gateway::CityGateway;
 pub use city::membership::{NodeListDirectory, node_info, spawn_rereplicator};
 pub use city::order::{Applied, OrderStore, StoredCheckpoint, TxOrdering};
 pub use city::pipeline::{
-    HeldTx, HolderDirectory, Pipeline, PipelineConfig, PipelineError, PlacementHealth,
-    RepairReport, Restored, ShardTransport, TransportError,
+    HeldTx, HoldPriority, HolderDirectory, Pipeline, PipelineConfig, PipelineError,
+    PlacementHealth, RepairReport, Restored, ShardTransport, TransportError,
 };
 pub use city::placement::PriorityDirectory;
 pub use city::repair_protocol::{

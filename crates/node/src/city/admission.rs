@@ -527,7 +527,6 @@ impl CityNode {
             ));
         }
         let flag = self.flag_tx(&tx);
-        let urgent = flag.is_urgent();
         let kind = tx.tx.kind;
         // Cheap read-only replay check first, so replays never cost a verification.
         match self.store.precheck(&tx, &id) {
@@ -563,7 +562,7 @@ impl CityNode {
             .record(t_stored.duration_since(t_verified).as_secs_f64());
         if let (Some(p), Some(v)) = (&self.pipeline, for_pipeline) {
             let withdraw_key = super::store::nonce_key(v.signed());
-            let hold = p.hold_flagged(v, urgent);
+            let hold = p.hold_with(v, super::pipeline::HoldPriority::from_flag(&flag));
             let outcome = match expiry.as_mut() {
                 Some(e) => tokio::select! {
                     r = hold => Some(r),

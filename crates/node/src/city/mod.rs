@@ -7,6 +7,8 @@ pub(crate) mod admission;
 pub(crate) mod committee;
 pub mod consensus;
 pub(crate) mod events;
+#[cfg(test)]
+mod gated;
 pub(crate) mod gateway;
 pub(crate) mod membership;
 pub(crate) mod order;

@@ -337,49 +337,13 @@ impl WorkingSetGc {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::city::pipeline::{PipelineConfig, ShardTransport, TransportError};
-    use crate::city::test_utils::{MemoryTransport, StaticDirectory};
+    use crate::city::gated::GatedTransport;
+    use crate::city::pipeline::PipelineConfig;
+    use crate::city::test_utils::StaticDirectory;
     use crate::city::{CityConfig, CityParts, StorageParts, committee::CommitteeParts};
-    use async_trait::async_trait;
-    use dag_core::{
-        AccountId, CityId, ManualClock, NodeInfo, Position, PositionMethod, SignedReceipt,
-        StripeId, Tx,
-    };
+    use dag_core::{AccountId, CityId, ManualClock, NodeInfo, Position, PositionMethod, Tx};
     use pqc::Keypair;
     use rpc::{CityApi, RejectCode, TxState};
-    use storage::Shard;
-
-    /// Light nodes whose puts wait while the gate is closed (a stalled network).
-    struct GatedTransport {
-        inner: MemoryTransport,
-        open: watch::Receiver<bool>,
-    }
-
-    #[async_trait]
-    impl ShardTransport for GatedTransport {
-        async fn put_shard(
-            &self,
-            node: &NodeInfo,
-            shard: &Shard,
-        ) -> std::result::Result<SignedReceipt, TransportError> {
-            let mut open = self.open.clone();
-            if open.wait_for(|o| *o).await.is_err() {
-                return Err(TransportError::Unreachable {
-                    node: node.node_id.short(),
-                    reason: "network gone".into(),
-                });
-            }
-            self.inner.put_shard(node, shard).await
-        }
-        async fn get_shard(
-            &self,
-            node: &NodeInfo,
-            stripe: StripeId,
-            index: u16,
-        ) -> std::result::Result<Shard, TransportError> {
-            self.inner.get_shard(node, stripe, index).await
-        }
-    }
 
     fn signed(kp: &Keypair, nonce: u64) -> dag_core::SignedTx {
         let tx = Tx::fresh(
@@ -410,10 +374,7 @@ mod tests {
     async fn expired_fresh_txs_leave_the_running_nodes_working_set_while_held_ones_stay() {
         let tmp = tempfile::tempdir().unwrap();
         let (gate, open) = watch::channel(true);
-        let transport = Arc::new(GatedTransport {
-            inner: MemoryTransport::default(),
-            open,
-        });
+        let transport = Arc::new(GatedTransport::new(open));
         let nodes: Vec<NodeInfo> = (0..6)
             .map(|i| {
                 transport

@@ -324,19 +324,30 @@ impl Driver {
         false
     }
 
-    /// After a proposal (the driver's round moved), the next interval from what is pending.
-    /// Returns the interval in force (ms).
+    /// After a proposal (the driver's round moved), the next interval from what was pending
+    /// when it was sealed: the items the new batch carries (in `outputs`) plus those still
+    /// queued. Returns the interval in force (ms).
     fn drive_interval(
         &mut self,
         clock: &mut Option<super::scheduling::BatchClock>,
         last: &mut Option<dag_core::consensus::Round>,
         fixed_ms: u64,
+        outputs: &[Output],
     ) -> u64 {
         let Some(clock) = clock else { return fixed_ms };
         let round = self.consensus.round();
         if round != *last {
             *last = round;
-            let next = clock.proposed(self.consensus.pending_payload());
+            let sealed: usize = outputs
+                .iter()
+                .filter_map(|o| match o {
+                    Output::Broadcast(Message::Propose(sb)) if Some(sb.header.round) == round => {
+                        Some(sb.header.items.len())
+                    }
+                    _ => None,
+                })
+                .sum();
+            let next = clock.proposed(sealed + self.consensus.pending_payload());
             self.consensus
                 .set_proposal_interval(next.as_millis().min(u128::from(u64::MAX)) as u64);
         }
@@ -379,7 +390,7 @@ impl Driver {
                     outputs = off_reactor(|| self.consensus.tick(now_ms()));
                 }
             }
-            let interval_ms = self.drive_interval(&mut clock, &mut last_round, fixed_ms);
+            let interval_ms = self.drive_interval(&mut clock, &mut last_round, fixed_ms, &outputs);
             if let Err(e) = self.flush(outputs).await {
                 tracing::error!(error = %e, "representative cannot persist; stopping");
                 for (reply, _) in replies {
