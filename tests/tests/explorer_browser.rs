@@ -74,9 +74,13 @@ async fn explorer_shows_a_tx_reach_federated_live() {
         );
     }
     let dir = tempfile::tempdir().unwrap();
-    let net = Devnet::start(DevnetConfig::default(), dir.path())
-        .await
-        .unwrap();
+    // A short fixed proposal interval keeps ordering quick (the default is the domain's
+    // dynamic 0.5–5 s interval).
+    let cfg = DevnetConfig {
+        batch_interval_ms: Some(50),
+        ..DevnetConfig::default()
+    };
+    let net = Devnet::start(cfg, dir.path()).await.unwrap();
     assert!(net.wait_for_lights(6, Duration::from_secs(20)).await);
     let gateway = format!("http://{}", net.gateway_addr(0).expect("gateway on"));
 

@@ -108,6 +108,8 @@ async fn gateway_over_a_devnet() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = DevnetConfig {
         lights: 6,
+        // Short fixed proposal interval: ordering is awaited (default: dynamic 0.5–5 s).
+        batch_interval_ms: Some(50),
         ..DevnetConfig::default()
     };
     let net = Devnet::start(cfg, dir.path()).await.unwrap();
@@ -395,6 +397,8 @@ async fn repair_from_a_peer_then_failed_when_nobody_can_serve() {
     let cfg = DevnetConfig {
         lights: 6,
         reps: 4,
+        // Short fixed proposal interval: ordering is awaited (default: dynamic 0.5–5 s).
+        batch_interval_ms: Some(50),
         ..DevnetConfig::default()
     };
     let mut net = Devnet::start(cfg, dir.path()).await.unwrap();

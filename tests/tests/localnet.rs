@@ -108,6 +108,8 @@ async fn localnet_orders_and_federates_through_a_kill_and_a_continent_restart() 
     let mut cfg = LocalnetConfig::new(dir.path());
     cfg.city_node_bin = e2e::workspace_bin("city-node");
     cfg.presence_bin = e2e::workspace_bin("presence-server");
+    // Short fixed proposal interval: ordering is awaited (default: dynamic 0.5–5 s).
+    cfg.batch_interval_ms = Some(50);
     let mut net = Localnet::start(cfg).await.expect("the localnet starts");
     let genesis = node::genesis::Genesis::load(&net.genesis_path()).unwrap();
     let reps: Vec<String> = net

@@ -47,6 +47,11 @@ enum Cmd {
         /// Parallel gRPC submission streams.
         #[arg(long, default_value_t = 4)]
         streams: usize,
+        // ---- issue 17: batch interval ----
+        /// A fixed proposal interval in ms (default: the domain's dynamic 0.5–5 s interval).
+        #[arg(long)]
+        batch_interval_ms: Option<u64>,
+        // ---- end issue 17 ----
     },
     /// Write a local network's layout (keys, genesis file, ports, manifest) without
     /// starting it.
@@ -438,11 +443,13 @@ async fn main() -> anyhow::Result<()> {
             txs,
             accounts,
             streams,
+            batch_interval_ms,
         } => {
             let cfg = devnet::demo::DemoConfig {
                 txs,
                 accounts,
                 streams,
+                batch_interval_ms,
                 ..Default::default()
             };
             println!(

@@ -76,6 +76,21 @@ impl WorkingSet {
         }
     }
 
+    /// Takes a tx out of the set (withdrawn, or its work ended elsewhere); returns its kind
+    /// and state when it was there.
+    pub fn remove(&mut self, id: &TxId) -> Option<(TxKind, WorkState)> {
+        self.entries.remove(id).map(|e| (e.kind, e.state))
+    }
+
+    /// Ids of the txs in `state` (unordered).
+    pub fn ids_in(&self, state: WorkState) -> Vec<TxId> {
+        self.entries
+            .iter()
+            .filter(|(_, e)| e.state == state)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
     /// True when the tx is in the set.
     pub fn contains(&self, id: &TxId) -> bool {
         self.entries.contains_key(id)
@@ -84,6 +99,11 @@ impl WorkingSet {
     /// The state of a tx in the set.
     pub fn state(&self, id: &TxId) -> Option<WorkState> {
         self.entries.get(id).map(|e| e.state)
+    }
+
+    /// The kind of a tx in the set.
+    pub fn kind(&self, id: &TxId) -> Option<TxKind> {
+        self.entries.get(id).map(|e| e.kind)
     }
 
     /// Number of txs in the set.
@@ -175,5 +195,11 @@ mod tests {
         let r = ws.gc(u64::MAX);
         assert!(r.expired.is_empty(), "held and checkpoint never expire");
         assert_eq!(ws.len(), 5);
+        let mut held = ws.ids_in(WorkState::Held);
+        held.sort();
+        assert_eq!(held, (0..4).map(id).collect::<Vec<_>>());
+        assert_eq!(ws.remove(&id(0)), Some((TxKind::FreshTx, WorkState::Held)));
+        assert_eq!(ws.remove(&id(0)), None);
+        assert_eq!(ws.len(), 4);
     }
 }

@@ -46,6 +46,9 @@ pub struct DevnetConfig {
     /// The representatives' transport to light nodes (`None`: gRPC); the demo's fault
     /// injection wraps it.
     pub transport: Option<Arc<dyn ShardTransport>>,
+    /// A fixed proposal interval (ms) for the representatives; `None` (the default): the
+    /// domain's dynamic batch interval (1.0 s start, 0.5–5 s).
+    pub batch_interval_ms: Option<u64>,
 }
 
 impl std::fmt::Debug for DevnetConfig {
@@ -58,6 +61,7 @@ impl std::fmt::Debug for DevnetConfig {
             .field("reps", &self.reps)
             .field("transport", &self.transport.is_some())
             .field("gateway", &self.gateway)
+            .field("batch_interval_ms", &self.batch_interval_ms)
             .finish()
     }
 }
@@ -72,6 +76,7 @@ impl Default for DevnetConfig {
             reps: 1,
             gateway: true,
             transport: None,
+            batch_interval_ms: None,
         }
     }
 }
@@ -288,6 +293,7 @@ impl Devnet {
             listen: rep.addr,
             data_dir: self.dir.join(format!("rep-{i}")),
             genesis: Some(self.genesis.clone()),
+            batch_interval_ms: self.cfg.batch_interval_ms,
             gateway: self.cfg.gateway.then(|| node::gateway::GatewayConfig {
                 listen: LOOPBACK,
                 // Tests and the demo drive it hard from one address.

@@ -38,6 +38,9 @@ pub struct LocalnetConfig {
     pub heartbeat_secs: f64,
     /// `RUST_LOG` of the children.
     pub log_filter: String,
+    /// A fixed proposal interval (ms) for the representatives (written to their
+    /// `city.toml`); `None` (the default): the domain's dynamic batch interval.
+    pub batch_interval_ms: Option<u64>,
 }
 
 impl LocalnetConfig {
@@ -55,6 +58,7 @@ impl LocalnetConfig {
             presence_bin: presence,
             heartbeat_secs: 1.0,
             log_filter: "info".into(),
+            batch_interval_ms: None,
         }
     }
 }
@@ -312,6 +316,12 @@ impl Localnet {
             }
             if let Some(g) = n.gateway {
                 c.arg("--gateway-addr").arg(g.to_string());
+            }
+            if let (Some(ms), "city") = (self.cfg.batch_interval_ms, n.role.as_str()) {
+                let p = dir.join("city.toml");
+                std::fs::write(&p, format!("[city]\nbatch_interval_ms = {ms}\n"))
+                    .map_err(io_err(&p))?;
+                c.arg("--config").arg(&p);
             }
             if let Some(i) = n.name.strip_prefix("light-") {
                 c.arg("--zone")

@@ -39,8 +39,8 @@ pub use city::gateway::CityGateway;
 pub use city::membership::{NodeListDirectory, node_info, spawn_rereplicator};
 pub use city::order::{Applied, OrderStore, StoredCheckpoint, TxOrdering};
 pub use city::pipeline::{
-    HeldTx, HolderDirectory, Pipeline, PipelineConfig, PipelineError, PlacementHealth,
-    RepairReport, Restored, ShardTransport, TransportError,
+    HeldTx, HoldPriority, HolderDirectory, Pipeline, PipelineConfig, PipelineError,
+    PlacementHealth, RepairReport, Restored, ShardTransport, TransportError,
 };
 pub use city::placement::PriorityDirectory;
 pub use city::repair_protocol::{
@@ -50,6 +50,7 @@ pub use city::store::{Conflict, TxStore};
 #[cfg(any(test, feature = "test-utils"))]
 pub use city::test_utils::{MemoryTransport, StaticDirectory};
 pub use city::transport::GrpcTransport;
+pub use city::working_set::{CityWorkingSet, PassReport, WorkingSetConfig};
 pub use city::{
     CityConfig, CityEnv, CityHandle, CityParts, StorageParts, load_or_create_key, run_city,
     run_city_with, start_city, start_city_with,

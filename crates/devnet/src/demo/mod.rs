@@ -70,6 +70,8 @@ pub struct DemoConfig {
     pub rereplicate_wait: Duration,
     /// A fault to inject (tests of the verdict; `None` for the real demo).
     pub fault: DemoFault,
+    /// A fixed proposal interval (ms); `None` (the default): the domain's dynamic one.
+    pub batch_interval_ms: Option<u64>,
 }
 
 impl Default for DemoConfig {
@@ -95,6 +97,7 @@ impl Default for DemoConfig {
             restore_sample: 200,
             rereplicate_wait: Duration::from_secs(60),
             fault: DemoFault::None,
+            batch_interval_ms: None,
         }
     }
 }
@@ -225,6 +228,7 @@ pub async fn run(cfg: &DemoConfig) -> Result<DemoReport> {
         DevnetConfig {
             lights: cfg.lights,
             reps,
+            batch_interval_ms: cfg.batch_interval_ms,
             transport: corrupting
                 .clone()
                 .map(|t| t as Arc<dyn node::ShardTransport>),

@@ -109,6 +109,8 @@ async fn committee_orders_and_federates_through_a_crash_and_a_continent_restart(
     let dir = tempfile::tempdir().unwrap();
     let cfg = DevnetConfig {
         reps: 4,
+        // Short fixed proposal interval: ordering is awaited (default: dynamic 0.5–5 s).
+        batch_interval_ms: Some(50),
         ..DevnetConfig::default()
     };
     let mut net = Devnet::start(cfg, dir.path()).await.unwrap();

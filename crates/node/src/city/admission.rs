@@ -92,6 +92,8 @@ pub struct CityNode {
     ordering: Option<OrderingParts>,
     gate: super::scheduling::PriorityGate,
     home_city: Option<dag_core::CityId>,
+    /// The working set by kind (TTL rule, collected by the role's GC task).
+    working_set: Option<Arc<super::working_set::CityWorkingSet>>,
     /// Every step of every tx, for the gateway's `/v1/events`.
     events: Arc<super::events::EventBus>,
 }
@@ -148,7 +150,20 @@ impl CityNode {
             gate: super::scheduling::PriorityGate::new(slots),
             events: Arc::new(super::events::EventBus::default()),
             home_city: None,
+            working_set: None,
         }
+    }
+
+    /// Tracks every admitted tx in `ws` (Pending → Held → Ordered): an admission whose tx
+    /// expires there before it is held is withdrawn and answered `Overloaded` (EXPIRED).
+    pub(crate) fn with_working_set(mut self, ws: Arc<super::working_set::CityWorkingSet>) -> Self {
+        self.working_set = Some(ws);
+        self
+    }
+
+    /// The working set, when tracked.
+    pub fn working_set(&self) -> Option<&Arc<super::working_set::CityWorkingSet>> {
+        self.working_set.as_ref()
     }
 
     /// The city this node serves: the receiver side of the region class (same city, same
@@ -504,8 +519,15 @@ impl CityNode {
                 }
             }
         }
+        if self.working_set.as_ref().is_some_and(|ws| ws.is_full()) {
+            return Err(Rejection::new(
+                RejectCode::Overloaded,
+                "the working set is full; retry later",
+                Some(id),
+            ));
+        }
         let flag = self.flag_tx(&tx);
-        let urgent = flag.is_urgent();
+        let kind = tx.tx.kind;
         // Cheap read-only replay check first, so replays never cost a verification.
         match self.store.precheck(&tx, &id) {
             Ok(Ok(())) => {}
@@ -529,6 +551,7 @@ impl CityNode {
             Err(e) => return Err(Self::internal(id, e)),
         }
         let t_stored = Instant::now();
+        let mut expiry = self.working_set.as_ref().map(|ws| ws.admitted(id, kind));
         self.events.publish_with_accounts(
             gateway::EventKind::Admitted,
             id,
@@ -539,8 +562,36 @@ impl CityNode {
             .record(t_stored.duration_since(t_verified).as_secs_f64());
         if let (Some(p), Some(v)) = (&self.pipeline, for_pipeline) {
             let withdraw_key = super::store::nonce_key(v.signed());
-            match p.hold_flagged(v, urgent).await {
+            let hold = p.hold_with(v, super::pipeline::HoldPriority::from_flag(&flag));
+            let outcome = match expiry.as_mut() {
+                Some(e) => tokio::select! {
+                    r = hold => Some(r),
+                    _ = e.expired() => None,
+                },
+                None => Some(hold.await),
+            };
+            let Some(outcome) = outcome else {
+                // Its kind's TTL passed before its micro-batch was held: the working set let
+                // it go, and so does admission (the batcher skips a tx nobody waits for).
+                metrics::counter!("citychain_hold_expired_total", "kind" => kind.name())
+                    .increment(1);
+                if let Err(w) = self.store.withdraw(withdraw_key, &id).await {
+                    tracing::error!(tx = %id, error = %w, "could not withdraw an expired admission");
+                }
+                return Err(Rejection::new(
+                    RejectCode::Overloaded,
+                    format!(
+                        "EXPIRED: tx {id} ({kind}) was not held within its {} s in the working set; retry later",
+                        kind.ttl_secs().unwrap_or(0)
+                    ),
+                    Some(id),
+                ));
+            };
+            match outcome {
                 Ok(held) => {
+                    if let Some(ws) = &self.working_set {
+                        ws.held(id, kind);
+                    }
                     metrics::histogram!("citychain_admission_stage_seconds", "stage" => "hold")
                         .record(t_stored.elapsed().as_secs_f64());
                     self.counters.held.fetch_add(1, Ordering::Relaxed);
@@ -563,6 +614,9 @@ impl CityNode {
                     // now: the admission is taken back and the sender gets a retryable
                     // error naming the reason, never a quieter answer.
                     self.counters.hold_failed.fetch_add(1, Ordering::Relaxed);
+                    if let Some(ws) = &self.working_set {
+                        ws.withdrawn(&id);
+                    }
                     metrics::counter!("citychain_hold_failed_total").increment(1);
                     tracing::warn!(tx = %id, error = %e, "not held: admission withdrawn");
                     if let Err(w) = self.store.withdraw(withdraw_key, &id).await {

@@ -7,6 +7,8 @@ pub(crate) mod admission;
 pub(crate) mod committee;
 pub mod consensus;
 pub(crate) mod events;
+#[cfg(test)]
+mod gated;
 pub(crate) mod gateway;
 pub(crate) mod membership;
 pub(crate) mod order;
@@ -18,6 +20,7 @@ pub(crate) mod store;
 #[cfg(any(test, feature = "test-utils"))]
 pub(crate) mod test_utils;
 pub(crate) mod transport;
+pub(crate) mod working_set;
 
 use crate::runtime::{self, ServerHandle};
 use crate::{Error, MembershipConfig, Result, RunningRole};
@@ -52,6 +55,11 @@ pub struct CityConfig {
     pub genesis: Option<PathBuf>,
     /// The DApp HTTP gateway (`/v1`, events, explorer); off unless set.
     pub gateway: Option<::gateway::GatewayConfig>,
+    /// A fixed interval between a representative's proposals, in ms. Unset (the default):
+    /// the domain's dynamic interval (start 1.0 s; > 50 pending → 0.5 s; none pending →
+    /// +0.5 s up to 5 s; else −0.1 s down to 0.5 s). Tests and tiny local networks set a
+    /// short fixed one.
+    pub batch_interval_ms: Option<u64>,
 }
 
 impl Default for CityConfig {
@@ -64,6 +72,7 @@ impl Default for CityConfig {
             archive: true,
             genesis: None,
             gateway: None,
+            batch_interval_ms: None,
         }
     }
 }
@@ -88,6 +97,7 @@ pub struct CityHandle {
     node: Option<Arc<CityNode>>,
     representation: Option<committee::Representation>,
     gateway: Option<::gateway::GatewayHandle>,
+    working_set_gc: Option<working_set::WorkingSetGc>,
 }
 
 /// How long a graceful stop waits for in-flight calls and streams.
@@ -113,6 +123,9 @@ impl CityHandle {
             tracing::warn!(error = %e, "gateway stopped with an error");
         }
         self.server.shutdown(SHUTDOWN_GRACE).await?;
+        if let Some(gc) = self.working_set_gc.take() {
+            gc.shutdown().await;
+        }
         if let Some(r) = self.representation.take() {
             r.shutdown().await?;
         }
@@ -141,6 +154,9 @@ impl CityHandle {
             g.abort();
         }
         self.server.kill().await;
+        if let Some(gc) = self.working_set_gc.take() {
+            gc.kill().await;
+        }
         if let Some(r) = self.representation {
             r.kill().await;
         }
@@ -186,6 +202,10 @@ pub struct CityParts {
     pub flagger: Option<Arc<dyn flagging::Flagger>>,
     /// Membership of the city's committee (ordering and federation).
     pub committee: Option<committee::CommitteeParts>,
+    /// The working set's settings (GC interval, capacity).
+    pub working_set: working_set::WorkingSetConfig,
+    /// The clock the working set's TTLs are measured on (default: the system clock).
+    pub clock: Option<Arc<dyn dag_core::Clock>>,
 }
 
 impl std::fmt::Debug for CityParts {
@@ -237,6 +257,15 @@ pub async fn start_city_with(
     if let Some(f) = parts.flagger {
         city = city.with_flagger(f);
     }
+    let working_set = Arc::new(working_set::CityWorkingSet::new(
+        &parts.working_set,
+        parts
+            .clock
+            .clone()
+            .unwrap_or_else(|| Arc::new(runtime::SystemClock)),
+        parts.committee.is_some(),
+    ));
+    city = city.with_working_set(working_set.clone());
     if let Some(home) = parts
         .committee
         .as_ref()
@@ -255,6 +284,11 @@ pub async fn start_city_with(
         consensus_svc = Some(svc);
     }
     let node = Arc::new(city);
+    let working_set_gc = Some(working_set::WorkingSetGc::spawn(
+        working_set,
+        representation.as_ref().map(|r| r.order().clone()),
+        parts.working_set.gc_interval,
+    ));
     if let Some(r) = representation.as_mut() {
         r.order().set_events(node.events().clone());
         r.spawn_resubmitter(node.clone());
@@ -310,6 +344,7 @@ pub async fn start_city_with(
         node: Some(node),
         representation,
         gateway,
+        working_set_gc,
     })
 }
 
@@ -409,7 +444,9 @@ pub async fn run_city_with(
             Some(committee::CommitteeParts {
                 committee,
                 continent: genesis.continent.clone(),
-                consensus: None,
+                consensus: cfg.batch_interval_ms.map(|ms| {
+                    consensus::RepresentativeConfig::new(&cfg.data_dir).with_fixed_interval(ms)
+                }),
             })
         }
         None => None,
@@ -428,6 +465,7 @@ pub async fn run_city_with(
             mode: m.pop_mode,
         }),
         flagger: Some(flagger),
+        ..CityParts::default()
     };
     let city = start_city_with(cfg, key, parts).await?;
     let info = node_info(

@@ -190,6 +190,15 @@ impl PriorityGate {
     }
 }
 
+/// Registers the HELP text of `citychain_batch_interval_seconds`.
+pub(crate) fn describe_batch_interval() {
+    metrics::describe_gauge!(
+        "citychain_batch_interval_seconds",
+        metrics::Unit::Seconds,
+        "Interval between this representative's DAG proposals: dynamic (start 1.0 s; more than 50 pending -> 0.5 s; none -> +0.5 s up to 5 s; else -0.1 s down to 0.5 s) unless configured fixed"
+    );
+}
+
 /// The dynamic batch interval as a representative uses it: after each proposal, the next
 /// interval from how much is pending; exported as `citychain_batch_interval_seconds`.
 #[derive(Debug, Clone)]
@@ -202,6 +211,7 @@ impl BatchClock {
     /// Starts at the rule's first interval (1.0 s by default).
     pub(crate) fn new(rule: BatchInterval) -> Self {
         let current = rule.start();
+        describe_batch_interval();
         metrics::gauge!("citychain_batch_interval_seconds").set(current.as_secs_f64());
         BatchClock { rule, current }
     }
@@ -306,6 +316,134 @@ mod tests {
             })
         })
         .await
+    }
+
+    /// A running city node whose pipeline has one micro-batch slot of one tx, over light
+    /// nodes behind a gate: a REPAIR_ACK that arrives behind a queue of FRESH_TX (and an
+    /// oversize FRESH_TX and a SYSTEM_TX) is placed right after the batch in flight.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn repair_ack_overtakes_queued_fresh_txs_in_a_running_node() {
+        use crate::city::gated::GatedTransport;
+        use crate::city::pipeline::PipelineConfig;
+        use crate::city::test_utils::StaticDirectory;
+        use crate::city::{CityConfig, CityParts, StorageParts};
+        use dag_core::{AccountId, CityId, Position, PositionMethod, SignedTx, Tx, TxId};
+        use pqc::Keypair;
+        use rpc::CityApi;
+
+        let tmp = tempfile::tempdir().unwrap();
+        let (gate, open) = tokio::sync::watch::channel(false);
+        let transport = Arc::new(GatedTransport::new(open));
+        let nodes: Vec<_> = (0..6)
+            .map(|i| {
+                transport
+                    .inner
+                    .add_node(&format!("zone-{}", i % 3))
+                    .unwrap()
+            })
+            .collect();
+        let flagger = flagging::FlaggerRegistry::with_defaults()
+            .build(&flagging::FlaggingConfig::default())
+            .unwrap();
+        let parts = CityParts {
+            storage: Some(StorageParts {
+                transport: transport.clone(),
+                directory: Arc::new(StaticDirectory::new(nodes)),
+                config: PipelineConfig {
+                    max_batch_txs: 1,
+                    max_batches_in_flight: 1,
+                    call_timeout: Duration::from_secs(600),
+                    ..PipelineConfig::default()
+                },
+            }),
+            flagger: Some(flagger),
+            ..CityParts::default()
+        };
+        let cfg = CityConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            data_dir: tmp.path().to_path_buf(),
+            verify_threads: 2,
+            archive: false,
+            ..CityConfig::default()
+        };
+        let city = crate::city::start_city_with(&cfg, &Keypair::generate(), parts)
+            .await
+            .unwrap();
+        let node = city.node().clone();
+        let pipeline = node.pipeline().unwrap().clone();
+        let alice = Keypair::generate();
+        let make = |nonce: u64, kind: TxKind, payload: usize| -> SignedTx {
+            let mut tx = Tx::fresh(
+                alice.account_id(),
+                AccountId::from_bytes([5; 32]),
+                1,
+                nonce,
+                1_767_225_600_000,
+                CityId::new("JP-13").unwrap(),
+                Position::from_degrees(35.6895, 139.6917).unwrap(),
+                PositionMethod::Gps,
+            );
+            tx.kind = kind;
+            tx.payload = vec![7; payload];
+            pqc::sign_tx(tx, &alice)
+        };
+        let mut tasks = Vec::new();
+        let mut submit = |tx: SignedTx| {
+            let node = node.clone();
+            tasks.push(tokio::spawn(async move { node.submit(tx).await }));
+        };
+        async fn until(what: &str, cond: impl Fn() -> bool) {
+            for _ in 0..3_000 {
+                if cond() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            panic!("timed out waiting for: {what}");
+        }
+        // The first fresh tx takes the only slot and waits at the closed gate.
+        let blocker = make(0, TxKind::FreshTx, 0);
+        let mut labels: Vec<(TxId, String)> = vec![(blocker.id(), "blocker".into())];
+        submit(blocker);
+        until("the blocker in flight", || {
+            node.counters().stages().get("flag.kind.fresh_tx") == Some(&1)
+                && pipeline.waiting() == 0
+        })
+        .await;
+        // Then, one by one (so their arrival order is known): a system tx, 20 fresh txs and
+        // an oversize fresh tx, and last a repair ack.
+        let mut queue = vec![(make(1, TxKind::SystemTx, 0), "system".to_string())];
+        for i in 0..20 {
+            queue.push((make(2 + i, TxKind::FreshTx, 0), format!("fresh{i}")));
+        }
+        queue.push((make(30, TxKind::FreshTx, 20_000), "oversize".into()));
+        queue.push((make(31, TxKind::RepairAck, 0), "repair_ack".into()));
+        for (n, (tx, label)) in queue.into_iter().enumerate() {
+            labels.push((tx.id(), label));
+            submit(tx);
+            until("queued", || pipeline.waiting() == n + 1).await;
+        }
+        gate.send(true).unwrap();
+        for t in tasks {
+            let s = t.await.unwrap().unwrap();
+            assert_eq!(s.state, rpc::TxState::Held);
+        }
+        let order = transport.stripe_order();
+        let mut served: Vec<(usize, String)> = labels
+            .into_iter()
+            .map(|(id, label)| {
+                let stripe = pipeline.held(&id).unwrap().unwrap().stripe_id;
+                (order.iter().position(|s| *s == stripe).unwrap(), label)
+            })
+            .collect();
+        served.sort();
+        let served: Vec<String> = served.into_iter().map(|(_, l)| l).collect();
+        let mut expected = vec!["blocker".to_string(), "repair_ack".into()];
+        expected.extend((0..20).map(|i| format!("fresh{i}")));
+        expected.push("oversize".into());
+        expected.push("system".into());
+        assert_eq!(served, expected);
+        city.shutdown().await.unwrap();
     }
 
     #[test]

@@ -73,14 +73,16 @@ pub struct RepresentativeConfig {
     pub inbound_queue: usize,
     /// The dynamic batch interval (start 1.0 s; > 50 pending → 0.5 s; none → +0.5 s up to
     /// 5 s; else −0.1 s down to 0.5 s): after each proposal the driver's proposal interval is
-    /// set from what is still pending, exported as `citychain_batch_interval_seconds`.
-    /// `None` keeps `consensus.proposal_interval_ms` fixed.
+    /// set from what is still pending, exported as `citychain_batch_interval_seconds`. On by
+    /// default; `None` keeps `consensus.proposal_interval_ms` fixed
+    /// ([`RepresentativeConfig::with_fixed_interval`]).
     pub batch_interval: Option<dag_core::BatchInterval>,
 }
 
 impl RepresentativeConfig {
-    /// Defaults for `data_dir`: 50 ms proposal interval, 25 ms ticks, 250 ms re-sends,
-    /// 500 ms leader timeout, 1 s send deadline, 1024 queued per peer, 8 in flight, 4096 inbound.
+    /// Defaults for `data_dir`: the domain's dynamic batch interval (1.0 s start, 0.5–5 s),
+    /// 25 ms ticks, 250 ms re-sends, 500 ms leader timeout, 1 s send deadline, 1024 queued
+    /// per peer, 8 in flight, 4096 inbound.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         RepresentativeConfig {
             data_dir: data_dir.into(),
@@ -95,8 +97,16 @@ impl RepresentativeConfig {
             outbound_queue: 1024,
             send_concurrency: 8,
             inbound_queue: 4096,
-            batch_interval: None,
+            batch_interval: Some(dag_core::BatchInterval::default()),
         }
+    }
+
+    /// The same settings with a fixed proposal interval of `ms` instead of the dynamic
+    /// one (tests, tiny local networks); the gauge then reports the fixed value.
+    pub fn with_fixed_interval(mut self, ms: u64) -> Self {
+        self.consensus.proposal_interval_ms = ms;
+        self.batch_interval = None;
+        self
     }
 }
 
@@ -144,6 +154,8 @@ pub struct RepresentativeStatus {
     pub committed: u64,
     /// Payload items queued for its next proposals.
     pub pending_payload: usize,
+    /// The interval before its next proposal (ms): the dynamic one, or the fixed one.
+    pub batch_interval_ms: u64,
 }
 
 enum Command {
@@ -312,20 +324,34 @@ impl Driver {
         false
     }
 
-    /// After a proposal (the driver's round moved), the next interval from what is pending.
+    /// After a proposal (the driver's round moved), the next interval from what was pending
+    /// when it was sealed: the items the new batch carries (in `outputs`) plus those still
+    /// queued. Returns the interval in force (ms).
     fn drive_interval(
         &mut self,
         clock: &mut Option<super::scheduling::BatchClock>,
         last: &mut Option<dag_core::consensus::Round>,
-    ) {
-        let Some(clock) = clock else { return };
+        fixed_ms: u64,
+        outputs: &[Output],
+    ) -> u64 {
+        let Some(clock) = clock else { return fixed_ms };
         let round = self.consensus.round();
         if round != *last {
             *last = round;
-            let next = clock.proposed(self.consensus.pending_payload());
+            let sealed: usize = outputs
+                .iter()
+                .filter_map(|o| match o {
+                    Output::Broadcast(Message::Propose(sb)) if Some(sb.header.round) == round => {
+                        Some(sb.header.items.len())
+                    }
+                    _ => None,
+                })
+                .sum();
+            let next = clock.proposed(sealed + self.consensus.pending_payload());
             self.consensus
                 .set_proposal_interval(next.as_millis().min(u128::from(u64::MAX)) as u64);
         }
+        clock.current().as_millis().min(u128::from(u64::MAX)) as u64
     }
 
     async fn run(
@@ -334,6 +360,7 @@ impl Driver {
         tick: Duration,
         first: Vec<Output>,
         mut clock: Option<super::scheduling::BatchClock>,
+        fixed_ms: u64,
     ) {
         if let Some(c) = &clock {
             self.consensus
@@ -363,7 +390,7 @@ impl Driver {
                     outputs = off_reactor(|| self.consensus.tick(now_ms()));
                 }
             }
-            self.drive_interval(&mut clock, &mut last_round);
+            let interval_ms = self.drive_interval(&mut clock, &mut last_round, fixed_ms, &outputs);
             if let Err(e) = self.flush(outputs).await {
                 tracing::error!(error = %e, "representative cannot persist; stopping");
                 for (reply, _) in replies {
@@ -379,6 +406,7 @@ impl Driver {
                 dag_round: self.consensus.store().highest_round(),
                 committed: self.committed,
                 pending_payload: self.consensus.pending_payload(),
+                batch_interval_ms: interval_ms,
             };
             self.status.send_if_modified(|s| {
                 let changed = *s != now;
@@ -625,7 +653,12 @@ pub async fn spawn_representative(
     let (commits_tx, commits_rx) = mpsc::unbounded_channel();
     let (evidence_tx, evidence_rx) = mpsc::unbounded_channel();
     let (cmd, cmd_rx) = mpsc::channel(cfg.inbound_queue.max(1));
-    let (status_tx, status_rx) = tokio::sync::watch::channel(RepresentativeStatus::default());
+    let (status_tx, status_rx) = tokio::sync::watch::channel(RepresentativeStatus {
+        batch_interval_ms: cfg
+            .batch_interval
+            .map_or(cfg.consensus.proposal_interval_ms, |r| r.start_ms),
+        ..RepresentativeStatus::default()
+    });
     let driver = Driver {
         status: status_tx,
         committed: 0,
@@ -636,11 +669,17 @@ pub async fn spawn_representative(
         evidence: evidence_tx,
         stats: stats.clone(),
     };
+    if cfg.batch_interval.is_none() {
+        super::scheduling::describe_batch_interval();
+        metrics::gauge!("citychain_batch_interval_seconds")
+            .set(cfg.consensus.proposal_interval_ms as f64 / 1000.0);
+    }
     let driver = tokio::spawn(driver.run(
         cmd_rx,
         cfg.tick,
         first,
         cfg.batch_interval.map(super::scheduling::BatchClock::new),
+        cfg.consensus.proposal_interval_ms,
     ));
 
     let svc = rpc::ConsensusService::new(Arc::new(Inbox { tx: cmd.clone() })).into_server();
@@ -658,4 +697,94 @@ pub async fn spawn_representative(
         helpers,
     };
     Ok((handle, svc))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dag_core::{BatchInterval, TxId};
+
+    /// Waits (generous deadline, no timing asserted) until the status satisfies `cond`;
+    /// returns every interval seen on the way.
+    async fn until(
+        status: &mut tokio::sync::watch::Receiver<RepresentativeStatus>,
+        seen: &mut Vec<u64>,
+        what: &str,
+        cond: impl Fn(&RepresentativeStatus) -> bool,
+    ) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let now = *status.borrow_and_update();
+            seen.push(now.batch_interval_ms);
+            if cond(&now) {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, status.changed())
+                .await
+                .is_err()
+            {
+                panic!("timed out waiting for: {what} (last {now:?})");
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_dynamic_interval_follows_what_is_pending_in_a_running_representative() {
+        let tmp = tempfile::tempdir().unwrap();
+        let key = Keypair::generate();
+        let committee =
+            Committee::equal(vec![dag_core::Signer::public_key(&key).to_vec()]).unwrap();
+        // The domain's rule scaled down ten times so the test runs in a second or two.
+        let rule = BatchInterval {
+            start_ms: 100,
+            min_ms: 50,
+            max_ms: 500,
+            busy_threshold: 50,
+            idle_step_ms: 50,
+            busy_step_ms: 10,
+        };
+        let mut cfg = RepresentativeConfig::new(tmp.path());
+        cfg.batch_interval = Some(rule);
+        cfg.consensus.max_batch_items = 10;
+        let (rep, _svc) = spawn_representative(cfg, key, committee, HashMap::new())
+            .await
+            .unwrap();
+        let mut status = rep.status();
+        let mut seen = Vec::new();
+        // Idle: the interval grows to its maximum.
+        until(&mut status, &mut seen, "idle maximum", |s| {
+            s.batch_interval_ms == 500
+        })
+        .await;
+        // 200 items, 10 per proposal: more than 50 left after a proposal → the minimum.
+        let items: Vec<BatchItem> = (0..200u32)
+            .map(|i| {
+                let mut b = [0u8; 32];
+                b[..4].copy_from_slice(&i.to_le_bytes());
+                BatchItem::Tx(TxId::from_bytes(b))
+            })
+            .collect();
+        rep.submit(items).await.unwrap();
+        until(&mut status, &mut seen, "busy minimum", |s| {
+            s.batch_interval_ms == 50 && s.pending_payload > 50
+        })
+        .await;
+        // Drained: idle again, back up to the maximum.
+        until(&mut status, &mut seen, "drained and idle", |s| {
+            s.pending_payload == 0 && s.batch_interval_ms == 500
+        })
+        .await;
+        assert!(seen.iter().all(|ms| (50..=500).contains(ms)), "{seen:?}");
+        assert!(seen.contains(&100), "starts at start_ms: {seen:?}");
+        rep.shutdown().await.unwrap();
+    }
+
+    #[test]
+    fn the_default_is_the_domains_dynamic_interval() {
+        let cfg = RepresentativeConfig::new("x");
+        assert_eq!(cfg.batch_interval, Some(dag_core::BatchInterval::default()));
+        let fixed = cfg.with_fixed_interval(50);
+        assert_eq!(fixed.batch_interval, None);
+        assert_eq!(fixed.consensus.proposal_interval_ms, 50);
+    }
 }

@@ -18,6 +18,7 @@
 //!   both share.
 
 mod batcher;
+pub use batcher::HoldPriority;
 mod put;
 mod repair;
 mod restore;
@@ -259,6 +260,8 @@ pub struct Pipeline {
     path: std::path::PathBuf,
     queue: mpsc::Sender<batcher::Pending>,
     verify_pool: Arc<pqc::BatchVerifier>,
+    /// Txs queued for a micro-batch, not yet cut into one.
+    waiting: std::sync::atomic::AtomicUsize,
     /// Nodes that refused or failed a put, and until when they get no shards.
     cooling: parking_lot::Mutex<std::collections::HashMap<dag_core::NodeId, tokio::time::Instant>>,
 }
@@ -318,6 +321,7 @@ impl Pipeline {
             path: path.to_path_buf(),
             queue,
             verify_pool,
+            waiting: std::sync::atomic::AtomicUsize::new(0),
             cooling: parking_lot::Mutex::new(std::collections::HashMap::new()),
         });
         tokio::spawn(batcher::batcher(Arc::downgrade(&p), rx));
