@@ -129,6 +129,9 @@ pub enum Error {
     /// not in the genesis committee).
     #[error("{0}")]
     Membership(String),
+    /// The DPoS applier refused to open or to apply a checkpoint.
+    #[error(transparent)]
+    Stake(#[from] crate::city::stake::StakeError),
     /// The consensus driver refused to start or recover.
     #[error("consensus: {0}")]
     Consensus(#[from] dag_core::consensus::ConsensusError),

@@ -46,6 +46,9 @@ pub use city::placement::PriorityDirectory;
 pub use city::repair_protocol::{
     LightRepairTier, RepairConfig, RepairService, RepairTier, TierAnswer,
 };
+pub use city::stake::{
+    CommitReport, STAKE_APPLIER, StakeError, StakeStore, committee_of, double_sign_tx, dpos_genesis,
+};
 pub use city::store::{Conflict, TxStore};
 #[cfg(any(test, feature = "test-utils"))]
 pub use city::test_utils::{MemoryTransport, StaticDirectory};

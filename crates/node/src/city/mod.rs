@@ -14,6 +14,7 @@ pub(crate) mod pipeline;
 pub(crate) mod placement;
 pub(crate) mod repair_protocol;
 pub(crate) mod scheduling;
+pub(crate) mod stake;
 pub(crate) mod store;
 #[cfg(any(test, feature = "test-utils"))]
 pub(crate) mod test_utils;
