@@ -422,10 +422,24 @@ impl CityNode {
     async fn verify(&self, tx: SignedTx, id: TxId) -> std::result::Result<VerifiedTx, Rejection> {
         let (done, rx) = oneshot::channel();
         self.verifier.spawn(move || {
-            let _ = done.send(tx.verify_with_id(id, &pqc::MlDsa87));
+            let r = tx.verify_with_id(id, &pqc::MlDsa87).map(|v| {
+                // A system tx must also be a well-formed dpos request (envelope, payload,
+                // inner evidence / receipt signatures); whether the rules accept it is
+                // decided when it is applied, identically on every representative.
+                let system = (v.tx().kind == dag_core::TxKind::SystemTx).then(|| {
+                    dpos::VerifiedSystemTx::from_verified_tx(&v, &pqc::MlDsa87).map(|_| ())
+                });
+                (v, system)
+            });
+            let _ = done.send(r);
         });
         match rx.await {
-            Ok(Ok(v)) => Ok(v),
+            Ok(Ok((_, Some(Err(e))))) => Err(Rejection::new(
+                RejectCode::Malformed,
+                format!("system tx: {e}"),
+                Some(id),
+            )),
+            Ok(Ok((v, _))) => Ok(v),
             Ok(Err(e)) => {
                 let code = match e {
                     dag_core::Error::KeyMismatch { .. } => RejectCode::KeyMismatch,
@@ -483,7 +497,12 @@ impl CityNode {
         })?;
         let t0 = Instant::now();
         let id = tx.id();
-        if let Some(pop) = &self.pop {
+        // Staking requests (system txs) claim no position: proof of place does not apply.
+        if let Some(pop) = self
+            .pop
+            .as_ref()
+            .filter(|_| tx.tx.kind != dag_core::TxKind::SystemTx)
+        {
             let t = Instant::now();
             let outcome = pop.index.check(&tx.tx.city_id, tx.tx.position);
             metrics::histogram!("citychain_admission_stage_seconds", "stage" => "pop")
