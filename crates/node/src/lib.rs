@@ -49,6 +49,10 @@ pub use city::repair_protocol::{
 pub use city::stake::{
     CommitReport, STAKE_APPLIER, StakeError, StakeStore, committee_of, double_sign_tx, dpos_genesis,
 };
+pub use city::stake_reporter::{
+    SendOutcome, SenderConfig, SystemTxSender, SystemTxSink, contribution_payloads,
+    spawn_evidence_reporter,
+};
 pub use city::store::{Conflict, TxStore};
 #[cfg(any(test, feature = "test-utils"))]
 pub use city::test_utils::{MemoryTransport, StaticDirectory};

@@ -15,6 +15,7 @@ pub(crate) mod placement;
 pub(crate) mod repair_protocol;
 pub(crate) mod scheduling;
 pub(crate) mod stake;
+pub(crate) mod stake_reporter;
 pub(crate) mod store;
 #[cfg(any(test, feature = "test-utils"))]
 pub(crate) mod test_utils;

@@ -99,11 +99,16 @@ pub struct CommitReport {
     pub elected: Option<(u64, Vec<AccountId>)>,
 }
 
+/// How many recent tx verdicts [`StakeStore::verdict`] remembers.
+const RECENT_VERDICTS: usize = 4_096;
+
 struct Inner {
     /// None until checkpoint 0 (term 0 starts at its time).
     state: Option<DposState>,
     next_seq: u64,
     keys: BTreeMap<AccountId, Vec<u8>>,
+    /// Verdicts on the most recent system txs (true = applied), oldest first.
+    recent: std::collections::VecDeque<(TxId, bool)>,
 }
 
 /// The durable DPoS state of one representative (see the module docs).
@@ -112,6 +117,7 @@ pub struct StakeStore {
     path: PathBuf,
     genesis: dpos::Genesis,
     inner: Mutex<Inner>,
+    applied_upto: tokio::sync::watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for StakeStore {
@@ -228,13 +234,38 @@ impl StakeStore {
                 state,
                 next_seq,
                 keys,
+                recent: std::collections::VecDeque::new(),
             }),
+            applied_upto: tokio::sync::watch::channel(next_seq).0,
         })
     }
 
     /// The first checkpoint sequence not applied yet.
     pub fn next_seq(&self) -> u64 {
         self.inner.lock().next_seq
+    }
+
+    /// Wakes after every applied checkpoint; the value is [`StakeStore::next_seq`].
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.applied_upto.subscribe()
+    }
+
+    /// The verdict on a recently committed system tx: `Some(true)` applied, `Some(false)`
+    /// refused by the rules, `None` not seen (yet, or too long ago).
+    pub fn verdict(&self, tx: &TxId) -> Option<bool> {
+        let inner = self.inner.lock();
+        inner
+            .recent
+            .iter()
+            .rev()
+            .find(|(id, _)| id == tx)
+            .map(|(_, ok)| *ok)
+    }
+
+    /// The nonce `account`'s next system tx must carry (0 before checkpoint 0).
+    pub fn next_nonce(&self, account: &AccountId) -> u64 {
+        let inner = self.inner.lock();
+        inner.state.as_ref().map_or(0, |s| s.next_nonce(account))
     }
 
     /// The current dpos state root (`None` before checkpoint 0).
@@ -359,6 +390,16 @@ impl StakeStore {
         inner.state = Some(state);
         inner.next_seq = seq + 1;
         inner.keys.extend(new_keys);
+        let verdicts = applied
+            .iter()
+            .map(|(id, _)| (*id, true))
+            .chain(rejected.iter().map(|(id, _)| (*id, false)));
+        inner.recent.extend(verdicts);
+        while inner.recent.len() > RECENT_VERDICTS {
+            inner.recent.pop_front();
+        }
+        drop(inner);
+        self.applied_upto.send_replace(seq + 1);
         if !rejected.is_empty() {
             metrics::counter!("citychain_stake_rejected_total").increment(rejected.len() as u64);
         }
