@@ -46,6 +46,8 @@ pub struct DevnetConfig {
     /// The representatives' transport to light nodes (`None`: gRPC); the demo's fault
     /// injection wraps it.
     pub transport: Option<Arc<dyn ShardTransport>>,
+    /// Genesis accounts and their opening balances (the ledger starts from them).
+    pub accounts: Vec<(dag_core::AccountId, u64)>,
 }
 
 impl std::fmt::Debug for DevnetConfig {
@@ -72,6 +74,7 @@ impl Default for DevnetConfig {
             reps: 1,
             gateway: true,
             transport: None,
+            accounts: Vec::new(),
         }
     }
 }
@@ -149,7 +152,7 @@ impl Devnet {
             Default::default(),
         ));
         let (reps, genesis, continent_key, continent_cfg, continent) =
-            Self::genesis(cfg.reps.max(1), dir).await?;
+            Self::genesis(cfg.reps.max(1), dir, &cfg.accounts).await?;
         let mut net = Devnet {
             cfg: cfg.clone(),
             dir: dir.to_path_buf(),
@@ -190,6 +193,7 @@ impl Devnet {
     async fn genesis(
         n: usize,
         dir: &Path,
+        accounts: &[(dag_core::AccountId, u64)],
     ) -> Result<(
         Vec<DevRep>,
         PathBuf,
@@ -255,7 +259,13 @@ impl Devnet {
                 continent.addr().to_string(),
             )),
             global: None,
-            accounts: Vec::new(),
+            accounts: accounts
+                .iter()
+                .map(|(a, balance)| node::genesis::GenesisAccount {
+                    account: a.to_hex(),
+                    balance: *balance,
+                })
+                .collect(),
         };
         let genesis = dir.join("genesis.toml");
         file.write(&genesis)?;

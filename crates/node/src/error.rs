@@ -122,6 +122,12 @@ pub enum Error {
         /// gateway's error.
         source: gateway::Error,
     },
+    /// The ledger could not be opened or read.
+    #[error("ledger: {source}")]
+    Ledger {
+        /// ledger's error.
+        source: ledger::Error,
+    },
     /// A genesis file is missing, malformed or inconsistent.
     #[error(transparent)]
     Genesis(#[from] genesis::Error),

@@ -35,6 +35,7 @@ pub mod runtime;
 pub use city::admission::{CityNode, Counters, PopCheck, PopMode};
 pub use city::committee::CommitteeParts;
 pub use city::events::{EventBus, EventBusConfig};
+pub use city::execution::{Blocked, ExecutedCheckpoint, Execution};
 pub use city::gateway::CityGateway;
 pub use city::membership::{NodeListDirectory, node_info, spawn_rereplicator};
 pub use city::order::{Applied, OrderStore, StoredCheckpoint, TxOrdering};

@@ -90,6 +90,7 @@ pub struct CityNode {
     counters: Counters,
     started: Instant,
     ordering: Option<OrderingParts>,
+    execution: Option<Arc<super::execution::Execution>>,
     gate: super::scheduling::PriorityGate,
     home_city: Option<dag_core::CityId>,
     /// Every step of every tx, for the gateway's `/v1/events`.
@@ -145,6 +146,7 @@ impl CityNode {
             counters: Counters::default(),
             started: Instant::now(),
             ordering: None,
+            execution: None,
             gate: super::scheduling::PriorityGate::new(slots),
             events: Arc::new(super::events::EventBus::default()),
             home_city: None,
@@ -201,6 +203,17 @@ impl CityNode {
             stripes: parking_lot::Mutex::new(std::collections::HashSet::new()),
         });
         self
+    }
+
+    /// Adds the state machines fed by the committee's commits (ledger reads, outcomes).
+    pub(crate) fn with_execution(mut self, exec: Arc<super::execution::Execution>) -> Self {
+        self.execution = Some(exec);
+        self
+    }
+
+    /// The state machines and executed checkpoints, when this node is a representative.
+    pub fn execution(&self) -> Option<&Arc<super::execution::Execution>> {
+        self.execution.as_ref()
     }
 
     /// The order store, when this node is a representative.
@@ -611,7 +624,10 @@ impl CityNode {
 
 impl CityNode {
     /// What this node itself knows of `id`: its store, its shards, its archive.
-    async fn get_local(&self, id: TxId) -> std::result::Result<Option<TxRecord>, Rejection> {
+    pub(crate) async fn get_local(
+        &self,
+        id: TxId,
+    ) -> std::result::Result<Option<TxRecord>, Rejection> {
         let held = match &self.pipeline {
             Some(p) => p
                 .held(&id)
@@ -672,6 +688,12 @@ impl CityNode {
         if let Some(o) = &self.ordering {
             counters.push(("order.checkpoints".to_string(), o.store.committed()));
             counters.push(("order.duplicates".to_string(), o.store.duplicates()));
+        }
+        if let Some(e) = &self.execution {
+            counters.push(("execution.checkpoints".to_string(), e.executed()));
+            if let Some(b) = e.blocked() {
+                counters.push(("execution.blocked_seq".to_string(), b.sequence));
+            }
         }
         NodeStatus {
             node_id: self.node_id,

@@ -7,6 +7,7 @@ pub(crate) mod admission;
 pub(crate) mod committee;
 pub mod consensus;
 pub(crate) mod events;
+pub(crate) mod execution;
 pub(crate) mod gateway;
 pub(crate) mod membership;
 pub(crate) mod order;
@@ -253,6 +254,7 @@ pub async fn start_city_with(
     if let Some(cp) = &parts.committee {
         let (r, svc) = committee::Representation::start(&cfg.data_dir, keypair, cp).await?;
         city = city.with_ordering(r.order().clone(), r.representative().submitter());
+        city = city.with_execution(r.execution().clone());
         representation = Some(r);
         consensus_svc = Some(svc);
     }
@@ -260,6 +262,7 @@ pub async fn start_city_with(
     if let Some(r) = representation.as_mut() {
         r.order().set_events(node.events().clone());
         r.spawn_resubmitter(node.clone());
+        r.spawn_feed(node.clone());
     }
     let gateway = match &cfg.gateway {
         Some(gcfg) => {
@@ -412,6 +415,7 @@ pub async fn run_city_with(
                 committee,
                 continent: genesis.continent.clone(),
                 consensus: None,
+                accounts: genesis.accounts.clone(),
             })
         }
         None => None,
