@@ -147,7 +147,7 @@ impl DposState {
     /// ```
     pub fn apply(&mut self, tx: &VerifiedSystemTx, ctx: &ApplyCtx) -> Result<Outcome> {
         let mut balances = std::mem::take(&mut self.balances);
-        let r = self.apply_with(tx, ctx, &mut balances);
+        let r = self.apply_inner(tx, ctx, &mut balances, false);
         self.balances = balances;
         r
     }
@@ -155,12 +155,23 @@ impl DposState {
     /// [`DposState::apply`] with the liquid balances kept outside the state (the node's
     /// ledger): bonds debit `balances`, withdrawals and reward claims credit it. The state's
     /// own balance map is not touched, so a node that keeps balances in its ledger leaves
-    /// it empty. On error neither the state nor `balances` changes.
+    /// it empty. Moves across the boundary are counted in [`crate::Supply`] (`deposited`,
+    /// `released`). On error neither the state nor `balances` changes.
     pub fn apply_with(
         &mut self,
         tx: &VerifiedSystemTx,
         ctx: &ApplyCtx,
         balances: &mut (impl LiquidBalances + ?Sized),
+    ) -> Result<Outcome> {
+        self.apply_inner(tx, ctx, balances, true)
+    }
+
+    fn apply_inner(
+        &mut self,
+        tx: &VerifiedSystemTx,
+        ctx: &ApplyCtx,
+        balances: &mut (impl LiquidBalances + ?Sized),
+        external: bool,
     ) -> Result<Outcome> {
         let sender = tx.sender();
         let expected = self.next_nonce(&sender);
@@ -173,6 +184,9 @@ impl DposState {
         }
         let next = add(expected, 1, "nonce")?;
         let now = ctx.now_ms;
+        if external {
+            self.flow_check(sender, tx.payload(), now)?;
+        }
         let outcome = match tx.payload() {
             SystemPayload::RegisterNode { kind, metrics } => {
                 self.register(sender, *kind, *metrics, now)
@@ -199,7 +213,42 @@ impl DposState {
             SystemPayload::EndTerm => self.end_term(now),
         }?;
         self.nonces.insert(sender, next);
+        if external {
+            // Checked before the handler wrote (see `flow_check`), so these cannot fail.
+            match &outcome {
+                Outcome::Bonded { amount, .. } => self.supply.deposited += amount,
+                Outcome::Withdrawn { amount, .. } | Outcome::RewardsClaimed { amount, .. } => {
+                    self.supply.released += amount
+                }
+                _ => {}
+            }
+        }
         Ok(outcome)
+    }
+
+    /// With an external balance book: the supply counters must be able to take the move the
+    /// tx would make, checked before anything is written.
+    fn flow_check(&self, sender: AccountId, payload: &SystemPayload, now: u64) -> Result<()> {
+        let (counter, amount, what) = match payload {
+            SystemPayload::Bond { amount } | SystemPayload::Delegate { amount, .. } => {
+                (self.supply.deposited, *amount, "deposited supply")
+            }
+            SystemPayload::Withdraw { validator } => {
+                let released = self
+                    .unbonding(&sender, validator)
+                    .iter()
+                    .filter(|p| p.release_at_ms <= now)
+                    .try_fold(0u64, |a, p| add(a, p.amount, "withdrawal"))?;
+                (self.supply.released, released, "released supply")
+            }
+            SystemPayload::ClaimRewards => (
+                self.supply.released,
+                self.accrued_rewards(&sender),
+                "released supply",
+            ),
+            _ => return Ok(()),
+        };
+        add(counter, amount, what).map(|_| ())
     }
 
     /// Verifies and applies a signed tx in one step (`verifier` = `pqc::MlDsa87`).

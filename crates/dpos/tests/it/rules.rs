@@ -1023,4 +1023,20 @@ fn apply_with_moves_liquid_balances_in_the_external_ledger_only() {
     assert_eq!(ledger.balance(&acc(5)), 10 * TOKEN);
     assert_eq!(w.state.balance(&acc(5)), state_balance);
     assert_eq!(w.state.bond_lots(&acc(5), &acc(0))[0].amount, 20 * TOKEN);
+    // The move from the external book is accounted: invariants hold and survive a
+    // snapshot round trip.
+    assert_eq!(w.state.supply().deposited, 20 * TOKEN);
+    w.state.check_invariants().unwrap();
+    let restored = DposState::restore(&w.state.snapshot()).unwrap();
+    assert_eq!(restored, w.state);
+    // An internal bond is not a deposit.
+    w.ok(
+        k(4),
+        SystemPayload::Delegate {
+            validator: acc(0),
+            amount: TOKEN,
+        },
+        T0,
+    );
+    assert_eq!(w.state.supply().deposited, 20 * TOKEN);
 }
