@@ -2,6 +2,7 @@
 //! file > defaults), logging and metrics set-up, then one call into the `node` library.
 
 mod regions;
+mod stake;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
@@ -59,6 +60,9 @@ enum Cmd {
     /// Start the whole network on this host as separate processes (presence, light nodes,
     /// the city committee, a continent, a global log) and stop them all on Ctrl-C.
     Localnet(LocalnetArgs),
+    /// Staking: sign a bond / delegate / unbond / withdraw / claim request with a key file
+    /// and submit it to a representative.
+    Stake(stake::StakeArgs),
     /// Region data: validate a city's own boundaries (`regions import FILE`).
     Regions {
         #[command(subcommand)]
@@ -421,6 +425,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Cmd::Run(args) => run(*args).await,
         Cmd::Regions { cmd } => regions::run(cmd),
+        Cmd::Stake(args) => stake::run(args).await,
         Cmd::Genesis(args) => {
             let m = devnet::localnet::Localnet::generate(&args.config())?;
             print_manifest(&m, &args.dir);

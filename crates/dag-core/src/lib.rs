@@ -30,6 +30,7 @@ mod batcher;
 pub mod consensus;
 mod encoding;
 mod error;
+pub mod execution;
 mod ids;
 pub mod merkle;
 mod node;

@@ -49,6 +49,8 @@ pub struct DevnetConfig {
     /// A fixed proposal interval (ms) for the representatives; `None` (the default): the
     /// domain's dynamic batch interval (1.0 s start, 0.5–5 s).
     pub batch_interval_ms: Option<u64>,
+    /// Genesis accounts and their opening balances (the ledger starts from them).
+    pub accounts: Vec<(dag_core::AccountId, u64)>,
 }
 
 impl std::fmt::Debug for DevnetConfig {
@@ -77,6 +79,7 @@ impl Default for DevnetConfig {
             gateway: true,
             transport: None,
             batch_interval_ms: None,
+            accounts: Vec::new(),
         }
     }
 }
@@ -154,7 +157,7 @@ impl Devnet {
             Default::default(),
         ));
         let (reps, genesis, continent_key, continent_cfg, continent) =
-            Self::genesis(cfg.reps.max(1), dir).await?;
+            Self::genesis(cfg.reps.max(1), dir, &cfg.accounts).await?;
         let mut net = Devnet {
             cfg: cfg.clone(),
             dir: dir.to_path_buf(),
@@ -195,6 +198,7 @@ impl Devnet {
     async fn genesis(
         n: usize,
         dir: &Path,
+        accounts: &[(dag_core::AccountId, u64)],
     ) -> Result<(
         Vec<DevRep>,
         PathBuf,
@@ -260,7 +264,13 @@ impl Devnet {
                 continent.addr().to_string(),
             )),
             global: None,
-            accounts: Vec::new(),
+            accounts: accounts
+                .iter()
+                .map(|(a, balance)| node::genesis::GenesisAccount {
+                    account: a.to_hex(),
+                    balance: *balance,
+                })
+                .collect(),
         };
         let genesis = dir.join("genesis.toml");
         file.write(&genesis)?;

@@ -6,8 +6,8 @@
 
 use crate::state::{Lot, MAX_ID, MIN_ID, NodeRecord, Pending};
 use crate::{
-    ApplyCtx, DoubleSignEvidence, DposState, Error, Metrics, NodeKind, Result, SlashLevel,
-    SystemPayload, VerifiedSystemTx, reward, score,
+    ApplyCtx, DoubleSignEvidence, DposState, Error, LiquidBalances, Metrics, NodeKind, Result,
+    SlashLevel, SystemPayload, VerifiedSystemTx, reward, score,
 };
 use dag_core::{AccountId, Hash32, SignedReceipt};
 use serde::{Deserialize, Serialize};
@@ -146,6 +146,33 @@ impl DposState {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn apply(&mut self, tx: &VerifiedSystemTx, ctx: &ApplyCtx) -> Result<Outcome> {
+        let mut balances = std::mem::take(&mut self.balances);
+        let r = self.apply_inner(tx, ctx, &mut balances, false);
+        self.balances = balances;
+        r
+    }
+
+    /// [`DposState::apply`] with the liquid balances kept outside the state (the node's
+    /// ledger): bonds debit `balances`, withdrawals and reward claims credit it. The state's
+    /// own balance map is not touched, so a node that keeps balances in its ledger leaves
+    /// it empty. Moves across the boundary are counted in [`crate::Supply`] (`deposited`,
+    /// `released`). On error neither the state nor `balances` changes.
+    pub fn apply_with(
+        &mut self,
+        tx: &VerifiedSystemTx,
+        ctx: &ApplyCtx,
+        balances: &mut (impl LiquidBalances + ?Sized),
+    ) -> Result<Outcome> {
+        self.apply_inner(tx, ctx, balances, true)
+    }
+
+    fn apply_inner(
+        &mut self,
+        tx: &VerifiedSystemTx,
+        ctx: &ApplyCtx,
+        balances: &mut (impl LiquidBalances + ?Sized),
+        external: bool,
+    ) -> Result<Outcome> {
         let sender = tx.sender();
         let expected = self.next_nonce(&sender);
         if tx.nonce() != expected {
@@ -157,19 +184,24 @@ impl DposState {
         }
         let next = add(expected, 1, "nonce")?;
         let now = ctx.now_ms;
+        if external {
+            self.flow_check(sender, tx.payload(), now)?;
+        }
         let outcome = match tx.payload() {
             SystemPayload::RegisterNode { kind, metrics } => {
                 self.register(sender, *kind, *metrics, now)
             }
             SystemPayload::UpdateMetrics { metrics } => self.update_metrics(sender, *metrics),
-            SystemPayload::Bond { amount } => self.bond(sender, sender, *amount, now),
+            SystemPayload::Bond { amount } => self.bond(balances, sender, sender, *amount, now),
             SystemPayload::Delegate { validator, amount } => {
-                self.bond(sender, *validator, *amount, now)
+                self.bond(balances, sender, *validator, *amount, now)
             }
             SystemPayload::Unbond { validator, amount } => {
                 self.unbond(sender, *validator, *amount, now)
             }
-            SystemPayload::Withdraw { validator } => self.withdraw(sender, *validator, now),
+            SystemPayload::Withdraw { validator } => {
+                self.withdraw(balances, sender, *validator, now)
+            }
             SystemPayload::DoubleSign(e) => self.slash(e),
             SystemPayload::ReportIncident { node, incident } => {
                 self.report_incident(sender, *node, *incident)
@@ -177,11 +209,46 @@ impl DposState {
             SystemPayload::RecordContribution { receipts } => {
                 self.record_contribution(receipts, now)
             }
-            SystemPayload::ClaimRewards => self.claim_rewards(sender),
+            SystemPayload::ClaimRewards => self.claim_rewards(balances, sender),
             SystemPayload::EndTerm => self.end_term(now),
         }?;
         self.nonces.insert(sender, next);
+        if external {
+            // Checked before the handler wrote (see `flow_check`), so these cannot fail.
+            match &outcome {
+                Outcome::Bonded { amount, .. } => self.supply.deposited += amount,
+                Outcome::Withdrawn { amount, .. } | Outcome::RewardsClaimed { amount, .. } => {
+                    self.supply.released += amount
+                }
+                _ => {}
+            }
+        }
         Ok(outcome)
+    }
+
+    /// With an external balance book: the supply counters must be able to take the move the
+    /// tx would make, checked before anything is written.
+    fn flow_check(&self, sender: AccountId, payload: &SystemPayload, now: u64) -> Result<()> {
+        let (counter, amount, what) = match payload {
+            SystemPayload::Bond { amount } | SystemPayload::Delegate { amount, .. } => {
+                (self.supply.deposited, *amount, "deposited supply")
+            }
+            SystemPayload::Withdraw { validator } => {
+                let released = self
+                    .unbonding(&sender, validator)
+                    .iter()
+                    .filter(|p| p.release_at_ms <= now)
+                    .try_fold(0u64, |a, p| add(a, p.amount, "withdrawal"))?;
+                (self.supply.released, released, "released supply")
+            }
+            SystemPayload::ClaimRewards => (
+                self.supply.released,
+                self.accrued_rewards(&sender),
+                "released supply",
+            ),
+            _ => return Ok(()),
+        };
+        add(counter, amount, what).map(|_| ())
     }
 
     /// Verifies and applies a signed tx in one step (`verifier` = `pqc::MlDsa87`).
@@ -228,6 +295,7 @@ impl DposState {
 
     fn bond(
         &mut self,
+        balances: &mut (impl LiquidBalances + ?Sized),
         delegator: AccountId,
         validator: AccountId,
         amount: u64,
@@ -256,7 +324,7 @@ impl DposState {
             }
             n
         };
-        let available = self.balance(&delegator);
+        let available = balances.balance(&delegator);
         if available < amount {
             return Err(Error::InsufficientBalance {
                 account: delegator,
@@ -273,13 +341,8 @@ impl DposState {
             Some(l) if l.unlock_at_ms == unlock_at_ms => Some(add(l.amount, amount, "bond lot")?),
             _ => None,
         };
-        // Commit.
-        let left = available - amount;
-        if left == 0 {
-            self.balances.remove(&delegator);
-        } else {
-            self.balances.insert(delegator, left);
-        }
+        // Commit (the debit first: it is checked, so on error nothing was written).
+        balances.debit(&delegator, amount)?;
         if let Some(n) = self.nodes.get_mut(&validator) {
             n.stake = new_stake;
         }
@@ -393,7 +456,13 @@ impl DposState {
         })
     }
 
-    fn withdraw(&mut self, account: AccountId, validator: AccountId, now: u64) -> Result<Outcome> {
+    fn withdraw(
+        &mut self,
+        balances: &mut (impl LiquidBalances + ?Sized),
+        account: AccountId,
+        validator: AccountId,
+        now: u64,
+    ) -> Result<Outcome> {
         let key = (validator, account);
         let pending = self.unbonding.get(&key).map_or(&[][..], |v| v.as_slice());
         let n_released = pending.partition_point(|p| p.release_at_ms <= now);
@@ -403,15 +472,14 @@ impl DposState {
         if amount == 0 {
             return Err(Error::NothingToWithdraw { account, validator });
         }
-        let balance = add(self.balance(&account), amount, "balance")?;
-        // Commit.
+        // Commit (the credit first: it is checked, so on error nothing was written).
+        balances.credit(&account, amount)?;
         if let Some(p) = self.unbonding.get_mut(&key) {
             p.drain(..n_released);
             if p.is_empty() {
                 self.unbonding.remove(&key);
             }
         }
-        self.balances.insert(account, balance);
         Ok(Outcome::Withdrawn { account, amount })
     }
 
@@ -592,15 +660,35 @@ impl DposState {
         Ok(Outcome::Rewarded { credits, minted })
     }
 
-    fn claim_rewards(&mut self, account: AccountId) -> Result<Outcome> {
+    fn claim_rewards(
+        &mut self,
+        balances: &mut (impl LiquidBalances + ?Sized),
+        account: AccountId,
+    ) -> Result<Outcome> {
         let amount = self.accrued_rewards(&account);
         if amount == 0 {
             return Err(Error::NothingToClaim { account });
         }
-        let balance = add(self.balance(&account), amount, "balance")?;
+        balances.credit(&account, amount)?;
         self.accrued.remove(&account);
-        self.balances.insert(account, balance);
         Ok(Outcome::RewardsClaimed { account, amount })
+    }
+
+    /// When the current term may end (`started_at + term_ms`).
+    pub fn term_ends_at_ms(&self) -> Result<u64> {
+        add(self.term.started_at_ms, self.config.term_ms, "term end")
+    }
+
+    /// The epoch switch every replica applies at a checkpoint boundary, after that
+    /// checkpoint's system txs, with the checkpoint's consensus time: if the term has run its
+    /// length the election's winners become the next term's representatives
+    /// (`Some(Outcome::Elected)`); otherwise nothing changes (`None`). Needs no signed tx,
+    /// so the switch cannot be delayed by who happens to submit `EndTerm`.
+    pub fn advance_term(&mut self, now_ms: u64) -> Result<Option<Outcome>> {
+        if now_ms < self.term_ends_at_ms()? {
+            return Ok(None);
+        }
+        self.end_term(now_ms).map(Some)
     }
 
     fn end_term(&mut self, now: u64) -> Result<Outcome> {

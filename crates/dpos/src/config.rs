@@ -68,7 +68,10 @@ pub struct DposConfig {
     pub unbonding_delay_ms: u64,
     /// Length of a representative term. Default 3 months (90 days).
     pub term_ms: u64,
-    /// Representatives elected per term. Default 3.
+    /// Representatives elected per term. Default 4: the committee's DAG consensus needs
+    /// 3f + 1 members to tolerate f faulty ones (2f + 1 certify), and the seeds' 3
+    /// representatives give f = 0 — one crash or one equivocator would stall or fork the
+    /// city. 4 is the smallest committee that survives one fault; set 3f + 1 for more.
     pub representatives: u32,
     /// Length of a reward epoch (`epoch = now_ms / epoch_ms`). Default 1 day.
     pub epoch_ms: u64,
@@ -103,7 +106,7 @@ impl Default for DposConfig {
             stake_lock_ms: 90 * DAY_MS,
             unbonding_delay_ms: 0,
             term_ms: 90 * DAY_MS,
-            representatives: 3,
+            representatives: 4,
             epoch_ms: DAY_MS,
             claim_window_epochs: 1,
             max_clock_skew_ms: 5_000,
@@ -217,7 +220,7 @@ mod tests {
         let c = DposConfig::default();
         assert_eq!(c.stake_lock_ms, 7_776_000_000);
         assert_eq!(c.term_ms, 7_776_000_000);
-        assert_eq!(c.representatives, 3);
+        assert_eq!(c.representatives, 4);
         assert_eq!(
             (
                 c.incident_suspicion,

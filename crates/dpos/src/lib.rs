@@ -34,6 +34,7 @@
 
 mod apply;
 mod approval;
+mod balances;
 mod config;
 mod election;
 mod error;
@@ -47,6 +48,7 @@ pub mod test_utils;
 
 pub use apply::Outcome;
 pub use approval::{Approval, is_approved};
+pub use balances::LiquidBalances;
 pub use config::{DAY_MS, DposConfig, SlashLevel};
 pub use election::{Candidate, elect, rank_order};
 pub use error::{Error, Result};

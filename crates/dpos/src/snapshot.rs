@@ -2,7 +2,7 @@
 //!
 //! Layout (integers little endian; every map in ascending key order, each list prefixed by
 //! a u32 count):
-//! `magic "citychain/dpos-state/v1" ‖ config ‖ supply (genesis, minted, burned: u64) ‖
+//! `magic "citychain/dpos-state/v2" ‖ config ‖ supply (genesis, minted, burned, deposited, released: u64) ‖
 //! term (index u64, started_at u64, representatives: 32 each) ‖ balances (account 32,
 //! u64) ‖ nonces (account 32, u64) ‖ nodes (account 32, kind u8, metrics, suspicion u32,
 //! stake u64, registered_at u64) ‖ bonds (validator 32, delegator 32, lots: amount u64,
@@ -19,7 +19,7 @@ use crate::{DposConfig, DposState, Error, Metrics, NodeKind, Result};
 use dag_core::{AccountId, DecodeError, Hash32, Reader, Writer};
 use std::collections::{BTreeMap, BTreeSet};
 
-const MAGIC: &[u8] = b"citychain/dpos-state/v1";
+const MAGIC: &[u8] = b"citychain/dpos-state/v2";
 
 fn count(w: &mut Writer, n: usize) {
     // Collections never approach 2³² entries (each costs a signed tx).
@@ -67,7 +67,9 @@ impl DposState {
         self.config.write(&mut w);
         w.u64(self.supply.genesis)
             .u64(self.supply.minted)
-            .u64(self.supply.burned);
+            .u64(self.supply.burned)
+            .u64(self.supply.deposited)
+            .u64(self.supply.released);
         w.u64(self.term.index).u64(self.term.started_at_ms);
         count(&mut w, self.term.representatives.len());
         for r in &self.term.representatives {
@@ -130,13 +132,15 @@ impl DposState {
     pub fn restore(bytes: &[u8]) -> Result<Self> {
         let mut r = Reader::new(bytes);
         if r.take(MAGIC.len(), "snapshot magic")? != MAGIC {
-            return Err(Error::CorruptSnapshot("not a dpos state snapshot (v1)"));
+            return Err(Error::CorruptSnapshot("not a dpos state snapshot (v2)"));
         }
         let config = DposConfig::read(&mut r)?;
         let supply = Supply {
             genesis: r.u64("genesis supply")?,
             minted: r.u64("minted")?,
             burned: r.u64("burned")?,
+            deposited: r.u64("deposited")?,
+            released: r.u64("released")?,
         };
         let index = r.u64("term index")?;
         let started_at_ms = r.u64("term start")?;

@@ -66,8 +66,11 @@ pub struct Term {
     pub representatives: Vec<AccountId>,
 }
 
-/// Where all tokens came from and went: `genesis + minted − burned` is the total supply,
-/// and equals the sum of balances, bonds, unbondings and accrued rewards.
+/// Where all tokens came from and went: `genesis + minted + deposited − burned − released`
+/// is what the state holds, and equals the sum of balances, bonds, unbondings and accrued
+/// rewards. `deposited` / `released` count liquid moves into and out of an external balance
+/// book ([`crate::LiquidBalances`] through [`DposState::apply_with`]); with the state's own
+/// balances they stay 0.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Supply {
     /// Allocated at genesis.
@@ -76,14 +79,20 @@ pub struct Supply {
     pub minted: u64,
     /// Destroyed by slashing.
     pub burned: u64,
+    /// Bonded from an external balance book.
+    pub deposited: u64,
+    /// Paid out to an external balance book (withdrawals, reward claims).
+    pub released: u64,
 }
 
 impl Supply {
-    /// `genesis + minted − burned`, checked.
+    /// `genesis + minted + deposited − burned − released`, checked.
     pub fn total(&self) -> Result<u64> {
         self.genesis
             .checked_add(self.minted)
+            .and_then(|v| v.checked_add(self.deposited))
             .and_then(|v| v.checked_sub(self.burned))
+            .and_then(|v| v.checked_sub(self.released))
             .ok_or(Error::Overflow {
                 what: "total supply",
             })

@@ -122,6 +122,12 @@ pub enum Error {
         /// gateway's error.
         source: gateway::Error,
     },
+    /// The ledger could not be opened or read.
+    #[error("ledger: {source}")]
+    Ledger {
+        /// ledger's error.
+        source: ledger::Error,
+    },
     /// A genesis file is missing, malformed or inconsistent.
     #[error(transparent)]
     Genesis(#[from] genesis::Error),
@@ -129,6 +135,9 @@ pub enum Error {
     /// not in the genesis committee).
     #[error("{0}")]
     Membership(String),
+    /// The DPoS applier refused to open or to apply a checkpoint.
+    #[error(transparent)]
+    Stake(#[from] crate::city::stake::StakeError),
     /// The consensus driver refused to start or recover.
     #[error("consensus: {0}")]
     Consensus(#[from] dag_core::consensus::ConsensusError),

@@ -47,6 +47,13 @@ pub trait CheckpointSource: Send + Sync {
     fn record_federated(&self, seq: u64, proof: FederationProof) -> Result<()>;
     /// The first sequence without a recorded proof (every lower one has one).
     fn federated_upto(&self) -> u64;
+    /// The state root after checkpoint `seq` that its header certifies. A source whose
+    /// [`CheckpointSource::committed`] counts only executed checkpoints answers for every
+    /// sequence below it. The default is for sources that execute nothing: zero.
+    fn state_root(&self, seq: u64) -> Result<Hash32> {
+        let _ = seq;
+        Ok(Hash32([0; 32]))
+    }
 }
 
 /// Configuration of [`spawn_checkpoint_pusher`]; [`PusherConfig::new`] holds the defaults.
@@ -247,7 +254,20 @@ impl Pusher {
                     continue;
                 }
             };
-            let header = CheckpointHeader::of(self.cfg.city, &checkpoint);
+            let state_hash = match self.source.state_root(next) {
+                Ok(h) => h,
+                Err(e) => {
+                    tracing::warn!(sequence = next, error = %e, "state root not readable; retrying");
+                    if !self.pause(self.cfg.refusal_backoff).await {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            let header = CheckpointHeader {
+                state_hash,
+                ..CheckpointHeader::of(self.cfg.city, &checkpoint)
+            };
             let share = CertifiedCheckpoint::new(header, vec![sign_share(&header, &self.key)]);
             let wait = match self.client.push_checkpoint(&share).await {
                 Ok(proof) => match check_proof(&proof, &header, &self.cfg.continent_key) {

@@ -35,6 +35,7 @@ pub mod runtime;
 pub use city::admission::{CityNode, Counters, PopCheck, PopMode};
 pub use city::committee::CommitteeParts;
 pub use city::events::{EventBus, EventBusConfig};
+pub use city::execution::{Blocked, ExecutedCheckpoint, Execution};
 pub use city::gateway::CityGateway;
 pub use city::membership::{NodeListDirectory, node_info, spawn_rereplicator};
 pub use city::order::{Applied, OrderStore, StoredCheckpoint, TxOrdering};
@@ -45,6 +46,13 @@ pub use city::pipeline::{
 pub use city::placement::PriorityDirectory;
 pub use city::repair_protocol::{
     LightRepairTier, RepairConfig, RepairService, RepairTier, TierAnswer,
+};
+pub use city::stake::{
+    CommitReport, STAKE_APPLIER, StakeError, StakeStore, committee_of, double_sign_tx, dpos_genesis,
+};
+pub use city::stake_reporter::{
+    SendOutcome, SenderConfig, SystemTxSender, SystemTxSink, contribution_payloads,
+    spawn_evidence_reporter,
 };
 pub use city::store::{Conflict, TxStore};
 #[cfg(any(test, feature = "test-utils"))]

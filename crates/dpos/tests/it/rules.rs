@@ -22,7 +22,24 @@ fn k(i: usize) -> &'static Keypair {
 
 fn world() -> World {
     // Stakes 150 / 100 / 50 / 10 tokens: scores 2.6925 / 2.1925 / 1.6925 / 1.2925.
-    World::new(four_nodes([150, 100, 50, 10], 1000, DposConfig::default()))
+    // Three seats (the seeds' number) so one of the four candidates is left out and the
+    // election's ranking shows; the default of 4 seats is covered by
+    // `default_committee_is_three_f_plus_one`.
+    World::new(four_nodes(
+        [150, 100, 50, 10],
+        1000,
+        DposConfig {
+            representatives: 3,
+            ..DposConfig::default()
+        },
+    ))
+}
+
+#[test]
+fn default_committee_is_three_f_plus_one() {
+    let w = World::new(four_nodes([150, 100, 50, 10], 1000, DposConfig::default()));
+    // 4 seats: every candidate sits, best first; f = 1 fault is tolerated.
+    assert_eq!(w.state.representatives(), [acc(0), acc(1), acc(2), acc(3)]);
 }
 
 fn evidence(level: SlashLevel, key: &Keypair, round: u64, d1: u8, d2: u8) -> SystemPayload {
@@ -937,4 +954,89 @@ fn snapshot_restores_exactly_and_rejects_corruption() {
         DposState::restore(&forged),
         Err(Error::CorruptSnapshot(_))
     ));
+}
+
+// ---------------------------------------------------------------- epoch switch and ledger port
+
+#[test]
+fn advance_term_switches_only_once_the_term_has_run() {
+    let mut w = world();
+    let ends = w.state.term_ends_at_ms().unwrap();
+    assert_eq!(ends, T0 + LOCK);
+    let before = w.state.snapshot();
+    assert_eq!(w.state.advance_term(ends - 1).unwrap(), None);
+    assert_eq!(w.state.snapshot(), before, "no switch before the term ends");
+    // D (10 tokens) gets 200 tokens of votes and overtakes C.
+    w.ok(
+        k(4),
+        SystemPayload::Delegate {
+            validator: acc(3),
+            amount: 200 * TOKEN,
+        },
+        T0 + 1,
+    );
+    let out = w.state.advance_term(ends).unwrap();
+    assert_eq!(
+        out,
+        Some(Outcome::Elected {
+            term: 1,
+            representatives: vec![acc(3), acc(0), acc(1)]
+        })
+    );
+    assert_eq!(w.state.term().started_at_ms, ends);
+    // The next term starts where this one ended: no second switch at the same time.
+    assert_eq!(w.state.advance_term(ends).unwrap(), None);
+    w.state.check_invariants().unwrap();
+}
+
+#[test]
+fn apply_with_moves_liquid_balances_in_the_external_ledger_only() {
+    use dpos::LiquidBalances;
+    use std::collections::BTreeMap;
+    let mut w = world();
+    let mut ledger: BTreeMap<AccountId, u64> = BTreeMap::new();
+    ledger.credit(&acc(5), 30 * TOKEN).unwrap();
+    let state_balance = w.state.balance(&acc(5));
+    let bond = |amount, nonce| {
+        dpos::test_utils::verified_for_test(
+            k(5),
+            nonce,
+            &SystemPayload::Delegate {
+                validator: acc(0),
+                amount,
+            },
+        )
+    };
+    // Overdraft against the ledger (the state's own balance would cover it): rejected,
+    // nothing changes anywhere.
+    let before = w.state.snapshot();
+    let err = w
+        .state
+        .apply_with(&bond(31 * TOKEN, 0), &ApplyCtx { now_ms: T0 }, &mut ledger)
+        .unwrap_err();
+    assert!(matches!(err, Error::InsufficientBalance { .. }), "{err}");
+    assert_eq!(w.state.snapshot(), before);
+    assert_eq!(ledger.balance(&acc(5)), 30 * TOKEN);
+    w.state
+        .apply_with(&bond(20 * TOKEN, 0), &ApplyCtx { now_ms: T0 }, &mut ledger)
+        .unwrap();
+    assert_eq!(ledger.balance(&acc(5)), 10 * TOKEN);
+    assert_eq!(w.state.balance(&acc(5)), state_balance);
+    assert_eq!(w.state.bond_lots(&acc(5), &acc(0))[0].amount, 20 * TOKEN);
+    // The move from the external book is accounted: invariants hold and survive a
+    // snapshot round trip.
+    assert_eq!(w.state.supply().deposited, 20 * TOKEN);
+    w.state.check_invariants().unwrap();
+    let restored = DposState::restore(&w.state.snapshot()).unwrap();
+    assert_eq!(restored, w.state);
+    // An internal bond is not a deposit.
+    w.ok(
+        k(4),
+        SystemPayload::Delegate {
+            validator: acc(0),
+            amount: TOKEN,
+        },
+        T0,
+    );
+    assert_eq!(w.state.supply().deposited, 20 * TOKEN);
 }

@@ -90,6 +90,7 @@ pub struct CityNode {
     counters: Counters,
     started: Instant,
     ordering: Option<OrderingParts>,
+    execution: Option<Arc<super::execution::Execution>>,
     gate: super::scheduling::PriorityGate,
     home_city: Option<dag_core::CityId>,
     /// The working set by kind (TTL rule, collected by the role's GC task).
@@ -147,6 +148,7 @@ impl CityNode {
             counters: Counters::default(),
             started: Instant::now(),
             ordering: None,
+            execution: None,
             gate: super::scheduling::PriorityGate::new(slots),
             events: Arc::new(super::events::EventBus::default()),
             home_city: None,
@@ -216,6 +218,17 @@ impl CityNode {
             stripes: parking_lot::Mutex::new(std::collections::HashSet::new()),
         });
         self
+    }
+
+    /// Adds the state machines fed by the committee's commits (ledger reads, outcomes).
+    pub(crate) fn with_execution(mut self, exec: Arc<super::execution::Execution>) -> Self {
+        self.execution = Some(exec);
+        self
+    }
+
+    /// The state machines and executed checkpoints, when this node is a representative.
+    pub fn execution(&self) -> Option<&Arc<super::execution::Execution>> {
+        self.execution.as_ref()
     }
 
     /// The order store, when this node is a representative.
@@ -437,10 +450,24 @@ impl CityNode {
     async fn verify(&self, tx: SignedTx, id: TxId) -> std::result::Result<VerifiedTx, Rejection> {
         let (done, rx) = oneshot::channel();
         self.verifier.spawn(move || {
-            let _ = done.send(tx.verify_with_id(id, &pqc::MlDsa87));
+            let r = tx.verify_with_id(id, &pqc::MlDsa87).map(|v| {
+                // A system tx must also be a well-formed dpos request (envelope, payload,
+                // inner evidence / receipt signatures); whether the rules accept it is
+                // decided when it is applied, identically on every representative.
+                let system = (v.tx().kind == dag_core::TxKind::SystemTx).then(|| {
+                    dpos::VerifiedSystemTx::from_verified_tx(&v, &pqc::MlDsa87).map(|_| ())
+                });
+                (v, system)
+            });
+            let _ = done.send(r);
         });
         match rx.await {
-            Ok(Ok(v)) => Ok(v),
+            Ok(Ok((_, Some(Err(e))))) => Err(Rejection::new(
+                RejectCode::Malformed,
+                format!("system tx: {e}"),
+                Some(id),
+            )),
+            Ok(Ok((v, _))) => Ok(v),
             Ok(Err(e)) => {
                 let code = match e {
                     dag_core::Error::KeyMismatch { .. } => RejectCode::KeyMismatch,
@@ -498,7 +525,12 @@ impl CityNode {
         })?;
         let t0 = Instant::now();
         let id = tx.id();
-        if let Some(pop) = &self.pop {
+        // Staking requests (system txs) claim no position: proof of place does not apply.
+        if let Some(pop) = self
+            .pop
+            .as_ref()
+            .filter(|_| tx.tx.kind != dag_core::TxKind::SystemTx)
+        {
             let t = Instant::now();
             let outcome = pop.index.check(&tx.tx.city_id, tx.tx.position);
             metrics::histogram!("citychain_admission_stage_seconds", "stage" => "pop")
@@ -646,7 +678,10 @@ impl CityNode {
 
 impl CityNode {
     /// What this node itself knows of `id`: its store, its shards, its archive.
-    async fn get_local(&self, id: TxId) -> std::result::Result<Option<TxRecord>, Rejection> {
+    pub(crate) async fn get_local(
+        &self,
+        id: TxId,
+    ) -> std::result::Result<Option<TxRecord>, Rejection> {
         let held = match &self.pipeline {
             Some(p) => p
                 .held(&id)
@@ -707,6 +742,12 @@ impl CityNode {
         if let Some(o) = &self.ordering {
             counters.push(("order.checkpoints".to_string(), o.store.committed()));
             counters.push(("order.duplicates".to_string(), o.store.duplicates()));
+        }
+        if let Some(e) = &self.execution {
+            counters.push(("execution.checkpoints".to_string(), e.executed()));
+            if let Some(b) = e.blocked() {
+                counters.push(("execution.blocked_seq".to_string(), b.sequence));
+            }
         }
         NodeStatus {
             node_id: self.node_id,

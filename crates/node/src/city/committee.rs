@@ -4,6 +4,10 @@
 //! re-proposal after a restart of held txs that were only queued in memory.
 
 use super::admission::CityNode;
+use super::execution::{
+    CommitteeBodies, ExecutedCheckpoints, Execution, FeedConfig, FeedHandle, spawn_feed,
+    state_machines,
+};
 use super::order::OrderStore;
 use crate::city::consensus::{
     CommittedEvent, ConsensusGrpc, RepresentativeConfig, RepresentativeHandle, spawn_representative,
@@ -31,6 +35,10 @@ const RESUBMIT_CHUNK: usize = 1_024;
 pub(crate) struct Representation {
     rep: RepresentativeHandle,
     order: Arc<OrderStore>,
+    execution: Arc<Execution>,
+    feed: Option<FeedHandle>,
+    me: dag_core::NodeId,
+    members: std::collections::BTreeMap<dag_core::NodeId, String>,
     pusher: Option<PusherHandle>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -44,6 +52,8 @@ pub struct CommitteeParts {
     pub continent: Option<LogNode>,
     /// The driver's settings (`data_dir` is replaced by the city's).
     pub consensus: Option<RepresentativeConfig>,
+    /// The genesis allocation the ledger starts from.
+    pub accounts: std::collections::BTreeMap<dag_core::AccountId, u64>,
 }
 
 impl Representation {
@@ -63,6 +73,14 @@ impl Representation {
         }
         let path = data_dir.join("order.redb");
         let order = Arc::new(run_blocking("order store", move || OrderStore::open(&path)).await??);
+        let (dir, accounts) = (data_dir.to_path_buf(), parts.accounts.clone());
+        let execution = Arc::new(
+            run_blocking("state machines", move || {
+                let (appliers, ledger) = state_machines(&dir, &accounts)?;
+                Execution::open(&dir.join("execution.redb"), appliers, Some(ledger))
+            })
+            .await??,
+        );
         let mut cfg = parts
             .consensus
             .clone()
@@ -82,8 +100,9 @@ impl Representation {
         if let Some(commits) = rep.take_commits() {
             tasks.push(tokio::spawn(apply_commits(commits, order.clone())));
         }
-        // Checkpoints go up from the order store on disk: outages of any length are
-        // caught up from there, never from a bounded queue.
+        // Checkpoints go up from the order store on disk once executed (the header carries
+        // the state root): outages of any length are caught up from there, never from a
+        // bounded queue.
         let pusher = match &parts.continent {
             Some(c) => Some(spawn_checkpoint_pusher(
                 PusherConfig::new(
@@ -92,7 +111,10 @@ impl Representation {
                     c.public_key.clone(),
                 ),
                 key.clone(),
-                order.clone() as Arc<dyn CheckpointSource>,
+                Arc::new(ExecutedCheckpoints {
+                    order: order.clone(),
+                    exec: execution.clone(),
+                }) as Arc<dyn CheckpointSource>,
             )?),
             None => None,
         };
@@ -100,6 +122,10 @@ impl Representation {
             Representation {
                 rep,
                 order,
+                execution,
+                feed: None,
+                me,
+                members: parts.committee.addresses.clone(),
                 pusher,
                 tasks,
             },
@@ -110,6 +136,23 @@ impl Representation {
     /// The order store.
     pub(crate) fn order(&self) -> &Arc<OrderStore> {
         &self.order
+    }
+
+    /// The state machines and the record of executed checkpoints.
+    pub(crate) fn execution(&self) -> &Arc<Execution> {
+        &self.execution
+    }
+
+    /// Starts the execution feed: committed checkpoints in order, bodies from `node` and
+    /// the other representatives, to the state machines.
+    pub(crate) fn spawn_feed(&mut self, node: Arc<CityNode>) {
+        let bodies = Arc::new(CommitteeBodies::new(node, self.me, self.members.clone()));
+        self.feed = Some(spawn_feed(
+            self.execution.clone(),
+            self.order.clone(),
+            bodies,
+            FeedConfig::default(),
+        ));
     }
 
     /// The representative.
@@ -172,6 +215,9 @@ impl Representation {
         if let Some(p) = self.pusher {
             p.shutdown().await;
         }
+        if let Some(f) = self.feed {
+            f.shutdown().await;
+        }
         let r = self.rep.shutdown().await;
         join_all(self.tasks).await;
         r
@@ -181,6 +227,9 @@ impl Representation {
     pub(crate) async fn kill(self) {
         if let Some(p) = self.pusher {
             p.kill().await;
+        }
+        if let Some(f) = self.feed {
+            f.kill().await;
         }
         self.rep.kill().await;
         for t in &self.tasks {

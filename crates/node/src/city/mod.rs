@@ -9,6 +9,7 @@ pub mod consensus;
 pub(crate) mod events;
 #[cfg(test)]
 mod gated;
+pub(crate) mod execution;
 pub(crate) mod gateway;
 pub(crate) mod membership;
 pub(crate) mod order;
@@ -16,6 +17,8 @@ pub(crate) mod pipeline;
 pub(crate) mod placement;
 pub(crate) mod repair_protocol;
 pub(crate) mod scheduling;
+pub(crate) mod stake;
+pub(crate) mod stake_reporter;
 pub(crate) mod store;
 #[cfg(any(test, feature = "test-utils"))]
 pub(crate) mod test_utils;
@@ -280,6 +283,7 @@ pub async fn start_city_with(
     if let Some(cp) = &parts.committee {
         let (r, svc) = committee::Representation::start(&cfg.data_dir, keypair, cp).await?;
         city = city.with_ordering(r.order().clone(), r.representative().submitter());
+        city = city.with_execution(r.execution().clone());
         representation = Some(r);
         consensus_svc = Some(svc);
     }
@@ -292,6 +296,7 @@ pub async fn start_city_with(
     if let Some(r) = representation.as_mut() {
         r.order().set_events(node.events().clone());
         r.spawn_resubmitter(node.clone());
+        r.spawn_feed(node.clone());
     }
     let gateway = match &cfg.gateway {
         Some(gcfg) => {
@@ -447,6 +452,7 @@ pub async fn run_city_with(
                 consensus: cfg.batch_interval_ms.map(|ms| {
                     consensus::RepresentativeConfig::new(&cfg.data_dir).with_fixed_interval(ms)
                 }),
+                accounts: genesis.accounts.clone(),
             })
         }
         None => None,

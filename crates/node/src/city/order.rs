@@ -25,6 +25,8 @@ const TX_ORDER: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("tx_ord
 const BATCHES: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("batches");
 /// Sequence → federation proof bytes ‖ federated_at_ms u64.
 const FEDERATED: TableDefinition<u64, &[u8]> = TableDefinition::new("federated");
+/// Sequence → the committed leader's timestamp_ms (the checkpoint's agreed time).
+const LEADER_TIMES: TableDefinition<u64, u64> = TableDefinition::new("leader_times");
 
 /// Most batches a stored checkpoint may name (decode bound).
 const MAX_CHECKPOINT_BATCHES: usize = 1 << 20;
@@ -101,6 +103,7 @@ impl OrderStore {
             w.open_table(TX_ORDER)?;
             w.open_table(BATCHES)?;
             w.open_table(FEDERATED)?;
+            w.open_table(LEADER_TIMES)?;
             Ok(())
         })?;
         let err = db_err(path);
@@ -172,6 +175,16 @@ impl OrderStore {
             cp.raw(&sub.checkpoint.encode()).u64(committed_at_ms);
             cps.insert(seq, cp.finish().as_slice())
                 .map_err(|e| err(e.into()))?;
+            if let Some(leader) = sub
+                .batches
+                .iter()
+                .find(|c| c.digest() == sub.checkpoint.leader)
+            {
+                w.open_table(LEADER_TIMES)
+                    .map_err(|e| err(e.into()))?
+                    .insert(seq, leader.batch().header.timestamp_ms)
+                    .map_err(|e| err(e.into()))?;
+            }
             for cert in &sub.batches {
                 let header = &cert.batch().header;
                 let digest = cert.digest();
@@ -240,6 +253,15 @@ impl OrderStore {
             checkpoint,
             committed_at_ms,
         }))
+    }
+
+    /// The committed leader's timestamp of checkpoint `seq` (the same on every
+    /// representative: it is inside the certified leader batch).
+    pub fn leader_time(&self, seq: u64) -> Result<Option<u64>> {
+        let err = db_err(&self.path);
+        let r = self.db.begin_read().map_err(|e| err(e.into()))?;
+        let t = r.open_table(LEADER_TIMES).map_err(|e| err(e.into()))?;
+        Ok(t.get(seq).map_err(|e| err(e.into()))?.map(|v| v.value()))
     }
 
     /// Where `tx` was committed, if it was.
@@ -364,13 +386,13 @@ impl crate::federation_push::CheckpointSource for OrderStore {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use dag_core::consensus::{Committee, Consensus, ConsensusConfig, TestSigner, TestVerifier};
 
     /// Commits a few checkpoints with one honest single-member committee.
-    fn commits(items: Vec<BatchItem>) -> Vec<CommittedSubDag> {
+    pub(crate) fn commits(items: Vec<BatchItem>) -> Vec<CommittedSubDag> {
         let signer = TestSigner::new(1);
         let committee =
             Committee::equal(vec![dag_core::Signer::public_key(&signer).to_vec()]).unwrap();
@@ -408,6 +430,8 @@ mod tests {
         assert!(store.apply(&subs[0], 9).unwrap().replay);
         let o = store.ordering(&ids[3]).unwrap().unwrap();
         assert_eq!(o.committed_at_ms, 7);
+        let leader = subs[0].batches.last().unwrap().batch().header.timestamp_ms;
+        assert_eq!(store.leader_time(0).unwrap(), Some(leader));
         let header = store.batch(&o.batch).unwrap().unwrap();
         assert!(header.items.contains(&BatchItem::Tx(ids[3])));
         let cp = store.checkpoint(o.sequence).unwrap().unwrap();

@@ -9,3 +9,4 @@ mod durability;
 mod federation;
 mod light;
 mod light_pipeline;
+mod stake;

@@ -1,0 +1,42 @@
+//! # ledger
+//!
+//! A city's accounts and balances, and the deterministic execution of committed transfers.
+//!
+//! - **Accounts are objects.** Each account is one object, its [`ObjectId`] the account
+//!   id's bytes ([`account_object`]): a balance, a version (incremented on every write) and
+//!   the next nonce. Genesis allocates the opening balances; an account that receives a
+//!   transfer and did not exist is **created on credit** (balance 0 before it).
+//! - **The binding rule** ([`check_sets`]). A FRESH_TX moves `amount` from its sender (the
+//!   signer) to its receiver, so it writes exactly those two account objects. Its write set
+//!   must name both; the read set is free (execution reads only what it writes). A tx with
+//!   *no* sets at all is the implicit form: the ledger derives the write set {sender,
+//!   receiver}. Any other declaration that omits a touched account is refused at admission
+//!   and, if committed anyway, fails with [`FailReason::SetsDoNotCover`].
+//! - **Execution** ([`Ledger::apply_with`], [`CommitApplier`]). Per checkpoint, in commit
+//!   order: a transfer whose sets do not cover, whose (sender, nonce) was already applied,
+//!   whose sender lacks the amount, or whose receiver would overflow **fails** with that
+//!   reason and moves nothing; otherwise it is **applied**. Outcomes never depend on the
+//!   machine, so every representative reaches the same root; money is never created or
+//!   lost (the tests check the supply). A tx id committed twice executes once.
+//! - **Parallel by object sets** ([`execute_parallel`]): transfers with disjoint footprints
+//!   run side by side on a bounded rayon pool; overlapping ones keep commit order; the
+//!   effects equal sequential execution's ([`execute_sequential`], property-tested).
+//! - **Durable, idempotent per checkpoint**: one redb write per checkpoint (accounts,
+//!   nonces, outcomes, root), so a crash leaves all or nothing; applying an applied
+//!   sequence again returns its root and changes nothing.
+//! - **Root** ([`checkpoint_root`]): a running commitment chaining, from the genesis
+//!   allocation's root, every checkpoint's outcomes and written accounts.
+//! - **Balances for other state machines** ([`Balances`]): `balance`, `credit`, `debit`
+//!   with checked arithmetic inside one checkpoint's apply, for DPoS liquid balances.
+
+mod error;
+mod exec;
+mod store;
+mod transfer;
+
+pub use dag_core::ObjectId;
+pub use dag_core::execution::CommitApplier;
+pub use error::{Error, Result};
+pub use exec::{Effects, Snapshot, execute_parallel, execute_sequential, waves};
+pub use store::{Balances, Ledger, LedgerConfig, checkpoint_root, genesis_root};
+pub use transfer::{Account, FailReason, Outcome, Transfer, account_object, check_sets};

@@ -1,0 +1,459 @@
+//! The durable DPoS applier of a representative: the city's one [`DposState`], fed with the
+//! verified txs of every committed checkpoint in sequence order, persisted in
+//! `<data_dir>/stake.redb`, with the dpos state root recorded per checkpoint.
+//!
+//! - **Deterministic**: the outcome depends only on the state, the checkpoint's agreed
+//!   time and its txs in commit order. A system tx that the rules refuse (overdraft, early
+//!   unbond, double claim, replayed nonce, evidence against an honest node, …) is a no-op
+//!   with a typed reason in the [`CommitReport`], identical on every representative; other
+//!   kinds of tx are not dpos's and are skipped.
+//! - **Epochs**: after each checkpoint's txs, [`DposState::advance_term`] runs with the
+//!   checkpoint's time, so the election's winners take over at the first checkpoint
+//!   boundary at or after the term's end on every representative alike.
+//! - **Genesis**: term 0 starts at the time of checkpoint 0 (the first agreed time there
+//!   is); before it the store holds no state.
+//! - **Durable and idempotent**: checkpoint `seq` is applied in one redb transaction that
+//!   writes the snapshot, the root after `seq` and `next_seq = seq + 1`; a replayed `seq`
+//!   changes nothing and answers the root recorded for it; a skipped `seq` is refused.
+//! - **Keys**: the public key of every account that signed an applied system tx is kept, so
+//!   the elected representatives can be turned into a consensus [`Committee`].
+
+use crate::runtime::{db_err, open_db};
+use crate::{Error, Result};
+use dag_core::consensus::Committee;
+use dag_core::{AccountId, CityId, Hash32, SignedTx, TxId, TxKind, VerifiedTx};
+use dpos::{ApplyCtx, DposState, Outcome, VerifiedSystemTx};
+use parking_lot::Mutex;
+use pqc::MlDsa87;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// `"snapshot"` → `DposState::snapshot`; `"next_seq"` → u64 LE.
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("stake_meta");
+/// Checkpoint sequence → dpos state root after applying it.
+const ROOTS: TableDefinition<u64, &[u8; 32]> = TableDefinition::new("stake_roots");
+/// Account id → ML-DSA-87 public key (accounts that signed an applied system tx, and the
+/// genesis members).
+const KEYS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("stake_keys");
+
+/// The name this state machine goes by in the combined checkpoint state root.
+pub const STAKE_APPLIER: &str = "dpos";
+
+/// Why the stake applier refused to open or to apply.
+#[derive(Debug, thiserror::Error)]
+pub enum StakeError {
+    /// The genesis does not make a valid dpos state.
+    #[error("dpos genesis: {0}")]
+    Genesis(#[source] dpos::Error),
+    /// The stored snapshot does not restore (or a stored field is malformed).
+    #[error("stake store {path}: stored state is corrupt: {reason}")]
+    Corrupt {
+        /// Database file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A checkpoint would be skipped.
+    #[error("stake applier: checkpoint {seq} arrived before {expected}")]
+    Gap {
+        /// Offered sequence.
+        seq: u64,
+        /// Expected sequence.
+        expected: u64,
+    },
+    /// The term change itself failed (an arithmetic overflow in the rules' time).
+    #[error("epoch switch at checkpoint {seq}: {source}")]
+    EpochSwitch {
+        /// The checkpoint.
+        seq: u64,
+        /// The rule's error.
+        source: dpos::Error,
+    },
+    /// No state yet: nothing was committed (term 0 starts at checkpoint 0).
+    #[error("no dpos state before the first checkpoint")]
+    NotStarted,
+    /// An elected representative's public key is unknown (it never signed a system tx and
+    /// is not a genesis member), so it cannot be made a committee member.
+    #[error("representative {0} has no known public key")]
+    UnknownKey(AccountId),
+    /// The elected set does not make a committee (empty, or zero stake).
+    #[error("the elected representatives do not form a committee: {0}")]
+    BadCommittee(&'static str),
+}
+
+/// What applying one checkpoint did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitReport {
+    /// The checkpoint.
+    pub seq: u64,
+    /// The dpos state root after it.
+    pub root: Hash32,
+    /// It had been applied before (a replay): nothing changed.
+    pub replay: bool,
+    /// Applied system txs, in commit order, with what they did.
+    pub applied: Vec<(TxId, Outcome)>,
+    /// System txs the rules refused (deterministic no-ops), with the reason.
+    pub rejected: Vec<(TxId, dpos::Error)>,
+    /// The term switch this checkpoint triggered, if any.
+    pub elected: Option<(u64, Vec<AccountId>)>,
+}
+
+/// How many recent tx verdicts [`StakeStore::verdict`] remembers.
+const RECENT_VERDICTS: usize = 4_096;
+
+struct Inner {
+    /// None until checkpoint 0 (term 0 starts at its time).
+    state: Option<DposState>,
+    next_seq: u64,
+    keys: BTreeMap<AccountId, Vec<u8>>,
+    /// Verdicts on the most recent system txs (true = applied), oldest first.
+    recent: std::collections::VecDeque<(TxId, bool)>,
+}
+
+/// The durable DPoS state of one representative (see the module docs).
+pub struct StakeStore {
+    db: Database,
+    path: PathBuf,
+    genesis: dpos::Genesis,
+    inner: Mutex<Inner>,
+    applied_upto: tokio::sync::watch::Sender<u64>,
+}
+
+impl std::fmt::Debug for StakeStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StakeStore")
+            .field("path", &self.path)
+            .field("next_seq", &self.next_seq())
+            .finish()
+    }
+}
+
+fn corrupt(path: &Path, reason: impl Into<String>) -> Error {
+    StakeError::Corrupt {
+        path: path.to_path_buf(),
+        reason: reason.into(),
+    }
+    .into()
+}
+
+/// The dpos genesis of `city_id` from the genesis file: each committee member a full node
+/// self-bonded with its genesis stake in whole tokens (`stake × units_per_token`), the
+/// file's opening balances as liquid balances, and `config`'s rules. Its `time_ms` is set
+/// by the store at checkpoint 0. Also returns the members' public keys.
+pub fn dpos_genesis(
+    genesis: &genesis::Genesis,
+    city_id: &str,
+    config: dpos::DposConfig,
+) -> Result<(dpos::Genesis, Vec<Vec<u8>>)> {
+    let city = genesis.cities.get(city_id).ok_or_else(|| {
+        Error::Membership(format!("genesis names no committee for city {city_id}"))
+    })?;
+    let mut g = dpos::Genesis {
+        config,
+        time_ms: 0,
+        balances: genesis.accounts.iter().map(|(a, b)| (*a, *b)).collect(),
+        nodes: Vec::new(),
+        bonds: Vec::new(),
+    };
+    let mut keys = Vec::new();
+    for a in city.committee.authorities() {
+        let acc = AccountId::from_bytes(*a.id.as_bytes());
+        let amount = a
+            .stake
+            .checked_mul(g.config.units_per_token)
+            .ok_or(StakeError::Genesis(dpos::Error::Overflow {
+                what: "genesis stake in base units",
+            }))?;
+        g.nodes
+            .push((acc, dpos::NodeKind::Full, dpos::Metrics::default()));
+        g.bonds.push(dpos::GenesisBond {
+            delegator: acc,
+            validator: acc,
+            amount,
+        });
+        keys.push(a.public_key.clone());
+    }
+    Ok((g, keys))
+}
+
+impl StakeStore {
+    /// Opens (or creates) the store at `path`. `genesis` (its `time_ms` is ignored) is
+    /// checked now and applied at checkpoint 0; `genesis_keys` are the public keys of the
+    /// genesis members. A reopened store restores its snapshot and checks every invariant.
+    pub fn open(path: &Path, genesis: dpos::Genesis, genesis_keys: Vec<Vec<u8>>) -> Result<Self> {
+        DposState::genesis(genesis.clone()).map_err(StakeError::Genesis)?;
+        let db = open_db(path, |w| {
+            w.open_table(META)?;
+            w.open_table(ROOTS)?;
+            w.open_table(KEYS)?;
+            Ok(())
+        })?;
+        let err = db_err(path);
+        let mut keys: BTreeMap<AccountId, Vec<u8>> = genesis_keys
+            .into_iter()
+            .map(|k| (AccountId::from_public_key(&k), k))
+            .collect();
+        let (state, next_seq) = {
+            let r = db.begin_read().map_err(|e| err(e.into()))?;
+            let meta = r.open_table(META).map_err(|e| err(e.into()))?;
+            let next_seq = match meta.get("next_seq").map_err(|e| err(e.into()))? {
+                None => 0,
+                Some(v) => u64::from_le_bytes(
+                    v.value()
+                        .try_into()
+                        .map_err(|_| corrupt(path, "next_seq is not 8 bytes"))?,
+                ),
+            };
+            let state = match meta.get("snapshot").map_err(|e| err(e.into()))? {
+                None => None,
+                Some(v) => Some(
+                    DposState::restore(v.value())
+                        .map_err(|e| corrupt(path, format!("snapshot: {e}")))?,
+                ),
+            };
+            if state.is_none() != (next_seq == 0) {
+                return Err(corrupt(path, "snapshot and next_seq disagree"));
+            }
+            let kt = r.open_table(KEYS).map_err(|e| err(e.into()))?;
+            for row in kt.iter().map_err(|e| err(e.into()))? {
+                let (k, v) = row.map_err(|e| err(e.into()))?;
+                let acc = AccountId::from_bytes(*k.value());
+                if AccountId::from_public_key(v.value()) != acc {
+                    return Err(corrupt(path, format!("key of {acc} does not hash to it")));
+                }
+                keys.insert(acc, v.value().to_vec());
+            }
+            (state, next_seq)
+        };
+        Ok(StakeStore {
+            db,
+            path: path.to_path_buf(),
+            genesis,
+            inner: Mutex::new(Inner {
+                state,
+                next_seq,
+                keys,
+                recent: std::collections::VecDeque::new(),
+            }),
+            applied_upto: tokio::sync::watch::channel(next_seq).0,
+        })
+    }
+
+    /// The first checkpoint sequence not applied yet.
+    pub fn next_seq(&self) -> u64 {
+        self.inner.lock().next_seq
+    }
+
+    /// Wakes after every applied checkpoint; the value is [`StakeStore::next_seq`].
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.applied_upto.subscribe()
+    }
+
+    /// The verdict on a recently committed system tx: `Some(true)` applied, `Some(false)`
+    /// refused by the rules, `None` not seen (yet, or too long ago).
+    pub fn verdict(&self, tx: &TxId) -> Option<bool> {
+        let inner = self.inner.lock();
+        inner
+            .recent
+            .iter()
+            .rev()
+            .find(|(id, _)| id == tx)
+            .map(|(_, ok)| *ok)
+    }
+
+    /// The nonce `account`'s next system tx must carry (0 before checkpoint 0).
+    pub fn next_nonce(&self, account: &AccountId) -> u64 {
+        let inner = self.inner.lock();
+        inner.state.as_ref().map_or(0, |s| s.next_nonce(account))
+    }
+
+    /// The current dpos state root (`None` before checkpoint 0).
+    pub fn root(&self) -> Option<Hash32> {
+        self.inner.lock().state.as_ref().map(DposState::state_root)
+    }
+
+    /// The dpos state root recorded after checkpoint `seq`.
+    pub fn root_at(&self, seq: u64) -> Result<Option<Hash32>> {
+        let err = db_err(&self.path);
+        let r = self.db.begin_read().map_err(|e| err(e.into()))?;
+        let t = r.open_table(ROOTS).map_err(|e| err(e.into()))?;
+        Ok(t.get(seq)
+            .map_err(|e| err(e.into()))?
+            .map(|v| Hash32(*v.value())))
+    }
+
+    /// Runs `f` on the current state (reads: balances, bonds, rewards, term, …).
+    pub fn read<T>(&self, f: impl FnOnce(&DposState) -> T) -> Result<T> {
+        let inner = self.inner.lock();
+        let s = inner.state.as_ref().ok_or(StakeError::NotStarted)?;
+        Ok(f(s))
+    }
+
+    /// The public key of `account`, if it signed an applied system tx or is a genesis member.
+    pub fn public_key(&self, account: &AccountId) -> Option<Vec<u8>> {
+        self.inner.lock().keys.get(account).cloned()
+    }
+
+    /// The consensus committee of the current term: the elected representatives, weighted
+    /// by the stake bonded to them (base units), in election order.
+    pub fn committee(&self) -> Result<Committee> {
+        let inner = self.inner.lock();
+        let s = inner.state.as_ref().ok_or(StakeError::NotStarted)?;
+        committee_of(s, &inner.keys)
+    }
+
+    /// Applies checkpoint `seq` (blocking: one fsync). See the module docs.
+    pub fn apply_commit(&self, seq: u64, at_ms: u64, txs: &[VerifiedTx]) -> Result<CommitReport> {
+        let mut inner = self.inner.lock();
+        if seq < inner.next_seq {
+            let root = self
+                .root_at(seq)?
+                .ok_or_else(|| corrupt(&self.path, format!("no root recorded for {seq}")))?;
+            return Ok(CommitReport {
+                seq,
+                root,
+                replay: true,
+                applied: Vec::new(),
+                rejected: Vec::new(),
+                elected: None,
+            });
+        }
+        if seq > inner.next_seq {
+            return Err(StakeError::Gap {
+                seq,
+                expected: inner.next_seq,
+            }
+            .into());
+        }
+        // Work on a copy: memory changes only once the disk has it.
+        let mut state = match &inner.state {
+            Some(s) => s.clone(),
+            None => DposState::genesis(dpos::Genesis {
+                time_ms: at_ms,
+                ..self.genesis.clone()
+            })
+            .map_err(StakeError::Genesis)?,
+        };
+        let ctx = ApplyCtx { now_ms: at_ms };
+        let mut applied = Vec::new();
+        let mut rejected = Vec::new();
+        let mut new_keys: Vec<(AccountId, Vec<u8>)> = Vec::new();
+        for tx in txs {
+            if tx.tx().kind != TxKind::SystemTx {
+                continue;
+            }
+            let r = VerifiedSystemTx::from_verified_tx(tx, &MlDsa87)
+                .and_then(|stx| state.apply(&stx, &ctx));
+            match r {
+                Ok(outcome) => {
+                    let sender = tx.tx().sender;
+                    if !inner.keys.contains_key(&sender)
+                        && !new_keys.iter().any(|(a, _)| *a == sender)
+                    {
+                        new_keys.push((sender, tx.signed().public_key.clone()));
+                    }
+                    applied.push((tx.id(), outcome));
+                }
+                Err(e) => rejected.push((tx.id(), e)),
+            }
+        }
+        let elected = match state
+            .advance_term(at_ms)
+            .map_err(|source| StakeError::EpochSwitch { seq, source })?
+        {
+            Some(Outcome::Elected {
+                term,
+                representatives,
+            }) => Some((term, representatives)),
+            _ => None,
+        };
+        let snapshot = state.snapshot();
+        let root = Hash32::digest(&snapshot);
+        let err = db_err(&self.path);
+        let w = self.db.begin_write().map_err(|e| err(e.into()))?;
+        {
+            let mut meta = w.open_table(META).map_err(|e| err(e.into()))?;
+            meta.insert("snapshot", snapshot.as_slice())
+                .map_err(|e| err(e.into()))?;
+            meta.insert("next_seq", (seq + 1).to_le_bytes().as_slice())
+                .map_err(|e| err(e.into()))?;
+            let mut roots = w.open_table(ROOTS).map_err(|e| err(e.into()))?;
+            roots.insert(seq, &root.0).map_err(|e| err(e.into()))?;
+            let mut kt = w.open_table(KEYS).map_err(|e| err(e.into()))?;
+            for (acc, pk) in &new_keys {
+                kt.insert(acc.as_bytes(), pk.as_slice())
+                    .map_err(|e| err(e.into()))?;
+            }
+        }
+        w.commit().map_err(|e| err(e.into()))?;
+        inner.state = Some(state);
+        inner.next_seq = seq + 1;
+        inner.keys.extend(new_keys);
+        let verdicts = applied
+            .iter()
+            .map(|(id, _)| (*id, true))
+            .chain(rejected.iter().map(|(id, _)| (*id, false)));
+        inner.recent.extend(verdicts);
+        while inner.recent.len() > RECENT_VERDICTS {
+            inner.recent.pop_front();
+        }
+        drop(inner);
+        self.applied_upto.send_replace(seq + 1);
+        if !rejected.is_empty() {
+            metrics::counter!("citychain_stake_rejected_total").increment(rejected.len() as u64);
+        }
+        metrics::counter!("citychain_stake_applied_total").increment(applied.len() as u64);
+        if let Some((term, reps)) = &elected {
+            tracing::info!(
+                seq,
+                term,
+                representatives = reps.len(),
+                "dpos term switched"
+            );
+        }
+        Ok(CommitReport {
+            seq,
+            root,
+            replay: false,
+            applied,
+            rejected,
+            elected,
+        })
+    }
+}
+
+/// The consensus committee of `state`'s current term (see [`StakeStore::committee`]).
+pub fn committee_of(state: &DposState, keys: &BTreeMap<AccountId, Vec<u8>>) -> Result<Committee> {
+    let mut members = Vec::new();
+    for (acc, stake) in state.representative_stakes() {
+        let pk = keys.get(&acc).ok_or(StakeError::UnknownKey(acc))?;
+        if stake == 0 {
+            return Err(StakeError::BadCommittee("a representative has no stake").into());
+        }
+        members.push((pk.clone(), stake));
+    }
+    Committee::new(members)
+        .ok_or_else(|| StakeError::BadCommittee("empty, repeated or overflowing stake").into())
+}
+
+/// A signed `DoubleSign` system tx carrying `evidence`, from the representative `key` that
+/// caught it (`nonce` is its next dpos nonce).
+pub fn double_sign_tx(
+    evidence: dpos::DoubleSignEvidence,
+    key: &pqc::Keypair,
+    nonce: u64,
+    timestamp_ms: u64,
+    city: CityId,
+) -> SignedTx {
+    dpos::sign_system_tx(
+        &dpos::SystemPayload::DoubleSign(evidence),
+        nonce,
+        timestamp_ms,
+        city,
+        key,
+    )
+}
+
+#[cfg(test)]
+mod tests;

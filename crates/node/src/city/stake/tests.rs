@@ -1,0 +1,337 @@
+//! The stake applier against committed sequences built here: hostile txs are identical
+//! no-ops, roots agree across stores, survive a reopen and are reproduced by a replay from
+//! genesis; the term switch replaces a slashed representative with the elected newcomer.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use super::*;
+use dag_core::Signer;
+use dpos::{DoubleSignEvidence, DposConfig, SignedHeaderDigest, SlashLevel, SystemPayload};
+use pqc::Keypair;
+use std::sync::LazyLock;
+
+const TOKEN: u64 = 1_000_000;
+const TERM_MS: u64 = 10_000;
+const LOCK_MS: u64 = 4_000;
+
+/// Four genesis representatives (0–3), a voter (4), a newcomer full node (5), a stranger
+/// (6) and a light node (7).
+static KEYS: LazyLock<Vec<Keypair>> = LazyLock::new(|| {
+    (0..8u8)
+        .map(|i| Keypair::from_seed(&[i + 1; 32]).unwrap())
+        .collect()
+});
+
+fn k(i: usize) -> &'static Keypair {
+    &KEYS[i]
+}
+fn acc(i: usize) -> AccountId {
+    k(i).account_id()
+}
+fn city() -> CityId {
+    CityId::new("JP-13").unwrap()
+}
+
+fn genesis() -> (dpos::Genesis, Vec<Vec<u8>>) {
+    let config = DposConfig {
+        term_ms: TERM_MS,
+        stake_lock_ms: LOCK_MS,
+        ..DposConfig::default()
+    };
+    let mut g = dpos::Genesis {
+        config,
+        balances: vec![(acc(4), 1_000 * TOKEN), (acc(5), 500 * TOKEN)],
+        ..dpos::Genesis::default()
+    };
+    for i in 0..4 {
+        g.nodes
+            .push((acc(i), dpos::NodeKind::Full, dpos::Metrics::default()));
+        g.bonds.push(dpos::GenesisBond {
+            delegator: acc(i),
+            validator: acc(i),
+            amount: (40 + 10 * i as u64) * TOKEN,
+        });
+    }
+    let keys = (0..4).map(|i| k(i).public_key().to_vec()).collect();
+    (g, keys)
+}
+
+fn stx(i: usize, nonce: u64, payload: SystemPayload) -> VerifiedTx {
+    dpos::sign_system_tx(&payload, nonce, 0, city(), k(i))
+        .verify(&MlDsa87)
+        .unwrap()
+}
+
+fn open(dir: &Path) -> StakeStore {
+    let (g, keys) = genesis();
+    StakeStore::open(&dir.join("stake.redb"), g, keys).unwrap()
+}
+
+/// A committed sequence: `(seq, at_ms, txs)`.
+fn sequence() -> Vec<(u64, u64, Vec<VerifiedTx>)> {
+    let delegate = stx(
+        4,
+        0,
+        SystemPayload::Delegate {
+            validator: acc(3),
+            amount: 300 * TOKEN,
+        },
+    );
+    let fresh = {
+        let tx = dpos::system_tx(&SystemPayload::ClaimRewards, acc(6), 0, 0, city())
+            .with_kind(TxKind::FreshTx)
+            .with_payload(Vec::new());
+        pqc::sign_tx(tx, k(6)).verify(&MlDsa87).unwrap()
+    };
+    // Real double sign by representative 1 at round 7.
+    let equivocation = DoubleSignEvidence::new(
+        SlashLevel::City,
+        SignedHeaderDigest::sign(SlashLevel::City, 7, Hash32([1; 32]), k(1)),
+        SignedHeaderDigest::sign(SlashLevel::City, 7, Hash32([2; 32]), k(1)),
+    )
+    .unwrap();
+    // Forged evidence against honest representative 2: the second "signature" is the
+    // first one over a different digest.
+    let honest = SignedHeaderDigest::sign(SlashLevel::City, 9, Hash32([3; 32]), k(2));
+    let forged = DoubleSignEvidence::new(
+        SlashLevel::City,
+        honest.clone(),
+        SignedHeaderDigest {
+            digest: Hash32([4; 32]),
+            ..honest
+        },
+    )
+    .unwrap();
+    vec![
+        (
+            0,
+            1_000,
+            vec![
+                delegate.clone(),
+                // Overdraft.
+                stx(
+                    4,
+                    1,
+                    SystemPayload::Delegate {
+                        validator: acc(0),
+                        amount: 1_000_000 * TOKEN,
+                    },
+                ),
+                // Replay of the first tx.
+                delegate,
+                // Not dpos's: skipped.
+                fresh,
+                stx(
+                    5,
+                    0,
+                    SystemPayload::RegisterNode {
+                        kind: dpos::NodeKind::Full,
+                        metrics: dpos::Metrics::default(),
+                    },
+                ),
+                stx(
+                    5,
+                    1,
+                    SystemPayload::Bond {
+                        amount: 200 * TOKEN,
+                    },
+                ),
+            ],
+        ),
+        (
+            1,
+            2_000,
+            vec![
+                // Unbond before the lock ends.
+                stx(
+                    4,
+                    1,
+                    SystemPayload::Unbond {
+                        validator: acc(3),
+                        amount: TOKEN,
+                    },
+                ),
+                // A stranger reports an incident (only representatives may).
+                stx(
+                    6,
+                    0,
+                    SystemPayload::ReportIncident {
+                        node: acc(0),
+                        incident: Hash32([5; 32]),
+                    },
+                ),
+                // Evidence against an honest node, then real evidence (by a representative
+                // that saw it), then the same evidence again.
+                stx(0, 0, SystemPayload::DoubleSign(forged)),
+                stx(0, 0, SystemPayload::DoubleSign(equivocation.clone())),
+                stx(3, 0, SystemPayload::DoubleSign(equivocation)),
+                // Claim with nothing accrued.
+                stx(4, 1, SystemPayload::ClaimRewards),
+            ],
+        ),
+        (2, 9_999, vec![]),
+        // The term (10 s from checkpoint 0's time, 1 000) ends here.
+        (3, 11_000, vec![]),
+        // The lock (4 s from 1 000) is over: the voter takes 100 back.
+        (
+            4,
+            12_000,
+            vec![stx(
+                4,
+                1,
+                SystemPayload::Unbond {
+                    validator: acc(3),
+                    amount: 100 * TOKEN,
+                },
+            )],
+        ),
+    ]
+}
+
+fn apply_all(store: &StakeStore, seq: &[(u64, u64, Vec<VerifiedTx>)]) -> Vec<CommitReport> {
+    seq.iter()
+        .map(|(s, at, txs)| store.apply_commit(*s, *at, txs).unwrap())
+        .collect()
+}
+
+#[test]
+fn hostile_sequence_is_deterministic_durable_and_replays_to_the_same_roots() {
+    let (da, db, dc) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let seq = sequence();
+    let a = open(da.path());
+    assert_eq!(a.root(), None, "no state before checkpoint 0");
+    let ra = apply_all(&a, &seq);
+    let rb = apply_all(&open(db.path()), &seq);
+    // Every representative reports the same root at every checkpoint.
+    let roots: Vec<Hash32> = ra.iter().map(|r| r.root).collect();
+    assert_eq!(roots, rb.iter().map(|r| r.root).collect::<Vec<_>>());
+    assert_eq!(
+        ra.iter().map(|r| r.rejected.clone()).collect::<Vec<_>>(),
+        rb.iter().map(|r| r.rejected.clone()).collect::<Vec<_>>()
+    );
+    // Each hostile tx is a typed no-op.
+    let reasons: Vec<String> = ra[0]
+        .rejected
+        .iter()
+        .chain(&ra[1].rejected)
+        .map(|(_, e)| format!("{e:?}"))
+        .collect();
+    for (i, want) in [
+        "InsufficientBalance",
+        "BadNonce",
+        "StakeLocked",
+        "NotRepresentative",
+        "EvidenceSignature",
+        "EvidenceReplayed",
+        "NothingToClaim",
+    ]
+    .iter()
+    .enumerate()
+    {
+        assert!(
+            reasons[i].starts_with(want),
+            "rejection {i}: {}",
+            reasons[i]
+        );
+    }
+    assert_eq!(ra[0].applied.len(), 3, "delegate, register, bond");
+    assert!(matches!(ra[1].applied[0].1, Outcome::Slashed { .. }));
+    // Roots change only when the state does.
+    assert_ne!(roots[0], roots[1]);
+    assert_eq!(
+        roots[1], roots[2],
+        "an empty checkpoint before the term end"
+    );
+    assert_ne!(roots[2], roots[3], "the term switch changes the state");
+    for (i, r) in roots.iter().enumerate() {
+        assert_eq!(a.root_at(i as u64).unwrap(), Some(*r));
+    }
+    // Replays answer the recorded root and change nothing.
+    let again = a.apply_commit(1, 2_000, &seq[1].2).unwrap();
+    assert!(again.replay);
+    assert_eq!(again.root, roots[1]);
+    assert_eq!(a.root(), Some(roots[4]));
+    // A skipped checkpoint is refused.
+    assert!(matches!(
+        a.apply_commit(6, 13_000, &[]),
+        Err(Error::Stake(StakeError::Gap {
+            seq: 6,
+            expected: 5
+        }))
+    ));
+    // Reopened from disk: same state, and it keeps going like a store that never stopped.
+    drop(a);
+    let a = open(da.path());
+    assert_eq!((a.next_seq(), a.root()), (5, Some(roots[4])));
+    // Replaying the committed sequence from genesis reproduces every root.
+    let c = open(dc.path());
+    let rc = apply_all(&c, &seq);
+    assert_eq!(rc.iter().map(|r| r.root).collect::<Vec<_>>(), roots);
+    let next = (5, 13_000, vec![]);
+    assert_eq!(
+        a.apply_commit(next.0, next.1, &next.2).unwrap().root,
+        c.apply_commit(next.0, next.1, &next.2).unwrap().root
+    );
+}
+
+#[test]
+fn term_switch_replaces_the_slashed_representative_with_the_elected_one() {
+    let d = tempfile::tempdir().unwrap();
+    let store = open(d.path());
+    let reports = apply_all(&store, &sequence());
+    let elected: Vec<_> = reports.iter().filter_map(|r| r.elected.clone()).collect();
+    assert_eq!(elected.len(), 1, "exactly one switch");
+    let (term, reps) = &elected[0];
+    assert_eq!(*term, 1);
+    assert_eq!(reports[3].elected.as_ref().map(|e| e.0), Some(1));
+    // 1 double-signed (inactive); 5 registered and bonded 200; 3 got 300 of votes.
+    assert_eq!(reps, &vec![acc(3), acc(5), acc(2), acc(0)]);
+    let committee = store.committee().unwrap();
+    let ids: Vec<AccountId> = committee
+        .authorities()
+        .iter()
+        .map(|a| AccountId::from_bytes(*a.id.as_bytes()))
+        .collect();
+    assert_eq!(ids, *reps);
+    assert!(!ids.contains(&acc(1)), "the slashed representative left");
+    // Stake weights are the bonded stake (3: 70 own + 300 votes − 100 unbonded).
+    assert_eq!(committee.authorities()[0].stake, 270 * TOKEN);
+    assert_eq!(
+        store.read(|s| s.stake_of(&acc(1))).unwrap(),
+        25 * TOKEN,
+        "slashed 50 %"
+    );
+    assert!(matches!(reports[4].applied[0].1, Outcome::Unbonded { .. }));
+}
+
+#[test]
+fn committee_needs_every_elected_key() {
+    let d = tempfile::tempdir().unwrap();
+    let (g, mut keys) = genesis();
+    keys.pop(); // representative 3's key unknown
+    let store = StakeStore::open(&d.path().join("stake.redb"), g, keys).unwrap();
+    assert!(matches!(
+        store.committee(),
+        Err(Error::Stake(StakeError::NotStarted))
+    ));
+    store.apply_commit(0, 1_000, &[]).unwrap();
+    assert!(matches!(
+        store.committee(),
+        Err(Error::Stake(StakeError::UnknownKey(a))) if a == acc(3)
+    ));
+}
+
+#[test]
+fn bad_genesis_is_refused_at_open() {
+    let d = tempfile::tempdir().unwrap();
+    let (mut g, keys) = genesis();
+    g.config.representatives = 0;
+    assert!(matches!(
+        StakeStore::open(&d.path().join("stake.redb"), g, keys),
+        Err(Error::Stake(StakeError::Genesis(_)))
+    ));
+}
