@@ -46,6 +46,9 @@ pub struct DevnetConfig {
     /// The representatives' transport to light nodes (`None`: gRPC); the demo's fault
     /// injection wraps it.
     pub transport: Option<Arc<dyn ShardTransport>>,
+    /// The representatives' periodic storage audit (the city default: every 10 minutes;
+    /// tests shorten it).
+    pub audit: node::AuditConfig,
 }
 
 impl std::fmt::Debug for DevnetConfig {
@@ -58,6 +61,7 @@ impl std::fmt::Debug for DevnetConfig {
             .field("reps", &self.reps)
             .field("transport", &self.transport.is_some())
             .field("gateway", &self.gateway)
+            .field("audit", &self.audit)
             .finish()
     }
 }
@@ -72,6 +76,7 @@ impl Default for DevnetConfig {
             reps: 1,
             gateway: true,
             transport: None,
+            audit: node::AuditConfig::default(),
         }
     }
 }
@@ -294,6 +299,7 @@ impl Devnet {
                 rate_limit_per_second: 0,
                 ..node::gateway::GatewayConfig::default()
             }),
+            audit: self.cfg.audit.clone(),
             ..CityConfig::default()
         };
         let env = CityEnv {
@@ -323,6 +329,12 @@ impl Devnet {
         if let Some(r) = self.reps.get_mut(i).and_then(|r| r.role.take()) {
             r.kill().await;
         }
+    }
+
+    /// Replaces the transport to light nodes used by representatives started from now on
+    /// (`None`: gRPC), e.g. so a killed process's stuck calls stay stuck.
+    pub fn set_transport(&mut self, transport: Option<Arc<dyn ShardTransport>>) {
+        self.cfg.transport = transport;
     }
 
     /// Representative `i`'s HTTP gateway address, while it runs with one.

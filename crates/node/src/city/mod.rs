@@ -4,6 +4,7 @@
 //! devnet, the demo and the tests all use.
 
 pub(crate) mod admission;
+pub(crate) mod challenges;
 pub(crate) mod committee;
 pub mod consensus;
 pub(crate) mod events;
@@ -12,6 +13,7 @@ pub(crate) mod membership;
 pub(crate) mod order;
 pub(crate) mod pipeline;
 pub(crate) mod placement;
+pub(crate) mod recovery;
 pub(crate) mod repair_protocol;
 pub(crate) mod scheduling;
 pub(crate) mod store;
@@ -52,6 +54,8 @@ pub struct CityConfig {
     pub genesis: Option<PathBuf>,
     /// The DApp HTTP gateway (`/v1`, events, explorer); off unless set.
     pub gateway: Option<::gateway::GatewayConfig>,
+    /// The periodic storage audit of this city's light nodes (on, every 10 minutes).
+    pub audit: challenges::AuditConfig,
 }
 
 impl Default for CityConfig {
@@ -64,6 +68,7 @@ impl Default for CityConfig {
             archive: true,
             genesis: None,
             gateway: None,
+            audit: challenges::AuditConfig::default(),
         }
     }
 }
@@ -88,6 +93,10 @@ pub struct CityHandle {
     node: Option<Arc<CityNode>>,
     representation: Option<committee::Representation>,
     gateway: Option<::gateway::GatewayHandle>,
+    /// The periodic storage audit, when it runs.
+    audit: Option<challenges::AuditHandle>,
+    /// The start-up scan finishing txs left Admitted.
+    recovery: Option<tokio::task::JoinHandle<Option<recovery::RecoveryReport>>>,
 }
 
 /// How long a graceful stop waits for in-flight calls and streams.
@@ -107,6 +116,7 @@ impl CityHandle {
     /// Stops accepting, lets in-flight calls finish, then closes the store so the data
     /// directory can be reopened.
     pub async fn shutdown(mut self) -> Result<()> {
+        self.stop_background().await;
         if let Some(g) = self.gateway.take()
             && let Err(e) = g.shutdown().await
         {
@@ -137,6 +147,7 @@ impl CityHandle {
 
     /// Stops at once, as a crash: connections fail mid-call, nothing is flushed.
     pub async fn kill(mut self) {
+        self.stop_background().await;
         if let Some(g) = self.gateway.take() {
             g.abort();
         }
@@ -144,6 +155,29 @@ impl CityHandle {
         if let Some(r) = self.representation {
             r.kill().await;
         }
+    }
+
+    /// Stops the audit and the start-up scan (work in progress is abandoned; a tx left
+    /// Admitted is picked up at the next start).
+    async fn stop_background(&mut self) {
+        if let Some(a) = self.audit.take() {
+            a.stop().await;
+        }
+        if let Some(r) = self.recovery.take() {
+            r.abort();
+            let _ = r.await;
+        }
+    }
+
+    /// The contribution records of the storage audit, when it runs.
+    pub fn contributions(&self) -> Option<&challenges::ContributionLog> {
+        self.audit.as_ref().map(challenges::AuditHandle::log)
+    }
+
+    /// Waits for the start-up scan that finishes the holding of txs left Admitted by a
+    /// crash; `None` when it did not run or failed (logged).
+    pub async fn recovered(&mut self) -> Option<recovery::RecoveryReport> {
+        self.recovery.take()?.await.ok().flatten()
     }
 
     /// The gateway's address, when it runs.
@@ -259,6 +293,16 @@ pub async fn start_city_with(
         r.order().set_events(node.events().clone());
         r.spawn_resubmitter(node.clone());
     }
+    let recovery = recovery::spawn_finish_admitted(node.clone());
+    let audit = match (node.pipeline(), cfg.audit.enabled) {
+        (Some(p), true) => Some(challenges::spawn_audit(
+            &cfg.audit,
+            &cfg.data_dir,
+            p,
+            Arc::new(challenges::GrpcProbe::default()),
+        )?),
+        _ => None,
+    };
     let gateway = match &cfg.gateway {
         Some(gcfg) => {
             let (city_id, members) = match &parts.committee {
@@ -310,6 +354,8 @@ pub async fn start_city_with(
         node: Some(node),
         representation,
         gateway,
+        audit,
+        recovery: Some(recovery),
     })
 }
 
