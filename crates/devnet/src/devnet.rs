@@ -174,6 +174,8 @@ impl Devnet {
             let lcfg = LightConfig {
                 listen: LOOPBACK,
                 data_dir: dir.join(format!("light-{i}")),
+                // The committee: REPAIR_REQUESTs only from the city's representatives.
+                genesis: Some(net.genesis.clone()),
                 ..LightConfig::default()
             };
             let pos = spots.get(i).copied().unwrap_or(CITY_POS);

@@ -463,6 +463,23 @@ impl CityNode {
         }
     }
 
+    /// Drops this node's local copy of a **held** tx (its shards on light nodes keep it;
+    /// `GetTx` and repairs then restore it from them); its (sender, nonce) stays, so replay
+    /// protection stands. A tx that is not held is never evicted. Returns whether a copy
+    /// was removed.
+    pub async fn evict_held_copy(&self, id: TxId) -> crate::Result<bool> {
+        let Some(p) = &self.pipeline else {
+            return Ok(false);
+        };
+        if p.held(&id)
+            .map_err(|source| crate::Error::Pipeline { source })?
+            .is_none()
+        {
+            return Ok(false);
+        }
+        self.store.evict(&id).await
+    }
+
     /// Admission counters.
     pub fn counters(&self) -> &Counters {
         &self.counters
