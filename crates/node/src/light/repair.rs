@@ -134,7 +134,7 @@ mod tests {
     async fn only_a_representative_of_the_city_gets_an_answer_once_the_committee_is_known() {
         let dir = tempfile::tempdir().unwrap();
         let (store, _) = ShardStore::open_or_quarantine(
-            &dir.path().join("shards.redb"),
+            dir.path().join("shards.redb"),
             StoreConfig::default(),
             0,
         )
