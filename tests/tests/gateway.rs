@@ -257,13 +257,40 @@ async fn gateway_over_a_devnet() {
     let mut forged = JsonSignedTx::from(&tx(&user, 3));
     forged.tx.amount += 1;
     check(422, "BAD_SIGNATURE")(post("/v1/txs", serde_json::to_string(&forged).unwrap()).await);
-    check(409, "DUPLICATE_TX")(
+    // A resubmission of an admitted tx answers its current state (not DUPLICATE_TX), over
+    // HTTP and gRPC; another tx reusing its (sender, nonce) is still refused as a replay.
+    let (s, again) = post(
+        "/v1/txs",
+        serde_json::to_string(&JsonSignedTx::from(&by_http)).unwrap(),
+    )
+    .await;
+    assert_eq!(s, 200, "{again}");
+    assert_eq!(again["tx_id"], id_http.to_string(), "{again}");
+    assert_eq!(again["state"], "federated", "{again}");
+    let again = grpc.submit(&by_grpc).await.unwrap();
+    assert_eq!(again.tx_id, by_grpc.id());
+    assert!(
+        matches!(
+            again.state,
+            TxState::Held | TxState::Ordered | TxState::Federated
+        ),
+        "{again:?}"
+    );
+    assert!(!again.receipts.is_empty(), "receipts come with the state");
+    let mut same_nonce = by_http.tx.clone();
+    same_nonce.amount += 1;
+    let same_nonce = sign_tx(same_nonce, &user);
+    check(409, "NONCE_REUSED")(
         post(
             "/v1/txs",
-            serde_json::to_string(&JsonSignedTx::from(&by_http)).unwrap(),
+            serde_json::to_string(&JsonSignedTx::from(&same_nonce)).unwrap(),
         )
         .await,
     );
+    match grpc.submit(&same_nonce).await {
+        Err(rpc::ClientError::Rejected(r)) => assert_eq!(r.code, rpc::RejectCode::NonceReused),
+        other => panic!("a nonce replay over gRPC was not refused: {other:?}"),
+    }
     check(413, "TOO_LARGE")(post("/v1/txs", format!("\"{}\"", "a".repeat(300 * 1024))).await);
     check(404, "NOT_FOUND")(
         post(
@@ -326,7 +353,8 @@ async fn gateway_over_a_devnet() {
         .await
         .unwrap();
     assert!(
-        metrics.contains("citychain_gateway_requests_total{route=\"/v1/txs\",status=\"200\"} 1"),
+        // The first submission and its resubmission.
+        metrics.contains("citychain_gateway_requests_total{route=\"/v1/txs\",status=\"200\"} 2"),
         "{metrics}"
     );
     assert!(

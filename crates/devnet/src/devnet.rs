@@ -51,6 +51,9 @@ pub struct DevnetConfig {
     pub batch_interval_ms: Option<u64>,
     /// Genesis accounts and their opening balances (the ledger starts from them).
     pub accounts: Vec<(dag_core::AccountId, u64)>,
+    /// The representatives' periodic storage audit (the city default: every 10 minutes;
+    /// tests shorten it).
+    pub audit: node::AuditConfig,
 }
 
 impl std::fmt::Debug for DevnetConfig {
@@ -64,6 +67,7 @@ impl std::fmt::Debug for DevnetConfig {
             .field("transport", &self.transport.is_some())
             .field("gateway", &self.gateway)
             .field("batch_interval_ms", &self.batch_interval_ms)
+            .field("audit", &self.audit)
             .finish()
     }
 }
@@ -80,6 +84,7 @@ impl Default for DevnetConfig {
             transport: None,
             batch_interval_ms: None,
             accounts: Vec::new(),
+            audit: node::AuditConfig::default(),
         }
     }
 }
@@ -177,6 +182,8 @@ impl Devnet {
             let lcfg = LightConfig {
                 listen: LOOPBACK,
                 data_dir: dir.join(format!("light-{i}")),
+                // The committee: REPAIR_REQUESTs only from the city's representatives.
+                genesis: Some(net.genesis.clone()),
                 ..LightConfig::default()
             };
             let pos = spots.get(i).copied().unwrap_or(CITY_POS);
@@ -310,6 +317,7 @@ impl Devnet {
                 rate_limit_per_second: 0,
                 ..node::gateway::GatewayConfig::default()
             }),
+            audit: self.cfg.audit.clone(),
             ..CityConfig::default()
         };
         let env = CityEnv {
@@ -339,6 +347,12 @@ impl Devnet {
         if let Some(r) = self.reps.get_mut(i).and_then(|r| r.role.take()) {
             r.kill().await;
         }
+    }
+
+    /// Replaces the transport to light nodes used by representatives started from now on
+    /// (`None`: gRPC), e.g. so a killed process's stuck calls stay stuck.
+    pub fn set_transport(&mut self, transport: Option<Arc<dyn ShardTransport>>) {
+        self.cfg.transport = transport;
     }
 
     /// Representative `i`'s HTTP gateway address, while it runs with one.

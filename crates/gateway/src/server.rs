@@ -196,10 +196,10 @@ pub struct ApiDoc;
 /// `POST /v1/txs`: submit a signed tx.
 #[utoipa::path(post, path = "/v1/txs", request_body = JsonSignedTx,
     responses(
-        (status = 200, description = "Held: receipts from distinct light nodes", body = SubmitAnswer),
+        (status = 200, description = "Held (receipts from distinct light nodes), or Ordered / Federated when the tx was submitted before: a resubmission answers the tx's current state", body = SubmitAnswer),
         (status = 202, description = "Admitted durably, not (yet) held", body = SubmitAnswer),
         (status = 400, description = "Malformed", body = ApiError),
-        (status = 409, description = "Duplicate tx or reused nonce", body = ApiError),
+        (status = 409, description = "Another tx already uses this (sender, nonce)", body = ApiError),
         (status = 413, description = "Body too large", body = ApiError),
         (status = 422, description = "Bad signature, key mismatch or outside the city", body = ApiError),
         (status = 429, description = "Rate limited (Retry-After)", body = ApiError),
@@ -214,7 +214,7 @@ async fn submit_tx(
         .to_signed()
         .map_err(|e| Failure::new(StatusCode::BAD_REQUEST, "MALFORMED", e.to_string()))?;
     let ok = st.backend.submit(signed).await?;
-    let status = if ok.state == TxState::Held {
+    let status = if ok.state != TxState::Admitted {
         StatusCode::OK
     } else {
         StatusCode::ACCEPTED

@@ -166,6 +166,12 @@ pub enum Error {
     /// The shard store (light role) failed.
     #[error(transparent)]
     Storage(#[from] storage::Error),
+    /// The city's storage pipeline (stripe index) failed.
+    #[error("storage pipeline: {source}")]
+    Pipeline {
+        /// The pipeline's error.
+        source: crate::city::pipeline::PipelineError,
+    },
 }
 
 impl Error {

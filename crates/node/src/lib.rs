@@ -33,6 +33,10 @@ mod role;
 pub mod runtime;
 
 pub use city::admission::{CityNode, Counters, PopCheck, PopMode};
+pub use city::challenges::{
+    AuditConfig, AuditHandle, CONTRIBUTIONS_FILE, ChallengeProbe, ChallengeResult, ContributionLog,
+    ContributionRecord, EpochReport, GrpcProbe, ProbeFailure, audit_epoch, spawn_audit,
+};
 pub use city::committee::CommitteeParts;
 pub use city::events::{EventBus, EventBusConfig};
 pub use city::execution::{Blocked, ExecutedCheckpoint, Execution};
@@ -44,6 +48,7 @@ pub use city::pipeline::{
     PlacementHealth, RepairReport, Restored, ShardTransport, TransportError,
 };
 pub use city::placement::PriorityDirectory;
+pub use city::recovery::RecoveryReport;
 pub use city::repair_protocol::{
     LightRepairTier, RepairConfig, RepairService, RepairTier, TierAnswer,
 };

@@ -255,6 +255,60 @@ impl CityNode {
         Ok(out)
     }
 
+    /// Stored txs that no stripe holds: left Admitted by a crash between the store's commit
+    /// and the hold (blocking: a full scan of the tx store; used once after a restart).
+    pub(crate) fn admitted_unheld_ids(&self) -> crate::Result<Vec<TxId>> {
+        let Some(p) = &self.pipeline else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for id in self.store.ids()? {
+            let held = p
+                .held(&id)
+                .map_err(|e| crate::Error::Membership(format!("stripe index: {e}")))?;
+            if held.is_none() {
+                out.push(id);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Finishes the holding of a stored tx that no stripe holds (see
+    /// [`CityNode::admitted_unheld_ids`]): its stored bytes are verified again (the only road
+    /// to a `VerifiedTx`), put through the pipeline, and once Held it goes on as at
+    /// admission: the `held` event, proposed for ordering, archived. When it cannot be held
+    /// now it stays Admitted (durably stored) and the error says why.
+    pub(crate) async fn finish_holding(&self, id: TxId) -> std::result::Result<TxState, Rejection> {
+        let Some(p) = &self.pipeline else {
+            return Ok(TxState::Admitted);
+        };
+        let tx = self.store.get(&id).map_err(|e| Self::internal(id, e))?;
+        let Some(tx) = tx else {
+            return Err(Rejection::new(
+                RejectCode::Unavailable,
+                format!("tx {id} is no longer in the store"),
+                Some(id),
+            ));
+        };
+        let urgent = super::scheduling::kind_flag(tx.tx.kind).is_urgent();
+        let verified = self.verify(tx, id).await?;
+        let for_archive = self.archive.as_ref().map(|_| verified.clone());
+        let held = p
+            .hold_flagged(verified, urgent)
+            .await
+            .map_err(|e| Rejection::new(RejectCode::Unavailable, e.to_string(), Some(id)))?;
+        self.counters.held.fetch_add(1, Ordering::Relaxed);
+        self.events.publish(
+            gateway::EventKind::Held,
+            id,
+            serde_json::json!({ "stripe": held.stripe_id.to_hex(),
+                "receipts": held.receipts.len() }),
+        );
+        self.propose(id, held.stripe_id).await;
+        self.archive_held(for_archive).await;
+        Ok(TxState::Held)
+    }
+
     /// Proposes a held tx (and, the first time, its stripe) for ordering. A failure here
     /// (the representative stopping) leaves the tx Held; a restarted representative
     /// proposes held txs it has not seen ordered again.
@@ -435,6 +489,23 @@ impl CityNode {
                 Some(id),
             )),
         }
+    }
+
+    /// Drops this node's local copy of a **held** tx (its shards on light nodes keep it;
+    /// `GetTx` and repairs then restore it from them); its (sender, nonce) stays, so replay
+    /// protection stands. A tx that is not held is never evicted. Returns whether a copy
+    /// was removed.
+    pub async fn evict_held_copy(&self, id: TxId) -> crate::Result<bool> {
+        let Some(p) = &self.pipeline else {
+            return Ok(false);
+        };
+        if p.held(&id)
+            .map_err(|source| crate::Error::Pipeline { source })?
+            .is_none()
+        {
+            return Ok(false);
+        }
+        self.store.evict(&id).await
     }
 
     /// Admission counters.
@@ -695,6 +766,30 @@ impl CityNode {
 }
 
 impl CityNode {
+    /// The answer to a resubmission of `id`, a tx this node already admitted: its current
+    /// state (Admitted, Held, Ordered, Federated) with its receipts, instead of a refusal,
+    /// so a sender that lost the first answer learns where its tx is. The id is the hash of
+    /// the body, so the copy says exactly what the stored tx says; nothing is stored again
+    /// and the state is public (`GetTx` answers it to anyone), so the copy's signature is
+    /// not checked. A different tx reusing the (sender, nonce) is still `NONCE_REUSED`.
+    async fn resubmitted(&self, id: TxId) -> std::result::Result<Submitted, Rejection> {
+        self.counters.stage("resubmitted");
+        metrics::counter!("citychain_tx_resubmitted_total").increment(1);
+        match CityApi::get(self, id).await? {
+            Some(rec) => Ok(Submitted {
+                tx_id: id,
+                state: rec.state,
+                receipts: rec.receipts,
+            }),
+            // Withdrawn between the check and the read (its hold failed): retryable.
+            None => Err(Rejection::new(
+                RejectCode::Unavailable,
+                format!("tx {id} was just withdrawn (not held); submit it again"),
+                Some(id),
+            )),
+        }
+    }
+
     /// What this node itself knows of `id`: its store, its shards, its archive.
     pub(crate) async fn get_local(
         &self,
@@ -819,7 +914,11 @@ impl CityNode {
 impl CityApi for CityNode {
     async fn submit(&self, tx: SignedTx) -> std::result::Result<Submitted, Rejection> {
         let t0 = Instant::now();
+        let id = tx.id();
         let out = self.admit(tx).await;
+        if matches!(&out, Err(r) if r.code == RejectCode::DuplicateTx) {
+            return self.resubmitted(id).await;
+        }
         match &out {
             Ok(_) => {
                 self.counters.admitted.fetch_add(1, Ordering::Relaxed);

@@ -4,6 +4,7 @@
 //! devnet, the demo and the tests all use.
 
 pub(crate) mod admission;
+pub(crate) mod challenges;
 pub(crate) mod committee;
 pub mod consensus;
 pub(crate) mod events;
@@ -15,6 +16,7 @@ pub(crate) mod membership;
 pub(crate) mod order;
 pub(crate) mod pipeline;
 pub(crate) mod placement;
+pub(crate) mod recovery;
 pub(crate) mod repair_protocol;
 pub(crate) mod scheduling;
 pub(crate) mod stake;
@@ -63,6 +65,8 @@ pub struct CityConfig {
     /// +0.5 s up to 5 s; else −0.1 s down to 0.5 s). Tests and tiny local networks set a
     /// short fixed one.
     pub batch_interval_ms: Option<u64>,
+    /// The periodic storage audit of this city's light nodes (on, every 10 minutes).
+    pub audit: challenges::AuditConfig,
 }
 
 impl Default for CityConfig {
@@ -76,6 +80,7 @@ impl Default for CityConfig {
             genesis: None,
             gateway: None,
             batch_interval_ms: None,
+            audit: challenges::AuditConfig::default(),
         }
     }
 }
@@ -101,6 +106,10 @@ pub struct CityHandle {
     representation: Option<committee::Representation>,
     gateway: Option<::gateway::GatewayHandle>,
     working_set_gc: Option<working_set::WorkingSetGc>,
+    /// The periodic storage audit, when it runs.
+    audit: Option<challenges::AuditHandle>,
+    /// The start-up scan finishing txs left Admitted.
+    recovery: Option<tokio::task::JoinHandle<Option<recovery::RecoveryReport>>>,
 }
 
 /// How long a graceful stop waits for in-flight calls and streams.
@@ -120,6 +129,7 @@ impl CityHandle {
     /// Stops accepting, lets in-flight calls finish, then closes the store so the data
     /// directory can be reopened.
     pub async fn shutdown(mut self) -> Result<()> {
+        self.stop_background().await;
         if let Some(g) = self.gateway.take()
             && let Err(e) = g.shutdown().await
         {
@@ -153,6 +163,7 @@ impl CityHandle {
 
     /// Stops at once, as a crash: connections fail mid-call, nothing is flushed.
     pub async fn kill(mut self) {
+        self.stop_background().await;
         if let Some(g) = self.gateway.take() {
             g.abort();
         }
@@ -163,6 +174,29 @@ impl CityHandle {
         if let Some(r) = self.representation {
             r.kill().await;
         }
+    }
+
+    /// Stops the audit and the start-up scan (work in progress is abandoned; a tx left
+    /// Admitted is picked up at the next start).
+    async fn stop_background(&mut self) {
+        if let Some(a) = self.audit.take() {
+            a.stop().await;
+        }
+        if let Some(r) = self.recovery.take() {
+            r.abort();
+            let _ = r.await;
+        }
+    }
+
+    /// The contribution records of the storage audit, when it runs.
+    pub fn contributions(&self) -> Option<&challenges::ContributionLog> {
+        self.audit.as_ref().map(challenges::AuditHandle::log)
+    }
+
+    /// Waits for the start-up scan that finishes the holding of txs left Admitted by a
+    /// crash; `None` when it did not run or failed (logged).
+    pub async fn recovered(&mut self) -> Option<recovery::RecoveryReport> {
+        self.recovery.take()?.await.ok().flatten()
     }
 
     /// The gateway's address, when it runs.
@@ -298,6 +332,16 @@ pub async fn start_city_with(
         r.spawn_resubmitter(node.clone());
         r.spawn_feed(node.clone());
     }
+    let recovery = recovery::spawn_finish_admitted(node.clone());
+    let audit = match (node.pipeline(), cfg.audit.enabled) {
+        (Some(p), true) => Some(challenges::spawn_audit(
+            &cfg.audit,
+            &cfg.data_dir,
+            p,
+            Arc::new(challenges::GrpcProbe::default()),
+        )?),
+        _ => None,
+    };
     let gateway = match &cfg.gateway {
         Some(gcfg) => {
             let (city_id, members) = match &parts.committee {
@@ -350,6 +394,8 @@ pub async fn start_city_with(
         representation,
         gateway,
         working_set_gc,
+        audit,
+        recovery: Some(recovery),
     })
 }
 

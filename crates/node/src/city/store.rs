@@ -294,6 +294,38 @@ impl TxStore {
         res?
     }
 
+    /// Drops the stored body of `id` but keeps its (sender, nonce), so replay protection
+    /// stands: for a tx whose shards hold it (the caller checks), the local copy is a cache.
+    /// Returns whether a body was removed.
+    pub(crate) async fn evict(&self, id: &TxId) -> Result<bool> {
+        let shared = self.db.clone();
+        let path = self.path.clone();
+        let id = *id;
+        crate::runtime::run_blocking("tx store evict", move || {
+            let g = shared.db.read();
+            let db = g.as_ref().ok_or(Error::StoreClosed)?;
+            let run = || -> std::result::Result<bool, redb::Error> {
+                let w = db.begin_write()?;
+                let removed = w.open_table(TXS)?.remove(id.as_bytes())?.is_some();
+                w.commit()?;
+                Ok(removed)
+            };
+            match run() {
+                Ok(removed) => {
+                    if removed {
+                        shared.stored.fetch_sub(1, Ordering::SeqCst);
+                    }
+                    Ok(removed)
+                }
+                Err(e) => {
+                    shared.fail(&e);
+                    Err(db_err(&path)(e))
+                }
+            }
+        })
+        .await?
+    }
+
     /// Read-only replay check (the writer re-checks authoritatively).
     pub fn precheck(&self, tx: &SignedTx, id: &TxId) -> Result<std::result::Result<(), Conflict>> {
         self.db.read(|db| self.precheck_in(db, tx, id))

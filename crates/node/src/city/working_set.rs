@@ -415,6 +415,7 @@ mod tests {
                 },
                 continent: None,
                 consensus: None,
+                accounts: Default::default(),
             }),
             working_set: WorkingSetConfig {
                 gc_interval: Duration::from_millis(20),

@@ -44,6 +44,11 @@ pub struct LightConfig {
     /// Hard limit on the size of `shards.redb` (`u64::MAX` = none, the default): past it
     /// writes fail as on a full disk.
     pub max_store_file_bytes: u64,
+    /// The genesis file naming the city's committee: REPAIR_REQUESTs are then answered only
+    /// when signed by one of the representatives of the node's city. Without it, any validly
+    /// signed request is answered (counted in `citychain_light_repair_unchecked_total`, and
+    /// warned about at start).
+    pub genesis: Option<PathBuf>,
 }
 
 impl Default for LightConfig {
@@ -54,6 +59,7 @@ impl Default for LightConfig {
             quota_bytes: StoreConfig::default().quota_bytes,
             min_free_bytes: StoreConfig::default().min_free_bytes,
             max_store_file_bytes: u64::MAX,
+            genesis: None,
         }
     }
 }
@@ -65,6 +71,8 @@ pub struct LightNode {
     clock: Arc<dyn Clock>,
     /// Wakes the health watchdog when a store call fails.
     wake: Arc<tokio::sync::Notify>,
+    /// The representatives of this node's city, once known (see [`LightConfig::genesis`]).
+    representatives: Arc<std::sync::OnceLock<std::collections::BTreeSet<NodeId>>>,
 }
 
 impl std::fmt::Debug for LightNode {
@@ -83,7 +91,14 @@ impl LightNode {
             key: Arc::new(key),
             clock,
             wake: Arc::new(tokio::sync::Notify::new()),
+            representatives: Arc::new(std::sync::OnceLock::new()),
         }
+    }
+
+    /// Answers REPAIR_REQUESTs only from these representatives of the node's city (set
+    /// once; later calls are ignored and return false).
+    pub fn set_representatives(&self, reps: std::collections::BTreeSet<NodeId>) -> bool {
+        self.representatives.set(reps).is_ok()
     }
 
     /// The node id (BLAKE3 of its public key): the holder named in its receipts.
@@ -290,6 +305,25 @@ pub async fn run_light_with(
     let node_id = key.node_id();
     let gossip_key = m.gossip.enabled.then(|| key.clone());
     let light = start_light(cfg, key).await?;
+    match &cfg.genesis {
+        Some(path) => {
+            let genesis = genesis::Genesis::load(path)?;
+            let city = genesis.cities.get(&m.city_id).ok_or_else(|| {
+                Error::Membership(format!(
+                    "city {} is not in the genesis file {}",
+                    m.city_id,
+                    path.display()
+                ))
+            })?;
+            light
+                .node()
+                .set_representatives(city.addresses.keys().copied().collect());
+        }
+        None => tracing::warn!(
+            "no genesis file: REPAIR_REQUESTs are answered without checking that the signer \
+             represents this city"
+        ),
+    }
     let info = crate::city::membership::node_info(
         node_id,
         dag_core::Role::Light,

@@ -36,6 +36,7 @@ async fn system_txs_are_checked_at_admission_and_skip_proof_of_place() {
         }),
         flagger: None,
         committee: None,
+        ..CityParts::default()
     };
     let handle = start_city_with(&cfg, &key, parts).await.unwrap();
     let client = CityClient::connect(&handle.addr().to_string())
