@@ -122,6 +122,10 @@ pub enum Error {
         /// gateway's error.
         source: gateway::Error,
     },
+    /// The node's TLS key or certificate cannot be used (missing, corrupt, or bound to
+    /// another node key).
+    #[error("TLS identity: {0}")]
+    Tls(#[from] rpc::tls::TlsError),
     /// A genesis file is missing, malformed or inconsistent.
     #[error(transparent)]
     Genesis(#[from] genesis::Error),

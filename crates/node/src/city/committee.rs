@@ -53,6 +53,7 @@ impl Representation {
         data_dir: &Path,
         key: &Keypair,
         parts: &CommitteeParts,
+        links: &rpc::tls::LinkSecurity,
     ) -> Result<(Self, ConsensusGrpc)> {
         let me = key.node_id();
         if parts.committee.committee.authority(&me).is_none() {
@@ -68,6 +69,7 @@ impl Representation {
             .clone()
             .unwrap_or_else(|| RepresentativeConfig::new(data_dir));
         cfg.data_dir = data_dir.to_path_buf();
+        cfg.links = links.clone();
         let peers: HashMap<_, _> = parts
             .committee
             .addresses
@@ -86,11 +88,14 @@ impl Representation {
         // caught up from there, never from a bounded queue.
         let pusher = match &parts.continent {
             Some(c) => Some(spawn_checkpoint_pusher(
-                PusherConfig::new(
-                    c.address.clone(),
-                    parts.committee.city,
-                    c.public_key.clone(),
-                ),
+                PusherConfig {
+                    links: links.clone(),
+                    ..PusherConfig::new(
+                        c.address.clone(),
+                        parts.committee.city,
+                        c.public_key.clone(),
+                    )
+                },
                 key.clone(),
                 order.clone() as Arc<dyn CheckpointSource>,
             )?),

@@ -52,6 +52,12 @@ pub struct CityConfig {
     pub genesis: Option<PathBuf>,
     /// The DApp HTTP gateway (`/v1`, events, explorer); off unless set.
     pub gateway: Option<::gateway::GatewayConfig>,
+    /// Mutual TLS on node links (the binary's default; `--insecure` turns it off): to the
+    /// light nodes, to the other representatives, and on this node's server (which still
+    /// serves wallets' plaintext h2, but the node-only methods there need a TLS peer).
+    /// The library default is plaintext, for in-process tests. Not from TOML.
+    #[serde(skip)]
+    pub links: rpc::tls::LinkSecurity,
 }
 
 impl Default for CityConfig {
@@ -64,6 +70,7 @@ impl Default for CityConfig {
             archive: true,
             genesis: None,
             gateway: None,
+            links: rpc::tls::LinkSecurity::Insecure,
         }
     }
 }
@@ -249,7 +256,8 @@ pub async fn start_city_with(
     let mut representation = None;
     let mut consensus_svc = None;
     if let Some(cp) = &parts.committee {
-        let (r, svc) = committee::Representation::start(&cfg.data_dir, keypair, cp).await?;
+        let (r, svc) =
+            committee::Representation::start(&cfg.data_dir, keypair, cp, &cfg.links).await?;
         city = city.with_ordering(r.order().clone(), r.representative().submitter());
         representation = Some(r);
         consensus_svc = Some(svc);
@@ -296,13 +304,13 @@ pub async fn start_city_with(
         Duration::from_millis(250),
     );
     let svc = rpc::CityNodeService::new(node.clone()).into_server();
-    let router = tonic::transport::Server::builder()
+    let router = runtime::server_builder(false)
         .tcp_nodelay(true)
         .add_service(health)
         .add_service(reflection)
         .add_service(svc)
         .add_optional_service(consensus_svc);
-    let server = runtime::serve(listener, router, "city");
+    let server = runtime::serve(listener, router, "city", &cfg.links);
     tracing::info!(%addr, node_id = %keypair.node_id(), data_dir = %cfg.data_dir.display(),
         representative = representation.is_some(), "city node serving");
     Ok(CityHandle {
@@ -417,9 +425,12 @@ pub async fn run_city_with(
     let parts = CityParts {
         committee,
         storage: Some(StorageParts {
-            transport: env
-                .transport
-                .unwrap_or_else(|| Arc::new(transport::GrpcTransport::default())),
+            transport: env.transport.unwrap_or_else(|| {
+                Arc::new(transport::GrpcTransport::over(
+                    std::time::Duration::from_millis(500),
+                    cfg.links.clone(),
+                ))
+            }),
             directory,
             config: env.pipeline,
         }),
