@@ -326,6 +326,51 @@ impl TlsIdentity {
         Ok(id)
     }
 
+    /// A certificate for a fresh TLS key carrying `victim`'s binding unchanged (so it
+    /// claims the victim's NodeId, but the signature is over another key): what an attacker
+    /// who copied a node's certificate could present. Peers must refuse it.
+    #[cfg(any(test, feature = "test-utils"))]
+    pub fn stolen_binding_for_test(victim: &TlsIdentity) -> Result<Self, TlsError> {
+        let (_, cert) = x509_parser::parse_x509_certificate(victim.cert_der())
+            .map_err(|e| TlsError::BadCertificate(e.to_string()))?;
+        let oid = BINDING_OID
+            .iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(".");
+        let value = cert
+            .extensions()
+            .iter()
+            .find(|e| e.oid.to_id_string() == oid)
+            .ok_or(TlsError::NoBinding { oid })?
+            .value
+            .to_vec();
+        Self::self_signed_for_test(Some(value), victim.node_id)
+    }
+
+    /// A certificate without any NodeId binding (a plain self-signed TLS certificate).
+    #[cfg(any(test, feature = "test-utils"))]
+    pub fn unbound_for_test() -> Result<Self, TlsError> {
+        Self::self_signed_for_test(None, NodeId::from_public_key(b"nobody"))
+    }
+
+    #[cfg(any(test, feature = "test-utils"))]
+    fn self_signed_for_test(binding: Option<Vec<u8>>, claimed: NodeId) -> Result<Self, TlsError> {
+        let key = rcgen::KeyPair::generate()?;
+        let mut params = rcgen::CertificateParams::new(vec![TLS_SERVER_NAME.to_string()])?;
+        if let Some(v) = binding {
+            params
+                .custom_extensions
+                .push(rcgen::CustomExtension::from_oid_content(BINDING_OID, v));
+        }
+        let cert = params.self_signed(&key)?;
+        Ok(TlsIdentity {
+            cert: cert.der().clone(),
+            key: Arc::new(PrivatePkcs8KeyDer::from(key.serialize_der())),
+            node_id: claimed,
+        })
+    }
+
     fn key_der(&self) -> PrivateKeyDer<'static> {
         PrivateKeyDer::Pkcs8(self.key.clone_key())
     }
