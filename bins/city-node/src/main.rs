@@ -26,7 +26,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
-    /// Create an ML-DSA-87 key file (mode 0600) and print the node id.
+    /// Create an ML-DSA-87 key file (mode 0600) and, beside it, the node's TLS key and
+    /// certificate bound to that key (`tls.key` 0600, `tls.crt`); print the node id.
     Keygen {
         /// Where to write the key (the public key goes to `<path>.pub`).
         #[arg(long, env = "CITY_KEY_FILE", default_value = "./city-data/node.key")]
@@ -183,6 +184,12 @@ struct RunArgs {
     #[arg(long, env = "CITY_GOSSIP_SEEDS", value_delimiter = ',',
           value_parser = node::gossip::GossipSettings::parse_seed)]
     gossip_seed: Vec<(dag_core::NodeId, SocketAddr)>,
+    /// Run node links in PLAINTEXT, without mutual TLS: peers are not authenticated, so
+    /// PutShard, Consensus and Federation cannot check who calls. For debugging only; the
+    /// default is mutual TLS with X25519MLKEM768 and the NodeId-bound certificate in the
+    /// data directory (made on first start when `keygen` did not).
+    #[arg(long, env = "CITY_INSECURE")]
+    insecure: bool,
 }
 
 /// The TOML config file.
@@ -308,9 +315,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .with_context(|| format!("starting /metrics on {metrics_listen}"))?;
     tracing::info!(%metrics_listen, "Prometheus metrics at /metrics");
 
+    let insecure = args.insecure;
     match role {
         Role::City => {
             let key = node::load_or_create_key(&city.data_dir)?;
+            city.links = node::runtime::node_links(&city.data_dir, &key, insecure)?;
             let handle = node::run_city(&city, &key, &membership).await?;
             tracing::info!(addr = ?handle.addr(), presence = ?membership.nodelist.backend, "running; Ctrl-C to stop");
             shutdown_signal().await;
@@ -321,6 +330,20 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
         Role::Light => {
             let key = node::load_or_create_key(&light.data_dir)?;
+            light.links = node::runtime::node_links(&light.data_dir, &key, insecure)?;
+            // With a genesis file, shards are taken only from the city's representatives.
+            match &args.genesis {
+                Some(g) => {
+                    light.writers = Some(node::LightWriters {
+                        committees: std::sync::Arc::new(node::genesis::Genesis::load(g)?),
+                        city_id: membership.city_id.clone(),
+                    })
+                }
+                None if !insecure => tracing::warn!(
+                    "light role without --genesis: any node with a valid NodeId-bound certificate may PutShard here"
+                ),
+                None => {}
+            }
             let handle = node::run_light(&light, key, &membership).await?;
             tracing::info!(addr = ?handle.addr(), presence = ?membership.nodelist.backend, "running; Ctrl-C to stop");
             shutdown_signal().await;
@@ -329,8 +352,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             tracing::info!("stopped cleanly");
             Ok(())
         }
-        Role::Continent => run_continent(federation).await,
-        Role::Global => run_global(federation).await,
+        Role::Continent => run_continent(federation, insecure).await,
+        Role::Global => run_global(federation, insecure).await,
     }
 }
 
@@ -351,7 +374,7 @@ impl FederationArgs {
     }
 }
 
-async fn run_continent(args: FederationArgs) -> anyhow::Result<()> {
+async fn run_continent(args: FederationArgs, insecure: bool) -> anyhow::Result<()> {
     let genesis = args.genesis()?;
     let data_dir = args
         .data_dir
@@ -367,6 +390,7 @@ async fn run_continent(args: FederationArgs) -> anyhow::Result<()> {
         node::continent::CityCommittee::from_genesis(&genesis),
     );
     cfg.global = node::continent::GlobalTarget::from_genesis(&genesis);
+    cfg.links = node::runtime::node_links(&data_dir, &key, insecure)?;
     let handle = node::continent::start_continent(&cfg, key).await?;
     tracing::info!(addr = %handle.addr(), node_id = %handle.log().node_id(), cities = cfg.cities.len(), global = ?cfg.global.as_ref().map(|g| &g.addr), "continent running; Ctrl-C to stop");
     shutdown_signal().await;
@@ -376,7 +400,7 @@ async fn run_continent(args: FederationArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run_global(args: FederationArgs) -> anyhow::Result<()> {
+async fn run_global(args: FederationArgs, insecure: bool) -> anyhow::Result<()> {
     let genesis = args.genesis()?;
     let data_dir = args
         .data_dir
@@ -386,9 +410,11 @@ async fn run_global(args: FederationArgs) -> anyhow::Result<()> {
         .listen
         .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 7650)));
     let key = node::load_or_create_key(&data_dir)?;
+    let links = node::runtime::node_links(&data_dir, &key, insecure)?;
     let cfg = node::global::GlobalConfig {
         listen,
         data_dir,
+        links,
         continents: genesis
             .continent
             .iter()
@@ -415,7 +441,18 @@ async fn main() -> anyhow::Result<()> {
             }
             let kp = pqc::Keypair::generate();
             kp.save(&out)?;
+            let dir = out
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(std::path::Path::new("."));
+            let tls = rpc::tls::TlsIdentity::generate(&kp)?;
+            tls.save(dir)?;
             println!("node id: {}", kp.node_id());
+            println!(
+                "TLS: {} and {} (mode 0600), bound to the node id by an ML-DSA-87 signature",
+                dir.join("tls.crt").display(),
+                dir.join("tls.key").display()
+            );
             println!(
                 "key file: {} (mode 0600), public key: {}.pub",
                 out.display(),

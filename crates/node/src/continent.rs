@@ -100,6 +100,10 @@ pub struct ContinentConfig {
     pub global: Option<GlobalTarget>,
     /// Period of the tree-head push to the global (default 500 ms).
     pub head_push_interval: Duration,
+    /// Mutual TLS for the server and the push to the global, which must prove the NodeId
+    /// of `global.public_key` (default plaintext, for in-process tests; the binary turns
+    /// TLS on unless `--insecure`).
+    pub links: rpc::tls::LinkSecurity,
 }
 
 impl ContinentConfig {
@@ -116,6 +120,7 @@ impl ContinentConfig {
             pool_window: 16,
             global: None,
             head_push_interval: Duration::from_millis(500),
+            links: rpc::tls::LinkSecurity::Insecure,
         }
     }
 }
@@ -571,17 +576,21 @@ pub async fn start_continent(cfg: &ContinentConfig, key: Keypair) -> Result<Cont
     })
     .await??;
     let log = Arc::new(log);
-    let server = FedServer::start(cfg.listen, Arc::new(ContinentNode(log.clone()))).await?;
+    let server =
+        FedServer::start(cfg.listen, Arc::new(ContinentNode(log.clone())), &cfg.links).await?;
     let (acked_tx, global_acked) = watch::channel(0u64);
     let head_pusher = match &cfg.global {
         Some(g) => {
-            let client =
-                FederationClient::lazy(&g.addr, Duration::from_secs(2)).map_err(|source| {
-                    Error::PeerAddress {
-                        addr: g.addr.clone(),
-                        source,
-                    }
-                })?;
+            let client = FederationClient::lazy_over(
+                &g.addr,
+                Duration::from_secs(2),
+                &cfg.links,
+                Some(NodeId::from_public_key(&g.public_key)),
+            )
+            .map_err(|source| Error::PeerAddress {
+                addr: g.addr.clone(),
+                source,
+            })?;
             let (stop, stopped) = watch::channel(false);
             let task = tokio::spawn(push_heads(
                 log.clone(),

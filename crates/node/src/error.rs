@@ -128,6 +128,10 @@ pub enum Error {
         /// ledger's error.
         source: ledger::Error,
     },
+    /// The node's TLS key or certificate cannot be used (missing, corrupt, or bound to
+    /// another node key).
+    #[error("TLS identity: {0}")]
+    Tls(#[from] rpc::tls::TlsError),
     /// A genesis file is missing, malformed or inconsistent.
     #[error(transparent)]
     Genesis(#[from] genesis::Error),

@@ -279,18 +279,19 @@ impl FedServer {
     pub(crate) async fn start<H: FederationHandler>(
         listen: SocketAddr,
         handler: Arc<H>,
+        links: &rpc::tls::LinkSecurity,
     ) -> Result<Self> {
         let (listener, addr) = crate::runtime::bind(listen).await?;
         let (health, reflection) =
             crate::runtime::health_and_reflection("citychain.v1.Federation").await?;
         let svc = rpc::FederationService::new(handler).into_server();
-        let router = tonic::transport::Server::builder()
+        let router = crate::runtime::server_builder(true)
             .add_service(health)
             .add_service(reflection)
             .add_service(svc);
         Ok(FedServer {
             addr,
-            server: Some(crate::runtime::serve(listener, router, "federation")),
+            server: Some(crate::runtime::serve(listener, router, "federation", links)),
         })
     }
 

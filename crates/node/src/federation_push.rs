@@ -75,6 +75,8 @@ pub struct PusherConfig {
     pub refusal_backoff: Duration,
     /// Deadline of one call.
     pub timeout: Duration,
+    /// Mutual TLS to the continent, which must prove the NodeId of `continent_key`.
+    pub links: rpc::tls::LinkSecurity,
 }
 
 impl PusherConfig {
@@ -95,6 +97,7 @@ impl PusherConfig {
             quorum_backoff_max: Duration::from_millis(500),
             refusal_backoff: Duration::from_secs(5),
             timeout: Duration::from_secs(2),
+            links: rpc::tls::LinkSecurity::Insecure,
         }
     }
 }
@@ -155,11 +158,16 @@ pub fn spawn_checkpoint_pusher(
     key: Keypair,
     source: Arc<dyn CheckpointSource>,
 ) -> Result<PusherHandle> {
-    let client =
-        FederationClient::lazy(&cfg.addr, cfg.timeout).map_err(|source| Error::PeerAddress {
-            addr: cfg.addr.clone(),
-            source,
-        })?;
+    let client = FederationClient::lazy_over(
+        &cfg.addr,
+        cfg.timeout,
+        &cfg.links,
+        Some(dag_core::NodeId::from_public_key(&cfg.continent_key)),
+    )
+    .map_err(|source| Error::PeerAddress {
+        addr: cfg.addr.clone(),
+        source,
+    })?;
     let (stop, stopped) = watch::channel(false);
     let stats = Arc::new(PusherStats::default());
     let (next_tx, next) = watch::channel(source.federated_upto());

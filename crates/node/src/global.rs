@@ -35,6 +35,8 @@ pub struct GlobalConfig {
     pub data_dir: PathBuf,
     /// ML-DSA-87 public keys of the continents accepted.
     pub continents: Vec<Vec<u8>>,
+    /// Mutual TLS for the server (`Insecure` only with `--insecure`).
+    pub links: rpc::tls::LinkSecurity,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -274,7 +276,8 @@ pub async fn start_global(cfg: &GlobalConfig, key: Keypair) -> Result<GlobalHand
     })
     .await??;
     let log = Arc::new(log);
-    let server = FedServer::start(cfg.listen, Arc::new(GlobalNode(log.clone()))).await?;
+    let server =
+        FedServer::start(cfg.listen, Arc::new(GlobalNode(log.clone())), &cfg.links).await?;
     tracing::info!(addr = %server.addr, size = log.size(), "global serving");
     Ok(GlobalHandle { server, log })
 }

@@ -74,6 +74,7 @@ pub use gateway;
 /// The genesis file (re-exported: every role reads it).
 pub use genesis;
 pub use light::{
-    LightConfig, LightHandle, LightNode, run_light, run_light_with, serve_light, start_light,
+    LightConfig, LightHandle, LightNode, LightWriters, run_light, run_light_with, serve_light,
+    serve_light_over, start_light,
 };
 pub use role::{MembershipConfig, RunningRole};

@@ -12,6 +12,8 @@
 //! | undecodable bytes or fields | `InvalidArgument` | `MALFORMED:` |
 //! | consensus message rejected by the driver (bad signature, …) | `InvalidArgument` | `REJECTED:` |
 //! | sender not in the committee | `PermissionDenied` | `UNKNOWN_SENDER:` |
+//! | envelope sender is not the mutual-TLS peer | `PermissionDenied` | `SPOOFED_SENDER:` |
+//! | plaintext connection to a TLS server | `Unauthenticated` | `UNAUTHENTICATED:` |
 //! | inbound queue full | `ResourceExhausted` | `OVERLOADED:` |
 //! | representative stopping | `Unavailable` | `STOPPING:` |
 
@@ -136,9 +138,18 @@ impl<T: ConsensusHandler> pb::consensus_server::Consensus for ConsensusService<T
         &self,
         request: Request<pb::Envelope>,
     ) -> std::result::Result<Response<pb::DeliverResponse>, Status> {
+        // Over TLS the sender is who the handshake proved; the envelope must agree.
+        let peer = crate::tls::authenticated(&request)?;
         let env = request.into_inner();
         let from = NodeId::from_slice(&env.from_node_id)
             .map_err(|e| Status::invalid_argument(format!("MALFORMED: from_node_id: {e}")))?;
+        if let Some(peer) = peer
+            && peer != from
+        {
+            return Err(Status::permission_denied(format!(
+                "SPOOFED_SENDER: envelope names {from} but the TLS peer is {peer}"
+            )));
+        }
         let message = Message::decode(&env.message)
             .map_err(|e| Status::invalid_argument(format!("MALFORMED: message: {e}")))?;
         self.handler
@@ -162,6 +173,29 @@ impl ConsensusClient {
     /// after `timeout` (connection set-up included).
     pub fn lazy(addr: &str, timeout: Duration) -> Result<Self> {
         let channel = endpoint(addr, timeout)?.connect_lazy();
+        Ok(ConsensusClient {
+            inner: pb::consensus_client::ConsensusClient::new(channel)
+                .max_decoding_message_size(MAX_CONSENSUS_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_CONSENSUS_MESSAGE_BYTES),
+            timeout,
+        })
+    }
+
+    /// Like [`ConsensusClient::lazy`] over `links`: with TLS, the peer must prove it is
+    /// `peer` (the committee member dialled).
+    pub fn lazy_over(
+        addr: &str,
+        timeout: Duration,
+        links: &crate::tls::LinkSecurity,
+        peer: NodeId,
+    ) -> Result<Self> {
+        let channel =
+            links
+                .lazy_channel(addr, Some(peer), timeout)
+                .map_err(|e| ClientError::Status {
+                    code: Code::InvalidArgument,
+                    message: e.to_string(),
+                })?;
         Ok(ConsensusClient {
             inner: pb::consensus_client::ConsensusClient::new(channel)
                 .max_decoding_message_size(MAX_CONSENSUS_MESSAGE_BYTES)

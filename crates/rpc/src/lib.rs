@@ -27,6 +27,7 @@ mod federation;
 mod proof;
 mod repair;
 mod shard_store;
+pub mod tls;
 
 /// Code generated from `proto/city.proto` and `proto/shardstore.proto`. Only this crate uses
 /// it directly.
@@ -66,8 +67,8 @@ pub use repair::{
     RepairClient, RepairGrpc, RepairRequestPayload, RepairResponder,
 };
 pub use shard_store::{
-    MAX_SHARD_BYTES, MAX_SHARD_MESSAGE_BYTES, SHARD_CHUNK_BYTES, ShardChunkStream, ShardHolder,
-    ShardStoreClient, ShardStoreService, Stored, status_of,
+    MAX_SHARD_BYTES, MAX_SHARD_MESSAGE_BYTES, PutAuthority, SHARD_CHUNK_BYTES, ShardChunkStream,
+    ShardHolder, ShardStoreClient, ShardStoreService, Stored, status_of,
 };
 
 /// The gRPC health service (reporting `SERVING` for `service_name`) and the reflection

@@ -15,6 +15,8 @@
 //! | not held | `NotFound` | `NOT_HELD:` |
 //! | corrupt on disk (never returned) | `DataLoss` | `CORRUPT:` |
 //! | store failure | `Internal` | `STORE:` |
+//! | PutShard over plaintext on a TLS server | `Unauthenticated` | `UNAUTHENTICATED:` |
+//! | PutShard from a node that is no representative of the city | `PermissionDenied` | `NOT_A_REPRESENTATIVE:` |
 
 use crate::convert::ConvertError;
 use crate::{ClientError, Result, pb};
@@ -104,24 +106,47 @@ fn stripe_and_index(
     Ok((stripe, index))
 }
 
+/// Who may store shards on a light node: true for the representatives of its city.
+pub type PutAuthority = Arc<dyn Fn(&dag_core::NodeId) -> bool + Send + Sync>;
+
 /// Serves the `ShardStore` gRPC service by calling a [`ShardHolder`].
-#[derive(Debug)]
 pub struct ShardStoreService<T> {
     holder: Arc<T>,
+    writers: Option<PutAuthority>,
+}
+
+impl<T> std::fmt::Debug for ShardStoreService<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShardStoreService")
+            .field("writers_checked", &self.writers.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl<T> Clone for ShardStoreService<T> {
     fn clone(&self) -> Self {
         ShardStoreService {
             holder: self.holder.clone(),
+            writers: self.writers.clone(),
         }
     }
 }
 
 impl<T: ShardHolder> ShardStoreService<T> {
-    /// An adapter over `holder`.
+    /// An adapter over `holder`. Without [`ShardStoreService::with_writers`], any
+    /// authenticated node (or, on an `--insecure` server, anyone) may put.
     pub fn new(holder: Arc<T>) -> Self {
-        ShardStoreService { holder }
+        ShardStoreService {
+            holder,
+            writers: None,
+        }
+    }
+
+    /// PutShard only from mutual-TLS peers `writers` admits (the city's representatives);
+    /// others get `PermissionDenied` and nothing is stored.
+    pub fn with_writers(mut self, writers: PutAuthority) -> Self {
+        self.writers = Some(writers);
+        self
     }
 
     /// The tonic server, accepting messages up to [`MAX_SHARD_MESSAGE_BYTES`].
@@ -142,6 +167,13 @@ impl<T: ShardHolder> pb::shard_store_server::ShardStore for ShardStoreService<T>
         &self,
         request: Request<pb::PutShardRequest>,
     ) -> std::result::Result<Response<pb::PutShardResponse>, Status> {
+        if let (Some(writer), Some(writers)) = (crate::tls::authenticated(&request)?, &self.writers)
+            && !writers(&writer)
+        {
+            return Err(Status::permission_denied(format!(
+                "NOT_A_REPRESENTATIVE: node {writer} is not a representative of this light node's city"
+            )));
+        }
         let shard = Shard::from_bytes(&request.into_inner().shard).map_err(|e| status_of(&e))?;
         let stored = self.holder.put(shard).await.map_err(|e| status_of(&e))?;
         Ok(Response::new(pb::PutShardResponse {

@@ -63,6 +63,7 @@ impl Representation {
         data_dir: &Path,
         key: &Keypair,
         parts: &CommitteeParts,
+        links: &rpc::tls::LinkSecurity,
     ) -> Result<(Self, ConsensusGrpc)> {
         let me = key.node_id();
         if parts.committee.committee.authority(&me).is_none() {
@@ -86,6 +87,7 @@ impl Representation {
             .clone()
             .unwrap_or_else(|| RepresentativeConfig::new(data_dir));
         cfg.data_dir = data_dir.to_path_buf();
+        cfg.links = links.clone();
         let peers: HashMap<_, _> = parts
             .committee
             .addresses
@@ -105,11 +107,14 @@ impl Representation {
         // bounded queue.
         let pusher = match &parts.continent {
             Some(c) => Some(spawn_checkpoint_pusher(
-                PusherConfig::new(
-                    c.address.clone(),
-                    parts.committee.city,
-                    c.public_key.clone(),
-                ),
+                PusherConfig {
+                    links: links.clone(),
+                    ..PusherConfig::new(
+                        c.address.clone(),
+                        parts.committee.city,
+                        c.public_key.clone(),
+                    )
+                },
                 key.clone(),
                 Arc::new(ExecutedCheckpoints {
                     order: order.clone(),

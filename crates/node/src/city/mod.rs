@@ -8,9 +8,9 @@ pub(crate) mod challenges;
 pub(crate) mod committee;
 pub mod consensus;
 pub(crate) mod events;
+pub(crate) mod execution;
 #[cfg(test)]
 mod gated;
-pub(crate) mod execution;
 pub(crate) mod gateway;
 pub(crate) mod membership;
 pub(crate) mod order;
@@ -67,6 +67,12 @@ pub struct CityConfig {
     pub batch_interval_ms: Option<u64>,
     /// The periodic storage audit of this city's light nodes (on, every 10 minutes).
     pub audit: challenges::AuditConfig,
+    /// Mutual TLS on node links (the binary's default; `--insecure` turns it off): to the
+    /// light nodes, to the other representatives, and on this node's server (which still
+    /// serves wallets' plaintext h2, but the node-only methods there need a TLS peer).
+    /// The library default is plaintext, for in-process tests. Not from TOML.
+    #[serde(skip)]
+    pub links: rpc::tls::LinkSecurity,
 }
 
 impl Default for CityConfig {
@@ -81,6 +87,7 @@ impl Default for CityConfig {
             gateway: None,
             batch_interval_ms: None,
             audit: challenges::AuditConfig::default(),
+            links: rpc::tls::LinkSecurity::Insecure,
         }
     }
 }
@@ -315,7 +322,8 @@ pub async fn start_city_with(
     let mut representation = None;
     let mut consensus_svc = None;
     if let Some(cp) = &parts.committee {
-        let (r, svc) = committee::Representation::start(&cfg.data_dir, keypair, cp).await?;
+        let (r, svc) =
+            committee::Representation::start(&cfg.data_dir, keypair, cp, &cfg.links).await?;
         city = city.with_ordering(r.order().clone(), r.representative().submitter());
         city = city.with_execution(r.execution().clone());
         representation = Some(r);
@@ -379,13 +387,13 @@ pub async fn start_city_with(
         Duration::from_millis(250),
     );
     let svc = rpc::CityNodeService::new(node.clone()).into_server();
-    let router = tonic::transport::Server::builder()
+    let router = runtime::server_builder(false)
         .tcp_nodelay(true)
         .add_service(health)
         .add_service(reflection)
         .add_service(svc)
         .add_optional_service(consensus_svc);
-    let server = runtime::serve(listener, router, "city");
+    let server = runtime::serve(listener, router, "city", &cfg.links);
     tracing::info!(%addr, node_id = %keypair.node_id(), data_dir = %cfg.data_dir.display(),
         representative = representation.is_some(), "city node serving");
     Ok(CityHandle {
@@ -506,9 +514,12 @@ pub async fn run_city_with(
     let parts = CityParts {
         committee,
         storage: Some(StorageParts {
-            transport: env
-                .transport
-                .unwrap_or_else(|| Arc::new(transport::GrpcTransport::default())),
+            transport: env.transport.unwrap_or_else(|| {
+                Arc::new(transport::GrpcTransport::over(
+                    std::time::Duration::from_millis(500),
+                    cfg.links.clone(),
+                ))
+            }),
             directory,
             config: env.pipeline,
         }),

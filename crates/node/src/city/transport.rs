@@ -1,6 +1,7 @@
 //! [`GrpcTransport`]: the pipeline's [`ShardTransport`] over the light nodes' gRPC
-//! `ShardStore` service. One lazily connecting channel per light-node address, reused by
-//! every call (tonic reconnects it when a node comes back).
+//! `ShardStore` service. One lazily connecting channel per light node (address and NodeId),
+//! reused by every call (tonic reconnects it when a node comes back); over mutual TLS the
+//! node must prove that NodeId in the handshake.
 
 use super::pipeline::{ShardTransport, TransportError};
 use async_trait::async_trait;
@@ -10,14 +11,14 @@ use std::collections::HashMap;
 use std::time::Duration;
 use storage::Shard;
 use tonic::Code;
-use tonic::transport::Endpoint;
 
 /// Calls light nodes over gRPC. Deadlines are the pipeline's (`call_timeout`); this only
 /// bounds connection set-up.
 #[derive(Debug)]
 pub struct GrpcTransport {
-    clients: parking_lot::Mutex<HashMap<String, ShardStoreClient>>,
+    clients: parking_lot::Mutex<HashMap<(String, dag_core::NodeId), ShardStoreClient>>,
     connect_timeout: Duration,
+    links: rpc::tls::LinkSecurity,
 }
 
 impl Default for GrpcTransport {
@@ -27,34 +28,36 @@ impl Default for GrpcTransport {
 }
 
 impl GrpcTransport {
-    /// A transport whose connection attempts give up after `connect_timeout`.
+    /// A plaintext transport whose connection attempts give up after `connect_timeout`.
     pub fn new(connect_timeout: Duration) -> Self {
+        Self::over(connect_timeout, rpc::tls::LinkSecurity::Insecure)
+    }
+
+    /// A transport over `links`: with TLS, each light node must prove the NodeId it is
+    /// listed under (presence / genesis), or the call fails as unreachable.
+    pub fn over(connect_timeout: Duration, links: rpc::tls::LinkSecurity) -> Self {
         GrpcTransport {
             clients: parking_lot::Mutex::new(HashMap::new()),
             connect_timeout,
+            links,
         }
     }
 
     fn client(&self, node: &NodeInfo) -> Result<ShardStoreClient, TransportError> {
         let mut clients = self.clients.lock();
-        if let Some(c) = clients.get(&node.grpc_addr) {
+        let key = (node.grpc_addr.clone(), node.node_id);
+        if let Some(c) = clients.get(&key) {
             return Ok(c.clone());
         }
-        let url = if node.grpc_addr.contains("://") {
-            node.grpc_addr.clone()
-        } else {
-            format!("http://{}", node.grpc_addr)
-        };
-        let channel = Endpoint::from_shared(url)
+        let channel = self
+            .links
+            .lazy_channel(&node.grpc_addr, Some(node.node_id), self.connect_timeout)
             .map_err(|e| TransportError::Unreachable {
                 node: node.node_id.short(),
-                reason: format!("bad address {:?}: {e}", node.grpc_addr),
-            })?
-            .connect_timeout(self.connect_timeout)
-            .tcp_nodelay(true)
-            .connect_lazy();
+                reason: e.to_string(),
+            })?;
         let c = ShardStoreClient::from_channel(channel);
-        clients.insert(node.grpc_addr.clone(), c.clone());
+        clients.insert(key, c.clone());
         Ok(c)
     }
 }

@@ -49,6 +49,32 @@ pub struct LightConfig {
     /// signed request is answered (counted in `citychain_light_repair_unchecked_total`, and
     /// warned about at start).
     pub genesis: Option<PathBuf>,
+    /// Mutual TLS (the binary's default) or plaintext (`--insecure`, and the library
+    /// default for in-process tests); not from TOML.
+    #[serde(skip)]
+    pub links: rpc::tls::LinkSecurity,
+    /// Who may PutShard: the representatives of this node's city, read through a committee
+    /// source (genesis, later DPoS). `None`: any authenticated node. Not from TOML.
+    #[serde(skip)]
+    pub writers: Option<LightWriters>,
+}
+
+/// The representatives of one city, the only nodes a light node takes shards from.
+#[derive(Debug, Clone)]
+pub struct LightWriters {
+    /// Where committees come from (genesis; DPoS per epoch).
+    pub committees: Arc<dyn genesis::CommitteeSource>,
+    /// The light node's city.
+    pub city_id: String,
+}
+
+impl LightWriters {
+    /// True when `node` is a member of the city's current committee.
+    pub fn admits(&self, node: &dag_core::NodeId) -> bool {
+        self.committees
+            .committee(&self.city_id)
+            .is_some_and(|c| c.committee.authority(node).is_some())
+    }
 }
 
 impl Default for LightConfig {
@@ -60,6 +86,8 @@ impl Default for LightConfig {
             min_free_bytes: StoreConfig::default().min_free_bytes,
             max_store_file_bytes: u64::MAX,
             genesis: None,
+            links: rpc::tls::LinkSecurity::Insecure,
+            writers: None,
         }
     }
 }
@@ -248,28 +276,45 @@ pub async fn start_light(cfg: &LightConfig, keypair: Keypair) -> Result<LightHan
              its shards are lost here and the city's audit/repair re-creates them elsewhere"
         );
     }
-    let mut h = serve_light(
+    let mut h = serve_light_over(
         cfg.listen,
         LightNode::new(store, keypair, Arc::new(SystemClock)),
+        &cfg.links,
+        cfg.writers.clone(),
     )
     .await?;
     h.quarantined = quarantined;
     Ok(h)
 }
 
-/// Serves an already built [`LightNode`] (any store, any clock) on `listen`.
+/// Serves an already built [`LightNode`] (any store, any clock) on `listen`, plaintext,
+/// taking puts from anyone (tests and in-process tools).
 pub async fn serve_light(listen: SocketAddr, node: LightNode) -> Result<LightHandle> {
+    serve_light_over(listen, node, &rpc::tls::LinkSecurity::Insecure, None).await
+}
+
+/// Serves `node` on `listen` over `links`; with `writers`, PutShard only from them.
+pub async fn serve_light_over(
+    listen: SocketAddr,
+    node: LightNode,
+    links: &rpc::tls::LinkSecurity,
+    writers: Option<LightWriters>,
+) -> Result<LightHandle> {
     let (listener, addr) = runtime::bind(listen).await?;
     let (reporter, health, reflection) = runtime::health_reporter_and_reflection(SERVICE).await?;
     let node = Arc::new(node);
     let watchdog = health::Watchdog::start(node.clone(), reporter, SERVICE);
-    let svc = rpc::ShardStoreService::new(node.clone()).into_server();
-    let router = tonic::transport::Server::builder()
+    let mut svc = rpc::ShardStoreService::new(node.clone());
+    if let Some(w) = writers {
+        svc = svc.with_writers(Arc::new(move |id: &dag_core::NodeId| w.admits(id)));
+    }
+    let svc = svc.into_server();
+    let router = runtime::server_builder(true)
         .add_service(health)
         .add_service(reflection)
         .add_service(svc)
         .add_service(rpc::RepairGrpc::new(node.clone()).into_server());
-    let server = runtime::serve(listener, router, "light");
+    let server = runtime::serve(listener, router, "light", links);
     tracing::info!(%addr, node_id = %node.node_id(), "light node serving");
     Ok(LightHandle {
         server,

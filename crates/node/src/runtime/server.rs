@@ -1,18 +1,71 @@
 //! The one server handle: every role's gRPC server is spawned by [`serve`] and stopped
 //! through [`ServerHandle`], gracefully ([`ServerHandle::shutdown`]) or as a crash
 //! ([`ServerHandle::kill`], which also breaks the open connections mid-call).
+//!
+//! With [`LinkSecurity::Tls`] every accepted connection first completes a mutual TLS
+//! handshake (X25519MLKEM768, peer NodeId binding checked; see `rpc::tls`) on its own task,
+//! at most [`MAX_PENDING_HANDSHAKES`] at once and each within `rpc::tls::HANDSHAKE_TIMEOUT`,
+//! so a slow or silent client never stalls the accept loop; a failed handshake closes that
+//! connection only. Every request then carries an `rpc::tls::PeerConnectInfo` naming the
+//! authenticated peer. Limits every server applies: [`LIMITS`].
 
 use crate::{Error, Result};
 use futures::StreamExt;
+use rpc::tls::{LinkSecurity, PeerConnectInfo, TlsPeer};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::net::TcpListener;
-use tokio::sync::{oneshot, watch};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
+use tonic::transport::Server;
 use tonic::transport::server::Router;
+
+/// Most TLS handshakes in progress on one server; further connections wait in the
+/// listen backlog.
+pub const MAX_PENDING_HANDSHAKES: usize = 256;
+
+/// Transport limits of every node server (one place, applied by [`server_builder`]).
+#[derive(Debug, Clone, Copy)]
+pub struct ServerLimits {
+    /// Concurrent streams (calls) per connection.
+    pub max_concurrent_streams: u32,
+    /// Calls in flight per connection beyond which new ones wait.
+    pub concurrency_per_connection: usize,
+    /// Longest a call may run on the server (the client's deadline may be shorter).
+    pub request_timeout: Duration,
+    /// HTTP/2 keepalive ping interval and how long a ping may go unanswered.
+    pub keepalive: (Duration, Duration),
+    /// TCP keepalive.
+    pub tcp_keepalive: Duration,
+}
+
+/// The limits every node server applies.
+pub const LIMITS: ServerLimits = ServerLimits {
+    max_concurrent_streams: 64,
+    concurrency_per_connection: 64,
+    request_timeout: Duration::from_secs(60),
+    keepalive: (Duration::from_secs(30), Duration::from_secs(10)),
+    tcp_keepalive: Duration::from_secs(60),
+};
+
+/// A tonic server builder with [`LIMITS`] applied; every role builds its router on it.
+/// `call_timeout` is off for the city's client API, whose `SubmitTxStream` is long-lived.
+pub(crate) fn server_builder(call_timeout: bool) -> Server {
+    let b = Server::builder();
+    let b = if call_timeout {
+        b.timeout(LIMITS.request_timeout)
+    } else {
+        b
+    };
+    b.max_concurrent_streams(LIMITS.max_concurrent_streams)
+        .concurrency_limit_per_connection(LIMITS.concurrency_per_connection)
+        .http2_keepalive_interval(Some(LIMITS.keepalive.0))
+        .http2_keepalive_timeout(Some(LIMITS.keepalive.1))
+        .tcp_keepalive(Some(LIMITS.tcp_keepalive))
+}
 
 /// A running gRPC server. Drop does not stop it: call [`ServerHandle::shutdown`] or
 /// [`ServerHandle::kill`].
@@ -23,22 +76,31 @@ pub struct ServerHandle {
     stop: Option<oneshot::Sender<()>>,
     kill: watch::Sender<bool>,
     task: Option<JoinHandle<Result<()>>>,
+    acceptor: Option<JoinHandle<()>>,
 }
 
-/// Serves `router` on `listener` (TCP_NODELAY on every connection) until the handle stops
-/// it. `what` names the server in logs and errors.
-pub(crate) fn serve(listener: TcpListener, router: Router, what: &'static str) -> ServerHandle {
+/// Serves `router` on `listener` (TCP_NODELAY on every connection; mutual TLS first when
+/// `links` says so) until the handle stops it. `what` names the server in logs and errors.
+pub(crate) fn serve(
+    listener: TcpListener,
+    router: Router,
+    what: &'static str,
+    links: &LinkSecurity,
+) -> ServerHandle {
     let addr = listener
         .local_addr()
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
     let (stop, stopped) = oneshot::channel::<()>();
     let (kill, killed) = watch::channel(false);
-    let incoming = super::accept::Incoming::new(listener, what).map(move |conn| {
-        conn.map(|io| {
-            let _ = io.set_nodelay(true);
-            Killable::new(io, killed.clone())
-        })
-    });
+    let (tx, rx) = mpsc::channel::<std::io::Result<Killable>>(64);
+    let acceptor = tokio::spawn(accept_loop(
+        super::accept::Incoming::new(listener, what),
+        links.clone(),
+        tx,
+        killed,
+        what,
+    ));
+    let incoming = tokio_stream::wrappers::ReceiverStream::new(rx);
     let task = tokio::spawn(async move {
         router
             .serve_with_incoming_shutdown(incoming, async {
@@ -53,6 +115,66 @@ pub(crate) fn serve(listener: TcpListener, router: Router, what: &'static str) -
         stop: Some(stop),
         kill,
         task: Some(task),
+        acceptor: Some(acceptor),
+    }
+}
+
+/// Accepts connections and hands them to the server; over TLS, each handshake runs on its
+/// own task (bounded by a semaphore) so one slow client never holds up the others.
+async fn accept_loop(
+    mut incoming: super::accept::Incoming,
+    links: LinkSecurity,
+    tx: mpsc::Sender<std::io::Result<Killable>>,
+    killed: watch::Receiver<bool>,
+    what: &'static str,
+) {
+    let handshakes = std::sync::Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES));
+    loop {
+        let permit = match &links {
+            LinkSecurity::Tls(_) => tokio::select! {
+                _ = tx.closed() => return,
+                p = handshakes.clone().acquire_owned() => match p {
+                    Ok(p) => Some(p),
+                    Err(_) => return,
+                },
+            },
+            LinkSecurity::Insecure => None,
+        };
+        let conn = tokio::select! {
+            _ = tx.closed() => return,
+            c = incoming.next() => match c {
+                Some(Ok(c)) => c,
+                Some(Err(_)) => continue,
+                None => return,
+            },
+        };
+        let _ = conn.set_nodelay(true);
+        let remote = conn.peer_addr().ok();
+        match &links {
+            LinkSecurity::Insecure => {
+                let k = Killable::new(Conn::Plain(conn), remote, None, killed.clone());
+                if tx.send(Ok(k)).await.is_err() {
+                    return;
+                }
+            }
+            LinkSecurity::Tls(ctx) => {
+                let (ctx, tx, killed) = (ctx.clone(), tx.clone(), killed.clone());
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    match sniff_and_accept(&ctx, conn).await {
+                        Ok((conn, peer)) => {
+                            let k = Killable::new(conn, remote, peer, killed).on_tls_server();
+                            let _ = tx.send(Ok(k)).await;
+                        }
+                        Err(e) => {
+                            metrics::counter!("citychain_tls_handshake_failures_total", "server" => what)
+                                .increment(1);
+                            tracing::debug!(server = what, ?remote, error = %e, "TLS handshake refused");
+                        }
+                    }
+                });
+            }
+        }
     }
 }
 
@@ -68,6 +190,7 @@ impl ServerHandle {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+        self.stop_accepting().await;
         if let Some(task) = self.task.take() {
             let abort = task.abort_handle();
             match tokio::time::timeout(grace, task).await {
@@ -88,9 +211,18 @@ impl ServerHandle {
     /// Stops at once, as a crash: open connections fail mid-call, the accept loop ends.
     pub async fn kill(mut self) {
         let _ = self.kill.send(true);
+        self.stop_accepting().await;
         if let Some(task) = self.task.take() {
             task.abort();
             let _ = task.await;
+        }
+    }
+
+    /// Closes the listener (so the port is free when shutdown returns).
+    async fn stop_accepting(&mut self) {
+        if let Some(a) = self.acceptor.take() {
+            a.abort();
+            let _ = a.await;
         }
     }
 
@@ -111,18 +243,92 @@ impl ServerHandle {
     }
 }
 
+/// On a TLS server, a connection whose first byte is a TLS record (0x16, handshake) gets the
+/// mutual TLS handshake; anything else (a wallet's plaintext h2) is served plaintext and
+/// carries no peer identity, so the node-only methods refuse it (`rpc::tls::authenticated`).
+async fn sniff_and_accept(
+    ctx: &rpc::tls::TlsContext,
+    conn: TcpStream,
+) -> std::io::Result<(Conn, Option<TlsPeer>)> {
+    let mut first = [0u8; 1];
+    let n = tokio::time::timeout(rpc::tls::HANDSHAKE_TIMEOUT, conn.peek(&mut first))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "client sent nothing"))??;
+    if n == 1 && first[0] == 0x16 {
+        let (tls, peer) = ctx.accept(conn).await?;
+        Ok((Conn::Tls(Box::new(tls)), Some(peer)))
+    } else {
+        Ok((Conn::Plain(conn), None))
+    }
+}
+
+/// A plaintext or TLS server connection.
+enum Conn {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+impl tokio::io::AsyncRead for Conn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for Conn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_flush(cx),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
 /// A server-side connection that fails every read and write once the server is killed, so
 /// a kill drops connections mid-call as a crash would (tonic runs connections on their own
 /// tasks, which outlive the accept loop).
 struct Killable {
-    io: tokio::net::TcpStream,
+    io: Conn,
+    info: PeerConnectInfo,
     killed: Pin<Box<dyn Future<Output = ()> + Send>>,
 }
 
 impl Killable {
-    fn new(io: tokio::net::TcpStream, mut rx: watch::Receiver<bool>) -> Self {
+    fn new(
+        io: Conn,
+        remote_addr: Option<SocketAddr>,
+        tls: Option<TlsPeer>,
+        mut rx: watch::Receiver<bool>,
+    ) -> Self {
         Killable {
             io,
+            info: PeerConnectInfo {
+                remote_addr,
+                tls,
+                tls_server: false,
+            },
             killed: Box::pin(async move {
                 // A closed channel (handle dropped without kill) never kills.
                 if rx.wait_for(|k| *k).await.is_err() {
@@ -130,6 +336,11 @@ impl Killable {
                 }
             }),
         }
+    }
+
+    fn on_tls_server(mut self) -> Self {
+        self.info.tls_server = true;
+        self
     }
 
     fn check(&mut self, cx: &mut Context<'_>) -> std::io::Result<()> {
@@ -173,8 +384,8 @@ impl tokio::io::AsyncWrite for Killable {
 }
 
 impl tonic::transport::server::Connected for Killable {
-    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+    type ConnectInfo = PeerConnectInfo;
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.io.connect_info()
+        self.info
     }
 }

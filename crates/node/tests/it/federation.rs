@@ -382,6 +382,7 @@ async fn global_logs_consistent_continent_heads_and_refuses_forged_ones() {
             listen: loopback(),
             data_dir: dir.path().join("global"),
             continents: vec![ckey.public_key().to_vec()],
+            links: Default::default(),
         },
         gkey.clone(),
     )
@@ -544,6 +545,7 @@ async fn global_logs_consistent_continent_heads_and_refuses_forged_ones() {
             listen: loopback(),
             data_dir: dir.path().join("global"),
             continents: vec![ckey.public_key().to_vec()],
+            links: Default::default(),
         },
         gkey,
     )
@@ -570,6 +572,7 @@ async fn continent_heads_reach_a_global_after_outages() {
         listen: gaddr,
         data_dir: dir.path().join("global"),
         continents: vec![ckey.public_key().to_vec()],
+        links: Default::default(),
     };
     let mut cfg = city_cfg(dir.path(), city, &committee);
     cfg.head_push_interval = Duration::from_millis(20);

@@ -296,6 +296,25 @@ impl FederationClient {
         })
     }
 
+    /// Like [`FederationClient::lazy`] over `links`: with TLS, the log node must prove it is
+    /// `expect` when given.
+    pub fn lazy_over(
+        addr: &str,
+        timeout: Duration,
+        links: &crate::tls::LinkSecurity,
+        expect: Option<dag_core::NodeId>,
+    ) -> FedResult<Self> {
+        let channel = links
+            .lazy_channel(addr, expect, timeout)
+            .map_err(|e| FederationError::Malformed(e.to_string()))?;
+        Ok(FederationClient {
+            inner: pb::federation_client::FederationClient::new(channel)
+                .max_decoding_message_size(MAX_FEDERATION_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_FEDERATION_MESSAGE_BYTES),
+            timeout,
+        })
+    }
+
     async fn call<R, F>(
         &self,
         f: impl FnOnce(pb::federation_client::FederationClient<Channel>) -> F,

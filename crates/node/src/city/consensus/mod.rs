@@ -77,6 +77,8 @@ pub struct RepresentativeConfig {
     /// default; `None` keeps `consensus.proposal_interval_ms` fixed
     /// ([`RepresentativeConfig::with_fixed_interval`]).
     pub batch_interval: Option<dag_core::BatchInterval>,
+    /// Mutual TLS to the other members (each must prove its NodeId) or plaintext.
+    pub links: rpc::tls::LinkSecurity,
 }
 
 impl RepresentativeConfig {
@@ -98,6 +100,7 @@ impl RepresentativeConfig {
             send_concurrency: 8,
             inbound_queue: 4096,
             batch_interval: Some(dag_core::BatchInterval::default()),
+            links: rpc::tls::LinkSecurity::Insecure,
         }
     }
 
@@ -586,14 +589,15 @@ pub async fn start_representative(
         addr: SocketAddr::from(([0, 0, 0, 0], 0)),
         source,
     })?;
+    let links = cfg.links.clone();
     let (mut handle, svc) = spawn_representative(cfg, key, committee, peers).await?;
     let (health, reflection) =
         crate::runtime::health_and_reflection("citychain.v1.Consensus").await?;
-    let router = tonic::transport::Server::builder()
+    let router = crate::runtime::server_builder(true)
         .add_service(health)
         .add_service(reflection)
         .add_service(svc);
-    handle.server = Some(crate::runtime::serve(listener, router, "consensus"));
+    handle.server = Some(crate::runtime::serve(listener, router, "consensus", &links));
     handle.addr = Some(addr);
     tracing::info!(%addr, node_id = %handle.node_id, "representative serving");
     Ok(handle)
@@ -639,7 +643,7 @@ pub async fn spawn_representative(
         if id == node_id {
             continue;
         }
-        let client = ConsensusClient::lazy(&peer_addr, cfg.send_timeout)?;
+        let client = ConsensusClient::lazy_over(&peer_addr, cfg.send_timeout, &cfg.links, id)?;
         let (tx, rx) = mpsc::channel(cfg.outbound_queue.max(1));
         helpers.push(tokio::spawn(peer_sender(
             node_id,

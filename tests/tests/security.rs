@@ -1,0 +1,302 @@
+//! Trust nothing on the wire: node links over mutual TLS with X25519MLKEM768 and
+//! NodeId-bound certificates, over real loopback sockets. A peer without a valid binding is
+//! refused on every node service (ShardStore, Consensus, Federation); PutShard only from
+//! the city's representatives; a consensus envelope's sender must be the TLS peer; plaintext
+//! callers reach only the public read methods of a TLS server.
+
+#![allow(clippy::unwrap_used)]
+
+use dag_core::consensus::{BatchHeader, Committee, Message, SignedBatch};
+use dag_core::{Hash32, NodeId, Signer};
+use node::consensus::{RepresentativeConfig, start_representative};
+use node::genesis::{CityCommittee, CommitteeSource, city_hash};
+use node::{LightConfig, LightHandle, LightWriters, start_light};
+use pqc::Keypair;
+use rpc::tls::{LinkSecurity, TlsContext, TlsIdentity};
+use rpc::{ClientError, ConsensusClient, FederationClient, ShardStoreClient};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+use storage::{ErasureConfig, Shard, StripeLayout};
+use tonic::Code;
+
+const CITY: &str = "JP-13";
+const T: Duration = Duration::from_secs(10);
+
+fn links(key: &Keypair) -> LinkSecurity {
+    LinkSecurity::Tls(TlsContext::new(TlsIdentity::generate(key).unwrap()).unwrap())
+}
+
+fn forged(identity: TlsIdentity) -> LinkSecurity {
+    LinkSecurity::Tls(TlsContext::new(identity).unwrap())
+}
+
+/// One city's committee, as genesis would give it.
+#[derive(Debug)]
+struct OneCity(CityCommittee);
+
+impl CommitteeSource for OneCity {
+    fn committee(&self, city_id: &str) -> Option<CityCommittee> {
+        (city_id == self.0.city_id).then(|| self.0.clone())
+    }
+    fn city_of(&self, node: &NodeId) -> Option<CityCommittee> {
+        self.0
+            .committee
+            .authority(node)
+            .is_some()
+            .then(|| self.0.clone())
+    }
+    fn cities(&self) -> Vec<CityCommittee> {
+        vec![self.0.clone()]
+    }
+}
+
+fn committee_of(keys: &[Keypair]) -> Committee {
+    Committee::equal(keys.iter().map(|k| k.public_key().to_vec()).collect()).unwrap()
+}
+
+async fn tls_light(reps: &[Keypair]) -> (LightHandle, NodeId, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let key = Keypair::generate();
+    let id = key.node_id();
+    let cfg = LightConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.path().to_path_buf(),
+        links: links(&key),
+        writers: Some(LightWriters {
+            committees: Arc::new(OneCity(CityCommittee {
+                city_id: CITY.into(),
+                city: city_hash(CITY),
+                committee: committee_of(reps),
+                addresses: BTreeMap::new(),
+            })),
+            city_id: CITY.into(),
+        }),
+        ..LightConfig::default()
+    };
+    (start_light(&cfg, key).await.unwrap(), id, dir)
+}
+
+fn shards() -> (StripeLayout, Vec<Shard>) {
+    let data: Vec<u8> = (0..64 * 1024).map(|i| (i * 131 % 251) as u8).collect();
+    let shards = ErasureConfig::default().encode(&data).unwrap();
+    (StripeLayout::from_shards(&shards).unwrap(), shards)
+}
+
+fn client_over(l: &LinkSecurity, addr: &str, expect: NodeId) -> ShardStoreClient {
+    ShardStoreClient::from_channel(l.lazy_channel(addr, Some(expect), T).unwrap()).with_timeout(T)
+}
+
+/// A refused handshake shows as a transport failure, never as an answer: in TLS 1.3 the
+/// client finishes its side first and the server's alert then closes the connection
+/// (`Cancelled`, or `Unknown: transport error` when it lands mid-request), or the
+/// connection attempt itself fails (`Unavailable`).
+fn assert_refused(e: &ClientError) {
+    let (c, msg) = code(e);
+    assert!(
+        matches!(c, Code::Unavailable | Code::Cancelled)
+            || (c == Code::Unknown && msg.contains("transport error")),
+        "{c:?}: {msg}"
+    );
+}
+
+fn code(e: &ClientError) -> (Code, String) {
+    match e {
+        ClientError::Status { code, message } => (*code, message.clone()),
+        ClientError::Rejected(r) => (r.code.grpc_code(), r.to_string()),
+        other => panic!("expected a status, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn links_negotiate_x25519mlkem768_and_prove_node_ids() {
+    let rep = Keypair::generate();
+    let (light, light_id, _dir) = tls_light(std::slice::from_ref(&rep)).await;
+    let addr = light.addr().to_string();
+    let rep_links = links(&rep);
+    let ctx = rep_links.tls().unwrap();
+
+    let (_, peer) = ctx.connect(&addr, Some(light_id), T).await.unwrap();
+    assert_eq!(peer.node_id, light_id);
+    assert_eq!(peer.kx_group, Some(rustls::NamedGroup::X25519MLKEM768));
+
+    // Dialling the address under another NodeId (a presence entry pointing at someone
+    // else's server) fails: the server proves who it is.
+    let e = ctx
+        .connect(&addr, Some(rep.node_id()), T)
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied, "{e}");
+
+    // A peer that offers only classical X25519 is refused.
+    let classical = TlsContext::with_provider(
+        TlsIdentity::generate(&Keypair::generate()).unwrap(),
+        rustls::crypto::CryptoProvider {
+            kx_groups: vec![rustls::crypto::aws_lc_rs::kx_group::X25519],
+            ..rustls::crypto::aws_lc_rs::default_provider()
+        },
+    )
+    .unwrap();
+    assert!(classical.connect(&addr, None, T).await.is_err());
+    light.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_shard_only_from_the_city_representatives() {
+    let reps: Vec<Keypair> = (0..4).map(|_| Keypair::generate()).collect();
+    let (light, light_id, _dir) = tls_light(&reps).await;
+    let addr = light.addr().to_string();
+    let (layout, shards) = shards();
+
+    let rep = client_over(&links(&reps[0]), &addr, light_id);
+    let stored = rep.put_shard(&shards[0]).await.unwrap();
+    assert_eq!(stored.receipt.receipt.holder, light_id);
+
+    // A node with a valid identity that is no representative of the city: refused, nothing
+    // stored under that (stripe, index), so the real put later succeeds.
+    let outsider = client_over(&links(&Keypair::generate()), &addr, light_id);
+    let e = outsider.put_shard(&shards[1]).await.unwrap_err();
+    let (c, msg) = code(&e);
+    assert_eq!(c, Code::PermissionDenied, "{msg}");
+    assert!(msg.starts_with("NOT_A_REPRESENTATIVE:"), "{msg}");
+    let e = rep.get_shard(layout.stripe_id, 1).await.unwrap_err();
+    assert_eq!(code(&e).0, Code::NotFound);
+
+    // Plaintext on a TLS server: node-only methods refused, public reads served.
+    let plain = ShardStoreClient::connect(&addr).await.unwrap();
+    let e = plain.put_shard(&shards[1]).await.unwrap_err();
+    let (c, msg) = code(&e);
+    assert_eq!(c, Code::Unauthenticated, "{msg}");
+    assert_eq!(
+        plain.get_shard(layout.stripe_id, 0).await.unwrap(),
+        shards[0]
+    );
+
+    // A copied certificate (another TLS key under a representative's binding) and a
+    // certificate with no binding never get past the handshake, whatever the method.
+    let victim = TlsIdentity::generate(&reps[1]).unwrap();
+    for bad in [
+        forged(TlsIdentity::stolen_binding_for_test(&victim).unwrap()),
+        forged(TlsIdentity::unbound_for_test().unwrap()),
+    ] {
+        let c = client_over(&bad, &addr, light_id);
+        assert_refused(&c.put_shard(&shards[1]).await.unwrap_err());
+        assert_refused(&c.get_shard(layout.stripe_id, 0).await.unwrap_err());
+    }
+    // The real put of index 1 still lands.
+    assert!(!rep.put_shard(&shards[1]).await.unwrap().already_stored);
+    light.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consensus_takes_the_sender_from_the_tls_peer() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys: Vec<Keypair> = (0..4).map(|_| Keypair::generate()).collect();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut cfg = RepresentativeConfig::new(dir.path());
+    cfg.links = links(&keys[0]);
+    let rep = start_representative(
+        cfg,
+        keys[0].clone(),
+        committee_of(&keys),
+        listener,
+        HashMap::new(),
+    )
+    .await
+    .unwrap();
+    let addr = rep.addr().unwrap().to_string();
+    let target = keys[0].node_id();
+
+    let as_member1 = ConsensusClient::lazy_over(&addr, T, &links(&keys[1]), target).unwrap();
+    // Member 1 claiming to be member 2: refused before the message is even decoded.
+    let e = as_member1
+        .deliver_bytes(keys[2].node_id(), vec![0xff, 1, 2])
+        .await
+        .unwrap_err();
+    let (c, msg) = code(&e);
+    assert_eq!(c, Code::PermissionDenied, "{msg}");
+    assert!(msg.starts_with("SPOOFED_SENDER:"), "{msg}");
+    // Under its own name the same bytes get past authentication (and fail decoding).
+    let e = as_member1
+        .deliver_bytes(keys[1].node_id(), vec![0xff, 1, 2])
+        .await
+        .unwrap_err();
+    let (c, msg) = code(&e);
+    assert_eq!(c, Code::InvalidArgument, "{msg}");
+    assert!(msg.starts_with("MALFORMED:"), "{msg}");
+
+    // A node outside the committee, under its own (authentic) name.
+    let outsider = Keypair::generate();
+    let header = BatchHeader {
+        round: 0,
+        author: outsider.node_id(),
+        timestamp_ms: 1,
+        parents: vec![],
+        weak_links: vec![],
+        items: vec![],
+    };
+    let c = ConsensusClient::lazy_over(&addr, T, &links(&outsider), target).unwrap();
+    let e = c
+        .deliver(
+            outsider.node_id(),
+            &Message::Propose(SignedBatch::sign(header, &outsider)),
+        )
+        .await
+        .unwrap_err();
+    let (c, msg) = code(&e);
+    assert_eq!(c, Code::PermissionDenied, "{msg}");
+    assert!(msg.starts_with("UNKNOWN_SENDER:"), "{msg}");
+
+    // Plaintext to a TLS representative: unauthenticated.
+    let plain = ConsensusClient::lazy(&addr, T).unwrap();
+    let e = plain
+        .deliver_bytes(keys[1].node_id(), vec![0xff])
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e).0, Code::Unauthenticated);
+
+    // Member 1's binding on another TLS key: no connection at all.
+    let victim = TlsIdentity::generate(&keys[1]).unwrap();
+    let stolen = forged(TlsIdentity::stolen_binding_for_test(&victim).unwrap());
+    let c = ConsensusClient::lazy_over(&addr, T, &stolen, target).unwrap();
+    assert_refused(
+        &c.deliver_bytes(keys[1].node_id(), vec![0xff])
+            .await
+            .unwrap_err(),
+    );
+    rep.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn federation_refuses_peers_without_a_valid_binding() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = Keypair::generate();
+    let id = key.node_id();
+    let mut cfg = node::continent::ContinentConfig::new(
+        "127.0.0.1:0".parse().unwrap(),
+        dir.path(),
+        Vec::new(),
+    );
+    cfg.links = links(&key);
+    let cont = node::continent::start_continent(&cfg, key).await.unwrap();
+    let addr = cont.addr().to_string();
+    let city = Hash32::digest(b"nowhere");
+
+    let good =
+        FederationClient::lazy_over(&addr, T, &links(&Keypair::generate()), Some(id)).unwrap();
+    good.tree_head().await.unwrap();
+    for bad in [
+        forged(
+            TlsIdentity::stolen_binding_for_test(
+                &TlsIdentity::generate(&Keypair::generate()).unwrap(),
+            )
+            .unwrap(),
+        ),
+        forged(TlsIdentity::unbound_for_test().unwrap()),
+    ] {
+        let c = FederationClient::lazy_over(&addr, T, &bad, Some(id)).unwrap();
+        assert!(c.tree_head().await.is_err());
+        assert!(c.city_head(city).await.is_err());
+    }
+    cont.shutdown().await.unwrap();
+}
