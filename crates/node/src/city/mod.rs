@@ -60,6 +60,10 @@ pub struct CityConfig {
     /// +0.5 s up to 5 s; else −0.1 s down to 0.5 s). Tests and tiny local networks set a
     /// short fixed one.
     pub batch_interval_ms: Option<u64>,
+    /// An events file (TOML, or JSON by its `.json` name): city and location event
+    /// multipliers in epoch windows, applied to the placement weights of light nodes in
+    /// their area ([`pop_geo::EventCalendar`]). None: no events.
+    pub events: Option<PathBuf>,
 }
 
 impl Default for CityConfig {
@@ -73,6 +77,7 @@ impl Default for CityConfig {
             genesis: None,
             gateway: None,
             batch_interval_ms: None,
+            events: None,
         }
     }
 }
@@ -405,11 +410,22 @@ pub async fn run_city_with(
     m: &MembershipConfig,
     env: CityEnv,
 ) -> Result<RunningRole> {
+    // A bad events file stops the start before anything runs.
+    let events = match &cfg.events {
+        Some(path) => Some(Arc::new(
+            pop_geo::EventCalendar::load(path).map_err(|source| Error::Events { source })?,
+        )),
+        None => None,
+    };
     let watcher = NodeListManager::start(env.presence.clone(), None, m.nodelist.clone());
-    let directory = Arc::new(placement::PriorityDirectory::new(
+    let mut directory = placement::PriorityDirectory::new(
         NodeListDirectory::new(watcher.registry().clone(), Some(m.city_id.clone())),
         (m.lat, m.lon),
-    ));
+    );
+    if let Some(ev) = events {
+        directory = directory.with_events(ev);
+    }
+    let directory = Arc::new(directory);
     let pop = match env.pop {
         Some(p) => p,
         None => {
