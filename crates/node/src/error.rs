@@ -104,6 +104,12 @@ pub enum Error {
         /// pop-geo's error.
         source: pop_geo::Error,
     },
+    /// The event multipliers file could not be loaded.
+    #[error("event multipliers: {source}")]
+    Events {
+        /// pop-geo's error (names the file, and the event when one is bad).
+        source: pop_geo::Error,
+    },
     /// The flagger could not be built.
     #[error("flagging: {source}")]
     Flagging {

@@ -75,6 +75,27 @@ pub enum Error {
         /// What is wrong.
         reason: &'static str,
     },
+    /// An events file could not be read or parsed (the parser's message names the line or
+    /// field).
+    #[error("events file {path}: {reason}")]
+    EventsFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// An event in an events file is unusable.
+    #[error("events file {path}: {kind} event #{index}: {source}")]
+    EventInFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// `city` or `location`.
+        kind: &'static str,
+        /// Its position in the file's list of that kind (from 0).
+        index: usize,
+        /// What is wrong with it.
+        source: Box<Error>,
+    },
 }
 
 /// What is wrong with one feature.

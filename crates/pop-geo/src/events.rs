@@ -139,6 +139,171 @@ impl EventSchedule {
     }
 }
 
+/// The default epoch length of an events file: one hour.
+pub const DEFAULT_EPOCH_MS: u64 = 3_600_000;
+
+/// An [`EventSchedule`] with its epoch length, as loaded from an operator's events file
+/// (TOML, or JSON when the name ends in `.json`). Epoch `e` is the time
+/// `[e × epoch_ms, (e + 1) × epoch_ms)` in ms since the Unix epoch.
+///
+/// ```toml
+/// epoch_ms = 3600000            # optional, default one hour
+/// [[city]]                      # a festival in the whole city
+/// city = "JP-13"
+/// multiplier = 1.5
+/// start_epoch = 492000
+/// end_epoch = 492024
+/// [[location]]                  # a concert at a venue
+/// name = "Tokyo Dome"
+/// lat = 35.7056
+/// lon = 139.7519
+/// radius_m = 500
+/// multiplier = 5.0
+/// start_epoch = 492010
+/// end_epoch = 492012
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventCalendar {
+    epoch_ms: u64,
+    schedule: EventSchedule,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileCity {
+    city: String,
+    multiplier: f64,
+    start_epoch: u64,
+    end_epoch: u64,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileLocation {
+    name: String,
+    lat: f64,
+    lon: f64,
+    radius_m: f64,
+    multiplier: f64,
+    start_epoch: u64,
+    end_epoch: u64,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsFile {
+    #[serde(default)]
+    epoch_ms: Option<u64>,
+    #[serde(default)]
+    city: Vec<FileCity>,
+    #[serde(default)]
+    location: Vec<FileLocation>,
+}
+
+impl EventCalendar {
+    /// A calendar of `schedule` with epochs of `epoch_ms` (at least 1 ms).
+    pub fn new(schedule: EventSchedule, epoch_ms: u64) -> Self {
+        EventCalendar {
+            epoch_ms: epoch_ms.max(1),
+            schedule,
+        }
+    }
+
+    /// Reads and checks an events file; every problem is an error naming the file and,
+    /// for a bad event, its kind and index. Nothing is half-loaded.
+    pub fn load(path: &std::path::Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::EventsFile {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Parses the text of an events file (`path` decides the format and names errors).
+    pub fn parse(path: &std::path::Path, text: &str) -> Result<Self> {
+        let file_err = |reason: String| Error::EventsFile {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let file: EventsFile = if path.extension().is_some_and(|e| e == "json") {
+            serde_json::from_str(text).map_err(|e| file_err(e.to_string()))?
+        } else {
+            toml::from_str(text).map_err(|e| file_err(e.to_string()))?
+        };
+        let epoch_ms = file.epoch_ms.unwrap_or(DEFAULT_EPOCH_MS);
+        if epoch_ms == 0 {
+            return Err(file_err("epoch_ms must be at least 1".into()));
+        }
+        let in_file = |kind, index, source| Error::EventInFile {
+            path: path.to_path_buf(),
+            kind,
+            index,
+            source: Box::new(source),
+        };
+        let mut schedule = EventSchedule::default();
+        for (i, c) in file.city.into_iter().enumerate() {
+            let city = CityId::new(c.city.clone()).map_err(|_| {
+                in_file(
+                    "city",
+                    i,
+                    Error::InvalidEvent {
+                        name: c.city.clone(),
+                        reason: "not a valid city id",
+                    },
+                )
+            })?;
+            schedule
+                .add_city_event(CityEvent {
+                    city,
+                    multiplier: c.multiplier,
+                    window: EpochWindow {
+                        start: c.start_epoch,
+                        end: c.end_epoch,
+                    },
+                })
+                .map_err(|e| in_file("city", i, e))?;
+        }
+        for (i, l) in file.location.into_iter().enumerate() {
+            schedule
+                .add_location_event(LocationEvent {
+                    name: l.name,
+                    lat: l.lat,
+                    lon: l.lon,
+                    radius_m: l.radius_m,
+                    multiplier: l.multiplier,
+                    window: EpochWindow {
+                        start: l.start_epoch,
+                        end: l.end_epoch,
+                    },
+                })
+                .map_err(|e| in_file("location", i, e))?;
+        }
+        Ok(EventCalendar { epoch_ms, schedule })
+    }
+
+    /// The epoch that `at_ms` (ms since the Unix epoch) falls in.
+    pub fn epoch_of(&self, at_ms: u64) -> u64 {
+        at_ms / self.epoch_ms
+    }
+
+    /// Epoch length, ms.
+    pub fn epoch_ms(&self) -> u64 {
+        self.epoch_ms
+    }
+
+    /// The events.
+    pub fn schedule(&self) -> &EventSchedule {
+        &self.schedule
+    }
+
+    /// The product of the city and location events active at `at_ms` for `city` and
+    /// `location` (1.0 when none): the factor placement weights and rewards are scaled by.
+    pub fn multiplier(&self, city: &CityId, location: Position, at_ms: u64) -> f64 {
+        self.schedule
+            .multiplier(city, location, self.epoch_of(at_ms))
+    }
+}
+
 /// Great-circle distance in metres (mean Earth radius 6 371 008.8 m).
 pub fn haversine_m(lat1: f64, lon1: f64, lat2: f64, lon2: f64) -> f64 {
     const R: f64 = 6_371_008.8;
@@ -230,6 +395,71 @@ mod tests {
                 .is_err()
             );
         }
+    }
+
+    #[test]
+    fn an_events_file_loads_in_toml_and_json_and_applies_by_time() {
+        let toml_text = r#"
+epoch_ms = 1000
+[[city]]
+city = "JP-13"
+multiplier = 1.5
+start_epoch = 10
+end_epoch = 20
+[[location]]
+name = "Tokyo Dome"
+lat = 35.7056
+lon = 139.7519
+radius_m = 500
+multiplier = 5.0
+start_epoch = 15
+end_epoch = 16
+"#;
+        let dir = tempfile::tempdir().unwrap();
+        let t = dir.path().join("events.toml");
+        std::fs::write(&t, toml_text).unwrap();
+        let cal = EventCalendar::load(&t).unwrap();
+        let json = r#"{"epoch_ms": 1000,
+            "city": [{"city": "JP-13", "multiplier": 1.5, "start_epoch": 10, "end_epoch": 20}],
+            "location": [{"name": "Tokyo Dome", "lat": 35.7056, "lon": 139.7519,
+              "radius_m": 500, "multiplier": 5.0, "start_epoch": 15, "end_epoch": 16}]}"#;
+        let j = dir.path().join("events.json");
+        std::fs::write(&j, json).unwrap();
+        assert_eq!(EventCalendar::load(&j).unwrap(), cal);
+        let tokyo = city("JP-13");
+        let dome = Position::from_degrees(35.7057, 139.7520).unwrap();
+        let shinjuku = Position::from_degrees(35.6895, 139.6917).unwrap();
+        assert_eq!(cal.multiplier(&tokyo, dome, 9_999), 1.0);
+        assert_eq!(cal.multiplier(&tokyo, dome, 10_000), 1.5);
+        assert_eq!(cal.multiplier(&tokyo, dome, 15_500), 7.5);
+        assert_eq!(cal.multiplier(&tokyo, shinjuku, 15_500), 1.5);
+        assert_eq!(cal.multiplier(&city("JP-27"), dome, 15_500), 5.0);
+        assert_eq!(cal.multiplier(&tokyo, dome, 20_000), 1.0);
+    }
+
+    #[test]
+    fn a_bad_events_file_is_refused_naming_the_problem() {
+        let p = std::path::Path::new("festival.toml");
+        let check = |text: &str, needle: &str| {
+            let e = EventCalendar::parse(p, text).unwrap_err().to_string();
+            assert!(e.contains("festival.toml") && e.contains(needle), "{e}");
+        };
+        check(
+            "[[city]]\ncity = \"JP-13\"\nmultiplier = 0\nstart_epoch = 1\nend_epoch = 2\n",
+            "city event #0",
+        );
+        check(
+            "[[location]]\nname = \"x\"\nlat = 95\nlon = 0\nradius_m = 1\nmultiplier = 2\nstart_epoch = 1\nend_epoch = 2\n",
+            "centre is not a valid",
+        );
+        check(
+            "[[city]]\ncity = \"JP-13\"\nmultiplier = 2\nstart_epoch = 3\nend_epoch = 2\n",
+            "window is empty",
+        );
+        check("[[city]]\ncity = \"JP-13\"\nmultipler = 2\n", "multipler");
+        check("epoch_ms = 0\n", "epoch_ms");
+        let e = EventCalendar::load(std::path::Path::new("/nonexistent/events.toml")).unwrap_err();
+        assert!(e.to_string().contains("/nonexistent/events.toml"), "{e}");
     }
 
     #[test]

@@ -32,6 +32,9 @@ pub mod shipped;
 
 pub use cache::{CacheConfig, CacheStats, CachedIndex};
 pub use error::{Error, FeatureProblem, FoundRegion, PopError, Result};
-pub use events::{CityEvent, EpochWindow, EventSchedule, LocationEvent, haversine_m};
+pub use events::{
+    CityEvent, DEFAULT_EPOCH_MS, EpochWindow, EventCalendar, EventSchedule, LocationEvent,
+    haversine_m,
+};
 pub use import::{ImportReport, ImportedRegion, validate_import};
 pub use index::{IndexBuilder, LoadOptions, Region, RegionIndex};

@@ -218,7 +218,8 @@ impl WeightedRendezvous {
                 .entry((c.info.city_id.as_str(), c.info.zone.as_str()))
                 .or_insert(next);
             p.node_ids.push(c.info.node_id);
-            p.weights.push(self.config.weight(score));
+            p.weights
+                .push(self.config.weight(score) * c.effective_multiplier());
             p.scores.push(score);
             p.domains.push(d);
         }

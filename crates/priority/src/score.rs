@@ -31,12 +31,34 @@ pub struct Candidate<'a> {
     pub info: &'a NodeInfo,
     /// Observed statistics.
     pub stats: NodeStats,
+    /// Factor on its placement weight (event multipliers: a festival or a disaster where
+    /// the node is); 1.0 for none. Not finite or not above 0 counts as 1.0.
+    pub multiplier: f64,
 }
 
 impl<'a> Candidate<'a> {
-    /// A candidate.
+    /// A candidate (multiplier 1.0).
     pub fn new(info: &'a NodeInfo, stats: NodeStats) -> Self {
-        Candidate { info, stats }
+        Candidate {
+            info,
+            stats,
+            multiplier: 1.0,
+        }
+    }
+
+    /// The same candidate with its placement weight scaled by `multiplier`.
+    pub fn with_multiplier(mut self, multiplier: f64) -> Self {
+        self.multiplier = multiplier;
+        self
+    }
+
+    /// The multiplier in force (1.0 when the configured one is unusable).
+    pub fn effective_multiplier(&self) -> f64 {
+        if self.multiplier.is_finite() && self.multiplier > 0.0 {
+            self.multiplier
+        } else {
+            1.0
+        }
     }
 }
 

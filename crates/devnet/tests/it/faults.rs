@@ -20,6 +20,9 @@ fn small(fault: DemoFault) -> DemoConfig {
         detect_bound: Duration::from_secs(10),
         rereplicate_wait: Duration::from_secs(15),
         fault,
+        // Short fixed proposal interval: these tests are about the verdict, and ordering is
+        // awaited (default: the dynamic 0.5–5 s interval).
+        batch_interval_ms: Some(50),
         ..DemoConfig::default()
     }
 }

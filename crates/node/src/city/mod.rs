@@ -73,6 +73,10 @@ pub struct CityConfig {
     /// The library default is plaintext, for in-process tests. Not from TOML.
     #[serde(skip)]
     pub links: rpc::tls::LinkSecurity,
+    /// An events file (TOML, or JSON by its `.json` name): city and location event
+    /// multipliers in epoch windows, applied to the placement weights of light nodes in
+    /// their area ([`pop_geo::EventCalendar`]). None: no events.
+    pub events: Option<PathBuf>,
 }
 
 impl Default for CityConfig {
@@ -88,6 +92,7 @@ impl Default for CityConfig {
             batch_interval_ms: None,
             audit: challenges::AuditConfig::default(),
             links: rpc::tls::LinkSecurity::Insecure,
+            events: None,
         }
     }
 }
@@ -464,11 +469,22 @@ pub async fn run_city_with(
     m: &MembershipConfig,
     env: CityEnv,
 ) -> Result<RunningRole> {
+    // A bad events file stops the start before anything runs.
+    let events = match &cfg.events {
+        Some(path) => Some(Arc::new(
+            pop_geo::EventCalendar::load(path).map_err(|source| Error::Events { source })?,
+        )),
+        None => None,
+    };
     let watcher = NodeListManager::start(env.presence.clone(), None, m.nodelist.clone());
-    let directory = Arc::new(placement::PriorityDirectory::new(
+    let mut directory = placement::PriorityDirectory::new(
         NodeListDirectory::new(watcher.registry().clone(), Some(m.city_id.clone())),
         (m.lat, m.lon),
-    ));
+    );
+    if let Some(ev) = events {
+        directory = directory.with_events(ev);
+    }
+    let directory = Arc::new(directory);
     let pop = match env.pop {
         Some(p) => p,
         None => {

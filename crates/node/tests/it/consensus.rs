@@ -195,7 +195,9 @@ async fn a_restarted_representative_recovers_from_its_records_and_catches_up() {
     let mut collectors = Vec::new();
     let mut evidence = Vec::new();
     for (i, (k, l)) in keys.iter().zip(listeners).enumerate() {
-        let cfg = RepresentativeConfig::new(dir.path().join(format!("rep-{i}")));
+        // A short fixed interval: this test is about recovery (default: the dynamic one).
+        let cfg =
+            RepresentativeConfig::new(dir.path().join(format!("rep-{i}"))).with_fixed_interval(50);
         let mut r = start_representative(cfg, k.clone(), committee.clone(), l, peers.clone())
             .await
             .unwrap();
@@ -217,7 +219,7 @@ async fn a_restarted_representative_recovers_from_its_records_and_catches_up() {
     let before = seen[3].lock().0.clone();
     reps[1].submit(vec![item(3)]).await.unwrap();
     let l = tokio::net::TcpListener::bind(addr).await.unwrap();
-    let cfg = RepresentativeConfig::new(dir.path().join("rep-3"));
+    let cfg = RepresentativeConfig::new(dir.path().join("rep-3")).with_fixed_interval(50);
     let mut r3 = start_representative(cfg, keys[3].clone(), committee.clone(), l, peers.clone())
         .await
         .unwrap();

@@ -388,3 +388,34 @@ fn config_from_toml() {
     };
     assert!(WeightedRendezvous::new(bad).is_err());
 }
+
+#[test]
+fn an_event_multiplier_scales_a_nodes_placement_weight() {
+    let nodes: Vec<NodeInfo> = (0..10)
+        .map(|i| node(i, "JP-13", &format!("z{i}"), 35.68, 139.69, 64, 0.1))
+        .collect();
+    let sel = WeightedRendezvous::default();
+    let first_share = |boost: f64| {
+        let cands: Vec<Candidate> = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let c = Candidate::new(n, stats(20.0));
+                if i == 3 { c.with_multiplier(boost) } else { c }
+            })
+            .collect();
+        (0..2_000)
+            .filter(|&k| sel.select(&req(k, 6), &cands).holders[0].node_id == nodes[3].node_id)
+            .count()
+    };
+    let plain = first_share(1.0);
+    let festival = first_share(20.0);
+    let disaster = first_share(0.05);
+    // Equal weights: about 1 in 10 first places; ×20: about 20 / 29; ×0.05: about 1 in 180.
+    assert!((120..300).contains(&plain), "{plain}");
+    assert!(festival > 1_200, "{festival}");
+    assert!(disaster < 60, "{disaster}");
+    // An unusable multiplier counts as none.
+    assert_eq!(first_share(f64::NAN), plain);
+    assert_eq!(first_share(-2.0), plain);
+}
