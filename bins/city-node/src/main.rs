@@ -2,6 +2,7 @@
 //! file > defaults), logging and metrics set-up, then one call into the `node` library.
 
 mod regions;
+mod wallet_cmd;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
@@ -54,6 +55,12 @@ enum Cmd {
     /// Start the whole network on this host as separate processes (presence, light nodes,
     /// the city committee, a continent, a global log) and stop them all on Ctrl-C.
     Localnet(LocalnetArgs),
+    /// Wallet: a key, an account's balance and nonce, a transfer sent and followed to its
+    /// execution outcome.
+    Wallet {
+        #[command(subcommand)]
+        cmd: wallet_cmd::WalletCmd,
+    },
     /// Region data: validate a city's own boundaries (`regions import FILE`).
     Regions {
         #[command(subcommand)]
@@ -416,6 +423,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Cmd::Run(args) => run(*args).await,
         Cmd::Regions { cmd } => regions::run(cmd),
+        Cmd::Wallet { cmd } => wallet_cmd::run(cmd).await,
         Cmd::Genesis(args) => {
             let m = devnet::localnet::Localnet::generate(&args.config())?;
             print_manifest(&m, &args.dir);
