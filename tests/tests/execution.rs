@@ -270,6 +270,35 @@ async fn four_representatives_execute_the_same_history() {
         other => panic!("a transfer with an uncovering write set was answered {other:?}"),
     }
 
+    // The wallet client: sign, submit, wait for the outcome; then the balance moved.
+    let key_path = dir.path().join("alice.key");
+    users[0].save(&key_path).unwrap();
+    let alice = wallet::load_key(&key_path).unwrap();
+    let rep2 = net.rep(2).unwrap().addr().to_string();
+    let before = wallet::balance(&rep2, newcomer).await.unwrap().balance;
+    let sent = wallet::send(
+        &rep2,
+        &alice,
+        &wallet::Transfer {
+            to: newcomer,
+            amount: 7,
+            nonce: None,
+            city: CITY.into(),
+            lat: 35.6895,
+            lon: 139.6917,
+            wait: Duration::from_secs(60),
+        },
+        1_767_225_700_000,
+    )
+    .await
+    .unwrap();
+    assert!(sent.applied(), "{sent:?}");
+    assert_eq!(sent.nonce, next_nonce[0]);
+    assert_eq!(
+        wallet::balance(&rep2, newcomer).await.unwrap().balance,
+        before + 7
+    );
+
     // The federated header of every federated checkpoint carries that root.
     let deadline = Instant::now() + Duration::from_secs(60);
     let order = net.rep(0).unwrap().node().order_store().unwrap().clone();

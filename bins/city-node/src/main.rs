@@ -3,6 +3,7 @@
 
 mod regions;
 mod stake;
+mod wallet_cmd;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
@@ -64,6 +65,12 @@ enum Cmd {
     /// Staking: sign a bond / delegate / unbond / withdraw / claim request with a key file
     /// and submit it to a representative.
     Stake(stake::StakeArgs),
+    /// Wallet: a key, an account's balance and nonce, a transfer sent and followed to its
+    /// execution outcome.
+    Wallet {
+        #[command(subcommand)]
+        cmd: wallet_cmd::WalletCmd,
+    },
     /// Region data: validate a city's own boundaries (`regions import FILE`).
     Regions {
         #[command(subcommand)]
@@ -463,6 +470,7 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Run(args) => run(*args).await,
         Cmd::Regions { cmd } => regions::run(cmd),
         Cmd::Stake(args) => stake::run(args).await,
+        Cmd::Wallet { cmd } => wallet_cmd::run(cmd).await,
         Cmd::Genesis(args) => {
             let m = devnet::localnet::Localnet::generate(&args.config())?;
             print_manifest(&m, &args.dir);

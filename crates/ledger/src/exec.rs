@@ -147,78 +147,107 @@ pub fn execute_sequential(snapshot: &Snapshot, txs: &[Transfer]) -> Effects {
     o.effects
 }
 
-/// Groups `txs` into waves: a transfer goes one wave after the latest earlier transfer
-/// whose footprint overlaps its own, so transfers in one wave touch disjoint objects and
-/// every overlapping pair keeps its commit order. Returns indexes into `txs` per wave, each
-/// wave in commit order.
-pub fn waves(txs: &[&Transfer]) -> Vec<Vec<usize>> {
-    let mut last: HashMap<ObjectId, usize> = HashMap::new();
-    let mut out: Vec<Vec<usize>> = Vec::new();
-    for (i, t) in txs.iter().enumerate() {
-        let fp = t.footprint();
-        let wave = fp
-            .iter()
-            .filter_map(|o| last.get(o).map(|w| w + 1))
-            .max()
-            .unwrap_or(0);
-        for o in fp {
-            last.insert(o, wave);
+/// Groups `txs` into independent components: two transfers whose footprints share an
+/// object — directly or through a chain of others — are in one component. Components touch
+/// disjoint objects, so they can run side by side; inside one, transfers run in commit
+/// order. Returns indexes into `txs` per component (each in commit order), largest first.
+pub fn components(txs: &[&Transfer]) -> Vec<Vec<usize>> {
+    fn find(parent: &mut [usize], mut i: usize) -> usize {
+        while parent[i] != i {
+            parent[i] = parent[parent[i]];
+            i = parent[i];
         }
-        if out.len() <= wave {
-            out.resize_with(wave + 1, Vec::new);
-        }
-        out[wave].push(i);
+        i
     }
+    let mut parent: Vec<usize> = (0..txs.len()).collect();
+    let mut owner: HashMap<ObjectId, usize> = HashMap::with_capacity(txs.len() * 2);
+    for (i, t) in txs.iter().enumerate() {
+        for o in t.footprint() {
+            match owner.get(&o) {
+                Some(&j) => {
+                    let (a, b) = (find(&mut parent, i), find(&mut parent, j));
+                    if a != b {
+                        // The earlier transfer's root stays the root.
+                        let (lo, hi) = if a < b { (a, b) } else { (b, a) };
+                        parent[hi] = lo;
+                    }
+                }
+                None => {
+                    owner.insert(o, i);
+                }
+            }
+        }
+    }
+    let mut groups: HashMap<usize, Vec<usize>> = HashMap::new();
+    for i in 0..txs.len() {
+        let r = find(&mut parent, i);
+        groups.entry(r).or_default().push(i);
+    }
+    let mut out: Vec<Vec<usize>> = groups.into_values().collect();
+    out.sort_by(|a, b| b.len().cmp(&a.len()).then(a[0].cmp(&b[0])));
     out
 }
 
-/// Executes `txs` by waves ([`waves`]) on `pool`: the transfers of one wave run in
-/// parallel against the state after the previous wave, then their writes are merged in
-/// commit order. The outcomes are listed in commit order, as [`execute_sequential`] lists
-/// them, and the effects are equal to its effects.
+/// Executes `txs` by components ([`components`]) on `pool`: each component runs in commit
+/// order on one worker against the snapshot (no other component touches its objects);
+/// components run in parallel. The effects are listed in commit order and equal
+/// [`execute_sequential`]'s.
 pub fn execute_parallel(
     pool: &rayon::ThreadPool,
     snapshot: &Snapshot,
     txs: &[Transfer],
 ) -> Effects {
     let txs = fresh(snapshot, txs);
-    let mut o = Overlay::new(snapshot);
+    let groups = components(&txs);
+    // Small components are batched into chunks so the pool is not flooded with tiny tasks.
+    let threads = pool.current_num_threads().max(1);
+    let target = txs.len().div_ceil(threads * 4).max(1);
+    let mut chunks: Vec<Vec<&[usize]>> = Vec::new();
+    let mut size = 0;
+    for g in &groups {
+        if chunks.is_empty() || size + g.len() > target {
+            chunks.push(Vec::new());
+            size = 0;
+        }
+        size += g.len();
+        if let Some(c) = chunks.last_mut() {
+            c.push(g.as_slice());
+        }
+    }
+    let run_chunk = |chunk: &Vec<&[usize]>| -> Vec<(usize, Step)> {
+        let mut out = Vec::new();
+        for group in chunk {
+            let mut o = Overlay::new(snapshot);
+            for &i in group.iter() {
+                let s = o.run(txs[i]);
+                for (a, acc) in &s.writes {
+                    o.accounts.insert(*a, *acc);
+                }
+                if let Some(n) = s.nonce {
+                    o.nonces.insert(n);
+                }
+                out.push((i, s));
+            }
+        }
+        out
+    };
+    let done: Vec<Vec<(usize, Step)>> = if chunks.len() < 2 {
+        chunks.iter().map(run_chunk).collect()
+    } else {
+        pool.install(|| chunks.par_iter().map(run_chunk).collect())
+    };
     let mut results: Vec<Option<Step>> = (0..txs.len()).map(|_| None).collect();
-    for wave in waves(&txs) {
-        let steps: Vec<(usize, Step)> = {
-            let view = &o;
-            if wave.len() < 2 {
-                wave.iter().map(|&i| (i, view.run(txs[i]))).collect()
-            } else {
-                pool.install(|| wave.par_iter().map(|&i| (i, view.run(txs[i]))).collect())
-            }
-        };
-        for (i, s) in steps {
-            // Writes of one wave are disjoint: applying them now keeps later waves exact.
-            for (a, acc) in &s.writes {
-                o.accounts.insert(*a, *acc);
-            }
-            if let Some(n) = s.nonce {
-                o.nonces.insert(n);
-            }
-            results[i] = Some(s);
-        }
+    for (i, s) in done.into_iter().flatten() {
+        results[i] = Some(s);
     }
-    // Record effects in commit order.
-    let mut effects = Effects::default();
+    // Record effects in commit order: the last write of an account is its final state.
+    let mut o = Overlay::new(snapshot);
     for (t, s) in txs.iter().zip(results) {
-        let Some(s) = s else { continue };
-        for (a, acc) in s.writes {
-            effects
-                .accounts
-                .insert(a, o.accounts.get(&a).copied().unwrap_or(acc));
+        if let Some(s) = s {
+            o.commit(t.id, s);
         }
-        if let Some((a, n)) = s.nonce {
-            effects.nonces.push((a, n, t.id));
-        }
-        effects.outcomes.push((t.id, s.outcome));
     }
-    effects
+    o.effects
 }
 
 #[cfg(test)]
@@ -327,15 +356,16 @@ mod tests {
     }
 
     #[test]
-    fn waves_keep_conflicts_in_order() {
+    fn components_join_transitive_conflicts_in_commit_order() {
         let txs = [
             t(1, 1, 2, 1, 0),
             t(2, 3, 4, 1, 0),
             t(3, 2, 5, 1, 0),
             t(4, 6, 7, 1, 0),
+            t(5, 5, 3, 1, 0), // joins {1, 2, 5} and {3, 4}
         ];
         let refs: Vec<&Transfer> = txs.iter().collect();
-        assert_eq!(waves(&refs), vec![vec![0, 1, 3], vec![2]]);
+        assert_eq!(components(&refs), vec![vec![0, 1, 2, 4], vec![3]]);
     }
 
     fn total(snap: &Snapshot, e: &Effects) -> u128 {

@@ -18,9 +18,10 @@
 //!   reason and moves nothing; otherwise it is **applied**. Outcomes never depend on the
 //!   machine, so every representative reaches the same root; money is never created or
 //!   lost (the tests check the supply). A tx id committed twice executes once.
-//! - **Parallel by object sets** ([`execute_parallel`]): transfers with disjoint footprints
-//!   run side by side on a bounded rayon pool; overlapping ones keep commit order; the
-//!   effects equal sequential execution's ([`execute_sequential`], property-tested).
+//! - **Parallel by object sets** ([`execute_parallel`]): transfers are grouped into
+//!   components of (transitively) overlapping footprints ([`components`]); components run
+//!   side by side on a bounded rayon pool, each in commit order; the effects equal
+//!   sequential execution's ([`execute_sequential`], property-tested).
 //! - **Durable, idempotent per checkpoint**: one redb write per checkpoint (accounts,
 //!   nonces, outcomes, root), so a crash leaves all or nothing; applying an applied
 //!   sequence again returns its root and changes nothing.
@@ -37,6 +38,6 @@ mod transfer;
 pub use dag_core::ObjectId;
 pub use dag_core::execution::CommitApplier;
 pub use error::{Error, Result};
-pub use exec::{Effects, Snapshot, execute_parallel, execute_sequential, waves};
+pub use exec::{Effects, Snapshot, components, execute_parallel, execute_sequential};
 pub use store::{Balances, Ledger, LedgerConfig, checkpoint_root, genesis_root};
 pub use transfer::{Account, FailReason, Outcome, Transfer, account_object, check_sets};

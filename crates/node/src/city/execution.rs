@@ -29,7 +29,7 @@ use crate::runtime::{db_err, open_db, run_blocking};
 use crate::{Error, Result};
 use dag_core::consensus::{BatchItem, Checkpoint};
 use dag_core::execution::{CommitApplier, combined_root};
-use dag_core::{DecodeError, Hash32, NodeId, Reader, SignedTx, TxId, VerifiedTx, Writer};
+use dag_core::{DecodeError, Hash32, NodeId, Reader, SignedTx, StripeId, TxId, VerifiedTx, Writer};
 use parking_lot::Mutex;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -262,8 +262,14 @@ impl Execution {
 
 /// Where bodies of ordered txs come from.
 pub(crate) trait BodySource: Send + Sync + 'static {
-    /// The tx `id` (proposed by `author`), as found: unverified bytes, verified by the feed.
-    fn fetch(&self, id: TxId, author: NodeId) -> impl Future<Output = Option<SignedTx>> + Send;
+    /// The tx `id` (proposed by `author`, likely inside one of `stripes`), as found:
+    /// unverified, verified by the feed.
+    fn fetch(
+        &self,
+        id: TxId,
+        author: NodeId,
+        stripes: Arc<Vec<StripeId>>,
+    ) -> impl Future<Output = Option<SignedTx>> + Send;
 }
 
 /// This node's copies first, then the representatives' `GetTx`.
@@ -273,7 +279,14 @@ pub(crate) struct CommitteeBodies {
     peers: BTreeMap<NodeId, String>,
     clients: tokio::sync::Mutex<HashMap<NodeId, rpc::CityClient>>,
     timeout: Duration,
+    /// Txs restored from stripes other representatives placed, by id (bounded).
+    restored: Mutex<HashMap<TxId, SignedTx>>,
+    /// Stripes already restored.
+    stripes_done: Mutex<HashSet<StripeId>>,
 }
+
+/// Most restored txs kept for the feed; beyond, the cache starts over.
+const MAX_RESTORED: usize = 200_000;
 
 impl CommitteeBodies {
     pub(crate) fn new(node: Arc<CityNode>, me: NodeId, peers: BTreeMap<NodeId, String>) -> Self {
@@ -283,7 +296,41 @@ impl CommitteeBodies {
             peers,
             clients: tokio::sync::Mutex::new(HashMap::new()),
             timeout: Duration::from_secs(2),
+            restored: Mutex::new(HashMap::new()),
+            stripes_done: Mutex::new(HashSet::new()),
         }
+    }
+
+    /// The light-node tier: restores the candidate stripes (no manifest needed) until one
+    /// yields `id`.
+    async fn restore_from_stripes(&self, id: TxId, stripes: &[StripeId]) -> Option<SignedTx> {
+        let p = self.node.pipeline()?;
+        for s in stripes {
+            if let Some(tx) = self.restored.lock().get(&id) {
+                return Some(tx.clone());
+            }
+            if self.stripes_done.lock().contains(s) {
+                continue;
+            }
+            match p.restore_foreign_stripe(*s).await {
+                Ok(txs) => {
+                    let mut r = self.restored.lock();
+                    if r.len() + txs.len() > MAX_RESTORED {
+                        r.clear();
+                        self.stripes_done.lock().clear();
+                    }
+                    for t in txs {
+                        r.insert(t.id(), t);
+                    }
+                    drop(r);
+                    self.stripes_done.lock().insert(*s);
+                }
+                Err(e) => {
+                    tracing::debug!(stripe = %s.short(), error = %e, "stripe not restorable for execution");
+                }
+            }
+        }
+        self.restored.lock().get(&id).cloned()
     }
 
     async fn client(&self, peer: NodeId) -> Option<rpc::CityClient> {
@@ -316,7 +363,12 @@ impl CommitteeBodies {
 }
 
 impl BodySource for CommitteeBodies {
-    async fn fetch(&self, id: TxId, author: NodeId) -> Option<SignedTx> {
+    async fn fetch(
+        &self,
+        id: TxId,
+        author: NodeId,
+        stripes: Arc<Vec<StripeId>>,
+    ) -> Option<SignedTx> {
         if let Ok(Some(rec)) = self.node.get_local(id).await
             && let Some(tx) = rec.tx
         {
@@ -333,7 +385,12 @@ impl BodySource for CommitteeBodies {
                 return Some(tx);
             }
         }
-        None
+        let tx = self.restore_from_stripes(id, &stripes).await;
+        if tx.is_some() {
+            metrics::counter!("citychain_execution_bodies_total", "source" => "light_nodes")
+                .increment(1);
+        }
+        tx
     }
 }
 
@@ -417,6 +474,16 @@ struct Feed<S> {
     cache: HashMap<TxId, VerifiedTx>,
 }
 
+/// Checkpoints before the current one whose stripes are candidates for a missing body.
+const STRIPE_LOOKBACK: u64 = 16;
+
+/// One tx to execute and where its body may be.
+struct Planned {
+    id: TxId,
+    author: NodeId,
+    stripes: Arc<Vec<StripeId>>,
+}
+
 /// Why a step did not execute its checkpoint.
 enum StepError {
     Missing(usize),
@@ -472,8 +539,10 @@ impl<S: BodySource> Feed<S> {
         }
     }
 
-    /// The newly ordered txs of `seq` (id, author) in commit order, and its agreed time.
-    fn plan(order: &OrderStore, exec: &Execution, seq: u64) -> Result<(Vec<(TxId, NodeId)>, u64)> {
+    /// The newly ordered txs of `seq` (id, author, candidate stripes) in commit order, and
+    /// its agreed time. A tx's candidate stripes: those in its own batch, then its author's
+    /// other stripes in this and the previous [`STRIPE_LOOKBACK`] checkpoints.
+    fn plan(order: &OrderStore, exec: &Execution, seq: u64) -> Result<(Vec<Planned>, u64)> {
         let corrupt = |reason| Error::CorruptRecord {
             path: "order.redb".into(),
             index: seq,
@@ -482,16 +551,51 @@ impl<S: BodySource> Feed<S> {
                 reason,
             },
         };
-        let cp: Checkpoint = order
-            .checkpoint(seq)?
-            .ok_or_else(|| corrupt("committed checkpoint missing"))?
-            .checkpoint;
+        let headers = |s: u64| -> Result<Vec<dag_core::consensus::BatchHeader>> {
+            let cp: Checkpoint = order
+                .checkpoint(s)?
+                .ok_or_else(|| corrupt("committed checkpoint missing"))?
+                .checkpoint;
+            let mut out = Vec::new();
+            for digest in &cp.batches {
+                // Batches that carry no tx are not stored.
+                if let Some(h) = order.batch(digest)? {
+                    out.push(h);
+                }
+            }
+            Ok(out)
+        };
+        let stripes_of = |h: &dag_core::consensus::BatchHeader| -> Vec<StripeId> {
+            h.items
+                .iter()
+                .filter_map(|i| match i {
+                    BatchItem::Stripe(s) => Some(*s),
+                    BatchItem::Tx(_) => None,
+                })
+                .collect()
+        };
+        let current = headers(seq)?;
+        let mut by_author: HashMap<NodeId, Vec<StripeId>> = HashMap::new();
+        for s in (seq.saturating_sub(STRIPE_LOOKBACK)..=seq).rev() {
+            let hs = if s == seq {
+                current.clone()
+            } else {
+                headers(s)?
+            };
+            for h in hs.iter().rev() {
+                by_author.entry(h.author).or_default().extend(stripes_of(h));
+            }
+        }
         let mut seen = HashSet::new();
         let mut txs = Vec::new();
-        for digest in &cp.batches {
-            let Some(header) = order.batch(digest)? else {
-                continue; // carries no tx
-            };
+        for header in &current {
+            let mut candidates = stripes_of(header);
+            for s in by_author.get(&header.author).into_iter().flatten() {
+                if !candidates.contains(s) {
+                    candidates.push(*s);
+                }
+            }
+            let candidates = Arc::new(candidates);
             for item in &header.items {
                 let BatchItem::Tx(id) = item else { continue };
                 if !seen.insert(*id) {
@@ -499,7 +603,11 @@ impl<S: BodySource> Feed<S> {
                 }
                 // First ordering wins: a tx committed again later is not executed again.
                 match order.ordering(id)? {
-                    Some(o) if o.sequence == seq => txs.push((*id, header.author)),
+                    Some(o) if o.sequence == seq => txs.push(Planned {
+                        id: *id,
+                        author: header.author,
+                        stripes: candidates.clone(),
+                    }),
                     Some(_) => {}
                     None => return Err(corrupt("an ordered tx has no position")),
                 }
@@ -526,18 +634,18 @@ impl<S: BodySource> Feed<S> {
             .map_err(|e| StepError::Failed(e.to_string()))?
             .map_err(|e| StepError::Failed(e.to_string()))?;
         // Fetch what is not verified yet.
-        let wanted: Vec<(TxId, NodeId)> = plan
+        let wanted: Vec<(TxId, NodeId, Arc<Vec<StripeId>>)> = plan
             .iter()
-            .filter(|(id, _)| !self.cache.contains_key(id))
-            .copied()
+            .filter(|p| !self.cache.contains_key(&p.id))
+            .map(|p| (p.id, p.author, p.stripes.clone()))
             .collect();
         if !wanted.is_empty() {
             use futures::StreamExt;
             let bodies = self.bodies.clone();
             let fetched: Vec<(TxId, Option<SignedTx>)> = futures::stream::iter(wanted)
-                .map(|(id, author)| {
+                .map(|(id, author, stripes)| {
                     let b = bodies.clone();
-                    async move { (id, b.fetch(id, author).await) }
+                    async move { (id, b.fetch(id, author, stripes).await) }
                 })
                 .buffered(self.cfg.concurrency.max(1))
                 .collect()
@@ -567,14 +675,14 @@ impl<S: BodySource> Feed<S> {
         }
         let missing = plan
             .iter()
-            .filter(|(id, _)| !self.cache.contains_key(id))
+            .filter(|p| !self.cache.contains_key(&p.id))
             .count();
         if missing > 0 {
             return Err(StepError::Missing(missing));
         }
         let txs: Arc<Vec<VerifiedTx>> = Arc::new(
             plan.iter()
-                .filter_map(|(id, _)| self.cache.get(id).cloned())
+                .filter_map(|p| self.cache.get(&p.id).cloned())
                 .collect(),
         );
         let mut roots = Vec::with_capacity(self.exec.appliers.len());
@@ -673,7 +781,12 @@ mod tests {
     struct MemoryBodies(Mutex<HashMap<TxId, SignedTx>>);
 
     impl BodySource for MemoryBodies {
-        async fn fetch(&self, id: TxId, _author: NodeId) -> Option<SignedTx> {
+        async fn fetch(
+            &self,
+            id: TxId,
+            _author: NodeId,
+            _stripes: Arc<Vec<StripeId>>,
+        ) -> Option<SignedTx> {
             self.0.lock().get(&id).cloned()
         }
     }

@@ -103,6 +103,53 @@ impl Pipeline {
         .map_err(PipelineError::Storage)
     }
 
+    /// Restores every tx of a stripe placed by *another* representative (no manifest
+    /// here): asks every live light node for each shard index of this city's erasure
+    /// layout, keeps shards that pass their own hash check and name `stripe`, and decodes
+    /// from any k whose headers agree; the decoded bytes must hash to `stripe` and every
+    /// tx's signature must verify. The execution feed's last tier.
+    pub async fn restore_foreign_stripe(
+        &self,
+        stripe: StripeId,
+    ) -> std::result::Result<Vec<SignedTx>, PipelineError> {
+        let n = self.cfg.erasure.n();
+        let mut calls = FuturesUnordered::new();
+        for node in self.directory.live_lights() {
+            for i in 0..n {
+                let node = node.clone();
+                calls.push(async move { self.get_shard_within_deadline(&node, stripe, i).await });
+            }
+        }
+        let mut good: BTreeMap<u16, Shard> = BTreeMap::new();
+        while let Some(r) = calls.next().await {
+            let Ok(shard) = r else { continue };
+            if shard.header.stripe_id != stripe || shard.check().is_err() {
+                continue;
+            }
+            let k = usize::from(shard.header.k);
+            good.entry(shard.header.index).or_insert(shard);
+            if good.len() >= k {
+                break;
+            }
+        }
+        let shards: Vec<Shard> = good.into_values().collect();
+        self.on_pool(move || -> std::result::Result<Vec<SignedTx>, String> {
+            let bytes = storage::decode(stripe, &shards).map_err(|e| e.to_string())?;
+            let txs = storage::split_micro_batch(&bytes).map_err(|e| e.to_string())?;
+            txs.iter()
+                .map(|b| {
+                    let tx = SignedTx::decode(b).map_err(|e| e.to_string())?;
+                    tx.clone()
+                        .verify(&pqc::MlDsa87)
+                        .map_err(|e| e.to_string())?;
+                    Ok(tx)
+                })
+                .collect()
+        })
+        .await?
+        .map_err(PipelineError::Storage)
+    }
+
     /// Fetches k good shards of a stripe from its live holders (all asked in parallel; a
     /// shard failing its check counts as missing). `skip` lists indexes not to fetch.
     pub(super) async fn fetch_k(
