@@ -7,7 +7,7 @@
 //! others while the continent restarts; the killed one comes back and catches up. Read-back,
 //! deliberate bad input, 2 light nodes killed (one crashes, one leaves), re-replication back
 //! to n holders, every tx restored from shards, repair requests over HTTP timed per serving
-//! tier ([`repair`]), a restart; and a table of what was measured, with a verdict that names
+//! tier ([`RepairFigures`]), a restart; and a table of what was measured, with a verdict that names
 //! every check that failed.
 
 mod faults;
