@@ -38,4 +38,19 @@ async fn devnet_end_to_end() {
     assert_eq!(report.caught_up.0, report.held);
     assert!(report.agreements.iter().all(|a| a.holds()));
     assert_eq!(report.inclusion_verified.0, report.inclusion_verified.1);
+    // Repair requests over HTTP, served by the local store, the light nodes (REPAIR_REQUEST
+    // / REPAIR_ACK after the local copy was evicted) and another representative.
+    let repair = report.repair.as_ref().expect("the repair phase ran");
+    let tiers: Vec<(&str, usize)> = repair
+        .tiers
+        .iter()
+        .map(|t| (t.tier.as_str(), t.latencies.len()))
+        .collect();
+    assert_eq!(
+        tiers,
+        vec![("local_store", 20), ("light_nodes", 20), ("peers", 20)],
+        "{repair:?}"
+    );
+    assert!(repair.failures.is_empty(), "{repair:?}");
+    assert_eq!(repair.resubmitted, (5, 5));
 }

@@ -473,9 +473,21 @@ async fn repair_from_a_peer_then_failed_when_nobody_can_serve() {
     let failed = repair_outcome(&http, &base1, n).await;
     assert_eq!(failed["state"], "failed", "{failed}");
     let reason = failed["reason"].as_str().unwrap();
-    for tier in ["local_store", "light_nodes", "archive", "peers"] {
+    for tier in [
+        "local_store",
+        "light_nodes",
+        "archive",
+        "peers",
+        "continent",
+    ] {
         assert!(reason.contains(tier), "{reason}");
     }
+    // The continent answers what it can: the tx provably existed, its body is lost.
+    assert!(
+        reason.contains("continent: the continent keeps hashes only: its proof"),
+        "{reason}"
+    );
+    assert!(reason.contains("included at checkpoint"), "{reason}");
     let seen = sse_until(
         &http,
         &format!("{base1}/v1/events?tx={id}"),

@@ -29,11 +29,15 @@ pub enum EventKind {
     RepairCompleted,
     /// The repair could not be served before its deadline.
     RepairFailed,
+    /// An admitted tx was taken back because it could not be Held (fewer than n distinct
+    /// holders in time): nothing of it stays; the sender may submit it again. `detail`
+    /// carries the reject `code` and `reason`.
+    Withdrawn,
 }
 
 impl EventKind {
     /// Every kind, in life-cycle order.
-    pub const ALL: [EventKind; 8] = [
+    pub const ALL: [EventKind; 9] = [
         EventKind::Admitted,
         EventKind::Held,
         EventKind::Ordered,
@@ -42,6 +46,7 @@ impl EventKind {
         EventKind::RepairAcknowledged,
         EventKind::RepairCompleted,
         EventKind::RepairFailed,
+        EventKind::Withdrawn,
     ];
 
     /// The snake_case name (the SSE `event:` field).
@@ -55,6 +60,7 @@ impl EventKind {
             EventKind::RepairAcknowledged => "repair_acknowledged",
             EventKind::RepairCompleted => "repair_completed",
             EventKind::RepairFailed => "repair_failed",
+            EventKind::Withdrawn => "withdrawn",
         }
     }
 }

@@ -18,15 +18,12 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use dag_core::{AccountId, TxId};
 use futures::Stream;
-use governor::clock::Clock as _;
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use parking_lot::Mutex;
 use rpc::{RejectCode, Rejection, TxState};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::convert::Infallible;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::num::NonZeroU32;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -145,7 +142,7 @@ struct GatewayStats {
 #[derive(Clone)]
 struct AppState {
     backend: Arc<dyn GatewayBackend>,
-    limiter: Option<Arc<DefaultKeyedRateLimiter<IpAddr>>>,
+    limiter: Option<Arc<resilience::PerIpLimiter>>,
     trust_forwarded_for: bool,
     sse_slots: Arc<Semaphore>,
     stats: Arc<GatewayStats>,
@@ -612,37 +609,25 @@ async fn not_found() -> Failure {
     Failure::new(StatusCode::NOT_FOUND, "NOT_FOUND", "no such route")
 }
 
-fn client_ip(st: &AppState, req: &Request) -> IpAddr {
-    if st.trust_forwarded_for
-        && let Some(ip) = req
-            .headers()
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .and_then(|v| v.trim().parse::<IpAddr>().ok())
-    {
-        return ip;
-    }
-    req.extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip())
-}
-
 async fn rate_limit(State(st): State<AppState>, req: Request, next: Next) -> Response {
     if let Some(limiter) = &st.limiter {
-        let ip = client_ip(&st, &req);
-        if limiter.len() > 10_000 {
-            limiter.retain_recent();
-        }
-        if let Err(not_until) = limiter.check_key(&ip) {
+        let ip = resilience::client_ip(
+            st.trust_forwarded_for,
+            req.headers()
+                .get("x-forwarded-for")
+                .and_then(|v| v.to_str().ok()),
+            req.extensions()
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0),
+        );
+        if let Err(limited) = limiter.check(ip) {
             st.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
-            let wait = not_until.wait_time_from(limiter.clock().now());
             return Failure::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "RATE_LIMITED",
                 format!("more than the allowed requests from {ip}"),
             )
-            .retry(wait)
+            .retry(limited.retry_after)
             .into_response();
         }
     }
@@ -697,15 +682,8 @@ pub fn router(
     prometheus: Option<metrics_exporter_prometheus::PrometheusHandle>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<Router> {
-    let limiter = if cfg.rate_limit_per_second > 0 {
-        let per_second = NonZeroU32::new(cfg.rate_limit_per_second).unwrap_or(NonZeroU32::MIN);
-        let burst = NonZeroU32::new(cfg.rate_limit_burst).unwrap_or(NonZeroU32::MIN);
-        Some(Arc::new(RateLimiter::keyed(
-            Quota::per_second(per_second).allow_burst(burst),
-        )))
-    } else {
-        None
-    };
+    let limiter = resilience::PerIpLimiter::new(cfg.rate_limit_per_second, cfg.rate_limit_burst)
+        .map(Arc::new);
     let state = AppState {
         backend,
         limiter,

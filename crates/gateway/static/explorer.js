@@ -58,7 +58,7 @@ function follow(params, onEvent) {
   if (source) source.close();
   source = new EventSource("/v1/events?" + params + "&last_event_id=0");
   const kinds = ["admitted", "held", "ordered", "federated", "repair_requested",
-    "repair_acknowledged", "repair_completed", "repair_failed", "gap"];
+    "repair_acknowledged", "repair_completed", "repair_failed", "withdrawn", "gap"];
   for (const k of kinds) {
     source.addEventListener(k, (m) => {
       let ev = {};

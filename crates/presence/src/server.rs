@@ -7,7 +7,7 @@ use crate::{
 };
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, MatchedPath, Query, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -15,14 +15,11 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use dag_core::{NodeId, NodeInfo, Role};
 use futures::StreamExt;
-use governor::clock::Clock as _;
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -152,7 +149,7 @@ struct AppState {
     store: Arc<dyn PresenceStore>,
     ttl_ms: u64,
     heartbeat_ms: u64,
-    limiter: Option<Arc<DefaultKeyedRateLimiter<IpAddr>>>,
+    limiter: Option<Arc<resilience::PerIpLimiter>>,
     trust_forwarded_for: bool,
     metrics: Option<PrometheusHandle>,
     shutdown: watch::Receiver<bool>,
@@ -360,35 +357,23 @@ async fn not_found() -> ApiError {
     }
 }
 
-fn client_ip(st: &AppState, headers: &HeaderMap, req: &Request) -> IpAddr {
-    if st.trust_forwarded_for
-        && let Some(ip) = headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .and_then(|v| v.trim().parse::<IpAddr>().ok())
-    {
-        return ip;
-    }
-    req.extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip())
-}
-
 async fn rate_limit(State(st): State<AppState>, req: Request, next: Next) -> Response {
     if let Some(limiter) = &st.limiter {
-        let ip = client_ip(&st, req.headers(), &req);
-        // Keep the per-IP table bounded: forget addresses whose bucket is full again.
-        if limiter.len() > 10_000 {
-            limiter.retain_recent();
-        }
-        if let Err(not_until) = limiter.check_key(&ip) {
-            let wait = not_until.wait_time_from(limiter.clock().now());
+        let ip = resilience::client_ip(
+            st.trust_forwarded_for,
+            req.headers()
+                .get("x-forwarded-for")
+                .and_then(|v| v.to_str().ok()),
+            req.extensions()
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0),
+        );
+        if let Err(limited) = limiter.check(ip) {
             return ApiError {
                 status: StatusCode::TOO_MANY_REQUESTS,
                 code: "rate_limited",
                 message: format!("more than the allowed requests from {ip}"),
-                retry_after: Some(wait),
+                retry_after: Some(limited.retry_after),
             }
             .into_response();
         }
@@ -423,11 +408,9 @@ pub fn router(
     shutdown: watch::Receiver<bool>,
 ) -> Router {
     let limiter = if config.rate_limit.enabled {
-        let per_second = NonZeroU32::new(config.rate_limit.per_second).unwrap_or(NonZeroU32::MIN);
-        let burst = NonZeroU32::new(config.rate_limit.burst).unwrap_or(NonZeroU32::MIN);
-        Some(Arc::new(RateLimiter::keyed(
-            Quota::per_second(per_second).allow_burst(burst),
-        )))
+        // A per-second figure of 0 counts as 1: the limit is on when enabled.
+        resilience::PerIpLimiter::new(config.rate_limit.per_second.max(1), config.rate_limit.burst)
+            .map(Arc::new)
     } else {
         None
     };

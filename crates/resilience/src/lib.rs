@@ -8,6 +8,7 @@
 //!   that says when the breaker will let a probe through.
 //! - [`TokenBucket`]: `rate` tokens per second, at most `burst` stored; async
 //!   [`TokenBucket::acquire`] waits, [`TokenBucket::try_acquire`] answers [`RateLimited`].
+//! - [`PerIpLimiter`] and [`client_ip`]: per-client-address limits for HTTP servers.
 //! - [`retry`] with a [`RetryPolicy`] (exponential backoff, jitter) and a shared
 //!   [`RetryBudget`], so retries can never multiply load during an outage.
 //!
@@ -36,6 +37,7 @@ mod breaker;
 mod bucket;
 mod error;
 mod layers;
+mod per_ip;
 mod retry;
 
 pub use breaker::{BreakerPermit, CircuitBreaker, CircuitBreakerConfig, CircuitState};
@@ -45,4 +47,5 @@ pub use layers::{
     CircuitBreakerLayer, CircuitBreakerService, OnLimit, RetryLayer, RetryService,
     TokenBucketLayer, TokenBucketService,
 };
+pub use per_ip::{PerIpLimiter, client_ip};
 pub use retry::{Jitter, RetryBudget, RetryDecision, RetryError, RetryPolicy, retry, retry_with};

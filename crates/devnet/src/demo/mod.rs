@@ -6,15 +6,18 @@
 //! representative. Then one representative is killed -9 and a smaller load goes to the
 //! others while the continent restarts; the killed one comes back and catches up. Read-back,
 //! deliberate bad input, 2 light nodes killed (one crashes, one leaves), re-replication back
-//! to n holders, every tx restored from shards, a restart; and a table of what was
-//! measured, with a verdict that names every check that failed.
+//! to n holders, every tx restored from shards, repair requests over HTTP timed per serving
+//! tier ([`RepairFigures`]), a restart; and a table of what was measured, with a verdict that names
+//! every check that failed.
 
 mod faults;
 mod load;
 mod ordering;
+mod repair;
 mod report;
 
 pub use faults::DemoFault;
+pub use repair::{RepairFigures, TierFigures};
 pub use report::{Agreement, BadCase, DemoReport, OrderingFigures, Thresholds};
 
 use crate::devnet::{Devnet, DevnetConfig};
@@ -441,6 +444,9 @@ pub async fn run(cfg: &DemoConfig) -> Result<DemoReport> {
 
     let bad = corrupting.as_ref().map(|t| t.bad());
     durability(cfg, &mut net, &running, &all_held, &txs, bad, &mut report).await?;
+
+    // Repair requests through the gateways, per serving tier.
+    report.repair = Some(repair::run(&net, &all_held, &txs).await?);
 
     // Restart the first representative on the same data dir: its txs are still there,
     // still Federated.

@@ -196,6 +196,8 @@ pub struct DemoReport {
     pub repair_restored: (usize, usize),
     /// Per-tx restore latencies (repair path), sorted.
     pub restore_latencies: Vec<Duration>,
+    /// Repair requests over the gateways, per serving tier (`None` before that phase).
+    pub repair: Option<super::RepairFigures>,
     /// Sampled txs of the first representative read back Federated after its restart /
     /// asked.
     pub after_restart: (usize, usize),
@@ -256,6 +258,21 @@ impl DemoReport {
     /// the system working.
     pub fn failures(&self) -> Vec<String> {
         let mut f = Vec::new();
+        if let Some(r) = &self.repair {
+            if !r.failures.is_empty() {
+                f.push(format!(
+                    "repair requests: {} did not complete by the expected tier ({})",
+                    r.failures.len(),
+                    r.failures.first().map_or("", String::as_str)
+                ));
+            }
+            if r.resubmitted.0 != r.resubmitted.1 {
+                f.push(format!(
+                    "resubmission: {} of {} held txs answered their current state",
+                    r.resubmitted.0, r.resubmitted.1
+                ));
+            }
+        }
         let inside = self.offered - self.offered_outside;
         if self.held != inside {
             f.push(format!(
@@ -653,6 +670,10 @@ impl DemoReport {
             "read back Federated after rep 0 restart",
             frac(self.after_restart),
         );
+        if let Some(r) = &self.repair {
+            let _ = writeln!(s, "{:-<74}", "");
+            r.render(&mut s);
+        }
         let _ = writeln!(s, "{:-<74}", "");
         let _ = writeln!(
             s,

@@ -753,6 +753,12 @@ impl CityNode {
                         PipelineError::NoRoom { .. } => RejectCode::Overloaded,
                         _ => RejectCode::Unavailable,
                     };
+                    // Subscribers saw `admitted`: they learn it was taken back.
+                    self.events.publish(
+                        gateway::EventKind::Withdrawn,
+                        id,
+                        serde_json::json!({ "code": code.name(), "reason": e.to_string() }),
+                    );
                     return Err(Rejection::new(code, e.to_string(), Some(id)));
                 }
             }

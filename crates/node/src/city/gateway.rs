@@ -1,7 +1,8 @@
 //! The city node behind the HTTP gateway: [`CityGateway`] implements the gateway's
 //! backend over admission, the tx store, the order store, the manifests and the event bus,
 //! and the repair tiers (local store → light nodes over REPAIR_REQUEST / REPAIR_ACK →
-//! archive → other representatives) over the same parts.
+//! archive → other representatives → the continent's proof of inclusion) over the same
+//! parts.
 
 use super::admission::CityNode;
 use super::repair_protocol::{
@@ -35,10 +36,27 @@ impl std::fmt::Debug for CityGateway {
 
 struct LocalStore(Weak<CityNode>);
 struct ArchiveTier(Weak<CityNode>);
+/// The other representatives of the city, asked with `GetTx`.
+///
+/// Why `GetTx` and not a REPAIR_REQUEST tx: a representative keeps whole signed txs, not
+/// shards, so its REPAIR_ACK could carry neither a shard nor a storage receipt — only the tx,
+/// which `GetTx` returns. The answer authenticates itself: the repair service checks that it
+/// hashes to the id asked for and that its ML-DSA-87 signature verifies, so a lying or
+/// corrupt peer is detected exactly as a REPAIR_ACK's signature check would; and a
+/// representative answers `GetTx` to anyone, so the request needs no signature to be
+/// authorized. What a REPAIR_REQUEST would add is a signed record of who asked, which a
+/// read does not need.
 struct Peers {
     addrs: Vec<String>,
     timeout: Duration,
 }
+/// The continent tier: the continent keeps batch headers and checkpoint hashes only, never
+/// tx bodies, so it cannot serve a tx. What it can say is recorded here already: its signed
+/// proof that the checkpoint carrying the tx is in its log (fetched when the checkpoint was
+/// federated). This tier turns that into the failure reason — the tx provably existed, at
+/// which checkpoint — so a failed repair tells the DApp "included, body lost" apart from
+/// "never seen".
+struct ContinentTier(Weak<CityNode>);
 
 fn gone() -> String {
     "the node is stopping".into()
@@ -108,6 +126,34 @@ impl RepairTier for Peers {
     }
 }
 
+#[async_trait]
+impl RepairTier for ContinentTier {
+    fn name(&self) -> &'static str {
+        "continent"
+    }
+    async fn fetch(&self, id: TxId) -> Result<Option<TierAnswer>, String> {
+        let node = self.0.upgrade().ok_or_else(gone)?;
+        let rec = CityApi::get(&*node, id).await.map_err(|r| r.to_string())?;
+        let Some(pos) = rec.as_ref().and_then(|r| r.ordering) else {
+            return Ok(None);
+        };
+        Err(match rec.and_then(|r| r.proof) {
+            Some(proof) => format!(
+                "the continent keeps hashes only: its proof ({} bytes) shows tx {id} included \
+                 at checkpoint {} (batch {}), but no tier holds its body",
+                proof.len(),
+                pos.sequence,
+                pos.batch.short()
+            ),
+            None => format!(
+                "the continent keeps hashes only and has not certified checkpoint {} yet: \
+                 tx {id} was ordered there, but no tier holds its body",
+                pos.sequence
+            ),
+        })
+    }
+}
+
 impl CityGateway {
     /// The gateway backend of `node` (whose key is `key`) in city `city`, whose committee
     /// is `committee` (node id, gRPC address).
@@ -140,6 +186,7 @@ impl CityGateway {
                 addrs: peers,
                 timeout: Duration::from_secs(1),
             }),
+            Arc::new(ContinentTier(Arc::downgrade(&node))),
         ];
         let repairs = Arc::new(RepairService::new(cfg, tiers, node.events().clone()));
         CityGateway {

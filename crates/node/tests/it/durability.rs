@@ -560,6 +560,7 @@ async fn too_few_holders_is_a_retryable_rejection_and_nothing_stays_admitted() {
     directory.remove(&gone.node().node_id());
     gone.shutdown().await.unwrap();
     let tx = signed(&user, 1);
+    let mut events = city.node().events().subscribe(None).live;
     match client.submit(&tx).await {
         Err(rpc::ClientError::Rejected(r)) => {
             assert_eq!(r.code, rpc::RejectCode::Overloaded, "{r:?}");
@@ -567,6 +568,23 @@ async fn too_few_holders_is_a_retryable_rejection_and_nothing_stays_admitted() {
         }
         other => panic!("expected a retryable rejection, got {other:?}"),
     }
+    // A subscriber that saw `admitted` learns that the admission was taken back.
+    let mut seen = Vec::new();
+    while let Ok(e) = events.try_recv() {
+        if e.tx_id == tx.id() {
+            seen.push((e.kind, e.detail["code"].as_str().map(str::to_string)));
+        }
+    }
+    assert_eq!(
+        seen,
+        vec![
+            (node::gateway::EventKind::Admitted, None),
+            (
+                node::gateway::EventKind::Withdrawn,
+                Some("OVERLOADED".to_string())
+            )
+        ]
+    );
     assert!(
         client.get(tx.id()).await.unwrap().is_none(),
         "a tx that was not Held is not kept as admitted"
