@@ -55,6 +55,9 @@ pub struct CityConfig {
     pub genesis: Option<PathBuf>,
     /// The DApp HTTP gateway (`/v1`, events, explorer); off unless set.
     pub gateway: Option<::gateway::GatewayConfig>,
+    /// The DPoS rules of the city's stake state (`[dpos]`; e.g. `term_ms` in seconds for a
+    /// localnet). Every representative of a city must run the same rules.
+    pub dpos: dpos::DposConfig,
 }
 
 impl Default for CityConfig {
@@ -67,6 +70,7 @@ impl Default for CityConfig {
             archive: true,
             genesis: None,
             gateway: None,
+            dpos: dpos::DposConfig::default(),
         }
     }
 }
@@ -159,6 +163,13 @@ impl CityHandle {
         self.representation
             .as_ref()
             .map(committee::Representation::representative)
+    }
+
+    /// The city's DPoS state, when this node is a representative.
+    pub fn stake(&self) -> Option<&Arc<stake::StakeStore>> {
+        self.representation
+            .as_ref()
+            .map(committee::Representation::stake)
     }
 
     /// Waits until the server stops by itself (an error) — for binaries that run until a
@@ -263,6 +274,9 @@ pub async fn start_city_with(
         r.order().set_events(node.events().clone());
         r.spawn_resubmitter(node.clone());
         r.spawn_feed(node.clone());
+        if let Some(cp) = &parts.committee {
+            r.spawn_stake_reporter(node.clone(), keypair, &cp.committee.city_id);
+        }
     }
     let gateway = match &cfg.gateway {
         Some(gcfg) => {
@@ -416,6 +430,7 @@ pub async fn run_city_with(
                 continent: genesis.continent.clone(),
                 consensus: None,
                 accounts: genesis.accounts.clone(),
+                dpos: cfg.dpos.clone(),
             })
         }
         None => None,
