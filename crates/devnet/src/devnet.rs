@@ -48,6 +48,8 @@ pub struct DevnetConfig {
     pub transport: Option<Arc<dyn ShardTransport>>,
     /// Genesis accounts and their opening balances (the ledger starts from them).
     pub accounts: Vec<(dag_core::AccountId, u64)>,
+    /// The DPoS rules every representative runs (e.g. a term of seconds in tests).
+    pub dpos: dpos::DposConfig,
 }
 
 impl std::fmt::Debug for DevnetConfig {
@@ -75,6 +77,7 @@ impl Default for DevnetConfig {
             gateway: true,
             transport: None,
             accounts: Vec::new(),
+            dpos: dpos::DposConfig::default(),
         }
     }
 }
@@ -298,6 +301,7 @@ impl Devnet {
             listen: rep.addr,
             data_dir: self.dir.join(format!("rep-{i}")),
             genesis: Some(self.genesis.clone()),
+            dpos: self.cfg.dpos.clone(),
             gateway: self.cfg.gateway.then(|| node::gateway::GatewayConfig {
                 listen: LOOPBACK,
                 // Tests and the demo drive it hard from one address.
@@ -338,6 +342,11 @@ impl Devnet {
     /// Representative `i`'s HTTP gateway address, while it runs with one.
     pub fn gateway_addr(&self, i: usize) -> Option<SocketAddr> {
         self.rep(i).and_then(CityHandle::gateway_addr)
+    }
+
+    /// Representative `i`'s key (it signs its consensus messages and its system txs).
+    pub fn rep_key(&self, i: usize) -> Option<&Keypair> {
+        self.reps.get(i).map(|r| &r.key)
     }
 
     /// Representative `i`'s city node, while it runs.
