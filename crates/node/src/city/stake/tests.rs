@@ -464,3 +464,11 @@ fn ledger_ahead_without_a_pending_result_is_refused() {
     let e = a.apply(0, 1_000, &[]).unwrap_err();
     assert!(e.to_string().contains("no pending result"), "{e}");
 }
+
+#[test]
+fn dpos_rules_come_from_the_city_config_toml() {
+    let cfg: crate::CityConfig = toml::from_str("[dpos]\nterm_ms = 5000\n").unwrap();
+    assert_eq!(cfg.dpos.term_ms, 5_000);
+    assert_eq!(cfg.dpos.representatives, 4, "3f + 1 by default");
+    assert!(toml::from_str::<crate::CityConfig>("[dpos]\nterm = 5\n").is_err());
+}
