@@ -11,7 +11,7 @@ use dag_core::{AccountId, CityId, Position, PositionMethod, SignedTx, Tx, TxId};
 use devnet::{CITY, Devnet, DevnetConfig};
 use ledger::{FailReason, Outcome};
 use pqc::{Keypair, sign_tx};
-use rpc::{CityClient, FederationProof, TxState};
+use rpc::{CityClient, ClientError, ExecutionOutcome, FederationProof, RejectCode, TxState};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -99,6 +99,7 @@ async fn four_representatives_execute_the_same_history() {
         users.iter().map(|u| (u.account_id(), OPENING)).collect();
     let mut expected = Vec::new();
     let mut nonces = [0u64; USERS];
+    let mut next_nonce = [0u64; USERS];
     for k in 0..48usize {
         let from = k % USERS;
         let nonce = nonces[from];
@@ -120,6 +121,7 @@ async fn four_representatives_execute_the_same_history() {
             ),
         };
         if outcome == Outcome::Applied {
+            next_nonce[from] = next_nonce[from].max(nonce + 1);
             *reference.get_mut(&users[from].account_id()).unwrap() -= amount;
             *reference.entry(to).or_default() += amount;
         }
@@ -227,6 +229,45 @@ async fn four_representatives_execute_the_same_history() {
                 "representative {i}, account {a}"
             );
         }
+    }
+
+    // Over gRPC on the representative that was killed: GetTx reports each outcome (txs
+    // admitted by the others included), GetAccount balance and nonce.
+    let c3 = CityClient::connect(&net.rep(3).unwrap().addr().to_string())
+        .await
+        .unwrap();
+    for (k, id) in ids.iter().enumerate() {
+        let e = c3.execution(*id).await.unwrap().expect("executed");
+        match expected[k] {
+            Outcome::Applied => assert_eq!(e.outcome, ExecutionOutcome::Applied, "tx {k}"),
+            _ => {
+                assert_eq!(e.outcome, ExecutionOutcome::InsufficientFunds, "tx {k}");
+                assert!(e.detail.contains("insufficient funds"), "{}", e.detail);
+            }
+        }
+    }
+    for (u, want) in users.iter().zip(next_nonce) {
+        let a = c3.account(u.account_id()).await.unwrap();
+        assert!(a.exists);
+        assert_eq!(a.balance, reference[&u.account_id()]);
+        assert_eq!(a.nonce, want, "account {}", u.account_id());
+    }
+    let nobody = c3.account(AccountId::from_bytes([0x77; 32])).await.unwrap();
+    assert!(!nobody.exists);
+    assert_eq!((nobody.balance, nobody.nonce), (0, 0));
+    // A transfer whose declared write set omits the receiver is refused at admission.
+    let mut bad = transfer(&users[0], users[1].account_id(), 1, 999)
+        .tx
+        .clone()
+        .with_write_set(vec![ledger::account_object(&users[0].account_id())]);
+    bad.nonce = 1_000;
+    let bad = sign_tx(bad, &users[0]);
+    match c3.submit(&bad).await {
+        Err(ClientError::Rejected(r)) => {
+            assert_eq!(r.code, RejectCode::Malformed);
+            assert!(r.message.contains("write set"), "{}", r.message);
+        }
+        other => panic!("a transfer with an uncovering write set was answered {other:?}"),
     }
 
     // The federated header of every federated checkpoint carries that root.

@@ -1,6 +1,6 @@
 //! The city node's API in dag-core terms: what a node implements and what a client sees.
 
-use dag_core::{NodeId, ShardHash, SignedReceipt, SignedTx, StripeId, TxId};
+use dag_core::{AccountId, NodeId, ShardHash, SignedReceipt, SignedTx, StripeId, TxId};
 use std::fmt;
 use std::future::Future;
 
@@ -149,6 +149,75 @@ pub struct Submitted {
     pub receipts: Vec<SignedReceipt>,
 }
 
+/// How a committed transfer was executed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ExecutionOutcome {
+    /// The amount moved.
+    Applied,
+    /// The sender's balance was below the amount.
+    InsufficientFunds,
+    /// The write set omits the sender's or the receiver's account object.
+    SetsDoNotCover,
+    /// The (sender, nonce) was already applied by another tx.
+    NonceAlreadyApplied,
+    /// The receiver's balance would pass `u64::MAX`.
+    BalanceOverflow,
+}
+
+impl ExecutionOutcome {
+    /// The wire value.
+    pub fn to_proto(self) -> i32 {
+        use crate::pb::ExecutionOutcome as P;
+        (match self {
+            ExecutionOutcome::Applied => P::Applied,
+            ExecutionOutcome::InsufficientFunds => P::InsufficientFunds,
+            ExecutionOutcome::SetsDoNotCover => P::SetsDoNotCover,
+            ExecutionOutcome::NonceAlreadyApplied => P::NonceAlreadyApplied,
+            ExecutionOutcome::BalanceOverflow => P::BalanceOverflow,
+        }) as i32
+    }
+    /// From the wire value (`None` for unspecified or unknown values).
+    pub fn from_proto(v: i32) -> Option<Self> {
+        use crate::pb::ExecutionOutcome as P;
+        Some(match P::try_from(v).ok()? {
+            P::Applied => ExecutionOutcome::Applied,
+            P::InsufficientFunds => ExecutionOutcome::InsufficientFunds,
+            P::SetsDoNotCover => ExecutionOutcome::SetsDoNotCover,
+            P::NonceAlreadyApplied => ExecutionOutcome::NonceAlreadyApplied,
+            P::BalanceOverflow => ExecutionOutcome::BalanceOverflow,
+            P::Unspecified => return None,
+        })
+    }
+}
+
+/// A tx's execution as a representative recorded it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxExecution {
+    /// The checkpoint that executed it.
+    pub sequence: u64,
+    /// The outcome.
+    pub outcome: ExecutionOutcome,
+    /// Why it failed, for people (empty when applied).
+    pub detail: String,
+}
+
+/// An account as a representative executed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AccountInfo {
+    /// The account.
+    pub account: AccountId,
+    /// False when never credited (then balance and nonce are 0).
+    pub exists: bool,
+    /// Balance.
+    pub balance: u64,
+    /// Next nonce: one above the highest applied nonce it sent.
+    pub nonce: u64,
+    /// Writes of the account object so far.
+    pub version: u64,
+    /// Checkpoints executed when this was read.
+    pub executed_checkpoints: u64,
+}
+
 /// A tx as read back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TxRecord {
@@ -265,6 +334,29 @@ pub trait CityApi: Send + Sync + 'static {
                 RejectCode::Unavailable,
                 "this node does not repair txs",
                 Some(id),
+            ))
+        }
+    }
+    /// How the committed tx `id` was executed here; `Ok(None)` if not (yet). The default
+    /// (a node that executes nothing) answers `Ok(None)`.
+    fn execution(
+        &self,
+        id: TxId,
+    ) -> impl Future<Output = Result<Option<TxExecution>, Rejection>> + Send {
+        let _ = id;
+        async move { Ok(None) }
+    }
+    /// An account's balance and nonce. The default answers `Unavailable` (a node without a
+    /// ledger).
+    fn account(
+        &self,
+        account: AccountId,
+    ) -> impl Future<Output = Result<AccountInfo, Rejection>> + Send {
+        async move {
+            Err(Rejection::new(
+                RejectCode::Unavailable,
+                format!("this node keeps no ledger (account {account})"),
+                None,
             ))
         }
     }

@@ -117,6 +117,56 @@ impl CityClient {
         }))
     }
 
+    /// How the node executed tx `id` (from `GetTx`): `Ok(None)` when the tx is unknown or
+    /// not executed there (yet).
+    pub async fn execution(&self, id: TxId) -> Result<Option<crate::TxExecution>> {
+        let resp = match self
+            .inner
+            .clone()
+            .get_tx(pb::GetTxRequest {
+                tx_id: id.as_bytes().to_vec(),
+            })
+            .await
+        {
+            Ok(r) => r.into_inner(),
+            Err(s) if s.code() == tonic::Code::NotFound => return Ok(None),
+            Err(s) => return Err(s.into()),
+        };
+        let Some(e) = resp.execution else {
+            return Ok(None);
+        };
+        let outcome = crate::ExecutionOutcome::from_proto(e.outcome)
+            .ok_or(crate::ConvertError::Missing("execution.outcome"))?;
+        Ok(Some(crate::TxExecution {
+            sequence: e.sequence,
+            outcome,
+            detail: e.detail,
+        }))
+    }
+
+    /// Balance and nonce of `account` as the node executed it (`GetAccount`).
+    pub async fn account(&self, account: dag_core::AccountId) -> Result<crate::AccountInfo> {
+        let a = self
+            .inner
+            .clone()
+            .get_account(pb::GetAccountRequest {
+                account: account.as_bytes().to_vec(),
+            })
+            .await?
+            .into_inner();
+        let id = <[u8; 32]>::try_from(a.account.as_slice())
+            .map(dag_core::AccountId::from_bytes)
+            .map_err(|_| crate::ConvertError::Missing("account"))?;
+        Ok(crate::AccountInfo {
+            account: id,
+            exists: a.exists,
+            balance: a.balance,
+            nonce: a.nonce,
+            version: a.version,
+            executed_checkpoints: a.executed_checkpoints,
+        })
+    }
+
     /// Restores a held tx from its shards (`RepairTx`); with `rebuild`, the node first
     /// re-creates the shards of its stripe whose holders are gone or silent. `Ok(None)` if
     /// the node does not hold the tx. The tx and receipts are converted, not verified.

@@ -2,7 +2,7 @@
 
 use crate::convert::ConvertError;
 use crate::{CityApi, Rejection, Submitted, pb};
-use dag_core::{SignedTx, TxId};
+use dag_core::{AccountId, SignedTx, TxId};
 use futures::StreamExt;
 use std::sync::Arc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -161,21 +161,34 @@ impl<T: CityApi> pb::city_node_server::CityNode for CityNodeService<T> {
         let id = TxId::from_slice(&request.into_inner().tx_id)
             .map_err(|e| Status::invalid_argument(format!("MALFORMED: tx_id: {e}")))?;
         match self.api.get(id).await {
-            Ok(Some(rec)) => Ok(Response::new(pb::GetTxResponse {
-                tx: rec.tx.as_ref().map(Into::into),
-                state: pb::TxState::from(rec.state) as i32,
-                receipts: rec.receipts.iter().map(Into::into).collect(),
-                source: rec.source,
-                ordering: rec.ordering.map(|o| pb::Ordering {
-                    sequence: o.sequence,
-                    leader_round: o.leader_round,
-                    leader: o.leader.0.to_vec(),
-                    batch: o.batch.0.to_vec(),
-                    committed_at_ms: o.committed_at_ms,
-                    federated_at_ms: o.federated_at_ms.unwrap_or(0),
-                }),
-                proof: rec.proof.unwrap_or_default(),
-            })),
+            Ok(Some(rec)) => {
+                let execution = self
+                    .api
+                    .execution(id)
+                    .await
+                    .map_err(|r| r.to_status())?
+                    .map(|e| pb::TxExecution {
+                        sequence: e.sequence,
+                        outcome: e.outcome.to_proto(),
+                        detail: e.detail,
+                    });
+                Ok(Response::new(pb::GetTxResponse {
+                    tx: rec.tx.as_ref().map(Into::into),
+                    state: pb::TxState::from(rec.state) as i32,
+                    receipts: rec.receipts.iter().map(Into::into).collect(),
+                    source: rec.source,
+                    ordering: rec.ordering.map(|o| pb::Ordering {
+                        sequence: o.sequence,
+                        leader_round: o.leader_round,
+                        leader: o.leader.0.to_vec(),
+                        batch: o.batch.0.to_vec(),
+                        committed_at_ms: o.committed_at_ms,
+                        federated_at_ms: o.federated_at_ms.unwrap_or(0),
+                    }),
+                    proof: rec.proof.unwrap_or_default(),
+                    execution,
+                }))
+            }
             Ok(None) => Err(Status::not_found(format!(
                 "tx {id} is not known to this node"
             ))),
@@ -213,6 +226,23 @@ impl<T: CityApi> pb::city_node_server::CityNode for CityNodeService<T> {
         let stripes = self.api.list_stripes().await.map_err(|r| r.to_status())?;
         let items: Vec<_> = stripes.iter().map(|s| Ok(s.into())).collect();
         Ok(Response::new(tokio_stream::iter(items)))
+    }
+
+    async fn get_account(
+        &self,
+        request: Request<pb::GetAccountRequest>,
+    ) -> Result<Response<pb::GetAccountResponse>, Status> {
+        let account = AccountId::from_slice(&request.into_inner().account)
+            .map_err(|e| Status::invalid_argument(format!("MALFORMED: account: {e}")))?;
+        let a = self.api.account(account).await.map_err(|r| r.to_status())?;
+        Ok(Response::new(pb::GetAccountResponse {
+            account: a.account.as_bytes().to_vec(),
+            exists: a.exists,
+            balance: a.balance,
+            nonce: a.nonce,
+            version: a.version,
+            executed_checkpoints: a.executed_checkpoints,
+        }))
     }
 
     async fn status(

@@ -40,8 +40,8 @@ pub mod pb {
 }
 
 pub use api::{
-    CityApi, NodeStatus, OrderingInfo, RejectCode, Rejection, Repaired, StripeHolder, StripeInfo,
-    Submitted, TxRecord, TxState,
+    AccountInfo, CityApi, ExecutionOutcome, NodeStatus, OrderingInfo, RejectCode, Rejection,
+    Repaired, StripeHolder, StripeInfo, Submitted, TxExecution, TxRecord, TxState,
 };
 pub use city_client::CityClient;
 pub use city_server::{CityNodeService, MAX_MESSAGE_BYTES, MAX_RESPONSE_BYTES, STREAM_CONCURRENCY};

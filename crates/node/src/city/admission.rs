@@ -510,6 +510,24 @@ impl CityNode {
         })?;
         let t0 = Instant::now();
         let id = tx.id();
+        // The ledger's binding rule: a transfer's declared write set covers its sender's
+        // and receiver's accounts (or it declares no sets at all).
+        if tx.tx.kind == dag_core::TxKind::FreshTx
+            && let Err(missing) = ledger::check_sets(
+                &tx.tx.sender,
+                &tx.tx.receiver,
+                &tx.tx.read_set,
+                &tx.tx.write_set,
+            )
+        {
+            return Err(Rejection::new(
+                RejectCode::Malformed,
+                format!(
+                    "write set does not cover the transfer: account object {missing} is touched but not declared"
+                ),
+                Some(id),
+            ));
+        }
         // Staking requests (system txs) claim no position: proof of place does not apply.
         if let Some(pop) = self
             .pop
@@ -767,6 +785,54 @@ impl CityApi for CityNode {
 
     async fn status(&self) -> NodeStatus {
         self.status_now()
+    }
+
+    async fn execution(
+        &self,
+        id: TxId,
+    ) -> std::result::Result<Option<rpc::TxExecution>, Rejection> {
+        let Some(ledger) = self.execution.as_ref().and_then(|e| e.ledger()) else {
+            return Ok(None);
+        };
+        let found = ledger
+            .outcome(&id)
+            .map_err(|e| Rejection::new(RejectCode::Unavailable, e.to_string(), Some(id)))?;
+        Ok(found.map(|(sequence, o)| super::execution::tx_execution(sequence, o)))
+    }
+
+    async fn account(
+        &self,
+        account: dag_core::AccountId,
+    ) -> std::result::Result<rpc::AccountInfo, Rejection> {
+        let Some(exec) = &self.execution else {
+            return Err(Rejection::new(
+                RejectCode::Unavailable,
+                format!(
+                    "this node is not a representative and keeps no ledger (account {account})"
+                ),
+                None,
+            ));
+        };
+        let Some(ledger) = exec.ledger() else {
+            return Err(Rejection::new(
+                RejectCode::Unavailable,
+                "this representative runs no ledger",
+                None,
+            ));
+        };
+        // Read the executed count first: the answer reflects at least that state.
+        let executed_checkpoints = exec.executed();
+        let a = ledger
+            .account(&account)
+            .map_err(|e| Rejection::new(RejectCode::Unavailable, e.to_string(), None))?;
+        Ok(rpc::AccountInfo {
+            account,
+            exists: a.is_some(),
+            balance: a.map_or(0, |a| a.balance),
+            nonce: a.map_or(0, |a| a.next_nonce),
+            version: a.map_or(0, |a| a.version),
+            executed_checkpoints,
+        })
     }
 
     fn note_rejected(&self, code: RejectCode) {

@@ -603,6 +603,29 @@ impl<S: BodySource> Feed<S> {
     }
 }
 
+/// A ledger outcome as `GetTx` reports it.
+pub(crate) fn tx_execution(sequence: u64, o: ledger::Outcome) -> rpc::TxExecution {
+    use ledger::FailReason as F;
+    use rpc::ExecutionOutcome as E;
+    let (outcome, detail) = match o {
+        ledger::Outcome::Applied => (E::Applied, String::new()),
+        ledger::Outcome::Failed(r) => (
+            match r {
+                F::InsufficientFunds { .. } => E::InsufficientFunds,
+                F::SetsDoNotCover { .. } => E::SetsDoNotCover,
+                F::NonceReused { .. } => E::NonceAlreadyApplied,
+                F::BalanceOverflow => E::BalanceOverflow,
+            },
+            r.to_string(),
+        ),
+    };
+    rpc::TxExecution {
+        sequence,
+        outcome,
+        detail,
+    }
+}
+
 /// The checkpoints a representative federates: committed **and executed**, each header
 /// carrying the combined state root.
 pub(crate) struct ExecutedCheckpoints {
