@@ -1,5 +1,7 @@
 //! DPoS benchmarks: election over many candidates, `apply` per system tx kind (on a
-//! pre-verified tx), verification of system txs, snapshot and restore.
+//! pre-verified tx), verification of system txs, snapshot and restore, and the node's
+//! durable applier per checkpoint (`dpos/apply_commit/system_txs=N`, with `N = 0` the
+//! baseline: the same write and fsync with nothing to apply).
 
 use criterion::{BatchSize, BenchmarkId, Criterion, criterion_group, criterion_main};
 use dag_core::{AccountId, Hash32, NodeId, Receipt, ShardHash, SignedReceipt, StripeId};
@@ -178,5 +180,65 @@ fn apply_benches(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, elect_benches, apply_benches);
+/// The node's stake store applying one checkpoint of `n` delegations (envelope verified
+/// beforehand, as the execution feed hands them over; inner checks, apply, snapshot,
+/// one redb write with fsync).
+fn apply_commit_benches(c: &mut Criterion) {
+    let mut g = c.benchmark_group("dpos");
+    g.sample_size(20).measurement_time(Duration::from_secs(8));
+    for n in [0usize, 1, 16] {
+        g.bench_function(
+            BenchmarkId::new("apply_commit", format!("system_txs={n}")),
+            |b| {
+                b.iter_custom(|iters| {
+                    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+                    let store = node::StakeStore::open(
+                        &dir.path().join("stake.redb"),
+                        genesis(0),
+                        Vec::new(),
+                    )
+                    .unwrap_or_else(|e| panic!("open: {e}"));
+                    store
+                        .apply_commit(0, T0, &[])
+                        .unwrap_or_else(|e| panic!("apply: {e}"));
+                    let mut nonce = vec![0u64; keys().len()];
+                    let commits: Vec<Vec<dag_core::VerifiedTx>> = (0..iters)
+                        .map(|_| {
+                            (0..n)
+                                .map(|j| {
+                                    let k = j % keys().len();
+                                    let tx = sign_system_tx(
+                                        &SystemPayload::Delegate {
+                                            validator: keys()[0].account_id(),
+                                            amount: 1,
+                                        },
+                                        nonce[k],
+                                        T0,
+                                        city(),
+                                        &keys()[k],
+                                    );
+                                    nonce[k] += 1;
+                                    tx.verify(&MlDsa87)
+                                        .unwrap_or_else(|e| panic!("verify: {e}"))
+                                })
+                                .collect()
+                        })
+                        .collect();
+                    let t = std::time::Instant::now();
+                    for (i, txs) in commits.iter().enumerate() {
+                        let r = store
+                            .apply_commit(i as u64 + 1, T0 + 1, txs)
+                            .unwrap_or_else(|e| panic!("apply: {e}"));
+                        assert_eq!(r.applied.len(), n);
+                        black_box(r.root);
+                    }
+                    t.elapsed()
+                })
+            },
+        );
+    }
+    g.finish();
+}
+
+criterion_group!(benches, elect_benches, apply_benches, apply_commit_benches);
 criterion_main!(benches);

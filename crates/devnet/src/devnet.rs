@@ -54,6 +54,8 @@ pub struct DevnetConfig {
     /// The representatives' periodic storage audit (the city default: every 10 minutes;
     /// tests shorten it).
     pub audit: node::AuditConfig,
+    /// The DPoS rules every representative runs (e.g. a term of seconds in tests).
+    pub dpos: dpos::DposConfig,
 }
 
 impl std::fmt::Debug for DevnetConfig {
@@ -85,6 +87,7 @@ impl Default for DevnetConfig {
             batch_interval_ms: None,
             accounts: Vec::new(),
             audit: node::AuditConfig::default(),
+            dpos: dpos::DposConfig::default(),
         }
     }
 }
@@ -311,6 +314,7 @@ impl Devnet {
             data_dir: self.dir.join(format!("rep-{i}")),
             genesis: Some(self.genesis.clone()),
             batch_interval_ms: self.cfg.batch_interval_ms,
+            dpos: self.cfg.dpos.clone(),
             gateway: self.cfg.gateway.then(|| node::gateway::GatewayConfig {
                 listen: LOOPBACK,
                 // Tests and the demo drive it hard from one address.
@@ -358,6 +362,11 @@ impl Devnet {
     /// Representative `i`'s HTTP gateway address, while it runs with one.
     pub fn gateway_addr(&self, i: usize) -> Option<SocketAddr> {
         self.rep(i).and_then(CityHandle::gateway_addr)
+    }
+
+    /// Representative `i`'s key (it signs its consensus messages and its system txs).
+    pub fn rep_key(&self, i: usize) -> Option<&Keypair> {
+        self.reps.get(i).map(|r| &r.key)
     }
 
     /// Representative `i`'s city node, while it runs.

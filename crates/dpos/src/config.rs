@@ -58,6 +58,7 @@ impl SlashLevel {
 /// The rules' numbers. Amounts are integers in base units; fractions are basis points
 /// (1/10 000) or tenths, so no decision ever touches a float.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct DposConfig {
     /// Base units per whole token (the score's stake term `min(stake / 100, 2)` and the
     /// reward `score × rate × 10` are in whole tokens). Default 1 000 000.

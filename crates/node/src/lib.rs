@@ -53,7 +53,8 @@ pub use city::repair_protocol::{
     LightRepairTier, RepairConfig, RepairService, RepairTier, TierAnswer,
 };
 pub use city::stake::{
-    CommitReport, STAKE_APPLIER, StakeError, StakeStore, committee_of, double_sign_tx, dpos_genesis,
+    CommitReport, DposApplier, STAKE_APPLIER, StakeError, StakeStore, committee_of, double_sign_tx,
+    dpos_genesis_of,
 };
 pub use city::stake_reporter::{
     SendOutcome, SenderConfig, SystemTxSender, SystemTxSink, contribution_payloads,

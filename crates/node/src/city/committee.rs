@@ -9,6 +9,8 @@ use super::execution::{
     state_machines,
 };
 use super::order::OrderStore;
+use super::stake::{DposApplier, StakeStore};
+use super::stake_reporter::{SenderConfig, SystemTxSender, spawn_evidence_reporter};
 use crate::city::consensus::{
     CommittedEvent, ConsensusGrpc, RepresentativeConfig, RepresentativeHandle, spawn_representative,
 };
@@ -36,6 +38,9 @@ pub(crate) struct Representation {
     rep: RepresentativeHandle,
     order: Arc<OrderStore>,
     execution: Arc<Execution>,
+    stake: Arc<StakeStore>,
+    evidence: Option<mpsc::UnboundedReceiver<dpos::DoubleSignEvidence>>,
+    sender: Option<SystemTxSender>,
     feed: Option<FeedHandle>,
     me: dag_core::NodeId,
     members: std::collections::BTreeMap<dag_core::NodeId, String>,
@@ -54,6 +59,9 @@ pub struct CommitteeParts {
     pub consensus: Option<RepresentativeConfig>,
     /// The genesis allocation the ledger starts from.
     pub accounts: std::collections::BTreeMap<dag_core::AccountId, u64>,
+    /// The DPoS rules the city's stake state runs (`<data_dir>/stake.redb`); its genesis is
+    /// the committee's members self-bonded with their genesis stake.
+    pub dpos: dpos::DposConfig,
 }
 
 impl Representation {
@@ -75,13 +83,23 @@ impl Representation {
         let path = data_dir.join("order.redb");
         let order = Arc::new(run_blocking("order store", move || OrderStore::open(&path)).await??);
         let (dir, accounts) = (data_dir.to_path_buf(), parts.accounts.clone());
-        let execution = Arc::new(
-            run_blocking("state machines", move || {
-                let (appliers, ledger) = state_machines(&dir, &accounts)?;
-                Execution::open(&dir.join("execution.redb"), appliers, Some(ledger))
-            })
-            .await??,
-        );
+        let (dpos_genesis, genesis_keys) =
+            super::stake::dpos_genesis_of(&parts.committee, parts.dpos.clone())?;
+        let (execution, stake) = run_blocking("state machines", move || {
+            let (mut appliers, ledger) = state_machines(&dir, &accounts)?;
+            let stake = Arc::new(StakeStore::open(
+                &dir.join("stake.redb"),
+                dpos_genesis,
+                genesis_keys,
+            )?);
+            appliers.push(Arc::new(DposApplier {
+                stake: stake.clone(),
+                ledger: ledger.clone(),
+            }));
+            let exec = Execution::open(&dir.join("execution.redb"), appliers, Some(ledger))?;
+            Ok::<_, Error>((Arc::new(exec), stake))
+        })
+        .await??;
         let mut cfg = parts
             .consensus
             .clone()
@@ -99,6 +117,7 @@ impl Representation {
             spawn_representative(cfg, key.clone(), parts.committee.committee.clone(), peers)
                 .await?;
         let mut tasks = Vec::new();
+        let evidence = rep.take_evidence();
         if let Some(commits) = rep.take_commits() {
             tasks.push(tokio::spawn(apply_commits(commits, order.clone())));
         }
@@ -128,6 +147,9 @@ impl Representation {
                 rep,
                 order,
                 execution,
+                stake,
+                evidence,
+                sender: None,
                 feed: None,
                 me,
                 members: parts.committee.addresses.clone(),
@@ -158,6 +180,34 @@ impl Representation {
             bodies,
             FeedConfig::default(),
         ));
+    }
+
+    /// The DPoS state (applied by the execution feed).
+    pub(crate) fn stake(&self) -> &Arc<StakeStore> {
+        &self.stake
+    }
+
+    /// Starts this representative's own system txs: equivocation evidence its consensus
+    /// catches becomes a `DoubleSign` tx signed with `key`, submitted through `node`.
+    pub(crate) fn spawn_stake_reporter(&mut self, node: Arc<CityNode>, key: &Keypair, city: &str) {
+        let Ok(city) = dag_core::CityId::new(city.to_string()) else {
+            tracing::error!(city, "no stake reporter: the city id is not valid");
+            return;
+        };
+        let sender = SystemTxSender::spawn(
+            key.clone(),
+            self.stake.clone(),
+            node,
+            SenderConfig {
+                city,
+                commit_timeout: Duration::from_secs(60),
+            },
+            None,
+        );
+        if let Some(ev) = self.evidence.take() {
+            self.tasks.push(spawn_evidence_reporter(ev, sender.queue()));
+        }
+        self.sender = Some(sender);
     }
 
     /// The representative.
@@ -225,6 +275,9 @@ impl Representation {
         }
         let r = self.rep.shutdown().await;
         join_all(self.tasks).await;
+        if let Some(s) = self.sender {
+            s.shutdown().await;
+        }
         r
     }
 
@@ -241,6 +294,9 @@ impl Representation {
             t.abort();
         }
         join_all(self.tasks).await;
+        if let Some(s) = self.sender {
+            s.shutdown().await;
+        }
     }
 }
 

@@ -77,6 +77,9 @@ pub struct CityConfig {
     /// multipliers in epoch windows, applied to the placement weights of light nodes in
     /// their area ([`pop_geo::EventCalendar`]). None: no events.
     pub events: Option<PathBuf>,
+    /// The DPoS rules of the city's stake state (`[dpos]`; e.g. `term_ms` in seconds for a
+    /// localnet). Every representative of a city must run the same rules.
+    pub dpos: dpos::DposConfig,
 }
 
 impl Default for CityConfig {
@@ -93,6 +96,7 @@ impl Default for CityConfig {
             audit: challenges::AuditConfig::default(),
             links: rpc::tls::LinkSecurity::Insecure,
             events: None,
+            dpos: dpos::DposConfig::default(),
         }
     }
 }
@@ -223,6 +227,13 @@ impl CityHandle {
             .map(committee::Representation::representative)
     }
 
+    /// The city's DPoS state, when this node is a representative.
+    pub fn stake(&self) -> Option<&Arc<stake::StakeStore>> {
+        self.representation
+            .as_ref()
+            .map(committee::Representation::stake)
+    }
+
     /// Waits until the server stops by itself (an error) — for binaries that run until a
     /// signal arrives, use [`CityHandle::shutdown`] on the signal instead.
     pub async fn wait(&mut self) -> Result<()> {
@@ -344,6 +355,9 @@ pub async fn start_city_with(
         r.order().set_events(node.events().clone());
         r.spawn_resubmitter(node.clone());
         r.spawn_feed(node.clone());
+        if let Some(cp) = &parts.committee {
+            r.spawn_stake_reporter(node.clone(), keypair, &cp.committee.city_id);
+        }
     }
     let recovery = recovery::spawn_finish_admitted(node.clone());
     let audit = match (node.pipeline(), cfg.audit.enabled) {
@@ -523,6 +537,7 @@ pub async fn run_city_with(
                     consensus::RepresentativeConfig::new(&cfg.data_dir).with_fixed_interval(ms)
                 }),
                 accounts: genesis.accounts.clone(),
+                dpos: cfg.dpos.clone(),
             })
         }
         None => None,

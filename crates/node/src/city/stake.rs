@@ -21,6 +21,7 @@
 use crate::runtime::{db_err, open_db};
 use crate::{Error, Result};
 use dag_core::consensus::Committee;
+use dag_core::execution::{ApplyError, CommitApplier};
 use dag_core::{AccountId, CityId, Hash32, SignedTx, TxId, TxKind, VerifiedTx};
 use dpos::{ApplyCtx, DposState, Outcome, VerifiedSystemTx};
 use parking_lot::Mutex;
@@ -28,6 +29,7 @@ use pqc::MlDsa87;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// `"snapshot"` → `DposState::snapshot`; `"next_seq"` → u64 LE.
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("stake_meta");
@@ -137,22 +139,19 @@ fn corrupt(path: &Path, reason: impl Into<String>) -> Error {
     .into()
 }
 
-/// The dpos genesis of `city_id` from the genesis file: each committee member a full node
-/// self-bonded with its genesis stake in whole tokens (`stake × units_per_token`), the
-/// file's opening balances as liquid balances, and `config`'s rules. Its `time_ms` is set
-/// by the store at checkpoint 0. Also returns the members' public keys.
-pub fn dpos_genesis(
-    genesis: &genesis::Genesis,
-    city_id: &str,
+/// The dpos genesis of a city's first committee: each member a full node self-bonded with
+/// its genesis stake in whole tokens (`stake × units_per_token`), under `config`'s rules.
+/// Liquid balances are the ledger's (the genesis file's `accounts`), so the dpos state holds
+/// none. Its `time_ms` is set by the store at checkpoint 0. Also returns the members'
+/// public keys.
+pub fn dpos_genesis_of(
+    city: &genesis::CityCommittee,
     config: dpos::DposConfig,
 ) -> Result<(dpos::Genesis, Vec<Vec<u8>>)> {
-    let city = genesis.cities.get(city_id).ok_or_else(|| {
-        Error::Membership(format!("genesis names no committee for city {city_id}"))
-    })?;
     let mut g = dpos::Genesis {
         config,
         time_ms: 0,
-        balances: genesis.accounts.iter().map(|(a, b)| (*a, *b)).collect(),
+        balances: Vec::new(),
         nodes: Vec::new(),
         bonds: Vec::new(),
     };
@@ -303,21 +302,90 @@ impl StakeStore {
         committee_of(s, &inner.keys)
     }
 
-    /// Applies checkpoint `seq` (blocking: one fsync). See the module docs.
+    /// Applies checkpoint `seq` (blocking: one fsync) with liquid balances kept in the dpos
+    /// state itself. See the module docs.
     pub fn apply_commit(&self, seq: u64, at_ms: u64, txs: &[VerifiedTx]) -> Result<CommitReport> {
         let mut inner = self.inner.lock();
+        if let Some(r) = self.settled(&inner, seq)? {
+            return Ok(r);
+        }
+        let prepared = self.prepare(&inner, seq, at_ms, txs, None)?;
+        self.persist(&mut inner, prepared)
+    }
+
+    /// Applies checkpoint `seq` with liquid balances in the ledger: the ledger's transfers
+    /// and dpos's balance moves (bond debits, withdrawal and claim credits) are one atomic
+    /// ledger write ([`ledger::Ledger::apply_with`]); the dpos result is recorded as pending
+    /// inside that write's hook and promoted after it, so a crash between the two files is
+    /// finished on restart from the pending record, never re-executed against moved
+    /// balances.
+    pub fn apply_commit_with_ledger(
+        &self,
+        ledger: &ledger::Ledger,
+        seq: u64,
+        at_ms: u64,
+        txs: &[VerifiedTx],
+    ) -> Result<CommitReport> {
+        let mut inner = self.inner.lock();
+        if let Some(r) = self.settled(&inner, seq)? {
+            return Ok(r);
+        }
+        if ledger.next_seq() > seq {
+            // The ledger holds this checkpoint (and our moves): finish from the pending record.
+            let prepared = self.read_pending(seq)?;
+            return self.persist(&mut inner, prepared);
+        }
+        let mut prepared = None;
+        let mut failure: Option<Error> = None;
+        let ledger_result = ledger.apply_with(seq, at_ms, txs, |b| {
+            let mut book = LedgerBook {
+                inner: b,
+                failure: std::cell::RefCell::new(None),
+            };
+            let p = self.prepare(&inner, seq, at_ms, txs, Some(&mut book));
+            if let Some(e) = book.failure.into_inner() {
+                return Err(e);
+            }
+            let p = match p.and_then(|p| self.write_pending(&p).map(|()| p)) {
+                Ok(p) => p,
+                Err(e) => {
+                    failure = Some(e);
+                    return Err(ledger::Error::Corrupt {
+                        path: self.path.clone(),
+                        table: "stake pending",
+                        reason: "the dpos side of the checkpoint failed (see the stake error)",
+                    });
+                }
+            };
+            prepared = Some(p);
+            Ok(())
+        });
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        ledger_result.map_err(|source| Error::Ledger { source })?;
+        let prepared = match prepared {
+            Some(p) => p,
+            // The ledger had applied `seq` already (a race with its own applier).
+            None => self.read_pending(seq)?,
+        };
+        self.persist(&mut inner, prepared)
+    }
+
+    /// For `seq` below the next sequence, the recorded root; above it, a gap error.
+    fn settled(&self, inner: &Inner, seq: u64) -> Result<Option<CommitReport>> {
         if seq < inner.next_seq {
             let root = self
                 .root_at(seq)?
                 .ok_or_else(|| corrupt(&self.path, format!("no root recorded for {seq}")))?;
-            return Ok(CommitReport {
+            return Ok(Some(CommitReport {
                 seq,
                 root,
                 replay: true,
                 applied: Vec::new(),
                 rejected: Vec::new(),
                 elected: None,
-            });
+            }));
         }
         if seq > inner.next_seq {
             return Err(StakeError::Gap {
@@ -326,7 +394,18 @@ impl StakeStore {
             }
             .into());
         }
-        // Work on a copy: memory changes only once the disk has it.
+        Ok(None)
+    }
+
+    /// Executes checkpoint `seq` on a copy of the state (nothing is written).
+    fn prepare(
+        &self,
+        inner: &Inner,
+        seq: u64,
+        at_ms: u64,
+        txs: &[VerifiedTx],
+        mut book: Option<&mut dyn dpos::LiquidBalances>,
+    ) -> Result<Prepared> {
         let mut state = match &inner.state {
             Some(s) => s.clone(),
             None => DposState::genesis(dpos::Genesis {
@@ -343,8 +422,12 @@ impl StakeStore {
             if tx.tx().kind != TxKind::SystemTx {
                 continue;
             }
-            let r = VerifiedSystemTx::from_verified_tx(tx, &MlDsa87)
-                .and_then(|stx| state.apply(&stx, &ctx));
+            let r = VerifiedSystemTx::from_verified_tx(tx, &MlDsa87).and_then(|stx| {
+                match book.as_deref_mut() {
+                    Some(b) => state.apply_with(&stx, &ctx, b),
+                    None => state.apply(&stx, &ctx),
+                }
+            });
             match r {
                 Ok(outcome) => {
                     let sender = tx.tx().sender;
@@ -369,7 +452,102 @@ impl StakeStore {
             _ => None,
         };
         let snapshot = state.snapshot();
-        let root = Hash32::digest(&snapshot);
+        Ok(Prepared {
+            seq,
+            root: Hash32::digest(&snapshot),
+            snapshot,
+            state,
+            applied,
+            rejected,
+            elected,
+            new_keys,
+        })
+    }
+
+    /// Records `p` as the pending result of its checkpoint (see
+    /// [`StakeStore::apply_commit_with_ledger`]).
+    fn write_pending(&self, p: &Prepared) -> Result<()> {
+        let mut w = dag_core::Writer::default();
+        w.u64(p.seq)
+            .u32(u32::try_from(p.snapshot.len()).unwrap_or(u32::MAX));
+        w.raw(&p.snapshot);
+        w.u32(u32::try_from(p.new_keys.len()).unwrap_or(u32::MAX));
+        for (_, pk) in &p.new_keys {
+            w.u32(u32::try_from(pk.len()).unwrap_or(u32::MAX)).raw(pk);
+        }
+        let bytes = w.finish();
+        let err = db_err(&self.path);
+        let tx = self.db.begin_write().map_err(|e| err(e.into()))?;
+        {
+            let mut meta = tx.open_table(META).map_err(|e| err(e.into()))?;
+            meta.insert("pending", bytes.as_slice())
+                .map_err(|e| err(e.into()))?;
+        }
+        tx.commit().map_err(|e| err(e.into()))?;
+        Ok(())
+    }
+
+    /// The pending result recorded for `seq`.
+    fn read_pending(&self, seq: u64) -> Result<Prepared> {
+        let err = db_err(&self.path);
+        let r = self.db.begin_read().map_err(|e| err(e.into()))?;
+        let meta = r.open_table(META).map_err(|e| err(e.into()))?;
+        let v = meta
+            .get("pending")
+            .map_err(|e| err(e.into()))?
+            .ok_or_else(|| {
+                corrupt(
+                    &self.path,
+                    format!("the ledger holds checkpoint {seq} but dpos has no pending result"),
+                )
+            })?;
+        let bytes = v.value();
+        let bad = |e: dag_core::DecodeError| corrupt(&self.path, format!("pending record: {e}"));
+        let mut rd = dag_core::Reader::new(bytes);
+        let pseq = rd.u64("pending seq").map_err(bad)?;
+        if pseq != seq {
+            return Err(corrupt(
+                &self.path,
+                format!("pending record is for {pseq}, expected {seq}"),
+            ));
+        }
+        let n = rd.u32("snapshot length").map_err(bad)? as usize;
+        let snapshot = rd.take(n, "snapshot").map_err(bad)?.to_vec();
+        let mut new_keys = Vec::new();
+        for _ in 0..rd.u32("keys").map_err(bad)? {
+            let n = rd.u32("key length").map_err(bad)? as usize;
+            let pk = rd.take(n, "key").map_err(bad)?.to_vec();
+            new_keys.push((AccountId::from_public_key(&pk), pk));
+        }
+        rd.finish().map_err(bad)?;
+        let state = DposState::restore(&snapshot)
+            .map_err(|e| corrupt(&self.path, format!("pending snapshot: {e}")))?;
+        let elected = None;
+        Ok(Prepared {
+            seq,
+            root: Hash32::digest(&snapshot),
+            snapshot,
+            state,
+            applied: Vec::new(),
+            rejected: Vec::new(),
+            elected,
+            new_keys,
+        })
+    }
+
+    /// Writes `p` (snapshot, root, next sequence, new keys; clears any pending record) in
+    /// one transaction, then installs it in memory.
+    fn persist(&self, inner: &mut Inner, p: Prepared) -> Result<CommitReport> {
+        let Prepared {
+            seq,
+            root,
+            snapshot,
+            state,
+            applied,
+            rejected,
+            elected,
+            new_keys,
+        } = p;
         let err = db_err(&self.path);
         let w = self.db.begin_write().map_err(|e| err(e.into()))?;
         {
@@ -378,6 +556,7 @@ impl StakeStore {
                 .map_err(|e| err(e.into()))?;
             meta.insert("next_seq", (seq + 1).to_le_bytes().as_slice())
                 .map_err(|e| err(e.into()))?;
+            meta.remove("pending").map_err(|e| err(e.into()))?;
             let mut roots = w.open_table(ROOTS).map_err(|e| err(e.into()))?;
             roots.insert(seq, &root.0).map_err(|e| err(e.into()))?;
             let mut kt = w.open_table(KEYS).map_err(|e| err(e.into()))?;
@@ -398,7 +577,6 @@ impl StakeStore {
         while inner.recent.len() > RECENT_VERDICTS {
             inner.recent.pop_front();
         }
-        drop(inner);
         self.applied_upto.send_replace(seq + 1);
         if !rejected.is_empty() {
             metrics::counter!("citychain_stake_rejected_total").increment(rejected.len() as u64);
@@ -420,6 +598,108 @@ impl StakeStore {
             rejected,
             elected,
         })
+    }
+}
+
+/// The DPoS state machine of the execution feed: drives the ledger's checkpoint write so
+/// the liquid balances are the ledger's ([`StakeStore::apply_commit_with_ledger`]). Its name
+/// ([`STAKE_APPLIER`], `"dpos"`) sorts before `"ledger"`, so the feed runs it first and the
+/// ledger's own applier then finds the checkpoint applied (and answers its root).
+#[derive(Debug)]
+pub struct DposApplier {
+    /// The dpos state.
+    pub stake: Arc<StakeStore>,
+    /// The ledger holding liquid balances.
+    pub ledger: Arc<ledger::Ledger>,
+}
+
+impl CommitApplier for DposApplier {
+    fn name(&self) -> &'static str {
+        STAKE_APPLIER
+    }
+    fn next_seq(&self) -> u64 {
+        self.stake.next_seq()
+    }
+    fn apply(
+        &self,
+        seq: u64,
+        at_ms: u64,
+        txs: &[VerifiedTx],
+    ) -> std::result::Result<Hash32, ApplyError> {
+        self.stake
+            .apply_commit_with_ledger(&self.ledger, seq, at_ms, txs)
+            .map(|r| r.root)
+            .map_err(|e| match e {
+                Error::Stake(StakeError::Gap { seq, expected }) => ApplyError::Gap {
+                    name: STAKE_APPLIER,
+                    seq,
+                    expected,
+                },
+                other => ApplyError::Storage {
+                    name: STAKE_APPLIER,
+                    seq,
+                    reason: other.to_string(),
+                },
+            })
+    }
+}
+
+/// A checkpoint's dpos result before it is written.
+struct Prepared {
+    seq: u64,
+    root: Hash32,
+    snapshot: Vec<u8>,
+    state: DposState,
+    applied: Vec<(TxId, Outcome)>,
+    rejected: Vec<(TxId, dpos::Error)>,
+    elected: Option<(u64, Vec<AccountId>)>,
+    new_keys: Vec<(AccountId, Vec<u8>)>,
+}
+
+/// The ledger's balances inside its checkpoint write, as dpos's [`dpos::LiquidBalances`].
+/// A storage failure is kept (the tx looks refused) and ends the hook with that error, so
+/// the whole checkpoint is retried rather than decided on a failed read.
+struct LedgerBook<'a, 'b> {
+    inner: &'a mut ledger::Balances<'b>,
+    failure: std::cell::RefCell<Option<ledger::Error>>,
+}
+
+impl LedgerBook<'_, '_> {
+    fn fail(&self, e: ledger::Error) -> dpos::Error {
+        self.failure.borrow_mut().get_or_insert(e);
+        dpos::Error::Overflow {
+            what: "ledger unavailable",
+        }
+    }
+}
+
+impl dpos::LiquidBalances for LedgerBook<'_, '_> {
+    fn balance(&self, account: &AccountId) -> u64 {
+        // A failed read is kept and fails the whole checkpoint (see the type docs).
+        self.inner.balance(account).unwrap_or_else(|e| {
+            self.fail(e);
+            0
+        })
+    }
+    fn credit(&mut self, account: &AccountId, amount: u64) -> dpos::Result<u64> {
+        match self.inner.credit(account, amount) {
+            Ok(()) => Ok(self.balance(account)),
+            Err(ledger::Error::Overflow { .. }) => Err(dpos::Error::Overflow { what: "balance" }),
+            Err(e) => Err(self.fail(e)),
+        }
+    }
+    fn debit(&mut self, account: &AccountId, amount: u64) -> dpos::Result<u64> {
+        match self.inner.debit(account, amount) {
+            Ok(()) => Ok(self.balance(account)),
+            Err(ledger::Error::Insufficient { balance, .. }) => {
+                Err(dpos::Error::InsufficientBalance {
+                    account: *account,
+                    needed: amount,
+                    available: balance,
+                })
+            }
+            Err(e) => Err(self.fail(e)),
+        }
     }
 }
 

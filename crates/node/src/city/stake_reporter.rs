@@ -108,9 +108,11 @@ impl SystemTxSender {
         self.tx.clone()
     }
 
-    /// Stops after the payload in hand.
+    /// Stops now; a payload in hand or queued is dropped (evidence is reported by every
+    /// representative that saw it, and receipts stay claimable for the claim window).
     pub async fn shutdown(self) {
         drop(self.tx);
+        self.task.abort();
         let _ = self.task.await;
     }
 }

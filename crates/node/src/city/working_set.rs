@@ -416,6 +416,7 @@ mod tests {
                 continent: None,
                 consensus: None,
                 accounts: Default::default(),
+                dpos: dpos::DposConfig::default(),
             }),
             working_set: WorkingSetConfig {
                 gc_interval: Duration::from_millis(20),

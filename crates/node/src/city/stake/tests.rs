@@ -8,6 +8,7 @@ use super::*;
 use dag_core::Signer;
 use dpos::{DoubleSignEvidence, DposConfig, SignedHeaderDigest, SlashLevel, SystemPayload};
 use pqc::Keypair;
+use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
 const TOKEN: u64 = 1_000_000;
@@ -334,4 +335,140 @@ fn bad_genesis_is_refused_at_open() {
         StakeStore::open(&d.path().join("stake.redb"), g, keys),
         Err(Error::Stake(StakeError::Genesis(_)))
     ));
+}
+
+// ---------------------------------------------------------------- liquid balances in the ledger
+
+fn ledger_at(dir: &Path) -> Arc<ledger::Ledger> {
+    let alloc: BTreeMap<AccountId, u64> = [(acc(4), 1_000 * TOKEN), (acc(5), 500 * TOKEN)]
+        .into_iter()
+        .collect();
+    Arc::new(
+        ledger::Ledger::open(
+            &dir.join("ledger.redb"),
+            &alloc,
+            ledger::LedgerConfig::default(),
+        )
+        .unwrap(),
+    )
+}
+
+fn ledger_genesis() -> (dpos::Genesis, Vec<Vec<u8>>) {
+    let (mut g, keys) = genesis();
+    g.balances.clear(); // liquid balances are the ledger's
+    (g, keys)
+}
+
+fn liquid(l: &ledger::Ledger, a: AccountId) -> u64 {
+    l.account(&a).unwrap().map_or(0, |x| x.balance)
+}
+
+#[test]
+fn bonds_debit_the_ledger_in_the_same_checkpoint_write_and_a_crash_between_is_finished() {
+    let seq = sequence();
+    let run = |dir: &Path| {
+        let ledger = ledger_at(dir);
+        let (g, keys) = ledger_genesis();
+        let stake = Arc::new(StakeStore::open(&dir.join("stake.redb"), g, keys).unwrap());
+        (
+            DposApplier {
+                stake,
+                ledger: ledger.clone(),
+            },
+            ledger,
+        )
+    };
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, la) = run(d1.path());
+    let mut roots = Vec::new();
+    for (s, at, txs) in &seq {
+        roots.push(a.apply(*s, *at, txs).unwrap());
+        // The ledger's own applier then finds the checkpoint applied.
+        let lr = la.root_after(*s).unwrap().unwrap();
+        assert_eq!(CommitApplier::apply(la.as_ref(), *s, *at, txs).unwrap(), lr);
+    }
+    // Voter: 1 000 − 300 delegated (the overdraft moved nothing) + 0 (unbonded, not yet
+    // withdrawn). Newcomer: 500 − 200 bonded.
+    assert_eq!(liquid(&la, acc(4)), 700 * TOKEN);
+    assert_eq!(liquid(&la, acc(5)), 300 * TOKEN);
+    let supply = a.stake.read(|s| s.supply()).unwrap();
+    assert_eq!(supply.deposited, 500 * TOKEN);
+    assert_eq!(
+        a.stake.read(|s| s.balance(&acc(4))).unwrap(),
+        0,
+        "dpos holds no liquid"
+    );
+
+    // A replica that crashes after the ledger committed checkpoint 1 (with dpos's moves)
+    // and before dpos recorded it.
+    let (b, lb) = run(d2.path());
+    b.apply(0, seq[0].1, &seq[0].2).unwrap();
+    {
+        let inner = b.stake.inner.lock();
+        lb.apply_with(1, seq[1].1, &seq[1].2, |book| {
+            let mut book = LedgerBook {
+                inner: book,
+                failure: std::cell::RefCell::new(None),
+            };
+            let p = b
+                .stake
+                .prepare(&inner, 1, seq[1].1, &seq[1].2, Some(&mut book))
+                .unwrap();
+            b.stake.write_pending(&p).unwrap();
+            Ok(())
+        })
+        .unwrap();
+    }
+    drop(b);
+    let (b, lb) = (
+        DposApplier {
+            stake: Arc::new({
+                let (g, keys) = ledger_genesis();
+                StakeStore::open(&d2.path().join("stake.redb"), g, keys).unwrap()
+            }),
+            ledger: lb.clone(),
+        },
+        lb,
+    );
+    assert_eq!((b.next_seq(), lb.next_seq()), (1, 2));
+    for (s, at, txs) in &seq[1..] {
+        assert_eq!(
+            b.apply(*s, *at, txs).unwrap(),
+            roots[*s as usize],
+            "seq {s}"
+        );
+    }
+    assert_eq!(liquid(&lb, acc(4)), 700 * TOKEN);
+    // A gap is the feed's typed error.
+    assert!(matches!(
+        b.apply(9, 20_000, &[]),
+        Err(ApplyError::Gap {
+            name: "dpos",
+            seq: 9,
+            expected: 5
+        })
+    ));
+}
+
+#[test]
+fn ledger_ahead_without_a_pending_result_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let ledger = ledger_at(d.path());
+    let (g, keys) = ledger_genesis();
+    let a = DposApplier {
+        stake: Arc::new(StakeStore::open(&d.path().join("stake.redb"), g, keys).unwrap()),
+        ledger: ledger.clone(),
+    };
+    // The ledger applied checkpoint 0 by itself (dpos never ran it).
+    CommitApplier::apply(ledger.as_ref(), 0, 1_000, &[]).unwrap();
+    let e = a.apply(0, 1_000, &[]).unwrap_err();
+    assert!(e.to_string().contains("no pending result"), "{e}");
+}
+
+#[test]
+fn dpos_rules_come_from_the_city_config_toml() {
+    let cfg: crate::CityConfig = toml::from_str("[dpos]\nterm_ms = 5000\n").unwrap();
+    assert_eq!(cfg.dpos.term_ms, 5_000);
+    assert_eq!(cfg.dpos.representatives, 4, "3f + 1 by default");
+    assert!(toml::from_str::<crate::CityConfig>("[dpos]\nterm = 5\n").is_err());
 }
