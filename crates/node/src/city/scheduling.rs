@@ -412,7 +412,15 @@ mod tests {
         .await;
         // Then, one by one (so their arrival order is known): a system tx, 20 fresh txs and
         // an oversize fresh tx, and last a repair ack.
-        let mut queue = vec![(make(1, TxKind::SystemTx, 0), "system".to_string())];
+        // A system tx must be a well-formed staking request to be admitted at all.
+        let system = dpos::sign_system_tx(
+            &dpos::SystemPayload::ClaimRewards,
+            1,
+            1_767_225_600_000,
+            CityId::new("JP-13").unwrap(),
+            &alice,
+        );
+        let mut queue = vec![(system, "system".to_string())];
         for i in 0..20 {
             queue.push((make(2 + i, TxKind::FreshTx, 0), format!("fresh{i}")));
         }
