@@ -48,6 +48,9 @@ async fn stake_is_applied_live_and_the_term_switch_replaces_the_slashed_represen
     let cfg = DevnetConfig {
         reps: 4,
         gateway: false,
+        // Four requests are applied one after the other before the 8 s term ends: propose
+        // every 50 ms rather than on the domain's dynamic interval (0.5–5 s).
+        batch_interval_ms: Some(50),
         accounts: vec![
             (voter.account_id(), 1_000 * TOKEN),
             (newcomer.account_id(), 500 * TOKEN),
