@@ -46,6 +46,10 @@ pub struct DevnetConfig {
     /// The representatives' transport to light nodes (`None`: gRPC); the demo's fault
     /// injection wraps it.
     pub transport: Option<Arc<dyn ShardTransport>>,
+    /// Node links over mutual TLS (X25519MLKEM768, NodeId-bound certificates in each data
+    /// dir), as the binary runs them; `false` runs them plaintext as `--insecure` would.
+    /// With TLS, light nodes take shards only from the committee in the genesis file.
+    pub tls: bool,
 }
 
 impl std::fmt::Debug for DevnetConfig {
@@ -58,6 +62,7 @@ impl std::fmt::Debug for DevnetConfig {
             .field("reps", &self.reps)
             .field("transport", &self.transport.is_some())
             .field("gateway", &self.gateway)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -72,6 +77,7 @@ impl Default for DevnetConfig {
             reps: 1,
             gateway: true,
             transport: None,
+            tls: true,
         }
     }
 }
@@ -149,7 +155,7 @@ impl Devnet {
             Default::default(),
         ));
         let (reps, genesis, continent_key, continent_cfg, continent) =
-            Self::genesis(cfg.reps.max(1), dir).await?;
+            Self::genesis(cfg.reps.max(1), dir, cfg.tls).await?;
         let mut net = Devnet {
             cfg: cfg.clone(),
             dir: dir.to_path_buf(),
@@ -166,9 +172,18 @@ impl Devnet {
         for i in 0..cfg.lights {
             let key = Keypair::generate();
             let id = key.node_id();
+            let data_dir = dir.join(format!("light-{i}"));
+            let writers = cfg.tls.then(|| -> Result<node::LightWriters> {
+                Ok(node::LightWriters {
+                    committees: Arc::new(node::genesis::Genesis::load(&net.genesis)?),
+                    city_id: CITY.into(),
+                })
+            });
             let lcfg = LightConfig {
                 listen: LOOPBACK,
-                data_dir: dir.join(format!("light-{i}")),
+                links: node::runtime::node_links(&data_dir, &key, !cfg.tls)?,
+                writers: writers.transpose()?,
+                data_dir,
                 ..LightConfig::default()
             };
             let pos = spots.get(i).copied().unwrap_or(CITY_POS);
@@ -190,6 +205,7 @@ impl Devnet {
     async fn genesis(
         n: usize,
         dir: &Path,
+        tls: bool,
     ) -> Result<(
         Vec<DevRep>,
         PathBuf,
@@ -226,7 +242,7 @@ impl Devnet {
                 .collect(),
         )
         .ok_or_else(|| crate::Error::Measurement("an empty committee".into()))?;
-        let continent_cfg = ContinentConfig::new(
+        let mut continent_cfg = ContinentConfig::new(
             LOOPBACK,
             dir.join("continent"),
             vec![CityCommittee {
@@ -234,6 +250,8 @@ impl Devnet {
                 committee,
             }],
         );
+        continent_cfg.links =
+            node::runtime::node_links(&dir.join("continent"), &continent_key, !tls)?;
         let continent = start_continent(&continent_cfg, continent_key.clone()).await?;
         let file = GenesisFile {
             chain: "citychain-devnet".into(),
@@ -260,7 +278,6 @@ impl Devnet {
         let genesis = dir.join("genesis.toml");
         file.write(&genesis)?;
         // The continent keeps its port across restarts.
-        let mut continent_cfg = continent_cfg;
         continent_cfg.listen = continent.addr();
         Ok((reps, genesis, continent_key, continent_cfg, continent))
     }
@@ -284,9 +301,11 @@ impl Devnet {
         let Some(rep) = self.reps.get(i) else {
             return Ok(());
         };
+        let data_dir = self.dir.join(format!("rep-{i}"));
         let cfg = CityConfig {
             listen: rep.addr,
-            data_dir: self.dir.join(format!("rep-{i}")),
+            links: node::runtime::node_links(&data_dir, &rep.key, !self.cfg.tls)?,
+            data_dir,
             genesis: Some(self.genesis.clone()),
             gateway: self.cfg.gateway.then(|| node::gateway::GatewayConfig {
                 listen: LOOPBACK,

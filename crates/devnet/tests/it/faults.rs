@@ -20,6 +20,7 @@ fn small(fault: DemoFault) -> DemoConfig {
         detect_bound: Duration::from_secs(10),
         rereplicate_wait: Duration::from_secs(15),
         fault,
+        tls_cost_txs: 0,
         ..DemoConfig::default()
     }
 }
