@@ -26,6 +26,9 @@ use tonic::transport::server::Router;
 /// Most TLS handshakes in progress on one server; further connections wait in the
 /// listen backlog.
 pub const MAX_PENDING_HANDSHAKES: usize = 256;
+/// Most open connections on one server; further connections wait in the listen backlog
+/// until one closes (each connection's h2 receive window bounds what it buffers).
+pub const MAX_CONNECTIONS: usize = 1024;
 
 /// Transport limits of every node server (one place, applied by [`server_builder`]).
 #[derive(Debug, Clone, Copy)]
@@ -129,7 +132,15 @@ async fn accept_loop(
     what: &'static str,
 ) {
     let handshakes = std::sync::Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES));
+    let open = std::sync::Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
+        let slot = tokio::select! {
+            _ = tx.closed() => return,
+            p = open.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+        };
         let permit = match &links {
             LinkSecurity::Tls(_) => tokio::select! {
                 _ = tx.closed() => return,
@@ -152,7 +163,7 @@ async fn accept_loop(
         let remote = conn.peer_addr().ok();
         match &links {
             LinkSecurity::Insecure => {
-                let k = Killable::new(Conn::Plain(conn), remote, None, killed.clone());
+                let k = Killable::new(Conn::Plain(conn), remote, None, killed.clone(), slot);
                 if tx.send(Ok(k)).await.is_err() {
                     return;
                 }
@@ -163,7 +174,7 @@ async fn accept_loop(
                     let _permit = permit;
                     match sniff_and_accept(&ctx, conn).await {
                         Ok((conn, peer)) => {
-                            let k = Killable::new(conn, remote, peer, killed).on_tls_server();
+                            let k = Killable::new(conn, remote, peer, killed, slot).on_tls_server();
                             let _ = tx.send(Ok(k)).await;
                         }
                         Err(e) => {
@@ -312,6 +323,8 @@ impl tokio::io::AsyncWrite for Conn {
 struct Killable {
     io: Conn,
     info: PeerConnectInfo,
+    /// Held while the connection is open ([`MAX_CONNECTIONS`]).
+    _slot: tokio::sync::OwnedSemaphorePermit,
     killed: Pin<Box<dyn Future<Output = ()> + Send>>,
 }
 
@@ -321,9 +334,11 @@ impl Killable {
         remote_addr: Option<SocketAddr>,
         tls: Option<TlsPeer>,
         mut rx: watch::Receiver<bool>,
+        slot: tokio::sync::OwnedSemaphorePermit,
     ) -> Self {
         Killable {
             io,
+            _slot: slot,
             info: PeerConnectInfo {
                 remote_addr,
                 tls,
