@@ -33,10 +33,10 @@ pub const MAX_CONNECTIONS: usize = 1024;
 /// Transport limits of every node server (one place, applied by [`server_builder`]).
 #[derive(Debug, Clone, Copy)]
 pub struct ServerLimits {
-    /// Concurrent streams (calls) per connection.
+    /// Concurrent streams (calls) per connection; the peer is told in SETTINGS and may
+    /// not open more (a representative multiplexes all its puts to a light node on one
+    /// connection, so this must stay above its in-flight puts: hyper's default is 200).
     pub max_concurrent_streams: u32,
-    /// Calls in flight per connection beyond which new ones wait.
-    pub concurrency_per_connection: usize,
     /// Longest a call may run on the server (the client's deadline may be shorter).
     pub request_timeout: Duration,
     /// HTTP/2 keepalive ping interval and how long a ping may go unanswered.
@@ -47,8 +47,7 @@ pub struct ServerLimits {
 
 /// The limits every node server applies.
 pub const LIMITS: ServerLimits = ServerLimits {
-    max_concurrent_streams: 64,
-    concurrency_per_connection: 64,
+    max_concurrent_streams: 256,
     request_timeout: Duration::from_secs(60),
     keepalive: (Duration::from_secs(30), Duration::from_secs(10)),
     tcp_keepalive: Duration::from_secs(60),
@@ -64,7 +63,6 @@ pub(crate) fn server_builder(call_timeout: bool) -> Server {
         b
     };
     b.max_concurrent_streams(LIMITS.max_concurrent_streams)
-        .concurrency_limit_per_connection(LIMITS.concurrency_per_connection)
         .http2_keepalive_interval(Some(LIMITS.keepalive.0))
         .http2_keepalive_timeout(Some(LIMITS.keepalive.1))
         .tcp_keepalive(Some(LIMITS.tcp_keepalive))
