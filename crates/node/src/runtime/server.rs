@@ -30,7 +30,7 @@ pub const MAX_PENDING_HANDSHAKES: usize = 256;
 /// until one closes (each connection's h2 receive window bounds what it buffers).
 pub const MAX_CONNECTIONS: usize = 1024;
 
-/// Transport limits of every node server (one place, applied by [`server_builder`]).
+/// Transport limits of every node server (one place, applied by `server_builder`).
 #[derive(Debug, Clone, Copy)]
 pub struct ServerLimits {
     /// Concurrent streams (calls) per connection; the peer is told in SETTINGS and may
