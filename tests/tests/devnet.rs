@@ -15,6 +15,7 @@ async fn devnet_end_to_end() {
         baseline_verifies: 200,
         restore_sample: 20,
         outside_every: 50,
+        tls_cost_txs: 100,
         ..devnet::demo::DemoConfig::default()
     };
     let report = devnet::demo::run(&cfg).await.expect("the devnet runs");
@@ -24,6 +25,10 @@ async fn devnet_end_to_end() {
     assert_eq!(report.rejected_pop, 6);
     assert_eq!(report.held + report.rejected_pop, 300);
     assert_eq!(report.restored.0, report.restored.1);
+    // Both link modes held the same txs; the table reports their rates side by side.
+    let t = report.tls_cost.as_ref().expect("the TLS cost was measured");
+    assert_eq!(t.txs, 100);
+    assert!(t.tls_tps > 0.0 && t.insecure_tps > 0.0);
     for o in [&report.ordering, &report.after_kill] {
         let o = o.as_ref().expect("the phase ran");
         assert!(o.held > 0);

@@ -92,7 +92,26 @@ fn keygen_writes_a_private_key_and_refuses_to_overwrite() {
             0o600
         );
     }
-    assert!(pqc::Keypair::load(&key).is_ok());
+    let kp = pqc::Keypair::load(&key).unwrap();
+    // The TLS key and certificate beside it, bound to this node key.
+    let tls_dir = key.parent().unwrap();
+    let tls = rpc::tls::TlsIdentity::load(tls_dir, kp.node_id()).unwrap();
+    assert_eq!(
+        rpc::tls::verify_binding(tls.cert_der()).unwrap(),
+        kp.node_id()
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(tls_dir.join("tls.key"))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
+            0o600
+        );
+    }
     let again = Command::new(BIN)
         .args(["keygen", "--out"])
         .arg(&key)

@@ -56,6 +56,10 @@ pub struct DevnetConfig {
     pub audit: node::AuditConfig,
     /// The DPoS rules every representative runs (e.g. a term of seconds in tests).
     pub dpos: dpos::DposConfig,
+    /// Node links over mutual TLS (X25519MLKEM768, NodeId-bound certificates in each data
+    /// dir), as the binary runs them; `false` runs them plaintext as `--insecure` would.
+    /// With TLS, light nodes take shards only from the committee in the genesis file.
+    pub tls: bool,
 }
 
 impl std::fmt::Debug for DevnetConfig {
@@ -70,6 +74,7 @@ impl std::fmt::Debug for DevnetConfig {
             .field("gateway", &self.gateway)
             .field("batch_interval_ms", &self.batch_interval_ms)
             .field("audit", &self.audit)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -88,6 +93,7 @@ impl Default for DevnetConfig {
             accounts: Vec::new(),
             audit: node::AuditConfig::default(),
             dpos: dpos::DposConfig::default(),
+            tls: true,
         }
     }
 }
@@ -165,7 +171,7 @@ impl Devnet {
             Default::default(),
         ));
         let (reps, genesis, continent_key, continent_cfg, continent) =
-            Self::genesis(cfg.reps.max(1), dir, &cfg.accounts).await?;
+            Self::genesis(cfg.reps.max(1), dir, &cfg.accounts, cfg.tls).await?;
         let mut net = Devnet {
             cfg: cfg.clone(),
             dir: dir.to_path_buf(),
@@ -182,9 +188,18 @@ impl Devnet {
         for i in 0..cfg.lights {
             let key = Keypair::generate();
             let id = key.node_id();
+            let data_dir = dir.join(format!("light-{i}"));
+            let writers = cfg.tls.then(|| -> Result<node::LightWriters> {
+                Ok(node::LightWriters {
+                    committees: Arc::new(node::genesis::Genesis::load(&net.genesis)?),
+                    city_id: CITY.into(),
+                })
+            });
             let lcfg = LightConfig {
                 listen: LOOPBACK,
-                data_dir: dir.join(format!("light-{i}")),
+                links: node::runtime::node_links(&data_dir, &key, !cfg.tls)?,
+                writers: writers.transpose()?,
+                data_dir,
                 // The committee: REPAIR_REQUESTs only from the city's representatives.
                 genesis: Some(net.genesis.clone()),
                 ..LightConfig::default()
@@ -209,6 +224,7 @@ impl Devnet {
         n: usize,
         dir: &Path,
         accounts: &[(dag_core::AccountId, u64)],
+        tls: bool,
     ) -> Result<(
         Vec<DevRep>,
         PathBuf,
@@ -245,7 +261,7 @@ impl Devnet {
                 .collect(),
         )
         .ok_or_else(|| crate::Error::Measurement("an empty committee".into()))?;
-        let continent_cfg = ContinentConfig::new(
+        let mut continent_cfg = ContinentConfig::new(
             LOOPBACK,
             dir.join("continent"),
             vec![CityCommittee {
@@ -253,6 +269,8 @@ impl Devnet {
                 committee,
             }],
         );
+        continent_cfg.links =
+            node::runtime::node_links(&dir.join("continent"), &continent_key, !tls)?;
         let continent = start_continent(&continent_cfg, continent_key.clone()).await?;
         let file = GenesisFile {
             chain: "citychain-devnet".into(),
@@ -285,7 +303,6 @@ impl Devnet {
         let genesis = dir.join("genesis.toml");
         file.write(&genesis)?;
         // The continent keeps its port across restarts.
-        let mut continent_cfg = continent_cfg;
         continent_cfg.listen = continent.addr();
         Ok((reps, genesis, continent_key, continent_cfg, continent))
     }
@@ -309,9 +326,11 @@ impl Devnet {
         let Some(rep) = self.reps.get(i) else {
             return Ok(());
         };
+        let data_dir = self.dir.join(format!("rep-{i}"));
         let cfg = CityConfig {
             listen: rep.addr,
-            data_dir: self.dir.join(format!("rep-{i}")),
+            links: node::runtime::node_links(&data_dir, &rep.key, !self.cfg.tls)?,
+            data_dir,
             genesis: Some(self.genesis.clone()),
             batch_interval_ms: self.cfg.batch_interval_ms,
             dpos: self.cfg.dpos.clone(),

@@ -18,7 +18,7 @@ mod report;
 
 pub use faults::DemoFault;
 pub use repair::{RepairFigures, TierFigures};
-pub use report::{Agreement, BadCase, DemoReport, OrderingFigures, Thresholds};
+pub use report::{Agreement, BadCase, DemoReport, OrderingFigures, Thresholds, TlsCost};
 
 use crate::devnet::{Devnet, DevnetConfig};
 use crate::{Error, Result};
@@ -75,6 +75,10 @@ pub struct DemoConfig {
     pub fault: DemoFault,
     /// A fixed proposal interval (ms); `None` (the default): the domain's dynamic one.
     pub batch_interval_ms: Option<u64>,
+    /// Txs offered to each of two extra short devnets, one with node links over mutual TLS
+    /// and one plaintext (`--insecure`), to report what TLS costs in Held tx/s and p99;
+    /// 0 skips it. The main run always uses TLS.
+    pub tls_cost_txs: usize,
 }
 
 impl Default for DemoConfig {
@@ -101,6 +105,7 @@ impl Default for DemoConfig {
             rereplicate_wait: Duration::from_secs(60),
             fault: DemoFault::None,
             batch_interval_ms: None,
+            tls_cost_txs: 2_000,
         }
     }
 }
@@ -191,6 +196,58 @@ async fn join_load(h: tokio::task::JoinHandle<Result<LoadOutcome>>) -> Result<Lo
         .map_err(|e| Error::Measurement(format!("load task: {e}")))?
 }
 
+/// Held tx/s and submit → Held p99 of `txs` on a fresh devnet with `tls` links.
+async fn held_rate(
+    cfg: &DemoConfig,
+    reps: usize,
+    txs: &[SignedTx],
+    tls: bool,
+) -> Result<(f64, Duration)> {
+    let dir = tempfile::tempdir().map_err(|e| Error::Io {
+        path: std::env::temp_dir(),
+        source: e,
+    })?;
+    let net = Devnet::start(
+        DevnetConfig {
+            lights: cfg.lights,
+            reps,
+            gateway: false,
+            tls,
+            ..DevnetConfig::default()
+        },
+        dir.path(),
+    )
+    .await?;
+    if !net
+        .wait_for_lights(cfg.lights, Duration::from_secs(20))
+        .await
+    {
+        return Err(Error::Measurement(format!(
+            "TLS cost run (tls = {tls}): the city sees {} of {} light nodes after 20 s",
+            net.city_view_lights(),
+            cfg.lights
+        )));
+    }
+    let all: Vec<usize> = (0..reps).collect();
+    let (h, _) = load::spawn_load(cfg.streams, &targets(&net, &all), txs, 0, None).await?;
+    let o = join_load(h).await?;
+    net.shutdown().await?;
+    let rate = o.held.len() as f64 / o.load_time.as_secs_f64().max(1e-9);
+    Ok((rate, report::quantile(&o.latencies, 0.99)))
+}
+
+async fn tls_cost(cfg: &DemoConfig, reps: usize, txs: &[SignedTx]) -> Result<report::TlsCost> {
+    let (insecure_tps, insecure_p99) = held_rate(cfg, reps, txs, false).await?;
+    let (tls_tps, tls_p99) = held_rate(cfg, reps, txs, true).await?;
+    Ok(report::TlsCost {
+        txs: txs.len(),
+        tls_tps,
+        tls_p99,
+        insecure_tps,
+        insecure_p99,
+    })
+}
+
 /// Runs the demo end to end and returns what it measured.
 pub async fn run(cfg: &DemoConfig) -> Result<DemoReport> {
     let dir = tempfile::tempdir().map_err(|e| Error::Io {
@@ -222,6 +279,12 @@ pub async fn run(cfg: &DemoConfig) -> Result<DemoReport> {
     report.raw_verify_per_sec = tokio::task::spawn_blocking(move || raw_verify_throughput(0, n))
         .await
         .map_err(|e| Error::Measurement(format!("baseline task: {e}")))??;
+
+    // What TLS costs: the same txs into two fresh devnets, plaintext then TLS.
+    if cfg.tls_cost_txs > 0 {
+        let k = cfg.tls_cost_txs.min(txs.len());
+        report.tls_cost = Some(tls_cost(cfg, reps, &txs[..k]).await?);
+    }
 
     // The corrupting transport is in place from the start; it corrupts nothing until the
     // durability phase names a node.

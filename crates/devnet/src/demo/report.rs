@@ -112,6 +112,8 @@ impl Agreement {
 pub struct DemoReport {
     /// Thresholds the verdict applies (from the [`DemoConfig`]).
     pub thresholds: Thresholds,
+    /// TLS vs plaintext node links, same txs, same process (when measured).
+    pub tls_cost: Option<TlsCost>,
     /// Txs offered in both phases (inside the city and outside).
     pub offered: usize,
     /// Offered txs positioned outside the claimed city.
@@ -226,7 +228,23 @@ impl Thresholds {
     }
 }
 
-fn quantile(v: &[Duration], q: f64) -> Duration {
+/// What mutual TLS on node links costs: the same txs into two fresh devnets of the same
+/// shape, one plaintext and one over TLS, in the same process.
+#[derive(Debug, Clone, Default)]
+pub struct TlsCost {
+    /// Txs offered to each.
+    pub txs: usize,
+    /// Held tx/s with TLS.
+    pub tls_tps: f64,
+    /// Submit → Held p99 with TLS.
+    pub tls_p99: Duration,
+    /// Held tx/s plaintext (`--insecure`).
+    pub insecure_tps: f64,
+    /// Submit → Held p99 plaintext.
+    pub insecure_p99: Duration,
+}
+
+pub(crate) fn quantile(v: &[Duration], q: f64) -> Duration {
     if v.is_empty() {
         return Duration::ZERO;
     }
@@ -546,6 +564,28 @@ impl DemoReport {
                 ),
             );
             render_ordering(&mut s, o);
+        }
+        if let Some(t) = &self.tls_cost {
+            let _ = writeln!(
+                s,
+                "node links: mutual TLS (X25519MLKEM768) vs plaintext, {} txs each, fresh devnets",
+                t.txs
+            );
+            line(
+                &mut s,
+                "held tx/s TLS / plaintext",
+                format!(
+                    "{:.0} / {:.0} (ratio {:.3})",
+                    t.tls_tps,
+                    t.insecure_tps,
+                    t.tls_tps / t.insecure_tps.max(1e-9)
+                ),
+            );
+            line(
+                &mut s,
+                "submit → held p99 TLS / plaintext",
+                format!("{} / {}", ms(t.tls_p99), ms(t.insecure_p99)),
+            );
         }
         if let Some(o) = &self.after_kill {
             let _ = writeln!(

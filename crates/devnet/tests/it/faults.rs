@@ -23,6 +23,7 @@ fn small(fault: DemoFault) -> DemoConfig {
         // Short fixed proposal interval: these tests are about the verdict, and ordering is
         // awaited (default: the dynamic 0.5–5 s interval).
         batch_interval_ms: Some(50),
+        tls_cost_txs: 0,
         ..DemoConfig::default()
     }
 }

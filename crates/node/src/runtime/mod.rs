@@ -18,7 +18,7 @@ pub(crate) use blocking::{off_reactor, run_blocking};
 pub use clock::{SystemClock, now_ms};
 pub(crate) use db::{db_err, open_db, open_db_capped};
 pub(crate) use net::{bind, health_and_reflection, health_reporter_and_reflection};
-pub use server::{LIMITS, MAX_PENDING_HANDSHAKES, ServerHandle, ServerLimits};
+pub use server::{LIMITS, MAX_CONNECTIONS, MAX_PENDING_HANDSHAKES, ServerHandle, ServerLimits};
 pub(crate) use server::{serve, server_builder};
 pub(crate) use store_health::StoreHealth;
 pub use tls::node_links;

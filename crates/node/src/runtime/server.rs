@@ -26,14 +26,17 @@ use tonic::transport::server::Router;
 /// Most TLS handshakes in progress on one server; further connections wait in the
 /// listen backlog.
 pub const MAX_PENDING_HANDSHAKES: usize = 256;
+/// Most open connections on one server; further connections wait in the listen backlog
+/// until one closes (each connection's h2 receive window bounds what it buffers).
+pub const MAX_CONNECTIONS: usize = 1024;
 
-/// Transport limits of every node server (one place, applied by [`server_builder`]).
+/// Transport limits of every node server (one place, applied by `server_builder`).
 #[derive(Debug, Clone, Copy)]
 pub struct ServerLimits {
-    /// Concurrent streams (calls) per connection.
+    /// Concurrent streams (calls) per connection; the peer is told in SETTINGS and may
+    /// not open more (a representative multiplexes all its puts to a light node on one
+    /// connection, so this must stay above its in-flight puts: hyper's default is 200).
     pub max_concurrent_streams: u32,
-    /// Calls in flight per connection beyond which new ones wait.
-    pub concurrency_per_connection: usize,
     /// Longest a call may run on the server (the client's deadline may be shorter).
     pub request_timeout: Duration,
     /// HTTP/2 keepalive ping interval and how long a ping may go unanswered.
@@ -44,8 +47,7 @@ pub struct ServerLimits {
 
 /// The limits every node server applies.
 pub const LIMITS: ServerLimits = ServerLimits {
-    max_concurrent_streams: 64,
-    concurrency_per_connection: 64,
+    max_concurrent_streams: 256,
     request_timeout: Duration::from_secs(60),
     keepalive: (Duration::from_secs(30), Duration::from_secs(10)),
     tcp_keepalive: Duration::from_secs(60),
@@ -61,7 +63,6 @@ pub(crate) fn server_builder(call_timeout: bool) -> Server {
         b
     };
     b.max_concurrent_streams(LIMITS.max_concurrent_streams)
-        .concurrency_limit_per_connection(LIMITS.concurrency_per_connection)
         .http2_keepalive_interval(Some(LIMITS.keepalive.0))
         .http2_keepalive_timeout(Some(LIMITS.keepalive.1))
         .tcp_keepalive(Some(LIMITS.tcp_keepalive))
@@ -129,7 +130,15 @@ async fn accept_loop(
     what: &'static str,
 ) {
     let handshakes = std::sync::Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES));
+    let open = std::sync::Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
+        let slot = tokio::select! {
+            _ = tx.closed() => return,
+            p = open.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+        };
         let permit = match &links {
             LinkSecurity::Tls(_) => tokio::select! {
                 _ = tx.closed() => return,
@@ -152,7 +161,7 @@ async fn accept_loop(
         let remote = conn.peer_addr().ok();
         match &links {
             LinkSecurity::Insecure => {
-                let k = Killable::new(Conn::Plain(conn), remote, None, killed.clone());
+                let k = Killable::new(Conn::Plain(conn), remote, None, killed.clone(), slot);
                 if tx.send(Ok(k)).await.is_err() {
                     return;
                 }
@@ -163,7 +172,7 @@ async fn accept_loop(
                     let _permit = permit;
                     match sniff_and_accept(&ctx, conn).await {
                         Ok((conn, peer)) => {
-                            let k = Killable::new(conn, remote, peer, killed).on_tls_server();
+                            let k = Killable::new(conn, remote, peer, killed, slot).on_tls_server();
                             let _ = tx.send(Ok(k)).await;
                         }
                         Err(e) => {
@@ -312,6 +321,8 @@ impl tokio::io::AsyncWrite for Conn {
 struct Killable {
     io: Conn,
     info: PeerConnectInfo,
+    /// Held while the connection is open ([`MAX_CONNECTIONS`]).
+    _slot: tokio::sync::OwnedSemaphorePermit,
     killed: Pin<Box<dyn Future<Output = ()> + Send>>,
 }
 
@@ -321,9 +332,11 @@ impl Killable {
         remote_addr: Option<SocketAddr>,
         tls: Option<TlsPeer>,
         mut rx: watch::Receiver<bool>,
+        slot: tokio::sync::OwnedSemaphorePermit,
     ) -> Self {
         Killable {
             io,
+            _slot: slot,
             info: PeerConnectInfo {
                 remote_addr,
                 tls,
