@@ -211,6 +211,9 @@ async fn a_light_node_answering_a_wrong_shard_over_grpc_is_detected_and_not_used
     let dir = tempfile::tempdir().unwrap();
     let cfg = DevnetConfig {
         lights: 5,
+        // The liar below is a bare plaintext tonic server: links stay plaintext here (this
+        // test is about the repair protocol's checks; TLS is tests/tests/security.rs's).
+        tls: false,
         heartbeat: Duration::from_millis(200),
         presence_ttl: Duration::from_secs(120),
         pipeline: PipelineConfig {

@@ -341,6 +341,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             // With a genesis file, shards are taken only from the city's representatives.
             match &args.genesis {
                 Some(g) => {
+                    // REPAIR_REQUESTs are then answered only for the city's representatives.
+                    light.genesis = Some(g.clone());
                     light.writers = Some(node::LightWriters {
                         committees: std::sync::Arc::new(node::genesis::Genesis::load(g)?),
                         city_id: membership.city_id.clone(),
