@@ -64,7 +64,7 @@ impl RepairFigures {
     pub fn render(&self, s: &mut String) {
         let _ = writeln!(
             s,
-            "repair requests over HTTP, one at a time (serving tier's latency, debug build)"
+            "repair requests over HTTP, one at a time (serving tier's latency)"
         );
         for t in &self.tiers {
             let _ = writeln!(
