@@ -37,14 +37,28 @@ pub fn workspace_bin(name: &str) -> PathBuf {
 /// # Panics
 /// When `at` is not a valid position (a test helper: fixed inputs).
 pub fn tokyo_tx(from: &pqc::Keypair, nonce: u64, at: (f64, f64)) -> dag_core::SignedTx {
+    tokyo_payment(from, 1, nonce, at)
+}
+
+/// Like [`tokyo_tx`] with `amount`: a FRESH_TX from `from` to the fixed account `[7; 32]`
+/// in JP-13, at `at` by GPS, created at 2026-01-01 + `nonce` ms, signed by `from`.
+///
+/// # Panics
+/// When `at` is not a valid position (a test helper: fixed inputs).
+pub fn tokyo_payment(
+    from: &pqc::Keypair,
+    amount: u64,
+    nonce: u64,
+    at: (f64, f64),
+) -> dag_core::SignedTx {
     use dag_core::{AccountId, CityId, Position, PositionMethod, Tx};
     pqc::sign_tx(
         Tx::fresh(
             from.account_id(),
             AccountId::from_bytes([7; 32]),
-            1,
+            amount,
             nonce,
-            1_767_225_600_000,
+            1_767_225_600_000 + nonce,
             CityId::new("JP-13").expect("a valid city id"),
             Position::from_degrees(at.0, at.1).expect("a valid position"),
             PositionMethod::Gps,

@@ -7,12 +7,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use async_trait::async_trait;
-use dag_core::{
-    AccountId, CityId, NodeInfo, Position, PositionMethod, SignedReceipt, StripeId, Tx,
-};
-use devnet::{CITY, CITY_POS, Devnet, DevnetConfig};
+use dag_core::{NodeInfo, SignedReceipt, StripeId};
+use devnet::{CITY_POS, Devnet, DevnetConfig};
 use node::{ShardTransport, TransportError};
-use pqc::{Keypair, sign_tx};
+use pqc::Keypair;
 use rpc::{CityClient, TxState};
 use std::sync::Arc;
 use std::time::Duration;
@@ -74,21 +72,7 @@ async fn txs_left_admitted_by_a_crash_are_held_after_restart() {
     let client = CityClient::connect(&addr).await.unwrap();
     let user = Keypair::generate();
     let txs: Vec<_> = (0..4)
-        .map(|nonce| {
-            sign_tx(
-                Tx::fresh(
-                    user.account_id(),
-                    AccountId::from_bytes([7; 32]),
-                    5,
-                    nonce,
-                    1_700_000_000_000,
-                    CityId::new(CITY).unwrap(),
-                    Position::from_degrees(CITY_POS.0, CITY_POS.1).unwrap(),
-                    PositionMethod::Gps,
-                ),
-                &user,
-            )
-        })
+        .map(|nonce| e2e::tokyo_payment(&user, 5, nonce, CITY_POS))
         .collect();
     // Submissions wait in the hold; their answers never come (the node is killed).
     let pending: Vec<_> = txs

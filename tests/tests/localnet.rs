@@ -72,10 +72,14 @@ async fn resubmit(client: &CityClient, tx: &SignedTx) -> rpc::Submitted {
             Err(e) => panic!("resubmitting {}: {e}", tx.id()),
         }
     }
-    panic!("{} still unavailable after 5 submissions: {last:?}", tx.id())
+    panic!(
+        "{} still unavailable after 5 submissions: {last:?}",
+        tx.id()
+    )
 }
 
-/// Waits until the representative at `addr` answers Held (its view holds enough light nodes for a stripe).
+/// Waits until the representative at `addr` answers Held (its view holds enough light nodes
+/// for a stripe).
 async fn wait_until_holding(addr: &str, user: &Keypair, at: (f64, f64)) -> TxId {
     let client = CityClient::connect(addr).await.unwrap();
     let t0 = Instant::now();

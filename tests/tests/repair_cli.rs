@@ -4,10 +4,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use dag_core::{AccountId, CityId, Position, PositionMethod, Tx, TxId};
-use devnet::{CITY, CITY_POS, Devnet, DevnetConfig};
+use dag_core::TxId;
+use devnet::{CITY_POS, Devnet, DevnetConfig};
 use node::PipelineConfig;
-use pqc::{Keypair, sign_tx};
+use pqc::Keypair;
 use rpc::{CityClient, TxState};
 use std::time::Duration;
 
@@ -73,17 +73,7 @@ async fn get_repair_and_audit_against_a_devnet() {
     let user = Keypair::generate();
     let mut submits = Vec::new();
     for nonce in 0..3u64 {
-        let tx = Tx::fresh(
-            user.account_id(),
-            AccountId::from_bytes([7; 32]),
-            10 + nonce,
-            nonce,
-            1_767_225_600_000 + nonce,
-            CityId::new(CITY).unwrap(),
-            Position::from_degrees(CITY_POS.0, CITY_POS.1).unwrap(),
-            PositionMethod::Gps,
-        );
-        let signed = sign_tx(tx, &user);
+        let signed = e2e::tokyo_payment(&user, 10 + nonce, nonce, CITY_POS);
         let c = client.clone();
         submits.push(tokio::spawn(async move { c.submit(&signed).await }));
     }
@@ -255,17 +245,8 @@ async fn audit_flags_a_stripe_one_loss_from_unrecoverable_and_exits_3() {
     let city = net.city().addr().to_string();
     let client = CityClient::connect(&city).await.unwrap();
     let user = Keypair::generate();
-    let tx = Tx::fresh(
-        user.account_id(),
-        AccountId::from_bytes([7; 32]),
-        10,
-        0,
-        1_767_225_600_000,
-        CityId::new(CITY).unwrap(),
-        Position::from_degrees(CITY_POS.0, CITY_POS.1).unwrap(),
-        PositionMethod::Gps,
-    );
-    let s = client.submit(&sign_tx(tx, &user)).await.unwrap();
+    let tx = e2e::tokyo_payment(&user, 10, 0, CITY_POS);
+    let s = client.submit(&tx).await.unwrap();
     assert_eq!(s.state, TxState::Held);
     for r in s.receipts.iter().take(2) {
         let i = net

@@ -11,11 +11,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use dag_core::{AccountId, CityId, Position, PositionMethod, Tx};
+use dag_core::{CityId, Position};
 use devnet::{CITY, CITY_POS, Devnet, DevnetConfig};
 use gateway::{EventKind, RepairState};
 use node::{LightRepairTier, PipelineConfig, RepairConfig, RepairService, RepairTier};
-use pqc::{Keypair, sign_tx};
+use pqc::Keypair;
 use rpc::{CityClient, TxState};
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,19 +41,7 @@ async fn repair_through_repair_request_and_ack_with_two_holders_gone() {
         .await
         .unwrap();
     let user = Keypair::generate();
-    let tx = sign_tx(
-        Tx::fresh(
-            user.account_id(),
-            AccountId::from_bytes([7; 32]),
-            5,
-            0,
-            1_700_000_000_000,
-            CityId::new(CITY).unwrap(),
-            Position::from_degrees(CITY_POS.0, CITY_POS.1).unwrap(),
-            PositionMethod::Gps,
-        ),
-        &user,
-    );
+    let tx = e2e::tokyo_payment(&user, 5, 0, CITY_POS);
     let id = tx.id();
     let s = client.submit(&tx).await.unwrap();
     assert_eq!(s.state, TxState::Held);
@@ -152,19 +140,7 @@ async fn repair_through_repair_request_and_ack_with_two_holders_gone() {
     ));
     // More repairs of other txs (fresh micro-batches) for the tier's latency figures.
     for nonce in 1..=8u64 {
-        let t = sign_tx(
-            Tx::fresh(
-                user.account_id(),
-                AccountId::from_bytes([7; 32]),
-                5,
-                nonce,
-                1_700_000_000_000,
-                CityId::new(CITY).unwrap(),
-                Position::from_degrees(CITY_POS.0, CITY_POS.1).unwrap(),
-                PositionMethod::Gps,
-            ),
-            &user,
-        );
+        let t = e2e::tokyo_payment(&user, 5, nonce, CITY_POS);
         assert_eq!(client.submit(&t).await.unwrap().state, TxState::Held);
         let n = svc.start(t.id()).unwrap().request_id;
         let mut state = RepairState::Running;
@@ -266,19 +242,7 @@ async fn a_light_node_answering_a_wrong_shard_over_grpc_is_detected_and_not_used
         .await
         .unwrap();
     let user = Keypair::generate();
-    let tx = sign_tx(
-        Tx::fresh(
-            user.account_id(),
-            AccountId::from_bytes([7; 32]),
-            5,
-            0,
-            1_700_000_000_000,
-            CityId::new(CITY).unwrap(),
-            Position::from_degrees(CITY_POS.0, CITY_POS.1).unwrap(),
-            PositionMethod::Gps,
-        ),
-        &user,
-    );
+    let tx = e2e::tokyo_payment(&user, 5, 0, CITY_POS);
     let id = tx.id();
     let s = client.submit(&tx).await.unwrap();
     assert_eq!(s.state, TxState::Held);

@@ -6,10 +6,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use dag_core::{AccountId, CityId, NodeId, Position, PositionMethod, Tx};
-use devnet::{CITY, CITY_POS, Devnet, DevnetConfig};
+use dag_core::NodeId;
+use devnet::{CITY_POS, Devnet, DevnetConfig};
 use node::{AuditConfig, ChallengeResult, ContributionRecord};
-use pqc::{Keypair, sign_tx};
+use pqc::Keypair;
 use rpc::{CityClient, TxState};
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -57,19 +57,7 @@ async fn every_holder_is_challenged_each_epoch_and_a_crashed_one_fails() {
         .unwrap();
     let user = Keypair::generate();
     for nonce in 0..3 {
-        let tx = sign_tx(
-            Tx::fresh(
-                user.account_id(),
-                AccountId::from_bytes([7; 32]),
-                5,
-                nonce,
-                1_700_000_000_000,
-                CityId::new(CITY).unwrap(),
-                Position::from_degrees(CITY_POS.0, CITY_POS.1).unwrap(),
-                PositionMethod::Gps,
-            ),
-            &user,
-        );
+        let tx = e2e::tokyo_payment(&user, 5, nonce, CITY_POS);
         assert_eq!(client.submit(&tx).await.unwrap().state, TxState::Held);
     }
     let lights: BTreeSet<NodeId> = net.lights.iter().map(|l| l.id).collect();

@@ -423,34 +423,12 @@ impl InclusionProof {
 
     /// Canonical encoding: index u64 ‖ size u64 ‖ count u8 ‖ hashes 32 each.
     pub fn encode(&self) -> Vec<u8> {
-        let mut w = Writer::with_capacity(17 + 32 * self.path.len());
-        w.u64(self.index)
-            .u64(self.size)
-            .u8(u8::try_from(self.path.len()).unwrap_or(u8::MAX));
-        for h in self.path.iter().take(255) {
-            w.raw(&h.0);
-        }
-        w.finish()
+        encode_sized_path(self.index, self.size, &self.path)
     }
 
     /// Strict decoding.
     pub fn decode(bytes: &[u8]) -> std::result::Result<Self, DecodeError> {
-        let mut r = Reader::new(bytes);
-        let index = r.u64("index")?;
-        let size = r.u64("size")?;
-        let n = r.u8("path")? as usize;
-        if n > Self::MAX_PATH {
-            return Err(DecodeError::TooLong {
-                field: "path",
-                len: n,
-                max: Self::MAX_PATH,
-            });
-        }
-        let mut path = Vec::with_capacity(n.min(r.remaining() / 32));
-        for _ in 0..n {
-            path.push(Hash32(r.bytes32("path hash")?));
-        }
-        r.finish()?;
+        let (index, size, path) = decode_sized_path(bytes, ["index", "size"], Self::MAX_PATH)?;
         Ok(InclusionProof { index, size, path })
     }
 }
@@ -478,39 +456,57 @@ impl ConsistencyProof {
 
     /// Canonical encoding: old u64 ‖ new u64 ‖ count u8 ‖ hashes 32 each.
     pub fn encode(&self) -> Vec<u8> {
-        let n = self.path.len().min(u8::MAX as usize);
-        let mut w = Writer::with_capacity(17 + 32 * n);
-        w.u64(self.old_size).u64(self.new_size).u8(n as u8);
-        for h in &self.path[..n] {
-            w.raw(&h.0);
-        }
-        w.finish()
+        encode_sized_path(self.old_size, self.new_size, &self.path)
     }
 
     /// Strict decoding.
     pub fn decode(bytes: &[u8]) -> std::result::Result<Self, DecodeError> {
-        let mut r = Reader::new(bytes);
-        let old_size = r.u64("old_size")?;
-        let new_size = r.u64("new_size")?;
-        let n = r.u8("path")? as usize;
-        if n > Self::MAX_PATH {
-            return Err(DecodeError::TooLong {
-                field: "path",
-                len: n,
-                max: Self::MAX_PATH,
-            });
-        }
-        let mut path = Vec::with_capacity(n.min(r.remaining() / 32));
-        for _ in 0..n {
-            path.push(Hash32(r.bytes32("path hash")?));
-        }
-        r.finish()?;
+        let (old_size, new_size, path) =
+            decode_sized_path(bytes, ["old_size", "new_size"], Self::MAX_PATH)?;
         Ok(ConsistencyProof {
             old_size,
             new_size,
             path,
         })
     }
+}
+
+/// The wire shape both proofs share: `a u64 ‖ b u64 ‖ count u8 ‖ hashes 32 each` (at most
+/// 255 hashes are written).
+fn encode_sized_path(a: u64, b: u64, path: &[Hash32]) -> Vec<u8> {
+    let n = path.len().min(u8::MAX as usize);
+    let mut w = Writer::with_capacity(17 + 32 * n);
+    w.u64(a).u64(b).u8(n as u8);
+    for h in &path[..n] {
+        w.raw(&h.0);
+    }
+    w.finish()
+}
+
+/// Strict decoding of [`encode_sized_path`]'s shape; `names` label the two integers in
+/// errors, a path longer than `max` is refused before anything is allocated for it.
+fn decode_sized_path(
+    bytes: &[u8],
+    names: [&'static str; 2],
+    max: usize,
+) -> std::result::Result<(u64, u64, Vec<Hash32>), DecodeError> {
+    let mut r = Reader::new(bytes);
+    let a = r.u64(names[0])?;
+    let b = r.u64(names[1])?;
+    let n = r.u8("path")? as usize;
+    if n > max {
+        return Err(DecodeError::TooLong {
+            field: "path",
+            len: n,
+            max,
+        });
+    }
+    let mut path = Vec::with_capacity(n.min(r.remaining() / 32));
+    for _ in 0..n {
+        path.push(Hash32(r.bytes32("path hash")?));
+    }
+    r.finish()?;
+    Ok((a, b, path))
 }
 
 #[cfg(test)]
