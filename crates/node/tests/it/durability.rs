@@ -9,8 +9,9 @@
 //! with `StorageFull`, the error ENOSPC maps to, so redb poisons itself exactly as on a full
 //! disk. No tmpfs is mounted.
 
+use crate::info;
 use audit::{GrpcProbe, HolderProbe, audit_stripes};
-use dag_core::{AccountId, CityId, NodeId, NodeInfo, Position, PositionMethod, Role, Tx, TxId};
+use dag_core::{AccountId, CityId, NodeId, NodeInfo, Position, PositionMethod, Tx, TxId};
 use node::{
     CityConfig, CityParts, GrpcTransport, LightConfig, LightHandle, Pipeline, PipelineConfig,
     PipelineError, StaticDirectory, StorageParts, start_city_with, start_light,
@@ -22,22 +23,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tonic_health::pb::health_check_response::ServingStatus;
-
-fn info(h: &LightHandle, zone: usize) -> NodeInfo {
-    NodeInfo {
-        node_id: h.node().node_id(),
-        role: Role::Light,
-        grpc_addr: h.addr().to_string(),
-        city_id: "JP-13".into(),
-        zone: format!("zone-{zone}"),
-        lat: 35.68,
-        lon: 139.69,
-        free_capacity: 1 << 30,
-        load: 0.0,
-        version: "test".into(),
-        session_start_ms: 0,
-    }
-}
 
 /// A light node in `dir` (its key is kept there, so a restart keeps the identity).
 async fn light_in(dir: &Path, quota_bytes: u64) -> LightHandle {

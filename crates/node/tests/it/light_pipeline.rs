@@ -2,30 +2,13 @@
 //! from six distinct holders, a shard corrupted on disk, two nodes killed (one abruptly),
 //! every tx restored, re-replication back to six distinct live holders.
 
-use dag_core::{AccountId, CityId, NodeInfo, Position, PositionMethod, Role, Tx};
-use node::{
-    GrpcTransport, LightConfig, LightHandle, Pipeline, PipelineConfig, StaticDirectory, start_light,
-};
+use crate::info;
+use dag_core::{AccountId, CityId, NodeInfo, Position, PositionMethod, Tx};
+use node::{GrpcTransport, LightConfig, Pipeline, PipelineConfig, StaticDirectory, start_light};
 use pqc::{BatchVerifier, Keypair, MlDsa87, sign_tx};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
-
-fn info(h: &LightHandle, zone: usize) -> NodeInfo {
-    NodeInfo {
-        node_id: h.node().node_id(),
-        role: Role::Light,
-        grpc_addr: h.addr().to_string(),
-        city_id: "JP-13".into(),
-        zone: format!("zone-{zone}"),
-        lat: 35.68,
-        lon: 139.69,
-        free_capacity: 1 << 30,
-        load: 0.0,
-        version: "test".into(),
-        session_start_ms: 0,
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn six_lights_kill_two_restore_and_rereplicate() {
