@@ -77,7 +77,14 @@ fn signed_batch(round: u64, weak: bool) -> SignedBatch {
     }
 }
 
-fn report(name: &str, o: &mutate::Outcome) {
+/// Runs every mutation of `valid` through `decode` (see `mutate::check`) and prints the tally.
+fn check<T, E: std::fmt::Debug>(
+    name: &str,
+    valid: &[u8],
+    decode: impl Fn(&[u8]) -> Result<T, E>,
+    encode: impl Fn(&T) -> Vec<u8>,
+) {
+    let o = mutate::check(name, valid, decode, encode);
     println!(
         "{name}: {} mutated inputs, {} decoded to values",
         o.tried, o.decoded
@@ -86,26 +93,20 @@ fn report(name: &str, o: &mutate::Outcome) {
 
 fn tx_and_signed_tx() {
     let enc = tx().encode();
-    report("tx", &mutate::check("tx", &enc, Tx::decode, Tx::encode));
+    check("tx", &enc, Tx::decode, Tx::encode);
     let s = SignedTx {
         tx: tx(),
         public_key: key(1),
         signature: key(2),
     };
-    report(
-        "signed tx",
-        &mutate::check("signed tx", &s.encode(), SignedTx::decode, SignedTx::encode),
-    );
+    check("signed tx", &s.encode(), SignedTx::decode, SignedTx::encode);
     // The pinned signed tx: real key (2,592 B) and signature (4,627 B) lengths.
     let real = vector("txs.json", "/signed/encoded");
-    report(
+    check(
         "signed tx (vector)",
-        &mutate::check(
-            "signed tx (vector)",
-            &real,
-            SignedTx::decode,
-            SignedTx::encode,
-        ),
+        &real,
+        SignedTx::decode,
+        SignedTx::encode,
     );
 }
 
@@ -121,14 +122,11 @@ fn receipt() {
         holder_public_key: key(4),
         signature: key(5),
     };
-    report(
+    check(
         "receipt",
-        &mutate::check(
-            "receipt",
-            &r.encode(),
-            SignedReceipt::decode,
-            SignedReceipt::encode,
-        ),
+        &r.encode(),
+        SignedReceipt::decode,
+        SignedReceipt::encode,
     );
 }
 
@@ -138,30 +136,21 @@ fn vote_batch_certificate_equivocation() {
         voter: NodeId::from_bytes([2; 32]),
         signature: key(3),
     };
-    report(
-        "vote",
-        &mutate::check("vote", &vote.encode(), Vote::decode, Vote::encode),
-    );
+    check("vote", &vote.encode(), Vote::decode, Vote::encode);
     for weak in [false, true] {
         let h = header(2, 1, weak);
-        report(
+        check(
             "batch header",
-            &mutate::check(
-                "batch header",
-                &h.encode(),
-                BatchHeader::decode,
-                BatchHeader::encode,
-            ),
+            &h.encode(),
+            BatchHeader::decode,
+            BatchHeader::encode,
         );
         let b = signed_batch(2, weak);
-        report(
+        check(
             "signed batch",
-            &mutate::check(
-                "signed batch",
-                &b.encode(),
-                SignedBatch::decode,
-                SignedBatch::encode,
-            ),
+            &b.encode(),
+            SignedBatch::decode,
+            SignedBatch::encode,
         );
         let cert = Certificate {
             batch: b,
@@ -169,14 +158,11 @@ fn vote_batch_certificate_equivocation() {
                 .map(|i| (NodeId::from_bytes([i; 32]), key(i)))
                 .collect(),
         };
-        report(
+        check(
             "certificate",
-            &mutate::check(
-                "certificate",
-                &cert.encode(),
-                Certificate::decode,
-                Certificate::encode,
-            ),
+            &cert.encode(),
+            Certificate::decode,
+            Certificate::encode,
         );
     }
     let mut other = header(2, 1, false);
@@ -189,24 +175,18 @@ fn vote_batch_certificate_equivocation() {
         },
     )
     .unwrap();
-    report(
+    check(
         "equivocation",
-        &mutate::check(
-            "equivocation",
-            &eq.encode(),
-            Equivocation::decode,
-            Equivocation::encode,
-        ),
+        &eq.encode(),
+        Equivocation::decode,
+        Equivocation::encode,
     );
     let real = vector("consensus.json", "/certificate");
-    report(
+    check(
         "certificate (vector)",
-        &mutate::check(
-            "certificate (vector)",
-            &real,
-            Certificate::decode,
-            Certificate::encode,
-        ),
+        &real,
+        Certificate::decode,
+        Certificate::encode,
     );
 }
 
@@ -218,14 +198,11 @@ fn checkpoint_and_proofs() {
         batches: (0..3).map(|i| BatchDigest(Hash32([i; 32]))).collect(),
         prev_hash: Hash32([4; 32]),
     };
-    report(
+    check(
         "checkpoint",
-        &mutate::check(
-            "checkpoint",
-            &cp.encode(),
-            |b| Checkpoint::decode(b, 1024),
-            Checkpoint::encode,
-        ),
+        &cp.encode(),
+        |b| Checkpoint::decode(b, 1024),
+        Checkpoint::encode,
     );
     let mut log = MerkleLog::new();
     for i in 0..11u32 {
@@ -236,28 +213,22 @@ fn checkpoint_and_proofs() {
         size: 11,
         path: log.inclusion_proof(5, 11).unwrap(),
     };
-    report(
+    check(
         "inclusion proof",
-        &mutate::check(
-            "inclusion proof",
-            &p.encode(),
-            InclusionProof::decode,
-            InclusionProof::encode,
-        ),
+        &p.encode(),
+        InclusionProof::decode,
+        InclusionProof::encode,
     );
     let c = ConsistencyProof {
         old_size: 6,
         new_size: 11,
         path: log.consistency_proof(6, 11).unwrap(),
     };
-    report(
+    check(
         "consistency proof",
-        &mutate::check(
-            "consistency proof",
-            &c.encode(),
-            ConsistencyProof::decode,
-            ConsistencyProof::encode,
-        ),
+        &c.encode(),
+        ConsistencyProof::decode,
+        ConsistencyProof::encode,
     );
 }
 
