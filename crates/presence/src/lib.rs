@@ -11,6 +11,7 @@
 //! - [`PresenceClient`]: the HTTP client SDK, itself a [`PresenceStore`], wrapped in the
 //!   `resilience` primitives (rate limit, circuit breakers, retries).
 //! - [`RedisProcess`]: a throwaway `redis-server` on a free loopback port (tests, load run).
+//! - [`RedisCluster`]: a throwaway Redis Cluster of such servers (the cluster tests).
 //! - [`load`]: the bounded loopback load run (`presence-server bench`).
 //!
 //! ## HTTP API
@@ -61,8 +62,8 @@ pub use clock::{SystemClock, TokioClock};
 pub use error::{Error, Result};
 pub use memory::MemoryPresenceStore;
 pub use metrics_setup::prometheus_handle;
-pub use redis::{RedisPresenceStore, RedisStoreConfig};
-pub use redis_process::RedisProcess;
+pub use redis::{RedisPresenceStore, RedisStoreConfig, RedisTarget};
+pub use redis_process::{RedisCluster, RedisProcess};
 pub use server::{
     BackendKind, PresenceServer, PresenceServerHandle, RateLimitConfig, ServerConfig, router,
 };

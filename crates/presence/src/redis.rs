@@ -5,10 +5,23 @@
 //! expiry removes both the set member and the hash. Commands go through a
 //! `ConnectionManager`, which reconnects after a Redis restart; while Redis is down every
 //! call fails with [`Error::Unavailable`] (nothing is cached, so nothing stale is served).
+//!
+//! **Redis Cluster**: a URI `redis+cluster://host:port,host:port,…` (any reachable nodes of
+//! the cluster) selects a cluster connection (`cluster-async`: it follows the topology and
+//! MOVED/ASK redirections after a failover). The prefix is then hash-tagged (`{P}:online`,
+//! `{P}:node:<id>`), so every key of the store lives in one slot and each Lua script stays
+//! on one primary (cluster-safe). Events use classic PUBLISH, which a cluster forwards to
+//! every node: the relay subscribes on any node and moves to another when that one fails.
+//! A login or logout is acknowledged only after `WAIT` reports the configured number of
+//! replicas holding it (default 1 in a cluster), so a primary killed right after the answer
+//! loses neither (a replica that takes over has it).
 
 use crate::{Error, EventStream, ListFilter, PresenceEvent, PresenceStore, Result};
-use ::redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSub};
-use ::redis::{Client, Script};
+use ::redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, PubSub};
+use ::redis::cluster::ClusterClient;
+use ::redis::cluster_async::ClusterConnection;
+use ::redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+use ::redis::{Client, Cmd, Pipeline, RedisFuture, Script, Value};
 use dag_core::{Clock, NodeId, NodeInfo};
 use futures::StreamExt;
 use std::sync::Arc;
@@ -84,7 +97,8 @@ return out
 /// Settings of a [`RedisPresenceStore`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct RedisStoreConfig {
-    /// `redis://host:port/db`.
+    /// `redis://host:port/db` (one server), or `redis+cluster://host:port,host:port,…`
+    /// (a Redis Cluster, reached through any of the listed nodes).
     pub uri: String,
     /// Online TTL (6 s).
     pub ttl: Duration,
@@ -96,6 +110,80 @@ pub struct RedisStoreConfig {
     pub connection_timeout: Duration,
     /// Most expired nodes removed by one sweep call (bounds the script's run time).
     pub sweep_batch: u32,
+    /// Replicas that must hold a login or logout before it is acknowledged (`WAIT`).
+    /// `None`: 1 on a cluster, 0 on a single server. Past `response_timeout` without
+    /// them the call fails `Unavailable` (the change may stand; repeating it is safe).
+    pub min_replica_acks: Option<u32>,
+}
+
+/// Where a [`RedisStoreConfig::uri`] points.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisTarget {
+    /// One server (`redis://…`, `rediss://…`, `unix://…`).
+    Single(String),
+    /// Seed nodes of a cluster, each as `redis://host:port`.
+    Cluster(Vec<String>),
+}
+
+impl RedisStoreConfig {
+    /// Parses [`uri`](Self::uri): `redis+cluster://h:p,h:p` is a cluster, anything else one
+    /// server. A cluster URI without nodes is a [`Error::Config`].
+    pub fn target(&self) -> Result<RedisTarget> {
+        match self.uri.strip_prefix("redis+cluster://") {
+            None => Ok(RedisTarget::Single(self.uri.clone())),
+            Some(rest) => {
+                let nodes: Vec<String> = rest
+                    .trim_end_matches('/')
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|n| !n.is_empty())
+                    .map(|n| format!("redis://{n}"))
+                    .collect();
+                if nodes.is_empty() {
+                    return Err(Error::Config(format!(
+                        "redis uri {:?}: a cluster uri lists at least one host:port",
+                        self.uri
+                    )));
+                }
+                Ok(RedisTarget::Cluster(nodes))
+            }
+        }
+    }
+}
+
+/// The command connection: one server through a reconnecting manager, or a cluster.
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(cmd, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
 }
 
 impl Default for RedisStoreConfig {
@@ -107,8 +195,32 @@ impl Default for RedisStoreConfig {
             response_timeout: Duration::from_secs(1),
             connection_timeout: Duration::from_millis(500),
             sweep_batch: 1000,
+            min_replica_acks: None,
         }
     }
+}
+
+/// What the relay passes to subscribers.
+#[derive(Debug, Clone)]
+enum Relayed {
+    Event(PresenceEvent),
+    /// Events may have been lost (the subscription was re-made).
+    Missed,
+    /// A subscription marker came back (see `subscribe`).
+    Marker(String),
+}
+
+/// The `type` of a subscription marker on the event channel (not a presence event).
+const MARKER: &str = "subscribe-marker";
+
+/// Numbers this process's markers.
+static MARKERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+#[derive(serde::Deserialize)]
+struct Marker {
+    #[serde(rename = "type")]
+    kind: String,
+    id: String,
 }
 
 #[derive(Debug)]
@@ -123,14 +235,16 @@ impl Drop for AbortOnDrop {
 /// The Redis [`PresenceStore`]. Cheap to clone (clones share the connection).
 #[derive(Clone)]
 pub struct RedisPresenceStore {
-    conn: ConnectionManager,
+    conn: Conn,
+    replica_acks: u32,
+    response_timeout: Duration,
     clock: Arc<dyn Clock>,
     ttl_ms: u64,
     zset: String,
     node_prefix: String,
     channel: String,
     sweep_batch: u32,
-    events: broadcast::Sender<Option<PresenceEvent>>,
+    events: broadcast::Sender<Relayed>,
     subscribed: Arc<AtomicBool>,
     _relay: Arc<AbortOnDrop>,
     scripts: Arc<Scripts>,
@@ -157,30 +271,57 @@ impl RedisPresenceStore {
     /// Connects (Redis must be reachable now) and starts the event relay, which follows
     /// `P:events` and resubscribes after reconnects.
     pub async fn connect(config: RedisStoreConfig, clock: Arc<dyn Clock>) -> Result<Self> {
-        let client = Client::open(config.uri.as_str())
-            .map_err(|e| Error::Config(format!("redis uri {:?}: {e}", config.uri)))?;
-        let mgr_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(config.connection_timeout))
-            .set_response_timeout(Some(config.response_timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_with_config(client.clone(), mgr_config)
-            .await
-            .map_err(|e| Error::redis("connect", e))?;
-        let p = &config.key_prefix;
+        let open = |uri: &str| {
+            Client::open(uri).map_err(|e| Error::Config(format!("redis uri {uri:?}: {e}")))
+        };
+        let (conn, subscribers, prefix, default_acks) = match config.target()? {
+            RedisTarget::Single(uri) => {
+                let client = open(&uri)?;
+                let mgr_config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(config.connection_timeout))
+                    .set_response_timeout(Some(config.response_timeout))
+                    .set_number_of_retries(1)
+                    .set_max_delay(Duration::from_millis(500));
+                let conn = ConnectionManager::new_with_config(client.clone(), mgr_config)
+                    .await
+                    .map_err(|e| Error::redis("connect", e))?;
+                (
+                    Conn::Single(conn),
+                    vec![client],
+                    config.key_prefix.clone(),
+                    0,
+                )
+            }
+            RedisTarget::Cluster(nodes) => {
+                let subscribers = nodes.iter().map(|n| open(n)).collect::<Result<Vec<_>>>()?;
+                let conn = ClusterClient::builder(nodes.clone())
+                    .connection_timeout(config.connection_timeout)
+                    .response_timeout(config.response_timeout)
+                    .retries(3)
+                    .build()
+                    .map_err(|e| Error::Config(format!("redis cluster {nodes:?}: {e}")))?
+                    .get_async_connection()
+                    .await
+                    .map_err(|e| Error::redis("connect", e))?;
+                // One hash slot for every key of the store: scripts stay on one primary.
+                (
+                    Conn::Cluster(conn),
+                    subscribers,
+                    format!("{{{}}}", config.key_prefix),
+                    1,
+                )
+            }
+        };
+        let p = &prefix;
         let channel = format!("{p}:events");
         let (events, _) = broadcast::channel(4096);
-        let mut first = client
-            .get_async_pubsub()
-            .await
-            .map_err(|e| Error::redis("subscribe", e))?;
-        first
-            .subscribe(&channel)
+        let (first, at) = subscribe_any(&subscribers, 0, &channel)
             .await
             .map_err(|e| Error::redis("subscribe", e))?;
         let subscribed = Arc::new(AtomicBool::new(true));
         let relay = tokio::spawn(relay(
-            client,
+            subscribers,
+            at,
             channel.clone(),
             events.clone(),
             first,
@@ -188,6 +329,8 @@ impl RedisPresenceStore {
         ));
         Ok(RedisPresenceStore {
             conn,
+            replica_acks: config.min_replica_acks.unwrap_or(default_acks),
+            response_timeout: config.response_timeout,
             clock,
             ttl_ms: config.ttl.as_millis() as u64,
             zset: format!("{p}:online"),
@@ -207,6 +350,45 @@ impl RedisPresenceStore {
         })
     }
 
+    /// Waits until [`RedisStoreConfig::min_replica_acks`] replicas hold every write made so
+    /// far on this connection (`WAIT`, on the primary of the store's slot); fewer within
+    /// the response timeout is `Unavailable`.
+    async fn replicated(&self, conn: &mut Conn, op: &'static str) -> Result<()> {
+        if self.replica_acks == 0 {
+            return Ok(());
+        }
+        let wait_ms = (self.response_timeout.as_millis() as u64 / 2).max(1);
+        let mut cmd = ::redis::cmd("WAIT");
+        cmd.arg(self.replica_acks).arg(wait_ms);
+        let value = match conn {
+            Conn::Single(c) => cmd.query_async::<Value>(c).await,
+            Conn::Cluster(c) => {
+                let route = Route::with_key(self.zset.as_bytes(), SlotAddr::Master);
+                c.route_command(
+                    cmd,
+                    RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route)),
+                )
+                .await
+            }
+        }
+        .map_err(|e| Error::redis(op, e))?;
+        let acked = ::redis::from_redis_value::<u32>(value).map_err(|e| Error::Corrupt {
+            what: format!("WAIT answer to {op}"),
+            detail: e.to_string(),
+        })?;
+        if acked < self.replica_acks {
+            return Err(Error::Unavailable {
+                backend: "redis",
+                op,
+                detail: format!(
+                    "held by {acked} of the {} replicas required within {wait_ms} ms",
+                    self.replica_acks
+                ),
+            });
+        }
+        Ok(())
+    }
+
     fn hash_key(&self, id: &str) -> String {
         format!("{}{}", self.node_prefix, id)
     }
@@ -223,13 +405,41 @@ impl RedisPresenceStore {
     }
 }
 
+/// Subscribes to `channel` on the first server of `clients` that answers, trying them in
+/// turn from index `start`; returns the subscription and the index used.
+async fn subscribe_any(
+    clients: &[Client],
+    start: usize,
+    channel: &str,
+) -> std::result::Result<(PubSub, usize), ::redis::RedisError> {
+    let mut last = None;
+    for k in 0..clients.len() {
+        let at = (start + k) % clients.len();
+        match clients[at].get_async_pubsub().await {
+            Ok(mut p) => match p.subscribe(channel).await {
+                Ok(()) => return Ok((p, at)),
+                Err(e) => last = Some(e),
+            },
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        ::redis::RedisError::from((
+            ::redis::ErrorKind::Client,
+            "no redis server to subscribe on",
+        ))
+    }))
+}
+
 /// Follows the event channel; `None` on the broadcast means "events may have been lost".
-/// `first` is the subscription made by `connect`, so no event published after `connect`
-/// returns is missed.
+/// `first` is the subscription made by `connect` (on `clients[at]`), so no event published
+/// after `connect` returns is missed. When a subscription ends, the next one is tried on
+/// the next server (a cluster forwards PUBLISH to every node).
 async fn relay(
-    client: Client,
+    clients: Vec<Client>,
+    mut at: usize,
     channel: String,
-    tx: broadcast::Sender<Option<PresenceEvent>>,
+    tx: broadcast::Sender<Relayed>,
     first: PubSub,
     subscribed: Arc<AtomicBool>,
 ) {
@@ -238,15 +448,12 @@ async fn relay(
     loop {
         let pubsub = match current.take() {
             Some(p) => Some(p),
-            None => match client.get_async_pubsub().await {
-                Ok(mut p) => {
-                    if p.subscribe(&channel).await.is_ok() {
-                        // Reconnected: whatever was published meanwhile is lost.
-                        let _ = tx.send(None);
-                        Some(p)
-                    } else {
-                        None
-                    }
+            None => match subscribe_any(&clients, at + 1, &channel).await {
+                Ok((p, used)) => {
+                    at = used;
+                    // Reconnected: whatever was published meanwhile is lost.
+                    let _ = tx.send(Relayed::Missed);
+                    Some(p)
                 }
                 Err(_) => None,
             },
@@ -256,16 +463,22 @@ async fn relay(
             subscribed.store(true, Ordering::SeqCst);
             let mut messages = pubsub.on_message();
             while let Some(msg) = messages.next().await {
-                match serde_json::from_slice::<PresenceEvent>(msg.get_payload_bytes()) {
+                let bytes = msg.get_payload_bytes();
+                match serde_json::from_slice::<PresenceEvent>(bytes) {
                     Ok(ev) => {
-                        let _ = tx.send(Some(ev));
+                        let _ = tx.send(Relayed::Event(ev));
                     }
-                    Err(e) => tracing::warn!(error = %e, "undecodable presence event ignored"),
+                    Err(e) => match serde_json::from_slice::<Marker>(bytes) {
+                        Ok(m) if m.kind == MARKER => {
+                            let _ = tx.send(Relayed::Marker(m.id));
+                        }
+                        _ => tracing::warn!(error = %e, "undecodable presence event ignored"),
+                    },
                 }
             }
             subscribed.store(false, Ordering::SeqCst);
             tracing::warn!("presence event subscription lost; reconnecting");
-            let _ = tx.send(None);
+            let _ = tx.send(Relayed::Missed);
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_millis(500));
@@ -309,7 +522,7 @@ impl PresenceStore for RedisPresenceStore {
             .invoke_async(&mut conn)
             .await
             .map_err(|e| Error::redis("login", e))?;
-        Ok(())
+        self.replicated(&mut conn, "login").await
     }
 
     async fn heartbeat(&self, node: NodeId) -> Result<()> {
@@ -349,6 +562,7 @@ impl PresenceStore for RedisPresenceStore {
             .invoke_async(&mut conn)
             .await
             .map_err(|e| Error::redis("logout", e))?;
+        self.replicated(&mut conn, "logout").await?;
         if removed == 1 {
             Ok(())
         } else {
@@ -382,14 +596,60 @@ impl PresenceStore for RedisPresenceStore {
     async fn subscribe(&self) -> Result<EventStream> {
         // Fail now rather than hand out a stream that stays silent while Redis is down.
         self.ping().await?;
-        let rx = self.events.subscribe();
-        Ok(BroadcastStream::new(rx)
-            .map(|item| match item {
-                Ok(Some(ev)) => Ok(ev),
-                Ok(None) => Err(Error::EventsMissed { missed: 0 }),
-                Err(BroadcastStreamRecvError::Lagged(missed)) => {
-                    Err(Error::EventsMissed { missed })
+        let mut rx = self.events.subscribe();
+        // "Events from now on": events published before this call may still be on their
+        // way to the relay (in a cluster they travel over the cluster bus). A marker
+        // published now on the store's primary travels behind them; what the relay passed
+        // on before the marker is dropped.
+        let id = format!(
+            "{}-{}-{}",
+            std::process::id(),
+            self.clock.now_ms(),
+            MARKERS.fetch_add(1, Ordering::Relaxed)
+        );
+        let marker = serde_json::json!({ "type": MARKER, "id": id }).to_string();
+        let mut publish = ::redis::cmd("PUBLISH");
+        publish.arg(&self.channel).arg(marker);
+        let mut conn = self.conn.clone();
+        match &mut conn {
+            Conn::Single(c) => publish.query_async::<Value>(c).await,
+            Conn::Cluster(c) => {
+                let route = Route::with_key(self.zset.as_bytes(), SlotAddr::Master);
+                c.route_command(
+                    publish,
+                    RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route)),
+                )
+                .await
+            }
+        }
+        .map_err(|e| Error::redis("subscribe", e))?;
+        let seen = tokio::time::timeout(self.response_timeout, async {
+            loop {
+                match rx.recv().await {
+                    Ok(Relayed::Marker(m)) if m == id => return true,
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => return false,
                 }
+            }
+        })
+        .await;
+        if seen != Ok(true) {
+            return Err(Error::Unavailable {
+                backend: "redis",
+                op: "subscribe",
+                detail: "the subscription marker did not come back".into(),
+            });
+        }
+        Ok(BroadcastStream::new(rx)
+            .filter_map(|item| {
+                futures::future::ready(match item {
+                    Ok(Relayed::Event(ev)) => Some(Ok(ev)),
+                    Ok(Relayed::Marker(_)) => None,
+                    Ok(Relayed::Missed) => Some(Err(Error::EventsMissed { missed: 0 })),
+                    Err(BroadcastStreamRecvError::Lagged(missed)) => {
+                        Some(Err(Error::EventsMissed { missed }))
+                    }
+                })
             })
             .boxed())
     }

@@ -1,5 +1,7 @@
 //! A throwaway `redis-server` on a free loopback port, for tests and the load run. It runs
 //! without persistence (`--save '' --appendonly no`) and is killed when dropped.
+//! [`RedisCluster`] starts several of them in cluster mode and joins them with
+//! `redis-cli --cluster create` (both come with Debian's `redis-server` package).
 
 use crate::{Error, Result};
 use std::io::{Read, Write};
@@ -12,13 +14,23 @@ use std::time::{Duration, Instant};
 pub struct RedisProcess {
     child: Option<Child>,
     port: u16,
+    extra: Vec<String>,
 }
 
 impl RedisProcess {
     /// Starts `redis-server` on a free port of 127.0.0.1 and waits until it answers PING.
     pub fn start() -> Result<Self> {
-        let port = free_port()?;
-        let mut p = RedisProcess { child: None, port };
+        Self::start_with(free_port()?, Vec::new())
+    }
+
+    /// Starts `redis-server` on `port` of 127.0.0.1 with `extra` arguments after the
+    /// defaults (kept for [`restart`](Self::restart)).
+    pub fn start_with(port: u16, extra: Vec<String>) -> Result<Self> {
+        let mut p = RedisProcess {
+            child: None,
+            port,
+            extra,
+        };
         p.spawn()?;
         Ok(p)
     }
@@ -35,6 +47,7 @@ impl RedisProcess {
                 "--appendonly",
                 "no",
             ])
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -89,7 +102,14 @@ impl RedisProcess {
         }
     }
 
-    /// Starts a fresh, empty server on the same port (after [`kill`](Self::kill)).
+    /// Whether the process is running (not killed, not exited).
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(Child::try_wait), Some(Ok(None)))
+    }
+
+    /// Starts a fresh, empty server on the same port (after [`kill`](Self::kill)); a
+    /// cluster node keeps its cluster config file, so it rejoins (as a replica after a
+    /// failover).
     pub fn restart(&mut self) -> Result<()> {
         self.kill();
         self.spawn()
@@ -100,6 +120,199 @@ impl Drop for RedisProcess {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// A throwaway Redis Cluster on loopback: `primaries` primaries with `replicas` replicas
+/// each, every node a [`RedisProcess`] in cluster mode (node timeout 1 s, so a killed
+/// primary is failed over in a few seconds). Its files live in a fresh directory under the
+/// system temp dir, removed on drop.
+#[derive(Debug)]
+pub struct RedisCluster {
+    /// The nodes, in the order given to `redis-cli --cluster create` (primaries first).
+    pub nodes: Vec<RedisProcess>,
+    dir: std::path::PathBuf,
+}
+
+impl RedisCluster {
+    /// Starts the nodes, creates the cluster and waits until every node reports
+    /// `cluster_state:ok`.
+    pub fn start(primaries: usize, replicas: usize) -> Result<Self> {
+        let io = |what: String| move |source| Error::Io { what, source };
+        let dir = std::env::temp_dir().join(format!(
+            "citychain-redis-cluster-{}-{}",
+            std::process::id(),
+            free_port()?
+        ));
+        std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
+        let mut cluster = RedisCluster {
+            nodes: Vec::new(),
+            dir,
+        };
+        for _ in 0..primaries * (1 + replicas) {
+            let port = free_cluster_port()?;
+            let conf = cluster.dir.join(format!("nodes-{port}.conf"));
+            cluster.nodes.push(RedisProcess::start_with(
+                port,
+                vec![
+                    "--cluster-enabled".into(),
+                    "yes".into(),
+                    "--cluster-config-file".into(),
+                    conf.display().to_string(),
+                    "--cluster-node-timeout".into(),
+                    "1000".into(),
+                    "--dir".into(),
+                    cluster.dir.display().to_string(),
+                ],
+            )?);
+        }
+        let addrs: Vec<String> = cluster
+            .nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port()))
+            .collect();
+        let out = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addrs)
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
+            .output()
+            .map_err(io("running redis-cli --cluster create".into()))?;
+        if !out.status.success() {
+            return Err(Error::Io {
+                what: format!(
+                    "redis-cli --cluster create: {}",
+                    String::from_utf8_lossy(&out.stdout)
+                ),
+                source: std::io::Error::other("cluster create failed"),
+            });
+        }
+        cluster.wait_ok(Duration::from_secs(30))?;
+        Ok(cluster)
+    }
+
+    /// `redis+cluster://127.0.0.1:p1,127.0.0.1:p2,…` for [`RedisStoreConfig::uri`](crate::RedisStoreConfig::uri).
+    pub fn uri(&self) -> String {
+        let nodes: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port()))
+            .collect();
+        format!("redis+cluster://{}", nodes.join(","))
+    }
+
+    /// Index in [`nodes`](Self::nodes) of the primary that serves `key` now (asked of a
+    /// running node with `CLUSTER KEYSLOT` and `CLUSTER NODES`).
+    pub fn primary_of(&mut self, key: &str) -> Result<usize> {
+        let port = self
+            .nodes
+            .iter_mut()
+            .find_map(|n| n.is_running().then(|| n.port()))
+            .ok_or_else(|| Error::Io {
+                what: "no running cluster node".into(),
+                source: std::io::Error::other("all nodes down"),
+            })?;
+        let slot: u16 = cli(port, &["CLUSTER", "KEYSLOT", key])?
+            .trim()
+            .parse()
+            .map_err(|_| Error::Io {
+                what: format!("CLUSTER KEYSLOT {key}"),
+                source: std::io::Error::other("not a number"),
+            })?;
+        for line in cli(port, &["CLUSTER", "NODES"])?.lines() {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() < 9 || !f[2].contains("master") || f[2].contains("fail") {
+                continue;
+            }
+            let serves = f[8..].iter().any(|r| match r.split_once('-') {
+                Some((a, b)) => {
+                    a.parse::<u16>().is_ok_and(|a| a <= slot)
+                        && b.parse::<u16>().is_ok_and(|b| slot <= b)
+                }
+                None => r.parse::<u16>() == Ok(slot),
+            });
+            let node_port = f[1]
+                .split('@')
+                .next()
+                .and_then(|a| a.rsplit(':').next())
+                .and_then(|p| p.parse::<u16>().ok());
+            if serves && let Some(p) = node_port {
+                return self
+                    .nodes
+                    .iter()
+                    .position(|n| n.port() == p)
+                    .ok_or_else(|| Error::Io {
+                        what: format!("primary on port {p} is not one of ours"),
+                        source: std::io::Error::other("unknown node"),
+                    });
+            }
+        }
+        Err(Error::Io {
+            what: format!("no live primary serves slot {slot}"),
+            source: std::io::Error::other("slot not served"),
+        })
+    }
+
+    /// Waits until every running node reports `cluster_state:ok` and every replica's link
+    /// to its primary is up (synced), so a `WAIT` for one replica can succeed.
+    pub fn wait_ok(&mut self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let mut all = true;
+            for n in self.nodes.iter_mut().filter(|n| n.child.is_some()) {
+                let ok = cli(n.port(), &["CLUSTER", "INFO"])
+                    .is_ok_and(|info| info.contains("cluster_state:ok"));
+                let synced = cli(n.port(), &["INFO", "replication"]).is_ok_and(|info| {
+                    info.contains("role:master") || info.contains("master_link_status:up")
+                });
+                all &= ok && synced;
+            }
+            if all {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Io {
+                    what: "redis cluster did not reach cluster_state:ok".into(),
+                    source: std::io::Error::from(std::io::ErrorKind::TimedOut),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for n in &mut self.nodes {
+            n.kill();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `redis-cli -p port args…`, its stdout.
+fn cli(port: u16, args: &[&str]) -> Result<String> {
+    let out = Command::new("redis-cli")
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .output()
+        .map_err(|source| Error::Io {
+            what: "running redis-cli".into(),
+            source,
+        })?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// A free port whose cluster bus port (port + 10000) is free too.
+fn free_cluster_port() -> Result<u16> {
+    for _ in 0..100 {
+        let p = free_port()?;
+        if p <= 55_535 && TcpListener::bind((Ipv4Addr::LOCALHOST, p + 10_000)).is_ok() {
+            return Ok(p);
+        }
+    }
+    Err(Error::Io {
+        what: "finding a free port pair for a cluster node".into(),
+        source: std::io::Error::from(std::io::ErrorKind::AddrInUse),
+    })
 }
 
 fn free_port() -> Result<u16> {

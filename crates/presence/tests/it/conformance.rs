@@ -1,12 +1,13 @@
-//! One conformance suite, run against the in-memory store and against Redis (a real
-//! `redis-server` spawned on a free port). Time comes from a ManualClock, so TTLs are
+//! One conformance suite, run against the in-memory store, against Redis (a real
+//! `redis-server` spawned on a free port) and against a real 6-node Redis Cluster (3
+//! primaries, 3 replicas, created by the test). Time comes from a ManualClock, so TTLs are
 //! crossed exactly, without sleeping.
 
 use crate::support::{next_event, node};
 use dag_core::{ManualClock, Role};
 use presence::{
     Error, LeaveReason, ListFilter, MemoryPresenceStore, PresenceEvent, PresenceStore,
-    RedisPresenceStore, RedisProcess, RedisStoreConfig,
+    RedisCluster, RedisPresenceStore, RedisProcess, RedisStoreConfig,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,6 +53,27 @@ async fn redis() -> Harness {
     }
 }
 
+/// A store on `cluster` under its own key prefix (`{conformance-k}`), with its own clock.
+async fn on_cluster(cluster: &RedisCluster, k: usize) -> Harness {
+    let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+    let store = RedisPresenceStore::connect(
+        RedisStoreConfig {
+            uri: cluster.uri(),
+            ttl: Duration::from_millis(TTL_MS),
+            key_prefix: format!("conformance-{k}"),
+            ..RedisStoreConfig::default()
+        },
+        clock.clone(),
+    )
+    .await
+    .unwrap();
+    Harness {
+        store: Arc::new(store),
+        clock,
+        _redis: None,
+    }
+}
+
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
         mod memory {
@@ -59,6 +81,19 @@ macro_rules! conformance {
         }
         mod redis {
             $( #[tokio::test] async fn $case() { super::cases::$case(&super::redis().await).await; } )*
+        }
+        /// Every case in turn on one cluster (starting one takes seconds), each under its
+        /// own hash-tagged prefix.
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn every_case_on_a_six_node_redis_cluster() {
+            let cluster = RedisCluster::start(3, 1)
+                .expect("a redis cluster (apt-get install -y redis-server)");
+            let mut k = 0;
+            $(
+                k += 1;
+                cases::$case(&on_cluster(&cluster, k).await).await;
+            )*
+            assert!(k > 0);
         }
     };
 }

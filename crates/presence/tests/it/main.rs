@@ -7,6 +7,7 @@
     unreachable_pub
 )]
 
+mod cluster;
 mod conformance;
 mod http;
 mod support;
