@@ -11,7 +11,8 @@
 //! - [`PresenceClient`]: the HTTP client SDK, itself a [`PresenceStore`], wrapped in the
 //!   `resilience` primitives (rate limit, circuit breakers, retries).
 //! - [`RedisProcess`]: a throwaway `redis-server` on a free loopback port (tests, load run).
-//! - [`RedisCluster`]: a throwaway Redis Cluster of such servers (the cluster tests).
+//! - [`RedisCluster`], [`RedisSentinel`]: a throwaway Redis Cluster, or a primary + replica
+//!   watched by three sentinels, of such servers (the failover tests).
 //! - [`load`]: the bounded loopback load run (`presence-server bench`).
 //!
 //! ## HTTP API
@@ -63,7 +64,7 @@ pub use error::{Error, Result};
 pub use memory::MemoryPresenceStore;
 pub use metrics_setup::prometheus_handle;
 pub use redis::{RedisPresenceStore, RedisStoreConfig, RedisTarget};
-pub use redis_process::{RedisCluster, RedisProcess};
+pub use redis_process::{RedisCluster, RedisProcess, RedisSentinel};
 pub use server::{
     BackendKind, PresenceServer, PresenceServerHandle, RateLimitConfig, ServerConfig, router,
 };

@@ -15,13 +15,21 @@
 //! A login or logout is acknowledged only after `WAIT` reports the configured number of
 //! replicas holding it (default 1 in a cluster), so a primary killed right after the answer
 //! loses neither (a replica that takes over has it).
+//!
+//! **Redis Sentinel**: `redis+sentinel://host:port,host:port,…/<primary name>` lists
+//! sentinels; the store asks them for the current primary, talks to it, and asks again after
+//! any failed call (a failover moved the primary). Events come from a subscription on the
+//! primary (PUBLISH is replicated, so a demoted primary still relays them until it is
+//! dropped). As on a cluster, changes wait for one replica by default.
 
 use crate::{Error, EventStream, ListFilter, PresenceEvent, PresenceStore, Result};
+use ::redis::aio::MultiplexedConnection;
 use ::redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, PubSub};
 use ::redis::cluster::ClusterClient;
 use ::redis::cluster_async::ClusterConnection;
 use ::redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
-use ::redis::{Client, Cmd, Pipeline, RedisFuture, Script, Value};
+use ::redis::sentinel::{SentinelClient, SentinelServerType};
+use ::redis::{AsyncConnectionConfig, Client, Cmd, Pipeline, RedisFuture, Script, Value};
 use dag_core::{Clock, NodeId, NodeInfo};
 use futures::StreamExt;
 use std::sync::Arc;
@@ -123,39 +131,142 @@ pub enum RedisTarget {
     Single(String),
     /// Seed nodes of a cluster, each as `redis://host:port`.
     Cluster(Vec<String>),
+    /// Sentinels (each `redis://host:port`) and the name of the primary they watch.
+    Sentinel {
+        /// The sentinels.
+        sentinels: Vec<String>,
+        /// The monitored primary's name (`sentinel monitor <name> …`).
+        primary: String,
+    },
 }
 
 impl RedisStoreConfig {
-    /// Parses [`uri`](Self::uri): `redis+cluster://h:p,h:p` is a cluster, anything else one
-    /// server. A cluster URI without nodes is a [`Error::Config`].
+    /// Parses [`uri`](Self::uri): `redis+cluster://h:p,h:p` is a cluster,
+    /// `redis+sentinel://h:p,h:p/name` sentinels watching primary `name`, anything else one
+    /// server. A cluster or sentinel URI without hosts (or a sentinel URI without a name) is
+    /// a [`Error::Config`].
     pub fn target(&self) -> Result<RedisTarget> {
-        match self.uri.strip_prefix("redis+cluster://") {
-            None => Ok(RedisTarget::Single(self.uri.clone())),
-            Some(rest) => {
-                let nodes: Vec<String> = rest
-                    .trim_end_matches('/')
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|n| !n.is_empty())
-                    .map(|n| format!("redis://{n}"))
-                    .collect();
-                if nodes.is_empty() {
-                    return Err(Error::Config(format!(
-                        "redis uri {:?}: a cluster uri lists at least one host:port",
-                        self.uri
-                    )));
-                }
-                Ok(RedisTarget::Cluster(nodes))
+        let hosts = |list: &str, what: &str| -> Result<Vec<String>> {
+            let nodes: Vec<String> = list
+                .split(',')
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+                .map(|n| format!("redis://{n}"))
+                .collect();
+            if nodes.is_empty() {
+                return Err(Error::Config(format!(
+                    "redis uri {:?}: a {what} uri lists at least one host:port",
+                    self.uri
+                )));
             }
+            Ok(nodes)
+        };
+        if let Some(rest) = self.uri.strip_prefix("redis+cluster://") {
+            return Ok(RedisTarget::Cluster(hosts(
+                rest.trim_end_matches('/'),
+                "cluster",
+            )?));
         }
+        if let Some(rest) = self.uri.strip_prefix("redis+sentinel://") {
+            let (list, name) = rest.split_once('/').unwrap_or((rest, ""));
+            if name.is_empty() || name.contains('/') {
+                return Err(Error::Config(format!(
+                    "redis uri {:?}: a sentinel uri ends with /<primary name>",
+                    self.uri
+                )));
+            }
+            return Ok(RedisTarget::Sentinel {
+                sentinels: hosts(list, "sentinel")?,
+                primary: name.to_string(),
+            });
+        }
+        Ok(RedisTarget::Single(self.uri.clone()))
     }
 }
 
-/// The command connection: one server through a reconnecting manager, or a cluster.
+/// The command connection: one server through a reconnecting manager, a cluster, or the
+/// primary named by sentinels.
 #[derive(Clone)]
 enum Conn {
     Single(ConnectionManager),
     Cluster(ClusterConnection),
+    Sentinel(SentinelConn),
+}
+
+/// A connection to whatever server the sentinels name as primary: resolved on first use and
+/// again after any failed call.
+#[derive(Clone)]
+struct SentinelConn {
+    sentinel: Arc<tokio::sync::Mutex<SentinelClient>>,
+    current: Arc<std::sync::Mutex<Option<MultiplexedConnection>>>,
+    config: AsyncConnectionConfig,
+}
+
+impl SentinelConn {
+    async fn connection(&self) -> ::redis::RedisResult<MultiplexedConnection> {
+        if let Some(c) = self
+            .current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        {
+            return Ok(c);
+        }
+        let client = self.sentinel.lock().await.async_get_client().await?;
+        let c = client
+            .get_multiplexed_async_connection_with_config(&self.config)
+            .await?;
+        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(c.clone());
+        Ok(c)
+    }
+
+    /// After a failed call: the primary may have moved, ask the sentinels next time.
+    fn forget(&self) {
+        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+}
+
+impl ConnectionLike for SentinelConn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        Box::pin(async move {
+            let r = async { self.connection().await?.req_packed_command(cmd).await }.await;
+            if r.is_err() {
+                self.forget();
+            }
+            r
+        })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        Box::pin(async move {
+            let r = async {
+                self.connection()
+                    .await?
+                    .req_packed_commands(cmd, offset, count)
+                    .await
+            }
+            .await;
+            if r.is_err() {
+                self.forget();
+            }
+            r
+        })
+    }
+
+    fn get_db(&self) -> i64 {
+        0
+    }
+}
+
+/// Where the event relay subscribes: any of fixed servers, or the sentinels' primary.
+enum Subscribers {
+    Fixed(Vec<Client>),
+    Sentinel(Arc<tokio::sync::Mutex<SentinelClient>>),
 }
 
 impl ConnectionLike for Conn {
@@ -163,6 +274,7 @@ impl ConnectionLike for Conn {
         match self {
             Conn::Single(c) => c.req_packed_command(cmd),
             Conn::Cluster(c) => c.req_packed_command(cmd),
+            Conn::Sentinel(c) => c.req_packed_command(cmd),
         }
     }
 
@@ -175,6 +287,7 @@ impl ConnectionLike for Conn {
         match self {
             Conn::Single(c) => c.req_packed_commands(cmd, offset, count),
             Conn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+            Conn::Sentinel(c) => c.req_packed_commands(cmd, offset, count),
         }
     }
 
@@ -182,6 +295,7 @@ impl ConnectionLike for Conn {
         match self {
             Conn::Single(c) => c.get_db(),
             Conn::Cluster(c) => c.get_db(),
+            Conn::Sentinel(c) => c.get_db(),
         }
     }
 }
@@ -287,7 +401,7 @@ impl RedisPresenceStore {
                     .map_err(|e| Error::redis("connect", e))?;
                 (
                     Conn::Single(conn),
-                    vec![client],
+                    Subscribers::Fixed(vec![client]),
                     config.key_prefix.clone(),
                     0,
                 )
@@ -306,8 +420,34 @@ impl RedisPresenceStore {
                 // One hash slot for every key of the store: scripts stay on one primary.
                 (
                     Conn::Cluster(conn),
-                    subscribers,
+                    Subscribers::Fixed(subscribers),
                     format!("{{{}}}", config.key_prefix),
+                    1,
+                )
+            }
+            RedisTarget::Sentinel { sentinels, primary } => {
+                let client = SentinelClient::build(
+                    sentinels.clone(),
+                    primary.clone(),
+                    None,
+                    SentinelServerType::Master,
+                )
+                .map_err(|e| Error::Config(format!("redis sentinels {sentinels:?}: {e}")))?;
+                let sentinel = Arc::new(tokio::sync::Mutex::new(client));
+                let conn = SentinelConn {
+                    sentinel: sentinel.clone(),
+                    current: Arc::default(),
+                    config: AsyncConnectionConfig::new()
+                        .set_connection_timeout(Some(config.connection_timeout))
+                        .set_response_timeout(Some(config.response_timeout)),
+                };
+                conn.connection()
+                    .await
+                    .map_err(|e| Error::redis("connect", e))?;
+                (
+                    Conn::Sentinel(conn),
+                    Subscribers::Sentinel(sentinel),
+                    config.key_prefix.clone(),
                     1,
                 )
             }
@@ -362,6 +502,7 @@ impl RedisPresenceStore {
         cmd.arg(self.replica_acks).arg(wait_ms);
         let value = match conn {
             Conn::Single(c) => cmd.query_async::<Value>(c).await,
+            Conn::Sentinel(c) => cmd.query_async::<Value>(c).await,
             Conn::Cluster(c) => {
                 let route = Route::with_key(self.zset.as_bytes(), SlotAddr::Master);
                 c.route_command(
@@ -405,13 +546,18 @@ impl RedisPresenceStore {
     }
 }
 
-/// Subscribes to `channel` on the first server of `clients` that answers, trying them in
-/// turn from index `start`; returns the subscription and the index used.
+/// Subscribes to `channel`: on the first of the fixed servers that answers, trying them in
+/// turn from index `start`, or on the primary the sentinels name; returns the subscription
+/// and the index used.
 async fn subscribe_any(
-    clients: &[Client],
+    subscribers: &Subscribers,
     start: usize,
     channel: &str,
 ) -> std::result::Result<(PubSub, usize), ::redis::RedisError> {
+    let clients = match subscribers {
+        Subscribers::Fixed(clients) => clients.clone(),
+        Subscribers::Sentinel(s) => vec![s.lock().await.async_get_client().await?],
+    };
     let mut last = None;
     for k in 0..clients.len() {
         let at = (start + k) % clients.len();
@@ -436,7 +582,7 @@ async fn subscribe_any(
 /// after `connect` returns is missed. When a subscription ends, the next one is tried on
 /// the next server (a cluster forwards PUBLISH to every node).
 async fn relay(
-    clients: Vec<Client>,
+    clients: Subscribers,
     mut at: usize,
     channel: String,
     tx: broadcast::Sender<Relayed>,
@@ -613,6 +759,7 @@ impl PresenceStore for RedisPresenceStore {
         let mut conn = self.conn.clone();
         match &mut conn {
             Conn::Single(c) => publish.query_async::<Value>(c).await,
+            Conn::Sentinel(c) => publish.query_async::<Value>(c).await,
             Conn::Cluster(c) => {
                 let route = Route::with_key(self.zset.as_bytes(), SlotAddr::Master);
                 c.route_command(

@@ -288,6 +288,150 @@ impl Drop for RedisCluster {
     }
 }
 
+/// A throwaway Sentinel deployment on loopback: a primary, one replica and three
+/// sentinels (quorum 2, down after 1 s) watching it under the name `presence`. Files live
+/// in a fresh directory under the system temp dir, removed on drop.
+#[derive(Debug)]
+pub struct RedisSentinel {
+    /// The two data nodes; `nodes[0]` starts as the primary.
+    pub nodes: Vec<RedisProcess>,
+    sentinels: Vec<(u16, Child)>,
+    dir: std::path::PathBuf,
+}
+
+impl RedisSentinel {
+    /// The monitored primary's name.
+    pub const NAME: &'static str = "presence";
+
+    /// Starts the primary, its replica (synced) and three sentinels that see each other.
+    pub fn start() -> Result<Self> {
+        let io = |what: String| move |source| Error::Io { what, source };
+        let dir = std::env::temp_dir().join(format!(
+            "citychain-redis-sentinel-{}-{}",
+            std::process::id(),
+            free_port()?
+        ));
+        std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
+        let primary = RedisProcess::start()?;
+        let replica = RedisProcess::start_with(
+            free_port()?,
+            vec![
+                "--replicaof".into(),
+                "127.0.0.1".into(),
+                primary.port().to_string(),
+            ],
+        )?;
+        let mut d = RedisSentinel {
+            nodes: vec![primary, replica],
+            sentinels: Vec::new(),
+            dir,
+        };
+        for _ in 0..3 {
+            let port = free_port()?;
+            let conf = d.dir.join(format!("sentinel-{port}.conf"));
+            std::fs::write(
+                &conf,
+                format!(
+                    "port {port}\nbind 127.0.0.1\ndir {dir}\n\
+                     sentinel monitor {name} 127.0.0.1 {primary} 2\n\
+                     sentinel down-after-milliseconds {name} 1000\n\
+                     sentinel failover-timeout {name} 3000\n\
+                     sentinel parallel-syncs {name} 1\n",
+                    dir = d.dir.display(),
+                    name = Self::NAME,
+                    primary = d.nodes[0].port()
+                ),
+            )
+            .map_err(io(format!("writing {}", conf.display())))?;
+            let child = Command::new("redis-server")
+                .arg(&conf)
+                .arg("--sentinel")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .map_err(io("spawning redis-server --sentinel".into()))?;
+            d.sentinels.push((port, child));
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let replica_up = cli(d.nodes[1].port(), &["INFO", "replication"])
+                .is_ok_and(|i| i.contains("master_link_status:up"));
+            let sentinels_ready = d.sentinels.iter().all(|(p, _)| {
+                cli(*p, &["SENTINEL", "MASTER", Self::NAME]).is_ok_and(|out| {
+                    let l: Vec<&str> = out.lines().collect();
+                    let field = |k: &str| {
+                        l.iter()
+                            .position(|x| *x == k)
+                            .and_then(|i| l.get(i + 1).copied())
+                    };
+                    field("num-other-sentinels") == Some("2") && field("num-slaves") == Some("1")
+                })
+            });
+            if replica_up && sentinels_ready {
+                return Ok(d);
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Io {
+                    what: "sentinels did not see each other and the replica within 30 s".into(),
+                    source: std::io::Error::from(std::io::ErrorKind::TimedOut),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `redis+sentinel://127.0.0.1:s1,…/presence` for
+    /// [`RedisStoreConfig::uri`](crate::RedisStoreConfig::uri).
+    pub fn uri(&self) -> String {
+        let s: Vec<String> = self
+            .sentinels
+            .iter()
+            .map(|(p, _)| format!("127.0.0.1:{p}"))
+            .collect();
+        format!("redis+sentinel://{}/{}", s.join(","), Self::NAME)
+    }
+
+    /// Index in [`nodes`](Self::nodes) of the server the sentinels name as primary now.
+    pub fn primary(&self) -> Result<usize> {
+        for (p, _) in &self.sentinels {
+            let Ok(out) = cli(*p, &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", Self::NAME]) else {
+                continue;
+            };
+            if let Some(port) = out
+                .lines()
+                .nth(1)
+                .and_then(|l| l.trim().parse::<u16>().ok())
+                && let Some(i) = self.nodes.iter().position(|n| n.port() == port)
+            {
+                return Ok(i);
+            }
+        }
+        Err(Error::Io {
+            what: "no sentinel names a primary".into(),
+            source: std::io::Error::other("no primary"),
+        })
+    }
+
+    /// Whether the server at `nodes[i]` runs as a replica with its link to the primary up.
+    pub fn is_synced_replica(&self, i: usize) -> bool {
+        cli(self.nodes[i].port(), &["INFO", "replication"])
+            .is_ok_and(|s| s.contains("role:slave") && s.contains("master_link_status:up"))
+    }
+}
+
+impl Drop for RedisSentinel {
+    fn drop(&mut self) {
+        for (_, c) in &mut self.sentinels {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for n in &mut self.nodes {
+            n.kill();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 /// `redis-cli -p port args…`, its stdout.
 fn cli(port: u16, args: &[&str]) -> Result<String> {
     let out = Command::new("redis-cli")

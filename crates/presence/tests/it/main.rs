@@ -7,7 +7,7 @@
     unreachable_pub
 )]
 
-mod cluster;
 mod conformance;
+mod failover;
 mod http;
 mod support;
