@@ -72,7 +72,10 @@ async fn resubmit(client: &CityClient, tx: &SignedTx) -> rpc::Submitted {
             Err(e) => panic!("resubmitting {}: {e}", tx.id()),
         }
     }
-    panic!("{} still unavailable after 5 submissions: {last:?}", tx.id())
+    panic!(
+        "{} still unavailable after 5 submissions: {last:?}",
+        tx.id()
+    )
 }
 
 /// Waits until the representative at `addr` answers Held (its view holds enough light nodes for a stripe).
