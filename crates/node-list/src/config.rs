@@ -127,8 +127,20 @@ impl NodeListConfig {
         Ok(c)
     }
 
-    /// Builds the configured presence store (connects to Redis for `Redis`).
+    /// Builds the configured presence store (connects to Redis for `Redis`), for watching
+    /// only: over `Http` it cannot log a node in (see [`connect_store_as`](Self::connect_store_as)).
     pub async fn connect_store(&self) -> Result<Arc<dyn PresenceStore>> {
+        self.connect_store_as(None).await
+    }
+
+    /// Builds the configured presence store; over `Http` the client signs this node's
+    /// logins with `signer` (the node's ML-DSA-87 key) and carries the session token they
+    /// obtain, as the presence server requires. The in-process backends (memory, Redis
+    /// directly) are trusted and need no signature.
+    pub async fn connect_store_as(
+        &self,
+        signer: Option<Arc<dyn dag_core::Signer>>,
+    ) -> Result<Arc<dyn PresenceStore>> {
         Ok(match self.backend {
             PresenceBackend::Memory => Arc::new(MemoryPresenceStore::new(
                 self.presence_ttl,
@@ -145,10 +157,14 @@ impl NodeListConfig {
                 )
                 .await?,
             ),
-            PresenceBackend::Http => Arc::new(PresenceClient::new(
-                &self.http_endpoint,
-                PresenceClientConfig::default(),
-            )?),
+            PresenceBackend::Http => {
+                let client =
+                    PresenceClient::new(&self.http_endpoint, PresenceClientConfig::default())?;
+                Arc::new(match signer {
+                    Some(s) => client.with_signer(s),
+                    None => client,
+                })
+            }
         })
     }
 }

@@ -38,9 +38,17 @@ impl NodeListManager {
         }
     }
 
-    /// Builds the store from `config.backend` (memory / redis / http) and starts.
-    pub async fn connect(config: NodeListConfig, me: Option<NodeInfo>) -> Result<NodeListHandle> {
-        let store = config.connect_store().await?;
+    /// Builds the store from `config.backend` (memory / redis / http) and starts. With
+    /// `me`, the node's key signs its presence logins (required over http).
+    pub async fn connect(
+        config: NodeListConfig,
+        me: Option<(NodeInfo, Arc<dyn dag_core::Signer>)>,
+    ) -> Result<NodeListHandle> {
+        let (me, signer) = match me {
+            Some((info, signer)) => (Some(info), Some(signer)),
+            None => (None, None),
+        };
+        let store = config.connect_store_as(signer).await?;
         Ok(Self::start(store, me, config))
     }
 }
@@ -231,7 +239,13 @@ async fn beat(
             registry.presence_answered(true);
             true
         }
-        Err(PresenceError::UnknownNode(_)) => login(store, me).await,
+        // Presence forgot us, or our session was replaced (a newer login of ours, e.g. a
+        // capacity update): a fresh signed login.
+        Err(PresenceError::UnknownNode(_))
+        | Err(PresenceError::Unauthorized {
+            reason: presence::AuthFailure::BadSession,
+            ..
+        }) => login(store, me).await,
         Err(e) => {
             registry.presence_answered(false);
             tracing::warn!(error = %e, "heartbeat failed");

@@ -3,15 +3,20 @@
 //! 30 s) and one for listing (3 / 10 s), and retries with backoff, jitter and a budget.
 //! It implements [`PresenceStore`], so node-list can use a remote server like a local store.
 
-use crate::{Error, EventStream, ListFilter, PresenceEvent, PresenceStore, Result};
-use dag_core::{NodeId, NodeInfo};
+use crate::{
+    AuthFailure, Error, EventStream, ListFilter, PresenceEvent, PresenceStore, Result,
+    SessionToken, SignedLogin,
+};
+use dag_core::{NodeId, NodeInfo, Signer};
 use futures::StreamExt;
+use parking_lot::Mutex;
 use resilience::{
     BreakerError, CircuitBreaker, CircuitBreakerConfig, RetryBudget, RetryDecision, RetryError,
     RetryPolicy, TokenBucket, TokenBucketConfig, retry_with,
 };
 use serde_json::json;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Settings of a [`PresenceClient`]. `Default` is the documented policy.
@@ -61,9 +66,33 @@ impl Default for PresenceClientConfig {
     }
 }
 
-/// HTTP client of the presence server. Cheap to clone (clones share limits and breakers).
+/// The node key a client signs logins with, and the session the last login obtained.
+struct Identity {
+    signer: Arc<dyn Signer>,
+    node: NodeId,
+    session: Mutex<SessionState>,
+}
+
+#[derive(Default)]
+struct SessionState {
+    /// The token of the newest successful login, and that login's timestamp.
+    token: Option<(SessionToken, u64)>,
+    /// The newest timestamp signed so far (logins are strictly increasing).
+    last_issued: u64,
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Identity({})", self.node.short())
+    }
+}
+
+/// HTTP client of the presence server. Cheap to clone (clones share limits, breakers and
+/// the session). Writes (login, heartbeat, logout) need the node's key:
+/// [`with_signer`](Self::with_signer); a client without one can only read.
 #[derive(Debug, Clone)]
 pub struct PresenceClient {
+    identity: Option<Arc<Identity>>,
     base: String,
     http: reqwest::Client,
     config: PresenceClientConfig,
@@ -98,6 +127,7 @@ impl PresenceClient {
             .build()
             .map_err(|e| Error::Config(format!("http client: {e}")))?;
         Ok(PresenceClient {
+            identity: None,
             base: base_url.trim_end_matches('/').to_owned(),
             http,
             bucket: TokenBucket::new(config.rate),
@@ -106,6 +136,42 @@ impl PresenceClient {
             budget: RetryBudget::new(config.retry_budget_ratio, config.retry_budget_reserve),
             config,
         })
+    }
+
+    /// Signs logins with `signer` (the node's ML-DSA-87 key): this client then logs in,
+    /// heartbeats and logs out as that node only, carrying the session token each signed
+    /// login obtains.
+    pub fn with_signer(mut self, signer: Arc<dyn Signer>) -> Self {
+        let node = NodeId::from_public_key(signer.public_key());
+        self.identity = Some(Arc::new(Identity {
+            signer,
+            node,
+            session: Mutex::new(SessionState::default()),
+        }));
+        self
+    }
+
+    /// The identity for a write about `node`, or the typed refusal.
+    fn identity_for(&self, node: NodeId) -> Result<&Identity> {
+        match &self.identity {
+            Some(i) if i.node == node => Ok(i),
+            _ => Err(Error::Unauthorized {
+                node,
+                reason: AuthFailure::NoIdentity,
+            }),
+        }
+    }
+
+    /// The current session token for `node` (`UnknownNode` if it has not logged in, so
+    /// callers log in as they would after presence forgot them).
+    fn session_for(&self, node: NodeId) -> Result<SessionToken> {
+        self.identity_for(node)?
+            .session
+            .lock()
+            .token
+            .as_ref()
+            .map(|(t, _)| t.clone())
+            .ok_or(Error::UnknownNode(node))
     }
 
     /// The write-path breaker (to observe its state).
@@ -149,9 +215,22 @@ impl PresenceClient {
                         .get("message")
                         .and_then(|m| m.as_str())
                         .map_or_else(|| text.chars().take(200).collect(), str::to_owned);
+                    let code = body.get("error").and_then(|c| c.as_str());
                     match status.as_u16() {
                         200..=299 => Ok(body),
                         400 => Err(Error::BadRequest(message)),
+                        403 => match code.and_then(AuthFailure::from_code) {
+                            // The node is filled in by the caller (`Error::about`).
+                            Some(reason) => Err(Error::Unauthorized {
+                                node: NodeId::from_bytes([0; 32]),
+                                reason,
+                            }),
+                            None => Err(Error::UnexpectedStatus {
+                                op,
+                                status: 403,
+                                body: message,
+                            }),
+                        },
                         429 => Err(Error::RateLimited {
                             retry_after: retry_after.unwrap_or(Duration::from_secs(1)),
                         }),
@@ -245,39 +324,69 @@ impl PresenceStore for PresenceClient {
         "http"
     }
 
+    /// Signs a login with this client's key (a fresh, strictly increasing timestamp, so
+    /// no two logins of this client look like a replay) and keeps the session it obtains.
     async fn login(&self, info: NodeInfo) -> Result<()> {
-        self.call("login", &self.breaker, || {
-            self.http.post(self.url("/presence/login")).json(&info)
-        })
-        .await
-        .map(|_| ())
+        let node = info.node_id;
+        let identity = self.identity_for(node)?;
+        let issued_at_ms = {
+            let mut s = identity.session.lock();
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            s.last_issued = now.max(s.last_issued + 1);
+            s.last_issued
+        };
+        // One signature per login; a retry re-sends the same (still fresh) login.
+        let signed = SignedLogin::sign(info, issued_at_ms, identity.signer.as_ref());
+        let body = self
+            .call("login", &self.breaker, || {
+                self.http.post(self.url("/presence/login")).json(&signed)
+            })
+            .await
+            .map_err(|e| e.about(node))?;
+        let token: SessionToken = body
+            .get("session")
+            .cloned()
+            .and_then(|v| serde_json::from_value(v).ok())
+            .ok_or_else(|| Error::Corrupt {
+                what: "login answer from presence server".into(),
+                detail: "no session token".into(),
+            })?;
+        let mut s = identity.session.lock();
+        if s.token.as_ref().is_none_or(|(_, t)| *t < issued_at_ms) {
+            s.token = Some((token, issued_at_ms));
+        }
+        Ok(())
     }
 
     async fn heartbeat(&self, node: NodeId) -> Result<()> {
+        let session = self.session_for(node)?;
         self.call("heartbeat", &self.breaker, || {
             self.http
                 .post(self.url("/presence/heartbeat"))
-                .json(&json!({ "node_id": node }))
+                .json(&json!({ "node_id": node, "session": session }))
         })
         .await
         .map(|_| ())
         .map_err(|e| match e {
             Error::UnexpectedStatus { status: 404, .. } => Error::UnknownNode(node),
-            e => e,
+            e => e.about(node),
         })
     }
 
     async fn logout(&self, node: NodeId) -> Result<()> {
+        let session = self.session_for(node)?;
         self.call("logout", &self.breaker, || {
             self.http
                 .post(self.url("/presence/logout"))
-                .json(&json!({ "node_id": node }))
+                .json(&json!({ "node_id": node, "session": session }))
         })
         .await
         .map(|_| ())
         .map_err(|e| match e {
             Error::UnexpectedStatus { status: 404, .. } => Error::UnknownNode(node),
-            e => e,
+            e => e.about(node),
         })
     }
 

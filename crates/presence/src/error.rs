@@ -10,6 +10,15 @@ pub enum Error {
     /// A heartbeat or logout for a node that is not logged in (or has expired).
     #[error("node {0} is not online (log in first)")]
     UnknownNode(NodeId),
+    /// Presence refused to act for `node`: a login not signed by its key (or stale, or
+    /// replayed), or a heartbeat / logout without the node's session token. Nothing changed.
+    #[error("presence refused for node {node}: {reason}")]
+    Unauthorized {
+        /// The node the request claimed to be about.
+        node: NodeId,
+        /// Why.
+        reason: crate::AuthFailure,
+    },
     /// The backing store (Redis) could not answer; no stale data is returned instead.
     #[error("presence backend {backend} unavailable while trying to {op}: {detail}")]
     Unavailable {
@@ -77,6 +86,14 @@ impl Error {
             self,
             Error::Unavailable { .. } | Error::RateLimited { .. } | Error::EventsMissed { .. }
         ) || matches!(self, Error::UnexpectedStatus { status, .. } if *status >= 500)
+    }
+
+    /// A refusal as about `node` (the HTTP answer does not name it).
+    pub(crate) fn about(self, node: NodeId) -> Self {
+        match self {
+            Error::Unauthorized { reason, .. } => Error::Unauthorized { node, reason },
+            e => e,
+        }
     }
 
     pub(crate) fn redis(op: &'static str, e: ::redis::RedisError) -> Self {

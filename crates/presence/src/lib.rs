@@ -9,7 +9,8 @@
 //!   is one Lua script, so it is atomic; expiry removes both, so no ghost is ever listed).
 //! - [`router`] / [`PresenceServer`]: the HTTP API (axum) served by `presence-server`.
 //! - [`PresenceClient`]: the HTTP client SDK, itself a [`PresenceStore`], wrapped in the
-//!   `resilience` primitives (rate limit, circuit breakers, retries).
+//!   `resilience` primitives (rate limit, circuit breakers, retries); given the node's key
+//!   ([`PresenceClient::with_signer`]) it signs logins and carries the session.
 //! - [`RedisProcess`]: a throwaway `redis-server` on a free loopback port (tests, load run).
 //! - [`RedisCluster`], [`RedisSentinel`]: a throwaway Redis Cluster, or a primary + replica
 //!   watched by three sentinels, of such servers (the failover tests).
@@ -18,13 +19,21 @@
 //! ## HTTP API
 //! | route | body / query | answers |
 //! |---|---|---|
-//! | `POST /presence/login` | a [`NodeInfo`](dag_core::NodeInfo) as JSON (`node_id` hex) | 200 `{ok, ttl_ms, heartbeat_ms}`, 400 |
-//! | `POST /presence/heartbeat` | `{"node_id": "…"}` | 200, 404 unknown node, 400 |
-//! | `POST /presence/logout` | `{"node_id": "…"}` | 200, 404, 400 |
+//! | `POST /presence/login` | a [`SignedLogin`] as JSON (node info, public key, timestamp, ML-DSA-87 signature) | 200 `{ok, ttl_ms, heartbeat_ms, session}`, 403 (key not the node id's, bad signature, stale, replayed), 400 |
+//! | `POST /presence/heartbeat` | `{"node_id": "…", "session": "…"}` | 200, 403 `bad_session`, 404 unknown node, 400 |
+//! | `POST /presence/logout` | `{"node_id": "…", "session": "…"}` | 200, 403 `bad_session`, 404, 400 |
 //! | `GET /presence` | `?role=light&city=JP-13` (both optional) | 200 `{count, nodes}`, 400 bad role |
 //! | `GET /presence/events` | | SSE: `join` / `update` / `leave` (data = [`PresenceEvent`] JSON), `resync` |
 //! | `GET /healthz` | | 200, 503 while the backend (or its event feed) is down |
 //! | `GET /metrics` | | Prometheus text |
+//!
+//! Only the node itself can change its presence ([`auth`](SignedLogin)): a login is signed
+//! by the node's ML-DSA-87 key over its info and a timestamp within 30 s of the server's
+//! clock and newer than its last accepted login; the answer carries a random session token
+//! that heartbeats and logouts must show (stores keep only its BLAKE3, checked atomically
+//! with the change: [`SessionStore`]). Info strings are at most [`MAX_INFO_FIELD`] bytes,
+//! bodies at most [`MAX_BODY_BYTES`]. The token travels in the clear over plain HTTP: put
+//! the API behind TLS where the path to it is not trusted.
 //!
 //! Errors are JSON `{"error": code, "message": text}`; a backend outage is 503, and the
 //! `/presence` routes answer 429 with `Retry-After` beyond 30 req/s (burst 60) per client IP.
@@ -45,6 +54,7 @@
 //! # Ok(()) }
 //! ```
 
+mod auth;
 mod client;
 mod clock;
 mod error;
@@ -58,6 +68,9 @@ mod store;
 mod sweeper;
 mod types;
 
+pub use auth::{
+    AuthFailure, LOGIN_DOMAIN, MAX_LOGIN_SKEW, Session, SessionHash, SessionToken, SignedLogin,
+};
 pub use client::{PresenceClient, PresenceClientConfig};
 pub use clock::{SystemClock, TokioClock};
 pub use error::{Error, Result};
@@ -66,8 +79,9 @@ pub use metrics_setup::prometheus_handle;
 pub use redis::{RedisPresenceStore, RedisStoreConfig, RedisTarget};
 pub use redis_process::{RedisCluster, RedisProcess, RedisSentinel};
 pub use server::{
-    BackendKind, PresenceServer, PresenceServerHandle, RateLimitConfig, ServerConfig, router,
+    BackendKind, MAX_BODY_BYTES, MAX_INFO_FIELD, PresenceServer, PresenceServerHandle,
+    RateLimitConfig, ServerConfig, router,
 };
-pub use store::{EventStream, PresenceStore};
+pub use store::{EventStream, PresenceStore, SessionStore};
 pub use sweeper::{SweeperHandle, spawn_sweeper};
 pub use types::{LeaveReason, ListFilter, PresenceEvent};

@@ -5,7 +5,8 @@
 
 use crate::{
     BackendKind, Error, ListFilter, PresenceClient, PresenceClientConfig, PresenceEvent,
-    PresenceServer, PresenceStore, RateLimitConfig, RedisProcess, Result, ServerConfig,
+    PresenceServer, PresenceStore, RateLimitConfig, RedisProcess, Result, ServerConfig, Session,
+    SessionToken,
 };
 use dag_core::{NodeId, NodeInfo, Role};
 use futures::StreamExt;
@@ -271,15 +272,37 @@ pub async fn run(config: LoadConfig) -> Result<LoadReport> {
         .build()
         .map_err(|e| Error::Config(format!("http client: {e}")))?;
 
+    // The load's nodes get their sessions straight from the store (signing 1,000 logins
+    // is not what this run measures); each heartbeat then carries its node's token.
     let store = server.store();
+    let mut bodies = Vec::with_capacity(config.nodes.max(1));
+    let issued_at_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
     for i in 0..config.nodes.max(1) {
-        store.login(node(i)).await?;
+        let token = SessionToken::generate();
+        let info = node(i);
+        bodies.push(serde_json::json!({ "node_id": info.node_id, "session": token }).to_string());
+        store
+            .login_session(
+                info,
+                Session {
+                    hash: token.hash(),
+                    issued_at_ms,
+                },
+            )
+            .await?;
     }
 
-    // Failure detection: a victim heartbeats once, then falls silent.
-    let observer = PresenceClient::new(&base, PresenceClientConfig::default())?;
+    // Failure detection: a victim (a real signed login) heartbeats once, then falls silent.
+    let victim_key = pqc::Keypair::generate();
+    let observer = PresenceClient::new(&base, PresenceClientConfig::default())?
+        .with_signer(std::sync::Arc::new(victim_key.clone()));
     let mut events = observer.subscribe().await?;
-    let victim = node(usize::MAX >> 8);
+    let victim = NodeInfo {
+        node_id: victim_key.node_id(),
+        ..node(usize::MAX >> 8)
+    };
     observer.login(victim.clone()).await?;
     observer.heartbeat(victim.node_id).await?;
     let silent_since = Instant::now();
@@ -317,16 +340,15 @@ pub async fn run(config: LoadConfig) -> Result<LoadReport> {
     });
 
     // Heartbeat load.
-    let ids: Vec<NodeId> = (0..config.nodes.max(1)).map(|i| node(i).node_id).collect();
     let url = format!("{base}/presence/heartbeat");
     let phase = match config.client {
         LoadClient::Tokio => {
-            tokio_load(&http, &url, ids, config.concurrency, config.duration).await
+            tokio_load(&http, &url, bodies, config.concurrency, config.duration).await
         }
         LoadClient::Wrk => {
-            let (url, ids) = (url.clone(), ids.clone());
+            let url = url.clone();
             let (c, d) = (config.concurrency, config.duration);
-            tokio::task::spawn_blocking(move || wrk_load(&url, &ids, c, d))
+            tokio::task::spawn_blocking(move || wrk_load(&url, &bodies, c, d))
                 .await
                 .map_err(|e| Error::Io {
                     what: "wrk task".into(),
@@ -379,11 +401,11 @@ struct Phase {
 async fn tokio_load(
     http: &reqwest::Client,
     url: &str,
-    ids: Vec<NodeId>,
+    bodies: Vec<String>,
     concurrency: usize,
     duration: Duration,
 ) -> Phase {
-    let ids = std::sync::Arc::new(ids);
+    let ids = std::sync::Arc::new(bodies);
     let start = Instant::now();
     let deadline = start + duration;
     let mut workers = Vec::new();
@@ -393,10 +415,9 @@ async fn tokio_load(
             let (mut ok, mut err, mut lat) = (0u64, 0u64, Vec::with_capacity(1 << 16));
             let mut i = w;
             while Instant::now() < deadline {
-                let id = ids[i % ids.len()];
+                let body = ids[i % ids.len()].clone();
                 i += 7;
                 let t = Instant::now();
-                let body = format!("{{\"node_id\":\"{}\"}}", id.to_hex());
                 match http
                     .post(&url)
                     .header("content-type", "application/json")
@@ -437,16 +458,16 @@ async fn tokio_load(
     }
 }
 
-/// Runs wrk with a Lua script that rotates over the node ids.
-fn wrk_load(url: &str, ids: &[NodeId], concurrency: usize, duration: Duration) -> Result<Phase> {
-    let mut script = String::from("local ids = {\n");
-    for id in ids {
-        script.push_str(&format!("  \"{}\",\n", id.to_hex()));
+/// Runs wrk with a Lua script that rotates over the heartbeat bodies (one per node).
+fn wrk_load(url: &str, bodies: &[String], concurrency: usize, duration: Duration) -> Result<Phase> {
+    let mut script = String::from("local bodies = {\n");
+    for body in bodies {
+        // JSON of hex strings: no quote or backslash to escape inside a Lua '…' string.
+        script.push_str(&format!("  '{body}',\n"));
     }
     script.push_str(
-        "}\nlocal i = 0\nrequest = function()\n  i = i + 1\n  local id = ids[(i % #ids) + 1]\n  \
-         return wrk.format(\"POST\", nil, {[\"Content-Type\"] = \"application/json\"}, \
-         '{\"node_id\":\"' .. id .. '\"}')\nend\n",
+        "}\nlocal i = 0\nrequest = function()\n  i = i + 1\n  local body = bodies[(i % #bodies) + 1]\n  \
+         return wrk.format(\"POST\", nil, {[\"Content-Type\"] = \"application/json\"}, body)\nend\n",
     );
     let path = std::env::temp_dir().join(format!("presence-wrk-{}.lua", std::process::id()));
     std::fs::write(&path, script).map_err(|source| Error::Io {

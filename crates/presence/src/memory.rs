@@ -1,11 +1,14 @@
 //! In-memory presence store: one process, same behaviour as Redis (used by the devnet and
 //! as the test double of [`PresenceStore`]).
 
-use crate::{Error, EventStream, LeaveReason, ListFilter, PresenceEvent, PresenceStore, Result};
+use crate::{
+    AuthFailure, Error, EventStream, LeaveReason, ListFilter, MAX_LOGIN_SKEW, PresenceEvent,
+    PresenceStore, Result, Session, SessionHash, SessionStore,
+};
 use dag_core::{Clock, NodeId, NodeInfo};
 use futures::StreamExt;
 use parking_lot::Mutex;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::broadcast;
@@ -19,6 +22,8 @@ const EVENT_BUFFER: usize = 4096;
 struct Entry {
     info: NodeInfo,
     last_seen_ms: u64,
+    /// The current session's token hash (`None` after a trusted in-process login).
+    session: Option<SessionHash>,
 }
 
 /// An in-memory [`PresenceStore`]. Clones share the same state, so one instance can serve
@@ -28,6 +33,9 @@ pub struct MemoryPresenceStore {
     ttl_ms: u64,
     clock: Arc<dyn Clock>,
     nodes: Arc<Mutex<BTreeMap<NodeId, Entry>>>,
+    /// Last accepted session-login timestamp per node, kept for the skew window after it
+    /// (lock order: `nodes` first).
+    last_login: Arc<Mutex<HashMap<NodeId, u64>>>,
     events: broadcast::Sender<PresenceEvent>,
 }
 
@@ -48,6 +56,7 @@ impl MemoryPresenceStore {
             ttl_ms: ttl.as_millis() as u64,
             clock,
             nodes: Arc::new(Mutex::new(BTreeMap::new())),
+            last_login: Arc::new(Mutex::new(HashMap::new())),
             events,
         }
     }
@@ -60,21 +69,24 @@ impl MemoryPresenceStore {
         // No subscriber is not an error.
         let _ = self.events.send(ev);
     }
-}
 
-#[async_trait::async_trait]
-impl PresenceStore for MemoryPresenceStore {
-    fn backend(&self) -> &'static str {
-        "memory"
-    }
-
-    async fn login(&self, info: NodeInfo) -> Result<()> {
+    fn login_inner(&self, info: NodeInfo, session: Option<Session>) -> Result<()> {
         let now = self.clock.now_ms();
         let cutoff = self.cutoff(now);
         let id = info.node_id;
         let mut events = Vec::with_capacity(2);
         {
             let mut nodes = self.nodes.lock();
+            if let Some(s) = &session {
+                let mut last = self.last_login.lock();
+                if last.get(&id).is_some_and(|&t| t >= s.issued_at_ms) {
+                    return Err(Error::Unauthorized {
+                        node: id,
+                        reason: AuthFailure::Replayed,
+                    });
+                }
+                last.insert(id, s.issued_at_ms);
+            }
             match nodes.get(&id) {
                 Some(e) if e.last_seen_ms >= cutoff => {
                     events.push(PresenceEvent::Update { node: info.clone() })
@@ -89,7 +101,14 @@ impl PresenceStore for MemoryPresenceStore {
                 None => events.push(PresenceEvent::Join { node: info.clone() }),
             }
             let last_seen_ms = nodes.get(&id).map_or(now, |e| e.last_seen_ms.max(now));
-            nodes.insert(id, Entry { info, last_seen_ms });
+            nodes.insert(
+                id,
+                Entry {
+                    info,
+                    last_seen_ms,
+                    session: session.map(|s| s.hash),
+                },
+            );
             // Emit under the lock so subscribers see events in the order of the changes.
             for ev in events {
                 self.emit(ev);
@@ -98,12 +117,13 @@ impl PresenceStore for MemoryPresenceStore {
         Ok(())
     }
 
-    async fn heartbeat(&self, node: NodeId) -> Result<()> {
+    fn heartbeat_inner(&self, node: NodeId, session: Option<SessionHash>) -> Result<()> {
         let now = self.clock.now_ms();
         let cutoff = self.cutoff(now);
         let mut nodes = self.nodes.lock();
         match nodes.get_mut(&node) {
             Some(e) if e.last_seen_ms >= cutoff => {
+                check_session(node, e, session)?;
                 e.last_seen_ms = e.last_seen_ms.max(now);
                 Ok(())
             }
@@ -119,8 +139,11 @@ impl PresenceStore for MemoryPresenceStore {
         }
     }
 
-    async fn logout(&self, node: NodeId) -> Result<()> {
+    fn logout_inner(&self, node: NodeId, session: Option<SessionHash>) -> Result<()> {
         let mut nodes = self.nodes.lock();
+        if let Some(e) = nodes.get(&node) {
+            check_session(node, e, session)?;
+        }
         if nodes.remove(&node).is_some() {
             self.emit(PresenceEvent::Leave {
                 node_id: node,
@@ -130,6 +153,51 @@ impl PresenceStore for MemoryPresenceStore {
         } else {
             Err(Error::UnknownNode(node))
         }
+    }
+}
+
+/// A session request must carry the entry's session; trusted calls (`None`) need none.
+fn check_session(node: NodeId, e: &Entry, session: Option<SessionHash>) -> Result<()> {
+    match session {
+        Some(h) if e.session != Some(h) => Err(Error::Unauthorized {
+            node,
+            reason: AuthFailure::BadSession,
+        }),
+        _ => Ok(()),
+    }
+}
+
+#[async_trait::async_trait]
+impl SessionStore for MemoryPresenceStore {
+    async fn login_session(&self, info: NodeInfo, session: Session) -> Result<()> {
+        self.login_inner(info, Some(session))
+    }
+
+    async fn heartbeat_session(&self, node: NodeId, session: SessionHash) -> Result<()> {
+        self.heartbeat_inner(node, Some(session))
+    }
+
+    async fn logout_session(&self, node: NodeId, session: SessionHash) -> Result<()> {
+        self.logout_inner(node, Some(session))
+    }
+}
+
+#[async_trait::async_trait]
+impl PresenceStore for MemoryPresenceStore {
+    fn backend(&self) -> &'static str {
+        "memory"
+    }
+
+    async fn login(&self, info: NodeInfo) -> Result<()> {
+        self.login_inner(info, None)
+    }
+
+    async fn heartbeat(&self, node: NodeId) -> Result<()> {
+        self.heartbeat_inner(node, None)
+    }
+
+    async fn logout(&self, node: NodeId) -> Result<()> {
+        self.logout_inner(node, None)
     }
 
     async fn list(&self, filter: &ListFilter) -> Result<Vec<NodeInfo>> {
@@ -162,6 +230,11 @@ impl PresenceStore for MemoryPresenceStore {
             .filter(|(_, e)| e.last_seen_ms < cutoff)
             .map(|(id, _)| *id)
             .collect();
+        let forget_before = self
+            .clock
+            .now_ms()
+            .saturating_sub(MAX_LOGIN_SKEW.as_millis() as u64);
+        self.last_login.lock().retain(|_, t| *t >= forget_before);
         for id in &gone {
             nodes.remove(id);
             self.emit(PresenceEvent::Leave {

@@ -1,6 +1,9 @@
 //! Redis presence store. Layout under a key prefix `P` (default `presence`):
 //! `P:online` is a sorted set of node ids (hex) scored by last-seen ms; `P:node:<id>` is a
-//! hash (`info` JSON, `role`, `city`, `last_seen`); events are published on `P:events`.
+//! hash (`info` JSON, `role`, `city`, `last_seen`, `session`: the hex BLAKE3 of the session
+//! token, empty after a trusted login); `P:login:<id>` holds the last accepted session
+//! login's timestamp for twice the login skew (the replay check); events are published on
+//! `P:events`.
 //! Every change is one Lua script, so the set, the hash and the event never disagree, and
 //! expiry removes both the set member and the hash. Commands go through a
 //! `ConnectionManager`, which reconnects after a Redis restart; while Redis is down every
@@ -22,7 +25,10 @@
 //! primary (PUBLISH is replicated, so a demoted primary still relays them until it is
 //! dropped). As on a cluster, changes wait for one replica by default.
 
-use crate::{Error, EventStream, ListFilter, PresenceEvent, PresenceStore, Result};
+use crate::{
+    AuthFailure, Error, EventStream, ListFilter, MAX_LOGIN_SKEW, PresenceEvent, PresenceStore,
+    Result, Session, SessionHash, SessionStore,
+};
 use ::redis::aio::MultiplexedConnection;
 use ::redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, PubSub};
 use ::redis::cluster::ClusterClient;
@@ -41,6 +47,11 @@ use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
 const LOGIN: &str = r#"
+if ARGV[10] ~= '' then
+  local last = redis.call('GET', KEYS[3])
+  if last and tonumber(last) >= tonumber(ARGV[10]) then return 'replayed' end
+  redis.call('SET', KEYS[3], ARGV[10], 'PX', ARGV[11])
+end
 local old = redis.call('ZSCORE', KEYS[1], ARGV[1])
 local kind = 'join'
 if old then
@@ -52,7 +63,7 @@ if old then
 end
 redis.call('ZADD', KEYS[1], 'GT', ARGV[2], ARGV[1])
 redis.call('DEL', KEYS[2])
-redis.call('HSET', KEYS[2], 'info', ARGV[4], 'role', ARGV[5], 'city', ARGV[6], 'last_seen', ARGV[2])
+redis.call('HSET', KEYS[2], 'info', ARGV[4], 'role', ARGV[5], 'city', ARGV[6], 'last_seen', ARGV[2], 'session', ARGV[9])
 redis.call('PEXPIRE', KEYS[2], ARGV[8])
 redis.call('PUBLISH', ARGV[7], '{"type":"' .. kind .. '","node":' .. ARGV[4] .. '}')
 return kind
@@ -67,6 +78,7 @@ if tonumber(old) < tonumber(ARGV[3]) or redis.call('EXISTS', KEYS[2]) == 0 then
   redis.call('PUBLISH', ARGV[4], '{"type":"leave","node_id":"' .. ARGV[1] .. '","reason":"expired"}')
   return 0
 end
+if ARGV[6] ~= '' and redis.call('HGET', KEYS[2], 'session') ~= ARGV[6] then return -1 end
 redis.call('ZADD', KEYS[1], 'GT', ARGV[2], ARGV[1])
 redis.call('HSET', KEYS[2], 'last_seen', ARGV[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[5])
@@ -74,6 +86,9 @@ return 1
 "#;
 
 const LOGOUT: &str = r#"
+if ARGV[3] ~= '' and redis.call('EXISTS', KEYS[2]) == 1 and redis.call('HGET', KEYS[2], 'session') ~= ARGV[3] then
+  return -1
+end
 local removed = redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('DEL', KEYS[2])
 if removed == 1 then
@@ -356,6 +371,7 @@ pub struct RedisPresenceStore {
     ttl_ms: u64,
     zset: String,
     node_prefix: String,
+    login_prefix: String,
     channel: String,
     sweep_batch: u32,
     events: broadcast::Sender<Relayed>,
@@ -475,6 +491,7 @@ impl RedisPresenceStore {
             ttl_ms: config.ttl.as_millis() as u64,
             zset: format!("{p}:online"),
             node_prefix: format!("{p}:node:"),
+            login_prefix: format!("{p}:login:"),
             channel,
             sweep_batch: config.sweep_batch.max(1),
             events,
@@ -543,6 +560,112 @@ impl RedisPresenceStore {
     fn now_and_cutoff(&self) -> (u64, u64) {
         let now = self.clock.now_ms();
         (now, now.saturating_sub(self.ttl_ms))
+    }
+
+    async fn login_inner(&self, info: NodeInfo, session: Option<Session>) -> Result<()> {
+        let (now, cutoff) = self.now_and_cutoff();
+        let id = info.node_id.to_hex();
+        let json = serde_json::to_string(&info).map_err(|e| Error::Corrupt {
+            what: format!("node info of {id}"),
+            detail: e.to_string(),
+        })?;
+        let mut conn = self.conn.clone();
+        let kind: String = self
+            .scripts
+            .login
+            .key(&self.zset)
+            .key(self.hash_key(&id))
+            .key(format!("{}{}", self.login_prefix, id))
+            .arg(&id)
+            .arg(now)
+            .arg(cutoff)
+            .arg(json)
+            .arg(info.role.as_str())
+            .arg(&info.city_id)
+            .arg(&self.channel)
+            .arg(self.hash_expiry_ms())
+            .arg(session.map_or_else(String::new, |s| s.hash.to_hex()))
+            .arg(session.map_or_else(String::new, |s| s.issued_at_ms.to_string()))
+            .arg(2 * MAX_LOGIN_SKEW.as_millis() as u64)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| Error::redis("login", e))?;
+        self.replicated(&mut conn, "login").await?;
+        if kind == "replayed" {
+            return Err(Error::Unauthorized {
+                node: info.node_id,
+                reason: AuthFailure::Replayed,
+            });
+        }
+        Ok(())
+    }
+
+    async fn heartbeat_inner(&self, node: NodeId, session: Option<SessionHash>) -> Result<()> {
+        let (now, cutoff) = self.now_and_cutoff();
+        let id = node.to_hex();
+        let mut conn = self.conn.clone();
+        let ok: i64 = self
+            .scripts
+            .heartbeat
+            .key(&self.zset)
+            .key(self.hash_key(&id))
+            .arg(&id)
+            .arg(now)
+            .arg(cutoff)
+            .arg(&self.channel)
+            .arg(self.hash_expiry_ms())
+            .arg(session.map_or_else(String::new, |s| s.to_hex()))
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| Error::redis("heartbeat", e))?;
+        match ok {
+            1 => Ok(()),
+            -1 => Err(Error::Unauthorized {
+                node,
+                reason: AuthFailure::BadSession,
+            }),
+            _ => Err(Error::UnknownNode(node)),
+        }
+    }
+
+    async fn logout_inner(&self, node: NodeId, session: Option<SessionHash>) -> Result<()> {
+        let id = node.to_hex();
+        let mut conn = self.conn.clone();
+        let removed: i64 = self
+            .scripts
+            .logout
+            .key(&self.zset)
+            .key(self.hash_key(&id))
+            .arg(&id)
+            .arg(&self.channel)
+            .arg(session.map_or_else(String::new, |s| s.to_hex()))
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| Error::redis("logout", e))?;
+        self.replicated(&mut conn, "logout").await?;
+        match removed {
+            1 => Ok(()),
+            -1 => Err(Error::Unauthorized {
+                node,
+                reason: AuthFailure::BadSession,
+            }),
+            _ => Err(Error::UnknownNode(node)),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl SessionStore for RedisPresenceStore {
+    async fn login_session(&self, info: NodeInfo, session: Session) -> Result<()> {
+        self.login_inner(info, Some(session)).await
+    }
+
+    async fn heartbeat_session(&self, node: NodeId, session: SessionHash) -> Result<()> {
+        self.heartbeat_inner(node, Some(session)).await
+    }
+
+    async fn logout_session(&self, node: NodeId, session: SessionHash) -> Result<()> {
+        self.logout_inner(node, Some(session)).await
     }
 }
 
@@ -645,75 +768,15 @@ impl PresenceStore for RedisPresenceStore {
     }
 
     async fn login(&self, info: NodeInfo) -> Result<()> {
-        let (now, cutoff) = self.now_and_cutoff();
-        let id = info.node_id.to_hex();
-        let json = serde_json::to_string(&info).map_err(|e| Error::Corrupt {
-            what: format!("node info of {id}"),
-            detail: e.to_string(),
-        })?;
-        let mut conn = self.conn.clone();
-        let _kind: String = self
-            .scripts
-            .login
-            .key(&self.zset)
-            .key(self.hash_key(&id))
-            .arg(&id)
-            .arg(now)
-            .arg(cutoff)
-            .arg(json)
-            .arg(info.role.as_str())
-            .arg(&info.city_id)
-            .arg(&self.channel)
-            .arg(self.hash_expiry_ms())
-            .invoke_async(&mut conn)
-            .await
-            .map_err(|e| Error::redis("login", e))?;
-        self.replicated(&mut conn, "login").await
+        self.login_inner(info, None).await
     }
 
     async fn heartbeat(&self, node: NodeId) -> Result<()> {
-        let (now, cutoff) = self.now_and_cutoff();
-        let id = node.to_hex();
-        let mut conn = self.conn.clone();
-        let ok: i64 = self
-            .scripts
-            .heartbeat
-            .key(&self.zset)
-            .key(self.hash_key(&id))
-            .arg(&id)
-            .arg(now)
-            .arg(cutoff)
-            .arg(&self.channel)
-            .arg(self.hash_expiry_ms())
-            .invoke_async(&mut conn)
-            .await
-            .map_err(|e| Error::redis("heartbeat", e))?;
-        if ok == 1 {
-            Ok(())
-        } else {
-            Err(Error::UnknownNode(node))
-        }
+        self.heartbeat_inner(node, None).await
     }
 
     async fn logout(&self, node: NodeId) -> Result<()> {
-        let id = node.to_hex();
-        let mut conn = self.conn.clone();
-        let removed: i64 = self
-            .scripts
-            .logout
-            .key(&self.zset)
-            .key(self.hash_key(&id))
-            .arg(&id)
-            .arg(&self.channel)
-            .invoke_async(&mut conn)
-            .await
-            .map_err(|e| Error::redis("logout", e))?;
-        self.replicated(&mut conn, "logout").await?;
-        if removed == 1 {
-            Ok(())
-        } else {
-            Err(Error::UnknownNode(node))
-        }
+        self.logout_inner(node, None).await
     }
 
     async fn list(&self, filter: &ListFilter) -> Result<Vec<NodeInfo>> {

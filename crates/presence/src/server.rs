@@ -2,10 +2,12 @@
 //! and [`PresenceServer`] which binds it to a socket together with a sweeper.
 
 use crate::{
-    Error, ListFilter, MemoryPresenceStore, PresenceStore, RedisPresenceStore, RedisStoreConfig,
-    Result, SweeperHandle, SystemClock, spawn_sweeper,
+    AuthFailure, Error, ListFilter, MemoryPresenceStore, RedisPresenceStore, RedisStoreConfig,
+    Result, Session, SessionStore, SessionToken, SignedLogin, SweeperHandle, SystemClock,
+    spawn_sweeper,
 };
 use axum::body::Bytes;
+use axum::extract::DefaultBodyLimit;
 use axum::extract::{ConnectInfo, MatchedPath, Query, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -123,7 +125,7 @@ impl ServerConfig {
     }
 
     /// Builds the configured store (connecting to Redis if chosen).
-    pub async fn build_store(&self) -> Result<Arc<dyn PresenceStore>> {
+    pub async fn build_store(&self) -> Result<Arc<dyn SessionStore>> {
         Ok(match self.backend {
             BackendKind::Memory => {
                 Arc::new(MemoryPresenceStore::new(self.ttl(), Arc::new(SystemClock)))
@@ -146,7 +148,7 @@ impl ServerConfig {
 
 #[derive(Clone)]
 struct AppState {
-    store: Arc<dyn PresenceStore>,
+    store: Arc<dyn SessionStore>,
     ttl_ms: u64,
     heartbeat_ms: u64,
     limiter: Option<Arc<resilience::PerIpLimiter>>,
@@ -178,6 +180,7 @@ impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
         let (status, code) = match &e {
             Error::UnknownNode(_) => (StatusCode::NOT_FOUND, "unknown_node"),
+            Error::Unauthorized { reason, .. } => (StatusCode::FORBIDDEN, reason.code()),
             Error::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             Error::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             Error::Unavailable { .. } | Error::CircuitOpen(_) | Error::EventsMissed { .. } => {
@@ -222,9 +225,38 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: &Bytes) -> std::result::Resu
         .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }
 
+/// A heartbeat or logout: the node and the session token its signed login obtained.
 #[derive(Deserialize)]
 struct NodeRef {
     node_id: NodeId,
+    #[serde(default)]
+    session: Option<SessionToken>,
+}
+
+impl NodeRef {
+    fn session(&self) -> std::result::Result<crate::SessionHash, ApiError> {
+        self.session
+            .as_ref()
+            .map(SessionToken::hash)
+            .ok_or_else(|| {
+                ApiError::from(Error::Unauthorized {
+                    node: self.node_id,
+                    reason: AuthFailure::BadSession,
+                })
+            })
+    }
+}
+
+/// Longest string field of a published [`NodeInfo`] (address, city, zone, version).
+pub const MAX_INFO_FIELD: usize = 256;
+
+/// Largest request body the API reads (a signed login is ~15 KB of JSON).
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 #[derive(Deserialize)]
@@ -255,16 +287,45 @@ fn validate(info: &NodeInfo) -> std::result::Result<(), ApiError> {
     if info.grpc_addr.is_empty() {
         return Err(ApiError::bad_request("grpc_addr must not be empty"));
     }
+    for (name, v) in [
+        ("grpc_addr", &info.grpc_addr),
+        ("city_id", &info.city_id),
+        ("zone", &info.zone),
+        ("version", &info.version),
+    ] {
+        if v.len() > MAX_INFO_FIELD {
+            return Err(ApiError::bad_request(format!(
+                "{name} is {} bytes, more than {MAX_INFO_FIELD}",
+                v.len()
+            )));
+        }
+    }
     Ok(())
 }
 
 async fn login(State(st): State<AppState>, body: Bytes) -> std::result::Result<Response, ApiError> {
-    let info: NodeInfo = parse_json(&body)?;
-    validate(&info)?;
-    let id = info.node_id;
-    st.store.login(info).await?;
+    let login: SignedLogin = parse_json(&body)?;
+    validate(&login.info)?;
+    let id = login.info.node_id;
+    // ML-DSA verification is CPU work: off the reactor.
+    let login =
+        tokio::task::spawn_blocking(move || login.verify(&pqc::MlDsa87, now_ms()).map(|()| login))
+            .await
+            .map_err(|e| ApiError {
+                status: StatusCode::INTERNAL_SERVER_ERROR,
+                code: "internal",
+                message: format!("login verification task: {e}"),
+                retry_after: None,
+            })??;
+    let token = SessionToken::generate();
+    let session = Session {
+        hash: token.hash(),
+        issued_at_ms: login.issued_at_ms,
+    };
+    st.store.login_session(login.info, session).await?;
     Ok(Json(json!({
-        "ok": true, "node_id": id, "ttl_ms": st.ttl_ms, "heartbeat_ms": st.heartbeat_ms
+        "ok": true, "node_id": id, "ttl_ms": st.ttl_ms, "heartbeat_ms": st.heartbeat_ms,
+        "session": token
     }))
     .into_response())
 }
@@ -274,7 +335,7 @@ async fn heartbeat(
     body: Bytes,
 ) -> std::result::Result<Response, ApiError> {
     let r: NodeRef = parse_json(&body)?;
-    st.store.heartbeat(r.node_id).await?;
+    st.store.heartbeat_session(r.node_id, r.session()?).await?;
     Ok(Json(json!({ "ok": true, "ttl_ms": st.ttl_ms })).into_response())
 }
 
@@ -283,7 +344,7 @@ async fn logout(
     body: Bytes,
 ) -> std::result::Result<Response, ApiError> {
     let r: NodeRef = parse_json(&body)?;
-    st.store.logout(r.node_id).await?;
+    st.store.logout_session(r.node_id, r.session()?).await?;
     Ok(Json(json!({ "ok": true })).into_response())
 }
 
@@ -402,7 +463,7 @@ async fn record_metrics(req: Request, next: Next) -> Response {
 /// `/metrics` (see [`prometheus_handle`](crate::prometheus_handle)); `shutdown` turning
 /// true ends open event streams.
 pub fn router(
-    store: Arc<dyn PresenceStore>,
+    store: Arc<dyn SessionStore>,
     config: &ServerConfig,
     metrics: Option<PrometheusHandle>,
     shutdown: watch::Receiver<bool>,
@@ -435,6 +496,7 @@ pub fn router(
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
         .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn(record_metrics))
         .with_state(state)
 }
@@ -459,7 +521,7 @@ impl PresenceServer {
     /// sweeper every `sweep_interval_ms`.
     pub async fn start_with(
         config: ServerConfig,
-        store: Arc<dyn PresenceStore>,
+        store: Arc<dyn SessionStore>,
         listener: TcpListener,
     ) -> Result<PresenceServerHandle> {
         let addr = listener.local_addr().map_err(|source| Error::Io {
@@ -503,7 +565,7 @@ impl PresenceServer {
 #[derive(Debug)]
 pub struct PresenceServerHandle {
     addr: SocketAddr,
-    store: Arc<dyn PresenceStore>,
+    store: Arc<dyn SessionStore>,
     stop: watch::Sender<bool>,
     task: Option<JoinHandle<std::io::Result<()>>>,
     sweeper: Option<SweeperHandle>,
@@ -521,7 +583,7 @@ impl PresenceServerHandle {
     }
 
     /// The store being served.
-    pub fn store(&self) -> Arc<dyn PresenceStore> {
+    pub fn store(&self) -> Arc<dyn SessionStore> {
         self.store.clone()
     }
 

@@ -1,6 +1,6 @@
 //! The presence port: what every backend (memory, Redis, HTTP client) offers.
 
-use crate::{ListFilter, PresenceEvent, Result};
+use crate::{ListFilter, PresenceEvent, Result, Session, SessionHash};
 use dag_core::{NodeId, NodeInfo};
 use futures::stream::BoxStream;
 
@@ -46,5 +46,32 @@ pub trait PresenceStore: Send + Sync + 'static {
 impl std::fmt::Debug for dyn PresenceStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "PresenceStore({})", self.backend())
+    }
+}
+
+/// A store that keeps login sessions, so an untrusted front end (the HTTP API) can make
+/// every write prove it comes from the node itself. The caller verifies the signed login
+/// ([`SignedLogin::verify`](crate::SignedLogin::verify)); the store refuses replays and
+/// checks session tokens atomically with the change, so a refused request changes nothing.
+#[async_trait::async_trait]
+pub trait SessionStore: PresenceStore {
+    /// Logs `info` in (or updates it) under `session`, replacing the node's previous
+    /// session. [`AuthFailure::Replayed`](crate::AuthFailure::Replayed) if
+    /// `session.issued_at_ms` is not newer than the node's last accepted session login
+    /// (remembered for [`MAX_LOGIN_SKEW`](crate::MAX_LOGIN_SKEW) after it).
+    async fn login_session(&self, info: NodeInfo, session: Session) -> Result<()>;
+
+    /// A heartbeat that must carry the node's current session:
+    /// [`AuthFailure::BadSession`](crate::AuthFailure::BadSession) otherwise,
+    /// `UnknownNode` if it is not online.
+    async fn heartbeat_session(&self, node: NodeId, session: SessionHash) -> Result<()>;
+
+    /// A logout that must carry the node's current session (same errors as the heartbeat).
+    async fn logout_session(&self, node: NodeId, session: SessionHash) -> Result<()>;
+}
+
+impl std::fmt::Debug for dyn SessionStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SessionStore({})", self.backend())
     }
 }

@@ -1,7 +1,7 @@
 //! node-list over the real backends: a presence server over HTTP, and Redis directly.
 //! Real time with short TTLs; each wait is bounded.
 
-use crate::{node, wait_change};
+use crate::{keyed, wait_change};
 use dag_core::Role;
 use node_list::{LeftReason, NodeChange, NodeListConfig, NodeListManager, PresenceBackend};
 use presence::{
@@ -33,17 +33,19 @@ async fn http_backend_views_drop_a_silent_node_within_ttl_and_sweep() {
         cache_ttl: Duration::from_secs(3),
         ..NodeListConfig::default()
     };
-    let one = NodeListManager::connect(config.clone(), Some(node(1, Role::City, 35.0, 139.0)))
+    let one = NodeListManager::connect(config.clone(), Some(keyed(1, Role::City, 35.0, 139.0)))
         .await
         .unwrap();
-    let two = NodeListManager::connect(config.clone(), Some(node(2, Role::Light, 35.1, 139.1)))
+    let two = NodeListManager::connect(config.clone(), Some(keyed(2, Role::Light, 35.1, 139.1)))
         .await
         .unwrap();
     let mut c1 = one.registry().changes();
     let mut c2 = two.registry().changes();
 
-    let silent = node(3, Role::Light, 34.0, 135.0);
-    let client = PresenceClient::new(&server.base_url(), PresenceClientConfig::default()).unwrap();
+    let (silent, silent_key) = keyed(3, Role::Light, 34.0, 135.0);
+    let client = PresenceClient::new(&server.base_url(), PresenceClientConfig::default())
+        .unwrap()
+        .with_signer(silent_key);
     client.login(silent.clone()).await.unwrap();
     let joined = |c: &NodeChange| matches!(c, NodeChange::Joined(i) if i.node_id == silent.node_id);
     wait_change(&mut c1, Duration::from_secs(3), joined).await;
@@ -111,11 +113,11 @@ async fn redis_backend_sees_joins_and_logouts() {
         poll_interval: Duration::from_millis(200),
         ..NodeListConfig::default()
     };
-    let one = NodeListManager::connect(config.clone(), Some(node(1, Role::City, 35.0, 139.0)))
+    let one = NodeListManager::connect(config.clone(), Some(keyed(1, Role::City, 35.0, 139.0)))
         .await
         .unwrap();
     let mut changes = one.registry().changes();
-    let two = NodeListManager::connect(config.clone(), Some(node(2, Role::Light, 35.1, 139.1)))
+    let two = NodeListManager::connect(config.clone(), Some(keyed(2, Role::Light, 35.1, 139.1)))
         .await
         .unwrap();
     let id2 = two.node_id().unwrap();

@@ -32,6 +32,22 @@ pub fn node(n: u8, role: Role, lat: f64, lon: f64) -> NodeInfo {
     }
 }
 
+/// A node with a real key (from seed `n`), as the signed presence API needs: its info
+/// and the key as a signer.
+pub fn keyed(
+    n: u8,
+    role: Role,
+    lat: f64,
+    lon: f64,
+) -> (NodeInfo, std::sync::Arc<dyn dag_core::Signer>) {
+    let key = pqc::Keypair::from_seed(&[n; 32]).expect("seeded key");
+    let info = NodeInfo {
+        node_id: key.node_id(),
+        ..node(n, role, lat, lon)
+    };
+    (info, std::sync::Arc::new(key))
+}
+
 /// Waits (tokio time) for the first change about `id` matching `pred`.
 pub async fn wait_change(
     changes: &mut BoxStream<'static, NodeChange>,

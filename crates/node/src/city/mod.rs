@@ -459,9 +459,10 @@ pub async fn run_city(
     key: &Keypair,
     m: &MembershipConfig,
 ) -> Result<RunningRole> {
+    // Over http the presence server takes only logins this node's key signs.
     let presence = m
         .nodelist
-        .connect_store()
+        .connect_store_as(Some(Arc::new(key.clone())))
         .await
         .map_err(|source| Error::Presence { source })?;
     let env = CityEnv {

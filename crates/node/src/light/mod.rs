@@ -331,9 +331,10 @@ pub async fn run_light(
     key: Keypair,
     m: &crate::MembershipConfig,
 ) -> Result<crate::RunningRole> {
+    // Over http the presence server takes only logins this node's key signs.
     let presence = m
         .nodelist
-        .connect_store()
+        .connect_store_as(Some(Arc::new(key.clone())))
         .await
         .map_err(|source| Error::Presence { source })?;
     run_light_with(cfg, key, m, presence).await

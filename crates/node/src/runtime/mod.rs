@@ -1,11 +1,13 @@
 //! Runtime plumbing every role shares, written once: binding and serving a gRPC server
 //! behind one handle ([`ServerHandle`]: graceful shutdown or crash-like kill), the wall
-//! clock, running CPU-heavy or blocking work off the reactor, opening a redb database with
+//! clock, per-peer byte and rate budgets with per-method size limits ([`BudgetLayer`]),
+//! running CPU-heavy or blocking work off the reactor, opening a redb database with
 //! typed errors, and normalising the address a node advertises.
 
 mod accept;
 mod addr;
 mod blocking;
+mod budget;
 mod clock;
 mod db;
 mod net;
@@ -15,6 +17,7 @@ mod tls;
 
 pub use addr::advertised_addr;
 pub(crate) use blocking::{off_reactor, run_blocking};
+pub use budget::{BudgetConfig, BudgetLayer, BudgetService, SMALL_REQUEST_BYTES, method_limit};
 pub use clock::{SystemClock, now_ms};
 pub(crate) use db::{db_err, open_db, open_db_capped};
 pub(crate) use net::{bind, health_and_reflection, health_reporter_and_reflection};

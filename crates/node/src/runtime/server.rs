@@ -43,6 +43,8 @@ pub struct ServerLimits {
     pub keepalive: (Duration, Duration),
     /// TCP keepalive.
     pub tcp_keepalive: Duration,
+    /// Per-peer byte and rate budgets and per-method size limits (`BudgetLayer`).
+    pub budget: super::BudgetConfig,
 }
 
 /// The limits every node server applies.
@@ -51,11 +53,17 @@ pub const LIMITS: ServerLimits = ServerLimits {
     request_timeout: Duration::from_secs(60),
     keepalive: (Duration::from_secs(30), Duration::from_secs(10)),
     tcp_keepalive: Duration::from_secs(60),
+    budget: super::BudgetConfig::DEFAULT,
 };
 
-/// A tonic server builder with [`LIMITS`] applied; every role builds its router on it.
-/// `call_timeout` is off for the city's client API, whose `SubmitTxStream` is long-lived.
-pub(crate) fn server_builder(call_timeout: bool) -> Server {
+/// The layers every node server runs its routes under.
+pub(crate) type NodeLayers =
+    tower::layer::util::Stack<super::BudgetLayer, tower::layer::util::Identity>;
+
+/// A tonic server builder with [`LIMITS`] applied (budgets fresh for this server); every
+/// role builds its router on it. `call_timeout` is off for the city's client API, whose
+/// `SubmitTxStream` is long-lived.
+pub(crate) fn server_builder(call_timeout: bool) -> Server<NodeLayers> {
     let b = Server::builder();
     let b = if call_timeout {
         b.timeout(LIMITS.request_timeout)
@@ -66,6 +74,7 @@ pub(crate) fn server_builder(call_timeout: bool) -> Server {
         .http2_keepalive_interval(Some(LIMITS.keepalive.0))
         .http2_keepalive_timeout(Some(LIMITS.keepalive.1))
         .tcp_keepalive(Some(LIMITS.tcp_keepalive))
+        .layer(super::BudgetLayer::new(LIMITS.budget))
 }
 
 /// A running gRPC server. Drop does not stop it: call [`ServerHandle::shutdown`] or
@@ -84,7 +93,7 @@ pub struct ServerHandle {
 /// `links` says so) until the handle stops it. `what` names the server in logs and errors.
 pub(crate) fn serve(
     listener: TcpListener,
-    router: Router,
+    router: Router<NodeLayers>,
     what: &'static str,
     links: &LinkSecurity,
 ) -> ServerHandle {

@@ -4,10 +4,11 @@
 //! crossed exactly, without sleeping.
 
 use crate::support::{next_event, node};
-use dag_core::{ManualClock, Role};
+use dag_core::{Clock, ManualClock, Role};
 use presence::{
-    Error, LeaveReason, ListFilter, MemoryPresenceStore, PresenceEvent, PresenceStore,
-    RedisCluster, RedisPresenceStore, RedisProcess, RedisStoreConfig,
+    AuthFailure, Error, LeaveReason, ListFilter, MAX_LOGIN_SKEW, MemoryPresenceStore,
+    PresenceEvent, RedisCluster, RedisPresenceStore, RedisProcess, RedisStoreConfig, Session,
+    SessionStore, SessionToken,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +16,7 @@ use std::time::Duration;
 const TTL_MS: u64 = 6000;
 
 pub struct Harness {
-    pub store: Arc<dyn PresenceStore>,
+    pub store: Arc<dyn SessionStore>,
     pub clock: Arc<ManualClock>,
     _redis: Option<RedisProcess>,
 }
@@ -106,6 +107,7 @@ conformance!(
     logout_removes_and_emits_leave,
     second_login_is_an_update,
     login_after_unswept_expiry_is_leave_then_join,
+    sessions_guard_heartbeat_and_logout_and_logins_never_replay,
 );
 
 mod cases {
@@ -285,5 +287,109 @@ mod cases {
         );
         assert!(h.store.sweep().await.unwrap().is_empty());
         assert_eq!(h.store.list(&ListFilter::default()).await.unwrap(), vec![a]);
+    }
+
+    pub async fn sessions_guard_heartbeat_and_logout_and_logins_never_replay(h: &Harness) {
+        let a = node(1, Role::Light, "JP-13");
+        let id = a.node_id;
+        let t0 = h.clock.now_ms();
+        let first = SessionToken::generate();
+        let session = |t: &SessionToken, at| Session {
+            hash: t.hash(),
+            issued_at_ms: at,
+        };
+        h.store
+            .login_session(a.clone(), session(&first, t0))
+            .await
+            .unwrap();
+        let mut events = h.store.subscribe().await.unwrap();
+        let refused = |r: presence::Result<()>| match r {
+            Err(Error::Unauthorized { node, reason }) if node == id => reason,
+            other => panic!("expected a refusal for {id}, got {other:?}"),
+        };
+        // Another token neither keeps a alive nor logs it out.
+        let forged = SessionToken::generate().hash();
+        assert_eq!(
+            refused(h.store.heartbeat_session(id, forged).await),
+            AuthFailure::BadSession
+        );
+        assert_eq!(
+            refused(h.store.logout_session(id, forged).await),
+            AuthFailure::BadSession
+        );
+        h.store.heartbeat_session(id, first.hash()).await.unwrap();
+        // The same login (or an older one) again is a replay, even with another token.
+        let other = SessionToken::generate();
+        assert_eq!(
+            refused(h.store.login_session(a.clone(), session(&other, t0)).await),
+            AuthFailure::Replayed
+        );
+        assert_eq!(
+            refused(
+                h.store
+                    .login_session(a.clone(), session(&other, t0 - 1))
+                    .await
+            ),
+            AuthFailure::Replayed
+        );
+        assert_eq!(
+            h.store.list(&ListFilter::default()).await.unwrap(),
+            vec![a.clone()]
+        );
+        // A newer login replaces the session: the old token is dead.
+        h.clock.advance(10);
+        let second = SessionToken::generate();
+        h.store
+            .login_session(a.clone(), session(&second, t0 + 10))
+            .await
+            .unwrap();
+        assert_eq!(
+            next_event(&mut events).await,
+            PresenceEvent::Update { node: a.clone() }
+        );
+        assert_eq!(
+            refused(h.store.heartbeat_session(id, first.hash()).await),
+            AuthFailure::BadSession
+        );
+        h.store.logout_session(id, second.hash()).await.unwrap();
+        assert_eq!(
+            next_event(&mut events).await,
+            PresenceEvent::Leave {
+                node_id: id,
+                reason: LeaveReason::Logout
+            }
+        );
+        // Logged out, the last login is still remembered: replaying it brings nothing back.
+        assert_eq!(
+            refused(
+                h.store
+                    .login_session(a.clone(), session(&other, t0 + 10))
+                    .await
+            ),
+            AuthFailure::Replayed
+        );
+        assert!(
+            h.store
+                .list(&ListFilter::default())
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        // Sweeps past the skew window forget it (a login that old is refused as stale
+        // before it reaches the store).
+        h.clock.advance(3 * MAX_LOGIN_SKEW.as_millis() as u64);
+        h.store.sweep().await.unwrap();
+        let later = h.clock.now_ms();
+        h.store
+            .login_session(a.clone(), session(&other, later))
+            .await
+            .unwrap();
+        // A trusted in-process login has no session: no token opens it.
+        h.store.login(a.clone()).await.unwrap();
+        assert_eq!(
+            refused(h.store.heartbeat_session(id, other.hash()).await),
+            AuthFailure::BadSession
+        );
+        h.store.heartbeat(id).await.unwrap();
     }
 }

@@ -1,16 +1,17 @@
 //! The HTTP API end to end over loopback: every status, the per-IP limit, SSE events, the
 //! client SDK and its breaker, and a Redis outage in the middle of a run.
 
-use crate::support::{eventually, next_event, node};
+use crate::support::{eventually, keyed, next_event};
 use dag_core::Role;
 use presence::{
     BackendKind, Error, LeaveReason, ListFilter, PresenceClient, PresenceClientConfig,
     PresenceEvent, PresenceServer, PresenceServerHandle, PresenceStore, RateLimitConfig,
-    RedisProcess, ServerConfig,
+    RedisProcess, ServerConfig, SignedLogin,
 };
 use resilience::{CircuitState, Jitter, RetryPolicy};
 use serde_json::{Value, json};
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn config() -> ServerConfig {
@@ -61,33 +62,112 @@ async fn get(http: &reqwest::Client, url: String) -> (u16, Value) {
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+fn client_as(base: &str, key: &Arc<pqc::Keypair>) -> PresenceClient {
+    PresenceClient::new(base, fast_client_config())
+        .unwrap()
+        .with_signer(key.clone())
+}
+
 #[tokio::test]
 async fn every_status_for_its_input() {
     let server = memory_server(config()).await;
     let base = server.base_url();
     let http = reqwest::Client::new();
-    let a = node(1, Role::Light, "JP-13");
-    let a_json = serde_json::to_string(&a).unwrap();
-    let hb = json!({ "node_id": a.node_id }).to_string();
+    let (a, key) = keyed(1, Role::Light, "JP-13");
+    let (_, other_key) = keyed(2, Role::Light, "JP-13");
+    let now = now_ms();
+    let signed = SignedLogin::sign(a.clone(), now, key.as_ref());
+    let a_json = serde_json::to_string(&signed).unwrap();
+    let no_session = json!({ "node_id": a.node_id }).to_string();
+    let wrong_session = json!({ "node_id": a.node_id, "session": "ab".repeat(32) }).to_string();
+
+    // Before the login: unknown whatever the session.
+    for path in ["/presence/heartbeat", "/presence/logout"] {
+        let (got, body) = post(&http, format!("{base}{path}"), &wrong_session).await;
+        assert_eq!((got, body["error"].as_str()), (404, Some("unknown_node")));
+    }
+    let (got, answer) = post(&http, format!("{base}/presence/login"), &a_json).await;
+    assert_eq!(got, 200, "{answer}");
+    let session = answer["session"].as_str().unwrap().to_owned();
+    let hb = json!({ "node_id": a.node_id, "session": session }).to_string();
+
+    let resign = |info: dag_core::NodeInfo, at: u64, k: &pqc::Keypair| {
+        serde_json::to_string(&SignedLogin::sign(info, at, k)).unwrap()
+    };
+    let mut moved = a.clone();
+    moved.lat = 95.0;
+    let mut tampered = signed.clone();
+    tampered.info.free_capacity = u64::MAX;
+    let mut long = a.clone();
+    long.version = "v".repeat(300);
 
     // check(method, path, body, expected status, expected error code)
     let cases: Vec<(&str, &str, String, u16, Option<&str>)> = vec![
+        ("POST", "/presence/heartbeat", hb.clone(), 200, None),
+        // Writes without the node's session or key change nothing.
         (
             "POST",
             "/presence/heartbeat",
-            hb.clone(),
-            404,
-            Some("unknown_node"),
+            no_session.clone(),
+            403,
+            Some("bad_session"),
+        ),
+        (
+            "POST",
+            "/presence/heartbeat",
+            wrong_session.clone(),
+            403,
+            Some("bad_session"),
         ),
         (
             "POST",
             "/presence/logout",
-            hb.clone(),
-            404,
-            Some("unknown_node"),
+            no_session.clone(),
+            403,
+            Some("bad_session"),
         ),
-        ("POST", "/presence/login", a_json.clone(), 200, None),
-        ("POST", "/presence/heartbeat", hb.clone(), 200, None),
+        (
+            "POST",
+            "/presence/logout",
+            wrong_session.clone(),
+            403,
+            Some("bad_session"),
+        ),
+        (
+            "POST",
+            "/presence/login",
+            a_json.clone(),
+            403,
+            Some("replayed_login"),
+        ),
+        (
+            "POST",
+            "/presence/login",
+            resign(a.clone(), now + 1, &other_key),
+            403,
+            Some("key_not_node_id"),
+        ),
+        (
+            "POST",
+            "/presence/login",
+            serde_json::to_string(&tampered).unwrap(),
+            403,
+            Some("bad_signature"),
+        ),
+        (
+            "POST",
+            "/presence/login",
+            resign(a.clone(), now - 60_000, &key),
+            403,
+            Some("stale_login"),
+        ),
         (
             "POST",
             "/presence/login",
@@ -95,19 +175,34 @@ async fn every_status_for_its_input() {
             400,
             Some("bad_request"),
         ),
+        // An unsigned NodeInfo is not a login.
         (
             "POST",
             "/presence/login",
-            json!({"node_id": a.node_id}).to_string(),
+            serde_json::to_string(&a).unwrap(),
             400,
             Some("bad_request"),
         ),
         (
             "POST",
             "/presence/login",
-            a_json.replace("35.01", "95.0"),
+            resign(moved, now + 2, &key),
             400,
             Some("bad_request"),
+        ),
+        (
+            "POST",
+            "/presence/login",
+            resign(long, now + 3, &key),
+            400,
+            Some("bad_request"),
+        ),
+        (
+            "POST",
+            "/presence/login",
+            format!("{{\"pad\":\"{}\"}}", "x".repeat(100_000)),
+            413,
+            None,
         ),
         (
             "POST",
@@ -146,6 +241,7 @@ async fn every_status_for_its_input() {
         ),
         ("GET", "/healthz", String::new(), 200, None),
         ("GET", "/nope", String::new(), 404, Some("not_found")),
+        ("POST", "/presence/heartbeat", hb.clone(), 200, None),
         ("POST", "/presence/logout", hb.clone(), 200, None),
         (
             "POST",
@@ -161,10 +257,16 @@ async fn every_status_for_its_input() {
         } else {
             post(&http, format!("{base}{path}"), &body).await
         };
-        assert_eq!(got, status, "{method} {path} {body}: {json}");
+        assert_eq!(got, status, "{method} {path} {body:.200}: {json}");
         if let Some(code) = code {
             assert_eq!(json["error"], code, "{method} {path}: {json}");
             assert!(json["message"].as_str().is_some_and(|m| !m.is_empty()));
+        }
+        if status == 403 {
+            // Refused writes changed nothing: a is still listed, with its signed info.
+            let (_, listed) = get(&http, format!("{base}/presence")).await;
+            assert_eq!(listed["count"], 1, "{path}: {listed}");
+            assert_eq!(listed["nodes"][0]["free_capacity"], a.free_capacity);
         }
     }
 
@@ -182,6 +284,80 @@ async fn every_status_for_its_input() {
         metrics.contains("presence_http_requests_total"),
         "{metrics}"
     );
+    server.shutdown().await.unwrap();
+}
+
+/// The SDK signs its node's logins and carries the session; a client holding another
+/// node's key (or none) can neither log that node out nor keep it alive.
+#[tokio::test]
+async fn a_forged_logout_is_refused_and_changes_nothing() {
+    let server = memory_server(config()).await;
+    let (a, key_a) = keyed(1, Role::Light, "JP-13");
+    let (_, key_b) = keyed(2, Role::Light, "JP-13");
+    let owner = client_as(&server.base_url(), &key_a);
+    let mut events = owner.subscribe().await.unwrap();
+    owner.login(a.clone()).await.unwrap();
+    assert_eq!(
+        next_event(&mut events).await,
+        PresenceEvent::Join { node: a.clone() }
+    );
+    let attacker = client_as(&server.base_url(), &key_b);
+    let anonymous = PresenceClient::new(&server.base_url(), fast_client_config()).unwrap();
+    for c in [&attacker, &anonymous] {
+        for r in [
+            c.logout(a.node_id).await,
+            c.heartbeat(a.node_id).await,
+            c.login(a.clone()).await,
+        ] {
+            assert!(
+                matches!(r, Err(Error::Unauthorized { node, reason: presence::AuthFailure::NoIdentity }) if node == a.node_id),
+                "{r:?}"
+            );
+        }
+    }
+    // The attacker's own session does not open a's either (server side check).
+    let (b, _) = keyed(2, Role::Light, "JP-13");
+    attacker.login(b.clone()).await.unwrap();
+    let http = reqwest::Client::new();
+    let stolen = {
+        // A session token that is valid — for b.
+        let body = post(
+            &http,
+            format!("{}/presence/login", server.base_url()),
+            &serde_json::to_string(&SignedLogin::sign(b.clone(), now_ms() + 10, key_b.as_ref()))
+                .unwrap(),
+        )
+        .await
+        .1;
+        body["session"].as_str().unwrap().to_owned()
+    };
+    let (status, body) = post(
+        &http,
+        format!("{}/presence/logout", server.base_url()),
+        &json!({ "node_id": a.node_id, "session": stolen }).to_string(),
+    )
+    .await;
+    assert_eq!((status, body["error"].as_str()), (403, Some("bad_session")));
+    assert_eq!(
+        owner.list(&ListFilter::default()).await.unwrap().len(),
+        2,
+        "a and b both still online"
+    );
+    // The owner's own logout works and is the only leave of a.
+    owner.heartbeat(a.node_id).await.unwrap();
+    owner.logout(a.node_id).await.unwrap();
+    loop {
+        match next_event(&mut events).await {
+            PresenceEvent::Leave { node_id, reason } if node_id == a.node_id => {
+                assert_eq!(reason, LeaveReason::Logout);
+                break;
+            }
+            PresenceEvent::Join { node } | PresenceEvent::Update { node } => {
+                assert_eq!(node.node_id, b.node_id)
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
     server.shutdown().await.unwrap();
 }
 
@@ -231,24 +407,36 @@ async fn rate_limit_answers_429_per_ip_while_another_ip_is_served() {
 #[tokio::test]
 async fn client_sdk_round_trip_and_404_does_not_trip_breaker() {
     let server = memory_server(config()).await;
-    let client = PresenceClient::new(&server.base_url(), fast_client_config()).unwrap();
-    let a = node(1, Role::Light, "JP-13");
-    let b = node(2, Role::City, "JP-13");
+    let (a, key_a) = keyed(1, Role::Light, "JP-13");
+    let (b, key_b) = keyed(2, Role::City, "JP-13");
+    let client = client_as(&server.base_url(), &key_a);
+    client_as(&server.base_url(), &key_b)
+        .login(b.clone())
+        .await
+        .unwrap();
     client.login(a.clone()).await.unwrap();
-    client.login(b.clone()).await.unwrap();
+    client.heartbeat(a.node_id).await.unwrap();
+    // A second login (an update) replaces the session; the client carries the new one.
+    client.login(a.clone()).await.unwrap();
     client.heartbeat(a.node_id).await.unwrap();
     assert_eq!(
         client.list(&ListFilter::role(Role::Light)).await.unwrap(),
         vec![a.clone()]
     );
     assert_eq!(client.list(&ListFilter::default()).await.unwrap().len(), 2);
-    let ghost = node(9, Role::Light, "JP-13").node_id;
+    // The server forgets a (logout by its own earlier session is gone): 404s do not trip
+    // the breaker.
+    let (ghost, ghost_key) = keyed(9, Role::Light, "JP-13");
+    let ghost_client = client_as(&server.base_url(), &ghost_key);
+    ghost_client.login(ghost.clone()).await.unwrap();
+    ghost_client.logout(ghost.node_id).await.unwrap();
     for _ in 0..8 {
         assert!(matches!(
-            client.heartbeat(ghost).await,
-            Err(Error::UnknownNode(id)) if id == ghost
+            ghost_client.heartbeat(ghost.node_id).await,
+            Err(Error::UnknownNode(id)) if id == ghost.node_id
         ));
     }
+    assert_eq!(ghost_client.breaker().state(), CircuitState::Closed);
     assert_eq!(client.breaker().state(), CircuitState::Closed);
     client.logout(a.node_id).await.unwrap();
     assert_eq!(client.list(&ListFilter::default()).await.unwrap(), vec![b]);
@@ -266,9 +454,9 @@ async fn silent_node_leaves_list_and_subscribers_get_leave() {
         ..config()
     })
     .await;
-    let client = PresenceClient::new(&server.base_url(), fast_client_config()).unwrap();
+    let (a, key) = keyed(1, Role::Light, "JP-13");
+    let client = client_as(&server.base_url(), &key);
     let mut events = client.subscribe().await.unwrap();
-    let a = node(1, Role::Light, "JP-13");
     client.login(a.clone()).await.unwrap();
     assert_eq!(
         next_event(&mut events).await,
@@ -314,13 +502,13 @@ async fn redis_outage_answers_503_then_recovers_without_ghosts() {
     .unwrap();
     let base = server.base_url();
     let http = reqwest::Client::new();
-    let client = PresenceClient::new(&base, fast_client_config()).unwrap();
-    let a = node(1, Role::Light, "JP-13");
-    let b = node(2, Role::Light, "JP-13");
+    let (a, key_a) = keyed(1, Role::Light, "JP-13");
+    let (b, key_b) = keyed(2, Role::Light, "JP-13");
+    let client = client_as(&base, &key_a);
     client.login(a.clone()).await.unwrap();
-    client.login(b.clone()).await.unwrap();
+    client_as(&base, &key_b).login(b.clone()).await.unwrap();
     let mut events = client.subscribe().await.unwrap();
-    let hb = json!({ "node_id": a.node_id }).to_string();
+    let hb = json!({ "node_id": a.node_id, "session": "00".repeat(32) }).to_string();
 
     redis.kill();
     let (status, body) = post(&http, format!("{base}/presence/heartbeat"), &hb).await;
@@ -328,7 +516,8 @@ async fn redis_outage_answers_503_then_recovers_without_ghosts() {
     assert_eq!(body["error"], "unavailable");
     assert_eq!(get(&http, format!("{base}/presence")).await.0, 503);
     assert_eq!(get(&http, format!("{base}/healthz")).await.0, 503);
-    let a_json = serde_json::to_string(&a).unwrap();
+    let a_json =
+        serde_json::to_string(&SignedLogin::sign(a.clone(), now_ms(), key_a.as_ref())).unwrap();
     assert_eq!(
         post(&http, format!("{base}/presence/login"), &a_json)
             .await
@@ -377,9 +566,11 @@ async fn client_breakers_open_after_repeated_outage() {
     })
     .await
     .unwrap();
-    let client = PresenceClient::new(&server.base_url(), fast_client_config()).unwrap();
+    let (a, key) = keyed(1, Role::Light, "X");
+    let client = client_as(&server.base_url(), &key);
+    client.login(a.clone()).await.unwrap();
     redis.kill();
-    let id = node(1, Role::Light, "X").node_id;
+    let id = a.node_id;
     for _ in 0..5 {
         assert!(matches!(
             client.heartbeat(id).await,

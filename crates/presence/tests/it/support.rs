@@ -4,6 +4,7 @@ use dag_core::{NodeId, NodeInfo, Role};
 use futures::StreamExt;
 use presence::{EventStream, PresenceEvent};
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub fn node(n: u8, role: Role, city: &str) -> NodeInfo {
@@ -20,6 +21,17 @@ pub fn node(n: u8, role: Role, city: &str) -> NodeInfo {
         version: "test".into(),
         session_start_ms: 1,
     }
+}
+
+/// A node with a real ML-DSA-87 key (from seed `n`): its info (node id = the key's) and
+/// the key, for the signed HTTP API.
+pub fn keyed(n: u8, role: Role, city: &str) -> (NodeInfo, Arc<pqc::Keypair>) {
+    let key = pqc::Keypair::from_seed(&[n; 32]).expect("seeded key");
+    let info = NodeInfo {
+        node_id: key.node_id(),
+        ..node(n, role, city)
+    };
+    (info, Arc::new(key))
 }
 
 /// The next event, failing the test after 5 s.
