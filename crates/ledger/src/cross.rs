@@ -20,11 +20,13 @@
 //! under the other city's genesis committee and the statement's inclusion in that
 //! checkpoint); a forged or misrouted message is a typed error and changes nothing.
 
-use dag_core::{AccountId, CityId, Hash32, TxId};
+use dag_core::{AccountId, CityId, DecodeError, Hash32, Reader, TxId, Writer};
 use std::collections::BTreeMap;
 
 /// Domain tag of a transfer-out statement.
 const OUT_DOMAIN: &[u8] = b"citychain/cross-out/v1";
+/// Domain tag of a book's root.
+const BOOK_DOMAIN: &[u8] = b"citychain/cross-book/v1";
 /// Domain tag of an answer statement.
 const ANSWER_DOMAIN: &[u8] = b"citychain/cross-answer/v1";
 
@@ -273,6 +275,111 @@ impl CrossBook {
             .map(|(t, _)| t)
     }
 
+    /// Canonical bytes (for `ledger.redb` and the root): city ‖ escrowed u64 ‖ outs (count,
+    /// then per id ascending: id ‖ from ‖ to ‖ sender ‖ receiver ‖ amount ‖ deadline ‖
+    /// state u8) ‖ ins (count, then id ‖ statement ‖ verdict u8).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::default();
+        w.bytes_u8(self.city.as_str().as_bytes()).u64(self.escrowed);
+        w.u64(self.outs.len() as u64);
+        for (t, state) in self.outs.values() {
+            w.raw(t.id.as_bytes())
+                .bytes_u8(t.from_city.as_str().as_bytes())
+                .bytes_u8(t.to_city.as_str().as_bytes())
+                .raw(t.sender.as_bytes())
+                .raw(t.receiver.as_bytes())
+                .u64(t.amount)
+                .u64(t.deadline_ms)
+                .u8(match state {
+                    OutState::Pending => 0,
+                    OutState::Completed => 1,
+                    OutState::Refunded => 2,
+                });
+        }
+        w.u64(self.ins.len() as u64);
+        for (id, (statement, v)) in &self.ins {
+            w.raw(id.as_bytes()).raw(&statement.0).u8(match v {
+                Verdict::Credited => 1,
+                Verdict::Expired => 2,
+            });
+        }
+        w.finish()
+    }
+
+    /// Strict decoding of [`CrossBook::encode`]: ids strictly ascending, known codes, valid
+    /// city ids, and the escrow equal to the sum of the pending transfer-outs.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let bad = |field, reason| DecodeError::Invalid { field, reason };
+        let city = |r: &mut Reader<'_>, field| -> Result<CityId, DecodeError> {
+            let b = r.bytes_u8(field, 255)?;
+            let s = std::str::from_utf8(b).map_err(|_| bad(field, "not UTF-8"))?;
+            CityId::new(s).map_err(|_| bad(field, "not a city id"))
+        };
+        let mut r = Reader::new(bytes);
+        let mut book = CrossBook::new(city(&mut r, "city")?);
+        let escrowed = r.u64("escrowed")?;
+        let mut pending: u64 = 0;
+        let mut last: Option<TxId> = None;
+        for _ in 0..r.u64("outs")? {
+            let id = TxId::from_bytes(r.bytes32("id")?);
+            if last.is_some_and(|l| l >= id) {
+                return Err(bad("outs", "ids not strictly ascending"));
+            }
+            last = Some(id);
+            let t = CrossTransfer {
+                id,
+                from_city: city(&mut r, "from_city")?,
+                to_city: city(&mut r, "to_city")?,
+                sender: AccountId::from_bytes(r.bytes32("sender")?),
+                receiver: AccountId::from_bytes(r.bytes32("receiver")?),
+                amount: r.u64("amount")?,
+                deadline_ms: r.u64("deadline_ms")?,
+            };
+            let state = match r.u8("state")? {
+                0 => OutState::Pending,
+                1 => OutState::Completed,
+                2 => OutState::Refunded,
+                _ => return Err(bad("state", "unknown code")),
+            };
+            if state == OutState::Pending {
+                pending = pending
+                    .checked_add(t.amount)
+                    .ok_or(bad("escrowed", "overflows"))?;
+            }
+            book.outs.insert(id, (t, state));
+        }
+        if pending != escrowed {
+            return Err(bad("escrowed", "differs from the pending transfer-outs"));
+        }
+        book.escrowed = escrowed;
+        let mut last: Option<TxId> = None;
+        for _ in 0..r.u64("ins")? {
+            let id = TxId::from_bytes(r.bytes32("id")?);
+            if last.is_some_and(|l| l >= id) {
+                return Err(bad("ins", "ids not strictly ascending"));
+            }
+            last = Some(id);
+            let statement = Hash32(r.bytes32("statement")?);
+            let v = match r.u8("verdict")? {
+                1 => Verdict::Credited,
+                2 => Verdict::Expired,
+                _ => return Err(bad("verdict", "unknown code")),
+            };
+            book.ins.insert(id, (statement, v));
+        }
+        r.finish()?;
+        Ok(book)
+    }
+
+    /// BLAKE3 of a domain tag and [`CrossBook::encode`]: the commitment a checkpoint's
+    /// state root can carry.
+    pub fn root(&self) -> Hash32 {
+        let mut h = blake3::Hasher::new();
+        h.update(BOOK_DOMAIN);
+        h.update(&self.encode());
+        Hash32(*h.finalize().as_bytes())
+    }
+
     /// Executes a committed cross-city transfer in the sender's city (this book's city must
     /// be `t.from_city`; a transfer from elsewhere is [`SendOutcome::UnknownCity`]).
     pub fn send(
@@ -503,5 +610,22 @@ mod tests {
         );
         assert_eq!((fa[&s], ba.escrowed(), fb[&r]), (40, 0, 60));
         assert_eq!(ba.pending().count(), 0);
+
+        // Both books survive their encoding; junk and a wrong escrow are refused.
+        let mut pend = t.clone();
+        pend.id = TxId::from_bytes([3; 32]);
+        pend.amount = 5;
+        assert_eq!(ba.send(&mut fa, pend, &Dir), SendOutcome::Escrowed);
+        for book in [&ba, &bb] {
+            let again = CrossBook::decode(&book.encode()).unwrap();
+            assert_eq!(again.encode(), book.encode());
+            assert_eq!(again.root(), book.root());
+        }
+        assert_ne!(ba.root(), bb.root());
+        let enc = ba.encode();
+        assert!(CrossBook::decode(&enc[..enc.len() - 1]).is_err());
+        let mut wrong = enc.clone();
+        wrong[1 + ba.city().as_str().len()] ^= 1; // escrowed
+        assert!(CrossBook::decode(&wrong).is_err());
     }
 }
