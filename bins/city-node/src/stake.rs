@@ -20,7 +20,7 @@ pub(crate) struct StakeArgs {
     /// The city the request is for.
     #[arg(long, env = "CITY_ID", default_value = "JP-13")]
     city: String,
-    /// The account's next dpos nonce (0 for its first staking request, +1 per applied one).
+    /// The account's next nonce, shared with its transfers (`city-node wallet balance` shows it).
     #[arg(long)]
     nonce: u64,
     #[command(subcommand)]

@@ -621,6 +621,29 @@ pub struct VerifiedTx {
 }
 
 impl VerifiedTx {
+    /// Re-creates the verified form of a tx read back from a store that only ever accepted
+    /// [`VerifiedTx`] values of this process (the city's tx store, written by admission
+    /// after [`SignedTx::verify`]): the signature was verified before the write and is not
+    /// verified again. The cheap checks are repeated — the body hashes to `id` and the key
+    /// hashes to the sender — so a record under the wrong id or with a swapped key is
+    /// refused. Never call it on bytes that came from another node.
+    pub fn reload_verified(signed: SignedTx, id: TxId) -> Result<Self> {
+        if signed.id() != id {
+            return Err(Error::Decode(DecodeError::Invalid {
+                field: "tx id",
+                reason: "the stored body does not hash to its id",
+            }));
+        }
+        let actual = AccountId::from_public_key(&signed.public_key);
+        if actual != signed.tx.sender {
+            return Err(Error::KeyMismatch {
+                claimed: signed.tx.sender.to_hex(),
+                actual: actual.to_hex(),
+            });
+        }
+        Ok(VerifiedTx { signed, id })
+    }
+
     /// The tx id.
     pub fn id(&self) -> TxId {
         self.id

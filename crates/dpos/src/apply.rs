@@ -155,7 +155,9 @@ impl DposState {
     /// [`DposState::apply`] with the liquid balances kept outside the state (the node's
     /// ledger): bonds debit `balances`, withdrawals and reward claims credit it. The state's
     /// own balance map is not touched, so a node that keeps balances in its ledger leaves
-    /// it empty. Moves across the boundary are counted in [`crate::Supply`] (`deposited`,
+    /// it empty. When the book keeps the accounts' nonces ([`LiquidBalances::keeps_nonces`])
+    /// the tx's nonce is checked and consumed there (any unused nonce is accepted, once),
+    /// and the state's own nonce counters stay untouched. Moves across the boundary are counted in [`crate::Supply`] (`deposited`,
     /// `released`). On error neither the state nor `balances` changes.
     pub fn apply_with(
         &mut self,
@@ -174,15 +176,28 @@ impl DposState {
         external: bool,
     ) -> Result<Outcome> {
         let sender = tx.sender();
-        let expected = self.next_nonce(&sender);
-        if tx.nonce() != expected {
-            return Err(Error::BadNonce {
-                account: sender,
-                expected,
-                got: tx.nonce(),
-            });
-        }
-        let next = add(expected, 1, "nonce")?;
+        // One nonce per account across kinds: a book that keeps it (the node's ledger)
+        // decides; otherwise dpos counts its own, strictly in sequence.
+        let book_nonces = external && balances.keeps_nonces();
+        let next = if book_nonces {
+            if balances.nonce_used(&sender, tx.nonce()) {
+                return Err(Error::NonceReused {
+                    account: sender,
+                    nonce: tx.nonce(),
+                });
+            }
+            None
+        } else {
+            let expected = self.next_nonce(&sender);
+            if tx.nonce() != expected {
+                return Err(Error::BadNonce {
+                    account: sender,
+                    expected,
+                    got: tx.nonce(),
+                });
+            }
+            Some(add(expected, 1, "nonce")?)
+        };
         let now = ctx.now_ms;
         if external {
             self.flow_check(sender, tx.payload(), now)?;
@@ -212,7 +227,12 @@ impl DposState {
             SystemPayload::ClaimRewards => self.claim_rewards(balances, sender),
             SystemPayload::EndTerm => self.end_term(now),
         }?;
-        self.nonces.insert(sender, next);
+        match next {
+            Some(next) => {
+                self.nonces.insert(sender, next);
+            }
+            None => balances.use_nonce(&sender, tx.nonce(), &tx.id())?,
+        }
         if external {
             // Checked before the handler wrote (see `flow_check`), so these cannot fail.
             match &outcome {

@@ -1,9 +1,15 @@
 //! Liquid balances as a port: dpos debits a bond and credits a withdrawal or a reward claim
 //! through [`LiquidBalances`], so the node can keep one balance state shared with transfers
 //! (the ledger) while dpos's own `BTreeMap` stays the in-crate implementation.
+//!
+//! A book may also keep the **account nonce** ([`LiquidBalances::keeps_nonces`]): an
+//! account has one nonce space across every kind of tx it signs (transfers and system txs
+//! alike, the same (sender, nonce) key admission deduplicates on), so a book that executes
+//! transfers owns it and dpos checks and consumes a system tx's nonce through the book
+//! instead of counting its own.
 
 use crate::{Error, Result};
-use dag_core::AccountId;
+use dag_core::{AccountId, TxId};
 use std::collections::BTreeMap;
 
 /// Where liquid (spendable) balances live. Both writes are checked and all-or-nothing: an
@@ -17,6 +23,27 @@ pub trait LiquidBalances {
     /// Subtracts `amount`; [`Error::InsufficientBalance`] (and no change) if the balance is
     /// smaller. Returns the new balance.
     fn debit(&mut self, account: &AccountId, amount: u64) -> Result<u64>;
+
+    /// True when this book keeps the accounts' nonces: dpos then refuses a system tx whose
+    /// (sender, nonce) the book reports used ([`Error::NonceReused`]), consumes the nonce of
+    /// an applied one with [`LiquidBalances::use_nonce`], and keeps none of its own. False
+    /// (the default): dpos counts nonces itself, 0, 1, 2, … per sender.
+    fn keeps_nonces(&self) -> bool {
+        false
+    }
+
+    /// Whether `account` already used `nonce` (for any kind of tx). Only asked when
+    /// [`LiquidBalances::keeps_nonces`] is true.
+    fn nonce_used(&self, _account: &AccountId, _nonce: u64) -> bool {
+        false
+    }
+
+    /// Records that the system tx `tx` of `account` with `nonce` was applied. Only called
+    /// when [`LiquidBalances::keeps_nonces`] is true, after [`LiquidBalances::nonce_used`]
+    /// answered false for the same pair.
+    fn use_nonce(&mut self, _account: &AccountId, _nonce: u64, _tx: &TxId) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// The in-crate implementation: zero balances are removed, so equal states encode to equal

@@ -58,6 +58,15 @@ pub enum Error {
         /// Nonce in the tx.
         got: u64,
     },
+    /// The account already used this nonce (for a transfer or a system tx), in a book that
+    /// keeps one nonce per account across kinds ([`crate::LiquidBalances::keeps_nonces`]).
+    #[error("nonce {nonce} of {account:?} was already used")]
+    NonceReused {
+        /// Sender.
+        account: AccountId,
+        /// Nonce in the tx.
+        nonce: u64,
+    },
     /// An amount of zero where a positive amount is required.
     #[error("{what} must be positive")]
     ZeroAmount {

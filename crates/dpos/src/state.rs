@@ -247,7 +247,9 @@ impl DposState {
     pub fn balance(&self, account: &AccountId) -> u64 {
         self.balances.get(account).copied().unwrap_or(0)
     }
-    /// The nonce the account's next system tx must carry.
+    /// The nonce the account's next system tx must carry, when dpos counts nonces itself
+    /// (always 0 for a state driven through a book that keeps them, see
+    /// [`crate::LiquidBalances::keeps_nonces`]).
     pub fn next_nonce(&self, account: &AccountId) -> u64 {
         self.nonces.get(account).copied().unwrap_or(0)
     }

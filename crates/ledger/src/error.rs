@@ -63,6 +63,14 @@ pub enum Error {
         /// The debit asked.
         amount: u64,
     },
+    /// The account already used this nonce (balance hooks inside one apply).
+    #[error("account {account}: nonce {nonce} was already used")]
+    NonceReused {
+        /// The account.
+        account: AccountId,
+        /// The nonce.
+        nonce: u64,
+    },
     /// A credit past `u64::MAX` (balance hooks inside one apply).
     #[error("account {account}: credit of {amount} overflows balance {balance}")]
     Overflow {

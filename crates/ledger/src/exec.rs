@@ -28,7 +28,8 @@ pub struct Effects {
     pub outcomes: Vec<(TxId, Outcome)>,
     /// The final state of every account written, by id.
     pub accounts: BTreeMap<AccountId, Account>,
-    /// (sender, nonce, tx) of every applied transfer, in commit order.
+    /// (sender, nonce, tx) of every applied transfer, in commit order, then of every nonce
+    /// another state machine consumed through [`crate::Balances::use_nonce`].
     pub nonces: Vec<(AccountId, u64, TxId)>,
 }
 

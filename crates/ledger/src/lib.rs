@@ -27,14 +27,25 @@
 //!   sequence again returns its root and changes nothing.
 //! - **Root** ([`checkpoint_root`]): a running commitment chaining, from the genesis
 //!   allocation's root, every checkpoint's outcomes and written accounts.
+//! - **Across cities** ([`CrossBook`]): the sender's city escrows on commit and certifies
+//!   a transfer-out; the receiver's city credits exactly once while its agreed time is
+//!   before the transfer's deadline, else records it expired; the sender's city settles
+//!   once on the receiver city's certified answer (completed, or refunded). Idempotent by
+//!   tx id on both sides; certificates checked against the other city
+//!   ([`CityCertificates`]).
 //! - **Balances for other state machines** ([`Balances`]): `balance`, `credit`, `debit`
 //!   with checked arithmetic inside one checkpoint's apply, for DPoS liquid balances.
 
+mod cross;
 mod error;
 mod exec;
 mod store;
 mod transfer;
 
+pub use cross::{
+    Answer, CertError, Certified, CityCertificates, CrossBook, CrossError, CrossTransfer, Funds,
+    OutState, SendOutcome, Settled, Verdict,
+};
 pub use dag_core::ObjectId;
 pub use dag_core::execution::CommitApplier;
 pub use error::{Error, Result};

@@ -102,6 +102,7 @@ fn nonce_key(a: &AccountId, n: u64) -> [u8; 40] {
 /// moves in the same atomic write. Checked arithmetic; every change is part of the root.
 pub struct Balances<'a> {
     table: &'a redb::Table<'a, &'static [u8; 32], &'static [u8]>,
+    nonces: &'a redb::Table<'a, &'static [u8; 40], &'static [u8; 32]>,
     path: &'a Path,
     effects: &'a mut Effects,
 }
@@ -127,6 +128,41 @@ impl Balances<'_> {
         })?;
         acc.version += 1;
         self.effects.accounts.insert(*account, acc);
+        Ok(())
+    }
+    /// Whether `account` already used `nonce` — by an applied transfer or by an earlier
+    /// [`Balances::use_nonce`] (the account's one nonce space, across every kind of tx).
+    pub fn nonce_used(&self, account: &AccountId, nonce: u64) -> Result<bool> {
+        if self
+            .effects
+            .nonces
+            .iter()
+            .any(|(a, n, _)| a == account && *n == nonce)
+        {
+            return Ok(true);
+        }
+        Ok(self
+            .nonces
+            .get(&nonce_key(account, nonce))
+            .map_err(|e| Error::store(self.path, e))?
+            .is_some())
+    }
+    /// Consumes `nonce` of `account` for the (non-transfer) tx `tx` that another state
+    /// machine applied: recorded like a transfer's nonce, and the account's next nonce
+    /// advances past it (the account object is written, so the root covers it).
+    /// [`Error::NonceReused`] when it was used.
+    pub fn use_nonce(&mut self, account: &AccountId, nonce: u64, tx: &TxId) -> Result<()> {
+        if self.nonce_used(account, nonce)? {
+            return Err(Error::NonceReused {
+                account: *account,
+                nonce,
+            });
+        }
+        let mut acc = self.get(account)?;
+        acc.next_nonce = acc.next_nonce.max(nonce.saturating_add(1));
+        acc.version += 1;
+        self.effects.accounts.insert(*account, acc);
+        self.effects.nonces.push((*account, nonce, *tx));
         Ok(())
     }
     /// Takes `amount` from `account`; [`Error::Insufficient`] when the balance is lower.
@@ -454,9 +490,11 @@ impl Ledger {
     ) -> Result<Hash32> {
         let err = self.err();
         let mut accounts = w.open_table(ACCOUNTS).map_err(|e| err(e.into()))?;
+        let mut nonces = w.open_table(NONCES).map_err(|e| err(e.into()))?;
         {
             let mut b = Balances {
                 table: &accounts,
+                nonces: &nonces,
                 path: &self.path,
                 effects,
             };
@@ -468,7 +506,6 @@ impl Ledger {
                 .insert(a.as_bytes(), acc.encode().as_slice())
                 .map_err(|e| err(e.into()))?;
         }
-        let mut nonces = w.open_table(NONCES).map_err(|e| err(e.into()))?;
         for (a, n, id) in &effects.nonces {
             nonces
                 .insert(&nonce_key(a, *n), id.as_bytes())

@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod cross_sim;
+
 use dag_core::consensus::{TestSigner, TestVerifier};
 use dag_core::execution::{ApplyError, CommitApplier};
 use dag_core::{

@@ -92,6 +92,7 @@ impl Representation {
                 dpos_genesis,
                 genesis_keys,
             )?);
+            stake.use_ledger_nonces(ledger.clone());
             appliers.push(Arc::new(DposApplier {
                 stake: stake.clone(),
                 ledger: ledger.clone(),

@@ -15,9 +15,13 @@
 //!   yet **blocks the feed at that checkpoint** (metric `citychain_execution_blocked_seq`,
 //!   [`Execution::blocked`]) and is asked for again with backoff — never skipped.
 //!
-//! Where bodies come from, in order: this node (tx store → its stripe's light nodes when
-//! the store lost it → archive), then the batch's author and the other representatives
-//! through `GetTx` (each of which falls back to its own shards and archive the same way).
+//! Where bodies come from, in order: this node's tx store, read for the whole checkpoint
+//! in one blocking task and **not verified again** (the store only ever took txs this
+//! node's admission verified; id and key are re-checked, see
+//! [`VerifiedTx::reload_verified`]); then, for what is still missing, bounded parallel
+//! fetches (`FeedConfig::concurrency`, default 32) from this node's stripe's light nodes or archive,
+//! the batch's author and the other representatives through `GetTx`, and the light nodes
+//! of stripes others placed — each fetched body verified (signature and id) before use.
 //!
 //! Crash safety: each applier is durable and idempotent per sequence; the feed resumes at
 //! the lowest sequence any applier or the record still lacks.
@@ -270,6 +274,14 @@ pub(crate) trait BodySource: Send + Sync + 'static {
         author: NodeId,
         stripes: Arc<Vec<StripeId>>,
     ) -> impl Future<Output = Option<SignedTx>> + Send;
+
+    /// The bodies among `ids` that this node verified itself at admission (its own tx
+    /// store), already verified: the feed does not check their signatures again. Default:
+    /// none (every body goes through [`BodySource::fetch`] and is verified).
+    fn local_verified(&self, ids: Vec<TxId>) -> impl Future<Output = Vec<VerifiedTx>> + Send {
+        let _ = ids;
+        std::future::ready(Vec::new())
+    }
 }
 
 /// This node's copies first, then the representatives' `GetTx`.
@@ -363,6 +375,36 @@ impl CommitteeBodies {
 }
 
 impl BodySource for CommitteeBodies {
+    async fn local_verified(&self, ids: Vec<TxId>) -> Vec<VerifiedTx> {
+        let node = self.node.clone();
+        // One blocking task for the whole checkpoint's lookups (redb reads, no signature
+        // checks: the store only ever took txs admission verified).
+        let found = run_blocking("execution local bodies", move || {
+            let store = node.store();
+            ids.into_iter()
+                .filter_map(|id| match store.get(&id) {
+                    Ok(Some(signed)) => match VerifiedTx::reload_verified(signed, id) {
+                        Ok(v) => Some(v),
+                        Err(e) => {
+                            tracing::warn!(tx = %id, error = %e, "stored body refused; fetching it instead");
+                            None
+                        }
+                    },
+                    Ok(None) => None,
+                    Err(e) => {
+                        tracing::debug!(tx = %id, error = %e, "tx store read failed; fetching instead");
+                        None
+                    }
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_default();
+        metrics::counter!("citychain_execution_bodies_total", "source" => "own_store")
+            .increment(found.len() as u64);
+        found
+    }
+
     async fn fetch(
         &self,
         id: TxId,
@@ -633,7 +675,19 @@ impl<S: BodySource> Feed<S> {
             .await
             .map_err(|e| StepError::Failed(e.to_string()))?
             .map_err(|e| StepError::Failed(e.to_string()))?;
-        // Fetch what is not verified yet.
+        // Bodies this node verified at admission: one batched store read, no signature
+        // check again.
+        let own: Vec<TxId> = plan
+            .iter()
+            .filter(|p| !self.cache.contains_key(&p.id))
+            .map(|p| p.id)
+            .collect();
+        if !own.is_empty() {
+            for v in self.bodies.local_verified(own).await {
+                self.cache.insert(v.id(), v);
+            }
+        }
+        // Fetch (bounded, in parallel) and verify what is still missing.
         let wanted: Vec<(TxId, NodeId, Arc<Vec<StripeId>>)> = plan
             .iter()
             .filter(|p| !self.cache.contains_key(&p.id))
@@ -647,7 +701,7 @@ impl<S: BodySource> Feed<S> {
                     let b = bodies.clone();
                     async move { (id, b.fetch(id, author, stripes).await) }
                 })
-                .buffered(self.cfg.concurrency.max(1))
+                .buffer_unordered(self.cfg.concurrency.max(1))
                 .collect()
                 .await;
             let verified = run_blocking("execution verify", move || {
@@ -789,6 +843,94 @@ mod tests {
         ) -> Option<SignedTx> {
             self.0.lock().get(&id).cloned()
         }
+    }
+
+    /// An own store of verified bodies beside fetchable ones; counts fetches.
+    #[derive(Default)]
+    struct OwnAndFetched {
+        own: Mutex<HashMap<TxId, VerifiedTx>>,
+        fetchable: Mutex<HashMap<TxId, SignedTx>>,
+        fetched: Mutex<Vec<TxId>>,
+    }
+
+    impl BodySource for OwnAndFetched {
+        async fn fetch(
+            &self,
+            id: TxId,
+            _author: NodeId,
+            _stripes: Arc<Vec<StripeId>>,
+        ) -> Option<SignedTx> {
+            self.fetched.lock().push(id);
+            self.fetchable.lock().get(&id).cloned()
+        }
+        async fn local_verified(&self, ids: Vec<TxId>) -> Vec<VerifiedTx> {
+            let own = self.own.lock();
+            ids.iter().filter_map(|id| own.get(id).cloned()).collect()
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn own_verified_bodies_are_used_as_they_are_and_only_the_rest_is_fetched() {
+        let alice = Keypair::generate();
+        let bob = AccountId::from_bytes([2; 32]);
+        let alloc: BTreeMap<AccountId, u64> = [(alice.account_id(), 1_000)].into();
+        let txs: Vec<SignedTx> = (0..6).map(|n| transfer(&alice, bob, 100, n)).collect();
+        let subs = super::super::order::tests::commits(
+            txs.iter().map(|t| BatchItem::Tx(t.id())).collect(),
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let order = Arc::new(OrderStore::open(&dir.path().join("order.redb")).unwrap());
+        for s in &subs {
+            order.apply(s, 1).unwrap();
+        }
+        let exec = open_exec(dir.path(), &alloc);
+        let bodies = Arc::new(OwnAndFetched::default());
+        for (i, t) in txs.iter().enumerate() {
+            if i % 2 == 0 {
+                let v = t.clone().verify(&pqc::MlDsa87).unwrap();
+                bodies.own.lock().insert(t.id(), v);
+            } else {
+                bodies.fetchable.lock().insert(t.id(), t.clone());
+            }
+        }
+        let feed = spawn_feed(
+            exec.clone(),
+            order.clone(),
+            bodies.clone(),
+            FeedConfig::default(),
+        );
+        until("the feed to finish", || {
+            exec.executed() == order.committed()
+        })
+        .await;
+        feed.shutdown().await;
+        let ledger = exec.ledger().unwrap();
+        for t in &txs {
+            assert_eq!(
+                ledger.outcome(&t.id()).unwrap().unwrap().1,
+                ledger::Outcome::Applied
+            );
+        }
+        let mut fetched = bodies.fetched.lock().clone();
+        fetched.sort();
+        let mut want: Vec<TxId> = txs.iter().skip(1).step_by(2).map(|t| t.id()).collect();
+        want.sort();
+        assert_eq!(
+            fetched, want,
+            "only bodies the node did not verify itself are fetched"
+        );
+    }
+
+    #[test]
+    fn a_reloaded_body_must_match_its_id_and_key() {
+        let alice = Keypair::generate();
+        let t = transfer(&alice, AccountId::from_bytes([2; 32]), 1, 0);
+        assert!(VerifiedTx::reload_verified(t.clone(), t.id()).is_ok());
+        let other = transfer(&alice, AccountId::from_bytes([2; 32]), 1, 1);
+        assert!(VerifiedTx::reload_verified(t.clone(), other.id()).is_err());
+        let mut swapped = t.clone();
+        swapped.public_key = dag_core::Signer::public_key(&Keypair::generate()).to_vec();
+        assert!(VerifiedTx::reload_verified(swapped, t.id()).is_err());
     }
 
     fn transfer(from: &Keypair, to: AccountId, amount: u64, nonce: u64) -> SignedTx {

@@ -120,6 +120,9 @@ pub struct StakeStore {
     genesis: dpos::Genesis,
     inner: Mutex<Inner>,
     applied_upto: tokio::sync::watch::Sender<u64>,
+    /// The ledger whose accounts keep the nonces (one per account across kinds), once the
+    /// store is driven through it ([`StakeStore::use_ledger_nonces`]).
+    nonce_book: std::sync::OnceLock<Arc<ledger::Ledger>>,
 }
 
 impl std::fmt::Debug for StakeStore {
@@ -236,6 +239,7 @@ impl StakeStore {
                 recent: std::collections::VecDeque::new(),
             }),
             applied_upto: tokio::sync::watch::channel(next_seq).0,
+            nonce_book: std::sync::OnceLock::new(),
         })
     }
 
@@ -261,10 +265,26 @@ impl StakeStore {
             .map(|(_, ok)| *ok)
     }
 
-    /// The nonce `account`'s next system tx must carry (0 before checkpoint 0).
-    pub fn next_nonce(&self, account: &AccountId) -> u64 {
+    /// Declares that checkpoints are applied through `ledger`
+    /// ([`StakeStore::apply_commit_with_ledger`]), whose accounts keep the one nonce per
+    /// account that transfers and system txs share: [`StakeStore::next_nonce`] reads it
+    /// there. A second call is ignored.
+    pub fn use_ledger_nonces(&self, ledger: Arc<ledger::Ledger>) {
+        let _ = self.nonce_book.set(ledger);
+    }
+
+    /// The nonce `account`'s next system tx should carry: the ledger account's next nonce
+    /// (above every nonce it used, for any kind of tx) when the ledger keeps nonces, else
+    /// dpos's own counter (0 before checkpoint 0).
+    pub fn next_nonce(&self, account: &AccountId) -> Result<u64> {
+        if let Some(ledger) = self.nonce_book.get() {
+            return Ok(ledger
+                .account(account)
+                .map_err(|source| Error::Ledger { source })?
+                .map_or(0, |a| a.next_nonce));
+        }
         let inner = self.inner.lock();
-        inner.state.as_ref().map_or(0, |s| s.next_nonce(account))
+        Ok(inner.state.as_ref().map_or(0, |s| s.next_nonce(account)))
     }
 
     /// The current dpos state root (`None` before checkpoint 0).
@@ -697,6 +717,25 @@ impl dpos::LiquidBalances for LedgerBook<'_, '_> {
                     needed: amount,
                     available: balance,
                 })
+            }
+            Err(e) => Err(self.fail(e)),
+        }
+    }
+    fn keeps_nonces(&self) -> bool {
+        true
+    }
+    fn nonce_used(&self, account: &AccountId, nonce: u64) -> bool {
+        // A failed read is kept and fails the whole checkpoint (see the type docs).
+        self.inner.nonce_used(account, nonce).unwrap_or_else(|e| {
+            self.fail(e);
+            true
+        })
+    }
+    fn use_nonce(&mut self, account: &AccountId, nonce: u64, tx: &TxId) -> dpos::Result<()> {
+        match self.inner.use_nonce(account, nonce, tx) {
+            Ok(()) => Ok(()),
+            Err(ledger::Error::NonceReused { account, nonce }) => {
+                Err(dpos::Error::NonceReused { account, nonce })
             }
             Err(e) => Err(self.fail(e)),
         }

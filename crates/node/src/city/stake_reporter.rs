@@ -125,7 +125,10 @@ async fn send_one(
     payload: &SystemPayload,
 ) -> SendOutcome {
     let me = key.account_id();
-    let nonce = store.next_nonce(&me);
+    let nonce = match store.next_nonce(&me) {
+        Ok(n) => n,
+        Err(e) => return SendOutcome::NotAdmitted(format!("cannot read the account nonce: {e}")),
+    };
     let tx = dpos::sign_system_tx(
         payload,
         nonce,

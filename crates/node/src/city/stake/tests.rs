@@ -472,3 +472,104 @@ fn dpos_rules_come_from_the_city_config_toml() {
     assert_eq!(cfg.dpos.representatives, 4, "3f + 1 by default");
     assert!(toml::from_str::<crate::CityConfig>("[dpos]\nterm = 5\n").is_err());
 }
+
+// ---------------------------------------------------------------- one nonce across kinds
+
+fn fresh(i: usize, to: AccountId, amount: u64, nonce: u64) -> VerifiedTx {
+    pqc::sign_tx(
+        dag_core::Tx::fresh(
+            acc(i),
+            to,
+            amount,
+            nonce,
+            1_767_225_600_000,
+            city(),
+            dag_core::Position::from_degrees(35.6895, 139.6917).unwrap(),
+            dag_core::PositionMethod::Gps,
+        ),
+        k(i),
+    )
+    .verify(&MlDsa87)
+    .unwrap()
+}
+
+#[test]
+fn one_nonce_per_account_across_transfers_and_staking() {
+    let d = tempfile::tempdir().unwrap();
+    let ledger = ledger_at(d.path());
+    let (g, keys) = ledger_genesis();
+    let stake = Arc::new(StakeStore::open(&d.path().join("stake.redb"), g, keys).unwrap());
+    stake.use_ledger_nonces(ledger.clone());
+    let a = DposApplier {
+        stake: stake.clone(),
+        ledger: ledger.clone(),
+    };
+    let bond = |i: usize, nonce| {
+        stx(
+            i,
+            nonce,
+            SystemPayload::Delegate {
+                validator: acc(3),
+                amount: 100 * TOKEN,
+            },
+        )
+    };
+    let outcome = |tx: &VerifiedTx| ledger.outcome(&tx.id()).unwrap().map(|(_, o)| o);
+    let mut seq = 0u64;
+    let mut commit = |txs: &[VerifiedTx]| {
+        let r = stake
+            .apply_commit_with_ledger(&ledger, seq, 1_000 + seq, txs)
+            .unwrap();
+        assert_eq!(CommitApplier::next_seq(&a), seq + 1);
+        seq += 1;
+        r
+    };
+
+    // Voter (4), one kind per checkpoint: transfer 0, stake 1, transfer 2 all execute.
+    let t0 = fresh(4, acc(6), 10 * TOKEN, 0);
+    commit(std::slice::from_ref(&t0));
+    assert_eq!(outcome(&t0), Some(ledger::Outcome::Applied));
+    assert_eq!(stake.next_nonce(&acc(4)).unwrap(), 1);
+    let s1 = bond(4, 1);
+    let r = commit(std::slice::from_ref(&s1));
+    assert_eq!(r.applied.len(), 1, "{:?}", r.rejected);
+    assert_eq!(stake.next_nonce(&acc(4)).unwrap(), 2);
+    let t2 = fresh(4, acc(6), 10 * TOKEN, 2);
+    commit(std::slice::from_ref(&t2));
+    assert_eq!(outcome(&t2), Some(ledger::Outcome::Applied));
+    assert_eq!(stake.next_nonce(&acc(4)).unwrap(), 3);
+    assert_eq!(liquid(&ledger, acc(4)), (1_000 - 10 - 100 - 10) * TOKEN);
+
+    // A nonce reused across kinds is refused either way, and moves nothing.
+    let stake_again = bond(4, 2); // used by the transfer t2
+    let transfer_again = fresh(4, acc(6), TOKEN, 1); // used by the bond s1
+    let r = commit(&[transfer_again.clone(), stake_again.clone()]);
+    assert!(r.applied.is_empty());
+    assert!(matches!(
+        r.rejected.as_slice(),
+        [(id, dpos::Error::NonceReused { nonce: 2, .. })] if *id == stake_again.id()
+    ));
+    assert_eq!(
+        outcome(&transfer_again),
+        Some(ledger::Outcome::Failed(ledger::FailReason::NonceReused {
+            nonce: 1
+        }))
+    );
+    assert_eq!(liquid(&ledger, acc(4)), (1_000 - 120) * TOKEN);
+
+    // Newcomer (5), all three kinds in one checkpoint: transfers execute first, then the
+    // system tx, and none takes another's nonce.
+    let batch = [
+        fresh(5, acc(6), TOKEN, 0),
+        bond(5, 1),
+        fresh(5, acc(6), TOKEN, 2),
+    ];
+    let r = commit(&batch);
+    assert_eq!(r.applied.len(), 1, "{:?}", r.rejected);
+    assert_eq!(outcome(&batch[0]), Some(ledger::Outcome::Applied));
+    assert_eq!(outcome(&batch[2]), Some(ledger::Outcome::Applied));
+    assert_eq!(stake.next_nonce(&acc(5)).unwrap(), 3);
+    assert_eq!(liquid(&ledger, acc(5)), (500 - 2 - 100) * TOKEN);
+    // dpos kept no nonce of its own.
+    assert_eq!(stake.read(|s| s.next_nonce(&acc(4))).unwrap(), 0);
+}

@@ -114,13 +114,13 @@ async fn a_refused_report_consumes_no_nonce_and_the_next_tx_still_applies() {
     assert!(s3.send(SystemPayload::DoubleSign(evidence)));
     assert!(matches!(orx.recv().await.unwrap(), SendOutcome::Refused(_)));
     // 3's refused report left its nonce at 0: its next tx carries 0 and applies.
-    assert_eq!(store.next_nonce(&acc(3)), 0);
+    assert_eq!(store.next_nonce(&acc(3)).unwrap(), 0);
     assert!(s3.send(SystemPayload::ReportIncident {
         node: acc(1),
         incident: Hash32([9; 32]),
     }));
     assert!(matches!(orx.recv().await.unwrap(), SendOutcome::Applied(_)));
-    assert_eq!(store.next_nonce(&acc(3)), 1);
+    assert_eq!(store.next_nonce(&acc(3)).unwrap(), 1);
     let slashed = store.read(|s| s.node(&acc(0)).unwrap().suspicion).unwrap();
     assert_eq!(slashed, 100);
     assert_eq!(sink.admitted.lock().len(), 3);
