@@ -1,13 +1,16 @@
 //! `city-node`: one binary per role. Argument parsing, configuration (flags > env > TOML
 //! file > defaults), logging and metrics set-up, then one call into the `node` library.
 
+mod config;
+mod metrics_setup;
 mod regions;
+mod run_cmd;
 mod stake;
+mod units;
 mod wallet_cmd;
 
 use anyhow::{Context, bail};
-use clap::{Parser, Subcommand};
-use dag_core::Role;
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -18,9 +21,9 @@ use std::path::PathBuf;
     about = "City Chain node: city, light, continent or global role"
 )]
 struct Cli {
-    /// Log format: text or json.
-    #[arg(long, env = "CITY_LOG_FORMAT", default_value = "text", global = true)]
-    log_format: String,
+    /// Log format (`run` also reads `log.format` from its config).
+    #[arg(long, env = "CITY_LOG_FORMAT", value_enum, global = true)]
+    log_format: Option<config::LogFormat>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -39,6 +42,19 @@ enum Cmd {
     },
     /// Run a node role until Ctrl-C / SIGTERM.
     Run(Box<RunArgs>),
+    /// The configuration model: `config print` shows the effective settings of `run`
+    /// with the same flags (secrets redacted); `config keys` lists every key with its
+    /// environment variable.
+    Config {
+        #[command(subcommand)]
+        cmd: ConfigCmd,
+    },
+    /// Print a shell completion script (e.g. `city-node completions bash > /etc/bash_completion.d/city-node`).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Start an in-process devnet on loopback, drive signed load over gRPC, print a table.
     Demo {
         /// Number of pre-signed txs to submit.
@@ -76,6 +92,45 @@ enum Cmd {
         #[command(subcommand)]
         cmd: regions::RegionsCmd,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum ConfigCmd {
+    /// Print the effective configuration as TOML (defaults ← file ← env ← --set ← flags).
+    Print(Box<RunArgs>),
+    /// List every configuration key with its environment variable.
+    Keys,
+}
+
+/// The role a node runs (help lists the choices).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum RoleArg {
+    /// Admission, sharding, ordering (a city representative with --genesis).
+    City,
+    /// Stores shards and signs receipts.
+    Light,
+    /// Logs the cities' checkpoints.
+    Continent,
+    /// Logs the continents' heads.
+    Global,
+}
+
+impl RoleArg {
+    /// The name used in TOML and on the command line.
+    fn name(self) -> String {
+        self.to_possible_value()
+            .map(|p| p.get_name().to_string())
+            .unwrap_or_default()
+    }
+}
+
+impl config::LogFormat {
+    /// The name used in TOML and on the command line.
+    fn name(self) -> String {
+        self.to_possible_value()
+            .map(|p| p.get_name().to_string())
+            .unwrap_or_default()
+    }
 }
 
 #[derive(clap::Args, Debug)]
@@ -129,36 +184,44 @@ fn print_manifest(m: &devnet::localnet::Manifest, dir: &std::path::Path) {
     );
 }
 
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Debug, Clone)]
 struct RunArgs {
-    /// TOML config file; flags and env override its values.
+    /// TOML config file (sections [node] [city] [light] [presence] …, see `config print`);
+    /// environment, --set and flags override its values.
     #[arg(long, env = "CITY_CONFIG")]
     config: Option<PathBuf>,
-    /// Role to run.
-    #[arg(long, env = "CITY_ROLE")]
-    role: Option<Role>,
+    /// Set any configuration key, `section.key=value` (e.g. `--set light.quota_bytes=10`);
+    /// repeatable. Every key also has a variable `CITY_<SECTION>__<KEY>`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Role to run (node.role; default city).
+    #[arg(long, env = "CITY_ROLE", value_enum)]
+    role: Option<RoleArg>,
     /// gRPC listen address.
     #[arg(long, env = "CITY_LISTEN")]
     listen: Option<SocketAddr>,
     /// Data directory (key file, embedded store).
     #[arg(long, env = "CITY_DATA_DIR")]
     data_dir: Option<PathBuf>,
-    /// Prometheus /metrics listen address.
+    /// Prometheus /metrics listen address (default: the --listen host, port + 2000).
     #[arg(long, env = "CITY_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
+    /// Serve no /metrics at all.
+    #[arg(long, conflicts_with = "metrics_listen")]
+    no_metrics: bool,
     /// City role: serve the DApp HTTP gateway (`/v1`, events, explorer) here; off by default.
     #[arg(long, env = "CITY_GATEWAY_ADDR")]
     gateway_addr: Option<SocketAddr>,
     /// Signature verification threads (0 = one per core).
     #[arg(long, env = "CITY_VERIFY_THREADS")]
     verify_threads: Option<usize>,
-    /// Light role: most bytes of shards this node stores.
+    /// Light role: most bytes of shards this node stores (e.g. 1GiB, 512MB, 1073741824).
     #[arg(long, env = "CITY_QUOTA_BYTES")]
-    quota_bytes: Option<u64>,
+    quota_bytes: Option<units::Bytes>,
     /// Light role: bytes that must stay free on the data directory's disk (statvfs); puts
     /// that would cross it are refused with RESOURCE_EXHAUSTED. 0 turns the check off.
     #[arg(long, env = "CITY_MIN_FREE_BYTES")]
-    min_free_bytes: Option<u64>,
+    min_free_bytes: Option<units::Bytes>,
     /// City this node serves or lives in (e.g. JP-13).
     #[arg(long, env = "CITY_ID")]
     city_id: Option<String>,
@@ -181,43 +244,37 @@ struct RunArgs {
     genesis: Option<PathBuf>,
     /// SWIM gossip among the city's nodes (city and light roles), on the UDP port of the
     /// same number as --listen unless --gossip-listen says otherwise.
-    #[arg(long, env = "CITY_GOSSIP", default_value_t = true, action = clap::ArgAction::Set)]
-    gossip: bool,
+    #[arg(long, env = "CITY_GOSSIP", action = clap::ArgAction::Set)]
+    gossip: Option<bool>,
     /// UDP address for gossip (default: the --listen address).
     #[arg(long, env = "CITY_GOSSIP_LISTEN")]
     gossip_listen: Option<SocketAddr>,
     /// Extra gossip bootstrap members, `<node id hex>@<host:port>` (presence supplies the
     /// others); repeat or separate with commas.
     #[arg(long, env = "CITY_GOSSIP_SEEDS", value_delimiter = ',',
-          value_parser = node::gossip::GossipSettings::parse_seed)]
-    gossip_seed: Vec<(dag_core::NodeId, SocketAddr)>,
+          value_parser = parse_seed_text)]
+    gossip_seed: Vec<String>,
     /// Run node links in PLAINTEXT, without mutual TLS: peers are not authenticated, so
     /// PutShard, Consensus and Federation cannot check who calls. For debugging only; the
     /// default is mutual TLS with X25519MLKEM768 and the NodeId-bound certificate in the
     /// data directory (made on first start when `keygen` did not).
     #[arg(long, env = "CITY_INSECURE")]
     insecure: bool,
+    /// Log format (log.format).
+    #[arg(skip)]
+    log_format: Option<config::LogFormat>,
 }
 
-/// The TOML config file.
-#[derive(serde::Deserialize, Debug, Default)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    role: Option<Role>,
-    metrics_listen: Option<SocketAddr>,
-    #[serde(default)]
-    city: Option<node::CityConfig>,
-    #[serde(default)]
-    light: Option<node::LightConfig>,
-    #[serde(default)]
-    membership: Option<node::MembershipConfig>,
+/// Checks a gossip seed on the command line and keeps its text for the config layer.
+fn parse_seed_text(s: &str) -> Result<String, String> {
+    node::gossip::GossipSettings::parse_seed(s).map(|_| s.to_string())
 }
 
-fn init_logging(format: &str) {
+fn init_logging(format: config::LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    if format == "json" {
+    if format == config::LogFormat::Json {
         builder.json().init();
     } else {
         builder.init();
@@ -243,126 +300,6 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
-    }
-}
-
-async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let file: FileConfig = match &args.config {
-        Some(p) => toml::from_str(
-            &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
-        )
-        .with_context(|| format!("parsing {}", p.display()))?,
-        None => FileConfig::default(),
-    };
-    let role = args.role.or(file.role).unwrap_or(Role::City);
-    let mut light = file.light.unwrap_or_default();
-    if let Some(l) = args.listen {
-        light.listen = l;
-    }
-    if let Some(d) = &args.data_dir {
-        light.data_dir = d.clone();
-    }
-    if let Some(q) = args.quota_bytes {
-        light.quota_bytes = q;
-    }
-    if let Some(f) = args.min_free_bytes {
-        light.min_free_bytes = f;
-    }
-    let federation = FederationArgs {
-        listen: args.listen,
-        data_dir: args.data_dir.clone(),
-        genesis: args.genesis.clone(),
-    };
-    let mut city = file.city.unwrap_or_default();
-    if let Some(l) = args.listen {
-        city.listen = l;
-    }
-    if let Some(d) = args.data_dir {
-        city.data_dir = d;
-    }
-    if let Some(t) = args.verify_threads {
-        city.verify_threads = t;
-    }
-    if let Some(g) = &args.genesis {
-        city.genesis = Some(g.clone());
-    }
-    if let Some(addr) = args.gateway_addr {
-        let mut g = city.gateway.take().unwrap_or_default();
-        g.listen = addr;
-        city.gateway = Some(g);
-    }
-    let mut membership = file.membership.unwrap_or_default();
-    // Presence backend and timing come from the environment (PRESENCE_BACKEND, …).
-    membership.nodelist = node_list::NodeListConfig::from_env()?;
-    if let Some(c) = args.city_id {
-        membership.city_id = c;
-    }
-    if let Some(z) = args.zone {
-        membership.zone = z;
-    }
-    if let Some(v) = args.lat {
-        membership.lat = v;
-    }
-    if let Some(v) = args.lon {
-        membership.lon = v;
-    }
-    if args.advertise.is_some() {
-        membership.advertise = args.advertise;
-    }
-    membership.gossip.enabled = args.gossip;
-    membership.gossip.listen = args.gossip_listen;
-    membership.gossip.seeds = args.gossip_seed;
-    let metrics_listen = args
-        .metrics_listen
-        .or(file.metrics_listen)
-        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 9700)));
-    metrics_exporter_prometheus::PrometheusBuilder::new()
-        .with_http_listener(metrics_listen)
-        .install()
-        .with_context(|| format!("starting /metrics on {metrics_listen}"))?;
-    tracing::info!(%metrics_listen, "Prometheus metrics at /metrics");
-
-    let insecure = args.insecure;
-    match role {
-        Role::City => {
-            let key = node::load_or_create_key(&city.data_dir)?;
-            city.links = node::runtime::node_links(&city.data_dir, &key, insecure)?;
-            let handle = node::run_city(&city, &key, &membership).await?;
-            tracing::info!(addr = ?handle.addr(), presence = ?membership.nodelist.backend, "running; Ctrl-C to stop");
-            shutdown_signal().await;
-            tracing::info!("shutting down");
-            handle.shutdown().await?;
-            tracing::info!("stopped cleanly");
-            Ok(())
-        }
-        Role::Light => {
-            let key = node::load_or_create_key(&light.data_dir)?;
-            light.links = node::runtime::node_links(&light.data_dir, &key, insecure)?;
-            // With a genesis file, shards are taken only from the city's representatives.
-            match &args.genesis {
-                Some(g) => {
-                    // REPAIR_REQUESTs are then answered only for the city's representatives.
-                    light.genesis = Some(g.clone());
-                    light.writers = Some(node::LightWriters {
-                        committees: std::sync::Arc::new(node::genesis::Genesis::load(g)?),
-                        city_id: membership.city_id.clone(),
-                    })
-                }
-                None if !insecure => tracing::warn!(
-                    "light role without --genesis: any node with a valid NodeId-bound certificate may PutShard here"
-                ),
-                None => {}
-            }
-            let handle = node::run_light(&light, key, &membership).await?;
-            tracing::info!(addr = ?handle.addr(), presence = ?membership.nodelist.backend, "running; Ctrl-C to stop");
-            shutdown_signal().await;
-            tracing::info!("shutting down");
-            handle.shutdown().await?;
-            tracing::info!("stopped cleanly");
-            Ok(())
-        }
-        Role::Continent => run_continent(federation, insecure).await,
-        Role::Global => run_global(federation, insecure).await,
     }
 }
 
@@ -442,7 +379,21 @@ async fn run_global(args: FederationArgs, insecure: bool) -> anyhow::Result<()> 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_logging(&cli.log_format);
+    // `run` logs in the format of its effective config; a bad config is reported after
+    // logging is up so the error reaches the log in that format too.
+    let run_cfg = match &cli.cmd {
+        Cmd::Run(args) => {
+            let mut args = args.clone();
+            args.log_format = cli.log_format;
+            Some(args.effective())
+        }
+        _ => None,
+    };
+    let format = match &run_cfg {
+        Some(Ok(e)) => e.file.log.format,
+        _ => cli.log_format.unwrap_or_default(),
+    };
+    init_logging(format);
     match cli.cmd {
         Cmd::Keygen { out, force } => {
             if out.exists() && !force {
@@ -469,7 +420,33 @@ async fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Cmd::Run(args) => run(*args).await,
+        Cmd::Run(_) => match run_cfg {
+            Some(Ok(eff)) => run_cmd::run(eff).await,
+            Some(Err(e)) => Err(e.into()),
+            None => unreachable!("run_cfg is built for Cmd::Run"),
+        },
+        Cmd::Config {
+            cmd: ConfigCmd::Print(mut args),
+        } => {
+            args.log_format = cli.log_format;
+            print!("{}", args.effective()?.print());
+            Ok(())
+        }
+        Cmd::Config {
+            cmd: ConfigCmd::Keys,
+        } => {
+            print!("{}", config::keys_table());
+            Ok(())
+        }
+        Cmd::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "city-node",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
         Cmd::Regions { cmd } => regions::run(cmd),
         Cmd::Stake(args) => stake::run(args).await,
         Cmd::Wallet { cmd } => wallet_cmd::run(cmd).await,

@@ -130,7 +130,9 @@ fn run_serves_grpc_and_metrics_then_stops_on_sigterm() {
     let cfg = dir.path().join("city.toml");
     std::fs::write(
         &cfg,
-        format!("role = \"city\"\n[city]\nlisten = \"127.0.0.1:{grpc}\"\nverify_threads = 1\n"),
+        format!(
+            "[node]\nrole = \"city\"\nlisten = \"127.0.0.1:{grpc}\"\n[pipeline]\nverify_threads = 1\n"
+        ),
     )
     .unwrap();
     let child = Command::new(BIN)
@@ -198,7 +200,11 @@ fn bad_config_is_a_clear_error() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("parsing") && err.contains("bad.toml"), "{err}");
+    // The file and the key are named.
+    assert!(
+        err.contains("bad.toml") && err.contains("key `listen`") && err.contains("unknown field"),
+        "{err}"
+    );
 }
 
 #[test]

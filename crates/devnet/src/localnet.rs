@@ -319,7 +319,7 @@ impl Localnet {
             }
             if let (Some(ms), "city") = (self.cfg.batch_interval_ms, n.role.as_str()) {
                 let p = dir.join("city.toml");
-                std::fs::write(&p, format!("[city]\nbatch_interval_ms = {ms}\n"))
+                std::fs::write(&p, format!("[consensus]\nbatch_interval_ms = {ms}\n"))
                     .map_err(io_err(&p))?;
                 c.arg("--config").arg(&p);
             }

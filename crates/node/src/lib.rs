@@ -29,6 +29,7 @@ pub mod federation_push;
 pub mod global;
 pub mod gossip;
 mod light;
+pub mod metrics_catalog;
 mod role;
 pub mod runtime;
 

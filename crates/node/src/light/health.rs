@@ -89,6 +89,8 @@ impl Watchdog {
                 {
                     metrics::gauge!("citychain_light_used_bytes").set(used as f64);
                     metrics::gauge!("citychain_light_free_bytes").set(free as f64);
+                    metrics::gauge!("citychain_light_quota_bytes")
+                        .set(node.store.config().quota_bytes as f64);
                 }
             }
         });

@@ -165,6 +165,8 @@ async fn blocking<R: Send + 'static>(
 impl ShardHolder for LightNode {
     async fn put(&self, shard: Shard) -> storage::Result<Stored> {
         let (store, key, clock) = (self.store.clone(), self.key.clone(), self.clock.clone());
+        let bytes = shard.data.len() as u64;
+        let t0 = std::time::Instant::now();
         let r = blocking(move || {
             let outcome = store.put(&shard)?;
             let receipt = storage::issue_receipt(&shard.header, &*key, clock.now_ms());
@@ -174,6 +176,11 @@ impl ShardHolder for LightNode {
             })
         })
         .await;
+        crate::metrics_catalog::light_put(
+            &r.as_ref().map(|s| s.already_stored),
+            bytes,
+            t0.elapsed(),
+        );
         self.after(r)
     }
 
@@ -190,12 +197,14 @@ impl ShardHolder for LightNode {
         nonce: ChallengeNonce,
     ) -> storage::Result<Option<ChallengeProof>> {
         let store = self.store.clone();
-        blocking(move || {
+        let r = blocking(move || {
             Ok(store
                 .get(&stripe, index)?
                 .map(|s| storage::prove(&nonce, &s.data)))
         })
-        .await
+        .await;
+        crate::metrics_catalog::light_challenge(&r.as_ref().map(Option::is_some));
+        r
     }
 }
 
