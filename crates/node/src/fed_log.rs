@@ -282,12 +282,16 @@ impl FedServer {
         links: &rpc::tls::LinkSecurity,
     ) -> Result<Self> {
         let (listener, addr) = crate::runtime::bind(listen).await?;
-        let (health, reflection) =
-            crate::runtime::health_and_reflection("citychain.v1.Federation").await?;
+        let (health, reflection, reflection_alpha) = crate::runtime::health_and_reflection(
+            "citychain.v1.Federation",
+            &["citychain.v1.Federation"],
+        )
+        .await?;
         let svc = rpc::FederationService::new(handler).into_server();
         let router = crate::runtime::server_builder(true)
             .add_service(health)
             .add_service(reflection)
+            .add_service(reflection_alpha)
             .add_service(svc);
         Ok(FedServer {
             addr,

@@ -71,16 +71,46 @@ pub use shard_store::{
     ShardHolder, ShardStoreClient, ShardStoreService, Stored, status_of,
 };
 
+/// Fully qualified names of the services every server carries beside its own: health and
+/// both versions of reflection.
+pub const STANDARD_SERVICES: [&str; 3] = [
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+];
+
+/// A reflection builder over every City Chain proto plus health and reflection, listing
+/// exactly `served` and [`STANDARD_SERVICES`].
+fn reflection_builder(served: &[&str]) -> tonic_reflection::server::Builder<'static> {
+    let mut b = tonic_reflection::server::Builder::configure()
+        .include_reflection_service(false)
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET);
+    for name in served.iter().chain(STANDARD_SERVICES.iter()) {
+        b = b.with_service_name(*name);
+    }
+    b
+}
+
 /// The gRPC health service (reporting `SERVING` for `service_name`) and the reflection
-/// service over every City Chain proto, ready to add to a tonic router.
+/// services, v1 and v1alpha, ready to add to a tonic router. Reflection lists exactly the
+/// services in `served` (fully qualified, e.g. `citychain.v1.ShardStore`) and
+/// [`STANDARD_SERVICES`], so a client sees what this server answers, not every proto.
+#[allow(clippy::type_complexity)]
 pub async fn health_and_reflection(
     service_name: &str,
+    served: &[&str],
 ) -> std::result::Result<
     (
         tonic_health::server::HealthReporter,
         tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
         tonic_reflection::server::v1::ServerReflectionServer<
             impl tonic_reflection::server::v1::ServerReflection,
+        >,
+        tonic_reflection::server::v1alpha::ServerReflectionServer<
+            impl tonic_reflection::server::v1alpha::ServerReflection,
         >,
     ),
     tonic_reflection::server::Error,
@@ -89,8 +119,7 @@ pub async fn health_and_reflection(
     reporter
         .set_service_status(service_name, tonic_health::ServingStatus::Serving)
         .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-    Ok((reporter, health, reflection))
+    let v1 = reflection_builder(served).build_v1()?;
+    let v1alpha = reflection_builder(served).build_v1alpha()?;
+    Ok((reporter, health, v1, v1alpha))
 }

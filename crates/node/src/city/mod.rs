@@ -397,8 +397,13 @@ pub async fn start_city_with(
         }
         None => None,
     };
-    let (reporter, health, reflection) =
-        runtime::health_reporter_and_reflection("citychain.v1.CityNode").await?;
+    let served: &[&str] = if consensus_svc.is_some() {
+        &["citychain.v1.CityNode", "citychain.v1.Consensus"]
+    } else {
+        &["citychain.v1.CityNode"]
+    };
+    let (reporter, health, reflection, reflection_alpha) =
+        runtime::health_reporter_and_reflection("citychain.v1.CityNode", served).await?;
     // NOT_SERVING while the tx store is down after an I/O error; reopened by itself.
     node.store().spawn_watchdog(
         reporter,
@@ -410,6 +415,7 @@ pub async fn start_city_with(
         .tcp_nodelay(true)
         .add_service(health)
         .add_service(reflection)
+        .add_service(reflection_alpha)
         .add_service(svc)
         .add_optional_service(consensus_svc);
     let server = runtime::serve(listener, router, "city", &cfg.links);

@@ -310,7 +310,9 @@ pub async fn serve_light_over(
     writers: Option<LightWriters>,
 ) -> Result<LightHandle> {
     let (listener, addr) = runtime::bind(listen).await?;
-    let (reporter, health, reflection) = runtime::health_reporter_and_reflection(SERVICE).await?;
+    let (reporter, health, reflection, reflection_alpha) =
+        runtime::health_reporter_and_reflection(SERVICE, &[SERVICE, "citychain.v1.Repair"])
+            .await?;
     let node = Arc::new(node);
     let watchdog = health::Watchdog::start(node.clone(), reporter, SERVICE);
     let mut svc = rpc::ShardStoreService::new(node.clone());
@@ -321,6 +323,7 @@ pub async fn serve_light_over(
     let router = runtime::server_builder(true)
         .add_service(health)
         .add_service(reflection)
+        .add_service(reflection_alpha)
         .add_service(svc)
         .add_service(rpc::RepairGrpc::new(node.clone()).into_server());
     let server = runtime::serve(listener, router, "light", links);

@@ -16,33 +16,44 @@ pub(crate) async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr)> 
     Ok((listener, bound))
 }
 
-/// Health (reporting `service` as serving) and reflection services for a role's server.
+/// Health (reporting `service` as serving) and reflection (v1 and v1alpha, listing the
+/// `served` services and health/reflection) for a role's server.
+#[allow(clippy::type_complexity)]
 pub(crate) async fn health_and_reflection(
     service: &str,
+    served: &[&str],
 ) -> Result<(
     tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
     tonic_reflection::server::v1::ServerReflectionServer<
         impl tonic_reflection::server::v1::ServerReflection,
     >,
+    tonic_reflection::server::v1alpha::ServerReflectionServer<
+        impl tonic_reflection::server::v1alpha::ServerReflection,
+    >,
 )> {
-    let (_reporter, health, reflection) = rpc::health_and_reflection(service)
+    let (_reporter, health, v1, v1alpha) = rpc::health_and_reflection(service, served)
         .await
         .map_err(|e| Error::Reflection(e.to_string()))?;
-    Ok((health, reflection))
+    Ok((health, v1, v1alpha))
 }
 
 /// Like [`health_and_reflection`], also returning the reporter, for roles whose readiness
 /// changes while they run (a store down after an I/O error answers NOT_SERVING).
+#[allow(clippy::type_complexity)]
 pub(crate) async fn health_reporter_and_reflection(
     service: &str,
+    served: &[&str],
 ) -> Result<(
     tonic_health::server::HealthReporter,
     tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
     tonic_reflection::server::v1::ServerReflectionServer<
         impl tonic_reflection::server::v1::ServerReflection,
     >,
+    tonic_reflection::server::v1alpha::ServerReflectionServer<
+        impl tonic_reflection::server::v1alpha::ServerReflection,
+    >,
 )> {
-    rpc::health_and_reflection(service)
+    rpc::health_and_reflection(service, served)
         .await
         .map_err(|e| Error::Reflection(e.to_string()))
 }
