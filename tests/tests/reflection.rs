@@ -10,10 +10,10 @@ use devnet::{Devnet, DevnetConfig};
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Duration;
+use tonic_reflection::pb::v1::ServerReflectionRequest;
 use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
 use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
 use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-use tonic_reflection::pb::v1::ServerReflectionRequest;
 
 const STANDARD: [&str; 3] = rpc::STANDARD_SERVICES;
 
@@ -27,9 +27,12 @@ fn set(names: &[&str]) -> BTreeSet<String> {
 
 /// The services `addr` lists over reflection v1.
 async fn list_v1(addr: &str) -> BTreeSet<String> {
-    let mut client = ServerReflectionClient::connect(format!("http://{addr}"))
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
         .await
         .unwrap();
+    let mut client = ServerReflectionClient::new(channel);
     let req = ServerReflectionRequest {
         host: String::new(),
         message_request: Some(MessageRequest::ListServices(String::new())),
@@ -59,7 +62,10 @@ fn python() -> PathBuf {
     let venv = cache.join(format!("citychain/grpcio-reflection-{GRPCIO}"));
     let py = venv.join("bin/python");
     let ready = std::process::Command::new(&py)
-        .args(["-c", "import grpc_reflection.v1alpha.proto_reflection_descriptor_database"])
+        .args([
+            "-c",
+            "import grpc_reflection.v1alpha.proto_reflection_descriptor_database",
+        ])
         .status()
         .is_ok_and(|s| s.success());
     if !ready {
@@ -70,7 +76,10 @@ fn python() -> PathBuf {
             .status()
             .unwrap()
             .success();
-        assert!(ok, "python3 -m venv failed (apt-get install -y python3-venv)");
+        assert!(
+            ok,
+            "python3 -m venv failed (apt-get install -y python3-venv)"
+        );
         let ok = std::process::Command::new(venv.join("bin/pip"))
             .args(["install", "-q"])
             .arg(format!("grpcio=={GRPCIO}"))
@@ -78,7 +87,10 @@ fn python() -> PathBuf {
             .status()
             .unwrap()
             .success();
-        assert!(ok, "pip install grpcio-reflection=={GRPCIO} failed (PyPI reachable?)");
+        assert!(
+            ok,
+            "pip install grpcio-reflection=={GRPCIO} failed (PyPI reachable?)"
+        );
     }
     py
 }
@@ -95,8 +107,10 @@ for addr in sys.argv[1:]:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reflection_lists_exactly_the_roles_services_in_v1_and_v1alpha() {
     let dir = tempfile::tempdir().unwrap();
-    let net = Devnet::start(DevnetConfig::default(), dir.path()).await.unwrap();
-    assert!(net.wait_for_lights(1, Duration::from_secs(20)).await);
+    let cfg = DevnetConfig::default();
+    let lights = cfg.lights;
+    let net = Devnet::start(cfg, dir.path()).await.unwrap();
+    assert!(net.wait_for_lights(lights, Duration::from_secs(30)).await);
     let city = net.city().addr().to_string();
     let light = net.lights[0]
         .server()
@@ -111,7 +125,11 @@ async fn reflection_lists_exactly_the_roles_services_in_v1_and_v1alpha() {
     let light_expected = set(&["citychain.v1.ShardStore", "citychain.v1.Repair"]);
 
     assert_eq!(list_v1(&city).await, city_expected, "city, reflection v1");
-    assert_eq!(list_v1(&light).await, light_expected, "light, reflection v1");
+    assert_eq!(
+        list_v1(&light).await,
+        light_expected,
+        "light, reflection v1"
+    );
 
     let py = python();
     let (c, l) = (city.clone(), light.clone());

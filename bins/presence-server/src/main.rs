@@ -40,6 +40,9 @@ struct ServeArgs {
     /// Redis URI, e.g. redis://127.0.0.1:6379.
     #[arg(long, env = "PRESENCE_REDIS_URI", global = true)]
     redis_uri: Option<String>,
+    /// CA (PEM file) of the Redis servers' certificates, for rediss:// URIs.
+    #[arg(long, env = "PRESENCE_REDIS_TLS_CA", global = true)]
+    redis_tls_ca: Option<PathBuf>,
     /// HTTP port (default 8080).
     #[arg(long, env = "PRESENCE_HTTP_PORT", global = true)]
     port: Option<u16>,
@@ -91,6 +94,9 @@ fn server_config(args: &ServeArgs) -> anyhow::Result<ServerConfig> {
     }
     if let Some(v) = &args.redis_uri {
         c.redis_uri = v.clone();
+    }
+    if let Some(v) = &args.redis_tls_ca {
+        c.redis_tls_ca = Some(v.clone());
     }
     if let Some(v) = args.port {
         c.http_port = v;

@@ -45,6 +45,9 @@ pub struct NodeListConfig {
     pub backend: PresenceBackend,
     /// Redis URI (`PRESENCE_REDIS_URI`).
     pub redis_uri: String,
+    /// CA (PEM file) of the Redis servers' certificates for `rediss://` URIs
+    /// (`PRESENCE_REDIS_TLS_CA`; unset: the system's roots).
+    pub redis_tls_ca: Option<std::path::PathBuf>,
     /// Presence server (`PRESENCE_HTTP_ENDPOINT`).
     pub http_endpoint: String,
     /// Local view TTL (`NODELIST_CACHE_TTL_SEC`, 10 s).
@@ -63,6 +66,7 @@ impl Default for NodeListConfig {
             node_id: None,
             backend: PresenceBackend::Memory,
             redis_uri: "redis://127.0.0.1:6379".into(),
+            redis_tls_ca: None,
             http_endpoint: "http://127.0.0.1:8080".into(),
             cache_ttl: Duration::from_secs(10),
             heartbeat: Duration::from_secs(3),
@@ -114,6 +118,9 @@ impl NodeListConfig {
         if let Some(v) = lookup("PRESENCE_REDIS_URI") {
             c.redis_uri = v;
         }
+        if let Some(v) = lookup("PRESENCE_REDIS_TLS_CA") {
+            c.redis_tls_ca = Some(v.into());
+        }
         if let Some(v) = lookup("PRESENCE_HTTP_ENDPOINT") {
             c.http_endpoint = v;
         }
@@ -150,6 +157,7 @@ impl NodeListConfig {
                 RedisPresenceStore::connect(
                     RedisStoreConfig {
                         uri: self.redis_uri.clone(),
+                        tls_ca_file: self.redis_tls_ca.clone(),
                         ttl: self.presence_ttl,
                         ..RedisStoreConfig::default()
                     },

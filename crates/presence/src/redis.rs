@@ -24,6 +24,10 @@
 //! any failed call (a failover moved the primary). Events come from a subscription on the
 //! primary (PUBLISH is replicated, so a demoted primary still relays them until it is
 //! dropped). As on a cluster, changes wait for one replica by default.
+//!
+//! **TLS**: `rediss://…` (one server) and `rediss+cluster://…` (a cluster) connect over TLS
+//! (rustls); the server certificate is checked against
+//! [`RedisStoreConfig::tls_ca_file`] when set, else against the system's roots.
 
 use crate::{
     AuthFailure, Error, EventStream, ListFilter, MAX_LOGIN_SKEW, PresenceEvent, PresenceStore,
@@ -137,6 +141,9 @@ pub struct RedisStoreConfig {
     /// `None`: 1 on a cluster, 0 on a single server. Past `response_timeout` without
     /// them the call fails `Unavailable` (the change may stand; repeating it is safe).
     pub min_replica_acks: Option<u32>,
+    /// PEM file of the CA that signed the Redis servers' certificates, for `rediss://` and
+    /// `rediss+cluster://` URIs (`None`: the system's roots).
+    pub tls_ca_file: Option<std::path::PathBuf>,
 }
 
 /// Where a [`RedisStoreConfig::uri`] points.
@@ -156,7 +163,23 @@ pub enum RedisTarget {
 }
 
 impl RedisStoreConfig {
-    /// Parses [`uri`](Self::uri): `redis+cluster://h:p,h:p` is a cluster,
+    /// The CA certificate of [`tls_ca_file`](Self::tls_ca_file), read, for redis-rs.
+    fn tls_certificates(&self) -> Result<Option<::redis::TlsCertificates>> {
+        let Some(path) = &self.tls_ca_file else {
+            return Ok(None);
+        };
+        let pem = std::fs::read(path).map_err(|source| Error::Io {
+            what: format!("reading the Redis CA file {}", path.display()),
+            source,
+        })?;
+        Ok(Some(::redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(pem),
+        }))
+    }
+
+    /// Parses [`uri`](Self::uri): `redis+cluster://h:p,h:p` (or `rediss+cluster://` over
+    /// TLS) is a cluster,
     /// `redis+sentinel://h:p,h:p/name` sentinels watching primary `name`, anything else one
     /// server. A cluster or sentinel URI without hosts (or a sentinel URI without a name) is
     /// a [`Error::Config`].
@@ -181,6 +204,15 @@ impl RedisStoreConfig {
                 rest.trim_end_matches('/'),
                 "cluster",
             )?));
+        }
+        if let Some(rest) = self.uri.strip_prefix("rediss+cluster://") {
+            let nodes = hosts(rest.trim_end_matches('/'), "cluster")?;
+            return Ok(RedisTarget::Cluster(
+                nodes
+                    .into_iter()
+                    .map(|n| n.replacen("redis://", "rediss://", 1))
+                    .collect(),
+            ));
         }
         if let Some(rest) = self.uri.strip_prefix("redis+sentinel://") {
             let (list, name) = rest.split_once('/').unwrap_or((rest, ""));
@@ -325,6 +357,7 @@ impl Default for RedisStoreConfig {
             connection_timeout: Duration::from_millis(500),
             sweep_batch: 1000,
             min_replica_acks: None,
+            tls_ca_file: None,
         }
     }
 }
@@ -401,8 +434,19 @@ impl RedisPresenceStore {
     /// Connects (Redis must be reachable now) and starts the event relay, which follows
     /// `P:events` and resubscribes after reconnects.
     pub async fn connect(config: RedisStoreConfig, clock: Arc<dyn Clock>) -> Result<Self> {
+        let certs = config.tls_certificates()?;
+        if config.uri.starts_with("rediss") {
+            // redis-rs builds its rustls config from the process default provider; with
+            // more than one provider compiled in, none is picked by itself. Ours is
+            // aws-lc-rs (as for every other TLS link); an already installed one is kept.
+            let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        }
         let open = |uri: &str| {
-            Client::open(uri).map_err(|e| Error::Config(format!("redis uri {uri:?}: {e}")))
+            match &certs {
+                Some(c) if uri.starts_with("rediss://") => Client::build_with_tls(uri, c.clone()),
+                _ => Client::open(uri),
+            }
+            .map_err(|e| Error::Config(format!("redis uri {uri:?}: {e}")))
         };
         let (conn, subscribers, prefix, default_acks) = match config.target()? {
             RedisTarget::Single(uri) => {
@@ -424,7 +468,11 @@ impl RedisPresenceStore {
             }
             RedisTarget::Cluster(nodes) => {
                 let subscribers = nodes.iter().map(|n| open(n)).collect::<Result<Vec<_>>>()?;
-                let conn = ClusterClient::builder(nodes.clone())
+                let mut builder = ClusterClient::builder(nodes.clone());
+                if let Some(c) = &certs {
+                    builder = builder.certs(c.clone());
+                }
+                let conn = builder
                     .connection_timeout(config.connection_timeout)
                     .response_timeout(config.response_timeout)
                     .retries(3)

@@ -15,6 +15,7 @@ pub struct RedisProcess {
     child: Option<Child>,
     port: u16,
     extra: Vec<String>,
+    tls: bool,
 }
 
 impl RedisProcess {
@@ -30,6 +31,40 @@ impl RedisProcess {
             child: None,
             port,
             extra,
+            tls: false,
+        };
+        p.spawn()?;
+        Ok(p)
+    }
+
+    /// Starts `redis-server` answering only TLS on a free port (`--port 0 --tls-port …`),
+    /// with the certificate and key files given, clients not asked for certificates; waits
+    /// until the port accepts connections. [`uri`](Self::uri) is then `rediss://…`.
+    pub fn start_tls(
+        cert: &std::path::Path,
+        key: &std::path::Path,
+        ca: &std::path::Path,
+    ) -> Result<Self> {
+        let port = free_port()?;
+        let path = |p: &std::path::Path| p.display().to_string();
+        let mut p = RedisProcess {
+            child: None,
+            port,
+            extra: vec![
+                "--port".into(),
+                "0".into(),
+                "--tls-port".into(),
+                port.to_string(),
+                "--tls-cert-file".into(),
+                path(cert),
+                "--tls-key-file".into(),
+                path(key),
+                "--tls-ca-cert-file".into(),
+                path(ca),
+                "--tls-auth-clients".into(),
+                "no".into(),
+            ],
+            tls: true,
         };
         p.spawn()?;
         Ok(p)
@@ -63,7 +98,12 @@ impl RedisProcess {
         let deadline = Instant::now() + timeout;
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port));
         loop {
-            if ping(addr) {
+            let up = if self.tls {
+                TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok()
+            } else {
+                ping(addr)
+            };
+            if up {
                 return Ok(());
             }
             if let Some(child) = self.child.as_mut()
@@ -89,9 +129,10 @@ impl RedisProcess {
         self.port
     }
 
-    /// `redis://127.0.0.1:<port>`.
+    /// `redis://127.0.0.1:<port>` (`rediss://` when started with TLS).
     pub fn uri(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// Kills the server (SIGKILL: no goodbye to clients) and waits for it to exit.

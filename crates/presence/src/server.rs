@@ -84,6 +84,9 @@ pub struct ServerConfig {
     pub redis_uri: String,
     /// Key prefix in Redis.
     pub redis_key_prefix: String,
+    /// CA (PEM file) of the Redis servers' certificates for `rediss://` URIs
+    /// (`PRESENCE_REDIS_TLS_CA`; unset: the system's roots).
+    pub redis_tls_ca: Option<std::path::PathBuf>,
     /// Address to bind.
     pub bind: IpAddr,
     /// HTTP port (`PRESENCE_HTTP_PORT`, 8080; 0 = any free port).
@@ -107,6 +110,7 @@ impl Default for ServerConfig {
             backend: BackendKind::Memory,
             redis_uri: "redis://127.0.0.1:6379".into(),
             redis_key_prefix: "presence".into(),
+            redis_tls_ca: None,
             bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             http_port: 8080,
             ttl_ms: 6000,
@@ -134,6 +138,7 @@ impl ServerConfig {
                 RedisPresenceStore::connect(
                     RedisStoreConfig {
                         uri: self.redis_uri.clone(),
+                        tls_ca_file: self.redis_tls_ca.clone(),
                         ttl: self.ttl(),
                         key_prefix: self.redis_key_prefix.clone(),
                         ..RedisStoreConfig::default()

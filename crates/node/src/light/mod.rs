@@ -311,8 +311,7 @@ pub async fn serve_light_over(
 ) -> Result<LightHandle> {
     let (listener, addr) = runtime::bind(listen).await?;
     let (reporter, health, reflection, reflection_alpha) =
-        runtime::health_reporter_and_reflection(SERVICE, &[SERVICE, "citychain.v1.Repair"])
-            .await?;
+        runtime::health_reporter_and_reflection(SERVICE, &[SERVICE, "citychain.v1.Repair"]).await?;
     let node = Arc::new(node);
     let watchdog = health::Watchdog::start(node.clone(), reporter, SERVICE);
     let mut svc = rpc::ShardStoreService::new(node.clone());

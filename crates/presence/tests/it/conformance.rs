@@ -75,6 +75,28 @@ async fn on_cluster(cluster: &RedisCluster, k: usize) -> Harness {
     }
 }
 
+/// A store over TLS (`rediss://`) on `server`, trusting `ca`, under its own prefix.
+async fn over_tls(server: &RedisProcess, ca: &std::path::Path, k: usize) -> Harness {
+    let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+    let store = RedisPresenceStore::connect(
+        RedisStoreConfig {
+            uri: server.uri(),
+            ttl: Duration::from_millis(TTL_MS),
+            key_prefix: format!("conformance-tls-{k}"),
+            tls_ca_file: Some(ca.to_path_buf()),
+            ..RedisStoreConfig::default()
+        },
+        clock.clone(),
+    )
+    .await
+    .unwrap();
+    Harness {
+        store: Arc::new(store),
+        clock,
+        _redis: None,
+    }
+}
+
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
         mod memory {
@@ -93,6 +115,21 @@ macro_rules! conformance {
             $(
                 k += 1;
                 cases::$case(&on_cluster(&cluster, k).await).await;
+            )*
+            assert!(k > 0);
+        }
+        /// Every case in turn over TLS to a `redis-server` that answers only TLS, its
+        /// certificate signed by a test CA the store is given.
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn every_case_over_tls() {
+            let dir = tempfile::tempdir().unwrap();
+            let (ca, cert, key) = crate::support::tls_files(dir.path());
+            let server = RedisProcess::start_tls(&cert, &key, &ca).expect("redis-server with TLS");
+            assert!(server.uri().starts_with("rediss://"));
+            let mut k = 0;
+            $(
+                k += 1;
+                cases::$case(&over_tls(&server, &ca, k).await).await;
             )*
             assert!(k > 0);
         }

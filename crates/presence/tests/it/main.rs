@@ -11,3 +11,4 @@ mod conformance;
 mod failover;
 mod http;
 mod support;
+mod tls;

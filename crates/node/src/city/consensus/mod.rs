@@ -591,9 +591,11 @@ pub async fn start_representative(
     })?;
     let links = cfg.links.clone();
     let (mut handle, svc) = spawn_representative(cfg, key, committee, peers).await?;
-    let (health, reflection, reflection_alpha) =
-        crate::runtime::health_and_reflection("citychain.v1.Consensus", &["citychain.v1.Consensus"])
-            .await?;
+    let (health, reflection, reflection_alpha) = crate::runtime::health_and_reflection(
+        "citychain.v1.Consensus",
+        &["citychain.v1.Consensus"],
+    )
+    .await?;
     let router = crate::runtime::server_builder(true)
         .add_service(health)
         .add_service(reflection)
