@@ -466,3 +466,59 @@ async fn half_sent_streams_keep_rss_bounded() {
     assert!(!landed.unwrap().already_stored);
     light.shutdown().await.unwrap();
 }
+
+/// Light nodes are admitted to placement by the city's allow-list: a light node that logs
+/// in to presence (a valid, signed login) but is not on the list never gets a shard, while
+/// the admitted ones hold every stripe.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_light_node_not_admitted_gets_no_shard() {
+    use dag_core::{AccountId, CityId, Position, PositionMethod, Tx};
+    use devnet::{CITY_POS, Devnet, DevnetConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = DevnetConfig {
+        lights: 7,
+        admitted_lights: Some(6),
+        heartbeat: Duration::from_millis(200),
+        ..DevnetConfig::default()
+    };
+    let net = Devnet::start(cfg, dir.path()).await.unwrap();
+    assert!(net.wait_for_lights(7, Duration::from_secs(20)).await);
+    let client = rpc::CityClient::connect(&net.city().addr().to_string())
+        .await
+        .unwrap();
+    let user = Keypair::generate();
+    for nonce in 0..4 {
+        let tx = pqc::sign_tx(
+            Tx::fresh(
+                user.account_id(),
+                AccountId::from_bytes([7; 32]),
+                5,
+                nonce,
+                1_700_000_000_000,
+                CityId::new(CITY).unwrap(),
+                Position::from_degrees(CITY_POS.0, CITY_POS.1).unwrap(),
+                PositionMethod::Gps,
+            ),
+            &user,
+        );
+        assert_eq!(client.submit(&tx).await.unwrap().state, rpc::TxState::Held);
+    }
+    let stripes = |i: usize| {
+        net.lights[i]
+            .server()
+            .unwrap()
+            .node()
+            .store()
+            .list_stripes()
+            .unwrap()
+            .len()
+    };
+    assert_eq!(stripes(6), 0, "the light node not admitted holds shards");
+    let admitted: Vec<usize> = (0..6).map(stripes).collect();
+    // n = 6 holders per stripe and exactly 6 admitted: each of them holds every stripe.
+    assert!(
+        admitted[0] > 0 && admitted.iter().all(|&n| n == admitted[0]),
+        "{admitted:?}"
+    );
+    net.shutdown().await.unwrap();
+}
