@@ -300,3 +300,225 @@ async fn federation_refuses_peers_without_a_valid_binding() {
     }
     cont.shutdown().await.unwrap();
 }
+
+/// This process's resident set size, from /proc (nextest runs each test in its own
+/// process, so it is the node's plus this test's small client).
+fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kb * 1024
+}
+
+const MIB: u64 = 1024 * 1024;
+
+/// Opens `streams` PutShard calls over plaintext HTTP/2 (as an anonymous client can, on a
+/// TLS server's port), each announcing a 16 MiB message and sending half of it, respecting
+/// flow control, then holding the stream open. Returns (bytes sent, streams refused).
+async fn half_sent_streams(
+    addr: std::net::SocketAddr,
+    connections: usize,
+    streams: usize,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> (
+    Arc<std::sync::atomic::AtomicU64>,
+    Arc<std::sync::atomic::AtomicU64>,
+    Vec<tokio::task::JoinHandle<()>>,
+) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let sent = Arc::new(AtomicU64::new(0));
+    let refused = Arc::new(AtomicU64::new(0));
+    let chunk = bytes::Bytes::from_static(&[0u8; 64 * 1024]);
+    let mut tasks = Vec::new();
+    for c in 0..connections {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (client, conn) = h2::client::handshake(tcp).await.unwrap();
+        let mut stop_conn = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            tokio::select! {
+                _ = conn => {}
+                _ = stop_conn.wait_for(|s| *s) => {}
+            }
+        }));
+        let per_conn = streams / connections + usize::from(c < streams % connections);
+        for _ in 0..per_conn {
+            let mut client = client.clone().ready().await.unwrap();
+            let req =
+                http::Request::post(format!("http://{addr}/citychain.v1.ShardStore/PutShard"))
+                    .header("content-type", "application/grpc")
+                    .header("te", "trailers")
+                    .body(())
+                    .unwrap();
+            let (resp, mut body) = client.send_request(req, false).unwrap();
+            let (sent, refused, chunk) = (sent.clone(), refused.clone(), chunk.clone());
+            let mut stop = stop.clone();
+            tasks.push(tokio::spawn(async move {
+                let send = async {
+                    // gRPC frame header: uncompressed, 16 MiB message.
+                    let mut header = vec![0u8];
+                    header.extend_from_slice(&(16 * MIB as u32).to_be_bytes());
+                    if body.send_data(header.into(), false).is_err() {
+                        return;
+                    }
+                    let mut left = 8 * MIB as usize;
+                    while left > 0 {
+                        let n = left.min(chunk.len());
+                        body.reserve_capacity(n);
+                        let got = match futures::future::poll_fn(|cx| body.poll_capacity(cx)).await
+                        {
+                            Some(Ok(got)) => got.min(n),
+                            _ => return,
+                        };
+                        if body.send_data(chunk.slice(..got), false).is_err() {
+                            return;
+                        }
+                        sent.fetch_add(got as u64, Ordering::Relaxed);
+                        left -= got;
+                    }
+                    // Half sent: hold the stream open, never finish the message.
+                    std::future::pending::<()>().await
+                };
+                tokio::select! {
+                    r = resp => {
+                        // The server answered before the message was complete: refused.
+                        if let Ok(r) = r {
+                            let status = r.headers().get("grpc-status").cloned();
+                            assert_eq!(status.as_ref().map(|s| s.as_bytes()), Some(&b"8"[..]), "{r:?}");
+                        }
+                        refused.fetch_add(1, Ordering::Relaxed);
+                    }
+                    _ = send => {}
+                    _ = stop.wait_for(|s| *s) => {}
+                }
+                drop(body);
+            }));
+        }
+    }
+    (sent, refused, tasks)
+}
+
+/// 2,000 half-sent 16 MiB PutShard streams from one anonymous client keep the node's memory
+/// bounded: each peer's in-flight request bytes are budgeted (64 MiB), so the streams past
+/// the budget are refused with RESOURCE_EXHAUSTED as their first bytes arrive, and a
+/// representative's put (its own budget, over TLS) still lands meanwhile. Unbounded, the
+/// node would buffer 2,000 × 8 MiB = 16 GB; the test stops the attack past 1.5 GiB. (The
+/// bytes the client counts as sent include those in flight on streams refused meanwhile.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_sent_streams_keep_rss_bounded() {
+    use std::sync::atomic::Ordering;
+    let reps: Vec<Keypair> = (0..4).map(|_| Keypair::generate()).collect();
+    let (light, light_id, _dir) = tls_light(&reps).await;
+    let addr = light.addr();
+    let (_, shards) = shards();
+    let rep = client_over(&links(&reps[0]), &addr.to_string(), light_id);
+    rep.put_shard(&shards[0]).await.unwrap();
+    let before = rss_bytes();
+
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let (sent, refused, tasks) = half_sent_streams(addr, 8, 2000, stop).await;
+    // Watch until the attack settles (no byte sent for 2 s), bounded at 60 s; stop at
+    // once if memory runs away.
+    let (mut peak, mut last_sent, mut quiet_since) = (before, 0, tokio::time::Instant::now());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let rss = rss_bytes();
+        peak = peak.max(rss);
+        if rss > before + 1536 * MIB {
+            break;
+        }
+        let s = sent.load(Ordering::Relaxed);
+        if s != last_sent {
+            (last_sent, quiet_since) = (s, tokio::time::Instant::now());
+        } else if quiet_since.elapsed() > Duration::from_secs(2)
+            && refused.load(Ordering::Relaxed) > 0
+        {
+            break;
+        }
+    }
+    let refused_n = refused.load(Ordering::Relaxed);
+    let sent_n = sent.load(Ordering::Relaxed);
+    // While the half-sent streams are held open, a representative still puts.
+    let landed = rep.put_shard(&shards[1]).await;
+    peak = peak.max(rss_bytes());
+    let _ = stop_tx.send(true);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    println!(
+        "half-sent streams: 2000 offered (16 MiB announced, 8 MiB each to send), {sent_n} bytes accepted ({:.1} MiB), {refused_n} refused; RSS before {:.1} MiB, peak {:.1} MiB (+{:.1} MiB)",
+        sent_n as f64 / MIB as f64,
+        before as f64 / MIB as f64,
+        peak as f64 / MIB as f64,
+        (peak - before) as f64 / MIB as f64,
+    );
+    assert!(
+        peak < before + 512 * MIB,
+        "RSS grew by {} MiB",
+        (peak - before) / MIB
+    );
+    // The rest are refused as their bytes arrive or wait on HTTP/2 flow control (bytes the
+    // node never took in); none of them hold more than the budget.
+    assert!(refused_n > 0, "no stream was refused");
+    assert!(!landed.unwrap().already_stored);
+    light.shutdown().await.unwrap();
+}
+
+/// Light nodes are admitted to placement by the city's allow-list: a light node that logs
+/// in to presence (a valid, signed login) but is not on the list never gets a shard, while
+/// the admitted ones hold every stripe.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_light_node_not_admitted_gets_no_shard() {
+    use dag_core::{AccountId, CityId, Position, PositionMethod, Tx};
+    use devnet::{CITY_POS, Devnet, DevnetConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = DevnetConfig {
+        lights: 7,
+        admitted_lights: Some(6),
+        heartbeat: Duration::from_millis(200),
+        ..DevnetConfig::default()
+    };
+    let net = Devnet::start(cfg, dir.path()).await.unwrap();
+    assert!(net.wait_for_lights(7, Duration::from_secs(20)).await);
+    let client = rpc::CityClient::connect(&net.city().addr().to_string())
+        .await
+        .unwrap();
+    let user = Keypair::generate();
+    for nonce in 0..4 {
+        let tx = pqc::sign_tx(
+            Tx::fresh(
+                user.account_id(),
+                AccountId::from_bytes([7; 32]),
+                5,
+                nonce,
+                1_700_000_000_000,
+                CityId::new(CITY).unwrap(),
+                Position::from_degrees(CITY_POS.0, CITY_POS.1).unwrap(),
+                PositionMethod::Gps,
+            ),
+            &user,
+        );
+        assert_eq!(client.submit(&tx).await.unwrap().state, rpc::TxState::Held);
+    }
+    let stripes = |i: usize| {
+        net.lights[i]
+            .server()
+            .unwrap()
+            .node()
+            .store()
+            .list_stripes()
+            .unwrap()
+            .len()
+    };
+    assert_eq!(stripes(6), 0, "the light node not admitted holds shards");
+    let admitted: Vec<usize> = (0..6).map(stripes).collect();
+    // n = 6 holders per stripe and exactly 6 admitted: each of them holds every stripe.
+    assert!(
+        admitted[0] > 0 && admitted.iter().all(|&n| n == admitted[0]),
+        "{admitted:?}"
+    );
+    net.shutdown().await.unwrap();
+}

@@ -60,6 +60,9 @@ pub struct DevnetConfig {
     /// dir), as the binary runs them; `false` runs them plaintext as `--insecure` would.
     /// With TLS, light nodes take shards only from the committee in the genesis file.
     pub tls: bool,
+    /// Only the first N light nodes are on the city's admission allow-list
+    /// (`CityConfig::admission`); `None`: every light node is admitted.
+    pub admitted_lights: Option<usize>,
 }
 
 impl std::fmt::Debug for DevnetConfig {
@@ -75,6 +78,7 @@ impl std::fmt::Debug for DevnetConfig {
             .field("batch_interval_ms", &self.batch_interval_ms)
             .field("audit", &self.audit)
             .field("tls", &self.tls)
+            .field("admitted_lights", &self.admitted_lights)
             .finish()
     }
 }
@@ -94,6 +98,7 @@ impl Default for DevnetConfig {
             audit: node::AuditConfig::default(),
             dpos: dpos::DposConfig::default(),
             tls: true,
+            admitted_lights: None,
         }
     }
 }
@@ -341,6 +346,13 @@ impl Devnet {
                 ..node::gateway::GatewayConfig::default()
             }),
             audit: self.cfg.audit.clone(),
+            admission: node::AdmissionConfig {
+                allow: self
+                    .cfg
+                    .admitted_lights
+                    .map(|n| self.lights.iter().take(n).map(|l| l.id).collect()),
+                min_stake: None,
+            },
             ..CityConfig::default()
         };
         let env = CityEnv {

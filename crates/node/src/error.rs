@@ -182,6 +182,12 @@ pub enum Error {
         /// The pipeline's error.
         source: crate::city::pipeline::PipelineError,
     },
+    /// `[admission] min_stake` admits light nodes by stake, but this city node has no stake
+    /// state to read it from (it runs without a genesis file).
+    #[error(
+        "admission by min_stake needs the city's stake state: run the city node with a genesis file"
+    )]
+    AdmissionNeedsStake,
 }
 
 impl Error {

@@ -42,6 +42,7 @@ pub use city::committee::CommitteeParts;
 pub use city::events::{EventBus, EventBusConfig};
 pub use city::execution::{Blocked, ExecutedCheckpoint, Execution};
 pub use city::gateway::CityGateway;
+pub use city::light_admission::AdmissionConfig;
 pub use city::membership::{NodeListDirectory, node_info, spawn_rereplicator};
 pub use city::order::{Applied, OrderStore, StoredCheckpoint, TxOrdering};
 pub use city::pipeline::{

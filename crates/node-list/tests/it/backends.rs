@@ -144,3 +144,78 @@ async fn redis_backend_sees_joins_and_logouts() {
     one.shutdown().await;
     assert!(store.list(&ListFilter::default()).await.unwrap().is_empty());
 }
+
+/// Over the signed HTTP API a node's session can be replaced by a newer login of its own
+/// (another process with its key, a restart): the manager's next heartbeat is refused as
+/// `bad_session`, it logs in again with a fresh signed login, and the node never leaves.
+#[tokio::test]
+async fn a_replaced_session_is_renewed_by_a_fresh_signed_login() {
+    let server = PresenceServer::start(ServerConfig {
+        backend: BackendKind::Memory,
+        bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        http_port: 0,
+        ttl_ms: 1000,
+        sweep_interval_ms: 50,
+        ..ServerConfig::default()
+    })
+    .await
+    .unwrap();
+    let config = NodeListConfig {
+        backend: PresenceBackend::Http,
+        http_endpoint: server.base_url(),
+        heartbeat: Duration::from_millis(200),
+        poll_interval: Duration::from_millis(200),
+        ..NodeListConfig::default()
+    };
+    let (a, key) = keyed(4, Role::Light, 35.0, 139.0);
+    let watcher = NodeListManager::connect(config.clone(), None)
+        .await
+        .unwrap();
+    let mut changes = watcher.registry().changes();
+    let managed = NodeListManager::connect(config.clone(), Some((a.clone(), key.clone())))
+        .await
+        .unwrap();
+    wait_change(
+        &mut changes,
+        Duration::from_secs(3),
+        |c| matches!(c, NodeChange::Joined(i) if i.node_id == a.node_id),
+    )
+    .await;
+    // A second holder of the key logs the node in again: the manager's session is dead.
+    let other = PresenceClient::new(&server.base_url(), PresenceClientConfig::default())
+        .unwrap()
+        .with_signer(key);
+    let mut updated = a.clone();
+    updated.free_capacity = 7;
+    other.login(updated).await.unwrap();
+    // Several heartbeat periods and more than a TTL: the node is never seen leaving, and
+    // the manager's re-login (its own info again) is what presence holds at the end.
+    let left = tokio::time::timeout(
+        Duration::from_millis(1500),
+        wait_change(
+            &mut changes,
+            Duration::from_secs(2),
+            |c| matches!(c, NodeChange::Left { node_id, .. } if *node_id == a.node_id),
+        ),
+    )
+    .await;
+    assert!(left.is_err(), "the node left: {left:?}");
+    let listed = other.list(&ListFilter::default()).await.unwrap();
+    assert_eq!(listed, vec![a.clone()], "the manager logged in again");
+    managed.shutdown().await;
+    let c = wait_change(
+        &mut changes,
+        Duration::from_secs(3),
+        |c| matches!(c, NodeChange::Left { node_id, .. } if *node_id == a.node_id),
+    )
+    .await;
+    assert!(matches!(
+        c,
+        NodeChange::Left {
+            reason: LeftReason::Logout,
+            ..
+        }
+    ));
+    watcher.shutdown().await;
+    server.shutdown().await.unwrap();
+}

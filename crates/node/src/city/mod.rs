@@ -12,6 +12,7 @@ pub(crate) mod execution;
 #[cfg(test)]
 mod gated;
 pub(crate) mod gateway;
+pub(crate) mod light_admission;
 pub(crate) mod membership;
 pub(crate) mod order;
 pub(crate) mod pipeline;
@@ -80,6 +81,9 @@ pub struct CityConfig {
     /// The DPoS rules of the city's stake state (`[dpos]`; e.g. `term_ms` in seconds for a
     /// localnet). Every representative of a city must run the same rules.
     pub dpos: dpos::DposConfig,
+    /// Which light nodes may hold the city's shards (`[admission]`: an operator allow-list
+    /// and/or a minimum bonded stake); default: every light node of the city.
+    pub admission: light_admission::AdmissionConfig,
 }
 
 impl Default for CityConfig {
@@ -97,6 +101,7 @@ impl Default for CityConfig {
             links: rpc::tls::LinkSecurity::Insecure,
             events: None,
             dpos: dpos::DposConfig::default(),
+            admission: light_admission::AdmissionConfig::default(),
         }
     }
 }
@@ -505,6 +510,11 @@ pub async fn run_city_with(
     if let Some(ev) = events {
         directory = directory.with_events(ev);
     }
+    if cfg.admission.min_stake.is_some() && cfg.genesis.is_none() {
+        return Err(Error::AdmissionNeedsStake);
+    }
+    let directory = light_admission::AdmittedDirectory::new(directory, &cfg.admission);
+    let stake_cell = directory.stake_cell();
     let directory = Arc::new(directory);
     let pop = match env.pop {
         Some(p) => p,
@@ -569,6 +579,9 @@ pub async fn run_city_with(
         ..CityParts::default()
     };
     let city = start_city_with(cfg, key, parts).await?;
+    if let Some(stake) = city.stake() {
+        let _ = stake_cell.set(stake.clone());
+    }
     let info = node_info(
         key.node_id(),
         dag_core::Role::City,
