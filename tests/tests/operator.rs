@@ -112,6 +112,11 @@ fn every_role_starts_from_its_deploy_config() {
     c.args(["--port", &redis.port().to_string(), "--bind", "127.0.0.1"])
         .args(["--save", "", "--appendonly", "no"]);
     spawn(&mut procs, &logs, "redis", c);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(redis).is_err() {
+        assert!(Instant::now() < deadline, "redis-server never listened");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 
     let presence = manifest.get("presence").unwrap().addr;
     let mut c = Command::new(&presence_bin);
@@ -170,6 +175,76 @@ fn every_role_starts_from_its_deploy_config() {
     for (role, m) in &metrics {
         wait_metrics(&mut procs, *m, &format!("role=\"{role}\""), &logs);
     }
+    // `nodes` lists the light node and the representative from presence; `status` asks
+    // the representative itself.
+    let rep = manifest.get("rep-0").unwrap().addr;
+    let light = manifest.get("light-0").unwrap().addr;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = Command::new(&city_node)
+            .args([
+                "nodes",
+                "--presence",
+                &format!("http://{presence}"),
+                "--format",
+                "json",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        if text.contains(&rep.to_string()) && text.contains(&light.to_string()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "nodes never listed both: {text}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let out = Command::new(&city_node)
+        .args([
+            "nodes",
+            "--presence",
+            &format!("http://{presence}"),
+            "--role",
+            "light",
+        ])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains(&light.to_string()) && !table.contains(&rep.to_string()),
+        "{table}"
+    );
+    assert!(table.contains("1 node(s) online"), "{table}");
+    let out = Command::new(&city_node)
+        .args(["status", "--node", &rep.to_string()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("role      city"), "{text}");
+
+    // The figure table: metric families each role exports once `nodes` and
+    // `status` have run, and how many carry HELP text.
+    println!("{:<10} {:>9} {:>10}", "role", "families", "with HELP");
+    for (role, addr) in std::iter::once(("presence".to_string(), presence)).chain(metrics.clone()) {
+        let body = http_get(addr, "/metrics").unwrap_or_default();
+        let families = body.lines().filter(|l| l.starts_with("# TYPE ")).count();
+        let help = body.lines().filter(|l| l.starts_with("# HELP ")).count();
+        println!("{role:<10} {families:>9} {help:>10}");
+        assert!(families > 0, "{role} exports nothing");
+        if role != "presence" {
+            assert!(!body.contains("quantile="), "{role}: no summaries");
+        }
+    }
+
     // Every role up; stop them all (redis last) and require clean exits.
     let mut all = std::mem::take(&mut procs.0);
     let redis_proc = all.remove(0);
