@@ -240,6 +240,10 @@ fn every_role_starts_from_its_deploy_config() {
         let help = body.lines().filter(|l| l.starts_with("# HELP ")).count();
         println!("{role:<10} {families:>9} {help:>10}");
         assert!(families > 0, "{role} exports nothing");
+        assert_eq!(
+            families, help,
+            "{role}: every metric family has HELP text:\n{body}"
+        );
         if role != "presence" {
             assert!(!body.contains("quantile="), "{role}: no summaries");
         }
