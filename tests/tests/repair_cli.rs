@@ -195,7 +195,7 @@ async fn get_repair_and_audit_against_a_devnet() {
         .corrupt_for_test(&sid, index, |b| *b.last_mut().unwrap() ^= 0xff)
         .unwrap();
     let r = cli(&city, &["audit"]).await;
-    assert_eq!(r.code, 3, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(r.code, 4, "{}\n{}", r.stdout, r.stderr);
     assert!(
         r.stdout.lines().any(|l| l.starts_with("FAIL")
             && l.contains(&bad_holder.short())
