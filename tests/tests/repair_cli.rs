@@ -110,7 +110,7 @@ async fn get_repair_and_audit_against_a_devnet() {
         .count();
     assert_eq!(holder_lines, 6, "{}", r.stdout);
     let r = cli(&city, &["get", &TxId::from_bytes([9; 32]).to_hex()]).await;
-    assert_eq!(r.code, 2, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(r.code, 3, "{}\n{}", r.stdout, r.stderr);
     assert!(r.stderr.contains("not held"), "{}", r.stderr);
     let r = cli(&city, &["get", "xyz"]).await;
     assert_eq!(r.code, 1, "{}", r.stderr);
@@ -125,7 +125,7 @@ async fn get_repair_and_audit_against_a_devnet() {
         "$ repair-cli audit   # after crashing a holder\n{}",
         r.stdout
     );
-    assert_eq!(r.code, 3, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(r.code, 4, "{}\n{}", r.stdout, r.stderr);
     assert!(r.stdout.contains("audit FAILED"), "{}", r.stdout);
     let fail_lines: Vec<_> = r.stdout.lines().filter(|l| l.starts_with("FAIL")).collect();
     assert!(!fail_lines.is_empty());
@@ -185,7 +185,7 @@ async fn get_repair_and_audit_against_a_devnet() {
         .corrupt_for_test(&sid, index, |b| *b.last_mut().unwrap() ^= 0xff)
         .unwrap();
     let r = cli(&city, &["audit"]).await;
-    assert_eq!(r.code, 3, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(r.code, 4, "{}\n{}", r.stdout, r.stderr);
     assert!(
         r.stdout.lines().any(|l| l.starts_with("FAIL")
             && l.contains(&bad_holder.short())
@@ -228,7 +228,7 @@ async fn unreachable_city_is_a_clear_error() {
 /// k = 4 distinct holders remain. The audit says the stripe is one loss from unrecoverable
 /// and exits 3; repair brings it back to six distinct holders and the audit passes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn audit_flags_a_stripe_one_loss_from_unrecoverable_and_exits_3() {
+async fn audit_flags_a_stripe_one_loss_from_unrecoverable_and_exits_4() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = DevnetConfig {
         lights: 8,
@@ -258,7 +258,7 @@ async fn audit_flags_a_stripe_one_loss_from_unrecoverable_and_exits_3() {
     }
     let r = cli(&city, &["audit"]).await;
     println!("$ repair-cli audit   # two holders crashed\n{}", r.stdout);
-    assert_eq!(r.code, 3, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(r.code, 4, "{}\n{}", r.stdout, r.stderr);
     assert!(
         r.stdout.contains("| one loss from lost    |      1 |"),
         "{}",

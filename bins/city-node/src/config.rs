@@ -648,8 +648,9 @@ pub(crate) fn file_layer(path: &Path) -> Result<Layer, ConfigError> {
     let mut layer = Layer::new(Source::File(path.to_path_buf()));
     for (old, new) in [("role", "node.role"), ("metrics_listen", "metrics.listen")] {
         if let Some(v) = tree.remove(old) {
-            tracing::warn!(
-                "{}: top-level `{old}` is read as `{new}`; move it into its section",
+            // Configuration is read before logging starts: say it on stderr.
+            eprintln!(
+                "warning: {}: top-level `{old}` is read as `{new}`; move it into its section",
                 path.display()
             );
             layer.set(new, v, format!("`{old}` in the file"));

@@ -3,6 +3,7 @@
 
 mod config;
 mod metrics_setup;
+mod ops_cmd;
 mod regions;
 mod run_cmd;
 mod stake;
@@ -49,6 +50,10 @@ enum Cmd {
         #[command(subcommand)]
         cmd: ConfigCmd,
     },
+    /// The nodes presence holds online (id, role, city, zone, address, free space, load).
+    Nodes(ops_cmd::NodesArgs),
+    /// One node's status: id, role, version, uptime, stored txs, counters.
+    Status(ops_cmd::StatusArgs),
     /// Print a shell completion script (e.g. `city-node completions bash > /etc/bash_completion.d/city-node`).
     Completions {
         /// The shell.
@@ -116,6 +121,16 @@ enum RoleArg {
 }
 
 impl RoleArg {
+    /// The role.
+    fn role(self) -> dag_core::Role {
+        match self {
+            RoleArg::City => dag_core::Role::City,
+            RoleArg::Light => dag_core::Role::Light,
+            RoleArg::Continent => dag_core::Role::Continent,
+            RoleArg::Global => dag_core::Role::Global,
+        }
+    }
+
     /// The name used in TOML and on the command line.
     fn name(self) -> String {
         self.to_possible_value()
@@ -438,6 +453,8 @@ async fn main() -> anyhow::Result<()> {
             print!("{}", config::keys_table());
             Ok(())
         }
+        Cmd::Nodes(args) => ops_cmd::nodes(args).await,
+        Cmd::Status(args) => ops_cmd::status(args).await,
         Cmd::Completions { shell } => {
             clap_complete::generate(
                 shell,

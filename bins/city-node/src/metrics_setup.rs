@@ -22,8 +22,7 @@ pub(crate) fn install(addr: SocketAddr, role: Role) -> Result<(), BuildError> {
 
 fn after_install(role: Role) {
     describe_all();
-    let role = format!("{role:?}").to_ascii_lowercase();
-    metrics::gauge!("citychain_build_info", "version" => env!("CARGO_PKG_VERSION"), "role" => role)
+    metrics::gauge!("citychain_build_info", "version" => env!("CARGO_PKG_VERSION"), "role" => role.as_str())
         .set(1.0);
 }
 

@@ -3,6 +3,7 @@
 //! (or SIGTERM). `presence-server bench` runs the bounded loopback load run.
 
 use anyhow::Context;
+use clap::builder::TypedValueParser;
 use clap::{Args, Parser, Subcommand};
 use presence::{BackendKind, ServerConfig};
 use std::net::IpAddr;
@@ -34,8 +35,10 @@ struct ServeArgs {
     /// TOML file with ServerConfig keys (flags and environment override it).
     #[arg(long, env = "PRESENCE_CONFIG", global = true)]
     config: Option<PathBuf>,
-    /// Store backend: redis or memory.
-    #[arg(long, env = "PRESENCE_BACKEND", global = true)]
+    /// Store backend (memory keeps presence in this process only: for tests and demos).
+    #[arg(long, env = "PRESENCE_BACKEND", global = true,
+          value_parser = clap::builder::PossibleValuesParser::new(["redis", "memory"])
+              .try_map(|s| s.parse::<BackendKind>()))]
     backend: Option<BackendKind>,
     /// Redis URI, e.g. redis://127.0.0.1:6379.
     #[arg(long, env = "PRESENCE_REDIS_URI", global = true)]
@@ -58,6 +61,24 @@ struct ServeArgs {
     /// Key the per-IP rate limit on X-Forwarded-For (only behind a trusted proxy).
     #[arg(long, env = "PRESENCE_TRUST_FORWARDED_FOR", global = true)]
     trust_forwarded_for: bool,
+    /// Log format.
+    #[arg(long, env = "PRESENCE_LOG_FORMAT", global = true, default_value = "text",
+          value_parser = ["text", "json"])]
+    log_format: String,
+}
+
+/// `redis://user:secret@host` → `redis://user:***@host`: the URI as it may be logged.
+fn redact_uri(uri: &str) -> String {
+    let Some((scheme, rest)) = uri.split_once("://") else {
+        return uri.to_string();
+    };
+    let Some((userinfo, host)) = rest.rsplit_once('@') else {
+        return uri.to_string();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => format!("{scheme}://***@{host}"),
+    }
 }
 
 #[derive(Debug, Args)]
@@ -139,13 +160,16 @@ async fn shutdown_signal() {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
     let cli = Cli::parse();
+    let logs = tracing_subscriber::fmt().with_env_filter(
+        tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+    );
+    if cli.serve.log_format == "json" {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
     match cli.command {
         Some(Command::Bench(b)) => {
             let report = presence::load::run(presence::load::LoadConfig {
@@ -165,7 +189,20 @@ async fn main() -> anyhow::Result<()> {
         }
         Some(Command::Serve) | None => {
             let config = server_config(&cli.serve)?;
-            tracing::info!(?config, "starting presence server");
+            // Not `?config`: the Redis URI may carry a password.
+            tracing::info!(
+                backend = ?config.backend,
+                redis_uri = %redact_uri(&config.redis_uri),
+                bind = %config.bind,
+                port = config.http_port,
+                ttl_ms = config.ttl_ms,
+                "starting presence server"
+            );
+            if config.backend == BackendKind::Memory {
+                tracing::warn!(
+                    "presence is IN MEMORY: lost on restart and not shared with another presence server; use --backend redis in production"
+                );
+            }
             let server = presence::PresenceServer::start(config).await?;
             shutdown_signal().await;
             tracing::info!("shutting down");
@@ -221,6 +258,18 @@ mod tests {
         let c = server_config(&cli.serve).unwrap();
         assert_eq!(c.http_port, 8081);
         assert_eq!(c.backend, BackendKind::Memory);
+    }
+
+    #[test]
+    fn backend_choices_are_listed_and_uris_redacted() {
+        let e = Cli::try_parse_from(["presence-server", "--backend", "etcd"]).unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("redis") && msg.contains("memory"), "{msg}");
+        assert_eq!(
+            redact_uri("redis://u:hunter2@10.0.0.1:6379"),
+            "redis://u:***@10.0.0.1:6379"
+        );
+        assert_eq!(redact_uri("redis://10.0.0.1:6379"), "redis://10.0.0.1:6379");
     }
 
     #[test]

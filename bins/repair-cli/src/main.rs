@@ -2,11 +2,12 @@
 //! calls into `rpc::CityClient` and the `audit` crate; the checks themselves live in the library.
 //!
 //! Exit codes: 0 success; 1 error (unreachable city, bad answer, failed verification);
-//! 2 tx not found; 3 the audit found missing, corrupt or unproven shards.
+//! 2 usage error (clap's own); 3 tx not found; 4 the audit found missing, corrupt or
+//! unproven shards; 5 the tx is not Federated yet (`verify`).
 
 use anyhow::Context;
 use audit::{AuditReport, GrpcProbe, HolderProbe, audit_stripes, check_repaired};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use dag_core::TxId;
 use indicatif::{ProgressBar, ProgressStyle};
 use rpc::CityClient;
@@ -15,16 +16,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 const EXIT_ERROR: u8 = 1;
-const EXIT_NOT_FOUND: u8 = 2;
-const EXIT_AUDIT_FAILED: u8 = 3;
-const EXIT_NOT_FEDERATED: u8 = 4;
+// 2 is clap's usage error: no outcome of ours uses it.
+const EXIT_NOT_FOUND: u8 = 3;
+const EXIT_AUDIT_FAILED: u8 = 4;
+const EXIT_NOT_FEDERATED: u8 = 5;
 
 #[derive(Parser, Debug)]
 #[command(
     name = "repair-cli",
     version,
     about = "Get, repair and audit txs held by a City Chain city node",
-    after_help = "Exit codes: 0 ok, 1 error, 2 tx not found, 3 audit found problems."
+    after_help = "Exit codes: 0 ok, 1 error, 2 usage error, 3 tx not found, 4 audit found problems, 5 not Federated yet."
 )]
 struct Cli {
     /// The city node's gRPC address (host:port or http://host:port).
@@ -35,14 +37,22 @@ struct Cli {
         global = true
     )]
     city: String,
-    /// Deadline for each call to the city (get, repair, list) and to a light node (audit).
+    /// Deadline for each call to the city (get, repair, list) and to a light node (audit),
+    /// e.g. `10s`, `500ms`, `1m`.
     #[arg(
         long,
-        env = "REPAIR_TIMEOUT_MS",
-        default_value_t = 10_000,
+        env = "REPAIR_TIMEOUT",
+        default_value = "10s",
+        value_parser = humantime::parse_duration,
         global = true
     )]
-    timeout_ms: u64,
+    timeout: Duration,
+    /// The same deadline in milliseconds (older spelling; overrides --timeout).
+    #[arg(long, env = "REPAIR_TIMEOUT_MS", global = true, hide = true)]
+    timeout_ms: Option<u64>,
+    /// Log format on stderr.
+    #[arg(long, env = "REPAIR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -82,18 +92,45 @@ enum Cmd {
         #[arg(long)]
         save: Option<std::path::PathBuf>,
     },
+    /// Print a shell completion script.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Json => logs.json().init(),
+        LogFormat::Text => logs.init(),
+    }
+    if let Cmd::Completions { shell } = cli.cmd {
+        clap_complete::generate(
+            shell,
+            &mut Cli::command(),
+            "repair-cli",
+            &mut std::io::stdout(),
+        );
+        return ExitCode::SUCCESS;
+    }
     match run(cli).await {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
@@ -104,7 +141,7 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<u8> {
-    let timeout = Duration::from_millis(cli.timeout_ms);
+    let timeout = cli.timeout_ms.map_or(cli.timeout, Duration::from_millis);
     let client = tokio::time::timeout(timeout, CityClient::connect(&cli.city))
         .await
         .with_context(|| format!("city node {} did not answer within {timeout:?}", cli.city))?
@@ -118,6 +155,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             genesis,
             save,
         } => verify(&client, &tx_id, &genesis, save.as_deref(), timeout).await,
+        Cmd::Completions { .. } => Ok(0),
     }
 }
 
@@ -246,5 +284,39 @@ async fn audit(client: &CityClient, concurrency: usize, timeout: Duration) -> an
     } else {
         println!("audit FAILED: see the lines above");
         Ok(EXIT_AUDIT_FAILED)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn exit_codes_do_not_collide_with_clap_usage_errors() {
+        let e = Cli::try_parse_from(["repair-cli", "get"]).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        for code in [
+            EXIT_ERROR,
+            EXIT_NOT_FOUND,
+            EXIT_AUDIT_FAILED,
+            EXIT_NOT_FEDERATED,
+        ] {
+            assert_ne!(i32::from(code), e.exit_code());
+        }
+    }
+
+    #[test]
+    fn timeouts_are_readable_and_flags_follow_the_subcommand() {
+        let cli = Cli::try_parse_from(["repair-cli", "audit", "--timeout", "1m", "--city", "h:1"])
+            .unwrap();
+        assert_eq!(cli.timeout, Duration::from_secs(60));
+        assert_eq!(cli.city, "h:1");
+        let cli = Cli::try_parse_from(["repair-cli", "--timeout-ms", "250", "audit"]).unwrap();
+        assert_eq!(cli.timeout_ms, Some(250));
+        assert!(Cli::try_parse_from(["repair-cli", "audit", "--timeout", "soon"]).is_err());
+        let help = Cli::command().render_long_help().to_string();
+        assert!(help.contains("usage error"), "{help}");
+        assert!(Cli::try_parse_from(["repair-cli", "--log-format", "yaml", "audit"]).is_err());
     }
 }

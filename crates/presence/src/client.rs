@@ -456,26 +456,31 @@ impl PresenceStore for PresenceClient {
             }
         };
         let bytes = resp.bytes_stream();
+        // Frames decoded but not yet handed out, and the byte-level decoder.
+        let state = (
+            bytes,
+            crate::sse::SseDecoder::default(),
+            std::collections::VecDeque::<String>::new(),
+            false,
+        );
         let stream = futures::stream::unfold(
-            (bytes, String::new(), false),
-            |(mut bytes, mut buf, done)| async move {
+            state,
+            |(mut bytes, mut decoder, mut ready, done)| async move {
                 if done {
                     return None;
                 }
                 loop {
-                    if let Some(pos) = buf.find("\n\n") {
-                        let frame: String = buf.drain(..pos + 2).collect();
+                    if let Some(frame) = ready.pop_front() {
                         if let Some(item) = parse_frame(&frame) {
-                            return Some((item, (bytes, buf, false)));
+                            return Some((item, (bytes, decoder, ready, false)));
                         }
                         continue;
                     }
                     match bytes.next().await {
-                        Some(Ok(chunk)) => {
-                            buf.push_str(&String::from_utf8_lossy(&chunk).replace("\r\n", "\n"))
-                        }
+                        Some(Ok(chunk)) => ready.extend(decoder.push(&chunk)),
                         Some(Err(e)) => {
-                            return Some((Err(http_err("event stream", e)), (bytes, buf, true)));
+                            let err = Err(http_err("event stream", e));
+                            return Some((err, (bytes, decoder, ready, true)));
                         }
                         None => return None,
                     }

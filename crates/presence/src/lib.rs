@@ -64,6 +64,7 @@ mod metrics_setup;
 mod redis;
 mod redis_process;
 mod server;
+mod sse;
 mod store;
 mod sweeper;
 mod types;
