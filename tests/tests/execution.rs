@@ -46,7 +46,22 @@ async fn submit(net: &Devnet, live: &[usize], txs: &[SignedTx]) -> Vec<TxId> {
     }
     let mut ids = Vec::new();
     for (k, tx) in txs.iter().enumerate() {
-        let s = clients[k % clients.len()].submit(tx).await.unwrap();
+        let c = &clients[k % clients.len()];
+        // An honest UNAVAILABLE (holders slow to answer on a loaded machine) is submitted
+        // again, as a wallet would, at most 5 times.
+        let mut tries = 0;
+        let s = loop {
+            match c.submit(tx).await {
+                Ok(s) => break s,
+                Err(rpc::ClientError::Rejected(rej))
+                    if rej.code == rpc::RejectCode::Unavailable && tries < 5 =>
+                {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => panic!("tx {k}: {e}"),
+            }
+        };
         assert_eq!(s.state, TxState::Held, "tx {k}: {s:?}");
         ids.push(s.tx_id);
     }

@@ -1,7 +1,9 @@
 //! Seeded simulation of cross-city transfers between two cities over a lossy network
 //! (delays, drops, duplicates, forged messages) with the receiver city partitioned for a
 //! while: every transfer ends completed exactly once or refunded exactly once, supply is
-//! conserved at every step, balances equal a reference computed from the verdicts.
+//! conserved at every step, balances equal a reference computed from the verdicts, and a
+//! second representative per city (restarted from its encoded state now and then) ends
+//! with the same root.
 //! `SIM_SEED=<n>` replays one seed; the failing seed is printed.
 
 use dag_core::{AccountId, CityId, Hash32, TxId};
@@ -64,6 +66,9 @@ struct City {
     book: CrossBook,
     funds: BTreeMap<AccountId, u64>,
     skew: i64,
+    /// A second representative of the same committee, fed the same committed calls and
+    /// restarted from its encoded state now and then: it must end in the same state.
+    replica: (CrossBook, BTreeMap<AccountId, u64>),
 }
 
 impl City {
@@ -98,6 +103,10 @@ fn run(seed: u64, tally: &mut Tally) {
         .map(|c| City {
             book: CrossBook::new(names[c].clone()),
             funds: (0..ACCOUNTS).map(|i| (acct(c, i), OPENING)).collect(),
+            replica: (
+                CrossBook::new(names[c].clone()),
+                (0..ACCOUNTS).map(|i| (acct(c, i), OPENING)).collect(),
+            ),
             skew: rng.below(601) as i64 - 300,
         })
         .collect();
@@ -141,7 +150,10 @@ fn run(seed: u64, tally: &mut Tally) {
             };
             let before = cities[from].funds.clone();
             let c = &mut cities[from];
-            match c.book.send(&mut c.funds, tr.clone(), &Directory) {
+            let twin = c.replica.0.send(&mut c.replica.1, tr.clone(), &Directory);
+            let outcome = c.book.send(&mut c.funds, tr.clone(), &Directory);
+            assert_eq!(outcome, twin);
+            match outcome {
                 SendOutcome::Escrowed => {
                     assert!(!to_unknown);
                     sent.insert(tr.id, (from, tr.clone(), t));
@@ -248,6 +260,11 @@ fn run(seed: u64, tally: &mut Tally) {
                 tally,
             );
         }
+        // A representative of a city is killed and restarts from its persisted state.
+        if rng.chance(1) {
+            let c = &mut cities[rng.below(2) as usize];
+            c.replica.0 = CrossBook::decode(&c.replica.0.encode()).expect("book decodes");
+        }
         // Conservation: balances + escrows, minus the escrows whose credit already
         // happened in the other city (the money is counted there; the escrow is released
         // when the answer arrives).
@@ -265,6 +282,11 @@ fn run(seed: u64, tally: &mut Tally) {
         t += STEP_MS;
     }
 
+    // Both representatives of each city agree (state root and balances).
+    for c in &cities {
+        assert_eq!(c.book.root(), c.replica.0.root());
+        assert_eq!(c.funds, c.replica.1);
+    }
     // Everything settled, each exactly once, matching the receiver's verdict.
     let mut reference: [BTreeMap<AccountId, i128>; 2] = Default::default();
     for (c, r) in reference.iter_mut().enumerate() {
@@ -322,7 +344,10 @@ fn deliver(
         Msg::Out(out) => {
             let before = c.funds.clone();
             let first = c.book.in_verdict(&out.body.id).is_none();
-            match c.book.receive(&mut c.funds, &out, now, &Directory) {
+            let twin = c.replica.0.receive(&mut c.replica.1, &out, now, &Directory);
+            let got = c.book.receive(&mut c.funds, &out, now, &Directory);
+            assert_eq!(got, twin);
+            match got {
                 Ok(ans) => {
                     if first && ans.verdict == Verdict::Credited {
                         *credited.entry(out.body.id).or_default() += 1;
@@ -340,7 +365,10 @@ fn deliver(
         }
         Msg::Answer(ans) => {
             let before = (c.funds.clone(), c.book.escrowed());
-            match c.book.settle(&mut c.funds, &ans, &Directory) {
+            let twin = c.replica.0.settle(&mut c.replica.1, &ans, &Directory);
+            let got = c.book.settle(&mut c.funds, &ans, &Directory);
+            assert_eq!(got, twin);
+            match got {
                 Ok(s @ (Settled::Completed | Settled::Refunded)) => {
                     assert!(settled.insert(ans.body.id, s).is_none(), "settled twice");
                     open.remove(&ans.body.id);

@@ -235,3 +235,42 @@ fn balance_hooks_are_atomic_with_the_checkpoint() {
     assert_eq!(l.account(&b).unwrap().unwrap().balance, 150);
     assert_eq!(l.total_supply().unwrap(), 200);
 }
+
+#[test]
+fn nonces_consumed_by_other_state_machines_are_the_accounts_nonces() {
+    let dir = tempfile::tempdir().unwrap();
+    let (u, alloc) = setup(2, 100);
+    let (a, b) = (account(&u[0]), account(&u[1]));
+    let l = Ledger::open(&dir.path().join("l.redb"), &alloc, LedgerConfig::default()).unwrap();
+    let system_tx = dag_core::TxId::from_bytes([9; 32]);
+    // Checkpoint 0: a transfer at nonce 0, then (the hook) a staking request at nonce 1.
+    let t0 = transfer(&u[0], b, 10, 0);
+    l.apply_with(0, 0, std::slice::from_ref(&t0), |bal| {
+        assert!(
+            bal.nonce_used(&a, 0)?,
+            "the transfer's nonce, same checkpoint"
+        );
+        assert!(!bal.nonce_used(&a, 1)?);
+        bal.use_nonce(&a, 1, &system_tx)
+    })
+    .unwrap();
+    assert_eq!(l.account(&a).unwrap().unwrap().next_nonce, 2);
+    // Checkpoint 1: a transfer reusing the staking request's nonce fails.
+    let t1 = transfer(&u[0], b, 10, 1);
+    l.apply(1, 1, std::slice::from_ref(&t1)).unwrap();
+    assert_eq!(
+        l.outcome(&t1.id()).unwrap().unwrap().1,
+        Outcome::Failed(FailReason::NonceReused { nonce: 1 })
+    );
+    // Checkpoint 2: a hook reusing the transfer's nonce is refused and applies nothing.
+    let t2 = transfer(&u[0], b, 10, 2);
+    let e = l
+        .apply_with(2, 2, std::slice::from_ref(&t2), |bal| {
+            bal.use_nonce(&a, 0, &system_tx)
+        })
+        .unwrap_err();
+    assert!(matches!(e, Error::NonceReused { nonce: 0, .. }), "{e}");
+    assert_eq!(l.next_seq(), 2);
+    assert_eq!(l.outcome(&t2.id()).unwrap(), None);
+    assert_eq!(l.account(&a).unwrap().unwrap().balance, 90);
+}
