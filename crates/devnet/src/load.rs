@@ -10,7 +10,7 @@ use dag_core::{CityId, Position, PositionMethod, SignedTx, Tx, TxId};
 use futures::StreamExt;
 use pqc::{Keypair, MlDsa87, sign_tx};
 use rayon::prelude::*;
-use rpc::{CityClient, RejectCode, TxState};
+use rpc::{CityClient, TxState};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -206,7 +206,7 @@ pub async fn open_loop(
     txs: &[SignedTx],
     rate: f64,
 ) -> Result<OpenLoopOutcome> {
-    if clients.is_empty() || !(rate > 0.0) {
+    if clients.is_empty() || !rate.is_finite() || rate <= 0.0 {
         return Err(measurement("open loop needs a client and a positive rate"));
     }
     let n = txs.len();
@@ -300,11 +300,6 @@ fn tokio_stream_of<T: Send + 'static>(
     mut rx: tokio::sync::mpsc::UnboundedReceiver<T>,
 ) -> impl futures::Stream<Item = T> + Send + 'static {
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
-}
-
-/// True when `code` says the city could not take the tx now (load shedding).
-pub fn is_shed(code: RejectCode) -> bool {
-    matches!(code, RejectCode::Overloaded | RejectCode::Unavailable)
 }
 
 #[cfg(test)]

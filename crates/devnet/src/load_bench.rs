@@ -409,12 +409,12 @@ fn spawn(
             .arg(&dir)
             .arg("--city-id")
             .arg(crate::CITY);
+        // Every node its own /metrics port (the default, :9700, would collide).
+        let m = free_port(&dir)?;
+        metrics = Some(m);
+        c.arg("--metrics-listen").arg(m.to_string());
         if role == "city" {
-            let m = free_port(&dir)?;
-            metrics = Some(m);
-            c.arg("--metrics-listen")
-                .arg(m.to_string())
-                .arg("--lat")
+            c.arg("--lat")
                 .arg(crate::CITY_POS.0.to_string())
                 .arg("--lon")
                 .arg(crate::CITY_POS.1.to_string());
