@@ -77,6 +77,12 @@ enum Cmd {
         batch_interval_ms: Option<u64>,
         // ---- end issue 17 ----
     },
+    // ---- issue 18: bench ----
+    /// Measure the Held path with the roles as separate processes (presence, light nodes,
+    /// one city node): open-loop load at 50/80/100 % of the peak, latency quantiles, CPU per
+    /// Held tx of each role beside raw ML-DSA-87 verify measured in the same run.
+    Bench(BenchArgs),
+    // ---- end issue 18 ----
     /// Write a local network's layout (keys, genesis file, ports, manifest) without
     /// starting it.
     Genesis(LocalnetArgs),
@@ -198,6 +204,57 @@ fn print_manifest(m: &devnet::localnet::Manifest, dir: &std::path::Path) {
         dir.display()
     );
 }
+
+// ---- issue 18: bench ----
+#[derive(clap::Args, Debug)]
+struct BenchArgs {
+    /// Directory for the processes' data and logs (default: a temporary one).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Light nodes.
+    #[arg(long, default_value_t = 6)]
+    lights: usize,
+    /// Submission streams (one connection each).
+    #[arg(long, default_value_t = 4)]
+    streams: usize,
+    /// Seconds of load per rated run.
+    #[arg(long, default_value_t = 8.0)]
+    run_secs: f64,
+    /// Txs offered in the peak run.
+    #[arg(long, default_value_t = 12_000)]
+    peak_txs: usize,
+    /// A known peak in Held tx/s (skips the peak run).
+    #[arg(long)]
+    peak: Option<f64>,
+    /// Fractions of the peak to offer, one run each.
+    #[arg(long, value_delimiter = ',', default_values_t = vec![0.5, 0.8, 1.0])]
+    fractions: Vec<f64>,
+    /// Node links in plaintext instead of mutual TLS.
+    #[arg(long)]
+    insecure: bool,
+    /// The `city-node` binary the node processes run (default: this one).
+    #[arg(long)]
+    city_node_bin: Option<PathBuf>,
+}
+
+impl BenchArgs {
+    fn config(&self) -> devnet::load_bench::BenchConfig {
+        let mut c = devnet::load_bench::BenchConfig::new();
+        c.dir = self.dir.clone();
+        c.lights = self.lights;
+        c.streams = self.streams;
+        c.run_secs = self.run_secs;
+        c.peak_txs = self.peak_txs;
+        c.peak = self.peak;
+        c.fractions = self.fractions.clone();
+        c.insecure = self.insecure;
+        if let Some(b) = &self.city_node_bin {
+            c.city_node_bin = b.clone();
+        }
+        c
+    }
+}
+// ---- end issue 18 ----
 
 #[derive(clap::Args, Debug, Clone)]
 struct RunArgs {
@@ -467,6 +524,11 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Regions { cmd } => regions::run(cmd),
         Cmd::Stake(args) => stake::run(args).await,
         Cmd::Wallet { cmd } => wallet_cmd::run(cmd).await,
+        Cmd::Bench(args) => {
+            let report = devnet::load_bench::run(&args.config()).await?;
+            println!("{}", report.render());
+            Ok(())
+        }
         Cmd::Genesis(args) => {
             let m = devnet::localnet::Localnet::generate(&args.config())?;
             print_manifest(&m, &args.dir);

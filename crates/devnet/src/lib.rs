@@ -10,6 +10,8 @@
 pub mod demo;
 mod devnet;
 mod error;
+pub mod load;
+pub mod load_bench;
 pub mod localnet;
 
 pub use devnet::{CITY, CITY_POS, DevLight, Devnet, DevnetConfig};

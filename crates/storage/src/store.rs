@@ -46,6 +46,10 @@ pub struct StoreConfig {
     /// Most bytes the store file may grow to (`u64::MAX` = no limit, the default); past it
     /// writes fail as on a full disk.
     pub max_file_bytes: u64,
+    /// redb's page cache, bytes. Default 16 MiB (redb's own default is 1 GiB, which a light
+    /// node on a phone or a small board cannot spare); shards are written once and read
+    /// rarely, so a small cache costs little.
+    pub cache_bytes: usize,
 }
 
 impl Default for StoreConfig {
@@ -54,6 +58,7 @@ impl Default for StoreConfig {
             quota_bytes: 1 << 30,
             min_free_bytes: 64 << 20,
             max_file_bytes: u64::MAX,
+            cache_bytes: 16 << 20,
         }
     }
 }
@@ -103,7 +108,7 @@ impl ShardStore {
     pub fn open(path: impl AsRef<Path>, config: StoreConfig) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
         let cap = FileCap::new(config.max_file_bytes);
-        let db = open_file(&path, &cap)?;
+        let db = open_file(&path, &cap, config.cache_bytes)?;
         Self::init(db, config, Some(path), cap)
     }
 
@@ -230,7 +235,7 @@ impl ShardStore {
         })?;
         // Close first: redb allows one open handle per file.
         drop(guard.take());
-        let reopened = open_file(path, &self.cap).and_then(|db| {
+        let reopened = open_file(path, &self.cap, self.config.cache_bytes).and_then(|db| {
             init_tables(&db)?;
             let report = check_all(&db)?;
             Ok((db, report))
@@ -246,7 +251,7 @@ impl ShardStore {
             }
             Err(e) => {
                 // Leave a handle in place so reads keep working where they can.
-                *guard = open_file(path, &self.cap).ok();
+                *guard = open_file(path, &self.cap, self.config.cache_bytes).ok();
                 Err(e)
             }
         }
@@ -504,10 +509,11 @@ impl ShardStore {
     }
 }
 
-fn open_file(path: &Path, cap: &FileCap) -> Result<Database> {
+fn open_file(path: &Path, cap: &FileCap, cache_bytes: usize) -> Result<Database> {
     let backend = CappedFileBackend::open(path, cap.clone())
         .map_err(|e| Error::db("open", redb::Error::Io(e)))?;
     Database::builder()
+        .set_cache_size(cache_bytes)
         .create_with_backend(backend)
         .map_err(|e| Error::db("open", e))
 }

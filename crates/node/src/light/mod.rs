@@ -273,6 +273,7 @@ pub async fn start_light(cfg: &LightConfig, keypair: Keypair) -> Result<LightHan
         quota_bytes: cfg.quota_bytes,
         min_free_bytes: cfg.min_free_bytes,
         max_file_bytes: cfg.max_store_file_bytes,
+        ..StoreConfig::default()
     };
     let (store, quarantined) = ShardStore::open_or_quarantine(&path, store_cfg, runtime::now_ms())?;
     if let Some(aside) = &quarantined {

@@ -1,5 +1,6 @@
-//! Micro-batching: admitted txs wait in a bounded queue and are cut into micro-batches on
-//! size, bytes or time, with a bound on micro-batches in flight. When txs compete for a
+//! Micro-batching: admitted txs wait in a bounded queue and are cut into a micro-batch
+//! whenever a placement slot frees (natural batching: batches grow with the load), with a
+//! bound on micro-batches in flight and a short flush timer only when the pipeline is idle. When txs compete for a
 //! micro-batch slot they are served by their flag: the urgent lane first, then by kind
 //! (CHECKPOINT > REPAIR_ACK > REPAIR_REQ > POH_ACK > POH_REQUEST > FRESH_TX > SYSTEM_TX),
 //! first come first served among equals; oversize txs take their own path (micro-batches
@@ -187,14 +188,17 @@ impl Queues {
     }
 }
 
-/// Collects pending txs into micro-batches: a batch is cut when a slot is free, from the
-/// best-placed waiting txs of one path, and flushed at `max_batch_txs`, `max_batch_bytes`,
-/// or `flush_after` after it was started.
+/// Collects pending txs into micro-batches, naturally: a batch is cut as soon as a
+/// placement slot is free, from the best waiting txs of one path (up to `max_batch_txs` /
+/// `max_batch_bytes`), without waiting for more — so batches grow with the load while
+/// slots are busy and stay small when it is light. Only when the pipeline is idle (no
+/// other micro-batch in flight) does a lone tx wait up to `flush_after` for company.
 pub(super) async fn batcher(p: std::sync::Weak<Pipeline>, mut rx: mpsc::Receiver<Pending>) {
     let Some(cfg) = p.upgrade().map(|p| p.cfg.clone()) else {
         return;
     };
-    let slots = Arc::new(Semaphore::new(cfg.max_batches_in_flight.max(1)));
+    let in_flight = cfg.max_batches_in_flight.max(1);
+    let slots = Arc::new(Semaphore::new(in_flight));
     let mut q = Queues {
         heaps: [BinaryHeap::new(), BinaryHeap::new()],
         seq: 0,
@@ -219,40 +223,42 @@ pub(super) async fn batcher(p: std::sync::Weak<Pipeline>, mut rx: mpsc::Receiver
         if open {
             open = q.drain(&mut rx);
         }
+        // Idle (this is the only slot taken): a short wait lets a burst share one stripe.
+        if open && slots.available_permits() + 1 == in_flight && q.len() < cfg.max_batch_txs {
+            let deadline = tokio::time::Instant::now() + cfg.flush_after;
+            while open && q.len() < cfg.max_batch_txs {
+                match tokio::time::timeout_at(deadline, rx.recv()).await {
+                    Ok(Some(next)) => {
+                        q.push(next);
+                        open = q.drain(&mut rx);
+                    }
+                    Ok(None) => open = false,
+                    Err(_) => break,
+                }
+            }
+        }
         let Some(path) = q.best_path() else {
             continue;
         };
-        let deadline = tokio::time::Instant::now() + cfg.flush_after;
         let mut batch: Vec<Pending> = Vec::new();
         let mut bytes = 0;
         let mut abandoned = 0u64;
         while batch.len() < cfg.max_batch_txs && bytes < cfg.max_batch_bytes {
-            if let Some(next) = q.heaps[path].pop() {
-                pipeline.waiting.fetch_sub(1, Ordering::SeqCst);
-                // A tx whose admission stopped waiting (it expired in the working set)
-                // is not stored.
-                if next.p.reply.is_closed() {
-                    abandoned += 1;
-                    continue;
-                }
-                bytes += next.p.tx.signed().encoded_len();
-                metrics::counter!("citychain_pipeline_batched_total",
-                    "kind" => next.p.priority.kind.name(), "lane" => next.p.priority.lane())
-                .increment(1);
-                batch.push(next.p);
+            let Some(next) = q.heaps[path].pop() else {
+                break;
+            };
+            pipeline.waiting.fetch_sub(1, Ordering::SeqCst);
+            // A tx whose admission stopped waiting (it expired in the working set) is not
+            // stored.
+            if next.p.reply.is_closed() {
+                abandoned += 1;
                 continue;
             }
-            if !open {
-                break;
-            }
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(next)) => {
-                    q.push(next);
-                    open = q.drain(&mut rx);
-                }
-                Ok(None) => open = false,
-                Err(_) => break,
-            }
+            bytes += next.p.tx.signed().encoded_len();
+            metrics::counter!("citychain_pipeline_batched_total",
+                "kind" => next.p.priority.kind.name(), "lane" => next.p.priority.lane())
+            .increment(1);
+            batch.push(next.p);
         }
         if abandoned > 0 {
             metrics::counter!("citychain_pipeline_abandoned_total").increment(abandoned);
@@ -264,6 +270,9 @@ pub(super) async fn batcher(p: std::sync::Weak<Pipeline>, mut rx: mpsc::Receiver
         let path_name = if path == 1 { "oversize" } else { "normal" };
         metrics::histogram!("citychain_micro_batch_txs", "path" => path_name)
             .record(batch.len() as f64);
+        metrics::histogram!("citychain_micro_batch_bytes", "path" => path_name)
+            .record(bytes as f64);
+        metrics::counter!("citychain_stripes_cut_total", "path" => path_name).increment(1);
         tokio::spawn(async move {
             pipeline.store_batch(batch).await;
             drop(permit);

@@ -276,7 +276,7 @@ impl Pipeline {
             })
             .await;
         let (entries, shards, layout) = match encoded {
-            Ok(Ok(v)) => v,
+            Ok(Ok((entries, shards, layout))) => (Arc::new(entries), shards, layout),
             Ok(Err(e)) => return fail_all(batch, PipelineError::Storage(e)),
             Err(e) => return fail_all(batch, e),
         };
@@ -322,8 +322,9 @@ impl Pipeline {
                 Err(e) => failures.push(format!("shard {index}: {e}")),
             }
             if receipts.len() >= needed && waiting.is_some() {
-                // Enough to answer: persist and reply now, keep placing the rest.
-                match self.persist(&layout, &receipts, &entries) {
+                // Enough to answer: persist (a durable redb commit, on the blocking pool,
+                // not on a runtime worker) and reply now, keep placing the rest.
+                match self.persist_off_runtime(&layout, &receipts, &entries).await {
                     Ok(held) => {
                         if let Some(b) = waiting.take() {
                             metrics::histogram!("citychain_hold_seconds")
@@ -354,7 +355,7 @@ impl Pipeline {
             ),
             None if receipts.len() > needed => {
                 // Background placements finished after the answer: record them too.
-                if let Err(e) = self.persist(&layout, &receipts, &entries) {
+                if let Err(e) = self.persist_off_runtime(&layout, &receipts, &entries).await {
                     tracing::error!(stripe = %layout.stripe_id.short(), error = %e, "could not record late receipts");
                 }
             }
@@ -363,6 +364,29 @@ impl Pipeline {
         if !failures.is_empty() {
             tracing::warn!(stripe = %layout.stripe_id.short(), failures = %failures.join("; "), "some shards were not placed");
         }
+    }
+}
+
+impl Pipeline {
+    /// [`Pipeline::persist`] on the blocking pool: the commit's fsync never holds a
+    /// runtime worker.
+    async fn persist_off_runtime(
+        self: &Arc<Self>,
+        layout: &StripeLayout,
+        receipts: &[(SignedReceipt, NodeId)],
+        entries: &Arc<Vec<storage::TxIndexEntry>>,
+    ) -> std::result::Result<super::HeldTx, PipelineError> {
+        let (me, layout, receipts, entries) = (
+            self.clone(),
+            layout.clone(),
+            receipts.to_vec(),
+            entries.clone(),
+        );
+        crate::runtime::run_blocking("stripe index", move || {
+            me.persist(&layout, &receipts, &entries)
+        })
+        .await
+        .map_err(|_| PipelineError::Stopped)?
     }
 }
 
