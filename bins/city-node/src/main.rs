@@ -258,7 +258,7 @@ impl BenchArgs {
 
 #[derive(clap::Args, Debug, Clone)]
 struct RunArgs {
-    /// TOML config file (sections [node] [city] [light] [presence] …, see `config print`);
+    /// TOML config file (sections `[node]` `[city]` `[light]` `[presence]` …, see `config print`);
     /// environment, --set and flags override its values.
     #[arg(long, env = "CITY_CONFIG")]
     config: Option<PathBuf>,

@@ -555,17 +555,10 @@ impl RedisPresenceStore {
         })
     }
 
-    /// Waits until [`RedisStoreConfig::min_replica_acks`] replicas hold every write made so
-    /// far on this connection (`WAIT`, on the primary of the store's slot); fewer within
-    /// the response timeout is `Unavailable`.
-    async fn replicated(&self, conn: &mut Conn, op: &'static str) -> Result<()> {
-        if self.replica_acks == 0 {
-            return Ok(());
-        }
-        let wait_ms = (self.response_timeout.as_millis() as u64 / 2).max(1);
-        let mut cmd = ::redis::cmd("WAIT");
-        cmd.arg(self.replica_acks).arg(wait_ms);
-        let value = match conn {
+    /// Runs `cmd` on the server that holds the store's keys (on a cluster: the primary of
+    /// their slot, whatever the command's own routing would be).
+    async fn on_primary(&self, conn: &mut Conn, cmd: Cmd) -> ::redis::RedisResult<Value> {
+        match conn {
             Conn::Single(c) => cmd.query_async::<Value>(c).await,
             Conn::Sentinel(c) => cmd.query_async::<Value>(c).await,
             Conn::Cluster(c) => {
@@ -577,7 +570,22 @@ impl RedisPresenceStore {
                 .await
             }
         }
-        .map_err(|e| Error::redis(op, e))?;
+    }
+
+    /// Waits until [`RedisStoreConfig::min_replica_acks`] replicas hold every write made so
+    /// far on this connection (`WAIT`, on the primary of the store's slot); fewer within
+    /// the response timeout is `Unavailable`.
+    async fn replicated(&self, conn: &mut Conn, op: &'static str) -> Result<()> {
+        if self.replica_acks == 0 {
+            return Ok(());
+        }
+        let wait_ms = (self.response_timeout.as_millis() as u64 / 2).max(1);
+        let mut cmd = ::redis::cmd("WAIT");
+        cmd.arg(self.replica_acks).arg(wait_ms);
+        let value = self
+            .on_primary(conn, cmd)
+            .await
+            .map_err(|e| Error::redis(op, e))?;
         let acked = ::redis::from_redis_value::<u32>(value).map_err(|e| Error::Corrupt {
             what: format!("WAIT answer to {op}"),
             detail: e.to_string(),
@@ -868,19 +876,9 @@ impl PresenceStore for RedisPresenceStore {
         let mut publish = ::redis::cmd("PUBLISH");
         publish.arg(&self.channel).arg(marker);
         let mut conn = self.conn.clone();
-        match &mut conn {
-            Conn::Single(c) => publish.query_async::<Value>(c).await,
-            Conn::Sentinel(c) => publish.query_async::<Value>(c).await,
-            Conn::Cluster(c) => {
-                let route = Route::with_key(self.zset.as_bytes(), SlotAddr::Master);
-                c.route_command(
-                    publish,
-                    RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route)),
-                )
-                .await
-            }
-        }
-        .map_err(|e| Error::redis("subscribe", e))?;
+        self.on_primary(&mut conn, publish)
+            .await
+            .map_err(|e| Error::redis("subscribe", e))?;
         let seen = tokio::time::timeout(self.response_timeout, async {
             loop {
                 match rx.recv().await {

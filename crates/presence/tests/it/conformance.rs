@@ -33,14 +33,21 @@ fn memory() -> Harness {
     }
 }
 
-async fn redis() -> Harness {
-    let server = RedisProcess::start().expect("redis-server (apt-get install -y redis-server)");
+/// A store on `uri` under `prefix`, trusting `ca` for TLS, with its own clock; `server`
+/// kept alive with it.
+async fn on_redis(
+    uri: String,
+    prefix: String,
+    ca: Option<&std::path::Path>,
+    server: Option<RedisProcess>,
+) -> Harness {
     let clock = Arc::new(ManualClock::new(1_700_000_000_000));
     let store = RedisPresenceStore::connect(
         RedisStoreConfig {
-            uri: server.uri(),
+            uri,
             ttl: Duration::from_millis(TTL_MS),
-            key_prefix: "conformance".into(),
+            key_prefix: prefix,
+            tls_ca_file: ca.map(std::path::Path::to_path_buf),
             ..RedisStoreConfig::default()
         },
         clock.clone(),
@@ -50,51 +57,23 @@ async fn redis() -> Harness {
     Harness {
         store: Arc::new(store),
         clock,
-        _redis: Some(server),
+        _redis: server,
     }
+}
+
+async fn redis() -> Harness {
+    let server = RedisProcess::start().expect("redis-server (apt-get install -y redis-server)");
+    on_redis(server.uri(), "conformance".into(), None, Some(server)).await
 }
 
 /// A store on `cluster` under its own key prefix (`{conformance-k}`), with its own clock.
 async fn on_cluster(cluster: &RedisCluster, k: usize) -> Harness {
-    let clock = Arc::new(ManualClock::new(1_700_000_000_000));
-    let store = RedisPresenceStore::connect(
-        RedisStoreConfig {
-            uri: cluster.uri(),
-            ttl: Duration::from_millis(TTL_MS),
-            key_prefix: format!("conformance-{k}"),
-            ..RedisStoreConfig::default()
-        },
-        clock.clone(),
-    )
-    .await
-    .unwrap();
-    Harness {
-        store: Arc::new(store),
-        clock,
-        _redis: None,
-    }
+    on_redis(cluster.uri(), format!("conformance-{k}"), None, None).await
 }
 
 /// A store over TLS (`rediss://`) on `server`, trusting `ca`, under its own prefix.
 async fn over_tls(server: &RedisProcess, ca: &std::path::Path, k: usize) -> Harness {
-    let clock = Arc::new(ManualClock::new(1_700_000_000_000));
-    let store = RedisPresenceStore::connect(
-        RedisStoreConfig {
-            uri: server.uri(),
-            ttl: Duration::from_millis(TTL_MS),
-            key_prefix: format!("conformance-tls-{k}"),
-            tls_ca_file: Some(ca.to_path_buf()),
-            ..RedisStoreConfig::default()
-        },
-        clock.clone(),
-    )
-    .await
-    .unwrap();
-    Harness {
-        store: Arc::new(store),
-        clock,
-        _redis: None,
-    }
+    on_redis(server.uri(), format!("conformance-tls-{k}"), Some(ca), None).await
 }
 
 macro_rules! conformance {
