@@ -226,7 +226,7 @@ async fn unreachable_city_is_a_clear_error() {
 
 /// Two holders of a stripe crash but stay listed live: every shard left proves, yet only
 /// k = 4 distinct holders remain. The audit says the stripe is one loss from unrecoverable
-/// and exits 3; repair brings it back to six distinct holders and the audit passes.
+/// and exits 4; repair brings it back to six distinct holders and the audit passes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_flags_a_stripe_one_loss_from_unrecoverable_and_exits_4() {
     let dir = tempfile::tempdir().unwrap();

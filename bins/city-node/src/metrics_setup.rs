@@ -3,14 +3,18 @@
 
 use dag_core::Role;
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder};
-use node::metrics_catalog::{COUNT_BUCKETS, LATENCY_BUCKETS, describe_all};
+use node::metrics_catalog::{BYTES_BUCKETS, COUNT_BUCKETS, LATENCY_BUCKETS, describe_all};
 use std::net::SocketAddr;
 
 /// The builder with buckets set (shared by [`install`] and the test).
 fn builder() -> Result<PrometheusBuilder, BuildError> {
     PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)?
-        .set_buckets_for_metric(Matcher::Suffix("_txs".into()), COUNT_BUCKETS)
+        .set_buckets_for_metric(Matcher::Suffix("_txs".into()), COUNT_BUCKETS)?
+        .set_buckets_for_metric(
+            Matcher::Full("citychain_micro_batch_bytes".into()),
+            BYTES_BUCKETS,
+        )
 }
 
 /// Serves `/metrics` on `addr` and registers every metric's HELP text.

@@ -37,6 +37,11 @@ pub const COUNT_BUCKETS: &[f64] = &[
     1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
 ];
 
+/// Buckets of byte-size histograms (bytes per micro-batch): 1 KiB to 4 MiB.
+pub const BYTES_BUCKETS: &[f64] = &[
+    1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 2097152.0, 4194304.0,
+];
+
 /// Every metric, sorted by name.
 pub const METRICS: &[MetricHelp] = &[
     MetricHelp {
@@ -73,6 +78,11 @@ pub const METRICS: &[MetricHelp] = &[
         name: "citychain_batch_interval_seconds",
         kind: MetricKind::Gauge,
         help: "The representative's current proposal interval, seconds.",
+    },
+    MetricHelp {
+        name: "citychain_budget_refusals_total",
+        kind: MetricKind::Counter,
+        help: "Node server requests or streams refused RESOURCE_EXHAUSTED by a budget (by budget: method_size, peer_bytes, server_bytes, rate).",
     },
     MetricHelp {
         name: "citychain_build_info",
@@ -200,6 +210,16 @@ pub const METRICS: &[MetricHelp] = &[
         help: "Bytes of shards this light node stores.",
     },
     MetricHelp {
+        name: "citychain_lights_not_admitted",
+        kind: MetricKind::Gauge,
+        help: "Light nodes in the city's view that are not admitted to placement (allow-list or stake).",
+    },
+    MetricHelp {
+        name: "citychain_micro_batch_bytes",
+        kind: MetricKind::Histogram,
+        help: "Bytes of txs per micro-batch cut for the light nodes (by path).",
+    },
+    MetricHelp {
         name: "citychain_micro_batch_txs",
         kind: MetricKind::Histogram,
         help: "Txs per micro-batch sent to the light nodes.",
@@ -313,6 +333,11 @@ pub const METRICS: &[MetricHelp] = &[
         name: "citychain_stripes_colocated",
         kind: MetricKind::Gauge,
         help: "Stripes with two or more shards on one holder.",
+    },
+    MetricHelp {
+        name: "citychain_stripes_cut_total",
+        kind: MetricKind::Counter,
+        help: "Micro-batches cut into stripes (by path).",
     },
     MetricHelp {
         name: "citychain_stripes_one_loss_from_unrecoverable",
