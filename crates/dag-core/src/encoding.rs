@@ -121,6 +121,24 @@ impl<'a> Reader<'a> {
     pub fn u16(&mut self, field: &'static str) -> Result<u16, DecodeError> {
         Ok(u16::from_le_bytes(self.array(field)?))
     }
+    /// A u8 element count, at most `max` (`TooLong` otherwise).
+    pub fn count_u8(&mut self, field: &'static str, max: usize) -> Result<usize, DecodeError> {
+        let n = usize::from(self.u8(field)?);
+        Self::check_len(field, n, max)?;
+        Ok(n)
+    }
+    /// A u16 element count, at most `max` (`TooLong` otherwise).
+    pub fn count_u16(&mut self, field: &'static str, max: usize) -> Result<usize, DecodeError> {
+        let n = usize::from(self.u16(field)?);
+        Self::check_len(field, n, max)?;
+        Ok(n)
+    }
+    /// A u32 element count, at most `max` (`TooLong` otherwise).
+    pub fn count_u32(&mut self, field: &'static str, max: usize) -> Result<usize, DecodeError> {
+        let n = self.u32(field)? as usize;
+        Self::check_len(field, n, max)?;
+        Ok(n)
+    }
     /// u32, little endian.
     pub fn u32(&mut self, field: &'static str) -> Result<u32, DecodeError> {
         Ok(u32::from_le_bytes(self.array(field)?))
@@ -155,7 +173,11 @@ impl<'a> Reader<'a> {
         Self::check_len(field, len, max)?;
         self.take(len, field)
     }
-    fn check_len(field: &'static str, len: usize, max: usize) -> Result<(), DecodeError> {
+    pub(crate) fn check_len(
+        field: &'static str,
+        len: usize,
+        max: usize,
+    ) -> Result<(), DecodeError> {
         if len > max {
             return Err(DecodeError::TooLong { field, len, max });
         }

@@ -493,14 +493,7 @@ fn decode_sized_path(
     let mut r = Reader::new(bytes);
     let a = r.u64(names[0])?;
     let b = r.u64(names[1])?;
-    let n = r.u8("path")? as usize;
-    if n > max {
-        return Err(DecodeError::TooLong {
-            field: "path",
-            len: n,
-            max,
-        });
-    }
+    let n = r.count_u8("path", max)?;
     let mut path = Vec::with_capacity(n.min(r.remaining() / 32));
     for _ in 0..n {
         path.push(Hash32(r.bytes32("path hash")?));

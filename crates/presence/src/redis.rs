@@ -674,14 +674,7 @@ impl RedisPresenceStore {
             .invoke_async(&mut conn)
             .await
             .map_err(|e| Error::redis("heartbeat", e))?;
-        match ok {
-            1 => Ok(()),
-            -1 => Err(Error::Unauthorized {
-                node,
-                reason: AuthFailure::BadSession,
-            }),
-            _ => Err(Error::UnknownNode(node)),
-        }
+        session_answer(node, ok)
     }
 
     async fn logout_inner(&self, node: NodeId, session: Option<SessionHash>) -> Result<()> {
@@ -699,14 +692,20 @@ impl RedisPresenceStore {
             .await
             .map_err(|e| Error::redis("logout", e))?;
         self.replicated(&mut conn, "logout").await?;
-        match removed {
-            1 => Ok(()),
-            -1 => Err(Error::Unauthorized {
-                node,
-                reason: AuthFailure::BadSession,
-            }),
-            _ => Err(Error::UnknownNode(node)),
-        }
+        session_answer(node, removed)
+    }
+}
+
+/// What the heartbeat and logout scripts answer: 1 done, -1 the session does not match,
+/// anything else the node is not online.
+fn session_answer(node: NodeId, answer: i64) -> Result<()> {
+    match answer {
+        1 => Ok(()),
+        -1 => Err(Error::Unauthorized {
+            node,
+            reason: AuthFailure::BadSession,
+        }),
+        _ => Err(Error::UnknownNode(node)),
     }
 }
 

@@ -154,14 +154,7 @@ impl BatchHeader {
         let round = r.u64("round")?;
         let author = NodeId::from_bytes(r.bytes32("author")?);
         let timestamp_ms = r.u64("timestamp_ms")?;
-        let n_parents = r.u16("parents")? as usize;
-        if n_parents > MAX_PARENTS {
-            return Err(DecodeError::TooLong {
-                field: "parents",
-                len: n_parents,
-                max: MAX_PARENTS,
-            });
-        }
+        let n_parents = r.count_u16("parents", MAX_PARENTS)?;
         let mut parents = Vec::with_capacity(n_parents.min(r.remaining() / 32));
         for _ in 0..n_parents {
             parents.push(BatchDigest(Hash32(r.bytes32("parent")?)));
@@ -175,26 +168,14 @@ impl BatchHeader {
                     reason: "a version 2 header carries at least one weak link (without, it is version 1)",
                 });
             }
-            if n > MAX_WEAK_LINKS {
-                return Err(DecodeError::TooLong {
-                    field: "weak links",
-                    len: n,
-                    max: MAX_WEAK_LINKS,
-                });
-            }
+            Reader::check_len("weak links", n, MAX_WEAK_LINKS)?;
             weak_links.reserve(n.min(r.remaining() / 32));
             for _ in 0..n {
                 weak_links.push(BatchDigest(Hash32(r.bytes32("weak link")?)));
             }
         }
         let n_items = r.u32("items")? as usize;
-        if n_items > MAX_BATCH_ITEMS {
-            return Err(DecodeError::TooLong {
-                field: "batch items",
-                len: n_items,
-                max: MAX_BATCH_ITEMS,
-            });
-        }
+        Reader::check_len("batch items", n_items, MAX_BATCH_ITEMS)?;
         let mut items = Vec::with_capacity(n_items.min(r.remaining() / 33));
         for _ in 0..n_items {
             let kind = r.u8("item kind")?;

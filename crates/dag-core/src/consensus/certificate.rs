@@ -66,14 +66,7 @@ impl Certificate {
 
     pub(crate) fn read(r: &mut Reader<'_>) -> std::result::Result<Self, DecodeError> {
         let batch = SignedBatch::read(r)?;
-        let n = r.u16("votes")? as usize;
-        if n > MAX_PARENTS {
-            return Err(DecodeError::TooLong {
-                field: "votes",
-                len: n,
-                max: MAX_PARENTS,
-            });
-        }
+        let n = r.count_u16("votes", MAX_PARENTS)?;
         // Each vote takes at least 34 input bytes (voter, signature length).
         let mut votes = Vec::with_capacity(n.min(r.remaining() / 34));
         for _ in 0..n {

@@ -67,14 +67,7 @@ impl Checkpoint {
         let sequence = r.u64("sequence")?;
         let leader_round = r.u64("leader_round")?;
         let leader = BatchDigest(Hash32(r.bytes32("leader")?));
-        let n = r.u32("batches")? as usize;
-        if n > max_batches {
-            return Err(DecodeError::TooLong {
-                field: "batches",
-                len: n,
-                max: max_batches,
-            });
-        }
+        let n = r.count_u32("batches", max_batches)?;
         let mut batches = Vec::with_capacity(n.min(r.remaining() / 32));
         for _ in 0..n {
             batches.push(BatchDigest(Hash32(r.bytes32("batch")?)));

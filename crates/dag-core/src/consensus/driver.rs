@@ -177,14 +177,7 @@ impl Message {
             3 => {
                 let mut r = Reader::new(rest);
                 let have_round = r.u64("have_round")?;
-                let n = r.u16("digests")? as usize;
-                if n > MAX_FETCH {
-                    return Err(DecodeError::TooLong {
-                        field: "digests",
-                        len: n,
-                        max: MAX_FETCH,
-                    });
-                }
+                let n = r.count_u16("digests", MAX_FETCH)?;
                 let mut digests = Vec::with_capacity(n.min(r.remaining() / 32));
                 for _ in 0..n {
                     digests.push(BatchDigest(Hash32(r.bytes32("digest")?)));
@@ -197,14 +190,7 @@ impl Message {
             }
             4 => {
                 let mut r = Reader::new(rest);
-                let n = r.u16("certificates")? as usize;
-                if n > MAX_FETCH {
-                    return Err(DecodeError::TooLong {
-                        field: "certificates",
-                        len: n,
-                        max: MAX_FETCH,
-                    });
-                }
+                let n = r.count_u16("certificates", MAX_FETCH)?;
                 let mut certs = Vec::with_capacity(n.min(r.remaining() / 64));
                 for _ in 0..n {
                     certs.push(Certificate::decode(

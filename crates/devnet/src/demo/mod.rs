@@ -211,7 +211,7 @@ async fn held_rate(
         path: std::env::temp_dir(),
         source: e,
     })?;
-    let net = Devnet::start(
+    let net = start_devnet(
         DevnetConfig {
             lights: cfg.lights,
             reps,
@@ -220,18 +220,9 @@ async fn held_rate(
             ..DevnetConfig::default()
         },
         dir.path(),
+        &format!("TLS cost run (tls = {tls})"),
     )
     .await?;
-    if !net
-        .wait_for_lights(cfg.lights, Duration::from_secs(20))
-        .await
-    {
-        return Err(Error::Measurement(format!(
-            "TLS cost run (tls = {tls}): the city sees {} of {} light nodes after 20 s",
-            net.city_view_lights(),
-            cfg.lights
-        )));
-    }
     let all: Vec<usize> = (0..reps).collect();
     let (h, _) = load::spawn_load(cfg.streams, &targets(&net, &all), txs, 0, None).await?;
     let o = join_load(h).await?;
@@ -294,7 +285,7 @@ pub async fn run(cfg: &DemoConfig) -> Result<DemoReport> {
     // durability phase names a node.
     let corrupting = (cfg.fault == DemoFault::CorruptShards)
         .then(|| Arc::new(faults::CorruptingTransport::default()));
-    let mut net = Devnet::start(
+    let mut net = start_devnet(
         DevnetConfig {
             lights: cfg.lights,
             reps,
@@ -305,18 +296,9 @@ pub async fn run(cfg: &DemoConfig) -> Result<DemoReport> {
             ..DevnetConfig::default()
         },
         dir.path(),
+        "the demo's devnet",
     )
     .await?;
-    if !net
-        .wait_for_lights(cfg.lights, Duration::from_secs(20))
-        .await
-    {
-        return Err(Error::Measurement(format!(
-            "the city sees {} of {} light nodes after 20 s",
-            net.city_view_lights(),
-            cfg.lights
-        )));
-    }
     let all: Vec<usize> = (0..reps).collect();
     let n_after = (cfg.txs * cfg.after_kill_percent.min(100) / 100).max(1);
     let (first_txs, second_txs) = txs.split_at(cfg.txs.saturating_sub(n_after));
@@ -536,6 +518,20 @@ pub async fn run(cfg: &DemoConfig) -> Result<DemoReport> {
     Ok(report)
 }
 
+/// Starts a devnet and waits (≤ 20 s) until its city sees every light node; `what` names
+/// the run in the error.
+async fn start_devnet(config: DevnetConfig, dir: &std::path::Path, what: &str) -> Result<Devnet> {
+    let lights = config.lights;
+    let net = Devnet::start(config, dir).await?;
+    if !net.wait_for_lights(lights, Duration::from_secs(20)).await {
+        return Err(Error::Measurement(format!(
+            "{what}: the city sees {} of {lights} light nodes after 20 s",
+            net.city_view_lights(),
+        )));
+    }
+    Ok(net)
+}
+
 /// Kills `cfg.kill` light nodes (the first abruptly), waits for every representative to
 /// see it and for re-replication back to n holders, then restores every held tx from its
 /// stripe and a sample one at a time through the repair path.
@@ -595,47 +591,57 @@ async fn durability(
     // that lost holders is restored right away from the shards still reachable. A stripe
     // counts only if its manifest still names the departed holders after the restore (so
     // re-replication had not yet run for it).
-    let mut degraded = (0, 0);
-    for p in &pipelines {
-        for (m, _) in p.manifests().map_err(cfg_err)? {
-            let down = |m: &storage::StripeManifest| {
-                m.holders
+    // The departures are watched while the restores run: how long the representatives take
+    // to see them does not depend on what this driver does meanwhile.
+    let restore_degraded = async {
+        let mut degraded = (0, 0);
+        let mut holders_down = 0;
+        for p in &pipelines {
+            for (m, _) in p.manifests().map_err(cfg_err)? {
+                let down = |m: &storage::StripeManifest| {
+                    m.holders
+                        .iter()
+                        .filter(|h| h.is_some_and(|h| gone.contains(&h)))
+                        .count()
+                };
+                if down(&m) == 0 {
+                    continue;
+                }
+                let result = p.restore_stripe(m.stripe_id()).await;
+                let still_down = p
+                    .manifests()
+                    .map_err(cfg_err)?
                     .iter()
-                    .filter(|h| h.is_some_and(|h| gone.contains(&h)))
-                    .count()
-            };
-            if down(&m) == 0 {
-                continue;
-            }
-            let result = p.restore_stripe(m.stripe_id()).await;
-            let still_down = p
-                .manifests()
-                .map_err(cfg_err)?
-                .iter()
-                .find(|(n, _)| n.stripe_id() == m.stripe_id())
-                .is_some_and(|(n, _)| down(n) == down(&m));
-            if !still_down {
-                continue;
-            }
-            degraded.1 += 1;
-            report.degraded_holders_down = report.degraded_holders_down.max(down(&m));
-            match result {
-                Ok(list) if !list.is_empty() => degraded.0 += 1,
-                Ok(_) => tracing::error!(stripe = %m.stripe_id().short(), "stripe restored empty"),
-                Err(e) => {
-                    tracing::error!(stripe = %m.stripe_id().short(), error = %e, "stripe did not restore with holders down")
+                    .find(|(n, _)| n.stripe_id() == m.stripe_id())
+                    .is_some_and(|(n, _)| down(n) == down(&m));
+                if !still_down {
+                    continue;
+                }
+                degraded.1 += 1;
+                holders_down = holders_down.max(down(&m));
+                match result {
+                    Ok(list) if !list.is_empty() => degraded.0 += 1,
+                    Ok(_) => {
+                        tracing::error!(stripe = %m.stripe_id().short(), "stripe restored empty")
+                    }
+                    Err(e) => {
+                        tracing::error!(stripe = %m.stripe_id().short(), error = %e, "stripe did not restore with holders down")
+                    }
                 }
             }
         }
-    }
+        Ok::<_, Error>((degraded, holders_down))
+    };
+    let watch = async {
+        net.wait_for_lights(cfg.lights - kill, cfg.detect_bound)
+            .await
+            .then(|| t_kill.elapsed())
+    };
+    let (degraded, detect_time) = tokio::join!(restore_degraded, watch);
+    let (degraded, holders_down) = degraded?;
     report.degraded_restored = degraded;
-
-    if net
-        .wait_for_lights(cfg.lights - kill, cfg.detect_bound)
-        .await
-    {
-        report.detect_time = Some(t_kill.elapsed());
-    }
+    report.degraded_holders_down = holders_down;
+    report.detect_time = detect_time;
     let deadline = Instant::now() + cfg.rereplicate_wait;
     loop {
         let mut at_n = 0;
