@@ -6,7 +6,6 @@
 
 use dag_core::TxId;
 use devnet::{CITY_POS, Devnet, DevnetConfig};
-use node::PipelineConfig;
 use pqc::Keypair;
 use rpc::{CityClient, TxState};
 use std::time::Duration;
@@ -54,16 +53,7 @@ async fn get_repair_and_audit_against_a_devnet() {
     // Short heartbeats so the city sees its light nodes quickly; a long presence TTL so a
     // crashed holder stays in the city's live view (listed, but silent) and the background
     // re-replication does not race the operator's repair.
-    let cfg = DevnetConfig {
-        lights: 8,
-        heartbeat: Duration::from_millis(200),
-        presence_ttl: Duration::from_secs(120),
-        pipeline: PipelineConfig {
-            call_timeout: Duration::from_secs(3),
-            ..PipelineConfig::default()
-        },
-        ..DevnetConfig::default()
-    };
+    let cfg = DevnetConfig::crashed_stay_listed(8, Duration::from_secs(3));
     let mut net = Devnet::start(cfg, dir.path()).await.unwrap();
     assert!(net.wait_for_lights(8, Duration::from_secs(20)).await);
     let city = net.city().addr().to_string();
@@ -230,16 +220,8 @@ async fn unreachable_city_is_a_clear_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_flags_a_stripe_one_loss_from_unrecoverable_and_exits_4() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = DevnetConfig {
-        lights: 8,
-        heartbeat: Duration::from_millis(200),
-        presence_ttl: Duration::from_secs(120),
-        pipeline: PipelineConfig {
-            call_timeout: Duration::from_secs(3),
-            ..PipelineConfig::default()
-        },
-        ..DevnetConfig::default()
-    };
+    // Crashed holders stay listed (silent): re-replication does not race the repair.
+    let cfg = DevnetConfig::crashed_stay_listed(8, Duration::from_secs(3));
     let mut net = Devnet::start(cfg, dir.path()).await.unwrap();
     assert!(net.wait_for_lights(8, Duration::from_secs(20)).await);
     let city = net.city().addr().to_string();

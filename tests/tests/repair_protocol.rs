@@ -23,18 +23,8 @@ use std::time::Duration;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repair_through_repair_request_and_ack_with_two_holders_gone() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = DevnetConfig {
-        lights: 8,
-        heartbeat: Duration::from_millis(200),
-        // Crashed holders stay listed (silent), so background re-replication does not race
-        // the repair.
-        presence_ttl: Duration::from_secs(120),
-        pipeline: PipelineConfig {
-            call_timeout: Duration::from_secs(2),
-            ..PipelineConfig::default()
-        },
-        ..DevnetConfig::default()
-    };
+    // Crashed holders stay listed (silent): re-replication does not race the repair.
+    let cfg = DevnetConfig::crashed_stay_listed(8, Duration::from_secs(2));
     let mut net = Devnet::start(cfg, dir.path()).await.unwrap();
     assert!(net.wait_for_lights(8, Duration::from_secs(20)).await);
     let client = CityClient::connect(&net.city().addr().to_string())

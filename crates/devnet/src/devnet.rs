@@ -83,6 +83,24 @@ impl std::fmt::Debug for DevnetConfig {
     }
 }
 
+impl DevnetConfig {
+    /// A devnet for repair tests: `lights` light nodes on short heartbeats, a presence TTL
+    /// of two minutes so a crashed holder stays listed (live, but silent) and background
+    /// re-replication does not race the repair under test, and `call_timeout` per call.
+    pub fn crashed_stay_listed(lights: usize, call_timeout: Duration) -> Self {
+        DevnetConfig {
+            lights,
+            heartbeat: Duration::from_millis(200),
+            presence_ttl: Duration::from_secs(120),
+            pipeline: PipelineConfig {
+                call_timeout,
+                ..PipelineConfig::default()
+            },
+            ..DevnetConfig::default()
+        }
+    }
+}
+
 impl Default for DevnetConfig {
     fn default() -> Self {
         DevnetConfig {
