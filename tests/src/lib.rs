@@ -66,3 +66,13 @@ pub fn tokyo_payment(
         from,
     )
 }
+
+/// How the tests' clients submit again after an `UNAVAILABLE` answer, as a wallet does:
+/// 6 attempts, 200 ms doubling, capped at 2 s.
+pub const WALLET_RETRY: resilience::RetryPolicy = resilience::RetryPolicy {
+    max_attempts: 6,
+    base_delay: std::time::Duration::from_millis(200),
+    multiplier: 2.0,
+    max_delay: std::time::Duration::from_secs(2),
+    jitter: resilience::Jitter::Equal,
+};

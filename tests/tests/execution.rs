@@ -48,20 +48,11 @@ async fn submit(net: &Devnet, live: &[usize], txs: &[SignedTx]) -> Vec<TxId> {
     for (k, tx) in txs.iter().enumerate() {
         let c = &clients[k % clients.len()];
         // An honest UNAVAILABLE (holders slow to answer on a loaded machine) is submitted
-        // again, as a wallet would, at most 5 times.
-        let mut tries = 0;
-        let s = loop {
-            match c.submit(tx).await {
-                Ok(s) => break s,
-                Err(rpc::ClientError::Rejected(rej))
-                    if rej.code == rpc::RejectCode::Unavailable && tries < 5 =>
-                {
-                    tries += 1;
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-                Err(e) => panic!("tx {k}: {e}"),
-            }
-        };
+        // again, as a wallet would.
+        let s = c
+            .submit_retrying(tx, &e2e::WALLET_RETRY)
+            .await
+            .unwrap_or_else(|e| panic!("tx {k}: {e}"));
         assert_eq!(s.state, TxState::Held, "tx {k}: {s:?}");
         ids.push(s.tx_id);
     }

@@ -47,7 +47,10 @@ async fn submit(addr: String, txs: Vec<SignedTx>) -> Vec<(TxId, u64)> {
             // it again. Anything else fails the test.
             Err(ClientError::Rejected(rej)) if rej.code == RejectCode::Unavailable => {
                 eprintln!("tx {i} to {addr}: {rej}; submitting it again");
-                resubmit(&client, &txs_again[i as usize]).await
+                client
+                    .submit_retrying(&txs_again[i as usize], &e2e::WALLET_RETRY)
+                    .await
+                    .unwrap_or_else(|e| panic!("resubmitting tx {i} to {addr}: {e}"))
             }
             Err(e) => panic!("tx {i} to {addr}: {e}"),
         };
@@ -57,25 +60,6 @@ async fn submit(addr: String, txs: Vec<SignedTx>) -> Vec<(TxId, u64)> {
     }
     assert_eq!(held.len(), n);
     held
-}
-
-/// Submits `tx` again after an `UNAVAILABLE` answer, at most 5 times, 200 ms apart.
-async fn resubmit(client: &CityClient, tx: &SignedTx) -> rpc::Submitted {
-    let mut last = None;
-    for _ in 0..5 {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        match client.submit(tx).await {
-            Ok(s) => return s,
-            Err(ClientError::Rejected(rej)) if rej.code == RejectCode::Unavailable => {
-                last = Some(rej)
-            }
-            Err(e) => panic!("resubmitting {}: {e}", tx.id()),
-        }
-    }
-    panic!(
-        "{} still unavailable after 5 submissions: {last:?}",
-        tx.id()
-    )
 }
 
 /// Waits until the representative at `addr` answers Held (its view holds enough light nodes

@@ -38,6 +38,27 @@ impl CityClient {
         .await
     }
 
+    /// Submits `tx`, and again after an `UNAVAILABLE` rejection, with `policy`'s backoff:
+    /// that answer means Held's promise could not be kept in time and nothing of the tx
+    /// stayed, so submitting it again is safe (what a wallet does). Any other error, or the
+    /// last `UNAVAILABLE` once the attempts are used up, is returned.
+    pub async fn submit_retrying(
+        &self,
+        tx: &SignedTx,
+        policy: &resilience::RetryPolicy,
+    ) -> Result<Submitted> {
+        resilience::retry(
+            policy,
+            None,
+            |e: &ClientError| {
+                matches!(e, ClientError::Rejected(r) if r.code == crate::RejectCode::Unavailable)
+            },
+            |_| self.submit(tx),
+        )
+        .await
+        .map_err(resilience::RetryError::into_inner)
+    }
+
     /// Submits a request as given (for tools that send deliberately malformed messages).
     pub async fn submit_raw(&self, req: pb::SubmitTxRequest) -> Result<Submitted> {
         let resp = self.inner.clone().submit_tx(req).await?.into_inner();
@@ -246,5 +267,129 @@ fn submitted_from(resp: pb::SubmitTxResponse) -> Result<Submitted> {
                 tx_id,
             )))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{CityApi, NodeStatus, RejectCode, Rejection, TxRecord};
+    use dag_core::{CityId, Position, PositionMethod, Tx};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::time::Duration;
+
+    /// Answers `code` to the first `failures` submissions, Held after.
+    struct Flaky {
+        failures: u32,
+        code: RejectCode,
+        calls: AtomicU32,
+    }
+
+    impl CityApi for Flaky {
+        async fn submit(&self, tx: SignedTx) -> std::result::Result<Submitted, Rejection> {
+            if self.calls.fetch_add(1, Ordering::SeqCst) < self.failures {
+                return Err(Rejection::new(self.code, "holders too slow", Some(tx.id())));
+            }
+            Ok(Submitted {
+                tx_id: tx.id(),
+                state: TxState::Held,
+                receipts: Vec::new(),
+            })
+        }
+        async fn get(&self, _id: TxId) -> std::result::Result<Option<TxRecord>, Rejection> {
+            Ok(None)
+        }
+        async fn status(&self) -> NodeStatus {
+            NodeStatus {
+                node_id: NodeId::from_bytes([0; 32]),
+                role: "test".into(),
+                version: "0".into(),
+                uptime_ms: 0,
+                stored_txs: 0,
+                counters: Vec::new(),
+            }
+        }
+    }
+
+    /// Serves `api` on a loopback port; the client and the server task.
+    async fn serve(api: Arc<Flaky>) -> (CityClient, tokio::task::JoinHandle<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(crate::CityNodeService::new(api).into_server())
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+                .await
+                .unwrap();
+        });
+        (
+            CityClient::connect(&addr.to_string()).await.unwrap(),
+            server,
+        )
+    }
+
+    fn tx() -> SignedTx {
+        let key = pqc::Keypair::generate();
+        let tx = Tx::fresh(
+            key.account_id(),
+            key.account_id(),
+            1,
+            0,
+            1_767_225_600_000,
+            CityId::new("tokyo").unwrap(),
+            Position::from_degrees(35.6895, 139.6917).unwrap(),
+            PositionMethod::Gps,
+        );
+        pqc::sign_tx(tx, &key)
+    }
+
+    const FAST: resilience::RetryPolicy = resilience::RetryPolicy {
+        max_attempts: 4,
+        base_delay: Duration::from_millis(1),
+        multiplier: 2.0,
+        max_delay: Duration::from_millis(5),
+        jitter: resilience::Jitter::Equal,
+    };
+
+    #[tokio::test]
+    async fn unavailable_is_submitted_again_until_held() {
+        let api = Arc::new(Flaky {
+            failures: 3,
+            code: RejectCode::Unavailable,
+            calls: AtomicU32::new(0),
+        });
+        let (client, server) = serve(api.clone()).await;
+        let tx = tx();
+        let s = client.submit_retrying(&tx, &FAST).await.unwrap();
+        assert_eq!((s.state, s.tx_id), (TxState::Held, tx.id()));
+        assert_eq!(api.calls.load(Ordering::SeqCst), 4);
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn unavailable_past_the_attempts_and_other_rejections_are_returned() {
+        let api = Arc::new(Flaky {
+            failures: 10,
+            code: RejectCode::Unavailable,
+            calls: AtomicU32::new(0),
+        });
+        let (client, server) = serve(api.clone()).await;
+        let e = client.submit_retrying(&tx(), &FAST).await.unwrap_err();
+        assert!(matches!(e, ClientError::Rejected(r) if r.code == RejectCode::Unavailable));
+        assert_eq!(api.calls.load(Ordering::SeqCst), 4);
+        server.abort();
+
+        // Any other rejection is final: one call.
+        let api = Arc::new(Flaky {
+            failures: 10,
+            code: RejectCode::NonceReused,
+            calls: AtomicU32::new(0),
+        });
+        let (client, server) = serve(api.clone()).await;
+        let e = client.submit_retrying(&tx(), &FAST).await.unwrap_err();
+        assert!(matches!(e, ClientError::Rejected(r) if r.code == RejectCode::NonceReused));
+        assert_eq!(api.calls.load(Ordering::SeqCst), 1);
+        server.abort();
     }
 }

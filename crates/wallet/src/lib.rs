@@ -179,7 +179,13 @@ pub async fn send(addr: &str, key: &Keypair, t: &Transfer, now_ms: u64) -> Resul
         PositionMethod::Gps,
     );
     let signed = pqc::sign_tx(tx, key);
-    let id = client.submit(&signed).await.map_err(node_err)?.tx_id;
+    // UNAVAILABLE (Held's promise not kept in time; nothing of the tx stayed) is submitted
+    // again with the default backoff.
+    let id = client
+        .submit_retrying(&signed, &resilience::RetryPolicy::default())
+        .await
+        .map_err(node_err)?
+        .tx_id;
     let start = tokio::time::Instant::now();
     let mut state = None;
     loop {
