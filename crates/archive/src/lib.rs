@@ -55,7 +55,7 @@ pub use error::{Error, Result};
 pub use keys::ArchiveKeys;
 #[cfg(feature = "mongodb")]
 pub use mongo_backend::{MongoArchive, MongoConfig};
-pub use port::{Archive, ArchiveConfig, DEFAULT_RETENTION, PutOutcome};
+pub use port::{Archive, ArchiveConfig, DEFAULT_CACHE_BYTES, DEFAULT_RETENTION, PutOutcome};
 pub use record::{ArchiveEntry, ArchivedTx, DagNode, MAX_PARENTS};
 pub use redb_backend::{
     ARCHIVE_FILE, DEFAULT_REWRAP_CHUNK, KEYRING_FILE, RedbArchive, RewrapStats,

@@ -23,12 +23,19 @@ pub const DEFAULT_RETENTION: Duration = Duration::from_secs(180 * 24 * 3600);
 pub struct ArchiveConfig {
     /// How long a record is kept, counted from its archive time. Default 180 days.
     pub retention: Duration,
+    /// Page cache of the embedded (redb) store, bytes. Default 32 MiB (redb's own default,
+    /// 1 GiB, let the archive's memory grow with history).
+    pub cache_bytes: usize,
 }
+
+/// Default page cache of the embedded archive store: 32 MiB.
+pub const DEFAULT_CACHE_BYTES: usize = 32 << 20;
 
 impl Default for ArchiveConfig {
     fn default() -> Self {
         ArchiveConfig {
             retention: DEFAULT_RETENTION,
+            cache_bytes: DEFAULT_CACHE_BYTES,
         }
     }
 }

@@ -112,7 +112,10 @@ impl RedbArchive {
                 source,
             })?;
         }
-        let db = Database::create(path).map_err(redb_err("open"))?;
+        let db = Database::builder()
+            .set_cache_size(config.cache_bytes)
+            .create(path)
+            .map_err(redb_err("open"))?;
         let w = db.begin_write().map_err(redb_err("begin write"))?;
         {
             w.open_table(RECORDS).map_err(redb_err("open table"))?;

@@ -5,6 +5,25 @@
 use crate::{Error, Result};
 use redb::{Database, WriteTransaction};
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// The page cache each of a node's redb databases gets by default: 16 MiB (redb's own
+/// default is 1 GiB per database, and a city opens eight, so its memory grew with history).
+pub const DEFAULT_DB_CACHE_BYTES: usize = 16 << 20;
+
+static DB_CACHE_BYTES: AtomicUsize = AtomicUsize::new(DEFAULT_DB_CACHE_BYTES);
+
+/// Sets the page cache of every redb database this process opens from now on (the
+/// operator's `[node] db_cache_mib`). A process runs one node's configuration, so this is
+/// process-wide.
+pub fn set_db_cache_bytes(bytes: usize) {
+    DB_CACHE_BYTES.store(bytes, Ordering::Relaxed);
+}
+
+/// The page cache each redb database opened now gets (see [`set_db_cache_bytes`]).
+pub fn db_cache_bytes() -> usize {
+    DB_CACHE_BYTES.load(Ordering::Relaxed)
+}
 
 /// Maps a redb error on the database at `path` to [`Error::Store`].
 pub(crate) fn db_err(path: &Path) -> impl Fn(redb::Error) -> Error + '_ {
@@ -29,7 +48,10 @@ pub(crate) fn open_db(
         })?;
     }
     let err = db_err(path);
-    let db = Database::create(path).map_err(|e| err(e.into()))?;
+    let db = Database::builder()
+        .set_cache_size(db_cache_bytes())
+        .create(path)
+        .map_err(|e| err(e.into()))?;
     let w = db.begin_write().map_err(|e| err(e.into()))?;
     init(&w).map_err(|e| err(e.into()))?;
     w.commit().map_err(|e| err(e.into()))?;
@@ -56,6 +78,7 @@ pub(crate) fn open_db_capped(
     let backend =
         storage::CappedFileBackend::open(path, cap.clone()).map_err(|e| err(redb::Error::Io(e)))?;
     let db = Database::builder()
+        .set_cache_size(db_cache_bytes())
         .create_with_backend(backend)
         .map_err(|e| err(e.into()))?;
     let w = db.begin_write().map_err(|e| err(e.into()))?;

@@ -19,6 +19,7 @@ pub use addr::advertised_addr;
 pub(crate) use blocking::{off_reactor, run_blocking};
 pub use budget::{BudgetConfig, BudgetLayer, BudgetService, SMALL_REQUEST_BYTES, method_limit};
 pub use clock::{SystemClock, now_ms};
+pub use db::{DEFAULT_DB_CACHE_BYTES, db_cache_bytes, set_db_cache_bytes};
 pub(crate) use db::{db_err, open_db, open_db_capped};
 pub(crate) use net::{bind, health_and_reflection, health_reporter_and_reflection};
 pub use server::{LIMITS, MAX_CONNECTIONS, MAX_PENDING_HANDSHAKES, ServerHandle, ServerLimits};
