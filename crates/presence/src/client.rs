@@ -162,6 +162,23 @@ impl PresenceClient {
         }
     }
 
+    /// A heartbeat or logout: POSTs `node` and its session token to `path`; 404 means
+    /// presence does not know the node.
+    async fn session_call(&self, what: &'static str, path: &str, node: NodeId) -> Result<()> {
+        let session = self.session_for(node)?;
+        self.call(what, &self.breaker, || {
+            self.http
+                .post(self.url(path))
+                .json(&json!({ "node_id": node, "session": session }))
+        })
+        .await
+        .map(|_| ())
+        .map_err(|e| match e {
+            Error::UnexpectedStatus { status: 404, .. } => Error::UnknownNode(node),
+            e => e.about(node),
+        })
+    }
+
     /// The current session token for `node` (`UnknownNode` if it has not logged in, so
     /// callers log in as they would after presence forgot them).
     fn session_for(&self, node: NodeId) -> Result<SessionToken> {
@@ -361,33 +378,12 @@ impl PresenceStore for PresenceClient {
     }
 
     async fn heartbeat(&self, node: NodeId) -> Result<()> {
-        let session = self.session_for(node)?;
-        self.call("heartbeat", &self.breaker, || {
-            self.http
-                .post(self.url("/presence/heartbeat"))
-                .json(&json!({ "node_id": node, "session": session }))
-        })
-        .await
-        .map(|_| ())
-        .map_err(|e| match e {
-            Error::UnexpectedStatus { status: 404, .. } => Error::UnknownNode(node),
-            e => e.about(node),
-        })
+        self.session_call("heartbeat", "/presence/heartbeat", node)
+            .await
     }
 
     async fn logout(&self, node: NodeId) -> Result<()> {
-        let session = self.session_for(node)?;
-        self.call("logout", &self.breaker, || {
-            self.http
-                .post(self.url("/presence/logout"))
-                .json(&json!({ "node_id": node, "session": session }))
-        })
-        .await
-        .map(|_| ())
-        .map_err(|e| match e {
-            Error::UnexpectedStatus { status: 404, .. } => Error::UnknownNode(node),
-            e => e.about(node),
-        })
+        self.session_call("logout", "/presence/logout", node).await
     }
 
     async fn list(&self, filter: &ListFilter) -> Result<Vec<NodeInfo>> {
