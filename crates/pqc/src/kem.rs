@@ -1210,13 +1210,13 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn wrong_key_fails_cleanly() {
-        let a = KemKeypair::generate(NtruParams::default());
-        let b = KemKeypair::generate(NtruParams::default());
+    /// Another key of the same KEM cannot unwrap; a forged pair (b's secret under a's
+    /// public key, same key id) fails to unwrap and is refused by `from_bytes`.
+    fn wrong_key_and_forged_pair_fail_cleanly(kem: Kem) {
+        let a = KemKeypair::generate(kem);
+        let b = KemKeypair::generate(kem);
         let w = a.wrap(&DataKey::generate().unwrap()).unwrap();
         assert!(matches!(b.unwrap(&w), Err(KemError::KeyMismatch { .. })));
-        // A forged pair: b's secret under a's public key (same key id) cannot unwrap.
         let forged = KemKeypair {
             public: a.public().clone(),
             secret: Zeroizing::new(b.secret_bytes().to_vec()),
@@ -1225,15 +1225,15 @@ mod tests {
             forged.unwrap(&w),
             Err(KemError::UnwrapFailed { .. })
         ));
-        // And from_bytes refuses such a pair.
         assert!(matches!(
-            KemKeypair::from_bytes(
-                NtruParams::default(),
-                a.public().as_bytes(),
-                b.secret_bytes()
-            ),
+            KemKeypair::from_bytes(kem, a.public().as_bytes(), b.secret_bytes()),
             Err(KemError::Malformed { .. })
         ));
+    }
+
+    #[test]
+    fn wrong_key_fails_cleanly() {
+        wrong_key_and_forged_pair_fail_cleanly(Kem::from(NtruParams::default()));
     }
 
     #[test]
@@ -1332,22 +1332,7 @@ mod tests {
 
     #[test]
     fn ml_kem_wrong_key_and_forged_pair_fail_cleanly() {
-        let a = KemKeypair::generate(Kem::MlKem1024);
-        let b = KemKeypair::generate(Kem::MlKem1024);
-        let w = a.wrap(&DataKey::generate().unwrap()).unwrap();
-        assert!(matches!(b.unwrap(&w), Err(KemError::KeyMismatch { .. })));
-        let forged = KemKeypair {
-            public: a.public().clone(),
-            secret: Zeroizing::new(b.secret_bytes().to_vec()),
-        };
-        assert!(matches!(
-            forged.unwrap(&w),
-            Err(KemError::UnwrapFailed { .. })
-        ));
-        assert!(matches!(
-            KemKeypair::from_bytes(Kem::MlKem1024, a.public().as_bytes(), b.secret_bytes()),
-            Err(KemError::Malformed { .. })
-        ));
+        wrong_key_and_forged_pair_fail_cleanly(Kem::MlKem1024);
         // An NTRU wrapping presented to an ML-KEM key of the same id cannot happen (the id
         // covers the KEM byte), and a KEM byte swapped in the encoding changes the length.
         let ntru = KemKeypair::generate(Kem::default());
