@@ -283,8 +283,8 @@ impl FedServer {
     ) -> Result<Self> {
         let (listener, addr) = crate::runtime::bind(listen).await?;
         let (health, reflection, reflection_alpha) = crate::runtime::health_and_reflection(
-            "citychain.v1.Federation",
-            &["citychain.v1.Federation"],
+            "citychain.v1.FederationService",
+            &["citychain.v1.FederationService"],
         )
         .await?;
         let svc = rpc::FederationService::new(handler).into_server();

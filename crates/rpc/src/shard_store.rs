@@ -1,4 +1,4 @@
-//! The `ShardStore` gRPC service that light nodes serve (proto/shardstore.proto): a
+//! The `ShardStore` gRPC service that light nodes serve (proto/citychain/v1/shardstore.proto): a
 //! [`ShardHolder`] trait in storage/dag-core terms, the tonic adapter
 //! [`ShardStoreService`], and a typed [`ShardStoreClient`].
 //!
@@ -150,8 +150,8 @@ impl<T: ShardHolder> ShardStoreService<T> {
     }
 
     /// The tonic server, accepting messages up to [`MAX_SHARD_MESSAGE_BYTES`].
-    pub fn into_server(self) -> pb::shard_store_server::ShardStoreServer<Self> {
-        pb::shard_store_server::ShardStoreServer::new(self)
+    pub fn into_server(self) -> pb::shard_store_service_server::ShardStoreServiceServer<Self> {
+        pb::shard_store_service_server::ShardStoreServiceServer::new(self)
             .max_decoding_message_size(MAX_SHARD_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_SHARD_MESSAGE_BYTES)
     }
@@ -159,10 +159,10 @@ impl<T: ShardHolder> ShardStoreService<T> {
 
 /// The stream `GetShard` answers with.
 pub type ShardChunkStream =
-    futures::stream::Iter<std::vec::IntoIter<std::result::Result<pb::ShardChunk, Status>>>;
+    futures::stream::Iter<std::vec::IntoIter<std::result::Result<pb::GetShardResponse, Status>>>;
 
 #[tonic::async_trait]
-impl<T: ShardHolder> pb::shard_store_server::ShardStore for ShardStoreService<T> {
+impl<T: ShardHolder> pb::shard_store_service_server::ShardStoreService for ShardStoreService<T> {
     async fn put_shard(
         &self,
         request: Request<pb::PutShardRequest>,
@@ -202,7 +202,7 @@ impl<T: ShardHolder> pb::shard_store_server::ShardStore for ShardStoreService<T>
             .chunks(SHARD_CHUNK_BYTES)
             .enumerate()
             .map(|(i, c)| {
-                Ok(pb::ShardChunk {
+                Ok(pb::GetShardResponse {
                     total_len: if i == 0 { total_len } else { 0 },
                     data: c.to_vec(),
                 })
@@ -238,7 +238,7 @@ impl<T: ShardHolder> pb::shard_store_server::ShardStore for ShardStoreService<T>
 /// Talks to a light node's `ShardStore` over gRPC with storage types. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct ShardStoreClient {
-    inner: pb::shard_store_client::ShardStoreClient<Channel>,
+    inner: pb::shard_store_service_client::ShardStoreServiceClient<Channel>,
     timeout: Option<Duration>,
 }
 
@@ -258,7 +258,7 @@ impl ShardStoreClient {
     /// A client over an existing channel (e.g. a lazily connecting one).
     pub fn from_channel(channel: Channel) -> Self {
         ShardStoreClient {
-            inner: pb::shard_store_client::ShardStoreClient::new(channel)
+            inner: pb::shard_store_service_client::ShardStoreServiceClient::new(channel)
                 .max_decoding_message_size(MAX_SHARD_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_SHARD_MESSAGE_BYTES),
             timeout: None,

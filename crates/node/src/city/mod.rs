@@ -403,16 +403,19 @@ pub async fn start_city_with(
         None => None,
     };
     let served: &[&str] = if consensus_svc.is_some() {
-        &["citychain.v1.CityNode", "citychain.v1.Consensus"]
+        &[
+            "citychain.v1.CityNodeService",
+            "citychain.v1.ConsensusService",
+        ]
     } else {
-        &["citychain.v1.CityNode"]
+        &["citychain.v1.CityNodeService"]
     };
     let (reporter, health, reflection, reflection_alpha) =
-        runtime::health_reporter_and_reflection("citychain.v1.CityNode", served).await?;
+        runtime::health_reporter_and_reflection("citychain.v1.CityNodeService", served).await?;
     // NOT_SERVING while the tx store is down after an I/O error; reopened by itself.
     node.store().spawn_watchdog(
         reporter,
-        "citychain.v1.CityNode",
+        "citychain.v1.CityNodeService",
         Duration::from_millis(250),
     );
     let svc = rpc::CityNodeService::new(node.clone()).into_server();

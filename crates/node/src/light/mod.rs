@@ -254,7 +254,7 @@ impl LightHandle {
 }
 
 /// The gRPC service name health reports on.
-const SERVICE: &str = "citychain.v1.ShardStore";
+const SERVICE: &str = "citychain.v1.ShardStoreService";
 
 /// How long a graceful stop waits for in-flight calls.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -312,7 +312,8 @@ pub async fn serve_light_over(
 ) -> Result<LightHandle> {
     let (listener, addr) = runtime::bind(listen).await?;
     let (reporter, health, reflection, reflection_alpha) =
-        runtime::health_reporter_and_reflection(SERVICE, &[SERVICE, "citychain.v1.Repair"]).await?;
+        runtime::health_reporter_and_reflection(SERVICE, &[SERVICE, "citychain.v1.RepairService"])
+            .await?;
     let node = Arc::new(node);
     let watchdog = health::Watchdog::start(node.clone(), reporter, SERVICE);
     let mut svc = rpc::ShardStoreService::new(node.clone());

@@ -177,10 +177,12 @@ async fn bad_inputs_are_rejected_and_store_nothing() {
     );
 
     // The mapped gRPC codes, seen by a plain tonic client.
-    let mut raw =
-        pb::city_node_client::CityNodeClient::connect(format!("http://{}", n.handle.addr()))
-            .await
-            .unwrap();
+    let mut raw = pb::city_node_service_client::CityNodeServiceClient::connect(format!(
+        "http://{}",
+        n.handle.addr()
+    ))
+    .await
+    .unwrap();
     let code =
         |r: Result<tonic::Response<pb::SubmitTxResponse>, tonic::Status>| r.unwrap_err().code();
     assert_eq!(
@@ -283,8 +285,9 @@ async fn send_raw_bytes(n: &Node, bytes: Vec<u8>) -> tonic::Status {
         .unwrap();
     let mut grpc = tonic::client::Grpc::new(channel).max_encoding_message_size(usize::MAX);
     grpc.ready().await.unwrap();
-    let path =
-        tonic::codegen::http::uri::PathAndQuery::from_static("/citychain.v1.CityNode/SubmitTx");
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+        "/citychain.v1.CityNodeService/SubmitTx",
+    );
     grpc.unary(tonic::Request::new(bytes), path, RawCodec)
         .await
         .unwrap_err()
@@ -379,7 +382,7 @@ async fn health_service_reports_serving() {
     let mut h = tonic_health::pb::health_client::HealthClient::new(channel);
     let r = h
         .check(tonic_health::pb::HealthCheckRequest {
-            service: "citychain.v1.CityNode".into(),
+            service: "citychain.v1.CityNodeService".into(),
         })
         .await
         .unwrap()
