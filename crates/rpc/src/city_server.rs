@@ -164,8 +164,11 @@ impl<T: CityApi> pb::city_node_service_server::CityNodeService for CityNodeServi
         &self,
         request: Request<pb::GetTxRequest>,
     ) -> Result<Response<pb::GetTxResponse>, Status> {
-        let id = TxId::from_slice(&request.into_inner().tx_id)
-            .map_err(|e| Status::invalid_argument(format!("MALFORMED: tx_id: {e}")))?;
+        let id = TxId::from_slice(&request.into_inner().tx_id).map_err(|e| {
+            crate::status::with_error_info(Status::invalid_argument(format!(
+                "MALFORMED: tx_id: {e}"
+            )))
+        })?;
         match self.api.get(id).await {
             Ok(Some(rec)) => {
                 let execution = self
@@ -195,9 +198,11 @@ impl<T: CityApi> pb::city_node_service_server::CityNodeService for CityNodeServi
                     execution,
                 }))
             }
-            Ok(None) => Err(Status::not_found(format!(
-                "tx {id} is not known to this node"
-            ))),
+            Ok(None) => Err(crate::status::typed(
+                tonic::Code::NotFound,
+                "UNKNOWN_TX",
+                format_args!("tx {id} is not known to this node"),
+            )),
             Err(r) => Err(r.to_status()),
         }
     }
@@ -207,8 +212,11 @@ impl<T: CityApi> pb::city_node_service_server::CityNodeService for CityNodeServi
         request: Request<pb::RepairTxRequest>,
     ) -> Result<Response<pb::RepairTxResponse>, Status> {
         let req = request.into_inner();
-        let id = TxId::from_slice(&req.tx_id)
-            .map_err(|e| Status::invalid_argument(format!("MALFORMED: tx_id: {e}")))?;
+        let id = TxId::from_slice(&req.tx_id).map_err(|e| {
+            crate::status::with_error_info(Status::invalid_argument(format!(
+                "MALFORMED: tx_id: {e}"
+            )))
+        })?;
         match self.api.repair(id, req.rebuild).await {
             Ok(Some(r)) => Ok(Response::new(pb::RepairTxResponse {
                 tx: Some((&r.tx).into()),
@@ -216,9 +224,11 @@ impl<T: CityApi> pb::city_node_service_server::CityNodeService for CityNodeServi
                 source: r.source,
                 shards_rebuilt: r.shards_rebuilt,
             })),
-            Ok(None) => Err(Status::not_found(format!(
-                "tx {id} is not held by this city"
-            ))),
+            Ok(None) => Err(crate::status::typed(
+                tonic::Code::NotFound,
+                "UNKNOWN_TX",
+                format_args!("tx {id} is not held by this city"),
+            )),
             Err(r) => Err(r.to_status()),
         }
     }
@@ -239,8 +249,11 @@ impl<T: CityApi> pb::city_node_service_server::CityNodeService for CityNodeServi
         &self,
         request: Request<pb::GetAccountRequest>,
     ) -> Result<Response<pb::GetAccountResponse>, Status> {
-        let account = AccountId::from_slice(&request.into_inner().account)
-            .map_err(|e| Status::invalid_argument(format!("MALFORMED: account: {e}")))?;
+        let account = AccountId::from_slice(&request.into_inner().account).map_err(|e| {
+            crate::status::with_error_info(Status::invalid_argument(format!(
+                "MALFORMED: account: {e}"
+            )))
+        })?;
         let a = self.api.account(account).await.map_err(|r| r.to_status())?;
         Ok(Response::new(pb::GetAccountResponse {
             account: a.account.as_bytes().to_vec(),

@@ -81,14 +81,22 @@ impl DeliverError {
     pub fn to_status(&self) -> Status {
         match self {
             DeliverError::Rejected(e @ ConsensusError::UnknownAuthority { .. }) => {
-                Status::permission_denied(format!("UNKNOWN_SENDER: {e}"))
+                crate::status::with_error_info(Status::permission_denied(format!(
+                    "UNKNOWN_SENDER: {e}"
+                )))
             }
             DeliverError::Rejected(e @ ConsensusError::Decode(_)) => {
-                Status::invalid_argument(format!("MALFORMED: {e}"))
+                crate::status::with_error_info(Status::invalid_argument(format!("MALFORMED: {e}")))
             }
-            DeliverError::Rejected(e) => Status::invalid_argument(format!("REJECTED: {e}")),
-            DeliverError::Overloaded => Status::resource_exhausted(format!("OVERLOADED: {self}")),
-            DeliverError::Stopping => Status::unavailable(format!("STOPPING: {self}")),
+            DeliverError::Rejected(e) => {
+                crate::status::with_error_info(Status::invalid_argument(format!("REJECTED: {e}")))
+            }
+            DeliverError::Overloaded => crate::status::with_error_info(Status::resource_exhausted(
+                format!("OVERLOADED: {self}"),
+            )),
+            DeliverError::Stopping => {
+                crate::status::with_error_info(Status::unavailable(format!("STOPPING: {self}")))
+            }
         }
     }
 }
@@ -141,17 +149,23 @@ impl<T: ConsensusHandler> pb::consensus_service_server::ConsensusService for Con
         // Over TLS the sender is who the handshake proved; the envelope must agree.
         let peer = crate::tls::authenticated(&request)?;
         let env = request.into_inner();
-        let from = NodeId::from_slice(&env.from_node_id)
-            .map_err(|e| Status::invalid_argument(format!("MALFORMED: from_node_id: {e}")))?;
+        let from = NodeId::from_slice(&env.from_node_id).map_err(|e| {
+            crate::status::with_error_info(Status::invalid_argument(format!(
+                "MALFORMED: from_node_id: {e}"
+            )))
+        })?;
         if let Some(peer) = peer
             && peer != from
         {
-            return Err(Status::permission_denied(format!(
-                "SPOOFED_SENDER: envelope names {from} but the TLS peer is {peer}"
+            return Err(crate::status::with_error_info(Status::permission_denied(
+                format!("SPOOFED_SENDER: envelope names {from} but the TLS peer is {peer}"),
             )));
         }
-        let message = Message::decode(&env.message)
-            .map_err(|e| Status::invalid_argument(format!("MALFORMED: message: {e}")))?;
+        let message = Message::decode(&env.message).map_err(|e| {
+            crate::status::with_error_info(Status::invalid_argument(format!(
+                "MALFORMED: message: {e}"
+            )))
+        })?;
         self.handler
             .deliver(from, message)
             .await

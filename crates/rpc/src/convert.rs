@@ -54,12 +54,13 @@ fn objects(field: &'static str, v: &[Vec<u8>]) -> Result<Vec<ObjectId>, DecodeEr
 }
 
 /// The wire kind is the canonical kind byte plus one (`TX_KIND_UNSPECIFIED = 0` is never
-/// valid).
+/// valid). An unknown kind is reported by its wire value.
 fn kind_from(v: i32) -> Result<TxKind, DecodeError> {
+    let unknown = || DecodeError::UnknownKind(u8::try_from(v).unwrap_or(u8::MAX));
     v.checked_sub(1)
         .and_then(|b| u8::try_from(b).ok())
-        .ok_or(DecodeError::UnknownKind(u8::MAX))
-        .and_then(TxKind::from_u8)
+        .ok_or_else(unknown)
+        .and_then(|b| TxKind::from_u8(b).map_err(|_| unknown()))
 }
 
 fn kind_to(k: TxKind) -> i32 {

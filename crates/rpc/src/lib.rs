@@ -27,6 +27,7 @@ mod federation;
 mod proof;
 mod repair;
 mod shard_store;
+pub mod status;
 pub mod tls;
 
 /// Code generated from `proto/citychain/v1/city.proto` and `proto/citychain/v1/shardstore.proto`. Only this crate uses
@@ -70,6 +71,7 @@ pub use shard_store::{
     MAX_SHARD_BYTES, MAX_SHARD_MESSAGE_BYTES, PutAuthority, SHARD_CHUNK_BYTES, ShardChunkStream,
     ShardHolder, ShardStoreClient, ShardStoreService, Stored, status_of,
 };
+pub use status::{ERROR_DOMAIN, error_info};
 
 /// Fully qualified names of the services every server carries beside its own: health and
 /// both versions of reflection.

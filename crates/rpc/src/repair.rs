@@ -139,13 +139,17 @@ impl<T: RepairResponder> pb::repair_service_server::RepairService for RepairGrpc
         &self,
         request: Request<pb::RepairShardRequest>,
     ) -> std::result::Result<Response<pb::RepairShardResponse>, Status> {
-        let req = request
-            .into_inner()
-            .request
-            .ok_or_else(|| Status::invalid_argument("MALFORMED: missing request"))?;
-        let tx = SignedTx::try_from(req)
-            .map_err(|e| Status::invalid_argument(format!("MALFORMED: {e}")))?;
-        let a = self.inner.answer(tx).await?;
+        let req = request.into_inner().request.ok_or_else(|| {
+            crate::status::with_error_info(Status::invalid_argument("MALFORMED: missing request"))
+        })?;
+        let tx = SignedTx::try_from(req).map_err(|e| {
+            crate::status::with_error_info(Status::invalid_argument(format!("MALFORMED: {e}")))
+        })?;
+        let a = self
+            .inner
+            .answer(tx)
+            .await
+            .map_err(crate::status::with_error_info)?;
         Ok(Response::new(pb::RepairShardResponse {
             ack: Some(pb::SignedTx::from(&a.ack)),
             shard: a.shard,

@@ -70,38 +70,53 @@ pub fn status_of(e: &storage::Error) -> Status {
     use storage::Error as E;
     match e {
         E::BadShard { .. } | E::InvalidParams { .. } | E::StripeTooLarge { .. } => {
-            Status::invalid_argument(format!("BAD_SHARD: {e}"))
+            crate::status::with_error_info(Status::invalid_argument(format!("BAD_SHARD: {e}")))
         }
-        E::OverQuota { .. } => Status::resource_exhausted(format!("OVER_QUOTA: {e}")),
-        E::DiskFull { .. } => Status::resource_exhausted(format!("DISK_FULL: {e}")),
-        E::StoreUnavailable { .. } => Status::unavailable(format!("STORE_UNAVAILABLE: {e}")),
-        E::ShardConflict { .. } => Status::already_exists(format!("SHARD_CONFLICT: {e}")),
-        E::CorruptOnDisk { .. } => Status::data_loss(format!("CORRUPT: {e}")),
-        E::Decode { .. } => Status::invalid_argument(format!("MALFORMED: {e}")),
-        _ => Status::internal(format!("STORE: {e}")),
+        E::OverQuota { .. } => {
+            crate::status::with_error_info(Status::resource_exhausted(format!("OVER_QUOTA: {e}")))
+        }
+        E::DiskFull { .. } => {
+            crate::status::with_error_info(Status::resource_exhausted(format!("DISK_FULL: {e}")))
+        }
+        E::StoreUnavailable { .. } => {
+            crate::status::with_error_info(Status::unavailable(format!("STORE_UNAVAILABLE: {e}")))
+        }
+        E::ShardConflict { .. } => {
+            crate::status::with_error_info(Status::already_exists(format!("SHARD_CONFLICT: {e}")))
+        }
+        E::CorruptOnDisk { .. } => {
+            crate::status::with_error_info(Status::data_loss(format!("CORRUPT: {e}")))
+        }
+        E::Decode { .. } => {
+            crate::status::with_error_info(Status::invalid_argument(format!("MALFORMED: {e}")))
+        }
+        _ => crate::status::with_error_info(Status::internal(format!("STORE: {e}"))),
     }
 }
 
 fn not_held(stripe: &StripeId, index: u16) -> Status {
-    Status::not_found(format!(
+    crate::status::with_error_info(Status::not_found(format!(
         "NOT_HELD: shard {index} of stripe {stripe} is not held here"
-    ))
+    )))
 }
 
 fn stripe_and_index(
     stripe_id: &[u8],
     shard_index: u32,
 ) -> std::result::Result<(StripeId, u16), Status> {
-    let stripe = StripeId::from_slice(stripe_id)
-        .map_err(|e| Status::invalid_argument(format!("MALFORMED: stripe_id: {e}")))?;
+    let stripe = StripeId::from_slice(stripe_id).map_err(|e| {
+        crate::status::with_error_info(Status::invalid_argument(format!(
+            "MALFORMED: stripe_id: {e}"
+        )))
+    })?;
     let index = u16::try_from(shard_index)
         .ok()
         .filter(|i| *i < storage::MAX_SHARDS)
         .ok_or_else(|| {
-            Status::invalid_argument(format!(
+            crate::status::with_error_info(Status::invalid_argument(format!(
                 "MALFORMED: shard_index {shard_index} is not below {}",
                 storage::MAX_SHARDS
-            ))
+            )))
         })?;
     Ok((stripe, index))
 }
@@ -170,8 +185,10 @@ impl<T: ShardHolder> pb::shard_store_service_server::ShardStoreService for Shard
         if let (Some(writer), Some(writers)) = (crate::tls::authenticated(&request)?, &self.writers)
             && !writers(&writer)
         {
-            return Err(Status::permission_denied(format!(
-                "NOT_A_REPRESENTATIVE: node {writer} is not a representative of this light node's city"
+            return Err(crate::status::with_error_info(Status::permission_denied(
+                format!(
+                    "NOT_A_REPRESENTATIVE: node {writer} is not a representative of this light node's city"
+                ),
             )));
         }
         let shard = Shard::from_bytes(&request.into_inner().shard).map_err(|e| status_of(&e))?;
@@ -218,10 +235,10 @@ impl<T: ShardHolder> pb::shard_store_service_server::ShardStoreService for Shard
         let req = request.into_inner();
         let (stripe, index) = stripe_and_index(&req.stripe_id, req.shard_index)?;
         let nonce: [u8; 32] = req.nonce.as_slice().try_into().map_err(|_| {
-            Status::invalid_argument(format!(
+            crate::status::with_error_info(Status::invalid_argument(format!(
                 "MALFORMED: nonce must be 32 bytes, got {}",
                 req.nonce.len()
-            ))
+            )))
         })?;
         let proof = self
             .holder

@@ -200,6 +200,27 @@ async fn bad_inputs_are_rejected_and_store_nothing() {
         ),
         Code::AlreadyExists
     );
+    // The refusal's details carry a google.rpc.ErrorInfo beside the message prefix.
+    let mut reused = good.tx.clone();
+    reused.amount += 3;
+    let reused = sign_tx(reused, &*ALICE);
+    let status = raw
+        .submit_tx(pb::SubmitTxRequest {
+            tx: Some((&reused).into()),
+        })
+        .await
+        .unwrap_err();
+    assert!(status.message().starts_with("NONCE_REUSED: "), "{status:?}");
+    let info = rpc::error_info(&status).expect("ErrorInfo in the status details");
+    assert_eq!(info.reason, "NONCE_REUSED");
+    assert_eq!(info.domain, rpc::ERROR_DOMAIN);
+    assert_eq!(info.metadata.get("tx_id"), Some(&reused.id().to_hex()));
+    let status = raw
+        .submit_tx(pb::SubmitTxRequest { tx: None })
+        .await
+        .unwrap_err();
+    assert_eq!(rpc::error_info(&status).unwrap().reason, "MALFORMED");
+
     let mut t = sign_tx(tx(&ALICE, 10), &*ALICE);
     t.signature[0] ^= 1;
     assert_eq!(
