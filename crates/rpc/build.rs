@@ -1,12 +1,13 @@
-//! Generates the gRPC code from `proto/` with a vendored protoc, so no system protoc is needed.
+//! Generates the gRPC code from `proto/citychain/v1/` with a vendored protoc, so no system
+//! protoc is needed.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
     let protos: Vec<std::path::PathBuf> = [
-        "city.proto",
-        "shardstore.proto",
-        "consensus.proto",
-        "repair.proto",
+        "citychain/v1/city.proto",
+        "citychain/v1/shardstore.proto",
+        "citychain/v1/consensus.proto",
+        "citychain/v1/repair.proto",
     ]
     .iter()
     .map(|p| proto_dir.join(p))

@@ -230,6 +230,26 @@ fn every_role_starts_from_its_deploy_config() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(text.contains("role      city"), "{text}");
+    // That Status call shows up on the city's /metrics with its method and code (the gRPC
+    // metrics layer every node server runs under), and health is SERVING there.
+    let city_metrics = metrics
+        .iter()
+        .find(|(role, _)| role == "city")
+        .map(|(_, a)| *a)
+        .expect("the city's metrics address");
+    let body = http_get(city_metrics, "/metrics").unwrap_or_default();
+    assert!(
+        body.lines()
+            .any(|l| l.starts_with("citychain_grpc_server_requests_total{")
+                && l.contains("service=\"citychain.v1.CityNodeService\"")
+                && l.contains("method=\"Status\"")
+                && l.contains("code=\"OK\"")),
+        "the Status call is not counted:\n{body}"
+    );
+    assert!(
+        body.contains("citychain_grpc_server_handling_seconds_bucket{"),
+        "{body}"
+    );
 
     // The figure table: metric families each role exports once `nodes` and
     // `status` have run, and how many carry HELP text.

@@ -118,11 +118,17 @@ async fn reflection_lists_exactly_the_roles_services_in_v1_and_v1alpha() {
         .addr()
         .to_string();
     let city_expected = if net.city().representative().is_some() {
-        set(&["citychain.v1.CityNode", "citychain.v1.Consensus"])
+        set(&[
+            "citychain.v1.CityNodeService",
+            "citychain.v1.ConsensusService",
+        ])
     } else {
-        set(&["citychain.v1.CityNode"])
+        set(&["citychain.v1.CityNodeService"])
     };
-    let light_expected = set(&["citychain.v1.ShardStore", "citychain.v1.Repair"]);
+    let light_expected = set(&[
+        "citychain.v1.ShardStoreService",
+        "citychain.v1.RepairService",
+    ]);
 
     assert_eq!(list_v1(&city).await, city_expected, "city, reflection v1");
     assert_eq!(

@@ -346,12 +346,13 @@ async fn half_sent_streams(
         let per_conn = streams / connections + usize::from(c < streams % connections);
         for _ in 0..per_conn {
             let mut client = client.clone().ready().await.unwrap();
-            let req =
-                http::Request::post(format!("http://{addr}/citychain.v1.ShardStore/PutShard"))
-                    .header("content-type", "application/grpc")
-                    .header("te", "trailers")
-                    .body(())
-                    .unwrap();
+            let req = http::Request::post(format!(
+                "http://{addr}/citychain.v1.ShardStoreService/PutShard"
+            ))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(())
+            .unwrap();
             let (resp, mut body) = client.send_request(req, false).unwrap();
             let (sent, refused, chunk) = (sent.clone(), refused.clone(), chunk.clone());
             let mut stop = stop.clone();

@@ -722,21 +722,7 @@ pub(crate) fn flag_layer() -> Layer {
     Layer::new(Source::Flags)
 }
 
-/// `redis://user:secret@host` → `redis://user:***@host`.
-pub(crate) fn redact_uri(uri: &str) -> String {
-    let Some((scheme, rest)) = uri.split_once("://") else {
-        return uri.to_string();
-    };
-    let Some((userinfo, host)) = rest.rsplit_once('@') else {
-        return uri.to_string();
-    };
-    match userinfo.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-        None if userinfo.is_empty() => uri.to_string(),
-        // A lone userinfo in a Redis URI is the password.
-        None => format!("{scheme}://***@{host}"),
-    }
-}
+pub(crate) use presence::redact_uri;
 
 /// The host part of a URI or `host:port`.
 fn host_of(endpoint: &str) -> String {

@@ -67,19 +67,7 @@ struct ServeArgs {
     log_format: String,
 }
 
-/// `redis://user:secret@host` → `redis://user:***@host`: the URI as it may be logged.
-fn redact_uri(uri: &str) -> String {
-    let Some((scheme, rest)) = uri.split_once("://") else {
-        return uri.to_string();
-    };
-    let Some((userinfo, host)) = rest.rsplit_once('@') else {
-        return uri.to_string();
-    };
-    match userinfo.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-        None => format!("{scheme}://***@{host}"),
-    }
-}
+use presence::redact_uri;
 
 #[derive(Debug, Args)]
 struct BenchArgs {

@@ -1,4 +1,4 @@
-//! The JSON shapes of `/v1` (fields as in proto/city.proto, bytes as lower-case hex) and
+//! The JSON shapes of `/v1` (fields as in proto/citychain/v1/city.proto, bytes as lower-case hex) and
 //! their strict conversions to dag-core types: a wrong size, a bad hex digit or an unknown
 //! name is a typed [`FieldError`], never a half-filled value.
 

@@ -272,6 +272,7 @@ pub(crate) fn signed_head(
 pub(crate) struct FedServer {
     pub(crate) addr: SocketAddr,
     server: Option<crate::runtime::ServerHandle>,
+    readiness: crate::runtime::Readiness,
 }
 
 impl FedServer {
@@ -282,25 +283,37 @@ impl FedServer {
         links: &rpc::tls::LinkSecurity,
     ) -> Result<Self> {
         let (listener, addr) = crate::runtime::bind(listen).await?;
-        let (health, reflection, reflection_alpha) = crate::runtime::health_and_reflection(
-            "citychain.v1.Federation",
-            &["citychain.v1.Federation"],
-        )
-        .await?;
+        let (reporter, health, reflection, reflection_alpha) =
+            crate::runtime::health_reporter_and_reflection(
+                "citychain.v1.FederationService",
+                &["citychain.v1.FederationService"],
+            )
+            .await?;
+        let readiness =
+            crate::runtime::Readiness::new(reporter, "citychain.v1.FederationService").await;
         let svc = rpc::FederationService::new(handler).into_server();
         let router = crate::runtime::server_builder(true)
             .add_service(health)
             .add_service(reflection)
             .add_service(reflection_alpha)
             .add_service(svc);
+        let server = crate::runtime::serve(listener, router, "federation", links);
+        readiness
+            .set(crate::runtime::readiness::STARTING, true)
+            .await;
         Ok(FedServer {
             addr,
-            server: Some(crate::runtime::serve(listener, router, "federation", links)),
+            server: Some(server),
+            readiness,
         })
     }
 
     /// Stops accepting and lets in-flight calls finish.
     pub(crate) async fn shutdown(&mut self) -> Result<()> {
+        // NOT_SERVING from the signal on, before the calls in flight drain.
+        self.readiness
+            .set(crate::runtime::readiness::STOPPING, false)
+            .await;
         match self.server.take() {
             Some(s) => s.shutdown(std::time::Duration::from_secs(5)).await,
             None => Ok(()),

@@ -135,6 +135,21 @@ pub const METRICS: &[MetricHelp] = &[
         help: "Txs admitted although outside their claimed city (pop_mode = flag).",
     },
     MetricHelp {
+        name: "citychain_grpc_server_handling_seconds",
+        kind: MetricKind::Histogram,
+        help: "gRPC calls served, from arrival to the end of the response, by service and method.",
+    },
+    MetricHelp {
+        name: "citychain_grpc_server_requests_total",
+        kind: MetricKind::Counter,
+        help: "gRPC calls served, by service, method and status code (OK, NOT_FOUND, ...).",
+    },
+    MetricHelp {
+        name: "citychain_health_serving",
+        kind: MetricKind::Gauge,
+        help: "1 while gRPC health says SERVING for the service (started, not stopping, store up, k live holders on a city), else 0.",
+    },
+    MetricHelp {
         name: "citychain_hold_expired_total",
         kind: MetricKind::Counter,
         help: "Pending holds that expired before n receipts arrived.",

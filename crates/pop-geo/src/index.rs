@@ -205,7 +205,7 @@ impl RegionIndex {
         }
         let lon = normalise_lon(lon);
         let mut best: Option<u32> = None;
-        for env in self.tree.locate_all_at_point([lon, lat]) {
+        for env in self.tree.locate_all_at_point(&[lon, lat]) {
             let part = &self.parts[env.data as usize];
             if best.is_some_and(|b| b <= part.region) || !keep(part.region) {
                 continue;

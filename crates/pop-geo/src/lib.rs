@@ -22,6 +22,7 @@
 
 mod cache;
 mod compact;
+mod distance;
 mod error;
 mod events;
 mod grid;
@@ -31,10 +32,10 @@ mod pip;
 pub mod shipped;
 
 pub use cache::{CacheConfig, CacheStats, CachedIndex};
+pub use distance::{haversine_km, haversine_m};
 pub use error::{Error, FeatureProblem, FoundRegion, PopError, Result};
 pub use events::{
     CityEvent, DEFAULT_EPOCH_MS, EpochWindow, EventCalendar, EventSchedule, LocationEvent,
-    haversine_m,
 };
 pub use import::{ImportReport, ImportedRegion, validate_import};
 pub use index::{IndexBuilder, LoadOptions, Region, RegionIndex};

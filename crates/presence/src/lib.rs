@@ -61,6 +61,7 @@ mod error;
 pub mod load;
 mod memory;
 mod metrics_setup;
+mod redact;
 mod redis;
 mod redis_process;
 mod server;
@@ -77,6 +78,7 @@ pub use clock::{SystemClock, TokioClock};
 pub use error::{Error, Result};
 pub use memory::MemoryPresenceStore;
 pub use metrics_setup::prometheus_handle;
+pub use redact::redact_uri;
 pub use redis::{RedisPresenceStore, RedisStoreConfig, RedisTarget};
 pub use redis_process::{RedisCluster, RedisProcess, RedisSentinel};
 pub use server::{

@@ -329,15 +329,9 @@ pub struct Score {
     pub level: u8,
 }
 
-/// Great-circle distance in km (mean Earth radius 6371.0088 km).
-pub fn haversine_km(lat1: f64, lon1: f64, lat2: f64, lon2: f64) -> f64 {
-    const R: f64 = 6371.0088;
-    let (p1, p2) = (lat1.to_radians(), lat2.to_radians());
-    let dp = p2 - p1;
-    let dl = (lon2 - lon1).to_radians();
-    let a = (dp / 2.0).sin().powi(2) + p1.cos() * p2.cos() * (dl / 2.0).sin().powi(2);
-    2.0 * R * a.sqrt().clamp(0.0, 1.0).asin()
-}
+/// Great-circle distance in km: pop-geo's (geo's haversine), the one implementation in the
+/// workspace.
+pub use pop_geo::haversine_km;
 
 #[cfg(test)]
 mod tests {

@@ -114,11 +114,16 @@ impl Rejection {
         }
     }
 
-    /// The gRPC status: code per [`RejectCode::grpc_code`], message `"<CODE>: <message>"`.
+    /// The gRPC status: code per [`RejectCode::grpc_code`], message `"<CODE>: <message>"`,
+    /// details with a `google.rpc.ErrorInfo` (reason = the code's name, domain
+    /// [`crate::ERROR_DOMAIN`], metadata `tx_id` in hex when the tx had one).
     pub fn to_status(&self) -> tonic::Status {
-        tonic::Status::new(
+        crate::status::typed_status(
             self.code.grpc_code(),
-            format!("{}: {}", self.code, self.message),
+            self.code.name(),
+            &self.message,
+            self.tx_id.map(|id| ("tx_id", id.to_hex())),
+            None,
         )
     }
 

@@ -12,7 +12,7 @@ use tonic::transport::Channel;
 /// Talks to a city node over gRPC with dag-core types.
 #[derive(Debug, Clone)]
 pub struct CityClient {
-    inner: pb::city_node_client::CityNodeClient<Channel>,
+    inner: pb::city_node_service_client::CityNodeServiceClient<Channel>,
 }
 
 impl CityClient {
@@ -24,7 +24,7 @@ impl CityClient {
     /// A client over an existing channel.
     pub fn from_channel(channel: Channel) -> Self {
         CityClient {
-            inner: pb::city_node_client::CityNodeClient::new(channel)
+            inner: pb::city_node_service_client::CityNodeServiceClient::new(channel)
                 .max_decoding_message_size(crate::MAX_RESPONSE_BYTES)
                 .max_encoding_message_size(crate::MAX_MESSAGE_BYTES),
         }
@@ -85,14 +85,17 @@ impl CityClient {
         let out = self
             .inner
             .clone()
-            .submit_tx_stream(reqs)
+            .submit_tx_stream(reqs.map(|r| pb::SubmitTxStreamRequest { tx: r.tx }))
             .await?
             .into_inner();
         Ok(out.map(|item| match item {
-            Ok(resp) => {
-                let index = resp.index;
-                (index, submitted_from(resp))
-            }
+            Ok(resp) => match resp.result {
+                Some(result) => (resp.index, submitted_from(result)),
+                None => (
+                    resp.index,
+                    Err(crate::ConvertError::Missing("result").into()),
+                ),
+            },
             Err(status) => (u64::MAX, Err(status.into())),
         }))
     }

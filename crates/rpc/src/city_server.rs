@@ -38,32 +38,37 @@ impl<T: CityApi> CityNodeService<T> {
     }
 
     /// The tonic server, with message size limits set to [`MAX_MESSAGE_BYTES`].
-    pub fn into_server(self) -> pb::city_node_server::CityNodeServer<Self> {
-        pb::city_node_server::CityNodeServer::new(self)
+    pub fn into_server(self) -> pb::city_node_service_server::CityNodeServiceServer<Self> {
+        pb::city_node_service_server::CityNodeServiceServer::new(self)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_RESPONSE_BYTES)
     }
 }
 
-fn accepted(s: Submitted, index: u64) -> pb::SubmitTxResponse {
+fn accepted(s: Submitted) -> pb::SubmitTxResponse {
     pb::SubmitTxResponse {
         tx_id: s.tx_id.as_bytes().to_vec(),
         state: pb::TxState::from(s.state) as i32,
         receipts: s.receipts.iter().map(Into::into).collect(),
         reject_code: 0,
         message: String::new(),
-        index,
     }
 }
 
-fn rejected(r: &Rejection, index: u64) -> pb::SubmitTxResponse {
+fn rejected(r: &Rejection) -> pb::SubmitTxResponse {
     pb::SubmitTxResponse {
         tx_id: r.tx_id.map(|t| t.as_bytes().to_vec()).unwrap_or_default(),
         state: pb::TxState::Rejected as i32,
         receipts: Vec::new(),
         reject_code: pb::RejectCode::from(r.code) as i32,
         message: r.message.clone(),
+    }
+}
+
+fn streamed(index: u64, result: pb::SubmitTxResponse) -> pb::SubmitTxStreamResponse {
+    pb::SubmitTxStreamResponse {
         index,
+        result: Some(result),
     }
 }
 
@@ -86,22 +91,22 @@ async fn submit_one<T: CityApi>(api: &T, req: pb::SubmitTxRequest) -> Result<Sub
 }
 
 #[tonic::async_trait]
-impl<T: CityApi> pb::city_node_server::CityNode for CityNodeService<T> {
+impl<T: CityApi> pb::city_node_service_server::CityNodeService for CityNodeService<T> {
     async fn submit_tx(
         &self,
         request: Request<pb::SubmitTxRequest>,
     ) -> Result<Response<pb::SubmitTxResponse>, Status> {
         match submit_one(&*self.api, request.into_inner()).await {
-            Ok(s) => Ok(Response::new(accepted(s, 0))),
+            Ok(s) => Ok(Response::new(accepted(s))),
             Err(r) => Err(r.to_status()),
         }
     }
 
-    type SubmitTxStreamStream = ReceiverStream<Result<pb::SubmitTxResponse, Status>>;
+    type SubmitTxStreamStream = ReceiverStream<Result<pb::SubmitTxStreamResponse, Status>>;
 
     async fn submit_tx_stream(
         &self,
-        request: Request<Streaming<pb::SubmitTxRequest>>,
+        request: Request<Streaming<pb::SubmitTxStreamRequest>>,
     ) -> Result<Response<Self::SubmitTxStreamStream>, Status> {
         let mut input = request.into_inner();
         let (out_tx, out_rx) = tokio::sync::mpsc::channel(STREAM_CONCURRENCY);
@@ -116,6 +121,7 @@ impl<T: CityApi> pb::city_node_server::CityNode for CityNodeService<T> {
                 while let Some(item) = input.next().await {
                     match item {
                         Ok(req) => {
+                            let req = pb::SubmitTxRequest { tx: req.tx };
                             if items_tx.send((index, req)).await.is_err() {
                                 return;
                             }
@@ -126,7 +132,7 @@ impl<T: CityApi> pb::city_node_server::CityNode for CityNodeService<T> {
                                 format!("undecodable stream message: {}", status.message()),
                                 None,
                             );
-                            let _ = reader_out.send(Ok(rejected(&r, index))).await;
+                            let _ = reader_out.send(Ok(streamed(index, rejected(&r)))).await;
                             return;
                         }
                     }
@@ -138,8 +144,8 @@ impl<T: CityApi> pb::city_node_server::CityNode for CityNodeService<T> {
                     let api = api.clone();
                     async move {
                         match submit_one(&*api, req).await {
-                            Ok(s) => accepted(s, index),
-                            Err(r) => rejected(&r, index),
+                            Ok(s) => streamed(index, accepted(s)),
+                            Err(r) => streamed(index, rejected(&r)),
                         }
                     }
                 })
@@ -158,8 +164,11 @@ impl<T: CityApi> pb::city_node_server::CityNode for CityNodeService<T> {
         &self,
         request: Request<pb::GetTxRequest>,
     ) -> Result<Response<pb::GetTxResponse>, Status> {
-        let id = TxId::from_slice(&request.into_inner().tx_id)
-            .map_err(|e| Status::invalid_argument(format!("MALFORMED: tx_id: {e}")))?;
+        let id = TxId::from_slice(&request.into_inner().tx_id).map_err(|e| {
+            crate::status::with_error_info(Status::invalid_argument(format!(
+                "MALFORMED: tx_id: {e}"
+            )))
+        })?;
         match self.api.get(id).await {
             Ok(Some(rec)) => {
                 let execution = self
@@ -189,9 +198,11 @@ impl<T: CityApi> pb::city_node_server::CityNode for CityNodeService<T> {
                     execution,
                 }))
             }
-            Ok(None) => Err(Status::not_found(format!(
-                "tx {id} is not known to this node"
-            ))),
+            Ok(None) => Err(crate::status::typed(
+                tonic::Code::NotFound,
+                "UNKNOWN_TX",
+                format_args!("tx {id} is not known to this node"),
+            )),
             Err(r) => Err(r.to_status()),
         }
     }
@@ -201,8 +212,11 @@ impl<T: CityApi> pb::city_node_server::CityNode for CityNodeService<T> {
         request: Request<pb::RepairTxRequest>,
     ) -> Result<Response<pb::RepairTxResponse>, Status> {
         let req = request.into_inner();
-        let id = TxId::from_slice(&req.tx_id)
-            .map_err(|e| Status::invalid_argument(format!("MALFORMED: tx_id: {e}")))?;
+        let id = TxId::from_slice(&req.tx_id).map_err(|e| {
+            crate::status::with_error_info(Status::invalid_argument(format!(
+                "MALFORMED: tx_id: {e}"
+            )))
+        })?;
         match self.api.repair(id, req.rebuild).await {
             Ok(Some(r)) => Ok(Response::new(pb::RepairTxResponse {
                 tx: Some((&r.tx).into()),
@@ -210,14 +224,17 @@ impl<T: CityApi> pb::city_node_server::CityNode for CityNodeService<T> {
                 source: r.source,
                 shards_rebuilt: r.shards_rebuilt,
             })),
-            Ok(None) => Err(Status::not_found(format!(
-                "tx {id} is not held by this city"
-            ))),
+            Ok(None) => Err(crate::status::typed(
+                tonic::Code::NotFound,
+                "UNKNOWN_TX",
+                format_args!("tx {id} is not held by this city"),
+            )),
             Err(r) => Err(r.to_status()),
         }
     }
 
-    type ListStripesStream = tokio_stream::Iter<std::vec::IntoIter<Result<pb::StripeInfo, Status>>>;
+    type ListStripesStream =
+        tokio_stream::Iter<std::vec::IntoIter<Result<pb::ListStripesResponse, Status>>>;
 
     async fn list_stripes(
         &self,
@@ -232,8 +249,11 @@ impl<T: CityApi> pb::city_node_server::CityNode for CityNodeService<T> {
         &self,
         request: Request<pb::GetAccountRequest>,
     ) -> Result<Response<pb::GetAccountResponse>, Status> {
-        let account = AccountId::from_slice(&request.into_inner().account)
-            .map_err(|e| Status::invalid_argument(format!("MALFORMED: account: {e}")))?;
+        let account = AccountId::from_slice(&request.into_inner().account).map_err(|e| {
+            crate::status::with_error_info(Status::invalid_argument(format!(
+                "MALFORMED: account: {e}"
+            )))
+        })?;
         let a = self.api.account(account).await.map_err(|r| r.to_status())?;
         Ok(Response::new(pb::GetAccountResponse {
             account: a.account.as_bytes().to_vec(),

@@ -1,4 +1,4 @@
-//! The `Consensus` service between a city's representatives (proto/consensus.proto), in
+//! The `Consensus` service between a city's representatives (proto/citychain/v1/consensus.proto), in
 //! dag-core terms. The `Federation` service of the same file lives in [`crate::federation`].
 //!
 //! - [`ConsensusHandler`] / [`ConsensusService`] / [`ConsensusClient`]: one unary `Deliver`
@@ -81,14 +81,22 @@ impl DeliverError {
     pub fn to_status(&self) -> Status {
         match self {
             DeliverError::Rejected(e @ ConsensusError::UnknownAuthority { .. }) => {
-                Status::permission_denied(format!("UNKNOWN_SENDER: {e}"))
+                crate::status::with_error_info(Status::permission_denied(format!(
+                    "UNKNOWN_SENDER: {e}"
+                )))
             }
             DeliverError::Rejected(e @ ConsensusError::Decode(_)) => {
-                Status::invalid_argument(format!("MALFORMED: {e}"))
+                crate::status::with_error_info(Status::invalid_argument(format!("MALFORMED: {e}")))
             }
-            DeliverError::Rejected(e) => Status::invalid_argument(format!("REJECTED: {e}")),
-            DeliverError::Overloaded => Status::resource_exhausted(format!("OVERLOADED: {self}")),
-            DeliverError::Stopping => Status::unavailable(format!("STOPPING: {self}")),
+            DeliverError::Rejected(e) => {
+                crate::status::with_error_info(Status::invalid_argument(format!("REJECTED: {e}")))
+            }
+            DeliverError::Overloaded => crate::status::with_error_info(Status::resource_exhausted(
+                format!("OVERLOADED: {self}"),
+            )),
+            DeliverError::Stopping => {
+                crate::status::with_error_info(Status::unavailable(format!("STOPPING: {self}")))
+            }
         }
     }
 }
@@ -125,33 +133,39 @@ impl<T: ConsensusHandler> ConsensusService<T> {
     }
 
     /// The tonic server, accepting messages up to [`MAX_CONSENSUS_MESSAGE_BYTES`].
-    pub fn into_server(self) -> pb::consensus_server::ConsensusServer<Self> {
-        pb::consensus_server::ConsensusServer::new(self)
+    pub fn into_server(self) -> pb::consensus_service_server::ConsensusServiceServer<Self> {
+        pb::consensus_service_server::ConsensusServiceServer::new(self)
             .max_decoding_message_size(MAX_CONSENSUS_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_CONSENSUS_MESSAGE_BYTES)
     }
 }
 
 #[tonic::async_trait]
-impl<T: ConsensusHandler> pb::consensus_server::Consensus for ConsensusService<T> {
+impl<T: ConsensusHandler> pb::consensus_service_server::ConsensusService for ConsensusService<T> {
     async fn deliver(
         &self,
-        request: Request<pb::Envelope>,
+        request: Request<pb::DeliverRequest>,
     ) -> std::result::Result<Response<pb::DeliverResponse>, Status> {
         // Over TLS the sender is who the handshake proved; the envelope must agree.
         let peer = crate::tls::authenticated(&request)?;
         let env = request.into_inner();
-        let from = NodeId::from_slice(&env.from_node_id)
-            .map_err(|e| Status::invalid_argument(format!("MALFORMED: from_node_id: {e}")))?;
+        let from = NodeId::from_slice(&env.from_node_id).map_err(|e| {
+            crate::status::with_error_info(Status::invalid_argument(format!(
+                "MALFORMED: from_node_id: {e}"
+            )))
+        })?;
         if let Some(peer) = peer
             && peer != from
         {
-            return Err(Status::permission_denied(format!(
-                "SPOOFED_SENDER: envelope names {from} but the TLS peer is {peer}"
+            return Err(crate::status::with_error_info(Status::permission_denied(
+                format!("SPOOFED_SENDER: envelope names {from} but the TLS peer is {peer}"),
             )));
         }
-        let message = Message::decode(&env.message)
-            .map_err(|e| Status::invalid_argument(format!("MALFORMED: message: {e}")))?;
+        let message = Message::decode(&env.message).map_err(|e| {
+            crate::status::with_error_info(Status::invalid_argument(format!(
+                "MALFORMED: message: {e}"
+            )))
+        })?;
         self.handler
             .deliver(from, message)
             .await
@@ -164,7 +178,7 @@ impl<T: ConsensusHandler> pb::consensus_server::Consensus for ConsensusService<T
 /// reconnects when the peer comes back.
 #[derive(Debug, Clone)]
 pub struct ConsensusClient {
-    inner: pb::consensus_client::ConsensusClient<Channel>,
+    inner: pb::consensus_service_client::ConsensusServiceClient<Channel>,
     timeout: Duration,
 }
 
@@ -174,7 +188,7 @@ impl ConsensusClient {
     pub fn lazy(addr: &str, timeout: Duration) -> Result<Self> {
         let channel = endpoint(addr, timeout)?.connect_lazy();
         Ok(ConsensusClient {
-            inner: pb::consensus_client::ConsensusClient::new(channel)
+            inner: pb::consensus_service_client::ConsensusServiceClient::new(channel)
                 .max_decoding_message_size(MAX_CONSENSUS_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_CONSENSUS_MESSAGE_BYTES),
             timeout,
@@ -197,7 +211,7 @@ impl ConsensusClient {
                     message: e.to_string(),
                 })?;
         Ok(ConsensusClient {
-            inner: pb::consensus_client::ConsensusClient::new(channel)
+            inner: pb::consensus_service_client::ConsensusServiceClient::new(channel)
                 .max_decoding_message_size(MAX_CONSENSUS_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_CONSENSUS_MESSAGE_BYTES),
             timeout,
@@ -212,7 +226,7 @@ impl ConsensusClient {
     /// Delivers already encoded bytes (for broadcasts that encode once, and for tools that
     /// send deliberately malformed messages).
     pub async fn deliver_bytes(&self, from: NodeId, message: Vec<u8>) -> Result<()> {
-        let req = pb::Envelope {
+        let req = pb::DeliverRequest {
             from_node_id: from.as_bytes().to_vec(),
             message,
         };

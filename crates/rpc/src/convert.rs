@@ -53,10 +53,36 @@ fn objects(field: &'static str, v: &[Vec<u8>]) -> Result<Vec<ObjectId>, DecodeEr
         .collect()
 }
 
+/// The wire kind is the canonical kind byte plus one (`TX_KIND_UNSPECIFIED = 0` is never
+/// valid). An unknown kind is reported by its wire value.
 fn kind_from(v: i32) -> Result<TxKind, DecodeError> {
-    u8::try_from(v)
-        .map_err(|_| DecodeError::UnknownKind(u8::MAX))
-        .and_then(TxKind::from_u8)
+    let unknown = || DecodeError::UnknownKind(u8::try_from(v).unwrap_or(u8::MAX));
+    v.checked_sub(1)
+        .and_then(|b| u8::try_from(b).ok())
+        .ok_or_else(unknown)
+        .and_then(|b| TxKind::from_u8(b).map_err(|_| unknown()))
+}
+
+fn kind_to(k: TxKind) -> i32 {
+    i32::from(k.as_u8()) + 1
+}
+
+/// `POSITION_METHOD_UNSPECIFIED = 0` is never valid.
+fn method_from(v: i32) -> Result<PositionMethod, DecodeError> {
+    match pb::PositionMethod::try_from(v) {
+        Ok(pb::PositionMethod::Gps) => Ok(PositionMethod::Gps),
+        Ok(pb::PositionMethod::Wifi) => Ok(PositionMethod::Wifi),
+        Ok(pb::PositionMethod::Unspecified) | Err(_) => Err(DecodeError::UnknownMethod(
+            u8::try_from(v).unwrap_or(u8::MAX),
+        )),
+    }
+}
+
+fn method_to(m: PositionMethod) -> i32 {
+    match m {
+        PositionMethod::Gps => pb::PositionMethod::Gps as i32,
+        PositionMethod::Wifi => pb::PositionMethod::Wifi as i32,
+    }
 }
 
 impl TryFrom<pb::Tx> for Tx {
@@ -70,11 +96,7 @@ impl TryFrom<pb::Tx> for Tx {
             }
             .into());
         }
-        let method = match p.method {
-            0 => PositionMethod::Gps,
-            1 => PositionMethod::Wifi,
-            other => return Err(DecodeError::UnknownMethod(other.clamp(0, 255) as u8).into()),
-        };
+        let method = method_from(p.method)?;
         let tx = Tx {
             kind: kind_from(p.kind)?,
             sender: AccountId::from_bytes(id32("sender", &p.sender)?),
@@ -100,7 +122,7 @@ impl TryFrom<pb::Tx> for Tx {
 impl From<&Tx> for pb::Tx {
     fn from(t: &Tx) -> Self {
         pb::Tx {
-            kind: i32::from(t.kind.as_u8()),
+            kind: kind_to(t.kind),
             sender: t.sender.as_bytes().to_vec(),
             receiver: t.receiver.as_bytes().to_vec(),
             amount: t.amount,
@@ -109,7 +131,7 @@ impl From<&Tx> for pb::Tx {
             city_id: t.city_id.as_str().to_string(),
             lat_e7: t.position.lat_e7,
             lon_e7: t.position.lon_e7,
-            method: t.method as i32,
+            method: method_to(t.method),
             read_set: t.read_set.iter().map(|o| o.as_bytes().to_vec()).collect(),
             write_set: t.write_set.iter().map(|o| o.as_bytes().to_vec()).collect(),
             payload: t.payload.clone(),
@@ -199,9 +221,9 @@ impl TryFrom<pb::Receipt> for SignedReceipt {
     }
 }
 
-impl From<&StripeInfo> for pb::StripeInfo {
+impl From<&StripeInfo> for pb::ListStripesResponse {
     fn from(s: &StripeInfo) -> Self {
-        pb::StripeInfo {
+        pb::ListStripesResponse {
             stripe_id: s.stripe_id.as_bytes().to_vec(),
             k: u32::from(s.k),
             m: u32::from(s.m),
@@ -229,9 +251,9 @@ fn small(field: &'static str, v: u32) -> Result<u16, DecodeError> {
     }
 }
 
-impl TryFrom<pb::StripeInfo> for StripeInfo {
+impl TryFrom<pb::ListStripesResponse> for StripeInfo {
     type Error = ConvertError;
-    fn try_from(p: pb::StripeInfo) -> Result<Self, ConvertError> {
+    fn try_from(p: pb::ListStripesResponse) -> Result<Self, ConvertError> {
         if p.holders.len() > usize::from(storage::MAX_SHARDS) {
             return Err(DecodeError::TooLong {
                 field: "holders",
@@ -351,6 +373,25 @@ mod tests {
     }
 
     #[test]
+    fn kinds_and_methods_use_the_proto_numbers() {
+        for b in 0..=u8::MAX {
+            let Ok(kind) = TxKind::from_u8(b) else {
+                continue;
+            };
+            let wire = kind_to(kind);
+            assert_eq!(wire, i32::from(b) + 1);
+            assert_eq!(kind_from(wire).unwrap(), kind);
+            let name = pb::TxKind::try_from(wire).unwrap().as_str_name();
+            assert!(name.starts_with("TX_KIND_") && name != "TX_KIND_UNSPECIFIED");
+        }
+        assert_eq!(kind_to(TxKind::FreshTx), pb::TxKind::FreshTx as i32);
+        assert_eq!(kind_to(TxKind::SystemTx), pb::TxKind::SystemTx as i32);
+        assert_eq!(method_to(PositionMethod::Gps), 1);
+        assert_eq!(method_to(PositionMethod::Wifi), 2);
+        assert_eq!(method_from(2).unwrap(), PositionMethod::Wifi);
+    }
+
+    #[test]
     fn stripe_info_round_trip_and_strictness() {
         let s = StripeInfo {
             stripe_id: StripeId::from_bytes([4; 32]),
@@ -371,7 +412,7 @@ mod tests {
                 },
             ],
         };
-        let p: pb::StripeInfo = (&s).into();
+        let p: pb::ListStripesResponse = (&s).into();
         assert_eq!(StripeInfo::try_from(p.clone()).unwrap(), s);
         let mut bad = p.clone();
         bad.k = 70_000;
@@ -397,6 +438,9 @@ mod tests {
         check(|p| p.tx.as_mut().unwrap().kind = 42, RejectCode::Malformed);
         check(|p| p.tx.as_mut().unwrap().kind = -1, RejectCode::Malformed);
         check(|p| p.tx.as_mut().unwrap().method = 9, RejectCode::Malformed);
+        // The proto's zero values are *_UNSPECIFIED: never a valid kind or method.
+        check(|p| p.tx.as_mut().unwrap().kind = 0, RejectCode::Malformed);
+        check(|p| p.tx.as_mut().unwrap().method = 0, RejectCode::Malformed);
         check(
             |p| p.tx.as_mut().unwrap().city_id = String::new(),
             RejectCode::Malformed,

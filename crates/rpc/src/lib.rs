@@ -12,7 +12,7 @@
 //!   `ShardStore` service (PutShard, streaming GetShard, Challenge).
 //! - [`ConsensusService`], [`ConsensusClient`] (between representatives) and, in
 //!   `federation`, [`FederationService`], [`FederationClient`] (continent and global logs):
-//!   proto/consensus.proto; [`CertifiedCheckpoint`] is what a city's committee certifies.
+//!   proto/citychain/v1/consensus.proto; [`CertifiedCheckpoint`] is what a city's committee certifies.
 //! - [`TxProof`]: a tx's offline proof of ordering and federation.
 //! - [`health_and_reflection`]: gRPC health and reflection services for every server.
 
@@ -27,9 +27,10 @@ mod federation;
 mod proof;
 mod repair;
 mod shard_store;
+pub mod status;
 pub mod tls;
 
-/// Code generated from `proto/city.proto` and `proto/shardstore.proto`. Only this crate uses
+/// Code generated from `proto/citychain/v1/city.proto` and `proto/citychain/v1/shardstore.proto`. Only this crate uses
 /// it directly.
 #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
 pub mod pb {
@@ -70,6 +71,7 @@ pub use shard_store::{
     MAX_SHARD_BYTES, MAX_SHARD_MESSAGE_BYTES, PutAuthority, SHARD_CHUNK_BYTES, ShardChunkStream,
     ShardHolder, ShardStoreClient, ShardStoreService, Stored, status_of,
 };
+pub use status::{ERROR_DOMAIN, error_info};
 
 /// Fully qualified names of the services every server carries beside its own: health and
 /// both versions of reflection.
@@ -96,7 +98,7 @@ fn reflection_builder(served: &[&str]) -> tonic_reflection::server::Builder<'sta
 
 /// The gRPC health service (reporting `SERVING` for `service_name`) and the reflection
 /// services, v1 and v1alpha, ready to add to a tonic router. Reflection lists exactly the
-/// services in `served` (fully qualified, e.g. `citychain.v1.ShardStore`) and
+/// services in `served` (fully qualified, e.g. `citychain.v1.ShardStoreService`) and
 /// [`STANDARD_SERVICES`], so a client sees what this server answers, not every proto.
 #[allow(clippy::type_complexity)]
 pub async fn health_and_reflection(

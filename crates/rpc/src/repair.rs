@@ -1,4 +1,4 @@
-//! The repair protocol (proto/repair.proto): a city's REPAIR_REQUEST tx to a holder and the
+//! The repair protocol (proto/citychain/v1/repair.proto): a city's REPAIR_REQUEST tx to a holder and the
 //! holder's REPAIR_ACK tx with its shard and receipt. The payload layouts, the trait a light
 //! node implements ([`RepairResponder`]), its tonic adapter ([`RepairGrpc`]) and a typed
 //! client ([`RepairClient`]).
@@ -126,27 +126,31 @@ impl<T: RepairResponder> RepairGrpc<T> {
         RepairGrpc { inner }
     }
     /// The tonic server (messages up to [`MAX_SHARD_MESSAGE_BYTES`]).
-    pub fn into_server(self) -> pb::repair_server::RepairServer<Self> {
-        pb::repair_server::RepairServer::new(self)
+    pub fn into_server(self) -> pb::repair_service_server::RepairServiceServer<Self> {
+        pb::repair_service_server::RepairServiceServer::new(self)
             .max_decoding_message_size(MAX_SHARD_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_SHARD_MESSAGE_BYTES)
     }
 }
 
 #[tonic::async_trait]
-impl<T: RepairResponder> pb::repair_server::Repair for RepairGrpc<T> {
-    async fn request(
+impl<T: RepairResponder> pb::repair_service_server::RepairService for RepairGrpc<T> {
+    async fn repair_shard(
         &self,
-        request: Request<pb::RepairRequestMsg>,
-    ) -> std::result::Result<Response<pb::RepairAckMsg>, Status> {
-        let req = request
-            .into_inner()
-            .request
-            .ok_or_else(|| Status::invalid_argument("MALFORMED: missing request"))?;
-        let tx = SignedTx::try_from(req)
-            .map_err(|e| Status::invalid_argument(format!("MALFORMED: {e}")))?;
-        let a = self.inner.answer(tx).await?;
-        Ok(Response::new(pb::RepairAckMsg {
+        request: Request<pb::RepairShardRequest>,
+    ) -> std::result::Result<Response<pb::RepairShardResponse>, Status> {
+        let req = request.into_inner().request.ok_or_else(|| {
+            crate::status::with_error_info(Status::invalid_argument("MALFORMED: missing request"))
+        })?;
+        let tx = SignedTx::try_from(req).map_err(|e| {
+            crate::status::with_error_info(Status::invalid_argument(format!("MALFORMED: {e}")))
+        })?;
+        let a = self
+            .inner
+            .answer(tx)
+            .await
+            .map_err(crate::status::with_error_info)?;
+        Ok(Response::new(pb::RepairShardResponse {
             ack: Some(pb::SignedTx::from(&a.ack)),
             shard: a.shard,
             receipt: Some(pb::Receipt::from(&a.receipt)),
@@ -157,7 +161,7 @@ impl<T: RepairResponder> pb::repair_server::Repair for RepairGrpc<T> {
 /// Sends REPAIR_REQUESTs to one holder.
 #[derive(Debug, Clone)]
 pub struct RepairClient {
-    inner: pb::repair_client::RepairClient<Channel>,
+    inner: pb::repair_service_client::RepairServiceClient<Channel>,
     timeout: Duration,
 }
 
@@ -166,7 +170,7 @@ impl RepairClient {
     pub async fn connect(addr: &str, timeout: Duration) -> Result<Self> {
         let ch = crate::error::connect(addr).await?;
         Ok(RepairClient {
-            inner: pb::repair_client::RepairClient::new(ch)
+            inner: pb::repair_service_client::RepairServiceClient::new(ch)
                 .max_decoding_message_size(MAX_SHARD_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_SHARD_MESSAGE_BYTES),
             timeout,
@@ -175,11 +179,11 @@ impl RepairClient {
 
     /// Sends one REPAIR_REQUEST; returns the holder's answer (unchecked).
     pub async fn request(&self, request: &SignedTx) -> Result<RepairAnswer> {
-        let msg = pb::RepairRequestMsg {
+        let msg = pb::RepairShardRequest {
             request: Some(pb::SignedTx::from(request)),
         };
         let call = async {
-            let r = self.inner.clone().request(msg).await?.into_inner();
+            let r = self.inner.clone().repair_shard(msg).await?.into_inner();
             let ack = r
                 .ack
                 .ok_or(ConvertError::Invalid(bad("ack")))

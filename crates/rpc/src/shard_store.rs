@@ -1,4 +1,4 @@
-//! The `ShardStore` gRPC service that light nodes serve (proto/shardstore.proto): a
+//! The `ShardStore` gRPC service that light nodes serve (proto/citychain/v1/shardstore.proto): a
 //! [`ShardHolder`] trait in storage/dag-core terms, the tonic adapter
 //! [`ShardStoreService`], and a typed [`ShardStoreClient`].
 //!
@@ -70,38 +70,53 @@ pub fn status_of(e: &storage::Error) -> Status {
     use storage::Error as E;
     match e {
         E::BadShard { .. } | E::InvalidParams { .. } | E::StripeTooLarge { .. } => {
-            Status::invalid_argument(format!("BAD_SHARD: {e}"))
+            crate::status::with_error_info(Status::invalid_argument(format!("BAD_SHARD: {e}")))
         }
-        E::OverQuota { .. } => Status::resource_exhausted(format!("OVER_QUOTA: {e}")),
-        E::DiskFull { .. } => Status::resource_exhausted(format!("DISK_FULL: {e}")),
-        E::StoreUnavailable { .. } => Status::unavailable(format!("STORE_UNAVAILABLE: {e}")),
-        E::ShardConflict { .. } => Status::already_exists(format!("SHARD_CONFLICT: {e}")),
-        E::CorruptOnDisk { .. } => Status::data_loss(format!("CORRUPT: {e}")),
-        E::Decode { .. } => Status::invalid_argument(format!("MALFORMED: {e}")),
-        _ => Status::internal(format!("STORE: {e}")),
+        E::OverQuota { .. } => {
+            crate::status::with_error_info(Status::resource_exhausted(format!("OVER_QUOTA: {e}")))
+        }
+        E::DiskFull { .. } => {
+            crate::status::with_error_info(Status::resource_exhausted(format!("DISK_FULL: {e}")))
+        }
+        E::StoreUnavailable { .. } => {
+            crate::status::with_error_info(Status::unavailable(format!("STORE_UNAVAILABLE: {e}")))
+        }
+        E::ShardConflict { .. } => {
+            crate::status::with_error_info(Status::already_exists(format!("SHARD_CONFLICT: {e}")))
+        }
+        E::CorruptOnDisk { .. } => {
+            crate::status::with_error_info(Status::data_loss(format!("CORRUPT: {e}")))
+        }
+        E::Decode { .. } => {
+            crate::status::with_error_info(Status::invalid_argument(format!("MALFORMED: {e}")))
+        }
+        _ => crate::status::with_error_info(Status::internal(format!("STORE: {e}"))),
     }
 }
 
 fn not_held(stripe: &StripeId, index: u16) -> Status {
-    Status::not_found(format!(
+    crate::status::with_error_info(Status::not_found(format!(
         "NOT_HELD: shard {index} of stripe {stripe} is not held here"
-    ))
+    )))
 }
 
 fn stripe_and_index(
     stripe_id: &[u8],
     shard_index: u32,
 ) -> std::result::Result<(StripeId, u16), Status> {
-    let stripe = StripeId::from_slice(stripe_id)
-        .map_err(|e| Status::invalid_argument(format!("MALFORMED: stripe_id: {e}")))?;
+    let stripe = StripeId::from_slice(stripe_id).map_err(|e| {
+        crate::status::with_error_info(Status::invalid_argument(format!(
+            "MALFORMED: stripe_id: {e}"
+        )))
+    })?;
     let index = u16::try_from(shard_index)
         .ok()
         .filter(|i| *i < storage::MAX_SHARDS)
         .ok_or_else(|| {
-            Status::invalid_argument(format!(
+            crate::status::with_error_info(Status::invalid_argument(format!(
                 "MALFORMED: shard_index {shard_index} is not below {}",
                 storage::MAX_SHARDS
-            ))
+            )))
         })?;
     Ok((stripe, index))
 }
@@ -150,8 +165,8 @@ impl<T: ShardHolder> ShardStoreService<T> {
     }
 
     /// The tonic server, accepting messages up to [`MAX_SHARD_MESSAGE_BYTES`].
-    pub fn into_server(self) -> pb::shard_store_server::ShardStoreServer<Self> {
-        pb::shard_store_server::ShardStoreServer::new(self)
+    pub fn into_server(self) -> pb::shard_store_service_server::ShardStoreServiceServer<Self> {
+        pb::shard_store_service_server::ShardStoreServiceServer::new(self)
             .max_decoding_message_size(MAX_SHARD_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_SHARD_MESSAGE_BYTES)
     }
@@ -159,10 +174,10 @@ impl<T: ShardHolder> ShardStoreService<T> {
 
 /// The stream `GetShard` answers with.
 pub type ShardChunkStream =
-    futures::stream::Iter<std::vec::IntoIter<std::result::Result<pb::ShardChunk, Status>>>;
+    futures::stream::Iter<std::vec::IntoIter<std::result::Result<pb::GetShardResponse, Status>>>;
 
 #[tonic::async_trait]
-impl<T: ShardHolder> pb::shard_store_server::ShardStore for ShardStoreService<T> {
+impl<T: ShardHolder> pb::shard_store_service_server::ShardStoreService for ShardStoreService<T> {
     async fn put_shard(
         &self,
         request: Request<pb::PutShardRequest>,
@@ -170,8 +185,10 @@ impl<T: ShardHolder> pb::shard_store_server::ShardStore for ShardStoreService<T>
         if let (Some(writer), Some(writers)) = (crate::tls::authenticated(&request)?, &self.writers)
             && !writers(&writer)
         {
-            return Err(Status::permission_denied(format!(
-                "NOT_A_REPRESENTATIVE: node {writer} is not a representative of this light node's city"
+            return Err(crate::status::with_error_info(Status::permission_denied(
+                format!(
+                    "NOT_A_REPRESENTATIVE: node {writer} is not a representative of this light node's city"
+                ),
             )));
         }
         let shard = Shard::from_bytes(&request.into_inner().shard).map_err(|e| status_of(&e))?;
@@ -202,7 +219,7 @@ impl<T: ShardHolder> pb::shard_store_server::ShardStore for ShardStoreService<T>
             .chunks(SHARD_CHUNK_BYTES)
             .enumerate()
             .map(|(i, c)| {
-                Ok(pb::ShardChunk {
+                Ok(pb::GetShardResponse {
                     total_len: if i == 0 { total_len } else { 0 },
                     data: c.to_vec(),
                 })
@@ -218,10 +235,10 @@ impl<T: ShardHolder> pb::shard_store_server::ShardStore for ShardStoreService<T>
         let req = request.into_inner();
         let (stripe, index) = stripe_and_index(&req.stripe_id, req.shard_index)?;
         let nonce: [u8; 32] = req.nonce.as_slice().try_into().map_err(|_| {
-            Status::invalid_argument(format!(
+            crate::status::with_error_info(Status::invalid_argument(format!(
                 "MALFORMED: nonce must be 32 bytes, got {}",
                 req.nonce.len()
-            ))
+            )))
         })?;
         let proof = self
             .holder
@@ -238,7 +255,7 @@ impl<T: ShardHolder> pb::shard_store_server::ShardStore for ShardStoreService<T>
 /// Talks to a light node's `ShardStore` over gRPC with storage types. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct ShardStoreClient {
-    inner: pb::shard_store_client::ShardStoreClient<Channel>,
+    inner: pb::shard_store_service_client::ShardStoreServiceClient<Channel>,
     timeout: Option<Duration>,
 }
 
@@ -258,7 +275,7 @@ impl ShardStoreClient {
     /// A client over an existing channel (e.g. a lazily connecting one).
     pub fn from_channel(channel: Channel) -> Self {
         ShardStoreClient {
-            inner: pb::shard_store_client::ShardStoreClient::new(channel)
+            inner: pb::shard_store_service_client::ShardStoreServiceClient::new(channel)
                 .max_decoding_message_size(MAX_SHARD_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_SHARD_MESSAGE_BYTES),
             timeout: None,

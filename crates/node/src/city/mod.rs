@@ -131,6 +131,9 @@ pub struct CityHandle {
     audit: Option<challenges::AuditHandle>,
     /// The start-up scan finishing txs left Admitted.
     recovery: Option<tokio::task::JoinHandle<Option<recovery::RecoveryReport>>>,
+    /// What gRPC health says, and the live-holder count behind it (with storage).
+    readiness: runtime::Readiness,
+    holders_watch: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// How long a graceful stop waits for in-flight calls and streams.
@@ -150,6 +153,10 @@ impl CityHandle {
     /// Stops accepting, lets in-flight calls finish, then closes the store so the data
     /// directory can be reopened.
     pub async fn shutdown(mut self) -> Result<()> {
+        // NOT_SERVING from the signal on, before the calls in flight drain.
+        self.readiness
+            .set(runtime::readiness::STOPPING, false)
+            .await;
         self.stop_background().await;
         if let Some(g) = self.gateway.take()
             && let Err(e) = g.shutdown().await
@@ -200,6 +207,10 @@ impl CityHandle {
     /// Stops the audit and the start-up scan (work in progress is abandoned; a tx left
     /// Admitted is picked up at the next start).
     async fn stop_background(&mut self) {
+        if let Some(w) = self.holders_watch.take() {
+            w.abort();
+            let _ = w.await;
+        }
         if let Some(a) = self.audit.take() {
             a.stop().await;
         }
@@ -299,7 +310,10 @@ pub async fn start_city_with(
     let store = TxStore::open(&cfg.data_dir.join("txs.redb"))?;
     let verifier = Arc::new(BatchVerifier::new(cfg.verify_threads)?);
     let mut city = CityNode::new(keypair.node_id(), store, verifier.clone(), cfg.max_inflight);
+    // Health needs k live holders when this city stores on light nodes.
+    let mut holders: Option<(Arc<dyn pipeline::HolderDirectory>, usize)> = None;
     if let Some(sp) = parts.storage {
+        holders = Some((sp.directory.clone(), usize::from(sp.config.erasure.k)));
         let pipeline = pipeline::Pipeline::start(
             sp.config,
             &cfg.data_dir.join("stripes.redb"),
@@ -403,18 +417,19 @@ pub async fn start_city_with(
         None => None,
     };
     let served: &[&str] = if consensus_svc.is_some() {
-        &["citychain.v1.CityNode", "citychain.v1.Consensus"]
+        &[
+            "citychain.v1.CityNodeService",
+            "citychain.v1.ConsensusService",
+        ]
     } else {
-        &["citychain.v1.CityNode"]
+        &["citychain.v1.CityNodeService"]
     };
     let (reporter, health, reflection, reflection_alpha) =
-        runtime::health_reporter_and_reflection("citychain.v1.CityNode", served).await?;
+        runtime::health_reporter_and_reflection("citychain.v1.CityNodeService", served).await?;
+    let readiness = runtime::Readiness::new(reporter, "citychain.v1.CityNodeService").await;
     // NOT_SERVING while the tx store is down after an I/O error; reopened by itself.
-    node.store().spawn_watchdog(
-        reporter,
-        "citychain.v1.CityNode",
-        Duration::from_millis(250),
-    );
+    node.store()
+        .spawn_watchdog(readiness.clone(), Duration::from_millis(250));
     let svc = rpc::CityNodeService::new(node.clone()).into_server();
     let router = runtime::server_builder(false)
         .tcp_nodelay(true)
@@ -424,6 +439,16 @@ pub async fn start_city_with(
         .add_service(svc)
         .add_optional_service(consensus_svc);
     let server = runtime::serve(listener, router, "city", &cfg.links);
+    let holders_watch = match holders {
+        Some((dir, k)) => Some(
+            runtime::readiness::watch_holders(readiness.clone(), k, move || {
+                dir.live_lights().len()
+            })
+            .await,
+        ),
+        None => None,
+    };
+    readiness.set(runtime::readiness::STARTING, true).await;
     tracing::info!(%addr, node_id = %keypair.node_id(), data_dir = %cfg.data_dir.display(),
         representative = representation.is_some(), "city node serving");
     Ok(CityHandle {
@@ -434,6 +459,8 @@ pub async fn start_city_with(
         working_set_gc,
         audit,
         recovery: Some(recovery),
+        readiness,
+        holders_watch,
     })
 }
 

@@ -190,18 +190,17 @@ impl TxStore {
         heal(&self.db)
     }
 
-    /// Watches the store: on an I/O error, gRPC health for `service` (and "") says
+    /// Watches the store: on an I/O error, gRPC health (`readiness`'s service and "") says
     /// NOT_SERVING and the store is reopened every `every` until that works; then SERVING
     /// again. Each transition is logged and counted. The task ends when the store is dropped.
     pub(crate) fn spawn_watchdog(
         &self,
-        reporter: tonic_health::server::HealthReporter,
-        service: &'static str,
+        readiness: crate::runtime::Readiness,
         every: std::time::Duration,
     ) -> tokio::task::JoinHandle<()> {
         let weak: Weak<Shared> = Arc::downgrade(&self.db);
         let failed_flag = self.db.failed.clone();
-        let health = crate::runtime::StoreHealth::new(reporter, service, "txs");
+        let health = crate::runtime::StoreHealth::new(readiness, "txs");
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(every).await;

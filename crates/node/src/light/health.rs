@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tonic_health::server::HealthReporter;
 
 /// How often the watchdog looks at the store when nothing woke it (and retries a reopen
 /// while the store is down).
@@ -39,13 +38,9 @@ impl Drop for Watchdog {
 }
 
 impl Watchdog {
-    /// Starts watching `node`'s store, reporting on `service` (and the overall "").
-    pub(super) fn start(
-        node: Arc<LightNode>,
-        reporter: HealthReporter,
-        service: &'static str,
-    ) -> Self {
-        let health = StoreHealth::new(reporter, service, "shards");
+    /// Starts watching `node`'s store, reporting through `readiness` (its service and "").
+    pub(super) fn start(node: Arc<LightNode>, readiness: runtime::Readiness) -> Self {
+        let health = StoreHealth::new(readiness, "shards");
         let (stop, mut stopped) = oneshot::channel();
         let state = health.clone();
         let task = tokio::spawn(async move {

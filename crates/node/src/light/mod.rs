@@ -215,6 +215,7 @@ pub struct LightHandle {
     server: ServerHandle,
     node: Arc<LightNode>,
     watchdog: health::Watchdog,
+    readiness: runtime::Readiness,
     quarantined: Option<PathBuf>,
 }
 
@@ -241,6 +242,10 @@ impl LightHandle {
 
     /// Stops accepting and lets in-flight calls finish.
     pub async fn shutdown(self) -> Result<()> {
+        // NOT_SERVING from the signal on, before the calls in flight drain.
+        self.readiness
+            .set(runtime::readiness::STOPPING, false)
+            .await;
         self.watchdog.stop().await;
         self.server.shutdown(SHUTDOWN_GRACE).await
     }
@@ -254,7 +259,7 @@ impl LightHandle {
 }
 
 /// The gRPC service name health reports on.
-const SERVICE: &str = "citychain.v1.ShardStore";
+const SERVICE: &str = "citychain.v1.ShardStoreService";
 
 /// How long a graceful stop waits for in-flight calls.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -312,9 +317,11 @@ pub async fn serve_light_over(
 ) -> Result<LightHandle> {
     let (listener, addr) = runtime::bind(listen).await?;
     let (reporter, health, reflection, reflection_alpha) =
-        runtime::health_reporter_and_reflection(SERVICE, &[SERVICE, "citychain.v1.Repair"]).await?;
+        runtime::health_reporter_and_reflection(SERVICE, &[SERVICE, "citychain.v1.RepairService"])
+            .await?;
     let node = Arc::new(node);
-    let watchdog = health::Watchdog::start(node.clone(), reporter, SERVICE);
+    let readiness = runtime::Readiness::new(reporter, SERVICE).await;
+    let watchdog = health::Watchdog::start(node.clone(), readiness.clone());
     let mut svc = rpc::ShardStoreService::new(node.clone());
     if let Some(w) = writers {
         svc = svc.with_writers(Arc::new(move |id: &dag_core::NodeId| w.admits(id)));
@@ -327,11 +334,13 @@ pub async fn serve_light_over(
         .add_service(svc)
         .add_service(rpc::RepairGrpc::new(node.clone()).into_server());
     let server = runtime::serve(listener, router, "light", links);
+    readiness.set(runtime::readiness::STARTING, true).await;
     tracing::info!(%addr, node_id = %node.node_id(), "light node serving");
     Ok(LightHandle {
         server,
         node,
         watchdog,
+        readiness,
         quarantined: None,
     })
 }

@@ -75,13 +75,12 @@ impl Default for BudgetConfig {
 /// `SubmitTxStream` (not byte-counted; see the module docs).
 pub fn method_limit(path: &str) -> Option<usize> {
     let big = match path {
-        "/citychain.v1.CityNode/SubmitTxStream" => return None,
-        "/citychain.v1.ShardStore/PutShard" => rpc::MAX_SHARD_MESSAGE_BYTES,
-        "/citychain.v1.Consensus/Deliver" => rpc::MAX_CONSENSUS_MESSAGE_BYTES,
-        "/citychain.v1.Federation/PushCheckpoint" | "/citychain.v1.Federation/PushTreeHead" => {
-            rpc::MAX_FEDERATION_MESSAGE_BYTES
-        }
-        "/citychain.v1.CityNode/SubmitTx" => rpc::MAX_MESSAGE_BYTES,
+        "/citychain.v1.CityNodeService/SubmitTxStream" => return None,
+        "/citychain.v1.ShardStoreService/PutShard" => rpc::MAX_SHARD_MESSAGE_BYTES,
+        "/citychain.v1.ConsensusService/Deliver" => rpc::MAX_CONSENSUS_MESSAGE_BYTES,
+        "/citychain.v1.FederationService/PushCheckpoint"
+        | "/citychain.v1.FederationService/PushTreeHead" => rpc::MAX_FEDERATION_MESSAGE_BYTES,
+        "/citychain.v1.CityNodeService/SubmitTx" => rpc::MAX_MESSAGE_BYTES,
         _ => SMALL_REQUEST_BYTES,
     };
     Some(big + GRPC_FRAME_HEADER)
@@ -409,12 +408,15 @@ mod tests {
             tonic::Code::ResourceExhausted
         );
         assert_eq!(
-            method_limit("/citychain.v1.ShardStore/PutShard"),
+            method_limit("/citychain.v1.ShardStoreService/PutShard"),
             Some(rpc::MAX_SHARD_MESSAGE_BYTES + 5)
         );
-        assert_eq!(method_limit("/citychain.v1.CityNode/SubmitTxStream"), None);
         assert_eq!(
-            method_limit("/citychain.v1.ShardStore/GetShard"),
+            method_limit("/citychain.v1.CityNodeService/SubmitTxStream"),
+            None
+        );
+        assert_eq!(
+            method_limit("/citychain.v1.ShardStoreService/GetShard"),
             Some(SMALL_REQUEST_BYTES + 5)
         );
     }

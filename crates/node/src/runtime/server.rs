@@ -56,9 +56,12 @@ pub const LIMITS: ServerLimits = ServerLimits {
     budget: super::BudgetConfig::DEFAULT,
 };
 
-/// The layers every node server runs its routes under.
-pub(crate) type NodeLayers =
-    tower::layer::util::Stack<super::BudgetLayer, tower::layer::util::Identity>;
+/// The layers every node server runs its routes under: per-method metrics outermost
+/// (`GrpcMetricsLayer`, so budget refusals are counted), then the budgets.
+pub(crate) type NodeLayers = tower::layer::util::Stack<
+    super::BudgetLayer,
+    tower::layer::util::Stack<super::GrpcMetricsLayer, tower::layer::util::Identity>,
+>;
 
 /// A tonic server builder with [`LIMITS`] applied (budgets fresh for this server); every
 /// role builds its router on it. `call_timeout` is off for the city's client API, whose
@@ -74,6 +77,7 @@ pub(crate) fn server_builder(call_timeout: bool) -> Server<NodeLayers> {
         .http2_keepalive_interval(Some(LIMITS.keepalive.0))
         .http2_keepalive_timeout(Some(LIMITS.keepalive.1))
         .tcp_keepalive(Some(LIMITS.tcp_keepalive))
+        .layer(super::GrpcMetricsLayer)
         .layer(super::BudgetLayer::new(LIMITS.budget))
 }
 

@@ -1,19 +1,17 @@
-//! The serving state of a store, mirrored in one place into gRPC health (the role's service
-//! and the overall ""), the `citychain_store_serving` gauge and the
+//! The serving state of a store, mirrored in one place into gRPC health (the `store`
+//! condition of the role's [`Readiness`]), the `citychain_store_serving` gauge and the
 //! `citychain_store_io_failures_total` / `citychain_store_reopens_total` counters. The tx
 //! store's and the shard store's watchdogs both drive it, so both report an outage the same
 //! way.
 
+use super::Readiness;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use tonic_health::ServingStatus;
-use tonic_health::server::HealthReporter;
 
 /// What health says about one store; transitions are published, repeats are not.
 #[derive(Clone)]
 pub(crate) struct StoreHealth {
-    reporter: HealthReporter,
-    service: &'static str,
+    readiness: Readiness,
     store: &'static str,
     serving: Arc<AtomicBool>,
 }
@@ -21,7 +19,7 @@ pub(crate) struct StoreHealth {
 impl std::fmt::Debug for StoreHealth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StoreHealth")
-            .field("service", &self.service)
+            .field("service", &self.readiness.service())
             .field("store", &self.store)
             .field("serving", &self.is_serving())
             .finish()
@@ -29,16 +27,11 @@ impl std::fmt::Debug for StoreHealth {
 }
 
 impl StoreHealth {
-    /// Health of `store` (the metrics label: "txs", "shards"), reported on `service`;
-    /// starts SERVING.
-    pub(crate) fn new(
-        reporter: HealthReporter,
-        service: &'static str,
-        store: &'static str,
-    ) -> Self {
+    /// Health of `store` (the metrics label: "txs", "shards"), a condition of
+    /// `readiness`; starts up.
+    pub(crate) fn new(readiness: Readiness, store: &'static str) -> Self {
         StoreHealth {
-            reporter,
-            service,
+            readiness,
             store,
             serving: Arc::new(AtomicBool::new(true)),
         }
@@ -49,9 +42,8 @@ impl StoreHealth {
         self.serving.load(Ordering::SeqCst)
     }
 
-    async fn publish(&self, status: ServingStatus) {
-        self.reporter.set_service_status(self.service, status).await;
-        self.reporter.set_service_status("", status).await;
+    async fn publish(&self, up: bool) {
+        self.readiness.set("store", up).await;
     }
 
     /// The store failed: NOT_SERVING and one failure counted. Returns true on the
@@ -60,7 +52,7 @@ impl StoreHealth {
         if !self.serving.swap(false, Ordering::SeqCst) {
             return false;
         }
-        self.publish(ServingStatus::NotServing).await;
+        self.publish(false).await;
         metrics::counter!("citychain_store_io_failures_total", "store" => self.store).increment(1);
         metrics::gauge!("citychain_store_serving", "store" => self.store).set(0.0);
         true
@@ -72,7 +64,7 @@ impl StoreHealth {
         if self.serving.swap(true, Ordering::SeqCst) {
             return false;
         }
-        self.publish(ServingStatus::Serving).await;
+        self.publish(true).await;
         if reopened {
             metrics::counter!("citychain_store_reopens_total", "store" => self.store).increment(1);
         }
@@ -104,12 +96,11 @@ mod tests {
     #[tokio::test]
     async fn transitions_are_published_once_and_repeats_are_not() {
         use tonic_health::pb::health_check_response::ServingStatus as S;
-        let reporter = HealthReporter::new();
+        let reporter = tonic_health::server::HealthReporter::new();
         let svc = tonic_health::server::HealthService::from_health_reporter(reporter.clone());
-        reporter
-            .set_service_status("svc", ServingStatus::Serving)
-            .await;
-        let h = StoreHealth::new(reporter, "svc", "test");
+        let readiness = Readiness::new(reporter, "svc").await;
+        readiness.set(super::super::readiness::STARTING, true).await;
+        let h = StoreHealth::new(readiness, "test");
         assert!(h.is_serving());
         assert!(!h.up(false).await, "already up: no transition");
         assert!(h.down().await);

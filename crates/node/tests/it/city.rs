@@ -177,10 +177,12 @@ async fn bad_inputs_are_rejected_and_store_nothing() {
     );
 
     // The mapped gRPC codes, seen by a plain tonic client.
-    let mut raw =
-        pb::city_node_client::CityNodeClient::connect(format!("http://{}", n.handle.addr()))
-            .await
-            .unwrap();
+    let mut raw = pb::city_node_service_client::CityNodeServiceClient::connect(format!(
+        "http://{}",
+        n.handle.addr()
+    ))
+    .await
+    .unwrap();
     let code =
         |r: Result<tonic::Response<pb::SubmitTxResponse>, tonic::Status>| r.unwrap_err().code();
     assert_eq!(
@@ -198,6 +200,27 @@ async fn bad_inputs_are_rejected_and_store_nothing() {
         ),
         Code::AlreadyExists
     );
+    // The refusal's details carry a google.rpc.ErrorInfo beside the message prefix.
+    let mut reused = good.tx.clone();
+    reused.amount += 3;
+    let reused = sign_tx(reused, &*ALICE);
+    let status = raw
+        .submit_tx(pb::SubmitTxRequest {
+            tx: Some((&reused).into()),
+        })
+        .await
+        .unwrap_err();
+    assert!(status.message().starts_with("NONCE_REUSED: "), "{status:?}");
+    let info = rpc::error_info(&status).expect("ErrorInfo in the status details");
+    assert_eq!(info.reason, "NONCE_REUSED");
+    assert_eq!(info.domain, rpc::ERROR_DOMAIN);
+    assert_eq!(info.metadata.get("tx_id"), Some(&reused.id().to_hex()));
+    let status = raw
+        .submit_tx(pb::SubmitTxRequest { tx: None })
+        .await
+        .unwrap_err();
+    assert_eq!(rpc::error_info(&status).unwrap().reason, "MALFORMED");
+
     let mut t = sign_tx(tx(&ALICE, 10), &*ALICE);
     t.signature[0] ^= 1;
     assert_eq!(
@@ -283,8 +306,9 @@ async fn send_raw_bytes(n: &Node, bytes: Vec<u8>) -> tonic::Status {
         .unwrap();
     let mut grpc = tonic::client::Grpc::new(channel).max_encoding_message_size(usize::MAX);
     grpc.ready().await.unwrap();
-    let path =
-        tonic::codegen::http::uri::PathAndQuery::from_static("/citychain.v1.CityNode/SubmitTx");
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+        "/citychain.v1.CityNodeService/SubmitTx",
+    );
     grpc.unary(tonic::Request::new(bytes), path, RawCodec)
         .await
         .unwrap_err()
@@ -379,7 +403,7 @@ async fn health_service_reports_serving() {
     let mut h = tonic_health::pb::health_client::HealthClient::new(channel);
     let r = h
         .check(tonic_health::pb::HealthCheckRequest {
-            service: "citychain.v1.CityNode".into(),
+            service: "citychain.v1.CityNodeService".into(),
         })
         .await
         .unwrap()

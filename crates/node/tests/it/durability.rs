@@ -285,7 +285,7 @@ async fn a_full_city_store_rejects_cleanly_goes_not_serving_and_heals_without_re
     let city_dir = tempfile::tempdir().unwrap();
     let light_dirs: Vec<_> = (0..6).map(|_| tempfile::tempdir().unwrap()).collect();
     let (city, client, lights, _dir) = city_with_lights(city_dir.path(), &light_dirs).await;
-    const SVC: &str = "citychain.v1.CityNode";
+    const SVC: &str = "citychain.v1.CityNodeService";
     assert_eq!(
         health(city.addr(), SVC).await,
         ServingStatus::Serving as i32
@@ -466,7 +466,7 @@ async fn a_corrupt_light_store_restarts_empty_the_audit_finds_the_loss_and_repai
 async fn a_light_store_io_error_is_not_serving_until_it_reopens_by_itself() {
     let dir = tempfile::tempdir().unwrap();
     let light = light_in(dir.path(), 1 << 30).await;
-    const SVC: &str = "citychain.v1.ShardStore";
+    const SVC: &str = "citychain.v1.ShardStoreService";
     assert_eq!(
         health(light.addr(), SVC).await,
         ServingStatus::Serving as i32

@@ -4,7 +4,7 @@
 use dag_core::{SignedReceipt, StripeId};
 use node::{LightConfig, LightHandle, start_light};
 use pqc::{Keypair, MlDsa87};
-use rpc::pb::shard_store_client::ShardStoreClient as RawClient;
+use rpc::pb::shard_store_service_client::ShardStoreServiceClient as RawClient;
 use rpc::{ClientError, ShardStoreClient};
 use storage::{
     Challenge, ChallengeNonce, ErasureConfig, Held, HeldRules, Shard, StripeLayout,

@@ -7,6 +7,7 @@ mod city;
 mod consensus;
 mod durability;
 mod federation;
+mod health;
 mod light;
 mod light_pipeline;
 mod stake;

@@ -213,22 +213,30 @@ impl FederationError {
         }
     }
 
-    /// The gRPC status: the code and prefix of the proto's table, the canonical error in
-    /// the details.
+    /// The gRPC status: the code and prefix of the proto's table; the details are a
+    /// `google.rpc.Status` with a `google.rpc.ErrorInfo` (reason = the prefix) and the
+    /// canonical error ([`crate::status::FEDERATION_ERROR_TYPE_URL`]).
     pub fn to_status(&self) -> Status {
         let (code, prefix) = self.code_and_prefix();
-        Status::with_details(
+        crate::status::typed_status(
             code,
-            format!("{prefix}: {self}"),
-            tonic::codegen::Bytes::from(self.encode()),
+            prefix,
+            self,
+            [],
+            Some(prost_types::Any {
+                type_url: crate::status::FEDERATION_ERROR_TYPE_URL.to_string(),
+                value: self.encode(),
+            }),
         )
     }
 
     /// The error a server sent (from the details), or [`FederationError::Transport`].
     pub fn from_status(s: &Status) -> Self {
-        match FederationError::decode(s.details()) {
-            Ok(e) => e,
-            Err(_) => FederationError::Transport {
+        let typed = crate::status::detail_of(s, crate::status::FEDERATION_ERROR_TYPE_URL)
+            .and_then(|b| FederationError::decode(&b).ok());
+        match typed {
+            Some(e) => e,
+            None => FederationError::Transport {
                 code: s.code(),
                 message: s.message().to_string(),
             },

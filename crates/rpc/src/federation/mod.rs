@@ -1,5 +1,5 @@
 //! Federation of a city's checkpoints to a continent log, and of continents' tree heads to
-//! the global log (the `Federation` service of proto/consensus.proto), in dag-core terms.
+//! the global log (the `Federation` service of proto/citychain/v1/consensus.proto), in dag-core terms.
 //!
 //! - [`CheckpointHeader`]: what a city's committee certifies for each committed checkpoint;
 //!   [`CertifiedCheckpoint`]: the header with member signatures ([`sign_share`]), verified
@@ -784,7 +784,7 @@ mod tests {
         r.verify(LogKind::Continent, k.public_key()).unwrap();
         assert!(r.verify(LogKind::Global, k.public_key()).is_err());
         assert_eq!(InclusionReceipt::decode(&r.encode()).unwrap(), r);
-        let p: pb::InclusionReceipt = (&r).into();
+        let p: pb::PushTreeHeadResponse = (&r).into();
         assert_eq!(InclusionReceipt::try_from(p).unwrap(), r);
 
         for e in [

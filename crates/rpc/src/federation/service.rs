@@ -87,8 +87,8 @@ impl<T: FederationHandler> FederationService<T> {
     }
 
     /// The tonic server, accepting messages up to [`MAX_FEDERATION_MESSAGE_BYTES`].
-    pub fn into_server(self) -> pb::federation_server::FederationServer<Self> {
-        pb::federation_server::FederationServer::new(self)
+    pub fn into_server(self) -> pb::federation_service_server::FederationServiceServer<Self> {
+        pb::federation_service_server::FederationServiceServer::new(self)
             .max_decoding_message_size(MAX_FEDERATION_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_FEDERATION_MESSAGE_BYTES)
     }
@@ -103,18 +103,20 @@ fn path_bytes(path: &[Hash32]) -> Vec<Vec<u8>> {
 }
 
 #[tonic::async_trait]
-impl<T: FederationHandler> pb::federation_server::Federation for FederationService<T> {
+impl<T: FederationHandler> pb::federation_service_server::FederationService
+    for FederationService<T>
+{
     async fn push_checkpoint(
         &self,
-        request: Request<pb::CertifiedCheckpoint>,
-    ) -> Result<Response<pb::FederationProof>, Status> {
+        request: Request<pb::PushCheckpointRequest>,
+    ) -> Result<Response<pb::PushCheckpointResponse>, Status> {
         let c = CertifiedCheckpoint::decode(&request.into_inner().encoded).map_err(malformed)?;
         let p = self
             .handler
             .push_checkpoint(c)
             .await
             .map_err(|e| e.to_status())?;
-        Ok(Response::new(pb::FederationProof {
+        Ok(Response::new(pb::PushCheckpointResponse {
             encoded: p.encode(),
         }))
     }
@@ -122,14 +124,14 @@ impl<T: FederationHandler> pb::federation_server::Federation for FederationServi
     async fn get_city_head(
         &self,
         request: Request<pb::GetCityHeadRequest>,
-    ) -> Result<Response<pb::CityHeadResponse>, Status> {
+    ) -> Result<Response<pb::GetCityHeadResponse>, Status> {
         let city = h32("city_id", &request.into_inner().city_id).map_err(malformed)?;
         let h = self
             .handler
             .city_head(city)
             .await
             .map_err(|e| e.to_status())?;
-        Ok(Response::new(pb::CityHeadResponse {
+        Ok(Response::new(pb::GetCityHeadResponse {
             next_sequence: h.next_sequence,
             last_running_hash: h.last_running_hash.0.to_vec(),
         }))
@@ -137,8 +139,8 @@ impl<T: FederationHandler> pb::federation_server::Federation for FederationServi
 
     async fn push_tree_head(
         &self,
-        request: Request<pb::TreeHeadPush>,
-    ) -> Result<Response<pb::InclusionReceipt>, Status> {
+        request: Request<pb::PushTreeHeadRequest>,
+    ) -> Result<Response<pb::PushTreeHeadResponse>, Status> {
         let p = TreeHeadPush::decode(&request.into_inner().encoded).map_err(malformed)?;
         let r = self
             .handler
@@ -151,9 +153,9 @@ impl<T: FederationHandler> pb::federation_server::Federation for FederationServi
     async fn get_tree_head(
         &self,
         _request: Request<pb::GetTreeHeadRequest>,
-    ) -> Result<Response<pb::SignedTreeHead>, Status> {
+    ) -> Result<Response<pb::GetTreeHeadResponse>, Status> {
         let h = self.handler.tree_head().await.map_err(|e| e.to_status())?;
-        Ok(Response::new(pb::SignedTreeHead {
+        Ok(Response::new(pb::GetTreeHeadResponse {
             encoded: h.encode(),
         }))
     }
@@ -161,14 +163,14 @@ impl<T: FederationHandler> pb::federation_server::Federation for FederationServi
     async fn get_inclusion_proof(
         &self,
         request: Request<pb::GetInclusionProofRequest>,
-    ) -> Result<Response<pb::InclusionProofResponse>, Status> {
+    ) -> Result<Response<pb::GetInclusionProofResponse>, Status> {
         let req = request.into_inner();
         let a = self
             .handler
             .inclusion_proof(req.index, req.tree_size)
             .await
             .map_err(|e| e.to_status())?;
-        Ok(Response::new(pb::InclusionProofResponse {
+        Ok(Response::new(pb::GetInclusionProofResponse {
             index: a.proof.index,
             tree_size: a.proof.size,
             path: path_bytes(&a.proof.path),
@@ -180,14 +182,14 @@ impl<T: FederationHandler> pb::federation_server::Federation for FederationServi
     async fn get_consistency_proof(
         &self,
         request: Request<pb::GetConsistencyProofRequest>,
-    ) -> Result<Response<pb::ConsistencyProofResponse>, Status> {
+    ) -> Result<Response<pb::GetConsistencyProofResponse>, Status> {
         let req = request.into_inner();
         let p = self
             .handler
             .consistency_proof(req.old_size, req.new_size)
             .await
             .map_err(|e| e.to_status())?;
-        Ok(Response::new(pb::ConsistencyProofResponse {
+        Ok(Response::new(pb::GetConsistencyProofResponse {
             old_size: p.old_size,
             new_size: p.new_size,
             path: path_bytes(&p.path),
@@ -197,27 +199,30 @@ impl<T: FederationHandler> pb::federation_server::Federation for FederationServi
     async fn get_global_anchor(
         &self,
         request: Request<pb::GetGlobalAnchorRequest>,
-    ) -> Result<Response<pb::GlobalAnchor>, Status> {
+    ) -> Result<Response<pb::GetGlobalAnchorResponse>, Status> {
         self.anchor(request.into_inner().tree_size).await
     }
 }
 
 impl<T: FederationHandler> FederationService<T> {
-    async fn anchor(&self, tree_size: u64) -> Result<Response<pb::GlobalAnchor>, Status> {
+    async fn anchor(
+        &self,
+        tree_size: u64,
+    ) -> Result<Response<pb::GetGlobalAnchorResponse>, Status> {
         let a = self
             .handler
             .global_anchor(tree_size)
             .await
             .map_err(|e| e.to_status())?;
-        Ok(Response::new(pb::GlobalAnchor {
+        Ok(Response::new(pb::GetGlobalAnchorResponse {
             encoded: a.encode(),
         }))
     }
 }
 
-impl From<&InclusionReceipt> for pb::InclusionReceipt {
+impl From<&InclusionReceipt> for pb::PushTreeHeadResponse {
     fn from(r: &InclusionReceipt) -> Self {
-        pb::InclusionReceipt {
+        pb::PushTreeHeadResponse {
             log_index: r.log_index,
             tree_size: r.tree_size,
             root: r.root.0.to_vec(),
@@ -228,9 +233,9 @@ impl From<&InclusionReceipt> for pb::InclusionReceipt {
     }
 }
 
-impl TryFrom<pb::InclusionReceipt> for InclusionReceipt {
+impl TryFrom<pb::PushTreeHeadResponse> for InclusionReceipt {
     type Error = DecodeError;
-    fn try_from(p: pb::InclusionReceipt) -> Result<Self, DecodeError> {
+    fn try_from(p: pb::PushTreeHeadResponse) -> Result<Self, DecodeError> {
         if p.signature.len() > MAX_SIGNATURE_LEN {
             return Err(DecodeError::TooLong {
                 field: "signature",
@@ -266,7 +271,7 @@ fn path_from(field: &'static str, path: &[Vec<u8>], max: usize) -> FedResult<Vec
 /// or [`FederationError::Transport`] (see [`FederationError::is_retryable`]).
 #[derive(Debug, Clone)]
 pub struct FederationClient {
-    inner: pb::federation_client::FederationClient<Channel>,
+    inner: pb::federation_service_client::FederationServiceClient<Channel>,
     timeout: Duration,
 }
 
@@ -289,7 +294,7 @@ impl FederationClient {
             .tcp_nodelay(true)
             .connect_lazy();
         Ok(FederationClient {
-            inner: pb::federation_client::FederationClient::new(channel)
+            inner: pb::federation_service_client::FederationServiceClient::new(channel)
                 .max_decoding_message_size(MAX_FEDERATION_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_FEDERATION_MESSAGE_BYTES),
             timeout,
@@ -308,7 +313,7 @@ impl FederationClient {
             .lazy_channel(addr, expect, timeout)
             .map_err(|e| FederationError::Malformed(e.to_string()))?;
         Ok(FederationClient {
-            inner: pb::federation_client::FederationClient::new(channel)
+            inner: pb::federation_service_client::FederationServiceClient::new(channel)
                 .max_decoding_message_size(MAX_FEDERATION_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_FEDERATION_MESSAGE_BYTES),
             timeout,
@@ -317,7 +322,7 @@ impl FederationClient {
 
     async fn call<R, F>(
         &self,
-        f: impl FnOnce(pb::federation_client::FederationClient<Channel>) -> F,
+        f: impl FnOnce(pb::federation_service_client::FederationServiceClient<Channel>) -> F,
     ) -> FedResult<R>
     where
         F: Future<Output = Result<Response<R>, Status>>,
@@ -335,7 +340,7 @@ impl FederationClient {
     /// Pushes a certificate (or one share); returns the logged leaf's proof (decoded, not
     /// verified).
     pub async fn push_checkpoint(&self, c: &CertifiedCheckpoint) -> FedResult<FederationProof> {
-        let req = pb::CertifiedCheckpoint {
+        let req = pb::PushCheckpointRequest {
             encoded: c.encode(),
         };
         let resp = self
@@ -362,7 +367,7 @@ impl FederationClient {
     /// Pushes a continent's tree head to the global; returns the global's receipt
     /// (converted, not verified).
     pub async fn push_tree_head(&self, push: &TreeHeadPush) -> FedResult<InclusionReceipt> {
-        let req = pb::TreeHeadPush {
+        let req = pb::PushTreeHeadRequest {
             encoded: push.encode(),
         };
         let resp = self

@@ -592,8 +592,8 @@ pub async fn start_representative(
     let links = cfg.links.clone();
     let (mut handle, svc) = spawn_representative(cfg, key, committee, peers).await?;
     let (health, reflection, reflection_alpha) = crate::runtime::health_and_reflection(
-        "citychain.v1.Consensus",
-        &["citychain.v1.Consensus"],
+        "citychain.v1.ConsensusService",
+        &["citychain.v1.ConsensusService"],
     )
     .await?;
     let router = crate::runtime::server_builder(true)
@@ -608,7 +608,8 @@ pub async fn start_representative(
 }
 
 /// The Consensus gRPC service of a representative, to be served by the role's server.
-pub type ConsensusGrpc = rpc::pb::consensus_server::ConsensusServer<rpc::ConsensusService<Inbox>>;
+pub type ConsensusGrpc =
+    rpc::pb::consensus_service_server::ConsensusServiceServer<rpc::ConsensusService<Inbox>>;
 
 /// Starts a representative's driver and peers without a server of its own:
 /// the returned [`ConsensusGrpc`] goes into the role's gRPC server (the city role serves
