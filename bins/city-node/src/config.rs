@@ -93,6 +93,9 @@ pub(crate) struct NodeSection {
     /// Address published to presence (`host:port`); default: the listen address.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) advertise: Option<String>,
+    /// Page cache of each of the node's redb databases, MiB (a city opens about eight;
+    /// a light node's shard store keeps its own 16 MiB). Default 16.
+    pub(crate) db_cache_mib: u64,
 }
 
 impl Default for NodeSection {
@@ -103,6 +106,7 @@ impl Default for NodeSection {
             data_dir: None,
             genesis: None,
             advertise: None,
+            db_cache_mib: (node::runtime::DEFAULT_DB_CACHE_BYTES >> 20) as u64,
         }
     }
 }

@@ -148,6 +148,8 @@ pub(crate) async fn run(eff: Effective) -> anyhow::Result<()> {
         }
         None => tracing::info!("no /metrics listener (metrics.enabled = false or no port)"),
     }
+    let cache_mib = usize::try_from(eff.file.node.db_cache_mib).unwrap_or(usize::MAX);
+    node::runtime::set_db_cache_bytes(cache_mib.saturating_mul(1 << 20));
     let insecure = eff.file.tls.insecure;
     match role {
         Role::City => {
