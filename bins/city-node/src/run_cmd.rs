@@ -158,12 +158,8 @@ pub(crate) async fn run(eff: Effective) -> anyhow::Result<()> {
             let key = node::load_or_create_key(&city.data_dir)?;
             city.links = node::runtime::node_links(&city.data_dir, &key, insecure)?;
             let handle = node::run_city(&city, &key, &membership).await?;
-            tracing::info!(addr = ?handle.addr(), presence = ?membership.nodelist.backend, "running; Ctrl-C to stop");
-            crate::shutdown_signal().await;
-            tracing::info!("shutting down");
-            handle.shutdown().await?;
-            tracing::info!("stopped cleanly");
-            Ok(())
+            let addr = handle.addr();
+            until_signal(addr, &membership, || handle.shutdown()).await
         }
         Role::Light => {
             let mut light = eff.light();
@@ -185,12 +181,8 @@ pub(crate) async fn run(eff: Effective) -> anyhow::Result<()> {
                 None => {}
             }
             let handle = node::run_light(&light, key, &membership).await?;
-            tracing::info!(addr = ?handle.addr(), presence = ?membership.nodelist.backend, "running; Ctrl-C to stop");
-            crate::shutdown_signal().await;
-            tracing::info!("shutting down");
-            handle.shutdown().await?;
-            tracing::info!("stopped cleanly");
-            Ok(())
+            let addr = handle.addr();
+            until_signal(addr, &membership, || handle.shutdown()).await
         }
         Role::Continent | Role::Global => {
             let federation = FederationArgs {
@@ -205,4 +197,21 @@ pub(crate) async fn run(eff: Effective) -> anyhow::Result<()> {
             }
         }
     }
+}
+
+/// Serves until SIGINT/SIGTERM, then runs `shutdown` (drain and stop) and says how it went.
+async fn until_signal<F>(
+    addr: Option<std::net::SocketAddr>,
+    membership: &node::MembershipConfig,
+    shutdown: impl FnOnce() -> F,
+) -> anyhow::Result<()>
+where
+    F: std::future::Future<Output = node::Result<()>>,
+{
+    tracing::info!(?addr, presence = ?membership.nodelist.backend, "running; Ctrl-C to stop");
+    crate::shutdown_signal().await;
+    tracing::info!("shutting down");
+    shutdown().await?;
+    tracing::info!("stopped cleanly");
+    Ok(())
 }
