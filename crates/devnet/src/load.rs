@@ -18,6 +18,29 @@ fn measurement(e: impl std::fmt::Display) -> Error {
     Error::Measurement(e.to_string())
 }
 
+/// Load tx `i`: a transfer from account `i % accounts` (nonce `i / accounts`) to the next
+/// account, claiming `city` from the point `at` (degrees), signed.
+pub(crate) fn load_transfer(
+    accounts: &[Keypair],
+    i: usize,
+    city: &CityId,
+    at: (f64, f64),
+) -> Result<SignedTx> {
+    let from = &accounts[i % accounts.len()];
+    let to = accounts[(i + 1) % accounts.len()].account_id();
+    let tx = Tx::fresh(
+        from.account_id(),
+        to,
+        1 + (i as u64 % 1000),
+        (i / accounts.len()) as u64,
+        1_767_225_600_000 + i as u64,
+        city.clone(),
+        Position::from_degrees(at.0, at.1).map_err(measurement)?,
+        PositionMethod::Gps,
+    );
+    Ok(sign_tx(tx, from))
+}
+
 /// Pre-signs `n` distinct transfers among `accounts` (tx `i` from account `i % accounts`
 /// with nonce `i / accounts`), each at a real point inside Tokyo's polygon.
 pub fn presign(n: usize, accounts: &[Keypair]) -> Result<Vec<SignedTx>> {
@@ -32,22 +55,7 @@ pub fn presign(n: usize, accounts: &[Keypair]) -> Result<Vec<SignedTx>> {
     let city = CityId::new(crate::CITY).map_err(measurement)?;
     (0..n)
         .into_par_iter()
-        .map(|i| {
-            let from = &accounts[i % accounts.len()];
-            let to = accounts[(i + 1) % accounts.len()].account_id();
-            let (lat, lon) = tokyo[i % tokyo.len()];
-            let tx = Tx::fresh(
-                from.account_id(),
-                to,
-                1 + (i as u64 % 1000),
-                (i / accounts.len()) as u64,
-                1_767_225_600_000 + i as u64,
-                city.clone(),
-                Position::from_degrees(lat, lon).map_err(measurement)?,
-                PositionMethod::Gps,
-            );
-            Ok(sign_tx(tx, from))
-        })
+        .map(|i| load_transfer(accounts, i, &city, tokyo[i % tokyo.len()]))
         .collect()
 }
 

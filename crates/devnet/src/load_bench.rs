@@ -603,16 +603,7 @@ async fn measure(
     report.held_total += warm_up(&warm_client, &rest).await?;
     drop(warm_client);
 
-    let base = &all[warm_n..warm_n + cfg.baseline_txs.min(all.len() - warm_n)];
-    let base_owned = base.to_vec();
-    let (one, every) = tokio::task::spawn_blocking(move || -> Result<(f64, f64)> {
-        Ok((
-            raw_verify_rate(&base_owned, 1)?,
-            raw_verify_rate(&base_owned, 0)?,
-        ))
-    })
-    .await
-    .map_err(|e| Error::Measurement(format!("baseline: {e}")))??;
+    let (one, every) = verify_baseline(&all[warm_n..], cfg.baseline_txs).await?;
     report.raw_one.0 = one;
     report.raw_all.0 = every;
 
@@ -665,15 +656,7 @@ async fn measure(
         report.held_total += r.outcome.held;
         report.runs.push(r);
     }
-    let base_owned = all[warm_n..warm_n + cfg.baseline_txs.min(all.len() - warm_n)].to_vec();
-    let (one, every) = tokio::task::spawn_blocking(move || -> Result<(f64, f64)> {
-        Ok((
-            raw_verify_rate(&base_owned, 1)?,
-            raw_verify_rate(&base_owned, 0)?,
-        ))
-    })
-    .await
-    .map_err(|e| Error::Measurement(format!("baseline: {e}")))??;
+    let (one, every) = verify_baseline(&all[warm_n..], cfg.baseline_txs).await?;
     report.raw_one.1 = one;
     report.raw_all.1 = every;
     report.loadavg.1 = loadavg();
@@ -723,4 +706,15 @@ impl RunEnv<'_> {
             stripes,
         })
     }
+}
+
+/// The raw ML-DSA-87 verify rate over the first `n` of `txs` (off the runtime): on one
+/// thread, and on every core.
+async fn verify_baseline(txs: &[SignedTx], n: usize) -> Result<(f64, f64)> {
+    let txs = txs[..n.min(txs.len())].to_vec();
+    tokio::task::spawn_blocking(move || -> Result<(f64, f64)> {
+        Ok((raw_verify_rate(&txs, 1)?, raw_verify_rate(&txs, 0)?))
+    })
+    .await
+    .map_err(|e| Error::Measurement(format!("baseline: {e}")))?
 }

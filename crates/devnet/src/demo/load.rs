@@ -47,25 +47,13 @@ pub(crate) fn presign(
     let out: Vec<(SignedTx, bool)> = (0..cfg.txs)
         .into_par_iter()
         .map(|i| {
-            let from = &accounts[i % accounts.len()];
-            let to = accounts[(i + 1) % accounts.len()].account_id();
             let outside = cfg.outside_every > 0 && i % cfg.outside_every == cfg.outside_every - 1;
-            let (lat, lon) = if outside {
+            let at = if outside {
                 osaka[i % osaka.len()]
             } else {
                 tokyo[i % tokyo.len()]
             };
-            let tx = Tx::fresh(
-                from.account_id(),
-                to,
-                1 + (i as u64 % 1000),
-                (i / accounts.len()) as u64,
-                1_767_225_600_000 + i as u64,
-                city.clone(),
-                Position::from_degrees(lat, lon).map_err(cfg_err)?,
-                PositionMethod::Gps,
-            );
-            Ok((sign_tx(tx, from), outside))
+            Ok((crate::load::load_transfer(accounts, i, &city, at)?, outside))
         })
         .collect::<Result<_>>()?;
     Ok(out.into_iter().unzip())
