@@ -1,6 +1,6 @@
 //! What gRPC health says about a role's service, from every condition that must hold for
 //! it to serve ([`Readiness`]): the role has finished starting ([`STARTING`]), it is not
-//! stopping ([`STOPPING`]), its store works ([`StoreHealth`](super::StoreHealth), condition
+//! stopping ([`STOPPING`]), its store works (the store watchdog, condition
 //! `store`) and, on a city, at least k live holders are known ([`HOLDERS`]). Health says
 //! SERVING for the role's service and the overall `""` only while none fails; every change
 //! of the overall answer is published once (so `Watch` streams see each transition) and
