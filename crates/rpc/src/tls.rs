@@ -121,6 +121,15 @@ pub enum TlsError {
         /// Why.
         reason: String,
     },
+    /// Connecting (TCP, and over TLS the handshake with its NodeId check) failed or did not
+    /// finish within the connect timeout.
+    #[error("connecting to {addr}: {reason}")]
+    Connect {
+        /// The address.
+        addr: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// The binding statement an ML-DSA key signs for a TLS SubjectPublicKeyInfo.
@@ -701,39 +710,93 @@ impl LinkSecurity {
         expect: Option<NodeId>,
         connect_timeout: Duration,
     ) -> Result<Channel, TlsError> {
-        let bad = |reason: String| TlsError::Address {
-            addr: addr.to_string(),
-            reason,
-        };
-        let url = match addr.split_once("://") {
-            Some((_, rest)) => format!("http://{rest}"),
-            None => format!("http://{addr}"),
-        };
-        let endpoint = Endpoint::from_shared(url)
-            .map_err(|e| bad(e.to_string()))?
-            .connect_timeout(connect_timeout)
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(30))
-            .keep_alive_timeout(Duration::from_secs(10));
+        let endpoint = endpoint(addr, connect_timeout)?;
         match self {
             LinkSecurity::Insecure => Ok(endpoint.connect_lazy()),
             LinkSecurity::Tls(ctx) => {
-                let ctx = ctx.clone();
-                let connector = tower::service_fn(move |uri: Uri| {
-                    let ctx = ctx.clone();
-                    async move {
-                        let host = uri.host().unwrap_or("127.0.0.1");
-                        let port = uri.port_u16().unwrap_or(80);
-                        let (tls, _) = ctx
-                            .connect(&format!("{host}:{port}"), expect, connect_timeout)
-                            .await?;
-                        Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
-                    }
-                });
-                Ok(endpoint.connect_with_connector_lazy(connector))
+                Ok(endpoint.connect_with_connector_lazy(connector(ctx, expect, connect_timeout)))
             }
         }
     }
+
+    /// A channel to `addr` connected now: TCP and, over TLS, the whole handshake (ML-KEM key
+    /// exchange, certificate and NodeId check) done within `connect_timeout`, so a first
+    /// call on it pays none of that inside its own deadline. Like a lazy channel it
+    /// reconnects by itself if the connection drops later.
+    pub async fn channel(
+        &self,
+        addr: &str,
+        expect: Option<NodeId>,
+        connect_timeout: Duration,
+    ) -> Result<Channel, TlsError> {
+        let endpoint = endpoint(addr, connect_timeout)?;
+        let connected = match self {
+            LinkSecurity::Insecure => endpoint.connect().await,
+            LinkSecurity::Tls(ctx) => {
+                endpoint
+                    .connect_with_connector(connector(ctx, expect, connect_timeout))
+                    .await
+            }
+        };
+        connected.map_err(|e| {
+            use std::error::Error as _;
+            let mut reason = e.to_string();
+            let mut src = e.source();
+            while let Some(s) = src {
+                reason = format!("{reason}: {s}");
+                src = s.source();
+            }
+            TlsError::Connect {
+                addr: addr.to_string(),
+                reason,
+            }
+        })
+    }
+}
+
+/// The endpoint for `addr` with the node links' settings.
+fn endpoint(addr: &str, connect_timeout: Duration) -> Result<Endpoint, TlsError> {
+    let bad = |reason: String| TlsError::Address {
+        addr: addr.to_string(),
+        reason,
+    };
+    let url = match addr.split_once("://") {
+        Some((_, rest)) => format!("http://{rest}"),
+        None => format!("http://{addr}"),
+    };
+    Ok(Endpoint::from_shared(url)
+        .map_err(|e| bad(e.to_string()))?
+        .connect_timeout(connect_timeout)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(10)))
+}
+
+/// A connector dialling over mutual TLS, the server proving `expect` (when known).
+fn connector(
+    ctx: &TlsContext,
+    expect: Option<NodeId>,
+    connect_timeout: Duration,
+) -> impl tower::Service<
+    Uri,
+    Response = hyper_util::rt::TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
+    Error = std::io::Error,
+    Future = impl Send + 'static,
+> + Clone
++ Send
++ 'static {
+    let ctx = ctx.clone();
+    tower::service_fn(move |uri: Uri| {
+        let ctx = ctx.clone();
+        async move {
+            let host = uri.host().unwrap_or("127.0.0.1");
+            let port = uri.port_u16().unwrap_or(80);
+            let (tls, _) = ctx
+                .connect(&format!("{host}:{port}"), expect, connect_timeout)
+                .await?;
+            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
+        }
+    })
 }
 
 #[cfg(test)]

@@ -564,7 +564,7 @@ pub async fn run_city_with(
         storage: Some(StorageParts {
             transport: env.transport.unwrap_or_else(|| {
                 Arc::new(transport::GrpcTransport::over(
-                    std::time::Duration::from_millis(500),
+                    transport::CONNECT_TIMEOUT,
                     cfg.links.clone(),
                 ))
             }),
