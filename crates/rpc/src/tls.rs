@@ -20,7 +20,8 @@
 //! # Using it
 //! - [`TlsIdentity::generate`] / [`TlsIdentity::save`] / [`TlsIdentity::load`]: the key and
 //!   certificate files beside the node key (`tls.key`, `tls.crt`, PEM; the key 0600).
-//! - [`LinkSecurity`]: `Tls(TlsContext)` or `Insecure`; [`LinkSecurity::lazy_channel`] opens a
+//! - [`LinkSecurity`]: `Tls(TlsContext)`, `OwnIdentity` (the default, resolved by the role at
+//!   start) or an explicit `Insecure`; [`LinkSecurity::lazy_channel`] opens a
 //!   client channel (checking the server's NodeId when the caller knows it) and
 //!   [`TlsContext::accept`] runs a server-side handshake and returns the [`TlsPeer`].
 //! - Handlers read the authenticated peer with [`tls_peer`] (the server inserts a
@@ -121,6 +122,13 @@ pub enum TlsError {
         /// Why.
         reason: String,
     },
+    /// [`LinkSecurity::OwnIdentity`] used before the role loaded the node's TLS identity.
+    #[error(
+        "node links not resolved: TLS with the node's own identity is chosen but was never \
+         loaded (a role resolves it from its data directory and key at start; give \
+         LinkSecurity::Tls or an explicit LinkSecurity::Insecure otherwise)"
+    )]
+    Unresolved,
     /// Connecting (TCP, and over TLS the handshake with its NodeId check) failed or did not
     /// finish within the connect timeout.
     #[error("connecting to {addr}: {reason}")]
@@ -682,14 +690,20 @@ impl TlsContext {
     }
 }
 
-/// How a node's links run: mutual TLS (the default of every binary) or plaintext, which
-/// only `--insecure` selects.
+/// How a node's links run: mutual TLS, or plaintext only when chosen explicitly
+/// (`--insecure`, or `Insecure` in a config). The default is [`LinkSecurity::OwnIdentity`]:
+/// TLS with the node's own identity, which the role resolves when it starts (it has the
+/// data directory and key); a link used before that is refused
+/// ([`TlsError::Unresolved`]), never silently plaintext.
 #[derive(Debug, Clone, Default)]
 pub enum LinkSecurity {
     /// Mutual TLS with NodeId bindings.
     Tls(TlsContext),
-    /// Plaintext h2; servers cannot authorise on a peer identity.
+    /// Mutual TLS with the identity kept beside the node's key (`tls.crt`, `tls.key`,
+    /// created on first start): turned into [`LinkSecurity::Tls`] when the role starts.
     #[default]
+    OwnIdentity,
+    /// Plaintext h2; servers cannot authorise on a peer identity.
     Insecure,
 }
 
@@ -698,8 +712,13 @@ impl LinkSecurity {
     pub fn tls(&self) -> Option<&TlsContext> {
         match self {
             LinkSecurity::Tls(t) => Some(t),
-            LinkSecurity::Insecure => None,
+            LinkSecurity::OwnIdentity | LinkSecurity::Insecure => None,
         }
+    }
+
+    /// True for links chosen to run in plaintext.
+    pub fn is_insecure(&self) -> bool {
+        matches!(self, LinkSecurity::Insecure)
     }
 
     /// A lazily connecting channel to `addr` (`host:port`, or a URL whose authority is
@@ -716,6 +735,7 @@ impl LinkSecurity {
             LinkSecurity::Tls(ctx) => {
                 Ok(endpoint.connect_with_connector_lazy(connector(ctx, expect, connect_timeout)))
             }
+            LinkSecurity::OwnIdentity => Err(TlsError::Unresolved),
         }
     }
 
@@ -737,6 +757,7 @@ impl LinkSecurity {
                     .connect_with_connector(connector(ctx, expect, connect_timeout))
                     .await
             }
+            LinkSecurity::OwnIdentity => return Err(TlsError::Unresolved),
         };
         connected.map_err(|e| {
             use std::error::Error as _;
