@@ -523,3 +523,149 @@ async fn a_light_node_not_admitted_gets_no_shard() {
     );
     net.shutdown().await.unwrap();
 }
+
+/// A TCP proxy that holds every new connection for `delay` before relaying it: a light node
+/// whose TLS handshake is slow (a loaded machine, a far link).
+async fn slow_proxy(
+    to: std::net::SocketAddr,
+    delay: Duration,
+) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let mut relays = tokio::task::JoinSet::new();
+        while let Ok((mut inbound, _)) = l.accept().await {
+            relays.spawn(async move {
+                tokio::time::sleep(delay).await;
+                if let Ok(mut out) = tokio::net::TcpStream::connect(to).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                }
+            });
+        }
+    });
+    (addr, task)
+}
+
+/// The control for the test below: a transport that leaves connecting to the call itself
+/// (as before issue 14's mend), so the handshake runs inside the put's deadline.
+struct ConnectInsideTheCall(node::GrpcTransport);
+
+#[async_trait::async_trait]
+impl node::ShardTransport for ConnectInsideTheCall {
+    async fn put_shard(
+        &self,
+        node: &dag_core::NodeInfo,
+        shard: &Shard,
+    ) -> Result<dag_core::SignedReceipt, node::TransportError> {
+        self.0.put_shard(node, shard).await
+    }
+
+    async fn get_shard(
+        &self,
+        node: &dag_core::NodeInfo,
+        stripe: dag_core::StripeId,
+        index: u16,
+    ) -> Result<Shard, node::TransportError> {
+        self.0.get_shard(node, stripe, index).await
+    }
+}
+
+/// Issue 14: the first put to a light node must not fail only because the mutual TLS +
+/// ML-KEM handshake is slow. Six TLS light nodes, each behind a proxy that holds a new
+/// connection for 3 s; puts have a 1.5 s deadline and a single attempt. The transport
+/// connects (handshake included) under its own connect timeout before the put's deadline
+/// starts, so the tx is Held on six distinct holders; the next tx reuses the connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cold_tls_handshake_does_not_count_against_the_put_deadline() {
+    use node::{GrpcTransport, Pipeline, PipelineConfig, StaticDirectory};
+    let rep = Keypair::generate();
+    let mut lights = Vec::new();
+    let mut proxies = Vec::new();
+    let mut infos = Vec::new();
+    for zone in 0..6 {
+        let (h, id, dir) = tls_light(std::slice::from_ref(&rep)).await;
+        let (addr, task) = slow_proxy(h.addr(), Duration::from_secs(3)).await;
+        infos.push(dag_core::NodeInfo {
+            node_id: id,
+            role: dag_core::Role::Light,
+            grpc_addr: addr.to_string(),
+            city_id: CITY.into(),
+            zone: format!("zone-{zone}"),
+            lat: 35.68,
+            lon: 139.69,
+            free_capacity: 1 << 30,
+            load: 0.0,
+            version: "test".into(),
+            session_start_ms: 0,
+        });
+        lights.push((h, dir));
+        proxies.push(task);
+    }
+    let city_dir = tempfile::tempdir().unwrap();
+    let start = |transport: Arc<dyn node::ShardTransport>, file: &str| {
+        Pipeline::start(
+            PipelineConfig {
+                call_timeout: Duration::from_millis(1500),
+                attempts: 1,
+                ..PipelineConfig::default()
+            },
+            &city_dir.path().join(file),
+            transport,
+            Arc::new(StaticDirectory::new(infos.clone())),
+            Arc::new(pqc::BatchVerifier::new(1).unwrap()),
+        )
+        .unwrap()
+    };
+    let user = Keypair::generate();
+    let tx = |nonce: u64| {
+        let tx = dag_core::Tx::fresh(
+            user.account_id(),
+            dag_core::AccountId::from_bytes([7; 32]),
+            10,
+            nonce,
+            1_767_225_600_000 + nonce,
+            dag_core::CityId::new(CITY).unwrap(),
+            dag_core::Position::from_degrees(35.68, 139.69).unwrap(),
+            dag_core::PositionMethod::Gps,
+        );
+        pqc::sign_tx(tx, &user).verify(&pqc::MlDsa87).unwrap()
+    };
+
+    // Control: handshake inside the put's deadline → the first put cannot make it.
+    let control = start(
+        Arc::new(ConnectInsideTheCall(GrpcTransport::over(
+            Duration::from_secs(20),
+            links(&rep),
+        ))),
+        "control.redb",
+    );
+    let err = control.hold(tx(100)).await.unwrap_err();
+    println!("control (connect inside the put deadline): {err}");
+
+    let pipeline = start(
+        Arc::new(GrpcTransport::over(Duration::from_secs(20), links(&rep))),
+        "stripes.redb",
+    );
+    for nonce in 0..2u64 {
+        let v = tx(nonce);
+        let held = pipeline
+            .hold(v)
+            .await
+            .unwrap_or_else(|e| panic!("tx {nonce} not held: {e}"));
+        let holders: std::collections::BTreeSet<NodeId> =
+            held.receipts.iter().map(|r| r.receipt.holder).collect();
+        assert_eq!(holders.len(), 6, "six distinct holders for tx {nonce}");
+        assert!(
+            holders
+                .iter()
+                .all(|h| infos.iter().any(|i| i.node_id == *h))
+        );
+    }
+    for p in proxies {
+        p.abort();
+        let _ = p.await;
+    }
+    for (h, _dir) in lights {
+        h.shutdown().await.unwrap();
+    }
+}

@@ -16,6 +16,8 @@ async fn stake_commands_sign_and_submit_with_a_key_file() {
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: dir.path().join("city"),
         verify_threads: 1,
+        // Plaintext links, chosen explicitly (the default is TLS).
+        links: rpc::tls::LinkSecurity::Insecure,
         ..node::CityConfig::default()
     };
     let handle = node::start_city(&cfg, &node_key).await.unwrap();

@@ -101,8 +101,8 @@ pub struct ContinentConfig {
     /// Period of the tree-head push to the global (default 500 ms).
     pub head_push_interval: Duration,
     /// Mutual TLS for the server and the push to the global, which must prove the NodeId
-    /// of `global.public_key` (default plaintext, for in-process tests; the binary turns
-    /// TLS on unless `--insecure`).
+    /// of `global.public_key`. Default: TLS with the identity in `data_dir`; plaintext
+    /// only when set to `Insecure` explicitly.
     pub links: rpc::tls::LinkSecurity,
 }
 
@@ -120,7 +120,7 @@ impl ContinentConfig {
             pool_window: 16,
             global: None,
             head_push_interval: Duration::from_millis(500),
-            links: rpc::tls::LinkSecurity::Insecure,
+            links: rpc::tls::LinkSecurity::default(),
         }
     }
 }
@@ -568,6 +568,10 @@ impl ContinentHandle {
 /// Starts the continent role: opens `<data_dir>/continent.redb`, binds `cfg.listen`, serves
 /// Federation, gRPC health and reflection, and pushes tree heads to `cfg.global`.
 pub async fn start_continent(cfg: &ContinentConfig, key: Keypair) -> Result<ContinentHandle> {
+    let cfg = &ContinentConfig {
+        links: crate::runtime::resolve_links(&cfg.links, &cfg.data_dir, &key)?,
+        ..cfg.clone()
+    };
     let path = cfg.data_dir.join("continent.redb");
     let cities = cfg.cities.clone();
     let window = cfg.pool_window;

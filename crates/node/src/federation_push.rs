@@ -75,7 +75,10 @@ pub struct PusherConfig {
     pub refusal_backoff: Duration,
     /// Deadline of one call.
     pub timeout: Duration,
-    /// Mutual TLS to the continent, which must prove the NodeId of `continent_key`.
+    /// Mutual TLS to the continent, which must prove the NodeId of `continent_key`. The
+    /// pusher has no data directory of its own: the default (`OwnIdentity`) must be replaced
+    /// by the city's resolved links (the committee does) or an explicit `Insecure`, else
+    /// spawning fails with `TlsError::Unresolved`.
     pub links: rpc::tls::LinkSecurity,
 }
 
@@ -97,7 +100,7 @@ impl PusherConfig {
             quorum_backoff_max: Duration::from_millis(500),
             refusal_backoff: Duration::from_secs(5),
             timeout: Duration::from_secs(2),
-            links: rpc::tls::LinkSecurity::Insecure,
+            links: rpc::tls::LinkSecurity::default(),
         }
     }
 }

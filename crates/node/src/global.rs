@@ -35,7 +35,8 @@ pub struct GlobalConfig {
     pub data_dir: PathBuf,
     /// ML-DSA-87 public keys of the continents accepted.
     pub continents: Vec<Vec<u8>>,
-    /// Mutual TLS for the server (`Insecure` only with `--insecure`).
+    /// Mutual TLS for the server. Default: TLS with the identity in `data_dir`; plaintext
+    /// only when set to `Insecure` explicitly.
     pub links: rpc::tls::LinkSecurity,
 }
 
@@ -269,6 +270,10 @@ impl GlobalHandle {
 /// Starts the global role: opens `<data_dir>/global.redb`, binds `cfg.listen`, serves
 /// Federation, gRPC health and reflection.
 pub async fn start_global(cfg: &GlobalConfig, key: Keypair) -> Result<GlobalHandle> {
+    let cfg = &GlobalConfig {
+        links: crate::runtime::resolve_links(&cfg.links, &cfg.data_dir, &key)?,
+        ..cfg.clone()
+    };
     let path = cfg.data_dir.join("global.redb");
     let continents = cfg.continents.clone();
     let log = crate::runtime::run_blocking("global log", move || {

@@ -41,6 +41,8 @@ async fn out_of_descriptors_refuses_with_a_logged_reason_and_recovers() {
     let cfg = LightConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: dir.path().to_path_buf(),
+        // Plaintext links, chosen explicitly (the default is TLS).
+        links: rpc::tls::LinkSecurity::Insecure,
         ..LightConfig::default()
     };
     let light = start_light(&cfg, pqc::Keypair::generate()).await.unwrap();

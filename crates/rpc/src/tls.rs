@@ -20,7 +20,8 @@
 //! # Using it
 //! - [`TlsIdentity::generate`] / [`TlsIdentity::save`] / [`TlsIdentity::load`]: the key and
 //!   certificate files beside the node key (`tls.key`, `tls.crt`, PEM; the key 0600).
-//! - [`LinkSecurity`]: `Tls(TlsContext)` or `Insecure`; [`LinkSecurity::lazy_channel`] opens a
+//! - [`LinkSecurity`]: `Tls(TlsContext)`, `OwnIdentity` (the default, resolved by the role at
+//!   start) or an explicit `Insecure`; [`LinkSecurity::lazy_channel`] opens a
 //!   client channel (checking the server's NodeId when the caller knows it) and
 //!   [`TlsContext::accept`] runs a server-side handshake and returns the [`TlsPeer`].
 //! - Handlers read the authenticated peer with [`tls_peer`] (the server inserts a
@@ -116,6 +117,22 @@ pub enum TlsError {
     /// A bad address was given to dial.
     #[error("bad address {addr}: {reason}")]
     Address {
+        /// The address.
+        addr: String,
+        /// Why.
+        reason: String,
+    },
+    /// [`LinkSecurity::OwnIdentity`] used before the role loaded the node's TLS identity.
+    #[error(
+        "node links not resolved: TLS with the node's own identity is chosen but was never \
+         loaded (a role resolves it from its data directory and key at start; give \
+         LinkSecurity::Tls or an explicit LinkSecurity::Insecure otherwise)"
+    )]
+    Unresolved,
+    /// Connecting (TCP, and over TLS the handshake with its NodeId check) failed or did not
+    /// finish within the connect timeout.
+    #[error("connecting to {addr}: {reason}")]
+    Connect {
         /// The address.
         addr: String,
         /// Why.
@@ -673,14 +690,20 @@ impl TlsContext {
     }
 }
 
-/// How a node's links run: mutual TLS (the default of every binary) or plaintext, which
-/// only `--insecure` selects.
+/// How a node's links run: mutual TLS, or plaintext only when chosen explicitly
+/// (`--insecure`, or `Insecure` in a config). The default is [`LinkSecurity::OwnIdentity`]:
+/// TLS with the node's own identity, which the role resolves when it starts (it has the
+/// data directory and key); a link used before that is refused
+/// ([`TlsError::Unresolved`]), never silently plaintext.
 #[derive(Debug, Clone, Default)]
 pub enum LinkSecurity {
     /// Mutual TLS with NodeId bindings.
     Tls(TlsContext),
-    /// Plaintext h2; servers cannot authorise on a peer identity.
+    /// Mutual TLS with the identity kept beside the node's key (`tls.crt`, `tls.key`,
+    /// created on first start): turned into [`LinkSecurity::Tls`] when the role starts.
     #[default]
+    OwnIdentity,
+    /// Plaintext h2; servers cannot authorise on a peer identity.
     Insecure,
 }
 
@@ -689,8 +712,13 @@ impl LinkSecurity {
     pub fn tls(&self) -> Option<&TlsContext> {
         match self {
             LinkSecurity::Tls(t) => Some(t),
-            LinkSecurity::Insecure => None,
+            LinkSecurity::OwnIdentity | LinkSecurity::Insecure => None,
         }
+    }
+
+    /// True for links chosen to run in plaintext.
+    pub fn is_insecure(&self) -> bool {
+        matches!(self, LinkSecurity::Insecure)
     }
 
     /// A lazily connecting channel to `addr` (`host:port`, or a URL whose authority is
@@ -701,39 +729,95 @@ impl LinkSecurity {
         expect: Option<NodeId>,
         connect_timeout: Duration,
     ) -> Result<Channel, TlsError> {
-        let bad = |reason: String| TlsError::Address {
-            addr: addr.to_string(),
-            reason,
-        };
-        let url = match addr.split_once("://") {
-            Some((_, rest)) => format!("http://{rest}"),
-            None => format!("http://{addr}"),
-        };
-        let endpoint = Endpoint::from_shared(url)
-            .map_err(|e| bad(e.to_string()))?
-            .connect_timeout(connect_timeout)
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(30))
-            .keep_alive_timeout(Duration::from_secs(10));
+        let endpoint = endpoint(addr, connect_timeout)?;
         match self {
             LinkSecurity::Insecure => Ok(endpoint.connect_lazy()),
             LinkSecurity::Tls(ctx) => {
-                let ctx = ctx.clone();
-                let connector = tower::service_fn(move |uri: Uri| {
-                    let ctx = ctx.clone();
-                    async move {
-                        let host = uri.host().unwrap_or("127.0.0.1");
-                        let port = uri.port_u16().unwrap_or(80);
-                        let (tls, _) = ctx
-                            .connect(&format!("{host}:{port}"), expect, connect_timeout)
-                            .await?;
-                        Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
-                    }
-                });
-                Ok(endpoint.connect_with_connector_lazy(connector))
+                Ok(endpoint.connect_with_connector_lazy(connector(ctx, expect, connect_timeout)))
             }
+            LinkSecurity::OwnIdentity => Err(TlsError::Unresolved),
         }
     }
+
+    /// A channel to `addr` connected now: TCP and, over TLS, the whole handshake (ML-KEM key
+    /// exchange, certificate and NodeId check) done within `connect_timeout`, so a first
+    /// call on it pays none of that inside its own deadline. Like a lazy channel it
+    /// reconnects by itself if the connection drops later.
+    pub async fn channel(
+        &self,
+        addr: &str,
+        expect: Option<NodeId>,
+        connect_timeout: Duration,
+    ) -> Result<Channel, TlsError> {
+        let endpoint = endpoint(addr, connect_timeout)?;
+        let connected = match self {
+            LinkSecurity::Insecure => endpoint.connect().await,
+            LinkSecurity::Tls(ctx) => {
+                endpoint
+                    .connect_with_connector(connector(ctx, expect, connect_timeout))
+                    .await
+            }
+            LinkSecurity::OwnIdentity => return Err(TlsError::Unresolved),
+        };
+        connected.map_err(|e| {
+            use std::error::Error as _;
+            let mut reason = e.to_string();
+            let mut src = e.source();
+            while let Some(s) = src {
+                reason = format!("{reason}: {s}");
+                src = s.source();
+            }
+            TlsError::Connect {
+                addr: addr.to_string(),
+                reason,
+            }
+        })
+    }
+}
+
+/// The endpoint for `addr` with the node links' settings.
+fn endpoint(addr: &str, connect_timeout: Duration) -> Result<Endpoint, TlsError> {
+    let bad = |reason: String| TlsError::Address {
+        addr: addr.to_string(),
+        reason,
+    };
+    let url = match addr.split_once("://") {
+        Some((_, rest)) => format!("http://{rest}"),
+        None => format!("http://{addr}"),
+    };
+    Ok(Endpoint::from_shared(url)
+        .map_err(|e| bad(e.to_string()))?
+        .connect_timeout(connect_timeout)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(10)))
+}
+
+/// A connector dialling over mutual TLS, the server proving `expect` (when known).
+fn connector(
+    ctx: &TlsContext,
+    expect: Option<NodeId>,
+    connect_timeout: Duration,
+) -> impl tower::Service<
+    Uri,
+    Response = hyper_util::rt::TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
+    Error = std::io::Error,
+    Future = impl Send + 'static,
+> + Clone
++ Send
++ 'static {
+    let ctx = ctx.clone();
+    tower::service_fn(move |uri: Uri| {
+        let ctx = ctx.clone();
+        async move {
+            let host = uri.host().unwrap_or("127.0.0.1");
+            let port = uri.port_u16().unwrap_or(80);
+            let (tls, _) = ctx
+                .connect(&format!("{host}:{port}"), expect, connect_timeout)
+                .await?;
+            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
+        }
+    })
 }
 
 #[cfg(test)]

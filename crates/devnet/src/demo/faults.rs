@@ -78,4 +78,8 @@ impl ShardTransport for CorruptingTransport {
         }
         Ok(shard)
     }
+
+    async fn connect(&self, node: &NodeInfo) -> std::result::Result<(), TransportError> {
+        self.inner.connect(node).await
+    }
 }

@@ -64,4 +64,8 @@ impl ShardTransport for GatedTransport {
     ) -> std::result::Result<Shard, TransportError> {
         self.inner.get_shard(node, stripe, index).await
     }
+
+    async fn connect(&self, node: &NodeInfo) -> std::result::Result<(), TransportError> {
+        self.inner.connect(node).await
+    }
 }

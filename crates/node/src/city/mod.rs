@@ -71,7 +71,8 @@ pub struct CityConfig {
     /// Mutual TLS on node links (the binary's default; `--insecure` turns it off): to the
     /// light nodes, to the other representatives, and on this node's server (which still
     /// serves wallets' plaintext h2, but the node-only methods there need a TLS peer).
-    /// The library default is plaintext, for in-process tests. Not from TOML.
+    /// Default: TLS with the identity in `data_dir`; plaintext only when set to `Insecure`
+    /// explicitly (`--insecure`). Not from TOML.
     #[serde(skip)]
     pub links: rpc::tls::LinkSecurity,
     /// An events file (TOML, or JSON by its `.json` name): city and location event
@@ -98,7 +99,7 @@ impl Default for CityConfig {
             gateway: None,
             batch_interval_ms: None,
             audit: challenges::AuditConfig::default(),
-            links: rpc::tls::LinkSecurity::Insecure,
+            links: rpc::tls::LinkSecurity::default(),
             events: None,
             dpos: dpos::DposConfig::default(),
             admission: light_admission::AdmissionConfig::default(),
@@ -307,6 +308,10 @@ pub async fn start_city_with(
     keypair: &Keypair,
     parts: CityParts,
 ) -> Result<CityHandle> {
+    let cfg = &CityConfig {
+        links: runtime::resolve_links(&cfg.links, &cfg.data_dir, keypair)?,
+        ..cfg.clone()
+    };
     let store = TxStore::open(&cfg.data_dir.join("txs.redb"))?;
     let verifier = Arc::new(BatchVerifier::new(cfg.verify_threads)?);
     let mut city = CityNode::new(keypair.node_id(), store, verifier.clone(), cfg.max_inflight);
@@ -522,6 +527,10 @@ pub async fn run_city_with(
     m: &MembershipConfig,
     env: CityEnv,
 ) -> Result<RunningRole> {
+    let cfg = &CityConfig {
+        links: runtime::resolve_links(&cfg.links, &cfg.data_dir, key)?,
+        ..cfg.clone()
+    };
     // A bad events file stops the start before anything runs.
     let events = match &cfg.events {
         Some(path) => Some(Arc::new(
@@ -591,7 +600,7 @@ pub async fn run_city_with(
         storage: Some(StorageParts {
             transport: env.transport.unwrap_or_else(|| {
                 Arc::new(transport::GrpcTransport::over(
-                    std::time::Duration::from_millis(500),
+                    transport::CONNECT_TIMEOUT,
                     cfg.links.clone(),
                 ))
             }),

@@ -364,6 +364,8 @@ mod tests {
             data_dir: tmp.path().to_path_buf(),
             verify_threads: 2,
             archive: false,
+            // Plaintext links, chosen explicitly (the default is TLS).
+            links: rpc::tls::LinkSecurity::Insecure,
             ..CityConfig::default()
         };
         let city = crate::city::start_city_with(&cfg, &Keypair::generate(), parts)

@@ -1,29 +1,40 @@
 //! [`GrpcTransport`]: the pipeline's [`ShardTransport`] over the light nodes' gRPC
-//! `ShardStore` service. One lazily connecting channel per light node (address and NodeId),
-//! reused by every call (tonic reconnects it when a node comes back); over mutual TLS the
-//! node must prove that NodeId in the handshake.
+//! `ShardStore` service. One channel per light node (address and NodeId), connected once —
+//! over mutual TLS the node proves that NodeId in the handshake — and reused by every call
+//! (tonic reconnects it when a node comes back). Connecting has its own timeout
+//! (`CONNECT_TIMEOUT` in the city), apart from the calls' deadlines: the pipeline calls
+//! [`ShardTransport::connect`] before timing a put or get.
 
 use super::pipeline::{ShardTransport, TransportError};
 use async_trait::async_trait;
 use dag_core::{NodeInfo, SignedReceipt, StripeId};
 use rpc::{ClientError, ShardStoreClient};
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 use storage::Shard;
+use tokio::sync::OnceCell;
 use tonic::Code;
+
+/// How long the city gives a light node to accept a connection and finish the TLS handshake
+/// (ML-KEM key exchange, certificate and NodeId binding check). Separate from the 500 ms put
+/// deadline, which a cold handshake on a loaded machine can exceed by itself.
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+type Cell = Arc<OnceCell<ShardStoreClient>>;
 
 /// Calls light nodes over gRPC. Deadlines are the pipeline's (`call_timeout`); this only
 /// bounds connection set-up.
 #[derive(Debug)]
 pub struct GrpcTransport {
-    clients: parking_lot::Mutex<HashMap<(String, dag_core::NodeId), ShardStoreClient>>,
+    clients: parking_lot::Mutex<HashMap<(String, dag_core::NodeId), Cell>>,
     connect_timeout: Duration,
     links: rpc::tls::LinkSecurity,
 }
 
 impl Default for GrpcTransport {
     fn default() -> Self {
-        Self::new(Duration::from_millis(500))
+        Self::new(CONNECT_TIMEOUT)
     }
 }
 
@@ -43,22 +54,27 @@ impl GrpcTransport {
         }
     }
 
-    fn client(&self, node: &NodeInfo) -> Result<ShardStoreClient, TransportError> {
-        let mut clients = self.clients.lock();
-        let key = (node.grpc_addr.clone(), node.node_id);
-        if let Some(c) = clients.get(&key) {
-            return Ok(c.clone());
-        }
-        let channel = self
-            .links
-            .lazy_channel(&node.grpc_addr, Some(node.node_id), self.connect_timeout)
-            .map_err(|e| TransportError::Unreachable {
-                node: node.node_id.short(),
-                reason: e.to_string(),
-            })?;
-        let c = ShardStoreClient::from_channel(channel);
-        clients.insert(key, c.clone());
-        Ok(c)
+    /// The node's client, connecting first if no connection was made yet (concurrent
+    /// callers wait for the same attempt; a failed attempt is tried again next call).
+    async fn client(&self, node: &NodeInfo) -> Result<ShardStoreClient, TransportError> {
+        let cell = self
+            .clients
+            .lock()
+            .entry((node.grpc_addr.clone(), node.node_id))
+            .or_default()
+            .clone();
+        cell.get_or_try_init(|| async {
+            self.links
+                .channel(&node.grpc_addr, Some(node.node_id), self.connect_timeout)
+                .await
+                .map(ShardStoreClient::from_channel)
+                .map_err(|e| TransportError::Unreachable {
+                    node: node.node_id.short(),
+                    reason: e.to_string(),
+                })
+        })
+        .await
+        .cloned()
     }
 }
 
@@ -103,7 +119,7 @@ impl ShardTransport for GrpcTransport {
         node: &NodeInfo,
         shard: &Shard,
     ) -> std::result::Result<SignedReceipt, TransportError> {
-        let c = self.client(node)?;
+        let c = self.client(node).await?;
         c.put_shard(shard)
             .await
             .map(|s| s.receipt)
@@ -116,9 +132,13 @@ impl ShardTransport for GrpcTransport {
         stripe: StripeId,
         index: u16,
     ) -> std::result::Result<Shard, TransportError> {
-        let c = self.client(node)?;
+        let c = self.client(node).await?;
         c.get_shard(stripe, index)
             .await
             .map_err(|e| transport_error(node, Some((stripe, index)), e))
+    }
+
+    async fn connect(&self, node: &NodeInfo) -> std::result::Result<(), TransportError> {
+        self.client(node).await.map(|_| ())
     }
 }

@@ -49,8 +49,8 @@ pub struct LightConfig {
     /// signed request is answered (counted in `citychain_light_repair_unchecked_total`, and
     /// warned about at start).
     pub genesis: Option<PathBuf>,
-    /// Mutual TLS (the binary's default) or plaintext (`--insecure`, and the library
-    /// default for in-process tests); not from TOML.
+    /// Mutual TLS. Default: TLS with the identity in `data_dir` (made on first start);
+    /// plaintext only when set to `Insecure` explicitly (`--insecure`). Not from TOML.
     #[serde(skip)]
     pub links: rpc::tls::LinkSecurity,
     /// Who may PutShard: the representatives of this node's city, read through a committee
@@ -86,7 +86,7 @@ impl Default for LightConfig {
             min_free_bytes: StoreConfig::default().min_free_bytes,
             max_store_file_bytes: u64::MAX,
             genesis: None,
-            links: rpc::tls::LinkSecurity::Insecure,
+            links: rpc::tls::LinkSecurity::default(),
             writers: None,
         }
     }
@@ -291,10 +291,11 @@ pub async fn start_light(cfg: &LightConfig, keypair: Keypair) -> Result<LightHan
              its shards are lost here and the city's audit/repair re-creates them elsewhere"
         );
     }
+    let links = runtime::resolve_links(&cfg.links, &cfg.data_dir, &keypair)?;
     let mut h = serve_light_over(
         cfg.listen,
         LightNode::new(store, keypair, Arc::new(SystemClock)),
-        &cfg.links,
+        &links,
         cfg.writers.clone(),
     )
     .await?;

@@ -29,4 +29,4 @@ pub use readiness::Readiness;
 pub use server::{LIMITS, MAX_CONNECTIONS, MAX_PENDING_HANDSHAKES, ServerHandle, ServerLimits};
 pub(crate) use server::{serve, server_builder};
 pub(crate) use store_health::StoreHealth;
-pub use tls::node_links;
+pub use tls::{node_links, resolve_links};

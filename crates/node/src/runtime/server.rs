@@ -160,7 +160,7 @@ async fn accept_loop(
                     Err(_) => return,
                 },
             },
-            LinkSecurity::Insecure => None,
+            LinkSecurity::Insecure | LinkSecurity::OwnIdentity => None,
         };
         let conn = tokio::select! {
             _ = tx.closed() => return,
@@ -173,6 +173,15 @@ async fn accept_loop(
         let _ = conn.set_nodelay(true);
         let remote = conn.peer_addr().ok();
         match &links {
+            LinkSecurity::OwnIdentity => {
+                // Roles resolve their links before serving; never fall back to plaintext.
+                tracing::error!(
+                    server = what,
+                    ?remote,
+                    "node links unresolved (no TLS identity loaded): connection refused"
+                );
+                drop(conn);
+            }
             LinkSecurity::Insecure => {
                 let k = Killable::new(Conn::Plain(conn), remote, None, killed.clone(), slot);
                 if tx.send(Ok(k)).await.is_err() {

@@ -30,6 +30,16 @@ pub fn node_links(data_dir: &Path, key: &Keypair, insecure: bool) -> Result<Link
     Ok(LinkSecurity::Tls(TlsContext::new(identity)?))
 }
 
+/// The links a role runs with: [`LinkSecurity::OwnIdentity`] (every config's default) becomes
+/// mutual TLS with the identity in `data_dir` ([`node_links`]); an explicit `Tls` or
+/// `Insecure` is kept as given.
+pub fn resolve_links(links: &LinkSecurity, data_dir: &Path, key: &Keypair) -> Result<LinkSecurity> {
+    match links {
+        LinkSecurity::OwnIdentity => node_links(data_dir, key, false),
+        other => Ok(other.clone()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -47,5 +57,25 @@ mod tests {
         );
         assert!(node_links(dir.path(), &Keypair::generate(), false).is_err());
         assert!(node_links(dir.path(), &key, true).unwrap().tls().is_none());
+    }
+
+    #[test]
+    fn the_default_resolves_to_tls_and_only_an_explicit_insecure_is_plaintext() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = Keypair::generate();
+        let default = LinkSecurity::default();
+        assert!(
+            default.tls().is_none() && !default.is_insecure(),
+            "unresolved"
+        );
+        assert!(matches!(
+            default.lazy_channel("127.0.0.1:1", None, std::time::Duration::from_secs(1)),
+            Err(rpc::tls::TlsError::Unresolved)
+        ));
+        let resolved = resolve_links(&default, dir.path(), &key).unwrap();
+        assert_eq!(resolved.tls().unwrap().node_id(), key.node_id());
+        assert!(dir.path().join("tls.crt").exists());
+        let insecure = resolve_links(&LinkSecurity::Insecure, dir.path(), &key).unwrap();
+        assert!(insecure.is_insecure());
     }
 }

@@ -27,6 +27,8 @@ async fn get_tx_falls_back_to_the_archive_when_the_local_store_is_lost() {
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: tmp.path().to_path_buf(),
         verify_threads: 2,
+        // Plaintext links, chosen explicitly (the default is TLS).
+        links: rpc::tls::LinkSecurity::Insecure,
         ..CityConfig::default()
     };
     let transport = Arc::new(MemoryTransport::default());

@@ -37,6 +37,8 @@ async fn start_in(dir: &std::path::Path, key: &Keypair) -> (CityHandle, CityClie
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: dir.to_path_buf(),
         verify_threads: 2,
+        // Plaintext links, chosen explicitly (the default is TLS).
+        links: rpc::tls::LinkSecurity::Insecure,
         ..CityConfig::default()
     };
     let handle = start_city(&cfg, key).await.unwrap();

@@ -27,7 +27,10 @@ async fn bad_consensus_messages_are_rejected_with_typed_statuses() {
         Committee::equal(keys.iter().map(|k| k.public_key().to_vec()).collect()).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let rep = start_representative(
-        RepresentativeConfig::new(dir.path()),
+        RepresentativeConfig {
+            links: rpc::tls::LinkSecurity::Insecure,
+            ..RepresentativeConfig::new(dir.path())
+        },
         keys[0].clone(),
         committee,
         listener,
@@ -196,8 +199,10 @@ async fn a_restarted_representative_recovers_from_its_records_and_catches_up() {
     let mut evidence = Vec::new();
     for (i, (k, l)) in keys.iter().zip(listeners).enumerate() {
         // A short fixed interval: this test is about recovery (default: the dynamic one).
-        let cfg =
-            RepresentativeConfig::new(dir.path().join(format!("rep-{i}"))).with_fixed_interval(50);
+        let cfg = RepresentativeConfig {
+            links: rpc::tls::LinkSecurity::Insecure,
+            ..RepresentativeConfig::new(dir.path().join(format!("rep-{i}"))).with_fixed_interval(50)
+        };
         let mut r = start_representative(cfg, k.clone(), committee.clone(), l, peers.clone())
             .await
             .unwrap();
@@ -219,7 +224,10 @@ async fn a_restarted_representative_recovers_from_its_records_and_catches_up() {
     let before = seen[3].lock().0.clone();
     reps[1].submit(vec![item(3)]).await.unwrap();
     let l = tokio::net::TcpListener::bind(addr).await.unwrap();
-    let cfg = RepresentativeConfig::new(dir.path().join("rep-3")).with_fixed_interval(50);
+    let cfg = RepresentativeConfig {
+        links: rpc::tls::LinkSecurity::Insecure,
+        ..RepresentativeConfig::new(dir.path().join("rep-3")).with_fixed_interval(50)
+    };
     let mut r3 = start_representative(cfg, keys[3].clone(), committee.clone(), l, peers.clone())
         .await
         .unwrap();

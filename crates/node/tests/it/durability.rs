@@ -30,6 +30,8 @@ async fn light_in(dir: &Path, quota_bytes: u64) -> LightHandle {
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: dir.to_path_buf(),
         quota_bytes,
+        // Plaintext links, chosen explicitly (the default is TLS).
+        links: rpc::tls::LinkSecurity::Insecure,
         ..LightConfig::default()
     };
     let key = node::load_or_create_key(dir).unwrap();
@@ -260,6 +262,8 @@ async fn city_with_lights(
             listen: "127.0.0.1:0".parse().unwrap(),
             ..gateway::GatewayConfig::default()
         }),
+        // Plaintext links, chosen explicitly (the default is TLS).
+        links: rpc::tls::LinkSecurity::Insecure,
         ..CityConfig::default()
     };
     let parts = CityParts {
@@ -609,6 +613,8 @@ async fn a_light_node_advertises_its_free_capacity_as_it_fills() {
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: dir.path().to_path_buf(),
         quota_bytes: 64 << 20,
+        // Plaintext links, chosen explicitly (the default is TLS).
+        links: rpc::tls::LinkSecurity::Insecure,
         ..LightConfig::default()
     };
     let role = node::run_light_with(

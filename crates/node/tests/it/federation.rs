@@ -91,14 +91,18 @@ async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
 }
 
 fn city_cfg(dir: &Path, city: Hash32, committee: &Committee) -> ContinentConfig {
-    ContinentConfig::new(
-        loopback(),
-        dir.join("continent"),
-        vec![CityCommittee {
-            city,
-            committee: committee.clone(),
-        }],
-    )
+    ContinentConfig {
+        // Plaintext links, chosen explicitly (the default is TLS).
+        links: rpc::tls::LinkSecurity::Insecure,
+        ..ContinentConfig::new(
+            loopback(),
+            dir.join("continent"),
+            vec![CityCommittee {
+                city,
+                committee: committee.clone(),
+            }],
+        )
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -306,6 +310,7 @@ async fn pushers_resume_across_continent_restart_and_kill() {
     let mut pushers = Vec::new();
     for (k, s) in keys.iter().zip(&sources) {
         let mut pc = PusherConfig::new(cont.addr().to_string(), city, ckey.public_key().to_vec());
+        pc.links = rpc::tls::LinkSecurity::Insecure;
         pc.retry.base_delay = Duration::from_millis(20);
         pc.retry.max_delay = Duration::from_millis(200);
         pc.timeout = Duration::from_secs(5);
@@ -382,7 +387,7 @@ async fn global_logs_consistent_continent_heads_and_refuses_forged_ones() {
             listen: loopback(),
             data_dir: dir.path().join("global"),
             continents: vec![ckey.public_key().to_vec()],
-            links: Default::default(),
+            links: rpc::tls::LinkSecurity::Insecure,
         },
         gkey.clone(),
     )
@@ -545,7 +550,7 @@ async fn global_logs_consistent_continent_heads_and_refuses_forged_ones() {
             listen: loopback(),
             data_dir: dir.path().join("global"),
             continents: vec![ckey.public_key().to_vec()],
-            links: Default::default(),
+            links: rpc::tls::LinkSecurity::Insecure,
         },
         gkey,
     )
@@ -572,7 +577,7 @@ async fn continent_heads_reach_a_global_after_outages() {
         listen: gaddr,
         data_dir: dir.path().join("global"),
         continents: vec![ckey.public_key().to_vec()],
-        links: Default::default(),
+        links: rpc::tls::LinkSecurity::Insecure,
     };
     let mut cfg = city_cfg(dir.path(), city, &committee);
     cfg.head_push_interval = Duration::from_millis(20);
@@ -690,6 +695,7 @@ async fn a_refused_pusher_is_counted_and_the_honest_history_still_gets_in() {
     let cps = chain(3, 0);
     let pusher_for = |k: &Keypair, s: &Arc<MemoryCheckpointSource>| {
         let mut pc = PusherConfig::new(cont.addr().to_string(), city, ckey.public_key().to_vec());
+        pc.links = rpc::tls::LinkSecurity::Insecure;
         pc.refusal_backoff = Duration::from_millis(50);
         let source: Arc<dyn CheckpointSource> = s.clone();
         spawn_checkpoint_pusher(pc, k.clone(), source).unwrap()

@@ -18,6 +18,8 @@ async fn light(quota_bytes: u64) -> (LightHandle, tempfile::TempDir, ShardStoreC
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: dir.path().to_path_buf(),
         quota_bytes,
+        // Plaintext links, chosen explicitly (the default is TLS).
+        links: rpc::tls::LinkSecurity::Insecure,
         ..LightConfig::default()
     };
     let h = start_light(&cfg, Keypair::generate()).await.unwrap();

@@ -19,6 +19,8 @@ async fn six_lights_kill_two_restore_and_rereplicate() {
             listen: "127.0.0.1:0".parse().unwrap(),
             data_dir: d.path().to_path_buf(),
             quota_bytes: 1 << 30,
+            // Plaintext links, chosen explicitly (the default is TLS).
+            links: rpc::tls::LinkSecurity::Insecure,
             ..LightConfig::default()
         };
         lights.push(Some(start_light(&cfg, Keypair::generate()).await.unwrap()));

@@ -22,6 +22,8 @@ async fn system_txs_are_checked_at_admission_and_skip_proof_of_place() {
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: dir.path().to_path_buf(),
         verify_threads: 2,
+        // Plaintext links, chosen explicitly (the default is TLS).
+        links: rpc::tls::LinkSecurity::Insecure,
         ..CityConfig::default()
     };
     let index = pop_geo::shipped::japan().unwrap();

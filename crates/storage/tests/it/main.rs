@@ -2,6 +2,7 @@
 //! ML-DSA-87 keys, the redb store on a real file.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod churn;
 mod codec_props;
 mod pipeline;
 mod receipts;

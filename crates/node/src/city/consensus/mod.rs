@@ -77,7 +77,8 @@ pub struct RepresentativeConfig {
     /// default; `None` keeps `consensus.proposal_interval_ms` fixed
     /// ([`RepresentativeConfig::with_fixed_interval`]).
     pub batch_interval: Option<dag_core::BatchInterval>,
-    /// Mutual TLS to the other members (each must prove its NodeId) or plaintext.
+    /// Mutual TLS to the other members (each must prove its NodeId). Default: TLS with the
+    /// identity in `data_dir`; plaintext only when set to `Insecure` explicitly.
     pub links: rpc::tls::LinkSecurity,
 }
 
@@ -100,7 +101,7 @@ impl RepresentativeConfig {
             send_concurrency: 8,
             inbound_queue: 4096,
             batch_interval: Some(dag_core::BatchInterval::default()),
-            links: rpc::tls::LinkSecurity::Insecure,
+            links: rpc::tls::LinkSecurity::default(),
         }
     }
 
@@ -589,7 +590,11 @@ pub async fn start_representative(
         addr: SocketAddr::from(([0, 0, 0, 0], 0)),
         source,
     })?;
-    let links = cfg.links.clone();
+    let links = crate::runtime::resolve_links(&cfg.links, &cfg.data_dir, &key)?;
+    let cfg = RepresentativeConfig {
+        links: links.clone(),
+        ..cfg
+    };
     let (mut handle, svc) = spawn_representative(cfg, key, committee, peers).await?;
     let (health, reflection, reflection_alpha) = crate::runtime::health_and_reflection(
         "citychain.v1.ConsensusService",
@@ -621,6 +626,10 @@ pub async fn spawn_representative(
     committee: Committee,
     peers: HashMap<NodeId, String>,
 ) -> Result<(RepresentativeHandle, ConsensusGrpc)> {
+    let cfg = RepresentativeConfig {
+        links: crate::runtime::resolve_links(&cfg.links, &cfg.data_dir, &key)?,
+        ..cfg
+    };
     let node_id = key.node_id();
     let path = cfg.data_dir.join("consensus.redb");
     let (store, records) =
@@ -753,6 +762,7 @@ mod tests {
             busy_step_ms: 10,
         };
         let mut cfg = RepresentativeConfig::new(tmp.path());
+        cfg.links = rpc::tls::LinkSecurity::Insecure;
         cfg.batch_interval = Some(rule);
         cfg.consensus.max_batch_items = 10;
         let (rep, _svc) = spawn_representative(cfg, key, committee, HashMap::new())

@@ -92,6 +92,14 @@ pub trait ShardTransport: Send + Sync + 'static {
         stripe: StripeId,
         index: u16,
     ) -> std::result::Result<Shard, TransportError>;
+    /// Sets up the connection to `node` (over TLS: the handshake with its ML-KEM key
+    /// exchange and NodeId check), bounded by the transport's own connect timeout. The
+    /// pipeline calls it before each put or get, outside that call's deadline, so a cold
+    /// handshake never eats the call's time. Default: nothing to set up.
+    async fn connect(&self, node: &NodeInfo) -> std::result::Result<(), TransportError> {
+        let _ = node;
+        Ok(())
+    }
 }
 
 /// Who can hold shards right now, best first for a given stripe.

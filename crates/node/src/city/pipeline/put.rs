@@ -121,7 +121,9 @@ impl Pipeline {
         candidates: &[NodeInfo],
         taken: &parking_lot::Mutex<Taken>,
     ) -> std::result::Result<(SignedReceipt, NodeId), String> {
-        let mut last = String::from("no distinct holder left to try");
+        // Every candidate that refused or failed is named in the error, so a repair blocked
+        // by nodes squatting the slot (a conflicting shard) or forging receipts reports them.
+        let mut failed: Vec<String> = Vec::new();
         let policy = put_retry_policy(self.cfg.attempts);
         for node in candidates {
             // Never two shards of a stripe on one node: Held means n distinct holders.
@@ -144,16 +146,21 @@ impl Pipeline {
                 Err(PutFailure::Down(e) | PutFailure::Refused(e)) => {
                     // Full, down or its store failing: no more shards for it for a while.
                     self.cool_down(node, &e);
-                    last = e;
+                    failed.push(e);
                 }
-                Err(PutFailure::Transient(e)) => last = e,
-                Err(PutFailure::BadReceipt(e)) => last = e,
+                Err(PutFailure::Transient(e)) => failed.push(e),
+                Err(PutFailure::BadReceipt(e)) => {
+                    failed.push(format!("{}: bad receipt: {e}", node.node_id.short()));
+                }
                 Err(PutFailure::Stopped(e)) => return Err(e),
             }
             // A node that failed stays marked taken: it must not get another shard either.
             taken.lock().release_zone(node);
         }
-        Err(last)
+        if failed.is_empty() {
+            return Err("no distinct holder left to try".into());
+        }
+        Err(failed.join("; "))
     }
 
     /// One put of `shard` on `node` within the call deadline, its receipt verified on the
@@ -164,6 +171,14 @@ impl Pipeline {
         shard: &Shard,
         node: &NodeInfo,
     ) -> std::result::Result<(SignedReceipt, NodeId), PutFailure> {
+        // Connection set-up (a cold TLS handshake) has its own bound, not the put's.
+        match self.transport.connect(node).await {
+            Ok(()) => {}
+            Err(e @ TransportError::Refused { .. }) => {
+                return Err(PutFailure::Refused(e.to_string()));
+            }
+            Err(e) => return Err(PutFailure::Down(e.to_string())),
+        }
         let res =
             tokio::time::timeout(self.cfg.call_timeout, self.transport.put_shard(node, shard))
                 .await;

@@ -210,6 +210,8 @@ impl Pipeline {
     ) -> std::result::Result<Shard, TransportError> {
         let timeout = self.cfg.call_timeout;
         let ms = timeout.as_millis() as u64;
+        // Connection set-up (a cold TLS handshake) has its own bound, not the get's.
+        self.transport.connect(node).await?;
         match tokio::time::timeout(timeout, self.transport.get_shard(node, stripe, index)).await {
             Ok(r) => r,
             Err(_) => Err(TransportError::Timeout {
