@@ -222,7 +222,14 @@ fn check(layer: &Layer) -> Result<(), ConfigError> {
             return Err(ConfigError::Key {
                 source_name: layer.source_name.clone(),
                 key,
-                message: e.to_string().trim().to_string(),
+                // toml appends "in `key`" on a second line: the key is named already.
+                message: e
+                    .to_string()
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string(),
             });
         }
     }
