@@ -1,8 +1,10 @@
-//! `presence-server`: parses flags, environment and an optional TOML file into a
-//! [`presence::ServerConfig`], sets up logging, and serves the presence API until Ctrl-C
-//! (or SIGTERM). `presence-server bench` runs the bounded loopback load run.
+//! `presence-server`: parses flags, environment and an optional sectioned TOML file
+//! (`config`: `[presence]`, `[log]`) into a [`presence::ServerConfig`], sets up logging, and
+//! serves the presence API until Ctrl-C (or SIGTERM). `presence-server bench` runs the
+//! bounded loopback load run.
 
-use anyhow::Context;
+mod config;
+
 use clap::builder::TypedValueParser;
 use clap::{Args, Parser, Subcommand};
 use presence::{BackendKind, ServerConfig};
@@ -32,9 +34,13 @@ enum Command {
 #[derive(Debug, Args)]
 /// Serve settings; accepted before or after the `serve` subcommand.
 struct ServeArgs {
-    /// TOML file with ServerConfig keys (flags and environment override it).
+    /// TOML file with `[presence]` (ServerConfig keys) and `[log]` sections (the older flat
+    /// form is read too); environment, `--set` and flags override it.
     #[arg(long, env = "PRESENCE_CONFIG", global = true)]
     config: Option<PathBuf>,
+    /// Any key as `section.key=value` (repeatable), e.g. `--set presence.ttl_ms=8000`.
+    #[arg(long = "set", value_name = "SECTION.KEY=VALUE", global = true)]
+    set: Vec<String>,
     /// Store backend (memory keeps presence in this process only: for tests and demos).
     #[arg(long, env = "PRESENCE_BACKEND", global = true,
           value_parser = clap::builder::PossibleValuesParser::new(["redis", "memory"])
@@ -61,10 +67,9 @@ struct ServeArgs {
     /// Key the per-IP rate limit on X-Forwarded-For (only behind a trusted proxy).
     #[arg(long, env = "PRESENCE_TRUST_FORWARDED_FOR", global = true)]
     trust_forwarded_for: bool,
-    /// Log format.
-    #[arg(long, env = "PRESENCE_LOG_FORMAT", global = true, default_value = "text",
-          value_parser = ["text", "json"])]
-    log_format: String,
+    /// Log format (default: `[log] format`, else text).
+    #[arg(long, env = "PRESENCE_LOG_FORMAT", global = true, value_parser = ["text", "json"])]
+    log_format: Option<String>,
 }
 
 use presence::redact_uri;
@@ -88,16 +93,38 @@ struct BenchArgs {
     client: Option<String>,
 }
 
+/// The effective configuration: defaults ← file ← `PRESENCE_SERVER__*` ← `--set` ← named
+/// flags (and their `PRESENCE_*` variables).
+fn resolve(args: &ServeArgs) -> anyhow::Result<config::FileConfig> {
+    resolve_with(args, std::env::vars())
+}
+
+fn resolve_with(
+    args: &ServeArgs,
+    vars: impl IntoIterator<Item = (String, String)>,
+) -> anyhow::Result<config::FileConfig> {
+    let mut layers = Vec::new();
+    if let Some(path) = &args.config {
+        layers.push(config::file_layer(path)?);
+    }
+    layers.push(config::env_layer(vars));
+    layers.push(config::set_layer(&args.set)?);
+    let mut file = config::build(&layers)?;
+    file.presence = apply_flags(args, file.presence);
+    match args.log_format.as_deref() {
+        Some("json") => file.log.format = config::LogFormat::Json,
+        Some(_) => file.log.format = config::LogFormat::Text,
+        None => {}
+    }
+    Ok(file)
+}
+
+#[cfg(test)]
 fn server_config(args: &ServeArgs) -> anyhow::Result<ServerConfig> {
-    let mut c = match &args.config {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            toml::from_str::<ServerConfig>(&text)
-                .with_context(|| format!("parsing {}", path.display()))?
-        }
-        None => ServerConfig::default(),
-    };
+    Ok(resolve_with(args, [])?.presence)
+}
+
+fn apply_flags(args: &ServeArgs, mut c: ServerConfig) -> ServerConfig {
     if let Some(v) = args.backend {
         c.backend = v;
     }
@@ -122,7 +149,7 @@ fn server_config(args: &ServeArgs) -> anyhow::Result<ServerConfig> {
     if args.trust_forwarded_for {
         c.trust_forwarded_for = true;
     }
-    Ok(c)
+    c
 }
 
 async fn shutdown_signal() {
@@ -149,11 +176,12 @@ async fn shutdown_signal() {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    let file = resolve(&cli.serve)?;
     let logs = tracing_subscriber::fmt().with_env_filter(
         tracing_subscriber::EnvFilter::try_from_default_env()
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
     );
-    if cli.serve.log_format == "json" {
+    if file.log.format == config::LogFormat::Json {
         logs.json().init();
     } else {
         logs.init();
@@ -176,7 +204,7 @@ async fn main() -> anyhow::Result<()> {
             println!("{report}");
         }
         Some(Command::Serve) | None => {
-            let config = server_config(&cli.serve)?;
+            let config = file.presence;
             // Not `?config`: the Redis URI may carry a password.
             tracing::info!(
                 backend = ?config.backend,
