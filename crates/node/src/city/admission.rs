@@ -919,9 +919,15 @@ impl CityNode {
 
 impl CityApi for CityNode {
     async fn submit(&self, tx: SignedTx) -> std::result::Result<Submitted, Rejection> {
+        use tracing::Instrument;
         let t0 = Instant::now();
         let id = tx.id();
-        let out = self.admit(tx).await;
+        // Everything logged while this tx is admitted and held carries its id (span `tx`);
+        // its `ordered` and `federated` events follow under spans `order` / `federate`.
+        let out = self
+            .admit(tx)
+            .instrument(tracing::debug_span!("tx", id = %id))
+            .await;
         if matches!(&out, Err(r) if r.code == RejectCode::DuplicateTx) {
             return self.resubmitted(id).await;
         }

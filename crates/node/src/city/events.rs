@@ -80,6 +80,8 @@ impl EventBus {
 
     /// Publishes one event; returns its id.
     pub fn publish(&self, kind: EventKind, tx_id: TxId, detail: serde_json::Value) -> u64 {
+        // The tx's life cycle in the logs (inside the `tx`, `order` or `federate` span).
+        tracing::debug!(tx = %tx_id, event = kind.name(), %detail, "tx event");
         let mut g = self.inner.lock();
         let id = g.next_id;
         g.next_id += 1;
@@ -128,6 +130,7 @@ impl EventBus {
     /// Checkpoint `seq` committed `txs`: one `ordered` event each; remembered until the
     /// checkpoint is federated.
     pub fn ordered(&self, seq: u64, txs: Vec<TxId>) {
+        let _span = tracing::debug_span!("order", checkpoint = seq).entered();
         for t in &txs {
             self.publish(
                 EventKind::Ordered,
@@ -145,6 +148,7 @@ impl EventBus {
     /// Checkpoint `seq` is in the continent log: one `federated` event per tx it ordered
     /// (those this process saw ordered).
     pub fn federated(&self, seq: u64) {
+        let _span = tracing::debug_span!("federate", checkpoint = seq).entered();
         let txs = self.inner.lock().ordered.remove(&seq).unwrap_or_default();
         for t in txs {
             self.publish(
@@ -234,5 +238,55 @@ mod tests {
             vec![EventKind::Held, EventKind::Ordered, EventKind::Federated]
         );
         assert!(sub.try_recv().is_err());
+    }
+
+    /// Captures what `tracing` logs (debug and up) on this thread while `f` runs.
+    fn logs_of(f: impl FnOnce()) -> String {
+        #[derive(Clone, Default)]
+        struct Buf(Arc<parking_lot::Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf::default();
+        let out = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .with_writer(move || out.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        let bytes = buf.0.lock().clone();
+        String::from_utf8(bytes).unwrap()
+    }
+
+    #[test]
+    fn the_logs_follow_a_tx_through_hold_order_and_federate_by_its_id() {
+        let bus = EventBus::default();
+        let id = tx(3);
+        let logs = logs_of(|| {
+            let _tx = tracing::debug_span!("tx", id = %id).entered();
+            bus.publish(EventKind::Held, id, serde_json::Value::Null);
+            drop(_tx);
+            bus.ordered(11, vec![id, tx(4)]);
+            bus.federated(11);
+        });
+        let line = |stage: &str, event: &str| {
+            logs.lines()
+                .any(|l| l.contains(stage) && l.contains(&format!("tx={id}")) && l.contains(event))
+        };
+        assert!(line(&format!("tx{{id={id}}}"), "event=\"held\""), "{logs}");
+        assert!(line("order{checkpoint=11}", "event=\"ordered\""), "{logs}");
+        assert!(
+            line("federate{checkpoint=11}", "event=\"federated\""),
+            "{logs}"
+        );
+        // The other tx of the checkpoint is logged under its own id.
+        assert!(logs.contains(&format!("tx={}", tx(4))), "{logs}");
     }
 }
