@@ -302,6 +302,7 @@ impl Devnet {
                 .map(|(a, balance)| node::genesis::GenesisAccount {
                     account: a.to_hex(),
                     balance: *balance,
+                    city: None,
                 })
                 .collect(),
         };

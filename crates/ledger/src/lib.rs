@@ -39,6 +39,7 @@
 mod cross;
 mod error;
 mod exec;
+mod relay;
 mod store;
 mod transfer;
 
@@ -50,5 +51,12 @@ pub use dag_core::ObjectId;
 pub use dag_core::execution::CommitApplier;
 pub use error::{Error, Result};
 pub use exec::{Effects, Snapshot, components, execute_parallel, execute_sequential};
-pub use store::{Balances, Ledger, LedgerConfig, checkpoint_root, genesis_root};
+pub use relay::{
+    CheckpointCertificates, CrossRelay, RELAY_TAG, RelayItem, StatementProof, TO_CITY_TAG,
+    destination, is_relay, ledger_root, statements_root, to_city_payload,
+};
+pub use store::{
+    Balances, CheckpointStatements, CrossSetup, Ledger, LedgerConfig, StatementEntry,
+    checkpoint_root, genesis_root,
+};
 pub use transfer::{Account, FailReason, Outcome, Transfer, account_object, check_sets};
