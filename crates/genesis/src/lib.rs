@@ -402,10 +402,17 @@ mod tests {
         let mut f = file(&keys);
         f.cities.push(GenesisCity {
             id: "JP-27".into(),
-            members: vec![GenesisFile::member(keys[1].public_key(), 1, "127.0.0.1:7100")],
+            members: vec![GenesisFile::member(
+                keys[1].public_key(),
+                1,
+                "127.0.0.1:7100",
+            )],
         });
         f.cities[0].members.truncate(1);
-        let (a, b) = (AccountId::from_bytes([1; 32]), AccountId::from_bytes([2; 32]));
+        let (a, b) = (
+            AccountId::from_bytes([1; 32]),
+            AccountId::from_bytes([2; 32]),
+        );
         f.accounts.push(GenesisAccount {
             account: a.to_hex(),
             balance: 5,

@@ -7,6 +7,7 @@ pub(crate) mod admission;
 pub(crate) mod challenges;
 pub(crate) mod committee;
 pub mod consensus;
+pub(crate) mod cross;
 pub(crate) mod events;
 pub(crate) mod execution;
 #[cfg(test)]
@@ -362,6 +363,7 @@ pub async fn start_city_with(
         r.spawn_feed(node.clone());
         if let Some(cp) = &parts.committee {
             r.spawn_stake_reporter(node.clone(), keypair, &cp.committee.city_id);
+            r.spawn_relayer(keypair, cp);
         }
     }
     let recovery = recovery::spawn_finish_admitted(node.clone());
@@ -553,8 +555,9 @@ pub async fn run_city_with(
                 consensus: cfg.batch_interval_ms.map(|ms| {
                     consensus::RepresentativeConfig::new(&cfg.data_dir).with_fixed_interval(ms)
                 }),
-                accounts: genesis.accounts.clone(),
+                accounts: genesis.accounts_of(&m.city_id),
                 dpos: cfg.dpos.clone(),
+                cities: genesis.cities.clone(),
             })
         }
         None => None,
