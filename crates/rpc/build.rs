@@ -7,6 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "shardstore.proto",
         "consensus.proto",
         "repair.proto",
+        "citychain/v1/crosscity.proto",
     ]
     .iter()
     .map(|p| proto_dir.join(p))

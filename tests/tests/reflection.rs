@@ -118,7 +118,11 @@ async fn reflection_lists_exactly_the_roles_services_in_v1_and_v1alpha() {
         .addr()
         .to_string();
     let city_expected = if net.city().representative().is_some() {
-        set(&["citychain.v1.CityNode", "citychain.v1.Consensus"])
+        set(&[
+            "citychain.v1.CityNode",
+            "citychain.v1.Consensus",
+            "citychain.v1.CrossCityService",
+        ])
     } else {
         set(&["citychain.v1.CityNode"])
     };

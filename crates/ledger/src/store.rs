@@ -3,7 +3,7 @@
 //! leaves either all of a checkpoint's effects or none. It is the ledger's
 //! [`CommitApplier`]: idempotent per sequence, resumes where it stopped.
 
-use crate::cross::{Certified, CrossBook, CrossTransfer, Funds, SendOutcome};
+use crate::cross::{Certified, CrossBook, CrossTransfer, Funds, SendOutcome, Settled};
 use crate::exec::{Effects, Snapshot, execute_parallel, execute_sequential};
 use crate::relay::{
     CheckpointCertificates, CrossRelay, DirOnly, Proven, RelayItem, StatementProof, ledger_root,
@@ -37,6 +37,8 @@ const CROSS: TableDefinition<&str, &[u8]> = TableDefinition::new("cross");
 const STATEMENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("statements");
 /// Transfer-out id → sequence of the checkpoint that escrowed it.
 const OUT_AT: TableDefinition<&[u8; 32], u64> = TableDefinition::new("out_at");
+/// 2 (answered first) or 3 (settled) ‖ transfer id → sequence of that checkpoint.
+const CROSS_AT: TableDefinition<&[u8; 33], u64> = TableDefinition::new("cross_at");
 /// "genesis_root" → 32 bytes.
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
@@ -101,6 +103,13 @@ pub fn checkpoint_root(prev: &Hash32, seq: u64, at_ms: u64, effects: &Effects) -
         h.update(&acc.encode());
     }
     Hash32(*h.finalize().as_bytes())
+}
+
+fn cross_key(kind: u8, id: &TxId) -> [u8; 33] {
+    let mut k = [0; 33];
+    k[0] = kind;
+    k[1..].copy_from_slice(id.as_bytes());
+    k
 }
 
 fn nonce_key(a: &AccountId, n: u64) -> [u8; 40] {
@@ -410,6 +419,7 @@ impl Ledger {
             w.open_table(CROSS).map_err(|e| err(e.into()))?;
             w.open_table(STATEMENTS).map_err(|e| err(e.into()))?;
             w.open_table(OUT_AT).map_err(|e| err(e.into()))?;
+            w.open_table(CROSS_AT).map_err(|e| err(e.into()))?;
             let mut accounts = w.open_table(ACCOUNTS).map_err(|e| err(e.into()))?;
             let stored = meta
                 .get("genesis_root")
@@ -527,6 +537,25 @@ impl Ledger {
                     reason: "checkpoint statements do not decode",
                 }),
         }
+    }
+
+    /// The checkpoint that first answered transfer-in `id` (receiver city).
+    pub fn answered_at(&self, id: &TxId) -> Result<Option<u64>> {
+        self.cross_at(2, id)
+    }
+
+    /// The checkpoint that settled transfer-out `id` (sender city).
+    pub fn settled_at(&self, id: &TxId) -> Result<Option<u64>> {
+        self.cross_at(3, id)
+    }
+
+    fn cross_at(&self, kind: u8, id: &TxId) -> Result<Option<u64>> {
+        let err = self.err();
+        let r = self.db.begin_read().map_err(|e| err(e.into()))?;
+        let t = r.open_table(CROSS_AT).map_err(|e| err(e.into()))?;
+        Ok(t.get(&cross_key(kind, id))
+            .map_err(|e| err(e.into()))?
+            .map(|v| v.value()))
     }
 
     /// The checkpoint that escrowed transfer-out `id`.
@@ -742,6 +771,7 @@ impl Ledger {
         let mut cross_t = w.open_table(CROSS).map_err(|e| err(e.into()))?;
         let mut book = self.read_book(&cross_t)?;
         let mut entries = Vec::new();
+        let mut settled = Vec::new();
         {
             let outcomes = w.open_table(OUTCOMES).map_err(|e| err(e.into()))?;
             let mut b = Balances {
@@ -751,7 +781,8 @@ impl Ledger {
                 effects,
             };
             if !cross.is_empty() {
-                self.execute_cross(&mut b, &outcomes, &mut book, &mut entries, at_ms, cross)?;
+                settled =
+                    self.execute_cross(&mut b, &outcomes, &mut book, &mut entries, at_ms, cross)?;
             }
             hook(&mut b)?;
         }
@@ -768,11 +799,23 @@ impl Ledger {
                 .insert("book", book.encode().as_slice())
                 .map_err(|e| err(e.into()))?;
         }
-        if !parts.entries.is_empty() {
+        if !parts.entries.is_empty() || !settled.is_empty() {
             let mut out_at = w.open_table(OUT_AT).map_err(|e| err(e.into()))?;
-            for e in parts.entries.iter().filter(|e| e.kind == 1) {
-                out_at
-                    .insert(e.id.as_bytes(), seq)
+            let mut at = w.open_table(CROSS_AT).map_err(|e| err(e.into()))?;
+            for e in &parts.entries {
+                if e.kind == 1 {
+                    out_at
+                        .insert(e.id.as_bytes(), seq)
+                        .map_err(|e| err(e.into()))?;
+                } else {
+                    let k = cross_key(2, &e.id);
+                    if at.get(&k).map_err(|e| err(e.into()))?.is_none() {
+                        at.insert(&k, seq).map_err(|e| err(e.into()))?;
+                    }
+                }
+            }
+            for id in &settled {
+                at.insert(&cross_key(3, id), seq)
                     .map_err(|e| err(e.into()))?;
             }
         }
@@ -813,8 +856,9 @@ impl Ledger {
         entries: &mut Vec<StatementEntry>,
         at_ms: u64,
         cross: &[CrossOp<'_>],
-    ) -> Result<()> {
+    ) -> Result<Vec<TxId>> {
         let setup = self.cross.get();
+        let mut settled = Vec::new();
         for op in cross {
             match op {
                 CrossOp::Send(t, city) => {
@@ -921,7 +965,11 @@ impl Ledger {
                                     body: answer.clone(),
                                     cert: Vec::new(),
                                 };
-                                let _ = book.settle(&mut funds, &msg, &proven);
+                                if let Ok(Settled::Completed | Settled::Refunded) =
+                                    book.settle(&mut funds, &msg, &proven)
+                                {
+                                    settled.push(answer.id);
+                                }
                             }
                         }
                         if let Some(e) = funds.err {
@@ -931,7 +979,7 @@ impl Ledger {
                 }
             }
         }
-        Ok(())
+        Ok(settled)
     }
 }
 

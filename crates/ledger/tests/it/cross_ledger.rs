@@ -230,6 +230,12 @@ fn escrow_credit_settle_through_committed_txs() {
     assert_eq!(ab.out_state(&t.id()), Some(&OutState::Completed));
     assert_eq!(ab.out_state(&late.id()), Some(&OutState::Refunded));
     assert_eq!(ab.escrowed(), 0);
+    // Where each step happened: escrow 0 (and 1), answered in B 1 and 3, settled in A 2.
+    assert_eq!(a.escrowed_at(&late.id()).unwrap(), Some(1));
+    assert_eq!(b.answered_at(&t.id()).unwrap(), Some(1));
+    assert_eq!(b.answered_at(&late.id()).unwrap(), Some(3));
+    assert_eq!(a.settled_at(&t.id()).unwrap(), Some(2));
+    assert_eq!(a.settled_at(&late.id()).unwrap(), Some(2));
     assert_eq!(a.account(&account(&u[1])).unwrap().unwrap().balance, 100);
     // Supply: 200 at genesis, 60 moved to the other city.
     assert_eq!(a.total_supply().unwrap() + b.total_supply().unwrap(), 200);

@@ -486,3 +486,57 @@ fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
 }
+
+/// The `CrossCity` reads of a representative, from its ledger.
+pub(crate) struct CrossView {
+    pub(crate) here: String,
+    pub(crate) exec: Arc<Execution>,
+}
+
+impl rpc::CrossCityApi for CrossView {
+    fn cross_transfer(&self, id: TxId) -> Result<Option<rpc::CrossTransferView>, tonic::Status> {
+        let internal = |e: ledger::Error| tonic::Status::unavailable(e.to_string());
+        let Some(ledger) = self.exec.ledger() else {
+            return Ok(None);
+        };
+        let Some(book) = ledger.cross_book().map_err(internal)? else {
+            return Ok(None);
+        };
+        if let Some((t, state)) = book.out(&id) {
+            return Ok(Some(rpc::CrossTransferView {
+                state: match state {
+                    OutState::Pending => rpc::CrossState::Pending,
+                    OutState::Completed => rpc::CrossState::Completed,
+                    OutState::Refunded => rpc::CrossState::Refunded,
+                },
+                city: self.here.clone(),
+                statement: t.statement(),
+                body: Some(rpc::CrossTransferBody {
+                    to_city: t.to_city.as_str().to_string(),
+                    sender: t.sender,
+                    receiver: t.receiver,
+                    amount: t.amount,
+                    deadline_ms: t.deadline_ms,
+                }),
+                escrow_checkpoint: ledger.escrowed_at(&id).map_err(internal)?,
+                settle_checkpoint: ledger.settled_at(&id).map_err(internal)?,
+                answer_checkpoint: None,
+            }));
+        }
+        if let Some((statement, verdict)) = book.in_record(&id) {
+            return Ok(Some(rpc::CrossTransferView {
+                state: match verdict {
+                    ledger::Verdict::Credited => rpc::CrossState::Credited,
+                    ledger::Verdict::Expired => rpc::CrossState::Expired,
+                },
+                city: self.here.clone(),
+                statement,
+                body: None,
+                escrow_checkpoint: None,
+                settle_checkpoint: None,
+                answer_checkpoint: ledger.answered_at(&id).map_err(internal)?,
+            }));
+        }
+        Ok(None)
+    }
+}

@@ -404,8 +404,16 @@ pub async fn start_city_with(
         }
         None => None,
     };
+    let cross_city = parts
+        .committee
+        .as_ref()
+        .map(|c| c.committee.city_id.clone());
     let served: &[&str] = if consensus_svc.is_some() {
-        &["citychain.v1.CityNode", "citychain.v1.Consensus"]
+        &[
+            "citychain.v1.CityNode",
+            "citychain.v1.Consensus",
+            "citychain.v1.CrossCityService",
+        ]
     } else {
         &["citychain.v1.CityNode"]
     };
@@ -424,7 +432,14 @@ pub async fn start_city_with(
         .add_service(reflection)
         .add_service(reflection_alpha)
         .add_service(svc)
-        .add_optional_service(consensus_svc);
+        .add_optional_service(consensus_svc)
+        .add_optional_service(representation.as_ref().zip(cross_city).map(|(r, here)| {
+            rpc::CrossCityGrpc::new(Arc::new(cross::CrossView {
+                here,
+                exec: r.execution().clone(),
+            }))
+            .into_server()
+        }));
     let server = runtime::serve(listener, router, "city", &cfg.links);
     tracing::info!(%addr, node_id = %keypair.node_id(), data_dir = %cfg.data_dir.display(),
         representative = representation.is_some(), "city node serving");
