@@ -80,17 +80,21 @@ async fn submit(net: &Devnet, live: &[usize], txs: &[SignedTx]) -> Vec<(TxId, In
         .map(|(k, tx)| async move {
             let c = &clients[k % clients.len()];
             let t0 = Instant::now();
-            // An honest UNAVAILABLE (holders slow on a loaded machine) is submitted again,
-            // as a wallet would, at most 5 times.
+            // An honest UNAVAILABLE or OVERLOADED ("retry later": holders slow, or a light
+            // node's heartbeat late on a loaded machine) is submitted again, as a wallet
+            // would, at most 20 times.
             let mut tries = 0;
             let s = loop {
                 match c.submit(tx).await {
                     Ok(s) => break s,
                     Err(rpc::ClientError::Rejected(rej))
-                        if rej.code == rpc::RejectCode::Unavailable && tries < 5 =>
+                        if matches!(
+                            rej.code,
+                            rpc::RejectCode::Unavailable | rpc::RejectCode::Overloaded
+                        ) && tries < 20 =>
                     {
                         tries += 1;
-                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        tokio::time::sleep(Duration::from_millis(250)).await;
                     }
                     Err(e) => panic!("tx {k}: {e}"),
                 }

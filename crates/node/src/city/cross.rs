@@ -186,12 +186,17 @@ pub(crate) fn enable(ledger: &Ledger, here: &str, cities: &BTreeMap<String, City
     }
 }
 
+/// The longest wait between two relays of one pending transfer-out by one node.
+const MAX_RETRY: Duration = Duration::from_secs(60);
+
 /// The relayer's timing.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct RelayerConfig {
     /// How often it looks for newly federated checkpoints.
     pub(crate) poll: Duration,
-    /// A transfer-out still pending this long after it was last relayed is relayed again.
+    /// A transfer-out still pending this long (times this node's position + 1 in its
+    /// committee) is relayed again; then after twice as long each time, up to
+    /// [`MAX_RETRY`].
     pub(crate) retry: Duration,
     /// Time allowed for one submission.
     pub(crate) submit_timeout: Duration,
@@ -201,7 +206,7 @@ impl Default for RelayerConfig {
     fn default() -> Self {
         RelayerConfig {
             poll: Duration::from_millis(100),
-            retry: Duration::from_secs(4),
+            retry: Duration::from_secs(5),
             submit_timeout: Duration::from_secs(10),
         }
     }
@@ -258,7 +263,12 @@ impl Relayer {
 
     async fn run(self) {
         let mut next = self.order.federated_upto().unwrap_or(0);
-        let mut last_relayed: HashMap<TxId, Instant> = HashMap::new();
+        // Per pending transfer-out: when this node relays it (again) and the wait after.
+        let mut due: HashMap<TxId, (Instant, Duration)> = HashMap::new();
+        // Representatives stagger their retries (the first after `retry`, the next after
+        // twice that, …) and each doubles its wait per transfer up to `MAX_RETRY`, so a slow
+        // receiver city is not flooded with copies.
+        let first_wait = self.cfg.retry * (self.index as u32 + 1);
         let mut nonce = now_ms().saturating_mul(1_000);
         let mut rotate = self.index;
         let mut last_retry = Instant::now();
@@ -273,16 +283,12 @@ impl Relayer {
             };
             while next < upto {
                 if (next as usize) % self.members == self.index {
-                    let n = self
-                        .relay_checkpoint(next, None, &mut nonce, &mut rotate)
+                    self.relay_checkpoint(next, None, &mut nonce, &mut rotate)
                         .await;
-                    for id in n {
-                        last_relayed.insert(id, Instant::now());
-                    }
                 }
                 next += 1;
             }
-            if last_retry.elapsed() < self.cfg.retry {
+            if last_retry.elapsed() < self.cfg.poll * 10 {
                 continue;
             }
             last_retry = Instant::now();
@@ -293,29 +299,25 @@ impl Relayer {
             let mut by_seq: BTreeMap<u64, Vec<TxId>> = BTreeMap::new();
             let now = Instant::now();
             for t in book.pending() {
-                let fresh = last_relayed
-                    .get(&t.id)
-                    .is_some_and(|at| now.duration_since(*at) < self.cfg.retry);
-                if fresh {
+                let (at, wait) = *due.entry(t.id).or_insert((now + first_wait, first_wait));
+                if now < at {
                     continue;
                 }
                 if let Ok(Some(seq)) = self.ledger.escrowed_at(&t.id)
                     && seq < upto
                 {
                     by_seq.entry(seq).or_default().push(t.id);
+                    let wait = (wait * 2).min(MAX_RETRY);
+                    due.insert(t.id, (now + wait, wait));
                 }
             }
-            last_relayed.retain(|id, _| book.out_state(id) == Some(&OutState::Pending));
+            due.retain(|id, _| book.out_state(id) == Some(&OutState::Pending));
             for (seq, ids) in by_seq {
                 metrics::counter!("citychain_cross_relayed_again_total")
                     .increment(ids.len() as u64);
                 let only: std::collections::HashSet<TxId> = ids.into_iter().collect();
-                for id in self
-                    .relay_checkpoint(seq, Some(&only), &mut nonce, &mut rotate)
-                    .await
-                {
-                    last_relayed.insert(id, Instant::now());
-                }
+                self.relay_checkpoint(seq, Some(&only), &mut nonce, &mut rotate)
+                    .await;
             }
         }
     }
@@ -538,5 +540,95 @@ impl rpc::CrossCityApi for CrossView {
             }));
         }
         Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use rpc::{CertifiedCheckpoint, CheckpointHeader, sign_share};
+
+    fn committee_of(keys: &[Keypair], city: &str, base: u16) -> CityCommittee {
+        let committee = Committee::equal(
+            keys.iter()
+                .map(|k| dag_core::Signer::public_key(k).to_vec())
+                .collect(),
+        )
+        .unwrap();
+        CityCommittee {
+            city_id: city.into(),
+            city: genesis::city_hash(city),
+            committee,
+            addresses: keys
+                .iter()
+                .enumerate()
+                .map(|(i, k)| (k.node_id(), format!("127.0.0.1:{}", base + i as u16)))
+                .collect(),
+        }
+    }
+
+    fn cert(city: &str, roots: &[(&str, Hash32)], signers: &[Keypair]) -> Vec<u8> {
+        let header = CheckpointHeader {
+            city: genesis::city_hash(city),
+            sequence: 7,
+            leader_round: 3,
+            leader: Hash32([1; 32]),
+            prev_hash: Hash32([2; 32]),
+            running_hash: Hash32([3; 32]),
+            batches: 1,
+            state_hash: combined_root(roots),
+        };
+        CheckpointCert {
+            certified: CertifiedCheckpoint::new(
+                header,
+                signers.iter().map(|k| sign_share(&header, k)).collect(),
+            ),
+            roots: roots.iter().map(|(n, r)| (n.to_string(), *r)).collect(),
+        }
+        .encode()
+    }
+
+    #[test]
+    fn only_a_quorum_certified_checkpoint_of_that_city_vouches_for_its_ledger_root() {
+        let tokyo: Vec<Keypair> = (0..4).map(|_| Keypair::generate()).collect();
+        let osaka: Vec<Keypair> = (0..4).map(|_| Keypair::generate()).collect();
+        let cities: BTreeMap<String, CityCommittee> = [
+            ("JP-13".to_string(), committee_of(&tokyo, "JP-13", 7000)),
+            ("JP-27".to_string(), committee_of(&osaka, "JP-27", 7100)),
+        ]
+        .into();
+        let dir = GenesisCertificates::new("JP-27", &cities);
+        let (tk, os) = (CityId::new("JP-13").unwrap(), CityId::new("JP-27").unwrap());
+        assert!(dir.knows(&tk));
+        assert!(!dir.knows(&os), "a city is not another city to itself");
+        assert!(!dir.knows(&CityId::new("XX-1").unwrap()));
+        let ledger = Hash32([9; 32]);
+        let roots = [("dpos", Hash32([8; 32])), ("ledger", ledger)];
+        let good = cert("JP-13", &roots, &tokyo[..3]);
+        assert!(dir.verify_ledger_root(&tk, &ledger, &good).is_ok());
+        // Cached: a second statement under the same certificate; another root is refused.
+        assert!(dir.verify_ledger_root(&tk, &ledger, &good).is_ok());
+        assert!(
+            dir.verify_ledger_root(&tk, &Hash32([7; 32]), &good)
+                .is_err()
+        );
+        // Claimed for another city than the header's, or by the wrong city's committee.
+        assert!(dir.verify_ledger_root(&os, &ledger, &good).is_err());
+        let by_osaka = cert("JP-13", &roots, &osaka[..3]);
+        assert!(dir.verify_ledger_root(&tk, &ledger, &by_osaka).is_err());
+        // Two of four signatures are not a quorum.
+        let thin = cert("JP-13", &roots, &tokyo[..2]);
+        let e = dir.verify_ledger_root(&tk, &ledger, &thin).unwrap_err();
+        assert!(
+            e.reason.contains("quorum") || e.reason.contains("stake"),
+            "{e}"
+        );
+        // Roots that do not give the certified state root.
+        let mut c = CheckpointCert::decode(&good).unwrap();
+        c.roots[0].1 = Hash32([0; 32]);
+        assert!(dir.verify_ledger_root(&tk, &ledger, &c.encode()).is_err());
+        // Junk.
+        assert!(dir.verify_ledger_root(&tk, &ledger, b"junk").is_err());
     }
 }
