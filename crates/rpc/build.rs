@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "citychain/v1/shardstore.proto",
         "citychain/v1/consensus.proto",
         "citychain/v1/repair.proto",
+        "citychain/v1/crosscity.proto",
     ]
     .iter()
     .map(|p| proto_dir.join(p))

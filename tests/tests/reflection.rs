@@ -121,6 +121,7 @@ async fn reflection_lists_exactly_the_roles_services_in_v1_and_v1alpha() {
         set(&[
             "citychain.v1.CityNodeService",
             "citychain.v1.ConsensusService",
+            "citychain.v1.CrossCityService",
         ])
     } else {
         set(&["citychain.v1.CityNodeService"])

@@ -160,6 +160,10 @@ pub struct Devnet {
     /// The light nodes, in start order.
     pub lights: Vec<DevLight>,
     pop: Arc<pop_geo::CachedIndex>,
+    /// The city this devnet's committee and light nodes serve.
+    city: String,
+    /// Where its representatives are.
+    city_pos: (f64, f64),
 }
 
 impl std::fmt::Debug for Devnet {
@@ -182,19 +186,100 @@ impl Devnet {
 
     /// Starts presence, the light nodes and the city node under `dir`.
     pub async fn start(cfg: DevnetConfig, dir: &Path) -> Result<Devnet> {
+        let accounts: Vec<_> = cfg.accounts.iter().map(|(a, b)| (*a, *b, None)).collect();
+        let (mut reps, genesis, continent_key, continent_cfg, continent) =
+            Self::genesis(&[(CITY, cfg.reps.max(1))], dir, &accounts, cfg.tls).await?;
+        let reps = reps.remove(0);
+        Self::start_city_net(
+            cfg,
+            dir,
+            (CITY, CITY_POS),
+            reps,
+            genesis,
+            (continent_key, continent_cfg, Some(continent)),
+        )
+        .await
+    }
+
+    /// Two cities, each with its own committee (`cfg_a.reps`, `cfg_b.reps`), light nodes and
+    /// presence, one continent both federate to (run by the first devnet) and one genesis
+    /// file naming both committees and the `accounts` with their home city (`CITY` or
+    /// `city_b`): the network cross-city transfers run on. `cfg_*.accounts` are not used.
+    pub async fn start_two_cities(
+        cfg_a: DevnetConfig,
+        cfg_b: DevnetConfig,
+        city_b: &str,
+        accounts: &[(dag_core::AccountId, u64, String)],
+        dir: &Path,
+    ) -> Result<(Devnet, Devnet)> {
+        let accounts: Vec<_> = accounts
+            .iter()
+            .map(|(a, b, c)| (*a, *b, Some(c.clone())))
+            .collect();
+        let tls = cfg_a.tls && cfg_b.tls;
+        let (mut reps, genesis, continent_key, continent_cfg, continent) = Self::genesis(
+            &[(CITY, cfg_a.reps.max(1)), (city_b, cfg_b.reps.max(1))],
+            dir,
+            &accounts,
+            tls,
+        )
+        .await?;
+        let reps_b = reps.remove(1);
+        let reps_a = reps.remove(0);
+        let pos_b = pop_geo::shipped::japan()?
+            .sample_points(city_b, 1, 11)
+            .first()
+            .copied()
+            .ok_or_else(|| crate::Error::Measurement(format!("no point inside {city_b}")))?;
+        let a = Self::start_city_net(
+            cfg_a,
+            &dir.join(CITY),
+            (CITY, CITY_POS),
+            reps_a,
+            genesis.clone(),
+            (
+                continent_key.clone(),
+                continent_cfg.clone(),
+                Some(continent),
+            ),
+        )
+        .await?;
+        let b = Self::start_city_net(
+            cfg_b,
+            &dir.join(city_b),
+            (city_b, pos_b),
+            reps_b,
+            genesis,
+            (continent_key, continent_cfg, None),
+        )
+        .await?;
+        Ok((a, b))
+    }
+
+    /// Presence, light nodes and the representatives of one city of `genesis`.
+    async fn start_city_net(
+        cfg: DevnetConfig,
+        dir: &Path,
+        (city, city_pos): (&str, (f64, f64)),
+        reps: Vec<DevRep>,
+        genesis: PathBuf,
+        (continent_key, continent_cfg, continent): (
+            Keypair,
+            ContinentConfig,
+            Option<ContinentHandle>,
+        ),
+    ) -> Result<Devnet> {
         let presence: Arc<dyn PresenceStore> = Arc::new(MemoryPresenceStore::new(
             cfg.presence_ttl,
             Arc::new(SystemClock),
         ));
         let sweeper = spawn_sweeper(presence.clone(), cfg.heartbeat / 2);
         let japan = pop_geo::shipped::japan()?;
-        let spots = japan.sample_points(CITY, cfg.lights.max(1), 7);
+        let spots = japan.sample_points(city, cfg.lights.max(1), 7);
         let pop = Arc::new(pop_geo::CachedIndex::new(
             Arc::new(japan),
             Default::default(),
         ));
-        let (reps, genesis, continent_key, continent_cfg, continent) =
-            Self::genesis(cfg.reps.max(1), dir, &cfg.accounts, cfg.tls).await?;
         let mut net = Devnet {
             cfg: cfg.clone(),
             dir: dir.to_path_buf(),
@@ -204,9 +289,11 @@ impl Devnet {
             genesis,
             continent_key,
             continent_cfg,
-            continent: Some(continent),
+            continent,
             lights: Vec::new(),
             pop,
+            city: city.to_string(),
+            city_pos,
         };
         for i in 0..cfg.lights {
             let key = Keypair::generate();
@@ -215,7 +302,7 @@ impl Devnet {
             let writers = cfg.tls.then(|| -> Result<node::LightWriters> {
                 Ok(node::LightWriters {
                     committees: Arc::new(node::genesis::Genesis::load(&net.genesis)?),
-                    city_id: CITY.into(),
+                    city_id: net.city.clone(),
                 })
             });
             let lcfg = LightConfig {
@@ -227,7 +314,7 @@ impl Devnet {
                 genesis: Some(net.genesis.clone()),
                 ..LightConfig::default()
             };
-            let pos = spots.get(i).copied().unwrap_or(CITY_POS);
+            let pos = spots.get(i).copied().unwrap_or(net.city_pos);
             let m = net.membership(&format!("zone-{}", i % 3), pos);
             let role = run_light_with(&lcfg, key, &m, net.presence.clone()).await?;
             net.lights.push(DevLight {
@@ -244,12 +331,12 @@ impl Devnet {
     /// Keys and fixed loopback addresses for `n` representatives, a continent started on a
     /// free port, and the genesis file naming them all.
     async fn genesis(
-        n: usize,
+        cities: &[(&str, usize)],
         dir: &Path,
-        accounts: &[(dag_core::AccountId, u64)],
+        accounts: &[(dag_core::AccountId, u64, Option<String>)],
         tls: bool,
     ) -> Result<(
-        Vec<DevRep>,
+        Vec<Vec<DevRep>>,
         PathBuf,
         Keypair,
         ContinentConfig,
@@ -259,6 +346,77 @@ impl Devnet {
             path: dir.to_path_buf(),
             source,
         })?;
+        let mut all = Vec::new();
+        // Held until every address is chosen, so no two representatives get one port.
+        let mut held = Vec::new();
+        for (_, n) in cities {
+            all.push(Self::rep_keys(*n, dir, &mut held)?);
+        }
+        drop(held);
+        let continent_key = Keypair::generate();
+        let mut committees = Vec::new();
+        for ((city, _), reps) in cities.iter().zip(&all) {
+            let committee = dag_core::consensus::Committee::equal(
+                reps.iter()
+                    .map(|r| dag_core::Signer::public_key(&r.key).to_vec())
+                    .collect(),
+            )
+            .ok_or_else(|| crate::Error::Measurement("an empty committee".into()))?;
+            committees.push(CityCommittee {
+                city: city_hash(city),
+                committee,
+            });
+        }
+        let mut continent_cfg = ContinentConfig::new(LOOPBACK, dir.join("continent"), committees);
+        continent_cfg.links =
+            node::runtime::node_links(&dir.join("continent"), &continent_key, !tls)?;
+        let continent = start_continent(&continent_cfg, continent_key.clone()).await?;
+        let file = GenesisFile {
+            chain: "citychain-devnet".into(),
+            cities: cities
+                .iter()
+                .zip(&all)
+                .map(|((city, _), reps)| GenesisCity {
+                    id: (*city).into(),
+                    members: reps
+                        .iter()
+                        .map(|r| {
+                            GenesisFile::member(
+                                dag_core::Signer::public_key(&r.key),
+                                1,
+                                r.addr.to_string(),
+                            )
+                        })
+                        .collect(),
+                })
+                .collect(),
+            continent: Some(GenesisFile::log(
+                dag_core::Signer::public_key(&continent_key),
+                continent.addr().to_string(),
+            )),
+            global: None,
+            accounts: accounts
+                .iter()
+                .map(|(a, balance, city)| node::genesis::GenesisAccount {
+                    account: a.to_hex(),
+                    balance: *balance,
+                    city: city.clone(),
+                })
+                .collect(),
+        };
+        let genesis = dir.join("genesis.toml");
+        file.write(&genesis)?;
+        // The continent keeps its port across restarts.
+        continent_cfg.listen = continent.addr();
+        Ok((all, genesis, continent_key, continent_cfg, continent))
+    }
+
+    /// Keys and fixed free loopback addresses for `n` representatives.
+    fn rep_keys(
+        n: usize,
+        dir: &Path,
+        held: &mut Vec<std::net::TcpListener>,
+    ) -> Result<Vec<DevRep>> {
         let mut reps = Vec::new();
         for _ in 0..n {
             // A free port, released for the representative to bind (the genesis file must
@@ -271,68 +429,19 @@ impl Devnet {
                 path: dir.to_path_buf(),
                 source,
             })?;
+            held.push(l);
             reps.push(DevRep {
                 key: Keypair::generate(),
                 addr,
                 role: None,
             });
         }
-        let continent_key = Keypair::generate();
-        let committee = dag_core::consensus::Committee::equal(
-            reps.iter()
-                .map(|r| dag_core::Signer::public_key(&r.key).to_vec())
-                .collect(),
-        )
-        .ok_or_else(|| crate::Error::Measurement("an empty committee".into()))?;
-        let mut continent_cfg = ContinentConfig::new(
-            LOOPBACK,
-            dir.join("continent"),
-            vec![CityCommittee {
-                city: city_hash(CITY),
-                committee,
-            }],
-        );
-        continent_cfg.links =
-            node::runtime::node_links(&dir.join("continent"), &continent_key, !tls)?;
-        let continent = start_continent(&continent_cfg, continent_key.clone()).await?;
-        let file = GenesisFile {
-            chain: "citychain-devnet".into(),
-            cities: vec![GenesisCity {
-                id: CITY.into(),
-                members: reps
-                    .iter()
-                    .map(|r| {
-                        GenesisFile::member(
-                            dag_core::Signer::public_key(&r.key),
-                            1,
-                            r.addr.to_string(),
-                        )
-                    })
-                    .collect(),
-            }],
-            continent: Some(GenesisFile::log(
-                dag_core::Signer::public_key(&continent_key),
-                continent.addr().to_string(),
-            )),
-            global: None,
-            accounts: accounts
-                .iter()
-                .map(|(a, balance)| node::genesis::GenesisAccount {
-                    account: a.to_hex(),
-                    balance: *balance,
-                })
-                .collect(),
-        };
-        let genesis = dir.join("genesis.toml");
-        file.write(&genesis)?;
-        // The continent keeps its port across restarts.
-        continent_cfg.listen = continent.addr();
-        Ok((reps, genesis, continent_key, continent_cfg, continent))
+        Ok(reps)
     }
 
     fn membership(&self, zone: &str, pos: (f64, f64)) -> MembershipConfig {
         MembershipConfig {
-            city_id: CITY.into(),
+            city_id: self.city.clone(),
             zone: zone.into(),
             lat: pos.0,
             lon: pos.1,
@@ -380,7 +489,7 @@ impl Devnet {
             pipeline: self.cfg.pipeline.clone(),
             rereplicate_settle: Duration::from_millis(200),
         };
-        let m = self.membership(&format!("city-{i}"), CITY_POS);
+        let m = self.membership(&format!("city-{i}"), self.city_pos);
         let key = rep.key.clone();
         let role = restart_on(|| run_city_with(&cfg, &key, &m, env.clone())).await?;
         self.reps[i].role = Some(role);
@@ -434,6 +543,11 @@ impl Devnet {
     /// The presence store every node of the devnet uses.
     pub fn presence(&self) -> &Arc<dyn PresenceStore> {
         &self.presence
+    }
+
+    /// The city this devnet serves.
+    pub fn city_id(&self) -> &str {
+        &self.city
     }
 
     /// The genesis file.

@@ -99,6 +99,10 @@ pub struct GenesisAccount {
     pub account: String,
     /// Opening balance.
     pub balance: u64,
+    /// The account's home city: only that city's ledger opens it. Absent: every city's
+    /// ledger opens it (one-city networks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub city: Option<String>,
 }
 
 /// The genesis file as written on disk.
@@ -158,6 +162,20 @@ pub struct Genesis {
     pub global: Option<LogNode>,
     /// Opening balances.
     pub accounts: BTreeMap<AccountId, u64>,
+    /// Home cities of the accounts that name one ([`GenesisAccount::city`]).
+    pub account_cities: BTreeMap<AccountId, String>,
+}
+
+impl Genesis {
+    /// The opening balances `city`'s ledger starts from: the accounts whose home is
+    /// `city`, and those that name no home.
+    pub fn accounts_of(&self, city: &str) -> BTreeMap<AccountId, u64> {
+        self.accounts
+            .iter()
+            .filter(|(a, _)| self.account_cities.get(a).is_none_or(|c| c == city))
+            .map(|(a, b)| (*a, *b))
+            .collect()
+    }
 }
 
 /// Reads the committee of a city. Genesis answers with the first committee; DPoS answers
@@ -290,11 +308,21 @@ impl Genesis {
             .map(|l| log_node(path, "global", l))
             .transpose()?;
         let mut accounts = BTreeMap::new();
+        let mut account_cities = BTreeMap::new();
         for a in &file.accounts {
             let id = AccountId::from_hex(a.account.trim())
                 .map_err(|e| bad(path, format!("account {}: {e}", a.account)))?;
             if accounts.insert(id, a.balance).is_some() {
                 return Err(bad(path, format!("account {} is listed twice", a.account)));
+            }
+            if let Some(c) = &a.city {
+                if !cities.contains_key(c) {
+                    return Err(bad(
+                        path,
+                        format!("account {}: home city {c} is not listed", a.account),
+                    ));
+                }
+                account_cities.insert(id, c.clone());
             }
         }
         Ok(Genesis {
@@ -304,6 +332,7 @@ impl Genesis {
             continent,
             global,
             accounts,
+            account_cities,
         })
     }
 }
@@ -358,10 +387,56 @@ mod tests {
             continent: Some(GenesisFile::log(keys[0].public_key(), "127.0.0.1:7800")),
             global: None,
             accounts: vec![GenesisAccount {
+                city: None,
                 account: AccountId::from_public_key(keys[0].public_key()).to_hex(),
                 balance: 10,
             }],
         }
+    }
+
+    #[test]
+    fn accounts_with_a_home_city_open_only_there() {
+        let keys: Vec<_> = (0..2).map(|_| pqc::Keypair::generate()).collect();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("genesis.toml");
+        let mut f = file(&keys);
+        f.cities.push(GenesisCity {
+            id: "JP-27".into(),
+            members: vec![GenesisFile::member(
+                keys[1].public_key(),
+                1,
+                "127.0.0.1:7100",
+            )],
+        });
+        f.cities[0].members.truncate(1);
+        let (a, b) = (
+            AccountId::from_bytes([1; 32]),
+            AccountId::from_bytes([2; 32]),
+        );
+        f.accounts.push(GenesisAccount {
+            account: a.to_hex(),
+            balance: 5,
+            city: Some("JP-27".into()),
+        });
+        f.accounts.push(GenesisAccount {
+            account: b.to_hex(),
+            balance: 7,
+            city: Some("JP-13".into()),
+        });
+        f.write(&path).unwrap();
+        let g = Genesis::load(&path).unwrap();
+        let tokyo = g.accounts_of("JP-13");
+        let osaka = g.accounts_of("JP-27");
+        assert_eq!(tokyo.get(&b), Some(&7));
+        assert!(!tokyo.contains_key(&a));
+        assert_eq!(osaka.get(&a), Some(&5));
+        assert!(!osaka.contains_key(&b));
+        // The account without a home opens in both.
+        assert_eq!((tokyo.len(), osaka.len()), (2, 2));
+        // A home city that is not listed is refused.
+        f.accounts[1].city = Some("XX-1".into());
+        f.write(&path).unwrap();
+        assert!(Genesis::load(&path).is_err());
     }
 
     #[test]

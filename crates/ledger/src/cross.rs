@@ -267,6 +267,16 @@ impl CrossBook {
         self.ins.get(id).map(|(_, v)| *v)
     }
 
+    /// A transfer-out and its state.
+    pub fn out(&self, id: &TxId) -> Option<(&CrossTransfer, &OutState)> {
+        self.outs.get(id).map(|(t, s)| (t, s))
+    }
+
+    /// A transfer-in's certified statement and verdict.
+    pub fn in_record(&self, id: &TxId) -> Option<(Hash32, Verdict)> {
+        self.ins.get(id).copied()
+    }
+
     /// Transfer-outs still waiting for an answer (to be relayed again), in id order.
     pub fn pending(&self) -> impl Iterator<Item = &CrossTransfer> {
         self.outs

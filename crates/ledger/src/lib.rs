@@ -25,8 +25,15 @@
 //! - **Durable, idempotent per checkpoint**: one redb write per checkpoint (accounts,
 //!   nonces, outcomes, root), so a crash leaves all or nothing; applying an applied
 //!   sequence again returns its root and changes nothing.
-//! - **Root** ([`checkpoint_root`]): a running commitment chaining, from the genesis
-//!   allocation's root, every checkpoint's outcomes and written accounts.
+//! - **Root** ([`ledger_root`]): `H(chain ‖ book root ‖ statements root)` — the running
+//!   commitment ([`checkpoint_root`]) chaining, from the genesis allocation's root, every
+//!   checkpoint's outcomes and written accounts; the [`CrossBook`]'s root; and the Merkle
+//!   root of the cross-city statements the checkpoint emitted, so one statement is proven
+//!   under a certified header with a [`StatementProof`].
+//! - **Cross-city txs in commit order** ([`Ledger::enable_cross`]): a FRESH_TX whose
+//!   payload names another city ([`to_city_payload`]) escrows; a SYSTEM_TX carrying a
+//!   [`CrossRelay`] (another city's certified statements) credits once or settles once.
+//!   They run after the checkpoint's same-city transfers, before the hook.
 //! - **Across cities** ([`CrossBook`]): the sender's city escrows on commit and certifies
 //!   a transfer-out; the receiver's city credits exactly once while its agreed time is
 //!   before the transfer's deadline, else records it expired; the sender's city settles
@@ -39,6 +46,7 @@
 mod cross;
 mod error;
 mod exec;
+mod relay;
 mod store;
 mod transfer;
 
@@ -50,5 +58,12 @@ pub use dag_core::ObjectId;
 pub use dag_core::execution::CommitApplier;
 pub use error::{Error, Result};
 pub use exec::{Effects, Snapshot, components, execute_parallel, execute_sequential};
-pub use store::{Balances, Ledger, LedgerConfig, checkpoint_root, genesis_root};
+pub use relay::{
+    CheckpointCertificates, CrossRelay, RELAY_TAG, RelayItem, StatementProof, TO_CITY_TAG,
+    destination, is_relay, ledger_root, statements_root, to_city_payload,
+};
+pub use store::{
+    Balances, CheckpointStatements, CrossSetup, Ledger, LedgerConfig, StatementEntry,
+    checkpoint_root, genesis_root,
+};
 pub use transfer::{Account, FailReason, Outcome, Transfer, account_object, check_sets};

@@ -3,11 +3,17 @@
 //! leaves either all of a checkpoint's effects or none. It is the ledger's
 //! [`CommitApplier`]: idempotent per sequence, resumes where it stopped.
 
+use crate::cross::{Certified, CrossBook, CrossTransfer, Funds, SendOutcome, Settled};
 use crate::exec::{Effects, Snapshot, execute_parallel, execute_sequential};
-use crate::transfer::{Account, Outcome, Transfer};
+use crate::relay::{
+    CheckpointCertificates, CrossRelay, DirOnly, Proven, RelayItem, StatementProof, ledger_root,
+    statements_root,
+};
+use crate::transfer::{Account, FailReason, Outcome, Transfer, check_sets};
 use crate::{Error, Result};
 use dag_core::execution::{ApplyError, CommitApplier};
-use dag_core::{AccountId, Hash32, TxId, VerifiedTx};
+use dag_core::merkle::{MerkleLog, leaf_hash};
+use dag_core::{AccountId, CityId, DecodeError, Hash32, Reader, TxId, TxKind, VerifiedTx, Writer};
 use redb::{
     Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
     WriteTransaction,
@@ -15,6 +21,7 @@ use redb::{
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 /// Account id → [`Account::encode`].
 const ACCOUNTS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("accounts");
@@ -24,6 +31,14 @@ const NONCES: TableDefinition<&[u8; 40], &[u8; 32]> = TableDefinition::new("nonc
 const OUTCOMES: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("outcomes");
 /// Sequence → root after it.
 const ROOTS: TableDefinition<u64, &[u8; 32]> = TableDefinition::new("roots");
+/// "book" → [`CrossBook::encode`].
+const CROSS: TableDefinition<&str, &[u8]> = TableDefinition::new("cross");
+/// Sequence → [`CheckpointStatements::encode`].
+const STATEMENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("statements");
+/// Transfer-out id → sequence of the checkpoint that escrowed it.
+const OUT_AT: TableDefinition<&[u8; 32], u64> = TableDefinition::new("out_at");
+/// 2 (answered first) or 3 (settled) ‖ transfer id → sequence of that checkpoint.
+const CROSS_AT: TableDefinition<&[u8; 33], u64> = TableDefinition::new("cross_at");
 /// "genesis_root" → 32 bytes.
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
@@ -88,6 +103,13 @@ pub fn checkpoint_root(prev: &Hash32, seq: u64, at_ms: u64, effects: &Effects) -
         h.update(&acc.encode());
     }
     Hash32(*h.finalize().as_bytes())
+}
+
+fn cross_key(kind: u8, id: &TxId) -> [u8; 33] {
+    let mut k = [0; 33];
+    k[0] = kind;
+    k[1..].copy_from_slice(id.as_bytes());
+    k
 }
 
 fn nonce_key(a: &AccountId, n: u64) -> [u8; 40] {
@@ -204,6 +226,156 @@ pub struct Ledger {
     cfg: LedgerConfig,
     next: AtomicU64,
     genesis: Hash32,
+    cross: OnceLock<CrossSetup>,
+}
+
+/// What a ledger needs to take part in cross-city transfers ([`Ledger::enable_cross`]).
+#[derive(Clone)]
+pub struct CrossSetup {
+    /// This ledger's city.
+    pub city: CityId,
+    /// The directory of cities and the check of their checkpoint certificates.
+    pub certs: Arc<dyn CheckpointCertificates>,
+    /// A transfer-out's deadline: its checkpoint's agreed time plus this (ms).
+    pub timeout_ms: u64,
+}
+
+impl std::fmt::Debug for CrossSetup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CrossSetup")
+            .field("city", &self.city)
+            .field("timeout_ms", &self.timeout_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One statement a checkpoint emitted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatementEntry {
+    /// 1: a transfer-out escrowed here; 2: an answer to a transfer-in.
+    pub kind: u8,
+    /// The transfer's id.
+    pub id: TxId,
+    /// The city the statement is for.
+    pub to_city: CityId,
+    /// The statement ([`CrossTransfer::statement`] or [`crate::Answer::statement`]).
+    pub statement: Hash32,
+}
+
+/// The statements a checkpoint emitted and the other parts of its ledger root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointStatements {
+    /// The chained root ([`checkpoint_root`]).
+    pub chain: Hash32,
+    /// The cross book's root after the checkpoint.
+    pub book_root: Hash32,
+    /// The statements in emission (commit) order.
+    pub entries: Vec<StatementEntry>,
+}
+
+impl CheckpointStatements {
+    /// The ledger root these parts give.
+    pub fn ledger_root(&self) -> Hash32 {
+        let s: Vec<Hash32> = self.entries.iter().map(|e| e.statement).collect();
+        ledger_root(&self.chain, &self.book_root, &statements_root(&s))
+    }
+
+    /// The proof of entry `index`.
+    pub fn proof(&self, index: usize) -> Option<StatementProof> {
+        let size = self.entries.len() as u64;
+        let log =
+            MerkleLog::from_leaf_hashes(self.entries.iter().map(|e| leaf_hash(&e.statement.0)));
+        Some(StatementProof {
+            chain: self.chain,
+            book_root: self.book_root,
+            size,
+            index: index as u64,
+            path: log.inclusion_proof(index as u64, size).ok()?,
+        })
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::default();
+        w.raw(&self.chain.0)
+            .raw(&self.book_root.0)
+            .u64(self.entries.len() as u64);
+        for e in &self.entries {
+            w.u8(e.kind)
+                .raw(e.id.as_bytes())
+                .bytes_u8(e.to_city.as_str().as_bytes())
+                .raw(&e.statement.0);
+        }
+        w.finish()
+    }
+
+    fn decode(bytes: &[u8]) -> std::result::Result<Self, DecodeError> {
+        let mut r = Reader::new(bytes);
+        let chain = Hash32(r.bytes32("chain")?);
+        let book_root = Hash32(r.bytes32("book_root")?);
+        let n = r.u64("entries")?;
+        let mut entries = Vec::new();
+        for _ in 0..n {
+            let kind = r.u8("kind")?;
+            let id = TxId::from_bytes(r.bytes32("id")?);
+            let c = r.bytes_u8("to_city", 255)?;
+            let to_city = std::str::from_utf8(c)
+                .ok()
+                .and_then(|c| CityId::new(c).ok())
+                .ok_or(DecodeError::Invalid {
+                    field: "to_city",
+                    reason: "not a city id",
+                })?;
+            entries.push(StatementEntry {
+                kind,
+                id,
+                to_city,
+                statement: Hash32(r.bytes32("statement")?),
+            });
+        }
+        r.finish()?;
+        Ok(CheckpointStatements {
+            chain,
+            book_root,
+            entries,
+        })
+    }
+}
+
+/// A committed tx the cross-city part of the ledger executes.
+enum CrossOp<'t> {
+    /// A FRESH_TX naming another city (`None`: an invalid city id).
+    Send(Transfer, Option<CityId>),
+    /// A relay of another city's certified statements.
+    Relay(&'t [u8]),
+}
+
+/// [`Funds`] over [`Balances`]: a storage failure is kept and fails the whole apply.
+struct FundsOf<'x, 'a> {
+    b: &'x mut Balances<'a>,
+    err: Option<Error>,
+}
+
+impl Funds for FundsOf<'_, '_> {
+    fn credit(&mut self, account: &AccountId, amount: u64) -> bool {
+        match self.b.credit(account, amount) {
+            Ok(()) => true,
+            Err(Error::Overflow { .. }) => false,
+            Err(e) => {
+                self.err.get_or_insert(e);
+                false
+            }
+        }
+    }
+    fn debit(&mut self, account: &AccountId, amount: u64) -> bool {
+        match self.b.debit(account, amount) {
+            Ok(()) => true,
+            Err(Error::Insufficient { .. }) => false,
+            Err(e) => {
+                self.err.get_or_insert(e);
+                false
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Ledger {
@@ -244,6 +416,10 @@ impl Ledger {
             w.open_table(NONCES).map_err(|e| err(e.into()))?;
             w.open_table(OUTCOMES).map_err(|e| err(e.into()))?;
             w.open_table(ROOTS).map_err(|e| err(e.into()))?;
+            w.open_table(CROSS).map_err(|e| err(e.into()))?;
+            w.open_table(STATEMENTS).map_err(|e| err(e.into()))?;
+            w.open_table(OUT_AT).map_err(|e| err(e.into()))?;
+            w.open_table(CROSS_AT).map_err(|e| err(e.into()))?;
             let mut accounts = w.open_table(ACCOUNTS).map_err(|e| err(e.into()))?;
             let stored = meta
                 .get("genesis_root")
@@ -310,7 +486,86 @@ impl Ledger {
             cfg,
             next: AtomicU64::new(next),
             genesis: given,
+            cross: OnceLock::new(),
         })
+    }
+
+    /// Takes part in cross-city transfers as `setup.city` (once; later calls are ignored):
+    /// a FRESH_TX naming another city ([`crate::to_city_payload`]) is escrowed, relays of
+    /// other cities' certified statements are executed. Without it, such a transfer fails
+    /// with [`FailReason::UnknownCity`] and relays are ignored.
+    pub fn enable_cross(&self, setup: CrossSetup) {
+        let _ = self.cross.set(setup);
+    }
+
+    /// The cross-city book (None: nothing cross-city was ever executed).
+    pub fn cross_book(&self) -> Result<Option<CrossBook>> {
+        let err = self.err();
+        let r = self.db.begin_read().map_err(|e| err(e.into()))?;
+        let t = r.open_table(CROSS).map_err(|e| err(e.into()))?;
+        self.read_book(&t)
+    }
+
+    fn read_book(
+        &self,
+        t: &impl ReadableTable<&'static str, &'static [u8]>,
+    ) -> Result<Option<CrossBook>> {
+        match t.get("book").map_err(|e| Error::store(&self.path, e))? {
+            None => Ok(None),
+            Some(v) => CrossBook::decode(v.value())
+                .map(Some)
+                .map_err(|_| Error::Corrupt {
+                    path: self.path.clone(),
+                    table: "cross",
+                    reason: "the cross book does not decode",
+                }),
+        }
+    }
+
+    /// The statements checkpoint `seq` emitted (None: not applied, or none).
+    pub fn cross_statements(&self, seq: u64) -> Result<Option<CheckpointStatements>> {
+        let err = self.err();
+        let r = self.db.begin_read().map_err(|e| err(e.into()))?;
+        let t = r.open_table(STATEMENTS).map_err(|e| err(e.into()))?;
+        match t.get(seq).map_err(|e| err(e.into()))? {
+            None => Ok(None),
+            Some(v) => CheckpointStatements::decode(v.value())
+                .map(Some)
+                .map_err(|_| Error::Corrupt {
+                    path: self.path.clone(),
+                    table: "statements",
+                    reason: "checkpoint statements do not decode",
+                }),
+        }
+    }
+
+    /// The checkpoint that first answered transfer-in `id` (receiver city).
+    pub fn answered_at(&self, id: &TxId) -> Result<Option<u64>> {
+        self.cross_at(2, id)
+    }
+
+    /// The checkpoint that settled transfer-out `id` (sender city).
+    pub fn settled_at(&self, id: &TxId) -> Result<Option<u64>> {
+        self.cross_at(3, id)
+    }
+
+    fn cross_at(&self, kind: u8, id: &TxId) -> Result<Option<u64>> {
+        let err = self.err();
+        let r = self.db.begin_read().map_err(|e| err(e.into()))?;
+        let t = r.open_table(CROSS_AT).map_err(|e| err(e.into()))?;
+        Ok(t.get(&cross_key(kind, id))
+            .map_err(|e| err(e.into()))?
+            .map(|v| v.value()))
+    }
+
+    /// The checkpoint that escrowed transfer-out `id`.
+    pub fn escrowed_at(&self, id: &TxId) -> Result<Option<u64>> {
+        let err = self.err();
+        let r = self.db.begin_read().map_err(|e| err(e.into()))?;
+        let t = r.open_table(OUT_AT).map_err(|e| err(e.into()))?;
+        Ok(t.get(id.as_bytes())
+            .map_err(|e| err(e.into()))?
+            .map(|v| v.value()))
     }
 
     /// The genesis root.
@@ -453,10 +708,30 @@ impl Ledger {
                 expected: next,
             });
         }
-        let transfers: Vec<Transfer> = txs
-            .iter()
-            .filter_map(|t| Transfer::from_tx(t.id(), t.tx()))
-            .collect();
+        // Same-city transfers run first (in parallel by object sets), then the cross-city
+        // txs in commit order, then the hook: deterministic on every representative.
+        let mut transfers: Vec<Transfer> = Vec::with_capacity(txs.len());
+        let mut cross: Vec<CrossOp<'_>> = Vec::new();
+        for t in txs {
+            let tx = t.tx();
+            match tx.kind {
+                TxKind::FreshTx => {
+                    let Some(tr) = Transfer::from_tx(t.id(), tx) else {
+                        continue;
+                    };
+                    match crate::relay::destination(&tx.payload) {
+                        None => transfers.push(tr),
+                        Some(city) => cross.push(CrossOp::Send(tr, city)),
+                    }
+                }
+                TxKind::SystemTx => {
+                    if let Some(rest) = tx.payload.strip_prefix(crate::relay::RELAY_TAG) {
+                        cross.push(CrossOp::Relay(rest));
+                    }
+                }
+                _ => {}
+            }
+        }
         let snapshot = self.snapshot(&transfers)?;
         let mut effects = if transfers.len() >= self.cfg.parallel_min {
             execute_parallel(&self.pool, &snapshot, &transfers)
@@ -473,12 +748,13 @@ impl Ledger {
         };
         let err = self.err();
         let w = self.db.begin_write().map_err(|e| err(e.into()))?;
-        let root = self.write(&w, seq, at_ms, &prev, &mut effects, hook)?;
+        let root = self.write(&w, seq, at_ms, &prev, &mut effects, &cross, hook)?;
         w.commit().map_err(|e| err(e.into()))?;
         self.next.store(seq + 1, Ordering::Release);
         Ok(root)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn write(
         &self,
         w: &WriteTransaction,
@@ -486,21 +762,66 @@ impl Ledger {
         at_ms: u64,
         prev: &Hash32,
         effects: &mut Effects,
+        cross: &[CrossOp<'_>],
         hook: impl FnOnce(&mut Balances<'_>) -> Result<()>,
     ) -> Result<Hash32> {
         let err = self.err();
         let mut accounts = w.open_table(ACCOUNTS).map_err(|e| err(e.into()))?;
         let mut nonces = w.open_table(NONCES).map_err(|e| err(e.into()))?;
+        let mut cross_t = w.open_table(CROSS).map_err(|e| err(e.into()))?;
+        let mut book = self.read_book(&cross_t)?;
+        let mut entries = Vec::new();
+        let mut settled = Vec::new();
         {
+            let outcomes = w.open_table(OUTCOMES).map_err(|e| err(e.into()))?;
             let mut b = Balances {
                 table: &accounts,
                 nonces: &nonces,
                 path: &self.path,
                 effects,
             };
+            if !cross.is_empty() {
+                settled =
+                    self.execute_cross(&mut b, &outcomes, &mut book, &mut entries, at_ms, cross)?;
+            }
             hook(&mut b)?;
         }
-        let root = checkpoint_root(prev, seq, at_ms, effects);
+        let chain = checkpoint_root(prev, seq, at_ms, effects);
+        let book_root = book.as_ref().map_or(Hash32([0; 32]), CrossBook::root);
+        let parts = CheckpointStatements {
+            chain,
+            book_root,
+            entries,
+        };
+        let root = parts.ledger_root();
+        if let Some(book) = &book {
+            cross_t
+                .insert("book", book.encode().as_slice())
+                .map_err(|e| err(e.into()))?;
+        }
+        if !parts.entries.is_empty() || !settled.is_empty() {
+            let mut out_at = w.open_table(OUT_AT).map_err(|e| err(e.into()))?;
+            let mut at = w.open_table(CROSS_AT).map_err(|e| err(e.into()))?;
+            for e in &parts.entries {
+                if e.kind == 1 {
+                    out_at
+                        .insert(e.id.as_bytes(), seq)
+                        .map_err(|e| err(e.into()))?;
+                } else {
+                    let k = cross_key(2, &e.id);
+                    if at.get(&k).map_err(|e| err(e.into()))?.is_none() {
+                        at.insert(&k, seq).map_err(|e| err(e.into()))?;
+                    }
+                }
+            }
+            for id in &settled {
+                at.insert(&cross_key(3, id), seq)
+                    .map_err(|e| err(e.into()))?;
+            }
+        }
+        let mut st = w.open_table(STATEMENTS).map_err(|e| err(e.into()))?;
+        st.insert(seq, parts.encode().as_slice())
+            .map_err(|e| err(e.into()))?;
         for (a, acc) in &effects.accounts {
             accounts
                 .insert(a.as_bytes(), acc.encode().as_slice())
@@ -522,6 +843,143 @@ impl Ledger {
         let mut roots = w.open_table(ROOTS).map_err(|e| err(e.into()))?;
         roots.insert(seq, &root.0).map_err(|e| err(e.into()))?;
         Ok(root)
+    }
+}
+
+impl Ledger {
+    /// The cross-city txs of one checkpoint, in commit order (see [`Ledger::enable_cross`]).
+    fn execute_cross(
+        &self,
+        b: &mut Balances<'_>,
+        outcomes: &redb::Table<'_, &'static [u8; 32], &'static [u8]>,
+        book: &mut Option<CrossBook>,
+        entries: &mut Vec<StatementEntry>,
+        at_ms: u64,
+        cross: &[CrossOp<'_>],
+    ) -> Result<Vec<TxId>> {
+        let setup = self.cross.get();
+        let mut settled = Vec::new();
+        for op in cross {
+            match op {
+                CrossOp::Send(t, city) => {
+                    let decided = outcomes
+                        .get(t.id.as_bytes())
+                        .map_err(|e| Error::store(&self.path, e))?
+                        .is_some()
+                        || b.effects.outcomes.iter().any(|(id, _)| *id == t.id);
+                    if decided {
+                        continue;
+                    }
+                    let outcome = if let Err(missing) =
+                        check_sets(&t.sender, &t.receiver, &t.read_set, &t.write_set)
+                    {
+                        Outcome::Failed(FailReason::SetsDoNotCover { missing })
+                    } else if b.nonce_used(&t.sender, t.nonce)? {
+                        Outcome::Failed(FailReason::NonceReused { nonce: t.nonce })
+                    } else {
+                        match (setup, city) {
+                            (Some(setup), Some(to)) => {
+                                let book =
+                                    book.get_or_insert_with(|| CrossBook::new(setup.city.clone()));
+                                let ct = CrossTransfer {
+                                    id: t.id,
+                                    from_city: setup.city.clone(),
+                                    to_city: to.clone(),
+                                    sender: t.sender,
+                                    receiver: t.receiver,
+                                    amount: t.amount,
+                                    deadline_ms: at_ms.saturating_add(setup.timeout_ms),
+                                };
+                                let statement = ct.statement();
+                                let balance = b.balance(&t.sender)?;
+                                let mut funds = FundsOf {
+                                    b: &mut *b,
+                                    err: None,
+                                };
+                                let sent = book.send(&mut funds, ct, &DirOnly(&*setup.certs));
+                                if let Some(e) = funds.err {
+                                    return Err(e);
+                                }
+                                match sent {
+                                    SendOutcome::Escrowed => {
+                                        b.use_nonce(&t.sender, t.nonce, &t.id)?;
+                                        entries.push(StatementEntry {
+                                            kind: 1,
+                                            id: t.id,
+                                            to_city: to.clone(),
+                                            statement,
+                                        });
+                                        Outcome::Applied
+                                    }
+                                    SendOutcome::Duplicate => continue,
+                                    SendOutcome::InsufficientFunds => {
+                                        Outcome::Failed(FailReason::InsufficientFunds {
+                                            balance,
+                                            amount: t.amount,
+                                        })
+                                    }
+                                    SendOutcome::UnknownCity => {
+                                        Outcome::Failed(FailReason::UnknownCity)
+                                    }
+                                }
+                            }
+                            _ => Outcome::Failed(FailReason::UnknownCity),
+                        }
+                    };
+                    b.effects.outcomes.push((t.id, outcome));
+                }
+                CrossOp::Relay(bytes) => {
+                    // A relay that does not decode, or arrives where cross-city transfers
+                    // are off, moves nothing (admission refuses undecodable ones).
+                    let (Some(setup), Ok(relay)) = (setup, CrossRelay::decode(bytes)) else {
+                        continue;
+                    };
+                    let book = book.get_or_insert_with(|| CrossBook::new(setup.city.clone()));
+                    for (item, proof) in &relay.items {
+                        let proven = Proven {
+                            certs: &*setup.certs,
+                            checkpoint: &relay.checkpoint,
+                            proof,
+                        };
+                        let mut funds = FundsOf {
+                            b: &mut *b,
+                            err: None,
+                        };
+                        match item {
+                            RelayItem::Out(t) => {
+                                let msg = Certified {
+                                    body: t.clone(),
+                                    cert: Vec::new(),
+                                };
+                                if let Ok(answer) = book.receive(&mut funds, &msg, at_ms, &proven) {
+                                    entries.push(StatementEntry {
+                                        kind: 2,
+                                        id: t.id,
+                                        to_city: t.from_city.clone(),
+                                        statement: answer.statement(),
+                                    });
+                                }
+                            }
+                            RelayItem::Answer { answer, .. } => {
+                                let msg = Certified {
+                                    body: answer.clone(),
+                                    cert: Vec::new(),
+                                };
+                                if let Ok(Settled::Completed | Settled::Refunded) =
+                                    book.settle(&mut funds, &msg, &proven)
+                                {
+                                    settled.push(answer.id);
+                                }
+                            }
+                        }
+                        if let Some(e) = funds.err {
+                            return Err(e);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(settled)
     }
 }
 

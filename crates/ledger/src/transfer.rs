@@ -141,6 +141,9 @@ pub enum FailReason {
     },
     /// The receiver's balance would pass `u64::MAX`.
     BalanceOverflow,
+    /// A cross-city transfer to a city that is not in the directory (or to this city, or
+    /// a payload naming no valid city).
+    UnknownCity,
 }
 
 impl std::fmt::Display for FailReason {
@@ -154,6 +157,7 @@ impl std::fmt::Display for FailReason {
             }
             FailReason::NonceReused { nonce } => write!(f, "nonce {nonce} already used"),
             FailReason::BalanceOverflow => write!(f, "receiver balance would overflow"),
+            FailReason::UnknownCity => write!(f, "the receiver's city is not a known other city"),
         }
     }
 }
@@ -169,7 +173,7 @@ pub enum Outcome {
 
 impl Outcome {
     /// code u8 (0 applied, 1 insufficient ‖ balance u64 ‖ amount u64, 2 sets ‖ object 32,
-    /// 3 nonce ‖ nonce u64, 4 overflow).
+    /// 3 nonce ‖ nonce u64, 4 overflow, 5 unknown city).
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::with_capacity(17);
         match self {
@@ -187,6 +191,9 @@ impl Outcome {
             }
             Outcome::Failed(FailReason::BalanceOverflow) => {
                 w.u8(4);
+            }
+            Outcome::Failed(FailReason::UnknownCity) => {
+                w.u8(5);
             }
         }
         w.finish()
@@ -208,6 +215,7 @@ impl Outcome {
                 nonce: r.u64("nonce")?,
             }),
             4 => Outcome::Failed(FailReason::BalanceOverflow),
+            5 => Outcome::Failed(FailReason::UnknownCity),
             _ => {
                 return Err(DecodeError::Invalid {
                     field: "outcome",
@@ -274,6 +282,7 @@ mod tests {
             }),
             Outcome::Failed(FailReason::NonceReused { nonce: 4 }),
             Outcome::Failed(FailReason::BalanceOverflow),
+            Outcome::Failed(FailReason::UnknownCity),
         ] {
             assert_eq!(Outcome::decode(&o.encode()).unwrap(), o);
         }

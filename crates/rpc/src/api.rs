@@ -167,6 +167,8 @@ pub enum ExecutionOutcome {
     NonceAlreadyApplied,
     /// The receiver's balance would pass `u64::MAX`.
     BalanceOverflow,
+    /// A cross-city transfer to a city that is not a known other city.
+    UnknownCity,
 }
 
 impl ExecutionOutcome {
@@ -179,6 +181,7 @@ impl ExecutionOutcome {
             ExecutionOutcome::SetsDoNotCover => P::SetsDoNotCover,
             ExecutionOutcome::NonceAlreadyApplied => P::NonceAlreadyApplied,
             ExecutionOutcome::BalanceOverflow => P::BalanceOverflow,
+            ExecutionOutcome::UnknownCity => P::UnknownCity,
         }) as i32
     }
     /// From the wire value (`None` for unspecified or unknown values).
@@ -190,6 +193,7 @@ impl ExecutionOutcome {
             P::SetsDoNotCover => ExecutionOutcome::SetsDoNotCover,
             P::NonceAlreadyApplied => ExecutionOutcome::NonceAlreadyApplied,
             P::BalanceOverflow => ExecutionOutcome::BalanceOverflow,
+            P::UnknownCity => ExecutionOutcome::UnknownCity,
             P::Unspecified => return None,
         })
     }

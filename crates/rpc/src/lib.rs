@@ -22,6 +22,7 @@ mod city_server;
 pub mod codec;
 mod consensus;
 pub mod convert;
+mod crosscity;
 mod error;
 mod federation;
 mod proof;
@@ -51,6 +52,9 @@ pub use consensus::{
     ConsensusClient, ConsensusHandler, ConsensusService, DeliverError, MAX_CONSENSUS_MESSAGE_BYTES,
 };
 pub use convert::ConvertError;
+pub use crosscity::{
+    CrossCityApi, CrossCityClient, CrossCityGrpc, CrossState, CrossTransferBody, CrossTransferView,
+};
 pub use error::{ClientError, Result};
 pub use federation::{
     CITY_CHECKPOINT_DOMAIN, CONTINENT_RECEIPT_DOMAIN, CertifiedCheckpoint, CheckpointHeader,

@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod cross_ledger;
 mod cross_sim;
 
 use dag_core::consensus::{TestSigner, TestVerifier};

@@ -526,7 +526,14 @@ impl CityNode {
                 // inner evidence / receipt signatures); whether the rules accept it is
                 // decided when it is applied, identically on every representative.
                 let system = (v.tx().kind == dag_core::TxKind::SystemTx).then(|| {
-                    dpos::VerifiedSystemTx::from_verified_tx(&v, &pqc::MlDsa87).map(|_| ())
+                    // A cross-city relay is not a dpos request: it must decode; its
+                    // certificates are checked when it executes.
+                    match ledger::CrossRelay::from_payload(&v.tx().payload) {
+                        Some(r) => r.map(|_| ()).map_err(|e| e.to_string()),
+                        None => dpos::VerifiedSystemTx::from_verified_tx(&v, &pqc::MlDsa87)
+                            .map(|_| ())
+                            .map_err(|e| e.to_string()),
+                    }
                 });
                 (v, system)
             });

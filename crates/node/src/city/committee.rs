@@ -46,6 +46,7 @@ pub(crate) struct Representation {
     members: std::collections::BTreeMap<dag_core::NodeId, String>,
     pusher: Option<PusherHandle>,
     tasks: Vec<JoinHandle<()>>,
+    relayer: Option<JoinHandle<()>>,
 }
 
 /// Who the node is in its city and where its checkpoints go.
@@ -62,6 +63,8 @@ pub struct CommitteeParts {
     /// The DPoS rules the city's stake state runs (`<data_dir>/stake.redb`); its genesis is
     /// the committee's members self-bonded with their genesis stake.
     pub dpos: dpos::DposConfig,
+    /// Every city of the genesis file (the directory cross-city transfers use).
+    pub cities: std::collections::BTreeMap<String, genesis::CityCommittee>,
 }
 
 impl Representation {
@@ -85,8 +88,10 @@ impl Representation {
         let (dir, accounts) = (data_dir.to_path_buf(), parts.accounts.clone());
         let (dpos_genesis, genesis_keys) =
             super::stake::dpos_genesis_of(&parts.committee, parts.dpos.clone())?;
+        let (here, cities) = (parts.committee.city_id.clone(), parts.cities.clone());
         let (execution, stake) = run_blocking("state machines", move || {
             let (mut appliers, ledger) = state_machines(&dir, &accounts)?;
+            super::cross::enable(&ledger, &here, &cities);
             let stake = Arc::new(StakeStore::open(
                 &dir.join("stake.redb"),
                 dpos_genesis,
@@ -156,6 +161,7 @@ impl Representation {
                 members: parts.committee.addresses.clone(),
                 pusher,
                 tasks,
+                relayer: None,
             },
             svc,
         ))
@@ -209,6 +215,20 @@ impl Representation {
             self.tasks.push(spawn_evidence_reporter(ev, sender.queue()));
         }
         self.sender = Some(sender);
+    }
+
+    /// Starts the relayer of cross-city statements (see [`super::cross`]).
+    pub(crate) fn spawn_relayer(&mut self, key: &Keypair, parts: &CommitteeParts) {
+        if let Some(r) = super::cross::Relayer::new(
+            &parts.committee,
+            self.me,
+            key.clone(),
+            self.execution.clone(),
+            self.order.clone(),
+            &parts.cities,
+        ) {
+            self.relayer = Some(r.spawn());
+        }
     }
 
     /// The representative.
@@ -268,6 +288,9 @@ impl Representation {
 
     /// Stops the representative (its driver finishes the current group) and its tasks.
     pub(crate) async fn shutdown(self) -> Result<()> {
+        if let Some(r) = self.relayer {
+            r.abort();
+        }
         if let Some(p) = self.pusher {
             p.shutdown().await;
         }
@@ -284,6 +307,9 @@ impl Representation {
 
     /// Stops at once, as a crash.
     pub(crate) async fn kill(self) {
+        if let Some(r) = self.relayer {
+            r.abort();
+        }
         if let Some(p) = self.pusher {
             p.kill().await;
         }

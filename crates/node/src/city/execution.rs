@@ -777,6 +777,7 @@ pub(crate) fn tx_execution(sequence: u64, o: ledger::Outcome) -> rpc::TxExecutio
                 F::SetsDoNotCover { .. } => E::SetsDoNotCover,
                 F::NonceReused { .. } => E::NonceAlreadyApplied,
                 F::BalanceOverflow => E::BalanceOverflow,
+                F::UnknownCity => E::UnknownCity,
             },
             r.to_string(),
         ),

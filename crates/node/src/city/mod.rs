@@ -7,6 +7,7 @@ pub(crate) mod admission;
 pub(crate) mod challenges;
 pub(crate) mod committee;
 pub mod consensus;
+pub(crate) mod cross;
 pub(crate) mod events;
 pub(crate) mod execution;
 #[cfg(test)]
@@ -381,6 +382,7 @@ pub async fn start_city_with(
         r.spawn_feed(node.clone());
         if let Some(cp) = &parts.committee {
             r.spawn_stake_reporter(node.clone(), keypair, &cp.committee.city_id);
+            r.spawn_relayer(keypair, cp);
         }
     }
     let recovery = recovery::spawn_finish_admitted(node.clone());
@@ -421,10 +423,15 @@ pub async fn start_city_with(
         }
         None => None,
     };
+    let cross_city = parts
+        .committee
+        .as_ref()
+        .map(|c| c.committee.city_id.clone());
     let served: &[&str] = if consensus_svc.is_some() {
         &[
             "citychain.v1.CityNodeService",
             "citychain.v1.ConsensusService",
+            "citychain.v1.CrossCityService",
         ]
     } else {
         &["citychain.v1.CityNodeService"]
@@ -442,7 +449,14 @@ pub async fn start_city_with(
         .add_service(reflection)
         .add_service(reflection_alpha)
         .add_service(svc)
-        .add_optional_service(consensus_svc);
+        .add_optional_service(consensus_svc)
+        .add_optional_service(representation.as_ref().zip(cross_city).map(|(r, here)| {
+            rpc::CrossCityGrpc::new(Arc::new(cross::CrossView {
+                here,
+                exec: r.execution().clone(),
+            }))
+            .into_server()
+        }));
     let server = runtime::serve(listener, router, "city", &cfg.links);
     let holders_watch = match holders {
         Some((dir, k)) => Some(
@@ -589,8 +603,9 @@ pub async fn run_city_with(
                 consensus: cfg.batch_interval_ms.map(|ms| {
                     consensus::RepresentativeConfig::new(&cfg.data_dir).with_fixed_interval(ms)
                 }),
-                accounts: genesis.accounts.clone(),
+                accounts: genesis.accounts_of(&m.city_id),
                 dpos: cfg.dpos.clone(),
+                cities: genesis.cities.clone(),
             })
         }
         None => None,

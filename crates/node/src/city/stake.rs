@@ -439,7 +439,7 @@ impl StakeStore {
         let mut rejected = Vec::new();
         let mut new_keys: Vec<(AccountId, Vec<u8>)> = Vec::new();
         for tx in txs {
-            if tx.tx().kind != TxKind::SystemTx {
+            if tx.tx().kind != TxKind::SystemTx || ledger::is_relay(&tx.tx().payload) {
                 continue;
             }
             let r = VerifiedSystemTx::from_verified_tx(tx, &MlDsa87).and_then(|stx| {

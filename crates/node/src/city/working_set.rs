@@ -417,6 +417,7 @@ mod tests {
                 consensus: None,
                 accounts: Default::default(),
                 dpos: dpos::DposConfig::default(),
+                cities: Default::default(),
             }),
             working_set: WorkingSetConfig {
                 gc_interval: Duration::from_millis(20),
