@@ -56,6 +56,9 @@ pub struct LedgerConfig {
     /// Fewest transfers in a checkpoint worth running in parallel; fewer run sequentially
     /// (the result is the same either way).
     pub parallel_min: usize,
+    /// Page cache of `ledger.redb`, bytes. Default 16 MiB (redb's own default, 1 GiB,
+    /// let the ledger's memory grow with history).
+    pub cache_bytes: usize,
 }
 
 impl Default for LedgerConfig {
@@ -63,6 +66,7 @@ impl Default for LedgerConfig {
         LedgerConfig {
             threads: 0,
             parallel_min: 64,
+            cache_bytes: 16 << 20,
         }
     }
 }
@@ -409,7 +413,10 @@ impl Ledger {
             std::fs::create_dir_all(dir).map_err(|e| Error::store(path, redb::Error::Io(e)))?;
         }
         let err = |e: redb::Error| Error::store(path, e);
-        let db = Database::create(path).map_err(|e| err(e.into()))?;
+        let db = Database::builder()
+            .set_cache_size(cfg.cache_bytes)
+            .create(path)
+            .map_err(|e| err(e.into()))?;
         let w = db.begin_write().map_err(|e| err(e.into()))?;
         let stored = {
             let mut meta = w.open_table(META).map_err(|e| err(e.into()))?;

@@ -134,6 +134,7 @@ fn equal_histories_give_equal_roots_and_different_ones_do_not() {
             LedgerConfig {
                 threads,
                 parallel_min,
+                ..LedgerConfig::default()
             },
         )
         .unwrap();

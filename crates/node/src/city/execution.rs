@@ -142,7 +142,10 @@ pub(crate) fn state_machines(
         ledger::Ledger::open(
             &data_dir.join("ledger.redb"),
             accounts,
-            ledger::LedgerConfig::default(),
+            ledger::LedgerConfig {
+                cache_bytes: crate::runtime::db_cache_bytes(),
+                ..ledger::LedgerConfig::default()
+            },
         )
         .map_err(|source| Error::Ledger { source })?,
     );
