@@ -158,6 +158,7 @@ struct Sim {
     key_order: Vec<usize>,
     stripes: Vec<Stripe>,
     stats: Stats,
+    tracing: bool,
 }
 
 fn rendezvous(stripe: &StripeId, node: &NodeId) -> [u8; 32] {
@@ -185,6 +186,7 @@ impl Sim {
             key_order,
             stripes: Vec::new(),
             stats: Stats::default(),
+            tracing: std::env::var("SIM_SEED").is_ok(),
         };
         for _ in 0..INITIAL_NODES {
             sim.join();
@@ -195,6 +197,13 @@ impl Sim {
             sim.new_stripe();
         }
         sim
+    }
+
+    /// Replaying one seed (`SIM_SEED`) prints what happens to each slot.
+    fn trace(&self, what: impl FnOnce() -> String) {
+        if self.tracing {
+            eprintln!("t={} {}", self.now, what());
+        }
     }
 
     fn fail(&self, what: String) -> ! {
@@ -350,6 +359,7 @@ impl Sim {
             for i in 0..self.stripes[s].layout.n() {
                 if self.stripes[s].holder_idx[usize::from(i)] == Some(x) && self.available(s, i) {
                     self.stripes[s].lost_since.entry(i).or_insert(now);
+                    self.trace(|| format!("slot {i} of stripe {s} lost (node {x} down)"));
                     self.stats.slot_losses += 1;
                 }
             }
@@ -368,6 +378,12 @@ impl Sim {
                 .collect();
             for i in back {
                 let since = self.stripes[s].lost_since.remove(&i).unwrap();
+                self.trace(|| {
+                    format!(
+                        "slot {i} of stripe {s} whole again after {} ms",
+                        now - since
+                    )
+                });
                 let took = now - since;
                 if took > WINDOW_MS {
                     self.fail(format!(
@@ -386,6 +402,9 @@ impl Sim {
     }
 
     fn take_down(&mut self, x: usize, graceful: bool) {
+        // A flapper that came back earlier this tick made its slots whole again: that loss
+        // ends now, before this one starts.
+        self.settle_losses();
         self.mark_losses(x);
         if graceful {
             let n = &mut self.nodes[x];
@@ -489,6 +508,7 @@ impl Sim {
             for x in cands {
                 if let Some(r) = self.put(s, x, shard) {
                     self.set_holder(s, p.index, x, r);
+                    self.trace(|| format!("slot {} of stripe {s} placed on node {x}", p.index));
                     self.stats.shards_placed += 1;
                     placed = true;
                     break;
@@ -518,6 +538,7 @@ impl Sim {
             Ok(p) => p,
             Err(e) => self.fail(format!("stripe {s}: {e}")),
         };
+        self.trace(|| format!("stripe {s}: plan lost {:?}", plan.lost));
         if plan.is_empty() {
             return;
         }
@@ -540,6 +561,7 @@ impl Sim {
         }
         if got.len() < k {
             self.stats.fetch_retries += 1;
+            self.trace(|| format!("stripe {s}: only {} good shards fetched", got.len()));
             return; // not enough answers this tick: the next sweep tries again
         }
         let rebuilt = match st.layout.rebuild(&got, &plan.lost) {
