@@ -381,6 +381,19 @@ pub trait CityApi: Send + Sync + 'static {
     }
 }
 
+/// The status a test node answers.
+#[cfg(test)]
+pub(crate) fn test_status() -> NodeStatus {
+    NodeStatus {
+        node_id: NodeId::from_bytes([0; 32]),
+        role: "test".into(),
+        version: "0".into(),
+        uptime_ms: 0,
+        stored_txs: 0,
+        counters: Vec::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -396,14 +409,7 @@ mod tests {
             Ok(None)
         }
         async fn status(&self) -> NodeStatus {
-            NodeStatus {
-                node_id: NodeId::from_bytes([0; 32]),
-                role: "test".into(),
-                version: "0".into(),
-                uptime_ms: 0,
-                stored_txs: 0,
-                counters: Vec::new(),
-            }
+            test_status()
         }
     }
 

@@ -304,14 +304,7 @@ mod tests {
             Ok(None)
         }
         async fn status(&self) -> NodeStatus {
-            NodeStatus {
-                node_id: NodeId::from_bytes([0; 32]),
-                role: "test".into(),
-                version: "0".into(),
-                uptime_ms: 0,
-                stored_txs: 0,
-                counters: Vec::new(),
-            }
+            crate::api::test_status()
         }
     }
 
