@@ -100,6 +100,16 @@ pub const METRICS: &[MetricHelp] = &[
         help: "Shards found corrupt (hash mismatch) on read.",
     },
     MetricHelp {
+        name: "citychain_cross_relayed_again_total",
+        kind: MetricKind::Counter,
+        help: "Pending cross-city transfer-outs relayed again to the receiving city (their answer was late).",
+    },
+    MetricHelp {
+        name: "citychain_cross_relays_total",
+        kind: MetricKind::Counter,
+        help: "Relay txs (certified cross-city statements) submitted to the other city's representatives.",
+    },
+    MetricHelp {
         name: "citychain_duplicate_commits_total",
         kind: MetricKind::Counter,
         help: "Commits of a tx already ordered, ignored.",
