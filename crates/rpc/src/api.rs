@@ -208,6 +208,9 @@ pub struct TxExecution {
     pub outcome: ExecutionOutcome,
     /// Why it failed, for people (empty when applied).
     pub detail: String,
+    /// The state root this representative recorded after that checkpoint (the root its
+    /// checkpoint header carries): equal on every representative of the committee.
+    pub state_root: Option<dag_core::Hash32>,
 }
 
 /// An account as a representative executed it.

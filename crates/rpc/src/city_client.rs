@@ -161,10 +161,22 @@ impl CityClient {
         };
         let outcome = crate::ExecutionOutcome::from_proto(e.outcome)
             .ok_or(crate::ConvertError::Missing("execution.outcome"))?;
+        let state_root = match e.state_root.len() {
+            0 => None,
+            _ => Some(dag_core::Hash32(
+                e.state_root.as_slice().try_into().map_err(|_| {
+                    crate::ConvertError::Invalid(dag_core::DecodeError::Invalid {
+                        field: "execution.state_root",
+                        reason: "expected exactly 32 bytes",
+                    })
+                })?,
+            )),
+        };
         Ok(Some(crate::TxExecution {
             sequence: e.sequence,
             outcome,
             detail: e.detail,
+            state_root,
         }))
     }
 

@@ -180,6 +180,7 @@ impl<T: CityApi> pb::city_node_service_server::CityNodeService for CityNodeServi
                         sequence: e.sequence,
                         outcome: e.outcome.to_proto(),
                         detail: e.detail,
+                        state_root: e.state_root.map(|r| r.0.to_vec()).unwrap_or_default(),
                     });
                 Ok(Response::new(pb::GetTxResponse {
                     tx: rec.tx.as_ref().map(Into::into),

@@ -963,13 +963,24 @@ impl CityApi for CityNode {
         &self,
         id: TxId,
     ) -> std::result::Result<Option<rpc::TxExecution>, Rejection> {
-        let Some(ledger) = self.execution.as_ref().and_then(|e| e.ledger()) else {
+        let Some(exec) = self.execution.as_ref() else {
             return Ok(None);
         };
-        let found = ledger
-            .outcome(&id)
-            .map_err(|e| Rejection::new(RejectCode::Unavailable, e.to_string(), Some(id)))?;
-        Ok(found.map(|(sequence, o)| super::execution::tx_execution(sequence, o)))
+        let Some(ledger) = exec.ledger() else {
+            return Ok(None);
+        };
+        let unavailable = |e: &dyn std::fmt::Display| {
+            Rejection::new(RejectCode::Unavailable, e.to_string(), Some(id))
+        };
+        let Some((sequence, o)) = ledger.outcome(&id).map_err(|e| unavailable(&e))? else {
+            return Ok(None);
+        };
+        let mut found = super::execution::tx_execution(sequence, o);
+        found.state_root = exec
+            .checkpoint(sequence)
+            .map_err(|e| unavailable(&e))?
+            .map(|c| c.state_root);
+        Ok(Some(found))
     }
 
     async fn account(

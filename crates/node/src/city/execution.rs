@@ -789,6 +789,7 @@ pub(crate) fn tx_execution(sequence: u64, o: ledger::Outcome) -> rpc::TxExecutio
         sequence,
         outcome,
         detail,
+        state_root: None,
     }
 }
 
