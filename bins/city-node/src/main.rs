@@ -168,6 +168,10 @@ struct LocalnetArgs {
     /// The presence-server binary (default: beside this one).
     #[arg(long)]
     presence_bin: Option<PathBuf>,
+    /// A second city (e.g. JP-27) with its own presence, light nodes and committee, for
+    /// cross-city transfers.
+    #[arg(long)]
+    second_city: Option<String>,
 }
 
 impl LocalnetArgs {
@@ -178,24 +182,29 @@ impl LocalnetArgs {
         if let Some(p) = &self.presence_bin {
             c.presence_bin = p.clone();
         }
+        c.second_city.clone_from(&self.second_city);
         c
     }
 }
 
 fn print_manifest(m: &devnet::localnet::Manifest, dir: &std::path::Path) {
-    println!("{:<12} {:<10} {:<22} metrics", "node", "role", "address");
+    println!(
+        "{:<16} {:<10} {:<6} {:<22} metrics",
+        "node", "role", "city", "address"
+    );
     for n in &m.nodes {
         println!(
-            "{:<12} {:<10} {:<22} {}",
+            "{:<16} {:<10} {:<6} {:<22} {}",
             n.name,
             n.role,
+            n.city(),
             n.addr,
             n.metrics.map_or_else(|| "-".to_string(), |a| a.to_string())
         );
     }
     for n in &m.nodes {
         if let Some(g) = n.gateway {
-            println!("{:<12} gateway + explorer: http://{g}/", n.name);
+            println!("{:<16} gateway + explorer: http://{g}/", n.name);
         }
     }
     println!(

@@ -7,6 +7,12 @@
 //! manifest: every process's role and addresses), and one sub-directory per node holding
 //! its `node.key`, its data and its log (`<name>/node.log`). Starting again on an existing
 //! directory reuses its keys, genesis and ports, so a stopped localnet resumes.
+//!
+//! With [`LocalnetConfig::second_city`] it starts **two cities**: the second gets its own
+//! presence server, light nodes and committee (names prefixed with the city id in lower
+//! case, e.g. `jp-27-rep-0`), both in one genesis file and federating to the one
+//! continent: the network cross-city transfers run on. Genesis accounts (with their home
+//! city) come from [`LocalnetConfig::accounts`].
 
 use crate::{Error, Result};
 use node::genesis::{GenesisCity, GenesisFile};
@@ -41,6 +47,11 @@ pub struct LocalnetConfig {
     /// A fixed proposal interval (ms) for the representatives (written to their
     /// `city.toml`); `None` (the default): the domain's dynamic batch interval.
     pub batch_interval_ms: Option<u64>,
+    /// A second city (e.g. `JP-27`) with its own presence, `lights` light nodes and `reps`
+    /// representatives; `None` (the default): one city.
+    pub second_city: Option<String>,
+    /// Accounts opened in the genesis file (balance and home city).
+    pub accounts: Vec<node::genesis::GenesisAccount>,
 }
 
 impl LocalnetConfig {
@@ -59,6 +70,8 @@ impl LocalnetConfig {
             heartbeat_secs: 1.0,
             log_filter: "info".into(),
             batch_interval_ms: None,
+            second_city: None,
+            accounts: Vec::new(),
         }
     }
 }
@@ -77,6 +90,16 @@ pub struct NodeEntry {
     /// Its DApp HTTP gateway and explorer (representatives only).
     #[serde(default)]
     pub gateway: Option<SocketAddr>,
+    /// The city it serves (presence, light and city roles); absent: [`LOCALNET_CITY`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub city: Option<String>,
+}
+
+impl NodeEntry {
+    /// The city this process serves (continent and global: [`LOCALNET_CITY`], unused).
+    pub fn city(&self) -> &str {
+        self.city.as_deref().unwrap_or(LOCALNET_CITY)
+    }
 }
 
 /// The manifest (`localnet.toml`).
@@ -95,6 +118,14 @@ impl Manifest {
     /// The entry named `name`.
     pub fn get(&self, name: &str) -> Option<&NodeEntry> {
         self.nodes.iter().find(|n| n.name == name)
+    }
+
+    /// The entries with role `role` serving `city`, in start order.
+    pub fn by_role_in(&self, role: &str, city: &str) -> Vec<&NodeEntry> {
+        self.nodes
+            .iter()
+            .filter(|n| n.role == role && n.city() == city)
+            .collect()
     }
 }
 
@@ -166,7 +197,8 @@ impl Localnet {
         for name in names {
             net.spawn(&name)?;
             // Presence first, the logs before the cities push to them.
-            if name == "presence" || name == "global" || name == "continent" {
+            let role = net.manifest.get(&name).map(|n| n.role.clone());
+            if matches!(role.as_deref(), Some("presence" | "global" | "continent")) {
                 net.wait_ready(&name, Duration::from_secs(30)).await?;
             }
         }
@@ -199,40 +231,61 @@ impl Localnet {
             dir,
             held: std::cell::RefCell::new(Vec::new()),
         };
-        let mut nodes = vec![NodeEntry {
-            name: "presence".into(),
-            role: "presence".into(),
-            addr: ports.next()?,
-            metrics: None,
-            gateway: None,
-        }];
-        let entry = |name: String, role: &str| -> Result<NodeEntry> {
+        let mut cities = vec![(LOCALNET_CITY.to_string(), String::new())];
+        if let Some(b) = &cfg.second_city {
+            if b == LOCALNET_CITY {
+                return Err(Error::Measurement(format!(
+                    "the second city must differ from {LOCALNET_CITY}"
+                )));
+            }
+            cities.push((b.clone(), format!("{}-", b.to_lowercase())));
+        }
+        let entry = |name: String, role: &str, city: Option<&str>| -> Result<NodeEntry> {
             Ok(NodeEntry {
                 name,
                 role: role.into(),
                 addr: ports.next()?,
-                metrics: Some(ports.next()?),
+                metrics: if role == "presence" {
+                    None
+                } else {
+                    Some(ports.next()?)
+                },
                 gateway: if role == "city" {
                     Some(ports.next()?)
                 } else {
                     None
                 },
+                city: city.filter(|c| *c != LOCALNET_CITY).map(str::to_string),
             })
         };
-        nodes.push(entry("global".into(), "global")?);
-        nodes.push(entry("continent".into(), "continent")?);
-        for i in 0..cfg.lights {
-            nodes.push(entry(format!("light-{i}"), "light")?);
+        // Start order: every city's presence, the logs, then light nodes and committees.
+        let mut nodes = Vec::new();
+        for (city, prefix) in &cities {
+            nodes.push(entry(format!("{prefix}presence"), "presence", Some(city))?);
         }
-        for i in 0..cfg.reps {
-            nodes.push(entry(format!("rep-{i}"), "city")?);
+        nodes.push(entry("global".into(), "global", None)?);
+        nodes.push(entry("continent".into(), "continent", None)?);
+        for (city, prefix) in &cities {
+            for i in 0..cfg.lights {
+                nodes.push(entry(format!("{prefix}light-{i}"), "light", Some(city))?);
+            }
+            for i in 0..cfg.reps {
+                nodes.push(entry(format!("{prefix}rep-{i}"), "city", Some(city))?);
+            }
         }
         let pk = |name: &str| -> Result<Vec<u8>> {
             Ok(dag_core::Signer::public_key(&key_in(&dir.join(name))?).to_vec())
         };
-        let mut members = Vec::new();
-        for n in nodes.iter().filter(|n| n.role == "city") {
-            members.push(GenesisFile::member(&pk(&n.name)?, 1, n.addr.to_string()));
+        let mut genesis_cities = Vec::new();
+        for (city, _) in &cities {
+            let mut members = Vec::new();
+            for n in nodes.iter().filter(|n| n.role == "city" && n.city() == city) {
+                members.push(GenesisFile::member(&pk(&n.name)?, 1, n.addr.to_string()));
+            }
+            genesis_cities.push(GenesisCity {
+                id: city.clone(),
+                members,
+            });
         }
         let log = |name: &str| -> Result<_> {
             let n = nodes
@@ -243,13 +296,10 @@ impl Localnet {
         };
         let genesis = GenesisFile {
             chain: "citychain-localnet".into(),
-            cities: vec![GenesisCity {
-                id: LOCALNET_CITY.into(),
-                members,
-            }],
+            cities: genesis_cities,
             continent: Some(log("continent")?),
             global: Some(log("global")?),
-            accounts: Vec::new(),
+            accounts: cfg.accounts.clone(),
         };
         genesis.write(&dir.join("genesis.toml"))?;
         // Every node of the localnet heartbeats from 127.0.0.1: one address, so the
@@ -284,9 +334,11 @@ impl Localnet {
     fn command(&self, n: &NodeEntry) -> Result<Command> {
         let dir = self.cfg.dir.join(&n.name);
         std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        // The presence server of the node's own city.
         let presence = self
             .manifest
-            .get("presence")
+            .by_role_in("presence", n.city())
+            .first()
             .map(|p| format!("http://{}", p.addr))
             .unwrap_or_default();
         let mut c = if n.role == "presence" {
@@ -310,7 +362,7 @@ impl Localnet {
                 .arg("--genesis")
                 .arg(self.genesis_path())
                 .arg("--city-id")
-                .arg(LOCALNET_CITY);
+                .arg(n.city());
             if let Some(m) = n.metrics {
                 c.arg("--metrics-listen").arg(m.to_string());
             }
@@ -323,9 +375,9 @@ impl Localnet {
                     .map_err(io_err(&p))?;
                 c.arg("--config").arg(&p);
             }
-            if let Some(i) = n.name.strip_prefix("light-") {
-                c.arg("--zone")
-                    .arg(format!("zone-{}", i.parse::<usize>().unwrap_or(0) % 3));
+            if n.role == "light" {
+                let i = n.name.rsplit('-').next().and_then(|i| i.parse::<usize>().ok());
+                c.arg("--zone").arg(format!("zone-{}", i.unwrap_or(0) % 3));
             }
             c.env("PRESENCE_BACKEND", "http")
                 .env("PRESENCE_HTTP_ENDPOINT", presence)
