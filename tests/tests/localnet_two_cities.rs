@@ -113,7 +113,14 @@ async fn warm_up(addr: &str, city: &str) {
     let user = Keypair::generate();
     let t0 = Instant::now();
     for nonce in 0.. {
-        let tx = transfer(&user, city, AccountId(dag_core::Hash32([7; 32])), None, 1, nonce);
+        let tx = transfer(
+            &user,
+            city,
+            AccountId(dag_core::Hash32([7; 32])),
+            None,
+            1,
+            nonce,
+        );
         match client.submit(&tx).await {
             Ok(s) if s.state == rpc::TxState::Held => return,
             other => {
@@ -163,6 +170,7 @@ async fn wait_cross(
 ) -> BTreeMap<TxId, Instant> {
     let client = CrossCityClient::connect(addr).await.unwrap();
     let mut seen = BTreeMap::new();
+    let mut rounds = 0u64;
     while !pending.is_empty() {
         let client = &client;
         let states: Vec<(TxId, Option<CrossState>)> = futures::stream::iter(pending.clone())
@@ -175,6 +183,14 @@ async fn wait_cross(
             .await;
         let now = Instant::now();
         let mut left = Vec::new();
+        let mut by_state: BTreeMap<String, usize> = BTreeMap::new();
+        for (_, s) in &states {
+            *by_state.entry(format!("{s:?}")).or_default() += 1;
+        }
+        if rounds % 20 == 0 {
+            eprintln!("{addr}: waiting for {want:?}: {by_state:?}");
+        }
+        rounds += 1;
         for (id, s) in states {
             if s == Some(want) {
                 seen.insert(id, now);
@@ -195,7 +211,7 @@ async fn wait_cross(
         pending = left;
         assert!(
             Instant::now() < deadline,
-            "{addr}: {} transfers not {want:?} in time, e.g. {:?}",
+            "{addr}: {} transfers not {want:?} in time ({by_state:?}), e.g. {:?}",
             pending.len(),
             pending.first()
         );
@@ -339,7 +355,13 @@ async fn two_city_localnet_completes_every_transfer_once_through_a_kill_9_in_eac
             .map(|(id, _)| *id)
             .collect();
         assert_eq!(cross.len(), transfers);
-        let seen = wait_cross(&reps[side][0], cross.clone(), CrossState::Completed, deadline).await;
+        let seen = wait_cross(
+            &reps[side][0],
+            cross.clone(),
+            CrossState::Completed,
+            deadline,
+        )
+        .await;
         for (id, at) in &held[side] {
             if let Some(done) = seen.get(id) {
                 latencies.push(done.saturating_duration_since(*at));
@@ -347,7 +369,12 @@ async fn two_city_localnet_completes_every_transfer_once_through_a_kill_9_in_eac
         }
         let mut checks = Vec::new();
         for r in &reps[side][1..] {
-            checks.push(wait_cross(r, cross.clone(), CrossState::Completed, deadline));
+            checks.push(wait_cross(
+                r,
+                cross.clone(),
+                CrossState::Completed,
+                deadline,
+            ));
         }
         for r in &reps[1 - side] {
             checks.push(wait_cross(r, cross.clone(), CrossState::Credited, deadline));
@@ -377,7 +404,9 @@ async fn two_city_localnet_completes_every_transfer_once_through_a_kill_9_in_eac
     // checkpoint with the same state root; same-city transfers Applied.
     for side in 0..2 {
         let clients = futures::future::join_all(
-            reps[side].iter().map(|r| async move { CityClient::connect(r).await.unwrap() }),
+            reps[side]
+                .iter()
+                .map(|r| async move { CityClient::connect(r).await.unwrap() }),
         )
         .await;
         for (id, _) in &held[side] {
@@ -395,7 +424,12 @@ async fn two_city_localnet_completes_every_transfer_once_through_a_kill_9_in_eac
                     );
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 };
-                assert_eq!(e.outcome, ExecutionOutcome::Applied, "tx {id}: {}", e.detail);
+                assert_eq!(
+                    e.outcome,
+                    ExecutionOutcome::Applied,
+                    "tx {id}: {}",
+                    e.detail
+                );
                 assert!(e.state_root.is_some(), "tx {id}: no state root");
                 seen.push((e.sequence, e.state_root));
             }
@@ -436,8 +470,7 @@ async fn two_city_localnet_completes_every_transfer_once_through_a_kill_9_in_eac
 
     latencies.sort();
     let pct = |p: f64| {
-        latencies[((latencies.len() as f64 * p).ceil() as usize).saturating_sub(1)]
-            .as_secs_f64()
+        latencies[((latencies.len() as f64 * p).ceil() as usize).saturating_sub(1)].as_secs_f64()
     };
     println!(
         "localnet two cities: {} cross-city transfers ({transfers} each way) + {} same-city, \

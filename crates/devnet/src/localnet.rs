@@ -279,7 +279,10 @@ impl Localnet {
         let mut genesis_cities = Vec::new();
         for (city, _) in &cities {
             let mut members = Vec::new();
-            for n in nodes.iter().filter(|n| n.role == "city" && n.city() == city) {
+            for n in nodes
+                .iter()
+                .filter(|n| n.role == "city" && n.city() == city)
+            {
                 members.push(GenesisFile::member(&pk(&n.name)?, 1, n.addr.to_string()));
             }
             genesis_cities.push(GenesisCity {
@@ -376,7 +379,11 @@ impl Localnet {
                 c.arg("--config").arg(&p);
             }
             if n.role == "light" {
-                let i = n.name.rsplit('-').next().and_then(|i| i.parse::<usize>().ok());
+                let i = n
+                    .name
+                    .rsplit('-')
+                    .next()
+                    .and_then(|i| i.parse::<usize>().ok());
                 c.arg("--zone").arg(format!("zone-{}", i.unwrap_or(0) % 3));
             }
             c.env("PRESENCE_BACKEND", "http")

@@ -25,6 +25,7 @@ pub mod convert;
 mod crosscity;
 mod error;
 mod federation;
+pub mod methods;
 mod proof;
 mod repair;
 mod shard_store;

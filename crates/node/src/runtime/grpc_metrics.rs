@@ -11,8 +11,11 @@
 //!
 //! The code is read where gRPC puts it: the `grpc-status` header of a trailers-only answer
 //! (every immediate refusal) or the trailers at the end of the body. A response body
-//! dropped before its trailers (the client went away) counts as `CANCELLED`. Paths that
-//! are not `/<service>/<method>` are counted under service and method `unknown`.
+//! dropped before its trailers (the client went away) counts as `CANCELLED`. Only the
+//! methods the workspace serves ([`rpc::methods::served_method`], read from the compiled
+//! descriptors) become label values; any other path is counted under service and method
+//! `unknown`, so random paths from a client cannot grow the label set, and a call's labels
+//! are `&'static str` (no allocation per call).
 
 use http_body::{Frame, SizeHint};
 use std::future::Future;
@@ -78,15 +81,10 @@ where
     }
 }
 
-/// `/citychain.v1.CityNodeService/SubmitTx` → (`citychain.v1.CityNodeService`, `SubmitTx`).
-fn service_and_method(path: &str) -> (String, String) {
-    let mut it = path.strip_prefix('/').unwrap_or("").splitn(2, '/');
-    match (it.next(), it.next()) {
-        (Some(s), Some(m)) if !s.is_empty() && !m.is_empty() && !m.contains('/') => {
-            (s.to_string(), m.to_string())
-        }
-        _ => ("unknown".to_string(), "unknown".to_string()),
-    }
+/// `/citychain.v1.CityNodeService/SubmitTx` → (`citychain.v1.CityNodeService`, `SubmitTx`);
+/// a path that names no served method → (`unknown`, `unknown`).
+fn service_and_method(path: &str) -> (&'static str, &'static str) {
+    rpc::methods::served_method(path).unwrap_or(("unknown", "unknown"))
 }
 
 fn header_code(h: &http::HeaderMap) -> Option<tonic::Code> {
@@ -126,8 +124,8 @@ pub fn code_label(c: tonic::Code) -> &'static str {
 
 /// One call being measured; records exactly once.
 struct Call {
-    service: String,
-    method: String,
+    service: &'static str,
+    method: &'static str,
     started: Instant,
     done: bool,
 }
@@ -140,15 +138,15 @@ impl Call {
         self.done = true;
         metrics::counter!(
             "citychain_grpc_server_requests_total",
-            "service" => self.service.clone(),
-            "method" => self.method.clone(),
+            "service" => self.service,
+            "method" => self.method,
             "code" => code_label(code),
         )
         .increment(1);
         metrics::histogram!(
             "citychain_grpc_server_handling_seconds",
-            "service" => self.service.clone(),
-            "method" => self.method.clone(),
+            "service" => self.service,
+            "method" => self.method,
         )
         .record(self.started.elapsed().as_secs_f64());
     }
@@ -208,20 +206,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn paths_split_into_service_and_method() {
+    fn only_served_methods_become_labels() {
         assert_eq!(
             service_and_method("/citychain.v1.ShardStoreService/PutShard"),
-            (
-                "citychain.v1.ShardStoreService".to_string(),
-                "PutShard".to_string()
-            )
+            ("citychain.v1.ShardStoreService", "PutShard")
         );
-        for bad in ["", "/", "/x", "/x/", "//m", "/a/b/c"] {
-            assert_eq!(
-                service_and_method(bad),
-                ("unknown".to_string(), "unknown".to_string()),
-                "{bad}"
-            );
+        // Malformed paths and well-formed paths naming nothing served alike: random paths
+        // from a client must not grow the label set.
+        for bad in [
+            "",
+            "/",
+            "/x",
+            "/x/",
+            "//m",
+            "/a/b/c",
+            "/citychain.v1.ShardStoreService/NoSuchMethod",
+            "/random-7f3a/Method",
+        ] {
+            assert_eq!(service_and_method(bad), ("unknown", "unknown"), "{bad}");
         }
     }
 
