@@ -222,6 +222,30 @@ async fn wait_cross(
     seen
 }
 
+/// The directory's path; deleted at the end unless `LOCALNET_KEEP` is set.
+fn keep_or_delete(dir: tempfile::TempDir) -> KeepOrDelete {
+    KeepOrDelete(Some(dir))
+}
+
+struct KeepOrDelete(Option<tempfile::TempDir>);
+
+impl std::ops::Deref for KeepOrDelete {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        self.0.as_ref().unwrap().path()
+    }
+}
+
+impl Drop for KeepOrDelete {
+    fn drop(&mut self) {
+        if std::env::var_os("LOCALNET_KEEP").is_some()
+            && let Some(d) = self.0.take()
+        {
+            let _ = d.keep();
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_city_localnet_completes_every_transfer_once_through_a_kill_9_in_each_city() {
     let transfers: usize = std::env::var("LOCALNET_TWO_CITIES_TRANSFERS")
@@ -234,7 +258,12 @@ async fn two_city_localnet_completes_every_transfer_once_through_a_kill_9_in_eac
     ];
     let cities = [TOKYO, OSAKA];
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = LocalnetConfig::new(dir.path());
+    // LOCALNET_KEEP=1 keeps the directory (keys, genesis, every node's log) for a post-mortem.
+    if std::env::var_os("LOCALNET_KEEP").is_some() {
+        eprintln!("localnet directory kept: {}", dir.path().display());
+    }
+    let dir = keep_or_delete(dir);
+    let mut cfg = LocalnetConfig::new(dir.to_path_buf());
     cfg.city_node_bin = e2e::workspace_bin("city-node");
     cfg.presence_bin = e2e::workspace_bin("presence-server");
     cfg.batch_interval_ms = Some(50);
@@ -384,20 +413,21 @@ async fn two_city_localnet_completes_every_transfer_once_through_a_kill_9_in_eac
         let here = CrossCityClient::connect(&reps[side][0]).await.unwrap();
         let there = CrossCityClient::connect(&reps[1 - side][0]).await.unwrap();
         let txs: BTreeMap<TxId, &SignedTx> = plan[side].iter().map(|(t, _)| (t.id(), t)).collect();
-        for id in &cross {
-            let (mine, theirs) = (
-                here.get(*id).await.unwrap().unwrap(),
-                there.get(*id).await.unwrap().unwrap(),
-            );
-            assert_eq!(mine.statement, theirs.statement, "tx {id}");
-            let body = mine.body.unwrap();
-            assert_eq!(
-                (body.amount, body.receiver),
-                (txs[id].tx.amount, txs[id].tx.receiver),
-                "tx {id}"
-            );
-            assert!(theirs.answer_checkpoint.is_some(), "tx {id}");
-        }
+        let (here, there, txs) = (&here, &there, &txs);
+        futures::stream::iter(cross.iter())
+            .for_each_concurrent(16, |id| async move {
+                let (mine, theirs) = futures::join!(here.get(*id), there.get(*id));
+                let (mine, theirs) = (mine.unwrap().unwrap(), theirs.unwrap().unwrap());
+                assert_eq!(mine.statement, theirs.statement, "tx {id}");
+                let body = mine.body.unwrap();
+                assert_eq!(
+                    (body.amount, body.receiver),
+                    (txs[id].tx.amount, txs[id].tx.receiver),
+                    "tx {id}"
+                );
+                assert!(theirs.answer_checkpoint.is_some(), "tx {id}");
+            })
+            .await;
     }
 
     // Every tx of each city: executed on every representative of its city, in the same
@@ -409,36 +439,39 @@ async fn two_city_localnet_completes_every_transfer_once_through_a_kill_9_in_eac
                 .map(|r| async move { CityClient::connect(r).await.unwrap() }),
         )
         .await;
-        for (id, _) in &held[side] {
-            let mut seen = Vec::new();
-            for c in &clients {
-                let t0 = Instant::now();
-                let e = loop {
-                    if let Some(e) = c.execution(*id).await.unwrap() {
-                        break e;
+        let (clients, city) = (&clients, cities[side]);
+        futures::stream::iter(held[side].iter())
+            .for_each_concurrent(16, |(id, _)| async move {
+                let seen = futures::future::join_all(clients.iter().map(|c| async move {
+                    let t0 = Instant::now();
+                    loop {
+                        if let Some(e) = c.execution(*id).await.unwrap() {
+                            break e;
+                        }
+                        assert!(
+                            t0.elapsed() < Duration::from_secs(120),
+                            "{city}: tx {id} not executed"
+                        );
+                        tokio::time::sleep(Duration::from_millis(100)).await;
                     }
-                    assert!(
-                        t0.elapsed() < Duration::from_secs(120),
-                        "{}: tx {id} not executed",
-                        cities[side]
+                }))
+                .await;
+                for e in &seen {
+                    assert_eq!(
+                        e.outcome,
+                        ExecutionOutcome::Applied,
+                        "tx {id}: {}",
+                        e.detail
                     );
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                };
-                assert_eq!(
-                    e.outcome,
-                    ExecutionOutcome::Applied,
-                    "tx {id}: {}",
-                    e.detail
+                    assert!(e.state_root.is_some(), "tx {id}: no state root");
+                }
+                let roots: Vec<_> = seen.iter().map(|e| (e.sequence, e.state_root)).collect();
+                assert!(
+                    roots.iter().all(|r| *r == roots[0]),
+                    "{city}: tx {id} executed differently across the committee: {roots:?}"
                 );
-                assert!(e.state_root.is_some(), "tx {id}: no state root");
-                seen.push((e.sequence, e.state_root));
-            }
-            assert!(
-                seen.iter().all(|s| *s == seen[0]),
-                "{}: tx {id} executed differently across the committee: {seen:?}",
-                cities[side]
-            );
-        }
+            })
+            .await;
     }
 
     // Balances equal the reference on every representative of the account's home city,
