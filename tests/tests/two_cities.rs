@@ -324,6 +324,86 @@ async fn transfers_between_two_cities_complete_once_through_a_crash_in_each() {
         }
     }
 
+    // GetTx on representative 0 of both cities (over loopback gRPC): a cross-city transfer
+    // answers Completed on either side with both proofs, which verify offline against the
+    // genesis committees and name this transfer; a tampered proof fails. Same-city: Completed
+    // (executed Applied, federated), no cross record.
+    let genesis = node::genesis::Genesis::load(a.genesis_path()).unwrap();
+    let certs = node::genesis_certificates(None, &genesis.cities);
+    for (net, other, subs, side) in [(&a, &b, &sub_a, 0usize), (&b, &a, &sub_b, 1usize)] {
+        let here = CityClient::connect(&net.rep(0).unwrap().addr().to_string())
+            .await
+            .unwrap();
+        let there = CityClient::connect(&other.rep(0).unwrap().addr().to_string())
+            .await
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        for ((id, _), (tx, cross)) in subs.iter().zip(&plan[side]) {
+            let (mine, theirs) = loop {
+                let mine = here.get(*id).await.unwrap().unwrap();
+                let theirs = if *cross {
+                    there.get(*id).await.unwrap()
+                } else {
+                    None
+                };
+                let done = mine.state == TxState::Completed
+                    && (!*cross
+                        || theirs
+                            .as_ref()
+                            .is_some_and(|t| t.state == TxState::Completed));
+                if done {
+                    break (mine, theirs);
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "city {side}: GetTx {id} not Completed: {:?} / {:?}",
+                    (mine.state, &mine.cross.as_ref().map(|c| c.state)),
+                    theirs.map(|t| (t.state, t.cross.map(|c| c.state)))
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            };
+            if !*cross {
+                assert_eq!(mine.cross, None);
+                continue;
+            }
+            let theirs = theirs.unwrap();
+            assert_eq!(theirs.tx, None, "the receiver city never stored the body");
+            assert_eq!(theirs.source, "cross");
+            let (mc, tc) = (mine.cross.unwrap(), theirs.cross.unwrap());
+            assert_eq!(mc.state, rpc::CrossState::Completed);
+            assert_eq!(tc.state, rpc::CrossState::Credited);
+            for c in [&mc, &tc] {
+                assert_eq!(
+                    (c.from_city.as_str(), c.to_city.as_str()),
+                    (net.city_id(), other.city_id())
+                );
+                let proven = rpc::verify_cross_tx(c, &certs).unwrap();
+                assert!(proven.credited());
+                assert_eq!(proven.transfer.id, *id);
+                assert_eq!(
+                    (
+                        proven.transfer.amount,
+                        proven.transfer.receiver,
+                        proven.transfer.sender
+                    ),
+                    (tx.tx.amount, tx.tx.receiver, tx.tx.sender)
+                );
+            }
+            assert_eq!(mc.statement, tc.statement);
+            // Tampered: the receiver city's answer proof with a byte of its certificate
+            // flipped, or the other transfer's proof swapped in.
+            let mut bad = mc.clone();
+            let mut relay = ledger::CrossRelay::decode(bad.answer_proof.as_ref().unwrap()).unwrap();
+            let last = relay.checkpoint.len() - 1;
+            relay.checkpoint[last] ^= 1;
+            bad.answer_proof = Some(relay.encode());
+            assert!(rpc::verify_cross_tx(&bad, &certs).is_err());
+            let mut swapped = mc.clone();
+            swapped.transfer_out_proof = swapped.answer_proof.clone();
+            assert!(rpc::verify_cross_tx(&swapped, &certs).is_err());
+        }
+    }
+
     // Balances equal the reference on every representative; supply unchanged; no escrow.
     for (net, c) in [(&a, &tokyo), (&b, &osaka)] {
         for i in 0..4 {
