@@ -304,3 +304,189 @@ pub fn verify_cross_tx(
     }
     Ok(ProvenCrossTx { transfer, answer })
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::{CheckpointHeader, sign_share};
+    use dag_core::{AccountId, TxId};
+    use ledger::StatementProof;
+    use pqc::Keypair;
+
+    fn committee(keys: &[Keypair]) -> Committee {
+        Committee::equal(
+            keys.iter()
+                .map(|k| dag_core::Signer::public_key(k).to_vec())
+                .collect(),
+        )
+        .unwrap()
+    }
+
+    /// A one-statement proof of `item` by `city`, certified by `signers` (the checkpoint's
+    /// only statement: an empty path).
+    fn proof(city: &str, item: RelayItem, signers: &[Keypair]) -> Vec<u8> {
+        let p = StatementProof {
+            chain: Hash32([1; 32]),
+            book_root: Hash32([2; 32]),
+            size: 1,
+            index: 0,
+            path: Vec::new(),
+        };
+        let ledger = p.ledger_root(&item.statement()).unwrap();
+        let roots = [("dpos", Hash32([3; 32])), ("ledger", ledger)];
+        let header = CheckpointHeader {
+            city: Hash32::digest(city.as_bytes()),
+            sequence: 5,
+            leader_round: 9,
+            leader: Hash32([4; 32]),
+            prev_hash: Hash32([5; 32]),
+            running_hash: Hash32([6; 32]),
+            batches: 1,
+            state_hash: combined_root(&roots),
+        };
+        let cert = CheckpointCert {
+            certified: CertifiedCheckpoint::new(
+                header,
+                signers.iter().map(|k| sign_share(&header, k)).collect(),
+            ),
+            roots: roots.iter().map(|(n, r)| (n.to_string(), *r)).collect(),
+        };
+        ledger::cross_proof(CityId::new(city).unwrap(), cert.encode(), item, p)
+    }
+
+    #[test]
+    fn both_proofs_verify_against_the_genesis_committees_and_tampering_fails() {
+        let tokyo: Vec<Keypair> = (0..4).map(|_| Keypair::generate()).collect();
+        let osaka: Vec<Keypair> = (0..4).map(|_| Keypair::generate()).collect();
+        let certs = GenesisCertificates::new(
+            None,
+            [
+                (
+                    "JP-13".to_string(),
+                    Hash32::digest(b"JP-13"),
+                    committee(&tokyo),
+                ),
+                (
+                    "JP-27".to_string(),
+                    Hash32::digest(b"JP-27"),
+                    committee(&osaka),
+                ),
+            ],
+        );
+        let (tk, os) = (CityId::new("JP-13").unwrap(), CityId::new("JP-27").unwrap());
+        let t = CrossTransfer {
+            id: TxId::from_bytes([7; 32]),
+            from_city: tk.clone(),
+            to_city: os.clone(),
+            sender: AccountId::from_bytes([8; 32]),
+            receiver: AccountId::from_bytes([9; 32]),
+            amount: 25,
+            deadline_ms: 1_000,
+        };
+        let answer = |verdict| Answer {
+            transfer: t.statement(),
+            id: t.id,
+            from_city: os.clone(),
+            verdict,
+        };
+        let answer_item = |a: Answer| RelayItem::Answer {
+            answer: a,
+            to_city: tk.clone(),
+        };
+        let good = CrossTx {
+            state: CrossState::Completed,
+            from_city: "JP-13".into(),
+            to_city: "JP-27".into(),
+            statement: t.statement(),
+            transfer_out_proof: Some(proof("JP-13", RelayItem::Out(t.clone()), &tokyo[..3])),
+            answer_proof: Some(proof(
+                "JP-27",
+                answer_item(answer(Verdict::Credited)),
+                &osaka[1..],
+            )),
+        };
+        let proven = verify_cross_tx(&good, &certs).unwrap();
+        assert_eq!(proven.transfer, t);
+        assert!(proven.credited());
+        // Through the protobuf message and back.
+        assert_eq!(CrossTx::try_from(pb::CrossTx::from(&good)).unwrap(), good);
+
+        let check = |c: CrossTx, want: &str| {
+            let e = verify_cross_tx(&c, &certs).unwrap_err();
+            assert!(e.to_string().contains(want), "{e} (wanted {want})");
+        };
+        // Only two of four signatures; the other city's committee; a flipped signature byte.
+        check(
+            CrossTx {
+                answer_proof: Some(proof(
+                    "JP-27",
+                    answer_item(answer(Verdict::Credited)),
+                    &osaka[..2],
+                )),
+                ..good.clone()
+            },
+            "answer proof",
+        );
+        check(
+            CrossTx {
+                transfer_out_proof: Some(proof("JP-13", RelayItem::Out(t.clone()), &osaka[..3])),
+                ..good.clone()
+            },
+            "transfer-out proof",
+        );
+        let mut flipped = good.clone();
+        let bytes = flipped.transfer_out_proof.as_mut().unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 1;
+        check(flipped, "transfer-out proof");
+        // The statement edited after certification (another verdict, another amount).
+        let mut r = ledger::CrossRelay::decode(good.answer_proof.as_ref().unwrap()).unwrap();
+        r.items[0].0 = answer_item(answer(Verdict::Expired));
+        check(
+            CrossTx {
+                answer_proof: Some(r.encode()),
+                ..good.clone()
+            },
+            "answer proof",
+        );
+        // Well certified, but not this transfer's: another transfer's answer, a swapped
+        // pair, another reported statement, a missing proof.
+        let other = CrossTransfer {
+            amount: 26,
+            ..t.clone()
+        };
+        let other_answer = Answer {
+            transfer: other.statement(),
+            ..answer(Verdict::Credited)
+        };
+        check(
+            CrossTx {
+                answer_proof: Some(proof("JP-27", answer_item(other_answer), &osaka[..3])),
+                ..good.clone()
+            },
+            "another transfer",
+        );
+        check(
+            CrossTx {
+                transfer_out_proof: good.answer_proof.clone(),
+                ..good.clone()
+            },
+            "proves an answer",
+        );
+        check(
+            CrossTx {
+                statement: other.statement(),
+                ..good.clone()
+            },
+            "not the reported statement",
+        );
+        check(
+            CrossTx {
+                answer_proof: None,
+                ..good.clone()
+            },
+            "no answer proof",
+        );
+    }
+}

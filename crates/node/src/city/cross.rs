@@ -647,6 +647,142 @@ mod tests {
         .encode()
     }
 
+    fn fresh(from: &Keypair, to: AccountId, amount: u64, nonce: u64) -> dag_core::VerifiedTx {
+        pqc::sign_tx(
+            Tx::fresh(
+                from.account_id(),
+                to,
+                amount,
+                nonce,
+                1_767_225_600_000,
+                CityId::new("JP-27").unwrap(),
+                dag_core::Position::from_degrees(34.6937, 135.5023).unwrap(),
+                dag_core::PositionMethod::Gps,
+            ),
+            from,
+        )
+        .verify(&pqc::MlDsa87)
+        .unwrap()
+    }
+
+    fn record(state: rpc::TxState) -> rpc::TxRecord {
+        rpc::TxRecord {
+            tx: None,
+            state,
+            receipts: Vec::new(),
+            source: "order".into(),
+            ordering: None,
+            proof: None,
+            cross: None,
+        }
+    }
+
+    /// `GetTx`'s cross-city part over a real ledger of Osaka: a same-city transfer is
+    /// Completed once Federated and Applied (not a failed one, not before federation); a
+    /// transfer-in certified by Tokyo's genesis committee is answered without its body,
+    /// with the verified transfer-out proof, Credited, and not Completed while Osaka's
+    /// answering checkpoint is not federated.
+    #[test]
+    fn get_tx_completes_applied_federated_transfers_and_answers_a_transfer_in_without_its_body() {
+        let dir = tempfile::tempdir().unwrap();
+        let alice = Keypair::generate();
+        let bob = AccountId::from_bytes([0xb0; 32]);
+        let alloc: BTreeMap<AccountId, u64> = [(alice.account_id(), 1_000)].into();
+        let (appliers, ledger) =
+            super::super::execution::state_machines(dir.path(), &alloc).unwrap();
+        let exec = Execution::open(
+            &dir.path().join("execution.redb"),
+            appliers,
+            Some(ledger.clone()),
+        )
+        .unwrap();
+        let order = OrderStore::open(&dir.path().join("order.redb")).unwrap();
+        let tokyo: Vec<Keypair> = (0..4).map(|_| Keypair::generate()).collect();
+        let osaka: Vec<Keypair> = (0..4).map(|_| Keypair::generate()).collect();
+        let cities: BTreeMap<String, CityCommittee> = [
+            ("JP-13".to_string(), committee_of(&tokyo, "JP-13", 7000)),
+            ("JP-27".to_string(), committee_of(&osaka, "JP-27", 7100)),
+        ]
+        .into();
+        enable(&ledger, "JP-27", &cities);
+
+        // A transfer-out of Tokyo, the only statement of a checkpoint Tokyo certified.
+        let t = ledger::CrossTransfer {
+            id: TxId::from_bytes([7; 32]),
+            from_city: CityId::new("JP-13").unwrap(),
+            to_city: CityId::new("JP-27").unwrap(),
+            sender: AccountId::from_bytes([8; 32]),
+            receiver: bob,
+            amount: 25,
+            deadline_ms: 1_000_000,
+        };
+        let proof = ledger::StatementProof {
+            chain: Hash32([1; 32]),
+            book_root: Hash32([2; 32]),
+            size: 1,
+            index: 0,
+            path: Vec::new(),
+        };
+        let root = proof.ledger_root(&t.statement()).unwrap();
+        let relay = CrossRelay {
+            from_city: t.from_city.clone(),
+            checkpoint: cert(
+                "JP-13",
+                &[("dpos", Hash32([3; 32])), ("ledger", root)],
+                &tokyo[..3],
+            ),
+            items: vec![(RelayItem::Out(t.clone()), proof)],
+        };
+        let relay = relay_tx(&Keypair::generate(), 1, &t.to_city, &relay)
+            .verify(&pqc::MlDsa87)
+            .unwrap();
+        let ok = fresh(&alice, bob, 100, 0);
+        let over = fresh(&alice, bob, 5_000, 1);
+        dag_core::execution::CommitApplier::apply(
+            &*ledger,
+            0,
+            2_000,
+            &[ok.clone(), over.clone(), relay],
+        )
+        .unwrap();
+
+        let get = |id: TxId, rec: Option<rpc::TxRecord>| {
+            with_cross(Some(&order), Some(&exec), id, rec).unwrap()
+        };
+        use rpc::TxState::{Completed, Federated, Ordered};
+        assert_eq!(
+            get(ok.id(), Some(record(Federated))).unwrap().state,
+            Completed
+        );
+        assert_eq!(get(ok.id(), Some(record(Ordered))).unwrap().state, Ordered);
+        assert_eq!(
+            get(over.id(), Some(record(Federated))).unwrap().state,
+            Federated
+        );
+        assert_eq!(get(TxId::from_bytes([9; 32]), None), None);
+
+        let r = get(t.id, None).unwrap();
+        assert_eq!((r.tx, r.source.as_str(), r.state), (None, "cross", Ordered));
+        let c = r.cross.unwrap();
+        assert_eq!(c.state, rpc::CrossState::Credited);
+        assert_eq!(
+            (c.from_city.as_str(), c.to_city.as_str()),
+            ("JP-13", "JP-27")
+        );
+        assert_eq!(c.statement, t.statement());
+        assert_eq!(
+            c.answer_proof, None,
+            "Osaka's answering checkpoint is not federated"
+        );
+        let outside = genesis_certificates(None, &cities);
+        match ledger::verify_cross_proof(c.transfer_out_proof.as_ref().unwrap(), &outside).unwrap()
+        {
+            RelayItem::Out(o) => assert_eq!(o, t),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(ledger.account(&bob).unwrap().unwrap().balance, 125);
+    }
+
     #[test]
     fn only_a_quorum_certified_checkpoint_of_that_city_vouches_for_its_ledger_root() {
         let tokyo: Vec<Keypair> = (0..4).map(|_| Keypair::generate()).collect();
