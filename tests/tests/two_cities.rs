@@ -330,6 +330,8 @@ async fn transfers_between_two_cities_complete_once_through_a_crash_in_each() {
     // (executed Applied, federated), no cross record.
     let genesis = node::genesis::Genesis::load(a.genesis_path()).unwrap();
     let certs = node::genesis_certificates(None, &genesis.cities);
+    // (transfer-out proof, answer proof) sizes in bytes, for the note.
+    let mut proof_bytes: Vec<(usize, usize)> = Vec::new();
     for (net, other, subs, side) in [(&a, &b, &sub_a, 0usize), (&b, &a, &sub_b, 1usize)] {
         let here = CityClient::connect(&net.rep(0).unwrap().addr().to_string())
             .await
@@ -390,6 +392,10 @@ async fn transfers_between_two_cities_complete_once_through_a_crash_in_each() {
                 );
             }
             assert_eq!(mc.statement, tc.statement);
+            proof_bytes.push((
+                mc.transfer_out_proof.as_ref().unwrap().len(),
+                mc.answer_proof.as_ref().unwrap().len(),
+            ));
             // Tampered: the receiver city's answer proof with a byte of its certificate
             // flipped, or the other transfer's proof swapped in.
             let mut bad = mc.clone();
@@ -475,6 +481,12 @@ async fn transfers_between_two_cities_complete_once_through_a_crash_in_each() {
         }
     }
 
+    println!(
+        "two cities: GetTx Completed with both proofs on both sides for {} cross-city transfers; proof bytes (transfer-out, answer) min {:?} max {:?}",
+        proof_bytes.len(),
+        proof_bytes.iter().min(),
+        proof_bytes.iter().max()
+    );
     latencies.sort();
     let pct = |p: f64| latencies[((latencies.len() as f64 * p).ceil() as usize).saturating_sub(1)];
     println!(
