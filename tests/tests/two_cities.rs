@@ -7,7 +7,9 @@
 //! balances equal a reference ledger computed here; total supply unchanged and nothing
 //! left in escrow; state roots equal per checkpoint across each committee. Prints the
 //! cross-city completion latency (submit → Completed on the sender city's first
-//! representative) p50/p99.
+//! representative) p50/p99. Then `GetTx` on both sides answers Completed with both proofs,
+//! which verify offline against the genesis committees (a tampered one fails), and one more
+//! transfer sent by the wallet client (`wallet::send` with `to_city`) waits for Completed.
 
 #![allow(clippy::unwrap_used)]
 
@@ -155,6 +157,10 @@ async fn transfers_between_two_cities_complete_once_through_a_crash_in_each() {
             accounts.push((u.account_id(), OPENING, city.to_string()));
         }
     }
+    // A Tokyo account used only by the wallet client (`wallet::send` to Osaka).
+    let walleteer = std::sync::Arc::new(Keypair::generate());
+    accounts.push((walleteer.account_id(), OPENING, CITY.to_string()));
+    const WALLET_AMOUNT: u64 = 77;
     let cfg = DevnetConfig {
         reps: 4,
         gateway: false,
@@ -233,6 +239,38 @@ async fn transfers_between_two_cities_complete_once_through_a_crash_in_each() {
     sub_b.extend(more_b);
     a.start_rep(3).await.unwrap();
     b.start_rep(3).await.unwrap();
+
+    // The wallet client sends one more transfer to Osaka and waits for Completed, while
+    // the load completes.
+    *reference.get_mut(&walleteer.account_id()).unwrap() -= WALLET_AMOUNT;
+    *reference.get_mut(&osaka.users[0].account_id()).unwrap() += WALLET_AMOUNT;
+    let wallet_send = {
+        let addr = a.rep(1).unwrap().addr().to_string();
+        let key = walleteer.clone();
+        let to = osaka.users[0].account_id();
+        tokio::spawn(async move {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis() as u64;
+            wallet::send(
+                &addr,
+                &key,
+                &wallet::Transfer {
+                    to,
+                    amount: WALLET_AMOUNT,
+                    nonce: None,
+                    city: CITY.into(),
+                    to_city: Some(OSAKA.into()),
+                    lat: 35.6895,
+                    lon: 139.6917,
+                    wait: Duration::from_secs(240),
+                },
+                now,
+            )
+            .await
+        })
+    };
 
     // Wait for completion on the sender city's representative 0, timing each cross tx.
     let deadline = Instant::now() + Duration::from_secs(240);
@@ -324,12 +362,23 @@ async fn transfers_between_two_cities_complete_once_through_a_crash_in_each() {
         }
     }
 
+    // The wallet's transfer: Completed, with both proofs (checked below with the genesis).
+    let sent = wallet_send.await.unwrap().unwrap();
+    assert_eq!(sent.state, TxState::Completed);
+    assert!(sent.applied(), "{sent:?}");
+
     // GetTx on representative 0 of both cities (over loopback gRPC): a cross-city transfer
     // answers Completed on either side with both proofs, which verify offline against the
     // genesis committees and name this transfer; a tampered proof fails. Same-city: Completed
     // (executed Applied, federated), no cross record.
     let genesis = node::genesis::Genesis::load(a.genesis_path()).unwrap();
     let certs = node::genesis_certificates(None, &genesis.cities);
+    let proven = rpc::verify_cross_tx(sent.cross.as_ref().unwrap(), &certs).unwrap();
+    assert!(proven.credited());
+    assert_eq!(
+        (proven.transfer.id, proven.transfer.amount),
+        (sent.tx, WALLET_AMOUNT)
+    );
     // (transfer-out proof, answer proof) sizes in bytes, for the note.
     let mut proof_bytes: Vec<(usize, usize)> = Vec::new();
     for (net, other, subs, side) in [(&a, &b, &sub_a, 0usize), (&b, &a, &sub_b, 1usize)] {
@@ -425,6 +474,17 @@ async fn transfers_between_two_cities_complete_once_through_a_crash_in_each() {
                     let got = l.account(&u.account_id()).unwrap().map_or(0, |x| x.balance);
                     assert_eq!(got, home, "{} rep {i}: account {}", c.name, u.account_id());
                 }
+            }
+            if c.name == CITY {
+                let got = l
+                    .account(&walleteer.account_id())
+                    .unwrap()
+                    .map_or(0, |x| x.balance);
+                assert_eq!(
+                    got,
+                    reference[&walleteer.account_id()],
+                    "rep {i}: the wallet's account"
+                );
             }
             assert_eq!(l.cross_book().unwrap().unwrap().escrowed(), 0);
         }
