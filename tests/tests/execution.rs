@@ -295,6 +295,7 @@ async fn four_representatives_execute_the_same_history() {
             amount: 7,
             nonce: None,
             city: CITY.into(),
+            to_city: None,
             lat: 35.6895,
             lon: 139.6917,
             wait: Duration::from_secs(60),

@@ -7,7 +7,9 @@
 //! balances equal a reference ledger computed here; total supply unchanged and nothing
 //! left in escrow; state roots equal per checkpoint across each committee. Prints the
 //! cross-city completion latency (submit → Completed on the sender city's first
-//! representative) p50/p99.
+//! representative) p50/p99. Then `GetTx` on both sides answers Completed with both proofs,
+//! which verify offline against the genesis committees (a tampered one fails), and one more
+//! transfer sent by the wallet client (`wallet::send` with `to_city`) waits for Completed.
 
 #![allow(clippy::unwrap_used)]
 
@@ -155,6 +157,10 @@ async fn transfers_between_two_cities_complete_once_through_a_crash_in_each() {
             accounts.push((u.account_id(), OPENING, city.to_string()));
         }
     }
+    // A Tokyo account used only by the wallet client (`wallet::send` to Osaka).
+    let walleteer = std::sync::Arc::new(Keypair::generate());
+    accounts.push((walleteer.account_id(), OPENING, CITY.to_string()));
+    const WALLET_AMOUNT: u64 = 77;
     let cfg = DevnetConfig {
         reps: 4,
         gateway: false,
@@ -233,6 +239,38 @@ async fn transfers_between_two_cities_complete_once_through_a_crash_in_each() {
     sub_b.extend(more_b);
     a.start_rep(3).await.unwrap();
     b.start_rep(3).await.unwrap();
+
+    // The wallet client sends one more transfer to Osaka and waits for Completed, while
+    // the load completes.
+    *reference.get_mut(&walleteer.account_id()).unwrap() -= WALLET_AMOUNT;
+    *reference.get_mut(&osaka.users[0].account_id()).unwrap() += WALLET_AMOUNT;
+    let wallet_send = {
+        let addr = a.rep(1).unwrap().addr().to_string();
+        let key = walleteer.clone();
+        let to = osaka.users[0].account_id();
+        tokio::spawn(async move {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis() as u64;
+            wallet::send(
+                &addr,
+                &key,
+                &wallet::Transfer {
+                    to,
+                    amount: WALLET_AMOUNT,
+                    nonce: None,
+                    city: CITY.into(),
+                    to_city: Some(OSAKA.into()),
+                    lat: 35.6895,
+                    lon: 139.6917,
+                    wait: Duration::from_secs(240),
+                },
+                now,
+            )
+            .await
+        })
+    };
 
     // Wait for completion on the sender city's representative 0, timing each cross tx.
     let deadline = Instant::now() + Duration::from_secs(240);
@@ -324,6 +362,103 @@ async fn transfers_between_two_cities_complete_once_through_a_crash_in_each() {
         }
     }
 
+    // The wallet's transfer: Completed, with both proofs (checked below with the genesis).
+    let sent = wallet_send.await.unwrap().unwrap();
+    assert_eq!(sent.state, TxState::Completed);
+    assert!(sent.applied(), "{sent:?}");
+
+    // GetTx on representative 0 of both cities (over loopback gRPC): a cross-city transfer
+    // answers Completed on either side with both proofs, which verify offline against the
+    // genesis committees and name this transfer; a tampered proof fails. Same-city: Completed
+    // (executed Applied, federated), no cross record.
+    let genesis = node::genesis::Genesis::load(a.genesis_path()).unwrap();
+    let certs = node::genesis_certificates(None, &genesis.cities);
+    let proven = rpc::verify_cross_tx(sent.cross.as_ref().unwrap(), &certs).unwrap();
+    assert!(proven.credited());
+    assert_eq!(
+        (proven.transfer.id, proven.transfer.amount),
+        (sent.tx, WALLET_AMOUNT)
+    );
+    // (transfer-out proof, answer proof) sizes in bytes, for the note.
+    let mut proof_bytes: Vec<(usize, usize)> = Vec::new();
+    for (net, other, subs, side) in [(&a, &b, &sub_a, 0usize), (&b, &a, &sub_b, 1usize)] {
+        let here = CityClient::connect(&net.rep(0).unwrap().addr().to_string())
+            .await
+            .unwrap();
+        let there = CityClient::connect(&other.rep(0).unwrap().addr().to_string())
+            .await
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        for ((id, _), (tx, cross)) in subs.iter().zip(&plan[side]) {
+            let (mine, theirs) = loop {
+                let mine = here.get(*id).await.unwrap().unwrap();
+                let theirs = if *cross {
+                    there.get(*id).await.unwrap()
+                } else {
+                    None
+                };
+                let done = mine.state == TxState::Completed
+                    && (!*cross
+                        || theirs
+                            .as_ref()
+                            .is_some_and(|t| t.state == TxState::Completed));
+                if done {
+                    break (mine, theirs);
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "city {side}: GetTx {id} not Completed: {:?} / {:?}",
+                    (mine.state, &mine.cross.as_ref().map(|c| c.state)),
+                    theirs.map(|t| (t.state, t.cross.map(|c| c.state)))
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            };
+            if !*cross {
+                assert_eq!(mine.cross, None);
+                continue;
+            }
+            let theirs = theirs.unwrap();
+            assert_eq!(theirs.tx, None, "the receiver city never stored the body");
+            assert_eq!(theirs.source, "cross");
+            let (mc, tc) = (mine.cross.unwrap(), theirs.cross.unwrap());
+            assert_eq!(mc.state, rpc::CrossState::Completed);
+            assert_eq!(tc.state, rpc::CrossState::Credited);
+            for c in [&mc, &tc] {
+                assert_eq!(
+                    (c.from_city.as_str(), c.to_city.as_str()),
+                    (net.city_id(), other.city_id())
+                );
+                let proven = rpc::verify_cross_tx(c, &certs).unwrap();
+                assert!(proven.credited());
+                assert_eq!(proven.transfer.id, *id);
+                assert_eq!(
+                    (
+                        proven.transfer.amount,
+                        proven.transfer.receiver,
+                        proven.transfer.sender
+                    ),
+                    (tx.tx.amount, tx.tx.receiver, tx.tx.sender)
+                );
+            }
+            assert_eq!(mc.statement, tc.statement);
+            proof_bytes.push((
+                mc.transfer_out_proof.as_ref().unwrap().len(),
+                mc.answer_proof.as_ref().unwrap().len(),
+            ));
+            // Tampered: the receiver city's answer proof with a byte of its certificate
+            // flipped, or the other transfer's proof swapped in.
+            let mut bad = mc.clone();
+            let mut relay = ledger::CrossRelay::decode(bad.answer_proof.as_ref().unwrap()).unwrap();
+            let last = relay.checkpoint.len() - 1;
+            relay.checkpoint[last] ^= 1;
+            bad.answer_proof = Some(relay.encode());
+            assert!(rpc::verify_cross_tx(&bad, &certs).is_err());
+            let mut swapped = mc.clone();
+            swapped.transfer_out_proof = swapped.answer_proof.clone();
+            assert!(rpc::verify_cross_tx(&swapped, &certs).is_err());
+        }
+    }
+
     // Balances equal the reference on every representative; supply unchanged; no escrow.
     for (net, c) in [(&a, &tokyo), (&b, &osaka)] {
         for i in 0..4 {
@@ -339,6 +474,17 @@ async fn transfers_between_two_cities_complete_once_through_a_crash_in_each() {
                     let got = l.account(&u.account_id()).unwrap().map_or(0, |x| x.balance);
                     assert_eq!(got, home, "{} rep {i}: account {}", c.name, u.account_id());
                 }
+            }
+            if c.name == CITY {
+                let got = l
+                    .account(&walleteer.account_id())
+                    .unwrap()
+                    .map_or(0, |x| x.balance);
+                assert_eq!(
+                    got,
+                    reference[&walleteer.account_id()],
+                    "rep {i}: the wallet's account"
+                );
             }
             assert_eq!(l.cross_book().unwrap().unwrap().escrowed(), 0);
         }
@@ -395,6 +541,12 @@ async fn transfers_between_two_cities_complete_once_through_a_crash_in_each() {
         }
     }
 
+    println!(
+        "two cities: GetTx Completed with both proofs on both sides for {} cross-city transfers; proof bytes (transfer-out, answer) min {:?} max {:?}",
+        proof_bytes.len(),
+        proof_bytes.iter().min(),
+        proof_bytes.iter().max()
+    );
     latencies.sort();
     let pct = |p: f64| latencies[((latencies.len() as f64 * p).ceil() as usize).saturating_sub(1)];
     println!(

@@ -31,7 +31,9 @@ pub(crate) enum WalletCmd {
         #[arg(long)]
         account: Option<String>,
     },
-    /// Sign a transfer, submit it and wait until the committee executed it.
+    /// Sign a transfer, submit it and wait until it is Completed (same city: executed
+    /// Applied and federated; to another city: credited there and settled here, with both
+    /// certified proofs). A failed outcome or a refund exits non-zero.
     Send {
         /// A city representative's gRPC address.
         #[arg(long, env = "CITY_NODE")]
@@ -51,14 +53,18 @@ pub(crate) enum WalletCmd {
         /// The city you are in.
         #[arg(long, default_value = "JP-13")]
         city: String,
+        /// The receiver's city, when it is another city (a cross-city transfer).
+        #[arg(long)]
+        to_city: Option<String>,
         /// Your latitude.
         #[arg(long, default_value_t = 35.6895)]
         lat: f64,
         /// Your longitude.
         #[arg(long, default_value_t = 139.6917)]
         lon: f64,
-        /// Longest wait for the execution outcome, in seconds.
-        #[arg(long, default_value_t = 30)]
+        /// Longest wait for Completed, in seconds (a cross-city transfer expires in the
+        /// receiver's city 120 s after it was escrowed, so give it more than that).
+        #[arg(long, default_value_t = 180)]
         wait_secs: u64,
     },
 }
@@ -96,6 +102,7 @@ pub(crate) async fn run(cmd: WalletCmd) -> anyhow::Result<()> {
             amount,
             nonce,
             city,
+            to_city,
             lat,
             lon,
             wait_secs,
@@ -106,6 +113,7 @@ pub(crate) async fn run(cmd: WalletCmd) -> anyhow::Result<()> {
                 amount,
                 nonce,
                 city,
+                to_city,
                 lat,
                 lon,
                 wait: Duration::from_secs(wait_secs),
@@ -115,19 +123,19 @@ pub(crate) async fn run(cmd: WalletCmd) -> anyhow::Result<()> {
                 .map_or(0, |d| d.as_millis() as u64);
             let s = wallet::send(&node, &kp, &t, now).await?;
             println!(
-                "tx: {}\nnonce: {}\nexecuted in checkpoint: {}\noutcome: {:?}{}",
-                s.tx,
-                s.nonce,
-                s.execution.sequence,
-                s.execution.outcome,
-                if s.execution.detail.is_empty() {
-                    String::new()
-                } else {
-                    format!(" ({})", s.execution.detail)
-                }
+                "tx: {}\nnonce: {}\nexecuted in checkpoint: {}\noutcome: {:?}\nstate: {:?}",
+                s.tx, s.nonce, s.execution.sequence, s.execution.outcome, s.state
             );
-            if !s.applied() {
-                anyhow::bail!("the transfer was executed but did not move money");
+            if let Some(c) = &s.cross {
+                println!(
+                    "cross-city: {} -> {} {:?}, statement {}, proofs {} + {} bytes",
+                    c.from_city,
+                    c.to_city,
+                    c.state,
+                    c.statement.to_hex(),
+                    c.transfer_out_proof.as_ref().map_or(0, Vec::len),
+                    c.answer_proof.as_ref().map_or(0, Vec::len)
+                );
             }
         }
     }

@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 use dag_core::{AccountId, NodeId, SignedTx, StripeId, TxId};
-use rpc::{Rejection, StripeInfo, Submitted, TxRecord};
+use rpc::{AccountInfo, Rejection, StripeInfo, Submitted, TxExecution, TxRecord};
 use serde::Serialize;
 use std::sync::Arc;
 use tokio::sync::broadcast;
@@ -224,6 +224,21 @@ pub trait GatewayBackend: Send + Sync + 'static {
     async fn nodes(&self) -> NodesView;
     /// A stripe this city holds, with its holders; `Ok(None)` when unknown.
     async fn stripe(&self, id: StripeId) -> Result<Option<StripeInfo>, Rejection>;
+    /// How the committed tx `id` was executed here (as gRPC `GetTx`'s `execution`);
+    /// `Ok(None)` when not (yet). The default (no ledger) answers `Ok(None)`.
+    async fn execution(&self, id: TxId) -> Result<Option<TxExecution>, Rejection> {
+        let _ = id;
+        Ok(None)
+    }
+    /// An account's balance and nonce as executed here (as gRPC `GetAccount`). The default
+    /// (no ledger) answers `Unavailable`.
+    async fn account(&self, account: AccountId) -> Result<AccountInfo, Rejection> {
+        Err(Rejection::new(
+            rpc::RejectCode::Unavailable,
+            format!("this node keeps no ledger (account {account})"),
+            None,
+        ))
+    }
     /// Repair latency per tier (for `/metrics`).
     fn repair_latencies(&self) -> Vec<TierLatency> {
         Vec::new()

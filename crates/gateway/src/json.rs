@@ -6,7 +6,10 @@ use dag_core::{
     AccountId, CityId, NodeId, ObjectId, Position, PositionMethod, ShardHash, SignedReceipt,
     SignedTx, StripeId, Tx, TxId, TxKind,
 };
-use rpc::{OrderingInfo, StripeInfo, Submitted, TxRecord, TxState};
+use rpc::{
+    AccountInfo, CrossState, CrossTx, ExecutionOutcome, OrderingInfo, StripeInfo, Submitted,
+    TxExecution, TxRecord, TxState,
+};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -245,6 +248,7 @@ pub fn state_name(s: TxState) -> &'static str {
         TxState::Held => "held",
         TxState::Ordered => "ordered",
         TxState::Federated => "federated",
+        TxState::Completed => "completed",
     }
 }
 
@@ -299,12 +303,111 @@ impl From<&OrderingInfo> for JsonOrdering {
     }
 }
 
+/// How the committee executed a transfer (as gRPC `TxExecution`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct JsonExecution {
+    /// The checkpoint that executed it.
+    pub sequence: u64,
+    /// `applied`, `insufficient_funds`, `sets_do_not_cover`, `nonce_already_applied`,
+    /// `balance_overflow` or `unknown_city`.
+    pub outcome: String,
+    /// Why it failed, for people (empty when applied).
+    pub detail: String,
+}
+
+impl From<&TxExecution> for JsonExecution {
+    fn from(e: &TxExecution) -> Self {
+        JsonExecution {
+            sequence: e.sequence,
+            outcome: match e.outcome {
+                ExecutionOutcome::Applied => "applied",
+                ExecutionOutcome::InsufficientFunds => "insufficient_funds",
+                ExecutionOutcome::SetsDoNotCover => "sets_do_not_cover",
+                ExecutionOutcome::NonceAlreadyApplied => "nonce_already_applied",
+                ExecutionOutcome::BalanceOverflow => "balance_overflow",
+                ExecutionOutcome::UnknownCity => "unknown_city",
+            }
+            .into(),
+            detail: e.detail.clone(),
+        }
+    }
+}
+
+/// A cross-city transfer in the answering city (as gRPC `CrossTx`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct JsonCross {
+    /// `pending`, `completed` or `refunded` in the sender's city; `credited` or `expired`
+    /// in the receiver's.
+    pub state: String,
+    /// The sender's city.
+    pub from_city: String,
+    /// The receiver's city.
+    pub to_city: String,
+    /// The transfer-out statement, hex.
+    pub statement: String,
+    /// The sender city's certified transfer-out (canonical proof bytes, hex).
+    pub transfer_out_proof: Option<String>,
+    /// The receiver city's certified answer (canonical proof bytes, hex).
+    pub answer_proof: Option<String>,
+}
+
+impl From<&CrossTx> for JsonCross {
+    fn from(c: &CrossTx) -> Self {
+        JsonCross {
+            state: match c.state {
+                CrossState::Pending => "pending",
+                CrossState::Completed => "completed",
+                CrossState::Refunded => "refunded",
+                CrossState::Credited => "credited",
+                CrossState::Expired => "expired",
+            }
+            .into(),
+            from_city: c.from_city.clone(),
+            to_city: c.to_city.clone(),
+            statement: c.statement.to_hex(),
+            transfer_out_proof: c.transfer_out_proof.as_ref().map(hex::encode),
+            answer_proof: c.answer_proof.as_ref().map(hex::encode),
+        }
+    }
+}
+
+/// An account as the representative executed it (as gRPC `GetAccount`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AccountAnswer {
+    /// The account id, hex.
+    pub account: String,
+    /// False when never credited (balance and nonce 0).
+    pub exists: bool,
+    /// Balance in the smallest unit.
+    pub balance: u64,
+    /// Next nonce: one above the highest applied nonce it sent.
+    pub nonce: u64,
+    /// Writes of the account object so far.
+    pub version: u64,
+    /// Checkpoints executed when this was read (the state the answer reflects).
+    pub executed_checkpoints: u64,
+}
+
+impl From<&AccountInfo> for AccountAnswer {
+    fn from(a: &AccountInfo) -> Self {
+        AccountAnswer {
+            account: a.account.to_hex(),
+            exists: a.exists,
+            balance: a.balance,
+            nonce: a.nonce,
+            version: a.version,
+            executed_checkpoints: a.executed_checkpoints,
+        }
+    }
+}
+
 /// A tx as read back (as gRPC `GetTx`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct TxAnswer {
     /// The tx id, hex.
     pub tx_id: String,
-    /// `admitted`, `held`, `ordered` or `federated`.
+    /// `admitted`, `held`, `ordered`, `federated` or `completed` (the rule is
+    /// `TX_STATE_COMPLETED` in proto/citychain/v1/city.proto).
     pub state: String,
     /// Where the node found it (`store`, `shards (4 used)`, `archive`, `order`).
     pub source: String,
@@ -316,6 +419,13 @@ pub struct TxAnswer {
     pub ordering: Option<JsonOrdering>,
     /// Canonical `TxProof` bytes, hex, once federated (checked offline by `repair-cli verify`).
     pub proof: Option<String>,
+    /// How the committee executed it, once executed here (transfers).
+    #[serde(default)]
+    pub execution: Option<JsonExecution>,
+    /// A cross-city transfer's state and proofs, in either city (in the receiver's city the
+    /// answer has no `tx`: that city never stored the body).
+    #[serde(default)]
+    pub cross: Option<JsonCross>,
 }
 
 impl TxAnswer {
@@ -329,7 +439,15 @@ impl TxAnswer {
             receipts: rec.receipts.iter().map(JsonReceipt::from).collect(),
             ordering: rec.ordering.as_ref().map(JsonOrdering::from),
             proof: rec.proof.as_ref().map(hex::encode),
+            execution: None,
+            cross: rec.cross.as_ref().map(JsonCross::from),
         }
+    }
+
+    /// With the execution outcome.
+    pub fn with_execution(mut self, e: Option<&TxExecution>) -> Self {
+        self.execution = e.map(JsonExecution::from);
+        self
     }
 }
 

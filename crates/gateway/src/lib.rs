@@ -1,7 +1,8 @@
 //! # gateway
 //!
 //! The DApp HTTP gateway of a city representative (axum): a versioned JSON API under `/v1`
-//! — submit a tx, read it back with its receipts, ordering and proof, request a repair,
+//! — submit a tx, read it back with its receipts, ordering, proof, execution outcome and
+//! cross-city state, read an account's balance and nonce, request a repair,
 //! follow what happens as server-sent events resumable with `Last-Event-ID`, list the live
 //! nodes and a stripe's holders — with its OpenAPI document generated from the code at
 //! `/v1/openapi.json`, the explorer page at `/`, `/healthz` and `/metrics`. Per-IP rate

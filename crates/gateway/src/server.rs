@@ -4,8 +4,8 @@
 
 use crate::backend::{GatewayBackend, GatewayEvent, NodesView, RepairRefused, RepairTicket};
 use crate::json::{
-    JsonSignedTx, RepairRequestBody, StripeAnswer, SubmitAnswer, TxAnswer, parse_account,
-    parse_stripe_id, parse_tx_id,
+    AccountAnswer, JsonSignedTx, RepairRequestBody, StripeAnswer, SubmitAnswer, TxAnswer,
+    parse_account, parse_stripe_id, parse_tx_id,
 };
 use crate::{Error, GatewayConfig, Result};
 use axum::extract::rejection::JsonRejection;
@@ -160,6 +160,7 @@ struct AppState {
     paths(
         submit_tx,
         get_tx,
+        get_account,
         create_repair,
         get_repair,
         events,
@@ -173,6 +174,9 @@ struct AppState {
         crate::json::JsonTx,
         SubmitAnswer,
         TxAnswer,
+        AccountAnswer,
+        crate::json::JsonExecution,
+        crate::json::JsonCross,
         crate::json::JsonReceipt,
         crate::json::JsonOrdering,
         RepairRequestBody,
@@ -219,7 +223,8 @@ async fn submit_tx(
     Ok((status, Json(SubmitAnswer::from(&ok))).into_response())
 }
 
-/// `GET /v1/txs/{id}`: a tx's state, receipts, ordering and proof.
+/// `GET /v1/txs/{id}`: a tx's state, receipts, ordering and proof, its execution outcome
+/// and, for a cross-city transfer, its cross-city state and both proofs.
 #[utoipa::path(get, path = "/v1/txs/{id}",
     params(("id" = String, Path, description = "tx id, 64 hex characters")),
     responses(
@@ -234,7 +239,12 @@ async fn get_tx(
     let id = parse_tx_id(&id)
         .map_err(|e| Failure::new(StatusCode::BAD_REQUEST, "MALFORMED", e.to_string()))?;
     match st.backend.get(id).await? {
-        Some(rec) => Ok(Json(TxAnswer::new(id, &rec))),
+        Some(rec) => {
+            let execution = st.backend.execution(id).await?;
+            Ok(Json(
+                TxAnswer::new(id, &rec).with_execution(execution.as_ref()),
+            ))
+        }
         None => Err(Failure::new(
             StatusCode::NOT_FOUND,
             "NOT_FOUND",
@@ -242,6 +252,24 @@ async fn get_tx(
         )
         .with_tx(Some(id))),
     }
+}
+
+/// `GET /v1/accounts/{id}`: an account's balance and nonce as this representative executed
+/// it.
+#[utoipa::path(get, path = "/v1/accounts/{id}",
+    params(("id" = String, Path, description = "account id, 64 hex characters")),
+    responses(
+        (status = 200, description = "The account (exists false: never credited, balance and nonce 0)", body = AccountAnswer),
+        (status = 400, body = ApiError),
+        (status = 503, description = "This node keeps no ledger, or its store failed", body = ApiError),
+    ))]
+async fn get_account(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> std::result::Result<Json<AccountAnswer>, Failure> {
+    let id = parse_account(&id)
+        .map_err(|e| Failure::new(StatusCode::BAD_REQUEST, "MALFORMED", e.to_string()))?;
+    Ok(Json(AccountAnswer::from(&st.backend.account(id).await?)))
 }
 
 /// `POST /v1/repair_requests`: start a repair of a tx.
@@ -696,6 +724,7 @@ pub fn router(
     let v1 = Router::new()
         .route("/v1/txs", post(submit_tx))
         .route("/v1/txs/{id}", get(get_tx))
+        .route("/v1/accounts/{id}", get(get_account))
         .route("/v1/repair_requests", post(create_repair))
         .route("/v1/repair_requests/{id}", get(get_repair))
         .route("/v1/events", get(events))

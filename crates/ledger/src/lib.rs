@@ -59,11 +59,12 @@ pub use dag_core::execution::CommitApplier;
 pub use error::{Error, Result};
 pub use exec::{Effects, Snapshot, components, execute_parallel, execute_sequential};
 pub use relay::{
-    CheckpointCertificates, CrossRelay, RELAY_TAG, RelayItem, StatementProof, TO_CITY_TAG,
-    destination, is_relay, ledger_root, statements_root, to_city_payload,
+    CheckpointCertificates, CrossProofError, CrossRelay, RELAY_TAG, RelayItem, StatementProof,
+    TO_CITY_TAG, cross_proof, destination, is_relay, ledger_root, statements_root, to_city_payload,
+    verify_cross_proof,
 };
 pub use store::{
-    Balances, CheckpointStatements, CrossSetup, Ledger, LedgerConfig, StatementEntry,
+    Balances, CheckpointStatements, CrossSetup, Ledger, LedgerConfig, ProofKind, StatementEntry,
     checkpoint_root, genesis_root,
 };
 pub use transfer::{Account, FailReason, Outcome, Transfer, account_object, check_sets};

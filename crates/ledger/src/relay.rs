@@ -379,6 +379,83 @@ impl CrossRelay {
     }
 }
 
+/// Why a cross-city proof does not hold ([`verify_cross_proof`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CrossProofError {
+    /// The bytes are not a [`CrossRelay`] encoding.
+    #[error("cross-city proof does not decode: {0}")]
+    Decode(#[from] DecodeError),
+    /// A proof carries exactly one statement.
+    #[error("cross-city proof carries {0} statements, not one")]
+    NotOneStatement(usize),
+    /// The statement is not the certifying city's own (a transfer-out of another city, an
+    /// answer by another city).
+    #[error(
+        "cross-city proof: the statement is {statement_city}'s, the certificate {certifying_city}'s"
+    )]
+    WrongCity {
+        /// The city the statement names as its author.
+        statement_city: String,
+        /// The city whose certificate the proof carries.
+        certifying_city: String,
+    },
+    /// The Merkle path or the checkpoint certificate does not hold.
+    #[error(transparent)]
+    Certificate(#[from] CertError),
+}
+
+/// A cross-city proof as canonical bytes: [`CrossRelay::encode`] of a relay with exactly one
+/// statement — the certifying city, its checkpoint certificate (opaque here: in a node, the
+/// certified header with its 2f + 1 signatures and every state machine's root), the
+/// statement (a transfer-out or an answer) and its [`StatementProof`]. It is exactly what
+/// the other city verifies when it executes the relay.
+pub fn cross_proof(
+    from_city: CityId,
+    checkpoint: Vec<u8>,
+    item: RelayItem,
+    proof: StatementProof,
+) -> Vec<u8> {
+    CrossRelay {
+        from_city,
+        checkpoint,
+        items: vec![(item, proof)],
+    }
+    .encode()
+}
+
+/// Verifies a [`cross_proof`] offline against `certs` (the directory of cities and their
+/// committees): the statement's path leads to a ledger root that a checkpoint of the
+/// statement's own city, certified by that city's committee, carries. Returns the proven
+/// statement.
+pub fn verify_cross_proof(
+    bytes: &[u8],
+    certs: &dyn CheckpointCertificates,
+) -> Result<RelayItem, CrossProofError> {
+    let relay = CrossRelay::decode(bytes)?;
+    let n = relay.items.len();
+    let Some((item, proof)) = relay.items.into_iter().next().filter(|_| n == 1) else {
+        return Err(CrossProofError::NotOneStatement(n));
+    };
+    let author = match &item {
+        RelayItem::Out(t) => &t.from_city,
+        RelayItem::Answer { answer, .. } => &answer.from_city,
+    };
+    if *author != relay.from_city {
+        return Err(CrossProofError::WrongCity {
+            statement_city: author.as_str().to_string(),
+            certifying_city: relay.from_city.as_str().to_string(),
+        });
+    }
+    let statement = item.statement();
+    let root = proof.ledger_root(&statement).map_err(|reason| CertError {
+        city: relay.from_city.clone(),
+        statement,
+        reason,
+    })?;
+    certs.verify_ledger_root(&relay.from_city, &root, &relay.checkpoint)?;
+    Ok(item)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

@@ -39,6 +39,14 @@ const STATEMENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("statements
 const OUT_AT: TableDefinition<&[u8; 32], u64> = TableDefinition::new("out_at");
 /// 2 (answered first) or 3 (settled) ‖ transfer id → sequence of that checkpoint.
 const CROSS_AT: TableDefinition<&[u8; 33], u64> = TableDefinition::new("cross_at");
+/// 1 (a transfer-out this city verified as the receiver's) or 2 (an answer this city
+/// verified as the sender's) ‖ transfer id → BLAKE3 of the checkpoint certificate ‖
+/// [`crate::cross_proof`] with an empty certificate. One per transfer and kind (the first
+/// verified), so it stays bounded per transfer.
+const PROOFS: TableDefinition<&[u8; 33], &[u8]> = TableDefinition::new("cross_proofs");
+/// BLAKE3 of a checkpoint certificate → the certificate (shared by the proofs of one
+/// checkpoint's statements).
+const PROOF_CERTS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("cross_certs");
 /// "genesis_root" → 32 bytes.
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
@@ -345,6 +353,35 @@ impl CheckpointStatements {
     }
 }
 
+/// Which of the two certified statements of a cross-city transfer a stored proof is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProofKind {
+    /// The sender city's transfer-out, as the receiver city verified it when it credited
+    /// (or expired) the transfer.
+    TransferOut,
+    /// The receiver city's answer, as the sender city verified it when it settled.
+    Answer,
+}
+
+impl ProofKind {
+    fn code(self) -> u8 {
+        match self {
+            ProofKind::TransferOut => 1,
+            ProofKind::Answer => 2,
+        }
+    }
+}
+
+/// A proof verified while executing a relay, to store with the checkpoint.
+struct VerifiedProof {
+    kind: ProofKind,
+    id: TxId,
+    cert_hash: [u8; 32],
+    cert: Arc<Vec<u8>>,
+    /// [`crate::cross_proof`] with an empty certificate.
+    rest: Vec<u8>,
+}
+
 /// A committed tx the cross-city part of the ledger executes.
 enum CrossOp<'t> {
     /// A FRESH_TX naming another city (`None`: an invalid city id).
@@ -427,6 +464,8 @@ impl Ledger {
             w.open_table(STATEMENTS).map_err(|e| err(e.into()))?;
             w.open_table(OUT_AT).map_err(|e| err(e.into()))?;
             w.open_table(CROSS_AT).map_err(|e| err(e.into()))?;
+            w.open_table(PROOFS).map_err(|e| err(e.into()))?;
+            w.open_table(PROOF_CERTS).map_err(|e| err(e.into()))?;
             let mut accounts = w.open_table(ACCOUNTS).map_err(|e| err(e.into()))?;
             let stored = meta
                 .get("genesis_root")
@@ -544,6 +583,38 @@ impl Ledger {
                     reason: "checkpoint statements do not decode",
                 }),
         }
+    }
+
+    /// The other city's certified statement about transfer `id` that this city verified in
+    /// commit order, as canonical [`crate::cross_proof`] bytes: in the receiver city the
+    /// sender city's transfer-out ([`ProofKind::TransferOut`], stored when it was credited or
+    /// expired), in the sender city the receiver city's answer ([`ProofKind::Answer`],
+    /// stored when it settled). `None`: not (yet) verified here.
+    pub fn cross_proof(&self, kind: ProofKind, id: &TxId) -> Result<Option<Vec<u8>>> {
+        let err = self.err();
+        let r = self.db.begin_read().map_err(|e| err(e.into()))?;
+        let t = r.open_table(PROOFS).map_err(|e| err(e.into()))?;
+        let Some(v) = t
+            .get(&cross_key(kind.code(), id))
+            .map_err(|e| err(e.into()))?
+        else {
+            return Ok(None);
+        };
+        let corrupt = || Error::Corrupt {
+            path: self.path.clone(),
+            table: "cross_proofs",
+            reason: "a stored proof does not decode",
+        };
+        let v = v.value();
+        let (hash, rest) = v.split_first_chunk::<32>().ok_or_else(corrupt)?;
+        let certs = r.open_table(PROOF_CERTS).map_err(|e| err(e.into()))?;
+        let cert = certs
+            .get(hash)
+            .map_err(|e| err(e.into()))?
+            .ok_or_else(corrupt)?;
+        let mut relay = CrossRelay::decode(rest).map_err(|_| corrupt())?;
+        relay.checkpoint = cert.value().to_vec();
+        Ok(Some(relay.encode()))
     }
 
     /// The checkpoint that first answered transfer-in `id` (receiver city).
@@ -779,6 +850,7 @@ impl Ledger {
         let mut book = self.read_book(&cross_t)?;
         let mut entries = Vec::new();
         let mut settled = Vec::new();
+        let mut proofs = Vec::new();
         {
             let outcomes = w.open_table(OUTCOMES).map_err(|e| err(e.into()))?;
             let mut b = Balances {
@@ -788,8 +860,14 @@ impl Ledger {
                 effects,
             };
             if !cross.is_empty() {
-                settled =
-                    self.execute_cross(&mut b, &outcomes, &mut book, &mut entries, at_ms, cross)?;
+                settled = self.execute_cross(
+                    &mut b,
+                    &outcomes,
+                    &mut book,
+                    (&mut entries, &mut proofs),
+                    at_ms,
+                    cross,
+                )?;
             }
             hook(&mut b)?;
         }
@@ -826,6 +904,23 @@ impl Ledger {
                     .map_err(|e| err(e.into()))?;
             }
         }
+        if !proofs.is_empty() {
+            let mut pt = w.open_table(PROOFS).map_err(|e| err(e.into()))?;
+            let mut ct = w.open_table(PROOF_CERTS).map_err(|e| err(e.into()))?;
+            for p in &proofs {
+                let k = cross_key(p.kind.code(), &p.id);
+                if pt.get(&k).map_err(|e| err(e.into()))?.is_some() {
+                    continue;
+                }
+                if ct.get(&p.cert_hash).map_err(|e| err(e.into()))?.is_none() {
+                    ct.insert(&p.cert_hash, p.cert.as_slice())
+                        .map_err(|e| err(e.into()))?;
+                }
+                let mut v = p.cert_hash.to_vec();
+                v.extend_from_slice(&p.rest);
+                pt.insert(&k, v.as_slice()).map_err(|e| err(e.into()))?;
+            }
+        }
         let mut st = w.open_table(STATEMENTS).map_err(|e| err(e.into()))?;
         st.insert(seq, parts.encode().as_slice())
             .map_err(|e| err(e.into()))?;
@@ -860,7 +955,7 @@ impl Ledger {
         b: &mut Balances<'_>,
         outcomes: &redb::Table<'_, &'static [u8; 32], &'static [u8]>,
         book: &mut Option<CrossBook>,
-        entries: &mut Vec<StatementEntry>,
+        (entries, proofs): (&mut Vec<StatementEntry>, &mut Vec<VerifiedProof>),
         at_ms: u64,
         cross: &[CrossOp<'_>],
     ) -> Result<Vec<TxId>> {
@@ -942,6 +1037,21 @@ impl Ledger {
                         continue;
                     };
                     let book = book.get_or_insert_with(|| CrossBook::new(setup.city.clone()));
+                    let cert_hash = *blake3::hash(&relay.checkpoint).as_bytes();
+                    let cert = Arc::new(relay.checkpoint.clone());
+                    let verified =
+                        |kind, id, item: &RelayItem, proof: &StatementProof| VerifiedProof {
+                            kind,
+                            id,
+                            cert_hash,
+                            cert: cert.clone(),
+                            rest: crate::relay::cross_proof(
+                                relay.from_city.clone(),
+                                Vec::new(),
+                                item.clone(),
+                                proof.clone(),
+                            ),
+                        };
                     for (item, proof) in &relay.items {
                         let proven = Proven {
                             certs: &*setup.certs,
@@ -959,6 +1069,12 @@ impl Ledger {
                                     cert: Vec::new(),
                                 };
                                 if let Ok(answer) = book.receive(&mut funds, &msg, at_ms, &proven) {
+                                    proofs.push(verified(
+                                        ProofKind::TransferOut,
+                                        t.id,
+                                        item,
+                                        proof,
+                                    ));
                                     entries.push(StatementEntry {
                                         kind: 2,
                                         id: t.id,
@@ -976,6 +1092,12 @@ impl Ledger {
                                     book.settle(&mut funds, &msg, &proven)
                                 {
                                     settled.push(answer.id);
+                                    proofs.push(verified(
+                                        ProofKind::Answer,
+                                        answer.id,
+                                        item,
+                                        proof,
+                                    ));
                                 }
                             }
                         }

@@ -39,7 +39,9 @@ pub use city::challenges::{
     ContributionRecord, EpochReport, GrpcProbe, ProbeFailure, audit_epoch, spawn_audit,
 };
 pub use city::committee::CommitteeParts;
-pub use city::cross::{CROSS_TIMEOUT_MS, CheckpointCert, GenesisCertificates};
+pub use city::cross::{
+    CROSS_TIMEOUT_MS, CheckpointCert, GenesisCertificates, genesis_certificates,
+};
 pub use city::events::{EventBus, EventBusConfig};
 pub use city::execution::{Blocked, ExecutedCheckpoint, Execution};
 pub use city::gateway::CityGateway;

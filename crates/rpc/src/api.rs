@@ -15,6 +15,11 @@ pub enum TxState {
     Ordered,
     /// Its batch header is in the continent log.
     Federated,
+    /// After Federated in meaning: the transfer's life is finished and proven — a
+    /// same-city transfer executed Applied in a federated checkpoint; a cross-city transfer
+    /// settled Completed in the sender city, or Credited with its answer certified in the
+    /// receiver city (both proofs in [`TxRecord::cross`]).
+    Completed,
 }
 
 /// Why a tx was rejected. Each maps to one gRPC status code.
@@ -246,6 +251,9 @@ pub struct TxRecord {
     pub ordering: Option<OrderingInfo>,
     /// Canonical bytes of the offline proof (Federated).
     pub proof: Option<Vec<u8>>,
+    /// A cross-city transfer, in either city, with its proofs. In the receiver city the
+    /// record has only this (`tx` is `None`, source "cross").
+    pub cross: Option<crate::CrossTx>,
 }
 
 /// Where a city's committee ordered a tx.

@@ -138,6 +138,7 @@ impl CityClient {
             source: resp.source,
             ordering,
             proof: (!resp.proof.is_empty()).then_some(resp.proof),
+            cross: resp.cross.map(TryInto::try_into).transpose()?,
         }))
     }
 

@@ -197,6 +197,7 @@ impl<T: CityApi> pb::city_node_service_server::CityNodeService for CityNodeServi
                     }),
                     proof: rec.proof.unwrap_or_default(),
                     execution,
+                    cross: rec.cross.as_ref().map(Into::into),
                 }))
             }
             Ok(None) => Err(crate::status::typed(

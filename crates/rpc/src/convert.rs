@@ -295,6 +295,7 @@ impl From<TxState> for pb::TxState {
             TxState::Held => pb::TxState::Held,
             TxState::Ordered => pb::TxState::Ordered,
             TxState::Federated => pb::TxState::Federated,
+            TxState::Completed => pb::TxState::Completed,
         }
     }
 }
@@ -306,6 +307,7 @@ pub fn state_from(v: i32) -> Option<TxState> {
         pb::TxState::Held => Some(TxState::Held),
         pb::TxState::Ordered => Some(TxState::Ordered),
         pb::TxState::Federated => Some(TxState::Federated),
+        pb::TxState::Completed => Some(TxState::Completed),
         pb::TxState::Unspecified | pb::TxState::Rejected => None,
     }
 }

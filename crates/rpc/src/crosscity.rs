@@ -26,7 +26,7 @@ pub enum CrossState {
 }
 
 impl CrossState {
-    fn to_proto(self) -> i32 {
+    pub(crate) fn to_proto(self) -> i32 {
         use pb::CrossTransferState as P;
         (match self {
             CrossState::Pending => P::Pending,
@@ -36,7 +36,7 @@ impl CrossState {
             CrossState::Expired => P::Expired,
         }) as i32
     }
-    fn from_proto(v: i32) -> Option<Self> {
+    pub(crate) fn from_proto(v: i32) -> Option<Self> {
         use pb::CrossTransferState as P;
         Some(match P::try_from(v).ok()? {
             P::Pending => CrossState::Pending,

@@ -22,6 +22,7 @@ mod city_server;
 pub mod codec;
 mod consensus;
 pub mod convert;
+mod cross_proof;
 mod crosscity;
 mod error;
 mod federation;
@@ -53,6 +54,9 @@ pub use consensus::{
     ConsensusClient, ConsensusHandler, ConsensusService, DeliverError, MAX_CONSENSUS_MESSAGE_BYTES,
 };
 pub use convert::ConvertError;
+pub use cross_proof::{
+    CheckpointCert, CrossTx, CrossTxProofError, GenesisCertificates, ProvenCrossTx, verify_cross_tx,
+};
 pub use crosscity::{
     CrossCityApi, CrossCityClient, CrossCityGrpc, CrossState, CrossTransferBody, CrossTransferView,
 };

@@ -3,15 +3,18 @@
 //! The client a person or a DApp developer starts with: an ML-DSA-87 key file
 //! ([`new_key`], [`load_key`]), an account's balance and nonce as a city representative
 //! executed it ([`balance`]), and a transfer signed here, submitted over gRPC and followed
-//! until the committee executed it ([`send`]: Applied, or the typed failure every
-//! representative agrees on).
+//! until it is **Completed** ([`send`]): a same-city transfer executed Applied in a
+//! federated checkpoint; a cross-city one ([`Transfer::to_city`]) credited in the receiver's
+//! city and settled in the sender's, with both certified proofs. A failed execution
+//! ([`Error::Failed`]), a refund ([`Error::Refunded`]) or the wait running out
+//! ([`Error::NotCompleted`]) is a typed error.
 //!
 //! Nothing secret leaves the device: the key file is written mode 0600 and only signatures
 //! travel.
 
 use dag_core::{AccountId, CityId, Position, PositionMethod, Tx, TxId};
 use pqc::Keypair;
-use rpc::{AccountInfo, CityClient, ExecutionOutcome, TxExecution, TxState};
+use rpc::{AccountInfo, CityClient, CrossState, CrossTx, ExecutionOutcome, TxExecution, TxState};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -50,15 +53,36 @@ pub enum Error {
         #[source]
         source: rpc::ClientError,
     },
-    /// The transfer was not executed within the wait.
-    #[error("tx {tx} was not executed within {waited:?} (last state {state:?})")]
-    NotExecuted {
+    /// The transfer did not reach Completed within the wait (it may still: the wallet
+    /// stopped watching, nothing was cancelled).
+    #[error(
+        "tx {tx} was not completed within {waited:?} (last state {state:?}, cross-city {cross:?})"
+    )]
+    NotCompleted {
         /// The tx.
         tx: TxId,
         /// How long the wallet waited.
         waited: Duration,
         /// The last state the node reported.
         state: Option<TxState>,
+        /// The last cross-city state, for a transfer to another city.
+        cross: Option<CrossState>,
+    },
+    /// The committee executed the transfer and it failed: no money moved.
+    #[error("tx {tx} failed in checkpoint {}: {:?} {}", execution.sequence, execution.outcome, execution.detail)]
+    Failed {
+        /// The tx.
+        tx: TxId,
+        /// The outcome every representative agrees on.
+        execution: TxExecution,
+    },
+    /// The cross-city transfer expired in the receiver's city and was refunded here.
+    #[error("tx {tx} expired in the receiver's city and was refunded to the sender")]
+    Refunded {
+        /// The tx.
+        tx: TxId,
+        /// Its cross-city record (with the receiver city's certified answer).
+        cross: Box<CrossTx>,
     },
 }
 
@@ -115,11 +139,13 @@ pub struct Transfer {
     pub nonce: Option<u64>,
     /// The city the sender is in.
     pub city: String,
+    /// The receiver's city when it is not `city` (a cross-city transfer); `None`: same city.
+    pub to_city: Option<String>,
     /// The sender's position (degrees).
     pub lat: f64,
     /// The sender's position (degrees).
     pub lon: f64,
-    /// How long to wait for execution.
+    /// How long to wait for Completed.
     pub wait: Duration,
 }
 
@@ -132,6 +158,11 @@ pub struct Sent {
     pub nonce: u64,
     /// How the committee executed it.
     pub execution: TxExecution,
+    /// The state reached: [`TxState::Completed`].
+    pub state: TxState,
+    /// A cross-city transfer's record with both proofs (verify them with
+    /// [`rpc::verify_cross_tx`]).
+    pub cross: Option<CrossTx>,
 }
 
 impl Sent {
@@ -141,9 +172,9 @@ impl Sent {
     }
 }
 
-/// Signs `t` with `key`, submits it to the representative `addr` and waits until that
-/// representative executed it. The clock for the tx timestamp is the caller's
-/// (`now_ms`).
+/// Signs `t` with `key`, submits it to the representative `addr` (Held) and polls that
+/// representative's `GetTx` until the transfer is Completed, failed, refunded or `t.wait`
+/// passed. The clock for the tx timestamp is the caller's (`now_ms`).
 pub async fn send(addr: &str, key: &Keypair, t: &Transfer, now_ms: u64) -> Result<Sent> {
     let node_err = |source| Error::Node {
         addr: addr.to_string(),
@@ -157,6 +188,15 @@ pub async fn send(addr: &str, key: &Keypair, t: &Transfer, now_ms: u64) -> Resul
         field: "position",
         reason: e.to_string(),
     })?;
+    let to_city = t
+        .to_city
+        .as_ref()
+        .map(|c| CityId::new(c.clone()))
+        .transpose()
+        .map_err(|e| Error::Invalid {
+            field: "to_city",
+            reason: e.to_string(),
+        })?;
     let client = connect(addr).await?;
     let nonce = match t.nonce {
         Some(n) => n,
@@ -168,7 +208,7 @@ pub async fn send(addr: &str, key: &Keypair, t: &Transfer, now_ms: u64) -> Resul
                 .nonce
         }
     };
-    let tx = Tx::fresh(
+    let mut tx = Tx::fresh(
         key.account_id(),
         t.to,
         t.amount,
@@ -178,6 +218,9 @@ pub async fn send(addr: &str, key: &Keypair, t: &Transfer, now_ms: u64) -> Resul
         position,
         PositionMethod::Gps,
     );
+    if let Some(c) = &to_city {
+        tx.payload = ledger::to_city_payload(c);
+    }
     let signed = pqc::sign_tx(tx, key);
     // UNAVAILABLE (Held's promise not kept in time; nothing of the tx stayed) is submitted
     // again with the default backoff.
@@ -186,27 +229,66 @@ pub async fn send(addr: &str, key: &Keypair, t: &Transfer, now_ms: u64) -> Resul
         .await
         .map_err(node_err)?
         .tx_id;
+    wait_completed(&client, id, t.wait)
+        .await
+        .map_err(|e| match e {
+            Waited::Node(source) => node_err(source),
+            Waited::Done(e) => e,
+        })
+        .map(|(execution, state, cross)| Sent {
+            tx: id,
+            nonce,
+            execution,
+            state,
+            cross,
+        })
+}
+
+enum Waited {
+    Node(rpc::ClientError),
+    Done(Error),
+}
+
+/// Polls `GetTx` for `id` until Completed (or a typed end).
+async fn wait_completed(
+    client: &CityClient,
+    id: TxId,
+    wait: Duration,
+) -> std::result::Result<(TxExecution, TxState, Option<CrossTx>), Waited> {
     let start = tokio::time::Instant::now();
-    let mut state = None;
+    let (mut state, mut cross_state) = (None, None);
     loop {
-        if let Some(execution) = client.execution(id).await.map_err(node_err)? {
-            return Ok(Sent {
+        let execution = client.execution(id).await.map_err(Waited::Node)?;
+        if let Some(e) = &execution
+            && e.outcome != ExecutionOutcome::Applied
+        {
+            return Err(Waited::Done(Error::Failed {
                 tx: id,
-                nonce,
-                execution,
-            });
+                execution: e.clone(),
+            }));
         }
-        if let Some(r) = client.get(id).await.map_err(node_err)? {
+        if let Some(r) = client.get(id).await.map_err(Waited::Node)? {
             state = Some(r.state);
+            cross_state = r.cross.as_ref().map(|c| c.state);
+            if let Some(c) = r.cross.as_ref().filter(|c| c.state == CrossState::Refunded) {
+                return Err(Waited::Done(Error::Refunded {
+                    tx: id,
+                    cross: Box::new(c.clone()),
+                }));
+            }
+            if let (TxState::Completed, Some(e)) = (r.state, execution) {
+                return Ok((e, r.state, r.cross));
+            }
         }
-        if start.elapsed() >= t.wait {
-            return Err(Error::NotExecuted {
+        if start.elapsed() >= wait {
+            return Err(Waited::Done(Error::NotCompleted {
                 tx: id,
-                waited: t.wait,
+                waited: wait,
                 state,
-            });
+                cross: cross_state,
+            }));
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -230,6 +312,231 @@ mod tests {
         ));
     }
 
+    use rpc::{CityApi, NodeStatus, Rejection, Submitted, TxRecord};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// One `GetTx` answer: state, execution, cross-city record.
+    type Step = (TxState, Option<TxExecution>, Option<CrossTx>);
+
+    /// A representative that answers Held, then the scripted `GetTx` answers in turn (the
+    /// last one forever).
+    struct Scripted {
+        steps: Vec<Step>,
+        at: AtomicUsize,
+    }
+
+    impl Scripted {
+        fn step(&self) -> &Step {
+            &self.steps[self.at.load(Ordering::SeqCst).min(self.steps.len() - 1)]
+        }
+    }
+
+    impl CityApi for Scripted {
+        async fn submit(
+            &self,
+            tx: dag_core::SignedTx,
+        ) -> std::result::Result<Submitted, Rejection> {
+            Ok(Submitted {
+                tx_id: tx.id(),
+                state: TxState::Held,
+                receipts: Vec::new(),
+            })
+        }
+        async fn get(&self, _id: TxId) -> std::result::Result<Option<TxRecord>, Rejection> {
+            let (state, _, cross) = self.step().clone();
+            self.at.fetch_add(1, Ordering::SeqCst);
+            Ok(Some(TxRecord {
+                tx: None,
+                state,
+                receipts: Vec::new(),
+                source: "test".into(),
+                ordering: None,
+                proof: None,
+                cross,
+            }))
+        }
+        async fn execution(
+            &self,
+            _id: TxId,
+        ) -> std::result::Result<Option<TxExecution>, Rejection> {
+            Ok(self.step().1.clone())
+        }
+        async fn status(&self) -> NodeStatus {
+            NodeStatus {
+                node_id: dag_core::NodeId::from_bytes([0; 32]),
+                role: "test".into(),
+                version: "0".into(),
+                uptime_ms: 0,
+                stored_txs: 0,
+                counters: Vec::new(),
+            }
+        }
+    }
+
+    fn exec(outcome: ExecutionOutcome) -> Option<TxExecution> {
+        Some(TxExecution {
+            sequence: 3,
+            outcome,
+            detail: String::new(),
+        })
+    }
+
+    fn cross(state: CrossState) -> Option<CrossTx> {
+        Some(CrossTx {
+            state,
+            from_city: "JP-13".into(),
+            to_city: "JP-27".into(),
+            statement: dag_core::Hash32([5; 32]),
+            transfer_out_proof: None,
+            answer_proof: None,
+        })
+    }
+
+    /// Sends one transfer through a loopback gRPC server answering `steps`.
+    async fn send_through(steps: Vec<Step>, to_city: Option<&str>, wait: Duration) -> Result<Sent> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let api = Arc::new(Scripted {
+            steps,
+            at: AtomicUsize::new(0),
+        });
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(rpc::CityNodeService::new(api).into_server())
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        let key = Keypair::generate();
+        let t = Transfer {
+            to: AccountId::from_bytes([1; 32]),
+            amount: 5,
+            nonce: Some(0),
+            city: "JP-13".into(),
+            to_city: to_city.map(str::to_string),
+            lat: 35.6895,
+            lon: 139.6917,
+            wait,
+        };
+        let out = send(&addr, &key, &t, 1_767_225_600_000).await;
+        server.abort();
+        assert!(server.await.unwrap_err().is_cancelled());
+        out
+    }
+
+    const LONG: Duration = Duration::from_secs(30);
+
+    #[tokio::test]
+    async fn send_waits_past_held_and_federated_until_completed() {
+        let applied = exec(ExecutionOutcome::Applied);
+        let s = send_through(
+            vec![
+                (TxState::Held, None, None),
+                (TxState::Ordered, None, None),
+                (TxState::Federated, applied.clone(), None),
+                (TxState::Completed, applied, None),
+            ],
+            None,
+            LONG,
+        )
+        .await
+        .unwrap();
+        assert_eq!(s.state, TxState::Completed);
+        assert!(s.applied());
+        assert_eq!(s.cross, None);
+        // Cross-city: Pending while the receiver's city works, then Completed.
+        let applied = exec(ExecutionOutcome::Applied);
+        let s = send_through(
+            vec![
+                (
+                    TxState::Federated,
+                    applied.clone(),
+                    cross(CrossState::Pending),
+                ),
+                (TxState::Completed, applied, cross(CrossState::Completed)),
+            ],
+            Some("JP-27"),
+            LONG,
+        )
+        .await
+        .unwrap();
+        assert_eq!(s.cross.unwrap().state, CrossState::Completed);
+    }
+
+    #[tokio::test]
+    async fn a_failed_outcome_a_refund_and_the_wait_are_typed_errors() {
+        let e = send_through(
+            vec![
+                (TxState::Ordered, None, None),
+                (
+                    TxState::Federated,
+                    exec(ExecutionOutcome::InsufficientFunds),
+                    None,
+                ),
+            ],
+            None,
+            LONG,
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(&e, Error::Failed { execution, .. } if execution.outcome == ExecutionOutcome::InsufficientFunds),
+            "{e}"
+        );
+        let applied = exec(ExecutionOutcome::Applied);
+        let e = send_through(
+            vec![
+                (
+                    TxState::Federated,
+                    applied.clone(),
+                    cross(CrossState::Pending),
+                ),
+                (TxState::Federated, applied, cross(CrossState::Refunded)),
+            ],
+            Some("JP-27"),
+            LONG,
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(e, Error::Refunded { .. }), "{e}");
+        // Still pending when the wait runs out.
+        let e = send_through(
+            vec![(
+                TxState::Federated,
+                exec(ExecutionOutcome::Applied),
+                cross(CrossState::Pending),
+            )],
+            Some("JP-27"),
+            Duration::from_millis(300),
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::NotCompleted {
+                    state: Some(TxState::Federated),
+                    cross: Some(CrossState::Pending),
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        // A receiver city id that is not one is refused before any call.
+        let e = send_through(vec![(TxState::Held, None, None)], Some(""), LONG)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::Invalid {
+                    field: "to_city",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+    }
+
     #[tokio::test]
     async fn bad_inputs_are_typed_before_any_call() {
         let dir = tempfile::tempdir().unwrap();
@@ -241,6 +548,7 @@ mod tests {
             amount: 1,
             nonce: Some(0),
             city: String::new(),
+            to_city: None,
             lat: 35.0,
             lon: 139.0,
             wait: Duration::from_secs(1),

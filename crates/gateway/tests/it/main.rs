@@ -24,6 +24,10 @@ struct Memory {
     history: Mutex<Vec<Arc<GatewayEvent>>>,
     live: broadcast::Sender<Arc<GatewayEvent>>,
     forget_before: u64,
+    /// Balances of a ledger; `None`: a node without one.
+    ledger: Option<HashMap<AccountId, u64>>,
+    /// Cross-city records by tx.
+    cross: Mutex<HashMap<TxId, rpc::CrossTx>>,
 }
 
 impl Memory {
@@ -33,6 +37,15 @@ impl Memory {
             history: Mutex::default(),
             live: broadcast::channel(16).0,
             forget_before,
+            ledger: None,
+            cross: Mutex::default(),
+        })
+    }
+
+    fn with_ledger(balances: HashMap<AccountId, u64>) -> Arc<Self> {
+        Arc::new(Memory {
+            ledger: Some(balances),
+            ..Arc::into_inner(Memory::new(0)).unwrap()
         })
     }
 }
@@ -72,7 +85,34 @@ impl GatewayBackend for Memory {
             source: "memory".into(),
             ordering: None,
             proof: None,
+            cross: self.cross.lock().get(&id).cloned(),
         }))
+    }
+    /// A stored tx was executed Applied in checkpoint 4 (when there is a ledger).
+    async fn execution(&self, id: TxId) -> Result<Option<rpc::TxExecution>, Rejection> {
+        Ok(self
+            .ledger
+            .as_ref()
+            .filter(|_| self.txs.lock().contains_key(&id))
+            .map(|_| rpc::TxExecution {
+                sequence: 4,
+                outcome: rpc::ExecutionOutcome::Applied,
+                detail: String::new(),
+            }))
+    }
+    async fn account(&self, account: AccountId) -> Result<rpc::AccountInfo, Rejection> {
+        let Some(l) = &self.ledger else {
+            return Err(Rejection::new(RejectCode::Unavailable, "no ledger", None));
+        };
+        let b = l.get(&account).copied();
+        Ok(rpc::AccountInfo {
+            account,
+            exists: b.is_some(),
+            balance: b.unwrap_or(0),
+            nonce: u64::from(b.is_some()),
+            version: u64::from(b.is_some()),
+            executed_checkpoints: 5,
+        })
     }
     async fn request_repair(&self, id: TxId) -> Result<RepairTicket, RepairRefused> {
         if self.txs.lock().contains_key(&id) {
@@ -410,6 +450,7 @@ fn openapi_names_every_route_and_schema() {
     for p in [
         "/v1/txs",
         "/v1/txs/{id}",
+        "/v1/accounts/{id}",
         "/v1/repair_requests",
         "/v1/repair_requests/{id}",
         "/v1/events",
@@ -423,10 +464,97 @@ fn openapi_names_every_route_and_schema() {
     for s in [
         "JsonSignedTx",
         "TxAnswer",
+        "AccountAnswer",
+        "JsonExecution",
+        "JsonCross",
         "GatewayEvent",
         "ApiError",
         "RepairTicket",
     ] {
         assert!(doc["components"]["schemas"][s].is_object(), "{s} missing");
     }
+}
+
+#[tokio::test]
+async fn accounts_and_a_txs_outcome_and_cross_state_are_read() {
+    let alice = AccountId::from_bytes([7; 32]);
+    let backend = Memory::with_ledger([(alice, 42)].into());
+    let (h, base) = start(GatewayConfig::default(), backend.clone()).await;
+    let http = reqwest::Client::new();
+    let get = |path: String| {
+        let http = http.clone();
+        async move { http.get(path).send().await.unwrap() }
+    };
+    // An account with a balance, one never credited, a malformed id.
+    let r = get(format!("{base}/v1/accounts/{}", alice.to_hex())).await;
+    assert_eq!(r.status(), 200);
+    let a: gateway::json::AccountAnswer = r.json().await.unwrap();
+    assert_eq!(
+        (
+            a.account,
+            a.exists,
+            a.balance,
+            a.nonce,
+            a.executed_checkpoints
+        ),
+        (alice.to_hex(), true, 42, 1, 5)
+    );
+    let a: gateway::json::AccountAnswer = get(format!("{base}/v1/accounts/{}", "00".repeat(32)))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!((a.exists, a.balance, a.nonce), (false, 0, 0));
+    let r = get(format!("{base}/v1/accounts/xyz")).await;
+    assert_eq!(r.status(), 400);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["code"], "MALFORMED");
+
+    // A tx: its execution outcome, and a cross-city record with its proofs (hex).
+    let tx = signed(0);
+    let r = http
+        .post(format!("{base}/v1/txs"))
+        .json(&gateway::json::JsonSignedTx::from(&tx))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{:?}", r.text().await);
+    backend.cross.lock().insert(
+        tx.id(),
+        rpc::CrossTx {
+            state: rpc::CrossState::Completed,
+            from_city: "JP-13".into(),
+            to_city: "JP-27".into(),
+            statement: dag_core::Hash32([9; 32]),
+            transfer_out_proof: Some(vec![1, 2]),
+            answer_proof: None,
+        },
+    );
+    let t: gateway::json::TxAnswer = get(format!("{base}/v1/txs/{}", tx.id().to_hex()))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let e = t.execution.unwrap();
+    assert_eq!((e.sequence, e.outcome.as_str()), (4, "applied"));
+    let c = t.cross.unwrap();
+    assert_eq!(
+        (
+            c.state.as_str(),
+            c.to_city.as_str(),
+            c.transfer_out_proof,
+            c.answer_proof
+        ),
+        ("completed", "JP-27", Some("0102".to_string()), None)
+    );
+    assert_eq!(c.statement, "09".repeat(32));
+    h.shutdown().await.unwrap();
+
+    // A node without a ledger: 503 UNAVAILABLE, and a tx answer without an outcome.
+    let (h, base) = start(GatewayConfig::default(), Memory::new(0)).await;
+    let r = get(format!("{base}/v1/accounts/{}", alice.to_hex())).await;
+    assert_eq!(r.status(), 503);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["code"], "UNAVAILABLE");
+    h.shutdown().await.unwrap();
 }

@@ -8,8 +8,9 @@ use dag_core::consensus::TestSigner;
 use dag_core::execution::CommitApplier;
 use dag_core::{AccountId, CityId, Hash32, Position, PositionMethod, Tx, TxKind, VerifiedTx};
 use ledger::{
-    CertError, CheckpointCertificates, CrossRelay, CrossSetup, FailReason, Ledger, LedgerConfig,
-    OutState, Outcome, RelayItem, Verdict, to_city_payload,
+    CertError, CheckpointCertificates, CrossProofError, CrossRelay, CrossSetup, FailReason, Ledger,
+    LedgerConfig, OutState, Outcome, ProofKind, RelayItem, Verdict, to_city_payload,
+    verify_cross_proof,
 };
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, BTreeSet};
@@ -240,6 +241,57 @@ fn escrow_credit_settle_through_committed_txs() {
     // Supply: 200 at genesis, 60 moved to the other city.
     assert_eq!(a.total_supply().unwrap() + b.total_supply().unwrap(), 200);
     assert_eq!(b.total_supply().unwrap(), 60);
+
+    // Each side kept the other city's proof it verified, and it verifies offline: B the
+    // transfer-out (credited and expired alike), A the answers; the forged relay left none.
+    let out_proof = b
+        .cross_proof(ProofKind::TransferOut, &t.id())
+        .unwrap()
+        .unwrap();
+    match verify_cross_proof(&out_proof, &*certs).unwrap() {
+        RelayItem::Out(o) => assert_eq!((o.id, o.amount, o.receiver), (t.id(), 60, bob)),
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        b.cross_proof(ProofKind::TransferOut, &late.id())
+            .unwrap()
+            .is_some()
+    );
+    assert!(b.cross_proof(ProofKind::Answer, &t.id()).unwrap().is_none());
+    let answer_proof = a.cross_proof(ProofKind::Answer, &t.id()).unwrap().unwrap();
+    match verify_cross_proof(&answer_proof, &*certs).unwrap() {
+        RelayItem::Answer { answer, .. } => {
+            assert_eq!((answer.id, answer.verdict), (t.id(), Verdict::Credited))
+        }
+        other => panic!("{other:?}"),
+    }
+    let refund_proof = a
+        .cross_proof(ProofKind::Answer, &late.id())
+        .unwrap()
+        .unwrap();
+    assert!(verify_cross_proof(&refund_proof, &*certs).is_ok());
+    // Tampered: another amount, a flipped byte of the certificate, two statements.
+    let mut r = CrossRelay::decode(&out_proof).unwrap();
+    if let RelayItem::Out(o) = &mut r.items[0].0 {
+        o.amount = 61;
+    }
+    assert!(matches!(
+        verify_cross_proof(&r.encode(), &*certs),
+        Err(CrossProofError::Certificate(_))
+    ));
+    let mut r = CrossRelay::decode(&out_proof).unwrap();
+    r.checkpoint[0] ^= 1;
+    assert!(verify_cross_proof(&r.encode(), &*certs).is_err());
+    let mut r = CrossRelay::decode(&out_proof).unwrap();
+    r.items.push(r.items[0].clone());
+    assert_eq!(
+        verify_cross_proof(&r.encode(), &*certs),
+        Err(CrossProofError::NotOneStatement(2))
+    );
+    assert!(matches!(
+        verify_cross_proof(&out_proof[..out_proof.len() - 1], &*certs),
+        Err(CrossProofError::Decode(_))
+    ));
 
     // A restarted ledger reads the same book and roots.
     let root_a = a.root_after(3).unwrap();

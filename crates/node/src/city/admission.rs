@@ -395,6 +395,7 @@ impl CityNode {
             source: "order".into(),
             ordering: None,
             proof: None,
+            cross: None,
         });
         rec.state = if proof.is_some() {
             TxState::Federated
@@ -477,6 +478,7 @@ impl CityNode {
                 source: format!("shards ({} used)", r.shards_used),
                 ordering: None,
                 proof: None,
+                cross: None,
             }),
             Err(PipelineError::UnknownTx(_)) => Err(Rejection::new(
                 RejectCode::Malformed,
@@ -823,6 +825,7 @@ impl CityNode {
                     source: "store".into(),
                     ordering: None,
                     proof: None,
+                    cross: None,
                 },
                 None => TxRecord {
                     tx: Some(tx),
@@ -831,6 +834,7 @@ impl CityNode {
                     source: "store".into(),
                     ordering: None,
                     proof: None,
+                    cross: None,
                 },
             })),
             // Not in the local store (lost or pruned) but held: restore from shards.
@@ -912,6 +916,7 @@ impl CityNode {
                     source: "archive".into(),
                     ordering: None,
                     proof: None,
+                    cross: None,
                 }))
             }
             Ok(None) => Ok(None),
@@ -952,7 +957,14 @@ impl CityApi for CityNode {
 
     async fn get(&self, id: TxId) -> std::result::Result<Option<TxRecord>, Rejection> {
         let base = self.get_local(id).await?;
-        self.with_order(id, base)
+        let rec = self.with_order(id, base)?;
+        super::cross::with_cross(
+            self.ordering.as_ref().map(|o| &*o.store),
+            self.execution.as_deref(),
+            id,
+            rec,
+        )
+        .map_err(|e| Rejection::new(RejectCode::Unavailable, e, Some(id)))
     }
 
     async fn status(&self) -> NodeStatus {

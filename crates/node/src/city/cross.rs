@@ -18,14 +18,9 @@
 
 use super::execution::Execution;
 use super::order::OrderStore;
-use dag_core::consensus::Committee;
-use dag_core::execution::combined_root;
-use dag_core::{AccountId, CityId, DecodeError, Hash32, NodeId, Reader, Tx, TxId, TxKind, Writer};
+use dag_core::{AccountId, CityId, NodeId, Tx, TxId, TxKind};
 use genesis::CityCommittee;
-use ledger::{
-    Answer, CertError, CheckpointCertificates, CrossRelay, CrossSetup, Ledger, OutState, RelayItem,
-};
-use parking_lot::Mutex;
+use ledger::{Answer, CrossRelay, CrossSetup, Ledger, OutState, RelayItem};
 use pqc::Keypair;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -36,142 +31,20 @@ use tokio::task::JoinHandle;
 /// city records it expired and the sender city refunds on that answer.
 pub const CROSS_TIMEOUT_MS: u64 = 120_000;
 
-/// A checkpoint's certificate as relayed: the certified header (2f + 1 signatures) and
-/// every state machine's root, so the receiver recomputes the header's state root.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CheckpointCert {
-    /// The certified checkpoint header.
-    pub certified: rpc::CertifiedCheckpoint,
-    /// Each state machine's root, by name.
-    pub roots: Vec<(String, Hash32)>,
-}
+pub use rpc::{CheckpointCert, GenesisCertificates};
 
-impl CheckpointCert {
-    /// u32 certificate ‖ u16 count ‖ (u8 name ‖ root 32) each.
-    pub fn encode(&self) -> Vec<u8> {
-        let mut w = Writer::default();
-        w.bytes_u32(&self.certified.encode())
-            .u16(self.roots.len().min(usize::from(u16::MAX)) as u16);
-        for (n, r) in &self.roots {
-            w.bytes_u8(&n.as_bytes()[..n.len().min(255)]).raw(&r.0);
-        }
-        w.finish()
-    }
-
-    /// Strict decoding of [`CheckpointCert::encode`].
-    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let mut r = Reader::new(bytes);
-        let certified = rpc::CertifiedCheckpoint::decode(r.bytes_u32("certificate", 1 << 20)?)?;
-        let n = r.u16("roots")?;
-        let mut roots = Vec::new();
-        for _ in 0..n {
-            let name = std::str::from_utf8(r.bytes_u8("name", 255)?)
-                .map_err(|_| DecodeError::Invalid {
-                    field: "name",
-                    reason: "not UTF-8",
-                })?
-                .to_string();
-            roots.push((name, Hash32(r.bytes32("root")?)));
-        }
-        r.finish()?;
-        Ok(CheckpointCert { certified, roots })
-    }
-}
-
-/// The directory of cities (genesis) and the check of their checkpoint certificates.
-pub struct GenesisCertificates {
-    here: String,
-    cities: BTreeMap<String, (Hash32, Committee)>,
-    /// BLAKE3 of a verified certificate → (city, ledger root): each certificate's
-    /// signatures are checked once, not once per statement.
-    verified: Mutex<HashMap<Hash32, (String, Hash32)>>,
-}
-
-impl std::fmt::Debug for GenesisCertificates {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GenesisCertificates")
-            .field("here", &self.here)
-            .field("cities", &self.cities.keys().collect::<Vec<_>>())
-            .finish()
-    }
-}
-
-/// Verified certificates remembered.
-const VERIFIED_CACHE: usize = 1024;
-
-impl GenesisCertificates {
-    /// The directory for a representative of `here`.
-    pub fn new(here: &str, cities: &BTreeMap<String, CityCommittee>) -> Self {
-        GenesisCertificates {
-            here: here.to_string(),
-            cities: cities
-                .iter()
-                .map(|(id, c)| (id.clone(), (c.city, c.committee.clone())))
-                .collect(),
-            verified: Mutex::new(HashMap::new()),
-        }
-    }
-}
-
-impl CheckpointCertificates for GenesisCertificates {
-    fn knows(&self, city: &CityId) -> bool {
-        city.as_str() != self.here && self.cities.contains_key(city.as_str())
-    }
-
-    fn verify_ledger_root(
-        &self,
-        city: &CityId,
-        ledger_root: &Hash32,
-        checkpoint: &[u8],
-    ) -> Result<(), CertError> {
-        let fail = |reason: String| CertError {
-            city: city.clone(),
-            statement: *ledger_root,
-            reason,
-        };
-        let key = Hash32(*blake3::hash(checkpoint).as_bytes());
-        if let Some((c, root)) = self.verified.lock().get(&key).cloned() {
-            return if c == city.as_str() && root == *ledger_root {
-                Ok(())
-            } else {
-                Err(fail(
-                    "the certified checkpoint has another ledger root".into(),
-                ))
-            };
-        }
-        let Some((hash, committee)) = self.cities.get(city.as_str()) else {
-            return Err(fail("unknown city".into()));
-        };
-        let cert = CheckpointCert::decode(checkpoint).map_err(|e| fail(e.to_string()))?;
-        if cert.certified.header.city != *hash {
-            return Err(fail("the checkpoint is another city's".into()));
-        }
-        let named: Vec<(&str, Hash32)> = cert.roots.iter().map(|(n, r)| (n.as_str(), *r)).collect();
-        if combined_root(&named) != cert.certified.header.state_hash {
-            return Err(fail(
-                "the roots do not give the certified state root".into(),
-            ));
-        }
-        let Some((_, ledger)) = cert.roots.iter().find(|(n, _)| n == "ledger") else {
-            return Err(fail("no ledger root in the checkpoint".into()));
-        };
-        cert.certified
-            .verify(committee)
-            .map_err(|e| fail(e.to_string()))?;
-        {
-            let mut v = self.verified.lock();
-            if v.len() >= VERIFIED_CACHE {
-                v.clear();
-            }
-            v.insert(key, (city.as_str().to_string(), *ledger));
-        }
-        if ledger != ledger_root {
-            return Err(fail(
-                "the certified checkpoint has another ledger root".into(),
-            ));
-        }
-        Ok(())
-    }
+/// The directory of the genesis `cities` and the check of their certificates, for a
+/// representative of `here` (`None`: an outside verifier, to which every city is known).
+pub fn genesis_certificates(
+    here: Option<&str>,
+    cities: &BTreeMap<String, CityCommittee>,
+) -> GenesisCertificates {
+    GenesisCertificates::new(
+        here,
+        cities
+            .iter()
+            .map(|(id, c)| (id.clone(), c.city, c.committee.clone())),
+    )
 }
 
 /// Enables cross-city transfers on `ledger` for `here` with the genesis `cities`.
@@ -179,7 +52,7 @@ pub(crate) fn enable(ledger: &Ledger, here: &str, cities: &BTreeMap<String, City
     match CityId::new(here.to_string()) {
         Ok(city) => ledger.enable_cross(CrossSetup {
             city,
-            certs: Arc::new(GenesisCertificates::new(here, cities)),
+            certs: Arc::new(genesis_certificates(Some(here), cities)),
             timeout_ms: CROSS_TIMEOUT_MS,
         }),
         Err(_) => tracing::error!(here, "cross-city transfers off: the city id is not valid"),
@@ -412,22 +285,7 @@ impl Relayer {
 
     /// The certificate of checkpoint `seq` (federated).
     fn certificate(&self, seq: u64) -> Result<Vec<u8>, String> {
-        let (proof, _) = self
-            .order
-            .federated(seq)
-            .map_err(|e| e.to_string())?
-            .ok_or("not federated")?;
-        let proof = rpc::FederationProof::decode(&proof).map_err(|e| e.to_string())?;
-        let rec = self
-            .exec
-            .checkpoint(seq)
-            .map_err(|e| e.to_string())?
-            .ok_or("not executed")?;
-        Ok(CheckpointCert {
-            certified: proof.certified,
-            roots: rec.roots,
-        }
-        .encode())
+        certificate(&self.order, &self.exec, seq)?.ok_or_else(|| "not federated".into())
     }
 
     /// Submits to one of `city`'s representatives, the next one on failure.
@@ -456,6 +314,202 @@ impl Relayer {
         }
         false
     }
+}
+
+/// The certificate of this city's checkpoint `seq` ([`CheckpointCert`] bytes): the header
+/// certificate from this node's federation proof and the roots it executed. `None` while
+/// not federated (or not executed) here.
+fn certificate(order: &OrderStore, exec: &Execution, seq: u64) -> Result<Option<Vec<u8>>, String> {
+    let Some((proof, _)) = order.federated(seq).map_err(|e| e.to_string())? else {
+        return Ok(None);
+    };
+    let proof = rpc::FederationProof::decode(&proof).map_err(|e| e.to_string())?;
+    let Some(rec) = exec.checkpoint(seq).map_err(|e| e.to_string())? else {
+        return Ok(None);
+    };
+    Ok(Some(
+        CheckpointCert {
+            certified: proof.certified,
+            roots: rec.roots,
+        }
+        .encode(),
+    ))
+}
+
+/// This city's own certified statement about transfer `id` from its checkpoint `seq`
+/// (kind 1: the transfer-out it escrowed, 2: its answer to a transfer-in), as
+/// [`ledger::cross_proof`] bytes. `None` while that checkpoint is not federated here.
+fn own_proof(
+    order: &OrderStore,
+    exec: &Execution,
+    ledger: &Ledger,
+    book: &ledger::CrossBook,
+    seq: u64,
+    kind: u8,
+    id: &TxId,
+) -> Result<Option<Vec<u8>>, String> {
+    let Some(parts) = ledger.cross_statements(seq).map_err(|e| e.to_string())? else {
+        return Ok(None);
+    };
+    let Some(i) = parts
+        .entries
+        .iter()
+        .position(|e| e.kind == kind && e.id == *id)
+    else {
+        return Err(format!("checkpoint {seq} emitted no statement for {id}"));
+    };
+    let item = match kind {
+        1 => RelayItem::Out(
+            book.out(id)
+                .ok_or("the transfer-out is not in the book")?
+                .0
+                .clone(),
+        ),
+        _ => {
+            let (transfer, verdict) = book
+                .in_record(id)
+                .ok_or("the transfer-in is not in the book")?;
+            let out = ledger
+                .cross_proof(ledger::ProofKind::TransferOut, id)
+                .map_err(|e| e.to_string())?
+                .ok_or("the verified transfer-out is not stored")?;
+            let from = CrossRelay::decode(&out)
+                .map_err(|e| e.to_string())?
+                .from_city;
+            RelayItem::Answer {
+                answer: Answer {
+                    transfer,
+                    id: *id,
+                    from_city: book.city().clone(),
+                    verdict,
+                },
+                to_city: from,
+            }
+        }
+    };
+    if item.statement() != parts.entries[i].statement {
+        return Err(format!(
+            "checkpoint {seq}: the statement for {id} does not match the book"
+        ));
+    }
+    let proof = parts.proof(i).ok_or("no inclusion path")?;
+    let Some(cert) = certificate(order, exec, seq)? else {
+        return Ok(None);
+    };
+    Ok(Some(ledger::cross_proof(
+        book.city().clone(),
+        cert,
+        item,
+        proof,
+    )))
+}
+
+/// `GetTx`'s cross-city part (the rule is in `TX_STATE_COMPLETED`, proto/city.proto):
+/// - sender city (this ledger escrowed `id`): `cross` with its state, the transfer-out proof
+///   from its own federated escrow checkpoint and the answer proof it verified when it
+///   settled; Completed once settled Completed with both proofs;
+/// - receiver city (this ledger verified a transfer-out `id`): the record is built from the
+///   cross record alone (no tx body here); Completed once Credited and the answering
+///   checkpoint is federated (then both proofs are present);
+/// - same-city FRESH_TX: Completed once Federated and executed Applied.
+pub(crate) fn with_cross(
+    order: Option<&OrderStore>,
+    exec: Option<&Execution>,
+    id: TxId,
+    rec: Option<rpc::TxRecord>,
+) -> Result<Option<rpc::TxRecord>, String> {
+    let (Some(order), Some(exec)) = (order, exec) else {
+        return Ok(rec);
+    };
+    let Some(ledger) = exec.ledger() else {
+        return Ok(rec);
+    };
+    let err = |e: ledger::Error| e.to_string();
+    if let Some(escrow) = ledger.escrowed_at(&id).map_err(err)? {
+        let Some(mut rec) = rec else {
+            return Ok(None);
+        };
+        let book = ledger.cross_book().map_err(err)?.ok_or("no cross book")?;
+        let Some((t, state)) = book.out(&id) else {
+            return Ok(Some(rec));
+        };
+        let state = match state {
+            OutState::Pending => rpc::CrossState::Pending,
+            OutState::Completed => rpc::CrossState::Completed,
+            OutState::Refunded => rpc::CrossState::Refunded,
+        };
+        let cross = rpc::CrossTx {
+            state,
+            from_city: t.from_city.as_str().to_string(),
+            to_city: t.to_city.as_str().to_string(),
+            statement: t.statement(),
+            transfer_out_proof: own_proof(order, exec, ledger, &book, escrow, 1, &id)?,
+            answer_proof: ledger
+                .cross_proof(ledger::ProofKind::Answer, &id)
+                .map_err(err)?,
+        };
+        if state == rpc::CrossState::Completed
+            && cross.transfer_out_proof.is_some()
+            && cross.answer_proof.is_some()
+        {
+            rec.state = rpc::TxState::Completed;
+        }
+        rec.cross = Some(cross);
+        return Ok(Some(rec));
+    }
+    if let Some(out) = ledger
+        .cross_proof(ledger::ProofKind::TransferOut, &id)
+        .map_err(err)?
+    {
+        let book = ledger.cross_book().map_err(err)?.ok_or("no cross book")?;
+        let Some((statement, verdict)) = book.in_record(&id) else {
+            return Ok(rec);
+        };
+        let relay = CrossRelay::decode(&out).map_err(|e| e.to_string())?;
+        let answer_proof = match ledger.answered_at(&id).map_err(err)? {
+            Some(seq) => own_proof(order, exec, ledger, &book, seq, 2, &id)?,
+            None => None,
+        };
+        let state = match (verdict, answer_proof.is_some()) {
+            (ledger::Verdict::Credited, true) => rpc::TxState::Completed,
+            (_, true) => rpc::TxState::Federated,
+            (_, false) => rpc::TxState::Ordered,
+        };
+        let mut rec = rec.unwrap_or_else(|| rpc::TxRecord {
+            tx: None,
+            state,
+            receipts: Vec::new(),
+            source: "cross".into(),
+            ordering: None,
+            proof: None,
+            cross: None,
+        });
+        rec.state = state;
+        rec.cross = Some(rpc::CrossTx {
+            state: match verdict {
+                ledger::Verdict::Credited => rpc::CrossState::Credited,
+                ledger::Verdict::Expired => rpc::CrossState::Expired,
+            },
+            from_city: relay.from_city.as_str().to_string(),
+            to_city: book.city().as_str().to_string(),
+            statement,
+            transfer_out_proof: Some(out),
+            answer_proof,
+        });
+        return Ok(Some(rec));
+    }
+    if let Some(mut r) = rec {
+        if r.state == rpc::TxState::Federated
+            && matches!(
+                ledger.outcome(&id).map_err(err)?,
+                Some((_, ledger::Outcome::Applied))
+            )
+        {
+            r.state = rpc::TxState::Completed;
+        }
+        return Ok(Some(r));
+    }
+    Ok(None)
 }
 
 /// A relay SYSTEM_TX signed by `key`.
@@ -547,6 +601,10 @@ impl rpc::CrossCityApi for CrossView {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use dag_core::Hash32;
+    use dag_core::consensus::Committee;
+    use dag_core::execution::combined_root;
+    use ledger::CheckpointCertificates;
     use rpc::{CertifiedCheckpoint, CheckpointHeader, sign_share};
 
     fn committee_of(keys: &[Keypair], city: &str, base: u16) -> CityCommittee {
@@ -589,6 +647,142 @@ mod tests {
         .encode()
     }
 
+    fn fresh(from: &Keypair, to: AccountId, amount: u64, nonce: u64) -> dag_core::VerifiedTx {
+        pqc::sign_tx(
+            Tx::fresh(
+                from.account_id(),
+                to,
+                amount,
+                nonce,
+                1_767_225_600_000,
+                CityId::new("JP-27").unwrap(),
+                dag_core::Position::from_degrees(34.6937, 135.5023).unwrap(),
+                dag_core::PositionMethod::Gps,
+            ),
+            from,
+        )
+        .verify(&pqc::MlDsa87)
+        .unwrap()
+    }
+
+    fn record(state: rpc::TxState) -> rpc::TxRecord {
+        rpc::TxRecord {
+            tx: None,
+            state,
+            receipts: Vec::new(),
+            source: "order".into(),
+            ordering: None,
+            proof: None,
+            cross: None,
+        }
+    }
+
+    /// `GetTx`'s cross-city part over a real ledger of Osaka: a same-city transfer is
+    /// Completed once Federated and Applied (not a failed one, not before federation); a
+    /// transfer-in certified by Tokyo's genesis committee is answered without its body,
+    /// with the verified transfer-out proof, Credited, and not Completed while Osaka's
+    /// answering checkpoint is not federated.
+    #[test]
+    fn get_tx_completes_applied_federated_transfers_and_answers_a_transfer_in_without_its_body() {
+        let dir = tempfile::tempdir().unwrap();
+        let alice = Keypair::generate();
+        let bob = AccountId::from_bytes([0xb0; 32]);
+        let alloc: BTreeMap<AccountId, u64> = [(alice.account_id(), 1_000)].into();
+        let (appliers, ledger) =
+            super::super::execution::state_machines(dir.path(), &alloc).unwrap();
+        let exec = Execution::open(
+            &dir.path().join("execution.redb"),
+            appliers,
+            Some(ledger.clone()),
+        )
+        .unwrap();
+        let order = OrderStore::open(&dir.path().join("order.redb")).unwrap();
+        let tokyo: Vec<Keypair> = (0..4).map(|_| Keypair::generate()).collect();
+        let osaka: Vec<Keypair> = (0..4).map(|_| Keypair::generate()).collect();
+        let cities: BTreeMap<String, CityCommittee> = [
+            ("JP-13".to_string(), committee_of(&tokyo, "JP-13", 7000)),
+            ("JP-27".to_string(), committee_of(&osaka, "JP-27", 7100)),
+        ]
+        .into();
+        enable(&ledger, "JP-27", &cities);
+
+        // A transfer-out of Tokyo, the only statement of a checkpoint Tokyo certified.
+        let t = ledger::CrossTransfer {
+            id: TxId::from_bytes([7; 32]),
+            from_city: CityId::new("JP-13").unwrap(),
+            to_city: CityId::new("JP-27").unwrap(),
+            sender: AccountId::from_bytes([8; 32]),
+            receiver: bob,
+            amount: 25,
+            deadline_ms: 1_000_000,
+        };
+        let proof = ledger::StatementProof {
+            chain: Hash32([1; 32]),
+            book_root: Hash32([2; 32]),
+            size: 1,
+            index: 0,
+            path: Vec::new(),
+        };
+        let root = proof.ledger_root(&t.statement()).unwrap();
+        let relay = CrossRelay {
+            from_city: t.from_city.clone(),
+            checkpoint: cert(
+                "JP-13",
+                &[("dpos", Hash32([3; 32])), ("ledger", root)],
+                &tokyo[..3],
+            ),
+            items: vec![(RelayItem::Out(t.clone()), proof)],
+        };
+        let relay = relay_tx(&Keypair::generate(), 1, &t.to_city, &relay)
+            .verify(&pqc::MlDsa87)
+            .unwrap();
+        let ok = fresh(&alice, bob, 100, 0);
+        let over = fresh(&alice, bob, 5_000, 1);
+        dag_core::execution::CommitApplier::apply(
+            &*ledger,
+            0,
+            2_000,
+            &[ok.clone(), over.clone(), relay],
+        )
+        .unwrap();
+
+        let get = |id: TxId, rec: Option<rpc::TxRecord>| {
+            with_cross(Some(&order), Some(&exec), id, rec).unwrap()
+        };
+        use rpc::TxState::{Completed, Federated, Ordered};
+        assert_eq!(
+            get(ok.id(), Some(record(Federated))).unwrap().state,
+            Completed
+        );
+        assert_eq!(get(ok.id(), Some(record(Ordered))).unwrap().state, Ordered);
+        assert_eq!(
+            get(over.id(), Some(record(Federated))).unwrap().state,
+            Federated
+        );
+        assert_eq!(get(TxId::from_bytes([9; 32]), None), None);
+
+        let r = get(t.id, None).unwrap();
+        assert_eq!((r.tx, r.source.as_str(), r.state), (None, "cross", Ordered));
+        let c = r.cross.unwrap();
+        assert_eq!(c.state, rpc::CrossState::Credited);
+        assert_eq!(
+            (c.from_city.as_str(), c.to_city.as_str()),
+            ("JP-13", "JP-27")
+        );
+        assert_eq!(c.statement, t.statement());
+        assert_eq!(
+            c.answer_proof, None,
+            "Osaka's answering checkpoint is not federated"
+        );
+        let outside = genesis_certificates(None, &cities);
+        match ledger::verify_cross_proof(c.transfer_out_proof.as_ref().unwrap(), &outside).unwrap()
+        {
+            RelayItem::Out(o) => assert_eq!(o, t),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(ledger.account(&bob).unwrap().unwrap().balance, 125);
+    }
+
     #[test]
     fn only_a_quorum_certified_checkpoint_of_that_city_vouches_for_its_ledger_root() {
         let tokyo: Vec<Keypair> = (0..4).map(|_| Keypair::generate()).collect();
@@ -598,7 +792,7 @@ mod tests {
             ("JP-27".to_string(), committee_of(&osaka, "JP-27", 7100)),
         ]
         .into();
-        let dir = GenesisCertificates::new("JP-27", &cities);
+        let dir = genesis_certificates(Some("JP-27"), &cities);
         let (tk, os) = (CityId::new("JP-13").unwrap(), CityId::new("JP-27").unwrap());
         assert!(dir.knows(&tk));
         assert!(!dir.knows(&os), "a city is not another city to itself");

@@ -299,6 +299,14 @@ impl GatewayBackend for CityGateway {
             .find(|s| s.stripe_id == id))
     }
 
+    async fn execution(&self, id: TxId) -> Result<Option<rpc::TxExecution>, Rejection> {
+        CityApi::execution(&*self.node, id).await
+    }
+
+    async fn account(&self, account: dag_core::AccountId) -> Result<rpc::AccountInfo, Rejection> {
+        CityApi::account(&*self.node, account).await
+    }
+
     fn repair_latencies(&self) -> Vec<TierLatency> {
         self.repairs.latencies()
     }
