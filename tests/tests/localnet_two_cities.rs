@@ -10,7 +10,10 @@
 //! come back. Checked over gRPC only, on **every** representative of both cities:
 //! - every cross-city transfer Completed in its sender city and Credited in its receiver
 //!   city (`CrossCityService`), the same certified statement on both sides;
-//! - every same-city transfer executed Applied (`GetTx`);
+//! - every tx executed Applied (`GetTx`) and answered Completed by `GetTx` in its city and,
+//!   for a cross-city transfer, in the receiver's city too (every tenth one's two proofs —
+//!   the sender committee's transfer-out, the receiver committee's answer — verified
+//!   offline against the genesis file);
 //! - every balance equals a reference ledger computed here from what was sent; the total
 //!   supply is unchanged (so nothing is left in escrow, nothing created);
 //! - every tx's executing checkpoint has the same state root on every representative of
@@ -432,6 +435,8 @@ async fn two_city_localnet_completes_every_transfer_once_through_a_kill_9_in_eac
 
     // Every tx of each city: executed on every representative of its city, in the same
     // checkpoint with the same state root; same-city transfers Applied.
+    let genesis = node::genesis::Genesis::load(&net.genesis_path()).unwrap();
+    let certs = node::genesis_certificates(None, &genesis.cities);
     for side in 0..2 {
         let clients = futures::future::join_all(
             reps[side]
@@ -439,9 +444,11 @@ async fn two_city_localnet_completes_every_transfer_once_through_a_kill_9_in_eac
                 .map(|r| async move { CityClient::connect(r).await.unwrap() }),
         )
         .await;
-        let (clients, city) = (&clients, cities[side]);
-        futures::stream::iter(held[side].iter())
-            .for_each_concurrent(16, |(id, _)| async move {
+        let receiver = CityClient::connect(&reps[1 - side][0]).await.unwrap();
+        let (clients, city, receiver) = (&clients, cities[side], &receiver);
+        let (certs, is_cross) = (&certs, &is_cross[side]);
+        futures::stream::iter(held[side].iter().enumerate())
+            .for_each_concurrent(16, |(k, (id, _))| async move {
                 let seen = futures::future::join_all(clients.iter().map(|c| async move {
                     let t0 = Instant::now();
                     loop {
@@ -470,6 +477,28 @@ async fn two_city_localnet_completes_every_transfer_once_through_a_kill_9_in_eac
                     roots.iter().all(|r| *r == roots[0]),
                     "{city}: tx {id} executed differently across the committee: {roots:?}"
                 );
+                // GetTx answers Completed in the sender's city and, for a cross-city
+                // transfer, in the receiver's (without the body there); every tenth one's
+                // two proofs are verified offline against the genesis committees.
+                let cross = is_cross[id];
+                let mut sides = vec![&clients[0]];
+                if cross {
+                    sides.push(receiver);
+                }
+                for (n, c) in sides.into_iter().enumerate() {
+                    let rec = c.get(*id).await.unwrap().unwrap();
+                    assert_eq!(
+                        rec.state,
+                        rpc::TxState::Completed,
+                        "{city} tx {id} side {n}"
+                    );
+                    assert_eq!(rec.cross.is_some(), cross, "{city} tx {id} side {n}");
+                    if let Some(x) = rec.cross.filter(|_| k % 10 == 0) {
+                        let proven = rpc::verify_cross_tx(&x, certs)
+                            .unwrap_or_else(|e| panic!("{city} tx {id} side {n}: {e}"));
+                        assert!(proven.credited() && proven.transfer.id == *id);
+                    }
+                }
             })
             .await;
     }

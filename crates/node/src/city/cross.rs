@@ -79,7 +79,10 @@ impl Default for RelayerConfig {
     fn default() -> Self {
         RelayerConfig {
             poll: Duration::from_millis(100),
-            retry: Duration::from_secs(5),
+            // A cross-city round trip (the receiver holds, orders, executes and federates
+            // the relay, then the answer comes back the same way) takes 15–30 s on a
+            // loaded 2-core localnet: the first copy is resent after that, not before.
+            retry: Duration::from_secs(15),
             submit_timeout: Duration::from_secs(10),
         }
     }
@@ -172,13 +175,25 @@ impl Relayer {
             let mut by_seq: BTreeMap<u64, Vec<TxId>> = BTreeMap::new();
             let now = Instant::now();
             for t in book.pending() {
-                let (at, wait) = *due.entry(t.id).or_insert((now + first_wait, first_wait));
+                // The clock of a transfer-out starts when it is first seen federated (when
+                // it was relayed), not at its escrow: federation itself takes seconds under
+                // load, and a retry before the first relay could be answered only adds
+                // copies for the receiver city to hold and order.
+                let (at, wait) = match due.get(&t.id) {
+                    Some(d) => *d,
+                    None => {
+                        if let Ok(Some(seq)) = self.ledger.escrowed_at(&t.id)
+                            && seq < upto
+                        {
+                            due.insert(t.id, (now + first_wait, first_wait));
+                        }
+                        continue;
+                    }
+                };
                 if now < at {
                     continue;
                 }
-                if let Ok(Some(seq)) = self.ledger.escrowed_at(&t.id)
-                    && seq < upto
-                {
+                if let Ok(Some(seq)) = self.ledger.escrowed_at(&t.id) {
                     by_seq.entry(seq).or_default().push(t.id);
                     let wait = (wait * 2).min(MAX_RETRY);
                     due.insert(t.id, (now + wait, wait));
