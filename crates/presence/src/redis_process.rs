@@ -70,8 +70,30 @@ impl RedisProcess {
         Ok(p)
     }
 
+    /// The working directory of a process not given a `--dir`: its own under the system
+    /// temp dir (removed on drop), so a replica's full sync or a `SAVE` never writes
+    /// `dump.rdb` into the current directory.
+    fn own_dir(&self) -> Option<std::path::PathBuf> {
+        (!self.extra.iter().any(|a| a == "--dir")).then(|| {
+            std::env::temp_dir().join(format!(
+                "citychain-redis-{}-{}",
+                std::process::id(),
+                self.port
+            ))
+        })
+    }
+
     fn spawn(&mut self) -> Result<()> {
+        let mut dir_args = Vec::new();
+        if let Some(d) = self.own_dir() {
+            std::fs::create_dir_all(&d).map_err(|source| Error::Io {
+                what: format!("creating {}", d.display()),
+                source,
+            })?;
+            dir_args = vec!["--dir".to_string(), d.display().to_string()];
+        }
         let child = Command::new("redis-server")
+            .args(&dir_args)
             .args([
                 "--port",
                 &self.port.to_string(),
@@ -160,6 +182,9 @@ impl RedisProcess {
 impl Drop for RedisProcess {
     fn drop(&mut self) {
         self.kill();
+        if let Some(d) = self.own_dir() {
+            let _ = std::fs::remove_dir_all(d);
+        }
     }
 }
 
