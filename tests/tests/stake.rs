@@ -234,7 +234,7 @@ async fn the_running_consensus_hands_over_to_the_elected_committee_at_the_term_b
         },
         ..DevnetConfig::default()
     };
-    let net = Devnet::start(cfg, dir.path()).await.unwrap();
+    let mut net = Devnet::start(cfg, dir.path()).await.unwrap();
     assert!(net.wait_for_lights(6, Duration::from_secs(20)).await);
     let client = CityClient::connect(&net.rep(1).unwrap().addr().to_string())
         .await
@@ -377,6 +377,46 @@ async fn the_running_consensus_hands_over_to_the_elected_committee_at_the_term_b
         "epoch change at checkpoint {first}: last commit of the old committee → first commit of \
          the new one, per member of the new committee: {latencies:?} ms"
     );
+
+    // A member of the new committee crashes and restarts: it rebuilds epoch 1's driver
+    // from its persisted epoch state and records, and follows the same chain.
+    net.kill_rep(3).await;
+    let order1 = net.rep(1).unwrap().node().order_store().unwrap().clone();
+    let before = order1.committed();
+    net.start_rep(3).await.unwrap();
+    let st3 = *net
+        .rep(3)
+        .unwrap()
+        .representative()
+        .unwrap()
+        .status()
+        .borrow();
+    assert_eq!(st3.epoch_first_seq, first, "{st3:?}");
+    assert_eq!(
+        net.rep(3)
+            .unwrap()
+            .representative()
+            .unwrap()
+            .committee()
+            .epoch(),
+        1
+    );
+    let order3 = net.rep(3).unwrap().node().order_store().unwrap().clone();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while order3.committed() < before + 3 {
+        assert!(
+            Instant::now() < deadline,
+            "the restarted member does not follow"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for seq in 0..before + 3 {
+        let a = order1.checkpoint(seq).unwrap().map(|c| c.checkpoint.hash());
+        let b = order3.checkpoint(seq).unwrap().map(|c| c.checkpoint.hash());
+        if a.is_some() {
+            assert_eq!(a, b, "checkpoint {seq} after the restart");
+        }
+    }
 
     // The removed representative's proposals are refused by the new committee's members.
     let c = ConsensusClient::lazy(

@@ -986,6 +986,9 @@ pub async fn spawn_representative(
         batch_interval_ms: cfg
             .batch_interval
             .map_or(cfg.consensus.proposal_interval_ms, |r| r.start_ms),
+        epoch: state.epoch,
+        epoch_first_seq: state.start.next_sequence,
+        removed,
         ..RepresentativeStatus::default()
     });
     let (committee_tx, committee_rx) = tokio::sync::watch::channel(consensus.committee().clone());
