@@ -7,10 +7,11 @@
 //!
 //! The first test checks the stake state's switch; its newcomer has no node (dpos's
 //! `RegisterNode` carries no address), so consensus keeps its committee into the next epoch.
-//! The second checks the handover of the running consensus among genesis members: the term
-//! ends, the slashed representative leaves, the remaining three (re-weighted by a
-//! delegation) run the next epoch, commits continue without a gap, and the removed one's
-//! proposals are refused.
+//! The second checks the handover of the running consensus among genesis members: one
+//! representative equivocates (test hook) and is slashed through the automatic evidence →
+//! DoubleSign path, the term ends, it leaves, the remaining three (re-weighted by a
+//! delegation) run the next epoch, commits continue without a gap (also across a member's
+//! crash and restart), and the removed one's proposals are refused.
 
 #![allow(clippy::unwrap_used)]
 
@@ -226,9 +227,12 @@ async fn the_running_consensus_hands_over_to_the_elected_committee_at_the_term_b
         batch_interval_ms: Some(50),
         // Plain links: the test below delivers a consensus message as representative 0.
         tls: false,
+        // Representative 0 equivocates on every proposal (the test hook): its peers catch
+        // it, report a DoubleSign tx on their own, and dpos slashes it.
+        equivocating_rep: Some(0),
         accounts: vec![(voter.account_id(), 1_000 * TOKEN)],
         dpos: dpos::DposConfig {
-            term_ms: 6_000,
+            term_ms: 8_000,
             stake_lock_ms: 1_000,
             ..dpos::DposConfig::default()
         },
@@ -263,23 +267,26 @@ async fn the_running_consensus_hands_over_to_the_elected_committee_at_the_term_b
         ),
     )
     .await;
-    // Representative 0 signed two different batch headers for one round.
+    // Nobody submits evidence here: the equivocation is caught by consensus, reported as a
+    // DoubleSign tx by the representative that saw both batches, and applied.
     let k0 = net.rep_key(0).unwrap().clone();
-    let evidence = DoubleSignEvidence::new(
-        SlashLevel::City,
-        SignedHeaderDigest::sign(SlashLevel::City, 7, Hash32([1; 32]), &k0),
-        SignedHeaderDigest::sign(SlashLevel::City, 7, Hash32([2; 32]), &k0),
-    )
-    .unwrap();
-    apply_at(
-        &net,
-        1,
-        &client,
-        sys(&voter, 1, SystemPayload::DoubleSign(evidence)),
-    )
-    .await;
+    let stake1 = net.rep(1).unwrap().stake().unwrap().clone();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while stake1.read(|s| s.is_active(&reps[0])).unwrap() {
+        assert!(
+            Instant::now() < deadline,
+            "the equivocation was never slashed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        stake1.read(|s| s.term().index).unwrap(),
+        0,
+        "slashed within term 0"
+    );
+    assert!(stake1.read(|s| s.stake_of(&reps[0])).unwrap() < TOKEN);
 
-    // The term ends 6 s after checkpoint 0: every representative's consensus reaches the
+    // The term ends 8 s after checkpoint 0: every representative's consensus reaches the
     // boundary; 1–3 start epoch 1, 0 is left out.
     let deadline = Instant::now() + Duration::from_secs(60);
     for i in 0..4 {
@@ -297,7 +304,6 @@ async fn the_running_consensus_hands_over_to_the_elected_committee_at_the_term_b
         }
     }
     // The committee in consensus is the elected one: 1, 2, 3 with their dpos stakes.
-    let stake1 = net.rep(1).unwrap().stake().unwrap().clone();
     let elected = stake1.committee().unwrap();
     assert_eq!(stake1.read(|s| s.term().index).unwrap(), 1);
     assert_eq!(elected.size(), 3, "the slashed representative left");

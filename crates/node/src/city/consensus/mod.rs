@@ -96,6 +96,10 @@ pub struct RepresentativeConfig {
     pub links: rpc::tls::LinkSecurity,
     /// How the committee changes at term boundaries (None: one committee forever).
     pub epochs: Option<EpochPlan>,
+    /// **Test hook, never for production**: this representative equivocates — each of its
+    /// proposals goes to one peer as a second, different batch for the same round, signed
+    /// with its key — so tests can run evidence → `DoubleSign` → slashing end to end. Off.
+    pub equivocate_for_test: bool,
 }
 
 impl RepresentativeConfig {
@@ -119,6 +123,7 @@ impl RepresentativeConfig {
             batch_interval: Some(dag_core::BatchInterval::default()),
             links: rpc::tls::LinkSecurity::default(),
             epochs: None,
+            equivocate_for_test: false,
         }
     }
 
@@ -254,6 +259,7 @@ struct Driver {
     switch_task: Option<JoinHandle<()>>,
     removed: bool,
     committee_tx: tokio::sync::watch::Sender<Committee>,
+    equivocate: bool,
     store: Option<RecordStore>,
     peers: HashMap<NodeId, Peer>,
     commits: mpsc::UnboundedSender<CommittedEvent>,
@@ -298,14 +304,29 @@ impl Driver {
                 Output::Broadcast(m) => {
                     let bytes = Arc::new(m.encode());
                     let committee = self.consensus.committee();
-                    let ids: Vec<NodeId> = self
+                    let mut ids: Vec<NodeId> = self
                         .peers
                         .keys()
                         .filter(|id| committee.authority(id).is_some())
                         .copied()
                         .collect();
+                    ids.sort();
+                    let twin = match &m {
+                        Message::Propose(b) if self.equivocate => {
+                            // The test hook: the last peer sees another batch for the round.
+                            let mut h = b.header.clone();
+                            h.timestamp_ms = h.timestamp_ms.wrapping_add(1);
+                            let t = dag_core::consensus::SignedBatch::sign(h, &self.key);
+                            Some(Arc::new(Message::Propose(t).encode()))
+                        }
+                        _ => None,
+                    };
+                    let last = ids.last().copied();
                     for to in ids {
-                        self.send(&to, &bytes);
+                        match &twin {
+                            Some(t) if Some(to) == last => self.send(&to, t),
+                            _ => self.send(&to, &bytes),
+                        }
                     }
                 }
                 Output::Send { to, message } => self.send(&to, &Arc::new(message.encode())),
@@ -994,6 +1015,7 @@ pub async fn spawn_representative(
     let (committee_tx, committee_rx) = tokio::sync::watch::channel(consensus.committee().clone());
     let driver = Driver {
         committee_tx,
+        equivocate: cfg.equivocate_for_test,
         status: status_tx,
         committed: 0,
         previous: None,
