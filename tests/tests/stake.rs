@@ -326,7 +326,7 @@ async fn the_running_consensus_hands_over_to_the_elected_committee_at_the_term_b
         &client,
         sys(
             &voter,
-            2,
+            1,
             SystemPayload::Delegate {
                 validator: reps[2],
                 amount: TOKEN,
