@@ -1065,7 +1065,7 @@ fn sim_reconfig_replays_exactly_from_its_seed() {
 }
 
 #[test]
-fn sim_reconfig_without_the_epoch_tag_an_old_batch_is_a_double_sign() {
+fn sim_reconfig_batches_of_two_epochs_are_no_double_sign() {
     // Why batches carry their epoch: the same author signs round 0 in epoch 0 and again in
     // epoch 1 (rounds start at 0 in each epoch). With the epoch in the header and in the
     // signed round, the two are no equivocation, and a batch of one epoch does not verify
