@@ -228,6 +228,7 @@ async fn consensus_takes_the_sender_from_the_tls_peer() {
     // A node outside the committee, under its own (authentic) name.
     let outsider = Keypair::generate();
     let header = BatchHeader {
+        epoch: 0,
         round: 0,
         author: outsider.node_id(),
         timestamp_ms: 1,

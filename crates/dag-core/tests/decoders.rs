@@ -54,6 +54,7 @@ fn tx() -> Tx {
 
 fn header(round: u64, author: u8, weak: bool) -> BatchHeader {
     BatchHeader {
+        epoch: 0,
         round,
         author: NodeId::from_bytes([author; 32]),
         timestamp_ms: 1_000,

@@ -56,6 +56,9 @@ pub struct DevnetConfig {
     pub audit: node::AuditConfig,
     /// The DPoS rules every representative runs (e.g. a term of seconds in tests).
     pub dpos: dpos::DposConfig,
+    /// Test hook: this representative equivocates on every proposal (see
+    /// `node::city::consensus::RepresentativeConfig::equivocate_for_test`).
+    pub equivocating_rep: Option<usize>,
     /// Node links over mutual TLS (X25519MLKEM768, NodeId-bound certificates in each data
     /// dir), as the binary runs them; `false` runs them plaintext as `--insecure` would.
     /// With TLS, light nodes take shards only from the committee in the genesis file.
@@ -115,6 +118,7 @@ impl Default for DevnetConfig {
             accounts: Vec::new(),
             audit: node::AuditConfig::default(),
             dpos: dpos::DposConfig::default(),
+            equivocating_rep: None,
             tls: true,
             admitted_lights: None,
         }
@@ -466,6 +470,7 @@ impl Devnet {
             genesis: Some(self.genesis.clone()),
             batch_interval_ms: self.cfg.batch_interval_ms,
             dpos: self.cfg.dpos.clone(),
+            equivocate_for_test: self.cfg.equivocating_rep == Some(i),
             gateway: self.cfg.gateway.then(|| node::gateway::GatewayConfig {
                 listen: LOOPBACK,
                 // Tests and the demo drive it hard from one address.

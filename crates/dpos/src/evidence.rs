@@ -348,6 +348,7 @@ mod tests {
         use dag_core::consensus::{BatchHeader, Equivocation, SignedBatch};
         let k = &keys()[3];
         let header = |ts| BatchHeader {
+            epoch: 0,
             round: 4,
             author: k.node_id(),
             timestamp_ms: ts,

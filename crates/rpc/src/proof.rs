@@ -451,6 +451,7 @@ mod tests {
         let committee =
             Committee::equal(keys.iter().map(|k| k.public_key().to_vec()).collect()).unwrap();
         let batch = BatchHeader {
+            epoch: 0,
             round: 3,
             author: keys[1].node_id(),
             timestamp_ms: 1_700_000_000_000,

@@ -202,6 +202,7 @@ fn main() {
         .map(|i| dag_core::consensus::BatchDigest(Hash32::digest(&[i])))
         .collect();
     let header = BatchHeader {
+        epoch: 0,
         round: 1,
         author: members[0].node_id(),
         timestamp_ms: 1_767_225_602_000,

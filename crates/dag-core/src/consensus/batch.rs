@@ -1,19 +1,25 @@
 //! Batches: a representative's proposal for one round, its canonical encoding, digest and
 //! signature.
 //!
-//! Encoding of a [`BatchHeader`] (all integers little endian), one of two versions:
-//! - version 1, a header without weak links: `version u8 (1) ‖ round u64 ‖ author 32 ‖
-//!   timestamp_ms u64 ‖ parents: u16 count, 32 each ‖ items: u32 count, each kind u8
-//!   (0 tx, 1 stripe) ‖ id 32`;
-//! - version 2, a header with weak links: the same with `weak links: u16 count (≥ 1), 32 each`
-//!   between the parents and the items.
+//! Encoding of a [`BatchHeader`] (all integers little endian), one of three versions:
+//! - version 1, a header of epoch 0 without weak links: `version u8 (1) ‖ round u64 ‖
+//!   author 32 ‖ timestamp_ms u64 ‖ parents: u16 count, 32 each ‖ items: u32 count, each
+//!   kind u8 (0 tx, 1 stripe) ‖ id 32`;
+//! - version 2, a header of epoch 0 with weak links: the same with `weak links: u16 count
+//!   (≥ 1), 32 each` between the parents and the items;
+//! - version 3, a header of a later epoch (≥ 1): `version u8 (3) ‖ epoch u64 ‖` then the
+//!   version 2 fields, the weak links' count possibly 0.
 //!
 //! The encoder writes the version that can express the header, and the decoder refuses a
-//! version 2 header with no weak links, so every header has exactly one encoding (and the
-//! headers of before weak links keep their bytes and digests).
+//! version 2 header with no weak links and a version 3 header of epoch 0, so every header
+//! has exactly one encoding (and the headers of before weak links and epochs keep their
+//! bytes and digests).
 //! The digest is BLAKE3 of that encoding. The author signs
-//! `domain::BATCH ‖ round u64 ‖ digest` ([`BatchHeader::signing_message`]): round plus
-//! digest, so a double-sign proof needs no header decoding (dpos evidence).
+//! `domain::BATCH ‖ signed round u64 ‖ digest` ([`BatchHeader::signing_message`]) where the
+//! signed round is [`signed_round`]`(epoch, round)` = `epoch × 2⁴⁰ + round` (just the round
+//! in epoch 0): round plus digest, so a double-sign proof needs no header decoding (dpos
+//! evidence), and, since each epoch's consensus numbers its rounds from 0 again, two honest
+//! batches of one author in different epochs never look like a double sign.
 
 use super::{Committee, ConsensusError, Result, domain};
 use crate::{
@@ -37,6 +43,21 @@ const MAX_SIGNATURE_LEN: usize = crate::MAX_SIGNATURE_LEN;
 const VERSION_PLAIN: u8 = 1;
 /// Encoding version of a header with weak links.
 const VERSION_WEAK_LINKS: u8 = 2;
+/// Encoding version of a header of an epoch ≥ 1.
+const VERSION_EPOCH: u8 = 3;
+/// Rounds of an epoch ≥ 1 stay below this (2⁴⁰: 3,000 years at ten rounds a second), so
+/// [`signed_round`] is unique per (epoch, round).
+pub const MAX_EPOCH_ROUND: Round = 1 << 40;
+/// Epochs stay below this (2²⁴), so [`signed_round`] fits a u64.
+pub const MAX_EPOCH: u64 = 1 << 24;
+
+/// The round number an author signs for a batch of `round` in `epoch`: `epoch × 2⁴⁰ +
+/// round` ([`MAX_EPOCH_ROUND`]); in epoch 0 the round itself. Unique per (epoch, round)
+/// for headers that pass [`BatchHeader::check_limits`], so a double-sign proof (two
+/// digests signed for one signed round) is always two batches of one epoch and round.
+pub fn signed_round(epoch: u64, round: Round) -> u64 {
+    epoch.wrapping_mul(MAX_EPOCH_ROUND).wrapping_add(round)
+}
 
 /// Digest of a batch header: BLAKE3 of its canonical encoding. A certificate is named by the
 /// digest of the batch it certifies.
@@ -78,6 +99,9 @@ pub enum BatchItem {
 /// A representative's proposal for one round.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct BatchHeader {
+    /// The consensus epoch (0 for the genesis committee; +1 at each reconfiguration). Each
+    /// epoch is a fresh consensus instance: rounds start again at 0.
+    pub epoch: u64,
     /// The round.
     pub round: Round,
     /// The proposer.
@@ -102,6 +126,7 @@ impl BatchHeader {
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::with_capacity(
             1 + 8
+                + 8
                 + 32
                 + 8
                 + 2
@@ -118,20 +143,25 @@ impl BatchHeader {
     fn write(&self, w: &mut Writer) {
         let parents = u16::try_from(self.parents.len()).unwrap_or(u16::MAX);
         let items = u32::try_from(self.items.len()).unwrap_or(u32::MAX);
-        let version = if self.weak_links.is_empty() {
+        let version = if self.epoch > 0 {
+            VERSION_EPOCH
+        } else if self.weak_links.is_empty() {
             VERSION_PLAIN
         } else {
             VERSION_WEAK_LINKS
         };
-        w.u8(version)
-            .u64(self.round)
+        w.u8(version);
+        if version == VERSION_EPOCH {
+            w.u64(self.epoch);
+        }
+        w.u64(self.round)
             .raw(self.author.as_bytes())
             .u64(self.timestamp_ms)
             .u16(parents);
         for p in &self.parents {
             w.raw(p.as_bytes());
         }
-        if !self.weak_links.is_empty() {
+        if version != VERSION_PLAIN {
             w.u16(u16::try_from(self.weak_links.len()).unwrap_or(u16::MAX));
             for l in &self.weak_links {
                 w.raw(l.as_bytes());
@@ -148,9 +178,21 @@ impl BatchHeader {
 
     pub(crate) fn read(r: &mut Reader<'_>) -> std::result::Result<Self, DecodeError> {
         let version = r.u8("batch version")?;
-        if version != VERSION_PLAIN && version != VERSION_WEAK_LINKS {
+        if !matches!(version, VERSION_PLAIN | VERSION_WEAK_LINKS | VERSION_EPOCH) {
             return Err(DecodeError::UnsupportedVersion(version));
         }
+        let epoch = if version == VERSION_EPOCH {
+            let e = r.u64("epoch")?;
+            if e == 0 {
+                return Err(DecodeError::Invalid {
+                    field: "epoch",
+                    reason: "a version 3 header is of an epoch ≥ 1 (epoch 0 is version 1 or 2)",
+                });
+            }
+            e
+        } else {
+            0
+        };
         let round = r.u64("round")?;
         let author = NodeId::from_bytes(r.bytes32("author")?);
         let timestamp_ms = r.u64("timestamp_ms")?;
@@ -160,9 +202,9 @@ impl BatchHeader {
             parents.push(BatchDigest(Hash32(r.bytes32("parent")?)));
         }
         let mut weak_links = Vec::new();
-        if version == VERSION_WEAK_LINKS {
+        if version != VERSION_PLAIN {
             let n = r.u16("weak links")? as usize;
-            if n == 0 {
+            if n == 0 && version == VERSION_WEAK_LINKS {
                 return Err(DecodeError::Invalid {
                     field: "weak links",
                     reason: "a version 2 header carries at least one weak link (without, it is version 1)",
@@ -192,6 +234,7 @@ impl BatchHeader {
             });
         }
         Ok(BatchHeader {
+            epoch,
             round,
             author,
             timestamp_ms,
@@ -216,9 +259,10 @@ impl BatchHeader {
         BatchDigest(Hash32::digest(w.as_slice()))
     }
 
-    /// The message an author signs for a batch with this round and digest:
-    /// `domain::BATCH ‖ round (u64 LE) ‖ digest (32 bytes)`.
-    pub fn signing_message_for(round: Round, digest: &BatchDigest) -> Vec<u8> {
+    /// The message an author signs for a batch with this signed round
+    /// ([`signed_round`]`(epoch, round)`) and digest:
+    /// `domain::BATCH ‖ signed round (u64 LE) ‖ digest (32 bytes)`.
+    pub fn signing_message_for(round: u64, digest: &BatchDigest) -> Vec<u8> {
         let mut m = Vec::with_capacity(domain::BATCH.len() + 40);
         m.extend_from_slice(domain::BATCH);
         m.extend_from_slice(&round.to_le_bytes());
@@ -228,13 +272,24 @@ impl BatchHeader {
 
     /// The message the author signs for this header.
     pub fn signing_message(&self) -> Vec<u8> {
-        Self::signing_message_for(self.round, &self.digest())
+        Self::signing_message_for(self.signed_round(), &self.digest())
+    }
+
+    /// [`signed_round`] of this header's epoch and round.
+    pub fn signed_round(&self) -> u64 {
+        signed_round(self.epoch, self.round)
     }
 
     /// Stateless rules: size limits of items, parents (also at most the committee size) and
     /// weak links; genesis has no parents; rounds 0 and 1 have no weak links; no weak link
     /// is listed twice.
     pub fn check_limits(&self, committee: &Committee) -> Result<()> {
+        if self.epoch >= MAX_EPOCH || (self.epoch > 0 && self.round >= MAX_EPOCH_ROUND) {
+            return Err(ConsensusError::EpochOutOfRange {
+                epoch: self.epoch,
+                round: self.round,
+            });
+        }
         if self.items.len() > MAX_BATCH_ITEMS {
             return Err(ConsensusError::Oversized {
                 field: "batch items",
@@ -303,13 +358,20 @@ impl SignedBatch {
         self.header.digest()
     }
 
-    /// Checks the author is a member, the limits hold and the signature verifies.
+    /// Checks the batch is of the committee's epoch, the author is a member, the limits
+    /// hold and the signature verifies.
     pub fn verify(
         &self,
         committee: &Committee,
         verifier: &(impl SignatureVerifier + ?Sized),
     ) -> Result<()> {
         let h = &self.header;
+        if h.epoch != committee.epoch() {
+            return Err(ConsensusError::WrongEpoch {
+                epoch: h.epoch,
+                expected: committee.epoch(),
+            });
+        }
         let author = committee
             .authority(&h.author)
             .ok_or(ConsensusError::UnknownAuthority {
@@ -321,7 +383,7 @@ impl SignedBatch {
         verifier
             .verify(
                 &author.public_key,
-                &BatchHeader::signing_message_for(h.round, &digest),
+                &BatchHeader::signing_message_for(h.signed_round(), &digest),
                 &self.signature,
             )
             .map_err(|source| ConsensusError::BadSignature {

@@ -100,6 +100,7 @@ impl DagBuilder {
         items: Vec<BatchItem>,
     ) -> SignedBatch {
         let header = BatchHeader {
+            epoch: self.committee.epoch(),
             round,
             author: self.signers[author].node_id(),
             timestamp_ms: round * 1000,

@@ -93,6 +93,27 @@ impl Checkpoint {
     }
 }
 
+/// Where an instance's checkpoint chain starts: [`ChainStart::default`] is genesis
+/// (sequence 0, zero hash); a new epoch starts right after the previous epoch's last
+/// checkpoint ([`ChainStart::after`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ChainStart {
+    /// Sequence of the first checkpoint.
+    pub next_sequence: u64,
+    /// Hash the first checkpoint chains (its `prev_hash`).
+    pub prev_hash: Hash32,
+}
+
+impl ChainStart {
+    /// The chain continuing after `checkpoint`.
+    pub fn after(checkpoint: &Checkpoint) -> Self {
+        ChainStart {
+            next_sequence: checkpoint.sequence + 1,
+            prev_hash: checkpoint.hash(),
+        }
+    }
+}
+
 /// One committed leader with its newly ordered batches.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommittedSubDag {
@@ -126,6 +147,16 @@ impl Committer {
     /// Nothing committed yet.
     pub fn new() -> Self {
         Self::default()
+    }
+    /// Nothing committed yet in this instance, its checkpoints continuing a chain: the first
+    /// has `start.next_sequence` and chains `start.prev_hash` (a new epoch's consensus
+    /// continues the previous epoch's checkpoints without a gap).
+    pub fn starting_at(start: ChainStart) -> Self {
+        Committer {
+            next_sequence: start.next_sequence,
+            last_hash: start.prev_hash,
+            ..Self::default()
+        }
     }
     /// Round of the last committed leader.
     pub fn last_committed_round(&self) -> Option<Round> {

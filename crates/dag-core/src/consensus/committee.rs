@@ -51,6 +51,7 @@ pub struct Committee {
     authorities: Vec<Authority>,
     total: Stake,
     schedule: LeaderSchedule,
+    epoch: u64,
 }
 
 impl Committee {
@@ -78,6 +79,7 @@ impl Committee {
             authorities,
             total,
             schedule: LeaderSchedule::RoundRobin,
+            epoch: 0,
         })
     }
 
@@ -90,6 +92,19 @@ impl Committee {
     pub fn with_leader_schedule(mut self, schedule: LeaderSchedule) -> Self {
         self.schedule = schedule;
         self
+    }
+
+    /// The same committee for another consensus epoch (0 at genesis). Batches carry their
+    /// epoch and only verify against the committee of that epoch, so each epoch's consensus
+    /// instance ignores the others' messages.
+    pub fn with_epoch(mut self, epoch: u64) -> Self {
+        self.epoch = epoch;
+        self
+    }
+
+    /// The consensus epoch this committee runs.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
     }
 
     /// The members in index order.

@@ -50,9 +50,9 @@
 //! ([`Consensus::in_flight_items`]).
 
 use super::{
-    BatchDigest, BatchHeader, BatchItem, Certificate, CommittedSubDag, Committee, Committer,
-    ConsensusError, DagStore, Equivocation, MAX_BATCH_ITEMS, MAX_WEAK_LINKS, Result, Round,
-    SignedBatch, VerifiedCertificate, Vote, VotesAggregator,
+    BatchDigest, BatchHeader, BatchItem, Certificate, ChainStart, CommittedSubDag, Committee,
+    Committer, ConsensusError, DagStore, Equivocation, MAX_BATCH_ITEMS, MAX_WEAK_LINKS, Result,
+    Round, SignedBatch, VerifiedCertificate, Vote, VotesAggregator,
 };
 use crate::{DecodeError, Hash32, NodeId, Reader, SignatureVerifier, Signer, Writer};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -276,6 +276,8 @@ pub struct Consensus<S, V> {
     reported: HashSet<(NodeId, Round)>,
     pending_certs: BTreeMap<(Round, BatchDigest), (VerifiedCertificate, NodeId)>,
     pending_headers: BTreeMap<(Round, BatchDigest), (SignedBatch, NodeId)>,
+    /// Set by [`Consensus::retire`]: the epoch ended; never propose or vote again.
+    retired: bool,
 }
 
 impl<S: Signer, V: SignatureVerifier> Consensus<S, V> {
@@ -285,6 +287,19 @@ impl<S: Signer, V: SignatureVerifier> Consensus<S, V> {
         signer: S,
         verifier: V,
         config: ConsensusConfig,
+    ) -> Result<Self> {
+        Self::for_epoch(committee, signer, verifier, config, ChainStart::default())
+    }
+
+    /// A driver for one epoch: the committee's epoch tags every batch (rounds start at 0
+    /// again), and its checkpoints continue the chain at `start` (the previous epoch's
+    /// last checkpoint). See the module docs, "Epochs".
+    pub fn for_epoch(
+        committee: Committee,
+        signer: S,
+        verifier: V,
+        config: ConsensusConfig,
+        start: ChainStart,
     ) -> Result<Self> {
         let me = NodeId::from_public_key(signer.public_key());
         if committee.authority(&me).is_none() {
@@ -300,7 +315,7 @@ impl<S: Signer, V: SignatureVerifier> Consensus<S, V> {
             committee,
             config,
             store: DagStore::new(),
-            committer: Committer::new(),
+            committer: Committer::starting_at(start),
             proposed: None,
             last_proposal_ms: 0,
             open: BTreeMap::new(),
@@ -314,6 +329,7 @@ impl<S: Signer, V: SignatureVerifier> Consensus<S, V> {
             reported: HashSet::new(),
             pending_certs: BTreeMap::new(),
             pending_headers: BTreeMap::new(),
+            retired: false,
         })
     }
 
@@ -331,7 +347,27 @@ impl<S: Signer, V: SignatureVerifier> Consensus<S, V> {
         config: ConsensusConfig,
         records: impl IntoIterator<Item = Record>,
     ) -> Result<(Self, Vec<Output>)> {
-        let mut c = Self::new(committee, signer, verifier, config)?;
+        Self::recover_epoch(
+            committee,
+            signer,
+            verifier,
+            config,
+            ChainStart::default(),
+            records,
+        )
+    }
+
+    /// [`Consensus::recover`] of an epoch's driver (made by [`Consensus::for_epoch`] with
+    /// the same committee and `start`): give it that epoch's records only.
+    pub fn recover_epoch(
+        committee: Committee,
+        signer: S,
+        verifier: V,
+        config: ConsensusConfig,
+        start: ChainStart,
+        records: impl IntoIterator<Item = Record>,
+    ) -> Result<(Self, Vec<Output>)> {
+        let mut c = Self::for_epoch(committee, signer, verifier, config, start)?;
         let mut certs = Vec::new();
         let mut own: BTreeMap<Round, SignedBatch> = BTreeMap::new();
         for record in records {
@@ -472,6 +508,21 @@ impl<S: Signer, V: SignatureVerifier> Consensus<S, V> {
         }
         items
     }
+    /// Ends this member's part in the epoch: it never proposes nor votes again (its open
+    /// proposals are dropped; their items stay in [`Consensus::in_flight_items`] for the
+    /// host to hand to the next epoch). It still stores certificates, commits, answers
+    /// fetches and re-sends its latest certificate, so a member still behind the epoch's
+    /// end can catch up to it. The host calls it once the committed sequence reached the
+    /// epoch's last checkpoint, and ignores the commits that follow.
+    pub fn retire(&mut self) {
+        self.retired = true;
+        self.waiting = None;
+    }
+    /// Whether [`Consensus::retire`] was called.
+    pub fn is_retired(&self) -> bool {
+        self.retired
+    }
+
     /// Sets the shortest time between own proposals (the dynamic batch interval).
     pub fn set_proposal_interval(&mut self, ms: u64) {
         self.config.proposal_interval_ms = ms;
@@ -491,8 +542,10 @@ impl<S: Signer, V: SignatureVerifier> Consensus<S, V> {
         if now_ms >= self.last_resend_ms.saturating_add(self.config.resend_ms) {
             self.last_resend_ms = now_ms;
             self.resend_count = self.resend_count.wrapping_add(1);
-            for agg in self.open.values() {
-                out.push(Output::Broadcast(Message::Propose(agg.batch().clone())));
+            if !self.retired {
+                for agg in self.open.values() {
+                    out.push(Output::Broadcast(Message::Propose(agg.batch().clone())));
+                }
             }
             if let Some(c) = &self.my_latest {
                 out.push(Output::Broadcast(Message::Certificate(c.clone())));
@@ -617,6 +670,9 @@ impl<S: Signer, V: SignatureVerifier> Consensus<S, V> {
     }
 
     fn cast_vote(&mut self, batch: &SignedBatch, out: &mut Vec<Output>) {
+        if self.retired {
+            return;
+        }
         let h = &batch.header;
         let vote = Vote::sign(batch.digest(), self.me, &self.signer);
         self.voted.insert((h.author, h.round), vote.clone());
@@ -889,6 +945,9 @@ impl<S: Signer, V: SignatureVerifier> Consensus<S, V> {
     }
 
     fn try_advance(&mut self, now_ms: u64, out: &mut Vec<Output>) {
+        if self.retired {
+            return;
+        }
         let target = match (self.proposed, self.highest_quorum_round()) {
             (None, None) => 0,
             (None, Some(q)) => q + 1,
@@ -976,6 +1035,7 @@ impl<S: Signer, V: SignatureVerifier> Consensus<S, V> {
         let take = self.payload.len().min(self.config.max_batch_items);
         let items: Vec<BatchItem> = self.payload.drain(..take).collect();
         let header = BatchHeader {
+            epoch: self.committee.epoch(),
             round,
             author: self.me,
             timestamp_ms: now_ms,

@@ -1,9 +1,11 @@
 //! Equivocation evidence: one author signed two different batches for the same round.
 //!
 //! For dpos (double-sign slashing) the evidence reduces to: the author's public key, the
-//! round, and two `(digest, signature)` pairs, each signature over
-//! [`BatchHeader::signing_message_for`](super::BatchHeader::signing_message_for)`(round, digest)` =
-//! `domain::BATCH ‖ round (u64 LE) ‖ digest`. See [`Equivocation::double_sign`].
+//! signed round ([`signed_round`](super::signed_round)`(epoch, round)`, the round itself in
+//! epoch 0), and two `(digest, signature)` pairs, each signature over
+//! [`BatchHeader::signing_message_for`](super::BatchHeader::signing_message_for)`(signed
+//! round, digest)` = `domain::BATCH ‖ signed round (u64 LE) ‖ digest`. See
+//! [`Equivocation::double_sign`].
 
 use super::{BatchDigest, Committee, ConsensusError, Result, Round, SignedBatch};
 use crate::{DecodeError, NodeId, Reader, SignatureVerifier, Writer};
@@ -16,11 +18,15 @@ pub struct Equivocation {
 }
 
 impl Equivocation {
-    /// Pairs two headers; fails unless same author, same round and different digests.
+    /// Pairs two headers; fails unless same author, same epoch, same round and different
+    /// digests.
     /// Signatures are not checked here (see [`Equivocation::verify`]).
     pub fn new(first: SignedBatch, second: SignedBatch) -> Result<Self> {
         if first.header.author != second.header.author {
             return Err(ConsensusError::NotEquivocation("different authors"));
+        }
+        if first.header.epoch != second.header.epoch {
+            return Err(ConsensusError::NotEquivocation("different epochs"));
         }
         if first.header.round != second.header.round {
             return Err(ConsensusError::NotEquivocation("different rounds"));
@@ -44,11 +50,18 @@ impl Equivocation {
         (&self.first, &self.second)
     }
 
-    /// The compact double-sign form for dpos: `(round, [(digest, signature); 2])`; each
-    /// signature is over `BatchHeader::signing_message_for(round, digest)`.
-    pub fn double_sign(&self) -> (Round, [(BatchDigest, &[u8]); 2]) {
+    /// The epoch of both batches.
+    pub fn epoch(&self) -> u64 {
+        self.first.header.epoch
+    }
+
+    /// The compact double-sign form for dpos: `(signed round, [(digest, signature); 2])`;
+    /// each signature is over `BatchHeader::signing_message_for(signed round, digest)`. The
+    /// signed round is [`signed_round`](super::signed_round)`(epoch, round)`: the round in
+    /// epoch 0.
+    pub fn double_sign(&self) -> (u64, [(BatchDigest, &[u8]); 2]) {
         (
-            self.round(),
+            self.first.header.signed_round(),
             [
                 (self.first.digest(), &self.first.signature),
                 (self.second.digest(), &self.second.signature),

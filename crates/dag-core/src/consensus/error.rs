@@ -154,6 +154,24 @@ pub enum ConsensusError {
         /// The limit.
         max: usize,
     },
+    /// A message of another epoch's consensus instance (each epoch's committee runs its own;
+    /// messages of other epochs are ignored).
+    #[error("a batch of epoch {epoch} reached the consensus of epoch {expected}")]
+    WrongEpoch {
+        /// The batch's epoch.
+        epoch: u64,
+        /// The epoch of the receiving instance (its committee's).
+        expected: u64,
+    },
+    /// An epoch ≥ 2²⁴, or a round ≥ 2⁴⁰ in an epoch ≥ 1 (the signed round would not be
+    /// unique).
+    #[error("epoch {epoch} / round {round} out of range")]
+    EpochOutOfRange {
+        /// The header's epoch.
+        epoch: u64,
+        /// The header's round.
+        round: Round,
+    },
     /// One author signed two different batches for one round.
     #[error("equivocation by {} in round {}", .0.author(), .0.round())]
     Equivocation(Box<Equivocation>),

@@ -66,16 +66,18 @@ mod vote;
 #[cfg(test)]
 mod sim;
 #[cfg(test)]
+mod sim_epoch;
+#[cfg(test)]
 mod tests;
 
 pub use batch::{
-    BatchDigest, BatchHeader, BatchItem, MAX_BATCH_ITEMS, MAX_PARENTS, MAX_WEAK_LINKS, Round,
-    SignedBatch,
+    BatchDigest, BatchHeader, BatchItem, MAX_BATCH_ITEMS, MAX_EPOCH, MAX_EPOCH_ROUND, MAX_PARENTS,
+    MAX_WEAK_LINKS, Round, SignedBatch, signed_round,
 };
 #[cfg(any(test, feature = "test-utils"))]
 pub use builder::DagBuilder;
 pub use certificate::{Certificate, VerifiedCertificate};
-pub use commit::{Checkpoint, CommittedSubDag, Committer};
+pub use commit::{ChainStart, Checkpoint, CommittedSubDag, Committer};
 pub use committee::{Authority, AuthorityIndex, Committee, LeaderSchedule, Stake};
 pub use driver::{Consensus, ConsensusConfig, FetchRequest, MAX_FETCH, Message, Output, Record};
 pub use equivocation::Equivocation;

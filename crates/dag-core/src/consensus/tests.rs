@@ -225,6 +225,7 @@ fn vote_and_certificate_errors() {
     let batch = b.batch(3, 1, vec![], vec![]);
     let batch = SignedBatch::sign(
         BatchHeader {
+            epoch: 0,
             parents: b.store().round(0).map(|x| x.digest()).collect(),
             ..batch.header
         },
@@ -432,6 +433,7 @@ fn driver_catches_an_equivocating_representative() {
     let mk = |items| {
         SignedBatch::sign(
             BatchHeader {
+                epoch: 0,
                 round: 0,
                 author: liar.node_id(),
                 timestamp_ms: 1,
@@ -740,6 +742,7 @@ fn recovered_member_neither_reproposes_nor_votes_twice() {
     // B proposes round 0; we vote.
     let b0 = SignedBatch::sign(
         BatchHeader {
+            epoch: 0,
             round: 0,
             author: signers[1].node_id(),
             timestamp_ms: 0,
@@ -788,6 +791,7 @@ fn recovered_member_neither_reproposes_nor_votes_twice() {
     );
     let b0x = SignedBatch::sign(
         BatchHeader {
+            epoch: 0,
             round: 0,
             author: signers[1].node_id(),
             timestamp_ms: 5,
@@ -815,6 +819,7 @@ fn recovered_member_neither_reproposes_nor_votes_twice() {
 /// The header used by the pinned encoding tests.
 fn pinned_header(weak_links: Vec<BatchDigest>) -> BatchHeader {
     BatchHeader {
+        epoch: 0,
         round: 7,
         author: NodeId::from_bytes([0xAA; 32]),
         timestamp_ms: 1_700_000_000_000,
@@ -888,11 +893,35 @@ fn batch_encoding_is_pinned_in_both_versions() {
             ..
         })
     ));
-    let mut v3 = v2.clone();
-    v3[0] = 3;
+    let mut v4 = v2.clone();
+    v4[0] = 4;
     assert!(matches!(
-        BatchHeader::decode(&v3),
-        Err(crate::DecodeError::UnsupportedVersion(3))
+        BatchHeader::decode(&v4),
+        Err(crate::DecodeError::UnsupportedVersion(4))
+    ));
+    // Version 3: a header of a later epoch; the epoch right after the version byte, then
+    // the version 2 fields with a weak-link count that may be 0.
+    let mut v3 = vec![3u8];
+    v3.extend_from_slice(&9u64.to_le_bytes());
+    v3.extend_from_slice(&v1[1..1 + 8 + 32 + 8 + 2 + 64]);
+    v3.extend_from_slice(&0u16.to_le_bytes());
+    v3.extend_from_slice(&items);
+    let epoch9 = BatchHeader {
+        epoch: 9,
+        ..pinned_header(vec![])
+    };
+    assert_eq!(epoch9.encode(), v3);
+    assert_eq!(BatchHeader::decode(&v3).unwrap(), epoch9);
+    assert_ne!(epoch9.digest(), plain.digest());
+    // Signed round: epoch × 2⁴⁰ + round, the round alone in epoch 0.
+    assert_eq!(plain.signed_round(), 7);
+    assert_eq!(epoch9.signed_round(), 9 * (1u64 << 40) + 7);
+    // Epoch 0 written as version 3 is refused (it has a version 1 or 2 encoding).
+    let mut zero = v3.clone();
+    zero[1..9].copy_from_slice(&0u64.to_le_bytes());
+    assert!(matches!(
+        BatchHeader::decode(&zero),
+        Err(crate::DecodeError::Invalid { field: "epoch", .. })
     ));
     let mut too_many = v1[..1 + 8 + 32 + 8 + 2 + 64].to_vec();
     too_many[0] = 2;

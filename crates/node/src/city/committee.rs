@@ -112,6 +112,13 @@ impl Representation {
             .unwrap_or_else(|| RepresentativeConfig::new(data_dir));
         cfg.data_dir = data_dir.to_path_buf();
         cfg.links = links.clone();
+        if cfg.epochs.is_none() {
+            cfg.epochs = Some(epoch_plan(
+                parts.dpos.term_ms,
+                stake.clone(),
+                parts.committee.addresses.clone(),
+            ));
+        }
         let peers: HashMap<_, _> = parts
             .committee
             .addresses
@@ -324,6 +331,55 @@ impl Representation {
         if let Some(s) = self.sender {
             s.shutdown().await;
         }
+    }
+}
+
+/// The consensus committee changes with the dpos term: when the committed sequence ends a
+/// term, the next committee is dpos's elected set, read once the execution feed applied
+/// the epoch's last checkpoint (so every representative reads the same state).
+///
+/// Members must be reachable: dpos's `RegisterNode` carries no address, so only members
+/// with an address in the genesis file can join a committee. When the elected set names
+/// one without, the next epoch keeps the ending epoch's committee (the same decision on
+/// every representative: it depends only on the state and the genesis file) and the node
+/// logs an error and counts `citychain_consensus_committee_unreachable_total`.
+fn epoch_plan(
+    term_ms: u64,
+    stake: Arc<StakeStore>,
+    addresses: std::collections::BTreeMap<dag_core::NodeId, String>,
+) -> crate::city::consensus::EpochPlan {
+    use crate::city::consensus::{EpochEnd, EpochPlan};
+    let next = move |end: EpochEnd| -> futures::future::BoxFuture<'static, Result<_>> {
+        let (stake, addresses) = (stake.clone(), addresses.clone());
+        Box::pin(async move {
+            let mut applied = stake.subscribe();
+            while stake.next_seq() <= end.last.sequence {
+                if applied.changed().await.is_err() {
+                    return Err(Error::Stopping("stake store"));
+                }
+            }
+            let elected = stake.committee()?;
+            let unreachable: Vec<_> = elected
+                .authorities()
+                .iter()
+                .filter(|a| !addresses.contains_key(&a.id))
+                .map(|a| a.id)
+                .collect();
+            if unreachable.is_empty() {
+                return Ok(elected);
+            }
+            tracing::error!(
+                epoch = end.epoch + 1,
+                ?unreachable,
+                "elected representatives have no address; the next epoch keeps the committee"
+            );
+            metrics::counter!("citychain_consensus_committee_unreachable_total").increment(1);
+            Ok(end.committee)
+        })
+    };
+    EpochPlan {
+        term_ms,
+        next_committee: Arc::new(next),
     }
 }
 

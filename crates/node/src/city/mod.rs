@@ -86,6 +86,10 @@ pub struct CityConfig {
     /// Which light nodes may hold the city's shards (`[admission]`: an operator allow-list
     /// and/or a minimum bonded stake); default: every light node of the city.
     pub admission: light_admission::AdmissionConfig,
+    /// **Test hook** (devnet tests only; not from TOML): this representative equivocates
+    /// (see `RepresentativeConfig::equivocate_for_test`).
+    #[serde(skip)]
+    pub equivocate_for_test: bool,
 }
 
 impl Default for CityConfig {
@@ -104,6 +108,7 @@ impl Default for CityConfig {
             events: None,
             dpos: dpos::DposConfig::default(),
             admission: light_admission::AdmissionConfig::default(),
+            equivocate_for_test: false,
         }
     }
 }
@@ -600,9 +605,16 @@ pub async fn run_city_with(
             Some(committee::CommitteeParts {
                 committee,
                 continent: genesis.continent.clone(),
-                consensus: cfg.batch_interval_ms.map(|ms| {
-                    consensus::RepresentativeConfig::new(&cfg.data_dir).with_fixed_interval(ms)
-                }),
+                consensus: (cfg.batch_interval_ms.is_some() || cfg.equivocate_for_test).then(
+                    || {
+                        let mut c = consensus::RepresentativeConfig::new(&cfg.data_dir);
+                        if let Some(ms) = cfg.batch_interval_ms {
+                            c = c.with_fixed_interval(ms);
+                        }
+                        c.equivocate_for_test = cfg.equivocate_for_test;
+                        c
+                    },
+                ),
                 accounts: genesis.accounts_of(&m.city_id),
                 dpos: cfg.dpos.clone(),
                 cities: genesis.cities.clone(),

@@ -42,6 +42,7 @@ async fn bad_consensus_messages_are_rejected_with_typed_statuses() {
         ConsensusClient::lazy(&rep.addr().unwrap().to_string(), Duration::from_secs(5)).unwrap();
     let member = keys[1].node_id();
     let genesis = |author: NodeId| BatchHeader {
+        epoch: 0,
         round: 0,
         author,
         timestamp_ms: 1,

@@ -643,6 +643,7 @@ async fn a_tx_proof_from_the_continent_verifies_offline() {
     let c = client(cont.addr());
     let tx = TxId::from_bytes([7; 32]);
     let batch = BatchHeader {
+        epoch: 0,
         round: 1,
         author: keys[0].node_id(),
         timestamp_ms: 1_700_000_000_000,

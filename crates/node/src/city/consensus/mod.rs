@@ -27,14 +27,28 @@
 //!   equivocation evidence converted for dpos ([`DoubleSignEvidence`]). Federation is not
 //!   here: the city role pushes checkpoints from its order store on disk
 //!   ([`crate::federation_push`]).
+//! - **Epochs** (with an [`EpochPlan`]): the committed sequence decides when a term ends
+//!   ([`TermClock`], the rule dpos's `advance_term` applies). The representative emits that
+//!   checkpoint, retires the epoch's driver ([`Consensus::retire`]: no more proposals or
+//!   votes; commits it still makes are dropped, own items they carry are kept for the next
+//!   epoch), asks the plan for the next committee (dpos's elected set, once the execution
+//!   feed applied the last checkpoint) and, if it is a member, starts a fresh driver
+//!   ([`Consensus::for_epoch`]: rounds from 0, batches tagged with the epoch, checkpoints
+//!   continuing the chain without a gap), after persisting an [`EpochState`]. A member left
+//!   out stops proposing for good. The previous epoch's driver keeps serving fetches and
+//!   re-sending its last certificate to members still finishing that epoch; inbound
+//!   batches and certificates go to the driver of their epoch, others are refused.
 
+mod epoch;
 mod records;
+
+pub use epoch::{EpochEnd, EpochPlan, EpochState, NextCommittee, TermClock};
 
 use crate::runtime::{now_ms, off_reactor};
 use crate::{Error, Result};
 use dag_core::NodeId;
 use dag_core::consensus::{
-    BatchItem, CommittedSubDag, Committee, Consensus, ConsensusConfig, Message, Output,
+    BatchItem, ChainStart, CommittedSubDag, Committee, Consensus, ConsensusConfig, Message, Output,
 };
 use dpos::DoubleSignEvidence;
 use futures::StreamExt;
@@ -80,6 +94,12 @@ pub struct RepresentativeConfig {
     /// Mutual TLS to the other members (each must prove its NodeId). Default: TLS with the
     /// identity in `data_dir`; plaintext only when set to `Insecure` explicitly.
     pub links: rpc::tls::LinkSecurity,
+    /// How the committee changes at term boundaries (None: one committee forever).
+    pub epochs: Option<EpochPlan>,
+    /// **Test hook, never for production**: this representative equivocates — each of its
+    /// proposals goes to one peer as a second, different batch for the same round, signed
+    /// with its key — so tests can run evidence → `DoubleSign` → slashing end to end. Off.
+    pub equivocate_for_test: bool,
 }
 
 impl RepresentativeConfig {
@@ -102,6 +122,8 @@ impl RepresentativeConfig {
             inbound_queue: 4096,
             batch_interval: Some(dag_core::BatchInterval::default()),
             links: rpc::tls::LinkSecurity::default(),
+            epochs: None,
+            equivocate_for_test: false,
         }
     }
 
@@ -160,6 +182,14 @@ pub struct RepresentativeStatus {
     pub pending_payload: usize,
     /// The interval before its next proposal (ms): the dynamic one, or the fixed one.
     pub batch_interval_ms: u64,
+    /// The consensus epoch of its driver (0 = the genesis committee).
+    pub epoch: u64,
+    /// Sequence of the first checkpoint of that epoch.
+    pub epoch_first_seq: u64,
+    /// True between an epoch's last checkpoint and the start of the next one.
+    pub switching: bool,
+    /// True once it was left out of a committee: it no longer proposes nor votes.
+    pub removed: bool,
 }
 
 enum Command {
@@ -169,6 +199,11 @@ enum Command {
         reply: oneshot::Sender<std::result::Result<(), DeliverError>>,
     },
     Payload(Vec<BatchItem>),
+    /// The next epoch's committee is known (see [`EpochPlan::next_committee`]).
+    StartEpoch {
+        end: EpochEnd,
+        committee: Result<Committee>,
+    },
     Stop,
 }
 
@@ -207,6 +242,24 @@ struct Peer {
 
 struct Driver {
     consensus: Consensus<Keypair, MlDsa87>,
+    /// The previous epoch's driver, retired: serves fetches for members finishing it.
+    previous: Option<Consensus<Keypair, MlDsa87>>,
+    /// Epochs: the plan, the boundary rule, the persisted state.
+    plan: Option<EpochPlan>,
+    clock: TermClock,
+    state: EpochState,
+    /// Commits of the current driver above this sequence are dropped (its epoch ended).
+    emit_upto: Option<u64>,
+    /// Own items carried from a retired driver into the next one (once each).
+    carried: std::collections::HashSet<BatchItem>,
+    key: Keypair,
+    cfg: ConsensusConfig,
+    data_dir: PathBuf,
+    cmd: mpsc::Sender<Command>,
+    switch_task: Option<JoinHandle<()>>,
+    removed: bool,
+    committee_tx: tokio::sync::watch::Sender<Committee>,
+    equivocate: bool,
     store: Option<RecordStore>,
     peers: HashMap<NodeId, Peer>,
     commits: mpsc::UnboundedSender<CommittedEvent>,
@@ -250,13 +303,53 @@ impl Driver {
                 Output::Persist(_) => {}
                 Output::Broadcast(m) => {
                     let bytes = Arc::new(m.encode());
-                    let ids: Vec<NodeId> = self.peers.keys().copied().collect();
+                    let committee = self.consensus.committee();
+                    let mut ids: Vec<NodeId> = self
+                        .peers
+                        .keys()
+                        .filter(|id| committee.authority(id).is_some())
+                        .copied()
+                        .collect();
+                    ids.sort();
+                    let twin = match &m {
+                        Message::Propose(b) if self.equivocate => {
+                            // The test hook: the last peer sees another batch for the round.
+                            let mut h = b.header.clone();
+                            h.timestamp_ms = h.timestamp_ms.wrapping_add(1);
+                            let t = dag_core::consensus::SignedBatch::sign(h, &self.key);
+                            Some(Arc::new(Message::Propose(t).encode()))
+                        }
+                        _ => None,
+                    };
+                    let last = ids.last().copied();
                     for to in ids {
-                        self.send(&to, &bytes);
+                        match &twin {
+                            Some(t) if Some(to) == last => self.send(&to, t),
+                            _ => self.send(&to, &bytes),
+                        }
                     }
                 }
                 Output::Send { to, message } => self.send(&to, &Arc::new(message.encode())),
                 Output::Committed(sub_dag) => {
+                    if self
+                        .emit_upto
+                        .is_some_and(|last| sub_dag.checkpoint.sequence > last)
+                    {
+                        // The epoch ended: the retired driver's later commits never count.
+                        self.carry(&sub_dag);
+                        continue;
+                    }
+                    let leader_ms = sub_dag
+                        .batches
+                        .last()
+                        .map_or(0, |c| c.batch().header.timestamp_ms);
+                    let ends = match &self.plan {
+                        Some(plan) if self.emit_upto.is_none() => {
+                            self.clock.observe(leader_ms, plan.term_ms)
+                        }
+                        _ => false,
+                    };
+                    let boundary = ends.then(|| sub_dag.checkpoint.clone());
                     self.stats.commits.fetch_add(1, Ordering::Relaxed);
                     self.committed = self.committed.max(sub_dag.checkpoint.sequence + 1);
                     let _ = self.commits.send(CommittedEvent {
@@ -264,6 +357,9 @@ impl Driver {
                         committed_at_ms: now_ms(),
                         committed_at: Instant::now(),
                     });
+                    if let Some(last) = boundary {
+                        self.end_epoch(last);
+                    }
                 }
                 Output::Evidence(eq) => {
                     let author = eq.author();
@@ -305,7 +401,7 @@ impl Driver {
                     from,
                     message,
                     reply,
-                } => match self.consensus.handle(now_ms(), from, message) {
+                } => match self.route(from, message) {
                     Ok(out) => {
                         self.stats.accepted.fetch_add(1, Ordering::Relaxed);
                         outputs.extend(out);
@@ -318,6 +414,9 @@ impl Driver {
                     }
                 },
                 Command::Payload(items) => self.consensus.add_payload(items),
+                Command::StartEpoch { end, committee } => {
+                    self.start_epoch(end, committee, outputs);
+                }
                 Command::Stop => return true,
             }
             n += 1;
@@ -392,6 +491,10 @@ impl Driver {
                 }
                 _ = ticker.tick() => {
                     outputs = off_reactor(|| self.consensus.tick(now_ms()));
+                    if let Some(p) = self.previous.as_mut() {
+                        let outs = p.tick(now_ms());
+                        self.previous_outputs(outs);
+                    }
                 }
             }
             let interval_ms = self.drive_interval(&mut clock, &mut last_round, fixed_ms, &outputs);
@@ -411,6 +514,10 @@ impl Driver {
                 committed: self.committed,
                 pending_payload: self.consensus.pending_payload(),
                 batch_interval_ms: interval_ms,
+                epoch: self.state.epoch,
+                epoch_first_seq: self.state.start.next_sequence,
+                switching: self.emit_upto.is_some() && !self.removed,
+                removed: self.removed,
             };
             self.status.send_if_modified(|s| {
                 let changed = *s != now;
@@ -421,6 +528,195 @@ impl Driver {
                 break;
             }
         }
+        if let Some(t) = self.switch_task.take() {
+            t.abort();
+        }
+    }
+
+    /// Sends `message` to the driver of its epoch: batches and certificates carry theirs;
+    /// a fetch is answered by both drivers (a member still finishing the previous epoch
+    /// asks for its certificates); votes go to the current driver.
+    fn route(
+        &mut self,
+        from: NodeId,
+        message: Message,
+    ) -> std::result::Result<Vec<Output>, dag_core::consensus::ConsensusError> {
+        let now = now_ms();
+        let epoch = match &message {
+            Message::Propose(b) => Some(b.header.epoch),
+            Message::Certificate(c) => Some(c.batch.header.epoch),
+            Message::FetchResponse(cs) => cs.first().map(|c| c.batch.header.epoch),
+            Message::Vote(_) | Message::Fetch(_) => None,
+        };
+        let current = self.consensus.committee().epoch();
+        let to_previous = epoch.is_some_and(|e| e != current)
+            && self
+                .previous
+                .as_ref()
+                .is_some_and(|p| Some(p.committee().epoch()) == epoch);
+        if to_previous {
+            let outs = self
+                .previous
+                .as_mut()
+                .map(|p| p.handle(now, from, message))
+                .transpose()?
+                .unwrap_or_default();
+            self.previous_outputs(outs);
+            return Ok(Vec::new());
+        }
+        if let (Message::Fetch(_), Some(p)) = (&message, self.previous.as_mut())
+            && let Ok(outs) = p.handle(now, from, message.clone())
+        {
+            self.previous_outputs(outs);
+        }
+        self.consensus.handle(now, from, message)
+    }
+
+    /// Acts on the retired previous driver's outputs: messages go out (to its committee),
+    /// nothing is persisted or emitted; own items of its late commits are carried over.
+    fn previous_outputs(&mut self, outs: Vec<Output>) {
+        let Some(committee) = self.previous.as_ref().map(|p| p.committee().clone()) else {
+            return;
+        };
+        for o in outs {
+            match o {
+                Output::Broadcast(m) => {
+                    let bytes = Arc::new(m.encode());
+                    let ids: Vec<NodeId> = self
+                        .peers
+                        .keys()
+                        .filter(|id| committee.authority(id).is_some())
+                        .copied()
+                        .collect();
+                    for to in ids {
+                        self.send(&to, &bytes);
+                    }
+                }
+                Output::Send { to, message } => self.send(&to, &Arc::new(message.encode())),
+                Output::Committed(sub) => self.carry(&sub),
+                Output::Evidence(eq) => {
+                    if let Some(a) = committee.authority(&eq.author())
+                        && let Ok(ev) = DoubleSignEvidence::from_equivocation(&eq, &a.public_key)
+                    {
+                        let _ = self.evidence.send(ev);
+                    }
+                }
+                Output::Persist(_) => {}
+            }
+        }
+    }
+
+    /// Own items in a commit that does not count (after its epoch's end) go to the next
+    /// epoch's driver, once.
+    fn carry(&mut self, sub: &CommittedSubDag) {
+        let me = self.key.node_id();
+        let items: Vec<BatchItem> = sub
+            .batches
+            .iter()
+            .filter(|c| c.author() == me)
+            .flat_map(|c| c.batch().header.items.iter().copied())
+            .filter(|i| self.carried.insert(*i))
+            .collect();
+        if !items.is_empty() && self.emit_upto.is_none() {
+            self.consensus.add_payload(items);
+        }
+    }
+
+    /// The committed sequence ended the epoch at `last`: retire the driver, keep its own
+    /// uncommitted items, ask for the next committee.
+    fn end_epoch(&mut self, last: dag_core::consensus::Checkpoint) {
+        self.consensus.retire();
+        self.emit_upto = Some(last.sequence);
+        let carried: Vec<BatchItem> = self.consensus.in_flight_items().into_iter().collect();
+        self.carried.extend(carried);
+        let Some(plan) = self.plan.clone() else {
+            return;
+        };
+        let end = EpochEnd {
+            epoch: self.state.epoch,
+            last,
+            at_ms: self.clock.at_ms,
+            committee: self.consensus.committee().clone(),
+        };
+        tracing::info!(
+            epoch = end.epoch,
+            last_seq = end.last.sequence,
+            "consensus epoch ended; waiting for the next committee"
+        );
+        metrics::counter!("citychain_consensus_epoch_changes_total").increment(1);
+        let cmd = self.cmd.clone();
+        self.switch_task = Some(tokio::spawn(async move {
+            let committee = (plan.next_committee)(end.clone()).await;
+            let _ = cmd.send(Command::StartEpoch { end, committee }).await;
+        }));
+    }
+
+    /// Starts the next epoch's driver (if this node is a member), after persisting it.
+    fn start_epoch(&mut self, end: EpochEnd, committee: Result<Committee>, out: &mut Vec<Output>) {
+        let committee = match committee {
+            Ok(c) => c.with_epoch(end.epoch + 1),
+            Err(e) => {
+                tracing::error!(epoch = end.epoch + 1, error = %e, "no committee for the next epoch; consensus stays stopped");
+                return;
+            }
+        };
+        let me = self.key.node_id();
+        if committee.authority(&me).is_none() {
+            let left = EpochState {
+                left_after: Some(end.last.sequence),
+                ..self.state.clone()
+            };
+            if let Err(e) = left.store(&self.data_dir) {
+                tracing::error!(error = %e, "cannot persist the epoch state");
+            }
+            self.state = left;
+            self.removed = true;
+            tracing::warn!(
+                epoch = end.epoch + 1,
+                "left out of the next committee: no longer proposing"
+            );
+            return;
+        }
+        let state = EpochState::after(&end, &committee);
+        let started = (|| -> Result<(Consensus<Keypair, MlDsa87>, Vec<Output>, RecordStore)> {
+            state.store(&self.data_dir)?;
+            let (store, records) =
+                RecordStore::open(&EpochState::records_path(&self.data_dir, state.epoch))?;
+            let (mut c, mut outs) = Consensus::recover_epoch(
+                committee.clone(),
+                self.key.clone(),
+                MlDsa87,
+                self.cfg.clone(),
+                state.start,
+                records,
+            )?;
+            outs.extend(c.start(now_ms()));
+            Ok((c, outs, store))
+        })();
+        let (mut next, outs, store) = match started {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::error!(epoch = state.epoch, error = %e, "cannot start the next epoch");
+                return;
+            }
+        };
+        next.set_proposal_interval(self.cfg.proposal_interval_ms);
+        let carried: Vec<BatchItem> = self.carried.iter().copied().collect();
+        next.add_payload(carried);
+        let old = std::mem::replace(&mut self.consensus, next);
+        self.previous = Some(old);
+        self.store = Some(store);
+        self.clock = TermClock::started_at(end.at_ms);
+        self.emit_upto = None;
+        self.state = state;
+        self.committee_tx.send_replace(committee.clone());
+        tracing::info!(
+            epoch = self.state.epoch,
+            members = committee.size(),
+            first_seq = self.state.start.next_sequence,
+            "consensus epoch started"
+        );
+        out.extend(outs);
     }
 }
 
@@ -474,6 +770,7 @@ pub struct RepresentativeHandle {
     evidence: Option<mpsc::UnboundedReceiver<DoubleSignEvidence>>,
     stats: Arc<RepresentativeStats>,
     status: tokio::sync::watch::Receiver<RepresentativeStatus>,
+    committee: tokio::sync::watch::Receiver<Committee>,
     server: Option<crate::runtime::ServerHandle>,
     driver: Option<JoinHandle<()>>,
     helpers: Vec<JoinHandle<()>>,
@@ -484,6 +781,7 @@ impl std::fmt::Debug for Command {
         match self {
             Command::Inbound { from, .. } => write!(f, "Inbound(from {from})"),
             Command::Payload(items) => write!(f, "Payload({} items)", items.len()),
+            Command::StartEpoch { end, .. } => write!(f, "StartEpoch(after {})", end.epoch),
             Command::Stop => f.write_str("Stop"),
         }
     }
@@ -519,6 +817,11 @@ impl RepresentativeHandle {
     /// The driver's position (round, DAG height, commits); `changed()` wakes on updates.
     pub fn status(&self) -> tokio::sync::watch::Receiver<RepresentativeStatus> {
         self.status.clone()
+    }
+
+    /// The committee its current consensus driver runs (changes at epoch boundaries).
+    pub fn committee(&self) -> Committee {
+        self.committee.borrow().clone()
     }
 
     /// Queues payload items (held tx ids, micro-batch stripe ids) for its next proposals.
@@ -631,23 +934,52 @@ pub async fn spawn_representative(
         ..cfg
     };
     let node_id = key.node_id();
-    let path = cfg.data_dir.join("consensus.redb");
+    // The epoch it runs: the persisted one after a committee change, else genesis.
+    let dir = cfg.data_dir.clone();
+    let persisted =
+        crate::runtime::run_blocking("consensus epoch state", move || EpochState::load(&dir))
+            .await??;
+    let (state, committee, clock) = match persisted {
+        Some(st) => {
+            let c = st.committee()?;
+            let clock = TermClock::started_at(st.term_started_ms);
+            (st, c, clock)
+        }
+        None => (
+            EpochState {
+                epoch: 0,
+                start: ChainStart::default(),
+                term_started_ms: 0,
+                members: committee
+                    .authorities()
+                    .iter()
+                    .map(|a| (a.public_key.clone(), a.stake))
+                    .collect(),
+                left_after: None,
+            },
+            committee,
+            TermClock::default(),
+        ),
+    };
+    let path = EpochState::records_path(&cfg.data_dir, state.epoch);
     let (store, records) =
         crate::runtime::run_blocking("consensus record store", move || RecordStore::open(&path))
             .await??;
-    let (mut consensus, mut first) = if records.is_empty() {
-        let c = Consensus::new(committee, key.clone(), MlDsa87, cfg.consensus.clone())?;
-        (c, Vec::new())
+    let (mut consensus, mut first) = Consensus::recover_epoch(
+        committee,
+        key.clone(),
+        MlDsa87,
+        cfg.consensus.clone(),
+        state.start,
+        records,
+    )?;
+    let removed = state.left_after.is_some();
+    if removed {
+        // Left out of the next committee before the restart: replay, never propose.
+        consensus.retire();
     } else {
-        Consensus::recover(
-            committee,
-            key.clone(),
-            MlDsa87,
-            cfg.consensus.clone(),
-            records,
-        )?
-    };
-    first.extend(consensus.start(now_ms()));
+        first.extend(consensus.start(now_ms()));
+    }
     let in_flight = consensus.in_flight_items();
 
     let stats = Arc::new(RepresentativeStats::default());
@@ -675,11 +1007,29 @@ pub async fn spawn_representative(
         batch_interval_ms: cfg
             .batch_interval
             .map_or(cfg.consensus.proposal_interval_ms, |r| r.start_ms),
+        epoch: state.epoch,
+        epoch_first_seq: state.start.next_sequence,
+        removed,
         ..RepresentativeStatus::default()
     });
+    let (committee_tx, committee_rx) = tokio::sync::watch::channel(consensus.committee().clone());
     let driver = Driver {
+        committee_tx,
+        equivocate: cfg.equivocate_for_test,
         status: status_tx,
         committed: 0,
+        previous: None,
+        plan: cfg.epochs.clone(),
+        clock,
+        emit_upto: state.left_after,
+        state,
+        carried: Default::default(),
+        key: key.clone(),
+        cfg: cfg.consensus.clone(),
+        data_dir: cfg.data_dir.clone(),
+        cmd: cmd.clone(),
+        switch_task: None,
+        removed,
         consensus,
         store: Some(store),
         peers: peer_map,
@@ -710,6 +1060,7 @@ pub async fn spawn_representative(
         evidence: Some(evidence_rx),
         stats,
         status: status_rx,
+        committee: committee_rx,
         server: None,
         driver: Some(driver),
         helpers,
