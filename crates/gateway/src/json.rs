@@ -313,6 +313,10 @@ pub struct JsonExecution {
     pub outcome: String,
     /// Why it failed, for people (empty when applied).
     pub detail: String,
+    /// The state root after that checkpoint, hex (absent when not recorded): the same on
+    /// every representative of the committee.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_root: Option<String>,
 }
 
 impl From<&TxExecution> for JsonExecution {
@@ -329,6 +333,7 @@ impl From<&TxExecution> for JsonExecution {
             }
             .into(),
             detail: e.detail.clone(),
+            state_root: e.state_root.map(|r| r.to_hex()),
         }
     }
 }

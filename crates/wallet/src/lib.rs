@@ -379,6 +379,7 @@ mod tests {
             sequence: 3,
             outcome,
             detail: String::new(),
+            state_root: None,
         })
     }
 

@@ -98,6 +98,7 @@ impl GatewayBackend for Memory {
                 sequence: 4,
                 outcome: rpc::ExecutionOutcome::Applied,
                 detail: String::new(),
+                state_root: Some(dag_core::Hash32([9; 32])),
             }))
     }
     async fn account(&self, account: AccountId) -> Result<rpc::AccountInfo, Rejection> {
@@ -537,6 +538,7 @@ async fn accounts_and_a_txs_outcome_and_cross_state_are_read() {
         .unwrap();
     let e = t.execution.unwrap();
     assert_eq!((e.sequence, e.outcome.as_str()), (4, "applied"));
+    assert_eq!(e.state_root, Some("09".repeat(32)));
     let c = t.cross.unwrap();
     assert_eq!(
         (
