@@ -103,6 +103,47 @@ pub(crate) struct Relayer {
     pub(crate) cfg: RelayerConfig,
 }
 
+/// The pending transfer-outs due to be relayed again, by escrow checkpoint; updates `due`
+/// (per transfer: when it is due and the wait after). The clock of a transfer-out starts
+/// when it is first seen federated (when it was relayed), not at its escrow: federation
+/// itself takes seconds under load, and a resend before the first relay could be answered
+/// only adds copies for the receiver city to hold and order.
+fn due_again(
+    ledger: &Ledger,
+    upto: u64,
+    due: &mut HashMap<TxId, (Instant, Duration)>,
+    first_wait: Duration,
+    now: Instant,
+) -> BTreeMap<u64, Vec<TxId>> {
+    let mut by_seq: BTreeMap<u64, Vec<TxId>> = BTreeMap::new();
+    let Ok(Some(book)) = ledger.cross_book() else {
+        return by_seq;
+    };
+    for t in book.pending() {
+        let (at, wait) = match due.get(&t.id) {
+            Some(d) => *d,
+            None => {
+                if let Ok(Some(seq)) = ledger.escrowed_at(&t.id)
+                    && seq < upto
+                {
+                    due.insert(t.id, (now + first_wait, first_wait));
+                }
+                continue;
+            }
+        };
+        if now < at {
+            continue;
+        }
+        if let Ok(Some(seq)) = ledger.escrowed_at(&t.id) {
+            by_seq.entry(seq).or_default().push(t.id);
+            let wait = (wait * 2).min(MAX_RETRY);
+            due.insert(t.id, (now + wait, wait));
+        }
+    }
+    due.retain(|id, _| book.out_state(id) == Some(&OutState::Pending));
+    by_seq
+}
+
 impl Relayer {
     /// The relayer of a representative `me` of `here`.
     pub(crate) fn new(
@@ -168,38 +209,21 @@ impl Relayer {
                 continue;
             }
             last_retry = Instant::now();
-            // Transfer-outs still pending: relay again from their escrow checkpoint.
-            let Ok(Some(book)) = self.ledger.cross_book() else {
-                continue;
+            // Transfer-outs still pending: relay again from their escrow checkpoint. The
+            // scan reads the book and an escrow record per pending transfer: redb reads, on
+            // the blocking pool, not a runtime worker.
+            let ledger = self.ledger.clone();
+            let scan = crate::runtime::run_blocking("cross-city relayer", move || {
+                let by_seq = due_again(&ledger, upto, &mut due, first_wait, Instant::now());
+                (by_seq, due)
+            });
+            let by_seq = match scan.await {
+                Ok((by_seq, d)) => {
+                    due = d;
+                    by_seq
+                }
+                Err(_) => return,
             };
-            let mut by_seq: BTreeMap<u64, Vec<TxId>> = BTreeMap::new();
-            let now = Instant::now();
-            for t in book.pending() {
-                // The clock of a transfer-out starts when it is first seen federated (when
-                // it was relayed), not at its escrow: federation itself takes seconds under
-                // load, and a retry before the first relay could be answered only adds
-                // copies for the receiver city to hold and order.
-                let (at, wait) = match due.get(&t.id) {
-                    Some(d) => *d,
-                    None => {
-                        if let Ok(Some(seq)) = self.ledger.escrowed_at(&t.id)
-                            && seq < upto
-                        {
-                            due.insert(t.id, (now + first_wait, first_wait));
-                        }
-                        continue;
-                    }
-                };
-                if now < at {
-                    continue;
-                }
-                if let Ok(Some(seq)) = self.ledger.escrowed_at(&t.id) {
-                    by_seq.entry(seq).or_default().push(t.id);
-                    let wait = (wait * 2).min(MAX_RETRY);
-                    due.insert(t.id, (now + wait, wait));
-                }
-            }
-            due.retain(|id, _| book.out_state(id) == Some(&OutState::Pending));
             for (seq, ids) in by_seq {
                 metrics::counter!("citychain_cross_relayed_again_total")
                     .increment(ids.len() as u64);

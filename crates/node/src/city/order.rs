@@ -74,6 +74,9 @@ pub struct OrderStore {
     next: AtomicU64,
     committed: watch::Sender<u64>,
     duplicates: AtomicU64,
+    /// The contiguous federated prefix seen so far ([`OrderStore::federated_upto`]):
+    /// federation records are only ever added, so the next call scans from here, not from 0.
+    fed_upto: AtomicU64,
     /// Where ordered / federated events go (set once by the city node).
     events: std::sync::OnceLock<std::sync::Arc<super::events::EventBus>>,
 }
@@ -121,6 +124,7 @@ impl OrderStore {
             next: AtomicU64::new(next),
             committed,
             duplicates: AtomicU64::new(0),
+            fed_upto: AtomicU64::new(0),
             events: std::sync::OnceLock::new(),
         })
     }
@@ -353,14 +357,17 @@ impl OrderStore {
         let err = db_err(&self.path);
         let r = self.db.begin_read().map_err(|e| err(e.into()))?;
         let t = r.open_table(FEDERATED).map_err(|e| err(e.into()))?;
-        let mut n = 0;
-        for row in t.iter().map_err(|e| err(e.into()))? {
+        // Records are never removed: the prefix known contiguous stays so; scan on from it.
+        let from = self.fed_upto.load(Ordering::Acquire);
+        let mut n = from;
+        for row in t.range(from..).map_err(|e| err(e.into()))? {
             let (k, _) = row.map_err(|e| err(e.into()))?;
             if k.value() != n {
                 break;
             }
             n += 1;
         }
+        self.fed_upto.fetch_max(n, Ordering::AcqRel);
         Ok(n)
     }
 }
