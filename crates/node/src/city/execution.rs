@@ -326,14 +326,20 @@ pub(crate) struct CommitteeBodies {
     peers: BTreeMap<NodeId, String>,
     clients: tokio::sync::Mutex<HashMap<NodeId, rpc::CityClient>>,
     timeout: Duration,
-    /// Txs restored from stripes other representatives placed, by id (bounded).
+    /// Txs restored from stripes other representatives placed, by id, until the feed
+    /// takes them (bounded by [`MAX_RESTORED`]).
     restored: Mutex<HashMap<TxId, SignedTx>>,
     /// Stripes already restored.
     stripes_done: Mutex<HashSet<StripeId>>,
 }
 
-/// Most restored txs kept for the feed; beyond, the cache starts over.
-const MAX_RESTORED: usize = 200_000;
+/// Most restored txs kept for the feed (a tx leaves when the feed takes it); beyond, the
+/// cache starts over. 8,192 txs of ~7.3 KB ≈ 60 MB at most, whatever the history (it was
+/// 200,000, ≈ 1.4 GB).
+const MAX_RESTORED: usize = 8_192;
+
+/// Most stripe ids remembered as restored (32 B each); beyond, the set starts over.
+const MAX_STRIPES_DONE: usize = 16_384;
 
 impl CommitteeBodies {
     pub(crate) fn new(node: Arc<CityNode>, me: NodeId, peers: BTreeMap<NodeId, String>) -> Self {
@@ -353,8 +359,8 @@ impl CommitteeBodies {
     async fn restore_from_stripes(&self, id: TxId, stripes: &[StripeId]) -> Option<SignedTx> {
         let p = self.node.pipeline()?;
         for s in stripes {
-            if let Some(tx) = self.restored.lock().get(&id) {
-                return Some(tx.clone());
+            if let Some(tx) = self.restored.lock().remove(&id) {
+                return Some(tx);
             }
             if self.stripes_done.lock().contains(s) {
                 continue;
@@ -370,14 +376,19 @@ impl CommitteeBodies {
                         r.insert(t.id(), t);
                     }
                     drop(r);
-                    self.stripes_done.lock().insert(*s);
+                    let mut done = self.stripes_done.lock();
+                    if done.len() >= MAX_STRIPES_DONE {
+                        // Forgetting only costs a second restore of a stripe asked again.
+                        done.clear();
+                    }
+                    done.insert(*s);
                 }
                 Err(e) => {
                     tracing::debug!(stripe = %s.short(), error = %e, "stripe not restorable for execution");
                 }
             }
         }
-        self.restored.lock().get(&id).cloned()
+        self.restored.lock().remove(&id)
     }
 
     async fn client(&self, peer: NodeId) -> Option<rpc::CityClient> {
