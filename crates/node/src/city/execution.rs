@@ -23,7 +23,8 @@
 //! the batch's author and the other representatives through `GetTx`, and the light nodes
 //! of stripes others placed — each fetched body verified before use (it must hash to the
 //! ordered id, its key to its sender, its signature verify: [`verify_fetched`]), as soon as
-//! it arrives and in parallel on the node's verification pool (the one admission uses).
+//! it arrives, on the node's verification pool (the one admission uses), at most half the
+//! pool's threads at once so the Held path keeps the rest.
 //!
 //! Crash safety: each applier is durable and idempotent per sequence; the feed resumes at
 //! the lowest sequence any applier or the record still lacks.
@@ -331,6 +332,9 @@ pub(crate) struct CommitteeBodies {
     restored: Mutex<HashMap<TxId, SignedTx>>,
     /// Stripes already restored.
     stripes_done: Mutex<HashSet<StripeId>>,
+    /// The feed's share of the verification pool: at most half its threads (at least one)
+    /// verify fetched bodies at once, so admission (the Held path) keeps the rest.
+    verify_share: tokio::sync::Semaphore,
 }
 
 /// Most restored txs kept for the feed (a tx leaves when the feed takes it); beyond, the
@@ -343,6 +347,10 @@ const MAX_STRIPES_DONE: usize = 16_384;
 
 impl CommitteeBodies {
     pub(crate) fn new(node: Arc<CityNode>, me: NodeId, peers: BTreeMap<NodeId, String>) -> Self {
+        let share = node
+            .pipeline()
+            .map_or(1, |p| p.verify_pool().threads() / 2)
+            .max(1);
         CommitteeBodies {
             node,
             me,
@@ -351,6 +359,7 @@ impl CommitteeBodies {
             timeout: Duration::from_secs(2),
             restored: Mutex::new(HashMap::new()),
             stripes_done: Mutex::new(HashSet::new()),
+            verify_share: tokio::sync::Semaphore::new(share),
         }
     }
 
@@ -429,6 +438,11 @@ impl BodySource for CommitteeBodies {
                 .map_err(|e| e.to_string())?
                 .map_err(|e| e.to_string());
         };
+        let _share = self
+            .verify_share
+            .acquire()
+            .await
+            .map_err(|_| "the feed is stopping".to_string())?;
         let (done, rx) = tokio::sync::oneshot::channel();
         p.verify_pool().spawn(move || {
             let _ = done.send(verify_fetched(id, tx));
