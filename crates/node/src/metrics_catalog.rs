@@ -415,6 +415,21 @@ pub const METRICS: &[MetricHelp] = &[
         help: "Txs in the working set.",
     },
     MetricHelp {
+        name: "citychain_working_store_deferred",
+        kind: MetricKind::Gauge,
+        help: "Ordered and executed txs whose body stays in the working store for now (not held, not archived, or a cross-city transfer not settled).",
+    },
+    MetricHelp {
+        name: "citychain_working_store_pruned_total",
+        kind: MetricKind::Counter,
+        help: "Tx bodies removed from the city's working store (txs.redb) once ordered, executed, held, archived and settled.",
+    },
+    MetricHelp {
+        name: "citychain_working_store_txs",
+        kind: MetricKind::Gauge,
+        help: "Tx bodies in the city's working store (txs.redb).",
+    },
+    MetricHelp {
         name: "continent_checkpoints_logged",
         kind: MetricKind::Counter,
         help: "City checkpoints appended to the continent log.",

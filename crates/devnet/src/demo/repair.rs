@@ -3,7 +3,8 @@
 //! serving tier's latency as the repair service measured it (the `seconds` of its
 //! `repair_acknowledged` event):
 //!
-//! - `local_store`: txs representative 0 admitted, asked of representative 0;
+//! - `local_store`: txs representative 0 admitted just before (bodies leave its working
+//!   store once ordered, executed and archived), asked of representative 0;
 //! - `light_nodes`: txs representative 1 admitted, whose local copy it first evicts (the
 //!   shards keep them): REPAIR_REQUEST / REPAIR_ACK to the stripe's holders;
 //! - `peers`: txs representative 0 admitted, asked of representative 2, which knows them
@@ -141,11 +142,22 @@ async fn repair_once(
     }
 }
 
-/// Runs the phase over the held txs (`held`, with their signed bodies in `txs`).
+/// [`PER_TIER`] transfers not in the load (load indices `offered..`), for the local-store
+/// tier: submitted to representative 0 right before it is measured.
+pub(crate) fn fresh_txs(offered: usize, accounts: &[pqc::Keypair]) -> Result<Vec<SignedTx>> {
+    let city = dag_core::CityId::new(crate::CITY).map_err(|e| Error::Measurement(e.to_string()))?;
+    (offered..offered + PER_TIER)
+        .map(|i| crate::load::load_transfer(accounts, i, &city, crate::CITY_POS))
+        .collect()
+}
+
+/// Runs the phase over the held txs (`held`, with their signed bodies in `txs`); `fresh`
+/// are admitted to representative 0 for its local-store tier.
 pub(crate) async fn run(
     net: &Devnet,
     held: &[HeldAnswer],
     txs: &[SignedTx],
+    fresh: &[SignedTx],
 ) -> Result<RepairFigures> {
     let http = reqwest::Client::new();
     let mut figures = RepairFigures::default();
@@ -157,7 +169,20 @@ pub(crate) async fn run(
             .map(|a| a.id)
             .collect::<Vec<_>>()
     };
-    let mut plan: Vec<(&str, usize, Vec<TxId>)> = vec![("local_store", 0, of(0, 0))];
+    let mut local = Vec::new();
+    if let Some(c) = net.rep(0) {
+        let client = CityClient::connect(&c.addr().to_string()).await?;
+        for tx in fresh {
+            match client.submit(tx).await {
+                Ok(s) if s.state == TxState::Held => local.push(s.tx_id),
+                Ok(s) => figures
+                    .failures
+                    .push(format!("{}: answered {:?}, not Held", s.tx_id, s.state)),
+                Err(e) => figures.failures.push(format!("local-store tx: {e}")),
+            }
+        }
+    }
+    let mut plan: Vec<(&str, usize, Vec<TxId>)> = vec![("local_store", 0, local)];
     if net.rep(1).is_some() {
         let ids = of(1, 0);
         let node = net.rep(1).map(|r| r.node().clone());

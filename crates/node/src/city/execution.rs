@@ -21,7 +21,10 @@
 //! [`VerifiedTx::reload_verified`]); then, for what is still missing, bounded parallel
 //! fetches (`FeedConfig::concurrency`, default 32) from this node's stripe's light nodes or archive,
 //! the batch's author and the other representatives through `GetTx`, and the light nodes
-//! of stripes others placed — each fetched body verified (signature and id) before use.
+//! of stripes others placed — each fetched body verified before use (it must hash to the
+//! ordered id, its key to its sender, its signature verify: [`verify_fetched`]), as soon as
+//! it arrives, on the node's verification pool (the one admission uses), at most half the
+//! pool's threads at once so the Held path keeps the rest.
 //!
 //! Crash safety: each applier is durable and idempotent per sequence; the feed resumes at
 //! the lowest sequence any applier or the record still lacks.
@@ -285,6 +288,36 @@ pub(crate) trait BodySource: Send + Sync + 'static {
         let _ = ids;
         std::future::ready(Vec::new())
     }
+
+    /// Verifies a fetched body for `id` ([`verify_fetched`]: it must hash to `id`, its key
+    /// to its sender, and its signature verify). Default: on tokio's blocking pool, one task
+    /// per body (so bodies verify in parallel); a node passes its verification pool.
+    fn verify(
+        &self,
+        id: TxId,
+        tx: SignedTx,
+    ) -> impl Future<Output = std::result::Result<VerifiedTx, String>> + Send {
+        async move {
+            run_blocking("execution verify", move || verify_fetched(id, tx))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())
+        }
+    }
+}
+
+/// Checks a body another node sent for `id`: it must hash to `id` (a signature alone does
+/// not bind the body: it signs the id, so a peer could keep the signature and change the
+/// amount), its public key must hash to its sender, and its ML-DSA-87 signature verify.
+pub(crate) fn verify_fetched(id: TxId, tx: SignedTx) -> dag_core::Result<VerifiedTx> {
+    let actual = tx.id();
+    if actual != id {
+        return Err(dag_core::Error::Decode(DecodeError::Invalid {
+            field: "tx id",
+            reason: "the fetched body does not hash to the ordered id",
+        }));
+    }
+    tx.verify_with_id(id, &pqc::MlDsa87)
 }
 
 /// This node's copies first, then the representatives' `GetTx`.
@@ -294,17 +327,30 @@ pub(crate) struct CommitteeBodies {
     peers: BTreeMap<NodeId, String>,
     clients: tokio::sync::Mutex<HashMap<NodeId, rpc::CityClient>>,
     timeout: Duration,
-    /// Txs restored from stripes other representatives placed, by id (bounded).
+    /// Txs restored from stripes other representatives placed, by id, until the feed
+    /// takes them (bounded by [`MAX_RESTORED`]).
     restored: Mutex<HashMap<TxId, SignedTx>>,
     /// Stripes already restored.
     stripes_done: Mutex<HashSet<StripeId>>,
+    /// The feed's share of the verification pool: at most half its threads (at least one)
+    /// verify fetched bodies at once, so admission (the Held path) keeps the rest.
+    verify_share: tokio::sync::Semaphore,
 }
 
-/// Most restored txs kept for the feed; beyond, the cache starts over.
-const MAX_RESTORED: usize = 200_000;
+/// Most restored txs kept for the feed (a tx leaves when the feed takes it); beyond, the
+/// cache starts over. 8,192 txs of ~7.3 KB ≈ 60 MB at most, whatever the history (it was
+/// 200,000, ≈ 1.4 GB).
+const MAX_RESTORED: usize = 8_192;
+
+/// Most stripe ids remembered as restored (32 B each); beyond, the set starts over.
+const MAX_STRIPES_DONE: usize = 16_384;
 
 impl CommitteeBodies {
     pub(crate) fn new(node: Arc<CityNode>, me: NodeId, peers: BTreeMap<NodeId, String>) -> Self {
+        let share = node
+            .pipeline()
+            .map_or(1, |p| p.verify_pool().threads() / 2)
+            .max(1);
         CommitteeBodies {
             node,
             me,
@@ -313,6 +359,7 @@ impl CommitteeBodies {
             timeout: Duration::from_secs(2),
             restored: Mutex::new(HashMap::new()),
             stripes_done: Mutex::new(HashSet::new()),
+            verify_share: tokio::sync::Semaphore::new(share),
         }
     }
 
@@ -321,8 +368,8 @@ impl CommitteeBodies {
     async fn restore_from_stripes(&self, id: TxId, stripes: &[StripeId]) -> Option<SignedTx> {
         let p = self.node.pipeline()?;
         for s in stripes {
-            if let Some(tx) = self.restored.lock().get(&id) {
-                return Some(tx.clone());
+            if let Some(tx) = self.restored.lock().remove(&id) {
+                return Some(tx);
             }
             if self.stripes_done.lock().contains(s) {
                 continue;
@@ -338,14 +385,19 @@ impl CommitteeBodies {
                         r.insert(t.id(), t);
                     }
                     drop(r);
-                    self.stripes_done.lock().insert(*s);
+                    let mut done = self.stripes_done.lock();
+                    if done.len() >= MAX_STRIPES_DONE {
+                        // Forgetting only costs a second restore of a stripe asked again.
+                        done.clear();
+                    }
+                    done.insert(*s);
                 }
                 Err(e) => {
                     tracing::debug!(stripe = %s.short(), error = %e, "stripe not restorable for execution");
                 }
             }
         }
-        self.restored.lock().get(&id).cloned()
+        self.restored.lock().remove(&id)
     }
 
     async fn client(&self, peer: NodeId) -> Option<rpc::CityClient> {
@@ -378,6 +430,28 @@ impl CommitteeBodies {
 }
 
 impl BodySource for CommitteeBodies {
+    async fn verify(&self, id: TxId, tx: SignedTx) -> std::result::Result<VerifiedTx, String> {
+        // On the node's verification pool (admission's), each body its own job.
+        let Some(p) = self.node.pipeline() else {
+            return run_blocking("execution verify", move || verify_fetched(id, tx))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string());
+        };
+        let _share = self
+            .verify_share
+            .acquire()
+            .await
+            .map_err(|_| "the feed is stopping".to_string())?;
+        let (done, rx) = tokio::sync::oneshot::channel();
+        p.verify_pool().spawn(move || {
+            let _ = done.send(verify_fetched(id, tx));
+        });
+        rx.await
+            .map_err(|_| "the verification pool stopped".to_string())?
+            .map_err(|e| e.to_string())
+    }
+
     async fn local_verified(&self, ids: Vec<TxId>) -> Vec<VerifiedTx> {
         let node = self.node.clone();
         // One blocking task for the whole checkpoint's lookups (redb reads, no signature
@@ -690,7 +764,8 @@ impl<S: BodySource> Feed<S> {
                 self.cache.insert(v.id(), v);
             }
         }
-        // Fetch (bounded, in parallel) and verify what is still missing.
+        // Fetch what is still missing (bounded, in parallel) and verify each body as it
+        // arrives, in parallel on the verification pool.
         let wanted: Vec<(TxId, NodeId, Arc<Vec<StripeId>>)> = plan
             .iter()
             .filter(|p| !self.cache.contains_key(&p.id))
@@ -699,20 +774,12 @@ impl<S: BodySource> Feed<S> {
         if !wanted.is_empty() {
             use futures::StreamExt;
             let bodies = self.bodies.clone();
-            let fetched: Vec<(TxId, Option<SignedTx>)> = futures::stream::iter(wanted)
+            let verified: Vec<VerifiedTx> = futures::stream::iter(wanted)
                 .map(|(id, author, stripes)| {
                     let b = bodies.clone();
-                    async move { (id, b.fetch(id, author, stripes).await) }
-                })
-                .buffer_unordered(self.cfg.concurrency.max(1))
-                .collect()
-                .await;
-            let verified = run_blocking("execution verify", move || {
-                fetched
-                    .into_iter()
-                    .filter_map(|(id, tx)| {
-                        let tx = tx?;
-                        match tx.verify_with_id(id, &pqc::MlDsa87) {
+                    async move {
+                        let tx = b.fetch(id, author, stripes).await?;
+                        match b.verify(id, tx).await {
                             Ok(v) => Some(v),
                             Err(e) => {
                                 tracing::warn!(tx = %id, error = %e, "a fetched body does not verify; dropped");
@@ -721,11 +788,12 @@ impl<S: BodySource> Feed<S> {
                                 None
                             }
                         }
-                    })
-                    .collect::<Vec<_>>()
-            })
-            .await
-            .map_err(|e| StepError::Failed(e.to_string()))?;
+                    }
+                })
+                .buffer_unordered(self.cfg.concurrency.max(1))
+                .filter_map(std::future::ready)
+                .collect()
+                .await;
             for v in verified {
                 self.cache.insert(v.id(), v);
             }
@@ -924,6 +992,66 @@ mod tests {
             fetched, want,
             "only bodies the node did not verify itself are fetched"
         );
+    }
+
+    #[test]
+    fn a_fetched_body_must_hash_to_the_ordered_id() {
+        let alice = Keypair::generate();
+        let t = transfer(&alice, AccountId::from_bytes([2; 32]), 1, 0);
+        let id = t.id();
+        assert!(verify_fetched(id, t.clone()).is_ok());
+        // Same sender, key and signature, another amount: the signature (over the id)
+        // still checks, the body does not hash to the id.
+        let mut forged = t.clone();
+        forged.tx.amount = 1_000_000;
+        assert!(forged.clone().verify_with_id(id, &pqc::MlDsa87).is_ok());
+        assert!(verify_fetched(id, forged).is_err());
+        let mut bad_sig = t;
+        bad_sig.signature[0] ^= 1;
+        assert!(verify_fetched(id, bad_sig).is_err());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_fetched_body_with_the_ids_signature_but_another_amount_blocks_the_feed() {
+        let alice = Keypair::generate();
+        let bob = AccountId::from_bytes([2; 32]);
+        let alloc: BTreeMap<AccountId, u64> = [(alice.account_id(), 1_000)].into();
+        let t = transfer(&alice, bob, 100, 0);
+        let subs = super::super::order::tests::commits(vec![BatchItem::Tx(t.id())]);
+        let dir = tempfile::tempdir().unwrap();
+        let order = Arc::new(OrderStore::open(&dir.path().join("order.redb")).unwrap());
+        for s in &subs {
+            order.apply(s, 1).unwrap();
+        }
+        let exec = open_exec(dir.path(), &alloc);
+        let bodies = Arc::new(MemoryBodies::default());
+        let mut forged = t.clone();
+        forged.tx.amount = 900;
+        bodies.0.lock().insert(t.id(), forged);
+        let cfg = FeedConfig {
+            backoff_min: Duration::from_millis(5),
+            backoff_max: Duration::from_millis(20),
+            concurrency: 4,
+        };
+        let feed = spawn_feed(exec.clone(), order.clone(), bodies.clone(), cfg);
+        let stuck = order.ordering(&t.id()).unwrap().unwrap().sequence;
+        until("the feed to block", || {
+            exec.blocked()
+                == Some(Blocked {
+                    sequence: stuck,
+                    missing: 1,
+                })
+        })
+        .await;
+        let ledger = exec.ledger().unwrap().clone();
+        assert_eq!(ledger.outcome(&t.id()).unwrap(), None);
+        bodies.0.lock().insert(t.id(), t.clone());
+        until("the feed to finish", || {
+            exec.executed() == order.committed()
+        })
+        .await;
+        feed.shutdown().await;
+        assert_eq!(ledger.account(&bob).unwrap().unwrap().balance, 100);
     }
 
     #[test]

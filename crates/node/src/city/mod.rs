@@ -18,6 +18,7 @@ pub(crate) mod membership;
 pub(crate) mod order;
 pub(crate) mod pipeline;
 pub(crate) mod placement;
+pub(crate) mod prune; // issue 18w: the working store leaves
 pub(crate) mod recovery;
 pub(crate) mod repair_protocol;
 pub(crate) mod scheduling;
@@ -141,6 +142,8 @@ pub struct CityHandle {
     /// What gRPC health says, and the live-holder count behind it (with storage).
     readiness: runtime::Readiness,
     holders_watch: Option<tokio::task::JoinHandle<()>>,
+    /// Prunes the working store (representatives with an archive and storage).
+    pruner: Option<prune::PrunerHandle>,
 }
 
 /// How long a graceful stop waits for in-flight calls and streams.
@@ -214,6 +217,9 @@ impl CityHandle {
     /// Stops the audit and the start-up scan (work in progress is abandoned; a tx left
     /// Admitted is picked up at the next start).
     async fn stop_background(&mut self) {
+        if let Some(p) = self.pruner.take() {
+            p.shutdown().await;
+        }
         if let Some(w) = self.holders_watch.take() {
             w.abort();
             let _ = w.await;
@@ -334,9 +340,11 @@ pub async fn start_city_with(
         )?;
         city = city.with_pipeline(pipeline);
     }
+    let mut archive_for_prune = None;
     if cfg.archive {
         let a = archive::RedbArchive::open_in_dir(&cfg.data_dir.join("archive"))
             .map_err(|source| Error::Archive { source })?;
+        archive_for_prune = Some(a.clone());
         let writer =
             archive::ArchiveWriter::spawn(a.clone(), archive::ArchiveWriterConfig::default());
         city = city.with_archive(a, writer);
@@ -381,10 +389,20 @@ pub async fn start_city_with(
         representation.as_ref().map(|r| r.order().clone()),
         parts.working_set.gc_interval,
     ));
+    let mut pruner = None;
     if let Some(r) = representation.as_mut() {
         r.order().set_events(node.events().clone());
         r.spawn_resubmitter(node.clone());
         r.spawn_feed(node.clone());
+        pruner = Some(prune::spawn(
+            prune::Pruner::new(
+                node.clone(),
+                r.order().clone(),
+                r.execution().clone(),
+                archive_for_prune.take(),
+            ),
+            prune::PruneConfig::default(),
+        ));
         if let Some(cp) = &parts.committee {
             r.spawn_stake_reporter(node.clone(), keypair, &cp.committee.city_id);
             r.spawn_relayer(keypair, cp);
@@ -485,6 +503,7 @@ pub async fn start_city_with(
         recovery: Some(recovery),
         readiness,
         holders_watch,
+        pruner,
     })
 }
 

@@ -10,6 +10,15 @@
 //! nothing admitted), and [`TxStore::heal`] (driven by [`TxStore::spawn_watchdog`], which also
 //! flips gRPC health to NOT_SERVING and back) reopens the file and checks that every tx it
 //! acknowledged is still there.
+//!
+//! The store is a *working* store: once a tx is ordered, executed, archived and (for a
+//! cross-city transfer) settled, the city's pruner ([`super::prune`]) removes its body with
+//! [`TxStore::prune`]; its (sender, nonce) stays, so replay protection stands (a pruned tx
+//! submitted again is still a `DuplicateTx`), and `GetTx` answers it from the shards or
+//! the archive. The pruner's progress (next checkpoint to examine, txs it must look at
+//! again) lives in the same file and changes in the same transaction as the bodies it
+//! removes, so a crash mid-prune loses nothing and repeats nothing. Gauge:
+//! `citychain_working_store_txs` (bodies stored).
 
 use crate::runtime::db_err;
 use crate::{Error, Result};
@@ -27,6 +36,12 @@ use tokio::sync::{mpsc, oneshot};
 const TXS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("txs");
 /// sender (32) ‖ nonce (u64 BE) → tx id.
 const NONCES: TableDefinition<&[u8; 40], &[u8; 32]> = TableDefinition::new("nonces");
+
+/// The pruner's progress: `"next_seq"` → the first checkpoint sequence it has not examined.
+const PRUNE: TableDefinition<&str, u64> = TableDefinition::new("prune");
+/// Txs the pruner examined but could not prune yet (not archived or not settled): id → the
+/// checkpoint that ordered it.
+const DEFERRED: TableDefinition<&[u8; 32], u64> = TableDefinition::new("prune_deferred");
 
 /// Most admissions committed in one redb transaction.
 const MAX_GROUP: usize = 2048;
@@ -88,6 +103,12 @@ impl Shared {
         f(db)
     }
 
+    /// Publishes the number of bodies stored (`citychain_working_store_txs`).
+    fn publish(&self) {
+        metrics::gauge!("citychain_working_store_txs")
+            .set(self.stored.load(Ordering::SeqCst) as f64);
+    }
+
     fn fail(&self, e: &redb::Error) {
         if storage::is_io_failure(e) {
             let mut g = self.failure.lock();
@@ -104,8 +125,32 @@ fn open_file(path: &Path, cap: &FileCap) -> Result<Database> {
     crate::runtime::open_db_capped(path, cap, |w| {
         w.open_table(TXS)?;
         w.open_table(NONCES)?;
+        w.open_table(PRUNE)?;
+        w.open_table(DEFERRED)?;
         Ok(())
     })
+}
+
+/// One pruning step, applied in one durable transaction by [`TxStore::prune`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct PruneStep {
+    /// Bodies to remove (their (sender, nonce) stays); also leave the deferred list.
+    pub(crate) remove: Vec<TxId>,
+    /// Txs to look at again later, with the checkpoint that ordered each.
+    pub(crate) defer: Vec<(TxId, u64)>,
+    /// Deferred txs that no longer need looking at (their body is already gone).
+    pub(crate) forget: Vec<TxId>,
+    /// The first checkpoint not examined after this step (never moves back).
+    pub(crate) next_seq: u64,
+}
+
+/// The pruner's durable progress, as [`TxStore::prune_state`] reads it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct PruneState {
+    /// The first checkpoint sequence not examined yet.
+    pub(crate) next_seq: u64,
+    /// Txs examined but not pruned yet, with their checkpoint.
+    pub(crate) deferred: Vec<(TxId, u64)>,
 }
 
 fn count(db: &Database, path: &Path) -> Result<u64> {
@@ -153,6 +198,7 @@ impl TxStore {
             failure: Mutex::new(None),
             stored: AtomicU64::new(stored),
         });
+        db.publish();
         let (writer, rx) = mpsc::channel(MAX_GROUP * 4);
         let thread_db = db.clone();
         let thread_path = path.to_path_buf();
@@ -280,6 +326,7 @@ impl TxStore {
                 Ok(removed) => {
                     if removed {
                         shared.stored.fetch_sub(1, Ordering::SeqCst);
+                        shared.publish();
                     }
                     Ok(removed)
                 }
@@ -313,6 +360,7 @@ impl TxStore {
                 Ok(removed) => {
                     if removed {
                         shared.stored.fetch_sub(1, Ordering::SeqCst);
+                        shared.publish();
                     }
                     Ok(removed)
                 }
@@ -323,6 +371,85 @@ impl TxStore {
             }
         })
         .await?
+    }
+
+    /// Which of `ids` still have their body here (one read).
+    pub(crate) fn contains_all(&self, ids: &[TxId]) -> Result<Vec<bool>> {
+        self.db.read(|db| {
+            let err = db_err(&self.path);
+            let r = db.begin_read().map_err(|e| err(e.into()))?;
+            let t = r.open_table(TXS).map_err(|e| err(e.into()))?;
+            ids.iter()
+                .map(|id| Ok(t.get(id.as_bytes()).map_err(|e| err(e.into()))?.is_some()))
+                .collect()
+        })
+    }
+
+    /// The pruner's durable progress.
+    pub(crate) fn prune_state(&self) -> Result<PruneState> {
+        self.db.read(|db| {
+            let err = db_err(&self.path);
+            let r = db.begin_read().map_err(|e| err(e.into()))?;
+            let p = r.open_table(PRUNE).map_err(|e| err(e.into()))?;
+            let next_seq = p
+                .get("next_seq")
+                .map_err(|e| err(e.into()))?
+                .map_or(0, |v| v.value());
+            let d = r.open_table(DEFERRED).map_err(|e| err(e.into()))?;
+            let mut deferred = Vec::new();
+            for row in d.iter().map_err(|e| err(e.into()))? {
+                let (k, v) = row.map_err(|e| err(e.into()))?;
+                deferred.push((TxId::from_bytes(*k.value()), v.value()));
+            }
+            Ok(PruneState { next_seq, deferred })
+        })
+    }
+
+    /// Applies one pruning step in one durable transaction (blocking: call it off the async
+    /// runtime): the bodies in `step.remove` go (their (sender, nonce) stays), the deferred
+    /// list and the next sequence change with them — all or nothing. Returns the number of
+    /// bodies removed. The caller guarantees that every removed tx is held on light nodes
+    /// and durably archived.
+    pub(crate) fn prune(&self, step: &PruneStep) -> Result<u64> {
+        let shared = &self.db;
+        let g = shared.db.read();
+        let db = g.as_ref().ok_or(Error::StoreClosed)?;
+        let run = || -> std::result::Result<u64, redb::Error> {
+            let w = db.begin_write()?;
+            let mut removed = 0;
+            {
+                let mut txs = w.open_table(TXS)?;
+                let mut deferred = w.open_table(DEFERRED)?;
+                for id in &step.remove {
+                    if txs.remove(id.as_bytes())?.is_some() {
+                        removed += 1;
+                    }
+                    deferred.remove(id.as_bytes())?;
+                }
+                for id in &step.forget {
+                    deferred.remove(id.as_bytes())?;
+                }
+                for (id, seq) in &step.defer {
+                    deferred.insert(id.as_bytes(), *seq)?;
+                }
+                let mut p = w.open_table(PRUNE)?;
+                let at = p.get("next_seq")?.map_or(0, |v| v.value());
+                p.insert("next_seq", at.max(step.next_seq))?;
+            }
+            w.commit()?;
+            Ok(removed)
+        };
+        match run() {
+            Ok(removed) => {
+                shared.stored.fetch_sub(removed, Ordering::SeqCst);
+                shared.publish();
+                Ok(removed)
+            }
+            Err(e) => {
+                shared.fail(&e);
+                Err(db_err(&self.path)(e))
+            }
+        }
     }
 
     /// Read-only replay check (the writer re-checks authoritatively).
@@ -344,9 +471,7 @@ impl TxStore {
         }
         let nonces = r.open_table(NONCES).map_err(|e| err(e.into()))?;
         if let Some(other) = nonces.get(&nonce_key(tx)).map_err(|e| err(e.into()))? {
-            return Ok(Err(Conflict::NonceReused {
-                other: TxId::from_bytes(*other.value()),
-            }));
+            return Ok(Err(nonce_conflict(id, TxId::from_bytes(*other.value()))));
         }
         Ok(Ok(()))
     }
@@ -410,6 +535,16 @@ impl TxStore {
 }
 
 type Outcome = std::result::Result<(), Conflict>;
+
+/// The conflict of a tx `id` whose (sender, nonce) belongs to `owner`: the same tx again
+/// (its body may have been pruned: the nonce record is what remains) or another tx.
+fn nonce_conflict(id: &TxId, owner: TxId) -> Conflict {
+    if owner == *id {
+        Conflict::DuplicateTx
+    } else {
+        Conflict::NonceReused { other: owner }
+    }
+}
 
 fn heal(shared: &Shared) -> Result<Option<u64>> {
     if !shared.failed.load(Ordering::SeqCst) {
@@ -486,6 +621,7 @@ fn writer_loop(db: Arc<Shared>, mut rx: mpsc::Receiver<WriteReq>, path: std::pat
             Ok(outcomes) => {
                 let stored = outcomes.iter().filter(|o| o.is_ok()).count() as u64;
                 db.stored.fetch_add(stored, Ordering::SeqCst);
+                db.publish();
                 for (req, out) in group.drain(..).zip(outcomes) {
                     let _ = req.reply.send(Ok(out));
                 }
@@ -525,9 +661,7 @@ fn commit_group(
             } else if let Some(other) = seen_nonces.get(&nk) {
                 Err(Conflict::NonceReused { other: *other })
             } else if let Some(other) = nonces.get(&nk)? {
-                Err(Conflict::NonceReused {
-                    other: TxId::from_bytes(*other.value()),
-                })
+                Err(nonce_conflict(&id, TxId::from_bytes(*other.value())))
             } else {
                 txs.insert(id.as_bytes(), signed.encode().as_slice())?;
                 nonces.insert(&nk, id.as_bytes())?;
@@ -565,6 +699,108 @@ mod tests {
                 pqc::sign_tx(tx, &kp).verify(&pqc::MlDsa87).unwrap()
             })
             .collect()
+    }
+
+    /// The child side of the kill -9 test: prunes the store in `dir` one tx per durable
+    /// step, printing each step, until it is killed.
+    fn prune_until_killed(dir: &Path) {
+        let store = TxStore::open(&dir.join("txs.redb")).unwrap();
+        let ids = store.ids().unwrap();
+        for (k, id) in ids.iter().enumerate() {
+            let step = PruneStep {
+                remove: vec![*id],
+                defer: ids
+                    .get(k + 1)
+                    .map(|n| (*n, k as u64 + 1))
+                    .into_iter()
+                    .collect(),
+                forget: Vec::new(),
+                next_seq: k as u64 + 1,
+            };
+            assert_eq!(store.prune(&step).unwrap(), 1);
+            println!("pruned {}", k + 1);
+        }
+        println!("all pruned");
+    }
+
+    const CHILD_ENV: &str = "CITYCHAIN_PRUNE_KILL_CHILD";
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn kill_9_mid_prune_loses_nothing_and_repeats_nothing() {
+        use std::io::BufRead;
+        if let Ok(dir) = std::env::var(CHILD_ENV) {
+            prune_until_killed(Path::new(&dir));
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("txs.redb");
+        let all = txs(1_500);
+        {
+            let store = TxStore::open(&path).unwrap();
+            let answers =
+                futures::future::join_all(all.iter().map(|t| store.admit(t.clone()))).await;
+            assert!(answers.into_iter().all(|a| a.unwrap().is_ok()));
+        }
+        // This very test binary, as the child, on the same file; killed -9 once it has
+        // pruned some (every prune is its own durable commit, so it is mid-way).
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "city::store::tests::kill_9_mid_prune_loses_nothing_and_repeats_nothing",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD_ENV, dir.path())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut seen = 0u64;
+        for line in out.lines() {
+            let line = line.unwrap();
+            assert_ne!(
+                line, "all pruned",
+                "the child finished before it was killed"
+            );
+            if let Some(n) = line.strip_prefix("pruned ") {
+                seen = n.parse().unwrap();
+                if seen >= 40 {
+                    break;
+                }
+            }
+        }
+        assert!(seen >= 40, "the child stopped early");
+        // SIGKILL, no clean-up of any kind.
+        child.kill().unwrap();
+        child.wait().unwrap();
+
+        let store = TxStore::open(&path).unwrap();
+        let ids = store.ids().unwrap();
+        let state = store.prune_state().unwrap();
+        let k = state.next_seq as usize;
+        assert!(
+            k >= seen as usize && k < all.len(),
+            "next_seq {k}, child said {seen}"
+        );
+        // The bodies removed are exactly the first k (removal and progress in one commit),
+        // the deferred list is the one of step k, the count matches.
+        let mut sorted: Vec<TxId> = all.iter().map(|t| t.id()).collect();
+        sorted.sort();
+        assert_eq!(ids, sorted[k..].to_vec());
+        assert_eq!(state.deferred, vec![(sorted[k], k as u64)]);
+        assert_eq!(store.len().unwrap(), (all.len() - k) as u64);
+        // Nothing is lost for replay protection: every tx, pruned or not, is a duplicate.
+        for t in &all {
+            assert_eq!(
+                store.precheck(t.signed(), &t.id()).unwrap(),
+                Err(Conflict::DuplicateTx)
+            );
+        }
+        assert_eq!(
+            store.admit(all[0].clone()).await.unwrap(),
+            Err(Conflict::DuplicateTx)
+        );
     }
 
     #[tokio::test]

@@ -384,6 +384,12 @@ impl Pipeline {
         Ok(h)
     }
 
+    /// The node's signature-verification pool (shared with admission), for other callers
+    /// that verify in bulk (the execution feed's fetched bodies).
+    pub(crate) fn verify_pool(&self) -> &Arc<pqc::BatchVerifier> {
+        &self.verify_pool
+    }
+
     /// Runs `f` on the verification pool (CPU-heavy work stays off the I/O reactor).
     async fn on_pool<R: Send + 'static>(
         &self,

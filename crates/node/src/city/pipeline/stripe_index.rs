@@ -93,6 +93,16 @@ impl Pipeline {
         Ok((loc, rec))
     }
 
+    /// Which of `ids` are held (a durable stripe record names them), in one read and
+    /// without decoding the records.
+    pub(crate) fn held_ids(&self, ids: &[TxId]) -> std::result::Result<Vec<bool>, PipelineError> {
+        let r = self.db.begin_read().map_err(perr)?;
+        let t = r.open_table(TXLOC).map_err(perr)?;
+        ids.iter()
+            .map(|id| Ok(t.get(id.as_bytes()).map_err(perr)?.is_some()))
+            .collect()
+    }
+
     /// The stripe and receipts of a held tx, if it is held.
     pub fn held(&self, id: &TxId) -> std::result::Result<Option<HeldTx>, PipelineError> {
         let Some(loc) = self.location(id)? else {
