@@ -197,7 +197,11 @@ fn print_manifest(m: &devnet::localnet::Manifest, dir: &std::path::Path) {
             "{:<16} {:<10} {:<6} {:<22} {}",
             n.name,
             n.role,
-            n.city(),
+            if matches!(n.role.as_str(), "global" | "continent") {
+                "-"
+            } else {
+                n.city()
+            },
             n.addr,
             n.metrics.map_or_else(|| "-".to_string(), |a| a.to_string())
         );
