@@ -1,7 +1,7 @@
 //! The working store leaves: over a devnet of four representatives, once the txs a
 //! representative admitted are ordered, executed, held and archived, their bodies leave its
 //! tx store (txs.redb back to empty) — and `GetTx` on that representative still answers
-//! every one with its intact body (from the shards), through a kill -9 and restart of one
+//! every one with its intact body (from its archive, else the shards), through a kill -9 and restart of one
 //! representative mid-load.
 
 #![allow(clippy::unwrap_used)]

@@ -837,8 +837,17 @@ impl CityNode {
                     cross: None,
                 },
             })),
-            // Not in the local store (lost or pruned) but held: restore from shards.
-            Ok(None) if held.is_some() => self.restore(id).await.map(Some),
+            // Not in the local store (pruned once archived, or lost) but held: the body from
+            // this node's archive with the stripe's receipts, else restored from shards.
+            Ok(None) if held.is_some() => {
+                if let Ok(Some(mut rec)) = self.lookup_archive(id).await
+                    && let Some(h) = held
+                {
+                    rec.receipts = h.receipts;
+                    return Ok(Some(rec));
+                }
+                self.restore(id).await.map(Some)
+            }
             Ok(None) => self.lookup_archive(id).await,
             Err(e) => {
                 tracing::error!(tx = %id, error = %e, "local store failed; trying shards");

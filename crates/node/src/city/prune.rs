@@ -440,11 +440,16 @@ mod tests {
         let r = pruner.pass(upto, 256).unwrap();
         assert_eq!((r.pruned, r.deferred), (0, 1));
 
-        // GetTx answers every pruned tx from the shards, body included and intact.
+        // GetTx answers every pruned tx from the archive with its stripe's receipts, body
+        // intact.
         for t in &txs {
             let rec = f.node.get(t.id()).await.unwrap().unwrap();
             assert_eq!(rec.tx.as_ref(), Some(t), "{}", rec.source);
-            assert!(rec.source.starts_with("shards"), "{}", rec.source);
+            assert_eq!(rec.source, "archive");
+            assert!(
+                !rec.receipts.is_empty(),
+                "a held tx comes with its receipts"
+            );
             assert_eq!(rec.state, TxState::Held);
         }
         // Replay protection stands: the same tx again is a duplicate (answered Held), the
