@@ -190,7 +190,7 @@ async fn wait_cross(
         for (_, s) in &states {
             *by_state.entry(format!("{s:?}")).or_default() += 1;
         }
-        if rounds % 20 == 0 {
+        if rounds.is_multiple_of(20) {
             eprintln!("{addr}: waiting for {want:?}: {by_state:?}");
         }
         rounds += 1;
