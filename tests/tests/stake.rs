@@ -12,6 +12,11 @@
 //! DoubleSign path, the term ends, it leaves, the remaining three (re-weighted by a
 //! delegation) run the next epoch, commits continue without a gap (also across a member's
 //! crash and restart), and the removed one's proposals are refused.
+//! The third: two light nodes register with their node keys (one light, one full), ordinary
+//! txs are held on them and committed, the representatives record the holders'
+//! contributions on their own, the light node claims and its ledger balance rises by what
+//! the domain's formula gives (computed in the test), a second claim pays nothing, and the
+//! dpos root is the same on every representative at every checkpoint.
 
 #![allow(clippy::unwrap_used)]
 
@@ -475,4 +480,205 @@ async fn the_running_consensus_hands_over_to_the_elected_committee_at_the_term_b
         }
     }
     net.shutdown().await.unwrap();
+}
+
+/// What the rules pay per reward epoch, computed here from the domain's formula (not from
+/// dpos): `score × rate × 10` tokens with score = access × 0.2 + memory_GB × 0.0005 +
+/// harmony × 0.2 + bandwidth × 0.15 + uptime × 0.15 + (1 − error) × 0.1 + min(stake/100, 2).
+/// The inputs here are exact in thousandths of a point.
+fn per_epoch_units(m: &dpos::Metrics, rate_tenths: u64) -> u64 {
+    let milli = |ppm: u32| u64::from(ppm) / 1_000; // a ppm fraction in thousandths
+    let score_milli = milli(m.access_rate_ppm) * 2 / 10
+        + u64::from(m.memory_gb) / 2
+        + milli(m.harmony_ppm) * 2 / 10
+        + milli(m.bandwidth_ppm) * 15 / 100
+        + milli(m.uptime_ppm) * 15 / 100
+        + (1_000 - milli(m.error_rate_ppm)) / 10;
+    // score/1000 points × rate/10 × 10 tokens × TOKEN units.
+    score_milli * rate_tenths * TOKEN / 1_000
+}
+
+/// Waits for `id`'s verdict on representative `via`: true applied, false refused.
+async fn verdict(net: &Devnet, via: usize, id: dag_core::TxId) -> bool {
+    let stake = net.rep(via).unwrap().stake().unwrap().clone();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        if let Some(v) = stake.verdict(&id) {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "tx {id} never applied");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn light_nodes_that_hold_committed_stripes_claim_their_rewards() {
+    let dir = tempfile::tempdir().unwrap();
+    let payer = Keypair::generate();
+    let cfg = DevnetConfig {
+        reps: 4,
+        gateway: false,
+        batch_interval_ms: Some(50),
+        accounts: vec![(payer.account_id(), 1_000 * TOKEN)],
+        ..DevnetConfig::default()
+    };
+    let net = Devnet::start(cfg, dir.path()).await.unwrap();
+    assert!(net.wait_for_lights(6, Duration::from_secs(20)).await);
+    let client = CityClient::connect(&net.rep(1).unwrap().addr().to_string())
+        .await
+        .unwrap();
+    // The devnet runs the default rules (reward epoch: one day).
+    let rules = dpos::DposConfig::default();
+
+    // Two light nodes register with their node keys (the account is the node id): one as
+    // a light node, one as a full node, to see both rates. Their accounts hold nothing.
+    let light = net.lights[0].key.clone();
+    let full = net.lights[1].key.clone();
+    let metrics = dpos::Metrics {
+        access_rate_ppm: 500_000,
+        memory_gb: 8,
+        uptime_ppm: 1_000_000,
+        error_rate_ppm: 20_000,
+        ..dpos::Metrics::default()
+    };
+    for (key, kind) in [
+        (&light, dpos::NodeKind::Light),
+        (&full, dpos::NodeKind::Full),
+    ] {
+        apply(
+            &net,
+            &client,
+            sys(key, 0, SystemPayload::RegisterNode { kind, metrics }),
+        )
+        .await;
+    }
+    let start_ms = e2e_now_ms();
+
+    // Ordinary txs: held on the light nodes (every stripe has a shard on each of the six),
+    // ordered and committed. Nobody in the test records contributions: the representative
+    // that placed a committed stripe reports its holders' receipts.
+    for n in 0..6u64 {
+        let tx = dag_core::Tx::fresh(
+            payer.account_id(),
+            AccountId::from_bytes([7; 32]),
+            TOKEN,
+            n,
+            1_767_225_600_000 + n,
+            CityId::new(CITY).unwrap(),
+            dag_core::Position::from_degrees(35.6895, 139.6917).unwrap(),
+            dag_core::PositionMethod::Gps,
+        );
+        let s = client
+            .submit_retrying(&pqc::sign_tx(tx, &payer), &e2e::WALLET_RETRY)
+            .await
+            .unwrap();
+        assert_eq!(s.state, TxState::Held, "{s:?}");
+    }
+    let stake0 = net.rep(0).unwrap().stake().unwrap().clone();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while stake0
+        .read(|s| {
+            s.accrued_rewards(&light.account_id()) == 0
+                || s.accrued_rewards(&full.account_id()) == 0
+        })
+        .unwrap()
+    {
+        assert!(Instant::now() < deadline, "no contribution recorded");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let end_ms = e2e_now_ms();
+    // One payment per (holder, reward epoch): the epochs the test ran in that were rewarded.
+    let epochs = |a: AccountId| {
+        stake0
+            .read(|s| {
+                (rules.epoch_of(start_ms)..=rules.epoch_of(end_ms))
+                    .filter(|e| s.was_rewarded(&a, *e))
+                    .count() as u64
+            })
+            .unwrap()
+    };
+    let light_due = per_epoch_units(&metrics, 10) * epochs(light.account_id());
+    let full_due = per_epoch_units(&metrics, 15) * epochs(full.account_id());
+    assert!(light_due > 0);
+    assert_eq!(
+        per_epoch_units(&metrics, 10),
+        3_520_000,
+        "0.352 points × 1.0 × 10"
+    );
+    assert_eq!(
+        stake0
+            .read(|s| s.accrued_rewards(&light.account_id()))
+            .unwrap(),
+        light_due
+    );
+    assert_eq!(
+        stake0
+            .read(|s| s.accrued_rewards(&full.account_id()))
+            .unwrap(),
+        full_due
+    );
+
+    // The light node's operator claims (what `city-node stake claim --key <light key>`
+    // sends): the ledger balance rises by what the rules computed.
+    let ledger = net
+        .rep(2)
+        .unwrap()
+        .node()
+        .execution()
+        .unwrap()
+        .ledger()
+        .unwrap()
+        .clone();
+    let bal = |a: AccountId| ledger.account(&a).unwrap().map_or(0, |x| x.balance);
+    assert_eq!(bal(light.account_id()), 0);
+    apply(&net, &client, sys(&light, 1, SystemPayload::ClaimRewards)).await;
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while bal(light.account_id()) != light_due {
+        assert!(
+            Instant::now() < deadline,
+            "balance {} after the claim",
+            bal(light.account_id())
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(
+        stake0
+            .read(|s| s.accrued_rewards(&light.account_id()))
+            .unwrap(),
+        0
+    );
+    // A second claim pays nothing: refused by the rules, a no-op everywhere.
+    let again = client
+        .submit(&sys(&light, 2, SystemPayload::ClaimRewards))
+        .await
+        .unwrap();
+    assert_eq!(again.state, TxState::Held, "{again:?}");
+    for i in 0..4 {
+        assert!(
+            !verdict(&net, i, again.tx_id).await,
+            "representative {i} paid twice"
+        );
+    }
+    assert_eq!(bal(light.account_id()), light_due);
+
+    // Every representative, every checkpoint: the same dpos root.
+    let upto = (0..4)
+        .map(|i| net.rep(i).unwrap().stake().unwrap().next_seq())
+        .min()
+        .unwrap();
+    for seq in 0..upto {
+        let root = stake0.root_at(seq).unwrap().unwrap();
+        for i in 1..4 {
+            let other = net.rep(i).unwrap().stake().unwrap().root_at(seq).unwrap();
+            assert_eq!(other, Some(root), "representative {i}, checkpoint {seq}");
+        }
+    }
+    net.shutdown().await.unwrap();
+}
+
+fn e2e_now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
 }

@@ -190,3 +190,62 @@ fn contribution_payloads_are_what_the_rules_accept() {
     // Everything is rewarded now: nothing is left to report.
     assert!(contribution_payloads(&state, &receipts, now).is_empty());
 }
+
+#[test]
+fn one_representative_is_in_charge_and_the_others_wait_their_grace() {
+    let day = dpos::DAY_MS;
+    let mut state = dpos::DposState::genesis(genesis(DposConfig::default())).unwrap();
+    let now = 30 * day + 1_000;
+    let epoch = state.config().epoch_of(now);
+    let reps: Vec<AccountId> = (0..4).map(acc).collect();
+    let charged: Vec<&AccountId> = reps
+        .iter()
+        .filter(|r| in_charge(&state, r, &acc(4), epoch))
+        .collect();
+    assert_eq!(charged.len(), 1, "exactly one representative in charge");
+    assert!(
+        !in_charge(&state, &acc(5), &acc(4), epoch),
+        "not a representative"
+    );
+    let boss = *charged[0];
+    let other = *reps.iter().find(|r| **r != boss).unwrap();
+
+    let fill = |p: &mut Pending, state: &dpos::DposState| {
+        p.add(state, 10, receipt(k(4), now - 10, 1));
+        p.add(state, 11, receipt(k(4), now - 5, 2)); // same holder and epoch: kept once
+        p.add(state, 10, receipt(k(5), now - 10, 3)); // unregistered
+    };
+    let mut p = Pending::default();
+    fill(&mut p, &state);
+    assert_eq!(p.len(), 2);
+    let due = p.due(&state, &boss, 10, now);
+    assert_eq!(due.len(), 1);
+    assert_eq!(
+        due[0].receipt.shard_index, 1,
+        "the first receipt seen is reported"
+    );
+    assert_eq!(p.len(), 1, "the unregistered holder's receipt is dropped");
+
+    let mut q = Pending::default();
+    fill(&mut q, &state);
+    assert!(
+        q.due(&state, &other, 10, now).is_empty(),
+        "waits for the one in charge"
+    );
+    assert!(
+        q.due(&state, &other, 10 + GRACE_CHECKPOINTS - 1, now)
+            .is_empty()
+    );
+    assert_eq!(q.due(&state, &other, 10 + GRACE_CHECKPOINTS, now).len(), 1);
+
+    // Once the state rewarded the holder for the epoch, nothing is due and nothing waits.
+    for payload in contribution_payloads(&state, &due, now) {
+        let tx = dpos::sign_system_tx(&payload, 0, now, city(), k(2));
+        state
+            .apply_signed(tx, &MlDsa87, &dpos::ApplyCtx { now_ms: now })
+            .unwrap();
+    }
+    assert!(state.was_rewarded(&acc(4), epoch));
+    assert!(q.due(&state, &other, 100, now).is_empty());
+    assert!(q.is_empty());
+}
