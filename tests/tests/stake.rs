@@ -530,10 +530,24 @@ async fn light_nodes_that_hold_committed_stripes_claim_their_rewards() {
     // The devnet runs the default rules (reward epoch: one day).
     let rules = dpos::DposConfig::default();
 
-    // Two light nodes register with their node keys (the account is the node id): one as
-    // a light node, one as a full node, to see both rates. Their accounts hold nothing.
+    // Two light nodes register with their node keys (the account is the node id). Light 0
+    // as its operator would: `city-node stake register --kind light` with the key file
+    // (default metrics); light 1 as a full node with reported metrics (the rpc
+    // equivalent), to see both rates. Their accounts hold nothing.
     let light = net.lights[0].key.clone();
     let full = net.lights[1].key.clone();
+    let light_key_file = dir.path().join("light-0.key");
+    light.save(&light_key_file).unwrap();
+    let cli = StakeCli {
+        bin: e2e::workspace_bin("city-node"),
+        key: light_key_file,
+        node: net.rep(1).unwrap().addr().to_string(),
+    };
+    let registered = cli.run(0, &["register", "--kind", "light"]).await;
+    assert!(
+        verdict(&net, 0, registered).await,
+        "light node registration refused"
+    );
     let metrics = dpos::Metrics {
         access_rate_ppm: 500_000,
         memory_gb: 8,
@@ -541,21 +555,22 @@ async fn light_nodes_that_hold_committed_stripes_claim_their_rewards() {
         error_rate_ppm: 20_000,
         ..dpos::Metrics::default()
     };
-    for (key, kind) in [
-        (&light, dpos::NodeKind::Light),
-        (&full, dpos::NodeKind::Full),
-    ] {
-        apply(
-            &net,
-            &client,
-            sys(key, 0, SystemPayload::RegisterNode { kind, metrics }),
-        )
-        .await;
-    }
+    apply(
+        &net,
+        &client,
+        sys(
+            &full,
+            0,
+            SystemPayload::RegisterNode {
+                kind: dpos::NodeKind::Full,
+                metrics,
+            },
+        ),
+    )
+    .await;
     let start_ms = e2e_now_ms();
 
-    // Ordinary txs: held on the light nodes (every stripe has a shard on each of the six),
-    // ordered and committed. Nobody in the test records contributions: the representative
+    // Ordinary txs: held on the light nodes, ordered and committed. Nobody in the test records contributions: the representative
     // that placed a committed stripe reports its holders' receipts.
     for n in 0..6u64 {
         let tx = dag_core::Tx::fresh(
@@ -597,14 +612,13 @@ async fn light_nodes_that_hold_committed_stripes_claim_their_rewards() {
             })
             .unwrap()
     };
-    let light_due = per_epoch_units(&metrics, 10) * epochs(light.account_id());
-    let full_due = per_epoch_units(&metrics, 15) * epochs(full.account_id());
-    assert!(light_due > 0);
-    assert_eq!(
-        per_epoch_units(&metrics, 10),
-        3_520_000,
-        "0.352 points × 1.0 × 10"
-    );
+    let light_per_epoch = per_epoch_units(&dpos::Metrics::default(), 10);
+    let full_per_epoch = per_epoch_units(&metrics, 15);
+    assert_eq!(light_per_epoch, TOKEN, "0.1 point (no errors) × 1.0 × 10");
+    assert_eq!(full_per_epoch, 5_280_000, "0.352 points × 1.5 × 10");
+    let light_due = light_per_epoch * epochs(light.account_id());
+    let full_due = full_per_epoch * epochs(full.account_id());
+    assert!(light_due > 0 && full_due > 0);
     assert_eq!(
         stake0
             .read(|s| s.accrued_rewards(&light.account_id()))
@@ -618,28 +632,28 @@ async fn light_nodes_that_hold_committed_stripes_claim_their_rewards() {
         full_due
     );
 
-    // The light node's operator claims (what `city-node stake claim --key <light key>`
-    // sends): the ledger balance rises by what the rules computed.
-    let ledger = net
-        .rep(2)
-        .unwrap()
-        .node()
-        .execution()
-        .unwrap()
-        .ledger()
-        .unwrap()
-        .clone();
-    let bal = |a: AccountId| ledger.account(&a).unwrap().map_or(0, |x| x.balance);
-    assert_eq!(bal(light.account_id()), 0);
-    apply(&net, &client, sys(&light, 1, SystemPayload::ClaimRewards)).await;
+    // The light node's operator claims with `city-node stake claim` and its key file: the
+    // ledger balance rises by what the rules computed, on every representative.
+    let ledgers: Vec<_> = (0..4)
+        .map(|i| {
+            let exec = net.rep(i).unwrap().node().execution().unwrap().clone();
+            exec.ledger().unwrap().clone()
+        })
+        .collect();
+    let bal = |i: usize, a: AccountId| ledgers[i].account(&a).unwrap().map_or(0, |x| x.balance);
+    assert_eq!(bal(0, light.account_id()), 0);
+    let claim = cli.run(1, &["claim"]).await;
+    assert!(verdict(&net, 0, claim).await, "the claim was refused");
     let deadline = Instant::now() + Duration::from_secs(40);
-    while bal(light.account_id()) != light_due {
-        assert!(
-            Instant::now() < deadline,
-            "balance {} after the claim",
-            bal(light.account_id())
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
+    for i in 0..4 {
+        while bal(i, light.account_id()) != light_due {
+            assert!(
+                Instant::now() < deadline,
+                "representative {i}: balance {} after the claim",
+                bal(i, light.account_id())
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
     }
     assert_eq!(
         stake0
@@ -647,19 +661,18 @@ async fn light_nodes_that_hold_committed_stripes_claim_their_rewards() {
             .unwrap(),
         0
     );
-    // A second claim pays nothing: refused by the rules, a no-op everywhere.
-    let again = client
-        .submit(&sys(&light, 2, SystemPayload::ClaimRewards))
-        .await
-        .unwrap();
-    assert_eq!(again.state, TxState::Held, "{again:?}");
+    // A second claim pays nothing: admitted, then refused by the rules (nothing to claim),
+    // a no-op on every representative.
+    let again = cli.run(2, &["claim"]).await;
     for i in 0..4 {
         assert!(
-            !verdict(&net, i, again.tx_id).await,
+            !verdict(&net, i, again).await,
             "representative {i} paid twice"
         );
     }
-    assert_eq!(bal(light.account_id()), light_due);
+    for i in 0..4 {
+        assert_eq!(bal(i, light.account_id()), light_due, "representative {i}");
+    }
 
     // Every representative, every checkpoint: the same dpos root.
     let upto = (0..4)
@@ -674,6 +687,41 @@ async fn light_nodes_that_hold_committed_stripes_claim_their_rewards() {
         }
     }
     net.shutdown().await.unwrap();
+}
+
+/// `city-node stake` run as an operator would, with a key file.
+struct StakeCli {
+    bin: std::path::PathBuf,
+    key: std::path::PathBuf,
+    node: String,
+}
+
+impl StakeCli {
+    /// Runs `city-node stake --nonce <nonce> <op…>`; it must succeed (admitted). Returns
+    /// the tx id it prints.
+    async fn run(&self, nonce: u64, op: &[&str]) -> dag_core::TxId {
+        let mut c = std::process::Command::new(&self.bin);
+        c.arg("stake")
+            .arg("--key")
+            .arg(&self.key)
+            .args(["--node", &self.node, "--city", CITY])
+            .args(["--nonce", &nonce.to_string()])
+            .args(op);
+        let out = tokio::task::spawn_blocking(move || c.output().unwrap())
+            .await
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "{op:?}: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("tx: "))
+            .map(|h| dag_core::TxId::from_hex(h).unwrap())
+            .unwrap_or_else(|| panic!("no tx id in {stdout}"))
+    }
 }
 
 fn e2e_now_ms() -> u64 {
