@@ -44,6 +44,7 @@ pub(crate) struct Representation {
     evidence: Option<mpsc::UnboundedReceiver<dpos::DoubleSignEvidence>>,
     sender: Option<SystemTxSender>,
     contributions: Option<JoinHandle<()>>,
+    challenge_results: super::stake_reporter::ChallengeSlot,
     feed: Option<FeedHandle>,
     me: dag_core::NodeId,
     members: std::collections::BTreeMap<dag_core::NodeId, String>,
@@ -167,6 +168,7 @@ impl Representation {
                 evidence,
                 sender: None,
                 contributions: None,
+                challenge_results: Default::default(),
                 feed: None,
                 me,
                 members: parts.committee.addresses.clone(),
@@ -233,11 +235,18 @@ impl Representation {
                 self.stake.clone(),
                 self.order.clone(),
                 p,
+                self.challenge_results.clone(),
                 self.me,
                 sender.queue(),
             ));
         }
         self.sender = Some(sender);
+    }
+
+    /// Lets the contribution reporter leave out holders that failed this node's storage
+    /// challenges (the audit starts after the representative).
+    pub(crate) fn use_challenge_results(&self, log: super::challenges::ContributionLog) {
+        let _ = self.challenge_results.set(Arc::new(log));
     }
 
     /// Starts the relayer of cross-city statements (see [`super::cross`]).

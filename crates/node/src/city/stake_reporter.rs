@@ -262,8 +262,8 @@ pub fn contribution_payloads(
 
 mod contributions;
 pub use contributions::{
-    GRACE_CHECKPOINTS, Pending, StripeReceipts, committed_receipts, in_charge,
-    spawn_contribution_reporter,
+    ChallengeResults, ChallengeSlot, GRACE_CHECKPOINTS, Pending, StripeReceipts,
+    committed_receipts, in_charge, spawn_contribution_reporter,
 };
 
 #[cfg(test)]

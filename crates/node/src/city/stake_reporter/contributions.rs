@@ -13,6 +13,11 @@
 //! rules (`AlreadyRewarded`) as a deterministic no-op on every representative; the refused
 //! tx's other receipts stay pending and are sent again, filtered against the new state.
 //!
+//! Storage challenges: when the node runs the storage audit, a holder that failed any
+//! challenge in the newest audit epoch recorded (`contributions.redb`: wrong proof, shard
+//! not held, silent) is not reported until it passes again — its receipts say it took the
+//! shards, the audit says it does not keep them.
+//!
 //! Checkpoints applied before the reporter started are not scanned (after a restart,
 //! receipts of stripes committed while the node was down are reported by nobody unless the
 //! holder's later stripes are; one receipt per holder and epoch is enough).
@@ -93,6 +98,30 @@ pub fn committed_receipts(
     Ok(out)
 }
 
+/// Where a representative learns which holders failed its storage challenges.
+pub trait ChallengeResults: Send + Sync + std::fmt::Debug {
+    /// The holders with a failed challenge in the newest audit epoch recorded.
+    fn failed_holders(&self) -> crate::Result<BTreeSet<NodeId>>;
+}
+
+impl ChallengeResults for crate::city::challenges::ContributionLog {
+    fn failed_holders(&self) -> crate::Result<BTreeSet<NodeId>> {
+        let Some(last) = self.last_epoch()? else {
+            return Ok(BTreeSet::new());
+        };
+        Ok(self
+            .epochs(last, last)?
+            .into_iter()
+            .filter(|r| !r.passed)
+            .map(|r| r.holder)
+            .collect())
+    }
+}
+
+/// The audit results the reporter consults, set once the audit runs (it starts after the
+/// representative).
+pub type ChallengeSlot = Arc<std::sync::OnceLock<Arc<dyn ChallengeResults>>>;
+
 /// True if `me` is the representative in charge of reporting `holder`'s contribution for
 /// reward epoch `epoch`: BLAKE3 of the pair picks one of the state's representatives.
 pub fn in_charge(state: &DposState, me: &AccountId, holder: &AccountId, epoch: u64) -> bool {
@@ -141,13 +170,15 @@ impl Pending {
 
     /// Drops the receipts the state would refuse at `now_ms` (rewarded already, holder not
     /// registered or inactive, out of the claim window) and returns those to report now,
-    /// at checkpoint `seq`: `me` in charge, or waited [`GRACE_CHECKPOINTS`].
+    /// at checkpoint `seq`: `me` in charge, or waited [`GRACE_CHECKPOINTS`]. Receipts of
+    /// `failed` holders (storage challenges) stay pending, unreported.
     pub fn due(
         &mut self,
         state: &DposState,
         me: &AccountId,
         seq: u64,
         now_ms: u64,
+        failed: &BTreeSet<NodeId>,
     ) -> Vec<SignedReceipt> {
         let all: Vec<SignedReceipt> = self.by_key.values().map(|(r, _)| r.clone()).collect();
         let cfg = state.config();
@@ -167,9 +198,10 @@ impl Pending {
         self.by_key.retain(|k, _| acceptable.contains(k));
         self.by_key
             .iter()
-            .filter(|((holder, epoch), (_, first))| {
-                in_charge(state, me, holder, *epoch)
-                    || seq >= first.saturating_add(GRACE_CHECKPOINTS)
+            .filter(|((holder, epoch), (r, first))| {
+                !failed.contains(&r.receipt.holder)
+                    && (in_charge(state, me, holder, *epoch)
+                        || seq >= first.saturating_add(GRACE_CHECKPOINTS))
             })
             .map(|(_, (r, _))| r.clone())
             .collect()
@@ -180,10 +212,12 @@ impl Pending {
 /// stake store applied, the receipts of `me`'s stripes it committed are kept in a
 /// [`Pending`] set and those due are sent through `queue` as `RecordContribution` txs
 /// (built by [`contribution_payloads`], at most eight receipts each), one at a time.
+/// Holders that failed a storage challenge in `challenges` (once set) are left out.
 pub fn spawn_contribution_reporter(
     stake: Arc<StakeStore>,
     order: Arc<OrderStore>,
     stripes: Arc<dyn StripeReceipts>,
+    challenges: ChallengeSlot,
     me: NodeId,
     queue: SenderQueue,
 ) -> JoinHandle<()> {
@@ -199,9 +233,14 @@ pub fn spawn_contribution_reporter(
                 }
             }
             let upto = stake.next_seq();
-            let (o, s) = (order.clone(), stripes.clone());
+            let (o, s, c) = (order.clone(), stripes.clone(), challenges.get().cloned());
             let found = match run_blocking("contribution scan", move || {
-                committed_receipts(&o, s.as_ref(), me, next, upto)
+                let found = committed_receipts(&o, s.as_ref(), me, next, upto)?;
+                let failed = match c {
+                    Some(c) => c.failed_holders()?,
+                    None => BTreeSet::new(),
+                };
+                Ok::<_, crate::Error>((found, failed))
             })
             .await
             {
@@ -218,11 +257,12 @@ pub fn spawn_contribution_reporter(
                 Ok(Some(t)) => t,
                 _ => crate::runtime::now_ms(),
             };
+            let (found, failed) = found;
             let payloads = match stake.read(|state| {
                 for (seq, r) in found {
                     pending.add(state, seq, r);
                 }
-                let due = pending.due(state, &me_account, last, now_ms);
+                let due = pending.due(state, &me_account, last, now_ms, &failed);
                 contribution_payloads(state, &due, now_ms)
             }) {
                 Ok(p) => p,
