@@ -534,6 +534,7 @@ async fn light_nodes_that_hold_committed_stripes_claim_their_rewards() {
     // as its operator would: `city-node stake register --kind light` with the key file
     // (default metrics); light 1 as a full node with reported metrics (the rpc
     // equivalent), to see both rates. Their accounts hold nothing.
+    let start_ms = e2e_now_ms();
     let light = net.lights[0].key.clone();
     let full = net.lights[1].key.clone();
     let light_key_file = dir.path().join("light-0.key");
@@ -568,7 +569,6 @@ async fn light_nodes_that_hold_committed_stripes_claim_their_rewards() {
         ),
     )
     .await;
-    let start_ms = e2e_now_ms();
 
     // Ordinary txs: held on the light nodes, ordered and committed. Nobody in the test records contributions: the representative
     // that placed a committed stripe reports its holders' receipts.
