@@ -12,6 +12,11 @@
 //! DoubleSign path, the term ends, it leaves, the remaining three (re-weighted by a
 //! delegation) run the next epoch, commits continue without a gap (also across a member's
 //! crash and restart), and the removed one's proposals are refused.
+//! The third: two light nodes register with their node keys (one light, one full), ordinary
+//! txs are held on them and committed, the representatives record the holders'
+//! contributions on their own, the light node claims and its ledger balance rises by what
+//! the domain's formula gives (computed in the test), a second claim pays nothing, and the
+//! dpos root is the same on every representative at every checkpoint.
 
 #![allow(clippy::unwrap_used)]
 
@@ -475,4 +480,253 @@ async fn the_running_consensus_hands_over_to_the_elected_committee_at_the_term_b
         }
     }
     net.shutdown().await.unwrap();
+}
+
+/// What the rules pay per reward epoch, computed here from the domain's formula (not from
+/// dpos): `score × rate × 10` tokens with score = access × 0.2 + memory_GB × 0.0005 +
+/// harmony × 0.2 + bandwidth × 0.15 + uptime × 0.15 + (1 − error) × 0.1 + min(stake/100, 2).
+/// The inputs here are exact in thousandths of a point.
+fn per_epoch_units(m: &dpos::Metrics, rate_tenths: u64) -> u64 {
+    let milli = |ppm: u32| u64::from(ppm) / 1_000; // a ppm fraction in thousandths
+    let score_milli = milli(m.access_rate_ppm) * 2 / 10
+        + u64::from(m.memory_gb) / 2
+        + milli(m.harmony_ppm) * 2 / 10
+        + milli(m.bandwidth_ppm) * 15 / 100
+        + milli(m.uptime_ppm) * 15 / 100
+        + (1_000 - milli(m.error_rate_ppm)) / 10;
+    // score/1000 points × rate/10 × 10 tokens × TOKEN units.
+    score_milli * rate_tenths * TOKEN / 1_000
+}
+
+/// Waits for `id`'s verdict on representative `via`: true applied, false refused.
+async fn verdict(net: &Devnet, via: usize, id: dag_core::TxId) -> bool {
+    let stake = net.rep(via).unwrap().stake().unwrap().clone();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        if let Some(v) = stake.verdict(&id) {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "tx {id} never applied");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn light_nodes_that_hold_committed_stripes_claim_their_rewards() {
+    let dir = tempfile::tempdir().unwrap();
+    let payer = Keypair::generate();
+    let cfg = DevnetConfig {
+        reps: 4,
+        gateway: false,
+        batch_interval_ms: Some(50),
+        accounts: vec![(payer.account_id(), 1_000 * TOKEN)],
+        ..DevnetConfig::default()
+    };
+    let net = Devnet::start(cfg, dir.path()).await.unwrap();
+    assert!(net.wait_for_lights(6, Duration::from_secs(20)).await);
+    let client = CityClient::connect(&net.rep(1).unwrap().addr().to_string())
+        .await
+        .unwrap();
+    // The devnet runs the default rules (reward epoch: one day).
+    let rules = dpos::DposConfig::default();
+
+    // Two light nodes register with their node keys (the account is the node id). Light 0
+    // as its operator would: `city-node stake register --kind light` with the key file
+    // (default metrics); light 1 as a full node with reported metrics (the rpc
+    // equivalent), to see both rates. Their accounts hold nothing.
+    let start_ms = e2e_now_ms();
+    let light = net.lights[0].key.clone();
+    let full = net.lights[1].key.clone();
+    let light_key_file = dir.path().join("light-0.key");
+    light.save(&light_key_file).unwrap();
+    let cli = StakeCli {
+        bin: e2e::workspace_bin("city-node"),
+        key: light_key_file,
+        node: net.rep(1).unwrap().addr().to_string(),
+    };
+    let registered = cli.run(0, &["register", "--kind", "light"]).await;
+    assert!(
+        verdict(&net, 0, registered).await,
+        "light node registration refused"
+    );
+    let metrics = dpos::Metrics {
+        access_rate_ppm: 500_000,
+        memory_gb: 8,
+        uptime_ppm: 1_000_000,
+        error_rate_ppm: 20_000,
+        ..dpos::Metrics::default()
+    };
+    apply(
+        &net,
+        &client,
+        sys(
+            &full,
+            0,
+            SystemPayload::RegisterNode {
+                kind: dpos::NodeKind::Full,
+                metrics,
+            },
+        ),
+    )
+    .await;
+
+    // Ordinary txs: held on the light nodes, ordered and committed. Nobody in the test records contributions: the representative
+    // that placed a committed stripe reports its holders' receipts.
+    for n in 0..6u64 {
+        let tx = dag_core::Tx::fresh(
+            payer.account_id(),
+            AccountId::from_bytes([7; 32]),
+            TOKEN,
+            n,
+            1_767_225_600_000 + n,
+            CityId::new(CITY).unwrap(),
+            dag_core::Position::from_degrees(35.6895, 139.6917).unwrap(),
+            dag_core::PositionMethod::Gps,
+        );
+        let s = client
+            .submit_retrying(&pqc::sign_tx(tx, &payer), &e2e::WALLET_RETRY)
+            .await
+            .unwrap();
+        assert_eq!(s.state, TxState::Held, "{s:?}");
+    }
+    let stake0 = net.rep(0).unwrap().stake().unwrap().clone();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while stake0
+        .read(|s| {
+            s.accrued_rewards(&light.account_id()) == 0
+                || s.accrued_rewards(&full.account_id()) == 0
+        })
+        .unwrap()
+    {
+        assert!(Instant::now() < deadline, "no contribution recorded");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let end_ms = e2e_now_ms();
+    // One payment per (holder, reward epoch): the epochs the test ran in that were rewarded.
+    let epochs = |a: AccountId| {
+        stake0
+            .read(|s| {
+                (rules.epoch_of(start_ms)..=rules.epoch_of(end_ms))
+                    .filter(|e| s.was_rewarded(&a, *e))
+                    .count() as u64
+            })
+            .unwrap()
+    };
+    let light_per_epoch = per_epoch_units(&dpos::Metrics::default(), 10);
+    let full_per_epoch = per_epoch_units(&metrics, 15);
+    assert_eq!(light_per_epoch, TOKEN, "0.1 point (no errors) × 1.0 × 10");
+    assert_eq!(full_per_epoch, 5_280_000, "0.352 points × 1.5 × 10");
+    let light_due = light_per_epoch * epochs(light.account_id());
+    let full_due = full_per_epoch * epochs(full.account_id());
+    assert!(light_due > 0 && full_due > 0);
+    assert_eq!(
+        stake0
+            .read(|s| s.accrued_rewards(&light.account_id()))
+            .unwrap(),
+        light_due
+    );
+    assert_eq!(
+        stake0
+            .read(|s| s.accrued_rewards(&full.account_id()))
+            .unwrap(),
+        full_due
+    );
+
+    // The light node's operator claims with `city-node stake claim` and its key file: the
+    // ledger balance rises by what the rules computed, on every representative.
+    let ledgers: Vec<_> = (0..4)
+        .map(|i| {
+            let exec = net.rep(i).unwrap().node().execution().unwrap().clone();
+            exec.ledger().unwrap().clone()
+        })
+        .collect();
+    let bal = |i: usize, a: AccountId| ledgers[i].account(&a).unwrap().map_or(0, |x| x.balance);
+    assert_eq!(bal(0, light.account_id()), 0);
+    let claim = cli.run(1, &["claim"]).await;
+    assert!(verdict(&net, 0, claim).await, "the claim was refused");
+    let deadline = Instant::now() + Duration::from_secs(40);
+    for i in 0..4 {
+        while bal(i, light.account_id()) != light_due {
+            assert!(
+                Instant::now() < deadline,
+                "representative {i}: balance {} after the claim",
+                bal(i, light.account_id())
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+    assert_eq!(
+        stake0
+            .read(|s| s.accrued_rewards(&light.account_id()))
+            .unwrap(),
+        0
+    );
+    // A second claim pays nothing: admitted, then refused by the rules (nothing to claim),
+    // a no-op on every representative.
+    let again = cli.run(2, &["claim"]).await;
+    for i in 0..4 {
+        assert!(
+            !verdict(&net, i, again).await,
+            "representative {i} paid twice"
+        );
+    }
+    for i in 0..4 {
+        assert_eq!(bal(i, light.account_id()), light_due, "representative {i}");
+    }
+
+    // Every representative, every checkpoint: the same dpos root.
+    let upto = (0..4)
+        .map(|i| net.rep(i).unwrap().stake().unwrap().next_seq())
+        .min()
+        .unwrap();
+    for seq in 0..upto {
+        let root = stake0.root_at(seq).unwrap().unwrap();
+        for i in 1..4 {
+            let other = net.rep(i).unwrap().stake().unwrap().root_at(seq).unwrap();
+            assert_eq!(other, Some(root), "representative {i}, checkpoint {seq}");
+        }
+    }
+    net.shutdown().await.unwrap();
+}
+
+/// `city-node stake` run as an operator would, with a key file.
+struct StakeCli {
+    bin: std::path::PathBuf,
+    key: std::path::PathBuf,
+    node: String,
+}
+
+impl StakeCli {
+    /// Runs `city-node stake --nonce <nonce> <op…>`; it must succeed (admitted). Returns
+    /// the tx id it prints.
+    async fn run(&self, nonce: u64, op: &[&str]) -> dag_core::TxId {
+        let mut c = std::process::Command::new(&self.bin);
+        c.arg("stake")
+            .arg("--key")
+            .arg(&self.key)
+            .args(["--node", &self.node, "--city", CITY])
+            .args(["--nonce", &nonce.to_string()])
+            .args(op);
+        let out = tokio::task::spawn_blocking(move || c.output().unwrap())
+            .await
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "{op:?}: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("tx: "))
+            .map(|h| dag_core::TxId::from_hex(h).unwrap())
+            .unwrap_or_else(|| panic!("no tx id in {stdout}"))
+    }
+}
+
+fn e2e_now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
 }

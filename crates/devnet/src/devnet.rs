@@ -140,6 +140,8 @@ pub struct DevRep {
 pub struct DevLight {
     /// Its id.
     pub id: NodeId,
+    /// Its node key (e.g. to register it in dpos and claim its rewards).
+    pub key: Keypair,
     role: Option<RunningRole>,
 }
 
@@ -320,9 +322,10 @@ impl Devnet {
             };
             let pos = spots.get(i).copied().unwrap_or(net.city_pos);
             let m = net.membership(&format!("zone-{}", i % 3), pos);
-            let role = run_light_with(&lcfg, key, &m, net.presence.clone()).await?;
+            let role = run_light_with(&lcfg, key.clone(), &m, net.presence.clone()).await?;
             net.lights.push(DevLight {
                 id,
+                key,
                 role: Some(role),
             });
         }

@@ -62,8 +62,9 @@ pub use city::stake::{
     dpos_genesis_of,
 };
 pub use city::stake_reporter::{
-    SendOutcome, SenderConfig, SystemTxSender, SystemTxSink, contribution_payloads,
-    spawn_evidence_reporter,
+    ChallengeResults, ChallengeSlot, GRACE_CHECKPOINTS, Pending, SendOutcome, SenderConfig,
+    SenderQueue, StripeReceipts, SystemTxSender, SystemTxSink, committed_receipts,
+    contribution_payloads, in_charge, spawn_contribution_reporter, spawn_evidence_reporter,
 };
 pub use city::store::{Conflict, TxStore};
 #[cfg(any(test, feature = "test-utils"))]

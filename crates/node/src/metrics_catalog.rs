@@ -95,6 +95,16 @@ pub const METRICS: &[MetricHelp] = &[
         help: "Stripes whose co-located shards were spread to distinct holders.",
     },
     MetricHelp {
+        name: "citychain_consensus_committee_unreachable_total",
+        kind: MetricKind::Counter,
+        help: "Epoch changes that kept the ending committee because an elected representative has no address in the genesis file.",
+    },
+    MetricHelp {
+        name: "citychain_consensus_epoch_changes_total",
+        kind: MetricKind::Counter,
+        help: "Consensus epochs ended at a term boundary in the committed sequence.",
+    },
+    MetricHelp {
         name: "citychain_corrupt_shards_total",
         kind: MetricKind::Counter,
         help: "Shards found corrupt (hash mismatch) on read.",

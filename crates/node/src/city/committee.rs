@@ -10,7 +10,9 @@ use super::execution::{
 };
 use super::order::OrderStore;
 use super::stake::{DposApplier, StakeStore};
-use super::stake_reporter::{SenderConfig, SystemTxSender, spawn_evidence_reporter};
+use super::stake_reporter::{
+    SenderConfig, SystemTxSender, spawn_contribution_reporter, spawn_evidence_reporter,
+};
 use crate::city::consensus::{
     CommittedEvent, ConsensusGrpc, RepresentativeConfig, RepresentativeHandle, spawn_representative,
 };
@@ -41,6 +43,8 @@ pub(crate) struct Representation {
     stake: Arc<StakeStore>,
     evidence: Option<mpsc::UnboundedReceiver<dpos::DoubleSignEvidence>>,
     sender: Option<SystemTxSender>,
+    contributions: Option<JoinHandle<()>>,
+    challenge_results: super::stake_reporter::ChallengeSlot,
     feed: Option<FeedHandle>,
     me: dag_core::NodeId,
     members: std::collections::BTreeMap<dag_core::NodeId, String>,
@@ -163,6 +167,8 @@ impl Representation {
                 stake,
                 evidence,
                 sender: None,
+                contributions: None,
+                challenge_results: Default::default(),
                 feed: None,
                 me,
                 members: parts.committee.addresses.clone(),
@@ -208,6 +214,7 @@ impl Representation {
             tracing::error!(city, "no stake reporter: the city id is not valid");
             return;
         };
+        let pipeline = node.pipeline().cloned();
         let sender = SystemTxSender::spawn(
             key.clone(),
             self.stake.clone(),
@@ -221,7 +228,25 @@ impl Representation {
         if let Some(ev) = self.evidence.take() {
             self.tasks.push(spawn_evidence_reporter(ev, sender.queue()));
         }
+        // Rewards for holders: receipts of the stripes this representative placed, once
+        // committed, become `RecordContribution` txs (see `stake_reporter::contributions`).
+        if let Some(p) = pipeline {
+            self.contributions = Some(spawn_contribution_reporter(
+                self.stake.clone(),
+                self.order.clone(),
+                p,
+                self.challenge_results.clone(),
+                self.me,
+                sender.queue(),
+            ));
+        }
         self.sender = Some(sender);
+    }
+
+    /// Lets the contribution reporter leave out holders that failed this node's storage
+    /// challenges (the audit starts after the representative).
+    pub(crate) fn use_challenge_results(&self, log: super::challenges::ContributionLog) {
+        let _ = self.challenge_results.set(Arc::new(log));
     }
 
     /// Starts the relayer of cross-city statements (see [`super::cross`]).
@@ -295,6 +320,7 @@ impl Representation {
 
     /// Stops the representative (its driver finishes the current group) and its tasks.
     pub(crate) async fn shutdown(self) -> Result<()> {
+        stop_task(self.contributions).await;
         if let Some(r) = self.relayer {
             r.abort();
         }
@@ -314,6 +340,7 @@ impl Representation {
 
     /// Stops at once, as a crash.
     pub(crate) async fn kill(self) {
+        stop_task(self.contributions).await;
         if let Some(r) = self.relayer {
             r.abort();
         }
@@ -380,6 +407,14 @@ fn epoch_plan(
     EpochPlan {
         term_ms,
         next_committee: Arc::new(next),
+    }
+}
+
+/// Aborts a task that runs until stopped and waits for it (a panic is logged).
+async fn stop_task(task: Option<JoinHandle<()>>) {
+    if let Some(t) = task {
+        t.abort();
+        join_all(vec![t]).await;
     }
 }
 

@@ -418,6 +418,9 @@ pub async fn start_city_with(
         )?),
         _ => None,
     };
+    if let (Some(r), Some(a)) = (representation.as_ref(), audit.as_ref()) {
+        r.use_challenge_results(a.log().clone());
+    }
     let gateway = match &cfg.gateway {
         Some(gcfg) => {
             let (city_id, members) = match &parts.committee {

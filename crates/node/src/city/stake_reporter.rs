@@ -16,7 +16,7 @@ use pqc::Keypair;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 /// Most payloads queued for the sender; a full queue drops the newest (evidence and
@@ -51,8 +51,45 @@ pub struct SenderConfig {
 /// The running sender: queue payloads with [`SystemTxSender::send`].
 #[derive(Debug)]
 pub struct SystemTxSender {
-    tx: mpsc::Sender<SystemPayload>,
+    tx: SenderQueue,
     task: JoinHandle<()>,
+}
+
+/// One queued payload and, if the caller waits, where its outcome goes.
+#[derive(Debug)]
+struct Queued {
+    payload: SystemPayload,
+    reply: Option<oneshot::Sender<SendOutcome>>,
+}
+
+/// A handle for queueing payloads to a [`SystemTxSender`] from other tasks.
+#[derive(Debug, Clone)]
+pub struct SenderQueue(mpsc::Sender<Queued>);
+
+impl SenderQueue {
+    /// Queues `payload` (waiting for room); false once the sender stopped.
+    pub async fn send(&self, payload: SystemPayload) -> bool {
+        self.0
+            .send(Queued {
+                payload,
+                reply: None,
+            })
+            .await
+            .is_ok()
+    }
+
+    /// Queues `payload` and waits for its outcome; `None` if the sender stopped first.
+    pub async fn send_and_wait(&self, payload: SystemPayload) -> Option<SendOutcome> {
+        let (tx, rx) = oneshot::channel();
+        self.0
+            .send(Queued {
+                payload,
+                reply: Some(tx),
+            })
+            .await
+            .ok()?;
+        rx.await.ok()
+    }
 }
 
 /// What happened to one payload (for logs and tests).
@@ -78,9 +115,9 @@ impl SystemTxSender {
         config: SenderConfig,
         outcomes: Option<mpsc::UnboundedSender<SendOutcome>>,
     ) -> Self {
-        let (tx, mut rx) = mpsc::channel::<SystemPayload>(QUEUE);
+        let (tx, mut rx) = mpsc::channel::<Queued>(QUEUE);
         let task = tokio::spawn(async move {
-            while let Some(payload) = rx.recv().await {
+            while let Some(Queued { payload, reply }) = rx.recv().await {
                 let out = send_one(&key, &store, sink.as_ref(), &config, &payload).await;
                 match &out {
                     SendOutcome::Applied(id) => {
@@ -91,20 +128,32 @@ impl SystemTxSender {
                     }
                 }
                 if let Some(o) = &outcomes {
-                    let _ = o.send(out);
+                    let _ = o.send(out.clone());
+                }
+                if let Some(r) = reply {
+                    let _ = r.send(out);
                 }
             }
         });
-        SystemTxSender { tx, task }
+        SystemTxSender {
+            tx: SenderQueue(tx),
+            task,
+        }
     }
 
     /// Queues `payload`; false if the queue is full or the sender stopped.
     pub fn send(&self, payload: SystemPayload) -> bool {
-        self.tx.try_send(payload).is_ok()
+        self.tx
+            .0
+            .try_send(Queued {
+                payload,
+                reply: None,
+            })
+            .is_ok()
     }
 
     /// A handle for queueing from other tasks.
-    pub fn queue(&self) -> mpsc::Sender<SystemPayload> {
+    pub fn queue(&self) -> SenderQueue {
         self.tx.clone()
     }
 
@@ -163,12 +212,12 @@ async fn send_one(
 /// Forwards consensus' equivocation evidence to the sender as `DoubleSign` payloads.
 pub fn spawn_evidence_reporter(
     mut evidence: mpsc::UnboundedReceiver<DoubleSignEvidence>,
-    queue: mpsc::Sender<SystemPayload>,
+    queue: SenderQueue,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         while let Some(ev) = evidence.recv().await {
             tracing::warn!(offender = %ev.offender(), round = ev.round(), "reporting a double sign");
-            if queue.send(SystemPayload::DoubleSign(ev)).await.is_err() {
+            if !queue.send(SystemPayload::DoubleSign(ev)).await {
                 return;
             }
         }
@@ -210,6 +259,12 @@ pub fn contribution_payloads(
         })
         .collect()
 }
+
+mod contributions;
+pub use contributions::{
+    ChallengeResults, ChallengeSlot, GRACE_CHECKPOINTS, Pending, StripeReceipts,
+    committed_receipts, in_charge, spawn_contribution_reporter,
+};
 
 #[cfg(test)]
 mod tests;

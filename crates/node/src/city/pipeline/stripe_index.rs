@@ -123,6 +123,14 @@ impl Pipeline {
         }))
     }
 
+    /// The verified holders' receipts of a stripe this node placed (`None`: not placed here).
+    pub fn stripe_receipts(
+        &self,
+        stripe: &StripeId,
+    ) -> std::result::Result<Option<Vec<SignedReceipt>>, PipelineError> {
+        Ok(self.record(stripe)?.map(|r| r.receipts))
+    }
+
     /// Every stripe manifest (for audits and re-replication).
     pub fn manifests(
         &self,

@@ -190,3 +190,108 @@ fn contribution_payloads_are_what_the_rules_accept() {
     // Everything is rewarded now: nothing is left to report.
     assert!(contribution_payloads(&state, &receipts, now).is_empty());
 }
+
+#[test]
+fn one_representative_is_in_charge_and_the_others_wait_their_grace() {
+    let day = dpos::DAY_MS;
+    let mut state = dpos::DposState::genesis(genesis(DposConfig::default())).unwrap();
+    let now = 30 * day + 1_000;
+    let epoch = state.config().epoch_of(now);
+    let reps: Vec<AccountId> = (0..4).map(acc).collect();
+    let charged: Vec<&AccountId> = reps
+        .iter()
+        .filter(|r| in_charge(&state, r, &acc(4), epoch))
+        .collect();
+    assert_eq!(charged.len(), 1, "exactly one representative in charge");
+    assert!(
+        !in_charge(&state, &acc(5), &acc(4), epoch),
+        "not a representative"
+    );
+    let boss = *charged[0];
+    let other = *reps.iter().find(|r| **r != boss).unwrap();
+
+    let fill = |p: &mut Pending, state: &dpos::DposState| {
+        p.add(state, 10, receipt(k(4), now - 10, 1));
+        p.add(state, 11, receipt(k(4), now - 5, 2)); // same holder and epoch: kept once
+        p.add(state, 10, receipt(k(5), now - 10, 3)); // unregistered
+    };
+    let none = std::collections::BTreeSet::new();
+    let mut p = Pending::default();
+    fill(&mut p, &state);
+    assert_eq!(p.len(), 2);
+    // A holder that failed a storage challenge is not reported, even by the one in charge;
+    // its receipt waits.
+    let failed: std::collections::BTreeSet<NodeId> =
+        [NodeId::from_public_key(dag_core::Signer::public_key(k(4)))].into();
+    assert!(p.due(&state, &boss, 10, now, &failed).is_empty());
+    assert_eq!(p.len(), 1);
+    fill(&mut p, &state);
+    let due = p.due(&state, &boss, 10, now, &none);
+    assert_eq!(due.len(), 1);
+    assert_eq!(
+        due[0].receipt.shard_index, 1,
+        "the first receipt seen is reported"
+    );
+    assert_eq!(p.len(), 1, "the unregistered holder's receipt is dropped");
+
+    let mut q = Pending::default();
+    fill(&mut q, &state);
+    assert!(
+        q.due(&state, &other, 10, now, &none).is_empty(),
+        "waits for the one in charge"
+    );
+    assert!(
+        q.due(&state, &other, 10 + GRACE_CHECKPOINTS - 1, now, &none)
+            .is_empty()
+    );
+    assert_eq!(
+        q.due(&state, &other, 10 + GRACE_CHECKPOINTS, now, &none)
+            .len(),
+        1
+    );
+
+    // Once the state rewarded the holder for the epoch, nothing is due and nothing waits.
+    for payload in contribution_payloads(&state, &due, now) {
+        let tx = dpos::sign_system_tx(&payload, 0, now, city(), k(2));
+        state
+            .apply_signed(tx, &MlDsa87, &dpos::ApplyCtx { now_ms: now })
+            .unwrap();
+    }
+    assert!(state.was_rewarded(&acc(4), epoch));
+    assert!(q.due(&state, &other, 100, now, &none).is_empty());
+    assert!(q.is_empty());
+}
+
+#[test]
+fn holders_that_failed_the_newest_audit_epoch_are_the_failed_ones() {
+    use crate::city::challenges::{ChallengeResult, ContributionLog, ContributionRecord};
+    let dir = tempfile::tempdir().unwrap();
+    let log = ContributionLog::open(&dir.path().join("contributions.redb")).unwrap();
+    assert!(log.failed_holders().unwrap().is_empty(), "no audit yet");
+    let node = |i: u8| NodeId::from_bytes([i; 32]);
+    let rec = |epoch, holder, index, result| ContributionRecord {
+        epoch,
+        holder,
+        stripe: StripeId::from_bytes([9; 32]),
+        index,
+        passed: result == ChallengeResult::Passed,
+        result,
+    };
+    log.append(&[
+        rec(4, node(1), 0, ChallengeResult::NotHeld),
+        rec(4, node(2), 1, ChallengeResult::Passed),
+    ])
+    .unwrap();
+    log.append(&[
+        rec(5, node(1), 0, ChallengeResult::Passed),
+        rec(5, node(2), 1, ChallengeResult::WrongProof),
+        rec(5, node(3), 2, ChallengeResult::Unreachable),
+        rec(5, node(4), 3, ChallengeResult::Passed),
+    ])
+    .unwrap();
+    // Epoch 5 is the newest: 1 passed again, 2 and 3 failed.
+    assert_eq!(
+        log.failed_holders().unwrap(),
+        [node(2), node(3)].into_iter().collect()
+    );
+}
