@@ -110,7 +110,10 @@ async fn executed_and_archived_txs_leave_the_working_store_and_gettx_still_answe
             rec.source
         );
         assert!(
-            matches!(rec.state, TxState::Ordered | TxState::Federated),
+            matches!(
+                rec.state,
+                TxState::Ordered | TxState::Federated | TxState::Completed
+            ),
             "tx {k}: {:?}",
             rec.state
         );
