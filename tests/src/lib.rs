@@ -67,6 +67,51 @@ pub fn tokyo_payment(
     )
 }
 
+/// A point inside `city` for the two-city tests: Tokyo's city hall for `JP-13`, Osaka's
+/// for any other city.
+///
+/// # Panics
+/// Never for these fixed coordinates.
+pub fn city_hall(city: &str) -> dag_core::Position {
+    let (lat, lon) = if city == "JP-13" {
+        (35.6895, 139.6917)
+    } else {
+        (34.6937, 135.5023)
+    };
+    dag_core::Position::from_degrees(lat, lon).expect("a valid position")
+}
+
+/// A FRESH_TX of `amount` from `from` (home city `home`, at [`city_hall`]) to `to`, created
+/// at 2026-01-01 + `nonce` ms, signed by `from`; with `to_city` a cross-city transfer (its
+/// payload names the receiver's city).
+///
+/// # Panics
+/// When a city id is not valid (a test helper: fixed inputs).
+pub fn city_transfer(
+    from: &pqc::Keypair,
+    home: &str,
+    to: dag_core::AccountId,
+    to_city: Option<&str>,
+    amount: u64,
+    nonce: u64,
+) -> dag_core::SignedTx {
+    use dag_core::{CityId, PositionMethod, Tx};
+    let mut tx = Tx::fresh(
+        from.account_id(),
+        to,
+        amount,
+        nonce,
+        1_767_225_600_000 + nonce,
+        CityId::new(home).expect("a valid city id"),
+        city_hall(home),
+        PositionMethod::Gps,
+    );
+    if let Some(c) = to_city {
+        tx.payload = ledger::to_city_payload(&CityId::new(c).expect("a valid city id"));
+    }
+    pqc::sign_tx(tx, from)
+}
+
 /// How the tests' clients submit again after an `UNAVAILABLE` answer, as a wallet does:
 /// 6 attempts, 200 ms doubling, capped at 2 s.
 pub const WALLET_RETRY: resilience::RetryPolicy = resilience::RetryPolicy {

@@ -13,11 +13,12 @@
 
 #![allow(clippy::unwrap_used)]
 
-use dag_core::{AccountId, CityId, Position, PositionMethod, SignedTx, Tx, TxId};
+use dag_core::{AccountId, SignedTx, TxId};
 use devnet::{CITY, Devnet, DevnetConfig};
+use e2e::city_transfer as transfer;
 use futures::StreamExt;
 use ledger::{OutState, Outcome, Verdict};
-use pqc::{Keypair, sign_tx};
+use pqc::Keypair;
 use rpc::{CityClient, TxState};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -32,39 +33,6 @@ const SAME_CITY: usize = 20;
 /// Users per city.
 const USERS: usize = 8;
 const OPENING: u64 = 1_000_000;
-
-fn position(city: &str) -> Position {
-    if city == CITY {
-        Position::from_degrees(35.6895, 139.6917).unwrap()
-    } else {
-        // Osaka City Hall.
-        Position::from_degrees(34.6937, 135.5023).unwrap()
-    }
-}
-
-fn transfer(
-    from: &Keypair,
-    home: &str,
-    to: AccountId,
-    to_city: Option<&str>,
-    amount: u64,
-    nonce: u64,
-) -> SignedTx {
-    let mut tx = Tx::fresh(
-        from.account_id(),
-        to,
-        amount,
-        nonce,
-        1_767_225_600_000 + nonce,
-        CityId::new(home).unwrap(),
-        position(home),
-        PositionMethod::Gps,
-    );
-    if let Some(c) = to_city {
-        tx.payload = ledger::to_city_payload(&CityId::new(c).unwrap());
-    }
-    sign_tx(tx, from)
-}
 
 /// Submits every tx to the representatives in `live` (round robin, 8 in flight); each must
 /// be Held. Returns (id, submit time) per tx.
