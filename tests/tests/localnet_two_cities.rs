@@ -193,30 +193,6 @@ async fn wait_cross(
     seen
 }
 
-/// The directory's path; deleted at the end unless `LOCALNET_KEEP` is set.
-fn keep_or_delete(dir: tempfile::TempDir) -> KeepOrDelete {
-    KeepOrDelete(Some(dir))
-}
-
-struct KeepOrDelete(Option<tempfile::TempDir>);
-
-impl std::ops::Deref for KeepOrDelete {
-    type Target = std::path::Path;
-    fn deref(&self) -> &std::path::Path {
-        self.0.as_ref().unwrap().path()
-    }
-}
-
-impl Drop for KeepOrDelete {
-    fn drop(&mut self) {
-        if std::env::var_os("LOCALNET_KEEP").is_some()
-            && let Some(d) = self.0.take()
-        {
-            let _ = d.keep();
-        }
-    }
-}
-
 /// How `c` executed tx `id`, waiting until it has.
 async fn wait_executed(c: &CityClient, id: TxId, city: &str) -> rpc::TxExecution {
     let t0 = Instant::now();
@@ -243,13 +219,13 @@ async fn two_city_localnet_completes_every_transfer_once_through_a_kill_9_in_eac
         (0..USERS).map(|_| Keypair::generate()).collect(),
     ];
     let cities = [TOKYO, OSAKA];
-    let dir = tempfile::tempdir().unwrap();
+    let mut dir = tempfile::tempdir().unwrap();
     // LOCALNET_KEEP=1 keeps the directory (keys, genesis, every node's log) for a post-mortem.
     if std::env::var_os("LOCALNET_KEEP").is_some() {
+        dir.disable_cleanup(true);
         eprintln!("localnet directory kept: {}", dir.path().display());
     }
-    let dir = keep_or_delete(dir);
-    let mut cfg = LocalnetConfig::new(dir.to_path_buf());
+    let mut cfg = LocalnetConfig::new(dir.path());
     cfg.city_node_bin = e2e::workspace_bin("city-node");
     cfg.presence_bin = e2e::workspace_bin("presence-server");
     cfg.batch_interval_ms = Some(50);
