@@ -313,13 +313,24 @@ impl Pipeline {
             .unwrap_or(n)
             .clamp(usize::from(layout.k), n);
 
-        // Shard i goes first to ranked[i], then to the nodes after the first n; never to a
-        // node or (strict) zone that already took a shard of this stripe.
+        // Shard i goes first to ranked[i], then to the nodes after the first n, and last to
+        // the other shards' first choices (a failed holder's zone-mate may be one of them:
+        // when zones are strict it is the only place left for that shard); never to a node
+        // or (strict) zone that already took a shard of this stripe.
         let mut puts = FuturesUnordered::new();
         for (i, shard) in shards.into_iter().enumerate() {
-            let mut cands: Vec<NodeInfo> = Vec::new();
-            cands.push(ranked[i % ranked.len()].clone());
+            let first = i % ranked.len();
+            let mut cands: Vec<NodeInfo> = Vec::with_capacity(ranked.len());
+            cands.push(ranked[first].clone());
             cands.extend(ranked.iter().skip(n).cloned());
+            cands.extend(
+                ranked
+                    .iter()
+                    .take(n)
+                    .enumerate()
+                    .filter(|(j, _)| *j != first)
+                    .map(|(_, x)| x.clone()),
+            );
             let me = self.clone();
             let layout = layout.clone();
             let taken = taken.clone();
