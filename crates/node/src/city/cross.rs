@@ -103,6 +103,15 @@ pub(crate) struct Relayer {
     pub(crate) cfg: RelayerConfig,
 }
 
+/// When a pending transfer-out is due to be relayed again, the wait after that, and the
+/// checkpoint that escrowed it.
+#[derive(Debug, Clone, Copy)]
+struct Due {
+    at: Instant,
+    wait: Duration,
+    escrow_seq: u64,
+}
+
 /// The pending transfer-outs due to be relayed again, by escrow checkpoint; updates `due`
 /// (per transfer: when it is due and the wait after). The clock of a transfer-out starts
 /// when it is first seen federated (when it was relayed), not at its escrow: federation
@@ -111,7 +120,7 @@ pub(crate) struct Relayer {
 fn due_again(
     ledger: &Ledger,
     upto: u64,
-    due: &mut HashMap<TxId, (Instant, Duration)>,
+    due: &mut HashMap<TxId, Due>,
     first_wait: Duration,
     now: Instant,
 ) -> BTreeMap<u64, Vec<TxId>> {
@@ -120,25 +129,28 @@ fn due_again(
         return by_seq;
     };
     for t in book.pending() {
-        let (at, wait) = match due.get(&t.id) {
-            Some(d) => *d,
-            None => {
-                if let Ok(Some(seq)) = ledger.escrowed_at(&t.id)
-                    && seq < upto
-                {
-                    due.insert(t.id, (now + first_wait, first_wait));
-                }
-                continue;
+        let Some(d) = due.get_mut(&t.id) else {
+            // First seen: its escrow checkpoint is read once and kept with its clock.
+            if let Ok(Some(seq)) = ledger.escrowed_at(&t.id)
+                && seq < upto
+            {
+                due.insert(
+                    t.id,
+                    Due {
+                        at: now + first_wait,
+                        wait: first_wait,
+                        escrow_seq: seq,
+                    },
+                );
             }
+            continue;
         };
-        if now < at {
+        if now < d.at {
             continue;
         }
-        if let Ok(Some(seq)) = ledger.escrowed_at(&t.id) {
-            by_seq.entry(seq).or_default().push(t.id);
-            let wait = (wait * 2).min(MAX_RETRY);
-            due.insert(t.id, (now + wait, wait));
-        }
+        by_seq.entry(d.escrow_seq).or_default().push(t.id);
+        d.wait = (d.wait * 2).min(MAX_RETRY);
+        d.at = now + d.wait;
     }
     due.retain(|id, _| book.out_state(id) == Some(&OutState::Pending));
     by_seq
@@ -181,7 +193,7 @@ impl Relayer {
     async fn run(self) {
         let mut next = self.order.federated_upto().unwrap_or(0);
         // Per pending transfer-out: when this node relays it (again) and the wait after.
-        let mut due: HashMap<TxId, (Instant, Duration)> = HashMap::new();
+        let mut due: HashMap<TxId, Due> = HashMap::new();
         // Representatives stagger their retries (the first after `retry`, the next after
         // twice that, …) and each doubles its wait per transfer up to `MAX_RETRY`, so a slow
         // receiver city is not flooded with copies.

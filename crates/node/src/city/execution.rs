@@ -900,6 +900,7 @@ impl CheckpointSource for ExecutedCheckpoints {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::city::test_utils::until;
     use dag_core::{AccountId, CityId, Position, PositionMethod, Tx};
     use pqc::{Keypair, sign_tx};
 
@@ -1085,16 +1086,6 @@ mod tests {
     fn open_exec(dir: &Path, alloc: &BTreeMap<AccountId, u64>) -> Arc<Execution> {
         let (appliers, ledger) = state_machines(dir, alloc).unwrap();
         Arc::new(Execution::open(&dir.join("execution.redb"), appliers, Some(ledger)).unwrap())
-    }
-
-    async fn until(what: &str, mut f: impl FnMut() -> bool) {
-        for _ in 0..2_000 {
-            if f() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        panic!("timed out waiting for {what}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -310,6 +310,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use crate::city::pipeline::{Pipeline, PipelineConfig};
+    use crate::city::test_utils::until;
     use crate::city::test_utils::{MemoryTransport, StaticDirectory};
     use dag_core::{AccountId, CityId, Position, PositionMethod, SignedTx, Tx};
     use pqc::Keypair;
@@ -379,16 +380,6 @@ mod tests {
             archive,
             _tmp: tmp,
         }
-    }
-
-    async fn until(what: &str, mut f: impl FnMut() -> bool) {
-        for _ in 0..2_000 {
-            if f() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        panic!("timed out waiting for {what}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -394,15 +394,7 @@ mod tests {
             let node = node.clone();
             tasks.push(tokio::spawn(async move { node.submit(tx).await }));
         };
-        async fn until(what: &str, cond: impl Fn() -> bool) {
-            for _ in 0..3_000 {
-                if cond() {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            panic!("timed out waiting for: {what}");
-        }
+        use crate::city::test_utils::until;
         // The first fresh tx takes the only slot and waits at the closed gate.
         let blocker = make(0, TxKind::FreshTx, 0);
         let mut labels: Vec<(TxId, String)> = vec![(blocker.id(), "blocker".into())];

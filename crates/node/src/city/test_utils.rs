@@ -166,3 +166,16 @@ impl ShardTransport for MemoryTransport {
         }
     }
 }
+
+/// Polls `cond` every 10 ms until it holds; panics naming `what` after 30 s (a generous
+/// deadline for a loaded machine, not a timing assertion).
+#[cfg(test)]
+pub(crate) async fn until(what: &str, mut cond: impl FnMut() -> bool) {
+    for _ in 0..3_000 {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}

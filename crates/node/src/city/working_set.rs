@@ -340,6 +340,7 @@ mod tests {
     use crate::city::gated::GatedTransport;
     use crate::city::pipeline::PipelineConfig;
     use crate::city::test_utils::StaticDirectory;
+    use crate::city::test_utils::until;
     use crate::city::{CityConfig, CityParts, StorageParts, committee::CommitteeParts};
     use dag_core::{AccountId, CityId, ManualClock, NodeInfo, Position, PositionMethod, Tx};
     use pqc::Keypair;
@@ -360,15 +361,6 @@ mod tests {
     }
 
     /// Polls `cond` (no clock involved beyond a generous deadline).
-    async fn until(what: &str, cond: impl Fn() -> bool) {
-        for _ in 0..3_000 {
-            if cond() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("timed out waiting for: {what}");
-    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn expired_fresh_txs_leave_the_running_nodes_working_set_while_held_ones_stay() {
