@@ -11,6 +11,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "support/light_repair.rs"]
+mod light_repair;
+
 use dag_core::{CityId, Position};
 use devnet::{CITY, CITY_POS, Devnet, DevnetConfig};
 use gateway::{EventKind, RepairState};
@@ -250,46 +253,14 @@ async fn a_light_node_answering_a_wrong_shard_over_grpc_is_detected_and_not_used
     assert_eq!(crashed, 2);
 
     let node = net.city().node().clone();
-    let tier: Arc<dyn RepairTier> = Arc::new(LightRepairTier::new(
-        Arc::downgrade(&node),
-        net.reps()[0].key.clone(),
-        CityId::new(CITY).unwrap(),
-        Position::from_degrees(CITY_POS.0, CITY_POS.1).unwrap(),
-        Duration::from_secs(2),
-    ));
-    let bus = node.events().clone();
-    let svc = Arc::new(RepairService::new(
-        RepairConfig {
-            deadline: Duration::from_secs(30),
-            ..RepairConfig::default()
-        },
-        vec![tier],
-        bus.clone(),
-    ));
-    let mut live = bus.subscribe(None).live;
-    let n = svc.start(id).unwrap().request_id;
-    let mut acked = Vec::new();
-    loop {
-        let e = tokio::time::timeout(Duration::from_secs(45), live.recv())
-            .await
-            .expect("repair events keep coming")
-            .unwrap();
-        if e.tx_id != id {
-            continue;
-        }
-        if e.kind == EventKind::RepairAcknowledged {
-            acked.push(e.detail["holder"].as_str().unwrap().to_string());
-        }
-        if matches!(e.kind, EventKind::RepairCompleted | EventKind::RepairFailed) {
-            break;
-        }
-    }
+    let (state, acked) =
+        light_repair::repair_through_lights(&node, net.reps()[0].key.clone(), id).await;
     assert!(
         !acked.contains(&liar_id.to_hex()),
         "the lie was acknowledged"
     );
     assert_eq!(acked.len(), 3, "the three live honest holders: {acked:?}");
-    let RepairState::Failed { reason } = svc.status(n).unwrap().state else {
+    let RepairState::Failed { reason } = state else {
         panic!("3 good shards of 4 cannot restore: the wrong one must not be used");
     };
     assert!(

@@ -8,10 +8,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "support/light_repair.rs"]
+mod light_repair;
+
 use dag_core::{CityId, NodeId, Position, SignedTx, StripeId, TxId};
 use devnet::{CITY, CITY_POS, Devnet, DevnetConfig};
-use gateway::{EventKind, RepairState};
-use node::{LightRepairTier, PipelineConfig, PipelineError, RepairConfig, RepairService};
+use gateway::RepairState;
+use node::{PipelineConfig, PipelineError};
 use pqc::Keypair;
 use rpc::{CityClient, TxState};
 use std::collections::BTreeSet;
@@ -246,43 +249,7 @@ async fn squatting_shards_on_every_non_holder_do_not_stop_a_repair() {
 
     // The repair through the repair protocol restores the tx from the manifest's live
     // holders only, every answer checked (hash + receipt).
-    let tier: Arc<dyn node::RepairTier> = Arc::new(LightRepairTier::new(
-        Arc::downgrade(&node),
-        rep_key.clone(),
-        CityId::new(CITY).unwrap(),
-        Position::from_degrees(CITY_POS.0, CITY_POS.1).unwrap(),
-        Duration::from_secs(2),
-    ));
-    let bus = node.events().clone();
-    let svc = Arc::new(RepairService::new(
-        RepairConfig {
-            deadline: Duration::from_secs(30),
-            ..RepairConfig::default()
-        },
-        vec![tier],
-        bus.clone(),
-    ));
-    let mut live = bus.subscribe(None).live;
-    let n = svc.start(id).unwrap().request_id;
-    let mut acked = BTreeSet::new();
-    loop {
-        let e = tokio::time::timeout(Duration::from_secs(45), live.recv())
-            .await
-            .expect("repair events keep coming")
-            .unwrap();
-        if e.tx_id != id {
-            continue;
-        }
-        if e.kind == EventKind::RepairAcknowledged
-            && let Some(h) = e.detail["holder"].as_str()
-        {
-            acked.insert(h.to_string());
-        }
-        if matches!(e.kind, EventKind::RepairCompleted | EventKind::RepairFailed) {
-            break;
-        }
-    }
-    let state = svc.status(n).unwrap().state;
+    let (state, acked) = light_repair::repair_through_lights(&node, rep_key.clone(), id).await;
     assert!(
         matches!(&state, RepairState::Completed { tier, .. } if tier == "light_nodes"),
         "{state:?}"
