@@ -16,7 +16,11 @@
 //! txs are held on them and committed, the representatives record the holders'
 //! contributions on their own, the light node claims and its ledger balance rises by what
 //! the domain's formula gives (computed in the test), a second claim pays nothing, and the
-//! dpos root is the same on every representative at every checkpoint.
+//! dpos root is the same on every representative at every checkpoint; `city-node stake
+//! show` / `committee` print the rewards, balance and committee the node reads.
+//! The second test also reads the stake over gRPC (`GetStake`, `GetCommittee`): the
+//! delegation, a member's node record, an unknown account, the committee before and after
+//! the term boundary, the removed representative's view.
 
 #![allow(clippy::unwrap_used)]
 
@@ -793,6 +797,14 @@ async fn light_nodes_that_hold_committed_stripes_claim_their_rewards() {
         .collect();
     let bal = |i: usize, a: AccountId| ledgers[i].account(&a).unwrap().map_or(0, |x| x.balance);
     assert_eq!(bal(0, light.account_id()), 0);
+    // `city-node stake show --json` reads what dpos holds for the light node (its key
+    // file's account): the accrued rewards, its node record; the same JSON as the gateway.
+    let shown: serde_json::Value =
+        serde_json::from_str(&cli.read(&["show", "--json"]).await).unwrap();
+    assert_eq!(shown["account"], light.account_id().to_hex());
+    assert_eq!(shown["rewards"], light_due, "{shown}");
+    assert_eq!(shown["node"]["kind"], "light");
+    assert_eq!(shown["balance"], 0);
     let claim = cli.run(1, &["claim"]).await;
     assert!(verdict(&net, 0, claim).await, "the claim was refused");
     let deadline = Instant::now() + Duration::from_secs(40);
@@ -812,6 +824,25 @@ async fn light_nodes_that_hold_committed_stripes_claim_their_rewards() {
             .unwrap(),
         0
     );
+    // The human form after the claim, read from representative 1 once its dpos state
+    // holds the claim (its ledger was written before).
+    assert!(verdict(&net, 1, claim).await);
+    let shown = cli.read(&["show"]).await;
+    assert!(shown.contains("rewards: 0\n"), "{shown}");
+    assert!(
+        shown.contains(&format!("balance: {light_due}\n")),
+        "{shown}"
+    );
+    let committee = cli.read(&["committee"]).await;
+    assert!(committee.starts_with("epoch: 0 "), "{committee}");
+    assert!(committee.contains("members: 4\n"), "{committee}");
+    for i in 0..4 {
+        let id = net.rep_key(i).unwrap().node_id();
+        assert!(
+            committee.contains(&format!("  {id} weight ")),
+            "{committee}"
+        );
+    }
     // A second claim pays nothing: admitted, then refused by the rules (nothing to claim),
     // a no-op on every representative.
     let again = cli.run(2, &["claim"]).await;
@@ -848,6 +879,27 @@ struct StakeCli {
 }
 
 impl StakeCli {
+    /// Runs `city-node stake <read…>` (`show`, `committee`) with the key file; it must
+    /// succeed. Returns what it printed.
+    async fn read(&self, read: &[&str]) -> String {
+        let mut c = std::process::Command::new(&self.bin);
+        c.arg("stake")
+            .arg("--key")
+            .arg(&self.key)
+            .args(["--node", &self.node])
+            .args(read);
+        let out = tokio::task::spawn_blocking(move || c.output().unwrap())
+            .await
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "{read:?}: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    }
+
     /// Runs `city-node stake --nonce <nonce> <op…>`; it must succeed (admitted). Returns
     /// the tx id it prints.
     async fn run(&self, nonce: u64, op: &[&str]) -> dag_core::TxId {
