@@ -168,6 +168,7 @@ async fn stake_is_applied_live_and_the_term_switch_replaces_the_slashed_represen
     // The consensus committee of the new term is readable from the state.
     let committee = stake0.committee().unwrap();
     assert_eq!(committee.size(), 4);
+    check_committee_read_keeps_the_committee(&net, &newcomer).await;
 
     // Bonds debited the ledger (one balance state).
     let ledger = net
@@ -206,6 +207,31 @@ async fn stake_is_applied_live_and_the_term_switch_replaces_the_slashed_represen
         }
     }
     net.shutdown().await.unwrap();
+}
+
+/// `GetCommittee` once consensus reached epoch 1 (it kept its committee: the elected
+/// newcomer has no address): the next epoch keeps the running committee too, and the read
+/// names the newcomer as the unreachable member.
+async fn check_committee_read_keeps_the_committee(net: &Devnet, newcomer: &Keypair) {
+    let client = CityClient::connect(&net.rep(1).unwrap().addr().to_string())
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let c = loop {
+        let c = client.committee().await.unwrap();
+        if c.epoch == 1 && c.dpos.as_ref().is_some_and(|d| d.term == 1) {
+            break c;
+        }
+        assert!(Instant::now() < deadline, "no epoch 1: {c:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let genesis: Vec<_> = (0..4).map(|i| net.rep_key(i).unwrap().node_id()).collect();
+    let members: Vec<_> = c.members.iter().map(|m| m.node_id).collect();
+    assert_eq!(members, genesis, "epoch 1 kept the genesis committee");
+    let d = c.dpos.unwrap();
+    assert!(!d.next_elected);
+    assert_eq!(d.next_unreachable, vec![newcomer.node_id()]);
+    assert_eq!(d.next, c.members, "the next epoch keeps it as well");
 }
 
 /// Submits `tx` (Held), then waits until representative `via` applied it.

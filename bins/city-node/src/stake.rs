@@ -325,6 +325,17 @@ fn render_committee(c: &rpc::CommitteeInfo) -> String {
                 }
             );
             render_members(&mut o, &d.next);
+            if !d.next_unreachable.is_empty() {
+                let _ = writeln!(
+                    o,
+                    "  (kept: elected {} without an address)",
+                    d.next_unreachable
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
             let _ = writeln!(
                 o,
                 "dpos: {} checkpoints applied, root {}",

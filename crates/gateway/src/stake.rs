@@ -167,11 +167,14 @@ pub struct JsonTerm {
     pub started_at_ms: u64,
     /// The first checkpoint at or after this time ends it.
     pub ends_at_ms: u64,
-    /// The next epoch's committee as dpos decides it now: the term's representatives when
-    /// `next_elected`, else who the term's end would elect from this state.
+    /// What the next epoch runs as dpos decides it now: the term's representatives when
+    /// `next_elected`, else who the term's end would elect from this state; the running
+    /// committee when `next_unreachable` is not empty (an elected member has no address).
     pub next: Vec<JsonMember>,
-    /// `next` is already elected (the dpos term is ahead of the consensus epoch).
+    /// The set is already elected (the dpos term is ahead of the consensus epoch).
     pub next_elected: bool,
+    /// Elected node ids (hex) without a genesis address.
+    pub next_unreachable: Vec<String>,
     /// The dpos state root (hex).
     pub state_root: String,
     /// Checkpoints dpos applied (next sequence).
@@ -212,6 +215,7 @@ impl From<&CommitteeInfo> for CommitteeAnswer {
                 ends_at_ms: d.ends_at_ms,
                 next: d.next.iter().map(JsonMember::from).collect(),
                 next_elected: d.next_elected,
+                next_unreachable: d.next_unreachable.iter().map(|n| n.to_hex()).collect(),
                 state_root: d.state_root.to_hex(),
                 applied_upto: d.applied_upto,
             }),

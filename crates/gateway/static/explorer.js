@@ -241,9 +241,14 @@ async function loadCommittee() {
     p.dataset.epoch = String(c.epoch);
     fillRows(document.querySelector("#members tbody"), memberRows(c.members));
     const next = c.dpos ? c.dpos.next : [];
-    document.getElementById("next-caption").textContent = c.dpos && c.dpos.next_elected
+    let caption = c.dpos && c.dpos.next_elected
       ? "Next committee (elected, starts at the next epoch)"
       : "Next committee (who the term's end would elect now)";
+    if (c.dpos && c.dpos.next_unreachable.length) {
+      caption = "Next committee (kept: elected " +
+        c.dpos.next_unreachable.map(short).join(", ") + " without an address)";
+    }
+    document.getElementById("next-caption").textContent = caption;
     fillRows(document.querySelector("#next tbody"), memberRows(next));
   } catch (e) {
     p.textContent = "Committee: " + e.message;

@@ -154,12 +154,17 @@ pub struct DposTermInfo {
     pub started_at_ms: u64,
     /// The first checkpoint at or after this time ends it.
     pub ends_at_ms: u64,
-    /// The next epoch's committee as dpos decides it now: the term's representatives when
+    /// What the next epoch runs as dpos decides it now: the term's representatives when
     /// dpos already switched and consensus has not (`next_elected`), else the election's
-    /// winners as of this state.
+    /// winners as of this state — unless one of them has no genesis address
+    /// (`next_unreachable`), in which case the next epoch keeps the running committee and
+    /// this lists it.
     pub next: Vec<CommitteeMemberInfo>,
-    /// `next` is already elected (the dpos term is ahead of the consensus epoch).
+    /// The set is already elected (the dpos term is ahead of the consensus epoch).
     pub next_elected: bool,
+    /// Members dpos elects that have no genesis address (non-empty: `next` is the running
+    /// committee, kept).
+    pub next_unreachable: Vec<NodeId>,
     /// The dpos state root.
     pub state_root: Hash32,
     /// Checkpoints dpos applied (next sequence).
@@ -362,6 +367,11 @@ impl From<&CommitteeInfo> for pb::GetCommitteeResponse {
             out.term_ends_at_ms = d.ends_at_ms;
             out.next = d.next.iter().map(member_to_pb).collect();
             out.next_elected = d.next_elected;
+            out.next_unreachable = d
+                .next_unreachable
+                .iter()
+                .map(|id| id.as_bytes().to_vec())
+                .collect();
             out.dpos_state_root = d.state_root.0.to_vec();
             out.dpos_applied_upto = d.applied_upto;
         }
@@ -388,6 +398,15 @@ impl TryFrom<pb::GetCommitteeResponse> for CommitteeInfo {
                     .map(|m| member_from_pb(m, "next"))
                     .collect::<Result<Vec<_>, _>>()?,
                 next_elected: p.next_elected,
+                next_unreachable: p
+                    .next_unreachable
+                    .iter()
+                    .map(|b| {
+                        <[u8; 32]>::try_from(b.as_slice())
+                            .map(NodeId::from_bytes)
+                            .map_err(|_| invalid("next_unreachable", "expected exactly 32 bytes"))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
                 state_root: hash(&p.dpos_state_root, "dpos_state_root")?,
                 applied_upto: p.dpos_applied_upto,
             })
@@ -503,6 +522,7 @@ mod tests {
                 ends_at_ms: 200,
                 next: vec![member(3, Some("127.0.0.1:3"))],
                 next_elected: false,
+                next_unreachable: vec![NodeId::from_bytes([5; 32])],
                 state_root: Hash32([4; 32]),
                 applied_upto: 45,
             }),

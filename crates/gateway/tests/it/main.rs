@@ -660,6 +660,7 @@ async fn stake_and_committee_are_read_as_json() {
                 ..member
             }],
             next_elected: false,
+            next_unreachable: Vec::new(),
             state_root: dag_core::Hash32([0xcd; 32]),
             applied_upto: 46,
         }),
@@ -728,7 +729,8 @@ async fn stake_and_committee_are_read_as_json() {
             "epoch": 2, "epoch_first_seq": 40, "switching": false, "removed": false,
             "committed": 45, "members": [m],
             "dpos": {"term": 2, "started_at_ms": 100, "ends_at_ms": 8_100, "next": [next],
-                     "next_elected": false, "state_root": "cd".repeat(32), "applied_upto": 46},
+                     "next_elected": false, "next_unreachable": [],
+                     "state_root": "cd".repeat(32), "applied_upto": 46},
         })
     );
     h.shutdown().await.unwrap();

@@ -3,7 +3,8 @@
 //! (one lock: the dpos fields of an answer come from one state), the ledger (liquid
 //! balances) and the consensus driver (its epoch and the committee it runs). Nothing here
 //! decides anything: the next committee is dpos's own answer (`election()` or the term's
-//! representatives).
+//! representatives), passed through the epoch plan's reachability rule
+//! ([`crate::city::committee::unreachable_members`]).
 
 use super::StakeStore;
 use crate::city::consensus::RepresentativeStatus;
@@ -100,7 +101,7 @@ impl StakeReads {
             dpos_stake: state.map_or(0, |s| s.stake_of(&account_of(&id))),
             address: self.addresses.get(&id).cloned(),
         };
-        let members = running
+        let members: Vec<CommitteeMemberInfo> = running
             .authorities()
             .iter()
             .map(|a| member(a.id, a.stake))
@@ -116,15 +117,26 @@ impl StakeReads {
             } else {
                 s.election().iter().map(|c| (c.account, c.stake)).collect()
             };
+            // The epoch plan's rule: an elected member without an address makes the next
+            // epoch keep the running committee.
+            let next_unreachable = crate::city::committee::unreachable_members(
+                next.iter().map(|(acc, _)| node_of(acc)),
+                &self.addresses,
+            );
+            let next = if next_unreachable.is_empty() {
+                next.into_iter()
+                    .map(|(acc, stake)| member(node_of(&acc), stake))
+                    .collect()
+            } else {
+                members.clone()
+            };
             DposTermInfo {
                 term: term.index,
                 started_at_ms: term.started_at_ms,
                 ends_at_ms: term.started_at_ms.saturating_add(s.config().term_ms),
-                next: next
-                    .into_iter()
-                    .map(|(acc, stake)| member(node_of(&acc), stake))
-                    .collect(),
+                next,
                 next_elected,
+                next_unreachable,
                 state_root: s.state_root(),
                 applied_upto: inner.next_seq,
             }
