@@ -213,3 +213,101 @@ fn stake_of(s: &DposState, account: AccountId) -> StakeInfo {
         dpos_state_root: s.state_root(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dag_core::CityId;
+    use dpos::{ApplyCtx, DposConfig, Genesis, GenesisBond, Metrics, NodeKind, SystemPayload};
+
+    #[test]
+    fn an_accounts_stake_lists_its_bonds_unbondings_and_node_record() {
+        let alice = pqc::Keypair::generate();
+        let a = alice.account_id();
+        let (v, w) = (
+            AccountId::from_bytes([1; 32]),
+            AccountId::from_bytes([2; 32]),
+        );
+        let config = DposConfig {
+            stake_lock_ms: 1_000,
+            unbonding_delay_ms: 5_000,
+            ..DposConfig::default()
+        };
+        let mut s = DposState::genesis(Genesis {
+            config,
+            time_ms: 10_000,
+            balances: vec![(a, 1_000)],
+            nodes: vec![
+                (v, NodeKind::Full, Metrics::default()),
+                (w, NodeKind::Full, Metrics::default()),
+            ],
+            bonds: vec![
+                GenesisBond {
+                    delegator: v,
+                    validator: v,
+                    amount: 50,
+                },
+                GenesisBond {
+                    delegator: w,
+                    validator: w,
+                    amount: 60,
+                },
+                GenesisBond {
+                    delegator: a,
+                    validator: v,
+                    amount: 300,
+                },
+                GenesisBond {
+                    delegator: a,
+                    validator: w,
+                    amount: 40,
+                },
+            ],
+        })
+        .unwrap();
+        // After the lock, alice unbonds 100 of the 300 behind v.
+        let now = 20_000;
+        let tx = dpos::sign_system_tx(
+            &SystemPayload::Unbond {
+                validator: v,
+                amount: 100,
+            },
+            0,
+            now,
+            CityId::new("JP-13").unwrap(),
+            &alice,
+        );
+        s.apply_signed(tx, &pqc::MlDsa87, &ApplyCtx { now_ms: now })
+            .unwrap();
+
+        let info = stake_of(&s, a);
+        assert!(info.exists);
+        assert_eq!(info.bonded, 240);
+        let delegations: Vec<_> = info
+            .delegations
+            .iter()
+            .map(|d| (d.validator, d.amount, d.lots.len()))
+            .collect();
+        assert_eq!(delegations, vec![(v, 200, 1), (w, 40, 1)]);
+        assert_eq!(info.delegations[0].lots[0].unlock_at_ms, 11_000);
+        assert_eq!(
+            info.unbonding,
+            vec![rpc::StakeUnbonding {
+                validator: v,
+                amount: 100,
+                release_at_ms: now + 5_000,
+            }]
+        );
+        assert_eq!(info.rewards, 0);
+        assert!(info.node.is_none(), "alice registered no node");
+        assert_eq!(info.dpos_state_root, s.state_root());
+
+        let vn = stake_of(&s, v).node.unwrap();
+        assert_eq!(vn.kind, StakeNodeKind::Full);
+        assert_eq!(vn.stake, 50 + 200);
+        assert!(vn.active && vn.representative);
+
+        let nobody = stake_of(&s, AccountId::from_bytes([9; 32]));
+        assert!(!nobody.exists && nobody.bonded == 0 && nobody.delegations.is_empty());
+    }
+}
