@@ -1,8 +1,11 @@
 //! The explorer page in a real browser: headless Chromium, driven through chromedriver's
 //! WebDriver HTTP API, against a devnet representative's gateway. It searches a tx by id
 //! before the tx exists, then the tx is submitted, and the page's timeline must reach
-//! Federated live from `/v1/events`; the live light nodes and the committee are listed. A
-//! screenshot is written to `target/explorer-screenshot.png`.
+//! Federated live from `/v1/events`; the live light nodes and the committee are listed, the
+//! committee view (`/v1/committee`) shows the member with its weight and dpos stake, and
+//! the account view shows a representative's bonded stake, rewards and delegation. A
+//! screenshot of each view is written to `target/explorer-screenshot.png` and
+//! `target/explorer-account-screenshot.png`.
 //!
 //! Needs `/usr/bin/chromium` and `/usr/bin/chromedriver` (Debian `chromium`,
 //! `chromium-driver`; `./scripts/test` installs them when missing).
@@ -171,6 +174,55 @@ async fn explorer_shows_a_tx_reach_federated_live() {
         .script("return document.querySelectorAll('#committee li').length")
         .await;
     assert_eq!(members, json!(1));
+    // The committee view (/v1/committee): epoch 0, the one member with its weight and dpos
+    // stake, and the next committee dpos would elect.
+    let rep = net.rep_key(0).unwrap();
+    let short = |h: String| format!("{}…{}", &h[..8], &h[h.len() - 8..]);
+    let mut shown = Value::Null;
+    for _ in 0..100 {
+        shown = wd
+            .script(
+                "return Array.from(document.querySelectorAll('#members tbody tr')).map(tr => \
+                 Array.from(tr.cells).map(td => td.textContent))",
+            )
+            .await;
+        if shown.as_array().is_some_and(|a| !a.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let grpc = CityClient::connect(&net.city().addr().to_string())
+        .await
+        .unwrap();
+    let committee = grpc.committee().await.unwrap();
+    let m = &committee.members[0];
+    assert_eq!(
+        shown,
+        json!([[
+            short(m.node_id.to_hex()),
+            m.weight.to_string(),
+            m.dpos_stake.to_string(),
+            m.address.clone().unwrap()
+        ]]),
+        "the committee view"
+    );
+    assert_eq!(m.node_id, rep.node_id());
+    assert_eq!(
+        wd.script("return document.getElementById('epoch').dataset.epoch")
+            .await,
+        json!("0")
+    );
+    let mut next = Value::Null;
+    for _ in 0..100 {
+        next = wd
+            .script("return document.querySelectorAll('#next tbody tr').length")
+            .await;
+        if next == json!(1) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(next, json!(1), "dpos's election as of now: the one member");
 
     // Search the tx (unknown yet), then submit it: the timeline fills in live.
     let q = wd.find("#q").await;
@@ -183,9 +235,6 @@ async fn explorer_shows_a_tx_reach_federated_live() {
     wd.post(&format!("/element/{button}/click"), json!({}))
         .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let grpc = CityClient::connect(&net.city().addr().to_string())
-        .await
-        .unwrap();
     assert_eq!(grpc.submit(&signed).await.unwrap().state, TxState::Held);
 
     let mut state = Value::Null;
@@ -249,6 +298,50 @@ async fn explorer_shows_a_tx_reach_federated_live() {
         .join("target")
         .join("explorer-screenshot.png");
     std::fs::write(&out, &bytes).unwrap();
+    println!("screenshot: {}", out.display());
+
+    // The account view: the representative's account with its stake (its self-bond).
+    let stake = grpc.stake(rep.account_id()).await.unwrap();
+    assert!(stake.bonded > 0);
+    wd.post(
+        "/url",
+        json!({ "url": format!("{gateway}/#account={}", rep.account_id()) }),
+    )
+    .await;
+    wd.post("/refresh", json!({})).await;
+    let mut facts = Value::Null;
+    for _ in 0..100 {
+        facts = wd
+            .script(
+                "const f = k => { const d = document.querySelector(`[data-fact=${k}]`); \
+                 return d ? d.textContent : null; }; \
+                 return [f('bonded'), f('rewards'), f('node'), \
+                 document.querySelectorAll('#delegations tbody tr').length]",
+            )
+            .await;
+        if facts[0].is_string() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        facts,
+        json!([
+            stake.bonded.to_string(),
+            stake.rewards.to_string(),
+            format!("full, stake {}, representative", stake.bonded),
+            1
+        ]),
+        "the account view"
+    );
+    let png = wd
+        .call(reqwest::Method::GET, "/screenshot", None)
+        .await
+        .as_str()
+        .unwrap()
+        .to_string();
+    let out = out.with_file_name("explorer-account-screenshot.png");
+    std::fs::write(&out, base64_decode(&png)).unwrap();
     println!("screenshot: {}", out.display());
 
     wd.call(reqwest::Method::DELETE, "", None).await;

@@ -2,7 +2,8 @@
 //! HTTP and one over gRPC read back on both; a server-sent-events subscriber sees its tx go
 //! admitted → held → ordered → federated in order and can resume with `Last-Event-ID`;
 //! a repair request completes with its events; bad input gets JSON errors with the right
-//! status; the OpenAPI document names every route.
+//! status; the OpenAPI document names every route; the stake reads (`/v1/committee`,
+//! `/v1/accounts/{id}/stake`) answer what gRPC answers.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -172,6 +173,53 @@ async fn gateway_over_a_devnet() {
         "{seen:?}"
     );
     assert!(seen.windows(2).all(|w| w[0].0 < w[1].0), "ids increase");
+
+    // Stake reads: the committee and a member's stake over HTTP, equal to gRPC's answers
+    // (retried while a checkpoint moves `dpos_applied_upto` between the two reads).
+    let rep = net.rep_key(0).unwrap().account_id();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let over_http: gateway::stake::StakeAnswer = http
+            .get(format!("{base}/v1/accounts/{rep}/stake"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let over_grpc = gateway::stake::StakeAnswer::from(&grpc.stake(rep).await.unwrap());
+        if over_http == over_grpc {
+            let node = over_http
+                .node
+                .as_ref()
+                .expect("the genesis member is a node");
+            assert_eq!(node.kind, "full");
+            assert!(node.representative && node.active);
+            assert!(over_http.bonded > 0 && over_http.bonded == node.stake);
+            assert_eq!(over_http.delegations.len(), 1, "its self-bond");
+            assert_eq!(over_http.delegations[0].validator, rep.to_hex());
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{over_http:?}");
+    }
+    let c: gateway::stake::CommitteeAnswer = http
+        .get(format!("{base}/v1/committee"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(c.epoch, 0);
+    let ids: Vec<&str> = c.members.iter().map(|m| m.node_id.as_str()).collect();
+    assert_eq!(ids, vec![net.rep_key(0).unwrap().node_id().to_hex()]);
+    assert_eq!(
+        c.members[0].dpos_stake,
+        grpc.stake(rep).await.unwrap().bonded
+    );
+    let term = c.dpos.expect("dpos started: txs were committed");
+    assert_eq!(term.next.len(), 1);
+    assert!(!term.next_elected);
 
     // Resume after the first event: the rest comes from the bounded history.
     let resumed = sse_until(&http, &events_url, Some(seen[0].0), "federated").await;

@@ -16,7 +16,11 @@
 //! txs are held on them and committed, the representatives record the holders'
 //! contributions on their own, the light node claims and its ledger balance rises by what
 //! the domain's formula gives (computed in the test), a second claim pays nothing, and the
-//! dpos root is the same on every representative at every checkpoint.
+//! dpos root is the same on every representative at every checkpoint; `city-node stake
+//! show` / `committee` print the rewards, balance and committee the node reads.
+//! The second test also reads the stake over gRPC (`GetStake`, `GetCommittee`): the
+//! delegation, a member's node record, an unknown account, the committee before and after
+//! the term boundary, the removed representative's view.
 
 #![allow(clippy::unwrap_used)]
 
@@ -164,6 +168,7 @@ async fn stake_is_applied_live_and_the_term_switch_replaces_the_slashed_represen
     // The consensus committee of the new term is readable from the state.
     let committee = stake0.committee().unwrap();
     assert_eq!(committee.size(), 4);
+    check_committee_read_keeps_the_committee(&net, &newcomer).await;
 
     // Bonds debited the ledger (one balance state).
     let ledger = net
@@ -202,6 +207,31 @@ async fn stake_is_applied_live_and_the_term_switch_replaces_the_slashed_represen
         }
     }
     net.shutdown().await.unwrap();
+}
+
+/// `GetCommittee` once consensus reached epoch 1 (it kept its committee: the elected
+/// newcomer has no address): the next epoch keeps the running committee too, and the read
+/// names the newcomer as the unreachable member.
+async fn check_committee_read_keeps_the_committee(net: &Devnet, newcomer: &Keypair) {
+    let client = CityClient::connect(&net.rep(1).unwrap().addr().to_string())
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let c = loop {
+        let c = client.committee().await.unwrap();
+        if c.epoch == 1 && c.dpos.as_ref().is_some_and(|d| d.term == 1) {
+            break c;
+        }
+        assert!(Instant::now() < deadline, "no epoch 1: {c:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let genesis: Vec<_> = (0..4).map(|i| net.rep_key(i).unwrap().node_id()).collect();
+    let members: Vec<_> = c.members.iter().map(|m| m.node_id).collect();
+    assert_eq!(members, genesis, "epoch 1 kept the genesis committee");
+    let d = c.dpos.unwrap();
+    assert!(!d.next_elected);
+    assert_eq!(d.next_unreachable, vec![newcomer.node_id()]);
+    assert_eq!(d.next, c.members, "the next epoch keeps it as well");
 }
 
 /// Submits `tx` (Held), then waits until representative `via` applied it.
@@ -272,6 +302,11 @@ async fn the_running_consensus_hands_over_to_the_elected_committee_at_the_term_b
         ),
     )
     .await;
+    // Stake reads over gRPC (GetStake, GetCommittee) answer what dpos holds.
+    let reads0 = CityClient::connect(&net.rep(0).unwrap().addr().to_string())
+        .await
+        .unwrap();
+    check_stake_reads_before_the_term(&net, &client, &voter, &reps).await;
     // Nobody submits evidence here: the equivocation is caught by consensus, reported as a
     // DoubleSign tx by the representative that saw both batches, and applied.
     let k0 = net.rep_key(0).unwrap().clone();
@@ -322,6 +357,8 @@ async fn the_running_consensus_hands_over_to_the_elected_committee_at_the_term_b
         }
         assert!(running.stake_of(&rep_ids[1]) > running.stake_of(&rep_ids[2]));
     }
+
+    check_committee_reads_after_the_term(&net, &client, &reads0, &rep_ids).await;
 
     // Liveness after the change: a staking request submitted now is ordered and applied by
     // the new committee.
@@ -480,6 +517,150 @@ async fn the_running_consensus_hands_over_to_the_elected_committee_at_the_term_b
         }
     }
     net.shutdown().await.unwrap();
+}
+
+/// Stake reads, term 0: the voter's delegation, a representative's node record and an
+/// unknown account as `GetStake` answers them, equal to representative 1's dpos state at
+/// the sequence the answer names; `GetCommittee`: epoch 0, the four genesis members, dpos's
+/// current election as the next committee.
+async fn check_stake_reads_before_the_term(
+    net: &Devnet,
+    client: &CityClient,
+    voter: &Keypair,
+    reps: &[AccountId],
+) {
+    let stake1 = net.rep(1).unwrap().stake().unwrap().clone();
+    let ledger1 = net
+        .rep(1)
+        .unwrap()
+        .node()
+        .execution()
+        .unwrap()
+        .ledger()
+        .unwrap()
+        .clone();
+    let s = client.stake(voter.account_id()).await.unwrap();
+    assert!(s.exists);
+    assert_eq!(s.bonded, TOKEN);
+    assert_eq!(s.delegations.len(), 1, "{s:?}");
+    assert_eq!(s.delegations[0].validator, reps[1]);
+    assert_eq!(s.delegations[0].amount, TOKEN);
+    assert!(s.unbonding.is_empty() && s.node.is_none());
+    assert_eq!(s.term, 0);
+    // The answer names the state it read: its root is the one recorded after checkpoint
+    // `dpos_applied_upto - 1`.
+    assert_eq!(
+        stake1.root_at(s.dpos_applied_upto - 1).unwrap(),
+        Some(s.dpos_state_root)
+    );
+    let liquid = ledger1
+        .account(&voter.account_id())
+        .unwrap()
+        .unwrap()
+        .balance;
+    assert_eq!(s.balance, liquid);
+    assert!(liquid <= 999 * TOKEN, "the delegation left the ledger");
+
+    let r1 = client.stake(reps[1]).await.unwrap();
+    let node = r1.node.expect("a genesis member is a registered node");
+    assert_eq!(node.kind, rpc::StakeNodeKind::Full);
+    assert!(node.active && node.representative);
+    assert_eq!(
+        node.stake,
+        stake1.read(|st| st.stake_of(&reps[1])).unwrap(),
+        "the stake dpos holds"
+    );
+    assert_eq!(
+        node.stake,
+        r1.bonded + TOKEN,
+        "self-bond plus the delegation"
+    );
+    assert_eq!(r1.delegations[0].validator, reps[1]);
+
+    let nobody = client
+        .stake(Keypair::generate().account_id())
+        .await
+        .unwrap();
+    assert!(!nobody.exists && nobody.bonded == 0 && nobody.delegations.is_empty());
+
+    let genesis: Vec<_> = (0..4).map(|i| net.rep_key(i).unwrap().node_id()).collect();
+    // The equivocating representative may be slashed at any checkpoint: compare the
+    // answer's next committee with dpos's election at the very state it read (retry until
+    // no checkpoint was applied between the answer and the local read).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let c = client.committee().await.unwrap();
+        assert_eq!(c.epoch, 0);
+        assert!(!c.removed);
+        let ids: Vec<_> = c.members.iter().map(|m| m.node_id).collect();
+        assert_eq!(ids, genesis, "the genesis committee, in order");
+        assert!(c.members.iter().all(|m| m.address.is_some()));
+        let d = c.dpos.expect("dpos started");
+        assert_eq!(d.term, 0);
+        assert!(!d.next_elected);
+        assert_eq!(d.ends_at_ms, d.started_at_ms + 8_000);
+        assert_eq!(
+            stake1.root_at(d.applied_upto - 1).unwrap(),
+            Some(d.state_root)
+        );
+        let elected: Vec<_> = stake1
+            .read(|st| st.election())
+            .unwrap()
+            .into_iter()
+            .map(|c| (c.account, c.stake))
+            .collect();
+        if stake1.next_seq() == d.applied_upto {
+            let next: Vec<_> = d
+                .next
+                .iter()
+                .map(|m| (AccountId::from_bytes(*m.node_id.as_bytes()), m.dpos_stake))
+                .collect();
+            assert_eq!(next, elected);
+            assert!(!next.is_empty());
+            break;
+        }
+        assert!(Instant::now() < deadline, "dpos never stood still");
+    }
+}
+
+/// Committee reads after the term boundary: representative 1 runs epoch 1 with the
+/// elected three (weights as its consensus weighs them), the removed representative 0
+/// still reports epoch 0, `removed`, and dpos's term-1 set as the already elected next.
+async fn check_committee_reads_after_the_term(
+    net: &Devnet,
+    client: &CityClient,
+    reads0: &CityClient,
+    rep_ids: &[dag_core::NodeId],
+) {
+    let c = client.committee().await.unwrap();
+    let running = net.rep(1).unwrap().representative().unwrap().committee();
+    assert_eq!(c.epoch, 1);
+    assert_eq!(c.epoch, running.epoch());
+    assert!(c.epoch_first_seq > 0);
+    let members: Vec<_> = c.members.iter().map(|m| (m.node_id, m.weight)).collect();
+    let expected: Vec<_> = running
+        .authorities()
+        .iter()
+        .map(|a| (a.id, a.stake))
+        .collect();
+    assert_eq!(members, expected);
+    assert_eq!(members.len(), 3);
+    assert!(members.iter().all(|(id, _)| *id != rep_ids[0]));
+    assert_eq!(c.dpos.as_ref().unwrap().term, 1);
+
+    let c0 = reads0.committee().await.unwrap();
+    assert!(c0.removed && c0.epoch == 0, "{c0:?}");
+    let d0 = c0.dpos.unwrap();
+    assert!(d0.next_elected, "dpos is in term {} past epoch 0", d0.term);
+    let next0: Vec<_> = d0.next.iter().map(|m| (m.node_id, m.dpos_stake)).collect();
+    assert_eq!(next0.len(), 3);
+    assert!(next0.iter().all(|(id, _)| *id != rep_ids[0]));
+    let slashed = reads0
+        .stake(AccountId::from_bytes(*rep_ids[0].as_bytes()))
+        .await
+        .unwrap();
+    let node = slashed.node.unwrap();
+    assert!(!node.active && !node.representative, "{node:?}");
 }
 
 /// What the rules pay per reward epoch, computed here from the domain's formula (not from
@@ -642,6 +823,14 @@ async fn light_nodes_that_hold_committed_stripes_claim_their_rewards() {
         .collect();
     let bal = |i: usize, a: AccountId| ledgers[i].account(&a).unwrap().map_or(0, |x| x.balance);
     assert_eq!(bal(0, light.account_id()), 0);
+    // `city-node stake show --json` reads what dpos holds for the light node (its key
+    // file's account): the accrued rewards, its node record; the same JSON as the gateway.
+    let shown: serde_json::Value =
+        serde_json::from_str(&cli.read(&["show", "--json"]).await).unwrap();
+    assert_eq!(shown["account"], light.account_id().to_hex());
+    assert_eq!(shown["rewards"], light_due, "{shown}");
+    assert_eq!(shown["node"]["kind"], "light");
+    assert_eq!(shown["balance"], 0);
     let claim = cli.run(1, &["claim"]).await;
     assert!(verdict(&net, 0, claim).await, "the claim was refused");
     let deadline = Instant::now() + Duration::from_secs(40);
@@ -661,6 +850,25 @@ async fn light_nodes_that_hold_committed_stripes_claim_their_rewards() {
             .unwrap(),
         0
     );
+    // The human form after the claim, read from representative 1 once its dpos state
+    // holds the claim (its ledger was written before).
+    assert!(verdict(&net, 1, claim).await);
+    let shown = cli.read(&["show"]).await;
+    assert!(shown.contains("rewards: 0\n"), "{shown}");
+    assert!(
+        shown.contains(&format!("balance: {light_due}\n")),
+        "{shown}"
+    );
+    let committee = cli.read(&["committee"]).await;
+    assert!(committee.starts_with("epoch: 0 "), "{committee}");
+    assert!(committee.contains("members: 4\n"), "{committee}");
+    for i in 0..4 {
+        let id = net.rep_key(i).unwrap().node_id();
+        assert!(
+            committee.contains(&format!("  {id} weight ")),
+            "{committee}"
+        );
+    }
     // A second claim pays nothing: admitted, then refused by the rules (nothing to claim),
     // a no-op on every representative.
     let again = cli.run(2, &["claim"]).await;
@@ -697,6 +905,27 @@ struct StakeCli {
 }
 
 impl StakeCli {
+    /// Runs `city-node stake <read…>` (`show`, `committee`) with the key file; it must
+    /// succeed. Returns what it printed.
+    async fn read(&self, read: &[&str]) -> String {
+        let mut c = std::process::Command::new(&self.bin);
+        c.arg("stake")
+            .arg("--key")
+            .arg(&self.key)
+            .args(["--node", &self.node])
+            .args(read);
+        let out = tokio::task::spawn_blocking(move || c.output().unwrap())
+            .await
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "{read:?}: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    }
+
     /// Runs `city-node stake --nonce <nonce> <op…>`; it must succeed (admitted). Returns
     /// the tx id it prints.
     async fn run(&self, nonce: u64, op: &[&str]) -> dag_core::TxId {

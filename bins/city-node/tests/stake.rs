@@ -1,5 +1,6 @@
 //! `city-node stake …` against a running city node: a signed delegation is admitted and
-//! readable by its id; a bad account id and a reused nonce fail with the reason.
+//! readable by its id; a bad account id and a reused nonce fail with the reason; `stake show`
+//! / `stake committee` on a node that is not a representative print the typed refusal.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -89,6 +90,20 @@ async fn stake_commands_sign_and_submit_with_a_key_file() {
         "{err}"
     );
     assert!(err.to_lowercase().contains("nonce"), "{err}");
+
+    // Reads: this node is no representative (no genesis): the typed refusal is printed.
+    let out = run(&["show"]).await.unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("NOT_A_REPRESENTATIVE"), "{err}");
+    let out = run(&["committee", "--json"]).await.unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("NOT_A_REPRESENTATIVE"));
+    // Signing without a nonce is refused before anything is sent.
+    let out = run(&["claim"]).await.unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--nonce is required"), "{err}");
 
     // A malformed account id never reaches the node.
     let out = run(&["--nonce", "1", "withdraw", "--validator", "xyz"])

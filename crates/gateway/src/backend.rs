@@ -239,6 +239,17 @@ pub trait GatewayBackend: Send + Sync + 'static {
             None,
         ))
     }
+    /// An account's stake as the representative's dpos state holds it (as gRPC
+    /// `GetStake`). The default (no dpos state) answers `NotRepresentative`.
+    async fn stake(&self, account: AccountId) -> Result<rpc::StakeInfo, rpc::StakeReadError> {
+        let _ = account;
+        Err(rpc::StakeReadError::NotRepresentative)
+    }
+    /// The committee and epoch (as gRPC `GetCommittee`). The default answers
+    /// `NotRepresentative`.
+    async fn committee(&self) -> Result<rpc::CommitteeInfo, rpc::StakeReadError> {
+        Err(rpc::StakeReadError::NotRepresentative)
+    }
     /// Repair latency per tier (for `/metrics`).
     fn repair_latencies(&self) -> Vec<TierLatency> {
         Vec::new()

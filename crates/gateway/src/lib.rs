@@ -2,7 +2,8 @@
 //!
 //! The DApp HTTP gateway of a city representative (axum): a versioned JSON API under `/v1`
 //! — submit a tx, read it back with its receipts, ordering, proof, execution outcome and
-//! cross-city state, read an account's balance and nonce, request a repair,
+//! cross-city state, read an account's balance and nonce and its stake, the committee and
+//! epoch, request a repair,
 //! follow what happens as server-sent events resumable with `Last-Event-ID`, list the live
 //! nodes and a stripe's holders — with its OpenAPI document generated from the code at
 //! `/v1/openapi.json`, the explorer page at `/`, `/healthz` and `/metrics`. Per-IP rate
@@ -15,6 +16,7 @@ mod backend;
 mod error;
 pub mod json;
 mod server;
+pub mod stake;
 
 pub use backend::{
     CommitteeMember, EventKind, GatewayBackend, GatewayEvent, NodeView, NodesView, RepairRefused,

@@ -7,6 +7,7 @@ use crate::json::{
     AccountAnswer, JsonSignedTx, RepairRequestBody, StripeAnswer, SubmitAnswer, TxAnswer,
     parse_account, parse_stripe_id, parse_tx_id,
 };
+use crate::stake::{CommitteeAnswer, StakeAnswer};
 use crate::{Error, GatewayConfig, Result};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Path, Query, Request, State};
@@ -161,6 +162,8 @@ struct AppState {
         submit_tx,
         get_tx,
         get_account,
+        get_stake,
+        get_committee,
         create_repair,
         get_repair,
         events,
@@ -175,6 +178,14 @@ struct AppState {
         SubmitAnswer,
         TxAnswer,
         AccountAnswer,
+        StakeAnswer,
+        crate::stake::JsonDelegation,
+        crate::stake::JsonStakeLot,
+        crate::stake::JsonUnbonding,
+        crate::stake::JsonStakeNode,
+        CommitteeAnswer,
+        crate::stake::JsonMember,
+        crate::stake::JsonTerm,
         crate::json::JsonExecution,
         crate::json::JsonCross,
         crate::json::JsonReceipt,
@@ -270,6 +281,43 @@ async fn get_account(
     let id = parse_account(&id)
         .map_err(|e| Failure::new(StatusCode::BAD_REQUEST, "MALFORMED", e.to_string()))?;
     Ok(Json(AccountAnswer::from(&st.backend.account(id).await?)))
+}
+
+impl From<rpc::StakeReadError> for Failure {
+    fn from(e: rpc::StakeReadError) -> Self {
+        Failure::new(StatusCode::SERVICE_UNAVAILABLE, e.reason(), e.to_string())
+    }
+}
+
+/// `GET /v1/accounts/{id}/stake`: an account's stake (bonded, delegations, unbonding,
+/// rewards, node record) as this representative's dpos state holds it.
+#[utoipa::path(get, path = "/v1/accounts/{id}/stake",
+    params(("id" = String, Path, description = "account id, 64 hex characters")),
+    responses(
+        (status = 200, description = "The stake (exists false: neither the ledger nor dpos knows the account)", body = StakeAnswer),
+        (status = 400, body = ApiError),
+        (status = 503, description = "NOT_A_REPRESENTATIVE (no dpos state here), DPOS_NOT_STARTED (before the first checkpoint) or STORE_UNAVAILABLE", body = ApiError),
+    ))]
+async fn get_stake(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> std::result::Result<Json<StakeAnswer>, Failure> {
+    let id = parse_account(&id)
+        .map_err(|e| Failure::new(StatusCode::BAD_REQUEST, "MALFORMED", e.to_string()))?;
+    Ok(Json(StakeAnswer::from(&st.backend.stake(id).await?)))
+}
+
+/// `GET /v1/committee`: the committee and epoch this representative's consensus runs, the
+/// dpos term, and the next committee as dpos decides it now.
+#[utoipa::path(get, path = "/v1/committee",
+    responses(
+        (status = 200, description = "The committee", body = CommitteeAnswer),
+        (status = 503, description = "NOT_A_REPRESENTATIVE: this node runs no consensus", body = ApiError),
+    ))]
+async fn get_committee(
+    State(st): State<AppState>,
+) -> std::result::Result<Json<CommitteeAnswer>, Failure> {
+    Ok(Json(CommitteeAnswer::from(&st.backend.committee().await?)))
 }
 
 /// `POST /v1/repair_requests`: start a repair of a tx.
@@ -725,6 +773,8 @@ pub fn router(
         .route("/v1/txs", post(submit_tx))
         .route("/v1/txs/{id}", get(get_tx))
         .route("/v1/accounts/{id}", get(get_account))
+        .route("/v1/accounts/{id}/stake", get(get_stake))
+        .route("/v1/committee", get(get_committee))
         .route("/v1/repair_requests", post(create_repair))
         .route("/v1/repair_requests/{id}", get(get_repair))
         .route("/v1/events", get(events))

@@ -121,10 +121,61 @@ async function searchTx(id) {
   });
 }
 
+function fillRows(tbody, rows) {
+  tbody.replaceChildren();
+  for (const cells of rows) {
+    const tr = el("tr");
+    for (const [text, cls] of cells) tr.appendChild(el("td", text, cls));
+    tbody.appendChild(tr);
+  }
+}
+
+function when(ms) { return ms ? new Date(ms).toISOString() : "—"; }
+
+// Balance and nonce (/v1/accounts/{id}) and stake (/v1/accounts/{id}/stake): each shown
+// when this representative answers it.
+async function showAccount(id) {
+  const facts = document.getElementById("account-facts");
+  facts.replaceChildren();
+  const add = (k, v, key) => {
+    facts.appendChild(el("dt", k));
+    const dd = el("dd", v, "mono");
+    if (key) dd.dataset.fact = key;
+    facts.appendChild(dd);
+  };
+  add("account", id.toLowerCase());
+  try {
+    const a = await getJson("/v1/accounts/" + id);
+    add("balance", String(a.balance), "balance");
+    add("nonce", String(a.nonce), "nonce");
+  } catch (e) { add("balance", "not available: " + e.message); }
+  const dels = document.querySelector("#delegations tbody");
+  const unb = document.querySelector("#unbonding tbody");
+  try {
+    const s = await getJson("/v1/accounts/" + id + "/stake");
+    add("bonded", String(s.bonded), "bonded");
+    add("rewards (claimable)", String(s.rewards), "rewards");
+    add("node", s.node ? s.node.kind + ", stake " + s.node.stake +
+      (s.node.active ? "" : ", inactive") + (s.node.representative ? ", representative" : "")
+      : "not registered", "node");
+    add("dpos term", String(s.term), "term");
+    fillRows(dels, s.delegations.map((d) => [[short(d.validator), "mono"], [String(d.amount)],
+      [String(d.lots.length)], [when(d.lots.length ? d.lots[0].unlock_at_ms : 0)]]));
+    fillRows(unb, s.unbonding.map((u) => [[short(u.validator), "mono"], [String(u.amount)],
+      [when(u.release_at_ms)]]));
+  } catch (e) {
+    add("stake", "not available: " + e.message);
+    dels.replaceChildren();
+    unb.replaceChildren();
+  }
+}
+
 function searchAccount(id) {
   document.getElementById("tx-section").hidden = true;
   const sec = document.getElementById("account-section");
   sec.hidden = false;
+  sec.dataset.account = id.toLowerCase();
+  showAccount(id);
   const list = document.getElementById("account-events");
   list.replaceChildren();
   follow("account=" + id, (kind, ev) => {
@@ -142,6 +193,8 @@ function route() {
   const [what, id] = h.split("=");
   if (!id || !HEX64.test(id)) return;
   document.getElementById("q").value = id;
+  const kind = what === "account" ? "account" : "tx";
+  document.querySelector("input[name=what][value=" + kind + "]").checked = true;
   if (what === "account") searchAccount(id); else searchTx(id);
 }
 
@@ -168,6 +221,41 @@ async function loadNodes() {
   } catch (e) { showError("nodes: " + e.message); }
 }
 
+function memberRows(members) {
+  return members.map((m) => [[short(m.node_id), "mono"], [String(m.weight)],
+    [String(m.dpos_stake)], [m.address || "—"]]);
+}
+
+// The committee, epoch and dpos term (/v1/committee); a node without consensus says so.
+async function loadCommittee() {
+  const p = document.getElementById("epoch");
+  try {
+    const c = await getJson("/v1/committee");
+    let text = "Epoch " + c.epoch + " (from checkpoint " + c.epoch_first_seq + "), " +
+      c.committed + " checkpoints committed" + (c.switching ? ", switching" : "") +
+      (c.removed ? ", this node was left out" : "");
+    if (c.dpos) {
+      text += " · dpos term " + c.dpos.term + ", ends " + when(c.dpos.ends_at_ms);
+    }
+    p.textContent = text;
+    p.dataset.epoch = String(c.epoch);
+    fillRows(document.querySelector("#members tbody"), memberRows(c.members));
+    const next = c.dpos ? c.dpos.next : [];
+    let caption = c.dpos && c.dpos.next_elected
+      ? "Next committee (elected, starts at the next epoch)"
+      : "Next committee (who the term's end would elect now)";
+    if (c.dpos && c.dpos.next_unreachable.length) {
+      caption = "Next committee (kept: elected " +
+        c.dpos.next_unreachable.map(short).join(", ") + " without an address)";
+    }
+    document.getElementById("next-caption").textContent = caption;
+    fillRows(document.querySelector("#next tbody"), memberRows(next));
+  } catch (e) {
+    p.textContent = "Committee: " + e.message;
+    delete p.dataset.epoch;
+  }
+}
+
 document.getElementById("search").addEventListener("submit", (e) => {
   e.preventDefault();
   showError("");
@@ -192,4 +280,6 @@ document.getElementById("repair").addEventListener("click", async () => {
 window.addEventListener("hashchange", route);
 loadNodes();
 setInterval(loadNodes, 5000);
+loadCommittee();
+setInterval(loadCommittee, 5000);
 route();

@@ -28,6 +28,8 @@ struct Memory {
     ledger: Option<HashMap<AccountId, u64>>,
     /// Cross-city records by tx.
     cross: Mutex<HashMap<TxId, rpc::CrossTx>>,
+    /// The stake reads it answers; `None`: a node without dpos.
+    staking: Option<(rpc::StakeInfo, rpc::CommitteeInfo)>,
 }
 
 impl Memory {
@@ -39,6 +41,14 @@ impl Memory {
             forget_before,
             ledger: None,
             cross: Mutex::default(),
+            staking: None,
+        })
+    }
+
+    fn with_staking(stake: rpc::StakeInfo, committee: rpc::CommitteeInfo) -> Arc<Self> {
+        Arc::new(Memory {
+            staking: Some((stake, committee)),
+            ..Arc::into_inner(Memory::new(0)).unwrap()
         })
     }
 
@@ -153,6 +163,33 @@ impl GatewayBackend for Memory {
     }
     async fn stripe(&self, _id: StripeId) -> Result<Option<StripeInfo>, Rejection> {
         Ok(None)
+    }
+    async fn stake(&self, account: AccountId) -> Result<rpc::StakeInfo, rpc::StakeReadError> {
+        let (s, _) = self
+            .staking
+            .as_ref()
+            .ok_or(rpc::StakeReadError::NotRepresentative)?;
+        if account == s.account {
+            Ok(s.clone())
+        } else {
+            Ok(rpc::StakeInfo {
+                account,
+                exists: false,
+                balance: 0,
+                bonded: 0,
+                delegations: Vec::new(),
+                unbonding: Vec::new(),
+                rewards: 0,
+                node: None,
+                ..s.clone()
+            })
+        }
+    }
+    async fn committee(&self) -> Result<rpc::CommitteeInfo, rpc::StakeReadError> {
+        self.staking
+            .as_ref()
+            .map(|(_, c)| c.clone())
+            .ok_or(rpc::StakeReadError::NotRepresentative)
     }
 }
 
@@ -452,6 +489,8 @@ fn openapi_names_every_route_and_schema() {
         "/v1/txs",
         "/v1/txs/{id}",
         "/v1/accounts/{id}",
+        "/v1/accounts/{id}/stake",
+        "/v1/committee",
         "/v1/repair_requests",
         "/v1/repair_requests/{id}",
         "/v1/events",
@@ -466,6 +505,8 @@ fn openapi_names_every_route_and_schema() {
         "JsonSignedTx",
         "TxAnswer",
         "AccountAnswer",
+        "StakeAnswer",
+        "CommitteeAnswer",
         "JsonExecution",
         "JsonCross",
         "GatewayEvent",
@@ -558,5 +599,152 @@ async fn accounts_and_a_txs_outcome_and_cross_state_are_read() {
     assert_eq!(r.status(), 503);
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["code"], "UNAVAILABLE");
+    h.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn stake_and_committee_are_read_as_json() {
+    use rpc::{CommitteeInfo, CommitteeMemberInfo, DposTermInfo, StakeInfo};
+    let alice = AccountId::from_bytes([7; 32]);
+    let rep = AccountId::from_bytes([9; 32]);
+    let stake = StakeInfo {
+        account: alice,
+        exists: true,
+        balance: 10,
+        bonded: 300,
+        delegations: vec![rpc::StakeDelegation {
+            validator: rep,
+            amount: 300,
+            lots: vec![rpc::StakeLot {
+                amount: 300,
+                unlock_at_ms: 55,
+            }],
+        }],
+        unbonding: vec![rpc::StakeUnbonding {
+            validator: rep,
+            amount: 20,
+            release_at_ms: 66,
+        }],
+        rewards: 4,
+        node: Some(rpc::StakeNode {
+            kind: rpc::StakeNodeKind::Light,
+            stake: 0,
+            suspicion: 0,
+            active: true,
+            registered_at_ms: 3,
+            representative: false,
+        }),
+        term: 2,
+        dpos_applied_upto: 12,
+        dpos_state_root: dag_core::Hash32([0xab; 32]),
+    };
+    let member = CommitteeMemberInfo {
+        node_id: NodeId::from_bytes([9; 32]),
+        weight: 5,
+        dpos_stake: 5_000_000,
+        address: Some("127.0.0.1:7000".into()),
+    };
+    let committee = CommitteeInfo {
+        epoch: 2,
+        epoch_first_seq: 40,
+        switching: false,
+        removed: false,
+        committed: 45,
+        members: vec![member.clone()],
+        dpos: Some(DposTermInfo {
+            term: 2,
+            started_at_ms: 100,
+            ends_at_ms: 8_100,
+            next: vec![CommitteeMemberInfo {
+                address: None,
+                ..member
+            }],
+            next_elected: false,
+            next_unreachable: Vec::new(),
+            state_root: dag_core::Hash32([0xcd; 32]),
+            applied_upto: 46,
+        }),
+    };
+    let (h, base) = start(
+        GatewayConfig::default(),
+        Memory::with_staking(stake, committee),
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let v: serde_json::Value = http
+        .get(format!("{base}/v1/accounts/{}/stake", alice.to_hex()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        v,
+        serde_json::json!({
+            "account": alice.to_hex(), "exists": true, "balance": 10, "bonded": 300,
+            "delegations": [{"validator": rep.to_hex(), "amount": 300,
+                             "lots": [{"amount": 300, "unlock_at_ms": 55}]}],
+            "unbonding": [{"validator": rep.to_hex(), "amount": 20, "release_at_ms": 66}],
+            "rewards": 4,
+            "node": {"kind": "light", "stake": 0, "suspicion": 0, "active": true,
+                     "registered_at_ms": 3, "representative": false},
+            "term": 2, "dpos_applied_upto": 12, "dpos_state_root": "ab".repeat(32),
+        })
+    );
+    let v: serde_json::Value = http
+        .get(format!("{base}/v1/accounts/{}/stake", "00".repeat(32)))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (v["exists"].as_bool(), v["bonded"].as_u64()),
+        (Some(false), Some(0))
+    );
+    let r = http
+        .get(format!("{base}/v1/accounts/xyz/stake"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+
+    let v: serde_json::Value = http
+        .get(format!("{base}/v1/committee"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let m = serde_json::json!({"node_id": "09".repeat(32), "weight": 5,
+        "dpos_stake": 5_000_000, "address": "127.0.0.1:7000"});
+    let mut next = m.clone();
+    next["address"] = serde_json::Value::Null;
+    assert_eq!(
+        v,
+        serde_json::json!({
+            "epoch": 2, "epoch_first_seq": 40, "switching": false, "removed": false,
+            "committed": 45, "members": [m],
+            "dpos": {"term": 2, "started_at_ms": 100, "ends_at_ms": 8_100, "next": [next],
+                     "next_elected": false, "next_unreachable": [],
+                     "state_root": "cd".repeat(32), "applied_upto": 46},
+        })
+    );
+    h.shutdown().await.unwrap();
+
+    // A node without dpos: 503 with the typed reason.
+    let (h, base) = start(GatewayConfig::default(), Memory::new(0)).await;
+    for path in [
+        format!("{base}/v1/committee"),
+        format!("{base}/v1/accounts/{}/stake", alice.to_hex()),
+    ] {
+        let r = http.get(path).send().await.unwrap();
+        assert_eq!(r.status(), 503);
+        let v: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(v["code"], "NOT_A_REPRESENTATIVE");
+    }
     h.shutdown().await.unwrap();
 }

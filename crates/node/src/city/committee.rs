@@ -207,6 +207,17 @@ impl Representation {
         &self.stake
     }
 
+    /// The stake reads over this representative's dpos state, ledger and driver.
+    pub(crate) fn stake_reads(&self) -> super::stake::reads::StakeReads {
+        super::stake::reads::StakeReads::new(
+            self.stake.clone(),
+            self.execution.ledger().cloned(),
+            self.rep.status(),
+            self.rep.committee_watch(),
+            self.members.clone(),
+        )
+    }
+
     /// Starts this representative's own system txs: equivocation evidence its consensus
     /// catches becomes a `DoubleSign` tx signed with `key`, submitted through `node`.
     pub(crate) fn spawn_stake_reporter(&mut self, node: Arc<CityNode>, key: &Keypair, city: &str) {
@@ -386,12 +397,8 @@ fn epoch_plan(
                 }
             }
             let elected = stake.committee()?;
-            let unreachable: Vec<_> = elected
-                .authorities()
-                .iter()
-                .filter(|a| !addresses.contains_key(&a.id))
-                .map(|a| a.id)
-                .collect();
+            let unreachable =
+                unreachable_members(elected.authorities().iter().map(|a| a.id), &addresses);
             if unreachable.is_empty() {
                 return Ok(elected);
             }
@@ -408,6 +415,19 @@ fn epoch_plan(
         term_ms,
         next_committee: Arc::new(next),
     }
+}
+
+/// The members of an elected set that have no genesis address: when there is any, the
+/// epoch plan keeps the ending epoch's committee (see [`epoch_plan`]); the stake reads
+/// apply the same rule to say what the next epoch runs.
+pub(crate) fn unreachable_members(
+    elected: impl IntoIterator<Item = dag_core::NodeId>,
+    addresses: &std::collections::BTreeMap<dag_core::NodeId, String>,
+) -> Vec<dag_core::NodeId> {
+    elected
+        .into_iter()
+        .filter(|id| !addresses.contains_key(id))
+        .collect()
 }
 
 /// Aborts a task that runs until stopped and waits for it (a panic is logged).

@@ -307,6 +307,17 @@ impl GatewayBackend for CityGateway {
         CityApi::account(&*self.node, account).await
     }
 
+    async fn stake(
+        &self,
+        account: dag_core::AccountId,
+    ) -> Result<rpc::StakeInfo, rpc::StakeReadError> {
+        CityApi::stake(&*self.node, account).await
+    }
+
+    async fn committee(&self) -> Result<rpc::CommitteeInfo, rpc::StakeReadError> {
+        CityApi::committee(&*self.node).await
+    }
+
     fn repair_latencies(&self) -> Vec<TierLatency> {
         self.repairs.latencies()
     }

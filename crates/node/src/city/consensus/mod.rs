@@ -824,6 +824,12 @@ impl RepresentativeHandle {
         self.committee.borrow().clone()
     }
 
+    /// The committee its current driver runs, as a watch (for readers that outlive a borrow
+    /// of this handle: the stake reads).
+    pub fn committee_watch(&self) -> tokio::sync::watch::Receiver<Committee> {
+        self.committee.clone()
+    }
+
     /// Queues payload items (held tx ids, micro-batch stripe ids) for its next proposals.
     pub async fn submit(&self, items: Vec<BatchItem>) -> Result<()> {
         self.cmd
