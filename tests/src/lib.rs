@@ -121,3 +121,41 @@ pub const WALLET_RETRY: resilience::RetryPolicy = resilience::RetryPolicy {
     max_delay: std::time::Duration::from_secs(2),
     jitter: resilience::Jitter::Equal,
 };
+
+/// `city-node stake` (the binary `bin`, from [`workspace_bin`]) run as an operator runs it:
+/// signs with the key file `key`, submits to
+/// the representative at `node` (city `city`) with `--nonce nonce`, then `op` (e.g.
+/// `["bond", "--amount", "1000000"]`). Blocking (run it on `spawn_blocking` in async
+/// tests). Returns the tx id the CLI prints when the request was admitted, or the CLI's
+/// output when it failed (e.g. `UNAVAILABLE` while too few light nodes are live).
+///
+/// # Panics
+/// When the binary cannot be started (a test helper).
+pub fn stake_cli(
+    bin: &Path,
+    key: &Path,
+    node: &str,
+    city: &str,
+    nonce: u64,
+    op: &[&str],
+) -> Result<dag_core::TxId, String> {
+    let out = std::process::Command::new(bin)
+        .arg("stake")
+        .arg("--key")
+        .arg(key)
+        .args(["--node", node, "--city", city])
+        .args(["--nonce", &nonce.to_string()])
+        .args(op)
+        .output()
+        .expect("city-node starts");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let text = format!("{op:?}: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+    if !out.status.success() {
+        return Err(text);
+    }
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("tx: "))
+        .and_then(|h| dag_core::TxId::from_hex(h).ok())
+        .ok_or(text)
+}

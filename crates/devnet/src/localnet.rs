@@ -27,6 +27,14 @@ use tokio::process::{Child, Command};
 /// The city the localnet serves.
 pub const LOCALNET_CITY: &str = crate::CITY;
 
+/// The `chain` name of a localnet's genesis file.
+pub const LOCALNET_CHAIN: &str = "citychain-localnet";
+
+/// The environment variable that turns on the consensus equivocation test hook in a
+/// representative process (`1`: on). TEST ONLY: `city-node run` refuses it unless the
+/// genesis file is a localnet's or a devnet's.
+pub const TEST_EQUIVOCATE_ENV: &str = "CITYCHAIN_TEST_EQUIVOCATE";
+
 /// What to start.
 #[derive(Debug, Clone)]
 pub struct LocalnetConfig {
@@ -52,6 +60,21 @@ pub struct LocalnetConfig {
     pub second_city: Option<String>,
     /// Accounts opened in the genesis file (balance and home city).
     pub accounts: Vec<node::genesis::GenesisAccount>,
+    /// The staking rules every representative applies (written to each representative's
+    /// `city.toml` as `[dpos]`, identical everywhere); `None` (the default): the domain's
+    /// rules (a 90-day term). The localnet's short terms (`city-node localnet --term-secs`)
+    /// set `term_ms`.
+    pub dpos: Option<dpos::DposConfig>,
+    /// Liquid balance (base units) opened in the genesis file for each representative's
+    /// account (its node key's account), so its operator can bond more with the node key
+    /// (`city-node stake bond --key <rep>/node.key`); 0 (the default): none.
+    pub rep_balance: u64,
+    /// TEST ONLY: the index of the representative (first city) started with
+    /// `CITYCHAIN_TEST_EQUIVOCATE=1`, which signs a second, conflicting batch for each of its
+    /// rounds (the consensus equivocation test hook, refused by `city-node run` unless the
+    /// genesis is a localnet's or devnet's); `None` (the default): every representative
+    /// is honest.
+    pub equivocating_rep: Option<usize>,
 }
 
 impl LocalnetConfig {
@@ -72,6 +95,9 @@ impl LocalnetConfig {
             batch_interval_ms: None,
             second_city: None,
             accounts: Vec::new(),
+            dpos: None,
+            rep_balance: 0,
+            equivocating_rep: None,
         }
     }
 }
@@ -297,12 +323,29 @@ impl Localnet {
                 .ok_or_else(|| Error::Measurement(format!("no {name} entry")))?;
             Ok(GenesisFile::log(&pk(name)?, n.addr.to_string()))
         };
+        let mut accounts = cfg.accounts.clone();
+        if cfg.rep_balance > 0 {
+            for (city, _) in &cities {
+                for n in nodes
+                    .iter()
+                    .filter(|n| n.role == "city" && n.city() == city)
+                {
+                    let account = dag_core::AccountId::from_public_key(&pk(&n.name)?);
+                    accounts.push(node::genesis::GenesisAccount {
+                        account: account.to_hex(),
+                        balance: cfg.rep_balance,
+                        // Two cities: homed in its own city's ledger.
+                        city: cfg.second_city.as_ref().map(|_| city.clone()),
+                    });
+                }
+            }
+        }
         let genesis = GenesisFile {
-            chain: "citychain-localnet".into(),
+            chain: LOCALNET_CHAIN.into(),
             cities: genesis_cities,
             continent: Some(log("continent")?),
             global: Some(log("global")?),
-            accounts: cfg.accounts.clone(),
+            accounts,
         };
         genesis.write(&dir.join("genesis.toml"))?;
         // Every node of the localnet heartbeats from 127.0.0.1: one address, so the
@@ -372,11 +415,19 @@ impl Localnet {
             if let Some(g) = n.gateway {
                 c.arg("--gateway-addr").arg(g.to_string());
             }
-            if let (Some(ms), "city") = (self.cfg.batch_interval_ms, n.role.as_str()) {
+            if let Some(text) = self.rep_config(n)? {
                 let p = dir.join("city.toml");
-                std::fs::write(&p, format!("[consensus]\nbatch_interval_ms = {ms}\n"))
-                    .map_err(io_err(&p))?;
+                std::fs::write(&p, text).map_err(io_err(&p))?;
                 c.arg("--config").arg(&p);
+            }
+            if n.role == "city"
+                && n.city() == LOCALNET_CITY
+                && self
+                    .cfg
+                    .equivocating_rep
+                    .is_some_and(|i| n.name == format!("rep-{i}"))
+            {
+                c.env(TEST_EQUIVOCATE_ENV, "1");
             }
             if n.role == "light" {
                 let i = n
@@ -407,6 +458,28 @@ impl Localnet {
             .stderr(Stdio::from(err))
             .kill_on_drop(true);
         Ok(c)
+    }
+
+    /// A representative's `city.toml`: the fixed batch interval and the staking rules, when
+    /// set; `None` for other roles or when neither is set.
+    fn rep_config(&self, n: &NodeEntry) -> Result<Option<String>> {
+        if n.role != "city" || (self.cfg.batch_interval_ms.is_none() && self.cfg.dpos.is_none()) {
+            return Ok(None);
+        }
+        let mut text = String::new();
+        if let Some(ms) = self.cfg.batch_interval_ms {
+            text.push_str(&format!("[consensus]\nbatch_interval_ms = {ms}\n"));
+        }
+        if let Some(rules) = &self.cfg.dpos {
+            #[derive(Serialize)]
+            struct File<'a> {
+                dpos: &'a dpos::DposConfig,
+            }
+            let t = toml::to_string(&File { dpos: rules })
+                .map_err(|e| Error::Measurement(format!("dpos rules: {e}")))?;
+            text.push_str(&t);
+        }
+        Ok(Some(text))
     }
 
     fn spawn(&mut self, name: &str) -> Result<()> {

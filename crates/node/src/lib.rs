@@ -62,6 +62,10 @@ pub use city::stake::{
     dpos_genesis_of,
 };
 pub use city::stake_reporter::{
+    COMMIT_SUMMARIES, CommitSummary, MissedIncident, MissedRounds, MissedRule, incident_digest,
+    spawn_missed_round_reporter,
+};
+pub use city::stake_reporter::{
     ChallengeResults, ChallengeSlot, GRACE_CHECKPOINTS, Pending, SendOutcome, SenderConfig,
     SenderQueue, StripeReceipts, SystemTxSender, SystemTxSink, committed_receipts,
     contribution_payloads, in_charge, spawn_contribution_reporter, spawn_evidence_reporter,

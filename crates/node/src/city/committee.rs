@@ -44,6 +44,9 @@ pub(crate) struct Representation {
     evidence: Option<mpsc::UnboundedReceiver<dpos::DoubleSignEvidence>>,
     sender: Option<SystemTxSender>,
     contributions: Option<JoinHandle<()>>,
+    /// Committed checkpoints' summaries for the missed-round monitor (taken when the stake
+    /// reporter starts).
+    missed: Option<mpsc::Receiver<super::stake_reporter::CommitSummary>>,
     challenge_results: super::stake_reporter::ChallengeSlot,
     feed: Option<FeedHandle>,
     me: dag_core::NodeId,
@@ -135,8 +138,13 @@ impl Representation {
                 .await?;
         let mut tasks = Vec::new();
         let evidence = rep.take_evidence();
+        let (summaries, missed) = mpsc::channel(super::stake_reporter::COMMIT_SUMMARIES);
         if let Some(commits) = rep.take_commits() {
-            tasks.push(tokio::spawn(apply_commits(commits, order.clone())));
+            tasks.push(tokio::spawn(apply_commits(
+                commits,
+                order.clone(),
+                summaries,
+            )));
         }
         // Checkpoints go up from the order store on disk once executed (the header carries
         // the state root): outages of any length are caught up from there, never from a
@@ -168,6 +176,7 @@ impl Representation {
                 evidence,
                 sender: None,
                 contributions: None,
+                missed: Some(missed),
                 challenge_results: Default::default(),
                 feed: None,
                 me,
@@ -227,6 +236,18 @@ impl Representation {
         );
         if let Some(ev) = self.evidence.take() {
             self.tasks.push(spawn_evidence_reporter(ev, sender.queue()));
+        }
+        // The monitor's incidents: a representative that missed every leader slot of a
+        // window becomes a `ReportIncident` (see `stake_reporter::missed`).
+        if let Some(summaries) = self.missed.take() {
+            self.tasks
+                .push(super::stake_reporter::spawn_missed_round_reporter(
+                    super::stake_reporter::MissedRule::default(),
+                    summaries,
+                    self.rep.committee_watch(),
+                    self.me,
+                    sender.queue(),
+                ));
         }
         // Rewards for holders: receipts of the stripes this representative placed, once
         // committed, become `RecordContribution` txs (see `stake_reporter::contributions`).
@@ -435,8 +456,13 @@ async fn join_all(tasks: Vec<JoinHandle<()>>) {
 async fn apply_commits(
     mut commits: mpsc::UnboundedReceiver<CommittedEvent>,
     order: Arc<OrderStore>,
+    summaries: mpsc::Sender<super::stake_reporter::CommitSummary>,
 ) {
     while let Some(ev) = commits.recv().await {
+        // The missed-round monitor: dropped when it lags (it restarts after a gap).
+        if let Some(s) = super::stake_reporter::CommitSummary::of(&ev.sub_dag) {
+            let _ = summaries.try_send(s);
+        }
         let o = order.clone();
         let seq = ev.sub_dag.checkpoint.sequence;
         match run_blocking("order store", move || {

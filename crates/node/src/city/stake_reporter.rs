@@ -261,9 +261,14 @@ pub fn contribution_payloads(
 }
 
 mod contributions;
+mod missed;
 pub use contributions::{
     ChallengeResults, ChallengeSlot, GRACE_CHECKPOINTS, Pending, StripeReceipts,
     committed_receipts, in_charge, spawn_contribution_reporter,
+};
+pub use missed::{
+    COMMIT_SUMMARIES, CommitSummary, MissedIncident, MissedRounds, MissedRule, incident_digest,
+    spawn_missed_round_reporter,
 };
 
 #[cfg(test)]

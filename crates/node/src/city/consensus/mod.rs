@@ -824,6 +824,11 @@ impl RepresentativeHandle {
         self.committee.borrow().clone()
     }
 
+    /// The same, as a watch that follows the epoch changes.
+    pub fn committee_watch(&self) -> tokio::sync::watch::Receiver<Committee> {
+        self.committee.clone()
+    }
+
     /// Queues payload items (held tx ids, micro-batch stripe ids) for its next proposals.
     pub async fn submit(&self, items: Vec<BatchItem>) -> Result<()> {
         self.cmd
