@@ -824,7 +824,8 @@ impl RepresentativeHandle {
         self.committee.borrow().clone()
     }
 
-    /// The same, as a watch that follows the epoch changes.
+    /// The committee its current driver runs, as a watch (for readers that outlive a borrow
+    /// of this handle: the stake reads).
     pub fn committee_watch(&self) -> tokio::sync::watch::Receiver<Committee> {
         self.committee.clone()
     }
