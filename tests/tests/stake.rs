@@ -272,6 +272,11 @@ async fn the_running_consensus_hands_over_to_the_elected_committee_at_the_term_b
         ),
     )
     .await;
+    // Stake reads over gRPC (GetStake, GetCommittee) answer what dpos holds.
+    let reads0 = CityClient::connect(&net.rep(0).unwrap().addr().to_string())
+        .await
+        .unwrap();
+    check_stake_reads_before_the_term(&net, &client, &voter, &reps).await;
     // Nobody submits evidence here: the equivocation is caught by consensus, reported as a
     // DoubleSign tx by the representative that saw both batches, and applied.
     let k0 = net.rep_key(0).unwrap().clone();
@@ -322,6 +327,8 @@ async fn the_running_consensus_hands_over_to_the_elected_committee_at_the_term_b
         }
         assert!(running.stake_of(&rep_ids[1]) > running.stake_of(&rep_ids[2]));
     }
+
+    check_committee_reads_after_the_term(&net, &client, &reads0, &rep_ids).await;
 
     // Liveness after the change: a staking request submitted now is ordered and applied by
     // the new committee.
@@ -480,6 +487,150 @@ async fn the_running_consensus_hands_over_to_the_elected_committee_at_the_term_b
         }
     }
     net.shutdown().await.unwrap();
+}
+
+/// Stake reads, term 0: the voter's delegation, a representative's node record and an
+/// unknown account as `GetStake` answers them, equal to representative 1's dpos state at
+/// the sequence the answer names; `GetCommittee`: epoch 0, the four genesis members, dpos's
+/// current election as the next committee.
+async fn check_stake_reads_before_the_term(
+    net: &Devnet,
+    client: &CityClient,
+    voter: &Keypair,
+    reps: &[AccountId],
+) {
+    let stake1 = net.rep(1).unwrap().stake().unwrap().clone();
+    let ledger1 = net
+        .rep(1)
+        .unwrap()
+        .node()
+        .execution()
+        .unwrap()
+        .ledger()
+        .unwrap()
+        .clone();
+    let s = client.stake(voter.account_id()).await.unwrap();
+    assert!(s.exists);
+    assert_eq!(s.bonded, TOKEN);
+    assert_eq!(s.delegations.len(), 1, "{s:?}");
+    assert_eq!(s.delegations[0].validator, reps[1]);
+    assert_eq!(s.delegations[0].amount, TOKEN);
+    assert!(s.unbonding.is_empty() && s.node.is_none());
+    assert_eq!(s.term, 0);
+    // The answer names the state it read: its root is the one recorded after checkpoint
+    // `dpos_applied_upto - 1`.
+    assert_eq!(
+        stake1.root_at(s.dpos_applied_upto - 1).unwrap(),
+        Some(s.dpos_state_root)
+    );
+    let liquid = ledger1
+        .account(&voter.account_id())
+        .unwrap()
+        .unwrap()
+        .balance;
+    assert_eq!(s.balance, liquid);
+    assert!(liquid <= 999 * TOKEN, "the delegation left the ledger");
+
+    let r1 = client.stake(reps[1]).await.unwrap();
+    let node = r1.node.expect("a genesis member is a registered node");
+    assert_eq!(node.kind, rpc::StakeNodeKind::Full);
+    assert!(node.active && node.representative);
+    assert_eq!(
+        node.stake,
+        stake1.read(|st| st.stake_of(&reps[1])).unwrap(),
+        "the stake dpos holds"
+    );
+    assert_eq!(
+        node.stake,
+        r1.bonded + TOKEN,
+        "self-bond plus the delegation"
+    );
+    assert_eq!(r1.delegations[0].validator, reps[1]);
+
+    let nobody = client
+        .stake(Keypair::generate().account_id())
+        .await
+        .unwrap();
+    assert!(!nobody.exists && nobody.bonded == 0 && nobody.delegations.is_empty());
+
+    let genesis: Vec<_> = (0..4).map(|i| net.rep_key(i).unwrap().node_id()).collect();
+    // The equivocating representative may be slashed at any checkpoint: compare the
+    // answer's next committee with dpos's election at the very state it read (retry until
+    // no checkpoint was applied between the answer and the local read).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let c = client.committee().await.unwrap();
+        assert_eq!(c.epoch, 0);
+        assert!(!c.removed);
+        let ids: Vec<_> = c.members.iter().map(|m| m.node_id).collect();
+        assert_eq!(ids, genesis, "the genesis committee, in order");
+        assert!(c.members.iter().all(|m| m.address.is_some()));
+        let d = c.dpos.expect("dpos started");
+        assert_eq!(d.term, 0);
+        assert!(!d.next_elected);
+        assert_eq!(d.ends_at_ms, d.started_at_ms + 8_000);
+        assert_eq!(
+            stake1.root_at(d.applied_upto - 1).unwrap(),
+            Some(d.state_root)
+        );
+        let elected: Vec<_> = stake1
+            .read(|st| st.election())
+            .unwrap()
+            .into_iter()
+            .map(|c| (c.account, c.stake))
+            .collect();
+        if stake1.next_seq() == d.applied_upto {
+            let next: Vec<_> = d
+                .next
+                .iter()
+                .map(|m| (AccountId::from_bytes(*m.node_id.as_bytes()), m.dpos_stake))
+                .collect();
+            assert_eq!(next, elected);
+            assert!(!next.is_empty());
+            break;
+        }
+        assert!(Instant::now() < deadline, "dpos never stood still");
+    }
+}
+
+/// Committee reads after the term boundary: representative 1 runs epoch 1 with the
+/// elected three (weights as its consensus weighs them), the removed representative 0
+/// still reports epoch 0, `removed`, and dpos's term-1 set as the already elected next.
+async fn check_committee_reads_after_the_term(
+    net: &Devnet,
+    client: &CityClient,
+    reads0: &CityClient,
+    rep_ids: &[dag_core::NodeId],
+) {
+    let c = client.committee().await.unwrap();
+    let running = net.rep(1).unwrap().representative().unwrap().committee();
+    assert_eq!(c.epoch, 1);
+    assert_eq!(c.epoch, running.epoch());
+    assert!(c.epoch_first_seq > 0);
+    let members: Vec<_> = c.members.iter().map(|m| (m.node_id, m.weight)).collect();
+    let expected: Vec<_> = running
+        .authorities()
+        .iter()
+        .map(|a| (a.id, a.stake))
+        .collect();
+    assert_eq!(members, expected);
+    assert_eq!(members.len(), 3);
+    assert!(members.iter().all(|(id, _)| *id != rep_ids[0]));
+    assert_eq!(c.dpos.as_ref().unwrap().term, 1);
+
+    let c0 = reads0.committee().await.unwrap();
+    assert!(c0.removed && c0.epoch == 0, "{c0:?}");
+    let d0 = c0.dpos.unwrap();
+    assert!(d0.next_elected, "dpos is in term {} past epoch 0", d0.term);
+    let next0: Vec<_> = d0.next.iter().map(|m| (m.node_id, m.dpos_stake)).collect();
+    assert_eq!(next0.len(), 3);
+    assert!(next0.iter().all(|(id, _)| *id != rep_ids[0]));
+    let slashed = reads0
+        .stake(AccountId::from_bytes(*rep_ids[0].as_bytes()))
+        .await
+        .unwrap();
+    let node = slashed.node.unwrap();
+    assert!(!node.active && !node.representative, "{node:?}");
 }
 
 /// What the rules pay per reward epoch, computed here from the domain's formula (not from

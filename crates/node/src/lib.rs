@@ -57,6 +57,7 @@ pub use city::recovery::RecoveryReport;
 pub use city::repair_protocol::{
     LightRepairTier, RepairConfig, RepairService, RepairTier, TierAnswer,
 };
+pub use city::stake::reads::StakeReads;
 pub use city::stake::{
     CommitReport, DposApplier, STAKE_APPLIER, StakeError, StakeStore, committee_of, double_sign_tx,
     dpos_genesis_of,

@@ -380,6 +380,22 @@ pub trait CityApi: Send + Sync + 'static {
             ))
         }
     }
+    /// An account's stake as this node's dpos state holds it (`GetStake`). The default
+    /// answers [`crate::StakeReadError::NotRepresentative`].
+    fn stake(
+        &self,
+        account: AccountId,
+    ) -> impl Future<Output = Result<crate::StakeInfo, crate::StakeReadError>> + Send {
+        let _ = account;
+        async move { Err(crate::StakeReadError::NotRepresentative) }
+    }
+    /// The committee this node's consensus runs and the next one dpos decides
+    /// (`GetCommittee`). The default answers [`crate::StakeReadError::NotRepresentative`].
+    fn committee(
+        &self,
+    ) -> impl Future<Output = Result<crate::CommitteeInfo, crate::StakeReadError>> + Send {
+        async move { Err(crate::StakeReadError::NotRepresentative) }
+    }
     /// Every stripe this node holds, with its holders. The default answers `Unavailable`.
     fn list_stripes(&self) -> impl Future<Output = Result<Vec<StripeInfo>, Rejection>> + Send {
         async move {

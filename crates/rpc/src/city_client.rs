@@ -204,6 +204,34 @@ impl CityClient {
         })
     }
 
+    /// `account`'s stake as the node's dpos state holds it (`GetStake`): bonded,
+    /// delegations, unbonding, rewards. An account nobody knows answers `exists = false`;
+    /// a node that is not a representative answers `FAILED_PRECONDITION`
+    /// (`NOT_A_REPRESENTATIVE`).
+    pub async fn stake(&self, account: dag_core::AccountId) -> Result<crate::StakeInfo> {
+        let s = self
+            .inner
+            .clone()
+            .get_stake(pb::GetStakeRequest {
+                account: account.as_bytes().to_vec(),
+            })
+            .await?
+            .into_inner();
+        Ok(crate::StakeInfo::try_from(s)?)
+    }
+
+    /// The committee and epoch the node's consensus runs, and the next committee as dpos
+    /// decides it now (`GetCommittee`).
+    pub async fn committee(&self) -> Result<crate::CommitteeInfo> {
+        let c = self
+            .inner
+            .clone()
+            .get_committee(pb::GetCommitteeRequest {})
+            .await?
+            .into_inner();
+        Ok(crate::CommitteeInfo::try_from(c)?)
+    }
+
     /// Restores a held tx from its shards (`RepairTx`); with `rebuild`, the node first
     /// re-creates the shards of its stripe whose holders are gone or silent. `Ok(None)` if
     /// the node does not hold the tx. The tx and receipts are converted, not verified.
@@ -399,6 +427,46 @@ mod tests {
         let e = client.submit_retrying(&tx(), &FAST).await.unwrap_err();
         assert!(matches!(e, ClientError::Rejected(r) if r.code == RejectCode::NonceReused));
         assert_eq!(api.calls.load(Ordering::SeqCst), 1);
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn stake_reads_on_a_node_without_dpos_are_failed_precondition_with_error_info() {
+        let api = Arc::new(Flaky {
+            failures: 0,
+            code: RejectCode::Unavailable,
+            calls: AtomicU32::new(0),
+        });
+        let (client, server) = serve(api).await;
+        let who = pqc::Keypair::generate().account_id();
+        for e in [
+            client.stake(who).await.unwrap_err(),
+            client.committee().await.unwrap_err(),
+        ] {
+            assert!(
+                matches!(&e, ClientError::Status { code: tonic::Code::FailedPrecondition, message }
+                    if message.starts_with("NOT_A_REPRESENTATIVE: ")),
+                "{e:?}"
+            );
+        }
+        // The raw status carries the ErrorInfo; a malformed account id is MALFORMED.
+        let mut raw = client.inner.clone();
+        let s = raw
+            .get_committee(pb::GetCommitteeRequest {})
+            .await
+            .unwrap_err();
+        assert_eq!(
+            crate::error_info(&s).unwrap().reason,
+            "NOT_A_REPRESENTATIVE"
+        );
+        let s = raw
+            .get_stake(pb::GetStakeRequest {
+                account: vec![1; 31],
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(s.code(), tonic::Code::InvalidArgument);
+        assert_eq!(crate::error_info(&s).unwrap().reason, "MALFORMED");
         server.abort();
     }
 }

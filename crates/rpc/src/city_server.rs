@@ -267,6 +267,27 @@ impl<T: CityApi> pb::city_node_service_server::CityNodeService for CityNodeServi
         }))
     }
 
+    async fn get_stake(
+        &self,
+        request: Request<pb::GetStakeRequest>,
+    ) -> Result<Response<pb::GetStakeResponse>, Status> {
+        let account = AccountId::from_slice(&request.into_inner().account).map_err(|e| {
+            crate::status::with_error_info(Status::invalid_argument(format!(
+                "MALFORMED: account: {e}"
+            )))
+        })?;
+        let s = self.api.stake(account).await.map_err(|e| e.to_status())?;
+        Ok(Response::new((&s).into()))
+    }
+
+    async fn get_committee(
+        &self,
+        _request: Request<pb::GetCommitteeRequest>,
+    ) -> Result<Response<pb::GetCommitteeResponse>, Status> {
+        let c = self.api.committee().await.map_err(|e| e.to_status())?;
+        Ok(Response::new((&c).into()))
+    }
+
     async fn status(
         &self,
         _request: Request<pb::StatusRequest>,

@@ -8,6 +8,8 @@
 //! - [`CityApi`]: what a city node implements; [`CityNodeService`] adapts it to tonic,
 //!   mapping each [`Rejection`] to a precise gRPC status.
 //! - [`CityClient`]: a typed client.
+//! - [`StakeInfo`], [`CommitteeInfo`]: the stake reads (`GetStake`, `GetCommittee`), with
+//!   their typed refusal [`StakeReadError`].
 //! - [`ShardHolder`], [`ShardStoreService`], [`ShardStoreClient`]: the light nodes'
 //!   `ShardStore` service (PutShard, streaming GetShard, Challenge).
 //! - [`ConsensusService`], [`ConsensusClient`] (between representatives) and, in
@@ -30,6 +32,7 @@ pub mod methods;
 mod proof;
 mod repair;
 mod shard_store;
+mod stake;
 pub mod status;
 pub mod tls;
 
@@ -79,6 +82,10 @@ pub use repair::{
 pub use shard_store::{
     MAX_SHARD_BYTES, MAX_SHARD_MESSAGE_BYTES, PutAuthority, SHARD_CHUNK_BYTES, ShardChunkStream,
     ShardHolder, ShardStoreClient, ShardStoreService, Stored, status_of,
+};
+pub use stake::{
+    CommitteeInfo, CommitteeMemberInfo, DposTermInfo, StakeDelegation, StakeInfo, StakeLot,
+    StakeNode, StakeNodeKind, StakeReadError, StakeUnbonding,
 };
 pub use status::{ERROR_DOMAIN, error_info};
 

@@ -97,6 +97,8 @@ pub struct CityNode {
     working_set: Option<Arc<super::working_set::CityWorkingSet>>,
     /// Every step of every tx, for the gateway's `/v1/events`.
     events: Arc<super::events::EventBus>,
+    /// Stake and committee reads, when this node is a representative.
+    stake_reads: Option<Arc<super::stake::reads::StakeReads>>,
 }
 
 /// The city's committee as admission sees it: where held txs go to be ordered, and what
@@ -153,6 +155,7 @@ impl CityNode {
             events: Arc::new(super::events::EventBus::default()),
             home_city: None,
             working_set: None,
+            stake_reads: None,
         }
     }
 
@@ -221,6 +224,17 @@ impl CityNode {
     }
 
     /// Adds the state machines fed by the committee's commits (ledger reads, outcomes).
+    /// Serves the stake reads (`GetStake`, `GetCommittee`) from `reads`.
+    pub(crate) fn with_stake_reads(mut self, reads: super::stake::reads::StakeReads) -> Self {
+        self.stake_reads = Some(Arc::new(reads));
+        self
+    }
+
+    /// The stake reads, when this node is a representative.
+    pub fn stake_reads(&self) -> Option<&Arc<super::stake::reads::StakeReads>> {
+        self.stake_reads.as_ref()
+    }
+
     pub(crate) fn with_execution(mut self, exec: Arc<super::execution::Execution>) -> Self {
         self.execution = Some(exec);
         self
@@ -1037,6 +1051,25 @@ impl CityApi for CityNode {
             version: a.map_or(0, |a| a.version),
             executed_checkpoints,
         })
+    }
+
+    async fn stake(
+        &self,
+        account: dag_core::AccountId,
+    ) -> std::result::Result<rpc::StakeInfo, rpc::StakeReadError> {
+        let reads = self
+            .stake_reads
+            .as_ref()
+            .ok_or(rpc::StakeReadError::NotRepresentative)?;
+        reads.stake(account)
+    }
+
+    async fn committee(&self) -> std::result::Result<rpc::CommitteeInfo, rpc::StakeReadError> {
+        let reads = self
+            .stake_reads
+            .as_ref()
+            .ok_or(rpc::StakeReadError::NotRepresentative)?;
+        Ok(reads.committee())
     }
 
     fn note_rejected(&self, code: RejectCode) {

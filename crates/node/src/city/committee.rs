@@ -216,6 +216,17 @@ impl Representation {
         &self.stake
     }
 
+    /// The stake reads over this representative's dpos state, ledger and driver.
+    pub(crate) fn stake_reads(&self) -> super::stake::reads::StakeReads {
+        super::stake::reads::StakeReads::new(
+            self.stake.clone(),
+            self.execution.ledger().cloned(),
+            self.rep.status(),
+            self.rep.committee_watch(),
+            self.members.clone(),
+        )
+    }
+
     /// Starts this representative's own system txs: equivocation evidence its consensus
     /// catches becomes a `DoubleSign` tx signed with `key`, submitted through `node`.
     pub(crate) fn spawn_stake_reporter(&mut self, node: Arc<CityNode>, key: &Keypair, city: &str) {

@@ -380,6 +380,7 @@ pub async fn start_city_with(
             committee::Representation::start(&cfg.data_dir, keypair, cp, &cfg.links).await?;
         city = city.with_ordering(r.order().clone(), r.representative().submitter());
         city = city.with_execution(r.execution().clone());
+        city = city.with_stake_reads(r.stake_reads());
         representation = Some(r);
         consensus_svc = Some(svc);
     }

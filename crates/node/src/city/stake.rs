@@ -774,5 +774,7 @@ pub fn double_sign_tx(
     )
 }
 
+pub(crate) mod reads;
+
 #[cfg(test)]
 mod tests;
