@@ -8,8 +8,10 @@
 //! elected set (the slashed representative out, weights = dpos stakes) and keeps committing
 //! without a gap across the boundary. The light node claims the rewards the representatives
 //! recorded for the stripes it held, and its balance rises by what the domain's formula
-//! gives (computed here). Finally, with the processes stopped, every representative's stores
-//! are read: the same checkpoint chain and the same dpos state root at every checkpoint.
+//! gives (computed here). Then the member with the least stake is killed -9: the others'
+//! missed-round monitors report it (`ReportIncident`, +20 suspicion once) while they keep
+//! committing. Finally, with the processes stopped, every representative's stores are read:
+//! one checkpoint chain and the same dpos state root at every checkpoint.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -121,6 +123,12 @@ async fn localnet_stake_elects_slashes_hands_over_and_pays_holders() {
     cfg.dpos = Some(rules.clone());
     cfg.rep_balance = REP_BALANCE;
     cfg.equivocating_rep = Some(0);
+    // Small windows, so a member killed -9 is reported within seconds.
+    cfg.missed_rounds = Some(node::MissedRule {
+        window_rounds: 16,
+        min_slots: 2,
+        lag_rounds: 4,
+    });
     cfg.accounts = [&voter, &payer]
         .iter()
         .map(|k| node::genesis::GenesisAccount {
@@ -130,7 +138,7 @@ async fn localnet_stake_elects_slashes_hands_over_and_pays_holders() {
         })
         .collect();
     let net_dir = cfg.dir.clone();
-    let net = Localnet::start(cfg).await.expect("the localnet starts");
+    let mut net = Localnet::start(cfg).await.expect("the localnet starts");
     let t_started = t_start.elapsed();
     let node_dir = |name: &str| -> PathBuf { net_dir.join(name) };
     let key_of =
@@ -250,8 +258,8 @@ async fn localnet_stake_elects_slashes_hands_over_and_pays_holders() {
     // three run epoch 1, representative 0 is left out.
     let first = until("epoch 1 on the elected representatives", 60, || async {
         let mut first = None;
-        for i in 1..4 {
-            let c = clients[i].committee().await.ok()?;
+        for c in &clients[1..] {
+            let c = c.committee().await.ok()?;
             if c.epoch != 1 {
                 return None;
             }
@@ -269,8 +277,8 @@ async fn localnet_stake_elects_slashes_hands_over_and_pays_holders() {
         (reps[delegatee], TOKEN + DELEGATION),
         (reps[third], TOKEN),
     ];
-    for i in 1..4 {
-        let c = clients[i].committee().await.unwrap();
+    for (i, c) in clients.iter().enumerate().skip(1) {
+        let c = c.committee().await.unwrap();
         assert_eq!(c.epoch_first_seq, first, "representative {i}");
         let mut got: Vec<(AccountId, u64)> = c
             .members
@@ -295,8 +303,8 @@ async fn localnet_stake_elects_slashes_hands_over_and_pays_holders() {
     assert_eq!(accrued % per_epoch, 0, "{accrued}");
     let claim = stake_cli(&bin, &light_key, &addrs[delegatee], 1, &["claim"]).await;
     eprintln!("claim {claim}");
-    for i in 1..4 {
-        let c = clients[i].clone();
+    for (i, c) in clients.iter().enumerate().skip(1) {
+        let c = c.clone();
         until(&format!("representative {i}: the claim paid"), 40, || {
             let c = c.clone();
             async move { (balance(&c, light).await == accrued).then_some(()) }
@@ -305,8 +313,8 @@ async fn localnet_stake_elects_slashes_hands_over_and_pays_holders() {
         assert_eq!(stake(i, light).await.rewards, 0, "representative {i}");
     }
     // Liveness and no gap: the new committee keeps committing past the boundary.
-    for i in 1..4 {
-        let c = clients[i].clone();
+    for (i, c) in clients.iter().enumerate().skip(1) {
+        let c = c.clone();
         until(
             &format!("representative {i}: commits after the change"),
             30,
@@ -324,6 +332,52 @@ async fn localnet_stake_elects_slashes_hands_over_and_pays_holders() {
         .await;
     }
     let t_payments_end = now_ms();
+
+    // The monitor's incidents: the member with the least stake (1 of 6 tokens: the other
+    // two hold the quorum) is killed -9 and misses its leader slots; every member's
+    // missed-round monitor decides the same incident, dpos records it once (+20 suspicion,
+    // not a double sign's +100), and the two honest members are not reported meanwhile.
+    let suspicion = |i: usize, a: AccountId| {
+        let c = clients[i].clone();
+        async move { c.stake(a).await.unwrap().node.unwrap().suspicion }
+    };
+    let honest_before = (
+        suspicion(bonder, reps[bonder]).await,
+        suspicion(bonder, reps[delegatee]).await,
+    );
+    let third_before = suspicion(bonder, reps[third]).await;
+    net.kill(&format!("rep-{third}")).await;
+    let third_after = until("an incident against the killed member", 60, || async {
+        let s = suspicion(bonder, reps[third]).await;
+        (s > third_before).then_some(s)
+    })
+    .await;
+    assert_eq!(
+        third_after,
+        third_before + rules.incident_suspicion,
+        "one incident, counted once"
+    );
+    assert_eq!(
+        (
+            suspicion(bonder, reps[bonder]).await,
+            suspicion(bonder, reps[delegatee]).await
+        ),
+        honest_before,
+        "the live members were not reported"
+    );
+    // The two left keep committing, and agree on the dpos state.
+    let (b, d) = (clients[bonder].clone(), clients[delegatee].clone());
+    until("the same dpos root on the two live members", 30, || {
+        let (b, d) = (b.clone(), d.clone());
+        async move {
+            let (x, y) = (
+                b.committee().await.ok()?.dpos?,
+                d.committee().await.ok()?.dpos?,
+            );
+            (x.applied_upto == y.applied_upto && x.state_root == y.state_root).then_some(())
+        }
+    })
+    .await;
     let t_live = t_start.elapsed();
 
     // Stop the processes and read every representative's stores.
@@ -344,7 +398,9 @@ async fn localnet_stake_elects_slashes_hands_over_and_pays_holders() {
                 "the removed representative's chain ends at the boundary"
             );
         } else {
-            assert!(upto >= first + 3, "representative {i}: {upto}");
+            // (the killed one may not have recorded its last commits)
+            let want = if i == third { first + 1 } else { first + 3 };
+            assert!(upto >= want, "representative {i}: {upto}");
         }
         let mut prev = Hash32::default();
         let mut hashes = Vec::new();
@@ -404,15 +460,16 @@ async fn localnet_stake_elects_slashes_hands_over_and_pays_holders() {
     assert!(upto > first);
     for seq in 0..upto {
         let roots: Vec<Option<Hash32>> = stores.iter().map(|s| s.root_at(seq).unwrap()).collect();
-        let root = roots[1].unwrap_or_else(|| panic!("representative 1 has no root at {seq}"));
+        let root =
+            roots[bonder].unwrap_or_else(|| panic!("representative {bonder} has no root at {seq}"));
         for (i, r) in roots.iter().enumerate() {
-            if i == 0 && seq >= first {
-                continue; // the removed one stopped applying at the boundary
+            if (i == 0 && seq >= first) || (i == third && r.is_none()) {
+                continue; // the removed one stopped at the boundary, the killed one earlier
             }
             assert_eq!(*r, Some(root), "representative {i}, checkpoint {seq}");
         }
     }
-    let st = &stores[1];
+    let st = &stores[bonder];
     assert!(st.read(|s| s.term().index).unwrap() >= 1);
     assert!(!st.read(|s| s.is_active(&reps[0])).unwrap());
     let mut elected = st.read(|s| s.representatives().to_vec()).unwrap();

@@ -75,6 +75,10 @@ pub struct LocalnetConfig {
     /// genesis is a localnet's or devnet's); `None` (the default): every representative
     /// is honest.
     pub equivocating_rep: Option<usize>,
+    /// The missed-round incident rule every representative applies (written to each
+    /// representative's `city.toml` as `[consensus.missed_rounds]`); `None` (the
+    /// default): the node's default rule.
+    pub missed_rounds: Option<node::MissedRule>,
 }
 
 impl LocalnetConfig {
@@ -98,6 +102,7 @@ impl LocalnetConfig {
             dpos: None,
             rep_balance: 0,
             equivocating_rep: None,
+            missed_rounds: None,
         }
     }
 }
@@ -460,26 +465,38 @@ impl Localnet {
         Ok(c)
     }
 
-    /// A representative's `city.toml`: the fixed batch interval and the staking rules, when
-    /// set; `None` for other roles or when neither is set.
+    /// A representative's `city.toml`: the fixed batch interval, the missed-round rule and
+    /// the staking rules, when set; `None` for other roles or when none is set.
     fn rep_config(&self, n: &NodeEntry) -> Result<Option<String>> {
-        if n.role != "city" || (self.cfg.batch_interval_ms.is_none() && self.cfg.dpos.is_none()) {
+        #[derive(Serialize)]
+        struct Consensus {
+            #[serde(skip_serializing_if = "Option::is_none")]
+            batch_interval_ms: Option<u64>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            missed_rounds: Option<node::MissedRule>,
+        }
+        #[derive(Serialize)]
+        struct File<'a> {
+            consensus: Consensus,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            dpos: Option<&'a dpos::DposConfig>,
+        }
+        let c = &self.cfg;
+        if n.role != "city"
+            || (c.batch_interval_ms.is_none() && c.dpos.is_none() && c.missed_rounds.is_none())
+        {
             return Ok(None);
         }
-        let mut text = String::new();
-        if let Some(ms) = self.cfg.batch_interval_ms {
-            text.push_str(&format!("[consensus]\nbatch_interval_ms = {ms}\n"));
-        }
-        if let Some(rules) = &self.cfg.dpos {
-            #[derive(Serialize)]
-            struct File<'a> {
-                dpos: &'a dpos::DposConfig,
-            }
-            let t = toml::to_string(&File { dpos: rules })
-                .map_err(|e| Error::Measurement(format!("dpos rules: {e}")))?;
-            text.push_str(&t);
-        }
-        Ok(Some(text))
+        let file = File {
+            consensus: Consensus {
+                batch_interval_ms: c.batch_interval_ms,
+                missed_rounds: c.missed_rounds,
+            },
+            dpos: c.dpos.as_ref(),
+        };
+        toml::to_string(&file)
+            .map(Some)
+            .map_err(|e| Error::Measurement(format!("{}'s city.toml: {e}", n.name)))
     }
 
     fn spawn(&mut self, name: &str) -> Result<()> {

@@ -47,6 +47,7 @@ pub(crate) struct Representation {
     /// Committed checkpoints' summaries for the missed-round monitor (taken when the stake
     /// reporter starts).
     missed: Option<mpsc::Receiver<super::stake_reporter::CommitSummary>>,
+    missed_rule: super::stake_reporter::MissedRule,
     challenge_results: super::stake_reporter::ChallengeSlot,
     feed: Option<FeedHandle>,
     me: dag_core::NodeId,
@@ -72,6 +73,9 @@ pub struct CommitteeParts {
     pub dpos: dpos::DposConfig,
     /// Every city of the genesis file (the directory cross-city transfers use).
     pub cities: std::collections::BTreeMap<String, genesis::CityCommittee>,
+    /// When a representative that misses its leader slots is reported
+    /// (`stake_reporter::missed`); the same on every representative of the city.
+    pub missed_rounds: super::stake_reporter::MissedRule,
 }
 
 impl Representation {
@@ -177,6 +181,7 @@ impl Representation {
                 sender: None,
                 contributions: None,
                 missed: Some(missed),
+                missed_rule: parts.missed_rounds,
                 challenge_results: Default::default(),
                 feed: None,
                 me,
@@ -253,7 +258,7 @@ impl Representation {
         if let Some(summaries) = self.missed.take() {
             self.tasks
                 .push(super::stake_reporter::spawn_missed_round_reporter(
-                    super::stake_reporter::MissedRule::default(),
+                    self.missed_rule,
                     summaries,
                     self.rep.committee_watch(),
                     self.me,

@@ -49,7 +49,8 @@ const TAG: &[u8] = b"citychain/incident/missed-leader-rounds/v1";
 /// The threshold rule (the same on every representative: a city's representatives run one
 /// binary version; the digest names the window, so two rules would report different
 /// incidents).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct MissedRule {
     /// Rounds per window (even, > 0). Default 64: with 4 members round-robin, 8 leader
     /// slots per member per window.
