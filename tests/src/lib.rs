@@ -159,3 +159,27 @@ pub fn stake_cli(
         .and_then(|h| dag_core::TxId::from_hex(h).ok())
         .ok_or(text)
 }
+
+/// The hashes of checkpoints `0..upto` as `checkpoint(seq)` returns them (e.g. from a
+/// representative's order store), checking that none is missing, each has its sequence and
+/// each chains to the one before (`prev_hash`, zero for the first). `who` names the source
+/// in the panic message.
+///
+/// # Panics
+/// On a gap, a wrong sequence or a broken chain (a test helper: that is the check).
+pub fn checkpoint_chain(
+    who: &str,
+    upto: u64,
+    checkpoint: impl Fn(u64) -> Option<dag_core::consensus::Checkpoint>,
+) -> Vec<dag_core::Hash32> {
+    let mut prev = dag_core::Hash32::default();
+    let mut hashes = Vec::new();
+    for seq in 0..upto {
+        let cp = checkpoint(seq).unwrap_or_else(|| panic!("{who}: gap at checkpoint {seq}"));
+        assert_eq!(cp.sequence, seq, "{who}: checkpoint {seq}");
+        assert_eq!(cp.prev_hash, prev, "{who}: checkpoint {seq} does not chain");
+        prev = cp.hash();
+        hashes.push(prev);
+    }
+    hashes
+}

@@ -402,21 +402,9 @@ async fn localnet_stake_elects_slashes_hands_over_and_pays_holders() {
             let want = if i == third { first + 1 } else { first + 3 };
             assert!(upto >= want, "representative {i}: {upto}");
         }
-        let mut prev = Hash32::default();
-        let mut hashes = Vec::new();
-        for seq in 0..upto {
-            let cp = order
-                .checkpoint(seq)
-                .unwrap()
-                .unwrap_or_else(|| panic!("representative {i}: gap at {seq}"));
-            assert_eq!(cp.checkpoint.sequence, seq);
-            assert_eq!(
-                cp.checkpoint.prev_hash, prev,
-                "representative {i}, checkpoint {seq}"
-            );
-            prev = cp.checkpoint.hash();
-            hashes.push(prev);
-        }
+        let hashes = e2e::checkpoint_chain(&format!("representative {i}"), upto, |seq| {
+            order.checkpoint(seq).unwrap().map(|c| c.checkpoint)
+        });
         if i > 0 {
             let last_old = order
                 .checkpoint(first - 1)
