@@ -181,10 +181,25 @@ async fn localnet_stake_elects_slashes_hands_over_and_pays_holders() {
     };
     let bond = {
         let (bin, key, via) = (bin.clone(), bonder_key.clone(), via.clone());
-        let nonce = clients[bonder].account(reps[bonder]).await.unwrap().nonce;
-        let amount = BOND.to_string();
+        let (c, me, amount) = (clients[bonder].clone(), reps[bonder], BOND.to_string());
         tokio::spawn(async move {
-            stake_cli(&bin, &key, &via, nonce, &["bond", "--amount", &amount]).await
+            // The representative's own reporters sign with the same key from the same
+            // nonces: should one of their txs take the nonce first, the bond is refused (a
+            // no-op everywhere) and goes again with the next nonce.
+            for _ in 0..3 {
+                let nonce = c.account(me).await.unwrap().nonce;
+                let id = stake_cli(&bin, &key, &via, nonce, &["bond", "--amount", &amount]).await;
+                let after = until("the bond's nonce used", 40, || {
+                    let c = c.clone();
+                    async move { c.account(me).await.ok().filter(|a| a.nonce > nonce) }
+                })
+                .await;
+                if after.balance == REP_BALANCE - BOND {
+                    return id;
+                }
+                eprintln!("bond {id} lost nonce {nonce} to the representative's own tx; again");
+            }
+            panic!("the bond was never applied");
         })
     };
     let delegate = {
