@@ -63,8 +63,9 @@ pub use city::stake::{
     dpos_genesis_of,
 };
 pub use city::stake_reporter::{
-    COMMIT_SUMMARIES, CommitSummary, MissedIncident, MissedRounds, MissedRule, incident_digest,
-    spawn_missed_round_reporter,
+    COMMIT_SUMMARIES, CommitSummary, MissedIncident, MissedRounds, MissedRule,
+    challenge_incident_digest, challenge_incidents, incident_digest,
+    spawn_challenge_incident_reporter, spawn_missed_round_reporter,
 };
 pub use city::stake_reporter::{
     ChallengeResults, ChallengeSlot, GRACE_CHECKPOINTS, Pending, SendOutcome, SenderConfig,

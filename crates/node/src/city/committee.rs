@@ -48,6 +48,10 @@ pub(crate) struct Representation {
     /// reporter starts).
     missed: Option<mpsc::Receiver<super::stake_reporter::CommitSummary>>,
     missed_rule: super::stake_reporter::MissedRule,
+    /// The storage audit's log, once the audit runs (failed-challenge incidents).
+    challenge_log: Arc<std::sync::OnceLock<super::challenges::ContributionLog>>,
+    /// Its reporter (runs until stopped, like the contribution reporter).
+    challenge_incidents: Option<JoinHandle<()>>,
     challenge_results: super::stake_reporter::ChallengeSlot,
     feed: Option<FeedHandle>,
     me: dag_core::NodeId,
@@ -182,6 +186,8 @@ impl Representation {
                 contributions: None,
                 missed: Some(missed),
                 missed_rule: parts.missed_rounds,
+                challenge_log: Default::default(),
+                challenge_incidents: None,
                 challenge_results: Default::default(),
                 feed: None,
                 me,
@@ -265,6 +271,14 @@ impl Representation {
                     sender.queue(),
                 ));
         }
+        // … and holders that failed this node's storage challenges (wrong proof, shard not
+        // held) become `ReportIncident`s (see `stake_reporter::failed_challenges`).
+        self.challenge_incidents = Some(super::stake_reporter::spawn_challenge_incident_reporter(
+            self.challenge_log.clone(),
+            self.stake.clone(),
+            self.me,
+            sender.queue(),
+        ));
         // Rewards for holders: receipts of the stripes this representative placed, once
         // committed, become `RecordContribution` txs (see `stake_reporter::contributions`).
         if let Some(p) = pipeline {
@@ -283,6 +297,7 @@ impl Representation {
     /// Lets the contribution reporter leave out holders that failed this node's storage
     /// challenges (the audit starts after the representative).
     pub(crate) fn use_challenge_results(&self, log: super::challenges::ContributionLog) {
+        let _ = self.challenge_log.set(log.clone());
         let _ = self.challenge_results.set(Arc::new(log));
     }
 
@@ -358,6 +373,7 @@ impl Representation {
     /// Stops the representative (its driver finishes the current group) and its tasks.
     pub(crate) async fn shutdown(self) -> Result<()> {
         stop_task(self.contributions).await;
+        stop_task(self.challenge_incidents).await;
         if let Some(r) = self.relayer {
             r.abort();
         }
@@ -378,6 +394,7 @@ impl Representation {
     /// Stops at once, as a crash.
     pub(crate) async fn kill(self) {
         stop_task(self.contributions).await;
+        stop_task(self.challenge_incidents).await;
         if let Some(r) = self.relayer {
             r.abort();
         }
