@@ -121,3 +121,65 @@ pub const WALLET_RETRY: resilience::RetryPolicy = resilience::RetryPolicy {
     max_delay: std::time::Duration::from_secs(2),
     jitter: resilience::Jitter::Equal,
 };
+
+/// `city-node stake` (the binary `bin`, from [`workspace_bin`]) run as an operator runs it:
+/// signs with the key file `key`, submits to
+/// the representative at `node` (city `city`) with `--nonce nonce`, then `op` (e.g.
+/// `["bond", "--amount", "1000000"]`). Blocking (run it on `spawn_blocking` in async
+/// tests). Returns the tx id the CLI prints when the request was admitted, or the CLI's
+/// output when it failed (e.g. `UNAVAILABLE` while too few light nodes are live).
+///
+/// # Panics
+/// When the binary cannot be started (a test helper).
+pub fn stake_cli(
+    bin: &Path,
+    key: &Path,
+    node: &str,
+    city: &str,
+    nonce: u64,
+    op: &[&str],
+) -> Result<dag_core::TxId, String> {
+    let out = std::process::Command::new(bin)
+        .arg("stake")
+        .arg("--key")
+        .arg(key)
+        .args(["--node", node, "--city", city])
+        .args(["--nonce", &nonce.to_string()])
+        .args(op)
+        .output()
+        .expect("city-node starts");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let text = format!("{op:?}: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+    if !out.status.success() {
+        return Err(text);
+    }
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("tx: "))
+        .and_then(|h| dag_core::TxId::from_hex(h).ok())
+        .ok_or(text)
+}
+
+/// The hashes of checkpoints `0..upto` as `checkpoint(seq)` returns them (e.g. from a
+/// representative's order store), checking that none is missing, each has its sequence and
+/// each chains to the one before (`prev_hash`, zero for the first). `who` names the source
+/// in the panic message.
+///
+/// # Panics
+/// On a gap, a wrong sequence or a broken chain (a test helper: that is the check).
+pub fn checkpoint_chain(
+    who: &str,
+    upto: u64,
+    checkpoint: impl Fn(u64) -> Option<dag_core::consensus::Checkpoint>,
+) -> Vec<dag_core::Hash32> {
+    let mut prev = dag_core::Hash32::default();
+    let mut hashes = Vec::new();
+    for seq in 0..upto {
+        let cp = checkpoint(seq).unwrap_or_else(|| panic!("{who}: gap at checkpoint {seq}"));
+        assert_eq!(cp.sequence, seq, "{who}: checkpoint {seq}");
+        assert_eq!(cp.prev_hash, prev, "{who}: checkpoint {seq} does not chain");
+        prev = cp.hash();
+        hashes.push(prev);
+    }
+    hashes
+}

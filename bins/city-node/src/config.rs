@@ -250,6 +250,10 @@ pub(crate) struct ConsensusSection {
     /// A fixed proposal interval in ms; unset: the dynamic 0.5–5 s interval.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) batch_interval_ms: Option<u64>,
+    /// When a representative that misses every leader slot of a window of rounds is
+    /// reported (`[consensus.missed_rounds]`: `window_rounds`, `min_slots`, `lag_rounds`);
+    /// the same on every representative of a city.
+    pub(crate) missed_rounds: node::MissedRule,
 }
 
 /// The DApp HTTP gateway of a city node.
@@ -940,6 +944,7 @@ impl Effective {
             batch_interval_ms: f.consensus.batch_interval_ms,
             events: f.city.events.clone(),
             dpos: f.dpos.clone(),
+            missed_rounds: f.consensus.missed_rounds,
             ..node::CityConfig::default()
         };
         c.audit.enabled = f.audit.enabled;

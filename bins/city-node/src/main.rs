@@ -172,6 +172,10 @@ struct LocalnetArgs {
     /// cross-city transfers.
     #[arg(long)]
     second_city: Option<String>,
+    /// The DPoS term in seconds (the election's winners take over at its end; the
+    /// domain's default is 90 days): short terms show a committee change on a localnet.
+    #[arg(long)]
+    term_secs: Option<u64>,
 }
 
 impl LocalnetArgs {
@@ -183,6 +187,10 @@ impl LocalnetArgs {
             c.presence_bin = p.clone();
         }
         c.second_city.clone_from(&self.second_city);
+        c.dpos = self.term_secs.map(|s| dpos::DposConfig {
+            term_ms: s.saturating_mul(1_000),
+            ..dpos::DposConfig::default()
+        });
         c
     }
 }

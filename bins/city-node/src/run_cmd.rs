@@ -154,6 +154,10 @@ pub(crate) async fn run(eff: Effective) -> anyhow::Result<()> {
     match role {
         Role::City => {
             let mut city = eff.city();
+            city.equivocate_for_test = test_equivocation(
+                std::env::var(devnet::localnet::TEST_EQUIVOCATE_ENV).ok(),
+                city.genesis.as_deref(),
+            )?;
             let membership = eff.membership()?;
             let key = node::load_or_create_key(&city.data_dir)?;
             city.links = node::runtime::node_links(&city.data_dir, &key, insecure)?;
@@ -199,6 +203,84 @@ pub(crate) async fn run(eff: Effective) -> anyhow::Result<()> {
     }
 }
 
+/// Why the equivocation test hook was refused.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum TestHookError {
+    /// The variable has a value other than `1` or `0`.
+    #[error("{var}={value:?}: only 1 (on) or 0 (off)")]
+    BadValue {
+        /// The variable.
+        var: &'static str,
+        /// Its value.
+        value: String,
+    },
+    /// The hook was asked for outside a localnet/devnet.
+    #[error(
+        "{var}=1 makes this representative equivocate (a TEST hook); refused: the genesis \
+         {genesis} is not a localnet's or devnet's (chain {chain:?})"
+    )]
+    NotATestNetwork {
+        /// The variable.
+        var: &'static str,
+        /// The genesis file (or "none").
+        genesis: String,
+        /// Its chain name.
+        chain: String,
+    },
+    /// The genesis file could not be read.
+    #[error("{var}=1: reading the genesis file: {source}")]
+    Genesis {
+        /// The variable.
+        var: &'static str,
+        /// Why.
+        source: node::genesis::Error,
+    },
+}
+
+/// TEST ONLY: whether this representative runs the consensus equivocation hook
+/// (`CITYCHAIN_TEST_EQUIVOCATE=1`: each of its proposals is followed by a second, conflicting
+/// batch for the same round, signed with its real key, so its peers catch it and report a
+/// DoubleSign). Allowed only on a network whose genesis `chain` is a localnet's
+/// (`citychain-localnet`) or names a devnet, so no production node can be made to get
+/// itself slashed by a stray variable.
+pub(crate) fn test_equivocation(
+    value: Option<String>,
+    genesis: Option<&std::path::Path>,
+) -> Result<bool, TestHookError> {
+    let var = devnet::localnet::TEST_EQUIVOCATE_ENV;
+    match value.as_deref() {
+        None | Some("0") => return Ok(false),
+        Some("1") => {}
+        Some(other) => {
+            return Err(TestHookError::BadValue {
+                var,
+                value: other.to_string(),
+            });
+        }
+    }
+    let chain = match genesis {
+        Some(p) => {
+            node::genesis::Genesis::load(p)
+                .map_err(|source| TestHookError::Genesis { var, source })?
+                .chain
+        }
+        None => String::new(),
+    };
+    if chain == devnet::localnet::LOCALNET_CHAIN || chain.contains("devnet") {
+        tracing::warn!(
+            "{var}=1: TEST HOOK ON — this representative equivocates on every proposal and \
+             will be slashed (chain {chain})"
+        );
+        Ok(true)
+    } else {
+        Err(TestHookError::NotATestNetwork {
+            var,
+            genesis: genesis.map_or_else(|| "none".into(), |p| p.display().to_string()),
+            chain,
+        })
+    }
+}
+
 /// Serves until SIGINT/SIGTERM, then runs `shutdown` (drain and stop) and says how it went.
 async fn until_signal<F>(
     addr: Option<std::net::SocketAddr>,
@@ -214,4 +296,58 @@ where
     shutdown().await?;
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn genesis(dir: &std::path::Path, chain: &str) -> std::path::PathBuf {
+        let key = pqc::Keypair::generate();
+        let file = node::genesis::GenesisFile {
+            chain: chain.into(),
+            cities: vec![node::genesis::GenesisCity {
+                id: "JP-13".into(),
+                members: vec![node::genesis::GenesisFile::member(
+                    dag_core::Signer::public_key(&key),
+                    1,
+                    "127.0.0.1:1",
+                )],
+            }],
+            continent: None,
+            global: None,
+            accounts: Vec::new(),
+        };
+        let p = dir.join(format!("{chain}.toml"));
+        file.write(&p).unwrap();
+        p
+    }
+
+    #[test]
+    fn the_equivocation_hook_runs_only_on_a_localnet_or_devnet_genesis() {
+        let dir = tempfile::tempdir().unwrap();
+        let local = genesis(dir.path(), devnet::localnet::LOCALNET_CHAIN);
+        let main = genesis(dir.path(), "citychain-mainnet");
+        // Unset or 0: off, whatever the network.
+        assert!(!test_equivocation(None, Some(&main)).unwrap());
+        assert!(!test_equivocation(Some("0".into()), Some(&main)).unwrap());
+        assert!(test_equivocation(Some("1".into()), Some(&local)).unwrap());
+        assert!(matches!(
+            test_equivocation(Some("1".into()), Some(&main)),
+            Err(TestHookError::NotATestNetwork { chain, .. }) if chain == "citychain-mainnet"
+        ));
+        assert!(matches!(
+            test_equivocation(Some("1".into()), None),
+            Err(TestHookError::NotATestNetwork { .. })
+        ));
+        assert!(matches!(
+            test_equivocation(Some("yes".into()), Some(&local)),
+            Err(TestHookError::BadValue { .. })
+        ));
+        assert!(matches!(
+            test_equivocation(Some("1".into()), Some(&dir.path().join("missing.toml"))),
+            Err(TestHookError::Genesis { .. })
+        ));
+    }
 }

@@ -27,6 +27,14 @@ use tokio::process::{Child, Command};
 /// The city the localnet serves.
 pub const LOCALNET_CITY: &str = crate::CITY;
 
+/// The `chain` name of a localnet's genesis file.
+pub const LOCALNET_CHAIN: &str = "citychain-localnet";
+
+/// The environment variable that turns on the consensus equivocation test hook in a
+/// representative process (`1`: on). TEST ONLY: `city-node run` refuses it unless the
+/// genesis file is a localnet's or a devnet's.
+pub const TEST_EQUIVOCATE_ENV: &str = "CITYCHAIN_TEST_EQUIVOCATE";
+
 /// What to start.
 #[derive(Debug, Clone)]
 pub struct LocalnetConfig {
@@ -52,6 +60,25 @@ pub struct LocalnetConfig {
     pub second_city: Option<String>,
     /// Accounts opened in the genesis file (balance and home city).
     pub accounts: Vec<node::genesis::GenesisAccount>,
+    /// The staking rules every representative applies (written to each representative's
+    /// `city.toml` as `[dpos]`, identical everywhere); `None` (the default): the domain's
+    /// rules (a 90-day term). The localnet's short terms (`city-node localnet --term-secs`)
+    /// set `term_ms`.
+    pub dpos: Option<dpos::DposConfig>,
+    /// Liquid balance (base units) opened in the genesis file for each representative's
+    /// account (its node key's account), so its operator can bond more with the node key
+    /// (`city-node stake bond --key <rep>/node.key`); 0 (the default): none.
+    pub rep_balance: u64,
+    /// TEST ONLY: the index of the representative (first city) started with
+    /// `CITYCHAIN_TEST_EQUIVOCATE=1`, which signs a second, conflicting batch for each of its
+    /// rounds (the consensus equivocation test hook, refused by `city-node run` unless the
+    /// genesis is a localnet's or devnet's); `None` (the default): every representative
+    /// is honest.
+    pub equivocating_rep: Option<usize>,
+    /// The missed-round incident rule every representative applies (written to each
+    /// representative's `city.toml` as `[consensus.missed_rounds]`); `None` (the
+    /// default): the node's default rule.
+    pub missed_rounds: Option<node::MissedRule>,
 }
 
 impl LocalnetConfig {
@@ -72,6 +99,10 @@ impl LocalnetConfig {
             batch_interval_ms: None,
             second_city: None,
             accounts: Vec::new(),
+            dpos: None,
+            rep_balance: 0,
+            equivocating_rep: None,
+            missed_rounds: None,
         }
     }
 }
@@ -297,12 +328,29 @@ impl Localnet {
                 .ok_or_else(|| Error::Measurement(format!("no {name} entry")))?;
             Ok(GenesisFile::log(&pk(name)?, n.addr.to_string()))
         };
+        let mut accounts = cfg.accounts.clone();
+        if cfg.rep_balance > 0 {
+            for (city, _) in &cities {
+                for n in nodes
+                    .iter()
+                    .filter(|n| n.role == "city" && n.city() == city)
+                {
+                    let account = dag_core::AccountId::from_public_key(&pk(&n.name)?);
+                    accounts.push(node::genesis::GenesisAccount {
+                        account: account.to_hex(),
+                        balance: cfg.rep_balance,
+                        // Two cities: homed in its own city's ledger.
+                        city: cfg.second_city.as_ref().map(|_| city.clone()),
+                    });
+                }
+            }
+        }
         let genesis = GenesisFile {
-            chain: "citychain-localnet".into(),
+            chain: LOCALNET_CHAIN.into(),
             cities: genesis_cities,
             continent: Some(log("continent")?),
             global: Some(log("global")?),
-            accounts: cfg.accounts.clone(),
+            accounts,
         };
         genesis.write(&dir.join("genesis.toml"))?;
         // Every node of the localnet heartbeats from 127.0.0.1: one address, so the
@@ -372,11 +420,19 @@ impl Localnet {
             if let Some(g) = n.gateway {
                 c.arg("--gateway-addr").arg(g.to_string());
             }
-            if let (Some(ms), "city") = (self.cfg.batch_interval_ms, n.role.as_str()) {
+            if let Some(text) = self.rep_config(n)? {
                 let p = dir.join("city.toml");
-                std::fs::write(&p, format!("[consensus]\nbatch_interval_ms = {ms}\n"))
-                    .map_err(io_err(&p))?;
+                std::fs::write(&p, text).map_err(io_err(&p))?;
                 c.arg("--config").arg(&p);
+            }
+            if n.role == "city"
+                && n.city() == LOCALNET_CITY
+                && self
+                    .cfg
+                    .equivocating_rep
+                    .is_some_and(|i| n.name == format!("rep-{i}"))
+            {
+                c.env(TEST_EQUIVOCATE_ENV, "1");
             }
             if n.role == "light" {
                 let i = n
@@ -407,6 +463,40 @@ impl Localnet {
             .stderr(Stdio::from(err))
             .kill_on_drop(true);
         Ok(c)
+    }
+
+    /// A representative's `city.toml`: the fixed batch interval, the missed-round rule and
+    /// the staking rules, when set; `None` for other roles or when none is set.
+    fn rep_config(&self, n: &NodeEntry) -> Result<Option<String>> {
+        #[derive(Serialize)]
+        struct Consensus {
+            #[serde(skip_serializing_if = "Option::is_none")]
+            batch_interval_ms: Option<u64>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            missed_rounds: Option<node::MissedRule>,
+        }
+        #[derive(Serialize)]
+        struct File<'a> {
+            consensus: Consensus,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            dpos: Option<&'a dpos::DposConfig>,
+        }
+        let c = &self.cfg;
+        if n.role != "city"
+            || (c.batch_interval_ms.is_none() && c.dpos.is_none() && c.missed_rounds.is_none())
+        {
+            return Ok(None);
+        }
+        let file = File {
+            consensus: Consensus {
+                batch_interval_ms: c.batch_interval_ms,
+                missed_rounds: c.missed_rounds,
+            },
+            dpos: c.dpos.as_ref(),
+        };
+        toml::to_string(&file)
+            .map(Some)
+            .map_err(|e| Error::Measurement(format!("{}'s city.toml: {e}", n.name)))
     }
 
     fn spawn(&mut self, name: &str) -> Result<()> {

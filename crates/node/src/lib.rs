@@ -63,6 +63,11 @@ pub use city::stake::{
     dpos_genesis_of,
 };
 pub use city::stake_reporter::{
+    COMMIT_SUMMARIES, CommitSummary, MissedIncident, MissedRounds, MissedRule,
+    challenge_incident_digest, challenge_incidents, incident_digest,
+    spawn_challenge_incident_reporter, spawn_missed_round_reporter,
+};
+pub use city::stake_reporter::{
     ChallengeResults, ChallengeSlot, GRACE_CHECKPOINTS, Pending, SendOutcome, SenderConfig,
     SenderQueue, StripeReceipts, SystemTxSender, SystemTxSink, committed_receipts,
     contribution_payloads, in_charge, spawn_contribution_reporter, spawn_evidence_reporter,

@@ -44,6 +44,14 @@ pub(crate) struct Representation {
     evidence: Option<mpsc::UnboundedReceiver<dpos::DoubleSignEvidence>>,
     sender: Option<SystemTxSender>,
     contributions: Option<JoinHandle<()>>,
+    /// Committed checkpoints' summaries for the missed-round monitor (taken when the stake
+    /// reporter starts).
+    missed: Option<mpsc::Receiver<super::stake_reporter::CommitSummary>>,
+    missed_rule: super::stake_reporter::MissedRule,
+    /// The storage audit's log, once the audit runs (failed-challenge incidents).
+    challenge_log: Arc<std::sync::OnceLock<super::challenges::ContributionLog>>,
+    /// Its reporter (runs until stopped, like the contribution reporter).
+    challenge_incidents: Option<JoinHandle<()>>,
     challenge_results: super::stake_reporter::ChallengeSlot,
     feed: Option<FeedHandle>,
     me: dag_core::NodeId,
@@ -69,6 +77,9 @@ pub struct CommitteeParts {
     pub dpos: dpos::DposConfig,
     /// Every city of the genesis file (the directory cross-city transfers use).
     pub cities: std::collections::BTreeMap<String, genesis::CityCommittee>,
+    /// When a representative that misses its leader slots is reported
+    /// (`stake_reporter::missed`); the same on every representative of the city.
+    pub missed_rounds: super::stake_reporter::MissedRule,
 }
 
 impl Representation {
@@ -135,8 +146,13 @@ impl Representation {
                 .await?;
         let mut tasks = Vec::new();
         let evidence = rep.take_evidence();
+        let (summaries, missed) = mpsc::channel(super::stake_reporter::COMMIT_SUMMARIES);
         if let Some(commits) = rep.take_commits() {
-            tasks.push(tokio::spawn(apply_commits(commits, order.clone())));
+            tasks.push(tokio::spawn(apply_commits(
+                commits,
+                order.clone(),
+                summaries,
+            )));
         }
         // Checkpoints go up from the order store on disk once executed (the header carries
         // the state root): outages of any length are caught up from there, never from a
@@ -168,6 +184,10 @@ impl Representation {
                 evidence,
                 sender: None,
                 contributions: None,
+                missed: Some(missed),
+                missed_rule: parts.missed_rounds,
+                challenge_log: Default::default(),
+                challenge_incidents: None,
                 challenge_results: Default::default(),
                 feed: None,
                 me,
@@ -239,6 +259,26 @@ impl Representation {
         if let Some(ev) = self.evidence.take() {
             self.tasks.push(spawn_evidence_reporter(ev, sender.queue()));
         }
+        // The monitor's incidents: a representative that missed every leader slot of a
+        // window becomes a `ReportIncident` (see `stake_reporter::missed`).
+        if let Some(summaries) = self.missed.take() {
+            self.tasks
+                .push(super::stake_reporter::spawn_missed_round_reporter(
+                    self.missed_rule,
+                    summaries,
+                    self.rep.committee_watch(),
+                    self.me,
+                    sender.queue(),
+                ));
+        }
+        // … and holders that failed this node's storage challenges (wrong proof, shard not
+        // held) become `ReportIncident`s (see `stake_reporter::failed_challenges`).
+        self.challenge_incidents = Some(super::stake_reporter::spawn_challenge_incident_reporter(
+            self.challenge_log.clone(),
+            self.stake.clone(),
+            self.me,
+            sender.queue(),
+        ));
         // Rewards for holders: receipts of the stripes this representative placed, once
         // committed, become `RecordContribution` txs (see `stake_reporter::contributions`).
         if let Some(p) = pipeline {
@@ -257,6 +297,7 @@ impl Representation {
     /// Lets the contribution reporter leave out holders that failed this node's storage
     /// challenges (the audit starts after the representative).
     pub(crate) fn use_challenge_results(&self, log: super::challenges::ContributionLog) {
+        let _ = self.challenge_log.set(log.clone());
         let _ = self.challenge_results.set(Arc::new(log));
     }
 
@@ -332,6 +373,7 @@ impl Representation {
     /// Stops the representative (its driver finishes the current group) and its tasks.
     pub(crate) async fn shutdown(self) -> Result<()> {
         stop_task(self.contributions).await;
+        stop_task(self.challenge_incidents).await;
         if let Some(r) = self.relayer {
             r.abort();
         }
@@ -352,6 +394,7 @@ impl Representation {
     /// Stops at once, as a crash.
     pub(crate) async fn kill(self) {
         stop_task(self.contributions).await;
+        stop_task(self.challenge_incidents).await;
         if let Some(r) = self.relayer {
             r.abort();
         }
@@ -455,8 +498,13 @@ async fn join_all(tasks: Vec<JoinHandle<()>>) {
 async fn apply_commits(
     mut commits: mpsc::UnboundedReceiver<CommittedEvent>,
     order: Arc<OrderStore>,
+    summaries: mpsc::Sender<super::stake_reporter::CommitSummary>,
 ) {
     while let Some(ev) = commits.recv().await {
+        // The missed-round monitor: dropped when it lags (it restarts after a gap).
+        if let Some(s) = super::stake_reporter::CommitSummary::of(&ev.sub_dag) {
+            let _ = summaries.try_send(s);
+        }
         let o = order.clone();
         let seq = ev.sub_dag.checkpoint.sequence;
         match run_blocking("order store", move || {

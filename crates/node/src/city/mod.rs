@@ -91,6 +91,11 @@ pub struct CityConfig {
     /// (see `RepresentativeConfig::equivocate_for_test`).
     #[serde(skip)]
     pub equivocate_for_test: bool,
+    /// When a representative that misses every leader slot of a window of rounds is
+    /// reported as a `ReportIncident` (`[consensus.missed_rounds]` in the binary's TOML;
+    /// default: windows of 64 rounds, ≥ 4 slots, decided 16 rounds after). The same on
+    /// every representative of a city.
+    pub missed_rounds: stake_reporter::MissedRule,
 }
 
 impl Default for CityConfig {
@@ -110,6 +115,7 @@ impl Default for CityConfig {
             dpos: dpos::DposConfig::default(),
             admission: light_admission::AdmissionConfig::default(),
             equivocate_for_test: false,
+            missed_rounds: stake_reporter::MissedRule::default(),
         }
     }
 }
@@ -641,6 +647,7 @@ pub async fn run_city_with(
                 accounts: genesis.accounts_of(&m.city_id),
                 dpos: cfg.dpos.clone(),
                 cities: genesis.cities.clone(),
+                missed_rounds: cfg.missed_rounds,
             })
         }
         None => None,

@@ -261,9 +261,18 @@ pub fn contribution_payloads(
 }
 
 mod contributions;
+mod failed_challenges;
+mod missed;
 pub use contributions::{
     ChallengeResults, ChallengeSlot, GRACE_CHECKPOINTS, Pending, StripeReceipts,
     committed_receipts, in_charge, spawn_contribution_reporter,
+};
+pub use failed_challenges::{
+    challenge_incident_digest, challenge_incidents, spawn_challenge_incident_reporter,
+};
+pub use missed::{
+    COMMIT_SUMMARIES, CommitSummary, MissedIncident, MissedRounds, MissedRule, incident_digest,
+    spawn_missed_round_reporter,
 };
 
 #[cfg(test)]

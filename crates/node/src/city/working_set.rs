@@ -410,6 +410,7 @@ mod tests {
                 accounts: Default::default(),
                 dpos: dpos::DposConfig::default(),
                 cities: Default::default(),
+                missed_rounds: Default::default(),
             }),
             working_set: WorkingSetConfig {
                 gc_interval: Duration::from_millis(20),
