@@ -929,27 +929,15 @@ impl StakeCli {
     /// Runs `city-node stake --nonce <nonce> <op…>`; it must succeed (admitted). Returns
     /// the tx id it prints.
     async fn run(&self, nonce: u64, op: &[&str]) -> dag_core::TxId {
-        let mut c = std::process::Command::new(&self.bin);
-        c.arg("stake")
-            .arg("--key")
-            .arg(&self.key)
-            .args(["--node", &self.node, "--city", CITY])
-            .args(["--nonce", &nonce.to_string()])
-            .args(op);
-        let out = tokio::task::spawn_blocking(move || c.output().unwrap())
-            .await
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-        assert!(
-            out.status.success(),
-            "{op:?}: {stdout}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        stdout
-            .lines()
-            .find_map(|l| l.strip_prefix("tx: "))
-            .map(|h| dag_core::TxId::from_hex(h).unwrap())
-            .unwrap_or_else(|| panic!("no tx id in {stdout}"))
+        let (bin, key, node) = (self.bin.clone(), self.key.clone(), self.node.clone());
+        let op: Vec<String> = op.iter().map(|s| s.to_string()).collect();
+        tokio::task::spawn_blocking(move || {
+            let op: Vec<&str> = op.iter().map(String::as_str).collect();
+            e2e::stake_cli(&bin, &key, &node, CITY, nonce, &op)
+        })
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("{e}"))
     }
 }
 
