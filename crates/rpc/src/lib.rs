@@ -30,6 +30,7 @@ pub mod methods;
 mod proof;
 mod repair;
 mod shard_store;
+mod slim;
 pub mod status;
 pub mod tls;
 
@@ -80,6 +81,7 @@ pub use shard_store::{
     MAX_SHARD_BYTES, MAX_SHARD_MESSAGE_BYTES, PutAuthority, SHARD_CHUNK_BYTES, ShardChunkStream,
     ShardHolder, ShardStoreClient, ShardStoreService, Stored, status_of,
 };
+pub use slim::STREAM_STRIPE_WINDOW;
 pub use status::{ERROR_DOMAIN, error_info};
 
 /// Fully qualified names of the services every server carries beside its own: health and
