@@ -15,7 +15,7 @@
 
 use super::batcher::Pending;
 use super::{Pipeline, PipelineError, TransportError};
-use dag_core::{NodeId, NodeInfo, SignedReceipt, SignedTx};
+use dag_core::{NodeId, NodeInfo, SignedReceipt, VerifiedTx};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use resilience::{Jitter, RetryDecision, RetryError, RetryPolicy, retry_with};
@@ -280,11 +280,14 @@ impl Pipeline {
 
     pub(super) async fn store_batch(self: Arc<Self>, batch: Vec<Pending>) {
         let t0 = Instant::now();
-        let signed: Vec<SignedTx> = batch.iter().map(|p| p.tx.signed().clone()).collect();
+        let urgent = batch.iter().any(|p| p.urgent);
+        // The txs move into the stripe encoder (no copy); only the replies wait here.
+        let (txs, batch): (Vec<VerifiedTx>, Vec<Reply>) =
+            batch.into_iter().map(|p| (p.tx, p.reply)).unzip();
         let erasure = self.cfg.erasure;
         let encoded = self
             .on_pool(move || -> std::result::Result<_, String> {
-                let (mb, entries) = MicroBatch::from_signed(&signed).map_err(|e| e.to_string())?;
+                let (mb, entries) = MicroBatch::from_verified(&txs).map_err(|e| e.to_string())?;
                 let shards = erasure.encode(&mb.stripe).map_err(|e| e.to_string())?;
                 let layout = StripeLayout::from_shards(&shards).map_err(|e| e.to_string())?;
                 Ok((entries, shards, layout))
@@ -304,7 +307,6 @@ impl Pipeline {
                 return fail_all(batch, e);
             }
         };
-        let urgent = batch.iter().any(|p| p.urgent);
         let ranked = self.directory.rank(&layout.stripe_id, usable, urgent);
         let taken = Arc::new(parking_lot::Mutex::new(Taken::new(&[], strict_zones)));
         let needed = self
@@ -355,8 +357,8 @@ impl Pipeline {
                         if let Some(b) = waiting.take() {
                             metrics::histogram!("citychain_hold_seconds")
                                 .record(t0.elapsed().as_secs_f64());
-                            for p in b {
-                                let _ = p.reply.send(Ok(held.clone()));
+                            for reply in b {
+                                let _ = reply.send(Ok(held.clone()));
                             }
                         }
                     }
@@ -416,9 +418,12 @@ impl Pipeline {
     }
 }
 
-fn fail_all(batch: Vec<Pending>, e: PipelineError) {
-    for p in batch {
-        let _ = p.reply.send(Err(e.clone()));
+/// Where a micro-batch's tx gets its answer.
+type Reply = tokio::sync::oneshot::Sender<std::result::Result<super::HeldTx, PipelineError>>;
+
+fn fail_all(batch: Vec<Reply>, e: PipelineError) {
+    for reply in batch {
+        let _ = reply.send(Err(e.clone()));
     }
 }
 
