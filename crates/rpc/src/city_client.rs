@@ -318,7 +318,7 @@ fn submitted_from(resp: pb::SubmitTxResponse) -> Result<Submitted> {
         Some(state) => Ok(Submitted {
             tx_id: tx_id.ok_or(crate::ConvertError::Missing("tx_id"))?,
             state,
-            receipts: receipts_from(resp.receipts)?,
+            receipts: std::sync::Arc::new(receipts_from(resp.receipts)?),
         }),
         None => {
             let code = reject_code_from(resp.reject_code).unwrap_or(crate::RejectCode::Unavailable);
@@ -355,7 +355,7 @@ mod tests {
             Ok(Submitted {
                 tx_id: tx.id(),
                 state: TxState::Held,
-                receipts: Vec::new(),
+                receipts: Default::default(),
             })
         }
         async fn get(&self, _id: TxId) -> std::result::Result<Option<TxRecord>, Rejection> {

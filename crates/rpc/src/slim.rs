@@ -14,6 +14,7 @@
 use crate::convert::ConvertError;
 use dag_core::{DecodeError, NodeId, SignedReceipt, StripeId};
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 
 /// Stripes whose receipts a slim stream answer may reference: the last this many stripes
 /// sent in full on the stream (client memory: this many × n receipts, ~2.8 MB for 4+2).
@@ -72,7 +73,7 @@ impl StripeWindow {
 pub(crate) struct ReceiptWindow {
     cap: usize,
     order: VecDeque<StripeId>,
-    receipts: HashMap<StripeId, Vec<SignedReceipt>>,
+    receipts: HashMap<StripeId, Arc<Vec<SignedReceipt>>>,
 }
 
 fn invalid(reason: &'static str) -> ConvertError {
@@ -94,12 +95,12 @@ impl ReceiptWindow {
 
     /// A Held answer with `receipts` arrived: if they are one stripe's, remember them (no
     /// change if already in the window). Same rule as [`StripeWindow::sent_in_full`].
-    pub(crate) fn received_in_full(&mut self, receipts: &[SignedReceipt]) {
+    pub(crate) fn received_in_full(&mut self, receipts: &Arc<Vec<SignedReceipt>>) {
         let Some(id) = stripe_of(receipts) else {
             return;
         };
         if let std::collections::hash_map::Entry::Vacant(e) = self.receipts.entry(id) {
-            e.insert(receipts.to_vec());
+            e.insert(receipts.clone());
             self.order.push_back(id);
             if self.order.len() > self.cap
                 && let Some(old) = self.order.pop_front()
@@ -115,7 +116,7 @@ impl ReceiptWindow {
         &self,
         stripe: StripeId,
         holders: &[NodeId],
-    ) -> Result<Vec<SignedReceipt>, ConvertError> {
+    ) -> Result<Arc<Vec<SignedReceipt>>, ConvertError> {
         let rs = self.receipts.get(&stripe).ok_or_else(|| {
             invalid("names a stripe whose receipts were not sent in full on this stream")
         })?;
@@ -165,7 +166,7 @@ mod tests {
             Ok(crate::Submitted {
                 tx_id: tx.id(),
                 state: crate::TxState::Held,
-                receipts: receipts(tx.tx.nonce as u8 / 4, 6),
+                receipts: Arc::new(receipts(tx.tx.nonce as u8 / 4, 6)),
             })
         }
         async fn get(
@@ -269,13 +270,13 @@ mod tests {
         while let Some((i, a)) = answers.next().await {
             let a = a.unwrap();
             assert_eq!(a.tx_id, txs[i as usize].id());
-            assert_eq!(a.receipts, receipts(i as u8 / 4, 6));
+            assert_eq!(*a.receipts, receipts(i as u8 / 4, 6));
             n += 1;
         }
         assert_eq!(n, 12);
         // Unary SubmitTx: full receipts.
         let one = client.submit(&txs[5]).await.unwrap();
-        assert_eq!(one.receipts, receipts(1, 6));
+        assert_eq!(*one.receipts, receipts(1, 6));
         server.abort();
         assert!(server.await.unwrap_err().is_cancelled());
     }
@@ -295,7 +296,7 @@ mod tests {
         let mut server = StripeWindow::new(2);
         let mut client = ReceiptWindow::new(2);
         for s in 1..=3u8 {
-            let rs = receipts(s, 6);
+            let rs = Arc::new(receipts(s, 6));
             server.sent_in_full(rs[0].receipt.stripe_id);
             client.received_in_full(&rs);
             // Sending a stripe in the window again changes nothing.
@@ -310,17 +311,18 @@ mod tests {
             client.resolve(id(1), &h).is_err(),
             "stripe 1 left the window"
         );
-        assert_eq!(client.resolve(id(3), &h).unwrap(), receipts(3, 6));
+        assert_eq!(*client.resolve(id(3), &h).unwrap(), receipts(3, 6));
     }
 
     #[test]
     fn a_reference_must_name_the_holders_of_the_receipts_sent() {
         let mut client = ReceiptWindow::new(4);
-        let rs = receipts(7, 6);
+        let rs = Arc::new(receipts(7, 6));
         client.received_in_full(&rs);
         let id = rs[0].receipt.stripe_id;
         let mut h = holders(&rs);
-        assert_eq!(client.resolve(id, &h).unwrap(), rs);
+        let back = client.resolve(id, &h).unwrap();
+        assert!(Arc::ptr_eq(&back, &rs), "shared, not copied");
         h.swap(0, 1);
         assert!(client.resolve(id, &h).is_err(), "order matters");
         assert!(client.resolve(id, &h[..5]).is_err(), "all holders");

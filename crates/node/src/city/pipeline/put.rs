@@ -446,6 +446,18 @@ mod tests {
             let holders: BTreeSet<_> = h.receipts.iter().map(|r| r.receipt.holder).collect();
             assert_eq!(holders.len(), 6, "holders must be distinct");
         }
+        // Every tx of a stripe gets the stripe's one receipt list (shared, not copied).
+        let first = held[0].as_ref().unwrap();
+        let same: Vec<_> = held
+            .iter()
+            .map(|h| h.as_ref().unwrap())
+            .filter(|h| h.stripe_id == first.stripe_id)
+            .collect();
+        assert!(same.len() > 1, "the 40 txs share stripes");
+        assert!(
+            same.iter()
+                .all(|h| std::sync::Arc::ptr_eq(&h.receipts, &first.receipts))
+        );
         // Kill two holders of the first stripe: everything still restores.
         let first = held[0].as_ref().unwrap();
         for r in first.receipts.iter().take(2) {
@@ -493,7 +505,7 @@ mod tests {
         for h in held {
             let h = h.unwrap();
             assert_eq!(h.receipts.len(), 6);
-            for r in &h.receipts {
+            for r in h.receipts.iter() {
                 assert_ne!(r.receipt.holder, f.nodes[0].node_id);
                 assert_ne!(
                     r.receipt.holder, f.nodes[1].node_id,
