@@ -288,8 +288,9 @@ impl Pipeline {
         let encoded = self
             .on_pool(move || -> std::result::Result<_, String> {
                 let (mb, entries) = MicroBatch::from_verified(&txs).map_err(|e| e.to_string())?;
-                let shards = erasure.encode(&mb.stripe).map_err(|e| e.to_string())?;
-                let layout = StripeLayout::from_shards(&shards).map_err(|e| e.to_string())?;
+                // The stripe and each shard are hashed once (when laid out and encoded).
+                let shards = erasure.encode_batch(&mb).map_err(|e| e.to_string())?;
+                let layout = StripeLayout::from_encoded(&shards).map_err(|e| e.to_string())?;
                 Ok((entries, shards, layout))
             })
             .await;
