@@ -275,12 +275,7 @@ fn is_index_options_conflict(e: &mongodb::error::Error) -> bool {
 impl Archive for MongoArchive {
     async fn put_batch(&self, entries: Vec<ArchiveEntry>) -> Result<Vec<Result<PutOutcome>>> {
         let sealed = self
-            .crypto(move |keys| {
-                entries
-                    .iter()
-                    .map(|e| StoredRecord::seal(keys, e))
-                    .collect::<Result<Vec<_>>>()
-            })
+            .crypto(move |keys| StoredRecord::seal_all(keys, &entries))
             .await?;
         let coll = self.coll().await?;
         let mut out = Vec::with_capacity(sealed.len());

@@ -1,13 +1,13 @@
 //! Archived records: what goes in ([`ArchiveEntry`]), what comes out ([`ArchivedTx`],
 //! [`DagNode`]), and the encrypted record format both backends store.
 //!
-//! # Record format (version 1)
+//! # Record format (versions 1 and 2)
 //!
 //! All integers little endian; built with dag-core's [`Writer`] and read back strictly.
 //!
 //! | field | encoding |
 //! |---|---|
-//! | magic, version | `CCAR`, u8 = 1 |
+//! | magic, version | `CCAR`, u8 = 1 or 2 |
 //! | tx id | 32 bytes |
 //! | ts (archive time, ms) | u64 |
 //! | parent ids | u16 count (≤ 1024) + 32 bytes each |
@@ -20,7 +20,14 @@
 //! | payload | u32 length + sealed payload |
 //! | signature | u16 length + sealed signature |
 //!
-//! Sealed fields are XChaCha20-Poly1305 under the record's own random data key, with
+//! Version 1 (still read): the wrapped key is the record's own random data key, one KEM
+//! encapsulation per record. Version 2 (written since issue 18): the wrapped key is a
+//! random **batch key**, encapsulated once per archive batch and the same in every record of
+//! that batch; the record's data key is `BLAKE3::derive_key("citychain archive record key
+//! v2", batch key ‖ tx id)`, so no two records share a data key and each record still opens
+//! on its own. The version byte is in the header every sealed field is bound to.
+//!
+//! Sealed fields are XChaCha20-Poly1305 under the record's data key, with
 //! associated data `BLAKE3(everything before the first sealed field) ‖ field name`: changing
 //! any byte of the record, or moving a ciphertext to another record or field, fails
 //! authentication. The public key and signature are sealed too because they identify the
@@ -32,7 +39,12 @@ use dag_core::{AccountId, DecodeError, Reader, SignedTx, Tx, TxId, VerifiedTx, W
 use pqc::{KemError, KeyId, WrappedKey};
 
 const MAGIC: &[u8; 4] = b"CCAR";
-const VERSION: u8 = 1;
+/// Each record wraps its own data key (one KEM encapsulation per record); read only.
+const VERSION_RECORD_KEY: u8 = 1;
+/// Records wrap their batch's key and derive their own data key from it and their tx id.
+const VERSION_BATCH_KEY: u8 = 2;
+/// `BLAKE3::derive_key` context of a version-2 record's data key.
+const RECORD_KEY_CONTEXT: &str = "citychain archive record key v2";
 /// Most parent ids one archived node may name.
 pub const MAX_PARENTS: usize = 1024;
 const MAX_CLEAR_BODY: usize = 64 * 1024;
@@ -100,9 +112,36 @@ pub struct DagNode {
     pub ts_ms: u64,
 }
 
+/// One archive batch's key: a random data key encapsulated once under the current key;
+/// each record of the batch derives its own data key from it ([`record_key`]).
+pub(crate) struct BatchKey {
+    key: pqc::DataKey,
+    wrapped: Vec<u8>,
+}
+
+impl BatchKey {
+    /// A fresh batch key wrapped under the keys' current key (one KEM encapsulation).
+    pub(crate) fn new(keys: &ArchiveKeys) -> std::result::Result<Self, KemError> {
+        let (key, wrapped) = keys.wrap_new()?;
+        Ok(BatchKey {
+            key,
+            wrapped: wrapped.encode(),
+        })
+    }
+}
+
+/// A version-2 record's data key: derived from its batch key and its tx id.
+fn record_key(batch: &pqc::DataKey, tx_id: &TxId) -> pqc::DataKey {
+    let mut material = zeroize::Zeroizing::new([0u8; 64]);
+    material[..32].copy_from_slice(batch.expose_secret());
+    material[32..].copy_from_slice(tx_id.as_bytes());
+    pqc::DataKey::from_bytes(blake3::derive_key(RECORD_KEY_CONTEXT, &material[..]))
+}
+
 /// An encrypted record as stored (see the module docs).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct StoredRecord {
+    version: u8,
     pub(crate) tx_id: TxId,
     pub(crate) ts_ms: u64,
     pub(crate) parent_ids: Vec<TxId>,
@@ -136,8 +175,59 @@ fn aad(header_hash: &[u8; 32], field: &str) -> Vec<u8> {
 }
 
 impl StoredRecord {
-    /// Encrypts an entry under a fresh data key wrapped by the current key.
+    /// Encrypts an entry on its own: a batch of one (one KEM encapsulation).
+    #[cfg(test)]
     pub(crate) fn seal(keys: &ArchiveKeys, entry: &ArchiveEntry) -> Result<Self> {
+        let batch = BatchKey::new(keys).map_err(|source| Error::Encrypt {
+            tx_id: entry.tx.id(),
+            source: Box::new(source),
+        })?;
+        Self::seal_in_batch(keys, &batch, entry)
+    }
+
+    /// Encrypts every entry under one batch key (one KEM encapsulation for all of them).
+    pub(crate) fn seal_all(keys: &ArchiveKeys, entries: &[ArchiveEntry]) -> Result<Vec<Self>> {
+        let Some(first) = entries.first() else {
+            return Ok(Vec::new());
+        };
+        let batch = BatchKey::new(keys).map_err(|source| Error::Encrypt {
+            tx_id: first.tx.id(),
+            source: Box::new(source),
+        })?;
+        entries
+            .iter()
+            .map(|e| Self::seal_in_batch(keys, &batch, e))
+            .collect()
+    }
+
+    /// Encrypts an entry (version 2) under its data key derived from `batch`.
+    pub(crate) fn seal_in_batch(
+        keys: &ArchiveKeys,
+        batch: &BatchKey,
+        entry: &ArchiveEntry,
+    ) -> Result<Self> {
+        let dk = record_key(&batch.key, &entry.tx.id());
+        Self::seal_with(keys, entry, VERSION_BATCH_KEY, dk, batch.wrapped.clone())
+    }
+
+    /// Encrypts an entry in the old format (version 1: its own wrapped data key), to show
+    /// such records stay readable.
+    #[cfg(test)]
+    pub(crate) fn seal_v1(keys: &ArchiveKeys, entry: &ArchiveEntry) -> Result<Self> {
+        let (dk, wrapped) = keys.wrap_new().map_err(|source| Error::Encrypt {
+            tx_id: entry.tx.id(),
+            source: Box::new(source),
+        })?;
+        Self::seal_with(keys, entry, VERSION_RECORD_KEY, dk, wrapped.encode())
+    }
+
+    fn seal_with(
+        keys: &ArchiveKeys,
+        entry: &ArchiveEntry,
+        version: u8,
+        dk: pqc::DataKey,
+        wrapped_key: Vec<u8>,
+    ) -> Result<Self> {
         let tx_id = entry.tx.id();
         let signed = entry.tx.signed();
         let tx = &signed.tx;
@@ -155,15 +245,15 @@ impl StoredRecord {
             payload: Vec::new(),
             ..tx.clone()
         };
-        let (dk, wrapped) = keys.wrap_new().map_err(enc)?;
         let mut rec = StoredRecord {
+            version,
             tx_id,
             ts_ms: entry.ts_ms,
             sender_tag: keys.sender_tag(&tx.sender),
             fingerprint: fingerprint_of(keys, signed, &parent_ids),
             parent_ids,
             clear_body: blank.encode(),
-            wrapped_key: wrapped.encode(),
+            wrapped_key,
             amount: Vec::new(),
             parties: Vec::new(),
             payload: Vec::new(),
@@ -187,7 +277,7 @@ impl StoredRecord {
 
     fn write_header(&self, w: &mut Writer) {
         w.raw(MAGIC)
-            .u8(VERSION)
+            .u8(self.version)
             .raw(self.tx_id.as_bytes())
             .u64(self.ts_ms);
         w.u16(self.parent_ids.len() as u16);
@@ -232,7 +322,7 @@ impl StoredRecord {
             return Err(corrupt("not an archive record (bad magic)".into()));
         }
         let version = r.u8("version").map_err(de)?;
-        if version != VERSION {
+        if version != VERSION_RECORD_KEY && version != VERSION_BATCH_KEY {
             return Err(corrupt(format!("unsupported record version {version}")));
         }
         let tx_id = TxId::from_bytes(r.bytes32("tx_id").map_err(de)?);
@@ -251,6 +341,7 @@ impl StoredRecord {
             parent_ids.push(TxId::from_bytes(r.bytes32("parent_id").map_err(de)?));
         }
         let rec = StoredRecord {
+            version,
             tx_id,
             ts_ms,
             parent_ids,
@@ -320,6 +411,7 @@ impl StoredRecord {
         else {
             return Ok(None);
         };
+        let dk = self.data_key(dk);
         let old_hh = self.header_hash();
         let mut rec = self.clone();
         rec.wrapped_key = again.encode();
@@ -343,19 +435,29 @@ impl StoredRecord {
         Ok(Some(rec))
     }
 
+    /// The key the sealed fields are under, from the unwrapped key: itself (version 1) or
+    /// derived from it as the batch key (version 2).
+    fn data_key(&self, unwrapped: pqc::DataKey) -> pqc::DataKey {
+        if self.version == VERSION_RECORD_KEY {
+            unwrapped
+        } else {
+            record_key(&unwrapped, &self.tx_id)
+        }
+    }
+
     /// Decrypts and rebuilds the signed tx, checking its id.
     pub(crate) fn open(&self, keys: &ArchiveKeys) -> Result<ArchivedTx> {
         let tx_id = self.tx_id;
         let wrapped = self.wrapped()?;
         let key_id = wrapped.key_id();
-        let dk = keys.unwrap(&wrapped).map_err(|source| match source {
+        let dk = self.data_key(keys.unwrap(&wrapped).map_err(|source| match source {
             KemError::UnknownKeyId(key_id) => Error::UnknownKey { tx_id, key_id },
             source => Error::KeyUnwrap {
                 tx_id,
                 key_id,
                 source: Box::new(source),
             },
-        })?;
+        })?);
         let hh = self.header_hash();
         let open = |field: &'static str, sealed: &[u8]| {
             dk.open(&aad(&hh, field), sealed)
@@ -506,6 +608,89 @@ pub(crate) mod tests {
         let mut swapped = a.clone();
         swapped.wrapped_key = b.wrapped_key.clone();
         assert!(matches!(swapped.open(&keys), Err(Error::Tampered { .. })));
+    }
+
+    #[test]
+    fn a_batch_shares_one_wrapped_key_but_no_data_key() {
+        let keys = keys();
+        let entries: Vec<ArchiveEntry> = (0..4)
+            .map(|i| ArchiveEntry::new(verified(20 + i, b"batch"), 1))
+            .collect();
+        let recs = StoredRecord::seal_all(&keys, &entries).unwrap();
+        assert_eq!(recs.len(), 4);
+        // One encapsulation: every record carries the same wrapped batch key.
+        assert!(recs.iter().all(|r| r.wrapped_key == recs[0].wrapped_key));
+        assert!(recs.iter().all(|r| r.version == VERSION_BATCH_KEY));
+        for (r, e) in recs.iter().zip(&entries) {
+            let back = StoredRecord::decode(e.id(), &r.encode()).unwrap();
+            assert_eq!(&back.open(&keys).unwrap().signed, e.tx.signed());
+        }
+        // Same batch key, different data keys: a field moved between two records of the
+        // batch (their headers made equal but for the id) does not open.
+        let mut mixed = recs[0].clone();
+        mixed.amount = recs[1].amount.clone();
+        assert!(matches!(
+            mixed.open(&keys),
+            Err(Error::Tampered {
+                field: "amount",
+                ..
+            })
+        ));
+        assert_ne!(
+            record_key(&pqc::DataKey::from_bytes([1; 32]), &entries[0].id()),
+            record_key(&pqc::DataKey::from_bytes([1; 32]), &entries[1].id())
+        );
+        assert!(StoredRecord::seal_all(&keys, &[]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn version_1_records_stay_readable_and_the_version_is_bound() {
+        let keys = keys();
+        let v = verified(30, b"old format");
+        let old = StoredRecord::seal_v1(&keys, &ArchiveEntry::new(v.clone(), 3)).unwrap();
+        let bytes = old.encode();
+        assert_eq!(bytes[4], VERSION_RECORD_KEY);
+        let back = StoredRecord::decode(v.id(), &bytes).unwrap();
+        assert_eq!(&back.open(&keys).unwrap().signed, v.signed());
+        // Claiming the other version changes the data key (and the header): refused.
+        for (rec, other) in [
+            (old, VERSION_BATCH_KEY),
+            (
+                StoredRecord::seal(&keys, &ArchiveEntry::new(v.clone(), 3)).unwrap(),
+                VERSION_RECORD_KEY,
+            ),
+        ] {
+            let mut b = rec.encode();
+            b[4] = other;
+            let r = StoredRecord::decode(v.id(), &b).unwrap();
+            assert!(matches!(r.open(&keys), Err(Error::Tampered { .. })));
+        }
+        // An unknown version is corrupt.
+        let mut b = StoredRecord::seal(&keys, &ArchiveEntry::new(v.clone(), 3))
+            .unwrap()
+            .encode();
+        b[4] = 3;
+        assert!(matches!(
+            StoredRecord::decode(v.id(), &b),
+            Err(Error::CorruptRecord { .. })
+        ));
+    }
+
+    #[test]
+    fn rewrap_keeps_both_versions_readable() {
+        let keys = keys();
+        let v1 = verified(40, b"v1");
+        let v2 = verified(41, b"v2");
+        let a = StoredRecord::seal_v1(&keys, &ArchiveEntry::new(v1.clone(), 1)).unwrap();
+        let b = StoredRecord::seal_all(&keys, &[ArchiveEntry::new(v2.clone(), 1)])
+            .unwrap()
+            .remove(0);
+        keys.rotate().unwrap();
+        for (rec, v) in [(a, v1), (b, v2)] {
+            let again = rec.rewrap(&keys).unwrap().expect("under an old key");
+            assert_eq!(again.wrapped_key_id().unwrap(), keys.current_key_id());
+            assert_eq!(&again.open(&keys).unwrap().signed, v.signed());
+        }
     }
 
     #[test]

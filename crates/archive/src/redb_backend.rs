@@ -165,10 +165,8 @@ impl RedbArchive {
         &self,
         entries: Vec<ArchiveEntry>,
     ) -> Result<Vec<Result<PutOutcome>>> {
-        let sealed = entries
-            .iter()
-            .map(|e| StoredRecord::seal(&self.inner.keys, e))
-            .collect::<Result<Vec<_>>>()?;
+        // One batch key (one KEM encapsulation) for the whole batch.
+        let sealed = StoredRecord::seal_all(&self.inner.keys, &entries)?;
         let w = self
             .inner
             .db

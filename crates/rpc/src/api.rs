@@ -155,8 +155,9 @@ pub struct Submitted {
     pub tx_id: TxId,
     /// State reached before answering (Admitted, or Held once storage receipts are in).
     pub state: TxState,
-    /// Storage receipts (PoH_ACK), when Held.
-    pub receipts: Vec<SignedReceipt>,
+    /// Storage receipts (PoH_ACK), when Held. Shared: every tx of a micro-batch is answered
+    /// with its stripe's one list, not a copy each.
+    pub receipts: std::sync::Arc<Vec<SignedReceipt>>,
 }
 
 /// How a committed transfer was executed.

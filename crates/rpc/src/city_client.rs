@@ -85,12 +85,17 @@ impl CityClient {
         let out = self
             .inner
             .clone()
-            .submit_tx_stream(reqs.map(|r| pb::SubmitTxStreamRequest { tx: r.tx }))
+            .submit_tx_stream(reqs.map(|r| pb::SubmitTxStreamRequest {
+                tx: r.tx,
+                slim_answers: true,
+            }))
             .await?
             .into_inner();
-        Ok(out.map(|item| match item {
+        // The receipts of the stripes sent in full so far, for the slim answers after them.
+        let mut window = crate::slim::ReceiptWindow::new(crate::slim::STREAM_STRIPE_WINDOW);
+        Ok(out.map(move |item| match item {
             Ok(resp) => match resp.result {
-                Some(result) => (resp.index, submitted_from(result)),
+                Some(result) => (resp.index, submitted_from_stream(result, &mut window)),
                 None => (
                     resp.index,
                     Err(crate::ConvertError::Missing("result").into()),
@@ -295,13 +300,53 @@ impl CityClient {
     }
 }
 
+/// A stream answer: a slim one gets its receipts from `window`; a full Held one is
+/// remembered there.
+fn submitted_from_stream(
+    mut resp: pb::SubmitTxResponse,
+    window: &mut crate::slim::ReceiptWindow,
+) -> Result<Submitted> {
+    if resp.holders.is_empty() {
+        let s = submitted_from(resp)?;
+        if s.state == TxState::Held {
+            window.received_in_full(&s.receipts);
+        }
+        return Ok(s);
+    }
+    let stripe = dag_core::StripeId::from_bytes(
+        <[u8; 32]>::try_from(resp.stripe_id.as_slice()).map_err(|_| {
+            crate::ConvertError::Invalid(dag_core::DecodeError::Invalid {
+                field: "stripe_id",
+                reason: "expected exactly 32 bytes",
+            })
+        })?,
+    );
+    let holders = std::mem::take(&mut resp.holders)
+        .iter()
+        .map(|h| NodeId::from_slice(h))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(crate::ConvertError::from)?;
+    if !resp.receipts.is_empty() {
+        return Err(
+            crate::ConvertError::Invalid(dag_core::DecodeError::Invalid {
+                field: "slim answer",
+                reason: "carries both receipts and holders",
+            })
+            .into(),
+        );
+    }
+    let mut s = submitted_from(resp)?;
+    s.receipts = window.resolve(stripe, &holders)?;
+    Ok(s)
+}
+
 fn submitted_from(resp: pb::SubmitTxResponse) -> Result<Submitted> {
     let tx_id = TxId::from_slice(&resp.tx_id).ok();
     match state_from(resp.state) {
         Some(state) => Ok(Submitted {
             tx_id: tx_id.ok_or(crate::ConvertError::Missing("tx_id"))?,
             state,
-            receipts: receipts_from(resp.receipts)?,
+            receipts: std::sync::Arc::new(receipts_from(resp.receipts)?),
         }),
         None => {
             let code = reject_code_from(resp.reject_code).unwrap_or(crate::RejectCode::Unavailable);
@@ -338,7 +383,7 @@ mod tests {
             Ok(Submitted {
                 tx_id: tx.id(),
                 state: TxState::Held,
-                receipts: Vec::new(),
+                receipts: Default::default(),
             })
         }
         async fn get(&self, _id: TxId) -> std::result::Result<Option<TxRecord>, Rejection> {

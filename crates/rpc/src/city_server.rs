@@ -49,9 +49,47 @@ fn accepted(s: Submitted) -> pb::SubmitTxResponse {
     pb::SubmitTxResponse {
         tx_id: s.tx_id.as_bytes().to_vec(),
         state: pb::TxState::from(s.state) as i32,
+        stripe_id: crate::slim::stripe_of(&s.receipts)
+            .map(|id| id.as_bytes().to_vec())
+            .unwrap_or_default(),
         receipts: s.receipts.iter().map(Into::into).collect(),
         reject_code: 0,
         message: String::new(),
+        holders: Vec::new(),
+    }
+}
+
+/// A stream answer: slim (stripe and holders only) when the request asked for it and the
+/// stripe's receipts went out in full on this stream within the window, else full.
+fn accepted_on_stream(
+    s: Submitted,
+    slim: bool,
+    sent: &mut crate::slim::StripeWindow,
+) -> pb::SubmitTxResponse {
+    let stripe = crate::slim::stripe_of(&s.receipts);
+    match stripe {
+        Some(id) if s.state == crate::TxState::Held && slim && sent.contains(&id) => {
+            pb::SubmitTxResponse {
+                tx_id: s.tx_id.as_bytes().to_vec(),
+                state: pb::TxState::from(s.state) as i32,
+                receipts: Vec::new(),
+                reject_code: 0,
+                message: String::new(),
+                stripe_id: id.as_bytes().to_vec(),
+                holders: s
+                    .receipts
+                    .iter()
+                    .map(|r| r.receipt.holder.as_bytes().to_vec())
+                    .collect(),
+            }
+        }
+        Some(id) => {
+            if s.state == crate::TxState::Held {
+                sent.sent_in_full(id);
+            }
+            accepted(s)
+        }
+        None => accepted(s),
     }
 }
 
@@ -62,6 +100,8 @@ fn rejected(r: &Rejection) -> pb::SubmitTxResponse {
         receipts: Vec::new(),
         reject_code: pb::RejectCode::from(r.code) as i32,
         message: r.message.clone(),
+        stripe_id: Vec::new(),
+        holders: Vec::new(),
     }
 }
 
@@ -121,8 +161,9 @@ impl<T: CityApi> pb::city_node_service_server::CityNodeService for CityNodeServi
                 while let Some(item) = input.next().await {
                     match item {
                         Ok(req) => {
+                            let slim = req.slim_answers;
                             let req = pb::SubmitTxRequest { tx: req.tx };
-                            if items_tx.send((index, req)).await.is_err() {
+                            if items_tx.send((index, slim, req)).await.is_err() {
                                 return;
                             }
                         }
@@ -140,17 +181,19 @@ impl<T: CityApi> pb::city_node_service_server::CityNodeService for CityNodeServi
                 }
             });
             let mut results = ReceiverStream::new(items_rx)
-                .map(|(index, req)| {
+                .map(|(index, slim, req)| {
                     let api = api.clone();
-                    async move {
-                        match submit_one(&*api, req).await {
-                            Ok(s) => streamed(index, accepted(s)),
-                            Err(r) => streamed(index, rejected(&r)),
-                        }
-                    }
+                    async move { (index, slim, submit_one(&*api, req).await) }
                 })
                 .buffer_unordered(STREAM_CONCURRENCY);
-            while let Some(resp) = results.next().await {
+            // Answers are shaped here, one at a time in the order they are sent, so the
+            // window of stripes sent in full is exactly the one the client mirrors.
+            let mut sent = crate::slim::StripeWindow::new(crate::slim::STREAM_STRIPE_WINDOW);
+            while let Some((index, slim, out)) = results.next().await {
+                let resp = match out {
+                    Ok(s) => streamed(index, accepted_on_stream(s, slim, &mut sent)),
+                    Err(r) => streamed(index, rejected(&r)),
+                };
                 if out_tx.send(Ok(resp)).await.is_err() {
                     break;
                 }

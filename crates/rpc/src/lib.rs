@@ -32,6 +32,7 @@ pub mod methods;
 mod proof;
 mod repair;
 mod shard_store;
+mod slim;
 mod stake;
 pub mod status;
 pub mod tls;
@@ -83,6 +84,7 @@ pub use shard_store::{
     MAX_SHARD_BYTES, MAX_SHARD_MESSAGE_BYTES, PutAuthority, SHARD_CHUNK_BYTES, ShardChunkStream,
     ShardHolder, ShardStoreClient, ShardStoreService, Stored, status_of,
 };
+pub use slim::STREAM_STRIPE_WINDOW;
 pub use stake::{
     CommitteeInfo, CommitteeMemberInfo, DposTermInfo, StakeDelegation, StakeInfo, StakeLot,
     StakeNode, StakeNodeKind, StakeReadError, StakeUnbonding,

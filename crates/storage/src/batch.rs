@@ -138,6 +138,22 @@ impl MicroBatch {
         })
     }
 
+    /// Like [`MicroBatch::from_signed`] for verified txs, whose ids are already known
+    /// (not hashed again).
+    pub fn from_verified(txs: &[dag_core::VerifiedTx]) -> Result<(Self, Vec<TxIndexEntry>)> {
+        let bytes: Vec<Vec<u8>> = txs.iter().map(|t| t.signed().encode()).collect();
+        let batch = MicroBatch::from_tx_bytes(&bytes)?;
+        let entries = txs
+            .iter()
+            .zip(&batch.locations)
+            .map(|(tx, loc)| TxIndexEntry {
+                tx_id: tx.id(),
+                location: *loc,
+            })
+            .collect();
+        Ok((batch, entries))
+    }
+
     /// Lays out signed txs as one stripe and returns the index entries (tx id → location).
     pub fn from_signed(txs: &[SignedTx]) -> Result<(Self, Vec<TxIndexEntry>)> {
         let bytes: Vec<Vec<u8>> = txs.iter().map(SignedTx::encode).collect();
@@ -241,6 +257,53 @@ mod tests {
             MicroBatch::from_tx_bytes(&txs).unwrap().stripe_id,
             b.stripe_id
         );
+    }
+
+    /// Accepts every signature: the batch layout does not depend on it.
+    struct AcceptAll;
+    impl dag_core::SignatureVerifier for AcceptAll {
+        fn verify(
+            &self,
+            _: &[u8],
+            _: &[u8],
+            _: &[u8],
+        ) -> std::result::Result<(), dag_core::SignatureError> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn from_verified_lays_out_what_from_signed_does() {
+        let key = vec![7u8; 32];
+        let sender = dag_core::AccountId::from_public_key(&key);
+        let txs: Vec<SignedTx> = (0..5u64)
+            .map(|nonce| SignedTx {
+                tx: dag_core::Tx::fresh(
+                    sender,
+                    sender,
+                    1 + nonce,
+                    nonce,
+                    1_767_225_600_000,
+                    dag_core::CityId::new("tokyo").unwrap(),
+                    dag_core::Position::from_degrees(35.6895, 139.6917).unwrap(),
+                    dag_core::PositionMethod::Gps,
+                ),
+                public_key: key.clone(),
+                signature: vec![nonce as u8; 64],
+            })
+            .collect();
+        let verified: Vec<dag_core::VerifiedTx> = txs
+            .iter()
+            .map(|t| t.clone().verify(&AcceptAll).unwrap())
+            .collect();
+        let (a, ea) = MicroBatch::from_signed(&txs).unwrap();
+        let (b, eb) = MicroBatch::from_verified(&verified).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(ea, eb);
+        for (t, e) in txs.iter().zip(&eb) {
+            assert_eq!(e.tx_id, t.id());
+            assert_eq!(tx_at(&b.stripe, &e.location).unwrap(), *t);
+        }
     }
 
     #[test]

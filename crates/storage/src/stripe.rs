@@ -25,6 +25,16 @@ impl ErasureConfig {
     /// assert_eq!(decode(id, &shards[2..]).unwrap(), b"some micro-batch bytes");
     /// ```
     pub fn encode(&self, stripe: &[u8]) -> Result<Vec<Shard>> {
+        self.encode_with_hash(stripe, Hash32::digest(stripe))
+    }
+
+    /// [`ErasureConfig::encode`] of a micro-batch, whose stripe id (BLAKE3 of its stripe) was
+    /// computed when it was laid out: the stripe is not hashed again.
+    pub fn encode_batch(&self, batch: &crate::MicroBatch) -> Result<Vec<Shard>> {
+        self.encode_with_hash(&batch.stripe, batch.stripe_id.0)
+    }
+
+    fn encode_with_hash(&self, stripe: &[u8], stripe_hash: Hash32) -> Result<Vec<Shard>> {
         self.validate()?;
         if stripe.len() > MAX_STRIPE_LEN {
             return Err(Error::StripeTooLarge {
@@ -49,7 +59,6 @@ impl ErasureConfig {
             self.codec.codec().encode_parity(k, m, &refs)?
         };
         data.extend(parity);
-        let stripe_hash = Hash32::digest(stripe);
         let stripe_id = StripeId(stripe_hash);
         let original_len = stripe.len() as u64;
         Ok(data
@@ -279,6 +288,37 @@ mod tests {
             }
             other => panic!("expected NotEnoughShards, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_micro_batch_encodes_as_its_stripe_does_and_its_layout_needs_no_rehash() {
+        let txs: Vec<Vec<u8>> = (0..5).map(|i| payload(700 + i)).collect();
+        let mb = crate::MicroBatch::from_tx_bytes(&txs).unwrap();
+        let c = cfg(CodecId::ReedSolomonSimd, 4, 2);
+        let shards = c.encode_batch(&mb).unwrap();
+        assert_eq!(shards, c.encode(&mb.stripe).unwrap());
+        assert!(shards.iter().all(|s| s.check().is_ok()));
+        assert_eq!(
+            StripeLayout::from_encoded(&shards).unwrap(),
+            StripeLayout::from_shards(&shards).unwrap()
+        );
+        // The header checks still run: a shard of another stripe is refused by both.
+        let other = c.encode(&payload(3000)).unwrap();
+        let mut mixed = shards.clone();
+        mixed[2] = other[2].clone();
+        assert!(StripeLayout::from_encoded(&mixed).is_err());
+        assert!(StripeLayout::from_shards(&mixed).is_err());
+        // Only from_shards re-hashes the data: a flipped byte is caught there.
+        let mut flipped = shards.clone();
+        flipped[1].data[0] ^= 1;
+        assert!(matches!(
+            StripeLayout::from_shards(&flipped),
+            Err(Error::BadShard {
+                problem: ShardProblem::HashMismatch,
+                ..
+            })
+        ));
+        assert!(flipped[1].check_header().is_ok());
     }
 
     #[test]

@@ -340,7 +340,7 @@ mod tests {
             Ok(Submitted {
                 tx_id: tx.id(),
                 state: TxState::Held,
-                receipts: Vec::new(),
+                receipts: Default::default(),
             })
         }
         async fn get(&self, _id: TxId) -> std::result::Result<Option<TxRecord>, Rejection> {

@@ -158,8 +158,8 @@ async fn tampered_file_bytes_never_decrypt_wrongly() {
         .unwrap();
     let path = dir.path().join(ARCHIVE_FILE);
     let good = std::fs::read(&path).unwrap();
-    // Find the record: magic "CCAR", version, then the tx id.
-    let mut head = b"CCAR\x01".to_vec();
+    // Find the record: magic "CCAR", version (2: batch key), then the tx id.
+    let mut head = b"CCAR\x02".to_vec();
     head.extend_from_slice(t.id().as_bytes());
     let start = good
         .windows(head.len())

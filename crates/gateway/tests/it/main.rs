@@ -84,7 +84,7 @@ impl GatewayBackend for Memory {
         Ok(Submitted {
             tx_id: id,
             state: TxState::Admitted,
-            receipts: Vec::new(),
+            receipts: Default::default(),
         })
     }
     async fn get(&self, id: TxId) -> Result<Option<TxRecord>, Rejection> {

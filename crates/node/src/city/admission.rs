@@ -769,7 +769,7 @@ impl CityNode {
                         return Ok(Submitted {
                             tx_id: id,
                             state: TxState::Admitted,
-                            receipts: Vec::new(),
+                            receipts: Default::default(),
                         });
                     }
                     let code = match e {
@@ -789,7 +789,7 @@ impl CityNode {
         Ok(Submitted {
             tx_id: id,
             state: TxState::Admitted,
-            receipts: Vec::new(),
+            receipts: Default::default(),
         })
     }
 }
@@ -808,7 +808,7 @@ impl CityNode {
             Some(rec) => Ok(Submitted {
                 tx_id: id,
                 state: rec.state,
-                receipts: rec.receipts,
+                receipts: Arc::new(rec.receipts),
             }),
             // Withdrawn between the check and the read (its hold failed): retryable.
             None => Err(Rejection::new(
@@ -835,7 +835,7 @@ impl CityNode {
                 Some(h) => TxRecord {
                     tx: Some(tx),
                     state: TxState::Held,
-                    receipts: h.receipts,
+                    receipts: Arc::unwrap_or_clone(h.receipts),
                     source: "store".into(),
                     ordering: None,
                     proof: None,
@@ -857,7 +857,7 @@ impl CityNode {
                 if let Ok(Some(mut rec)) = self.lookup_archive(id).await
                     && let Some(h) = held
                 {
-                    rec.receipts = h.receipts;
+                    rec.receipts = Arc::unwrap_or_clone(h.receipts);
                     return Ok(Some(rec));
                 }
                 self.restore(id).await.map(Some)

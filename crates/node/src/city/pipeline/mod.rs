@@ -181,8 +181,9 @@ impl Default for PipelineConfig {
 pub struct HeldTx {
     /// The stripe (micro-batch) holding the tx.
     pub stripe_id: StripeId,
-    /// Receipts of the stripe's holders, one per placed shard.
-    pub receipts: Vec<SignedReceipt>,
+    /// Receipts of the stripe's holders, one per placed shard. Shared by every tx of the
+    /// stripe (one list per micro-batch, not a copy per tx).
+    pub receipts: Arc<Vec<SignedReceipt>>,
     /// True if some node holds two shards. New stripes never are; a stripe recorded so by an
     /// older version is spread out by repair.
     pub colocated: bool,

@@ -15,7 +15,7 @@
 
 use super::batcher::Pending;
 use super::{Pipeline, PipelineError, TransportError};
-use dag_core::{NodeId, NodeInfo, SignedReceipt, SignedTx};
+use dag_core::{NodeId, NodeInfo, SignedReceipt, VerifiedTx};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use resilience::{Jitter, RetryDecision, RetryError, RetryPolicy, retry_with};
@@ -280,13 +280,17 @@ impl Pipeline {
 
     pub(super) async fn store_batch(self: Arc<Self>, batch: Vec<Pending>) {
         let t0 = Instant::now();
-        let signed: Vec<SignedTx> = batch.iter().map(|p| p.tx.signed().clone()).collect();
+        let urgent = batch.iter().any(|p| p.urgent);
+        // The txs move into the stripe encoder (no copy); only the replies wait here.
+        let (txs, batch): (Vec<VerifiedTx>, Vec<Reply>) =
+            batch.into_iter().map(|p| (p.tx, p.reply)).unzip();
         let erasure = self.cfg.erasure;
         let encoded = self
             .on_pool(move || -> std::result::Result<_, String> {
-                let (mb, entries) = MicroBatch::from_signed(&signed).map_err(|e| e.to_string())?;
-                let shards = erasure.encode(&mb.stripe).map_err(|e| e.to_string())?;
-                let layout = StripeLayout::from_shards(&shards).map_err(|e| e.to_string())?;
+                let (mb, entries) = MicroBatch::from_verified(&txs).map_err(|e| e.to_string())?;
+                // The stripe and each shard are hashed once (when laid out and encoded).
+                let shards = erasure.encode_batch(&mb).map_err(|e| e.to_string())?;
+                let layout = StripeLayout::from_encoded(&shards).map_err(|e| e.to_string())?;
                 Ok((entries, shards, layout))
             })
             .await;
@@ -304,7 +308,6 @@ impl Pipeline {
                 return fail_all(batch, e);
             }
         };
-        let urgent = batch.iter().any(|p| p.urgent);
         let ranked = self.directory.rank(&layout.stripe_id, usable, urgent);
         let taken = Arc::new(parking_lot::Mutex::new(Taken::new(&[], strict_zones)));
         let needed = self
@@ -355,8 +358,8 @@ impl Pipeline {
                         if let Some(b) = waiting.take() {
                             metrics::histogram!("citychain_hold_seconds")
                                 .record(t0.elapsed().as_secs_f64());
-                            for p in b {
-                                let _ = p.reply.send(Ok(held.clone()));
+                            for reply in b {
+                                let _ = reply.send(Ok(held.clone()));
                             }
                         }
                     }
@@ -416,9 +419,12 @@ impl Pipeline {
     }
 }
 
-fn fail_all(batch: Vec<Pending>, e: PipelineError) {
-    for p in batch {
-        let _ = p.reply.send(Err(e.clone()));
+/// Where a micro-batch's tx gets its answer.
+type Reply = tokio::sync::oneshot::Sender<std::result::Result<super::HeldTx, PipelineError>>;
+
+fn fail_all(batch: Vec<Reply>, e: PipelineError) {
+    for reply in batch {
+        let _ = reply.send(Err(e.clone()));
     }
 }
 
@@ -441,6 +447,18 @@ mod tests {
             let holders: BTreeSet<_> = h.receipts.iter().map(|r| r.receipt.holder).collect();
             assert_eq!(holders.len(), 6, "holders must be distinct");
         }
+        // Every tx of a stripe gets the stripe's one receipt list (shared, not copied).
+        let first = held[0].as_ref().unwrap();
+        let same: Vec<_> = held
+            .iter()
+            .map(|h| h.as_ref().unwrap())
+            .filter(|h| h.stripe_id == first.stripe_id)
+            .collect();
+        assert!(same.len() > 1, "the 40 txs share stripes");
+        assert!(
+            same.iter()
+                .all(|h| std::sync::Arc::ptr_eq(&h.receipts, &first.receipts))
+        );
         // Kill two holders of the first stripe: everything still restores.
         let first = held[0].as_ref().unwrap();
         for r in first.receipts.iter().take(2) {
@@ -488,7 +506,7 @@ mod tests {
         for h in held {
             let h = h.unwrap();
             assert_eq!(h.receipts.len(), 6);
-            for r in &h.receipts {
+            for r in h.receipts.iter() {
                 assert_ne!(r.receipt.holder, f.nodes[0].node_id);
                 assert_ne!(
                     r.receipt.holder, f.nodes[1].node_id,

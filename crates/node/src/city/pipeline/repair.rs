@@ -356,7 +356,7 @@ mod tests {
         assert!(!after.colocated);
         let holders: BTreeSet<_> = after.receipts.iter().map(|r| r.receipt.holder).collect();
         assert_eq!(holders.len(), 6);
-        for r in &after.receipts {
+        for r in after.receipts.iter() {
             verify_receipt(&rec.manifest.layout, r.clone(), &pqc::MlDsa87).unwrap();
         }
         assert_eq!(f.pipeline.restore(id).await.unwrap().tx, *txs[0].signed());

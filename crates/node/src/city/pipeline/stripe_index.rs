@@ -119,7 +119,7 @@ impl Pipeline {
         Ok(Some(HeldTx {
             stripe_id: loc.stripe_id,
             colocated: distinct.len() < holders.len(),
-            receipts: rec.receipts,
+            receipts: std::sync::Arc::new(rec.receipts),
         }))
     }
 
@@ -196,7 +196,7 @@ impl Pipeline {
         let distinct: BTreeSet<_> = receipts.iter().map(|(_, n)| n).collect();
         Ok(HeldTx {
             stripe_id: layout.stripe_id,
-            receipts: rs,
+            receipts: std::sync::Arc::new(rs),
             colocated: distinct.len() < receipts.len(),
         })
     }
