@@ -141,28 +141,25 @@ impl MicroBatch {
     /// Like [`MicroBatch::from_signed`] for verified txs, whose ids are already known
     /// (not hashed again).
     pub fn from_verified(txs: &[dag_core::VerifiedTx]) -> Result<(Self, Vec<TxIndexEntry>)> {
-        let bytes: Vec<Vec<u8>> = txs.iter().map(|t| t.signed().encode()).collect();
-        let batch = MicroBatch::from_tx_bytes(&bytes)?;
-        let entries = txs
-            .iter()
-            .zip(&batch.locations)
-            .map(|(tx, loc)| TxIndexEntry {
-                tx_id: tx.id(),
-                location: *loc,
-            })
-            .collect();
-        Ok((batch, entries))
+        Self::from_encoded(txs.iter().map(|t| (t.id(), t.signed().encode())))
     }
 
     /// Lays out signed txs as one stripe and returns the index entries (tx id → location).
     pub fn from_signed(txs: &[SignedTx]) -> Result<(Self, Vec<TxIndexEntry>)> {
-        let bytes: Vec<Vec<u8>> = txs.iter().map(SignedTx::encode).collect();
+        Self::from_encoded(txs.iter().map(|t| (t.id(), t.encode())))
+    }
+
+    /// One stripe of `(id, canonical bytes)` txs, with the index entry of each.
+    fn from_encoded(
+        txs: impl Iterator<Item = (TxId, Vec<u8>)>,
+    ) -> Result<(Self, Vec<TxIndexEntry>)> {
+        let (ids, bytes): (Vec<TxId>, Vec<Vec<u8>>) = txs.unzip();
         let batch = MicroBatch::from_tx_bytes(&bytes)?;
-        let entries = txs
-            .iter()
+        let entries = ids
+            .into_iter()
             .zip(&batch.locations)
-            .map(|(tx, loc)| TxIndexEntry {
-                tx_id: tx.id(),
+            .map(|(tx_id, loc)| TxIndexEntry {
+                tx_id,
                 location: *loc,
             })
             .collect();
