@@ -60,7 +60,8 @@ fn accepted(s: Submitted) -> pb::SubmitTxResponse {
 }
 
 /// A stream answer: slim (stripe and holders only) when the request asked for it and the
-/// stripe's receipts went out in full on this stream within the window, else full.
+/// same receipts of its stripe went out in full on this stream within the window, else
+/// full.
 fn accepted_on_stream(
     s: Submitted,
     slim: bool,
@@ -68,7 +69,7 @@ fn accepted_on_stream(
 ) -> pb::SubmitTxResponse {
     let stripe = crate::slim::stripe_of(&s.receipts);
     match stripe {
-        Some(id) if s.state == crate::TxState::Held && slim && sent.contains(&id) => {
+        Some(id) if s.state == crate::TxState::Held && slim && sent.holds(&id, &s.receipts) => {
             pb::SubmitTxResponse {
                 tx_id: s.tx_id.as_bytes().to_vec(),
                 state: pb::TxState::from(s.state) as i32,
@@ -85,7 +86,7 @@ fn accepted_on_stream(
         }
         Some(id) => {
             if s.state == crate::TxState::Held {
-                sent.sent_in_full(id);
+                sent.sent_in_full(id, &s.receipts);
             }
             accepted(s)
         }

@@ -13,7 +13,7 @@
 
 use crate::convert::ConvertError;
 use dag_core::{DecodeError, NodeId, SignedReceipt, StripeId};
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 /// Stripes whose receipts a slim stream answer may reference: the last this many stripes
@@ -29,13 +29,24 @@ pub(crate) fn stripe_of(receipts: &[SignedReceipt]) -> Option<StripeId> {
         .then_some(first)
 }
 
-/// The server's side: which stripes' receipts went out in full on this stream, oldest
-/// first, at most `cap`.
+/// What identifies one receipt of a stripe: its shard, holder and time (the signed
+/// content besides the stripe id and shard hash, which the shard index fixes).
+type ReceiptKey = (u16, NodeId, u64);
+
+fn receipt_keys(receipts: &[SignedReceipt]) -> Vec<ReceiptKey> {
+    receipts
+        .iter()
+        .map(|r| (r.receipt.shard_index, r.receipt.holder, r.receipt.time_ms))
+        .collect()
+}
+
+/// The server's side: which receipts of which stripes went out in full on this stream,
+/// oldest stripe first, at most `cap` stripes.
 #[derive(Debug)]
 pub(crate) struct StripeWindow {
     cap: usize,
     order: VecDeque<StripeId>,
-    set: HashSet<StripeId>,
+    sent: HashMap<StripeId, Vec<ReceiptKey>>,
 }
 
 impl StripeWindow {
@@ -44,24 +55,32 @@ impl StripeWindow {
         StripeWindow {
             cap: cap.max(1),
             order: VecDeque::new(),
-            set: HashSet::new(),
+            sent: HashMap::new(),
         }
     }
 
-    /// True if the stripe's receipts were sent in full within the window.
-    pub(crate) fn contains(&self, id: &StripeId) -> bool {
-        self.set.contains(id)
+    /// True if exactly `receipts` (the same receipts of stripe `id`, in order) were sent in
+    /// full within the window: only then may an answer reference them. A stripe whose
+    /// receipts changed since (re-replicated to other holders, re-issued) goes out in full.
+    pub(crate) fn holds(&self, id: &StripeId, receipts: &[SignedReceipt]) -> bool {
+        self.sent.get(id).is_some_and(|keys| {
+            keys.len() == receipts.len()
+                && keys.iter().zip(receipts).all(|(k, r)| {
+                    *k == (r.receipt.shard_index, r.receipt.holder, r.receipt.time_ms)
+                })
+        })
     }
 
-    /// A Held answer carried `id`'s receipts in full: remember it (no change if already in
-    /// the window), forgetting the oldest beyond the window.
-    pub(crate) fn sent_in_full(&mut self, id: StripeId) {
-        if self.set.insert(id) {
+    /// A Held answer carried `id`'s `receipts` in full: remember them (a stripe already in
+    /// the window keeps its place and takes the new receipts), forgetting the oldest stripe
+    /// beyond the window. Same rule as [`ReceiptWindow::received_in_full`].
+    pub(crate) fn sent_in_full(&mut self, id: StripeId, receipts: &[SignedReceipt]) {
+        if self.sent.insert(id, receipt_keys(receipts)).is_none() {
             self.order.push_back(id);
             if self.order.len() > self.cap
                 && let Some(old) = self.order.pop_front()
             {
-                self.set.remove(&old);
+                self.sent.remove(&old);
             }
         }
     }
@@ -93,14 +112,14 @@ impl ReceiptWindow {
         }
     }
 
-    /// A Held answer with `receipts` arrived: if they are one stripe's, remember them (no
-    /// change if already in the window). Same rule as [`StripeWindow::sent_in_full`].
+    /// A Held answer with `receipts` arrived: if they are one stripe's, remember them (a
+    /// stripe already in the window keeps its place and takes the new receipts). Same rule
+    /// as [`StripeWindow::sent_in_full`].
     pub(crate) fn received_in_full(&mut self, receipts: &Arc<Vec<SignedReceipt>>) {
         let Some(id) = stripe_of(receipts) else {
             return;
         };
-        if let std::collections::hash_map::Entry::Vacant(e) = self.receipts.entry(id) {
-            e.insert(receipts.clone());
+        if self.receipts.insert(id, receipts.clone()).is_none() {
             self.order.push_back(id);
             if self.order.len() > self.cap
                 && let Some(old) = self.order.pop_front()
@@ -297,21 +316,59 @@ mod tests {
         let mut client = ReceiptWindow::new(2);
         for s in 1..=3u8 {
             let rs = Arc::new(receipts(s, 6));
-            server.sent_in_full(rs[0].receipt.stripe_id);
+            server.sent_in_full(rs[0].receipt.stripe_id, &rs);
             client.received_in_full(&rs);
             // Sending a stripe in the window again changes nothing.
-            server.sent_in_full(rs[0].receipt.stripe_id);
+            server.sent_in_full(rs[0].receipt.stripe_id, &rs);
             client.received_in_full(&rs);
         }
         let id = |s: u8| StripeId::from_bytes([s; 32]);
-        assert!(!server.contains(&id(1)));
-        assert!(server.contains(&id(2)) && server.contains(&id(3)));
+        assert!(!server.holds(&id(1), &receipts(1, 6)));
+        assert!(server.holds(&id(2), &receipts(2, 6)) && server.holds(&id(3), &receipts(3, 6)));
         let h = holders(&receipts(1, 6));
         assert!(
             client.resolve(id(1), &h).is_err(),
             "stripe 1 left the window"
         );
         assert_eq!(*client.resolve(id(3), &h).unwrap(), receipts(3, 6));
+    }
+
+    #[test]
+    fn a_stripe_whose_receipts_changed_goes_out_in_full_and_both_sides_take_the_new_ones() {
+        let mut server = StripeWindow::new(2);
+        let mut client = ReceiptWindow::new(2);
+        let first = Arc::new(receipts(1, 6));
+        let id = first[0].receipt.stripe_id;
+        server.sent_in_full(id, &first);
+        client.received_in_full(&first);
+        // Re-replicated: shard 5 now on another node; then fewer receipts; then re-issued.
+        let mut moved = receipts(1, 6);
+        moved[5].receipt.holder = NodeId::from_bytes([200; 32]);
+        let mut reissued = receipts(1, 6);
+        reissued[0].receipt.time_ms = 2;
+        for changed in [moved, receipts(1, 5), reissued] {
+            assert!(
+                !server.holds(&id, &changed),
+                "a changed set is never referenced"
+            );
+            let changed = Arc::new(changed);
+            server.sent_in_full(id, &changed);
+            client.received_in_full(&changed);
+            assert!(server.holds(&id, &changed));
+            let back = client.resolve(id, &holders(&changed)).unwrap();
+            assert!(
+                Arc::ptr_eq(&back, &changed),
+                "the client took the new receipts"
+            );
+        }
+        // Replacing kept the stripe's place: two new stripes push it out on both sides.
+        for s in 2..=3u8 {
+            let rs = Arc::new(receipts(s, 6));
+            server.sent_in_full(rs[0].receipt.stripe_id, &rs);
+            client.received_in_full(&rs);
+        }
+        assert!(!server.holds(&id, &receipts(1, 6)));
+        assert!(client.resolve(id, &holders(&receipts(1, 6))).is_err());
     }
 
     #[test]
