@@ -28,6 +28,11 @@ pub enum Outcome {
         /// The node.
         node: AccountId,
     },
+    /// A full node published its consensus endpoint.
+    EndpointSet {
+        /// The node.
+        node: AccountId,
+    },
     /// Stake was bonded (self-bond or delegation).
     Bonded {
         /// Owner of the stake.
@@ -226,6 +231,7 @@ impl DposState {
             }
             SystemPayload::ClaimRewards => self.claim_rewards(balances, sender),
             SystemPayload::EndTerm => self.end_term(now),
+            SystemPayload::SetEndpoint { address } => self.set_endpoint(sender, address),
         }?;
         match next {
             Some(next) => {
@@ -304,6 +310,16 @@ impl DposState {
             },
         );
         Ok(Outcome::Registered { node, kind })
+    }
+
+    fn set_endpoint(&mut self, node: AccountId, address: &str) -> Result<Outcome> {
+        crate::validate_endpoint(address)?;
+        match self.nodes.get(&node) {
+            Some(rec) if rec.kind == NodeKind::Full => {}
+            _ => return Err(Error::NotFullNode(node)),
+        }
+        self.endpoints.insert(node, address.to_string());
+        Ok(Outcome::EndpointSet { node })
     }
 
     fn update_metrics(&mut self, node: AccountId, metrics: Metrics) -> Result<Outcome> {

@@ -137,6 +137,16 @@ pub enum Error {
     /// The account is not a registered node.
     #[error("unknown node {0:?}")]
     UnknownNode(AccountId),
+    /// An endpoint that is not `host:port` / `http(s)://host:port` (see
+    /// [`crate::validate_endpoint`]).
+    #[error("invalid endpoint: {reason}")]
+    InvalidEndpoint {
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// Only a registered full node may publish a consensus endpoint.
+    #[error("{0:?} is not a registered full node")]
+    NotFullNode(AccountId),
     /// The node is already registered.
     #[error("node {0:?} is already registered")]
     AlreadyRegistered(AccountId),

@@ -54,7 +54,8 @@ pub use election::{Candidate, elect, rank_order};
 pub use error::{Error, Result};
 pub use evidence::{DoubleSignEvidence, SignedHeaderDigest};
 pub use payload::{
-    MAX_RECEIPTS_PER_TX, NodeKind, SystemPayload, VerifiedSystemTx, sign_system_tx, system_tx,
+    MAX_ENDPOINT_LEN, MAX_RECEIPTS_PER_TX, NodeKind, SystemPayload, VerifiedSystemTx,
+    sign_system_tx, system_tx, validate_endpoint,
 };
 pub use score::{Metrics, PPM, SCORE_SCALE, Score, rate_tenths, reward, score};
 pub use state::{

@@ -26,6 +26,7 @@
 //! | 8 | RecordContribution | count u8 (1..=8) ‖ each `SignedReceipt` as u16 length + bytes |
 //! | 9 | ClaimRewards | — |
 //! | 10 | EndTerm | — |
+//! | 11 | SetEndpoint | address as u16 length + UTF-8 bytes (see [`validate_endpoint`]) |
 //!
 //! metrics = access, memory_gb, harmony, bandwidth, uptime, error rate: u32 each.
 
@@ -37,6 +38,41 @@ use dag_core::{
 use serde::{Deserialize, Serialize};
 
 const PAYLOAD_VERSION: u8 = 1;
+
+/// Longest endpoint a full node may publish ([`SystemPayload::SetEndpoint`]).
+pub const MAX_ENDPOINT_LEN: usize = 255;
+
+/// Checks an endpoint a full node publishes: 1 to [`MAX_ENDPOINT_LEN`] printable ASCII
+/// bytes (no spaces), `host:port` or `scheme://host:port[/]`, port 1–65535, a non-empty
+/// host. Representatives dial it for consensus after the node is elected.
+pub fn validate_endpoint(address: &str) -> Result<()> {
+    let bad = |reason| Err(Error::InvalidEndpoint { reason });
+    if address.is_empty() || address.len() > MAX_ENDPOINT_LEN {
+        return bad("must be 1 to 255 bytes");
+    }
+    if !address.bytes().all(|b| b.is_ascii_graphic()) {
+        return bad("must be printable ASCII without spaces");
+    }
+    let rest = match address.split_once("://") {
+        Some((scheme, rest)) => {
+            if scheme != "http" && scheme != "https" {
+                return bad("scheme must be http or https");
+            }
+            rest.strip_suffix('/').unwrap_or(rest)
+        }
+        None => address,
+    };
+    let Some((host, port)) = rest.rsplit_once(':') else {
+        return bad("must be host:port");
+    };
+    if host.is_empty() || host.contains('/') {
+        return bad("host must be non-empty and carry no path");
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(()),
+        _ => bad("port must be 1 to 65535"),
+    }
+}
 
 /// Most receipts in one `RecordContribution` (eight ML-DSA-87 receipts fit in a 64 KiB
 /// payload).
@@ -124,6 +160,12 @@ pub enum SystemPayload {
     ClaimRewards,
     /// End the current term once it has run its length and elect the next representatives.
     EndTerm,
+    /// Publish (or replace) the address where the sender full node serves consensus, so
+    /// the committee can reach it once it is elected ([`validate_endpoint`]).
+    SetEndpoint {
+        /// `host:port` or `http(s)://host:port`.
+        address: String,
+    },
 }
 
 impl SystemPayload {
@@ -141,6 +183,7 @@ impl SystemPayload {
             SystemPayload::RecordContribution { .. } => "record_contribution",
             SystemPayload::ClaimRewards => "claim_rewards",
             SystemPayload::EndTerm => "end_term",
+            SystemPayload::SetEndpoint { .. } => "set_endpoint",
         }
     }
 
@@ -191,6 +234,12 @@ impl SystemPayload {
             }
             SystemPayload::EndTerm => {
                 w.u8(10);
+            }
+            SystemPayload::SetEndpoint { address } => {
+                // Over-long addresses are cut so encoding never panics; decoding and
+                // `VerifiedSystemTx` reject them.
+                let b = address.as_bytes();
+                w.u8(11).bytes_u16(&b[..b.len().min(u16::MAX as usize)]);
             }
         }
         w.finish()
@@ -247,6 +296,16 @@ impl SystemPayload {
             }
             9 => SystemPayload::ClaimRewards,
             10 => SystemPayload::EndTerm,
+            11 => {
+                let b = r.bytes_u16("endpoint", MAX_ENDPOINT_LEN)?;
+                let address = std::str::from_utf8(b)
+                    .map_err(|_| DecodeError::Invalid {
+                        field: "endpoint",
+                        reason: "not UTF-8",
+                    })?
+                    .to_string();
+                SystemPayload::SetEndpoint { address }
+            }
             _ => {
                 return Err(DecodeError::Invalid {
                     field: "payload tag",
@@ -265,6 +324,7 @@ impl SystemPayload {
             SystemPayload::RegisterNode { metrics, .. }
             | SystemPayload::UpdateMetrics { metrics } => metrics.validate(),
             SystemPayload::DoubleSign(e) => e.verify(verifier),
+            SystemPayload::SetEndpoint { address } => validate_endpoint(address),
             SystemPayload::RecordContribution { receipts } => {
                 if receipts.is_empty() || receipts.len() > MAX_RECEIPTS_PER_TX {
                     return Err(Error::Envelope {
@@ -445,7 +505,47 @@ mod tests {
             },
             SystemPayload::ClaimRewards,
             SystemPayload::EndTerm,
+            SystemPayload::SetEndpoint {
+                address: "https://rep-5.example:7443".into(),
+            },
         ]
+    }
+
+    #[test]
+    fn endpoints_are_host_port_with_an_optional_http_scheme() {
+        for ok in [
+            "127.0.0.1:7000",
+            "rep.example:1",
+            "[::1]:65535",
+            "http://rep.example:80",
+            "https://rep.example:443/",
+        ] {
+            validate_endpoint(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        let long = format!("{}:1", "a".repeat(MAX_ENDPOINT_LEN));
+        for bad in [
+            "",
+            "rep.example",
+            "rep.example:0",
+            "rep.example:70000",
+            ":7000",
+            "a b:1",
+            "ftp://rep.example:21",
+            "http://rep.example:80/path",
+            "rep\u{7f}:1",
+            long.as_str(),
+        ] {
+            assert!(
+                matches!(validate_endpoint(bad), Err(Error::InvalidEndpoint { .. })),
+                "{bad:?} accepted"
+            );
+        }
+        // Decoding bounds the length; a non-UTF-8 address is refused.
+        assert!(SystemPayload::decode(&[1, 11, 2, 0, 0xff, 0xfe]).is_err());
+        let mut over = vec![1, 11];
+        over.extend_from_slice(&256u16.to_le_bytes());
+        over.extend(std::iter::repeat_n(b'a', 256));
+        assert!(SystemPayload::decode(&over).is_err());
     }
 
     #[test]
@@ -478,7 +578,7 @@ mod tests {
             Err(DecodeError::UnsupportedVersion(2))
         ));
         assert!(matches!(
-            SystemPayload::decode(&[1, 11]),
+            SystemPayload::decode(&[1, 12]),
             Err(DecodeError::Invalid {
                 field: "payload tag",
                 ..

@@ -2,13 +2,14 @@
 //!
 //! Layout (integers little endian; every map in ascending key order, each list prefixed by
 //! a u32 count):
-//! `magic "citychain/dpos-state/v2" ‖ config ‖ supply (genesis, minted, burned, deposited, released: u64) ‖
+//! `magic "citychain/dpos-state/v3" ‖ config ‖ supply (genesis, minted, burned, deposited, released: u64) ‖
 //! term (index u64, started_at u64, representatives: 32 each) ‖ balances (account 32,
 //! u64) ‖ nonces (account 32, u64) ‖ nodes (account 32, kind u8, metrics, suspicion u32,
 //! stake u64, registered_at u64) ‖ bonds (validator 32, delegator 32, lots: amount u64,
 //! unlock_at u64) ‖ unbondings (validator 32, delegator 32, entries: amount u64,
 //! release_at u64) ‖ accrued (account 32, u64) ‖ rewarded (node 32, epoch u64) ‖
-//! offences (32) ‖ incidents (node 32, incident 32)`.
+//! offences (32) ‖ incidents (node 32, incident 32) ‖ endpoints (node 32, u16 length +
+//! UTF-8)`. A v2 snapshot (the same without endpoints) still restores, with none.
 //!
 //! Restoring is strict (unsorted or repeated keys, trailing bytes) and re-checks every
 //! invariant ([`DposState::check_invariants`]), so a restored state is one `apply` could
@@ -19,7 +20,9 @@ use crate::{DposConfig, DposState, Error, Metrics, NodeKind, Result};
 use dag_core::{AccountId, DecodeError, Hash32, Reader, Writer};
 use std::collections::{BTreeMap, BTreeSet};
 
-const MAGIC: &[u8] = b"citychain/dpos-state/v2";
+const MAGIC: &[u8] = b"citychain/dpos-state/v3";
+/// The layout before endpoints (restored with none).
+const MAGIC_V2: &[u8] = b"citychain/dpos-state/v2";
 
 fn count(w: &mut Writer, n: usize) {
     // Collections never approach 2³² entries (each costs a signed tx).
@@ -119,6 +122,12 @@ impl DposState {
         for (a, i) in &self.incidents {
             w.raw(a.as_bytes()).raw(&i.0);
         }
+        count(&mut w, self.endpoints.len());
+        for (a, e) in &self.endpoints {
+            let b = e.as_bytes();
+            w.raw(a.as_bytes())
+                .bytes_u16(&b[..b.len().min(crate::MAX_ENDPOINT_LEN)]);
+        }
         w.finish()
     }
 
@@ -131,8 +140,12 @@ impl DposState {
     /// invariant.
     pub fn restore(bytes: &[u8]) -> Result<Self> {
         let mut r = Reader::new(bytes);
-        if r.take(MAGIC.len(), "snapshot magic")? != MAGIC {
-            return Err(Error::CorruptSnapshot("not a dpos state snapshot (v2)"));
+        let magic = r.take(MAGIC.len(), "snapshot magic")?;
+        let v2 = magic == MAGIC_V2;
+        if magic != MAGIC && !v2 {
+            return Err(Error::CorruptSnapshot(
+                "not a dpos state snapshot (v2 or v3)",
+            ));
         }
         let config = DposConfig::read(&mut r)?;
         let supply = Supply {
@@ -223,6 +236,21 @@ impl DposState {
         .into_iter()
         .map(|(k, ())| k)
         .collect();
+        let endpoints: BTreeMap<_, _> = if v2 {
+            BTreeMap::new()
+        } else {
+            read_sorted(&mut r, "endpoints", 35, |r| {
+                let a = acc(r, "node")?;
+                let b = r.bytes_u16("endpoint", crate::MAX_ENDPOINT_LEN)?;
+                let e = std::str::from_utf8(b).map_err(|_| DecodeError::Invalid {
+                    field: "endpoint",
+                    reason: "not UTF-8",
+                })?;
+                Ok((a, e.to_string()))
+            })?
+            .into_iter()
+            .collect()
+        };
         r.finish()?;
         let state = DposState {
             config,
@@ -236,6 +264,7 @@ impl DposState {
             rewarded,
             offences,
             incidents,
+            endpoints,
             term: Term {
                 index,
                 started_at_ms,

@@ -141,6 +141,8 @@ pub struct DposState {
     pub(crate) rewarded: BTreeSet<(AccountId, u64)>,
     pub(crate) offences: BTreeSet<Hash32>,
     pub(crate) incidents: BTreeSet<(AccountId, Hash32)>,
+    /// Consensus endpoints published by full nodes (`SetEndpoint`).
+    pub(crate) endpoints: BTreeMap<AccountId, String>,
     pub(crate) term: Term,
 }
 
@@ -163,6 +165,7 @@ impl DposState {
             rewarded: BTreeSet::new(),
             offences: BTreeSet::new(),
             incidents: BTreeSet::new(),
+            endpoints: BTreeMap::new(),
             term: Term {
                 index: 0,
                 started_at_ms: g.time_ms,
@@ -256,6 +259,14 @@ impl DposState {
     /// A registered node.
     pub fn node(&self, account: &AccountId) -> Option<&NodeRecord> {
         self.nodes.get(account)
+    }
+    /// The consensus endpoint `node` published (`SetEndpoint`), if any.
+    pub fn endpoint(&self, node: &AccountId) -> Option<&str> {
+        self.endpoints.get(node).map(String::as_str)
+    }
+    /// Every published consensus endpoint, in account order.
+    pub fn endpoints(&self) -> impl Iterator<Item = (&AccountId, &str)> {
+        self.endpoints.iter().map(|(a, e)| (a, e.as_str()))
     }
     /// Iterates over registered nodes in account order.
     pub fn nodes(&self) -> impl Iterator<Item = (&AccountId, &NodeRecord)> {
@@ -393,6 +404,12 @@ impl DposState {
             .any(|&v| v == 0)
         {
             return Err(bad("zero balance entry"));
+        }
+        for (node, e) in &self.endpoints {
+            if self.nodes.get(node).map(|n| n.kind) != Some(NodeKind::Full) {
+                return Err(bad("endpoint of a node that is not a registered full node"));
+            }
+            crate::validate_endpoint(e).map_err(|_| bad("invalid endpoint"))?;
         }
         let mut stakes: BTreeMap<AccountId, u128> = BTreeMap::new();
         for ((validator, delegator), lots) in &self.bonds {

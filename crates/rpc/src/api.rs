@@ -397,6 +397,17 @@ pub trait CityApi: Send + Sync + 'static {
     ) -> impl Future<Output = Result<crate::CommitteeInfo, crate::StakeReadError>> + Send {
         async move { Err(crate::StakeReadError::NotRepresentative) }
     }
+    /// Up to `max` committed checkpoints from `from` on, as this representative ordered
+    /// them (`GetCheckpoints`). The default answers
+    /// [`crate::StakeReadError::NotRepresentative`].
+    fn checkpoints(
+        &self,
+        from: u64,
+        max: u32,
+    ) -> impl Future<Output = Result<crate::CheckpointRange, crate::StakeReadError>> + Send {
+        let _ = (from, max);
+        async move { Err(crate::StakeReadError::NotRepresentative) }
+    }
     /// Every stripe this node holds, with its holders. The default answers `Unavailable`.
     fn list_stripes(&self) -> impl Future<Output = Result<Vec<StripeInfo>, Rejection>> + Send {
         async move {

@@ -237,6 +237,22 @@ impl CityClient {
         Ok(crate::CommitteeInfo::try_from(c)?)
     }
 
+    /// Up to `max` committed checkpoints from `from` on (`GetCheckpoints`), converted
+    /// strictly; the caller checks them ([`crate::OrderedCheckpoint::check`]) and decides
+    /// whom to believe.
+    pub async fn checkpoints(&self, from: u64, max: u32) -> Result<crate::CheckpointRange> {
+        let r = self
+            .inner
+            .clone()
+            .get_checkpoints(pb::GetCheckpointsRequest {
+                from_sequence: from,
+                max,
+            })
+            .await?
+            .into_inner();
+        Ok(crate::CheckpointRange::try_from(r)?)
+    }
+
     /// Restores a held tx from its shards (`RepairTx`); with `rebuild`, the node first
     /// re-creates the shards of its stripe whose holders are gone or silent. `Ok(None)` if
     /// the node does not hold the tx. The tx and receipts are converted, not verified.

@@ -332,6 +332,20 @@ impl<T: CityApi> pb::city_node_service_server::CityNodeService for CityNodeServi
         Ok(Response::new((&c).into()))
     }
 
+    async fn get_checkpoints(
+        &self,
+        request: Request<pb::GetCheckpointsRequest>,
+    ) -> Result<Response<pb::GetCheckpointsResponse>, Status> {
+        let r = request.into_inner();
+        let max = r.max.clamp(1, crate::MAX_CHECKPOINTS_PER_READ);
+        let c = self
+            .api
+            .checkpoints(r.from_sequence, max)
+            .await
+            .map_err(|e| e.to_status())?;
+        Ok(Response::new((&c).into()))
+    }
+
     async fn status(
         &self,
         _request: Request<pb::StatusRequest>,

@@ -19,6 +19,7 @@
 //! - [`health_and_reflection`]: gRPC health and reflection services for every server.
 
 mod api;
+mod checkpoints;
 mod city_client;
 mod city_server;
 pub mod codec;
@@ -51,6 +52,9 @@ pub mod pb {
 pub use api::{
     AccountInfo, CityApi, ExecutionOutcome, NodeStatus, OrderingInfo, RejectCode, Rejection,
     Repaired, StripeHolder, StripeInfo, Submitted, TxExecution, TxRecord, TxState,
+};
+pub use checkpoints::{
+    CheckpointRange, MAX_CHECKPOINTS_PER_READ, MAX_SYNCED_BATCHES, OrderedCheckpoint,
 };
 pub use city_client::CityClient;
 pub use city_server::{CityNodeService, MAX_MESSAGE_BYTES, MAX_RESPONSE_BYTES, STREAM_CONCURRENCY};

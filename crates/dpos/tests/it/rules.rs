@@ -900,6 +900,13 @@ fn snapshot_restores_exactly_and_rejects_corruption() {
     );
     w.ok(k(5), evidence(SlashLevel::Continent, k(3), 1, 1, 2), T0);
     w.ok(
+        k(1),
+        SystemPayload::SetEndpoint {
+            address: "rep-1.example:7000".into(),
+        },
+        T0,
+    );
+    w.ok(
         k(0),
         SystemPayload::ReportIncident {
             node: acc(1),
@@ -1039,4 +1046,68 @@ fn apply_with_moves_liquid_balances_in_the_external_ledger_only() {
         T0,
     );
     assert_eq!(w.state.supply().deposited, 20 * TOKEN);
+}
+
+// ---------------------------------------------------------------- endpoints
+
+#[test]
+fn full_nodes_publish_endpoints_others_are_refused() {
+    let mut w = world();
+    let out = w.ok(
+        k(0),
+        SystemPayload::SetEndpoint {
+            address: "10.0.0.1:7000".into(),
+        },
+        T0,
+    );
+    assert_eq!(out, Outcome::EndpointSet { node: acc(0) });
+    assert_eq!(w.state.endpoint(&acc(0)), Some("10.0.0.1:7000"));
+    let root = w.state.state_root();
+    // Replacing it changes the state (and its root); the old address is gone.
+    w.ok(
+        k(0),
+        SystemPayload::SetEndpoint {
+            address: "https://rep-0.example:443".into(),
+        },
+        T0,
+    );
+    assert_eq!(w.state.endpoint(&acc(0)), Some("https://rep-0.example:443"));
+    assert_ne!(w.state.state_root(), root);
+    // An account that is no registered node, and a light node: refused, nothing changes.
+    let e = w.reject(
+        k(4),
+        SystemPayload::SetEndpoint {
+            address: "10.0.0.4:7000".into(),
+        },
+        T0,
+    );
+    assert!(matches!(e, Error::NotFullNode(a) if a == acc(4)), "{e}");
+    w.ok(
+        k(5),
+        SystemPayload::RegisterNode {
+            kind: NodeKind::Light,
+            metrics: metrics_for_test(),
+        },
+        T0,
+    );
+    let e = w.reject(
+        k(5),
+        SystemPayload::SetEndpoint {
+            address: "10.0.0.5:7000".into(),
+        },
+        T0,
+    );
+    assert!(matches!(e, Error::NotFullNode(a) if a == acc(5)), "{e}");
+    // A malformed address is a typed error at admission (the signed tx does not verify).
+    let bad = SystemPayload::SetEndpoint {
+        address: "no-port".into(),
+    };
+    let e =
+        VerifiedSystemTx::verify(sign_system_tx(&bad, 0, 0, city(), k(1)), &MlDsa87).unwrap_err();
+    assert!(matches!(e, Error::InvalidEndpoint { .. }), "{e}");
+    assert_eq!(w.state.endpoint(&acc(1)), None);
+    assert_eq!(
+        w.state.endpoints().map(|(a, _)| *a).collect::<Vec<_>>(),
+        [acc(0)]
+    );
 }
