@@ -254,6 +254,9 @@ pub(crate) struct ConsensusSection {
     /// reported (`[consensus.missed_rounds]`: `window_rounds`, `min_slots`, `lag_rounds`);
     /// the same on every representative of a city.
     pub(crate) missed_rounds: node::MissedRule,
+    /// Start as a standby when the node key is not in the genesis committee: follow the
+    /// committee's checkpoints and join the epoch dpos elects this node into.
+    pub(crate) standby: bool,
 }
 
 /// The DApp HTTP gateway of a city node.
@@ -945,6 +948,7 @@ impl Effective {
             events: f.city.events.clone(),
             dpos: f.dpos.clone(),
             missed_rounds: f.consensus.missed_rounds,
+            standby: f.consensus.standby,
             ..node::CityConfig::default()
         };
         c.audit.enabled = f.audit.enabled;

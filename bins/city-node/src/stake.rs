@@ -77,6 +77,13 @@ pub(crate) enum StakeOp {
     },
     /// Move accrued rewards to the liquid balance.
     Claim,
+    /// Publish where this full node serves consensus (its city gRPC address), so the
+    /// committee can reach it once dpos elects it (run it as a standby until then).
+    Endpoint {
+        /// `host:port` or `http(s)://host:port`.
+        #[arg(long)]
+        address: String,
+    },
     /// Print an account's stake: balance, bonded, delegations, unbonding, rewards, node.
     Show {
         /// The account id (64 hex characters); default: the `--key` file's account.
@@ -121,6 +128,12 @@ fn payload(op: &StakeOp) -> anyhow::Result<SystemPayload> {
             validator: account(validator, "validator")?,
         },
         StakeOp::Claim => SystemPayload::ClaimRewards,
+        StakeOp::Endpoint { address } => {
+            dpos::validate_endpoint(address).with_context(|| format!("--address {address:?}"))?;
+            SystemPayload::SetEndpoint {
+                address: address.clone(),
+            }
+        }
         StakeOp::Show { .. } | StakeOp::Committee { .. } => {
             bail!("reads are not staking requests")
         }
@@ -354,6 +367,29 @@ fn render_committee(c: &rpc::CommitteeInfo) -> String {
 mod tests {
     use super::*;
     use dag_core::{Hash32, NodeId};
+
+    #[test]
+    fn endpoint_requests_are_checked_before_signing() {
+        let ok = payload(&StakeOp::Endpoint {
+            address: "10.0.0.7:7700".into(),
+        })
+        .unwrap();
+        assert_eq!(
+            ok,
+            SystemPayload::SetEndpoint {
+                address: "10.0.0.7:7700".into()
+            }
+        );
+        for bad in ["10.0.0.7", "ftp://x:1", ""] {
+            assert!(
+                payload(&StakeOp::Endpoint {
+                    address: bad.into()
+                })
+                .is_err(),
+                "{bad:?}"
+            );
+        }
+    }
 
     #[test]
     fn the_human_forms_name_every_read_fact() {

@@ -79,6 +79,11 @@ pub struct LocalnetConfig {
     /// representative's `city.toml` as `[consensus.missed_rounds]`); `None` (the
     /// default): the node's default rule.
     pub missed_rounds: Option<node::MissedRule>,
+    /// Standby city nodes of the first city (`standby-0`, …): not in the genesis
+    /// committee, started with `[consensus] standby = true` (they follow the committee
+    /// and join the epoch dpos elects them into); each gets `rep_balance` like a
+    /// representative. 0 (the default): none.
+    pub standbys: usize,
 }
 
 impl LocalnetConfig {
@@ -103,6 +108,7 @@ impl LocalnetConfig {
             rep_balance: 0,
             equivocating_rep: None,
             missed_rounds: None,
+            standbys: 0,
         }
     }
 }
@@ -126,7 +132,15 @@ pub struct NodeEntry {
     pub city: Option<String>,
 }
 
+/// Name prefix of the localnet's standby city nodes ([`LocalnetConfig::standbys`]).
+pub const STANDBY_PREFIX: &str = "standby-";
+
 impl NodeEntry {
+    /// A standby city node (not in the genesis committee).
+    pub fn is_standby(&self) -> bool {
+        self.role == "city" && self.name.starts_with(STANDBY_PREFIX)
+    }
+
     /// The city this process serves (continent and global: [`LOCALNET_CITY`], unused).
     pub fn city(&self) -> &str {
         self.city.as_deref().unwrap_or(LOCALNET_CITY)
@@ -304,6 +318,13 @@ impl Localnet {
                 nodes.push(entry(format!("{prefix}rep-{i}"), "city", Some(city))?);
             }
         }
+        for i in 0..cfg.standbys {
+            nodes.push(entry(
+                format!("{STANDBY_PREFIX}{i}"),
+                "city",
+                Some(LOCALNET_CITY),
+            )?);
+        }
         let pk = |name: &str| -> Result<Vec<u8>> {
             Ok(dag_core::Signer::public_key(&key_in(&dir.join(name))?).to_vec())
         };
@@ -312,7 +333,7 @@ impl Localnet {
             let mut members = Vec::new();
             for n in nodes
                 .iter()
-                .filter(|n| n.role == "city" && n.city() == city)
+                .filter(|n| n.role == "city" && n.city() == city && !n.is_standby())
             {
                 members.push(GenesisFile::member(&pk(&n.name)?, 1, n.addr.to_string()));
             }
@@ -474,6 +495,8 @@ impl Localnet {
             batch_interval_ms: Option<u64>,
             #[serde(skip_serializing_if = "Option::is_none")]
             missed_rounds: Option<node::MissedRule>,
+            #[serde(skip_serializing_if = "std::ops::Not::not")]
+            standby: bool,
         }
         #[derive(Serialize)]
         struct File<'a> {
@@ -483,7 +506,10 @@ impl Localnet {
         }
         let c = &self.cfg;
         if n.role != "city"
-            || (c.batch_interval_ms.is_none() && c.dpos.is_none() && c.missed_rounds.is_none())
+            || (c.batch_interval_ms.is_none()
+                && c.dpos.is_none()
+                && c.missed_rounds.is_none()
+                && !n.is_standby())
         {
             return Ok(None);
         }
@@ -491,6 +517,7 @@ impl Localnet {
             consensus: Consensus {
                 batch_interval_ms: c.batch_interval_ms,
                 missed_rounds: c.missed_rounds,
+                standby: n.is_standby(),
             },
             dpos: c.dpos.as_ref(),
         };

@@ -97,7 +97,7 @@ pub const METRICS: &[MetricHelp] = &[
     MetricHelp {
         name: "citychain_consensus_committee_unreachable_total",
         kind: MetricKind::Counter,
-        help: "Epoch changes that kept the ending committee because an elected representative has no address in the genesis file.",
+        help: "Epoch changes that kept the ending committee because an elected representative has no address (neither in the genesis file nor published with SetEndpoint).",
     },
     MetricHelp {
         name: "citychain_consensus_epoch_changes_total",
@@ -333,6 +333,11 @@ pub const METRICS: &[MetricHelp] = &[
         name: "citychain_stake_rejected_total",
         kind: MetricKind::Counter,
         help: "Staking requests rejected (by reason).",
+    },
+    MetricHelp {
+        name: "citychain_standby_checkpoints_total",
+        kind: MetricKind::Counter,
+        help: "Checkpoints a standby representative took from the committee (answered alike by members with more than a third of the stake) before it was elected.",
     },
     MetricHelp {
         name: "citychain_storage_audit_epoch",

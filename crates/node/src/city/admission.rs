@@ -99,6 +99,9 @@ pub struct CityNode {
     events: Arc<super::events::EventBus>,
     /// Stake and committee reads, when this node is a representative.
     stake_reads: Option<Arc<super::stake::reads::StakeReads>>,
+    /// The representative's status: while it is a standby (no driver, not in the
+    /// committee), submissions are refused — nothing it held would be proposed.
+    standby_gate: Option<tokio::sync::watch::Receiver<super::consensus::RepresentativeStatus>>,
 }
 
 /// The city's committee as admission sees it: where held txs go to be ordered, and what
@@ -150,6 +153,7 @@ impl CityNode {
             counters: Counters::default(),
             started: Instant::now(),
             ordering: None,
+            standby_gate: None,
             execution: None,
             gate: super::scheduling::PriorityGate::new(slots),
             events: Arc::new(super::events::EventBus::default()),
@@ -220,6 +224,15 @@ impl CityNode {
             submitter,
             stripes: parking_lot::Mutex::new(std::collections::HashSet::new()),
         });
+        self
+    }
+
+    /// Refuses submissions while `status` says the representative is a standby.
+    pub(crate) fn with_standby_gate(
+        mut self,
+        status: tokio::sync::watch::Receiver<super::consensus::RepresentativeStatus>,
+    ) -> Self {
+        self.standby_gate = Some(status);
         self
     }
 
@@ -957,6 +970,19 @@ impl CityApi for CityNode {
         use tracing::Instrument;
         let t0 = Instant::now();
         let id = tx.id();
+        if self
+            .standby_gate
+            .as_ref()
+            .is_some_and(|s| s.borrow().standby)
+        {
+            self.counters.reject(RejectCode::Unavailable);
+            return Err(Rejection::new(
+                RejectCode::Unavailable,
+                "this node is a standby representative (not in the committee yet): submit to \
+                 a member of the city's committee",
+                Some(id),
+            ));
+        }
         // Everything logged while this tx is admitted and held carries its id (span `tx`);
         // its `ordered` and `federated` events follow under spans `order` / `federate`.
         let out = self

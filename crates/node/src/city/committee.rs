@@ -14,7 +14,8 @@ use super::stake_reporter::{
     SenderConfig, SystemTxSender, spawn_contribution_reporter, spawn_evidence_reporter,
 };
 use crate::city::consensus::{
-    CommittedEvent, ConsensusGrpc, RepresentativeConfig, RepresentativeHandle, spawn_representative,
+    CommittedEvent, ConsensusGrpc, ConsensusInbox, EpochState, RepresentativeConfig,
+    RepresentativeHandle, RepresentativeStatus, Submitter, spawn_representative_on,
 };
 use crate::federation_push::{
     CheckpointSource, PusherConfig, PusherHandle, spawn_checkpoint_pusher,
@@ -35,9 +36,19 @@ use tokio::task::JoinHandle;
 const RESUBMIT_CHUNK: usize = 1_024;
 
 /// The committee side of a running city node.
-#[derive(Debug)]
 pub(crate) struct Representation {
-    rep: RepresentativeHandle,
+    /// The driver of a member (started with the node).
+    rep: Option<RepresentativeHandle>,
+    /// The driver a standby started once elected.
+    late_rep: Arc<tokio::sync::Mutex<Option<RepresentativeHandle>>>,
+    /// A standby's follower (follows the committee, starts the driver once elected).
+    standby: Option<JoinHandle<()>>,
+    /// The driver's status (a standby's own until it is elected, then forwarded).
+    status: tokio::sync::watch::Receiver<RepresentativeStatus>,
+    /// The committee the driver runs (a standby: the one it follows).
+    committee_rx: tokio::sync::watch::Receiver<dag_core::consensus::Committee>,
+    submitter: Submitter,
+    in_flight: std::collections::HashSet<BatchItem>,
     order: Arc<OrderStore>,
     execution: Arc<Execution>,
     stake: Arc<StakeStore>,
@@ -55,10 +66,21 @@ pub(crate) struct Representation {
     challenge_results: super::stake_reporter::ChallengeSlot,
     feed: Option<FeedHandle>,
     me: dag_core::NodeId,
-    members: std::collections::BTreeMap<dag_core::NodeId, String>,
+    /// The members' city addresses (genesis file and dpos endpoints).
+    members: AddressBook,
     pusher: Option<PusherHandle>,
     tasks: Vec<JoinHandle<()>>,
     relayer: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Representation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Representation")
+            .field("me", &self.me)
+            .field("standby", &self.standby.is_some())
+            .field("order", &self.order)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Who the node is in its city and where its checkpoints go.
@@ -80,6 +102,9 @@ pub struct CommitteeParts {
     /// When a representative that misses its leader slots is reported
     /// (`stake_reporter::missed`); the same on every representative of the city.
     pub missed_rounds: super::stake_reporter::MissedRule,
+    /// Start as a standby when this node is not in the committee: follow the committee's
+    /// checkpoints and join the epoch dpos elects it into (see [`super::standby`]).
+    pub standby: bool,
 }
 
 impl Representation {
@@ -92,9 +117,18 @@ impl Representation {
         links: &rpc::tls::LinkSecurity,
     ) -> Result<(Self, ConsensusGrpc)> {
         let me = key.node_id();
-        if parts.committee.committee.authority(&me).is_none() {
+        let dir = data_dir.to_path_buf();
+        let persisted =
+            run_blocking("consensus epoch state", move || EpochState::load(&dir)).await??;
+        // A member: of the genesis committee, or of the epoch this node was elected into.
+        let member = parts.committee.committee.authority(&me).is_some()
+            || persisted
+                .as_ref()
+                .is_some_and(|st| st.committee().is_ok_and(|c| c.authority(&me).is_some()));
+        if !member && !parts.standby {
             return Err(Error::Membership(format!(
-                "node {me} is not a member of the committee of {}",
+                "node {me} is not a member of the committee of {} (start it as a standby to \
+                 follow the committee until it is elected)",
                 parts.committee.city_id
             )));
         }
@@ -127,33 +161,115 @@ impl Representation {
             .unwrap_or_else(|| RepresentativeConfig::new(data_dir));
         cfg.data_dir = data_dir.to_path_buf();
         cfg.links = links.clone();
+        let genesis_addresses = parts.committee.addresses.clone();
+        let addresses: AddressBook = {
+            let (stake, genesis) = (stake.clone(), genesis_addresses.clone());
+            Arc::new(move || member_addresses(&genesis, &stake))
+        };
         if cfg.epochs.is_none() {
             cfg.epochs = Some(epoch_plan(
                 parts.dpos.term_ms,
                 stake.clone(),
-                parts.committee.addresses.clone(),
+                addresses.clone(),
             ));
         }
-        let peers: HashMap<_, _> = parts
-            .committee
-            .addresses
-            .iter()
-            .filter(|(id, _)| **id != me)
-            .map(|(id, a)| (*id, a.clone()))
-            .collect();
-        let (mut rep, svc) =
-            spawn_representative(cfg, key.clone(), parts.committee.committee.clone(), peers)
-                .await?;
+        let inbox = ConsensusInbox::new(cfg.inbound_queue);
+        let svc = inbox.service();
+        let submitter = inbox.submitter();
         let mut tasks = Vec::new();
-        let evidence = rep.take_evidence();
         let (summaries, missed) = mpsc::channel(super::stake_reporter::COMMIT_SUMMARIES);
-        if let Some(commits) = rep.take_commits() {
-            tasks.push(tokio::spawn(apply_commits(
-                commits,
-                order.clone(),
-                summaries,
-            )));
-        }
+        let (evidence_tx, evidence) = mpsc::unbounded_channel();
+        let launch = Launch {
+            cfg,
+            key: key.clone(),
+            genesis: parts.committee.committee.clone(),
+            addresses: addresses.clone(),
+            order: order.clone(),
+            summaries,
+            evidence: evidence_tx,
+        };
+        let slot = Arc::new(tokio::sync::Mutex::new(None));
+        let mut member_rep = None;
+        let (status, committee_rx, in_flight, standby) = if member {
+            let (rep, t) = launch.start(inbox).await?;
+            tasks.extend(t);
+            let out = (
+                rep.status(),
+                rep.committee_watch(),
+                rep.in_flight().clone(),
+                None,
+            );
+            member_rep = Some(rep);
+            out
+        } else {
+            let (status_tx, status_rx) = tokio::sync::watch::channel(RepresentativeStatus {
+                standby: true,
+                ..RepresentativeStatus::default()
+            });
+            let genesis = parts.committee.committee.clone().with_epoch(0);
+            let (committee_tx, committee_rx) = tokio::sync::watch::channel(genesis.clone());
+            let plan =
+                launch.cfg.epochs.clone().ok_or_else(|| {
+                    Error::Membership("a standby needs the dpos epoch plan".into())
+                })?;
+            let (following, mut follow_rx) =
+                tokio::sync::watch::channel(super::standby::Following {
+                    epoch: 0,
+                    first_seq: 0,
+                    committee: genesis.clone(),
+                });
+            let standby = super::standby::Standby {
+                me,
+                data_dir: data_dir.to_path_buf(),
+                order: order.clone(),
+                plan,
+                genesis,
+                addresses: addresses.clone(),
+                cfg: Default::default(),
+                following,
+            };
+            let slot2 = slot.clone();
+            let task = tokio::spawn(async move {
+                let follow = super::standby::follow(standby);
+                tokio::pin!(follow);
+                // Publish the followed epoch until elected.
+                let elected = loop {
+                    tokio::select! {
+                        r = &mut follow => break r,
+                        c = follow_rx.changed() => {
+                            if c.is_err() { continue; }
+                            let f = follow_rx.borrow_and_update().clone();
+                            committee_tx.send_replace(f.committee);
+                            status_tx.send_modify(|s| {
+                                s.epoch = f.epoch;
+                                s.epoch_first_seq = f.first_seq;
+                            });
+                        }
+                    }
+                };
+                match elected {
+                    Ok(state) => {
+                        tracing::info!(epoch = state.epoch, "standby starts its consensus driver");
+                        match launch.start(inbox).await {
+                            Ok((rep, mut t)) => {
+                                t.push(forward(rep.status(), status_tx));
+                                t.push(forward(rep.committee_watch(), committee_tx));
+                                *slot2.lock().await = Some(rep);
+                                // Helpers run until the node stops (aborted with it).
+                                for h in t {
+                                    let _ = h.await;
+                                }
+                            }
+                            Err(e) => {
+                                tracing::error!(error = %e, "elected standby cannot start its driver")
+                            }
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %e, "standby stopped following"),
+                }
+            });
+            (status_rx, committee_rx, Default::default(), Some(task))
+        };
         // Checkpoints go up from the order store on disk once executed (the header carries
         // the state root): outages of any length are caught up from there, never from a
         // bounded queue.
@@ -177,11 +293,17 @@ impl Representation {
         };
         Ok((
             Representation {
-                rep,
+                rep: member_rep,
+                late_rep: slot,
+                standby,
+                status,
+                committee_rx,
+                submitter,
+                in_flight,
                 order,
                 execution,
                 stake,
-                evidence,
+                evidence: Some(evidence),
                 sender: None,
                 contributions: None,
                 missed: Some(missed),
@@ -191,7 +313,7 @@ impl Representation {
                 challenge_results: Default::default(),
                 feed: None,
                 me,
-                members: parts.committee.addresses.clone(),
+                members: addresses,
                 pusher,
                 tasks,
                 relayer: None,
@@ -232,8 +354,8 @@ impl Representation {
         super::stake::reads::StakeReads::new(
             self.stake.clone(),
             self.execution.ledger().cloned(),
-            self.rep.status(),
-            self.rep.committee_watch(),
+            self.status.clone(),
+            self.committee_rx.clone(),
             self.members.clone(),
         )
     }
@@ -266,7 +388,7 @@ impl Representation {
                 .push(super::stake_reporter::spawn_missed_round_reporter(
                     self.missed_rule,
                     summaries,
-                    self.rep.committee_watch(),
+                    self.committee_rx.clone(),
                     self.me,
                     sender.queue(),
                 ));
@@ -315,19 +437,30 @@ impl Representation {
         }
     }
 
-    /// The representative.
-    pub(crate) fn representative(&self) -> &RepresentativeHandle {
-        &self.rep
+    /// The driver, when this node started as a member (a standby's driver, started once
+    /// it is elected, is not exposed here).
+    pub(crate) fn representative(&self) -> Option<&RepresentativeHandle> {
+        self.rep.as_ref()
+    }
+
+    /// Where held txs go to be proposed (queued until a standby's driver starts).
+    pub(crate) fn submitter(&self) -> Submitter {
+        self.submitter.clone()
+    }
+
+    /// The driver's status (a standby's own until it is elected).
+    pub(crate) fn status(&self) -> tokio::sync::watch::Receiver<RepresentativeStatus> {
+        self.status.clone()
     }
 
     /// After a restart: once the replayed commits are recorded, proposes again the held
     /// txs that are neither ordered nor carried by the recovered DAG (they were only queued
     /// in memory when the process stopped).
     pub(crate) fn spawn_resubmitter(&mut self, node: Arc<CityNode>) {
-        let in_flight = self.rep.in_flight().clone();
-        let status = self.rep.status();
+        let in_flight = self.in_flight.clone();
+        let status = self.status.clone();
         let order = self.order.clone();
-        let submitter = self.rep.submitter();
+        let submitter = self.submitter.clone();
         self.tasks.push(tokio::spawn(async move {
             // The driver replays its commits first; wait until the order store holds them.
             let replayed = {
@@ -383,7 +516,18 @@ impl Representation {
         if let Some(f) = self.feed {
             f.shutdown().await;
         }
-        let r = self.rep.shutdown().await;
+        if let Some(t) = self.standby {
+            t.abort();
+            let _ = t.await;
+        }
+        let rep = match self.rep {
+            Some(r) => Some(r),
+            None => self.late_rep.lock().await.take(),
+        };
+        let r = match rep {
+            Some(rep) => rep.shutdown().await,
+            None => Ok(()),
+        };
         join_all(self.tasks).await;
         if let Some(s) = self.sender {
             s.shutdown().await;
@@ -404,7 +548,17 @@ impl Representation {
         if let Some(f) = self.feed {
             f.kill().await;
         }
-        self.rep.kill().await;
+        if let Some(t) = self.standby {
+            t.abort();
+            let _ = t.await;
+        }
+        let rep = match self.rep {
+            Some(r) => Some(r),
+            None => self.late_rep.lock().await.take(),
+        };
+        if let Some(rep) = rep {
+            rep.kill().await;
+        }
         for t in &self.tasks {
             t.abort();
         }
@@ -415,22 +569,41 @@ impl Representation {
     }
 }
 
+/// The members' city addresses, read when needed: the genesis file's, overridden by the
+/// endpoints full nodes published in dpos (`SetEndpoint`).
+pub(crate) type AddressBook =
+    Arc<dyn Fn() -> std::collections::BTreeMap<dag_core::NodeId, String> + Send + Sync>;
+
+/// The genesis addresses with dpos's published endpoints over them.
+fn member_addresses(
+    genesis: &std::collections::BTreeMap<dag_core::NodeId, String>,
+    stake: &StakeStore,
+) -> std::collections::BTreeMap<dag_core::NodeId, String> {
+    let mut out = genesis.clone();
+    if let Ok(endpoints) = stake.endpoints() {
+        out.extend(endpoints);
+    }
+    out
+}
+
 /// The consensus committee changes with the dpos term: when the committed sequence ends a
 /// term, the next committee is dpos's elected set, read once the execution feed applied
 /// the epoch's last checkpoint (so every representative reads the same state).
 ///
-/// Members must be reachable: dpos's `RegisterNode` carries no address, so only members
-/// with an address in the genesis file can join a committee. When the elected set names
-/// one without, the next epoch keeps the ending epoch's committee (the same decision on
-/// every representative: it depends only on the state and the genesis file) and the node
-/// logs an error and counts `citychain_consensus_committee_unreachable_total`.
+/// Members must be reachable: a member's address is its genesis one or the endpoint it
+/// published (`SetEndpoint`). When the elected set names one with neither, the next epoch
+/// keeps the ending epoch's committee (the same decision on every representative: it
+/// depends only on the state and the genesis file — an endpoint published in the very
+/// checkpoints after a term's last one may be read by some members and not others, so a
+/// candidate publishes it before the term ends) and the node logs an error and counts
+/// `citychain_consensus_committee_unreachable_total`.
 fn epoch_plan(
     term_ms: u64,
     stake: Arc<StakeStore>,
-    addresses: std::collections::BTreeMap<dag_core::NodeId, String>,
+    addresses: AddressBook,
 ) -> crate::city::consensus::EpochPlan {
-    use crate::city::consensus::{EpochEnd, EpochPlan};
-    let next = move |end: EpochEnd| -> futures::future::BoxFuture<'static, Result<_>> {
+    use crate::city::consensus::{EpochEnd, EpochPlan, NextEpoch};
+    let next = move |end: EpochEnd| -> futures::future::BoxFuture<'static, Result<NextEpoch>> {
         let (stake, addresses) = (stake.clone(), addresses.clone());
         Box::pin(async move {
             let mut applied = stake.subscribe();
@@ -440,10 +613,14 @@ fn epoch_plan(
                 }
             }
             let elected = stake.committee()?;
+            let addresses = addresses();
             let unreachable =
                 unreachable_members(elected.authorities().iter().map(|a| a.id), &addresses);
             if unreachable.is_empty() {
-                return Ok(elected);
+                return Ok(NextEpoch {
+                    committee: elected,
+                    addresses,
+                });
             }
             tracing::error!(
                 epoch = end.epoch + 1,
@@ -451,7 +628,10 @@ fn epoch_plan(
                 "elected representatives have no address; the next epoch keeps the committee"
             );
             metrics::counter!("citychain_consensus_committee_unreachable_total").increment(1);
-            Ok(end.committee)
+            Ok(NextEpoch {
+                committee: end.committee,
+                addresses,
+            })
         })
     };
     EpochPlan {
@@ -460,9 +640,9 @@ fn epoch_plan(
     }
 }
 
-/// The members of an elected set that have no genesis address: when there is any, the
-/// epoch plan keeps the ending epoch's committee (see [`epoch_plan`]); the stake reads
-/// apply the same rule to say what the next epoch runs.
+/// The members of an elected set that have no address (genesis or dpos endpoint): when
+/// there is any, the epoch plan keeps the ending epoch's committee (see [`epoch_plan`]);
+/// the stake reads apply the same rule to say what the next epoch runs.
 pub(crate) fn unreachable_members(
     elected: impl IntoIterator<Item = dag_core::NodeId>,
     addresses: &std::collections::BTreeMap<dag_core::NodeId, String>,
@@ -471,6 +651,69 @@ pub(crate) fn unreachable_members(
         .into_iter()
         .filter(|id| !addresses.contains_key(id))
         .collect()
+}
+
+/// What starting the driver needs (at once for a member, once elected for a standby).
+struct Launch {
+    cfg: RepresentativeConfig,
+    key: Keypair,
+    genesis: dag_core::consensus::Committee,
+    addresses: AddressBook,
+    order: Arc<OrderStore>,
+    summaries: mpsc::Sender<super::stake_reporter::CommitSummary>,
+    evidence: mpsc::UnboundedSender<dpos::DoubleSignEvidence>,
+}
+
+impl Launch {
+    /// Starts the driver on `inbox` (it loads a persisted epoch state, else runs the
+    /// genesis committee); its commits go to the order store, its evidence out.
+    async fn start(
+        self,
+        inbox: ConsensusInbox,
+    ) -> Result<(RepresentativeHandle, Vec<JoinHandle<()>>)> {
+        let me = self.key.node_id();
+        let peers: HashMap<_, _> = (self.addresses)()
+            .into_iter()
+            .filter(|(id, _)| *id != me)
+            .collect();
+        let mut rep =
+            spawn_representative_on(self.cfg, self.key, self.genesis, peers, inbox).await?;
+        let mut tasks = Vec::new();
+        if let Some(commits) = rep.take_commits() {
+            tasks.push(tokio::spawn(apply_commits(
+                commits,
+                self.order,
+                self.summaries,
+            )));
+        }
+        if let Some(mut ev) = rep.take_evidence() {
+            let out = self.evidence;
+            tasks.push(tokio::spawn(async move {
+                while let Some(e) = ev.recv().await {
+                    if out.send(e).is_err() {
+                        return;
+                    }
+                }
+            }));
+        }
+        Ok((rep, tasks))
+    }
+}
+
+/// Copies every value of `from` into `to` until either side closes.
+fn forward<T: Clone + Send + Sync + 'static>(
+    mut from: tokio::sync::watch::Receiver<T>,
+    to: tokio::sync::watch::Sender<T>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let v = from.borrow_and_update().clone();
+            to.send_replace(v);
+            if from.changed().await.is_err() || to.is_closed() {
+                return;
+            }
+        }
+    })
 }
 
 /// Aborts a task that runs until stopped and waits for it (a panic is logged).

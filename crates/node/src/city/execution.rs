@@ -324,7 +324,8 @@ pub(crate) fn verify_fetched(id: TxId, tx: SignedTx) -> dag_core::Result<Verifie
 pub(crate) struct CommitteeBodies {
     node: Arc<CityNode>,
     me: NodeId,
-    peers: BTreeMap<NodeId, String>,
+    /// The members' city addresses (genesis file and dpos endpoints), read when needed.
+    peers: super::committee::AddressBook,
     clients: tokio::sync::Mutex<HashMap<NodeId, rpc::CityClient>>,
     timeout: Duration,
     /// Txs restored from stripes other representatives placed, by id, until the feed
@@ -346,7 +347,11 @@ const MAX_RESTORED: usize = 8_192;
 const MAX_STRIPES_DONE: usize = 16_384;
 
 impl CommitteeBodies {
-    pub(crate) fn new(node: Arc<CityNode>, me: NodeId, peers: BTreeMap<NodeId, String>) -> Self {
+    pub(crate) fn new(
+        node: Arc<CityNode>,
+        me: NodeId,
+        peers: super::committee::AddressBook,
+    ) -> Self {
         let share = node
             .pipeline()
             .map_or(1, |p| p.verify_pool().threads() / 2)
@@ -404,8 +409,8 @@ impl CommitteeBodies {
         if let Some(c) = self.clients.lock().await.get(&peer) {
             return Some(c.clone());
         }
-        let addr = self.peers.get(&peer)?;
-        let c = tokio::time::timeout(self.timeout, rpc::CityClient::connect(addr))
+        let addr = (self.peers)().remove(&peer)?;
+        let c = tokio::time::timeout(self.timeout, rpc::CityClient::connect(&addr))
             .await
             .ok()?
             .ok()?;
@@ -494,8 +499,9 @@ impl BodySource for CommitteeBodies {
             metrics::counter!("citychain_execution_bodies_total", "source" => "local").increment(1);
             return Some(tx);
         }
+        let peers: Vec<NodeId> = (self.peers)().into_keys().collect();
         let order = std::iter::once(author)
-            .chain(self.peers.keys().copied().filter(move |p| *p != author))
+            .chain(peers.into_iter().filter(move |p| *p != author))
             .filter(|p| *p != self.me);
         for peer in order {
             if let Some(tx) = self.fetch_from_peer(peer, id).await {

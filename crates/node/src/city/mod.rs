@@ -24,6 +24,7 @@ pub(crate) mod repair_protocol;
 pub(crate) mod scheduling;
 pub(crate) mod stake;
 pub(crate) mod stake_reporter;
+pub(crate) mod standby;
 pub(crate) mod store;
 #[cfg(any(test, feature = "test-utils"))]
 pub(crate) mod test_utils;
@@ -96,6 +97,11 @@ pub struct CityConfig {
     /// default: windows of 64 rounds, ≥ 4 slots, decided 16 rounds after). The same on
     /// every representative of a city.
     pub missed_rounds: stake_reporter::MissedRule,
+    /// Start as a standby representative when the node key is not in the genesis
+    /// committee of its city (`[consensus] standby`): follow the committee's checkpoints
+    /// (ledger and dpos state applied as on members) and start consensus at the epoch dpos
+    /// elects this node into (see `city::standby`). Submissions are refused until then.
+    pub standby: bool,
 }
 
 impl Default for CityConfig {
@@ -116,6 +122,7 @@ impl Default for CityConfig {
             admission: light_admission::AdmissionConfig::default(),
             equivocate_for_test: false,
             missed_rounds: stake_reporter::MissedRule::default(),
+            standby: false,
         }
     }
 }
@@ -259,7 +266,7 @@ impl CityHandle {
     pub fn representative(&self) -> Option<&crate::city::consensus::RepresentativeHandle> {
         self.representation
             .as_ref()
-            .map(committee::Representation::representative)
+            .and_then(committee::Representation::representative)
     }
 
     /// The city's DPoS state, when this node is a representative.
@@ -384,7 +391,9 @@ pub async fn start_city_with(
     if let Some(cp) = &parts.committee {
         let (r, svc) =
             committee::Representation::start(&cfg.data_dir, keypair, cp, &cfg.links).await?;
-        city = city.with_ordering(r.order().clone(), r.representative().submitter());
+        city = city
+            .with_ordering(r.order().clone(), r.submitter())
+            .with_standby_gate(r.status());
         city = city.with_execution(r.execution().clone());
         city = city.with_stake_reads(r.stake_reads());
         representation = Some(r);
@@ -617,12 +626,21 @@ pub async fn run_city_with(
         Some(path) => {
             let genesis = genesis::Genesis::load(path)?;
             let me = key.node_id();
-            let committee = genesis::CommitteeSource::city_of(&genesis, &me).ok_or_else(|| {
-                Error::Membership(format!(
-                    "node {me} is not a representative of any city in {}",
-                    path.display()
-                ))
-            })?;
+            // A standby is no genesis member: it follows its configured city's committee.
+            let committee = genesis::CommitteeSource::city_of(&genesis, &me)
+                .or_else(|| {
+                    cfg.standby
+                        .then(|| genesis::CommitteeSource::committee(&genesis, &m.city_id))
+                        .flatten()
+                })
+                .ok_or_else(|| {
+                    Error::Membership(format!(
+                        "node {me} is not a representative of any city in {} (set \
+                         consensus.standby to follow {}'s committee until elected)",
+                        path.display(),
+                        m.city_id
+                    ))
+                })?;
             if committee.city_id != m.city_id {
                 return Err(Error::Membership(format!(
                     "node {me} represents {} in {}, but is configured for city {}",
@@ -648,6 +666,7 @@ pub async fn run_city_with(
                 dpos: cfg.dpos.clone(),
                 cities: genesis.cities.clone(),
                 missed_rounds: cfg.missed_rounds,
+                standby: cfg.standby,
             })
         }
         None => None,

@@ -153,7 +153,44 @@ impl OrderStore {
     /// [`OrderStore::committed`] are replays and change nothing; a sequence above it means
     /// a commit was lost on the way and is refused.
     pub fn apply(&self, sub: &CommittedSubDag, committed_at_ms: u64) -> Result<Applied> {
-        let seq = sub.checkpoint.sequence;
+        let leader_time = sub
+            .batches
+            .iter()
+            .find(|c| c.digest() == sub.checkpoint.leader)
+            .map(|c| c.batch().header.timestamp_ms);
+        self.apply_parts(
+            &sub.checkpoint,
+            leader_time,
+            sub.batches.iter().map(|c| (c.digest(), &c.batch().header)),
+            committed_at_ms,
+        )
+    }
+
+    /// Applies a checkpoint another representative ordered ([`OrderStore::ordered`] there),
+    /// as a standby node following the committee does; the caller has checked it (the
+    /// headers are the checkpoint's, enough of the committee answered the same). Same
+    /// rules as [`OrderStore::apply`].
+    pub fn apply_ordered(
+        &self,
+        c: &rpc::OrderedCheckpoint,
+        committed_at_ms: u64,
+    ) -> Result<Applied> {
+        self.apply_parts(
+            &c.checkpoint,
+            Some(c.leader_time_ms),
+            c.batches.iter().map(|h| (h.digest(), h)),
+            committed_at_ms,
+        )
+    }
+
+    fn apply_parts<'a>(
+        &self,
+        checkpoint: &Checkpoint,
+        leader_time: Option<u64>,
+        headers: impl Iterator<Item = (BatchDigest, &'a BatchHeader)>,
+        committed_at_ms: u64,
+    ) -> Result<Applied> {
+        let seq = checkpoint.sequence;
         let next = self.committed();
         if seq < next {
             return Ok(Applied {
@@ -176,22 +213,16 @@ impl OrderStore {
             let mut order = w.open_table(TX_ORDER).map_err(|e| err(e.into()))?;
             let mut batches = w.open_table(BATCHES).map_err(|e| err(e.into()))?;
             let mut cp = Writer::default();
-            cp.raw(&sub.checkpoint.encode()).u64(committed_at_ms);
+            cp.raw(&checkpoint.encode()).u64(committed_at_ms);
             cps.insert(seq, cp.finish().as_slice())
                 .map_err(|e| err(e.into()))?;
-            if let Some(leader) = sub
-                .batches
-                .iter()
-                .find(|c| c.digest() == sub.checkpoint.leader)
-            {
+            if let Some(t) = leader_time {
                 w.open_table(LEADER_TIMES)
                     .map_err(|e| err(e.into()))?
-                    .insert(seq, leader.batch().header.timestamp_ms)
+                    .insert(seq, t)
                     .map_err(|e| err(e.into()))?;
             }
-            for cert in &sub.batches {
-                let header = &cert.batch().header;
-                let digest = cert.digest();
+            for (digest, header) in headers {
                 let mut carries_tx = false;
                 for item in &header.items {
                     let BatchItem::Tx(id) = item else { continue };
@@ -225,6 +256,38 @@ impl OrderStore {
             bus.ordered(seq, newly);
         }
         Ok(applied)
+    }
+
+    /// Checkpoint `seq` with its leader time and the headers of its batches that carry
+    /// txs: what `GetCheckpoints` answers and [`OrderStore::apply_ordered`] takes.
+    pub fn ordered(&self, seq: u64) -> Result<Option<rpc::OrderedCheckpoint>> {
+        let Some(cp) = self.checkpoint(seq)? else {
+            return Ok(None);
+        };
+        let missing = |field| {
+            corrupt(
+                &self.path,
+                seq,
+                DecodeError::Invalid {
+                    field,
+                    reason: "a stored checkpoint has no leader time",
+                },
+            )
+        };
+        let leader_time_ms = self
+            .leader_time(seq)?
+            .ok_or_else(|| missing("leader_times"))?;
+        let mut batches = Vec::new();
+        for d in &cp.checkpoint.batches {
+            if let Some(h) = self.batch(d)? {
+                batches.push(h);
+            }
+        }
+        Ok(Some(rpc::OrderedCheckpoint {
+            checkpoint: cp.checkpoint,
+            leader_time_ms,
+            batches,
+        }))
     }
 
     /// The stored checkpoint `seq`.
@@ -419,6 +482,48 @@ pub(crate) mod tests {
             outputs = c.tick(now);
         }
         out
+    }
+
+    #[test]
+    fn a_follower_store_applies_what_a_member_ordered_to_the_same_records() {
+        let ids: Vec<TxId> = (0..6u8).map(|i| TxId::from_bytes([i; 32])).collect();
+        let mut items: Vec<BatchItem> = ids.iter().map(|i| BatchItem::Tx(*i)).collect();
+        items.push(BatchItem::Tx(ids[0])); // a duplicate: the first position stands
+        let subs = commits(items);
+        let dir = tempfile::tempdir().unwrap();
+        let member = OrderStore::open(&dir.path().join("member.redb")).unwrap();
+        let follower = OrderStore::open(&dir.path().join("follower.redb")).unwrap();
+        for s in &subs {
+            member.apply(s, 7).unwrap();
+        }
+        assert!(member.ordered(subs.len() as u64).unwrap().is_none());
+        // Out of order is refused; in order everything lands as on the member.
+        if subs.len() > 1 {
+            let second = member.ordered(1).unwrap().unwrap();
+            assert!(follower.apply_ordered(&second, 9).is_err());
+        }
+        for seq in 0..subs.len() as u64 {
+            let o = member.ordered(seq).unwrap().unwrap();
+            o.check(0).unwrap();
+            follower.apply_ordered(&o, 9).unwrap();
+            assert!(follower.apply_ordered(&o, 9).unwrap().replay);
+        }
+        assert_eq!(follower.committed(), member.committed());
+        for seq in 0..subs.len() as u64 {
+            assert_eq!(follower.ordered(seq).unwrap(), member.ordered(seq).unwrap());
+            assert_eq!(
+                follower.leader_time(seq).unwrap(),
+                member.leader_time(seq).unwrap()
+            );
+        }
+        for id in &ids {
+            let (a, b) = (
+                member.ordering(id).unwrap().unwrap(),
+                follower.ordering(id).unwrap().unwrap(),
+            );
+            assert_eq!((a.sequence, a.batch), (b.sequence, b.batch));
+            assert_eq!(b.committed_at_ms, 9);
+        }
     }
 
     #[test]

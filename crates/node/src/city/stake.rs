@@ -309,6 +309,15 @@ impl StakeStore {
         Ok(f(s))
     }
 
+    /// The consensus endpoints full nodes published (`SetEndpoint`), by node id.
+    pub fn endpoints(&self) -> Result<BTreeMap<dag_core::NodeId, String>> {
+        self.read(|s| {
+            s.endpoints()
+                .map(|(a, e)| (dag_core::NodeId::from_bytes(*a.as_bytes()), e.to_string()))
+                .collect()
+        })
+    }
+
     /// The public key of `account`, if it signed an applied system tx or is a genesis member.
     pub fn public_key(&self, account: &AccountId) -> Option<Vec<u8>> {
         self.inner.lock().keys.get(account).cloned()

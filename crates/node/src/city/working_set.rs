@@ -411,6 +411,7 @@ mod tests {
                 dpos: dpos::DposConfig::default(),
                 cities: Default::default(),
                 missed_rounds: Default::default(),
+                standby: false,
             }),
             working_set: WorkingSetConfig {
                 gc_interval: Duration::from_millis(20),

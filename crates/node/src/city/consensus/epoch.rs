@@ -32,10 +32,20 @@ pub struct EpochEnd {
     pub committee: Committee,
 }
 
+/// The committee of the next epoch and where its members serve consensus.
+#[derive(Debug, Clone)]
+pub struct NextEpoch {
+    /// The committee (the same on every member).
+    pub committee: Committee,
+    /// Consensus addresses of its members (members this node has no channel to yet are
+    /// dialled at the epoch start; e.g. a newcomer elected from standby).
+    pub addresses: std::collections::BTreeMap<dag_core::NodeId, String>,
+}
+
 /// Finds the committee of the epoch after an [`EpochEnd`] (e.g. waits until dpos applied
 /// the last checkpoint and reads the elected set). Must answer the same on every member.
 pub type NextCommittee =
-    Arc<dyn Fn(EpochEnd) -> BoxFuture<'static, Result<Committee>> + Send + Sync>;
+    Arc<dyn Fn(EpochEnd) -> BoxFuture<'static, Result<NextEpoch>> + Send + Sync>;
 
 /// How a representative changes committee. Without a plan it runs one committee forever.
 #[derive(Clone)]

@@ -42,7 +42,7 @@
 mod epoch;
 mod records;
 
-pub use epoch::{EpochEnd, EpochPlan, EpochState, NextCommittee, TermClock};
+pub use epoch::{EpochEnd, EpochPlan, EpochState, NextCommittee, NextEpoch, TermClock};
 
 use crate::runtime::{now_ms, off_reactor};
 use crate::{Error, Result};
@@ -190,6 +190,9 @@ pub struct RepresentativeStatus {
     pub switching: bool,
     /// True once it was left out of a committee: it no longer proposes nor votes.
     pub removed: bool,
+    /// True while the node is a standby: it follows the committee's checkpoints and has no
+    /// driver until dpos elects it (see `city::standby`).
+    pub standby: bool,
 }
 
 enum Command {
@@ -202,7 +205,7 @@ enum Command {
     /// The next epoch's committee is known (see [`EpochPlan::next_committee`]).
     StartEpoch {
         end: EpochEnd,
-        committee: Result<Committee>,
+        committee: Result<NextEpoch>,
     },
     Stop,
 }
@@ -211,6 +214,40 @@ enum Command {
 #[derive(Debug, Clone)]
 pub struct Inbox {
     tx: mpsc::Sender<Command>,
+}
+
+/// A representative's inbound queue, made before its driver: the role serves the
+/// Consensus service (and queues payload) from the start, and the driver drains what
+/// waited once it runs ([`spawn_representative_on`]). A standby node starts its driver
+/// only when elected; messages sent to it before wait (bounded: a full queue answers
+/// `ResourceExhausted`, and senders re-send).
+#[derive(Debug)]
+pub struct ConsensusInbox {
+    tx: mpsc::Sender<Command>,
+    rx: mpsc::Receiver<Command>,
+}
+
+impl ConsensusInbox {
+    /// A queue of `capacity` commands ([`RepresentativeConfig::inbound_queue`]).
+    pub fn new(capacity: usize) -> Self {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        ConsensusInbox { tx, rx }
+    }
+
+    /// The Consensus gRPC service in front of the queue.
+    pub fn service(&self) -> ConsensusGrpc {
+        rpc::ConsensusService::new(Arc::new(Inbox {
+            tx: self.tx.clone(),
+        }))
+        .into_server()
+    }
+
+    /// Queues payload into the driver's next proposals (waits for it once it runs).
+    pub fn submitter(&self) -> Submitter {
+        Submitter {
+            cmd: self.tx.clone(),
+        }
+    }
 }
 
 impl ConsensusHandler for Inbox {
@@ -240,6 +277,33 @@ struct Peer {
     queue: mpsc::Sender<Arc<Vec<u8>>>,
 }
 
+/// What opening a channel to a peer needs.
+#[derive(Clone)]
+struct Dial {
+    me: NodeId,
+    send_timeout: Duration,
+    links: rpc::tls::LinkSecurity,
+    outbound_queue: usize,
+    send_concurrency: usize,
+    stats: Arc<RepresentativeStats>,
+}
+
+impl Dial {
+    /// A lazy channel to `id` at `addr` with its sender task.
+    fn open(&self, id: NodeId, addr: &str) -> Result<(Peer, JoinHandle<()>)> {
+        let client = ConsensusClient::lazy_over(addr, self.send_timeout, &self.links, id)?;
+        let (tx, rx) = mpsc::channel(self.outbound_queue.max(1));
+        let task = tokio::spawn(peer_sender(
+            self.me,
+            client,
+            rx,
+            self.send_concurrency,
+            self.stats.clone(),
+        ));
+        Ok((Peer { queue: tx }, task))
+    }
+}
+
 struct Driver {
     consensus: Consensus<Keypair, MlDsa87>,
     /// The previous epoch's driver, retired: serves fetches for members finishing it.
@@ -262,6 +326,10 @@ struct Driver {
     equivocate: bool,
     store: Option<RecordStore>,
     peers: HashMap<NodeId, Peer>,
+    /// Sender tasks of peers dialled after the start (stopped with the driver).
+    peer_tasks: Vec<JoinHandle<()>>,
+    /// How to dial a member this node has no channel to yet (at an epoch start).
+    dial: Dial,
     commits: mpsc::UnboundedSender<CommittedEvent>,
     evidence: mpsc::UnboundedSender<DoubleSignEvidence>,
     stats: Arc<RepresentativeStats>,
@@ -518,6 +586,7 @@ impl Driver {
                 epoch_first_seq: self.state.start.next_sequence,
                 switching: self.emit_upto.is_some() && !self.removed,
                 removed: self.removed,
+                standby: false,
             };
             self.status.send_if_modified(|s| {
                 let changed = *s != now;
@@ -529,6 +598,9 @@ impl Driver {
             }
         }
         if let Some(t) = self.switch_task.take() {
+            t.abort();
+        }
+        for t in self.peer_tasks.drain(..) {
             t.abort();
         }
     }
@@ -651,10 +723,35 @@ impl Driver {
         }));
     }
 
+    /// Opens channels to the next committee's members this node cannot reach yet.
+    fn dial_new_members(&mut self, next: &NextEpoch) {
+        let me = self.key.node_id();
+        for a in next.committee.authorities() {
+            if a.id == me || self.peers.contains_key(&a.id) {
+                continue;
+            }
+            let Some(addr) = next.addresses.get(&a.id) else {
+                tracing::warn!(member = %a.id, "next committee member has no address");
+                continue;
+            };
+            match self.dial.open(a.id, addr) {
+                Ok((peer, task)) => {
+                    tracing::info!(member = %a.id, %addr, "dialling a new committee member");
+                    self.peers.insert(a.id, peer);
+                    self.peer_tasks.push(task);
+                }
+                Err(e) => tracing::error!(member = %a.id, %addr, error = %e, "cannot dial"),
+            }
+        }
+    }
+
     /// Starts the next epoch's driver (if this node is a member), after persisting it.
-    fn start_epoch(&mut self, end: EpochEnd, committee: Result<Committee>, out: &mut Vec<Output>) {
-        let committee = match committee {
-            Ok(c) => c.with_epoch(end.epoch + 1),
+    fn start_epoch(&mut self, end: EpochEnd, next: Result<NextEpoch>, out: &mut Vec<Output>) {
+        let committee = match next {
+            Ok(n) => {
+                self.dial_new_members(&n);
+                n.committee.with_epoch(end.epoch + 1)
+            }
             Err(e) => {
                 tracing::error!(epoch = end.epoch + 1, error = %e, "no committee for the next epoch; consensus stays stopped");
                 return;
@@ -935,6 +1032,21 @@ pub async fn spawn_representative(
     committee: Committee,
     peers: HashMap<NodeId, String>,
 ) -> Result<(RepresentativeHandle, ConsensusGrpc)> {
+    let inbox = ConsensusInbox::new(cfg.inbound_queue);
+    let svc = inbox.service();
+    let handle = spawn_representative_on(cfg, key, committee, peers, inbox).await?;
+    Ok((handle, svc))
+}
+
+/// Like [`spawn_representative`], on an inbound queue made earlier (whose service the role
+/// already serves): the driver starts with what waited there.
+pub async fn spawn_representative_on(
+    cfg: RepresentativeConfig,
+    key: Keypair,
+    committee: Committee,
+    peers: HashMap<NodeId, String>,
+    inbox: ConsensusInbox,
+) -> Result<RepresentativeHandle> {
     let cfg = RepresentativeConfig {
         links: crate::runtime::resolve_links(&cfg.links, &cfg.data_dir, &key)?,
         ..cfg
@@ -989,26 +1101,30 @@ pub async fn spawn_representative(
     let in_flight = consensus.in_flight_items();
 
     let stats = Arc::new(RepresentativeStats::default());
+    let dial = Dial {
+        me: node_id,
+        send_timeout: cfg.send_timeout,
+        links: cfg.links.clone(),
+        outbound_queue: cfg.outbound_queue,
+        send_concurrency: cfg.send_concurrency,
+        stats: stats.clone(),
+    };
     let mut helpers = Vec::new();
     let mut peer_map = HashMap::new();
     for (id, peer_addr) in peers {
         if id == node_id {
             continue;
         }
-        let client = ConsensusClient::lazy_over(&peer_addr, cfg.send_timeout, &cfg.links, id)?;
-        let (tx, rx) = mpsc::channel(cfg.outbound_queue.max(1));
-        helpers.push(tokio::spawn(peer_sender(
-            node_id,
-            client,
-            rx,
-            cfg.send_concurrency,
-            stats.clone(),
-        )));
-        peer_map.insert(id, Peer { queue: tx });
+        let (peer, task) = dial.open(id, &peer_addr)?;
+        helpers.push(task);
+        peer_map.insert(id, peer);
     }
     let (commits_tx, commits_rx) = mpsc::unbounded_channel();
     let (evidence_tx, evidence_rx) = mpsc::unbounded_channel();
-    let (cmd, cmd_rx) = mpsc::channel(cfg.inbound_queue.max(1));
+    let ConsensusInbox {
+        tx: cmd,
+        rx: cmd_rx,
+    } = inbox;
     let (status_tx, status_rx) = tokio::sync::watch::channel(RepresentativeStatus {
         batch_interval_ms: cfg
             .batch_interval
@@ -1039,6 +1155,8 @@ pub async fn spawn_representative(
         consensus,
         store: Some(store),
         peers: peer_map,
+        peer_tasks: Vec::new(),
+        dial,
         commits: commits_tx,
         evidence: evidence_tx,
         stats: stats.clone(),
@@ -1056,7 +1174,6 @@ pub async fn spawn_representative(
         cfg.consensus.proposal_interval_ms,
     ));
 
-    let svc = rpc::ConsensusService::new(Arc::new(Inbox { tx: cmd.clone() })).into_server();
     let handle = RepresentativeHandle {
         node_id,
         in_flight,
@@ -1071,7 +1188,7 @@ pub async fn spawn_representative(
         driver: Some(driver),
         helpers,
     };
-    Ok((handle, svc))
+    Ok(handle)
 }
 
 #[cfg(test)]

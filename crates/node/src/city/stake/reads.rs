@@ -15,7 +15,6 @@ use rpc::{
     CommitteeInfo, CommitteeMemberInfo, DposTermInfo, StakeDelegation, StakeInfo, StakeLot,
     StakeNode, StakeNodeKind, StakeReadError, StakeUnbonding,
 };
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use tokio::sync::watch;
 
@@ -25,8 +24,8 @@ pub struct StakeReads {
     ledger: Option<Arc<ledger::Ledger>>,
     status: watch::Receiver<RepresentativeStatus>,
     committee: watch::Receiver<Committee>,
-    /// Genesis gRPC addresses of the city's members.
-    addresses: BTreeMap<NodeId, String>,
+    /// The members' gRPC addresses (genesis file, dpos endpoints).
+    addresses: crate::city::committee::AddressBook,
 }
 
 impl std::fmt::Debug for StakeReads {
@@ -47,13 +46,13 @@ fn node_of(account: &AccountId) -> NodeId {
 
 impl StakeReads {
     /// Reads over `stake`, the ledger holding liquid balances, and the driver's `status`
-    /// and `committee`; `addresses` are the genesis file's member addresses.
+    /// and `committee`; `addresses` are the members' addresses (genesis, dpos endpoints).
     pub(crate) fn new(
         stake: Arc<StakeStore>,
         ledger: Option<Arc<ledger::Ledger>>,
         status: watch::Receiver<RepresentativeStatus>,
         committee: watch::Receiver<Committee>,
-        addresses: BTreeMap<NodeId, String>,
+        addresses: crate::city::committee::AddressBook,
     ) -> Self {
         StakeReads {
             stake,
@@ -93,13 +92,15 @@ impl StakeReads {
     pub fn committee(&self) -> CommitteeInfo {
         let status = *self.status.borrow();
         let running = self.committee.borrow().clone();
+        // Before the lock: the address book reads the stake store itself.
+        let addresses = (self.addresses)();
         let inner = self.stake.inner.lock();
         let state = inner.state.as_ref();
         let member = |id: NodeId, weight: u64| CommitteeMemberInfo {
             node_id: id,
             weight,
             dpos_stake: state.map_or(0, |s| s.stake_of(&account_of(&id))),
-            address: self.addresses.get(&id).cloned(),
+            address: addresses.get(&id).cloned(),
         };
         let members: Vec<CommitteeMemberInfo> = running
             .authorities()
@@ -121,7 +122,7 @@ impl StakeReads {
             // epoch keep the running committee.
             let next_unreachable = crate::city::committee::unreachable_members(
                 next.iter().map(|(acc, _)| node_of(acc)),
-                &self.addresses,
+                &addresses,
             );
             let next = if next_unreachable.is_empty() {
                 next.into_iter()
