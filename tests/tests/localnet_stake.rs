@@ -10,8 +10,13 @@
 //! recorded for the stripes it held, and its balance rises by what the domain's formula
 //! gives (computed here). Then the member with the least stake is killed -9: the others'
 //! missed-round monitors report it (`ReportIncident`, +20 suspicion once) while they keep
-//! committing. Finally, with the processes stopped, every representative's stores are read:
-//! one checkpoint chain and the same dpos state root at every checkpoint.
+//! committing. A fifth city node, outside the genesis committee, runs as a standby
+//! (`[consensus] standby = true`): in term 0 its operator registers it as a full node,
+//! bonds and publishes its endpoint with the CLI; it follows the committee's checkpoints,
+//! and at the term's end dpos elects it in the slashed representative's place — it runs
+//! epoch 1 as a member and the committee stays at four. Finally, with the processes
+//! stopped, every representative's stores (the newcomer's included) are read: one
+//! checkpoint chain and the same dpos state root at every checkpoint.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -26,11 +31,14 @@ const TOKEN: u64 = 1_000_000;
 const CITY: &str = devnet::localnet::LOCALNET_CITY;
 /// The term: long enough for the three staking requests and the slash to be applied in
 /// term 0 on a loaded 2-core machine, short enough to keep the test quick.
-const TERM_MS: u64 = 20_000;
+const TERM_MS: u64 = 30_000;
 /// Each representative's opening balance (so its operator can bond with the node key).
 const REP_BALANCE: u64 = 10 * TOKEN;
 const BOND: u64 = 2 * TOKEN;
 const DELEGATION: u64 = TOKEN;
+/// What the standby's operator bonds to it (so it ranks between the delegatee and the
+/// third representative).
+const NEWCOMER_BOND: u64 = 3 * TOKEN / 2;
 /// Tokyo's city hall (inside JP-13: proof of place is checked).
 const AT: (f64, f64) = (35.6895, 139.6917);
 
@@ -123,6 +131,7 @@ async fn localnet_stake_elects_slashes_hands_over_and_pays_holders() {
     cfg.dpos = Some(rules.clone());
     cfg.rep_balance = REP_BALANCE;
     cfg.equivocating_rep = Some(0);
+    cfg.standbys = 1;
     // Small windows, so a member killed -9 is reported within seconds.
     cfg.missed_rounds = Some(node::MissedRule {
         window_rounds: 16,
@@ -156,11 +165,33 @@ async fn localnet_stake_elects_slashes_hands_over_and_pays_holders() {
     for a in &addrs {
         clients.push(CityClient::connect(a).await.unwrap());
     }
-    let reps: Vec<AccountId> = (0..4)
+    let mut reps: Vec<AccountId> = (0..4)
         .map(|i| key_of(&format!("rep-{i}")).account_id())
         .collect();
     let light = key_of("light-0").account_id();
     let light_key = node_dir("light-0").join("node.key");
+    // The standby: a city node of the same city outside the genesis committee.
+    let newcomer = key_of("standby-0").account_id();
+    let newcomer_key = node_dir("standby-0").join("node.key");
+    let newcomer_addr = net.manifest().get("standby-0").unwrap().addr.to_string();
+    let standby_client = CityClient::connect(&newcomer_addr).await.unwrap();
+    // It refuses submissions while it is not in the committee.
+    let refused = standby_client
+        .submit(&e2e::tokyo_tx(&payer, 0, AT))
+        .await
+        .expect_err("a standby refuses submissions");
+    assert!(
+        refused.to_string().contains("standby"),
+        "a typed refusal naming the standby: {refused}"
+    );
+    assert!(standby_client.committee().await.unwrap().standby);
+    // From here on it is index 4 (the fifth "representative").
+    clients.push(standby_client.clone());
+    reps.push(newcomer);
+    let names: Vec<String> = (0..4)
+        .map(|i| format!("rep-{i}"))
+        .chain(["standby-0".to_string()])
+        .collect();
 
     // Rep 0 sends its twin batches to the peer with the highest id, whose evidence reporter
     // then signs DoubleSign txs with its own nonces: the bonding operator is another one, so
@@ -216,12 +247,37 @@ async fn localnet_stake_elects_slashes_hands_over_and_pays_holders() {
             .await
         })
     };
+    // The newcomer's operator, with its node key: register as a full node, bond, publish
+    // the endpoint — each once the previous one is applied (one account, nonces in order).
+    let join = {
+        let (bin, key, via) = (bin.clone(), newcomer_key.clone(), via.clone());
+        let c = clients[bonder].clone();
+        let (amount, addr) = (NEWCOMER_BOND.to_string(), newcomer_addr.clone());
+        tokio::spawn(async move {
+            let steps: [&[&str]; 3] = [
+                &["register", "--kind", "full"],
+                &["bond", "--amount", &amount],
+                &["endpoint", "--address", &addr],
+            ];
+            for (nonce, op) in steps.iter().enumerate() {
+                let nonce = nonce as u64;
+                let id = stake_cli(&bin, &key, &via, nonce, op).await;
+                until(&format!("the newcomer's {} applied", op[0]), 40, || {
+                    let c = c.clone();
+                    async move { c.account(newcomer).await.ok().filter(|a| a.nonce > nonce) }
+                })
+                .await;
+                eprintln!("newcomer: {} {id} applied", op[0]);
+            }
+        })
+    };
     let (reg, bond, delegate) = (
         reg.await.unwrap(),
         bond.await.unwrap(),
         delegate.await.unwrap(),
     );
-    eprintln!("admitted: register {reg}, bond {bond}, delegate {delegate}");
+    join.await.unwrap();
+    eprintln!("admitted: register {reg}, bond {bond}, delegate {delegate}; the newcomer joined");
 
     // Applied: the ledger moved the bonded amounts (one balance state), the light node's
     // registration used its nonce.
@@ -249,6 +305,10 @@ async fn localnet_stake_elects_slashes_hands_over_and_pays_holders() {
     let s = stake(bonder, reps[bonder]).await;
     assert_eq!(s.term, 0, "the requests were applied in term 0");
     assert_eq!(s.bonded, TOKEN + BOND, "self-bond: genesis + bond");
+    let n = stake(bonder, newcomer).await;
+    assert_eq!(n.term, 0, "the newcomer joined in term 0");
+    assert_eq!(n.bonded, NEWCOMER_BOND);
+    assert!(n.node.as_ref().unwrap().active);
     let slashed = until("the equivocator slashed", 40, || async {
         let s = stake(delegatee, reps[0]).await;
         (!s.node.as_ref().unwrap().active).then_some(s)
@@ -271,6 +331,8 @@ async fn localnet_stake_elects_slashes_hands_over_and_pays_holders() {
 
     // The term ends: every representative's consensus reaches the boundary; the elected
     // three run epoch 1, representative 0 is left out.
+    // The standby is elected in the slashed representative's place: it starts its driver
+    // for epoch 1 with the state it followed.
     let first = until("epoch 1 on the elected representatives", 60, || async {
         let mut first = None;
         for c in &clients[1..] {
@@ -290,6 +352,7 @@ async fn localnet_stake_elects_slashes_hands_over_and_pays_holders() {
     let want = [
         (reps[bonder], TOKEN + BOND),
         (reps[delegatee], TOKEN + DELEGATION),
+        (newcomer, NEWCOMER_BOND),
         (reps[third], TOKEN),
     ];
     for (i, c) in clients.iter().enumerate().skip(1) {
@@ -303,6 +366,7 @@ async fn localnet_stake_elects_slashes_hands_over_and_pays_holders() {
         got.sort_by_key(|(_, w)| std::cmp::Reverse(*w));
         assert_eq!(got, want, "representative {i}: the running committee");
         assert_eq!(c.dpos.as_ref().unwrap().term, 1, "representative {i}");
+        assert!(!c.standby && !c.removed, "representative {i}");
     }
 
     // The light node's rewards were recorded (one payment per reward epoch it was paid
@@ -402,9 +466,8 @@ async fn localnet_stake_elects_slashes_hands_over_and_pays_holders() {
     let city = genesis.cities.get(CITY).unwrap();
     let mut chains: Vec<Vec<Hash32>> = Vec::new();
     let mut latencies = Vec::new();
-    for i in 0..4 {
-        let order =
-            node::OrderStore::open(&node_dir(&format!("rep-{i}")).join("order.redb")).unwrap();
+    for (i, name) in names.iter().enumerate() {
+        let order = node::OrderStore::open(&node_dir(name).join("order.redb")).unwrap();
         let upto = order.committed();
         // Representative 0 follows the chain to the boundary and stops there.
         if i == 0 {
@@ -420,7 +483,9 @@ async fn localnet_stake_elects_slashes_hands_over_and_pays_holders() {
         let hashes = e2e::checkpoint_chain(&format!("representative {i}"), upto, |seq| {
             order.checkpoint(seq).unwrap().map(|c| c.checkpoint)
         });
-        if i > 0 {
+        // (the newcomer took the old epoch's checkpoints from the committee: its commit
+        // times there are when it fetched them)
+        if i > 0 && i < 4 {
             let last_old = order
                 .checkpoint(first - 1)
                 .unwrap()
@@ -430,7 +495,7 @@ async fn localnet_stake_elects_slashes_hands_over_and_pays_holders() {
             latencies.push(first_new.saturating_sub(last_old));
         }
         chains.push(hashes);
-        let epoch = node::consensus::EpochState::load(&node_dir(&format!("rep-{i}")))
+        let epoch = node::consensus::EpochState::load(&node_dir(name))
             .unwrap()
             .expect("an epoch state after the change");
         if i == 0 {
@@ -452,12 +517,9 @@ async fn localnet_stake_elects_slashes_hands_over_and_pays_holders() {
     // The same dpos state root at every checkpoint on every representative, and the state
     // the test expects.
     let mut stores = Vec::new();
-    for i in 0..4 {
+    for name in &names {
         let (g, keys) = node::dpos_genesis_of(city, rules.clone()).unwrap();
-        stores.push(
-            node::StakeStore::open(&node_dir(&format!("rep-{i}")).join("stake.redb"), g, keys)
-                .unwrap(),
-        );
+        stores.push(node::StakeStore::open(&node_dir(name).join("stake.redb"), g, keys).unwrap());
     }
     let upto = stores.iter().map(node::StakeStore::next_seq).max().unwrap();
     assert!(upto > first);
@@ -477,6 +539,10 @@ async fn localnet_stake_elects_slashes_hands_over_and_pays_holders() {
     assert!(!st.read(|s| s.is_active(&reps[0])).unwrap());
     let mut elected = st.read(|s| s.representatives().to_vec()).unwrap();
     elected.sort();
+    assert!(
+        elected.contains(&newcomer),
+        "the newcomer replaced the slashed member"
+    );
     let mut want_ids: Vec<AccountId> = want.iter().map(|(a, _)| *a).collect();
     want_ids.sort();
     assert_eq!(elected, want_ids);

@@ -314,6 +314,8 @@ fn render_committee(c: &rpc::CommitteeInfo) -> String {
         if c.switching { ", switching" } else { "" },
         if c.removed {
             ", this node was removed"
+        } else if c.standby {
+            ", this node is a standby (not elected yet)"
         } else {
             ""
         }
@@ -444,6 +446,7 @@ mod tests {
             epoch_first_seq: 34,
             switching: false,
             removed: true,
+            standby: false,
             committed: 40,
             members: vec![m.clone()],
             dpos: None,

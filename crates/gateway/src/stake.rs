@@ -192,6 +192,8 @@ pub struct CommitteeAnswer {
     pub switching: bool,
     /// This node was left out of a committee.
     pub removed: bool,
+    /// This node is a standby: it follows the committee and has no driver until elected.
+    pub standby: bool,
     /// Checkpoints its driver committed.
     pub committed: u64,
     /// The committee its driver runs, in committee order.
@@ -207,6 +209,7 @@ impl From<&CommitteeInfo> for CommitteeAnswer {
             epoch_first_seq: c.epoch_first_seq,
             switching: c.switching,
             removed: c.removed,
+            standby: c.standby,
             committed: c.committed,
             members: c.members.iter().map(JsonMember::from).collect(),
             dpos: c.dpos.as_ref().map(|d| JsonTerm {

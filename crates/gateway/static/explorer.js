@@ -233,7 +233,8 @@ async function loadCommittee() {
     const c = await getJson("/v1/committee");
     let text = "Epoch " + c.epoch + " (from checkpoint " + c.epoch_first_seq + "), " +
       c.committed + " checkpoints committed" + (c.switching ? ", switching" : "") +
-      (c.removed ? ", this node was left out" : "");
+      (c.removed ? ", this node was left out" : "") +
+      (c.standby ? ", this node is a standby (not elected yet)" : "");
     if (c.dpos) {
       text += " · dpos term " + c.dpos.term + ", ends " + when(c.dpos.ends_at_ms);
     }

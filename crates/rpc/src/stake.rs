@@ -182,6 +182,8 @@ pub struct CommitteeInfo {
     pub switching: bool,
     /// This node was left out of a committee.
     pub removed: bool,
+    /// This node is a standby: it follows the committee and has no driver until elected.
+    pub standby: bool,
     /// Checkpoints its driver committed.
     pub committed: u64,
     /// The committee its driver runs, in committee order.
@@ -356,6 +358,7 @@ impl From<&CommitteeInfo> for pb::GetCommitteeResponse {
             epoch_first_seq: c.epoch_first_seq,
             switching: c.switching,
             removed: c.removed,
+            standby: c.standby,
             committed: c.committed,
             members: c.members.iter().map(member_to_pb).collect(),
             ..Default::default()
@@ -418,6 +421,7 @@ impl TryFrom<pb::GetCommitteeResponse> for CommitteeInfo {
             epoch_first_seq: p.epoch_first_seq,
             switching: p.switching,
             removed: p.removed,
+            standby: p.standby,
             committed: p.committed,
             members,
             dpos,
@@ -514,6 +518,7 @@ mod tests {
             epoch_first_seq: 40,
             switching: false,
             removed: false,
+            standby: true,
             committed: 45,
             members: vec![member(1, Some("127.0.0.1:1")), member(2, None)],
             dpos: Some(DposTermInfo {

@@ -649,6 +649,7 @@ async fn stake_and_committee_are_read_as_json() {
         epoch_first_seq: 40,
         switching: false,
         removed: false,
+        standby: false,
         committed: 45,
         members: vec![member.clone()],
         dpos: Some(DposTermInfo {
@@ -727,7 +728,7 @@ async fn stake_and_committee_are_read_as_json() {
         v,
         serde_json::json!({
             "epoch": 2, "epoch_first_seq": 40, "switching": false, "removed": false,
-            "committed": 45, "members": [m],
+            "standby": false, "committed": 45, "members": [m],
             "dpos": {"term": 2, "started_at_ms": 100, "ends_at_ms": 8_100, "next": [next],
                      "next_elected": false, "next_unreachable": [],
                      "state_root": "cd".repeat(32), "applied_upto": 46},

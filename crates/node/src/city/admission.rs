@@ -114,6 +114,10 @@ struct OrderingParts {
     stripes: parking_lot::Mutex<std::collections::HashSet<dag_core::StripeId>>,
 }
 
+/// Roughly the most bytes of checkpoints one `GetCheckpoints` answer carries (at least one
+/// checkpoint always goes).
+const CHECKPOINTS_ANSWER_BYTES: usize = 1 << 20;
+
 /// Verifications in flight at once: two per verify thread keeps the pool busy while the
 /// rest wait in the priority gate.
 fn verifier_slots(verifier: &BatchVerifier) -> usize {
@@ -1096,6 +1100,49 @@ impl CityApi for CityNode {
             .as_ref()
             .ok_or(rpc::StakeReadError::NotRepresentative)?;
         Ok(reads.committee())
+    }
+
+    async fn checkpoints(
+        &self,
+        from: u64,
+        max: u32,
+    ) -> std::result::Result<rpc::CheckpointRange, rpc::StakeReadError> {
+        let store = self
+            .ordering
+            .as_ref()
+            .map(|o| o.store.clone())
+            .ok_or(rpc::StakeReadError::NotRepresentative)?;
+        let read = move || -> crate::Result<rpc::CheckpointRange> {
+            let committed = store.committed();
+            let upto = committed.min(from.saturating_add(u64::from(max)));
+            let mut out = Vec::new();
+            let mut bytes = 0usize;
+            for seq in from..upto {
+                let Some(c) = store.ordered(seq)? else { break };
+                bytes += 64
+                    + 32 * c.checkpoint.batches.len()
+                    + c.batches
+                        .iter()
+                        .map(|h| {
+                            96 + 33 * h.items.len() + 32 * (h.parents.len() + h.weak_links.len())
+                        })
+                        .sum::<usize>();
+                out.push(c);
+                // A bounded answer: the caller asks again from where this one ends.
+                if bytes > CHECKPOINTS_ANSWER_BYTES {
+                    break;
+                }
+            }
+            Ok(rpc::CheckpointRange {
+                checkpoints: out,
+                committed,
+            })
+        };
+        match crate::runtime::run_blocking("order store", read).await {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(e)) => Err(rpc::StakeReadError::Store(e.to_string())),
+            Err(e) => Err(rpc::StakeReadError::Store(e.to_string())),
+        }
     }
 
     fn note_rejected(&self, code: RejectCode) {

@@ -147,6 +147,7 @@ impl StakeReads {
             epoch_first_seq: status.epoch_first_seq,
             switching: status.switching,
             removed: status.removed,
+            standby: status.standby,
             committed: status.committed,
             members,
             dpos,
