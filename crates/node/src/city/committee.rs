@@ -145,6 +145,13 @@ impl Representation {
             spawn_representative(cfg, key.clone(), parts.committee.committee.clone(), peers)
                 .await?;
         let mut tasks = Vec::new();
+        // Each epoch's committee into the order store: the pusher hands the continent over.
+        tasks.push(super::epochs::spawn_epoch_recorder(
+            order.clone(),
+            parts.committee.committee.clone(),
+            rep.committee_watch(),
+            rep.status(),
+        ));
         let evidence = rep.take_evidence();
         let (summaries, missed) = mpsc::channel(super::stake_reporter::COMMIT_SUMMARIES);
         if let Some(commits) = rep.take_commits() {

@@ -6,6 +6,7 @@
 pub(crate) mod admission;
 pub(crate) mod challenges;
 pub(crate) mod committee;
+pub(crate) mod epochs;
 pub mod consensus;
 pub(crate) mod cross;
 pub(crate) mod events;
