@@ -393,9 +393,10 @@ impl HandoverFile {
         let mut off = 0usize;
         while off < bytes.len() {
             let rest = &bytes[off..];
-            let Some(len) = rest.get(..4).map(|b| {
-                u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize
-            }) else {
+            let Some(len) = rest
+                .get(..4)
+                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+            else {
                 break;
             };
             if len > MAX_FEDERATION_MESSAGE_BYTES {
@@ -748,7 +749,9 @@ impl ContinentLog {
     /// The committee the log checks `city`'s checkpoint `seq` against (after the handovers
     /// accepted so far).
     pub fn committee_at(&self, city: &Hash32, seq: u64) -> Option<Committee> {
-        self.committee_in_force(city, seq).ok().map(|c| (*c).clone())
+        self.committee_in_force(city, seq)
+            .ok()
+            .map(|c| (*c).clone())
     }
 
     /// `city`'s committee chain: `(epoch, first sequence, committee)`, genesis first.
@@ -1296,7 +1299,9 @@ mod tests {
         let ho = f.handover(2);
         // Old members' shares pool to a quorum of the OLD committee's stake.
         for (i, k) in f.old[..2].iter().enumerate() {
-            let e = log.push_handover_blocking(&handover_share(k, &ho)).unwrap_err();
+            let e = log
+                .push_handover_blocking(&handover_share(k, &ho))
+                .unwrap_err();
             assert_eq!(
                 e,
                 FederationError::HandoverAwaitingQuorum {
@@ -1559,7 +1564,9 @@ mod tests {
         file.append(&forged).unwrap();
         drop(file);
         match f.open() {
-            Err(Error::LogCorrupt { index: 0, reason, .. }) => {
+            Err(Error::LogCorrupt {
+                index: 0, reason, ..
+            }) => {
                 assert!(reason.contains("not a member"), "{reason}");
             }
             other => panic!("a forged chain opened: {other:?}"),
@@ -1571,7 +1578,8 @@ mod tests {
         let old: Vec<&Keypair> = f.old.iter().collect();
         std::fs::remove_file(handovers_path(&f.path())).unwrap();
         let (mut file, _) = HandoverFile::open(&handovers_path(&f.path())).unwrap();
-        file.append(&handover_cert(&old[..3], &f.handover(4))).unwrap();
+        file.append(&handover_cert(&old[..3], &f.handover(4)))
+            .unwrap();
         drop(file);
         assert!(matches!(f.open(), Err(Error::LogCorrupt { .. })));
     }

@@ -21,13 +21,16 @@
 //!
 //! Committee changes ([`CheckpointSource::epochs`]; a source without epochs runs its
 //! genesis committee forever and none of this applies):
-//! - before the first checkpoint of an epoch after genesis, a node that was in the OLD
-//!   committee (or cannot tell: previous epoch not recorded) pushes its share of the
-//!   epoch's [`CommitteeHandover`] ([`CheckpointSource::handover_at`]) until the continent
-//!   accepts it — `HandoverAwaitingQuorum` / `HandoverTooEarly` with the quorum backoff,
-//!   transient failures with [`PusherConfig::retry`] — or refuses it (logged, counted; the
-//!   checkpoint pushes go on). Once per epoch; an accepted certificate is checked against
-//!   the old committee.
+//! - once per epoch after genesis — when caught up at its first sequence (also on a member
+//!   left out of the new committee, which never gets that checkpoint; the epochs are looked
+//!   at every [`PusherConfig::quorum_backoff_max`] while caught up), or on first reaching
+//!   one of its sequences — a node that was in the OLD committee (or cannot tell: previous
+//!   epoch not recorded) pushes its share of the epoch's [`CommitteeHandover`]
+//!   ([`CheckpointSource::handover_at`]) until the continent accepts it —
+//!   `HandoverAwaitingQuorum` with the quorum backoff, transient failures with
+//!   [`PusherConfig::retry`] — or refuses it (logged, counted; the checkpoint pushes go
+//!   on). `HandoverTooEarly` (the continent is behind this node's proofs) leaves it for
+//!   the next pass. An accepted certificate is checked against the old committee.
 //! - `NotMember` for a sequence of an epoch after genesis means the continent does not know
 //!   that committee yet: counted ([`PusherStats::awaiting_handover`]), the handover share
 //!   pushed again, and the same sequence retried with the quorum backoff.
@@ -37,13 +40,13 @@
 //!   a proof for them ([`PusherStats::skipped`]). It never retries a refusal there.
 
 use crate::{Error, Result};
-use dag_core::{Hash32, Signer};
 use dag_core::consensus::Checkpoint;
+use dag_core::{Hash32, Signer};
 use pqc::Keypair;
 use resilience::RetryPolicy;
 use rpc::{
-    CertifiedCheckpoint, CertifiedHandover, CheckpointHeader, CommitteeHandover,
-    FederationClient, FederationError, FederationProof, LogKind, sign_handover_share, sign_share,
+    CertifiedCheckpoint, CertifiedHandover, CheckpointHeader, CommitteeHandover, FederationClient,
+    FederationError, FederationProof, LogKind, sign_handover_share, sign_share,
 };
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -305,8 +308,13 @@ enum EpochStep {
 
 /// How a handover share push ended.
 enum HandoverPush {
+    /// The continent accepted it.
     Accepted,
+    /// Refused, or not pushable (logged): the checkpoint pushes go on.
     Refused,
+    /// Ahead of the continent's log: to be tried again.
+    Later,
+    /// Asked to stop.
     Stop,
 }
 
@@ -364,9 +372,18 @@ impl Pusher {
             self.next.send_replace(next);
             let upto = *committed.borrow_and_update();
             if next >= upto {
+                // Caught up. A committee change recorded here starts at `next` before its
+                // first checkpoint exists (always so on a member left out of the new
+                // committee): hand over now, and look at the epochs again periodically.
+                let epochs = self.source.epochs().unwrap_or_default();
+                if !epochs.is_empty() && !self.hand_over(&epochs, next).await {
+                    return;
+                }
+                let poll = self.cfg.quorum_backoff_max;
                 tokio::select! {
                     _ = self.stop.changed() => return,
                     r = committed.changed() => if r.is_err() { return },
+                    _ = tokio::time::sleep(poll), if !epochs.is_empty() => {}
                 }
                 continue;
             }
@@ -503,28 +520,40 @@ impl Pusher {
             // A source without epochs: the genesis committee forever.
             return EpochStep::Push;
         }
+        if !self.hand_over(&epochs, next).await {
+            return EpochStep::Stop;
+        }
         let me = self.key.public_key().to_vec();
-        let (cur, prev, after) = epoch_at(&epochs, next);
-        let Some(cur) = cur else {
-            // Before the first epoch recorded here: not known as a member; skip like one
-            // that is not.
-            return self.skip_logged(next, after).await;
+        let (cur, _, after) = epoch_at(&epochs, next);
+        match cur {
+            Some(cur) if cur.has_member(&me) => EpochStep::Push,
+            // Not a member (or before the first epoch recorded here: not known as one).
+            _ => self.skip_logged(next, after).await,
+        }
+    }
+
+    /// Once per epoch after genesis, on first reaching one of its sequences (or its first
+    /// sequence once caught up): pushes this node's share of the epoch's handover if it was
+    /// in the old committee (or cannot tell: the previous epoch is not recorded here).
+    /// False when asked to stop.
+    async fn hand_over(&mut self, epochs: &[CommitteeEpoch], next: u64) -> bool {
+        let (Some(cur), prev, _) = epoch_at(epochs, next) else {
+            return true;
         };
-        if cur.first_seq == next && cur.first_seq > 0 && self.handover_done != Some(cur.epoch) {
-            // Unknown previous epoch (not recorded here): try; the continent judges.
-            let was_member = prev.is_none_or(|p| p.has_member(&me));
-            if was_member {
-                match self.push_handover_share(cur.first_seq, prev).await {
-                    HandoverPush::Accepted | HandoverPush::Refused => {}
-                    HandoverPush::Stop => return EpochStep::Stop,
-                }
+        if cur.first_seq == 0 || self.handover_done == Some(cur.epoch) {
+            return true;
+        }
+        let me = self.key.public_key().to_vec();
+        if prev.is_none_or(|p| p.has_member(&me)) {
+            match self.push_handover_share(cur.first_seq, prev).await {
+                HandoverPush::Accepted | HandoverPush::Refused => {}
+                // Looked at again on the next pass.
+                HandoverPush::Later => return true,
+                HandoverPush::Stop => return false,
             }
-            self.handover_done = Some(cur.epoch);
         }
-        if cur.has_member(&me) {
-            return EpochStep::Push;
-        }
-        self.skip_logged(next, after).await
+        self.handover_done = Some(cur.epoch);
+        true
     }
 
     /// Not in the committee of `next`'s epoch: its members federate these sequences. Once
@@ -535,7 +564,11 @@ impl Pusher {
             Ok(head) if head.next_sequence > next => {
                 let to = after.map_or(head.next_sequence, |a| head.next_sequence.min(a.first_seq));
                 self.stats.skipped.fetch_add(to - next, Ordering::Relaxed);
-                tracing::debug!(from = next, to, "not a member of this epoch's committee; skipping");
+                tracing::debug!(
+                    from = next,
+                    to,
+                    "not a member of this epoch's committee; skipping"
+                );
                 EpochStep::SkipTo(to)
             }
             Ok(_) => EpochStep::Wait(self.cfg.quorum_backoff_max),
@@ -563,7 +596,10 @@ impl Pusher {
             let handover = match self.source.handover_at(self.cfg.city, first_seq) {
                 Ok(Some(h)) => h,
                 Ok(None) => {
-                    tracing::warn!(first_seq, "no handover readable for this epoch; not pushing one");
+                    tracing::warn!(
+                        first_seq,
+                        "no handover readable for this epoch; not pushing one"
+                    );
                     return HandoverPush::Refused;
                 }
                 Err(e) => {
@@ -574,8 +610,10 @@ impl Pusher {
                     continue;
                 }
             };
-            let share =
-                CertifiedHandover::new(handover.clone(), vec![sign_handover_share(&handover, &self.key)]);
+            let share = CertifiedHandover::new(
+                handover.clone(),
+                vec![sign_handover_share(&handover, &self.key)],
+            );
             let delay = match self.client.push_handover(&share).await {
                 Ok(cert) => {
                     let checked = if cert.handover != handover {
@@ -583,7 +621,9 @@ impl Pusher {
                             "the accepted handover is not ours".into(),
                         ))
                     } else {
-                        old.as_ref().map_or(Ok(0), |old| cert.verify(old)).map(|_| ())
+                        old.as_ref()
+                            .map_or(Ok(0), |old| cert.verify(old))
+                            .map(|_| ())
                     };
                     return match checked {
                         Ok(()) => {
@@ -602,10 +642,17 @@ impl Pusher {
                         }
                     };
                 }
-                Err(
-                    FederationError::HandoverAwaitingQuorum { .. }
-                    | FederationError::HandoverTooEarly { .. },
-                ) => {
+                Err(FederationError::HandoverTooEarly { .. }) => {
+                    // The continent is behind this node's proofs (it lost its tail?): the
+                    // checkpoint pushes rewind it; the handover is tried again after.
+                    self.stats.awaiting_handover.fetch_add(1, Ordering::Relaxed);
+                    return if self.pause(self.cfg.quorum_backoff_max).await {
+                        HandoverPush::Later
+                    } else {
+                        HandoverPush::Stop
+                    };
+                }
+                Err(FederationError::HandoverAwaitingQuorum { .. }) => {
                     self.stats.awaiting_handover.fetch_add(1, Ordering::Relaxed);
                     let w = wait;
                     wait = (wait * 2).min(self.cfg.quorum_backoff_max);

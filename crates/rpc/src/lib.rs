@@ -67,11 +67,11 @@ pub use crosscity::{
 pub use error::{ClientError, Result};
 pub use federation::{
     CITY_CHECKPOINT_DOMAIN, CITY_HANDOVER_DOMAIN, CONTINENT_RECEIPT_DOMAIN, CertifiedCheckpoint,
-    CertifiedHandover, CheckpointHeader, CityHead, CommitteeHandover, MAX_HANDOVER_MEMBERS,
-    sign_handover_share, FEDERATION_VERSION, FederationClient, FederationError, FederationHandler,
-    FederationProof, FederationService, GLOBAL_RECEIPT_DOMAIN, InclusionReceipt, LogKind,
-    MAX_CERTIFICATE_SIGNERS, MAX_FEDERATION_MESSAGE_BYTES, ProofAnswer, SignedTreeHead,
-    TREE_HEAD_DOMAIN, TreeHeadPush, quorum_stake, sign_share,
+    CertifiedHandover, CheckpointHeader, CityHead, CommitteeHandover, FEDERATION_VERSION,
+    FederationClient, FederationError, FederationHandler, FederationProof, FederationService,
+    GLOBAL_RECEIPT_DOMAIN, InclusionReceipt, LogKind, MAX_CERTIFICATE_SIGNERS,
+    MAX_FEDERATION_MESSAGE_BYTES, MAX_HANDOVER_MEMBERS, ProofAnswer, SignedTreeHead,
+    TREE_HEAD_DOMAIN, TreeHeadPush, quorum_stake, sign_handover_share, sign_share,
 };
 pub use proof::{
     GlobalAnchor, MAX_PROOF_CHECKPOINT_BATCHES, MAX_TX_PROOF_BYTES, ProofError, TxProof,

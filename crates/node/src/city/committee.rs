@@ -141,6 +141,10 @@ impl Representation {
             .filter(|(id, _)| **id != me)
             .map(|(id, a)| (*id, a.clone()))
             .collect();
+        let left_out = cfg.epochs.clone().map(|plan| super::epochs::LeftOut {
+            data_dir: cfg.data_dir.clone(),
+            plan,
+        });
         let (mut rep, svc) =
             spawn_representative(cfg, key.clone(), parts.committee.committee.clone(), peers)
                 .await?;
@@ -151,6 +155,7 @@ impl Representation {
             parts.committee.committee.clone(),
             rep.committee_watch(),
             rep.status(),
+            left_out,
         ));
         let evidence = rep.take_evidence();
         let (summaries, missed) = mpsc::channel(super::stake_reporter::COMMIT_SUMMARIES);

@@ -6,9 +6,9 @@
 pub(crate) mod admission;
 pub(crate) mod challenges;
 pub(crate) mod committee;
-pub(crate) mod epochs;
 pub mod consensus;
 pub(crate) mod cross;
+pub(crate) mod epochs;
 pub(crate) mod events;
 pub(crate) mod execution;
 #[cfg(test)]

@@ -364,7 +364,12 @@ impl OrderStore {
     /// order) from checkpoint `first_seq` on (blocking: one fsync). Recording the same
     /// again changes nothing; another first sequence or committee for a recorded epoch is
     /// refused ([`Error::CorruptRecord`]: one of the two records is wrong).
-    pub fn record_epoch(&self, epoch: u64, first_seq: u64, members: &[(Vec<u8>, u64)]) -> Result<()> {
+    pub fn record_epoch(
+        &self,
+        epoch: u64,
+        first_seq: u64,
+        members: &[(Vec<u8>, u64)],
+    ) -> Result<()> {
         let err = db_err(&self.path);
         let mut v = Writer::default();
         v.u64(first_seq)

@@ -10,15 +10,13 @@ use node::continent::{
     CityCommittee, ContinentConfig, ContinentHandle, GlobalTarget, start_continent,
 };
 use node::federation_push::{
-    CheckpointSource, CommitteeEpoch, MemoryCheckpointSource, PusherConfig,
-    spawn_checkpoint_pusher,
+    CheckpointSource, CommitteeEpoch, MemoryCheckpointSource, PusherConfig, spawn_checkpoint_pusher,
 };
 use node::global::{GlobalConfig, start_global};
 use pqc::Keypair;
 use rpc::{
-    CertifiedCheckpoint, CertifiedHandover, CheckpointHeader, CommitteeHandover,
-    FederationClient, FederationError, LogKind, SignedTreeHead, TreeHeadPush,
-    sign_handover_share, sign_share,
+    CertifiedCheckpoint, CertifiedHandover, CheckpointHeader, CommitteeHandover, FederationClient,
+    FederationError, LogKind, SignedTreeHead, TreeHeadPush, sign_handover_share, sign_share,
 };
 use std::net::SocketAddr;
 use std::path::Path;
@@ -744,21 +742,22 @@ fn members_of(keys: &[&Keypair]) -> Vec<(Vec<u8>, u64)> {
     keys.iter().map(|k| (k.public_key().to_vec(), 1)).collect()
 }
 
-/// A committee change over real gRPC: A B C D run epoch 0 (checkpoints 0..4), then B C D E
-/// run epoch 1 (4..8). The old members' pushers hand the continent over; the newcomer skips
-/// the epoch it was not in and federates the new one; the member that left stops at 4.
+/// A committee change over real gRPC: A B C D run epoch 0 (checkpoints 0..4), then C D E F
+/// run epoch 1 (4..8). C and D alone are not a quorum of the old committee: the members
+/// left out (A, B) sign the handover too, once caught up at the boundary (they never get
+/// checkpoint 4). The newcomers skip the epoch they were not in and federate the new one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_committee_handover_lets_the_new_committee_federate() {
     let dir = tempfile::tempdir().unwrap();
     let (keys, genesis) = committee(4);
-    let e = Keypair::generate();
+    let (e, f) = (Keypair::generate(), Keypair::generate());
     let city = Hash32::digest(b"handover-city");
     let ckey = Keypair::generate();
     let cont = continent_at(&city_cfg(dir.path(), city, &genesis), &ckey).await;
     let c = client(cont.addr());
     let cps = chain(8, 0);
     let old: Vec<&Keypair> = keys.iter().collect();
-    let new: Vec<&Keypair> = vec![&keys[1], &keys[2], &keys[3], &e];
+    let new: Vec<&Keypair> = vec![&keys[2], &keys[3], &e, &f];
     let new_committee =
         Committee::equal(new.iter().map(|k| k.public_key().to_vec()).collect()).unwrap();
     let epochs = [
@@ -782,7 +781,10 @@ async fn a_committee_handover_lets_the_new_committee_federate() {
     };
 
     // Over the wire: a handover ahead of the log is the typed, retryable refusal.
-    let early = CertifiedHandover::new(handover.clone(), vec![sign_handover_share(&handover, &keys[0])]);
+    let early = CertifiedHandover::new(
+        handover.clone(),
+        vec![sign_handover_share(&handover, &keys[0])],
+    );
     let err = c.push_handover(&early).await.unwrap_err();
     assert_eq!(
         err,
@@ -794,19 +796,17 @@ async fn a_committee_handover_lets_the_new_committee_federate() {
     );
     assert!(err.is_retryable());
 
-    // A (left after epoch 0) holds checkpoints 0..4, the others all 8; E recorded both
-    // epochs too (it followed the chain to join).
-    let all: Vec<&Keypair> = vec![&keys[0], &keys[1], &keys[2], &keys[3], &e];
+    // Every node recorded both epochs; A and B (left out) hold checkpoints 0..4, the others
+    // all 8 (the newcomers followed the chain to join).
+    let all: Vec<&Keypair> = vec![&keys[0], &keys[1], &keys[2], &keys[3], &e, &f];
     let sources: Vec<Arc<MemoryCheckpointSource>> = all
         .iter()
         .map(|_| Arc::new(MemoryCheckpointSource::new()))
         .collect();
     for (i, s) in sources.iter().enumerate() {
         s.record_epoch(epochs[0].clone());
-        let upto = if i == 0 { 4 } else { 8 };
-        if i > 0 {
-            s.record_epoch(epochs[1].clone());
-        }
+        s.record_epoch(epochs[1].clone());
+        let upto = if i < 2 { 4 } else { 8 };
         for cp in &cps[..upto] {
             s.commit(cp.clone());
         }
@@ -822,9 +822,14 @@ async fn a_committee_handover_lets_the_new_committee_federate() {
         let source: Arc<dyn CheckpointSource> = s.clone();
         pushers.push(spawn_checkpoint_pusher(pc, (*k).clone(), source).unwrap());
     }
-    wait_until("the old epoch federated at A", || sources[0].proofs() == 4).await;
-    wait_until("the new epoch federated at B C D E", || {
-        sources[1..].iter().all(|s| (4..8).all(|q| s.proof(q).is_some()))
+    wait_until("the old epoch federated at A and B", || {
+        sources[..2].iter().all(|s| s.proofs() == 4)
+    })
+    .await;
+    wait_until("the new epoch federated at C D E F", || {
+        sources[2..]
+            .iter()
+            .all(|s| (4..8).all(|q| s.proof(q).is_some()))
     })
     .await;
     assert_eq!(cont.log().size(), 8);
@@ -833,12 +838,15 @@ async fn a_committee_handover_lets_the_new_committee_federate() {
     assert_eq!((chain[1].0, chain[1].1), (1, 4));
     // Proofs verify against the committee of their epoch.
     for q in 0..4 {
-        sources[1]
+        sources[2]
             .proof(q)
             .unwrap()
             .verify(&genesis, ckey.public_key())
             .unwrap();
-        assert!(sources[4].proof(q).is_none(), "E records nothing for epoch 0");
+        assert!(
+            sources[4].proof(q).is_none(),
+            "E records nothing for epoch 0"
+        );
     }
     for q in 4..8 {
         sources[4]
@@ -848,22 +856,29 @@ async fn a_committee_handover_lets_the_new_committee_federate() {
             .unwrap();
     }
     // The accepted handover is what the old committee certified; a re-push answers it.
-    let again = c
-        .push_handover(&CertifiedHandover::new(
-            handover.clone(),
-            vec![sign_handover_share(&handover, &keys[0])],
-        ))
-        .await
-        .unwrap();
+    let again = c.push_handover(&early).await.unwrap();
     assert_eq!(again.handover, handover);
     again.verify(&genesis).unwrap();
-    let stats = |i: usize| pushers[i].stats().clone();
     use std::sync::atomic::Ordering::Relaxed;
-    assert!(stats(4).skipped.load(Relaxed) >= 4, "E skipped epoch 0");
-    assert_eq!(stats(4).handovers.load(Relaxed), 0, "E was not in the old committee");
-    let handed: u64 = (1..4).map(|i| stats(i).handovers.load(Relaxed)).sum();
-    assert!(handed >= 2, "the old members that stayed pushed their shares: {handed}");
-    for i in 0..5 {
+    let stats = |i: usize| pushers[i].stats().clone();
+    for i in 4..6 {
+        assert_eq!(
+            stats(i).skipped.load(Relaxed),
+            4,
+            "newcomer {i} skipped epoch 0"
+        );
+        assert_eq!(
+            stats(i).handovers.load(Relaxed),
+            0,
+            "newcomer {i} was not in the old committee"
+        );
+    }
+    let handed: u64 = (0..4).map(|i| stats(i).handovers.load(Relaxed)).sum();
+    assert!(
+        handed >= 3,
+        "a quorum of the old members pushed shares: {handed}"
+    );
+    for i in 0..6 {
         assert_eq!(stats(i).refusals.load(Relaxed), 0, "pusher {i} was refused");
     }
     for p in pushers {

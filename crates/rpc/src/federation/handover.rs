@@ -5,8 +5,8 @@
 use super::{FEDERATION_VERSION, FederationError, MAX_CERTIFICATE_SIGNERS, hash, version};
 use dag_core::consensus::{Committee, Stake};
 use dag_core::{
-    DecodeError, Hash32, MAX_KEY_LEN, MAX_SIGNATURE_LEN, NodeId, Reader, SignatureVerifier,
-    Signer, Writer,
+    DecodeError, Hash32, MAX_KEY_LEN, MAX_SIGNATURE_LEN, NodeId, Reader, SignatureVerifier, Signer,
+    Writer,
 };
 use pqc::MlDsa87;
 
@@ -78,7 +78,16 @@ impl CommitteeHandover {
     }
 
     fn encoded_len(&self) -> usize {
-        1 + 32 + 8 + 8 + 32 + 2 + self.members.iter().map(|(k, _)| 10 + k.len()).sum::<usize>()
+        1 + 32
+            + 8
+            + 8
+            + 32
+            + 2
+            + self
+                .members
+                .iter()
+                .map(|(k, _)| 10 + k.len())
+                .sum::<usize>()
     }
 
     fn write(&self, w: &mut Writer) {
@@ -334,12 +343,11 @@ mod tests {
             Err(DecodeError::UnsupportedVersion(2))
         ));
         // Not a committee, epoch 0, a last sequence nothing can follow: refused.
-        let check_invalid = |h: CommitteeHandover, field: &str| match CommitteeHandover::decode(
-            &h.encode(),
-        ) {
-            Err(DecodeError::Invalid { field: f, .. }) => assert_eq!(f, field),
-            other => panic!("{field}: {other:?}"),
-        };
+        let check_invalid =
+            |h: CommitteeHandover, field: &str| match CommitteeHandover::decode(&h.encode()) {
+                Err(DecodeError::Invalid { field: f, .. }) => assert_eq!(f, field),
+                other => panic!("{field}: {other:?}"),
+            };
         check_invalid(
             CommitteeHandover {
                 members: vec![],
@@ -419,7 +427,10 @@ mod tests {
         let (old_keys, old) = keys(4);
         let (new_keys, new) = keys(4);
         let h = handover(&new);
-        let shares: Vec<_> = old_keys.iter().map(|k| sign_handover_share(&h, k)).collect();
+        let shares: Vec<_> = old_keys
+            .iter()
+            .map(|k| sign_handover_share(&h, k))
+            .collect();
         let three = CertifiedHandover::new(h.clone(), shares[..3].to_vec());
         assert_eq!(three.verify(&old).unwrap(), 3);
         let two = CertifiedHandover::new(h.clone(), shares[..2].to_vec());

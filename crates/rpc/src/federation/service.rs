@@ -3,8 +3,8 @@
 //! ([`FederationClient`]).
 
 use super::{
-    CertifiedCheckpoint, CertifiedHandover, CityHead, FederationError, FederationProof, InclusionReceipt,
-    MAX_FEDERATION_MESSAGE_BYTES, ProofAnswer, SignedTreeHead, TreeHeadPush, h32,
+    CertifiedCheckpoint, CertifiedHandover, CityHead, FederationError, FederationProof,
+    InclusionReceipt, MAX_FEDERATION_MESSAGE_BYTES, ProofAnswer, SignedTreeHead, TreeHeadPush, h32,
 };
 use crate::pb;
 use crate::proof::GlobalAnchor;
