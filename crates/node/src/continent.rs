@@ -1509,7 +1509,11 @@ mod tests {
             log.push_blocking(&share(&f.old[2], &f.hs[3])),
             Err(FederationError::AwaitingQuorum { have: 2, .. })
         ));
-        log.push_blocking(&share(&f.e, &f.hs[3])).unwrap();
+        let p = log.push_blocking(&share(&f.e, &f.hs[3])).unwrap();
+        // The logged certificate holds only the new committee's signatures (A's pooled
+        // share would make it fail the strict check).
+        assert_eq!(p.certified.signatures.len(), 3);
+        p.verify(&f.new, f.ckey.public_key()).unwrap();
     }
 
     #[test]
