@@ -436,7 +436,8 @@ impl HandoverFile {
         ))
     }
 
-    /// Appends `c` and fsyncs.
+    /// Appends `c` and fsyncs. On failure the file is cut back to where it was, so a
+    /// partly written record cannot end up in the middle of the file.
     fn append(&mut self, c: &CertifiedHandover) -> Result<()> {
         let bytes = c.encode();
         let mut record = Vec::with_capacity(4 + bytes.len());
@@ -446,8 +447,19 @@ impl HandoverFile {
             path: self.path.clone(),
             source,
         };
-        self.file.write_all(&record).map_err(io)?;
-        self.file.sync_all().map_err(io)
+        let before = self.file.metadata().map_err(io)?.len();
+        let written = self
+            .file
+            .write_all(&record)
+            .and_then(|()| self.file.sync_all());
+        if let Err(e) = written {
+            let _ = self
+                .file
+                .set_len(before)
+                .and_then(|()| self.file.sync_all());
+            return Err(io(e));
+        }
+        Ok(())
     }
 }
 
