@@ -174,12 +174,20 @@ mod tests {
         Committee::new(keys.iter().map(|k| (vec![*k; 40], u64::from(*k))).collect()).unwrap()
     }
 
+    /// The recorded epochs once there are `n` (fails after a generous minute: a recorder
+    /// that never records must not hang the suite).
     async fn wait_for(order: &OrderStore, n: usize) -> Vec<CommitteeEpoch> {
+        let start = std::time::Instant::now();
         loop {
             let e = order.epochs().unwrap();
             if e.len() >= n {
                 return e;
             }
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(60),
+                "only {} epochs recorded, {n} expected",
+                e.len()
+            );
             tokio::task::yield_now().await;
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
