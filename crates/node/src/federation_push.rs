@@ -73,8 +73,8 @@ impl CommitteeEpoch {
     }
 }
 
-/// The epoch in force at `seq` in `epochs` (sorted by first sequence), with the one before
-/// it and the one after it, if recorded.
+/// The epoch in force at `seq` in `epochs` (sorted by first sequence), with the one right
+/// before it (epoch number one less) and the next one recorded, if any.
 fn epoch_at(
     epochs: &[CommitteeEpoch],
     seq: u64,
@@ -87,11 +87,12 @@ fn epoch_at(
     if i == 0 {
         return (None, None, epochs.first());
     }
-    (
-        epochs.get(i - 1),
-        i.checked_sub(2).and_then(|j| epochs.get(j)),
-        epochs.get(i),
-    )
+    let cur = epochs.get(i - 1);
+    let prev = i
+        .checked_sub(2)
+        .and_then(|j| epochs.get(j))
+        .filter(|p| cur.is_some_and(|c| p.epoch + 1 == c.epoch));
+    (cur, prev, epochs.get(i))
 }
 
 /// Where a representative's committed checkpoints come from and where their federation
@@ -804,6 +805,34 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use dag_core::consensus::BatchDigest;
+
+    #[test]
+    fn the_epoch_of_a_sequence_and_its_neighbours() {
+        let e = |epoch: u64, first_seq: u64| CommitteeEpoch {
+            epoch,
+            first_seq,
+            members: vec![],
+        };
+        let epochs = vec![e(0, 0), e(1, 10), e(3, 30)];
+        let check = |seq: u64, want: (Option<u64>, Option<u64>, Option<u64>)| {
+            let (cur, prev, after) = epoch_at(&epochs, seq);
+            let n = |x: Option<&CommitteeEpoch>| x.map(|x| x.epoch);
+            assert_eq!((n(cur), n(prev), n(after)), want, "sequence {seq}");
+        };
+        check(0, (Some(0), None, Some(1)));
+        check(9, (Some(0), None, Some(1)));
+        check(10, (Some(1), Some(0), Some(3)));
+        check(29, (Some(1), Some(0), Some(3)));
+        // Epoch 2 was not recorded here: epoch 3's predecessor is unknown.
+        check(30, (Some(3), None, None));
+        check(99, (Some(3), None, None));
+        // Before the first recorded epoch.
+        let later = vec![e(2, 20)];
+        let (cur, prev, after) = epoch_at(&later, 5);
+        assert!(cur.is_none() && prev.is_none());
+        assert_eq!(after.map(|a| a.epoch), Some(2));
+        assert_eq!(epoch_at(&[], 5), (None, None, None));
+    }
 
     #[test]
     fn memory_source_counts_contiguous_proofs() {

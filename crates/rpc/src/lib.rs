@@ -14,7 +14,8 @@
 //!   `ShardStore` service (PutShard, streaming GetShard, Challenge).
 //! - [`ConsensusService`], [`ConsensusClient`] (between representatives) and, in
 //!   `federation`, [`FederationService`], [`FederationClient`] (continent and global logs):
-//!   proto/citychain/v1/consensus.proto; [`CertifiedCheckpoint`] is what a city's committee certifies.
+//!   proto/citychain/v1/consensus.proto; [`CertifiedCheckpoint`] is what a city's committee certifies,
+//!   [`CertifiedHandover`] how an old committee hands the continent over to the next.
 //! - [`TxProof`]: a tx's offline proof of ordering and federation.
 //! - [`health_and_reflection`]: gRPC health and reflection services for every server.
 
