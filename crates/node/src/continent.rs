@@ -111,7 +111,8 @@ pub struct GlobalTarget {
 pub struct ContinentConfig {
     /// gRPC listen address.
     pub listen: SocketAddr,
-    /// Directory of `continent.redb`.
+    /// Directory of `continent.redb` (and of its accepted committee handovers,
+    /// `continent.redb.handovers`).
     pub data_dir: PathBuf,
     /// The cities accepted.
     pub cities: Vec<CityCommittee>,
@@ -1019,7 +1020,8 @@ impl ContinentHandle {
     }
 }
 
-/// Starts the continent role: opens `<data_dir>/continent.redb`, binds `cfg.listen`, serves
+/// Starts the continent role: opens `<data_dir>/continent.redb` (with its committee
+/// handovers, [`handovers_path`]), binds `cfg.listen`, serves
 /// Federation, gRPC health and reflection, and pushes tree heads to `cfg.global`.
 pub async fn start_continent(cfg: &ContinentConfig, key: Keypair) -> Result<ContinentHandle> {
     let cfg = &ContinentConfig {
