@@ -426,6 +426,35 @@ async fn the_running_consensus_hands_over_to_the_elected_committee_at_the_term_b
          the new one, per member of the new committee: {latencies:?} ms"
     );
 
+    // The continent followed the change: the old committee handed it over to the new one,
+    // whose checkpoints are federated, certified by the new committee.
+    let new_committee = net.rep(1).unwrap().representative().unwrap().committee();
+    assert_eq!(new_committee.epoch(), 1);
+    let order1 = net.rep(1).unwrap().node().order_store().unwrap().clone();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let proof = loop {
+        if let Some((bytes, _)) = order1.federated(first + 1).unwrap() {
+            break rpc::FederationProof::decode(&bytes).unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "checkpoint {} of the new committee is not federated",
+            first + 1
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    proof
+        .verify(&new_committee, &net.continent_public_key())
+        .unwrap();
+    let chain = net
+        .continent()
+        .unwrap()
+        .log()
+        .committee_chain(&proof.certified.header.city);
+    assert_eq!(chain.len(), 2, "the continent knows both committees");
+    assert_eq!((chain[1].0, chain[1].1), (1, first));
+    assert_eq!(chain[1].2.authorities(), new_committee.authorities());
+
     // A member of the new committee crashes and restarts: it rebuilds epoch 1's driver
     // from its persisted epoch state and records, and follows the same chain.
     net.kill_rep(3).await;

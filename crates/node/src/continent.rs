@@ -2,7 +2,8 @@
 //! quorum-certified checkpoint headers, and pushes its signed tree head to the global.
 //!
 //! - **Quorum.** A push carries a [`CertifiedCheckpoint`]. Every signature must be a
-//!   member's and valid (else `NotMember` / `BadSignature`, nothing kept). One signature is
+//!   member's — of the committee in force at the header's sequence (see *Committees*) — and
+//!   valid (else `NotMember` / `BadSignature`, nothing kept). One signature is
 //!   a *share*: the continent pools shares of an identical header — only members, only for
 //!   sequences in `[next, next + pool_window)`, one share per member and sequence (a newer
 //!   share for another header replaces the older) — and appends once the pooled stake is a
@@ -12,9 +13,27 @@
 //! - **Continuity.** Per city, only `sequence == next` with `prev_hash ==` the last logged
 //!   running hash is appended (`Gap { expected }` / `WrongPrev`); another header at a logged
 //!   sequence is a `Fork`. Re-pushing a logged checkpoint answers its stored proof.
+//! - **Committees.** Each city has a committee chain `[(first sequence, committee)]`: its
+//!   genesis committee from sequence 0, then one link per accepted [`CertifiedHandover`]
+//!   (`PushHandover`). A handover to epoch `e` after checkpoint `last` is checked against
+//!   the committee in force at `last` (the OLD one): signers members and signatures valid
+//!   (`NotMember` / `BadSignature`), one signature pooled per old member until a quorum of
+//!   the old committee's stake (retryable `HandoverAwaitingQuorum`; nothing kept before
+//!   `last` is logged: retryable `HandoverTooEarly`), more than one a quorum by itself
+//!   (`NoQuorum`). It is accepted only when `last` is logged with exactly the handover's
+//!   running hash and `last + 1` is past the chain's last first sequence (else
+//!   `HandoverConflict`, also for another handover of an accepted epoch); from `last + 1` on
+//!   the new committee applies. Re-pushing an accepted handover answers its certificate.
+//!   Pooled checkpoint shares at or past `last + 1` were checked against the old committee
+//!   and are dropped on acceptance (their pushers retry); before a handover is accepted,
+//!   shares of members the continent does not know yet are refused (`NotMember`).
 //! - **Durability.** Leaf, certificate and the signed receipt are written in one fsynced
-//!   redb transaction (`<data_dir>/continent.redb`) before anyone is answered; on restart
-//!   the log is rebuilt and every city's chain re-checked ([`crate::Error::LogCorrupt`]).
+//!   redb transaction (`<data_dir>/continent.redb`) before anyone is answered; accepted
+//!   handover certificates are appended and fsynced to `continent.redb.handovers`
+//!   ([`handovers_path`]) before they are answered. On restart the log is rebuilt and every
+//!   city's chain re-checked, then every handover re-checked against the committee before it
+//!   and the logged chain ([`crate::Error::LogCorrupt`]: a forged handover file does not
+//!   open; a torn last record, never acknowledged, is cut off).
 //! - **Upward.** With a [`GlobalTarget`], a task pushes the newest signed tree head to the
 //!   global every `head_push_interval` when it changed, with a consistency proof from the
 //!   size the global last logged; outages of any length only delay it. The newest head
@@ -29,11 +48,13 @@ use dag_core::{Hash32, NodeId, Signer};
 use pqc::{Keypair, MlDsa87};
 use resilience::RetryPolicy;
 use rpc::{
-    CertifiedCheckpoint, CheckpointHeader, CityHead, FederationClient, FederationError,
-    FederationHandler, FederationProof, GlobalAnchor, InclusionReceipt, LogKind, ProofAnswer,
-    SignedTreeHead, TreeHeadPush, quorum_stake,
+    CertifiedCheckpoint, CertifiedHandover, CheckpointHeader, CityHead, CommitteeHandover,
+    FederationClient, FederationError, FederationHandler, FederationProof, GlobalAnchor,
+    InclusionReceipt, LogKind, MAX_FEDERATION_MESSAGE_BYTES, ProofAnswer, SignedTreeHead,
+    TreeHeadPush, quorum_stake,
 };
 use std::collections::{BTreeMap, HashMap};
+use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -90,7 +111,8 @@ pub struct GlobalTarget {
 pub struct ContinentConfig {
     /// gRPC listen address.
     pub listen: SocketAddr,
-    /// Directory of `continent.redb`.
+    /// Directory of `continent.redb` (and of its accepted committee handovers,
+    /// `continent.redb.handovers`).
     pub data_dir: PathBuf,
     /// The cities accepted.
     pub cities: Vec<CityCommittee>,
@@ -164,8 +186,75 @@ impl SeqPool {
     }
 }
 
+/// One committee of a city's chain, in force from `first_seq` until the next link's.
+#[derive(Debug, Clone)]
+struct CommitteeLink {
+    /// The consensus epoch (0 = genesis).
+    epoch: u64,
+    /// The first checkpoint it certifies.
+    first_seq: u64,
+    /// The committee.
+    committee: Arc<Committee>,
+    /// The accepted certificate that started it (None for the genesis committee).
+    handover: Option<CertifiedHandover>,
+}
+
+/// Old-committee members' handover shares of one city: one share per member (a newer share
+/// replaces its older one), so the pool never holds more than the committee's size.
+#[derive(Debug, Default)]
+struct HandoverPool {
+    shares: BTreeMap<NodeId, (CommitteeHandover, Vec<u8>)>,
+}
+
+impl HandoverPool {
+    /// Adds `id`'s share; returns the pooled stake of `handover`.
+    fn add(
+        &mut self,
+        committee: &Committee,
+        handover: &CommitteeHandover,
+        id: NodeId,
+        sig: Vec<u8>,
+    ) -> Stake {
+        self.shares.insert(id, (handover.clone(), sig));
+        self.stake_of(committee, handover)
+    }
+
+    fn stake_of(&self, committee: &Committee, handover: &CommitteeHandover) -> Stake {
+        self.shares
+            .iter()
+            .filter(|(_, (h, _))| h == handover)
+            .map(|(id, _)| committee.stake_of(id))
+            .sum()
+    }
+
+    /// The certificate of `handover` if its pooled shares are a quorum of `committee`.
+    fn quorum(
+        &self,
+        committee: &Committee,
+        handover: &CommitteeHandover,
+    ) -> Option<CertifiedHandover> {
+        committee
+            .is_quorum(self.stake_of(committee, handover))
+            .then(|| {
+                CertifiedHandover::new(
+                    handover.clone(),
+                    self.shares
+                        .iter()
+                        .filter(|(_, (h, _))| h == handover)
+                        .map(|(id, (_, sig))| (*id, sig.clone()))
+                        .collect(),
+                )
+            })
+    }
+}
+
 #[derive(Debug)]
 struct CityState {
+    /// The committee chain: genesis at sequence 0, then one link per accepted handover
+    /// (first sequences strictly increasing).
+    chain: Vec<CommitteeLink>,
+    /// Pooled handover shares (cleared when a handover is accepted).
+    handover_pool: HandoverPool,
     /// Next sequence to append.
     next: u64,
     /// Running hash of the last logged checkpoint (zero when none).
@@ -176,9 +265,209 @@ struct CityState {
     pools: BTreeMap<u64, SeqPool>,
 }
 
+impl CityState {
+    fn new(genesis: &Committee) -> Self {
+        CityState {
+            chain: vec![CommitteeLink {
+                epoch: 0,
+                first_seq: 0,
+                committee: Arc::new(genesis.clone()),
+                handover: None,
+            }],
+            handover_pool: HandoverPool::default(),
+            next: 0,
+            last_hash: Hash32([0; 32]),
+            logged: HashMap::new(),
+            pools: BTreeMap::new(),
+        }
+    }
+
+    /// The committee in force at checkpoint `seq`.
+    fn committee_at(&self, seq: u64) -> &Arc<Committee> {
+        let i = self.chain.partition_point(|l| l.first_seq <= seq);
+        // The genesis link starts at 0, so `i >= 1`.
+        &self.chain[i.saturating_sub(1)].committee
+    }
+
+    fn last_link(&self) -> &CommitteeLink {
+        // Never empty: the genesis link is first.
+        &self.chain[self.chain.len() - 1]
+    }
+
+    /// Where `handover` stands against the chain: `Ok(Some(cert))` when it is accepted
+    /// already, `Ok(None)` when it may extend the chain, else the conflict.
+    fn position_of(&self, handover: &CommitteeHandover) -> FedResult<Option<CertifiedHandover>> {
+        let conflict = FederationError::HandoverConflict {
+            city: handover.city,
+            epoch: handover.epoch,
+        };
+        if let Some(link) = self.chain.iter().find(|l| l.epoch == handover.epoch) {
+            return match &link.handover {
+                Some(c) if c.handover == *handover => Ok(Some(c.clone())),
+                _ => Err(conflict),
+            };
+        }
+        let last = self.last_link();
+        if handover.epoch < last.epoch || handover.last_sequence < last.first_seq {
+            return Err(conflict);
+        }
+        Ok(None)
+    }
+
+    /// Whether `handover`'s last checkpoint is logged with its running hash
+    /// (`HandoverTooEarly` when not logged yet, `HandoverConflict` when logged otherwise).
+    fn check_logged(&self, handover: &CommitteeHandover) -> FedResult<()> {
+        match self.logged.get(&handover.last_sequence) {
+            None => Err(FederationError::HandoverTooEarly {
+                city: handover.city,
+                epoch: handover.epoch,
+                last_sequence: handover.last_sequence,
+            }),
+            Some((_, h)) if h.running_hash != handover.last_running_hash => {
+                Err(FederationError::HandoverConflict {
+                    city: handover.city,
+                    epoch: handover.epoch,
+                })
+            }
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// Makes `cert`'s committee the one in force from its first sequence: pooled shares
+    /// checked against the committee it replaces are dropped (their pushers retry).
+    fn accept(&mut self, cert: CertifiedHandover, committee: Committee) {
+        let first = cert.handover.last_sequence + 1;
+        self.chain.push(CommitteeLink {
+            epoch: cert.handover.epoch,
+            first_seq: first,
+            committee: Arc::new(committee),
+            handover: Some(cert),
+        });
+        self.handover_pool = HandoverPool::default();
+        self.pools.retain(|seq, _| *seq < first);
+    }
+}
+
+/// The append-only file of accepted handover certificates (`<log path>.handovers`):
+/// records of `u32 length ‖ CertifiedHandover::encode`, each fsynced before the handover
+/// is answered as accepted.
+#[derive(Debug)]
+struct HandoverFile {
+    path: PathBuf,
+    file: std::fs::File,
+}
+
+/// Where the handover certificates of the log at `log_path` are kept.
+pub fn handovers_path(log_path: &Path) -> PathBuf {
+    let mut p = log_path.as_os_str().to_owned();
+    p.push(".handovers");
+    PathBuf::from(p)
+}
+
+impl HandoverFile {
+    /// Opens (or creates) the file and returns its certificates in order. A torn last
+    /// record (a crash mid-append: never acknowledged) is cut off; a complete record that
+    /// does not decode is [`Error::LogCorrupt`].
+    fn open(path: &Path) -> Result<(Self, Vec<CertifiedHandover>)> {
+        let io = |source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let existed = path.exists();
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(path)
+            .map_err(io)?;
+        if !existed {
+            file.sync_all().map_err(io)?;
+            if let Some(dir) = path.parent()
+                && let Ok(d) = std::fs::File::open(dir)
+            {
+                d.sync_all().map_err(io)?;
+            }
+        }
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).map_err(io)?;
+        let mut certs = Vec::new();
+        let mut off = 0usize;
+        while off < bytes.len() {
+            let rest = &bytes[off..];
+            let Some(len) = rest
+                .get(..4)
+                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+            else {
+                break;
+            };
+            if len > MAX_FEDERATION_MESSAGE_BYTES {
+                return Err(Error::LogCorrupt {
+                    path: path.to_path_buf(),
+                    index: certs.len() as u64,
+                    reason: format!("handover record of {len} bytes"),
+                });
+            }
+            let Some(record) = rest.get(4..4 + len) else {
+                break;
+            };
+            let c = CertifiedHandover::decode(record).map_err(|e| Error::LogCorrupt {
+                path: path.to_path_buf(),
+                index: certs.len() as u64,
+                reason: format!("handover certificate: {e}"),
+            })?;
+            certs.push(c);
+            off += 4 + len;
+        }
+        if off < bytes.len() {
+            tracing::warn!(
+                path = %path.display(),
+                kept = off,
+                dropped = bytes.len() - off,
+                "cutting off a torn handover record (never acknowledged)"
+            );
+            file.set_len(off as u64).map_err(io)?;
+            file.sync_all().map_err(io)?;
+        }
+        Ok((
+            HandoverFile {
+                path: path.to_path_buf(),
+                file,
+            },
+            certs,
+        ))
+    }
+
+    /// Appends `c` and fsyncs. On failure the file is cut back to where it was, so a
+    /// partly written record cannot end up in the middle of the file.
+    fn append(&mut self, c: &CertifiedHandover) -> Result<()> {
+        let bytes = c.encode();
+        let mut record = Vec::with_capacity(4 + bytes.len());
+        record.extend_from_slice(&u32::try_from(bytes.len()).unwrap_or(u32::MAX).to_le_bytes());
+        record.extend_from_slice(&bytes);
+        let io = |source| Error::Io {
+            path: self.path.clone(),
+            source,
+        };
+        let before = self.file.metadata().map_err(io)?.len();
+        let written = self
+            .file
+            .write_all(&record)
+            .and_then(|()| self.file.sync_all());
+        if let Err(e) = written {
+            let _ = self
+                .file
+                .set_len(before)
+                .and_then(|()| self.file.sync_all());
+            return Err(io(e));
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug)]
 struct State {
     log: PersistentLog,
+    handovers: HandoverFile,
     cities: HashMap<Hash32, CityState>,
     /// The last signed head (re-signed when the size changes).
     head: Option<SignedTreeHead>,
@@ -191,7 +480,6 @@ pub struct ContinentLog {
     /// The newest head the global logged, with its receipt and inclusion path there.
     anchor: parking_lot::Mutex<Option<(SignedTreeHead, InclusionReceipt, InclusionProof)>>,
     key: Keypair,
-    committees: HashMap<Hash32, Committee>,
     pool_window: u64,
 }
 
@@ -223,8 +511,11 @@ fn decode_leaf(
 }
 
 impl ContinentLog {
-    /// Opens (or creates) the log at `path`, signing with `key`, accepting `cities`; every
-    /// configured city's logged chain is re-checked (sequence and prev-hash continuity).
+    /// Opens (or creates) the log at `path`, signing with `key`, accepting `cities` (their
+    /// genesis committees); every configured city's logged chain is re-checked (sequence
+    /// and prev-hash continuity), and so is its committee chain from
+    /// [`handovers_path`]`(path)` (each handover certified by the committee before it,
+    /// continuing a logged checkpoint): a forged file is [`Error::LogCorrupt`].
     pub fn open(
         path: &Path,
         key: Keypair,
@@ -234,17 +525,7 @@ impl ContinentLog {
         let (log, stored) = PersistentLog::open(path)?;
         let mut states: HashMap<Hash32, CityState> = cities
             .iter()
-            .map(|c| {
-                (
-                    c.city,
-                    CityState {
-                        next: 0,
-                        last_hash: Hash32([0; 32]),
-                        logged: HashMap::new(),
-                        pools: BTreeMap::new(),
-                    },
-                )
-            })
+            .map(|c| (c.city, CityState::new(&c.committee)))
             .collect();
         for (index, leaf) in stored.iter().enumerate() {
             let index = index as u64;
@@ -270,17 +551,46 @@ impl ContinentLog {
             cs.last_hash = h.running_hash;
             cs.logged.insert(h.sequence, (index, h));
         }
+        // The committee chains: every handover re-checked as when it was accepted —
+        // certified by a quorum of the committee before it, continuing the logged chain.
+        let hpath = handovers_path(path);
+        let (handovers, certs) = HandoverFile::open(&hpath)?;
+        for (index, cert) in certs.into_iter().enumerate() {
+            let ho = &cert.handover;
+            let Some(cs) = states.get_mut(&ho.city) else {
+                tracing::warn!(city = %ho.city.short(), index, "handover of a city no longer configured");
+                continue;
+            };
+            let bad = |reason: String| Error::LogCorrupt {
+                path: hpath.clone(),
+                index: index as u64,
+                reason: format!(
+                    "handover of city {} to epoch {}: {reason}",
+                    ho.city.short(),
+                    ho.epoch
+                ),
+            };
+            match cs.position_of(ho) {
+                Ok(None) => {}
+                Ok(Some(_)) => return Err(bad("accepted twice".into())),
+                Err(e) => return Err(bad(e.to_string())),
+            }
+            cs.check_logged(ho).map_err(|e| bad(e.to_string()))?;
+            let old = cs.committee_at(ho.last_sequence).clone();
+            cert.verify(&old).map_err(|e| bad(e.to_string()))?;
+            let committee = ho
+                .committee()
+                .ok_or_else(|| bad("not a committee".into()))?;
+            cs.accept(cert, committee);
+        }
         Ok(ContinentLog {
             state: parking_lot::Mutex::new(State {
                 log,
+                handovers,
                 cities: states,
                 head: None,
             }),
             anchor: parking_lot::Mutex::new(None),
-            committees: cities
-                .iter()
-                .map(|c| (c.city, c.committee.clone()))
-                .collect(),
             key,
             pool_window: pool_window.max(1),
         })
@@ -323,20 +633,40 @@ impl ContinentLog {
     /// checks, fsync, signing.
     pub fn push_blocking(&self, c: &CertifiedCheckpoint) -> FedResult<FederationProof> {
         let h = c.header;
-        let committee = self
-            .committees
-            .get(&h.city)
-            .ok_or(FederationError::UnknownCity { city: h.city })?;
         if c.signatures.is_empty() {
             return Err(FederationError::Malformed(
                 "a push needs at least one signature".into(),
             ));
         }
-        // Outside the lock: the signature checks are the expensive part.
-        let stake = c.verify_signatures(committee, &MlDsa87)?;
+        loop {
+            let committee = self.committee_in_force(&h.city, h.sequence)?;
+            // Outside the lock: the signature checks are the expensive part.
+            let stake = c.verify_signatures(&committee, &MlDsa87)?;
+            let mut guard = self.state.lock();
+            let st = &mut *guard;
+            let cs = st
+                .cities
+                .get_mut(&h.city)
+                .ok_or(FederationError::UnknownCity { city: h.city })?;
+            if !Arc::ptr_eq(cs.committee_at(h.sequence), &committee) {
+                // A handover was accepted meanwhile: check against the new committee.
+                continue;
+            }
+            return self.push_checked(st, c, &committee, stake);
+        }
+    }
+
+    /// The rest of [`ContinentLog::push_blocking`] under the lock, `c`'s signatures checked
+    /// against `committee` (in force at its sequence).
+    fn push_checked(
+        &self,
+        st: &mut State,
+        c: &CertifiedCheckpoint,
+        committee: &Committee,
+        stake: Stake,
+    ) -> FedResult<FederationProof> {
+        let h = c.header;
         let need = quorum_stake(committee);
-        let mut guard = self.state.lock();
-        let st = &mut *guard;
         let cs = st
             .cities
             .get_mut(&h.city)
@@ -398,8 +728,18 @@ impl ContinentLog {
             }
         };
         let index = self.append(&mut st.log, cs, &certified)?;
-        // Pooled shares ahead may now complete the following sequences.
-        while let Some(next) = cs.pools.get(&cs.next).and_then(|p| p.quorum(committee)) {
+        // Pooled shares ahead may now complete the following sequences (each against the
+        // committee in force at its sequence: shares past a handover were dropped when it
+        // was accepted).
+        loop {
+            let next_committee = cs.committee_at(cs.next).clone();
+            let Some(next) = cs
+                .pools
+                .get(&cs.next)
+                .and_then(|p| p.quorum(&next_committee))
+            else {
+                break;
+            };
             if next.header.prev_hash != cs.last_hash {
                 cs.pools.remove(&cs.next);
                 break;
@@ -407,6 +747,116 @@ impl ContinentLog {
             self.append(&mut st.log, cs, &next)?;
         }
         proof_of(&st.log, index)
+    }
+
+    /// The committee in force at `seq` of `city`.
+    fn committee_in_force(&self, city: &Hash32, seq: u64) -> FedResult<Arc<Committee>> {
+        let st = self.state.lock();
+        let cs = st
+            .cities
+            .get(city)
+            .ok_or(FederationError::UnknownCity { city: *city })?;
+        Ok(cs.committee_at(seq).clone())
+    }
+
+    /// The committee the log checks `city`'s checkpoint `seq` against (after the handovers
+    /// accepted so far).
+    pub fn committee_at(&self, city: &Hash32, seq: u64) -> Option<Committee> {
+        self.committee_in_force(city, seq)
+            .ok()
+            .map(|c| (*c).clone())
+    }
+
+    /// `city`'s committee chain: `(epoch, first sequence, committee)`, genesis first.
+    pub fn committee_chain(&self, city: &Hash32) -> Vec<(u64, u64, Committee)> {
+        let st = self.state.lock();
+        st.cities.get(city).map_or_else(Vec::new, |cs| {
+            cs.chain
+                .iter()
+                .map(|l| (l.epoch, l.first_seq, (*l.committee).clone()))
+                .collect()
+        })
+    }
+
+    /// Checks, pools and (at a quorum of the OLD committee) accepts a committee handover —
+    /// see the module docs. Answers the accepted certificate; a re-push of an accepted
+    /// handover answers it again. Blocking: signature checks, fsync.
+    pub fn push_handover_blocking(&self, c: &CertifiedHandover) -> FedResult<CertifiedHandover> {
+        let ho = &c.handover;
+        if c.signatures.is_empty() {
+            return Err(FederationError::Malformed(
+                "a handover push needs at least one signature".into(),
+            ));
+        }
+        loop {
+            let old = {
+                let st = self.state.lock();
+                let cs = st
+                    .cities
+                    .get(&ho.city)
+                    .ok_or(FederationError::UnknownCity { city: ho.city })?;
+                if let Some(accepted) = cs.position_of(ho)? {
+                    return Ok(accepted);
+                }
+                cs.committee_at(ho.last_sequence).clone()
+            };
+            // Outside the lock: the signature checks are the expensive part.
+            let stake = c.verify_signatures(&old, &MlDsa87)?;
+            let need = quorum_stake(&old);
+            let full = c.signatures.len() > 1;
+            if full && !old.is_quorum(stake) {
+                return Err(FederationError::NoQuorum {
+                    city: ho.city,
+                    sequence: ho.last_sequence,
+                    have: stake,
+                    need,
+                });
+            }
+            let mut guard = self.state.lock();
+            let st = &mut *guard;
+            let cs = st
+                .cities
+                .get_mut(&ho.city)
+                .ok_or(FederationError::UnknownCity { city: ho.city })?;
+            if !Arc::ptr_eq(cs.committee_at(ho.last_sequence), &old) {
+                continue;
+            }
+            if let Some(accepted) = cs.position_of(ho)? {
+                return Ok(accepted);
+            }
+            cs.check_logged(ho)?;
+            let committee = ho.committee().ok_or_else(|| {
+                FederationError::Malformed("the handover's members are not a committee".into())
+            })?;
+            let cert = if full {
+                c.clone()
+            } else {
+                let (id, sig) = &c.signatures[0];
+                let have = cs.handover_pool.add(&old, ho, *id, sig.clone());
+                match cs.handover_pool.quorum(&old, ho) {
+                    Some(q) => q,
+                    None => {
+                        return Err(FederationError::HandoverAwaitingQuorum {
+                            city: ho.city,
+                            epoch: ho.epoch,
+                            have,
+                            need,
+                        });
+                    }
+                }
+            };
+            st.handovers.append(&cert).map_err(fed_store)?;
+            tracing::info!(
+                city = %ho.city.short(),
+                epoch = ho.epoch,
+                first_seq = ho.last_sequence + 1,
+                members = committee.size(),
+                "committee handover accepted"
+            );
+            metrics::counter!("continent_handovers_accepted").increment(1);
+            cs.accept(cert.clone(), committee);
+            return Ok(cert);
+        }
     }
 
     fn append(
@@ -502,6 +952,11 @@ impl FederationHandler for ContinentNode {
         blocking(move || log.push_blocking(&c)).await
     }
 
+    async fn push_handover(&self, c: CertifiedHandover) -> FedResult<CertifiedHandover> {
+        let log = self.0.clone();
+        blocking(move || log.push_handover_blocking(&c)).await
+    }
+
     async fn city_head(&self, city: Hash32) -> FedResult<CityHead> {
         self.0.city_head(&city)
     }
@@ -565,7 +1020,8 @@ impl ContinentHandle {
     }
 }
 
-/// Starts the continent role: opens `<data_dir>/continent.redb`, binds `cfg.listen`, serves
+/// Starts the continent role: opens `<data_dir>/continent.redb` (with its committee
+/// handovers, [`handovers_path`]), binds `cfg.listen`, serves
 /// Federation, gRPC health and reflection, and pushes tree heads to `cfg.global`.
 pub async fn start_continent(cfg: &ContinentConfig, key: Keypair) -> Result<ContinentHandle> {
     let cfg = &ContinentConfig {
@@ -718,4 +1174,431 @@ async fn anchor_of(
         .verify(&receipt.leaf, &receipt.root)
         .map_err(|e| FederationError::BadAnswer(e.to_string()))?;
     Ok(a.proof)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use dag_core::Signer;
+    use dag_core::consensus::{BatchDigest, Checkpoint};
+    use rpc::{sign_handover_share, sign_share};
+
+    const CITY: Hash32 = Hash32([7; 32]);
+
+    fn keys(n: usize) -> Vec<Keypair> {
+        (0..n).map(|_| Keypair::generate()).collect()
+    }
+
+    fn committee_of(keys: &[&Keypair]) -> Committee {
+        Committee::equal(keys.iter().map(|k| k.public_key().to_vec()).collect()).unwrap()
+    }
+
+    /// `n` chained checkpoint headers of `CITY`.
+    fn headers(n: u64) -> Vec<CheckpointHeader> {
+        let mut prev = Hash32([0; 32]);
+        (0..n)
+            .map(|i| {
+                let leader = BatchDigest(Hash32([i as u8 + 1; 32]));
+                let cp = Checkpoint {
+                    sequence: i,
+                    leader_round: 2 * i,
+                    leader,
+                    batches: vec![leader],
+                    prev_hash: prev,
+                };
+                prev = cp.hash();
+                CheckpointHeader::of(CITY, &cp)
+            })
+            .collect()
+    }
+
+    fn share(k: &Keypair, h: &CheckpointHeader) -> CertifiedCheckpoint {
+        CertifiedCheckpoint::new(*h, vec![sign_share(h, k)])
+    }
+
+    fn full(keys: &[&Keypair], h: &CheckpointHeader) -> CertifiedCheckpoint {
+        CertifiedCheckpoint::new(*h, keys.iter().map(|k| sign_share(h, *k)).collect())
+    }
+
+    fn handover_share(k: &Keypair, h: &CommitteeHandover) -> CertifiedHandover {
+        CertifiedHandover::new(h.clone(), vec![sign_handover_share(h, k)])
+    }
+
+    fn handover_cert(keys: &[&Keypair], h: &CommitteeHandover) -> CertifiedHandover {
+        CertifiedHandover::new(
+            h.clone(),
+            keys.iter().map(|k| sign_handover_share(h, *k)).collect(),
+        )
+    }
+
+    /// Old committee A B C D; new committee B C D E (E joins, A leaves).
+    struct Fixture {
+        dir: tempfile::TempDir,
+        ckey: Keypair,
+        old: Vec<Keypair>,
+        e: Keypair,
+        genesis: Committee,
+        new: Committee,
+        hs: Vec<CheckpointHeader>,
+    }
+
+    impl Fixture {
+        fn new() -> Self {
+            let old = keys(4);
+            let e = Keypair::generate();
+            let genesis = committee_of(&old.iter().collect::<Vec<_>>());
+            let new = committee_of(&[&old[1], &old[2], &old[3], &e]);
+            Fixture {
+                dir: tempfile::tempdir().unwrap(),
+                ckey: Keypair::generate(),
+                old,
+                e,
+                genesis,
+                new,
+                hs: headers(6),
+            }
+        }
+
+        fn path(&self) -> PathBuf {
+            self.dir.path().join("continent.redb")
+        }
+
+        fn open(&self) -> Result<ContinentLog> {
+            ContinentLog::open(
+                &self.path(),
+                self.ckey.clone(),
+                &[CityCommittee {
+                    city: CITY,
+                    committee: self.genesis.clone(),
+                }],
+                16,
+            )
+        }
+
+        /// The handover to the new committee after checkpoint `last`.
+        fn handover(&self, last: u64) -> CommitteeHandover {
+            CommitteeHandover::of(
+                CITY,
+                1,
+                last,
+                self.hs[last as usize].running_hash,
+                &self.new.clone().with_epoch(1),
+            )
+        }
+
+        /// Logs checkpoints `range` with full certificates of the old committee.
+        fn log_old(&self, log: &ContinentLog, range: std::ops::Range<usize>) {
+            let old: Vec<&Keypair> = self.old.iter().collect();
+            for h in &self.hs[range] {
+                log.push_blocking(&full(&old[..3], h)).unwrap();
+            }
+        }
+
+        /// B C D and E: the new committee's keys.
+        fn new_keys(&self) -> Vec<&Keypair> {
+            vec![&self.old[1], &self.old[2], &self.old[3], &self.e]
+        }
+    }
+
+    #[test]
+    fn a_handover_certified_by_the_old_committee_lets_the_new_committee_in() {
+        let f = Fixture::new();
+        let log = f.open().unwrap();
+        f.log_old(&log, 0..3);
+        // Before the handover the newcomer's share of checkpoint 3 is not a member's.
+        let e = log.push_blocking(&share(&f.e, &f.hs[3])).unwrap_err();
+        assert!(matches!(e, FederationError::NotMember { .. }), "{e:?}");
+
+        let ho = f.handover(2);
+        // Old members' shares pool to a quorum of the OLD committee's stake.
+        for (i, k) in f.old[..2].iter().enumerate() {
+            let e = log
+                .push_handover_blocking(&handover_share(k, &ho))
+                .unwrap_err();
+            assert_eq!(
+                e,
+                FederationError::HandoverAwaitingQuorum {
+                    city: CITY,
+                    epoch: 1,
+                    have: i as u64 + 1,
+                    need: 3
+                }
+            );
+            assert!(e.is_retryable());
+        }
+        // The newcomer cannot vouch for itself.
+        let e = log
+            .push_handover_blocking(&handover_share(&f.e, &ho))
+            .unwrap_err();
+        assert!(matches!(e, FederationError::NotMember { .. }), "{e:?}");
+        let accepted = log
+            .push_handover_blocking(&handover_share(&f.old[2], &ho))
+            .unwrap();
+        assert_eq!(accepted.handover, ho);
+        assert_eq!(accepted.verify(&f.genesis).unwrap(), 3);
+        // Idempotent: a late share (or any re-push) answers the accepted certificate.
+        assert_eq!(
+            log.push_handover_blocking(&handover_share(&f.old[3], &ho))
+                .unwrap(),
+            accepted
+        );
+        let chain = log.committee_chain(&CITY);
+        assert_eq!(chain.len(), 2);
+        assert_eq!((chain[1].0, chain[1].1), (1, 3));
+        assert_eq!(chain[1].2.authorities(), f.new.authorities());
+
+        // The new committee's shares now make checkpoint 3; the member that left is out.
+        let e = log.push_blocking(&share(&f.old[0], &f.hs[3])).unwrap_err();
+        assert!(matches!(e, FederationError::NotMember { .. }), "{e:?}");
+        let nk = f.new_keys();
+        for k in &nk[2..] {
+            assert!(matches!(
+                log.push_blocking(&share(k, &f.hs[3])),
+                Err(FederationError::AwaitingQuorum { .. })
+            ));
+        }
+        let p = log.push_blocking(&share(nk[1], &f.hs[3])).unwrap();
+        p.verify(&f.new, f.ckey.public_key()).unwrap();
+        assert_eq!(log.city_head(&CITY).unwrap().next_sequence, 4);
+        // Old-epoch checkpoints are still checked against the old committee: A's re-push of
+        // checkpoint 2 answers its proof, E's share of it is not a member's.
+        let p2 = log.push_blocking(&share(&f.old[0], &f.hs[2])).unwrap();
+        p2.verify(&f.genesis, f.ckey.public_key()).unwrap();
+        assert!(matches!(
+            log.push_blocking(&share(&f.e, &f.hs[2])),
+            Err(FederationError::NotMember { .. })
+        ));
+        // A full certificate of the new committee is appended directly.
+        log.push_blocking(&full(&nk[1..], &f.hs[4])).unwrap();
+        assert_eq!(log.size(), 5);
+    }
+
+    #[test]
+    fn handovers_of_the_wrong_committee_or_too_little_stake_are_refused() {
+        let f = Fixture::new();
+        let log = f.open().unwrap();
+        f.log_old(&log, 0..3);
+        let ho = f.handover(2);
+        let nk = f.new_keys();
+        // The new committee certifying itself, a certificate short of a quorum, a forged
+        // share: refused, nothing kept.
+        let e = log
+            .push_handover_blocking(&handover_cert(&nk[1..], &ho))
+            .unwrap_err();
+        assert!(matches!(e, FederationError::NotMember { .. }), "{e:?}");
+        let old: Vec<&Keypair> = f.old.iter().collect();
+        let e = log
+            .push_handover_blocking(&handover_cert(&old[..2], &ho))
+            .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                FederationError::NoQuorum {
+                    have: 2,
+                    need: 3,
+                    sequence: 2,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        let mut forged = handover_share(&f.old[0], &ho);
+        forged.signatures[0].1[3] ^= 1;
+        let e = log.push_handover_blocking(&forged).unwrap_err();
+        assert!(matches!(e, FederationError::BadSignature { .. }), "{e:?}");
+        assert_eq!(log.committee_chain(&CITY).len(), 1);
+        // The forged share did not count: the first honest share has stake 1.
+        assert!(matches!(
+            log.push_handover_blocking(&handover_share(&f.old[0], &ho)),
+            Err(FederationError::HandoverAwaitingQuorum { have: 1, .. })
+        ));
+        // A handover naming another running hash for the logged checkpoint conflicts.
+        let wrong = CommitteeHandover {
+            last_running_hash: Hash32([9; 32]),
+            ..ho.clone()
+        };
+        let e = log
+            .push_handover_blocking(&handover_cert(&old[..3], &wrong))
+            .unwrap_err();
+        assert_eq!(
+            e,
+            FederationError::HandoverConflict {
+                city: CITY,
+                epoch: 1
+            }
+        );
+        assert!(!e.is_retryable());
+        // A quorum certificate is accepted directly; another handover for the same epoch,
+        // or one before the accepted position, conflicts.
+        let accepted = log
+            .push_handover_blocking(&handover_cert(&old[1..], &ho))
+            .unwrap();
+        assert_eq!(accepted.signatures.len(), 3);
+        let other = CommitteeHandover {
+            members: vec![(f.e.public_key().to_vec(), 1)],
+            ..ho.clone()
+        };
+        assert!(matches!(
+            log.push_handover_blocking(&handover_cert(&old[..3], &other)),
+            Err(FederationError::HandoverConflict { epoch: 1, .. })
+        ));
+        let earlier = CommitteeHandover {
+            epoch: 2,
+            ..f.handover(1)
+        };
+        assert!(matches!(
+            log.push_handover_blocking(&handover_cert(&nk[..3], &earlier)),
+            Err(FederationError::HandoverConflict { epoch: 2, .. })
+        ));
+        assert_eq!(log.committee_chain(&CITY).len(), 2);
+        // Unknown city.
+        let stranger = CommitteeHandover {
+            city: Hash32([1; 32]),
+            ..ho
+        };
+        assert!(matches!(
+            log.push_handover_blocking(&handover_cert(&old[..3], &stranger)),
+            Err(FederationError::UnknownCity { .. })
+        ));
+    }
+
+    #[test]
+    fn a_handover_before_its_last_checkpoint_is_logged_is_retryable() {
+        let f = Fixture::new();
+        let log = f.open().unwrap();
+        f.log_old(&log, 0..2);
+        let ho = f.handover(2);
+        let e = log
+            .push_handover_blocking(&handover_share(&f.old[0], &ho))
+            .unwrap_err();
+        assert_eq!(
+            e,
+            FederationError::HandoverTooEarly {
+                city: CITY,
+                epoch: 1,
+                last_sequence: 2
+            }
+        );
+        assert!(e.is_retryable());
+        let old: Vec<&Keypair> = f.old.iter().collect();
+        assert!(matches!(
+            log.push_handover_blocking(&handover_cert(&old[..3], &ho)),
+            Err(FederationError::HandoverTooEarly { .. })
+        ));
+        // Nothing was pooled: once checkpoint 2 is logged the count starts from scratch.
+        f.log_old(&log, 2..3);
+        assert!(matches!(
+            log.push_handover_blocking(&handover_share(&f.old[1], &ho)),
+            Err(FederationError::HandoverAwaitingQuorum { have: 1, .. })
+        ));
+        log.push_handover_blocking(&handover_share(&f.old[0], &ho))
+            .unwrap_err();
+        log.push_handover_blocking(&handover_share(&f.old[2], &ho))
+            .unwrap();
+        assert_eq!(log.committee_chain(&CITY).len(), 2);
+    }
+
+    #[test]
+    fn pooled_old_committee_shares_past_the_handover_are_dropped() {
+        let f = Fixture::new();
+        let log = f.open().unwrap();
+        f.log_old(&log, 0..3);
+        // A's share of checkpoint 3 (ahead of nothing: it is next) pools under the genesis
+        // committee, then the handover makes A a non-member from 3 on.
+        assert!(matches!(
+            log.push_blocking(&share(&f.old[0], &f.hs[3])),
+            Err(FederationError::AwaitingQuorum { have: 1, .. })
+        ));
+        let old: Vec<&Keypair> = f.old.iter().collect();
+        log.push_handover_blocking(&handover_cert(&old[..3], &f.handover(2)))
+            .unwrap();
+        // B and C alone are not a quorum of the new committee (3 of 4 needed): A's pooled
+        // share no longer counts.
+        assert!(matches!(
+            log.push_blocking(&share(&f.old[1], &f.hs[3])),
+            Err(FederationError::AwaitingQuorum { have: 1, .. })
+        ));
+        assert!(matches!(
+            log.push_blocking(&share(&f.old[2], &f.hs[3])),
+            Err(FederationError::AwaitingQuorum { have: 2, .. })
+        ));
+        let p = log.push_blocking(&share(&f.e, &f.hs[3])).unwrap();
+        // The logged certificate holds only the new committee's signatures (A's pooled
+        // share would make it fail the strict check).
+        assert_eq!(p.certified.signatures.len(), 3);
+        p.verify(&f.new, f.ckey.public_key()).unwrap();
+    }
+
+    #[test]
+    fn reopen_keeps_the_committee_chain() {
+        let f = Fixture::new();
+        {
+            let log = f.open().unwrap();
+            f.log_old(&log, 0..3);
+            let old: Vec<&Keypair> = f.old.iter().collect();
+            log.push_handover_blocking(&handover_cert(&old[..3], &f.handover(2)))
+                .unwrap();
+        }
+        // A torn record at the end (a crash mid-append, never acknowledged) is cut off.
+        let hpath = handovers_path(&f.path());
+        let len = std::fs::metadata(&hpath).unwrap().len();
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&hpath)
+            .unwrap()
+            .write_all(&[200, 1, 0, 0, 1, 2, 3])
+            .unwrap();
+        let log = f.open().unwrap();
+        assert_eq!(std::fs::metadata(&hpath).unwrap().len(), len);
+        let chain = log.committee_chain(&CITY);
+        assert_eq!(chain.len(), 2);
+        assert_eq!(chain[1].1, 3);
+        // The new committee's full certificate gets in after the restart.
+        let nk = f.new_keys();
+        log.push_blocking(&full(&nk[1..], &f.hs[3])).unwrap();
+        // A re-push of the accepted handover still answers it.
+        let old: Vec<&Keypair> = f.old.iter().collect();
+        assert_eq!(
+            log.push_handover_blocking(&handover_share(old[3], &f.handover(2)))
+                .unwrap()
+                .handover,
+            f.handover(2)
+        );
+    }
+
+    #[test]
+    fn a_forged_committee_chain_on_disk_is_refused_at_open() {
+        let f = Fixture::new();
+        {
+            let log = f.open().unwrap();
+            f.log_old(&log, 0..3);
+        }
+        // A handover "certified" by the new committee itself, written behind the log's back.
+        let nk = f.new_keys();
+        let forged = handover_cert(&nk[1..], &f.handover(2));
+        let (mut file, certs) = HandoverFile::open(&handovers_path(&f.path())).unwrap();
+        assert!(certs.is_empty());
+        file.append(&forged).unwrap();
+        drop(file);
+        match f.open() {
+            Err(Error::LogCorrupt {
+                index: 0, reason, ..
+            }) => {
+                assert!(reason.contains("not a member"), "{reason}");
+            }
+            other => panic!("a forged chain opened: {other:?}"),
+        }
+        // Garbage where a record should be is refused too.
+        std::fs::write(handovers_path(&f.path()), [3, 0, 0, 0, 1, 2, 3]).unwrap();
+        assert!(matches!(f.open(), Err(Error::LogCorrupt { .. })));
+        // A genuine certificate for a checkpoint the log does not hold is refused.
+        let old: Vec<&Keypair> = f.old.iter().collect();
+        std::fs::remove_file(handovers_path(&f.path())).unwrap();
+        let (mut file, _) = HandoverFile::open(&handovers_path(&f.path())).unwrap();
+        file.append(&handover_cert(&old[..3], &f.handover(4)))
+            .unwrap();
+        drop(file);
+        assert!(matches!(f.open(), Err(Error::LogCorrupt { .. })));
+    }
 }

@@ -18,15 +18,35 @@
 //!   check) → logged and counted ([`PusherStats::refusals`]), then the *same* sequence is
 //!   retried after [`PusherConfig::refusal_backoff`]: skipping it could never help, since
 //!   the continent only appends in order, and an operator may fix the cause (config, keys).
+//!
+//! Committee changes ([`CheckpointSource::epochs`]; a source without epochs runs its
+//! genesis committee forever and none of this applies):
+//! - once per epoch after genesis — when caught up at its first sequence (also on a member
+//!   left out of the new committee, which never gets that checkpoint; the epochs are looked
+//!   at every [`PusherConfig::quorum_backoff_max`] while caught up), or on first reaching
+//!   one of its sequences — a node that was in the OLD committee (or cannot tell: previous
+//!   epoch not recorded) pushes its share of the epoch's [`CommitteeHandover`]
+//!   ([`CheckpointSource::handover_at`]) until the continent accepts it —
+//!   `HandoverAwaitingQuorum` with the quorum backoff, transient failures with
+//!   [`PusherConfig::retry`] — or refuses it (logged, counted; the checkpoint pushes go
+//!   on). `HandoverTooEarly` (the continent is behind this node's proofs) leaves it for
+//!   the next pass. An accepted certificate is checked against the old committee.
+//! - `NotMember` for a sequence of an epoch after genesis means the continent does not know
+//!   that committee yet: counted ([`PusherStats::awaiting_handover`]), the handover share
+//!   pushed again, and the same sequence retried with the quorum backoff.
+//! - sequences of an epoch whose committee does not include this node are not pushed: the
+//!   pusher waits (polling `GetCityHead`) until the continent logged them from the
+//!   members' shares and moves on — at most to the next recorded epoch — without recording
+//!   a proof for them ([`PusherStats::skipped`]). It never retries a refusal there.
 
 use crate::{Error, Result};
-use dag_core::Hash32;
 use dag_core::consensus::Checkpoint;
+use dag_core::{Hash32, Signer};
 use pqc::Keypair;
 use resilience::RetryPolicy;
 use rpc::{
-    CertifiedCheckpoint, CheckpointHeader, FederationClient, FederationError, FederationProof,
-    LogKind, sign_share,
+    CertifiedCheckpoint, CertifiedHandover, CheckpointHeader, CommitteeHandover, FederationClient,
+    FederationError, FederationProof, LogKind, sign_handover_share, sign_share,
 };
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -34,6 +54,46 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+
+/// A city's committee from one consensus epoch on, as a representative recorded it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitteeEpoch {
+    /// The consensus epoch (0 = genesis).
+    pub epoch: u64,
+    /// Its first checkpoint.
+    pub first_seq: u64,
+    /// Its committee: `(ML-DSA-87 public key, stake)` in index order.
+    pub members: Vec<(Vec<u8>, u64)>,
+}
+
+impl CommitteeEpoch {
+    /// Whether `public_key` is a member.
+    pub fn has_member(&self, public_key: &[u8]) -> bool {
+        self.members.iter().any(|(k, _)| k.as_slice() == public_key)
+    }
+}
+
+/// The epoch in force at `seq` in `epochs` (sorted by first sequence), with the one right
+/// before it (epoch number one less) and the next one recorded, if any.
+fn epoch_at(
+    epochs: &[CommitteeEpoch],
+    seq: u64,
+) -> (
+    Option<&CommitteeEpoch>,
+    Option<&CommitteeEpoch>,
+    Option<&CommitteeEpoch>,
+) {
+    let i = epochs.partition_point(|e| e.first_seq <= seq);
+    if i == 0 {
+        return (None, None, epochs.first());
+    }
+    let cur = epochs.get(i - 1);
+    let prev = i
+        .checked_sub(2)
+        .and_then(|j| epochs.get(j))
+        .filter(|p| cur.is_some_and(|c| p.epoch + 1 == c.epoch));
+    (cur, prev, epochs.get(i))
+}
 
 /// Where a representative's committed checkpoints come from and where their federation
 /// proofs go: implemented over the representative's durable consensus records.
@@ -53,6 +113,35 @@ pub trait CheckpointSource: Send + Sync {
     fn state_root(&self, seq: u64) -> Result<Hash32> {
         let _ = seq;
         Ok(Hash32([0; 32]))
+    }
+    /// The committee epochs recorded so far, sorted by epoch (and first sequence). The
+    /// default — no epochs known — is a city that runs its genesis committee forever: no
+    /// handover is pushed and every sequence is pushed as a member.
+    fn epochs(&self) -> Result<Vec<CommitteeEpoch>> {
+        Ok(Vec::new())
+    }
+    /// The handover that starts at `first_seq` for `city`: the epoch recorded as starting
+    /// there, after checkpoint `first_seq - 1` (its running hash from
+    /// [`CheckpointSource::checkpoint`]). `None` for sequence 0, a sequence no recorded
+    /// epoch starts at, or a previous checkpoint not readable.
+    fn handover_at(&self, city: Hash32, first_seq: u64) -> Result<Option<CommitteeHandover>> {
+        let Some(last) = first_seq.checked_sub(1) else {
+            return Ok(None);
+        };
+        let epochs = self.epochs()?;
+        let Some(e) = epochs.iter().find(|e| e.first_seq == first_seq) else {
+            return Ok(None);
+        };
+        let Some(prev) = self.checkpoint(last)? else {
+            return Ok(None);
+        };
+        Ok(Some(CommitteeHandover {
+            city,
+            epoch: e.epoch,
+            last_sequence: last,
+            last_running_hash: prev.hash(),
+            members: e.members.clone(),
+        }))
     }
 }
 
@@ -118,6 +207,15 @@ pub struct PusherStats {
     pub transient_failures: AtomicU64,
     /// Refusals and answers that did not check (each logged, then retried later).
     pub refusals: AtomicU64,
+    /// Handovers this node pushed its share of and saw accepted.
+    pub handovers: AtomicU64,
+    /// Waits on a handover: its shares pooled or the old epoch not logged yet, or this
+    /// node's checkpoint share refused (`NotMember`) while the continent does not know the
+    /// new committee yet.
+    pub awaiting_handover: AtomicU64,
+    /// Sequences not pushed because this node was not in their epoch's committee (skipped
+    /// once the continent logged them from the members' shares; no proof recorded).
+    pub skipped: AtomicU64,
 }
 
 /// A running pusher. Drop does not stop it: call [`PusherHandle::shutdown`].
@@ -134,7 +232,9 @@ impl PusherHandle {
     pub fn stats(&self) -> &Arc<PusherStats> {
         &self.stats
     }
-    /// The next sequence to push (every lower one is federated and recorded).
+    /// The next sequence to push (every lower one is federated and recorded, or — in an
+    /// epoch whose committee did not include this node — logged by the continent and
+    /// skipped).
     pub fn next(&self) -> watch::Receiver<u64> {
         self.next.clone()
     }
@@ -176,6 +276,7 @@ pub fn spawn_checkpoint_pusher(
     let (next_tx, next) = watch::channel(source.federated_upto());
     let task = tokio::spawn(
         Pusher {
+            handover_done: None,
             cfg,
             key,
             source,
@@ -194,7 +295,33 @@ pub fn spawn_checkpoint_pusher(
     })
 }
 
+/// What [`Pusher::epoch_step`] decided for a sequence.
+enum EpochStep {
+    /// Push this node's share.
+    Push,
+    /// Not a member of its epoch and the continent logged it: continue here.
+    SkipTo(u64),
+    /// Look again after this long.
+    Wait(Duration),
+    /// Asked to stop.
+    Stop,
+}
+
+/// How a handover share push ended.
+enum HandoverPush {
+    /// The continent accepted it.
+    Accepted,
+    /// Refused, or not pushable (logged): the checkpoint pushes go on.
+    Refused,
+    /// Ahead of the continent's log: to be tried again.
+    Later,
+    /// Asked to stop.
+    Stop,
+}
+
 struct Pusher {
+    /// The epoch whose handover this pusher already pushed its share of (or decided not to).
+    handover_done: Option<u64>,
     cfg: PusherConfig,
     key: Keypair,
     source: Arc<dyn CheckpointSource>,
@@ -246,11 +373,34 @@ impl Pusher {
             self.next.send_replace(next);
             let upto = *committed.borrow_and_update();
             if next >= upto {
+                // Caught up. A committee change recorded here starts at `next` before its
+                // first checkpoint exists (always so on a member left out of the new
+                // committee): hand over now, and look at the epochs again periodically.
+                let epochs = self.source.epochs().unwrap_or_default();
+                if !epochs.is_empty() && !self.hand_over(&epochs, next).await {
+                    return;
+                }
+                let poll = self.cfg.quorum_backoff_max;
                 tokio::select! {
                     _ = self.stop.changed() => return,
                     r = committed.changed() => if r.is_err() { return },
+                    _ = tokio::time::sleep(poll), if !epochs.is_empty() => {}
                 }
                 continue;
+            }
+            match self.epoch_step(next).await {
+                EpochStep::Push => {}
+                EpochStep::SkipTo(to) => {
+                    next = to;
+                    continue;
+                }
+                EpochStep::Wait(d) => {
+                    if !self.pause(d).await {
+                        return;
+                    }
+                    continue;
+                }
+                EpochStep::Stop => return,
             }
             let checkpoint = match self.source.checkpoint(next) {
                 Ok(Some(c)) => c,
@@ -308,6 +458,16 @@ impl Pusher {
                     quorum_wait = (quorum_wait * 2).min(self.cfg.quorum_backoff_max);
                     Some(w)
                 }
+                Err(FederationError::NotMember { .. }) if self.in_later_epoch(next) => {
+                    // The continent does not know this epoch's committee yet: (re)push our
+                    // handover share if we were in the old committee, else wait for the
+                    // old members to do it.
+                    self.stats.awaiting_handover.fetch_add(1, Ordering::Relaxed);
+                    self.handover_done = None;
+                    let w = quorum_wait;
+                    quorum_wait = (quorum_wait * 2).min(self.cfg.quorum_backoff_max);
+                    Some(w)
+                }
                 Err(FederationError::Gap { expected, .. }) if expected < next => {
                     self.stats.gaps.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(
@@ -335,6 +495,187 @@ impl Pusher {
                 && !self.pause(d).await
             {
                 return;
+            }
+        }
+    }
+
+    /// Whether `seq` is in an epoch after genesis (by the recorded epochs).
+    fn in_later_epoch(&self, seq: u64) -> bool {
+        let epochs = self.source.epochs().unwrap_or_default();
+        epoch_at(&epochs, seq).0.is_some_and(|e| e.first_seq > 0)
+    }
+
+    /// What to do about sequence `next` given the committee epochs: push a share, skip
+    /// (not a member of its epoch, and the continent logged it), or wait. Before the first
+    /// checkpoint of an epoch it pushes this node's share of the epoch's handover (once per
+    /// epoch) when it was in the old committee.
+    async fn epoch_step(&mut self, next: u64) -> EpochStep {
+        let epochs = match self.source.epochs() {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(sequence = next, error = %e, "committee epochs not readable; retrying");
+                return EpochStep::Wait(self.cfg.refusal_backoff);
+            }
+        };
+        if epochs.is_empty() {
+            // A source without epochs: the genesis committee forever.
+            return EpochStep::Push;
+        }
+        if !self.hand_over(&epochs, next).await {
+            return EpochStep::Stop;
+        }
+        let me = self.key.public_key().to_vec();
+        let (cur, _, after) = epoch_at(&epochs, next);
+        match cur {
+            Some(cur) if cur.has_member(&me) => EpochStep::Push,
+            // Not a member (or before the first epoch recorded here: not known as one).
+            _ => self.skip_logged(next, after).await,
+        }
+    }
+
+    /// Once per epoch after genesis, on first reaching one of its sequences (or its first
+    /// sequence once caught up): pushes this node's share of the epoch's handover if it was
+    /// in the old committee (or cannot tell: the previous epoch is not recorded here).
+    /// False when asked to stop.
+    async fn hand_over(&mut self, epochs: &[CommitteeEpoch], next: u64) -> bool {
+        let (Some(cur), prev, _) = epoch_at(epochs, next) else {
+            return true;
+        };
+        if cur.first_seq == 0 || self.handover_done == Some(cur.epoch) {
+            return true;
+        }
+        let me = self.key.public_key().to_vec();
+        if prev.is_none_or(|p| p.has_member(&me)) {
+            match self.push_handover_share(cur.first_seq, prev).await {
+                HandoverPush::Accepted | HandoverPush::Refused => {}
+                // Looked at again on the next pass.
+                HandoverPush::Later => return true,
+                HandoverPush::Stop => return false,
+            }
+        }
+        self.handover_done = Some(cur.epoch);
+        true
+    }
+
+    /// Not in the committee of `next`'s epoch: its members federate these sequences. Once
+    /// the continent logged `next`, moves on — to the start of `after` (the next recorded
+    /// epoch) at most; until then waits.
+    async fn skip_logged(&mut self, next: u64, after: Option<&CommitteeEpoch>) -> EpochStep {
+        match self.client.city_head(self.cfg.city).await {
+            Ok(head) if head.next_sequence > next => {
+                let to = after.map_or(head.next_sequence, |a| head.next_sequence.min(a.first_seq));
+                self.stats.skipped.fetch_add(to - next, Ordering::Relaxed);
+                tracing::debug!(
+                    from = next,
+                    to,
+                    "not a member of this epoch's committee; skipping"
+                );
+                EpochStep::SkipTo(to)
+            }
+            Ok(_) => EpochStep::Wait(self.cfg.quorum_backoff_max),
+            Err(e) => {
+                tracing::debug!(error = %e, "GetCityHead failed; retrying");
+                self.stats
+                    .transient_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                EpochStep::Wait(self.cfg.retry.delay(1))
+            }
+        }
+    }
+
+    /// Pushes this node's share of the handover starting at `first_seq` until the
+    /// continent accepted it (retrying the retryable answers) or refused it.
+    async fn push_handover_share(
+        &mut self,
+        first_seq: u64,
+        prev: Option<&CommitteeEpoch>,
+    ) -> HandoverPush {
+        let old = prev.and_then(|p| dag_core::consensus::Committee::new(p.members.clone()));
+        let mut transient = 0u32;
+        let mut wait = self.cfg.quorum_backoff_min;
+        loop {
+            let handover = match self.source.handover_at(self.cfg.city, first_seq) {
+                Ok(Some(h)) => h,
+                Ok(None) => {
+                    tracing::warn!(
+                        first_seq,
+                        "no handover readable for this epoch; not pushing one"
+                    );
+                    return HandoverPush::Refused;
+                }
+                Err(e) => {
+                    tracing::warn!(first_seq, error = %e, "handover not readable; retrying");
+                    if !self.pause(self.cfg.refusal_backoff).await {
+                        return HandoverPush::Stop;
+                    }
+                    continue;
+                }
+            };
+            let share = CertifiedHandover::new(
+                handover.clone(),
+                vec![sign_handover_share(&handover, &self.key)],
+            );
+            let delay = match self.client.push_handover(&share).await {
+                Ok(cert) => {
+                    let checked = if cert.handover != handover {
+                        Err(FederationError::BadAnswer(
+                            "the accepted handover is not ours".into(),
+                        ))
+                    } else {
+                        old.as_ref()
+                            .map_or(Ok(0), |old| cert.verify(old))
+                            .map(|_| ())
+                    };
+                    return match checked {
+                        Ok(()) => {
+                            self.stats.handovers.fetch_add(1, Ordering::Relaxed);
+                            metrics::counter!("federation_handovers_pushed").increment(1);
+                            tracing::info!(
+                                epoch = handover.epoch,
+                                first_seq,
+                                "committee handover accepted by the continent"
+                            );
+                            HandoverPush::Accepted
+                        }
+                        Err(e) => {
+                            self.refused(first_seq, &e);
+                            HandoverPush::Refused
+                        }
+                    };
+                }
+                Err(FederationError::HandoverTooEarly { .. }) => {
+                    // The continent is behind this node's proofs (it lost its tail?): the
+                    // checkpoint pushes rewind it; the handover is tried again after.
+                    self.stats.awaiting_handover.fetch_add(1, Ordering::Relaxed);
+                    return if self.pause(self.cfg.quorum_backoff_max).await {
+                        HandoverPush::Later
+                    } else {
+                        HandoverPush::Stop
+                    };
+                }
+                Err(FederationError::HandoverAwaitingQuorum { .. }) => {
+                    self.stats.awaiting_handover.fetch_add(1, Ordering::Relaxed);
+                    let w = wait;
+                    wait = (wait * 2).min(self.cfg.quorum_backoff_max);
+                    w
+                }
+                Err(e) if e.is_retryable() => {
+                    transient = transient.saturating_add(1);
+                    self.stats
+                        .transient_failures
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(first_seq, error = %e, "handover push failed; retrying");
+                    self.cfg.retry.delay(transient)
+                }
+                Err(e) => {
+                    // Not ours to fix here (a conflict, not a member of the old committee
+                    // after all): the checkpoint pushes that follow decide.
+                    self.refused(first_seq, &e);
+                    return HandoverPush::Refused;
+                }
+            };
+            if !self.pause(delay).await {
+                return HandoverPush::Stop;
             }
         }
     }
@@ -384,6 +725,7 @@ pub struct MemoryCheckpointSource {
 struct MemoryInner {
     checkpoints: Vec<Checkpoint>,
     proofs: BTreeMap<u64, FederationProof>,
+    epochs: BTreeMap<u64, CommitteeEpoch>,
 }
 
 impl Default for MemoryCheckpointSource {
@@ -409,6 +751,11 @@ impl MemoryCheckpointSource {
             g.checkpoints.len() as u64
         };
         self.committed.send_replace(n);
+    }
+
+    /// Records a committee epoch (as a representative does when the epoch starts).
+    pub fn record_epoch(&self, epoch: CommitteeEpoch) {
+        self.inner.lock().epochs.insert(epoch.epoch, epoch);
     }
 
     /// The recorded proof of `seq`.
@@ -447,6 +794,10 @@ impl CheckpointSource for MemoryCheckpointSource {
         }
         n
     }
+
+    fn epochs(&self) -> Result<Vec<CommitteeEpoch>> {
+        Ok(self.inner.lock().epochs.values().cloned().collect())
+    }
 }
 
 #[cfg(test)]
@@ -454,6 +805,34 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use dag_core::consensus::BatchDigest;
+
+    #[test]
+    fn the_epoch_of_a_sequence_and_its_neighbours() {
+        let e = |epoch: u64, first_seq: u64| CommitteeEpoch {
+            epoch,
+            first_seq,
+            members: vec![],
+        };
+        let epochs = vec![e(0, 0), e(1, 10), e(3, 30)];
+        let check = |seq: u64, want: (Option<u64>, Option<u64>, Option<u64>)| {
+            let (cur, prev, after) = epoch_at(&epochs, seq);
+            let n = |x: Option<&CommitteeEpoch>| x.map(|x| x.epoch);
+            assert_eq!((n(cur), n(prev), n(after)), want, "sequence {seq}");
+        };
+        check(0, (Some(0), None, Some(1)));
+        check(9, (Some(0), None, Some(1)));
+        check(10, (Some(1), Some(0), Some(3)));
+        check(29, (Some(1), Some(0), Some(3)));
+        // Epoch 2 was not recorded here: epoch 3's predecessor is unknown.
+        check(30, (Some(3), None, None));
+        check(99, (Some(3), None, None));
+        // Before the first recorded epoch.
+        let later = vec![e(2, 20)];
+        let (cur, prev, after) = epoch_at(&later, 5);
+        assert!(cur.is_none() && prev.is_none());
+        assert_eq!(after.map(|a| a.epoch), Some(2));
+        assert_eq!(epoch_at(&[], 5), (None, None, None));
+    }
 
     #[test]
     fn memory_source_counts_contiguous_proofs() {

@@ -450,6 +450,11 @@ pub const METRICS: &[MetricHelp] = &[
         help: "City checkpoints appended to the continent log.",
     },
     MetricHelp {
+        name: "continent_handovers_accepted",
+        kind: MetricKind::Counter,
+        help: "City committee handovers the continent accepted (certified by the old committee).",
+    },
+    MetricHelp {
         name: "continent_head_push_failures",
         kind: MetricKind::Counter,
         help: "Failed pushes of the continent head to the global.",
@@ -458,6 +463,11 @@ pub const METRICS: &[MetricHelp] = &[
         name: "federation_checkpoints_federated",
         kind: MetricKind::Counter,
         help: "Checkpoints a representative got federated.",
+    },
+    MetricHelp {
+        name: "federation_handovers_pushed",
+        kind: MetricKind::Counter,
+        help: "Committee handovers a representative saw accepted by the continent after pushing its share.",
     },
     MetricHelp {
         name: "federation_push_refusals",

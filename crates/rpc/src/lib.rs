@@ -14,7 +14,8 @@
 //!   `ShardStore` service (PutShard, streaming GetShard, Challenge).
 //! - [`ConsensusService`], [`ConsensusClient`] (between representatives) and, in
 //!   `federation`, [`FederationService`], [`FederationClient`] (continent and global logs):
-//!   proto/citychain/v1/consensus.proto; [`CertifiedCheckpoint`] is what a city's committee certifies.
+//!   proto/citychain/v1/consensus.proto; [`CertifiedCheckpoint`] is what a city's committee certifies,
+//!   [`CertifiedHandover`] how an old committee hands the continent over to the next.
 //! - [`TxProof`]: a tx's offline proof of ordering and federation.
 //! - [`health_and_reflection`]: gRPC health and reflection services for every server.
 
@@ -70,11 +71,12 @@ pub use crosscity::{
 };
 pub use error::{ClientError, Result};
 pub use federation::{
-    CITY_CHECKPOINT_DOMAIN, CONTINENT_RECEIPT_DOMAIN, CertifiedCheckpoint, CheckpointHeader,
-    CityHead, FEDERATION_VERSION, FederationClient, FederationError, FederationHandler,
-    FederationProof, FederationService, GLOBAL_RECEIPT_DOMAIN, InclusionReceipt, LogKind,
-    MAX_CERTIFICATE_SIGNERS, MAX_FEDERATION_MESSAGE_BYTES, ProofAnswer, SignedTreeHead,
-    TREE_HEAD_DOMAIN, TreeHeadPush, quorum_stake, sign_share,
+    CITY_CHECKPOINT_DOMAIN, CITY_HANDOVER_DOMAIN, CONTINENT_RECEIPT_DOMAIN, CertifiedCheckpoint,
+    CertifiedHandover, CheckpointHeader, CityHead, CommitteeHandover, FEDERATION_VERSION,
+    FederationClient, FederationError, FederationHandler, FederationProof, FederationService,
+    GLOBAL_RECEIPT_DOMAIN, InclusionReceipt, LogKind, MAX_CERTIFICATE_SIGNERS,
+    MAX_FEDERATION_MESSAGE_BYTES, MAX_HANDOVER_MEMBERS, ProofAnswer, SignedTreeHead,
+    TREE_HEAD_DOMAIN, TreeHeadPush, quorum_stake, sign_handover_share, sign_share,
 };
 pub use proof::{
     GlobalAnchor, MAX_PROOF_CHECKPOINT_BATCHES, MAX_TX_PROOF_BYTES, ProofError, TxProof,

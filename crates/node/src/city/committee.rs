@@ -676,9 +676,22 @@ impl Launch {
             .into_iter()
             .filter(|(id, _)| *id != me)
             .collect();
+        let left_out = self.cfg.epochs.clone().map(|plan| super::epochs::LeftOut {
+            data_dir: self.cfg.data_dir.clone(),
+            plan,
+        });
+        let genesis = self.genesis.clone();
         let mut rep =
             spawn_representative_on(self.cfg, self.key, self.genesis, peers, inbox).await?;
         let mut tasks = Vec::new();
+        // Each epoch's committee into the order store: the pusher hands the continent over.
+        tasks.push(super::epochs::spawn_epoch_recorder(
+            self.order.clone(),
+            genesis,
+            rep.committee_watch(),
+            rep.status(),
+            left_out,
+        ));
         if let Some(commits) = rep.take_commits() {
             tasks.push(tokio::spawn(apply_commits(
                 commits,

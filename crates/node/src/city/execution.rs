@@ -887,6 +887,9 @@ impl CheckpointSource for ExecutedCheckpoints {
     fn federated_upto(&self) -> u64 {
         CheckpointSource::federated_upto(&*self.order)
     }
+    fn epochs(&self) -> Result<Vec<crate::federation_push::CommitteeEpoch>> {
+        self.order.epochs()
+    }
     fn state_root(&self, seq: u64) -> Result<Hash32> {
         self.exec
             .checkpoint(seq)?

@@ -8,6 +8,7 @@ pub(crate) mod challenges;
 pub(crate) mod committee;
 pub mod consensus;
 pub(crate) mod cross;
+pub(crate) mod epochs;
 pub(crate) mod events;
 pub(crate) mod execution;
 #[cfg(test)]

@@ -28,6 +28,13 @@ const FEDERATED: TableDefinition<u64, &[u8]> = TableDefinition::new("federated")
 /// Sequence → the committed leader's timestamp_ms (the checkpoint's agreed time).
 const LEADER_TIMES: TableDefinition<u64, u64> = TableDefinition::new("leader_times");
 
+/// Consensus epoch → first_seq u64 ‖ count u16 ‖ (u16 length ‖ public key ‖ stake u64)*
+/// (the committee the epoch runs, in index order).
+const EPOCHS: TableDefinition<u64, &[u8]> = TableDefinition::new("epochs");
+
+/// Most members of a recorded epoch's committee (decode bound).
+const MAX_EPOCH_MEMBERS: usize = rpc::MAX_HANDOVER_MEMBERS;
+
 /// Most batches a stored checkpoint may name (decode bound).
 const MAX_CHECKPOINT_BATCHES: usize = 1 << 20;
 
@@ -107,6 +114,7 @@ impl OrderStore {
             w.open_table(BATCHES)?;
             w.open_table(FEDERATED)?;
             w.open_table(LEADER_TIMES)?;
+            w.open_table(EPOCHS)?;
             Ok(())
         })?;
         let err = db_err(path);
@@ -415,6 +423,77 @@ impl OrderStore {
         Ok(Some((bytes[..split].to_vec(), at)))
     }
 
+    /// Records that consensus epoch `epoch` runs `members` (`(public key, stake)` in index
+    /// order) from checkpoint `first_seq` on (blocking: one fsync). Recording the same
+    /// again changes nothing; another first sequence or committee for a recorded epoch is
+    /// refused ([`Error::CorruptRecord`]: one of the two records is wrong).
+    pub fn record_epoch(
+        &self,
+        epoch: u64,
+        first_seq: u64,
+        members: &[(Vec<u8>, u64)],
+    ) -> Result<()> {
+        let err = db_err(&self.path);
+        let mut v = Writer::default();
+        v.u64(first_seq)
+            .u16(u16::try_from(members.len()).unwrap_or(u16::MAX));
+        for (key, stake) in members {
+            v.bytes_u16(key).u64(*stake);
+        }
+        let bytes = v.finish();
+        let w = self.db.begin_write().map_err(|e| err(e.into()))?;
+        {
+            let mut t = w.open_table(EPOCHS).map_err(|e| err(e.into()))?;
+            if let Some(old) = t.get(epoch).map_err(|e| err(e.into()))? {
+                if old.value() == bytes.as_slice() {
+                    return Ok(());
+                }
+                return Err(corrupt(
+                    &self.path,
+                    epoch,
+                    DecodeError::Invalid {
+                        field: "epochs",
+                        reason: "epoch already recorded with another start or committee",
+                    },
+                ));
+            }
+            t.insert(epoch, bytes.as_slice())
+                .map_err(|e| err(e.into()))?;
+        }
+        w.commit().map_err(|e| err(e.into()))?;
+        Ok(())
+    }
+
+    /// The recorded committee epochs, by epoch.
+    pub fn epochs(&self) -> Result<Vec<crate::federation_push::CommitteeEpoch>> {
+        let err = db_err(&self.path);
+        let r = self.db.begin_read().map_err(|e| err(e.into()))?;
+        let t = r.open_table(EPOCHS).map_err(|e| err(e.into()))?;
+        let mut out = Vec::new();
+        for row in t.iter().map_err(|e| err(e.into()))? {
+            let (k, v) = row.map_err(|e| err(e.into()))?;
+            let epoch = k.value();
+            let decode = || -> std::result::Result<_, DecodeError> {
+                let mut rd = Reader::new(v.value());
+                let first_seq = rd.u64("first_seq")?;
+                let n = rd.count_u16("members", MAX_EPOCH_MEMBERS)?;
+                let mut members = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let key = rd.bytes_u16("member key", dag_core::MAX_KEY_LEN)?.to_vec();
+                    members.push((key, rd.u64("member stake")?));
+                }
+                rd.finish()?;
+                Ok(crate::federation_push::CommitteeEpoch {
+                    epoch,
+                    first_seq,
+                    members,
+                })
+            };
+            out.push(decode().map_err(|e| corrupt(&self.path, epoch, e))?);
+        }
+        Ok(out)
+    }
+
     /// Checkpoints federated without a gap from sequence 0.
     pub fn federated_upto(&self) -> Result<u64> {
         let err = db_err(&self.path);
@@ -452,6 +531,9 @@ impl crate::federation_push::CheckpointSource for OrderStore {
             tracing::error!(error = %e, "order store: federation records unreadable");
             0
         })
+    }
+    fn epochs(&self) -> Result<Vec<crate::federation_push::CommitteeEpoch>> {
+        OrderStore::epochs(self)
     }
 }
 
@@ -569,5 +651,66 @@ pub(crate) mod tests {
         let store = OrderStore::open(&dir.path().join("order.redb")).unwrap();
         assert_eq!(store.committed(), n);
         assert!(store.ordering(&ids[0]).unwrap().is_some());
+    }
+
+    #[test]
+    fn epochs_are_recorded_once_and_survive_reopen() {
+        use crate::federation_push::{CheckpointSource, CommitteeEpoch};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("order.redb");
+        let store = OrderStore::open(&path).unwrap();
+        assert!(store.epochs().unwrap().is_empty());
+        let genesis = vec![(vec![1u8; 40], 1u64), (vec![2u8; 40], 1)];
+        let next = vec![(vec![2u8; 40], 3u64), (vec![3u8; 40], 2)];
+        store.record_epoch(0, 0, &genesis).unwrap();
+        store.record_epoch(1, 12, &next).unwrap();
+        // The same record again is a no-op; another start or committee is refused.
+        store.record_epoch(1, 12, &next).unwrap();
+        assert!(store.record_epoch(1, 13, &next).is_err());
+        assert!(store.record_epoch(0, 0, &next).is_err());
+        let want = vec![
+            CommitteeEpoch {
+                epoch: 0,
+                first_seq: 0,
+                members: genesis.clone(),
+            },
+            CommitteeEpoch {
+                epoch: 1,
+                first_seq: 12,
+                members: next.clone(),
+            },
+        ];
+        assert_eq!(store.epochs().unwrap(), want);
+        drop(store);
+        let store = OrderStore::open(&path).unwrap();
+        assert_eq!(CheckpointSource::epochs(&store).unwrap(), want);
+    }
+
+    #[test]
+    fn the_handover_at_an_epoch_start_continues_the_previous_checkpoint() {
+        use crate::federation_push::CheckpointSource;
+        let subs = commits(vec![BatchItem::Tx(TxId::from_bytes([1; 32]))]);
+        assert!(subs.len() >= 3, "need a few checkpoints");
+        let dir = tempfile::tempdir().unwrap();
+        let store = OrderStore::open(&dir.path().join("order.redb")).unwrap();
+        for s in &subs {
+            store.apply(s, 1).unwrap();
+        }
+        let city = Hash32([7; 32]);
+        let members = vec![(vec![9u8; 40], 5u64)];
+        store.record_epoch(0, 0, &[(vec![8u8; 40], 1)]).unwrap();
+        store.record_epoch(1, 2, &members).unwrap();
+        let h = store.handover_at(city, 2).unwrap().unwrap();
+        assert_eq!(h.city, city);
+        assert_eq!(h.epoch, 1);
+        assert_eq!(h.last_sequence, 1);
+        assert_eq!(
+            h.last_running_hash,
+            store.checkpoint(1).unwrap().unwrap().checkpoint.hash()
+        );
+        assert_eq!(h.members, members);
+        // No epoch starts at 1; sequence 0 is genesis.
+        assert!(store.handover_at(city, 1).unwrap().is_none());
+        assert!(store.handover_at(city, 0).unwrap().is_none());
     }
 }

@@ -10,13 +10,13 @@ use node::continent::{
     CityCommittee, ContinentConfig, ContinentHandle, GlobalTarget, start_continent,
 };
 use node::federation_push::{
-    CheckpointSource, MemoryCheckpointSource, PusherConfig, spawn_checkpoint_pusher,
+    CheckpointSource, CommitteeEpoch, MemoryCheckpointSource, PusherConfig, spawn_checkpoint_pusher,
 };
 use node::global::{GlobalConfig, start_global};
 use pqc::Keypair;
 use rpc::{
-    CertifiedCheckpoint, CheckpointHeader, FederationClient, FederationError, LogKind,
-    SignedTreeHead, TreeHeadPush, sign_share,
+    CertifiedCheckpoint, CertifiedHandover, CheckpointHeader, CommitteeHandover, FederationClient,
+    FederationError, LogKind, SignedTreeHead, TreeHeadPush, sign_handover_share, sign_share,
 };
 use std::net::SocketAddr;
 use std::path::Path;
@@ -735,5 +735,155 @@ async fn a_refused_pusher_is_counted_and_the_honest_history_still_gets_in() {
         p.shutdown().await;
     }
     stranger.shutdown().await;
+    cont.shutdown().await.unwrap();
+}
+
+fn members_of(keys: &[&Keypair]) -> Vec<(Vec<u8>, u64)> {
+    keys.iter().map(|k| (k.public_key().to_vec(), 1)).collect()
+}
+
+/// A committee change over real gRPC: A B C D run epoch 0 (checkpoints 0..4), then C D E F
+/// run epoch 1 (4..8). C and D alone are not a quorum of the old committee: the members
+/// left out (A, B) sign the handover too, once caught up at the boundary (they never get
+/// checkpoint 4). The newcomers skip the epoch they were not in and federate the new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_committee_handover_lets_the_new_committee_federate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (keys, genesis) = committee(4);
+    let (e, f) = (Keypair::generate(), Keypair::generate());
+    let city = Hash32::digest(b"handover-city");
+    let ckey = Keypair::generate();
+    let cont = continent_at(&city_cfg(dir.path(), city, &genesis), &ckey).await;
+    let c = client(cont.addr());
+    let cps = chain(8, 0);
+    let old: Vec<&Keypair> = keys.iter().collect();
+    let new: Vec<&Keypair> = vec![&keys[2], &keys[3], &e, &f];
+    let new_committee =
+        Committee::equal(new.iter().map(|k| k.public_key().to_vec()).collect()).unwrap();
+    let epochs = [
+        CommitteeEpoch {
+            epoch: 0,
+            first_seq: 0,
+            members: members_of(&old),
+        },
+        CommitteeEpoch {
+            epoch: 1,
+            first_seq: 4,
+            members: members_of(&new),
+        },
+    ];
+    let handover = CommitteeHandover {
+        city,
+        epoch: 1,
+        last_sequence: 3,
+        last_running_hash: cps[3].hash(),
+        members: members_of(&new),
+    };
+
+    // Over the wire: a handover ahead of the log is the typed, retryable refusal.
+    let early = CertifiedHandover::new(
+        handover.clone(),
+        vec![sign_handover_share(&handover, &keys[0])],
+    );
+    let err = c.push_handover(&early).await.unwrap_err();
+    assert_eq!(
+        err,
+        FederationError::HandoverTooEarly {
+            city,
+            epoch: 1,
+            last_sequence: 3
+        }
+    );
+    assert!(err.is_retryable());
+
+    // Every node recorded both epochs; A and B (left out) hold checkpoints 0..4, the others
+    // all 8 (the newcomers followed the chain to join).
+    let all: Vec<&Keypair> = vec![&keys[0], &keys[1], &keys[2], &keys[3], &e, &f];
+    let sources: Vec<Arc<MemoryCheckpointSource>> = all
+        .iter()
+        .map(|_| Arc::new(MemoryCheckpointSource::new()))
+        .collect();
+    for (i, s) in sources.iter().enumerate() {
+        s.record_epoch(epochs[0].clone());
+        s.record_epoch(epochs[1].clone());
+        let upto = if i < 2 { 4 } else { 8 };
+        for cp in &cps[..upto] {
+            s.commit(cp.clone());
+        }
+    }
+    let mut pushers = Vec::new();
+    for (k, s) in all.iter().zip(&sources) {
+        let mut pc = PusherConfig::new(cont.addr().to_string(), city, ckey.public_key().to_vec());
+        pc.links = rpc::tls::LinkSecurity::Insecure;
+        pc.retry.base_delay = Duration::from_millis(20);
+        pc.retry.max_delay = Duration::from_millis(200);
+        pc.quorum_backoff_max = Duration::from_millis(100);
+        pc.timeout = Duration::from_secs(5);
+        let source: Arc<dyn CheckpointSource> = s.clone();
+        pushers.push(spawn_checkpoint_pusher(pc, (*k).clone(), source).unwrap());
+    }
+    wait_until("the old epoch federated at A and B", || {
+        sources[..2].iter().all(|s| s.proofs() == 4)
+    })
+    .await;
+    wait_until("the new epoch federated at C D E F", || {
+        sources[2..]
+            .iter()
+            .all(|s| (4..8).all(|q| s.proof(q).is_some()))
+    })
+    .await;
+    assert_eq!(cont.log().size(), 8);
+    let chain = cont.log().committee_chain(&city);
+    assert_eq!(chain.len(), 2);
+    assert_eq!((chain[1].0, chain[1].1), (1, 4));
+    // Proofs verify against the committee of their epoch.
+    for q in 0..4 {
+        sources[2]
+            .proof(q)
+            .unwrap()
+            .verify(&genesis, ckey.public_key())
+            .unwrap();
+        assert!(
+            sources[4].proof(q).is_none(),
+            "E records nothing for epoch 0"
+        );
+    }
+    for q in 4..8 {
+        sources[4]
+            .proof(q)
+            .unwrap()
+            .verify(&new_committee, ckey.public_key())
+            .unwrap();
+    }
+    // The accepted handover is what the old committee certified; a re-push answers it.
+    let again = c.push_handover(&early).await.unwrap();
+    assert_eq!(again.handover, handover);
+    again.verify(&genesis).unwrap();
+    use std::sync::atomic::Ordering::Relaxed;
+    let stats = |i: usize| pushers[i].stats().clone();
+    for i in 4..6 {
+        assert_eq!(
+            stats(i).skipped.load(Relaxed),
+            4,
+            "newcomer {i} skipped epoch 0"
+        );
+        assert_eq!(
+            stats(i).handovers.load(Relaxed),
+            0,
+            "newcomer {i} was not in the old committee"
+        );
+    }
+    let handed: u64 = (0..4).map(|i| stats(i).handovers.load(Relaxed)).sum();
+    assert!(
+        handed >= 3,
+        "a quorum of the old members pushed shares: {handed}"
+    );
+    for i in 0..6 {
+        assert_eq!(stats(i).refusals.load(Relaxed), 0, "pusher {i} was refused");
+    }
+    for p in pushers {
+        p.shutdown().await;
+    }
+    drop(c);
     cont.shutdown().await.unwrap();
 }

@@ -148,6 +148,39 @@ pub enum FederationError {
     /// The store failed (retryable).
     #[error("store: {0}")]
     Store(String),
+    /// The handover share was pooled; the handover is accepted once the OLD committee's
+    /// shares reach a quorum. Retryable: push again shortly.
+    #[error("handover to epoch {epoch} of city {}: awaiting quorum ({have} of {need} stake)", city.short())]
+    HandoverAwaitingQuorum {
+        /// City id.
+        city: Hash32,
+        /// The new epoch.
+        epoch: u64,
+        /// Old-committee stake pooled so far.
+        have: Stake,
+        /// Quorum stake of the old committee.
+        need: Stake,
+    },
+    /// The old epoch's last checkpoint (`last_sequence`) is not logged yet: nothing was
+    /// kept. Retryable: push again once the log reached it.
+    #[error("handover to epoch {epoch} of city {}: checkpoint {last_sequence} not logged yet", city.short())]
+    HandoverTooEarly {
+        /// City id.
+        city: Hash32,
+        /// The new epoch.
+        epoch: u64,
+        /// The old epoch's last checkpoint named by the handover.
+        last_sequence: u64,
+    },
+    /// The handover contradicts the log: another handover is accepted for this epoch or a
+    /// later position, or the named last checkpoint is logged with another running hash.
+    #[error("handover to epoch {epoch} of city {} conflicts with the logged chain", city.short())]
+    HandoverConflict {
+        /// City id.
+        city: Hash32,
+        /// The new epoch.
+        epoch: u64,
+    },
     /// Client side: the call failed in transport (unreachable, deadline, …) or with a
     /// status that carried no federation error.
     #[error("gRPC status {code:?}: {message}")]
@@ -164,12 +197,16 @@ pub enum FederationError {
 
 impl FederationError {
     /// Worth retrying the same request unchanged later: [`AwaitingQuorum`](Self::AwaitingQuorum),
-    /// a store failure, and transport failures other than permanent statuses.
+    /// [`HandoverAwaitingQuorum`](Self::HandoverAwaitingQuorum),
+    /// [`HandoverTooEarly`](Self::HandoverTooEarly), a store failure, and transport failures other than permanent statuses.
     /// [`Gap`](Self::Gap) and [`NeedConsistency`](Self::NeedConsistency) call for a
     /// different request; everything else is a refusal.
     pub fn is_retryable(&self) -> bool {
         match self {
-            FederationError::AwaitingQuorum { .. } | FederationError::Store(_) => true,
+            FederationError::AwaitingQuorum { .. }
+            | FederationError::HandoverAwaitingQuorum { .. }
+            | FederationError::HandoverTooEarly { .. }
+            | FederationError::Store(_) => true,
             FederationError::Transport { code, .. } => matches!(
                 code,
                 Code::Unavailable
@@ -205,6 +242,11 @@ impl FederationError {
             FederationError::NotYetAnchored { .. } => {
                 (Code::FailedPrecondition, "NOT_YET_ANCHORED")
             }
+            FederationError::HandoverAwaitingQuorum { .. } => {
+                (Code::Unavailable, "HANDOVER_AWAITING_QUORUM")
+            }
+            FederationError::HandoverTooEarly { .. } => (Code::Unavailable, "HANDOVER_TOO_EARLY"),
+            FederationError::HandoverConflict { .. } => (Code::AlreadyExists, "HANDOVER_CONFLICT"),
             FederationError::OutOfRange(_) => (Code::OutOfRange, "OUT_OF_RANGE"),
             FederationError::NotServed(_) => (Code::Unimplemented, "NOT_SERVED"),
             FederationError::Store(_) => (Code::Internal, "STORE"),
@@ -294,6 +336,18 @@ impl FederationError {
                 tree_size,
                 anchored,
             } => (19, zero, none, *tree_size, *anchored, ""),
+            E::HandoverAwaitingQuorum {
+                city,
+                epoch,
+                have,
+                need,
+            } => (20, *city, none, *epoch, pack(*have, *need), ""),
+            E::HandoverTooEarly {
+                city,
+                epoch,
+                last_sequence,
+            } => (21, *city, none, *epoch, *last_sequence, ""),
+            E::HandoverConflict { city, epoch } => (22, *city, none, *epoch, 0, ""),
             E::OutOfRange(m) => (14, zero, none, 0, 0, m),
             E::NotServed(m) => (15, zero, none, 0, 0, m),
             E::Store(m) => (16, zero, none, 0, 0, m),
@@ -382,6 +436,18 @@ impl FederationError {
                 tree_size: a,
                 anchored: b,
             },
+            20 => E::HandoverAwaitingQuorum {
+                city,
+                epoch: a,
+                have,
+                need,
+            },
+            21 => E::HandoverTooEarly {
+                city,
+                epoch: a,
+                last_sequence: b,
+            },
+            22 => E::HandoverConflict { city, epoch: a },
             _ => {
                 return Err(DecodeError::Invalid {
                     field: "error kind",

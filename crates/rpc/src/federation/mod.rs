@@ -7,6 +7,9 @@
 //! - [`InclusionReceipt`]: a log's signed promise that a leaf is in it; [`SignedTreeHead`]:
 //!   a log's signed size and root; [`FederationProof`]: a logged certificate with its receipt
 //!   and inclusion path (what a representative keeps, what a client verifies offline).
+//! - [`CommitteeHandover`]: a city's committee change (epoch, members, the old epoch's
+//!   last checkpoint); [`CertifiedHandover`]: it with OLD-committee signatures
+//!   ([`sign_handover_share`]), verified against the old committee by stake.
 //! - [`FederationError`]: every refusal, typed; it travels in the gRPC status details so a
 //!   client gets the same value back ([`FederationError::from_status`]).
 //! - [`FederationHandler`] / [`FederationService`] / [`FederationClient`] (in `service`).
@@ -15,9 +18,14 @@
 //! bounded, no trailing bytes); proto messages carry these bytes.
 
 mod error;
+mod handover;
 mod service;
 
 pub use error::FederationError;
+pub use handover::{
+    CITY_HANDOVER_DOMAIN, CertifiedHandover, CommitteeHandover, MAX_HANDOVER_MEMBERS,
+    sign_handover_share,
+};
 pub use service::{FederationClient, FederationHandler, FederationService};
 
 use dag_core::consensus::{Checkpoint, Committee, Stake};
@@ -804,11 +812,41 @@ mod tests {
                 from_size: 9,
             },
             FederationError::Store("disk".into()),
+            FederationError::HandoverAwaitingQuorum {
+                city: Hash32([1; 32]),
+                epoch: 3,
+                have: 2,
+                need: 5,
+            },
+            FederationError::HandoverTooEarly {
+                city: Hash32([2; 32]),
+                epoch: 4,
+                last_sequence: 99,
+            },
+            FederationError::HandoverConflict {
+                city: Hash32([3; 32]),
+                epoch: 5,
+            },
         ] {
             let s = e.to_status();
             assert_eq!(FederationError::from_status(&s), e);
         }
         assert!(FederationError::Store("x".into()).is_retryable());
+        assert!(
+            FederationError::HandoverTooEarly {
+                city: Hash32([0; 32]),
+                epoch: 1,
+                last_sequence: 0
+            }
+            .is_retryable()
+        );
+        assert!(
+            !FederationError::HandoverConflict {
+                city: Hash32([0; 32]),
+                epoch: 1
+            }
+            .is_retryable()
+        );
         assert!(
             !FederationError::Fork {
                 city: Hash32([0; 32]),

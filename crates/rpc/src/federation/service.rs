@@ -3,8 +3,8 @@
 //! ([`FederationClient`]).
 
 use super::{
-    CertifiedCheckpoint, CityHead, FederationError, FederationProof, InclusionReceipt,
-    MAX_FEDERATION_MESSAGE_BYTES, ProofAnswer, SignedTreeHead, TreeHeadPush, h32,
+    CertifiedCheckpoint, CertifiedHandover, CityHead, FederationError, FederationProof,
+    InclusionReceipt, MAX_FEDERATION_MESSAGE_BYTES, ProofAnswer, SignedTreeHead, TreeHeadPush, h32,
 };
 use crate::pb;
 use crate::proof::GlobalAnchor;
@@ -28,6 +28,16 @@ pub trait FederationHandler: Send + Sync + 'static {
     ) -> impl Future<Output = FedResult<FederationProof>> + Send {
         let _ = certified;
         async { Err(FederationError::NotServed("PushCheckpoint".into())) }
+    }
+    /// Continent: pools (a share) or verifies (a certificate) a city's committee handover
+    /// against the OLD committee and, at a quorum, accepts it; answers the accepted
+    /// certificate (the signatures that made the quorum).
+    fn push_handover(
+        &self,
+        certified: CertifiedHandover,
+    ) -> impl Future<Output = FedResult<CertifiedHandover>> + Send {
+        let _ = certified;
+        async { Err(FederationError::NotServed("PushHandover".into())) }
     }
     /// Continent: where the log stands for `city`.
     fn city_head(&self, city: Hash32) -> impl Future<Output = FedResult<CityHead>> + Send {
@@ -118,6 +128,21 @@ impl<T: FederationHandler> pb::federation_service_server::FederationService
             .map_err(|e| e.to_status())?;
         Ok(Response::new(pb::PushCheckpointResponse {
             encoded: p.encode(),
+        }))
+    }
+
+    async fn push_handover(
+        &self,
+        request: Request<pb::PushHandoverRequest>,
+    ) -> Result<Response<pb::PushHandoverResponse>, Status> {
+        let c = CertifiedHandover::decode(&request.into_inner().encoded).map_err(malformed)?;
+        let accepted = self
+            .handler
+            .push_handover(c)
+            .await
+            .map_err(|e| e.to_status())?;
+        Ok(Response::new(pb::PushHandoverResponse {
+            encoded: accepted.encode(),
         }))
     }
 
@@ -347,6 +372,20 @@ impl FederationClient {
             .call(|mut c| async move { c.push_checkpoint(req).await })
             .await?;
         FederationProof::decode(&resp.encoded).map_err(bad_answer)
+    }
+
+    /// Pushes a committee handover certificate (or one old member's share); returns the
+    /// certificate the continent accepted (decoded, not verified). Pooled shares answer the
+    /// retryable [`FederationError::HandoverAwaitingQuorum`], a handover ahead of the log
+    /// the retryable [`FederationError::HandoverTooEarly`].
+    pub async fn push_handover(&self, c: &CertifiedHandover) -> FedResult<CertifiedHandover> {
+        let req = pb::PushHandoverRequest {
+            encoded: c.encode(),
+        };
+        let resp = self
+            .call(|mut c| async move { c.push_handover(req).await })
+            .await?;
+        CertifiedHandover::decode(&resp.encoded).map_err(bad_answer)
     }
 
     /// Where the continent's log stands for `city`.
