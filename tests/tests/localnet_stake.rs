@@ -410,6 +410,35 @@ async fn localnet_stake_elects_slashes_hands_over_and_pays_holders() {
         )
         .await;
     }
+    // Federation goes on across the change: the continent took the old committee's
+    // certified handover and logs checkpoints the new committee (the newcomer in it)
+    // certifies.
+    let genesis = node::genesis::Genesis::load(&net_dir.join("genesis.toml")).unwrap();
+    let continent = genesis.continent.clone().unwrap();
+    let city_hash = genesis.cities.get(CITY).unwrap().city;
+    let links = rpc::tls::LinkSecurity::Tls(
+        rpc::tls::TlsContext::new(rpc::tls::TlsIdentity::generate(&Keypair::generate()).unwrap())
+            .unwrap(),
+    );
+    let fed = rpc::FederationClient::lazy_over(
+        &continent.address,
+        Duration::from_secs(5),
+        &links,
+        Some(continent.node_id),
+    )
+    .unwrap();
+    until(
+        "the continent logs the new epoch's checkpoints",
+        60,
+        || async {
+            fed.city_head(city_hash)
+                .await
+                .ok()
+                .filter(|h| h.next_sequence >= first + 3)
+                .map(|_| ())
+        },
+    )
+    .await;
     let t_payments_end = now_ms();
 
     // The monitor's incidents: the member with the least stake (1 of 6 tokens: the other
@@ -462,7 +491,6 @@ async fn localnet_stake_elects_slashes_hands_over_and_pays_holders() {
     // Stop the processes and read every representative's stores.
     let unclean = net.stop().await;
     assert!(unclean.is_empty(), "did not stop cleanly: {unclean:?}");
-    let genesis = node::genesis::Genesis::load(&net_dir.join("genesis.toml")).unwrap();
     let city = genesis.cities.get(CITY).unwrap();
     let mut chains: Vec<Vec<Hash32>> = Vec::new();
     let mut latencies = Vec::new();
