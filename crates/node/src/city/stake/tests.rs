@@ -161,6 +161,14 @@ fn sequence() -> Vec<(u64, u64, Vec<VerifiedTx>)> {
                         incident: Hash32([5; 32]),
                     },
                 ),
+                // A consensus endpoint from an account that is no registered full node.
+                stx(
+                    6,
+                    0,
+                    SystemPayload::SetEndpoint {
+                        address: "10.0.0.6:7700".into(),
+                    },
+                ),
                 // Evidence against an honest node, then real evidence (by a representative
                 // that saw it), then the same evidence again.
                 stx(0, 0, SystemPayload::DoubleSign(forged)),
@@ -168,6 +176,14 @@ fn sequence() -> Vec<(u64, u64, Vec<VerifiedTx>)> {
                 stx(3, 0, SystemPayload::DoubleSign(equivocation)),
                 // Claim with nothing accrued.
                 stx(4, 1, SystemPayload::ClaimRewards),
+                // The full node registered at checkpoint 0 publishes its endpoint.
+                stx(
+                    5,
+                    2,
+                    SystemPayload::SetEndpoint {
+                        address: "10.0.0.5:7700".into(),
+                    },
+                ),
             ],
         ),
         (2, 9_999, vec![]),
@@ -226,6 +242,7 @@ fn hostile_sequence_is_deterministic_durable_and_replays_to_the_same_roots() {
         "BadNonce",
         "StakeLocked",
         "NotRepresentative",
+        "NotFullNode",
         "EvidenceSignature",
         "EvidenceReplayed",
         "NothingToClaim",
@@ -241,6 +258,13 @@ fn hostile_sequence_is_deterministic_durable_and_replays_to_the_same_roots() {
     }
     assert_eq!(ra[0].applied.len(), 3, "delegate, register, bond");
     assert!(matches!(ra[1].applied[0].1, Outcome::Slashed { .. }));
+    assert!(matches!(ra[1].applied[1].1, Outcome::EndpointSet { .. }));
+    assert_eq!(
+        a.endpoints()
+            .unwrap()
+            .get(&dag_core::NodeId::from_bytes(*acc(5).as_bytes())),
+        Some(&"10.0.0.5:7700".to_string())
+    );
     // Roots change only when the state does.
     assert_ne!(roots[0], roots[1]);
     assert_eq!(
