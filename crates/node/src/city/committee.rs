@@ -103,7 +103,7 @@ pub struct CommitteeParts {
     /// (`stake_reporter::missed`); the same on every representative of the city.
     pub missed_rounds: super::stake_reporter::MissedRule,
     /// Start as a standby when this node is not in the committee: follow the committee's
-    /// checkpoints and join the epoch dpos elects it into (see [`super::standby`]).
+    /// checkpoints and join the epoch dpos elects it into (see `city::standby`).
     pub standby: bool,
 }
 
@@ -516,14 +516,7 @@ impl Representation {
         if let Some(f) = self.feed {
             f.shutdown().await;
         }
-        if let Some(t) = self.standby {
-            t.abort();
-            let _ = t.await;
-        }
-        let rep = match self.rep {
-            Some(r) => Some(r),
-            None => self.late_rep.lock().await.take(),
-        };
+        let rep = take_driver(self.rep, self.standby, &self.late_rep).await;
         let r = match rep {
             Some(rep) => rep.shutdown().await,
             None => Ok(()),
@@ -548,15 +541,7 @@ impl Representation {
         if let Some(f) = self.feed {
             f.kill().await;
         }
-        if let Some(t) = self.standby {
-            t.abort();
-            let _ = t.await;
-        }
-        let rep = match self.rep {
-            Some(r) => Some(r),
-            None => self.late_rep.lock().await.take(),
-        };
-        if let Some(rep) = rep {
+        if let Some(rep) = take_driver(self.rep, self.standby, &self.late_rep).await {
             rep.kill().await;
         }
         for t in &self.tasks {
@@ -727,6 +712,23 @@ fn forward<T: Clone + Send + Sync + 'static>(
             }
         }
     })
+}
+
+/// The driver to stop: a member's, or the one a standby started once elected (its
+/// follower is stopped first, so it starts none after this).
+async fn take_driver(
+    rep: Option<RepresentativeHandle>,
+    standby: Option<JoinHandle<()>>,
+    late: &tokio::sync::Mutex<Option<RepresentativeHandle>>,
+) -> Option<RepresentativeHandle> {
+    if let Some(t) = standby {
+        t.abort();
+        let _ = t.await;
+    }
+    match rep {
+        Some(r) => Some(r),
+        None => late.lock().await.take(),
+    }
 }
 
 /// Aborts a task that runs until stopped and waits for it (a panic is logged).
