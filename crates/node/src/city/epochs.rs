@@ -26,7 +26,7 @@ fn members_of(committee: &Committee) -> Vec<(Vec<u8>, u64)> {
 }
 
 /// Records `epoch` off the reactor (one fsync); false (logged) when it failed.
-async fn record(
+pub(crate) async fn record(
     order: &Arc<OrderStore>,
     epoch: u64,
     first_seq: u64,

@@ -107,6 +107,11 @@ const RECENT_VERDICTS: usize = 4_096;
 struct Inner {
     /// None until checkpoint 0 (term 0 starts at its time).
     state: Option<DposState>,
+    /// `state`'s root (computed once per applied checkpoint, not per read).
+    root: Option<Hash32>,
+    /// The election's winners on `state` (account, stake), computed at the first read
+    /// after a checkpoint applied (the stake reads' `next`).
+    election: Option<Vec<(AccountId, u64)>>,
     next_seq: u64,
     keys: BTreeMap<AccountId, Vec<u8>>,
     /// Verdicts on the most recent system txs (true = applied), oldest first.
@@ -233,6 +238,8 @@ impl StakeStore {
             path: path.to_path_buf(),
             genesis,
             inner: Mutex::new(Inner {
+                root: state.as_ref().map(DposState::state_root),
+                election: None,
                 state,
                 next_seq,
                 keys,
@@ -289,7 +296,7 @@ impl StakeStore {
 
     /// The current dpos state root (`None` before checkpoint 0).
     pub fn root(&self) -> Option<Hash32> {
-        self.inner.lock().state.as_ref().map(DposState::state_root)
+        self.inner.lock().root
     }
 
     /// The dpos state root recorded after checkpoint `seq`.
@@ -596,6 +603,8 @@ impl StakeStore {
         }
         w.commit().map_err(|e| err(e.into()))?;
         inner.state = Some(state);
+        inner.root = Some(root);
+        inner.election = None;
         inner.next_seq = seq + 1;
         inner.keys.extend(new_keys);
         let verdicts = applied

@@ -88,6 +88,9 @@ pub(crate) async fn follow(s: Standby) -> Result<EpochState> {
     let mut last_hash = Hash32([0; 32]);
     let mut seq = 0u64;
     let mut pending: std::collections::VecDeque<rpc::OrderedCheckpoint> = Default::default();
+    // The epochs it follows go into the order store as a member's do, so its federation
+    // pusher knows it has no share to give for them (and waits for the continent).
+    super::epochs::record(&s.order, 0, 0, &committee).await;
     loop {
         // The next checkpoint: from the store (replay after a restart), else from members.
         let stored = if seq < s.order.committed() {
@@ -166,6 +169,7 @@ pub(crate) async fn follow(s: Standby) -> Result<EpochState> {
         committee = next_committee;
         clock = TermClock::started_at(end.at_ms);
         pending.clear();
+        super::epochs::record(&s.order, epoch, seq, &committee).await;
         s.following.send_replace(Following {
             epoch,
             first_seq: seq,

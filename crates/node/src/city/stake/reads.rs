@@ -76,7 +76,7 @@ impl StakeReads {
         };
         let inner = self.stake.inner.lock();
         let s = inner.state.as_ref().ok_or(StakeReadError::NotStarted)?;
-        let mut info = stake_of(s, account);
+        let mut info = stake_of(s, inner.root, account);
         info.balance = match &ledger_account {
             Some(a) => a.balance,
             // Without a ledger the state keeps liquid balances itself.
@@ -94,8 +94,10 @@ impl StakeReads {
         let running = self.committee.borrow().clone();
         // Before the lock: the address book reads the stake store itself.
         let addresses = (self.addresses)();
-        let inner = self.stake.inner.lock();
+        let mut guard = self.stake.inner.lock();
+        let inner = &mut *guard;
         let state = inner.state.as_ref();
+        let (root, applied_upto, election) = (inner.root, inner.next_seq, &mut inner.election);
         let member = |id: NodeId, weight: u64| CommitteeMemberInfo {
             node_id: id,
             weight,
@@ -116,7 +118,11 @@ impl StakeReads {
             let next: Vec<(AccountId, u64)> = if next_elected {
                 s.representative_stakes()
             } else {
-                s.election().iter().map(|c| (c.account, c.stake)).collect()
+                election
+                    .get_or_insert_with(|| {
+                        s.election().iter().map(|c| (c.account, c.stake)).collect()
+                    })
+                    .clone()
             };
             // The epoch plan's rule: an elected member without an address makes the next
             // epoch keep the running committee.
@@ -138,8 +144,8 @@ impl StakeReads {
                 next,
                 next_elected,
                 next_unreachable,
-                state_root: s.state_root(),
-                applied_upto: inner.next_seq,
+                state_root: root.unwrap_or_else(|| s.state_root()),
+                applied_upto,
             }
         });
         CommitteeInfo {
@@ -156,8 +162,9 @@ impl StakeReads {
 }
 
 /// The dpos fields of `account`'s stake in `s` (`balance` and `dpos_applied_upto` are the
-/// caller's; `exists` says whether dpos knows the account).
-fn stake_of(s: &DposState, account: AccountId) -> StakeInfo {
+/// caller's; `exists` says whether dpos knows the account); `root` is `s`'s root when the
+/// caller has it (else computed).
+fn stake_of(s: &DposState, root: Option<dag_core::Hash32>, account: AccountId) -> StakeInfo {
     let mut delegations = Vec::new();
     let mut unbonding = Vec::new();
     for (validator, _) in s.nodes() {
@@ -212,7 +219,7 @@ fn stake_of(s: &DposState, account: AccountId) -> StakeInfo {
         node,
         term: s.term().index,
         dpos_applied_upto: 0,
-        dpos_state_root: s.state_root(),
+        dpos_state_root: root.unwrap_or_else(|| s.state_root()),
     }
 }
 
@@ -282,7 +289,7 @@ mod tests {
         s.apply_signed(tx, &pqc::MlDsa87, &ApplyCtx { now_ms: now })
             .unwrap();
 
-        let info = stake_of(&s, a);
+        let info = stake_of(&s, None, a);
         assert!(info.exists);
         assert_eq!(info.bonded, 240);
         let delegations: Vec<_> = info
@@ -304,12 +311,12 @@ mod tests {
         assert!(info.node.is_none(), "alice registered no node");
         assert_eq!(info.dpos_state_root, s.state_root());
 
-        let vn = stake_of(&s, v).node.unwrap();
+        let vn = stake_of(&s, None, v).node.unwrap();
         assert_eq!(vn.kind, StakeNodeKind::Full);
         assert_eq!(vn.stake, 50 + 200);
         assert!(vn.active && vn.representative);
 
-        let nobody = stake_of(&s, AccountId::from_bytes([9; 32]));
+        let nobody = stake_of(&s, None, AccountId::from_bytes([9; 32]));
         assert!(!nobody.exists && nobody.bonded == 0 && nobody.delegations.is_empty());
     }
 }
