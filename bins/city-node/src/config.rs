@@ -231,6 +231,9 @@ pub(crate) struct PipelineSection {
     pub(crate) verify_threads: usize,
     /// Most txs admitted concurrently before answering OVERLOADED.
     pub(crate) max_inflight: usize,
+    /// Micro-batches stored at once (placement slots): fewer slots make batches grow with
+    /// the load, so each stripe's fixed costs are shared by more txs.
+    pub(crate) batches_in_flight: usize,
 }
 
 impl Default for PipelineSection {
@@ -239,6 +242,7 @@ impl Default for PipelineSection {
         PipelineSection {
             verify_threads: d.verify_threads,
             max_inflight: d.max_inflight,
+            batches_in_flight: d.batches_in_flight,
         }
     }
 }
@@ -941,6 +945,7 @@ impl Effective {
             data_dir: self.data_dir.clone(),
             verify_threads: f.pipeline.verify_threads,
             max_inflight: f.pipeline.max_inflight,
+            batches_in_flight: f.pipeline.batches_in_flight,
             archive: f.archive.enabled,
             genesis: f.node.genesis.clone(),
             gateway,

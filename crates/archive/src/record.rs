@@ -27,6 +27,16 @@
 //! v2", batch key ‖ tx id)`, so no two records share a data key and each record still opens
 //! on its own. The version byte is in the header every sealed field is bound to.
 //!
+//! ## Stored by reference (the embedded backend, since issue 18)
+//!
+//! Every record of a batch carries the same wrapped batch key (~1.2 KB for NTRU-HPS-4096-821),
+//! which pushed a record of a 7.3 KB tx past redb's 8 KiB leaf into a 16 KiB one. The
+//! embedded backend therefore stores the wrapped key once per batch (in its own table, under
+//! `BLAKE3(wrapped key)`) and each record with magic `CCAK` and that 32-byte reference in
+//! place of the wrapped-key field ([`StoredRecord::encode_by_ref`]). Reading puts the wrapped
+//! key back before anything is checked, so the header every sealed field is bound to is the
+//! one above, byte for byte: the cryptography does not change, only where 1.2 KB is kept.
+//!
 //! Sealed fields are XChaCha20-Poly1305 under the record's data key, with
 //! associated data `BLAKE3(everything before the first sealed field) ‖ field name`: changing
 //! any byte of the record, or moving a ciphertext to another record or field, fails
@@ -39,6 +49,8 @@ use dag_core::{AccountId, DecodeError, Reader, SignedTx, Tx, TxId, VerifiedTx, W
 use pqc::{KemError, KeyId, WrappedKey};
 
 const MAGIC: &[u8; 4] = b"CCAR";
+/// Magic of a record stored with its wrapped key by reference ([`StoredRecord::encode_by_ref`]).
+const MAGIC_REF: &[u8; 4] = b"CCAK";
 /// Each record wraps its own data key (one KEM encapsulation per record); read only.
 const VERSION_RECORD_KEY: u8 = 1;
 /// Records wrap their batch's key and derive their own data key from it and their tx id.
@@ -302,25 +314,95 @@ impl StoredRecord {
             4096 + self.clear_body.len() + self.payload.len() + self.parties.len(),
         );
         self.write_header(&mut w);
+        self.write_sealed(&mut w);
+        w.finish()
+    }
+
+    fn write_sealed(&self, w: &mut Writer) {
         w.bytes_u8(&self.amount)
             .bytes_u16(&self.parties)
             .bytes_u32(&self.payload)
             .bytes_u16(&self.signature);
+    }
+
+    /// The reference under which the wrapped key is kept by a backend that stores it once:
+    /// `BLAKE3(wrapped key bytes)`.
+    pub(crate) fn wrapped_key_ref(&self) -> [u8; 32] {
+        *blake3::hash(&self.wrapped_key).as_bytes()
+    }
+
+    /// The wrapped key's bytes (what [`StoredRecord::wrapped_key_ref`] names).
+    pub(crate) fn wrapped_key_bytes(&self) -> &[u8] {
+        &self.wrapped_key
+    }
+
+    /// The stored bytes with the wrapped key replaced by [`StoredRecord::wrapped_key_ref`]
+    /// (magic `CCAK`); [`StoredRecord::decode_with`] puts it back.
+    pub(crate) fn encode_by_ref(&self) -> Vec<u8> {
+        let mut w = Writer::with_capacity(
+            4096 + self.clear_body.len() + self.payload.len() + self.parties.len(),
+        );
+        w.raw(MAGIC_REF)
+            .u8(self.version)
+            .raw(self.tx_id.as_bytes())
+            .u64(self.ts_ms);
+        w.u16(self.parent_ids.len() as u16);
+        for p in &self.parent_ids {
+            w.raw(p.as_bytes());
+        }
+        w.raw(&self.sender_tag)
+            .raw(&self.fingerprint)
+            .bytes_u32(&self.clear_body)
+            .raw(&self.wrapped_key_ref());
+        self.write_sealed(&mut w);
         w.finish()
     }
 
+    /// The wrapped-key reference of stored bytes written by [`StoredRecord::encode_by_ref`];
+    /// `None` for a record that carries its wrapped key (or bytes that are no record).
+    pub(crate) fn key_ref_of(key: TxId, bytes: &[u8]) -> Option<[u8; 32]> {
+        let mut seen = None;
+        Self::decode_with(key, bytes, |r| {
+            seen = Some(*r);
+            Ok(Vec::new())
+        })
+        .ok()?;
+        seen
+    }
+
     /// Strictly decodes stored bytes found under `key`: a record whose tx id is not `key` is
-    /// corrupt.
+    /// corrupt. Bytes that name their wrapped key by reference are refused here (they need
+    /// [`StoredRecord::decode_with`] and the backend's key table). The MongoDB backend
+    /// stores records whole.
+    #[cfg_attr(not(any(test, feature = "mongodb")), allow(dead_code))]
     pub(crate) fn decode(key: TxId, bytes: &[u8]) -> Result<Self> {
+        Self::decode_with(key, bytes, |_| {
+            Err(Error::CorruptRecord {
+                tx_id: key,
+                reason: "wrapped key stored by reference, and no key table to read it".into(),
+            })
+        })
+    }
+
+    /// [`StoredRecord::decode`] of either layout: bytes written by
+    /// [`StoredRecord::encode_by_ref`] get their wrapped key from `resolve` (given the
+    /// reference); the record then is the one that was encoded, byte for byte.
+    pub(crate) fn decode_with(
+        key: TxId,
+        bytes: &[u8],
+        resolve: impl FnOnce(&[u8; 32]) -> Result<Vec<u8>>,
+    ) -> Result<Self> {
         let corrupt = |reason: String| Error::CorruptRecord { tx_id: key, reason };
         let de = |e: DecodeError| Error::CorruptRecord {
             tx_id: key,
             reason: e.to_string(),
         };
         let mut r = Reader::new(bytes);
-        if r.take(4, "magic").map_err(de)? != MAGIC {
-            return Err(corrupt("not an archive record (bad magic)".into()));
-        }
+        let by_ref = match r.take(4, "magic").map_err(de)? {
+            m if m == MAGIC => false,
+            m if m == MAGIC_REF => true,
+            _ => return Err(corrupt("not an archive record (bad magic)".into())),
+        };
         let version = r.u8("version").map_err(de)?;
         if version != VERSION_RECORD_KEY && version != VERSION_BATCH_KEY {
             return Err(corrupt(format!("unsupported record version {version}")));
@@ -351,10 +433,18 @@ impl StoredRecord {
                 .bytes_u32("clear_body", MAX_CLEAR_BODY)
                 .map_err(de)?
                 .to_vec(),
-            wrapped_key: r
-                .bytes_u16("wrapped_key", u16::MAX as usize)
-                .map_err(de)?
-                .to_vec(),
+            wrapped_key: if by_ref {
+                let key_ref = r.bytes32("wrapped_key_ref").map_err(de)?;
+                let wrapped = resolve(&key_ref)?;
+                if !wrapped.is_empty() && *blake3::hash(&wrapped).as_bytes() != key_ref {
+                    return Err(corrupt("wrapped key does not match its reference".into()));
+                }
+                wrapped
+            } else {
+                r.bytes_u16("wrapped_key", u16::MAX as usize)
+                    .map_err(de)?
+                    .to_vec()
+            },
             amount: r.bytes_u8("amount", 255).map_err(de)?.to_vec(),
             parties: r
                 .bytes_u16("parties", u16::MAX as usize)

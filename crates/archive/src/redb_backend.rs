@@ -1,8 +1,12 @@
 //! The embedded backend (the default): one redb file, one write transaction per batch.
 //!
-//! Tables: `records` (tx id → encrypted record), `by_sender` (sender tag ‖ ts ‖ tx id → ())
-//! and `by_time` (ts ‖ tx id → sender tag), all written in the same transaction, so a crash
-//! leaves either the whole batch or nothing. Timestamps in keys are big endian so byte order
+//! Tables: `records` (tx id → encrypted record), `by_sender` (sender tag ‖ ts ‖ tx id → ()),
+//! `by_time` (ts ‖ tx id → sender tag) and `wrapped_keys` (BLAKE3 of a batch's wrapped key →
+//! count of records naming it ‖ the wrapped key), all written in the same transaction, so a
+//! crash leaves either the whole batch or nothing. Records are written with their batch's
+//! wrapped key by reference (see the record module: a 7.3 KB tx's record then fits one 8 KiB
+//! page instead of 16 KiB); records written before, with the key inline, stay readable. A
+//! key's count falls as its records are purged or re-wrapped, and it is removed at zero. Timestamps in keys are big endian so byte order
 //! is time order.
 //!
 //! [`RedbArchive::rewrap_blocking`] moves records to the key ring's current key (another KEM
@@ -27,6 +31,60 @@ use std::sync::Arc;
 const RECORDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("records");
 const BY_SENDER: TableDefinition<&[u8], ()> = TableDefinition::new("by_sender");
 const BY_TIME: TableDefinition<&[u8], &[u8; 32]> = TableDefinition::new("by_time");
+/// BLAKE3(wrapped batch key) → records naming it (u64 big endian) ‖ the wrapped key.
+const WRAPPED_KEYS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("wrapped_keys");
+
+/// The wrapped key stored under `key_ref`, for [`StoredRecord::decode_with`].
+fn resolve_key(
+    table: &impl ReadableTable<&'static [u8; 32], &'static [u8]>,
+    tx_id: TxId,
+    key_ref: &[u8; 32],
+) -> Result<Vec<u8>> {
+    match table.get(key_ref).map_err(redb_err("get"))? {
+        Some(g) if g.value().len() > 8 => Ok(g.value()[8..].to_vec()),
+        _ => Err(Error::CorruptRecord {
+            tx_id,
+            reason: "its wrapped key is missing from the key table".into(),
+        }),
+    }
+}
+
+/// Adds `delta` to the record counts of wrapped keys (`wrapped` gives the bytes of a key new
+/// to the table); a key whose count reaches zero is removed.
+fn adjust_key_refs(
+    table: &mut redb::Table<&'static [u8; 32], &'static [u8]>,
+    deltas: &std::collections::BTreeMap<[u8; 32], (i64, Option<Vec<u8>>)>,
+) -> Result<()> {
+    for (key_ref, (delta, wrapped)) in deltas {
+        let current = table
+            .get(key_ref)
+            .map_err(redb_err("get"))?
+            .map(|g| g.value().to_vec());
+        let (count, bytes) = match current {
+            Some(v) if v.len() > 8 => (
+                u64::from_be_bytes(v[..8].try_into().unwrap_or([0; 8])),
+                v[8..].to_vec(),
+            ),
+            _ => match wrapped {
+                Some(w) => (0, w.clone()),
+                // Nothing to count down (a damaged table): leave it.
+                None => continue,
+            },
+        };
+        let count = (count as i64).saturating_add(*delta).max(0) as u64;
+        if count == 0 {
+            table.remove(key_ref).map_err(redb_err("remove"))?;
+        } else {
+            let mut v = Vec::with_capacity(8 + bytes.len());
+            v.extend_from_slice(&count.to_be_bytes());
+            v.extend_from_slice(&bytes);
+            table
+                .insert(key_ref, v.as_slice())
+                .map_err(redb_err("insert"))?;
+        }
+    }
+    Ok(())
+}
 
 /// File name of the store inside a data directory.
 pub const ARCHIVE_FILE: &str = "archive.redb";
@@ -121,6 +179,8 @@ impl RedbArchive {
             w.open_table(RECORDS).map_err(redb_err("open table"))?;
             w.open_table(BY_SENDER).map_err(redb_err("open table"))?;
             w.open_table(BY_TIME).map_err(redb_err("open table"))?;
+            w.open_table(WRAPPED_KEYS)
+                .map_err(redb_err("open table"))?;
         }
         w.commit().map_err(redb_err("commit"))?;
         Ok(RedbArchive {
@@ -184,7 +244,10 @@ impl RedbArchive {
         let mut records = w.open_table(RECORDS).map_err(redb_err("open table"))?;
         let mut by_sender = w.open_table(BY_SENDER).map_err(redb_err("open table"))?;
         let mut by_time = w.open_table(BY_TIME).map_err(redb_err("open table"))?;
+        let mut wrapped_keys = w.open_table(WRAPPED_KEYS).map_err(redb_err("open table"))?;
         let mut outcomes = Vec::with_capacity(sealed.len());
+        let mut refs: std::collections::BTreeMap<[u8; 32], (i64, Option<Vec<u8>>)> =
+            Default::default();
         for rec in sealed {
             let id = rec.tx_id;
             let existing = records
@@ -192,7 +255,14 @@ impl RedbArchive {
                 .map_err(redb_err("get"))?
                 .map(|g| g.value().to_vec());
             if let Some(bytes) = existing {
-                outcomes.push(match StoredRecord::decode(id, &bytes) {
+                let old = StoredRecord::decode_with(id, &bytes, |r| {
+                    // A key this batch adds is not in the table yet.
+                    match refs.get(r) {
+                        Some((_, Some(w))) => Ok(w.clone()),
+                        _ => resolve_key(&wrapped_keys, id, r),
+                    }
+                });
+                outcomes.push(match old {
                     Ok(old) if old.fingerprint == rec.fingerprint => Ok(PutOutcome::Unchanged),
                     Ok(_) => Err(Error::Conflict { tx_id: id }),
                     // Never overwrite, even a damaged record: report it.
@@ -201,8 +271,12 @@ impl RedbArchive {
                 continue;
             }
             records
-                .insert(id.as_bytes().as_slice(), rec.encode().as_slice())
+                .insert(id.as_bytes().as_slice(), rec.encode_by_ref().as_slice())
                 .map_err(redb_err("insert"))?;
+            let entry = refs
+                .entry(rec.wrapped_key_ref())
+                .or_insert_with(|| (0, Some(rec.wrapped_key_bytes().to_vec())));
+            entry.0 += 1;
             by_sender
                 .insert(sender_key(&rec.sender_tag, rec.ts_ms, &id).as_slice(), ())
                 .map_err(redb_err("insert"))?;
@@ -211,6 +285,7 @@ impl RedbArchive {
                 .map_err(redb_err("insert"))?;
             outcomes.push(Ok(PutOutcome::Inserted));
         }
+        adjust_key_refs(&mut wrapped_keys, &refs)?;
         Ok(outcomes)
     }
 
@@ -220,7 +295,8 @@ impl RedbArchive {
         let Some(g) = t.get(id.as_bytes().as_slice()).map_err(redb_err("get"))? else {
             return Ok(None);
         };
-        StoredRecord::decode(id, g.value()).map(Some)
+        let keys = r.open_table(WRAPPED_KEYS).map_err(redb_err("open table"))?;
+        StoredRecord::decode_with(id, g.value(), |k| resolve_key(&keys, id, k)).map(Some)
     }
 
     /// Blocking [`Archive::get`].
@@ -254,6 +330,7 @@ impl RedbArchive {
             let r = self.inner.db.begin_read().map_err(redb_err("begin read"))?;
             let idx = r.open_table(BY_SENDER).map_err(redb_err("open table"))?;
             let records = r.open_table(RECORDS).map_err(redb_err("open table"))?;
+            let keys = r.open_table(WRAPPED_KEYS).map_err(redb_err("open table"))?;
             for item in idx
                 .range::<&[u8]>(from.as_slice()..to.as_slice())
                 .map_err(redb_err("range"))?
@@ -273,7 +350,9 @@ impl RedbArchive {
                         reason: "listed in the sender index but missing".into(),
                     });
                 };
-                recs.push(StoredRecord::decode(id, g.value())?);
+                recs.push(StoredRecord::decode_with(id, g.value(), |k| {
+                    resolve_key(&keys, id, k)
+                })?);
             }
         }
         recs.iter()
@@ -307,6 +386,10 @@ impl RedbArchive {
                 let mut records = w.open_table(RECORDS).map_err(redb_err("open table"))?;
                 let mut by_sender = w.open_table(BY_SENDER).map_err(redb_err("open table"))?;
                 let mut by_time = w.open_table(BY_TIME).map_err(redb_err("open table"))?;
+                let mut wrapped_keys =
+                    w.open_table(WRAPPED_KEYS).map_err(redb_err("open table"))?;
+                let mut refs: std::collections::BTreeMap<[u8; 32], (i64, Option<Vec<u8>>)> =
+                    Default::default();
                 let mut victims = Vec::new();
                 for item in by_time
                     .range::<&[u8]>(..end.as_slice())
@@ -322,14 +405,19 @@ impl RedbArchive {
                         tx_id: TxId::default(),
                         reason: format!("time index key: {e}"),
                     })?;
-                    records
+                    let gone = records
                         .remove(id.as_bytes().as_slice())
-                        .map_err(redb_err("remove"))?;
+                        .map_err(redb_err("remove"))?
+                        .and_then(|g| StoredRecord::key_ref_of(id, g.value()));
+                    if let Some(key_ref) = gone {
+                        refs.entry(key_ref).or_insert((0, None)).0 -= 1;
+                    }
                     by_sender
                         .remove(sender_key(tag, ts, &id).as_slice())
                         .map_err(redb_err("remove"))?;
                     by_time.remove(k.as_slice()).map_err(redb_err("remove"))?;
                 }
+                adjust_key_refs(&mut wrapped_keys, &refs)?;
                 victims.len()
             };
             w.commit().map_err(redb_err("commit"))?;
@@ -376,6 +464,10 @@ impl RedbArchive {
                 .map_err(redb_err("begin write"))?;
             let seen = {
                 let mut records = w.open_table(RECORDS).map_err(redb_err("open table"))?;
+                let mut wrapped_keys =
+                    w.open_table(WRAPPED_KEYS).map_err(redb_err("open table"))?;
+                let mut refs: std::collections::BTreeMap<[u8; 32], (i64, Option<Vec<u8>>)> =
+                    Default::default();
                 let mut batch = Vec::with_capacity(chunk);
                 {
                     let range = match &after {
@@ -396,16 +488,23 @@ impl RedbArchive {
                         tx_id: TxId::default(),
                         reason: format!("record key: {e}"),
                     })?;
-                    match StoredRecord::decode(id, v)?.rewrap(keys)? {
+                    let old =
+                        StoredRecord::decode_with(id, v, |r| resolve_key(&wrapped_keys, id, r))?;
+                    match old.rewrap(keys)? {
                         Some(rec) => {
+                            // Each re-wrapped record has a key of its own: kept inline.
                             records
                                 .insert(k.as_slice(), rec.encode().as_slice())
                                 .map_err(redb_err("insert"))?;
+                            if let Some(key_ref) = StoredRecord::key_ref_of(id, v) {
+                                refs.entry(key_ref).or_insert((0, None)).0 -= 1;
+                            }
                             stats.rewrapped += 1;
                         }
                         None => stats.already_current += 1,
                     }
                 }
+                adjust_key_refs(&mut wrapped_keys, &refs)?;
                 after = batch.last().map(|(k, _)| k.clone());
                 batch.len()
             };
@@ -429,6 +528,7 @@ impl RedbArchive {
     pub fn key_usage_blocking(&self) -> Result<Vec<(pqc::KeyId, u64)>> {
         let r = self.inner.db.begin_read().map_err(redb_err("begin read"))?;
         let t = r.open_table(RECORDS).map_err(redb_err("open table"))?;
+        let keys = r.open_table(WRAPPED_KEYS).map_err(redb_err("open table"))?;
         let mut counts: std::collections::BTreeMap<pqc::KeyId, u64> = Default::default();
         for item in t.iter().map_err(redb_err("iter"))? {
             let (k, v) = item.map_err(redb_err("iter"))?;
@@ -437,7 +537,10 @@ impl RedbArchive {
                 reason: format!("record key: {e}"),
             })?;
             *counts
-                .entry(StoredRecord::decode(id, v.value())?.wrapped_key_id()?)
+                .entry(
+                    StoredRecord::decode_with(id, v.value(), |k| resolve_key(&keys, id, k))?
+                        .wrapped_key_id()?,
+                )
                 .or_default() += 1;
         }
         Ok(counts.into_iter().collect())
@@ -508,6 +611,20 @@ impl RedbArchive {
                 .map_err(redb_err("insert"))?;
         }
         w.commit().map_err(redb_err("commit"))
+    }
+
+    /// The wrapped-key table: reference → record count.
+    #[cfg(test)]
+    pub(crate) fn wrapped_keys_for_test(&self) -> Result<Vec<([u8; 32], u64)>> {
+        let r = self.inner.db.begin_read().map_err(redb_err("begin read"))?;
+        let t = r.open_table(WRAPPED_KEYS).map_err(redb_err("open table"))?;
+        let mut out = Vec::new();
+        for item in t.iter().map_err(redb_err("iter"))? {
+            let (k, v) = item.map_err(redb_err("iter"))?;
+            let count = u64::from_be_bytes(v.value()[..8].try_into().unwrap_or([0; 8]));
+            out.push((*k.value(), count));
+        }
+        Ok(out)
     }
 
     #[cfg(test)]
@@ -618,6 +735,81 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_stores_its_wrapped_key_once_and_drops_it_with_its_last_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = Arc::new(keys());
+        let a = open(dir.path(), keys.clone());
+        // A tx the size of the bench's (7.3 KB: payload up to the usual size).
+        let entries: Vec<ArchiveEntry> = (0..3)
+            .map(|i| ArchiveEntry::new(verified(200 + i, &[i as u8; 40]), 1_000 + i))
+            .collect();
+        a.put_batch_blocking(entries.clone()).unwrap();
+        let table = a.wrapped_keys_for_test().unwrap();
+        assert_eq!(table.len(), 1, "one wrapped key for the whole batch");
+        assert_eq!(table[0].1, 3);
+        for e in &entries {
+            let raw = a.raw_get_for_test(e.id()).unwrap().unwrap();
+            assert_eq!(&raw[..4], b"CCAK");
+            let inline = StoredRecord::decode_with(e.id(), &raw, |r| {
+                assert_eq!(r, &table[0].0);
+                resolve_key(
+                    &a.inner
+                        .db
+                        .begin_read()
+                        .unwrap()
+                        .open_table(WRAPPED_KEYS)
+                        .unwrap(),
+                    e.id(),
+                    r,
+                )
+            })
+            .unwrap();
+            // The stored record is the inline one less the wrapped key plus a 32-byte ref.
+            let wrapped = inline.wrapped_key_bytes().len();
+            assert!(wrapped > 1_000, "an NTRU ciphertext: {wrapped} bytes");
+            assert_eq!(raw.len(), inline.encode().len() - 2 - wrapped + 32);
+            let got = a.get_blocking(e.id()).unwrap().unwrap();
+            assert_eq!(&got.signed, e.tx.signed());
+        }
+        // A record written inline (before this layout) is still read.
+        let old = verified(300, b"old");
+        let rec = StoredRecord::seal(&keys, &ArchiveEntry::new(old.clone(), 900)).unwrap();
+        a.raw_put_for_test(old.id(), &rec.encode()).unwrap();
+        assert_eq!(&a.get_blocking(old.id()).unwrap().unwrap().signed, old.signed());
+        // A second batch has a key of its own; purging the first batch's records (archived
+        // at 1 000–1 002) drops its key, not the second's.
+        let later = ArchiveEntry::new(verified(400, b"later"), 5_000);
+        a.put_batch_blocking(vec![later.clone()]).unwrap();
+        assert_eq!(a.wrapped_keys_for_test().unwrap().len(), 2);
+        let retention = u64::try_from(a.config().retention.as_millis()).unwrap();
+        assert_eq!(a.purge_expired_blocking(retention + 1_003).unwrap(), 3);
+        let left = a.wrapped_keys_for_test().unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].1, 1);
+        assert!(a.get_blocking(later.id()).unwrap().is_some());
+        // A record whose key is gone from the table is a typed error, not a panic.
+        // (First: another tx's record under this id is caught as corrupt.)
+        let later_raw = a.raw_get_for_test(later.id()).unwrap().unwrap();
+        a.raw_put_for_test(entries[0].id(), &later_raw).unwrap();
+        assert!(matches!(
+            a.get_blocking(entries[0].id()),
+            Err(Error::CorruptRecord { .. })
+        ));
+        {
+            let w = a.inner.db.begin_write().unwrap();
+            w.open_table(WRAPPED_KEYS)
+                .unwrap()
+                .remove(&left[0].0)
+                .unwrap();
+            w.commit().unwrap();
+        }
+        assert!(matches!(
+            a.get_blocking(later.id()),
+            Err(Error::CorruptRecord { tx_id, .. }) if tx_id == later.id()
+        ));
+    }
+
+    #[test]
     fn unknown_key_id_and_wrong_ring() {
         let dir = tempfile::tempdir().unwrap();
         let v = verified(12, b"z");
@@ -682,10 +874,20 @@ mod tests {
             HashMap::from([(ntru_key, 12), (ml_key, 8)])
         );
         check_all(&a);
+        // The batch's one wrapped key is still named by the 12 records not yet moved.
+        assert_eq!(
+            a.wrapped_keys_for_test()
+                .unwrap()
+                .iter()
+                .map(|(_, n)| *n)
+                .collect::<Vec<_>>(),
+            vec![12]
+        );
         // Run again: it finishes the job and leaves the moved records alone.
         let stats = a.rewrap_blocking(4).unwrap();
         assert!(stats.done);
         assert_eq!((stats.rewrapped, stats.already_current), (12, 8));
+        assert_eq!(a.wrapped_keys_for_test().unwrap(), vec![]);
         assert_eq!(a.key_usage_blocking().unwrap(), vec![(ml_key, 20)]);
         check_all(&a);
         // New records use ML-KEM too; a put of an archived tx is still a no-op.

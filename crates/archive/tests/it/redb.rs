@@ -158,8 +158,9 @@ async fn tampered_file_bytes_never_decrypt_wrongly() {
         .unwrap();
     let path = dir.path().join(ARCHIVE_FILE);
     let good = std::fs::read(&path).unwrap();
-    // Find the record: magic "CCAR", version (2: batch key), then the tx id.
-    let mut head = b"CCAR\x02".to_vec();
+    // Find the record: magic "CCAK" (wrapped key by reference), version (2: batch key),
+    // then the tx id.
+    let mut head = b"CCAK\x02".to_vec();
     head.extend_from_slice(t.id().as_bytes());
     let start = good
         .windows(head.len())
@@ -167,7 +168,7 @@ async fn tampered_file_bytes_never_decrypt_wrongly() {
         .expect("record in file");
     let len = t.signed().encode().len();
     let mut typed = 0;
-    // Flip one byte at a time across the record (clear header, wrapped key, ciphertexts).
+    // Flip one byte at a time across the record (clear header, key reference, ciphertexts).
     for off in (37..len).step_by(len / 23) {
         let mut bad = good.clone();
         bad[start + off] ^= 0x20;

@@ -58,6 +58,10 @@ pub struct CityConfig {
     pub verify_threads: usize,
     /// Most txs admitted concurrently before answering `Overloaded`.
     pub max_inflight: usize,
+    /// Micro-batches stored at once (placement slots; see
+    /// [`pipeline::PipelineConfig::max_batches_in_flight`]). Used by [`run_city`]; callers of
+    /// [`run_city_with`] set it in their [`CityEnv`].
+    pub batches_in_flight: usize,
     /// Keep the encrypted long-term archive (embedded redb in `<data_dir>/archive`).
     pub archive: bool,
     /// The genesis file naming the city's committee. With it, this node runs as one of the
@@ -112,6 +116,7 @@ impl Default for CityConfig {
             data_dir: PathBuf::from("./city-data"),
             verify_threads: 0,
             max_inflight: 16_384,
+            batches_in_flight: pipeline::PipelineConfig::default().max_batches_in_flight,
             archive: true,
             genesis: None,
             gateway: None,
@@ -570,7 +575,10 @@ pub async fn run_city(
         presence,
         pop: None,
         transport: None,
-        pipeline: pipeline::PipelineConfig::default(),
+        pipeline: pipeline::PipelineConfig {
+            max_batches_in_flight: cfg.batches_in_flight.max(1),
+            ..pipeline::PipelineConfig::default()
+        },
         rereplicate_settle: Duration::from_millis(500),
     };
     run_city_with(cfg, key, m, env).await
