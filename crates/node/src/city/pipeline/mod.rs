@@ -289,7 +289,8 @@ impl std::fmt::Debug for Pipeline {
     }
 }
 
-/// How often the placement gauges are recomputed (a scan of every manifest).
+/// How often the placement gauges are recomputed (a scan of every manifest, not of the
+/// receipts).
 const PLACEMENT_GAUGES_EVERY: Duration = Duration::from_secs(15);
 
 /// Keeps the placement gauges fresh until the pipeline is dropped.
@@ -365,7 +366,7 @@ impl Pipeline {
             .map(|n| n.node_id)
             .collect();
         let mut h = PlacementHealth::default();
-        for (m, _) in self.manifests()? {
+        for m in self.manifests_only()? {
             h.stripes += 1;
             let placed: Vec<dag_core::NodeId> = m.holders.iter().flatten().copied().collect();
             let distinct: std::collections::BTreeSet<_> = placed.iter().copied().collect();

@@ -1,5 +1,9 @@
 //! The stripe index in redb: one durable record per stripe (manifest and holders' receipts)
 //! and each tx's location in its stripe. A tx is Held once its stripe's record is written.
+//! Each stripe's manifest is also kept alone (`stripe_manifests`, a few hundred bytes,
+//! written in the same transaction as the record), so the periodic placement gauges read
+//! manifests without the ~44 KB of receipts per stripe; a file from before that table is
+//! filled in once at open.
 
 use super::{HeldTx, Pipeline, PipelineError, perr};
 use crate::Result;
@@ -11,6 +15,8 @@ use storage::{StripeLayout, StripeManifest, TxLocation};
 
 const STRIPES: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("stripes");
 const TXLOC: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("tx_locations");
+/// stripe id → the manifest alone (the record's first field).
+const MANIFESTS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("stripe_manifests");
 
 /// A stripe's durable record: manifest and receipts.
 #[derive(Debug, Clone)]
@@ -29,6 +35,13 @@ impl StripeRecord {
         }
         w.finish()
     }
+    /// The manifest's bytes in an encoded record (its first field), receipts not decoded.
+    fn manifest_bytes(b: &[u8]) -> std::result::Result<&[u8], String> {
+        dag_core::Reader::new(b)
+            .bytes_u32("manifest", 1 << 20)
+            .map_err(|e| e.to_string())
+    }
+
     fn decode(b: &[u8]) -> std::result::Result<Self, String> {
         let mut r = dag_core::Reader::new(b);
         let m = r
@@ -46,13 +59,43 @@ impl StripeRecord {
     }
 }
 
-/// Opens (or creates) the stripe index at `path` with both tables present.
+/// Opens (or creates) the stripe index at `path` with its tables present, filling the
+/// manifest table from the records when it lags them (a file from before that table).
 pub(super) fn open(path: &Path) -> Result<Database> {
-    crate::runtime::open_db(path, |w| {
+    let db = crate::runtime::open_db(path, |w| {
         w.open_table(STRIPES)?;
         w.open_table(TXLOC)?;
+        w.open_table(MANIFESTS)?;
         Ok(())
-    })
+    })?;
+    backfill_manifests(&db).map_err(|e| crate::Error::Store {
+        path: path.to_path_buf(),
+        source: Box::new(redb::Error::Corrupted(e.to_string())),
+    })?;
+    Ok(db)
+}
+
+fn backfill_manifests(db: &Database) -> std::result::Result<(), PipelineError> {
+    use redb::ReadableTableMetadata;
+    {
+        let r = db.begin_read().map_err(perr)?;
+        let st = r.open_table(STRIPES).map_err(perr)?;
+        let mt = r.open_table(MANIFESTS).map_err(perr)?;
+        if mt.len().map_err(perr)? >= st.len().map_err(perr)? {
+            return Ok(());
+        }
+    }
+    let w = db.begin_write().map_err(perr)?;
+    {
+        let st = w.open_table(STRIPES).map_err(perr)?;
+        let mut mt = w.open_table(MANIFESTS).map_err(perr)?;
+        for item in st.iter().map_err(perr)? {
+            let (k, v) = item.map_err(perr)?;
+            let m = StripeRecord::manifest_bytes(v.value()).map_err(PipelineError::Storage)?;
+            mt.insert(k.value(), m).map_err(perr)?;
+        }
+    }
+    w.commit().map_err(perr)
 }
 
 impl Pipeline {
@@ -131,6 +174,20 @@ impl Pipeline {
         Ok(self.record(stripe)?.map(|r| r.receipts))
     }
 
+    /// Every stripe manifest, without receipts (for the placement gauges).
+    pub(crate) fn manifests_only(
+        &self,
+    ) -> std::result::Result<Vec<StripeManifest>, PipelineError> {
+        let r = self.db.begin_read().map_err(perr)?;
+        let t = r.open_table(MANIFESTS).map_err(perr)?;
+        let mut out = Vec::new();
+        for item in t.iter().map_err(perr)? {
+            let (_, v) = item.map_err(perr)?;
+            out.push(StripeManifest::decode(v.value()).map_err(perr)?);
+        }
+        Ok(out)
+    }
+
     /// Every stripe manifest (for audits and re-replication).
     pub fn manifests(
         &self,
@@ -156,6 +213,9 @@ impl Pipeline {
         {
             let mut st = w.open_table(STRIPES).map_err(perr)?;
             st.insert(stripe.as_bytes(), rec.encode().as_slice())
+                .map_err(perr)?;
+            let mut mt = w.open_table(MANIFESTS).map_err(perr)?;
+            mt.insert(stripe.as_bytes(), rec.manifest.encode().as_slice())
                 .map_err(perr)?;
         }
         w.commit().map_err(perr)
@@ -186,6 +246,12 @@ impl Pipeline {
             let mut st = w.open_table(STRIPES).map_err(perr)?;
             st.insert(layout.stripe_id.as_bytes(), rec.encode().as_slice())
                 .map_err(perr)?;
+            let mut mt = w.open_table(MANIFESTS).map_err(perr)?;
+            mt.insert(
+                layout.stripe_id.as_bytes(),
+                rec.manifest.encode().as_slice(),
+            )
+            .map_err(perr)?;
             let mut tl = w.open_table(TXLOC).map_err(perr)?;
             for e in entries {
                 tl.insert(e.tx_id.as_bytes(), e.location.encode().as_slice())
@@ -199,5 +265,42 @@ impl Pipeline {
             receipts: std::sync::Arc::new(rs),
             colocated: distinct.len() < receipts.len(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::city::pipeline::PipelineConfig;
+    use crate::city::pipeline::test_utils::{fixture_for_test, hold_all_for_test, txs_for_test};
+
+    #[tokio::test]
+    async fn manifests_are_kept_alone_and_filled_in_for_an_older_file() {
+        let f = fixture_for_test(6, PipelineConfig::default());
+        let txs = txs_for_test(3);
+        hold_all_for_test(&f.pipeline, &txs).await;
+        let full: Vec<StripeManifest> = f
+            .pipeline
+            .manifests()
+            .unwrap()
+            .into_iter()
+            .map(|(m, _)| m)
+            .collect();
+        assert!(!full.is_empty());
+        assert_eq!(f.pipeline.manifests_only().unwrap(), full);
+        // A file from before the manifest table: the table is empty until the next open.
+        {
+            let w = f.pipeline.db.begin_write().unwrap();
+            w.delete_table(MANIFESTS).unwrap();
+            w.open_table(MANIFESTS).unwrap();
+            w.commit().unwrap();
+        }
+        assert!(f.pipeline.manifests_only().unwrap().is_empty());
+        backfill_manifests(&f.pipeline.db).unwrap();
+        assert_eq!(f.pipeline.manifests_only().unwrap(), full);
+        // Filled in already: a second pass changes nothing.
+        backfill_manifests(&f.pipeline.db).unwrap();
+        assert_eq!(f.pipeline.manifests_only().unwrap(), full);
     }
 }
