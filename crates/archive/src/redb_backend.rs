@@ -179,8 +179,7 @@ impl RedbArchive {
             w.open_table(RECORDS).map_err(redb_err("open table"))?;
             w.open_table(BY_SENDER).map_err(redb_err("open table"))?;
             w.open_table(BY_TIME).map_err(redb_err("open table"))?;
-            w.open_table(WRAPPED_KEYS)
-                .map_err(redb_err("open table"))?;
+            w.open_table(WRAPPED_KEYS).map_err(redb_err("open table"))?;
         }
         w.commit().map_err(redb_err("commit"))?;
         Ok(RedbArchive {
@@ -775,7 +774,10 @@ mod tests {
         let old = verified(300, b"old");
         let rec = StoredRecord::seal(&keys, &ArchiveEntry::new(old.clone(), 900)).unwrap();
         a.raw_put_for_test(old.id(), &rec.encode()).unwrap();
-        assert_eq!(&a.get_blocking(old.id()).unwrap().unwrap().signed, old.signed());
+        assert_eq!(
+            &a.get_blocking(old.id()).unwrap().unwrap().signed,
+            old.signed()
+        );
         // A second batch has a key of its own; purging the first batch's records (archived
         // at 1 000–1 002) drops its key, not the second's.
         let later = ArchiveEntry::new(verified(400, b"later"), 5_000);

@@ -175,9 +175,7 @@ impl Pipeline {
     }
 
     /// Every stripe manifest, without receipts (for the placement gauges).
-    pub(crate) fn manifests_only(
-        &self,
-    ) -> std::result::Result<Vec<StripeManifest>, PipelineError> {
+    pub(crate) fn manifests_only(&self) -> std::result::Result<Vec<StripeManifest>, PipelineError> {
         let r = self.db.begin_read().map_err(perr)?;
         let t = r.open_table(MANIFESTS).map_err(perr)?;
         let mut out = Vec::new();
