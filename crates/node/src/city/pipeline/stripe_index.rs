@@ -17,6 +17,8 @@ const STRIPES: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("stripes
 const TXLOC: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("tx_locations");
 /// stripe id → the manifest alone (the record's first field).
 const MANIFESTS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("stripe_manifests");
+/// holder node id → its ML-DSA-87 public key (BLAKE3 of which is the id).
+const HOLDER_KEYS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("holder_keys");
 
 /// A stripe's durable record: manifest and receipts.
 #[derive(Debug, Clone)]
@@ -25,38 +27,100 @@ pub(super) struct StripeRecord {
     pub(super) receipts: Vec<SignedReceipt>,
 }
 
+/// First four bytes of a record in the keyless layout (an impossible manifest length).
+const KEYLESS_MARK: u32 = u32::MAX;
+/// Version byte after [`KEYLESS_MARK`].
+const KEYLESS_VERSION: u8 = 2;
+
 impl StripeRecord {
+    /// The keyless layout: `u32::MAX`, version 2, manifest (u32 length), then per receipt its
+    /// statement (u16 length) and signature (u16 length). Holders' public keys (2.6 KB each,
+    /// the same for every stripe a holder takes) live once in `holder_keys`.
     fn encode(&self) -> Vec<u8> {
         let mut w = dag_core::Writer::default();
+        w.u32(KEYLESS_MARK).u8(KEYLESS_VERSION);
         w.bytes_u32(&self.manifest.encode());
         w.u16(self.receipts.len() as u16);
         for r in &self.receipts {
-            w.bytes_u32(&r.encode());
+            w.bytes_u16(&r.receipt.encode()).bytes_u16(&r.signature);
         }
         w.finish()
     }
-    /// The manifest's bytes in an encoded record (its first field), receipts not decoded.
+
+    /// The manifest's bytes in an encoded record, receipts not decoded.
     fn manifest_bytes(b: &[u8]) -> std::result::Result<&[u8], String> {
-        dag_core::Reader::new(b)
-            .bytes_u32("manifest", 1 << 20)
-            .map_err(|e| e.to_string())
+        let mut r = dag_core::Reader::new(b);
+        if b.get(..4) == Some(&KEYLESS_MARK.to_le_bytes()[..]) {
+            r.u32("mark").map_err(|e| e.to_string())?;
+            r.u8("version").map_err(|e| e.to_string())?;
+        }
+        r.bytes_u32("manifest", 1 << 20).map_err(|e| e.to_string())
     }
 
-    fn decode(b: &[u8]) -> std::result::Result<Self, String> {
+    /// Decodes either layout; a keyless record gets each holder's public key from `key_of`.
+    fn decode(
+        b: &[u8],
+        key_of: impl Fn(&NodeId) -> std::result::Result<Vec<u8>, String>,
+    ) -> std::result::Result<Self, String> {
+        let e = |e: dag_core::DecodeError| e.to_string();
         let mut r = dag_core::Reader::new(b);
-        let m = r
-            .bytes_u32("manifest", 1 << 20)
-            .map_err(|e| e.to_string())?;
+        let keyless = b.get(..4) == Some(&KEYLESS_MARK.to_le_bytes()[..]);
+        if keyless {
+            r.u32("mark").map_err(e)?;
+            let v = r.u8("version").map_err(e)?;
+            if v != KEYLESS_VERSION {
+                return Err(format!("unknown stripe record version {v}"));
+            }
+        }
+        let m = r.bytes_u32("manifest", 1 << 20).map_err(e)?;
         let manifest = StripeManifest::decode(m).map_err(|e| e.to_string())?;
-        let n = r.u16("receipts").map_err(|e| e.to_string())?;
+        let n = r.u16("receipts").map_err(e)?;
         let mut receipts = Vec::with_capacity(n as usize);
         for _ in 0..n {
-            let rb = r.bytes_u32("receipt", 1 << 16).map_err(|e| e.to_string())?;
-            receipts.push(SignedReceipt::decode(rb).map_err(|e| e.to_string())?);
+            if keyless {
+                let statement = r.bytes_u16("receipt", 1 << 12).map_err(e)?;
+                let signature = r
+                    .bytes_u16("signature", dag_core::MAX_SIGNATURE_LEN)
+                    .map_err(e)?;
+                // The statement with an empty key, to read the holder; then its key.
+                let mut w = dag_core::Writer::default();
+                w.raw(statement).bytes_u16(&[]).bytes_u16(signature);
+                let mut sr = SignedReceipt::decode(&w.finish()).map_err(|e| e.to_string())?;
+                sr.holder_public_key = key_of(&sr.receipt.holder)?;
+                receipts.push(sr);
+            } else {
+                let rb = r.bytes_u32("receipt", 1 << 16).map_err(e)?;
+                receipts.push(SignedReceipt::decode(rb).map_err(|e| e.to_string())?);
+            }
         }
-        r.finish().map_err(|e| e.to_string())?;
+        r.finish().map_err(e)?;
         Ok(StripeRecord { manifest, receipts })
     }
+}
+
+/// A holder's public key from the key table.
+fn holder_key(
+    t: &impl ReadableTable<&'static [u8; 32], &'static [u8]>,
+    id: &NodeId,
+) -> std::result::Result<Vec<u8>, String> {
+    match t.get(id.as_bytes()).map_err(|e| e.to_string())? {
+        Some(g) => Ok(g.value().to_vec()),
+        None => Err(format!("public key of holder {} missing", id.short())),
+    }
+}
+
+/// Stores the holders' public keys of `receipts` not stored yet.
+fn put_holder_keys(
+    t: &mut redb::Table<&'static [u8; 32], &'static [u8]>,
+    receipts: &[SignedReceipt],
+) -> std::result::Result<(), PipelineError> {
+    for r in receipts {
+        if t.get(r.receipt.holder.as_bytes()).map_err(perr)?.is_none() {
+            t.insert(r.receipt.holder.as_bytes(), r.holder_public_key.as_slice())
+                .map_err(perr)?;
+        }
+    }
+    Ok(())
 }
 
 /// Opens (or creates) the stripe index at `path` with its tables present, filling the
@@ -66,6 +130,7 @@ pub(super) fn open(path: &Path) -> Result<Database> {
         w.open_table(STRIPES)?;
         w.open_table(TXLOC)?;
         w.open_table(MANIFESTS)?;
+        w.open_table(HOLDER_KEYS)?;
         Ok(())
     })?;
     backfill_manifests(&db).map_err(|e| crate::Error::Store {
@@ -105,9 +170,11 @@ impl Pipeline {
     ) -> std::result::Result<Option<StripeRecord>, PipelineError> {
         let r = self.db.begin_read().map_err(perr)?;
         let t = r.open_table(STRIPES).map_err(perr)?;
+        let keys = r.open_table(HOLDER_KEYS).map_err(perr)?;
         match t.get(stripe.as_bytes()).map_err(perr)? {
             Some(v) => Ok(Some(
-                StripeRecord::decode(v.value()).map_err(PipelineError::Storage)?,
+                StripeRecord::decode(v.value(), |id| holder_key(&keys, id))
+                    .map_err(PipelineError::Storage)?,
             )),
             None => Ok(None),
         }
@@ -192,10 +259,12 @@ impl Pipeline {
     ) -> std::result::Result<Vec<(StripeManifest, Vec<SignedReceipt>)>, PipelineError> {
         let r = self.db.begin_read().map_err(perr)?;
         let t = r.open_table(STRIPES).map_err(perr)?;
+        let keys = r.open_table(HOLDER_KEYS).map_err(perr)?;
         let mut out = Vec::new();
         for item in t.iter().map_err(perr)? {
             let (_, v) = item.map_err(perr)?;
-            let rec = StripeRecord::decode(v.value()).map_err(PipelineError::Storage)?;
+            let rec = StripeRecord::decode(v.value(), |id| holder_key(&keys, id))
+                .map_err(PipelineError::Storage)?;
             out.push((rec.manifest, rec.receipts));
         }
         Ok(out)
@@ -215,6 +284,7 @@ impl Pipeline {
             let mut mt = w.open_table(MANIFESTS).map_err(perr)?;
             mt.insert(stripe.as_bytes(), rec.manifest.encode().as_slice())
                 .map_err(perr)?;
+            put_holder_keys(&mut w.open_table(HOLDER_KEYS).map_err(perr)?, &rec.receipts)?;
         }
         w.commit().map_err(perr)
     }
@@ -250,6 +320,7 @@ impl Pipeline {
                 rec.manifest.encode().as_slice(),
             )
             .map_err(perr)?;
+            put_holder_keys(&mut w.open_table(HOLDER_KEYS).map_err(perr)?, &rec.receipts)?;
             let mut tl = w.open_table(TXLOC).map_err(perr)?;
             for e in entries {
                 tl.insert(e.tx_id.as_bytes(), e.location.encode().as_slice())
@@ -300,5 +371,83 @@ mod tests {
         // Filled in already: a second pass changes nothing.
         backfill_manifests(&f.pipeline.db).unwrap();
         assert_eq!(f.pipeline.manifests_only().unwrap(), full);
+    }
+
+    fn raw_record(p: &Pipeline, stripe: &StripeId) -> Vec<u8> {
+        let r = p.db.begin_read().unwrap();
+        let t = r.open_table(STRIPES).unwrap();
+        t.get(stripe.as_bytes()).unwrap().unwrap().value().to_vec()
+    }
+
+    fn put_raw(p: &Pipeline, stripe: &StripeId, bytes: &[u8]) {
+        let w = p.db.begin_write().unwrap();
+        w.open_table(STRIPES)
+            .unwrap()
+            .insert(stripe.as_bytes(), bytes)
+            .unwrap();
+        w.commit().unwrap();
+    }
+
+    #[tokio::test]
+    async fn receipts_are_stored_without_keys_and_older_records_still_read() {
+        let f = fixture_for_test(6, PipelineConfig::default());
+        let txs = txs_for_test(2);
+        hold_all_for_test(&f.pipeline, &txs).await;
+        let (loc, rec) = f.pipeline.located_record(&txs[0].id()).unwrap();
+        let sid = loc.stripe_id;
+        let raw = raw_record(&f.pipeline, &sid);
+        assert_eq!(&raw[..4], &[0xff; 4], "keyless layout");
+        // Six keys of 2,592 bytes are not in the record, only once in the key table.
+        let keys: usize = rec.receipts.iter().map(|r| r.holder_public_key.len()).sum();
+        assert!(keys >= 6 * 2_000);
+        let with_keys = {
+            let mut w = dag_core::Writer::default();
+            w.bytes_u32(&rec.manifest.encode());
+            w.u16(rec.receipts.len() as u16);
+            for r in &rec.receipts {
+                w.bytes_u32(&r.encode());
+            }
+            w.finish()
+        };
+        assert!(raw.len() + keys <= with_keys.len());
+        {
+            let r = f.pipeline.db.begin_read().unwrap();
+            let t = r.open_table(HOLDER_KEYS).unwrap();
+            for sr in &rec.receipts {
+                assert_eq!(
+                    holder_key(&t, &sr.receipt.holder).unwrap(),
+                    sr.holder_public_key
+                );
+            }
+        }
+        // Every receipt read back still verifies (key and signature).
+        for sr in f
+            .pipeline
+            .held(&txs[0].id())
+            .unwrap()
+            .unwrap()
+            .receipts
+            .iter()
+        {
+            storage::verify_receipt(&rec.manifest.layout, sr.clone(), &pqc::MlDsa87).unwrap();
+        }
+        // A record in the older layout (keys inline) reads the same.
+        put_raw(&f.pipeline, &sid, &with_keys);
+        let back = f.pipeline.held(&txs[0].id()).unwrap().unwrap();
+        assert_eq!(back.receipts.as_slice(), rec.receipts.as_slice());
+        // A keyless record whose holder key is gone is a storage error, not a panic.
+        put_raw(&f.pipeline, &sid, &raw);
+        {
+            let w = f.pipeline.db.begin_write().unwrap();
+            w.open_table(HOLDER_KEYS)
+                .unwrap()
+                .remove(rec.receipts[0].receipt.holder.as_bytes())
+                .unwrap();
+            w.commit().unwrap();
+        }
+        assert!(matches!(
+            f.pipeline.held(&txs[0].id()),
+            Err(PipelineError::Storage(m)) if m.contains("missing")
+        ));
     }
 }
