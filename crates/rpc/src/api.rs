@@ -336,6 +336,15 @@ pub trait CityApi: Send + Sync + 'static {
     fn submit(&self, tx: SignedTx) -> impl Future<Output = Result<Submitted, Rejection>> + Send;
     /// Reads a tx back; `Ok(None)` if unknown.
     fn get(&self, id: TxId) -> impl Future<Output = Result<Option<TxRecord>, Rejection>> + Send;
+    /// Only the signed tx `id` (what a peer fetching bodies to execute needs); `Ok(None)` if
+    /// this node has no body for it. The default reads the whole record with
+    /// [`CityApi::get`]; a node overrides it to skip receipts, ordering and proofs.
+    fn get_body(
+        &self,
+        id: TxId,
+    ) -> impl Future<Output = Result<Option<SignedTx>, Rejection>> + Send {
+        async move { Ok(self.get(id).await?.and_then(|r| r.tx)) }
+    }
     /// Status and counters.
     fn status(&self) -> impl Future<Output = NodeStatus> + Send;
     /// Records a rejection that happened before the node saw the tx (malformed protobuf),

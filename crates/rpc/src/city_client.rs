@@ -105,6 +105,25 @@ impl CityClient {
         }))
     }
 
+    /// Only the signed tx `id` (no receipts, ordering or proof looked up); `Ok(None)` if the
+    /// node has no body for it. The body is decoded, not verified: the caller checks it.
+    pub async fn get_body(&self, id: TxId) -> Result<Option<SignedTx>> {
+        let resp = match self
+            .inner
+            .clone()
+            .get_tx(pb::GetTxRequest {
+                tx_id: id.as_bytes().to_vec(),
+                body_only: true,
+            })
+            .await
+        {
+            Ok(r) => r.into_inner(),
+            Err(s) if s.code() == tonic::Code::NotFound => return Ok(None),
+            Err(s) => return Err(s.into()),
+        };
+        Ok(resp.tx.map(TryInto::try_into).transpose()?)
+    }
+
     /// Reads a tx back; `Ok(None)` if the node does not know it.
     pub async fn get(&self, id: TxId) -> Result<Option<TxRecord>> {
         let resp = match self
@@ -112,6 +131,7 @@ impl CityClient {
             .clone()
             .get_tx(pb::GetTxRequest {
                 tx_id: id.as_bytes().to_vec(),
+                body_only: false,
             })
             .await
         {
@@ -155,6 +175,7 @@ impl CityClient {
             .clone()
             .get_tx(pb::GetTxRequest {
                 tx_id: id.as_bytes().to_vec(),
+                body_only: false,
             })
             .await
         {
@@ -449,6 +470,82 @@ mod tests {
         max_delay: Duration::from_millis(5),
         jitter: resilience::Jitter::Equal,
     };
+
+    /// Knows one tx; counts whole-record reads.
+    struct OneTx {
+        tx: SignedTx,
+        full_reads: AtomicU32,
+    }
+
+    impl CityApi for OneTx {
+        async fn submit(&self, tx: SignedTx) -> std::result::Result<Submitted, Rejection> {
+            Err(Rejection::new(
+                RejectCode::Unavailable,
+                "read only",
+                Some(tx.id()),
+            ))
+        }
+        async fn get(&self, id: TxId) -> std::result::Result<Option<TxRecord>, Rejection> {
+            self.full_reads.fetch_add(1, Ordering::SeqCst);
+            Ok((id == self.tx.id()).then(|| TxRecord {
+                tx: Some(self.tx.clone()),
+                state: TxState::Held,
+                receipts: Vec::new(),
+                source: "store".into(),
+                ordering: None,
+                proof: None,
+                cross: None,
+            }))
+        }
+        async fn status(&self) -> NodeStatus {
+            crate::api::test_status()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_only_read_carries_the_tx_alone() {
+        let known = tx();
+        let api = Arc::new(OneTx {
+            tx: known.clone(),
+            full_reads: AtomicU32::new(0),
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let served = api.clone();
+        let server = tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(crate::CityNodeService::new(served).into_server())
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+                .await
+                .unwrap();
+        });
+        let client = CityClient::connect(&addr.to_string()).await.unwrap();
+        assert_eq!(
+            client.get_body(known.id()).await.unwrap(),
+            Some(known.clone())
+        );
+        assert_eq!(client.get_body(tx().id()).await.unwrap(), None);
+        // The default `get_body` reads the whole record; a node overrides it.
+        assert_eq!(api.full_reads.load(Ordering::SeqCst), 2);
+        // On the wire: the tx and where it came from, nothing else.
+        let raw = client
+            .inner
+            .clone()
+            .get_tx(pb::GetTxRequest {
+                tx_id: known.id().as_bytes().to_vec(),
+                body_only: true,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(raw.source, "body");
+        assert!(raw.receipts.is_empty() && raw.ordering.is_none() && raw.execution.is_none());
+        assert_eq!(SignedTx::try_from(raw.tx.unwrap()).unwrap(), known);
+        // A whole read still says Held.
+        let rec = client.get(known.id()).await.unwrap().unwrap();
+        assert_eq!(rec.state, TxState::Held);
+        server.abort();
+    }
 
     #[tokio::test]
     async fn unavailable_is_submitted_again_until_held() {

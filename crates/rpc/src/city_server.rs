@@ -208,11 +208,30 @@ impl<T: CityApi> pb::city_node_service_server::CityNodeService for CityNodeServi
         &self,
         request: Request<pb::GetTxRequest>,
     ) -> Result<Response<pb::GetTxResponse>, Status> {
-        let id = TxId::from_slice(&request.into_inner().tx_id).map_err(|e| {
+        let req = request.into_inner();
+        let id = TxId::from_slice(&req.tx_id).map_err(|e| {
             crate::status::with_error_info(Status::invalid_argument(format!(
                 "MALFORMED: tx_id: {e}"
             )))
         })?;
+        let unknown = || {
+            crate::status::typed(
+                tonic::Code::NotFound,
+                "UNKNOWN_TX",
+                format_args!("tx {id} is not known to this node"),
+            )
+        };
+        if req.body_only {
+            return match self.api.get_body(id).await {
+                Ok(Some(tx)) => Ok(Response::new(pb::GetTxResponse {
+                    tx: Some((&tx).into()),
+                    source: "body".into(),
+                    ..Default::default()
+                })),
+                Ok(None) => Err(unknown()),
+                Err(r) => Err(r.to_status()),
+            };
+        }
         match self.api.get(id).await {
             Ok(Some(rec)) => {
                 let execution = self
@@ -244,11 +263,7 @@ impl<T: CityApi> pb::city_node_service_server::CityNodeService for CityNodeServi
                     cross: rec.cross.as_ref().map(Into::into),
                 }))
             }
-            Ok(None) => Err(crate::status::typed(
-                tonic::Code::NotFound,
-                "UNKNOWN_TX",
-                format_args!("tx {id} is not known to this node"),
-            )),
+            Ok(None) => Err(unknown()),
             Err(r) => Err(r.to_status()),
         }
     }

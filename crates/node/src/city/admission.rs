@@ -1020,6 +1020,22 @@ impl CityApi for CityNode {
         .map_err(|e| Rejection::new(RejectCode::Unavailable, e, Some(id)))
     }
 
+    async fn get_body(&self, id: TxId) -> std::result::Result<Option<SignedTx>, Rejection> {
+        // The working store first (one read, no receipts decoded); then wherever `get` looks.
+        match self.store.get(&id) {
+            Ok(Some(tx)) => return Ok(Some(tx)),
+            Ok(None) => {}
+            Err(e) => {
+                return Err(Rejection::new(
+                    RejectCode::Unavailable,
+                    e.to_string(),
+                    Some(id),
+                ));
+            }
+        }
+        Ok(self.get_local(id).await?.and_then(|r| r.tx))
+    }
+
     async fn status(&self) -> NodeStatus {
         self.status_now()
     }

@@ -420,9 +420,9 @@ impl CommitteeBodies {
 
     async fn fetch_from_peer(&self, peer: NodeId, id: TxId) -> Option<SignedTx> {
         let c = self.client(peer).await?;
-        match tokio::time::timeout(self.timeout, c.get(id)).await {
-            Ok(Ok(Some(rec))) => rec.tx,
-            Ok(Ok(None)) => None,
+        // Body only: the peer skips receipts, ordering and proofs (verified here anyway).
+        match tokio::time::timeout(self.timeout, c.get_body(id)).await {
+            Ok(Ok(tx)) => tx,
             Ok(Err(e)) => {
                 tracing::debug!(tx = %id, %peer, error = %e, "GetTx for execution failed");
                 // Reconnect next time (the peer may have restarted).
