@@ -288,7 +288,13 @@ impl StoredRecord {
     }
 
     fn write_header(&self, w: &mut Writer) {
-        w.raw(MAGIC)
+        self.write_header_as(w, false);
+    }
+
+    /// The header; `by_ref`: magic `CCAK` and the wrapped key's 32-byte reference in place
+    /// of the key (the stored form of [`StoredRecord::encode_by_ref`]).
+    fn write_header_as(&self, w: &mut Writer, by_ref: bool) {
+        w.raw(if by_ref { MAGIC_REF } else { MAGIC })
             .u8(self.version)
             .raw(self.tx_id.as_bytes())
             .u64(self.ts_ms);
@@ -298,8 +304,12 @@ impl StoredRecord {
         }
         w.raw(&self.sender_tag)
             .raw(&self.fingerprint)
-            .bytes_u32(&self.clear_body)
-            .bytes_u16(&self.wrapped_key);
+            .bytes_u32(&self.clear_body);
+        if by_ref {
+            w.raw(&self.wrapped_key_ref());
+        } else {
+            w.bytes_u16(&self.wrapped_key);
+        }
     }
 
     fn header_hash(&self) -> [u8; 32] {
@@ -342,18 +352,7 @@ impl StoredRecord {
         let mut w = Writer::with_capacity(
             4096 + self.clear_body.len() + self.payload.len() + self.parties.len(),
         );
-        w.raw(MAGIC_REF)
-            .u8(self.version)
-            .raw(self.tx_id.as_bytes())
-            .u64(self.ts_ms);
-        w.u16(self.parent_ids.len() as u16);
-        for p in &self.parent_ids {
-            w.raw(p.as_bytes());
-        }
-        w.raw(&self.sender_tag)
-            .raw(&self.fingerprint)
-            .bytes_u32(&self.clear_body)
-            .raw(&self.wrapped_key_ref());
+        self.write_header_as(&mut w, true);
         self.write_sealed(&mut w);
         w.finish()
     }

@@ -105,39 +105,36 @@ impl CityClient {
         }))
     }
 
-    /// Only the signed tx `id` (no receipts, ordering or proof looked up); `Ok(None)` if the
-    /// node has no body for it. The body is decoded, not verified: the caller checks it.
-    pub async fn get_body(&self, id: TxId) -> Result<Option<SignedTx>> {
-        let resp = match self
+    /// One `GetTx` call; `Ok(None)` when the node answers NotFound.
+    async fn get_tx_raw(&self, id: TxId, body_only: bool) -> Result<Option<pb::GetTxResponse>> {
+        match self
             .inner
             .clone()
             .get_tx(pb::GetTxRequest {
                 tx_id: id.as_bytes().to_vec(),
-                body_only: true,
+                body_only,
             })
             .await
         {
-            Ok(r) => r.into_inner(),
-            Err(s) if s.code() == tonic::Code::NotFound => return Ok(None),
-            Err(s) => return Err(s.into()),
+            Ok(r) => Ok(Some(r.into_inner())),
+            Err(s) if s.code() == tonic::Code::NotFound => Ok(None),
+            Err(s) => Err(s.into()),
+        }
+    }
+
+    /// Only the signed tx `id` (no receipts, ordering or proof looked up); `Ok(None)` if the
+    /// node has no body for it. The body is decoded, not verified: the caller checks it.
+    pub async fn get_body(&self, id: TxId) -> Result<Option<SignedTx>> {
+        let Some(resp) = self.get_tx_raw(id, true).await? else {
+            return Ok(None);
         };
         Ok(resp.tx.map(TryInto::try_into).transpose()?)
     }
 
     /// Reads a tx back; `Ok(None)` if the node does not know it.
     pub async fn get(&self, id: TxId) -> Result<Option<TxRecord>> {
-        let resp = match self
-            .inner
-            .clone()
-            .get_tx(pb::GetTxRequest {
-                tx_id: id.as_bytes().to_vec(),
-                body_only: false,
-            })
-            .await
-        {
-            Ok(r) => r.into_inner(),
-            Err(s) if s.code() == tonic::Code::NotFound => return Ok(None),
-            Err(s) => return Err(s.into()),
+        let Some(resp) = self.get_tx_raw(id, false).await? else {
+            return Ok(None);
         };
         let tx: Option<SignedTx> = resp.tx.map(TryInto::try_into).transpose()?;
         let hash = |field: &'static str, b: &[u8]| {
@@ -170,18 +167,8 @@ impl CityClient {
     /// How the node executed tx `id` (from `GetTx`): `Ok(None)` when the tx is unknown or
     /// not executed there (yet).
     pub async fn execution(&self, id: TxId) -> Result<Option<crate::TxExecution>> {
-        let resp = match self
-            .inner
-            .clone()
-            .get_tx(pb::GetTxRequest {
-                tx_id: id.as_bytes().to_vec(),
-                body_only: false,
-            })
-            .await
-        {
-            Ok(r) => r.into_inner(),
-            Err(s) if s.code() == tonic::Code::NotFound => return Ok(None),
-            Err(s) => return Err(s.into()),
+        let Some(resp) = self.get_tx_raw(id, false).await? else {
+            return Ok(None);
         };
         let Some(e) = resp.execution else {
             return Ok(None);
