@@ -357,6 +357,11 @@ impl StoredRecord {
         w.finish()
     }
 
+    /// Whether stored bytes are in the by-reference layout ([`StoredRecord::encode_by_ref`]).
+    pub(crate) fn is_by_ref(bytes: &[u8]) -> bool {
+        bytes.starts_with(MAGIC_REF)
+    }
+
     /// The wrapped-key reference of stored bytes written by [`StoredRecord::encode_by_ref`];
     /// `None` for a record that carries its wrapped key (or bytes that are no record).
     pub(crate) fn key_ref_of(key: TxId, bytes: &[u8]) -> Option<[u8; 32]> {

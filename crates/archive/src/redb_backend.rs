@@ -6,7 +6,8 @@
 //! crash leaves either the whole batch or nothing. Records are written with their batch's
 //! wrapped key by reference (see the record module: a 7.3 KB tx's record then fits one 8 KiB
 //! page instead of 16 KiB); records written before, with the key inline, stay readable. A
-//! key's count falls as its records are purged or re-wrapped, and it is removed at zero. Timestamps in keys are big endian so byte order
+//! key's count falls as its records are purged or re-wrapped, and it is removed at zero.
+//! Timestamps in keys are big endian so byte order
 //! is time order.
 //!
 //! [`RedbArchive::rewrap_blocking`] moves records to the key ring's current key (another KEM
@@ -34,15 +35,26 @@ const BY_TIME: TableDefinition<&[u8], &[u8; 32]> = TableDefinition::new("by_time
 /// BLAKE3(wrapped batch key) → records naming it (u64 big endian) ‖ the wrapped key.
 const WRAPPED_KEYS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("wrapped_keys");
 
+/// Changes to the record counts of wrapped keys in one transaction: reference → (delta, the
+/// key's bytes when this transaction may be the first to name it).
+type KeyRefDeltas = std::collections::BTreeMap<[u8; 32], (i64, Option<Vec<u8>>)>;
+
+/// A `wrapped_keys` value split into its record count and the wrapped key.
+fn split_key_entry(v: &[u8]) -> Option<(u64, &[u8])> {
+    let (count, key) = v.split_first_chunk::<8>()?;
+    (!key.is_empty()).then(|| (u64::from_be_bytes(*count), key))
+}
+
 /// The wrapped key stored under `key_ref`, for [`StoredRecord::decode_with`].
 fn resolve_key(
     table: &impl ReadableTable<&'static [u8; 32], &'static [u8]>,
     tx_id: TxId,
     key_ref: &[u8; 32],
 ) -> Result<Vec<u8>> {
-    match table.get(key_ref).map_err(redb_err("get"))? {
-        Some(g) if g.value().len() > 8 => Ok(g.value()[8..].to_vec()),
-        _ => Err(Error::CorruptRecord {
+    let entry = table.get(key_ref).map_err(redb_err("get"))?;
+    match entry.as_ref().and_then(|g| split_key_entry(g.value())) {
+        Some((_, key)) => Ok(key.to_vec()),
+        None => Err(Error::CorruptRecord {
             tx_id,
             reason: "its wrapped key is missing from the key table".into(),
         }),
@@ -53,19 +65,16 @@ fn resolve_key(
 /// to the table); a key whose count reaches zero is removed.
 fn adjust_key_refs(
     table: &mut redb::Table<&'static [u8; 32], &'static [u8]>,
-    deltas: &std::collections::BTreeMap<[u8; 32], (i64, Option<Vec<u8>>)>,
+    deltas: &KeyRefDeltas,
 ) -> Result<()> {
     for (key_ref, (delta, wrapped)) in deltas {
         let current = table
             .get(key_ref)
             .map_err(redb_err("get"))?
-            .map(|g| g.value().to_vec());
+            .and_then(|g| split_key_entry(g.value()).map(|(n, k)| (n, k.to_vec())));
         let (count, bytes) = match current {
-            Some(v) if v.len() > 8 => (
-                u64::from_be_bytes(v[..8].try_into().unwrap_or([0; 8])),
-                v[8..].to_vec(),
-            ),
-            _ => match wrapped {
+            Some(found) => found,
+            None => match wrapped {
                 Some(w) => (0, w.clone()),
                 // Nothing to count down (a damaged table): leave it.
                 None => continue,
@@ -245,8 +254,7 @@ impl RedbArchive {
         let mut by_time = w.open_table(BY_TIME).map_err(redb_err("open table"))?;
         let mut wrapped_keys = w.open_table(WRAPPED_KEYS).map_err(redb_err("open table"))?;
         let mut outcomes = Vec::with_capacity(sealed.len());
-        let mut refs: std::collections::BTreeMap<[u8; 32], (i64, Option<Vec<u8>>)> =
-            Default::default();
+        let mut refs = KeyRefDeltas::new();
         for rec in sealed {
             let id = rec.tx_id;
             let existing = records
@@ -387,8 +395,7 @@ impl RedbArchive {
                 let mut by_time = w.open_table(BY_TIME).map_err(redb_err("open table"))?;
                 let mut wrapped_keys =
                     w.open_table(WRAPPED_KEYS).map_err(redb_err("open table"))?;
-                let mut refs: std::collections::BTreeMap<[u8; 32], (i64, Option<Vec<u8>>)> =
-                    Default::default();
+                let mut refs = KeyRefDeltas::new();
                 let mut victims = Vec::new();
                 for item in by_time
                     .range::<&[u8]>(..end.as_slice())
@@ -465,8 +472,7 @@ impl RedbArchive {
                 let mut records = w.open_table(RECORDS).map_err(redb_err("open table"))?;
                 let mut wrapped_keys =
                     w.open_table(WRAPPED_KEYS).map_err(redb_err("open table"))?;
-                let mut refs: std::collections::BTreeMap<[u8; 32], (i64, Option<Vec<u8>>)> =
-                    Default::default();
+                let mut refs = KeyRefDeltas::new();
                 let mut batch = Vec::with_capacity(chunk);
                 {
                     let range = match &after {
@@ -495,8 +501,9 @@ impl RedbArchive {
                             records
                                 .insert(k.as_slice(), rec.encode().as_slice())
                                 .map_err(redb_err("insert"))?;
-                            if let Some(key_ref) = StoredRecord::key_ref_of(id, v) {
-                                refs.entry(key_ref).or_insert((0, None)).0 -= 1;
+                            if StoredRecord::is_by_ref(v) {
+                                // Resolved above: its key hashes to the reference.
+                                refs.entry(old.wrapped_key_ref()).or_insert((0, None)).0 -= 1;
                             }
                             stats.rewrapped += 1;
                         }
@@ -620,7 +627,7 @@ impl RedbArchive {
         let mut out = Vec::new();
         for item in t.iter().map_err(redb_err("iter"))? {
             let (k, v) = item.map_err(redb_err("iter"))?;
-            let count = u64::from_be_bytes(v.value()[..8].try_into().unwrap_or([0; 8]));
+            let (count, _) = split_key_entry(v.value()).unwrap_or_default();
             out.push((*k.value(), count));
         }
         Ok(out)
