@@ -234,6 +234,9 @@ pub(crate) struct PipelineSection {
     /// Micro-batches stored at once (placement slots): fewer slots make batches grow with
     /// the load, so each stripe's fixed costs are shared by more txs.
     pub(crate) batches_in_flight: usize,
+    /// Least milliseconds between two micro-batches cut: at moderate load, stripes gather
+    /// more txs instead of being cut every few milliseconds (0: whenever a slot is free).
+    pub(crate) stripe_spacing_ms: u64,
 }
 
 impl Default for PipelineSection {
@@ -243,6 +246,7 @@ impl Default for PipelineSection {
             verify_threads: d.verify_threads,
             max_inflight: d.max_inflight,
             batches_in_flight: d.batches_in_flight,
+            stripe_spacing_ms: d.stripe_spacing.as_millis() as u64,
         }
     }
 }
@@ -946,6 +950,7 @@ impl Effective {
             verify_threads: f.pipeline.verify_threads,
             max_inflight: f.pipeline.max_inflight,
             batches_in_flight: f.pipeline.batches_in_flight,
+            stripe_spacing: std::time::Duration::from_millis(f.pipeline.stripe_spacing_ms),
             archive: f.archive.enabled,
             genesis: f.node.genesis.clone(),
             gateway,

@@ -430,6 +430,11 @@ pub const METRICS: &[MetricHelp] = &[
         help: "Txs in the working set.",
     },
     MetricHelp {
+        name: "citychain_working_store_commit_txs",
+        kind: MetricKind::Histogram,
+        help: "Admissions per durable commit of the city's working store (txs.redb): a commit's cost is mostly fixed, so larger groups cost less per tx.",
+    },
+    MetricHelp {
         name: "citychain_working_store_deferred",
         kind: MetricKind::Gauge,
         help: "Ordered and executed txs whose body stays in the working store for now (not held, not archived, or a cross-city transfer not settled).",

@@ -62,6 +62,10 @@ pub struct CityConfig {
     /// [`pipeline::PipelineConfig::max_batches_in_flight`]). Used by [`run_city`]; callers of
     /// [`run_city_with`] set it in their [`CityEnv`].
     pub batches_in_flight: usize,
+    /// Least time between two micro-batches cut (see
+    /// [`pipeline::PipelineConfig::stripe_spacing`]). Used by [`run_city`], like
+    /// `batches_in_flight`.
+    pub stripe_spacing: Duration,
     /// Keep the encrypted long-term archive (embedded redb in `<data_dir>/archive`).
     pub archive: bool,
     /// The genesis file naming the city's committee. With it, this node runs as one of the
@@ -117,6 +121,7 @@ impl Default for CityConfig {
             verify_threads: 0,
             max_inflight: 16_384,
             batches_in_flight: pipeline::PipelineConfig::default().max_batches_in_flight,
+            stripe_spacing: pipeline::PipelineConfig::default().stripe_spacing,
             archive: true,
             genesis: None,
             gateway: None,
@@ -577,6 +582,7 @@ pub async fn run_city(
         transport: None,
         pipeline: pipeline::PipelineConfig {
             max_batches_in_flight: cfg.batches_in_flight.max(1),
+            stripe_spacing: cfg.stripe_spacing,
             ..pipeline::PipelineConfig::default()
         },
         rereplicate_settle: Duration::from_millis(500),

@@ -191,8 +191,10 @@ impl Queues {
 /// Collects pending txs into micro-batches, naturally: a batch is cut as soon as a
 /// placement slot is free, from the best waiting txs of one path (up to `max_batch_txs` /
 /// `max_batch_bytes`), without waiting for more — so batches grow with the load while
-/// slots are busy and stay small when it is light. Only when the pipeline is idle (no
-/// other micro-batch in flight) does a lone tx wait up to `flush_after` for company.
+/// slots are busy and stay small when it is light. Cuts are at least `stripe_spacing`
+/// apart, so at moderate load (a slot free at once) a stripe still gathers what arrived
+/// meanwhile. Only when the pipeline is idle (no other micro-batch in flight) does a lone
+/// tx wait up to `flush_after` for company.
 pub(super) async fn batcher(p: std::sync::Weak<Pipeline>, mut rx: mpsc::Receiver<Pending>) {
     let Some(cfg) = p.upgrade().map(|p| p.cfg.clone()) else {
         return;
@@ -204,6 +206,7 @@ pub(super) async fn batcher(p: std::sync::Weak<Pipeline>, mut rx: mpsc::Receiver
         seq: 0,
     };
     let mut open = true;
+    let mut last_cut: Option<tokio::time::Instant> = None;
     loop {
         if q.len() == 0 {
             if !open {
@@ -219,6 +222,11 @@ pub(super) async fn batcher(p: std::sync::Weak<Pipeline>, mut rx: mpsc::Receiver
         let Ok(permit) = slots.clone().acquire_owned().await else {
             return;
         };
+        // At most one cut per `stripe_spacing`: at moderate load a slot is free at once,
+        // and this is what lets a stripe gather more than a handful of txs.
+        if let Some(last) = last_cut {
+            tokio::time::sleep_until(last + cfg.stripe_spacing).await;
+        }
         let Some(pipeline) = p.upgrade() else { return };
         if open {
             open = q.drain(&mut rx);
@@ -240,6 +248,7 @@ pub(super) async fn batcher(p: std::sync::Weak<Pipeline>, mut rx: mpsc::Receiver
         let Some(path) = q.best_path() else {
             continue;
         };
+        last_cut = Some(tokio::time::Instant::now());
         let mut batch: Vec<Pending> = Vec::new();
         let mut bytes = 0;
         let mut abandoned = 0u64;

@@ -153,6 +153,13 @@ pub struct PipelineConfig {
     /// stripes of ~13 txs at 80 % load, 2 slots ~24–35 (peak Held tx/s ×1.35, light-node CPU
     /// per tx −43 %), 1 slot ~100 but p99 past 500 ms at 80 %.
     pub max_batches_in_flight: usize,
+    /// Least time between two micro-batches cut (default 10 ms). Each stripe has fixed
+    /// costs — n receipts signed by the holders and verified here, n holder commits, one
+    /// stripe-record commit — so at moderate load, when a slot is free at once, cutting
+    /// every few milliseconds makes stripes of a handful of txs; this spacing lets them
+    /// gather (at most 100 stripes/s by default, adding at most this much latency). Zero:
+    /// cut whenever a slot is free.
+    pub stripe_spacing: Duration,
     /// How long a node that refused a put (full) or was unreachable on every attempt gets
     /// no shards.
     pub node_cooldown: Duration,
@@ -172,6 +179,7 @@ impl Default for PipelineConfig {
             attempts: 3,
             min_receipts: None,
             max_batches_in_flight: 2,
+            stripe_spacing: Duration::from_millis(10),
             node_cooldown: Duration::from_secs(2),
             capacity_wait: Duration::from_secs(1),
         }

@@ -485,6 +485,35 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn stripes_are_cut_no_closer_than_the_spacing_so_a_trickle_shares_one() {
+        let f = fixture_for_test(
+            8,
+            PipelineConfig {
+                stripe_spacing: Duration::from_secs(1),
+                ..PipelineConfig::default()
+            },
+        );
+        let txs = txs_for_test(6);
+        // The first is cut at once (nothing was cut before) and is Held alone.
+        let first = f.pipeline.hold(txs[0].clone()).await.unwrap();
+        // The next five trickle in 20 ms apart, each with a slot free: without the spacing
+        // each would be cut alone after the idle flush (2 ms); with it they wait for the
+        // next cut and share its stripe.
+        let mut waits = Vec::new();
+        for t in &txs[1..] {
+            let (p, t) = (f.pipeline.clone(), t.clone());
+            waits.push(tokio::spawn(async move { p.hold(t).await }));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let mut stripes = BTreeSet::new();
+        for w in waits {
+            stripes.insert(w.await.unwrap().unwrap().stripe_id);
+        }
+        assert_eq!(stripes.len(), 1, "the trickle shares one stripe");
+        assert!(!stripes.contains(&first.stripe_id));
+    }
+
+    #[tokio::test]
     async fn failed_holder_shard_goes_elsewhere_and_forged_receipts_never_count() {
         let f = fixture_for_test(
             8,
