@@ -133,20 +133,18 @@ async fn run<A: Archive>(
 ) {
     let max_batch = config.max_batch.max(1);
     let mut buf = Vec::with_capacity(max_batch);
-    let mut last_start: Option<tokio::time::Instant> = None;
+    let mut due = tokio::time::Instant::now();
     while rx.recv_many(&mut buf, max_batch).await > 0 {
         // Under load, gather until `linger` after the previous batch began (or the batch is
-        // full); an entry after an idle spell goes at once.
-        if let Some(due) = last_start.map(|t| t + config.linger) {
-            while buf.len() < max_batch {
-                let room = max_batch - buf.len();
-                match tokio::time::timeout_at(due, rx.recv_many(&mut buf, room)).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {}
-                }
+        // full); an entry after an idle spell goes at once (`due` has passed).
+        while buf.len() < max_batch && due > tokio::time::Instant::now() {
+            let room = max_batch - buf.len();
+            match tokio::time::timeout_at(due, rx.recv_many(&mut buf, room)).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
             }
         }
-        last_start = Some(tokio::time::Instant::now());
+        due = tokio::time::Instant::now() + config.linger;
         let batch = std::mem::take(&mut buf);
         let n = batch.len() as u64;
         let mut attempt = 1;

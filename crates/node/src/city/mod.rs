@@ -115,13 +115,14 @@ pub struct CityConfig {
 
 impl Default for CityConfig {
     fn default() -> Self {
+        let pipe = pipeline::PipelineConfig::default();
         CityConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 7700)),
             data_dir: PathBuf::from("./city-data"),
             verify_threads: 0,
             max_inflight: 16_384,
-            batches_in_flight: pipeline::PipelineConfig::default().max_batches_in_flight,
-            stripe_spacing: pipeline::PipelineConfig::default().stripe_spacing,
+            batches_in_flight: pipe.max_batches_in_flight,
+            stripe_spacing: pipe.stripe_spacing,
             archive: true,
             genesis: None,
             gateway: None,

@@ -29,6 +29,7 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
 use storage::FileCap;
 use tokio::sync::{mpsc, oneshot};
 
@@ -51,7 +52,7 @@ const MAX_GROUP: usize = 2048;
 /// admissions gather for this long after the previous commit began instead of committing
 /// every one or two; an admission after an idle spell is committed at once. It bounds the
 /// commits to ~330/s and adds at most this much to an admission's latency.
-const COMMIT_SPACING: std::time::Duration = std::time::Duration::from_millis(3);
+const COMMIT_SPACING: Duration = Duration::from_millis(3);
 
 /// Why an admission was refused by the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -596,15 +597,13 @@ fn heal(shared: &Shared) -> Result<Option<u64>> {
 
 fn writer_loop(db: Arc<Shared>, mut rx: mpsc::Receiver<WriteReq>, path: std::path::PathBuf) {
     let mut group = Vec::with_capacity(MAX_GROUP);
-    let mut last_start: Option<std::time::Instant> = None;
+    let mut next_start = Instant::now();
     while let Some(first) = rx.blocking_recv() {
         group.push(first);
-        if let Some(wait) = last_start
-            .and_then(|t| (t + COMMIT_SPACING).checked_duration_since(std::time::Instant::now()))
-        {
+        if let Some(wait) = next_start.checked_duration_since(Instant::now()) {
             std::thread::sleep(wait);
         }
-        last_start = Some(std::time::Instant::now());
+        next_start = Instant::now() + COMMIT_SPACING;
         while group.len() < MAX_GROUP {
             match rx.try_recv() {
                 Ok(r) => group.push(r),

@@ -206,7 +206,7 @@ pub(super) async fn batcher(p: std::sync::Weak<Pipeline>, mut rx: mpsc::Receiver
         seq: 0,
     };
     let mut open = true;
-    let mut last_cut: Option<tokio::time::Instant> = None;
+    let mut next_cut = tokio::time::Instant::now();
     loop {
         if q.len() == 0 {
             if !open {
@@ -224,8 +224,8 @@ pub(super) async fn batcher(p: std::sync::Weak<Pipeline>, mut rx: mpsc::Receiver
         };
         // At most one cut per `stripe_spacing`: at moderate load a slot is free at once,
         // and this is what lets a stripe gather more than a handful of txs.
-        if let Some(last) = last_cut {
-            tokio::time::sleep_until(last + cfg.stripe_spacing).await;
+        if next_cut > tokio::time::Instant::now() {
+            tokio::time::sleep_until(next_cut).await;
         }
         let Some(pipeline) = p.upgrade() else { return };
         if open {
@@ -248,7 +248,7 @@ pub(super) async fn batcher(p: std::sync::Weak<Pipeline>, mut rx: mpsc::Receiver
         let Some(path) = q.best_path() else {
             continue;
         };
-        last_cut = Some(tokio::time::Instant::now());
+        next_cut = tokio::time::Instant::now() + cfg.stripe_spacing;
         let mut batch: Vec<Pending> = Vec::new();
         let mut bytes = 0;
         let mut abandoned = 0u64;
