@@ -260,6 +260,11 @@ struct BenchArgs {
     /// Node links in plaintext instead of mutual TLS.
     #[arg(long)]
     insecure: bool,
+    /// Run the network as deployed: a committee of this many representatives (with a
+    /// continent and a global log) and measure representative rep-0, which also orders,
+    /// executes, archives and prunes; 0: one city without a committee (the Held path alone).
+    #[arg(long, default_value_t = 0)]
+    committee: usize,
     /// The `city-node` binary the node processes run (default: this one).
     #[arg(long)]
     city_node_bin: Option<PathBuf>,
@@ -276,6 +281,7 @@ impl BenchArgs {
         c.peak = self.peak;
         c.fractions = self.fractions.clone();
         c.insecure = self.insecure;
+        c.committee = self.committee;
         if let Some(b) = &self.city_node_bin {
             c.city_node_bin = b.clone();
         }

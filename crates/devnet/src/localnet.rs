@@ -398,6 +398,15 @@ impl Localnet {
         &self.cfg.dir
     }
 
+    /// The OS process id of `name`, while it runs.
+    pub fn pid(&self, name: &str) -> Option<u32> {
+        self.children
+            .iter()
+            .find(|(k, _)| k == name)
+            .and_then(|(_, c)| c.as_ref())
+            .and_then(Child::id)
+    }
+
     /// The genesis file.
     pub fn genesis_path(&self) -> PathBuf {
         self.cfg.dir.join("genesis.toml")
