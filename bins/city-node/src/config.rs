@@ -94,7 +94,7 @@ pub(crate) struct NodeSection {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) advertise: Option<String>,
     /// Page cache of each of the node's redb databases, MiB (a city opens about eight;
-    /// a light node's shard store keeps its own 16 MiB). Default 16.
+    /// a light node's shard store keeps its own 4 MiB). Default 16.
     pub(crate) db_cache_mib: u64,
 }
 

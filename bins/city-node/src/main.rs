@@ -265,6 +265,11 @@ struct BenchArgs {
     /// executes, archives and prunes; 0: one city without a committee (the Held path alone).
     #[arg(long, default_value_t = 0)]
     committee: usize,
+    /// Instead of the load runs: store this many GiB of shards in one light node through
+    /// PutShard over mutual TLS (140 KiB stripes, one shard each) and report its resident
+    /// set as it fills.
+    #[arg(long)]
+    fill_light_gib: Option<f64>,
     /// The `city-node` binary the node processes run (default: this one).
     #[arg(long)]
     city_node_bin: Option<PathBuf>,
@@ -559,6 +564,15 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Stake(args) => stake::run(args).await,
         Cmd::Wallet { cmd } => wallet_cmd::run(cmd).await,
         Cmd::Bench(args) => {
+            if let Some(gib) = args.fill_light_gib {
+                let fill = devnet::light_fill::FillConfig {
+                    gib,
+                    ..Default::default()
+                };
+                let report = devnet::light_fill::fill_light(&args.config(), &fill).await?;
+                println!("{}", report.render());
+                return Ok(());
+            }
             let report = devnet::load_bench::run(&args.config()).await?;
             println!("{}", report.render());
             Ok(())

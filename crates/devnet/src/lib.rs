@@ -10,6 +10,7 @@
 pub mod demo;
 mod devnet;
 mod error;
+pub mod light_fill;
 pub mod load;
 pub mod load_bench;
 pub mod localnet;

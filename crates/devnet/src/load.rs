@@ -153,16 +153,27 @@ impl CpuClock {
 
 /// Resident set size of process `pid` in bytes (`VmRSS` in `/proc/<pid>/status`).
 pub fn rss_bytes(pid: u32) -> Result<u64> {
+    status_bytes(pid, "VmRSS:")
+}
+
+/// The anonymous part of the resident set of process `pid` (its heap and stacks; not the
+/// executable's pages, which processes running one binary share), bytes.
+pub fn rss_anon_bytes(pid: u32) -> Result<u64> {
+    status_bytes(pid, "RssAnon:")
+}
+
+/// A `kB` field of `/proc/<pid>/status`, in bytes.
+fn status_bytes(pid: u32, field: &str) -> Result<u64> {
     let path = format!("/proc/{pid}/status");
     let text = std::fs::read_to_string(&path).map_err(|source| Error::Io {
         path: path.clone().into(),
         source,
     })?;
     text.lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         .map(|kb| kb * 1024)
-        .ok_or_else(|| measurement(format!("{path}: no VmRSS")))
+        .ok_or_else(|| measurement(format!("{path}: no {field}")))
 }
 
 /// What one open-loop run got back.

@@ -316,7 +316,7 @@ impl BenchReport {
     }
 }
 
-fn io(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
+pub(crate) fn io(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
     move |source| Error::Io {
         path: path.to_path_buf(),
         source,
@@ -357,7 +357,7 @@ fn dir_entries(p: &Path) -> Vec<(String, u64)> {
 }
 
 /// Bytes everything under `p` takes on disk.
-fn dir_bytes(p: &Path) -> u64 {
+pub(crate) fn dir_bytes(p: &Path) -> u64 {
     dir_entries(p).iter().map(|(_, b)| b).sum()
 }
 
@@ -368,12 +368,12 @@ fn loadavg() -> String {
 }
 
 /// One node process.
-struct Proc {
+pub(crate) struct Proc {
     name: String,
     role: &'static str,
-    addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
     metrics: Option<SocketAddr>,
-    dir: PathBuf,
+    pub(crate) dir: PathBuf,
     /// The process, when the bench spawned it; `None` for a localnet's (it owns them).
     child: Option<Child>,
     /// Its OS process id.
@@ -381,7 +381,7 @@ struct Proc {
 }
 
 impl Proc {
-    fn pid(&self) -> Result<u32> {
+    pub(crate) fn pid(&self) -> Result<u32> {
         match &self.child {
             Some(c) => c
                 .id()
@@ -391,8 +391,8 @@ impl Proc {
     }
 }
 
-struct Procs {
-    procs: Vec<Proc>,
+pub(crate) struct Procs {
+    pub(crate) procs: Vec<Proc>,
 }
 
 impl Procs {
@@ -411,7 +411,7 @@ impl Procs {
         }
         Ok(sum)
     }
-    async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         for c in self.procs.iter_mut().filter_map(|p| p.child.as_mut()) {
             let _ = c.start_kill();
         }
@@ -421,7 +421,7 @@ impl Procs {
     }
 }
 
-async fn wait_listening(p: &mut Proc, timeout: Duration) -> Result<()> {
+pub(crate) async fn wait_listening(p: &mut Proc, timeout: Duration) -> Result<()> {
     let t0 = Instant::now();
     loop {
         if let Some(c) = p.child.as_mut()
@@ -452,6 +452,18 @@ fn spawn(
     name: &str,
     role: &'static str,
     presence: Option<SocketAddr>,
+) -> Result<Proc> {
+    spawn_with_env(cfg, root, name, role, presence, &[])
+}
+
+/// [`spawn`] with extra environment variables (e.g. `CITY_LIGHT__QUOTA_BYTES`).
+pub(crate) fn spawn_with_env(
+    cfg: &BenchConfig,
+    root: &Path,
+    name: &str,
+    role: &'static str,
+    presence: Option<SocketAddr>,
+    env: &[(&str, String)],
 ) -> Result<Proc> {
     let dir = root.join(name);
     std::fs::create_dir_all(&dir).map_err(io(&dir))?;
@@ -513,6 +525,7 @@ fn spawn(
     let log = dir.join("node.log");
     let out = std::fs::File::create(&log).map_err(io(&log))?;
     let err = out.try_clone().map_err(io(&log))?;
+    c.envs(env.iter().map(|(k, v)| (*k, v.as_str())));
     c.env("RUST_LOG", &cfg.log_filter)
         .stdin(Stdio::null())
         .stdout(Stdio::from(out))

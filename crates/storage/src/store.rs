@@ -46,9 +46,9 @@ pub struct StoreConfig {
     /// Most bytes the store file may grow to (`u64::MAX` = no limit, the default); past it
     /// writes fail as on a full disk.
     pub max_file_bytes: u64,
-    /// redb's page cache, bytes. Default 16 MiB (redb's own default is 1 GiB, which a light
+    /// redb's page cache, bytes. Default 4 MiB (redb's own default is 1 GiB, which a light
     /// node on a phone or a small board cannot spare); shards are written once and read
-    /// rarely, so a small cache costs little.
+    /// rarely (a challenge or a repair), so a small cache costs little.
     pub cache_bytes: usize,
 }
 
@@ -58,7 +58,7 @@ impl Default for StoreConfig {
             quota_bytes: 1 << 30,
             min_free_bytes: 64 << 20,
             max_file_bytes: u64::MAX,
-            cache_bytes: 16 << 20,
+            cache_bytes: 4 << 20,
         }
     }
 }

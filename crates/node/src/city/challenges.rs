@@ -386,24 +386,63 @@ impl EpochReport {
     }
 }
 
-/// Picks, for every holder named in `manifests`, one of its shards at random:
-/// holder → (manifest index, shard index).
-fn pick_per_holder(
-    manifests: &[StripeManifest],
-    rng: &mut impl Rng,
-) -> BTreeMap<NodeId, (usize, u16)> {
-    let mut by_holder: BTreeMap<NodeId, Vec<(usize, u16)>> = BTreeMap::new();
-    for (mi, m) in manifests.iter().enumerate() {
+/// For every holder, one of its shards picked uniformly at random among all it holds,
+/// chosen while the manifests stream past (reservoir sampling, one slot per holder): the
+/// audit keeps a handful of manifests, not every stripe's, however many there are.
+#[derive(Debug, Default)]
+pub(crate) struct HolderPicks {
+    /// The manifests some pick names (and, between compactions, some no pick names any
+    /// more).
+    kept: Vec<StripeManifest>,
+    /// Shards seen per holder so far.
+    seen: BTreeMap<NodeId, u64>,
+    /// holder → (index into `kept`, shard index).
+    picks: BTreeMap<NodeId, (usize, u16)>,
+}
+
+impl HolderPicks {
+    /// Considers every shard of `m` for its holder's pick.
+    pub(crate) fn offer(&mut self, m: StripeManifest, rng: &mut impl Rng) {
+        let mut slot = None;
         for (i, h) in m.holders.iter().enumerate() {
-            if let (Some(h), Ok(i)) = (h, u16::try_from(i)) {
-                by_holder.entry(*h).or_default().push((mi, i));
+            let (Some(h), Ok(i)) = (h, u16::try_from(i)) else {
+                continue;
+            };
+            let n = self.seen.entry(*h).or_insert(0);
+            *n += 1;
+            // The n-th shard replaces the pick with probability 1/n: each of a holder's
+            // shards ends up its pick with the same probability.
+            if rng.random_range(0..*n) == 0 {
+                let mi = *slot.get_or_insert(self.kept.len());
+                self.picks.insert(*h, (mi, i));
+            }
+        }
+        if slot.is_some() {
+            self.kept.push(m);
+        }
+        if self.kept.len() > 4 * self.picks.len().max(16) {
+            self.compact();
+        }
+    }
+
+    /// Drops the manifests no pick names any more.
+    fn compact(&mut self) {
+        let mut old: Vec<Option<StripeManifest>> = std::mem::take(&mut self.kept)
+            .into_iter()
+            .map(Some)
+            .collect();
+        let mut moved: BTreeMap<usize, usize> = BTreeMap::new();
+        for (mi, _) in self.picks.values_mut() {
+            if let Some(to) = moved.get(mi) {
+                *mi = *to;
+            } else if let Some(m) = old.get_mut(*mi).and_then(Option::take) {
+                // (Always found: every pick names a kept manifest.)
+                self.kept.push(m);
+                moved.insert(*mi, self.kept.len() - 1);
+                *mi = self.kept.len() - 1;
             }
         }
     }
-    by_holder
-        .into_iter()
-        .map(|(h, shards)| (h, shards[rng.random_range(0..shards.len())]))
-        .collect()
 }
 
 /// One epoch of the audit over values: `manifests` of the city's stripes, the `live` light
@@ -417,7 +456,27 @@ pub async fn audit_epoch(
     call_timeout: Duration,
     rng: &mut impl Rng,
 ) -> EpochReport {
-    let picks = pick_per_holder(manifests, rng);
+    let mut picks = HolderPicks::default();
+    for m in manifests {
+        picks.offer(m.clone(), rng);
+    }
+    audit_picks(epoch, picks, live, probe, call_timeout, rng).await
+}
+
+/// [`audit_epoch`] over the holders' picks.
+async fn audit_picks(
+    epoch: u64,
+    picks: HolderPicks,
+    live: &BTreeMap<NodeId, NodeInfo>,
+    probe: &dyn ChallengeProbe,
+    call_timeout: Duration,
+    rng: &mut impl Rng,
+) -> EpochReport {
+    let HolderPicks {
+        kept: manifests,
+        picks,
+        ..
+    } = picks;
     let mut by_stripe: BTreeMap<usize, Vec<(NodeId, u16)>> = BTreeMap::new();
     for (holder, (mi, index)) in picks {
         by_stripe.entry(mi).or_default().push((holder, index));
@@ -600,19 +659,23 @@ async fn run_one(
     epoch: u64,
 ) -> Result<EpochReport> {
     let p = pipeline.clone();
-    let manifests = run_blocking("audit manifests", move || p.manifests())
-        .await?
-        .map_err(|source| Error::Pipeline { source })?;
-    let manifests: Vec<StripeManifest> = manifests.into_iter().map(|(m, _)| m).collect();
+    // The manifests stream past the picker: one kept per holder, not every stripe's.
+    let (picks, mut rng) = run_blocking("audit manifests", move || {
+        let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::from_os_rng();
+        let mut picks = HolderPicks::default();
+        p.for_each_manifest(|m| picks.offer(m, &mut rng))
+            .map(|()| (picks, rng))
+    })
+    .await?
+    .map_err(|source| Error::Pipeline { source })?;
     let live: BTreeMap<NodeId, NodeInfo> = pipeline
         .live_lights()
         .into_iter()
         .map(|n| (n.node_id, n))
         .collect();
-    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::from_os_rng();
-    let report = audit_epoch(
+    let report = audit_picks(
         epoch,
-        &manifests,
+        picks,
         &live,
         probe,
         Duration::from_millis(cfg.call_timeout_ms),
@@ -770,6 +833,41 @@ mod tests {
     ) -> EpochReport {
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
         audit_epoch(3, m, live, nodes, Duration::from_secs(1), &mut rng).await
+    }
+
+    #[test]
+    fn each_holder_picks_each_of_its_shards_alike_and_few_manifests_are_kept() {
+        let (m, _, _) = setup(10);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        // Which stripe node 1 (shard 0 of every stripe) is challenged on, 5,000 epochs.
+        let mut hits = vec![0u32; m.len()];
+        for _ in 0..5_000 {
+            let mut picks = HolderPicks::default();
+            for x in &m {
+                picks.offer(x.clone(), &mut rng);
+            }
+            assert_eq!(picks.picks.len(), 6);
+            let (mi, index) = picks.picks[&node(1).node_id];
+            assert_eq!(index, 0);
+            let stripe = picks.kept[mi].layout.stripe_id;
+            let at = m.iter().position(|x| x.layout.stripe_id == stripe).unwrap();
+            hits[at] += 1;
+        }
+        // Uniform: 500 each expected; a first-or-last bias would show far outside this.
+        assert!(hits.iter().all(|h| (400..=600).contains(h)), "{hits:?}");
+
+        // Many stripes: the picker keeps a bounded handful, every pick still resolvable.
+        let (many, _, _) = setup(400);
+        let mut picks = HolderPicks::default();
+        let mut most = 0;
+        for x in &many {
+            picks.offer(x.clone(), &mut rng);
+            most = most.max(picks.kept.len());
+        }
+        assert!(most <= 4 * 16 + 1, "kept up to {most} manifests");
+        for (holder, (mi, index)) in &picks.picks {
+            assert_eq!(picks.kept[*mi].holders[usize::from(*index)], Some(*holder));
+        }
     }
 
     #[tokio::test]

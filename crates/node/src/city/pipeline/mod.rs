@@ -374,7 +374,7 @@ impl Pipeline {
             .map(|n| n.node_id)
             .collect();
         let mut h = PlacementHealth::default();
-        for m in self.manifests_only()? {
+        self.for_each_manifest(|m| {
             h.stripes += 1;
             let placed: Vec<dag_core::NodeId> = m.holders.iter().flatten().copied().collect();
             let distinct: std::collections::BTreeSet<_> = placed.iter().copied().collect();
@@ -388,7 +388,7 @@ impl Pipeline {
             if healthy == usize::from(m.layout.k) {
                 h.one_loss_from_unrecoverable += 1;
             }
-        }
+        })?;
         metrics::gauge!("citychain_stripes_underplaced").set(h.underplaced as f64);
         metrics::gauge!("citychain_stripes_colocated").set(h.colocated as f64);
         metrics::gauge!("citychain_stripes_one_loss_from_unrecoverable")

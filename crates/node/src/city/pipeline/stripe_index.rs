@@ -241,15 +241,27 @@ impl Pipeline {
         Ok(self.record(stripe)?.map(|r| r.receipts))
     }
 
-    /// Every stripe manifest, without receipts (for the placement gauges).
-    pub(crate) fn manifests_only(&self) -> std::result::Result<Vec<StripeManifest>, PipelineError> {
+    /// Calls `f` with every stripe manifest, without receipts, one at a time: what the
+    /// placement gauges and the storage audit read, in memory independent of how many
+    /// stripes there are.
+    pub(crate) fn for_each_manifest(
+        &self,
+        mut f: impl FnMut(StripeManifest),
+    ) -> std::result::Result<(), PipelineError> {
         let r = self.db.begin_read().map_err(perr)?;
         let t = r.open_table(MANIFESTS).map_err(perr)?;
-        let mut out = Vec::new();
         for item in t.iter().map_err(perr)? {
             let (_, v) = item.map_err(perr)?;
-            out.push(StripeManifest::decode(v.value()).map_err(perr)?);
+            f(StripeManifest::decode(v.value()).map_err(perr)?);
         }
+        Ok(())
+    }
+
+    /// Every stripe manifest, without receipts.
+    #[cfg(test)]
+    pub(crate) fn manifests_only(&self) -> std::result::Result<Vec<StripeManifest>, PipelineError> {
+        let mut out = Vec::new();
+        self.for_each_manifest(|m| out.push(m))?;
         Ok(out)
     }
 
