@@ -1,6 +1,11 @@
 //! [`ShardStore`]: a light node's local shard store on redb, content-addressed by
 //! (stripe id, index), with a per-node quota.
 //!
+//! A shard is kept as page-sized pieces under (stripe id, index, piece): redb gives a value
+//! larger than a page the next power of two, so a 36 KB shard stored whole took 64 KiB on
+//! disk; in pieces it takes about its size. Shards stored whole by older versions are still
+//! read, listed, counted and deleted.
+//!
 //! Every shard is checked before it is stored and again when it is read; a shard that fails
 //! on read is reported as [`Error::CorruptOnDisk`] and never returned. The quota counts the
 //! encoded bytes (header + data) of every stored shard; a put that would exceed it fails
@@ -23,10 +28,109 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, RwLock};
 
-/// Key: stripe id (32) ‖ index (u16 big endian, so a stripe's shards sort together).
+/// Key: stripe id (32) ‖ index (u16 big endian, so a stripe's shards sort together) →
+/// the whole encoded shard. Written by older versions; still read, deleted and counted.
 const SHARDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("shards");
+/// Key: stripe id (32) ‖ index (u16 BE) ‖ piece (u16 BE) → that piece of the encoded
+/// shard (see [`pieces`]). Where every shard is written now.
+const PIECES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("shard_pieces");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const USED: &str = "used_bytes";
+
+/// The sizes a shard's bytes are cut into, largest first: each fills one redb leaf page
+/// (16, 8 or 4 KiB) with its key. A value just over a page size takes the next power of
+/// two: a 35,960-byte shard (a stripe of ~19 txs) stored whole took a 64 KiB page, 1.82×
+/// its size on disk; cut into 16,200 + 16,200 + 3,560 bytes it takes ~1.03×.
+const PIECE_SIZES: [usize; 3] = [16_200, 8_100, 4_000];
+
+/// `bytes` cut into pieces: repeatedly the largest of [`PIECE_SIZES`] that the rest still
+/// fills, and the rest (under 4,000 bytes) last.
+fn pieces(bytes: &[u8]) -> Vec<&[u8]> {
+    let mut out = Vec::new();
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let take = PIECE_SIZES
+            .iter()
+            .copied()
+            .find(|s| *s <= rest.len())
+            .unwrap_or(rest.len());
+        let (piece, tail) = rest.split_at(take);
+        out.push(piece);
+        rest = tail;
+    }
+    out
+}
+
+fn piece_key(k: &[u8; 34], piece: u16) -> [u8; 36] {
+    let mut pk = [0u8; 36];
+    pk[..34].copy_from_slice(k);
+    pk[34..].copy_from_slice(&piece.to_be_bytes());
+    pk
+}
+
+type StoreTable<'t> = redb::Table<'t, &'static [u8], &'static [u8]>;
+
+/// The stored bytes under `k`: its pieces joined, or a whole value written by an older
+/// version. `None`: not stored.
+fn load(
+    shards: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    parts: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    k: &[u8; 34],
+) -> std::result::Result<Option<Vec<u8>>, redb::StorageError> {
+    let (lo, hi) = (piece_key(k, 0), piece_key(k, u16::MAX));
+    let mut out: Option<Vec<u8>> = None;
+    for item in parts.range(lo.as_slice()..=hi.as_slice())? {
+        let (_, v) = item?;
+        out.get_or_insert_with(Vec::new)
+            .extend_from_slice(v.value());
+    }
+    if out.is_some() {
+        return Ok(out);
+    }
+    Ok(shards.get(k.as_slice())?.map(|g| g.value().to_vec()))
+}
+
+/// Removes whatever is stored under `k` (pieces, or an older whole value); returns its
+/// length in bytes if something was.
+fn remove(
+    shards: &mut StoreTable<'_>,
+    parts: &mut StoreTable<'_>,
+    k: &[u8; 34],
+) -> std::result::Result<Option<u64>, redb::StorageError> {
+    let (lo, hi) = (piece_key(k, 0), piece_key(k, u16::MAX));
+    let mut found = None;
+    let mut keys = Vec::new();
+    for item in parts.range(lo.as_slice()..=hi.as_slice())? {
+        let (pk, v) = item?;
+        *found.get_or_insert(0) += v.value().len() as u64;
+        keys.push(pk.value().to_vec());
+    }
+    for pk in keys {
+        parts.remove(pk.as_slice())?;
+    }
+    if let Some(g) = shards.remove(k.as_slice())? {
+        *found.get_or_insert(0) += g.value().len() as u64;
+    }
+    Ok(found)
+}
+
+/// Writes `bytes` under `k` as pieces (nothing may be stored there: [`remove`] first).
+fn store(
+    parts: &mut StoreTable<'_>,
+    k: &[u8; 34],
+    bytes: &[u8],
+) -> std::result::Result<(), redb::StorageError> {
+    for (i, piece) in pieces(bytes).into_iter().enumerate() {
+        let i = u16::try_from(i).map_err(|_| {
+            redb::StorageError::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "a shard of more than 65,535 pieces",
+            ))
+        })?;
+        parts.insert(piece_key(k, i).as_slice(), piece)?;
+    }
+    Ok(())
+}
 
 fn key(stripe: &StripeId, index: u16) -> [u8; 34] {
     let mut k = [0u8; 34];
@@ -333,12 +437,10 @@ impl ShardStore {
             let tx = db.begin_write().map_err(|e| Error::db("put", e))?;
             let outcome = {
                 let mut table = tx.open_table(SHARDS).map_err(|e| Error::db("put", e))?;
+                let mut parts = tx.open_table(PIECES).map_err(|e| Error::db("put", e))?;
                 let mut meta = tx.open_table(META).map_err(|e| Error::db("put", e))?;
                 let used = meta.get(USED).map_err(op)?.map_or(0, |g| g.value());
-                let existing = table
-                    .get(k.as_slice())
-                    .map_err(op)?
-                    .map(|g| g.value().to_vec());
+                let existing = load(&table, &parts, &k).map_err(op)?;
                 let (outcome, freed) = match existing {
                     Some(old) if old == bytes => return Ok(PutOutcome::AlreadyStored),
                     Some(old) => match Shard::from_bytes(&old) {
@@ -361,7 +463,8 @@ impl ShardStore {
                         quota: self.config.quota_bytes,
                     });
                 }
-                table.insert(k.as_slice(), bytes.as_slice()).map_err(op)?;
+                remove(&mut table, &mut parts, &k).map_err(op)?;
+                store(&mut parts, &k, &bytes).map_err(op)?;
                 meta.insert(USED, after).map_err(op)?;
                 outcome
             };
@@ -377,7 +480,8 @@ impl ShardStore {
             let op = |e| Error::db("get", e);
             let tx = db.begin_read().map_err(|e| Error::db("get", e))?;
             let table = tx.open_table(SHARDS).map_err(|e| Error::db("get", e))?;
-            let Some(guard) = table.get(key(stripe, index).as_slice()).map_err(op)? else {
+            let parts = tx.open_table(PIECES).map_err(|e| Error::db("get", e))?;
+            let Some(bytes) = load(&table, &parts, &key(stripe, index)).map_err(op)? else {
                 return Ok(None);
             };
             let corrupt = |problem| Error::CorruptOnDisk {
@@ -385,7 +489,7 @@ impl ShardStore {
                 index,
                 problem,
             };
-            let shard = Shard::from_bytes(guard.value()).map_err(|e| match e {
+            let shard = Shard::from_bytes(&bytes).map_err(|e| match e {
                 Error::BadShard { problem, .. } => corrupt(problem),
                 other => other,
             })?;
@@ -411,10 +515,13 @@ impl ShardStore {
             let table = tx
                 .open_table(SHARDS)
                 .map_err(|e| Error::db("contains", e))?;
-            Ok(table
-                .get(key(stripe, index).as_slice())
-                .map_err(op)?
-                .is_some())
+            let parts = tx
+                .open_table(PIECES)
+                .map_err(|e| Error::db("contains", e))?;
+            let k = key(stripe, index);
+            let first = piece_key(&k, 0);
+            Ok(parts.get(first.as_slice()).map_err(op)?.is_some()
+                || table.get(k.as_slice()).map_err(op)?.is_some())
         })
     }
 
@@ -425,11 +532,9 @@ impl ShardStore {
             let tx = db.begin_write().map_err(|e| Error::db("delete", e))?;
             let removed = {
                 let mut table = tx.open_table(SHARDS).map_err(|e| Error::db("delete", e))?;
+                let mut parts = tx.open_table(PIECES).map_err(|e| Error::db("delete", e))?;
                 let mut meta = tx.open_table(META).map_err(|e| Error::db("delete", e))?;
-                let len = table
-                    .remove(key(stripe, index).as_slice())
-                    .map_err(op)?
-                    .map(|g| g.value().len() as u64);
+                let len = remove(&mut table, &mut parts, &key(stripe, index)).map_err(op)?;
                 if let Some(len) = len {
                     let used = meta.get(USED).map_err(op)?.map_or(0, |g| g.value());
                     meta.insert(USED, used.saturating_sub(len)).map_err(op)?;
@@ -447,19 +552,20 @@ impl ShardStore {
             let op = |e| Error::db("list", e);
             let tx = db.begin_read().map_err(|e| Error::db("list", e))?;
             let table = tx.open_table(SHARDS).map_err(|e| Error::db("list", e))?;
-            let mut out: Vec<StripeId> = Vec::new();
-            for item in table.iter().map_err(op)? {
-                let (k, _) = item.map_err(op)?;
-                let id =
-                    StripeId::from_slice(&k.value()[..32]).map_err(|source| Error::Decode {
-                        what: "store key",
-                        source,
-                    })?;
-                if out.last() != Some(&id) {
-                    out.push(id);
+            let parts = tx.open_table(PIECES).map_err(|e| Error::db("list", e))?;
+            let mut out = std::collections::BTreeSet::new();
+            for t in [&table, &parts] {
+                for item in t.iter().map_err(op)? {
+                    let (k, _) = item.map_err(op)?;
+                    let id =
+                        StripeId::from_slice(&k.value()[..32]).map_err(|source| Error::Decode {
+                            what: "store key",
+                            source,
+                        })?;
+                    out.insert(id);
                 }
             }
-            Ok(out)
+            Ok(out.into_iter().collect())
         })
     }
 
@@ -469,14 +575,21 @@ impl ShardStore {
             let op = |e| Error::db("list", e);
             let tx = db.begin_read().map_err(|e| Error::db("list", e))?;
             let table = tx.open_table(SHARDS).map_err(|e| Error::db("list", e))?;
+            let parts = tx.open_table(PIECES).map_err(|e| Error::db("list", e))?;
             let (lo, hi) = (key(stripe, 0), key(stripe, u16::MAX));
-            let mut out = Vec::new();
+            let (plo, phi) = (piece_key(&lo, 0), piece_key(&hi, u16::MAX));
+            let mut out = std::collections::BTreeSet::new();
             for item in table.range(lo.as_slice()..=hi.as_slice()).map_err(op)? {
                 let (k, _) = item.map_err(op)?;
                 let k = k.value();
-                out.push(u16::from_be_bytes([k[32], k[33]]));
+                out.insert(u16::from_be_bytes([k[32], k[33]]));
             }
-            Ok(out)
+            for item in parts.range(plo.as_slice()..=phi.as_slice()).map_err(op)? {
+                let (k, _) = item.map_err(op)?;
+                let k = k.value();
+                out.insert(u16::from_be_bytes([k[32], k[33]]));
+            }
+            Ok(out.into_iter().collect())
         })
     }
 
@@ -494,14 +607,12 @@ impl ShardStore {
             let tx = db.begin_write().map_err(|e| Error::db("corrupt", e))?;
             {
                 let mut table = tx.open_table(SHARDS).map_err(|e| Error::db("corrupt", e))?;
+                let mut parts = tx.open_table(PIECES).map_err(|e| Error::db("corrupt", e))?;
                 let k = key(stripe, index);
-                let mut bytes = table
-                    .get(k.as_slice())
-                    .map_err(op)?
-                    .map(|g| g.value().to_vec())
-                    .unwrap_or_default();
+                let mut bytes = load(&table, &parts, &k).map_err(op)?.unwrap_or_default();
                 f(&mut bytes);
-                table.insert(k.as_slice(), bytes.as_slice()).map_err(op)?;
+                remove(&mut table, &mut parts, &k).map_err(op)?;
+                store(&mut parts, &k, &bytes).map_err(op)?;
             }
             tx.commit().map_err(|e| Error::db("corrupt", e))?;
             Ok(())
@@ -522,6 +633,7 @@ fn init_tables(db: &Database) -> Result<()> {
     let tx = db.begin_write().map_err(|e| Error::db("init", e))?;
     {
         tx.open_table(SHARDS).map_err(|e| Error::db("init", e))?;
+        tx.open_table(PIECES).map_err(|e| Error::db("init", e))?;
         tx.open_table(META).map_err(|e| Error::db("init", e))?;
     }
     tx.commit().map_err(|e| Error::db("init", e))?;
@@ -534,21 +646,20 @@ fn check_all(db: &Database) -> Result<HealReport> {
     let op = |e| Error::db("check", e);
     let tx = db.begin_read().map_err(|e| Error::db("check", e))?;
     let table = tx.open_table(SHARDS).map_err(|e| Error::db("check", e))?;
+    let parts = tx.open_table(PIECES).map_err(|e| Error::db("check", e))?;
     let meta = tx.open_table(META).map_err(|e| Error::db("check", e))?;
     let used = meta.get(USED).map_err(op)?.map_or(0, |g| g.value());
     let mut report = HealReport {
         shards: 0,
         bytes: 0,
     };
-    for item in table.iter().map_err(op)? {
-        let (k, v) = item.map_err(op)?;
-        let k = k.value();
+    let mut check = |k: &[u8], bytes: &[u8]| -> Result<()> {
         let stripe_id = StripeId::from_slice(&k[..32]).map_err(|source| Error::Decode {
             what: "store key",
             source,
         })?;
         let index = u16::from_be_bytes([k[32], k[33]]);
-        let shard = Shard::from_bytes(v.value()).map_err(|_| Error::CorruptOnDisk {
+        let shard = Shard::from_bytes(bytes).map_err(|_| Error::CorruptOnDisk {
             stripe_id,
             index,
             problem: crate::ShardProblem::HashMismatch,
@@ -559,7 +670,32 @@ fn check_all(db: &Database) -> Result<HealReport> {
             problem,
         })?;
         report.shards += 1;
-        report.bytes += v.value().len() as u64;
+        report.bytes += bytes.len() as u64;
+        Ok(())
+    };
+    for item in table.iter().map_err(op)? {
+        let (k, v) = item.map_err(op)?;
+        check(k.value(), v.value())?;
+    }
+    // Pieces sort by (stripe, index, piece): join each shard's run.
+    let mut current: Option<([u8; 34], Vec<u8>)> = None;
+    for item in parts.iter().map_err(op)? {
+        let (k, v) = item.map_err(op)?;
+        let Some(head) = k.value().first_chunk::<34>() else {
+            continue;
+        };
+        match &mut current {
+            Some((h, bytes)) if h == head => bytes.extend_from_slice(v.value()),
+            _ => {
+                if let Some((h, bytes)) = current.take() {
+                    check(&h, &bytes)?;
+                }
+                current = Some((*head, v.value().to_vec()));
+            }
+        }
+    }
+    if let Some((h, bytes)) = current {
+        check(&h, &bytes)?;
     }
     if report.bytes != used {
         return Err(Error::StoreUnavailable {
@@ -697,6 +833,121 @@ mod pressure_tests {
         ErasureConfig::default()
             .encode(&vec![seed; 40_000])
             .unwrap()
+    }
+
+    #[test]
+    fn shards_are_cut_into_page_sized_pieces() {
+        let sizes =
+            |n: usize| -> Vec<usize> { pieces(&vec![0u8; n]).iter().map(|p| p.len()).collect() };
+        assert_eq!(sizes(35_960), [16_200, 16_200, 3_560]);
+        assert_eq!(sizes(24_100), [16_200, 4_000, 3_900]);
+        assert_eq!(sizes(12_000), [8_100, 3_900]);
+        assert_eq!(sizes(4_000), [4_000]);
+        assert_eq!(sizes(100), [100]);
+        assert!(sizes(0).is_empty());
+        let bytes: Vec<u8> = (0..100_000u32).map(|i| i as u8).collect();
+        assert_eq!(pieces(&bytes).concat(), bytes);
+    }
+
+    /// Distinct shards of about 36 KB (one of the 4 + 2 shards of a 140 KiB stripe).
+    fn big_shards(n: usize) -> Vec<Shard> {
+        (0..n)
+            .map(|i| {
+                let mut data = vec![0u8; 140 * 1024];
+                let mut h = blake3::Hasher::new();
+                h.update(&(i as u64).to_le_bytes());
+                h.finalize_xof().fill(&mut data);
+                ErasureConfig::default()
+                    .encode(&data)
+                    .unwrap()
+                    .swap_remove(i % 6)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_shard_on_disk_takes_about_its_size_not_the_next_power_of_two() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shards.redb");
+        let store = ShardStore::open(&path, StoreConfig::default()).unwrap();
+        let shards = big_shards(300);
+        for s in &shards {
+            assert_eq!(store.put(s).unwrap(), PutOutcome::Stored);
+        }
+        let stored = store.used_bytes().unwrap();
+        assert_eq!(
+            stored,
+            shards.iter().map(|s| s.encoded_len() as u64).sum::<u64>()
+        );
+        drop(store);
+        // Stored whole, each ~36 KB shard took a 64 KiB page (~1.8x).
+        let on_disk = std::fs::metadata(&path).unwrap().blocks() * 512;
+        assert!(
+            on_disk < stored + stored / 4,
+            "{on_disk} bytes on disk for {stored} bytes of shards"
+        );
+        let store = ShardStore::open(&path, StoreConfig::default()).unwrap();
+        for s in &shards {
+            assert_eq!(
+                store.get(&s.stripe_id(), s.index()).unwrap().as_ref(),
+                Some(s)
+            );
+        }
+    }
+
+    #[test]
+    fn shards_stored_whole_by_an_older_version_still_read_list_count_and_delete() {
+        let store = ShardStore::in_memory(StoreConfig::default()).unwrap();
+        let old = big_shards(2);
+        let new = big_shards(3).pop().unwrap();
+        // The older layout: the whole encoded shard under (stripe, index) in `shards`.
+        store
+            .with_db(true, |db| {
+                let tx = db.begin_write().unwrap();
+                {
+                    let mut t = tx.open_table(SHARDS).unwrap();
+                    let mut meta = tx.open_table(META).unwrap();
+                    let mut used = 0;
+                    for s in &old {
+                        let k = key(&s.stripe_id(), s.index());
+                        t.insert(k.as_slice(), s.to_bytes().as_slice()).unwrap();
+                        used += s.encoded_len() as u64;
+                    }
+                    meta.insert(USED, used).unwrap();
+                }
+                tx.commit().unwrap();
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(store.put(&new).unwrap(), PutOutcome::Stored);
+        for s in old.iter().chain([&new]) {
+            assert!(store.contains(&s.stripe_id(), s.index()).unwrap());
+            assert_eq!(
+                store.get(&s.stripe_id(), s.index()).unwrap().as_ref(),
+                Some(s)
+            );
+            assert_eq!(store.list_shards(&s.stripe_id()).unwrap(), [s.index()]);
+            // Putting it again is a no-op whichever layout holds it.
+            assert_eq!(store.put(s).unwrap(), PutOutcome::AlreadyStored);
+        }
+        let mut stripes: Vec<StripeId> = old.iter().chain([&new]).map(|s| s.stripe_id()).collect();
+        stripes.sort();
+        assert_eq!(store.list_stripes().unwrap(), stripes);
+        let report = store.with_db(false, check_all).unwrap();
+        assert_eq!(report.shards, 3);
+        assert_eq!(report.bytes, store.used_bytes().unwrap());
+        assert!(store.delete(&old[0].stripe_id(), old[0].index()).unwrap());
+        assert!(
+            store
+                .get(&old[0].stripe_id(), old[0].index())
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(
+            store.used_bytes().unwrap(),
+            (old[1].encoded_len() + new.encoded_len()) as u64
+        );
     }
 
     #[test]
