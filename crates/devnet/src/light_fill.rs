@@ -11,7 +11,9 @@
 //! threshold here.
 
 use crate::load::{rss_anon_bytes, rss_bytes};
-use crate::load_bench::{BenchConfig, Procs, dir_bytes, io, spawn_with_env, wait_listening};
+use crate::load_bench::{
+    BenchConfig, Procs, bench_root, dir_bytes, spawn_with_env, wait_listening,
+};
 use crate::{Error, Result};
 use rpc::ShardStoreClient;
 use rpc::tls::{LinkSecurity, TlsContext, TlsIdentity};
@@ -144,17 +146,7 @@ fn stripe_bytes(i: u64, len: usize) -> Vec<u8> {
 /// Starts a presence server and one light node under `cfg`'s directory and binaries, fills
 /// the light node as `fill` says, and reports its footprint.
 pub async fn fill_light(cfg: &BenchConfig, fill: &FillConfig) -> Result<FillReport> {
-    let tmp;
-    let root = match &cfg.dir {
-        Some(d) => {
-            std::fs::create_dir_all(d).map_err(io(d))?;
-            d.clone()
-        }
-        None => {
-            tmp = tempfile::tempdir().map_err(io(&std::env::temp_dir()))?;
-            tmp.path().to_path_buf()
-        }
-    };
+    let (root, _tmp) = bench_root(cfg)?;
     let target = (fill.gib * 1073741824.0) as u64;
     let mut procs = Procs { procs: Vec::new() };
     let mut p = spawn_with_env(cfg, &root, "presence", "presence", None, &[])?;

@@ -601,19 +601,24 @@ async fn warm_up(client: &CityClient, txs: &[rpc::pb::SubmitTxRequest]) -> Resul
     Ok(held)
 }
 
-/// Runs the bench and returns what it measured.
-pub async fn run(cfg: &BenchConfig) -> Result<BenchReport> {
-    let tmp;
-    let root = match &cfg.dir {
+/// The bench's directory: `cfg.dir` (created if missing), or a temporary one that lives
+/// as long as the returned guard.
+pub(crate) fn bench_root(cfg: &BenchConfig) -> Result<(PathBuf, Option<tempfile::TempDir>)> {
+    match &cfg.dir {
         Some(d) => {
             std::fs::create_dir_all(d).map_err(io(d))?;
-            d.clone()
+            Ok((d.clone(), None))
         }
         None => {
-            tmp = tempfile::tempdir().map_err(io(&std::env::temp_dir()))?;
-            tmp.path().to_path_buf()
+            let t = tempfile::tempdir().map_err(io(&std::env::temp_dir()))?;
+            Ok((t.path().to_path_buf(), Some(t)))
         }
-    };
+    }
+}
+
+/// Runs the bench and returns what it measured.
+pub async fn run(cfg: &BenchConfig) -> Result<BenchReport> {
+    let (root, _tmp) = bench_root(cfg)?;
     let clock = CpuClock::new()?;
     let mut report = BenchReport {
         threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
