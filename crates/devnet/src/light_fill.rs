@@ -12,7 +12,7 @@
 
 use crate::load::{rss_anon_bytes, rss_bytes};
 use crate::load_bench::{
-    BenchConfig, Procs, bench_root, dir_bytes, spawn_with_env, wait_listening,
+    BenchConfig, Procs, bench_root, dir_bytes, spawn_with_env, start_presence, wait_listening,
 };
 use crate::{Error, Result};
 use rpc::ShardStoreClient;
@@ -149,10 +149,7 @@ pub async fn fill_light(cfg: &BenchConfig, fill: &FillConfig) -> Result<FillRepo
     let (root, _tmp) = bench_root(cfg)?;
     let target = (fill.gib * 1073741824.0) as u64;
     let mut procs = Procs { procs: Vec::new() };
-    let mut p = spawn_with_env(cfg, &root, "presence", "presence", None, &[])?;
-    wait_listening(&mut p, Duration::from_secs(20)).await?;
-    let presence = p.addr;
-    procs.procs.push(p);
+    let presence = start_presence(cfg, &root, &mut procs).await?;
     // The quota counts encoded shards: room for the target and a margin.
     let quota = target + target / 4 + (1 << 30);
     let mut p = spawn_with_env(

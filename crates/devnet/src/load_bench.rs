@@ -681,13 +681,24 @@ fn footprint(procs: &Procs, report: &mut BenchReport) -> Result<()> {
     Ok(())
 }
 
+/// Starts the presence server (in memory) into `procs` and waits until it listens; returns
+/// its address.
+pub(crate) async fn start_presence(
+    cfg: &BenchConfig,
+    root: &Path,
+    procs: &mut Procs,
+) -> Result<SocketAddr> {
+    let mut p = spawn(cfg, root, "presence", "presence", None)?;
+    wait_listening(&mut p, Duration::from_secs(20)).await?;
+    let addr = p.addr;
+    procs.procs.push(p);
+    Ok(addr)
+}
+
 /// Presence, light nodes and one city without a genesis file, each spawned by the bench.
 async fn start_city(cfg: &BenchConfig, root: &Path) -> Result<Procs> {
     let mut procs = Procs { procs: Vec::new() };
-    let mut p = spawn(cfg, root, "presence", "presence", None)?;
-    wait_listening(&mut p, Duration::from_secs(20)).await?;
-    let presence = p.addr;
-    procs.procs.push(p);
+    let presence = start_presence(cfg, root, &mut procs).await?;
     for i in 0..cfg.lights {
         let mut p = spawn(cfg, root, &format!("light-{i}"), "light", Some(presence))?;
         wait_listening(&mut p, Duration::from_secs(30)).await?;

@@ -441,6 +441,7 @@ impl ShardStore {
                 let mut meta = tx.open_table(META).map_err(|e| Error::db("put", e))?;
                 let used = meta.get(USED).map_err(op)?.map_or(0, |g| g.value());
                 let existing = load(&table, &parts, &k).map_err(op)?;
+                let replacing = existing.is_some();
                 let (outcome, freed) = match existing {
                     Some(old) if old == bytes => return Ok(PutOutcome::AlreadyStored),
                     Some(old) => match Shard::from_bytes(&old) {
@@ -463,7 +464,9 @@ impl ShardStore {
                         quota: self.config.quota_bytes,
                     });
                 }
-                remove(&mut table, &mut parts, &k).map_err(op)?;
+                if replacing {
+                    remove(&mut table, &mut parts, &k).map_err(op)?;
+                }
                 store(&mut parts, &k, &bytes).map_err(op)?;
                 meta.insert(USED, after).map_err(op)?;
                 outcome

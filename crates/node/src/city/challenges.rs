@@ -387,23 +387,21 @@ impl EpochReport {
 }
 
 /// For every holder, one of its shards picked uniformly at random among all it holds,
-/// chosen while the manifests stream past (reservoir sampling, one slot per holder): the
-/// audit keeps a handful of manifests, not every stripe's, however many there are.
+/// chosen while the manifests stream past (reservoir sampling, one slot per holder): a
+/// manifest stays in memory only while some holder's pick names it, so the audit holds at
+/// most one per holder, however many stripes there are.
 #[derive(Debug, Default)]
 pub(crate) struct HolderPicks {
-    /// The manifests some pick names (and, between compactions, some no pick names any
-    /// more).
-    kept: Vec<StripeManifest>,
     /// Shards seen per holder so far.
     seen: BTreeMap<NodeId, u64>,
-    /// holder → (index into `kept`, shard index).
-    picks: BTreeMap<NodeId, (usize, u16)>,
+    /// holder → (the manifest of its pick, shard index).
+    picks: BTreeMap<NodeId, (Arc<StripeManifest>, u16)>,
 }
 
 impl HolderPicks {
     /// Considers every shard of `m` for its holder's pick.
     pub(crate) fn offer(&mut self, m: StripeManifest, rng: &mut impl Rng) {
-        let mut slot = None;
+        let mut won = Vec::new();
         for (i, h) in m.holders.iter().enumerate() {
             let (Some(h), Ok(i)) = (h, u16::try_from(i)) else {
                 continue;
@@ -413,34 +411,15 @@ impl HolderPicks {
             // The n-th shard replaces the pick with probability 1/n: each of a holder's
             // shards ends up its pick with the same probability.
             if rng.random_range(0..*n) == 0 {
-                let mi = *slot.get_or_insert(self.kept.len());
-                self.picks.insert(*h, (mi, i));
+                won.push((*h, i));
             }
         }
-        if slot.is_some() {
-            self.kept.push(m);
+        if won.is_empty() {
+            return;
         }
-        if self.kept.len() > 4 * self.picks.len().max(16) {
-            self.compact();
-        }
-    }
-
-    /// Drops the manifests no pick names any more.
-    fn compact(&mut self) {
-        let mut old: Vec<Option<StripeManifest>> = std::mem::take(&mut self.kept)
-            .into_iter()
-            .map(Some)
-            .collect();
-        let mut moved: BTreeMap<usize, usize> = BTreeMap::new();
-        for (mi, _) in self.picks.values_mut() {
-            if let Some(to) = moved.get(mi) {
-                *mi = *to;
-            } else if let Some(m) = old.get_mut(*mi).and_then(Option::take) {
-                // (Always found: every pick names a kept manifest.)
-                self.kept.push(m);
-                moved.insert(*mi, self.kept.len() - 1);
-                *mi = self.kept.len() - 1;
-            }
+        let m = Arc::new(m);
+        for (h, i) in won {
+            self.picks.insert(h, (m.clone(), i));
         }
     }
 }
@@ -472,22 +451,20 @@ async fn audit_picks(
     call_timeout: Duration,
     rng: &mut impl Rng,
 ) -> EpochReport {
-    let HolderPicks {
-        kept: manifests,
-        picks,
-        ..
-    } = picks;
-    let mut by_stripe: BTreeMap<usize, Vec<(NodeId, u16)>> = BTreeMap::new();
-    for (holder, (mi, index)) in picks {
-        by_stripe.entry(mi).or_default().push((holder, index));
+    type Challenged = (Arc<StripeManifest>, Vec<(NodeId, u16)>);
+    let mut by_stripe: BTreeMap<StripeId, Challenged> = BTreeMap::new();
+    for (holder, (m, index)) in picks.picks {
+        by_stripe
+            .entry(m.layout.stripe_id)
+            .or_insert_with(|| (m.clone(), Vec::new()))
+            .1
+            .push((holder, index));
     }
     let mut report = EpochReport {
         epoch,
         ..EpochReport::default()
     };
-    for (mi, challenged) in by_stripe {
-        let m = &manifests[mi];
-        let stripe = m.layout.stripe_id;
+    for (stripe, (m, challenged)) in by_stripe {
         let mut to_check = Vec::new();
         for (holder, index) in challenged {
             match live.get(&holder) {
@@ -507,7 +484,7 @@ async fn audit_picks(
         let challenged_idx: BTreeSet<u16> = to_check.iter().map(|(_, i, _)| *i).collect();
         // Without k good shards the answers cannot be checked, but a holder that is silent
         // or says it lost the shard has failed all the same.
-        let expected = expected_shards(m, live, &challenged_idx, probe, call_timeout)
+        let expected = expected_shards(&m, live, &challenged_idx, probe, call_timeout)
             .await
             .unwrap_or_default();
         let mut calls: FuturesUnordered<_> = to_check
@@ -847,26 +824,31 @@ mod tests {
                 picks.offer(x.clone(), &mut rng);
             }
             assert_eq!(picks.picks.len(), 6);
-            let (mi, index) = picks.picks[&node(1).node_id];
-            assert_eq!(index, 0);
-            let stripe = picks.kept[mi].layout.stripe_id;
+            let (pick, index) = &picks.picks[&node(1).node_id];
+            assert_eq!(*index, 0);
+            let stripe = pick.layout.stripe_id;
             let at = m.iter().position(|x| x.layout.stripe_id == stripe).unwrap();
             hits[at] += 1;
         }
         // Uniform: 500 each expected; a first-or-last bias would show far outside this.
         assert!(hits.iter().all(|h| (400..=600).contains(h)), "{hits:?}");
 
-        // Many stripes: the picker keeps a bounded handful, every pick still resolvable.
+        // Many stripes: the picker holds a bounded handful, every pick names its holder.
         let (many, _, _) = setup(400);
         let mut picks = HolderPicks::default();
         let mut most = 0;
         for x in &many {
             picks.offer(x.clone(), &mut rng);
-            most = most.max(picks.kept.len());
+            let held: BTreeSet<StripeId> = picks
+                .picks
+                .values()
+                .map(|(m, _)| m.layout.stripe_id)
+                .collect();
+            most = most.max(held.len());
         }
         assert!(most <= 4 * 16 + 1, "kept up to {most} manifests");
-        for (holder, (mi, index)) in &picks.picks {
-            assert_eq!(picks.kept[*mi].holders[usize::from(*index)], Some(*holder));
+        for (holder, (m, index)) in &picks.picks {
+            assert_eq!(m.holders[usize::from(*index)], Some(*holder));
         }
     }
 
